@@ -160,7 +160,7 @@ impl Config {
         range(
             "create.piece_kib",
             p,
-            p == 0 || (p % 16 == 0 && p <= 262_144),
+            p == 0 || (p.is_multiple_of(16) && p <= 262_144),
             "allowed 0 (auto) or a multiple of 16 up to 262144",
         )?;
         if p != 0 && self.create.version != CreateVersion::V1 && !p.is_power_of_two() {
@@ -181,35 +181,27 @@ impl Config {
     }
 }
 
-/// The default config as TOML with every key documented.
+/// The default config as TOML with every key documented, in the order of [`DOCS`].
 pub fn print_default() -> String {
     let value = toml::Table::try_from(Config::default()).unwrap_or_default();
     let mut out = String::from(
         "# ringseed configuration. Every key is optional; shown here with its default.\n",
     );
-    for (section, body) in &value {
-        let Some(table) = body.as_table() else {
-            continue;
-        };
-        out.push('\n');
-        push_doc(&mut out, section);
-        out.push_str(&format!("[{section}]\n"));
-        for (key, v) in table {
-            push_doc(&mut out, &format!("{section}.{key}"));
-            out.push_str(&format!("{key} = {v}\n"));
+    for (name, doc) in DOCS {
+        let comment: String = doc
+            .lines()
+            .map(|l| format!("# {}\n", l.trim_start()))
+            .collect();
+        match name.split_once('.') {
+            None => out.push_str(&format!("\n{comment}[{name}]\n")),
+            Some((section, key)) => {
+                if let Some(v) = value.get(section).and_then(|t| t.get(key)) {
+                    out.push_str(&format!("{comment}{key} = {v}\n"));
+                }
+            }
         }
     }
     out
-}
-
-fn push_doc(out: &mut String, key: &str) {
-    if let Some((_, doc)) = DOCS.iter().find(|(k, _)| *k == key) {
-        for line in doc.lines() {
-            out.push_str("# ");
-            out.push_str(line.trim_start());
-            out.push('\n');
-        }
-    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub fn create(
     let piece_length = opts
         .piece_length
         .unwrap_or_else(|| auto_piece_length(total));
-    if piece_length < 16 << 10 || piece_length % (16 << 10) != 0 {
+    if piece_length < 16 << 10 || !piece_length.is_multiple_of(16 << 10) {
         return Err(CreateError::PieceLength(
             piece_length,
             "must be a multiple of 16 KiB",

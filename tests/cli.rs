@@ -1,0 +1,185 @@
+//! The command line as an operator meets it: broken torrents and configs give one clear error
+//! line and exit code 2 (never a panic), the config printer round-trips, and the demo runs.
+
+mod common;
+
+use common::{Payload, ringseed};
+
+fn run_err(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = ringseed().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// Broken .torrent files, each with a word its error message must contain.
+fn broken_corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let mut deep = vec![b'l'; 1_000_000];
+    deep.extend(std::iter::repeat_n(b'e', 1_000_000));
+    let mut deep_info = b"d4:info".to_vec();
+    deep_info.extend(std::iter::repeat_n(b'l', 1_000_000));
+    let valid =
+        b"d4:infod6:lengthi3e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee"
+            .to_vec();
+    vec![
+        ("empty", vec![], "ends"),
+        ("truncated", valid[..valid.len() - 2].to_vec(), "ends"),
+        ("truncated string", valid[..valid.len() - 9].to_vec(), "remain"),
+        ("not a dict", b"i42e".to_vec(), "dictionary"),
+        ("info wrong type", b"d4:info3:abce".to_vec(), "info"),
+        ("unsorted keys", b"d4:infod4:name1:a6:lengthi3eee".to_vec(), "sorted"),
+        ("duplicate keys", b"d4:infoi1e4:infoi1ee".to_vec(), "twice"),
+        ("leading zero", b"d4:infod6:lengthi03eee".to_vec(), "leading zero"),
+        ("huge string length", b"d4:info99999999999999999999:xe".to_vec(), "remain"),
+        ("huge integer", b"d4:infod6:lengthi99999999999999999999eee".to_vec(), "64 bits"),
+        (
+            "huge file length",
+            b"d4:infod5:filesld6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beee4:name1:x12:piece lengthi16384e6:pieces0:ee".to_vec(),
+            "overflows",
+        ),
+        (
+            "negative length",
+            b"d4:infod6:lengthi-5e4:name1:a12:piece lengthi16384e6:pieces0:ee".to_vec(),
+            "negative",
+        ),
+        (
+            "path traversal",
+            b"d4:infod5:filesld6:lengthi1e4:pathl2:..6:passwdeee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee".to_vec(),
+            "unsafe path",
+        ),
+        (
+            "absolute name",
+            b"d4:infod6:lengthi3e4:name4:/etc12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee".to_vec(),
+            "unsafe path",
+        ),
+        (
+            "wrong piece count",
+            b"d4:infod6:lengthi3e4:name1:a12:piece lengthi16384e6:pieces40:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaee".to_vec(),
+            "pieces",
+        ),
+        ("deep nesting", deep, "deeper"),
+        ("deep nesting inside info", deep_info, "deeper"),
+        ("trailing garbage", [valid.clone(), b"xx".to_vec()].concat(), "after the end"),
+    ]
+}
+
+#[test]
+fn broken_torrents_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes, word) in broken_corpus() {
+        let path = dir
+            .path()
+            .join(format!("{}.torrent", name.replace(' ', "_")));
+        std::fs::write(&path, &bytes).unwrap();
+        for cmd in ["info", "verify"] {
+            let mut args: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), path.as_os_str()];
+            if cmd == "verify" {
+                args.extend(["--data".as_ref(), dir.path().as_os_str()]);
+            }
+            let (code, stderr) = run_err(&args);
+            assert_eq!(code, 2, "{name}: {stderr}");
+            assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+            assert!(
+                stderr.contains(word),
+                "{name}: expected {word:?} in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_print_default_round_trips_and_bad_configs_fail() {
+    let out = ringseed()
+        .args(["config", "print-default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[hashing]") && text.contains("# Threads that hash"));
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &text).unwrap();
+    let st = ringseed()
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for (body, word) in [
+        ("[hashing]\nthreads = 5000\n", "hashing.threads"),
+        ("[hashing]\nnope = 1\n", "nope"),
+        ("[unknown]\n", "unknown"),
+        ("not toml at all [", "TOML"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, body).unwrap();
+        let (code, stderr) = run_err(&["config".as_ref(), "check".as_ref(), bad.as_os_str()]);
+        assert_eq!(code, 2, "{body}: {stderr}");
+        assert!(
+            stderr.contains(word) || stderr.to_lowercase().contains(&word.to_lowercase()),
+            "{body}: {stderr}"
+        );
+        // The same file given as --config to any command is refused before work starts.
+        let (code, _) = run_err(&[
+            "--config".as_ref(),
+            bad.as_os_str(),
+            "config".as_ref(),
+            "print-default".as_ref(),
+        ]);
+        assert_eq!(code, 2);
+    }
+}
+
+#[test]
+fn config_threads_setting_is_used() {
+    let p = Payload::new();
+    let dir = p.dir.path();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[hashing]\nthreads = 1\nbatch_kib = 64\n[create]\nversion = \"hybrid\"\n",
+    )
+    .unwrap();
+    let t = dir.join("x.torrent");
+    let st = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("create")
+        .arg(&p.multi)
+        .arg("-o")
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        stdout.contains("Hybrid"),
+        "config's create.version ignored: {stdout}"
+    );
+}
+
+#[test]
+fn demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ringseed()
+        .args(["demo", "--size-mib", "8", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("demo ok"), "{stdout}");
+    assert!(stdout.contains(" 0 bad, 0 missing"), "{stdout}");
+}

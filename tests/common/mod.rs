@@ -1,0 +1,82 @@
+//! Shared helpers of the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `ringseed` binary built for this test run.
+pub fn ringseed() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ringseed"))
+}
+
+/// Fails with a clear message when a tool that `.ci/run` installs is absent.
+pub fn require_tool(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: run .ci/run (or install the Debian packages it lists) first"
+    );
+}
+
+/// Runs tests/helpers/lt_tool.py under Debian's python3 (which has python3-libtorrent).
+pub fn lt_tool(args: &[&str]) -> String {
+    require_tool("/usr/bin/python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/lt_tool.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "lt_tool {args:?} failed (is python3-libtorrent installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.extend_from_slice(&seed.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A payload on disk: a single odd-sized file and a directory tree with odd sizes, nesting and
+/// a zero-length file, side by side in one download directory.
+pub struct Payload {
+    pub dir: tempfile::TempDir,
+    pub single: PathBuf,
+    pub multi: PathBuf,
+}
+
+impl Payload {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let single = data.join("single.bin");
+        let multi = data.join("multi");
+        std::fs::create_dir_all(multi.join("sub/deeper")).unwrap();
+        std::fs::write(&single, pattern(1_000_003, 1)).unwrap();
+        for (name, len, seed) in [
+            ("a.bin", 300_001, 2),
+            ("empty.txt", 0, 3),
+            ("sub/b.bin", 1_234_567, 4),
+            ("sub/c.bin", 17, 5),
+            ("sub/deeper/d.bin", 65_537, 6),
+        ] {
+            std::fs::write(multi.join(name), pattern(len, seed)).unwrap();
+        }
+        Payload { dir, single, multi }
+    }
+
+    /// The download directory holding both payloads.
+    pub fn data_dir(&self) -> &Path {
+        self.single.parent().unwrap()
+    }
+}
