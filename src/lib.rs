@@ -10,3 +10,4 @@ pub mod create;
 pub mod hash;
 pub mod metainfo;
 pub mod storage;
+pub mod wire;
