@@ -7,7 +7,9 @@
 pub mod bencode;
 pub mod config;
 pub mod create;
+pub mod engine;
 pub mod hash;
 pub mod metainfo;
+pub mod pieces;
 pub mod storage;
 pub mod wire;

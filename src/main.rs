@@ -76,6 +76,25 @@ enum Command {
         #[arg(long)]
         threads: Option<u32>,
     },
+    /// Seed a torrent whose data is in a download directory.
+    Seed {
+        torrent: PathBuf,
+        /// Download directory: the torrent's file or top directory is inside it.
+        #[arg(long)]
+        data: PathBuf,
+        /// Listening address (all workers share it through SO_REUSEPORT).
+        #[arg(long, default_value = "0.0.0.0:6881")]
+        listen: std::net::SocketAddr,
+        /// Trust the data without hashing it first (resume).
+        #[arg(long)]
+        skip_check: bool,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Print engine statistics every this many seconds (0 = only at exit).
+        #[arg(long, default_value_t = 10)]
+        stats_every: u64,
+    },
     /// Show what a .torrent or magnet link holds.
     Info {
         /// A .torrent file or a magnet URI.
@@ -214,6 +233,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Seed {
+            torrent,
+            data,
+            listen,
+            skip_check,
+            workers,
+            stats_every,
+        } => seed(
+            &torrent,
+            &data,
+            listen,
+            skip_check,
+            workers,
+            stats_every,
+            &config,
+        ),
         Command::Info { torrent, json } => {
             if torrent.starts_with("magnet:") {
                 let m = ringseed::metainfo::Magnet::parse(&torrent)?;
@@ -448,4 +483,92 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
     }
     println!("demo ok: payload and torrent in {}", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn seed(
+    torrent: &Path,
+    data: &Path,
+    listen: std::net::SocketAddr,
+    skip_check: bool,
+    workers: usize,
+    stats_every: u64,
+    config: &Config,
+) -> Result<ExitCode> {
+    use ringseed::engine::{Engine, Settings, Torrent};
+    let meta = load_torrent(torrent)?;
+    print_summary(&meta);
+    let verify = (!skip_check).then(|| config.hash_options());
+    let (t, report) = Torrent::open(meta, data, verify)
+        .with_context(|| format!("opening data in {}", data.display()))?;
+    if let Some(r) = &report {
+        print_report(r);
+        if r.good == 0 && r.pieces > 0 {
+            bail!("no piece of the data verifies; nothing to seed");
+        }
+    }
+    // Block the signals before any worker starts, so every thread inherits the mask and only
+    // the wait below receives them.
+    let signals = termination_signals();
+    let _ = signals.thread_block();
+    let engine = Engine::start(Settings {
+        workers,
+        listen,
+        ..Settings::default()
+    })?;
+    engine.add_torrent(std::sync::Arc::new(t))?;
+    println!(
+        "seeding on {} with {} workers",
+        engine.local_addr(),
+        engine.stats().len()
+    );
+    let signals = wait_for_signal(&signals, stats_every, &engine);
+    let stats = engine.shutdown();
+    println!("{signals}: stopped");
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn termination_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+/// Blocks until SIGINT or SIGTERM, printing statistics now and then.
+fn wait_for_signal(
+    set: &nix::sys::signal::SigSet,
+    stats_every: u64,
+    engine: &ringseed::engine::Engine,
+) -> &'static str {
+    let started = Instant::now();
+    let mut last_bytes = 0u64;
+    let mut last = Instant::now();
+    loop {
+        let timeout = if stats_every == 0 { 3600 } else { stats_every };
+        let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_secs(timeout));
+        // SAFETY: sigtimedwait with a valid set and no info pointer.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
+        if sig == libc::SIGINT {
+            return "SIGINT";
+        }
+        if sig == libc::SIGTERM {
+            return "SIGTERM";
+        }
+        if stats_every > 0 {
+            let s = engine.stats();
+            let bytes: u64 = s.iter().map(|w| w.bytes_up).sum();
+            let peers: i64 = s.iter().map(|w| w.peers).sum();
+            let secs = last.elapsed().as_secs_f64();
+            println!(
+                "[{:>6.0}s] peers {peers}, uploaded {:.3} GiB, {:.1} MiB/s",
+                started.elapsed().as_secs_f64(),
+                bytes as f64 / GIB,
+                (bytes - last_bytes) as f64 / secs / (1u64 << 20) as f64
+            );
+            last_bytes = bytes;
+            last = Instant::now();
+        }
+    }
 }

@@ -83,6 +83,13 @@ impl DataFiles {
         Ok(outcome)
     }
 
+    /// The raw descriptor of file `index` (for io_uring reads), if the file is open. The
+    /// descriptor stays valid as long as `self` lives.
+    pub fn raw_fd(&self, index: usize) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.files.get(index)?.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Asks the kernel to start reading a linear range into the page cache.
     pub fn prefetch(&self, layout: &FileLayout, start: u64, len: u64) {
         for span in layout.linear_spans(start, len) {

@@ -34,6 +34,9 @@ pub enum WireError {
     },
 }
 
+/// Reserved bytes and info-hash: the part of a handshake that routes a connection.
+pub type HandshakePrefix = ([u8; 8], [u8; 20]);
+
 /// The 68-byte handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handshake {
@@ -59,7 +62,7 @@ impl Handshake {
 
     /// Parses the first part of a handshake: `Ok(None)` until 48 bytes (through the info-hash)
     /// are there, so a listener can route by info-hash before the peer id arrives.
-    pub fn parse_prefix(buf: &[u8]) -> Result<Option<([u8; 8], [u8; 20])>, WireError> {
+    pub fn parse_prefix(buf: &[u8]) -> Result<Option<HandshakePrefix>, WireError> {
         // Reject a wrong protocol string as soon as its first byte disagrees.
         let have = buf.len().min(20);
         let mut expected = [0u8; 20];

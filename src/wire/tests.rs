@@ -164,5 +164,5 @@ fn extension_handshake_round_trip() {
     assert_eq!(h.id_of("ut_pex"), Some(1));
     assert_eq!(h.id_of("lt_donthave"), None);
     assert!(ExtHandshake::parse(b"i1e").is_err());
-    assert!(ExtHandshake::parse(&vec![b'l'; 100]).is_err());
+    assert!(ExtHandshake::parse(&[b'l'; 100]).is_err());
 }

@@ -6,6 +6,10 @@
                                                 {"pieces": n, "have": k, "bad": [...], "seconds": s}
   lt_tool.py create PATH OUT [v1|v2|hybrid] [PIECE_BYTES]
                                              -> makes a torrent with libtorrent
+  lt_tool.py download TORRENT SAVE_PATH PEER_HOST:PORT [TIMEOUT_S]
+                                             -> downloads from one peer (direct connect, no
+                                                tracker/DHT), prints JSON {"done": bool, "seconds",
+                                                "bytes", "rate"} once finished and checked
 """
 import json
 import os
@@ -67,6 +71,41 @@ def create(path, out, version="v1", piece=0):
         f.write(lt.bencode(ct.generate()))
 
 
+def download(path, save_path, peer, timeout="120"):
+    host, port = peer.rsplit(":", 1)
+    ses = lt.session({
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+        "enable_natpmp": False, "listen_interfaces": "127.0.0.1:0",
+        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        "allow_multiple_connections_per_ip": True,
+        # ringseed speaks plain TCP BitTorrent; skip libtorrent's uTP and encrypted attempts
+        # (it falls back to plain TCP anyway, after timeouts).
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "out_enc_policy": 2, "in_enc_policy": 1,
+    })
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    h = ses.add_torrent(params)
+    start = time.monotonic()
+    deadline = start + float(timeout)
+    connected = 0.0
+    while time.monotonic() < deadline:
+        s = h.status()
+        if s.is_seeding:
+            break
+        if time.monotonic() - connected > 2 and s.num_peers == 0:
+            h.connect_peer((host, int(port)))
+            connected = time.monotonic()
+        ses.wait_for_alert(100)
+        ses.pop_alerts()
+    secs = time.monotonic() - start
+    s = h.status()
+    print(json.dumps({"done": bool(s.is_seeding), "seconds": secs, "bytes": s.total_wanted_done,
+                      "rate": s.total_wanted_done / secs if secs else 0, "state": str(s.state),
+                      "error": str(s.errc.message()) if s.errc.value() else ""}))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"hashes": hashes, "check": check, "create": create}[cmd](*args)
+    {"hashes": hashes, "check": check, "create": create, "download": download}[cmd](*args)

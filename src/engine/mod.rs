@@ -1,0 +1,239 @@
+//! The seeding engine: one io_uring worker thread per core, each owning its peers for their
+//! whole life, over torrents shared read-mostly through `Arc`s.
+//!
+//! ```text
+//!  Engine (handle) ──commands (bounded crossbeam + eventfd wake)──► worker 0 … worker N
+//!                                                                   io_uring loop each,
+//!                                                                   SO_REUSEPORT listener each
+//! ```
+//!
+//! A worker never waits for another: it shares only atomics (piece tables, counters, token
+//! buckets) and reads commands from its own channel. Statistics are per-worker atomics that
+//! only their worker writes.
+
+pub mod choker;
+pub mod ratelimit;
+mod settings;
+pub mod torrent;
+mod worker;
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use nix::sys::eventfd::EventFd;
+
+pub use settings::{Settings, UploadPath};
+pub use torrent::Torrent;
+pub use worker::{Reason, StatsSnapshot, WorkerStats};
+
+use ratelimit::TokenBucket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("creating the io_uring of worker {worker}: {source}")]
+    Ring {
+        worker: usize,
+        source: std::io::Error,
+    },
+    #[error("starting worker {0}: {1}")]
+    Spawn(usize, std::io::Error),
+    #[error("worker {0}'s command queue is full")]
+    Busy(usize),
+    #[error("worker {0} has stopped")]
+    Stopped(usize),
+}
+
+/// Commands from the engine handle to a worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    AddTorrent(Arc<Torrent>),
+    RemoveTorrent([u8; 20]),
+    Connect { addr: SocketAddr, torrent: [u8; 20] },
+    Shutdown,
+}
+
+struct WorkerHandle {
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WorkerStats>,
+}
+
+/// A running engine.
+pub struct Engine {
+    workers: Vec<WorkerHandle>,
+    local_addr: SocketAddr,
+    global_limit: Arc<TokenBucket>,
+    next_connect: std::sync::atomic::AtomicUsize,
+    settings: Arc<Settings>,
+}
+
+impl Engine {
+    /// Binds the listeners and starts the workers.
+    pub fn start(settings: Settings) -> Result<Engine, EngineError> {
+        let settings = Arc::new(settings);
+        let count = settings.worker_count();
+        let first = worker::listener(settings.listen).map_err(|source| EngineError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let local_addr = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(settings.listen);
+        let global_limit = Arc::new(TokenBucket::new(settings.upload_rate_limit));
+        let mut listeners = vec![first];
+        for _ in 1..count {
+            listeners.push(
+                worker::listener(local_addr).map_err(|source| EngineError::Listen {
+                    addr: local_addr,
+                    source,
+                })?,
+            );
+        }
+        let mut workers = Vec::with_capacity(count);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded(4096);
+            let wake = Arc::new(
+                EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)
+                    .map_err(|e| EngineError::Spawn(i, e.into()))?,
+            );
+            let stats = Arc::new(WorkerStats::default());
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let ctx = worker::WorkerContext {
+                id: i,
+                settings: settings.clone(),
+                listener,
+                commands: rx,
+                wake: wake.clone(),
+                stats: stats.clone(),
+                global_limit: global_limit.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("ringseed-w{i}"))
+                .spawn(move || worker::run(ctx, ready_tx))
+                .map_err(|e| EngineError::Spawn(i, e))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(EngineError::Ring { worker: i, source }),
+                Err(_) => return Err(EngineError::Stopped(i)),
+            }
+            workers.push(WorkerHandle {
+                commands: tx,
+                wake,
+                thread: Some(thread),
+                stats,
+            });
+        }
+        Ok(Engine {
+            workers,
+            local_addr,
+            global_limit,
+            next_connect: Default::default(),
+            settings,
+        })
+    }
+
+    /// The address the workers listen on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn send(&self, worker: usize, cmd: Command) -> Result<(), EngineError> {
+        let w = &self.workers[worker];
+        match w.commands.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(EngineError::Busy(worker)),
+            Err(TrySendError::Disconnected(_)) => return Err(EngineError::Stopped(worker)),
+        }
+        // Wake the worker's ring (it keeps a read posted on this eventfd).
+        let _ = nix::unistd::write(w.wake.as_fd(), &1u64.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Starts serving a torrent on every worker.
+    pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), EngineError> {
+        for i in 0..self.workers.len() {
+            self.send(i, Command::AddTorrent(t.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops serving a torrent; its peers are disconnected.
+    pub fn remove_torrent(&self, id: [u8; 20]) -> Result<(), EngineError> {
+        for i in 0..self.workers.len() {
+            self.send(i, Command::RemoveTorrent(id))?;
+        }
+        Ok(())
+    }
+
+    /// Opens an outgoing connection to a peer (workers take turns).
+    pub fn connect(&self, addr: SocketAddr, torrent: [u8; 20]) -> Result<(), EngineError> {
+        let i = self.next_connect.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.send(i, Command::Connect { addr, torrent })
+    }
+
+    /// Changes the global upload limit (bytes/s, 0 = unlimited).
+    pub fn set_upload_limit(&self, bytes_per_sec: u64) {
+        self.global_limit.set_rate(bytes_per_sec);
+    }
+
+    /// Counters of every worker.
+    pub fn stats(&self) -> Vec<StatsSnapshot> {
+        self.workers.iter().map(|w| w.stats.snapshot()).collect()
+    }
+
+    /// Closes every peer and stops the workers.
+    pub fn shutdown(mut self) -> Vec<StatsSnapshot> {
+        self.stop();
+        self.stats()
+    }
+
+    fn stop(&mut self) {
+        for i in 0..self.workers.len() {
+            // A full queue still gets the shutdown: wait for room rather than leak a thread.
+            let w = &self.workers[i];
+            if w.commands.send(Command::Shutdown).is_ok() {
+                let _ = nix::unistd::write(w.wake.as_fd(), &1u64.to_ne_bytes());
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A random peer id: `-RS0100-` (Azureus style, client RS version 0.1.0.0) and 12 random
+/// alphanumerics.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-RS0100-000000000000";
+    let mut rnd = [0u8; 12];
+    let _ = getrandom::fill(&mut rnd);
+    const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for (dst, r) in id[8..].iter_mut().zip(rnd) {
+        *dst = ALNUM[usize::from(r) % ALNUM.len()];
+    }
+    id
+}

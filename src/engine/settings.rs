@@ -1,0 +1,110 @@
+//! Engine settings: what the workers need to know, resolved from the config file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::choker::SeedChoker;
+
+/// How piece data travels from disk to a peer's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadPath {
+    /// Let the engine choose: `copy`, which measured fastest on loopback and virtual NICs (see
+    /// docs/design.md); `zerocopy` pays off only on real NICs with large sends.
+    Auto,
+    /// io_uring vectored read of the blocks into a per-peer buffer, one send of headers and
+    /// blocks together.
+    Copy,
+    /// As `copy` but sent with `IORING_OP_SEND_ZC`: the kernel transmits from our buffer
+    /// without copying it into socket buffers.
+    Zerocopy,
+}
+
+impl UploadPath {
+    /// The path actually used.
+    pub fn resolve(self) -> UploadPath {
+        match self {
+            UploadPath::Auto => UploadPath::Copy,
+            p => p,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker threads (0 = one per available core).
+    pub workers: usize,
+    /// Pin worker i to core i (mod cores).
+    pub pin_workers: bool,
+    pub listen: SocketAddr,
+    /// Upload slots over all workers (0 = unlimited).
+    pub upload_slots: usize,
+    pub choker: SeedChoker,
+    pub rechoke_interval: Duration,
+    /// An optimistic unchoke every this many rechokes.
+    pub optimistic_every: u32,
+    /// Bytes after which a round-robin slot is handed on.
+    pub round_robin_quota: u64,
+    pub upload_path: UploadPath,
+    /// Largest upload job (headers + blocks) read and sent at once.
+    pub batch_bytes: usize,
+    /// Upload jobs a peer may have in flight (reading while the previous one sends).
+    pub jobs_per_peer: usize,
+    /// Largest block a peer may request.
+    pub max_request_len: u32,
+    /// Requests queued per peer; more are rejected (fast extension) or dropped.
+    pub max_reqq: usize,
+    /// Control bytes queued for a peer that does not read before it is cut off.
+    pub max_send_backlog: usize,
+    pub ring_entries: u32,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub max_peers_per_worker: usize,
+    /// Global upload limit in bytes/s (0 = unlimited).
+    pub upload_rate_limit: u64,
+    /// BEP 6 allowed-fast set size.
+    pub allowed_fast: usize,
+    pub peer_id: [u8; 20],
+    pub client_name: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workers: 0,
+            pin_workers: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            upload_slots: 100,
+            choker: SeedChoker::RoundRobin,
+            rechoke_interval: Duration::from_secs(10),
+            optimistic_every: 3,
+            round_robin_quota: 4 << 20,
+            upload_path: UploadPath::Auto,
+            batch_bytes: 256 << 10,
+            jobs_per_peer: 2,
+            max_request_len: 16 << 10,
+            max_reqq: 2000,
+            max_send_backlog: 64 << 10,
+            ring_entries: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(60),
+            max_peers_per_worker: 20_000,
+            upload_rate_limit: 0,
+            allowed_fast: 10,
+            peer_id: super::new_peer_id(),
+            client_name: format!("ringseed {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl Settings {
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
