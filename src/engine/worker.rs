@@ -313,6 +313,8 @@ struct Conn {
     peer_bitfield: Option<Vec<u8>>,
     ext: Option<ExtHandshake>,
     rejected_total: u64,
+    /// Requests refused because the queue was full, since it was last below half.
+    overflow: u64,
     connected_at: Instant,
     last_recv: Instant,
     last_send: Instant,
@@ -358,6 +360,7 @@ impl Conn {
             peer_bitfield: None,
             ext: None,
             rejected_total: 0,
+            overflow: 0,
             connected_at: now,
             last_recv: now,
             last_send: now,
@@ -1037,20 +1040,30 @@ impl Worker {
                 }
                 let c = self.conn(slot).ok_or(Reason::IoError)?;
                 let allowed = !c.am_choking || c.allowed_fast.contains(&r.index);
-                if !t.pieces.verified.get(r.index) || !allowed || c.requests.len() >= max_reqq {
+                let full = c.requests.len() >= max_reqq;
+                if !t.pieces.verified.get(r.index) || !allowed || full {
                     c.rejected_total += 1;
+                    if full {
+                        c.overflow += 1;
+                    }
                     if c.fast {
                         c.queue(Message::Reject(r));
                         self.stats.add(&self.stats.rejected, 1);
                     } else {
                         self.stats.add(&self.stats.dropped_requests, 1);
                     }
-                    // Far more refused requests than a queue holds: the peer ignores us.
+                    // A peer that keeps requesting past the queue we advertised (`reqq`), or
+                    // while choked, ignores the protocol and only costs us memory and sends.
                     let c = self.conn(slot).ok_or(Reason::IoError)?;
-                    if c.rejected_total > 4 * max_reqq as u64 + 1000 {
+                    if c.overflow > (max_reqq as u64 / 2).max(16)
+                        || c.rejected_total > 4 * max_reqq as u64 + 1000
+                    {
                         return Err(Reason::RequestFlood);
                     }
                 } else {
+                    if c.requests.len() < max_reqq / 2 {
+                        c.overflow = 0;
+                    }
                     c.requests.push_back((r, now));
                 }
             }

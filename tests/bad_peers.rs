@@ -1,0 +1,277 @@
+//! Bad peers change nothing for good ones: each misbehaving peer is cut off with a counted
+//! reason while libtorrent downloads the same torrent from the same engine, byte-perfect.
+//! Also: with two workers, peers land on both (thread-per-core for real).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{lt_tool, pattern, require_tool, ringseed};
+use ringseed::engine::{Engine, Settings, StatsSnapshot, Torrent};
+use ringseed::metainfo::Metainfo;
+use ringseed::wire::{BlockRequest, Handshake, Message};
+
+fn total(stats: &[StatsSnapshot], reason: &str) -> u64 {
+    stats
+        .iter()
+        .map(|s| s.disconnects.get(reason).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until the engine counts one more disconnect for `reason` than `before`.
+fn wait_for(engine: &Engine, reason: &str, before: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = total(&engine.stats(), reason);
+        if now > before {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{reason}` disconnect counted: {:?}",
+            engine.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connects and completes a handshake for `info_hash`; returns the stream with the engine's
+/// handshake read.
+fn handshaken(addr: SocketAddr, info_hash: [u8; 20]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&Handshake::new(info_hash, *b"-XX0000-badpeer00001").encode())
+        .unwrap();
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs).unwrap();
+    assert_eq!(Handshake::parse(&hs).unwrap().unwrap().info_hash, info_hash);
+    s
+}
+
+/// Reads until the engine closes the connection (EOF or reset); panics on timeout.
+fn assert_cut_off(mut s: TcpStream) {
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+}
+
+fn msg(m: Message<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    m.encode(&mut v);
+    v
+}
+
+/// Reads messages until an unchoke arrives.
+fn wait_unchoke(s: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some((m, used)) = ringseed::wire::parse_message(&buf, 1 << 20).unwrap() {
+            if m == Message::Unchoke {
+                return;
+            }
+            buf.drain(..used);
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before unchoke");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn bad_peers_are_cut_off_while_a_good_client_downloads() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("payload.bin"), pattern(48 << 20, 7)).unwrap();
+    let tpath = dir.path().join("p.torrent");
+    let st = ringseed()
+        .args(["create", "--no-date", "--piece-kib", "64"])
+        .arg(data.join("payload.bin"))
+        .arg("-o")
+        .arg(&tpath)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let meta = Metainfo::from_bytes(&std::fs::read(&tpath).unwrap()).unwrap();
+    let ih = meta.info.hash.wire_id();
+    let engine = Engine::start(Settings {
+        workers: 2,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        handshake_timeout: Duration::from_secs(2),
+        // A rate limit keeps the good download running while the bad peers do their worst.
+        upload_rate_limit: 24 << 20,
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta, &data, None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let addr = engine.local_addr();
+
+    let out = dir.path().join("good");
+    let (tp, op, a) = (tpath.clone(), out.clone(), addr.to_string());
+    let good = std::thread::spawn(move || {
+        lt_tool(&[
+            "download",
+            tp.to_str().unwrap(),
+            op.to_str().unwrap(),
+            &a,
+            "90",
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A wrong info-hash.
+    let before = total(&engine.stats(), "unknown_torrent");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&Handshake::new([0xee; 20], [1; 20]).encode())
+        .unwrap();
+    assert_cut_off(s);
+    wait_for(&engine, "unknown_torrent", before);
+
+    // Not BitTorrent at all.
+    let before = total(&engine.stats(), "bad_handshake");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_cut_off(s);
+    wait_for(&engine, "bad_handshake", before);
+
+    // A message announcing 2^31 bytes.
+    let before = total(&engine.stats(), "message_too_long");
+    let mut s = handshaken(addr, ih);
+    s.write_all(&[0x80, 0, 0, 0, 7]).unwrap();
+    assert_cut_off(s);
+    wait_for(&engine, "message_too_long", before);
+
+    // A request beyond the end of a piece, and one of 1 MiB.
+    for req in [
+        BlockRequest {
+            index: 3,
+            begin: 60 << 10,
+            length: 16 << 10,
+        },
+        BlockRequest {
+            index: 0,
+            begin: 0,
+            length: 1 << 20,
+        },
+        BlockRequest {
+            index: 100_000,
+            begin: 0,
+            length: 16 << 10,
+        },
+    ] {
+        let before = total(&engine.stats(), "invalid_request");
+        let mut s = handshaken(addr, ih);
+        s.write_all(&msg(Message::Interested)).unwrap();
+        s.write_all(&msg(Message::Request(req))).unwrap();
+        assert_cut_off(s);
+        wait_for(&engine, "invalid_request", before);
+    }
+
+    // Garbage after the handshake: a `have` with a 2-byte payload.
+    let before = total(&engine.stats(), "bad_message");
+    let mut s = handshaken(addr, ih);
+    s.write_all(&[0, 0, 0, 3, 4, 0xde, 0xad, 1, 2, 3, 4, 5])
+        .unwrap();
+    assert_cut_off(s);
+    wait_for(&engine, "bad_message", before);
+
+    // 10 000 requests without reading a byte of the answers.
+    let before = total(&engine.stats(), "request_flood");
+    let mut s = handshaken(addr, ih);
+    s.write_all(&msg(Message::Interested)).unwrap();
+    wait_unchoke(&mut s);
+    let mut flood = Vec::new();
+    for i in 0..10_000u32 {
+        let r = BlockRequest {
+            index: i % 768,
+            begin: (i / 768 % 4) * 16384,
+            length: 16384,
+        };
+        flood.extend_from_slice(&msg(Message::Request(r)));
+    }
+    // The engine may cut us off before all of it is written.
+    let _ = s.write_all(&flood);
+    wait_for(&engine, "request_flood", before);
+    drop(s);
+
+    // Silence after connecting: the handshake timeout.
+    let before = total(&engine.stats(), "handshake_timeout");
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_cut_off(s);
+    wait_for(&engine, "handshake_timeout", before);
+
+    // Vanishing in the middle of a message.
+    let before = total(&engine.stats(), "peer_closed");
+    let mut s = handshaken(addr, ih);
+    s.write_all(
+        &msg(Message::Request(BlockRequest {
+            index: 0,
+            begin: 0,
+            length: 16384,
+        }))[..7],
+    )
+    .unwrap();
+    drop(s);
+    wait_for(&engine, "peer_closed", before);
+
+    let res: serde_json::Value = serde_json::from_str(&good.join().unwrap()).unwrap();
+    assert_eq!(res["done"], true, "good client: {res}");
+    assert_eq!(
+        std::fs::read(out.join("payload.bin")).unwrap(),
+        std::fs::read(data.join("payload.bin")).unwrap()
+    );
+    // Nothing lingers: every bad connection's slot was freed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().iter().map(|s| s.peers).sum::<i64>() > 1 {
+        assert!(Instant::now() < deadline, "{:?}", engine.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn peers_land_on_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), pattern(100_000, 3)).unwrap();
+    let tpath = dir.path().join("f.torrent");
+    let st = ringseed()
+        .arg("create")
+        .arg(dir.path().join("f.bin"))
+        .arg("-o")
+        .arg(&tpath)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let meta = Metainfo::from_bytes(&std::fs::read(&tpath).unwrap()).unwrap();
+    let ih = meta.info.hash.wire_id();
+    let engine = Engine::start(Settings {
+        workers: 2,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta, dir.path(), None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let peers: Vec<TcpStream> = (0..32)
+        .map(|_| handshaken(engine.local_addr(), ih))
+        .collect();
+    let stats = engine.stats();
+    assert_eq!(stats.len(), 2);
+    for (i, s) in stats.iter().enumerate() {
+        assert!(s.handshakes > 0, "worker {i} got no peers: {stats:?}");
+    }
+    assert_eq!(stats.iter().map(|s| s.handshakes).sum::<u64>(), 32);
+    drop(peers);
+}
