@@ -89,6 +89,12 @@ impl Magnet {
         if m.info_hash.v1.is_none() && m.info_hash.v2.is_none() {
             return Err(MagnetError::NoInfoHash);
         }
+        // Percent-encoding can triple a value: bound the canonical form too, so every magnet
+        // we accept can be written out and read back.
+        let canonical = m.to_uri().len();
+        if canonical > MAX_MAGNET_LEN {
+            return Err(MagnetError::TooLong(canonical));
+        }
         Ok(m)
     }
 
@@ -280,6 +286,9 @@ mod tests {
             Magnet::parse(&"a".repeat(70_000)).unwrap_err(),
             TooLong(_)
         ));
+        // Found by fuzzing: 30 000 `+` decode to spaces that re-encode as 90 000 bytes.
+        let spaces = format!("magnet:?xt=urn:btih:{HEX}&dn={}", "+".repeat(30_000));
+        assert!(matches!(Magnet::parse(&spaces).unwrap_err(), TooLong(_)));
         // Multi-byte characters right after the scheme must not split a char.
         assert_eq!(Magnet::parse("magnet:é").unwrap_err(), NotMagnet);
     }
