@@ -6,6 +6,8 @@
                                                 {"pieces": n, "have": k, "bad": [...], "seconds": s}
   lt_tool.py create PATH OUT [v1|v2|hybrid] [PIECE_BYTES]
                                              -> makes a torrent with libtorrent
+  lt_tool.py seed TORRENT SAVE_PATH PORT      -> seeds with the high_performance_seed preset
+                                                until killed (prints "ready" once listening)
   lt_tool.py download TORRENT SAVE_PATH PEER_HOST:PORT [TIMEOUT_S]
                                              -> downloads from one peer (direct connect, no
                                                 tracker/DHT), prints JSON {"done": bool, "seconds",
@@ -71,6 +73,26 @@ def create(path, out, version="v1", piece=0):
         f.write(lt.bencode(ct.generate()))
 
 
+def seed(path, save_path, port):
+    pack = lt.high_performance_seed()
+    pack.update({
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "listen_interfaces": "127.0.0.1:%s" % port,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "alert_mask": lt.alert.category_t.error_notification,
+    })
+    ses = lt.session(pack)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    params.flags |= lt.torrent_flags.seed_mode
+    ses.add_torrent(params)
+    print("ready", flush=True)
+    while True:
+        ses.wait_for_alert(1000)
+        ses.pop_alerts()
+
+
 def download(path, save_path, peer, timeout="120"):
     host, port = peer.rsplit(":", 1)
     ses = lt.session({
@@ -108,4 +130,4 @@ def download(path, save_path, peer, timeout="120"):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"hashes": hashes, "check": check, "create": create, "download": download}[cmd](*args)
+    {"hashes": hashes, "check": check, "create": create, "download": download, "seed": seed}[cmd](*args)
