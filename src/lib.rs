@@ -1,8 +1,9 @@
 //! ringseed: a thread-per-core io_uring BitTorrent seedbox engine.
 //!
 //! The library holds everything; `main.rs` only parses the command line and prints. The module
-//! layout follows `DESIGN.md`: pure codecs (`bencode`, `metainfo`) apart from the code that does
-//! I/O (`storage`, `create`, the parallel half of `hash`).
+//! layout follows `DESIGN.md`: pure codecs (`bencode`, `metainfo`, `tracker::http`,
+//! `tracker::udp`) apart from the code that does I/O (`storage`, `create`, the parallel half of
+//! `hash`, `tracker::client`).
 
 pub mod bencode;
 pub mod config;
@@ -10,3 +11,4 @@ pub mod create;
 pub mod hash;
 pub mod metainfo;
 pub mod storage;
+pub mod tracker;
