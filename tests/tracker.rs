@@ -1010,3 +1010,53 @@ async fn stop_has_a_deadline() {
         seen[1]
     );
 }
+
+#[tokio::test]
+async fn udp_host_names_resolve_and_fall_back_across_addresses() {
+    // `localhost` may resolve to ::1 first; nothing listens there, so the refusal moves the
+    // client on to 127.0.0.1.
+    let (url, _) = udp_tracker(local(0), UdpBehaviour::default()).await;
+    let url = url.replace("127.0.0.1", "localhost");
+    let r = fast_client()
+        .announce(&url, &request([1; 20], 1, 6881, 0, Event::None))
+        .await
+        .unwrap();
+    assert_eq!(r.peers.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_urls_are_named() {
+    let client = fast_client();
+    let req = request([1; 20], 1, 1, 0, Event::None);
+    for url in [
+        "udp://127.0.0.1/announce",
+        "udp:///x",
+        "http://exa mple/announce",
+    ] {
+        let err = client.announce(url, &req).await.unwrap_err();
+        assert!(matches!(err, TrackerError::BadUrl { .. }), "{url}: {err}");
+    }
+}
+
+/// The engine runs one task per torrent on its current-thread runtime; `tokio::spawn` needs the
+/// announcer's future to be `Send`.
+#[tokio::test]
+async fn announcer_runs_in_a_spawned_task() {
+    let (base, _) = http_tracker(vec![http_reply("200 OK", &ok_body(1800, None, &ONE_PEER))]).await;
+    let client = Arc::new(fast_client());
+    let mut a = Announcer::new(
+        [9; 20],
+        [8; 20],
+        6881,
+        &[vec![format!("{base}/announce")]],
+        AnnouncerConfig::default(),
+    );
+    let task = tokio::spawn(async move {
+        tokio::time::sleep_until(a.next_due().into()).await;
+        a.announce_now(&*client, TransferStats::default()).await
+    });
+    let out = task.await.unwrap();
+    assert!(
+        matches!(out, AnnounceOutcome::Announced { response, .. } if response.peers.len() == 1)
+    );
+}

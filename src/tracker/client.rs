@@ -161,13 +161,10 @@ impl TrackerClient {
                 http_result(status, &body, http::parse_announce)
             }
             Scheme::Udp => {
-                let addr = self.resolve_udp(url).await?;
-                let ipv6 = addr.is_ipv6();
-                self.udp_transaction(
+                self.udp_request(
                     url,
-                    addr,
                     |conn, tid| udp::announce_request(conn, tid, req).to_vec(),
-                    |p, tid| udp::parse_announce(p, tid, ipv6),
+                    udp::parse_announce,
                 )
                 .await
             }
@@ -191,12 +188,10 @@ impl TrackerClient {
             Scheme::Udp => {
                 // Checked before any packet is sent.
                 udp::scrape_request(0, 0, info_hashes)?;
-                let addr = self.resolve_udp(url).await?;
-                self.udp_transaction(
+                self.udp_request(
                     url,
-                    addr,
                     |conn, tid| udp::scrape_request(conn, tid, info_hashes).unwrap_or_default(),
-                    |p, tid| udp::parse_scrape(p, tid, info_hashes),
+                    |p, tid, _| udp::parse_scrape(p, tid, info_hashes),
                 )
                 .await
             }
@@ -207,6 +202,12 @@ impl TrackerClient {
     /// up to [`MAX_REPLY_BYTES`].
     async fn http_get(&self, url: &str, full: &str) -> Result<(u16, Vec<u8>), TrackerError> {
         let net = |e: reqwest::Error| self.http_error(url, e);
+        if let Err(e) = reqwest::Url::parse(full) {
+            return Err(TrackerError::BadUrl {
+                url: shown(url),
+                reason: e.to_string(),
+            });
+        }
         let mut resp = self.http.get(full).send().await.map_err(net)?;
         let status = resp.status().as_u16();
         let too_large = TrackerError::TooLarge {
@@ -253,8 +254,30 @@ impl TrackerClient {
         }
     }
 
-    /// Resolves a `udp://host:port/...` URL to one socket address.
-    async fn resolve_udp(&self, url: &str) -> Result<SocketAddr, TrackerError> {
+    /// Resolves a UDP tracker URL and runs the request against its addresses in turn, moving
+    /// to the next one only on a local network error (say, an IPv6 address without a route).
+    async fn udp_request<T>(
+        &self,
+        url: &str,
+        build: impl Fn(u64, u32) -> Vec<u8>,
+        parse: impl Fn(&[u8], u32, bool) -> Result<T, TrackerError>,
+    ) -> Result<T, TrackerError> {
+        let addrs = self.resolve_udp(url).await?;
+        let mut last = None;
+        for addr in addrs {
+            match self.udp_transaction(url, addr, &build, &parse).await {
+                Err(e @ TrackerError::Network { .. }) => last = Some(e),
+                result => return result,
+            }
+        }
+        Err(last.unwrap_or_else(|| TrackerError::Resolve {
+            host: shown(url),
+            reason: "no addresses".to_owned(),
+        }))
+    }
+
+    /// Resolves a `udp://host:port/...` URL to at most 4 socket addresses.
+    async fn resolve_udp(&self, url: &str) -> Result<Vec<SocketAddr>, TrackerError> {
         let bad = |reason: &str| TrackerError::BadUrl {
             url: shown(url),
             reason: reason.to_owned(),
@@ -268,14 +291,14 @@ impl TrackerClient {
             Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
         };
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let lookup = tokio::net::lookup_host((host.as_str(), port));
         let resolve_err = |reason: String| TrackerError::Resolve {
             host: host.clone(),
             reason,
         };
-        let mut addrs = tokio::time::timeout(self.config.connect_timeout, lookup)
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(self.config.connect_timeout, lookup)
             .await
             .map_err(|_| {
                 resolve_err(format!(
@@ -283,10 +306,13 @@ impl TrackerClient {
                     self.config.connect_timeout
                 ))
             })?
-            .map_err(|e| resolve_err(e.to_string()))?;
-        addrs
-            .next()
-            .ok_or_else(|| resolve_err("no addresses".to_owned()))
+            .map_err(|e| resolve_err(e.to_string()))?
+            .take(4)
+            .collect();
+        if addrs.is_empty() {
+            return Err(resolve_err("no addresses".to_owned()));
+        }
+        Ok(addrs)
     }
 
     fn cached_connection(&self, addr: SocketAddr) -> Option<u64> {
@@ -312,15 +338,15 @@ impl TrackerClient {
         }
     }
 
-    /// One BEP 15 request: obtains a connection id unless a fresh one is cached, then sends the
+    /// One BEP 15 request to one address: obtains a connection id unless a fresh one is cached, then sends the
     /// request built by `build(connection_id, transaction_id)` until `parse` accepts a reply or
     /// the retransmissions run out. Connect and request share one retransmission count.
     async fn udp_transaction<T>(
         &self,
         url: &str,
         addr: SocketAddr,
-        build: impl Fn(u64, u32) -> Vec<u8>,
-        parse: impl Fn(&[u8], u32) -> Result<T, TrackerError>,
+        build: &impl Fn(u64, u32) -> Vec<u8>,
+        parse: &impl Fn(&[u8], u32, bool) -> Result<T, TrackerError>,
     ) -> Result<T, TrackerError> {
         let net = |e: std::io::Error| TrackerError::Network {
             url: shown(url),
@@ -366,7 +392,7 @@ impl TrackerClient {
                     .await
                     .map_err(net)?
                 {
-                    let result = parse(reply, tid);
+                    let result = parse(reply, tid, addr.is_ipv6());
                     if matches!(result, Err(TrackerError::Failure(_))) {
                         // The usual cause is an expired connection id: start afresh next time.
                         self.forget_connection(addr);
