@@ -14,6 +14,7 @@
 //!         AnnounceOutcome::NoTrackers | AnnounceOutcome::Stopped => break,
 //!     }
 //! }
+//! # }
 //! ```
 //!
 //! Rules:
