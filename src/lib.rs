@@ -1,8 +1,9 @@
 //! ringseed: a thread-per-core io_uring BitTorrent seedbox engine.
 //!
 //! The library holds everything; `main.rs` only parses the command line and prints. The module
-//! layout follows `DESIGN.md`: pure codecs (`bencode`, `metainfo`) apart from the code that does
-//! I/O (`storage`, `create`, the parallel half of `hash`).
+//! layout follows `DESIGN.md`: pure codecs (`bencode`, `metainfo`, `tracker::http`,
+//! `tracker::udp`) apart from the code that does I/O (`storage`, `create`, the parallel half of
+//! `hash`, `tracker::client`).
 
 pub mod bencode;
 pub mod config;
@@ -12,4 +13,5 @@ pub mod hash;
 pub mod metainfo;
 pub mod pieces;
 pub mod storage;
+pub mod tracker;
 pub mod wire;
