@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::choker::SeedChoker;
+use crate::engine::{Settings, UploadPath};
 use crate::metainfo::Version;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +30,95 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub engine: EngineConfig,
+    pub trackers: Trackers,
+    pub torrents: Torrents,
     pub hashing: Hashing,
     pub create: Create,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    pub workers: u32,
+    pub pin_workers: bool,
+    pub listen: String,
+    pub upload_slots: u32,
+    pub choker: SeedChoker,
+    pub rechoke_interval_s: u32,
+    pub upload_path: UploadPath,
+    pub upload_rate_limit_kib: u64,
+    pub torrent_upload_rate_limit_kib: u64,
+    pub max_request_kib: u32,
+    pub max_reqq: u32,
+    pub batch_kib: u32,
+    pub ring_entries: u32,
+    pub handshake_timeout_s: u32,
+    pub idle_timeout_s: u32,
+    pub max_peers_per_worker: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let s = Settings::default();
+        EngineConfig {
+            workers: 0,
+            pin_workers: s.pin_workers,
+            listen: s.listen.to_string(),
+            upload_slots: s.upload_slots as u32,
+            choker: s.choker,
+            rechoke_interval_s: s.rechoke_interval.as_secs() as u32,
+            upload_path: s.upload_path,
+            upload_rate_limit_kib: 0,
+            torrent_upload_rate_limit_kib: 0,
+            max_request_kib: s.max_request_len >> 10,
+            max_reqq: s.max_reqq as u32,
+            batch_kib: (s.batch_bytes >> 10) as u32,
+            ring_entries: s.ring_entries,
+            handshake_timeout_s: s.handshake_timeout.as_secs() as u32,
+            idle_timeout_s: s.idle_timeout.as_secs() as u32,
+            max_peers_per_worker: s.max_peers_per_worker as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trackers {
+    pub enabled: bool,
+    pub numwant: u32,
+    pub http_timeout_s: u32,
+    pub udp_retry_base_s: u32,
+    pub udp_retries: u32,
+}
+
+impl Default for Trackers {
+    fn default() -> Self {
+        Trackers {
+            enabled: true,
+            numwant: 50,
+            http_timeout_s: 30,
+            udp_retry_base_s: 15,
+            udp_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Torrents {
+    pub dir: String,
+    pub data_dir: String,
+    pub skip_check: bool,
+    pub list: Vec<TorrentEntry>,
+}
+
+/// One torrent to seed: its .torrent file and its download directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorrentEntry {
+    pub torrent: String,
+    pub data: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +174,112 @@ impl From<CreateVersion> for Version {
 /// Documentation of every key, in print order: (`section.key`, comment lines).
 const DOCS: &[(&str, &str)] = &[
     (
+        "engine",
+        "The seeding engine: one io_uring worker thread per core, each owning its peers.",
+    ),
+    (
+        "engine.workers",
+        "Worker threads; 0 means one per available core. Range 0..=256.",
+    ),
+    ("engine.pin_workers", "Pin worker i to core i."),
+    (
+        "engine.listen",
+        "Address every worker listens on (SO_REUSEPORT); \"[::]:6881\" for IPv6 too.",
+    ),
+    (
+        "engine.upload_slots",
+        "Peers unchoked at once over all workers; 0 means every interested peer. Range 0..=100000.",
+    ),
+    (
+        "engine.choker",
+        "Seed choking: \"round_robin\" (rotate slots after each peer's quota) or\n\
+         \"fastest_upload\" (slots to the peers that take data fastest).",
+    ),
+    (
+        "engine.rechoke_interval_s",
+        "Seconds between choking rounds. Range 1..=300.",
+    ),
+    (
+        "engine.upload_path",
+        "How piece data reaches sockets: \"auto\" (measured best: \"copy\" on this class of\n\
+         machine), \"copy\" (io_uring read + send) or \"zerocopy\" (read + send_zc).",
+    ),
+    (
+        "engine.upload_rate_limit_kib",
+        "Global upload limit in KiB/s; 0 means unlimited.",
+    ),
+    (
+        "engine.torrent_upload_rate_limit_kib",
+        "Upload limit of each torrent in KiB/s; 0 means unlimited.",
+    ),
+    (
+        "engine.max_request_kib",
+        "Largest block a peer may request, in KiB (BEP 3 says 16). Range 16..=128.",
+    ),
+    (
+        "engine.max_reqq",
+        "Requests queued per peer (advertised as reqq); a peer that overruns it is cut off.\n\
+         Range 16..=10000.",
+    ),
+    (
+        "engine.batch_kib",
+        "Most KiB read from disk and sent to one peer at once. Range 16..=4096.",
+    ),
+    (
+        "engine.ring_entries",
+        "Submission queue entries of each worker's io_uring. Power of two, 64..=32768.",
+    ),
+    (
+        "engine.handshake_timeout_s",
+        "Seconds a new connection has to complete its handshake. Range 1..=300.",
+    ),
+    (
+        "engine.idle_timeout_s",
+        "Seconds without a message before a peer is dropped. Range 10..=3600.",
+    ),
+    (
+        "engine.max_peers_per_worker",
+        "Connections one worker holds at most. Range 1..=1000000.",
+    ),
+    (
+        "trackers",
+        "Tracker announces (HTTP, HTTPS and UDP; BEP 3, 12, 15, 23).",
+    ),
+    ("trackers.enabled", "Announce torrents to their trackers."),
+    (
+        "trackers.numwant",
+        "Peers asked for per announce. Range 0..=1000.",
+    ),
+    (
+        "trackers.http_timeout_s",
+        "Timeout of one HTTP(S) announce. Range 1..=300.",
+    ),
+    (
+        "trackers.udp_retry_base_s",
+        "BEP 15 retransmission base: the n-th UDP send waits base * 2^n s. Range 1..=60.",
+    ),
+    (
+        "trackers.udp_retries",
+        "UDP retransmissions before giving up. Range 0..=8.",
+    ),
+    ("torrents", "What `ringseed run` seeds."),
+    (
+        "torrents.dir",
+        "Directory whose .torrent files are all seeded, their data in `data_dir`; \"\" for none.",
+    ),
+    (
+        "torrents.data_dir",
+        "Download directory of the torrents found in `dir`.",
+    ),
+    (
+        "torrents.skip_check",
+        "Trust data on disk without hashing it at start (only for data known to be complete).",
+    ),
+    (
+        "torrents.list",
+        "Torrents listed one by one: [{ torrent = \"a.torrent\", data = \"/srv/data\" }, ...].",
+    ),
+    (
         "hashing",
         "Piece hashing for `verify`, `create` and rechecks.",
     ),
@@ -132,7 +327,7 @@ impl Config {
 
     /// Checks every bound; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |key, value: u32, ok: bool, allowed| {
+        let range = |key, value: u32, ok: bool, allowed: &'static str| {
             if ok {
                 Ok(())
             } else {
@@ -143,6 +338,106 @@ impl Config {
                 })
             }
         };
+        let e = &self.engine;
+        range(
+            "engine.workers",
+            e.workers,
+            e.workers <= 256,
+            "allowed 0..=256",
+        )?;
+        range(
+            "engine.upload_slots",
+            e.upload_slots,
+            e.upload_slots <= 100_000,
+            "allowed 0..=100000",
+        )?;
+        range(
+            "engine.rechoke_interval_s",
+            e.rechoke_interval_s,
+            (1..=300).contains(&e.rechoke_interval_s),
+            "allowed 1..=300",
+        )?;
+        range(
+            "engine.max_request_kib",
+            e.max_request_kib,
+            (16..=128).contains(&e.max_request_kib),
+            "allowed 16..=128",
+        )?;
+        range(
+            "engine.max_reqq",
+            e.max_reqq,
+            (16..=10_000).contains(&e.max_reqq),
+            "allowed 16..=10000",
+        )?;
+        range(
+            "engine.batch_kib",
+            e.batch_kib,
+            (16..=4096).contains(&e.batch_kib),
+            "allowed 16..=4096",
+        )?;
+        range(
+            "engine.ring_entries",
+            e.ring_entries,
+            (64..=32768).contains(&e.ring_entries) && e.ring_entries.is_power_of_two(),
+            "a power of two in 64..=32768",
+        )?;
+        range(
+            "engine.handshake_timeout_s",
+            e.handshake_timeout_s,
+            (1..=300).contains(&e.handshake_timeout_s),
+            "allowed 1..=300",
+        )?;
+        range(
+            "engine.idle_timeout_s",
+            e.idle_timeout_s,
+            (10..=3600).contains(&e.idle_timeout_s),
+            "allowed 10..=3600",
+        )?;
+        range(
+            "engine.max_peers_per_worker",
+            e.max_peers_per_worker,
+            (1..=1_000_000).contains(&e.max_peers_per_worker),
+            "allowed 1..=1000000",
+        )?;
+        if e.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::OutOfRange {
+                key: "engine.listen",
+                value: format!("{:?}", e.listen),
+                allowed: "an IP address and port, like \"0.0.0.0:6881\" or \"[::]:6881\"",
+            });
+        }
+        let t = &self.trackers;
+        range(
+            "trackers.numwant",
+            t.numwant,
+            t.numwant <= 1000,
+            "allowed 0..=1000",
+        )?;
+        range(
+            "trackers.http_timeout_s",
+            t.http_timeout_s,
+            (1..=300).contains(&t.http_timeout_s),
+            "allowed 1..=300",
+        )?;
+        range(
+            "trackers.udp_retry_base_s",
+            t.udp_retry_base_s,
+            (1..=60).contains(&t.udp_retry_base_s),
+            "allowed 1..=60",
+        )?;
+        range(
+            "trackers.udp_retries",
+            t.udp_retries,
+            t.udp_retries <= 8,
+            "allowed 0..=8",
+        )?;
+        if !self.torrents.dir.is_empty() && self.torrents.data_dir.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "torrents.data_dir",
+                value: "\"\"".into(),
+                allowed: "required when torrents.dir is set",
+            });
+        }
         let h = &self.hashing;
         range(
             "hashing.threads",
@@ -171,6 +466,45 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Engine settings from the `[engine]` section (validated, so the listen address parses).
+    pub fn engine_settings(&self) -> Settings {
+        let e = &self.engine;
+        let d = Settings::default();
+        Settings {
+            workers: e.workers as usize,
+            pin_workers: e.pin_workers,
+            listen: e.listen.parse().unwrap_or(d.listen),
+            upload_slots: e.upload_slots as usize,
+            choker: e.choker,
+            rechoke_interval: std::time::Duration::from_secs(u64::from(e.rechoke_interval_s)),
+            upload_path: e.upload_path,
+            upload_rate_limit: e.upload_rate_limit_kib << 10,
+            max_request_len: e.max_request_kib << 10,
+            max_reqq: e.max_reqq as usize,
+            batch_bytes: (e.batch_kib as usize) << 10,
+            ring_entries: e.ring_entries,
+            handshake_timeout: std::time::Duration::from_secs(u64::from(e.handshake_timeout_s)),
+            idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),
+            max_peers_per_worker: e.max_peers_per_worker as usize,
+            ..d
+        }
+    }
+
+    /// Control-plane options from the `[trackers]` section.
+    pub fn session_options(&self) -> crate::session::SessionOptions {
+        let t = &self.trackers;
+        let mut o = crate::session::SessionOptions {
+            announce: t.enabled,
+            ..Default::default()
+        };
+        o.tracker_client.http_timeout = std::time::Duration::from_secs(u64::from(t.http_timeout_s));
+        o.tracker_client.udp_retry_base =
+            std::time::Duration::from_secs(u64::from(t.udp_retry_base_s));
+        o.tracker_client.udp_retries = t.udp_retries;
+        o.announcer.numwant = Some(t.numwant);
+        o
     }
 
     pub fn hash_options(&self) -> crate::hash::HashOptions {

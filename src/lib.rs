@@ -12,6 +12,7 @@ pub mod engine;
 pub mod hash;
 pub mod metainfo;
 pub mod pieces;
+pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod wire;

@@ -82,18 +82,13 @@ enum Command {
         /// Download directory: the torrent's file or top directory is inside it.
         #[arg(long)]
         data: PathBuf,
-        /// Listening address (all workers share it through SO_REUSEPORT).
-        #[arg(long, default_value = "0.0.0.0:6881")]
-        listen: std::net::SocketAddr,
-        /// Trust the data without hashing it first (resume).
-        #[arg(long)]
-        skip_check: bool,
-        /// Worker threads (0 = one per core).
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-        /// Print engine statistics every this many seconds (0 = only at exit).
-        #[arg(long, default_value_t = 10)]
-        stats_every: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Seed every torrent the config lists (`[torrents]`): the service mode.
+    Run {
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Show what a .torrent or magnet link holds.
     Info {
@@ -118,6 +113,26 @@ enum Command {
     },
 }
 
+/// Options shared by `seed` and `run`; each overrides its config key.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Listening address (all workers share it through SO_REUSEPORT) [config: engine.listen].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Trust the data without hashing it first [config: torrents.skip_check].
+    #[arg(long)]
+    skip_check: bool,
+    /// Worker threads, 0 = one per core [config: engine.workers].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Do not announce to trackers [config: trackers.enabled].
+    #[arg(long)]
+    no_trackers: bool,
+    /// Print engine statistics every this many seconds (0 = only at exit).
+    #[arg(long, default_value_t = 10)]
+    stats_every: u64,
+}
+
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Print the default config with every key documented.
@@ -128,6 +143,7 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -135,6 +151,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Logs go to stderr (the journal under systemd); `RINGSEED_LOG` sets the level
+/// (error, warn, info, debug, trace; default info).
+fn init_logging() {
+    let level = std::env::var("RINGSEED_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -236,19 +266,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Seed {
             torrent,
             data,
-            listen,
-            skip_check,
-            workers,
-            stats_every,
-        } => seed(
-            &torrent,
-            &data,
-            listen,
-            skip_check,
-            workers,
-            stats_every,
-            &config,
-        ),
+            serve: args,
+        } => serve(vec![(torrent, data)], &args, &config),
+        Command::Run { serve: args } => {
+            let list = config_torrents(&config)?;
+            if list.is_empty() {
+                bail!("the config lists no torrents: set [torrents] dir/data_dir or list");
+            }
+            serve(list, &args, &config)
+        }
         Command::Info { torrent, json } => {
             if torrent.starts_with("magnet:") {
                 let m = ringseed::metainfo::Magnet::parse(&torrent)?;
@@ -485,45 +511,94 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn seed(
-    torrent: &Path,
-    data: &Path,
-    listen: std::net::SocketAddr,
-    skip_check: bool,
-    workers: usize,
-    stats_every: u64,
-    config: &Config,
-) -> Result<ExitCode> {
-    use ringseed::engine::{Engine, Settings, Torrent};
-    let meta = load_torrent(torrent)?;
-    print_summary(&meta);
-    let verify = (!skip_check).then(|| config.hash_options());
-    let (t, report) = Torrent::open(meta, data, verify)
-        .with_context(|| format!("opening data in {}", data.display()))?;
-    if let Some(r) = &report {
-        print_report(r);
-        if r.good == 0 && r.pieces > 0 {
-            bail!("no piece of the data verifies; nothing to seed");
+/// The .torrent files `[torrents]` names: the list, then every .torrent in `dir`.
+fn config_torrents(config: &Config) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let t = &config.torrents;
+    let mut out: Vec<(PathBuf, PathBuf)> = t
+        .list
+        .iter()
+        .map(|e| (PathBuf::from(&e.torrent), PathBuf::from(&e.data)))
+        .collect();
+    if !t.dir.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&t.dir)
+            .with_context(|| format!("torrents.dir {}", t.dir))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "torrent"))
+            .collect();
+        found.sort();
+        out.extend(found.into_iter().map(|p| (p, PathBuf::from(&t.data_dir))));
+    }
+    Ok(out)
+}
+
+/// Seeds `torrents` ((.torrent, download dir) pairs) until SIGINT or SIGTERM.
+fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
+    use ringseed::engine::Torrent;
+    use ringseed::session::Session;
+    let mut settings = config.engine_settings();
+    if let Some(l) = args.listen {
+        settings.listen = l;
+    }
+    if let Some(w) = args.workers {
+        settings.workers = w;
+    }
+    let mut options = config.session_options();
+    options.announce &= !args.no_trackers;
+    let skip_check = args.skip_check || config.torrents.skip_check;
+    let torrent_limit = config.engine.torrent_upload_rate_limit_kib << 10;
+    let single = torrents.len() == 1;
+    let mut opened = Vec::new();
+    for (path, data) in &torrents {
+        let loaded = load_torrent(path).and_then(|meta| {
+            if single {
+                print_summary(&meta);
+            }
+            let verify = (!skip_check).then(|| config.hash_options());
+            let (t, report) = Torrent::open(meta, data, verify)
+                .with_context(|| format!("opening data in {}", data.display()))?;
+            if let Some(r) = &report {
+                if single {
+                    print_report(r);
+                }
+                if r.good == 0 && r.pieces > 0 {
+                    bail!(
+                        "{}: no piece of the data in {} verifies",
+                        path.display(),
+                        data.display()
+                    );
+                }
+            }
+            t.upload_limit.set_rate(torrent_limit);
+            Ok(t)
+        });
+        match loaded {
+            Ok(t) => opened.push(std::sync::Arc::new(t)),
+            // One bad torrent must not keep a box of thousands from seeding the rest.
+            Err(e) if !single => tracing::error!("skipping {}: {e:#}", path.display()),
+            Err(e) => return Err(e),
         }
     }
-    // Block the signals before any worker starts, so every thread inherits the mask and only
+    if opened.is_empty() {
+        bail!("no torrent could be opened");
+    }
+    // Block the signals before any thread starts, so every thread inherits the mask and only
     // the wait below receives them.
     let signals = termination_signals();
     let _ = signals.thread_block();
-    let engine = Engine::start(Settings {
-        workers,
-        listen,
-        ..Settings::default()
-    })?;
-    engine.add_torrent(std::sync::Arc::new(t))?;
+    let session = Session::start(settings, options)?;
+    for t in &opened {
+        session.add_torrent(t.clone())?;
+    }
     println!(
-        "seeding on {} with {} workers",
-        engine.local_addr(),
-        engine.stats().len()
+        "seeding {} torrent(s) on {} with {} workers",
+        opened.len(),
+        session.engine().local_addr(),
+        session.engine().stats().len()
     );
-    let signals = wait_for_signal(&signals, stats_every, &engine);
-    let stats = engine.shutdown();
-    println!("{signals}: stopped");
+    let signal = wait_for_signal(&signals, args.stats_every, session.engine());
+    println!("{signal}: announcing stopped, closing peers");
+    let stats = session.shutdown();
     println!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -79,3 +79,154 @@ fn libtorrent_downloads_single_and_multi_file() {
     let up: u64 = stats.iter().map(|s| s.bytes_up).sum();
     assert!(up >= 1_000_003 + 1_600_122, "{stats:?}");
 }
+
+/// The real binary, real tracker, real clients: aria2c and two libtorrent sessions (one through
+/// the tracker, one by direct connect) download one multi-file torrent with an odd piece size
+/// from one `ringseed seed` at the same time. SIGINT then announces `stopped` and exits 0.
+/// (Transmission refuses loopback peers as "martian"; it has its own test in a network
+/// namespace below.)
+#[test]
+fn several_real_clients_at_once_through_a_tracker() {
+    use common::opentracker::OpenTracker;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for tool in ["/usr/bin/aria2c", "/usr/bin/python3"] {
+        require_tool(tool);
+    }
+    let p = Payload::new();
+    let tpath = p.dir.path().join("swarm.torrent");
+    let meta = make_torrent(&p.multi, &tpath, 48);
+    let tracker = OpenTracker::start(&[meta.info.hash.v1.unwrap()]);
+    // Same info-hash (the announce URL is outside `info`), now pointing at the tracker.
+    let st = ringseed()
+        .args([
+            "create",
+            "--no-date",
+            "--piece-kib",
+            "48",
+            "-t",
+            &tracker.http(),
+        ])
+        .arg(&p.multi)
+        .arg("-o")
+        .arg(&tpath)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_eq!(
+        Metainfo::from_bytes(&std::fs::read(&tpath).unwrap())
+            .unwrap()
+            .info
+            .hash,
+        meta.info.hash
+    );
+
+    let mut seeder = ringseed()
+        .args([
+            "seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--stats-every",
+            "0",
+            "--data",
+        ])
+        .arg(p.data_dir())
+        .arg(&tpath)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("seeder exited").unwrap();
+        if let Some(rest) = line.strip_prefix("seeding 1 torrent(s) on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+
+    let out = |name: &str| {
+        let d = p.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (aria_dir, lt_dir, lt2_dir) = (out("aria2"), out("lt-tracker"), out("lt-direct"));
+    let mut aria = Command::new("/usr/bin/aria2c")
+        .args([
+            "--seed-time=0",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+        ])
+        .args([
+            "--enable-peer-exchange=false",
+            "--file-allocation=none",
+            "--console-log-level=warn",
+        ])
+        .args(["--summary-interval=0", "--bt-stop-timeout=90"])
+        .arg(format!("--dir={}", aria_dir.display()))
+        .arg(&tpath)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (t1, d1) = (tpath.clone(), lt_dir.clone());
+    let lt_tracker = std::thread::spawn(move || {
+        lt_tool(&[
+            "download",
+            t1.to_str().unwrap(),
+            d1.to_str().unwrap(),
+            "tracker",
+            "90",
+        ])
+    });
+    let (t2, d2, a2) = (tpath.clone(), lt2_dir.clone(), addr.clone());
+    let lt_direct = std::thread::spawn(move || {
+        lt_tool(&[
+            "download",
+            t2.to_str().unwrap(),
+            d2.to_str().unwrap(),
+            &a2,
+            "90",
+        ])
+    });
+
+    let name = p.multi.file_name().unwrap();
+    let complete = |dir: &Path| {
+        let mut ok = true;
+        for (_, f) in meta.info.layout.data_files() {
+            let got = std::fs::read(dir.join(f.rel_path())).unwrap_or_default();
+            let want = std::fs::read(p.data_dir().join(f.rel_path())).unwrap();
+            ok &= got == want;
+        }
+        ok
+    };
+    let aria_status = aria.wait().unwrap();
+    assert!(aria_status.success(), "aria2c failed: {aria_status}");
+    assert!(complete(&aria_dir), "aria2c's copy differs");
+    for (name, h) in [("tracker", lt_tracker), ("direct", lt_direct)] {
+        let res: serde_json::Value = serde_json::from_str(&h.join().unwrap()).unwrap();
+        assert_eq!(res["done"], true, "libtorrent ({name}): {res}");
+    }
+    assert!(complete(&lt_dir) && complete(&lt2_dir));
+    assert_same_tree(&p.multi, &aria_dir.join(name));
+
+    // SIGINT: stopped announces, clean exit, final statistics on stdout.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(seeder.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = seeder.wait().unwrap();
+    assert!(status.success(), "{status}: {rest:?}");
+    let stats: Vec<serde_json::Value> = serde_json::from_str(rest.last().unwrap()).unwrap();
+    let handshakes: u64 = stats
+        .iter()
+        .map(|w| w["handshakes"].as_u64().unwrap())
+        .sum();
+    assert!(handshakes >= 3, "{stats:?}");
+    let up: u64 = stats.iter().map(|w| w["bytes_up"].as_u64().unwrap()).sum();
+    assert!(up >= 3 * meta.info.layout.data_length(), "{stats:?}");
+}

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +17,7 @@ use ringseed::tracker::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
-const OPENTRACKER: &str = "/usr/bin/opentracker";
+use common::opentracker::OpenTracker;
 
 /// A client with fast timeouts and a 50 ms BEP 15 retry base (waits 50, 100, 200 ms).
 fn fast_client() -> TrackerClient {
@@ -49,140 +47,6 @@ fn local(port: u16) -> SocketAddr {
 
 // ---------------------------------------------------------------------------------------------
 // opentracker
-
-/// An opentracker process on a free loopback port (TCP and UDP), whitelisting `hashes`, killed
-/// on drop.
-struct OpenTracker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl OpenTracker {
-    fn start(hashes: &[[u8; 20]]) -> OpenTracker {
-        common::require_tool(OPENTRACKER);
-        let dir = tempfile::tempdir().unwrap();
-        // Debian builds opentracker with a whitelist. It chroots into `-d` when run as root and
-        // reads the list after that, so the list is written where the absolute path resolves
-        // both inside the chroot and outside it (when not root).
-        let list: String = hashes
-            .iter()
-            .map(|h| ringseed::metainfo::hex(h) + "\n")
-            .collect();
-        let abs = dir.path().join("whitelist.txt");
-        let inner = dir.path().join(abs.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(inner.parent().unwrap()).unwrap();
-        std::fs::write(&abs, &list).unwrap();
-        std::fs::write(&inner, &list).unwrap();
-        make_world_readable(dir.path());
-        for _ in 0..20 {
-            let port = free_port();
-            let mut child = Command::new(OPENTRACKER)
-                .args([
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-P",
-                    &port.to_string(),
-                ])
-                .arg("-d")
-                .arg(dir.path())
-                .arg("-w")
-                .arg(&abs)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start opentracker");
-            if wait_ready(&mut child, port, hashes[0]) {
-                return OpenTracker {
-                    child,
-                    port,
-                    _dir: dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("opentracker did not start on any of 20 ports");
-    }
-
-    fn http(&self) -> String {
-        format!("http://127.0.0.1:{}/announce", self.port)
-    }
-
-    fn udp(&self) -> String {
-        format!("udp://127.0.0.1:{}/announce", self.port)
-    }
-}
-
-impl Drop for OpenTracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Ready when an announce of a whitelisted hash is answered (opentracker loads its whitelist in
-/// a thread after start).
-fn wait_ready(child: &mut Child, port: u16, hash: [u8; 20]) -> bool {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut encoded = String::new();
-    ringseed::tracker::http::percent_encode(&hash, &mut encoded);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut s) = std::net::TcpStream::connect(local(port)) {
-            let _ = write!(
-                s,
-                "GET /announce?info_hash={encoded}&peer_id=-RS0001-ready0000000&port=1\
-                 &uploaded=0&downloaded=0&left=0&compact=1&event=stopped HTTP/1.0\r\n\r\n"
-            );
-            let mut body = Vec::new();
-            let _ = s.read_to_end(&mut body);
-            if body.windows(8).any(|w| w == b"interval") {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn make_world_readable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in walk(dir) {
-        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 at the time of asking.
-fn free_port() -> u16 {
-    loop {
-        let tcp = StdTcpListener::bind(local(0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if StdUdpSocket::bind(local(port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn has_peer(r: &AnnounceResponse, port: u16) -> bool {
     r.peers.contains(&local(port))

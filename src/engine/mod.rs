@@ -64,7 +64,8 @@ pub(crate) enum Command {
 struct WorkerHandle {
     commands: Sender<Command>,
     wake: Arc<EventFd>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first `stop`; a lock only the stopping thread ever takes.
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WorkerStats>,
 }
 
@@ -131,7 +132,7 @@ impl Engine {
             workers.push(WorkerHandle {
                 commands: tx,
                 wake,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
                 stats,
             });
         }
@@ -198,12 +199,13 @@ impl Engine {
     }
 
     /// Closes every peer and stops the workers.
-    pub fn shutdown(mut self) -> Vec<StatsSnapshot> {
+    pub fn shutdown(self) -> Vec<StatsSnapshot> {
         self.stop();
         self.stats()
     }
 
-    fn stop(&mut self) {
+    /// Closes every peer and stops the workers; later calls do nothing.
+    pub fn stop(&self) {
         for i in 0..self.workers.len() {
             // A full queue still gets the shutdown: wait for room rather than leak a thread.
             let w = &self.workers[i];
@@ -211,8 +213,9 @@ impl Engine {
                 let _ = nix::unistd::write(w.wake.as_fd(), &1u64.to_ne_bytes());
             }
         }
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
+        for w in &self.workers {
+            let thread = w.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(t) = thread {
                 let _ = t.join();
             }
         }

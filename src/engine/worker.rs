@@ -994,20 +994,23 @@ impl Worker {
                 }
             }
             OwnedMsg::Bitfield(bits) => {
-                if bits.len() != n.div_ceil(8) as usize || c.peer_bitfield.is_some() {
+                if bits.len() != n.div_ceil(8) as usize {
                     return Err(Reason::BadMessage);
                 }
                 let spare = (n.div_ceil(8) * 8 - n) as u8;
                 if spare > 0 && bits.last().is_some_and(|&l| l & ((1u8 << spare) - 1) != 0) {
                     return Err(Reason::BadMessage);
                 }
-                let mut count = 0;
-                for i in 0..n {
-                    if bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0 {
-                        t.pieces.peer_has(i);
-                        count += 1;
-                    }
+                // BEP 3 sends the bitfield once, first; aria2 sends fresh ones as it completes
+                // pieces. Accept a later one as a replacement of the peer's state.
+                if let Some(old) = c.peer_bitfield.take() {
+                    for_each_set(&old, n, |i| t.pieces.peer_lost(i));
                 }
+                let mut count = 0;
+                for_each_set(&bits, n, |i| {
+                    t.pieces.peer_has(i);
+                    count += 1;
+                });
                 c.peer_has = count;
                 c.peer_bitfield = Some(bits);
                 if count == n && n > 0 && t.pieces.verified.is_full() {
@@ -1441,11 +1444,7 @@ impl Worker {
         if let Some(t) = &c.torrent {
             t.peers.fetch_sub(1, Ordering::Relaxed);
             if let Some(b) = &c.peer_bitfield {
-                for i in 0..t.pieces.num_pieces() {
-                    if b[(i / 8) as usize] & (0x80 >> (i % 8)) != 0 {
-                        t.pieces.peer_lost(i);
-                    }
-                }
+                for_each_set(b, t.pieces.num_pieces(), |i| t.pieces.peer_lost(i));
             }
         }
         for job in c.jobs.into_iter().chain(c.zc_done) {
@@ -1582,6 +1581,18 @@ impl Worker {
         if let Ok(mut shared) = self.stats.latency_us.try_lock() {
             let _ = shared.add(&self.latency);
             self.latency.reset();
+        }
+    }
+}
+
+/// Calls `f` for every piece index below `n` whose bit is set in a wire-form bitfield.
+fn for_each_set(bits: &[u8], n: u32, mut f: impl FnMut(u32)) {
+    for i in 0..n {
+        if bits
+            .get((i / 8) as usize)
+            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+        {
+            f(i);
         }
     }
 }

@@ -8,9 +8,10 @@
                                              -> makes a torrent with libtorrent
   lt_tool.py seed TORRENT SAVE_PATH PORT      -> seeds with the high_performance_seed preset
                                                 until killed (prints "ready" once listening)
-  lt_tool.py download TORRENT SAVE_PATH PEER_HOST:PORT [TIMEOUT_S]
-                                             -> downloads from one peer (direct connect, no
-                                                tracker/DHT), prints JSON {"done": bool, "seconds",
+  lt_tool.py download TORRENT SAVE_PATH PEER_HOST:PORT|tracker [TIMEOUT_S]
+                                             -> downloads from one peer (direct connect) or from
+                                                the peers the torrent's trackers list (no DHT),
+                                                prints JSON {"done": bool, "seconds",
                                                 "bytes", "rate"} once finished and checked
 """
 import json
@@ -94,7 +95,7 @@ def seed(path, save_path, port):
 
 
 def download(path, save_path, peer, timeout="120"):
-    host, port = peer.rsplit(":", 1)
+    host, port = peer.rsplit(":", 1) if peer != "tracker" else ("", "0")
     ses = lt.session({
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "listen_interfaces": "127.0.0.1:0",
@@ -116,7 +117,7 @@ def download(path, save_path, peer, timeout="120"):
         s = h.status()
         if s.is_seeding:
             break
-        if time.monotonic() - connected > 2 and s.num_peers == 0:
+        if peer != "tracker" and time.monotonic() - connected > 2 and s.num_peers == 0:
             h.connect_peer((host, int(port)))
             connected = time.monotonic()
         ses.wait_for_alert(100)
