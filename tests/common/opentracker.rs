@@ -15,12 +15,19 @@ fn local(port: u16) -> SocketAddr {
 /// on drop.
 pub struct OpenTracker {
     child: Child,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl OpenTracker {
     pub fn start(hashes: &[[u8; 20]]) -> OpenTracker {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, hashes)
+    }
+
+    /// As [`start`](Self::start), listening on `ip` (an address of this host, e.g. the host end
+    /// of a test's veth pair).
+    pub fn start_on(ip: std::net::Ipv4Addr, hashes: &[[u8; 20]]) -> OpenTracker {
         super::require_tool(OPENTRACKER);
         let dir = tempfile::tempdir().unwrap();
         // Debian builds opentracker with a whitelist. It chroots into `-d` when run as root and
@@ -41,7 +48,7 @@ impl OpenTracker {
             let mut child = Command::new(OPENTRACKER)
                 .args([
                     "-i",
-                    "127.0.0.1",
+                    &ip.to_string(),
                     "-p",
                     &port.to_string(),
                     "-P",
@@ -56,9 +63,10 @@ impl OpenTracker {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start opentracker");
-            if wait_ready(&mut child, port, hashes[0]) {
+            if wait_ready(&mut child, SocketAddr::from((ip, port)), hashes[0]) {
                 return OpenTracker {
                     child,
+                    ip,
                     port,
                     _dir: dir,
                 };
@@ -70,11 +78,11 @@ impl OpenTracker {
     }
 
     pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}/announce", self.port)
+        format!("http://{}:{}/announce", self.ip, self.port)
     }
 
     pub fn udp(&self) -> String {
-        format!("udp://127.0.0.1:{}/announce", self.port)
+        format!("udp://{}:{}/announce", self.ip, self.port)
     }
 }
 
@@ -87,7 +95,7 @@ impl Drop for OpenTracker {
 
 /// Ready when an announce of a whitelisted hash is answered (opentracker loads its whitelist in
 /// a thread after start).
-fn wait_ready(child: &mut Child, port: u16, hash: [u8; 20]) -> bool {
+fn wait_ready(child: &mut Child, addr: SocketAddr, hash: [u8; 20]) -> bool {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut encoded = String::new();
@@ -96,7 +104,7 @@ fn wait_ready(child: &mut Child, port: u16, hash: [u8; 20]) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if let Ok(mut s) = std::net::TcpStream::connect(local(port)) {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             let _ = write!(
                 s,
                 "GET /announce?info_hash={encoded}&peer_id=-RS0001-ready0000000&port=1\
