@@ -228,5 +228,7 @@ fn several_real_clients_at_once_through_a_tracker() {
         .sum();
     assert!(handshakes >= 3, "{stats:?}");
     let up: u64 = stats.iter().map(|w| w["bytes_up"].as_u64().unwrap()).sum();
-    assert!(up >= 3 * meta.info.layout.data_length(), "{stats:?}");
+    // The clients also trade pieces among themselves, so ringseed sent at least one whole copy
+    // but not necessarily three.
+    assert!(up >= meta.info.layout.data_length(), "{stats:?}");
 }
