@@ -24,7 +24,7 @@ mkdir -p "$DIR/data"
 PAYLOAD="$DIR/data/payload.bin"
 BYTES=$((SIZE_GIB << 30))
 if [ "$(stat -c %s "$PAYLOAD" 2>/dev/null || echo 0)" != "$BYTES" ]; then
-  openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c "$BYTES" >"$PAYLOAD"
+  (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) | head -c "$BYTES" >"$PAYLOAD"
 fi
 "$RS" create "$PAYLOAD" -o "$DIR/payload.torrent" --no-date --piece-kib 1024 >/dev/null
 cat "$PAYLOAD" >/dev/null

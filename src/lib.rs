@@ -9,6 +9,7 @@ pub mod bencode;
 pub mod config;
 pub mod create;
 pub mod engine;
+pub mod fetch;
 pub mod hash;
 pub mod metainfo;
 pub mod pieces;

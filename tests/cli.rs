@@ -182,4 +182,23 @@ fn demo_runs() {
     );
     assert!(stdout.contains("demo ok"), "{stdout}");
     assert!(stdout.contains(" 0 bad, 0 missing"), "{stdout}");
+    assert!(stdout.contains("every file byte-identical"), "{stdout}");
+}
+
+#[test]
+fn shipped_config_is_the_printed_default() {
+    let out = ringseed()
+        .args(["config", "print-default"])
+        .output()
+        .unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/ringseed.toml"
+    ))
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        shipped,
+        "systemd/ringseed.toml is stale: regenerate it with `ringseed config print-default`"
+    );
 }
