@@ -87,6 +87,14 @@ pub fn fetch(
     let mut blocks_left_in_piece: Vec<u32> = (0..layout.num_pieces)
         .map(|p| layout.piece_size(p).div_ceil(u64::from(wire::BLOCK_SIZE)) as u32)
         .collect();
+    // Index of each piece's first block in `blocks`, and which blocks have arrived.
+    let mut block_index = Vec::with_capacity(layout.num_pieces as usize);
+    let mut acc = 0usize;
+    for p in 0..layout.num_pieces {
+        block_index.push(acc);
+        acc += layout.piece_size(p).div_ceil(u64::from(wire::BLOCK_SIZE)) as usize;
+    }
+    let mut got_block = vec![false; blocks.len()];
     let mut to_request: std::collections::VecDeque<BlockRequest> = blocks.iter().copied().collect();
     let (mut outstanding, mut received) = (0usize, 0usize);
     let mut unchoked = false;
@@ -131,6 +139,18 @@ pub fn fetch(
                     if index >= layout.num_pieces || end > total {
                         return Err(FetchError::Protocol(format!(
                             "block out of range: piece {index} at {begin}"
+                        )));
+                    }
+                    let block_no = (u64::from(index) * layout.piece_length
+                        / u64::from(wire::BLOCK_SIZE)) as usize
+                        + (begin / wire::BLOCK_SIZE) as usize;
+                    if std::mem::replace(
+                        &mut got_block
+                            [block_index[index as usize] + (begin / wire::BLOCK_SIZE) as usize],
+                        true,
+                    ) {
+                        return Err(FetchError::Protocol(format!(
+                            "block {block_no} (piece {index} at {begin}) sent twice"
                         )));
                     }
                     data[at as usize..end as usize].copy_from_slice(block);

@@ -217,7 +217,10 @@ pub(crate) struct WorkerContext {
     pub global_limit: Arc<TokenBucket>,
 }
 
-// user_data layout: kind (8 bits) | job sequence (8 bits) | unused (16) | slot (32 bits).
+// user_data layout: kind (8 bits) | job sequence (24 bits) | slot (32 bits). The sequence must
+// not wrap while a job of the same number can still complete: a zero-copy notification can
+// arrive many jobs later, and an 8-bit sequence once matched a new job and freed its buffer
+// while the kernel still sent from it.
 const ACCEPT: u8 = 1;
 const WAKE: u8 = 2;
 const TICK: u8 = 3;
@@ -228,20 +231,24 @@ const CONNECT: u8 = 7;
 /// A zero-copy send of a job: completes once with the result and once with the notification.
 const SEND_ZC: u8 = 8;
 
-fn ud(kind: u8, seq: u8, slot: usize) -> u64 {
-    (u64::from(kind) << 56) | (u64::from(seq) << 48) | slot as u64
+const SEQ_MASK: u32 = (1 << 24) - 1;
+
+fn ud(kind: u8, seq: u32, slot: usize) -> u64 {
+    (u64::from(kind) << 56) | (u64::from(seq & SEQ_MASK) << 32) | (slot as u64 & 0xffff_ffff)
 }
 
-fn ud_parts(ud: u64) -> (u8, u8, usize) {
+fn ud_parts(ud: u64) -> (u8, u32, usize) {
     (
         (ud >> 56) as u8,
-        (ud >> 48) as u8,
+        (ud >> 32) as u32 & SEQ_MASK,
         (ud & 0xffff_ffff) as usize,
     )
 }
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
 const RECV_INITIAL: usize = 2048;
+/// Sent zero-copy jobs whose buffers a peer may have waiting for the kernel's notification.
+const MAX_ZC_HELD: usize = 16;
 const RECV_SHRINK_ABOVE: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,12 +263,12 @@ enum Phase {
 enum Sending {
     Nothing,
     Control,
-    Job(u8),
+    Job(u32),
 }
 
 /// One upload job: headers and blocks laid out back to back, ready for one send.
 struct Job {
-    seq: u8,
+    seq: u32,
     buf: Vec<u8>,
     len: usize,
     /// Kept alive while reads are in flight: the kernel reads these iovecs.
@@ -298,7 +305,7 @@ struct Conn {
     jobs: VecDeque<Job>,
     /// Jobs fully sent whose zero-copy notification is still due.
     zc_done: Vec<Job>,
-    next_seq: u8,
+    next_seq: u32,
     requests: VecDeque<(BlockRequest, Instant)>,
     fast: bool,
     extensions: bool,
@@ -592,6 +599,11 @@ impl Worker {
                 let closing = conn.closing.is_some();
                 if notif {
                     self.zc_notified(slot, seq);
+                    if !closing {
+                        // A freed buffer may unblock a peer held at MAX_ZC_HELD.
+                        self.pump_uploads(slot);
+                        self.pump_send(slot);
+                    }
                 } else {
                     if kind == SEND_ZC && !more {
                         // The send failed or was cut short: no notification will come.
@@ -1154,7 +1166,13 @@ impl Worker {
             let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if c.closing.is_some() || c.requests.is_empty() || c.jobs.len() >= jobs_per_peer {
+            // Zero-copy buffers stay with the kernel until their notification, which on loopback
+            // comes only once the receiver has read the data: bound what one peer can pin.
+            if c.closing.is_some()
+                || c.requests.is_empty()
+                || c.jobs.len() >= jobs_per_peer
+                || c.zc_done.len() >= MAX_ZC_HELD
+            {
                 return;
             }
             let Some(t) = c.torrent.clone() else { return };
@@ -1192,7 +1210,7 @@ impl Worker {
             }
             let blocks: Vec<(BlockRequest, Instant)> = c.requests.drain(..take).collect();
             let seq = c.next_seq;
-            c.next_seq = c.next_seq.wrapping_add(1);
+            c.next_seq = c.next_seq.wrapping_add(1) & SEQ_MASK;
             // Lay out headers and plan the reads: one readv per run of file-contiguous spans.
             let layout = &t.info().layout;
             let mut runs: Vec<(RawFd, u64, usize, usize, usize)> = Vec::new(); // fd, offset, first iovec, count, bytes
@@ -1268,7 +1286,7 @@ impl Worker {
         }
     }
 
-    fn on_read(&mut self, slot: usize, seq: u8, res: i32) {
+    fn on_read(&mut self, slot: usize, seq: u32, res: i32) {
         let Some(c) = self.conn(slot) else { return };
         let Some(job) = c.jobs.iter_mut().find(|j| j.seq == seq) else {
             return;
@@ -1295,7 +1313,11 @@ impl Worker {
             return;
         }
         let raw = c.fd.as_raw_fd();
-        let (ptr, len, what) = if c.ctrl_sent < c.ctrl_inflight.len() || !c.ctrl.is_empty() {
+        // Messages must not interleave: a piece message already on its way finishes before any
+        // control message goes, and control bytes already handed out finish before a job.
+        let job_midway = c.jobs.front().is_some_and(|j| j.sent > 0);
+        let ctrl_pending = c.ctrl_sent < c.ctrl_inflight.len() || !c.ctrl.is_empty();
+        let (ptr, len, what) = if ctrl_pending && !job_midway {
             if c.ctrl_sent >= c.ctrl_inflight.len() {
                 c.ctrl_inflight.clear();
                 c.ctrl_sent = 0;
@@ -1335,7 +1357,7 @@ impl Worker {
         unsafe { self.push(e) };
     }
 
-    fn on_send(&mut self, slot: usize, seq: u8, res: i32) {
+    fn on_send(&mut self, slot: usize, seq: u32, res: i32) {
         let now = self.now;
         let Some(c) = self.conn(slot) else { return };
         let what = std::mem::replace(&mut c.sending, Sending::Nothing);
@@ -1390,14 +1412,14 @@ impl Worker {
         self.pump_send(slot);
     }
 
-    fn zc_notified(&mut self, slot: usize, seq: u8) {
+    fn zc_notified(&mut self, slot: usize, seq: u32) {
         let Some(c) = self.conn(slot) else { return };
         if let Some(j) = c.jobs.iter_mut().find(|j| j.seq == seq) {
-            j.zc_notifs_pending -= 1;
+            j.zc_notifs_pending = j.zc_notifs_pending.saturating_sub(1);
             return;
         }
         if let Some(i) = c.zc_done.iter().position(|j| j.seq == seq) {
-            c.zc_done[i].zc_notifs_pending -= 1;
+            c.zc_done[i].zc_notifs_pending = c.zc_done[i].zc_notifs_pending.saturating_sub(1);
             if c.zc_done[i].zc_notifs_pending == 0 {
                 let job = c.zc_done.swap_remove(i);
                 self.recycle(job.buf);
