@@ -228,10 +228,10 @@ impl Drop for Engine {
     }
 }
 
-/// A random peer id: `-RS0100-` (Azureus style, client RS version 0.1.0.0) and 12 random
-/// alphanumerics.
+/// A random peer id: `-RG0100-` (Azureus style, client RG version 0.1.0.0; `RS` is taken by
+/// Rufus) and 12 random alphanumerics.
 pub fn new_peer_id() -> [u8; 20] {
-    let mut id = *b"-RS0100-000000000000";
+    let mut id = *b"-RG0100-000000000000";
     let mut rnd = [0u8; 12];
     let _ = getrandom::fill(&mut rnd);
     const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";

@@ -382,6 +382,8 @@ impl Conn {
 }
 
 struct Worker {
+    /// The port we listen on (the bound one, when 0 was configured), told to peers as `p`.
+    port: u16,
     settings: Arc<Settings>,
     ring: IoUring,
     listener: Socket,
@@ -428,7 +430,14 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         settings.upload_slots.div_ceil(workers)
     };
     let now = Instant::now();
+    let port = ctx
+        .listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port());
     let mut w = Worker {
+        port,
         ring,
         listener: ctx.listener,
         commands: ctx.commands,
@@ -908,6 +917,7 @@ impl Worker {
     fn handshake_done(&mut self, slot: usize, hs: Handshake) {
         self.stats.add(&self.stats.handshakes, 1);
         let settings = self.settings.clone();
+        let port = self.port;
         let Some(c) = self.conn(slot) else { return };
         c.phase = Phase::Active;
         c.fast = hs.supports_fast();
@@ -919,7 +929,7 @@ impl Worker {
                 v: Some(settings.client_name.clone()),
                 reqq: Some(settings.max_reqq as u32),
                 yourip: Some(c.addr.ip()),
-                p: Some(settings.listen.port()).filter(|&p| p != 0),
+                p: Some(port).filter(|&p| p != 0),
                 metadata_size: None,
                 upload_only: t.pieces.verified.is_full(),
             };
