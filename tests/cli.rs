@@ -202,3 +202,65 @@ fn shipped_config_is_the_printed_default() {
         "systemd/ringseed.toml is stale: regenerate it with `ringseed config print-default`"
     );
 }
+
+/// `ringseed run` seeds what the config names: a directory of .torrent files (one of them
+/// broken, which is skipped with an error, not fatal) plus a listed torrent; SIGTERM stops it.
+#[test]
+fn run_seeds_the_configured_torrents() {
+    use std::io::{BufRead, BufReader};
+    let p = Payload::new();
+    let dir = p.dir.path();
+    let tdir = dir.join("watch");
+    std::fs::create_dir_all(&tdir).unwrap();
+    for (src, name) in [(&p.single, "single.torrent"), (&p.multi, "multi.torrent")] {
+        let st = ringseed()
+            .arg("create")
+            .arg(src)
+            .arg("-o")
+            .arg(tdir.join(name))
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    std::fs::write(tdir.join("broken.torrent"), b"d4:infoi1ee").unwrap();
+    let listed = dir.join("listed.torrent");
+    std::fs::rename(tdir.join("single.torrent"), &listed).unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[torrents]\ndir = {:?}\ndata_dir = {:?}\nlist = [{{ torrent = {:?}, data = {:?} }}]\n",
+            tdir.display().to_string(),
+            p.data_dir().display().to_string(),
+            listed.display().to_string(),
+            p.data_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--stats-every", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("seeding 2 torrent(s) on 127.0.0.1:"),
+        "{first}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.torrent"),
+        "the broken torrent is named: {stderr}"
+    );
+}
