@@ -202,7 +202,8 @@ const DOCS: &[(&str, &str)] = &[
     (
         "engine.upload_path",
         "How piece data reaches sockets: \"auto\" (measured best: \"copy\" on this class of\n\
-         machine), \"copy\" (io_uring read + send) or \"zerocopy\" (read + send_zc).",
+         machine), \"copy\" (io_uring read + send), \"zerocopy\" (read + send_zc) or\n\
+         \"splice\" (file -> pipe -> socket, no user-space copy).",
     ),
     (
         "engine.upload_rate_limit_kib",

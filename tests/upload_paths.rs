@@ -1,5 +1,6 @@
 //! Every upload path delivers every block exactly once and intact, many times over: the copy
-//! path and zero-copy sends (whose buffers outlive the send until the kernel's notification).
+//! path, zero-copy sends (whose buffers outlive the send until the kernel's notification) and
+//! splice (file → pipe → socket, headers from a buffer).
 
 mod common;
 
@@ -70,4 +71,9 @@ fn copy_path_delivers_every_block_once() {
 #[test]
 fn zerocopy_path_delivers_every_block_once() {
     fetch_many(UploadPath::Zerocopy);
+}
+
+#[test]
+fn splice_path_delivers_every_block_once() {
+    fetch_many(UploadPath::Splice);
 }

@@ -18,6 +18,9 @@ pub enum UploadPath {
     /// As `copy` but sent with `IORING_OP_SEND_ZC`: the kernel transmits from our buffer
     /// without copying it into socket buffers.
     Zerocopy,
+    /// Block data goes file → pipe → socket by `IORING_OP_SPLICE`, never through user space;
+    /// the 13-byte headers are sent from a buffer with MSG_MORE.
+    Splice,
 }
 
 impl UploadPath {

@@ -230,6 +230,9 @@ const READ: u8 = 6;
 const CONNECT: u8 = 7;
 /// A zero-copy send of a job: completes once with the result and once with the notification.
 const SEND_ZC: u8 = 8;
+/// Splice path: file → the peer's pipe, and pipe → socket.
+const SPLICE_IN: u8 = 9;
+const SPLICE_OUT: u8 = 10;
 
 const SEQ_MASK: u32 = (1 << 24) - 1;
 
@@ -282,6 +285,68 @@ struct Job {
     blocks: Vec<(BlockRequest, Instant)>,
     /// Zero-copy sends: the buffer stays with the kernel until the notification.
     zc_notifs_pending: u32,
+    /// Splice path: the job is sent segment by segment instead of from `buf` alone.
+    splice: Option<SpliceJob>,
+}
+
+/// A job on the splice path: headers (and pad zeros) go from the buffer, block data goes
+/// file → pipe → socket without passing through user space.
+struct SpliceJob {
+    segs: Vec<Seg>,
+    seg: usize,
+    seg_done: usize,
+    /// Bytes spliced into the pipe and not yet out to the socket.
+    in_pipe: usize,
+}
+
+enum Seg {
+    Mem { start: usize, len: usize },
+    File { fd: RawFd, offset: u64, len: usize },
+}
+
+impl SpliceJob {
+    /// `n` more bytes of the current segment reached the socket.
+    fn advance(&mut self, n: usize) {
+        self.seg_done += n;
+        if self
+            .segs
+            .get(self.seg)
+            .is_some_and(|s| self.seg_done >= s.len())
+        {
+            self.seg += 1;
+            self.seg_done = 0;
+        }
+    }
+}
+
+impl Seg {
+    fn len(&self) -> usize {
+        match *self {
+            Seg::Mem { len, .. } | Seg::File { len, .. } => len,
+        }
+    }
+}
+
+/// A connection's pipe for the splice path.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    fn new() -> std::io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // A pipe as large as an upload batch moves a whole job per splice pair; if the system
+        // refuses (pipe-max-size), the default 64 KiB works, in more steps.
+        let capacity = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 << 10))
+            .map_or(64 << 10, |c| c as usize);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
 }
 
 struct Conn {
@@ -305,6 +370,8 @@ struct Conn {
     jobs: VecDeque<Job>,
     /// Jobs fully sent whose zero-copy notification is still due.
     zc_done: Vec<Job>,
+    /// Splice path only, made on the first job.
+    pipe: Option<Pipe>,
     next_seq: u32,
     requests: VecDeque<(BlockRequest, Instant)>,
     fast: bool,
@@ -352,6 +419,7 @@ impl Conn {
             sending: Sending::Nothing,
             jobs: VecDeque::new(),
             zc_done: Vec::new(),
+            pipe: None,
             next_seq: 0,
             requests: VecDeque::new(),
             fast: false,
@@ -593,7 +661,7 @@ impl Worker {
                 self.tick();
                 self.post_tick();
             }
-            RECV | SEND | SEND_ZC | READ | CONNECT => {
+            RECV | SEND | SEND_ZC | READ | CONNECT | SPLICE_IN | SPLICE_OUT => {
                 // A zero-copy send completes twice: the result (flagged MORE when a
                 // notification follows) and the notification that the buffer is free. The
                 // operation ends with the last of them.
@@ -623,6 +691,7 @@ impl Worker {
                             RECV => self.on_recv(slot, res),
                             SEND | SEND_ZC => self.on_send(slot, seq, res),
                             READ => self.on_read(slot, seq, res),
+                            SPLICE_IN | SPLICE_OUT => self.on_splice(slot, seq, res, kind),
                             _ => self.on_connect(slot, res),
                         }
                     } else if kind == READ
@@ -1169,6 +1238,7 @@ impl Worker {
 
     /// Starts upload jobs for queued requests, as far as job slots and rate limits allow.
     fn pump_uploads(&mut self, slot: usize) {
+        let path = self.upload_path;
         loop {
             let jobs_per_peer = self.settings.jobs_per_peer;
             let batch = self.settings.batch_bytes;
@@ -1218,6 +1288,17 @@ impl Worker {
             if buf.len() < total {
                 buf.resize(total.max(batch), 0);
             }
+            let splice_mode = path == UploadPath::Splice;
+            if splice_mode && c.pipe.is_none() {
+                match Pipe::new() {
+                    Ok(p) => c.pipe = Some(p),
+                    Err(_) => {
+                        self.buffers.push(buf);
+                        self.close(slot, Reason::IoError);
+                        return;
+                    }
+                }
+            }
             let blocks: Vec<(BlockRequest, Instant)> = c.requests.drain(..take).collect();
             let seq = c.next_seq;
             c.next_seq = c.next_seq.wrapping_add(1) & SEQ_MASK;
@@ -1227,14 +1308,34 @@ impl Worker {
             let mut iovecs: Vec<libc::iovec> = Vec::new();
             let mut at = 0usize;
             let mut failed = false;
+            let mut segs: Vec<Seg> = Vec::new();
+            // Splice path: bytes from the buffer, extending the previous buffer segment.
+            let mem = |segs: &mut Vec<Seg>, start: usize, len: usize| match segs.last_mut() {
+                Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
+                _ => segs.push(Seg::Mem { start, len }),
+            };
             for (r, _) in &blocks {
                 buf[at..at + 13].copy_from_slice(&wire::piece_header(r.index, r.begin, r.length));
+                if splice_mode {
+                    mem(&mut segs, at, 13);
+                }
                 at += 13;
                 let start = u64::from(r.index) * layout.piece_length + u64::from(r.begin);
                 for span in layout.linear_spans(start, u64::from(r.length)) {
                     let len = span.len as usize;
                     if span.pad {
                         buf[at..at + len].fill(0);
+                        if splice_mode {
+                            mem(&mut segs, at, len);
+                        }
+                    } else if let Some(fd) = t.files.raw_fd(span.file)
+                        && splice_mode
+                    {
+                        segs.push(Seg::File {
+                            fd,
+                            offset: span.offset,
+                            len,
+                        });
                     } else if let Some(fd) = t.files.raw_fd(span.file) {
                         let dst = libc::iovec {
                             iov_base: buf[at..].as_mut_ptr().cast(),
@@ -1270,6 +1371,12 @@ impl Worker {
                 sent: 0,
                 blocks,
                 zc_notifs_pending: 0,
+                splice: splice_mode.then_some(SpliceJob {
+                    segs,
+                    seg: 0,
+                    seg_done: 0,
+                    in_pipe: 0,
+                }),
             };
             if failed {
                 job.reads_pending = 0;
@@ -1336,6 +1443,45 @@ impl Worker {
             let rest = &c.ctrl_inflight[c.ctrl_sent..];
             (rest.as_ptr(), rest.len(), Sending::Control)
         } else if let Some(job) = c.jobs.front().filter(|j| j.reads_pending == 0) {
+            if let Some(sj) = &job.splice {
+                let seq = job.seq;
+                let Some(pipe) = &c.pipe else { return };
+                let e = match sj.segs.get(sj.seg) {
+                    Some(&Seg::Mem { start, len }) => {
+                        let rest = &job.buf[start + sj.seg_done..start + len];
+                        opcode::Send::new(types::Fd(raw), rest.as_ptr(), rest.len() as u32)
+                            .flags(libc::MSG_NOSIGNAL | libc::MSG_MORE)
+                            .build()
+                            .user_data(ud(SEND, seq, slot))
+                    }
+                    Some(&Seg::File { .. }) if sj.in_pipe > 0 => opcode::Splice::new(
+                        types::Fd(pipe.read.as_raw_fd()),
+                        -1,
+                        types::Fd(raw),
+                        -1,
+                        sj.in_pipe as u32,
+                    )
+                    .build()
+                    .user_data(ud(SPLICE_OUT, seq, slot)),
+                    Some(&Seg::File { fd, offset, len }) => opcode::Splice::new(
+                        types::Fd(fd),
+                        (offset + sj.seg_done as u64) as i64,
+                        types::Fd(pipe.write.as_raw_fd()),
+                        -1,
+                        (len - sj.seg_done).min(pipe.capacity) as u32,
+                    )
+                    .build()
+                    .user_data(ud(SPLICE_IN, seq, slot)),
+                    None => return,
+                };
+                c.sending = Sending::Job(seq);
+                c.ops += 1;
+                // SAFETY: header bytes live in the front job's buffer, untouched until this
+                // operation completes; the pipe and file descriptors outlive the connection's
+                // operations (the slot is freed only when none is in flight).
+                unsafe { self.push(e) };
+                return;
+            }
             let rest = &job.buf[job.sent..job.len];
             (rest.as_ptr(), rest.len(), Sending::Job(job.seq))
         } else {
@@ -1389,37 +1535,82 @@ impl Worker {
                     return;
                 };
                 job.sent += n;
+                if let Some(sj) = &mut job.splice {
+                    sj.advance(n);
+                }
                 if job.sent == job.len {
-                    let Some(job) = c.jobs.pop_front() else {
-                        return;
-                    };
-                    let payload = (job.len - 13 * job.blocks.len()) as u64;
-                    c.uploaded += payload;
-                    c.uploaded_since_unchoke += payload;
-                    c.uploaded_this_round += payload;
-                    if let Some(t) = &c.torrent {
-                        t.uploaded.fetch_add(payload, Ordering::Relaxed);
-                    }
-                    for (_, at) in &job.blocks {
-                        let us = now.saturating_duration_since(*at).as_micros() as u64;
-                        let _ = self.latency.record(us.max(1));
-                    }
-                    self.stats.add(&self.stats.bytes_up, payload);
-                    self.stats
-                        .add(&self.stats.blocks_up, job.blocks.len() as u64);
-                    if job.zc_notifs_pending > 0 {
-                        if let Some(c) = self.conn(slot) {
-                            c.zc_done.push(job);
-                        }
-                    } else {
-                        self.recycle(job.buf);
-                    }
+                    self.finish_front_job(slot);
                 }
             }
             _ => {}
         }
         self.pump_uploads(slot);
         self.pump_send(slot);
+    }
+
+    /// A splice into the pipe (`SPLICE_IN`) or out of it to the socket (`SPLICE_OUT`) completed.
+    fn on_splice(&mut self, slot: usize, seq: u32, res: i32, kind: u8) {
+        let now = self.now;
+        let Some(c) = self.conn(slot) else { return };
+        c.sending = Sending::Nothing;
+        if res <= 0 {
+            // Nothing read means the file is shorter than the torrent says.
+            let reason = match (kind, res) {
+                (SPLICE_IN, _) => Reason::DiskError,
+                (_, r) if r == -libc::EPIPE || r == -libc::ECONNRESET => Reason::PeerClosed,
+                _ => Reason::IoError,
+            };
+            self.close(slot, reason);
+            return;
+        }
+        let n = res as usize;
+        let Some(job) = c.jobs.front_mut().filter(|j| j.seq == seq) else {
+            return;
+        };
+        let Some(sj) = &mut job.splice else { return };
+        if kind == SPLICE_IN {
+            sj.in_pipe = n;
+        } else {
+            c.last_send = now;
+            sj.in_pipe -= n.min(sj.in_pipe);
+            sj.advance(n);
+            job.sent += n;
+            if job.sent == job.len {
+                self.finish_front_job(slot);
+                self.pump_uploads(slot);
+            }
+        }
+        self.pump_send(slot);
+    }
+
+    /// The front job is fully sent: account it and release its buffer.
+    fn finish_front_job(&mut self, slot: usize) {
+        let now = self.now;
+        let Some(c) = self.conn(slot) else { return };
+        let Some(job) = c.jobs.pop_front() else {
+            return;
+        };
+        let payload = (job.len - 13 * job.blocks.len()) as u64;
+        c.uploaded += payload;
+        c.uploaded_since_unchoke += payload;
+        c.uploaded_this_round += payload;
+        if let Some(t) = &c.torrent {
+            t.uploaded.fetch_add(payload, Ordering::Relaxed);
+        }
+        for (_, at) in &job.blocks {
+            let us = now.saturating_duration_since(*at).as_micros() as u64;
+            let _ = self.latency.record(us.max(1));
+        }
+        self.stats.add(&self.stats.bytes_up, payload);
+        self.stats
+            .add(&self.stats.blocks_up, job.blocks.len() as u64);
+        if job.zc_notifs_pending > 0 {
+            if let Some(c) = self.conn(slot) {
+                c.zc_done.push(job);
+            }
+        } else {
+            self.recycle(job.buf);
+        }
     }
 
     fn zc_notified(&mut self, slot: usize, seq: u32) {
