@@ -90,6 +90,19 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Download a whole torrent from one peer into memory, check every piece, print the speed
+    /// (a one-connection leecher for checks and benchmarks; nothing is written to disk).
+    Fetch {
+        torrent: PathBuf,
+        /// The peer to download from.
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// Requests kept outstanding.
+        #[arg(long, default_value_t = 256)]
+        pipeline: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a .torrent or magnet link holds.
     Info {
         /// A .torrent file or a magnet URI.
@@ -275,6 +288,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("the config lists no torrents: set [torrents] dir/data_dir or list");
             }
             serve(list, &args, &config)
+        }
+        Command::Fetch {
+            torrent,
+            peer,
+            pipeline,
+            json,
+        } => {
+            let meta = load_torrent(&torrent)?;
+            let (_, r) = ringseed::fetch::fetch(&meta.info, peer, pipeline.max(1))?;
+            if json {
+                let out = serde_json::json!({
+                    "bytes": r.bytes,
+                    "seconds": r.elapsed.as_secs_f64(),
+                    "gib_per_s": r.bytes_per_sec() / GIB,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "fetched {:.3} GiB in {:.3} s = {:.2} GiB/s, every piece checked",
+                    r.bytes as f64 / GIB,
+                    r.elapsed.as_secs_f64(),
+                    r.bytes_per_sec() / GIB
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Info { torrent, json } => {
             if torrent.starts_with("magnet:") {

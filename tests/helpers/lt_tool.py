@@ -87,7 +87,11 @@ def seed(path, save_path, port):
     params.ti = lt.torrent_info(path)
     params.save_path = save_path
     params.flags |= lt.torrent_flags.seed_mode
-    ses.add_torrent(params)
+    h = ses.add_torrent(params)
+    deadline = time.monotonic() + 60
+    while not h.status().is_seeding and time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        ses.pop_alerts()
     print("ready", flush=True)
     while True:
         ses.wait_for_alert(1000)
