@@ -17,3 +17,13 @@ pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod wire;
+
+/// `n`, or the number of cores this process may use when `n` is 0 (the convention of every
+/// thread-count setting).
+pub fn threads_or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    }
+}

@@ -9,9 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{lt_tool, pattern, require_tool, ringseed};
+use common::{create_torrent, lt_tool, pattern, require_tool};
 use ringseed::engine::{Engine, Settings, StatsSnapshot, Torrent};
-use ringseed::metainfo::Metainfo;
 use ringseed::wire::{BlockRequest, Handshake, Message};
 
 fn total(stats: &[StatsSnapshot], reason: &str) -> u64 {
@@ -95,15 +94,11 @@ fn bad_peers_are_cut_off_while_a_good_client_downloads() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("payload.bin"), pattern(48 << 20, 7)).unwrap();
     let tpath = dir.path().join("p.torrent");
-    let st = ringseed()
-        .args(["create", "--no-date", "--piece-kib", "64"])
-        .arg(data.join("payload.bin"))
-        .arg("-o")
-        .arg(&tpath)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
-    let meta = Metainfo::from_bytes(&std::fs::read(&tpath).unwrap()).unwrap();
+    let meta = create_torrent(
+        &data.join("payload.bin"),
+        &tpath,
+        &["--no-date", "--piece-kib", "64"],
+    );
     let ih = meta.info.hash.wire_id();
     let engine = Engine::start(Settings {
         workers: 2,
@@ -246,15 +241,7 @@ fn peers_land_on_every_worker() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.bin"), pattern(100_000, 3)).unwrap();
     let tpath = dir.path().join("f.torrent");
-    let st = ringseed()
-        .arg("create")
-        .arg(dir.path().join("f.bin"))
-        .arg("-o")
-        .arg(&tpath)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
-    let meta = Metainfo::from_bytes(&std::fs::read(&tpath).unwrap()).unwrap();
+    let meta = create_torrent(&dir.path().join("f.bin"), &tpath, &[]);
     let ih = meta.info.hash.wire_id();
     let engine = Engine::start(Settings {
         workers: 2,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Payload, ringseed};
+use common::{Payload, create_torrent, ringseed};
 
 fn run_err(args: &[&std::ffi::OsStr]) -> (i32, String) {
     let out = ringseed().args(args).output().unwrap();
@@ -213,14 +213,7 @@ fn run_seeds_the_configured_torrents() {
     let tdir = dir.join("watch");
     std::fs::create_dir_all(&tdir).unwrap();
     for (src, name) in [(&p.single, "single.torrent"), (&p.multi, "multi.torrent")] {
-        let st = ringseed()
-            .arg("create")
-            .arg(src)
-            .arg("-o")
-            .arg(tdir.join(name))
-            .output()
-            .unwrap();
-        assert!(st.status.success());
+        create_torrent(src, &tdir.join(name), &[]);
     }
     std::fs::write(tdir.join("broken.torrent"), b"d4:infoi1ee").unwrap();
     let listed = dir.join("listed.torrent");

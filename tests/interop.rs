@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Payload, lt_tool, require_tool, ringseed};
+use common::{Payload, create_torrent, lt_tool, require_tool, ringseed};
 use ringseed::metainfo::{Metainfo, hex};
 
 fn info_hashes(torrent: &Path) -> (Option<String>, Option<String>) {
@@ -84,30 +84,21 @@ fn assert_verifies(torrent: &Path, data: &Path) {
 }
 
 fn ringseed_create(src: &Path, out: &Path, format: &str, piece_kib: u32) {
-    let st = ringseed()
-        .args([
-            "create",
+    let piece = piece_kib.to_string();
+    create_torrent(
+        src,
+        out,
+        &[
             "--no-date",
             "--format",
             format,
             "--piece-kib",
-            &piece_kib.to_string(),
-        ])
-        .args([
+            &piece,
             "-t",
             "http://127.0.0.1:6969/announce,udp://127.0.0.1:6969",
             "-t",
             "http://127.0.0.2/a",
-        ])
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+        ],
     );
 }
 

@@ -5,24 +5,16 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Payload, lt_tool, require_tool, ringseed};
+use common::{Payload, create_torrent, lt_tool, require_tool, ringseed};
 use ringseed::engine::{Engine, Settings, Torrent};
 use ringseed::metainfo::Metainfo;
 
 fn make_torrent(src: &Path, out: &Path, piece_kib: u32) -> Metainfo {
-    let st = ringseed()
-        .args(["create", "--no-date", "--piece-kib", &piece_kib.to_string()])
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    Metainfo::from_bytes(&std::fs::read(out).unwrap()).unwrap()
+    create_torrent(
+        src,
+        out,
+        &["--no-date", "--piece-kib", &piece_kib.to_string()],
+    )
 }
 
 fn start_engine(workers: usize) -> Engine {
@@ -98,28 +90,12 @@ fn several_real_clients_at_once_through_a_tracker() {
     let meta = make_torrent(&p.multi, &tpath, 48);
     let tracker = OpenTracker::start(&[meta.info.hash.v1.unwrap()]);
     // Same info-hash (the announce URL is outside `info`), now pointing at the tracker.
-    let st = ringseed()
-        .args([
-            "create",
-            "--no-date",
-            "--piece-kib",
-            "48",
-            "-t",
-            &tracker.http(),
-        ])
-        .arg(&p.multi)
-        .arg("-o")
-        .arg(&tpath)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
-    assert_eq!(
-        Metainfo::from_bytes(&std::fs::read(&tpath).unwrap())
-            .unwrap()
-            .info
-            .hash,
-        meta.info.hash
+    let with_tracker = create_torrent(
+        &p.multi,
+        &tpath,
+        &["--no-date", "--piece-kib", "48", "-t", &tracker.http()],
     );
+    assert_eq!(with_tracker.info.hash, meta.info.hash);
 
     let mut seeder = ringseed()
         .args([
@@ -316,21 +292,12 @@ fn transmission_downloads_in_a_network_namespace() {
     let tpath = p.dir.path().join("tr.torrent");
     let meta = make_torrent(&p.multi, &tpath, 32);
     let tracker = OpenTracker::start_on(ns.host_ip, &[meta.info.hash.v1.unwrap()]);
-    let st = ringseed()
-        .args([
-            "create",
-            "--no-date",
-            "--piece-kib",
-            "32",
-            "-t",
-            &tracker.http(),
-        ])
-        .arg(&p.multi)
-        .arg("-o")
-        .arg(&tpath)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    let with_tracker = create_torrent(
+        &p.multi,
+        &tpath,
+        &["--no-date", "--piece-kib", "32", "-t", &tracker.http()],
+    );
+    assert_eq!(with_tracker.info.hash, meta.info.hash);
     let mut seeder = ringseed()
         .args(["seed", "--workers", "2", "--stats-every", "0", "--listen"])
         .arg(format!("{}:0", ns.host_ip))

@@ -20,6 +20,19 @@ use tokio::net::{TcpListener, UdpSocket};
 use common::opentracker::OpenTracker;
 
 /// A client with fast timeouts and a 50 ms BEP 15 retry base (waits 50, 100, 200 ms).
+/// A client for the real tracker: answers come in milliseconds, but a loaded CI machine can
+/// delay one UDP reply past the scripted tests' short retry schedule.
+fn opentracker_client() -> TrackerClient {
+    TrackerClient::new(ClientConfig {
+        http_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        udp_retry_base: Duration::from_millis(250),
+        udp_retries: 3,
+        ..ClientConfig::default()
+    })
+    .expect("client")
+}
+
 fn fast_client() -> TrackerClient {
     TrackerClient::new(ClientConfig {
         http_timeout: Duration::from_millis(1500),
@@ -116,7 +129,7 @@ async fn two_peers_meet(client: &TrackerClient, url: &str, hash: [u8; 20]) {
 async fn opentracker_http_and_udp() {
     let (h_http, h_udp) = ([0x11u8; 20], [0x22u8; 20]);
     let t = OpenTracker::start(&[h_http, h_udp]);
-    let client = fast_client();
+    let client = opentracker_client();
     two_peers_meet(&client, &t.http(), h_http).await;
     two_peers_meet(&client, &t.udp(), h_udp).await;
 }
@@ -124,7 +137,7 @@ async fn opentracker_http_and_udp() {
 #[tokio::test]
 async fn opentracker_refusal_is_surfaced() {
     let t = OpenTracker::start(&[[0x33; 20]]);
-    let client = fast_client();
+    let client = opentracker_client();
     let err = client
         .announce(&t.http(), &request([0x44; 20], 1, 41003, 0, Event::Started))
         .await
@@ -139,7 +152,7 @@ async fn opentracker_refusal_is_surfaced() {
 async fn announcer_drives_opentracker() {
     let hash = [0x55u8; 20];
     let t = OpenTracker::start(&[hash]);
-    let client = fast_client();
+    let client = opentracker_client();
     let mut a = Announcer::new(
         hash,
         *b"-RS0001-announcer001",

@@ -6,9 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{pattern, ringseed};
+use common::{create_torrent, pattern};
 use ringseed::engine::{Engine, Settings, Torrent, UploadPath};
-use ringseed::metainfo::Metainfo;
 
 fn fetch_many(path: UploadPath) {
     let dir = tempfile::tempdir().unwrap();
@@ -17,15 +16,7 @@ fn fetch_many(path: UploadPath) {
     std::fs::write(data.join("a.bin"), pattern(40 << 20, 11)).unwrap();
     std::fs::write(data.join("b.bin"), pattern(3_000_001, 12)).unwrap();
     let t = dir.path().join("t.torrent");
-    let st = ringseed()
-        .args(["create", "--piece-kib", "256", "--no-date"])
-        .arg(&data)
-        .arg("-o")
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
-    let meta = Metainfo::from_bytes(&std::fs::read(&t).unwrap()).unwrap();
+    let meta = create_torrent(&data, &t, &["--piece-kib", "256", "--no-date"]);
     let engine = Engine::start(Settings {
         workers: 2,
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -104,10 +104,6 @@ impl Default for Settings {
 
 impl Settings {
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        crate::threads_or_cores(self.workers)
     }
 }

@@ -63,11 +63,7 @@ impl Default for HashOptions {
 
 impl HashOptions {
     pub fn thread_count(&self) -> usize {
-        if self.threads > 0 {
-            self.threads
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        crate::threads_or_cores(self.threads)
     }
 }
 

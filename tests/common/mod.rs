@@ -82,3 +82,27 @@ impl Payload {
         self.single.parent().unwrap()
     }
 }
+
+/// Runs `ringseed ARGS…`, fails the test with its stderr unless it succeeds, returns stdout.
+pub fn ringseed_ok<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let out = ringseed().args(args).output().expect("run ringseed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ringseed create SRC -o OUT EXTRA…`; returns the torrent as ringseed parses it.
+pub fn create_torrent(src: &Path, out: &Path, extra: &[&str]) -> ringseed::metainfo::Metainfo {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "create".as_ref(),
+        src.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    ringseed_ok(args);
+    ringseed::metainfo::Metainfo::from_bytes(&std::fs::read(out).unwrap()).unwrap()
+}
