@@ -669,7 +669,20 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
         session.engine().local_addr(),
         session.engine().stats().len()
     );
+    // systemd (Type=notify): ready once every worker listens; a no-op outside systemd.
+    let status = format!(
+        "seeding {} torrent(s) on {}",
+        opened.len(),
+        session.engine().local_addr()
+    );
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]) {
+        tracing::warn!("telling systemd we are ready: {e}");
+    }
     let signal = wait_for_signal(&signals, args.stats_every, session.engine());
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     println!("{signal}: announcing stopped, closing peers");
     let stats = session.shutdown();
     println!("{}", serde_json::to_string(&stats)?);
