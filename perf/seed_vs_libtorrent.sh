@@ -40,7 +40,7 @@ run_one() {
   port=$(free_port)
   out=$(mktemp -d /dev/shm/ringseed-leech.XXXX)
   if [ "$name" = ringseed ]; then
-    taskset -c "$SEED_CPU" "$RS" seed "$DIR/payload.torrent" --data "$DIR/data" --skip-check \
+    taskset -c "$SEED_CPU" "$RS" seed "$DIR/payload.torrent" --data "$DIR/data" --skip-check --metrics "" \
       --listen "127.0.0.1:$port" --workers 1 --stats-every 0 >"$DIR/seeder.log" 2>&1 &
   else
     taskset -c "$SEED_CPU" /usr/bin/python3 "$LT" seed "$DIR/payload.torrent" "$DIR/data" "$port" >"$DIR/seeder.log" 2>&1 &

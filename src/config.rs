@@ -33,6 +33,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub trackers: Trackers,
     pub torrents: Torrents,
+    pub metrics: Metrics,
     pub hashing: Hashing,
     pub create: Create,
 }
@@ -100,6 +101,22 @@ impl Default for Trackers {
             http_timeout_s: 30,
             udp_retry_base_s: 15,
             udp_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    pub listen: String,
+    pub top_torrents: u32,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: "127.0.0.1:9707".into(),
+            top_torrents: 20,
         }
     }
 }
@@ -262,6 +279,20 @@ const DOCS: &[(&str, &str)] = &[
     (
         "trackers.udp_retries",
         "UDP retransmissions before giving up. Range 0..=8.",
+    ),
+    (
+        "metrics",
+        "Prometheus metrics (GET /metrics) for `seed` and `run`.",
+    ),
+    (
+        "metrics.listen",
+        "Address of the metrics endpoint; \"\" turns it off. Keep it on localhost or a private\n\
+         network: it has no authentication.",
+    ),
+    (
+        "metrics.top_torrents",
+        "Torrents with their own series (the busiest by upload); the rest are summed under\n\
+         torrent=\"other\". Range 0..=1000.",
     ),
     ("torrents", "What `ringseed run` seeds."),
     (
@@ -505,6 +536,8 @@ impl Config {
             std::time::Duration::from_secs(u64::from(t.udp_retry_base_s));
         o.tracker_client.udp_retries = t.udp_retries;
         o.announcer.numwant = Some(t.numwant);
+        o.metrics_listen = self.metrics.listen.parse().ok();
+        o.metrics_top_torrents = self.metrics.top_torrents as usize;
         o
     }
 

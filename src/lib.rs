@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fetch;
 pub mod hash;
 pub mod metainfo;
+pub mod metrics;
 pub mod pieces;
 pub mod session;
 pub mod storage;

@@ -142,6 +142,9 @@ struct ServeArgs {
     /// Do not announce to trackers [config: trackers.enabled].
     #[arg(long)]
     no_trackers: bool,
+    /// Serve Prometheus metrics here ("" = off) [config: metrics.listen].
+    #[arg(long)]
+    metrics: Option<String>,
     /// Print engine statistics every this many seconds (0 = only at exit).
     #[arg(long, default_value_t = 10)]
     stats_every: u64,
@@ -618,6 +621,13 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
     }
     let mut options = config.session_options();
     options.announce &= !args.no_trackers;
+    if let Some(m) = &args.metrics {
+        options.metrics_listen = if m.is_empty() {
+            None
+        } else {
+            Some(m.parse().with_context(|| format!("--metrics {m:?}"))?)
+        };
+    }
     let skip_check = args.skip_check || config.torrents.skip_check;
     let torrent_limit = config.engine.torrent_upload_rate_limit_kib << 10;
     let single = torrents.len() == 1;
@@ -669,6 +679,9 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
         session.engine().local_addr(),
         session.engine().stats().len()
     );
+    if let Some(m) = session.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
     // systemd (Type=notify): ready once every worker listens; a no-op outside systemd.
     let status = format!(
         "seeding {} torrent(s) on {}",

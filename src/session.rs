@@ -8,7 +8,12 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::sync::RwLock;
+
+use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::EngineCollector;
 
 use crate::engine::{Engine, EngineError, Settings, StatsSnapshot, Torrent};
 use crate::tracker::{
@@ -25,6 +30,10 @@ pub struct SessionOptions {
     /// Connect out to peers that trackers return while a torrent is incomplete. A complete
     /// torrent (a seed) waits for leechers to connect, which they do once the tracker lists it.
     pub max_connects_per_announce: usize,
+    /// Serve Prometheus `/metrics` here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Torrents with their own metric series; the rest are summed as "other".
+    pub metrics_top_torrents: usize,
 }
 
 impl Default for SessionOptions {
@@ -34,6 +43,8 @@ impl Default for SessionOptions {
             tracker_client: ClientConfig::default(),
             announcer: AnnouncerConfig::default(),
             max_connects_per_announce: 50,
+            metrics_listen: None,
+            metrics_top_torrents: 20,
         }
     }
 }
@@ -48,6 +59,11 @@ pub enum SessionError {
     Tracker(#[from] crate::tracker::TrackerError),
     #[error("the control thread has stopped")]
     Stopped,
+    #[error("metrics endpoint on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 enum ControlCommand {
@@ -61,22 +77,44 @@ pub struct Session {
     engine: Arc<Engine>,
     control: Option<JoinHandle<()>>,
     commands: mpsc::UnboundedSender<ControlCommand>,
+    torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Session {
     pub fn start(settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
         let engine = Arc::new(Engine::start(settings)?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
+        let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
+        // Bind here, so a taken port is an error of `start` and the real port is known.
+        let metrics = match options.metrics_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                    .map_err(|source| SessionError::Metrics { addr, source })?;
+                let mut registry = Registry::default();
+                registry.register_collector(Box::new(EngineCollector {
+                    engine: engine.clone(),
+                    torrents: torrents.clone(),
+                    top_torrents: options.metrics_top_torrents,
+                }));
+                Some((l, registry))
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let (tx, rx) = mpsc::unbounded_channel();
         let e = engine.clone();
         let control = std::thread::Builder::new()
             .name("ringseed-control".into())
-            .spawn(move || control_thread(e, client, options, rx))
+            .spawn(move || control_thread(e, client, options, rx, metrics))
             .map_err(SessionError::Control)?;
         Ok(Session {
             engine,
             control: Some(control),
             commands: tx,
+            torrents,
+            metrics_addr,
         })
     }
 
@@ -84,9 +122,17 @@ impl Session {
         &self.engine
     }
 
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Serves a torrent and starts announcing it.
     pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), SessionError> {
         self.engine.add_torrent(t.clone())?;
+        if let Ok(mut list) = self.torrents.write() {
+            list.push(t.clone());
+        }
         self.commands
             .send(ControlCommand::Add(t))
             .map_err(|_| SessionError::Stopped)
@@ -111,6 +157,7 @@ fn control_thread(
     client: TrackerClient,
     options: SessionOptions,
     mut commands: mpsc::UnboundedReceiver<ControlCommand>,
+    metrics: Option<(std::net::TcpListener, Registry)>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,6 +172,40 @@ fn control_thread(
     let client = Arc::new(client);
     rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some((listener, registry)) = metrics {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let registry = Arc::new(registry);
+                    let app = axum::Router::new().route(
+                        "/metrics",
+                        axum::routing::get(move || {
+                            let r = registry.clone();
+                            async move {
+                                (
+                                    [(
+                                        axum::http::header::CONTENT_TYPE,
+                                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                    )],
+                                    crate::metrics::render(&r),
+                                )
+                            }
+                        }),
+                    );
+                    let mut stop = stop_rx.clone();
+                    tokio::spawn(async move {
+                        let served = axum::serve(l, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.changed().await;
+                            })
+                            .await;
+                        if let Err(e) = served {
+                            tracing::error!("metrics endpoint: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!("metrics endpoint: {e}"),
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         while let Some(cmd) = commands.recv().await {
             match cmd {

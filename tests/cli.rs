@@ -233,7 +233,7 @@ fn run_seeds_the_configured_torrents() {
     let mut child = ringseed()
         .arg("--config")
         .arg(&cfg)
-        .args(["run", "--stats-every", "0"])
+        .args(["run", "--stats-every", "0", "--metrics", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -100,6 +100,8 @@ fn several_real_clients_at_once_through_a_tracker() {
     let mut seeder = ringseed()
         .args([
             "seed",
+            "--metrics",
+            "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
             "--workers",
@@ -299,7 +301,16 @@ fn transmission_downloads_in_a_network_namespace() {
     );
     assert_eq!(with_tracker.info.hash, meta.info.hash);
     let mut seeder = ringseed()
-        .args(["seed", "--workers", "2", "--stats-every", "0", "--listen"])
+        .args([
+            "seed",
+            "--workers",
+            "2",
+            "--stats-every",
+            "0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--listen",
+        ])
         .arg(format!("{}:0", ns.host_ip))
         .arg("--data")
         .arg(p.data_dir())

@@ -63,6 +63,8 @@ fn notifies_ready_and_stopping() {
     let mut child = ringseed()
         .args([
             "seed",
+            "--metrics",
+            "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
             "--stats-every",

@@ -1,0 +1,249 @@
+//! Prometheus exposition of the engine's counters.
+//!
+//! Nothing is counted twice: the workers' own atomics, the torrents' counters and the latency
+//! histograms are read at scrape time by a [`Collector`], and `prometheus-client` writes the
+//! text format. Torrent labels are bounded: the busiest `top_torrents` by upload get their own
+//! series, the rest are summed under `torrent="other"`.
+
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::engine::{Engine, Torrent};
+
+/// Upper bounds (seconds) of the request-latency histogram's buckets.
+const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// What a scrape reads.
+pub struct EngineCollector {
+    pub engine: Arc<Engine>,
+    pub torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
+    pub top_torrents: usize,
+}
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCollector")
+            .field("engine", &self.engine.local_addr())
+            .field("top_torrents", &self.top_torrents)
+            .finish()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn worker_label(i: usize) -> Labels {
+    vec![("worker".into(), i.to_string())]
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.engine.stats();
+        let per_worker = |f: &dyn Fn(&crate::engine::StatsSnapshot) -> u64| -> Vec<(Labels, u64)> {
+            stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (worker_label(i), f(s)))
+                .collect()
+        };
+        counter(
+            &mut enc,
+            "ringseed_upload_bytes",
+            "Piece payload bytes sent, by worker.",
+            &per_worker(&|s| s.bytes_up),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_blocks_sent",
+            "Blocks sent, by worker.",
+            &per_worker(&|s| s.blocks_up),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_connections_accepted",
+            "Incoming connections accepted.",
+            &per_worker(&|s| s.accepted),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_handshakes",
+            "Peer handshakes completed.",
+            &per_worker(&|s| s.handshakes),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_requests",
+            "Block requests received.",
+            &per_worker(&|s| s.requests),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_requests_rejected",
+            "Requests answered with a reject (BEP 6).",
+            &per_worker(&|s| s.rejected),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_io_uring_submissions",
+            "io_uring submissions.",
+            &per_worker(&|s| s.submissions),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_io_uring_completions",
+            "io_uring completions.",
+            &per_worker(&|s| s.completions),
+        )?;
+        gauge(
+            &mut enc,
+            "ringseed_peers",
+            "Connections open, by worker.",
+            &stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (worker_label(i), s.peers))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut reasons: std::collections::BTreeMap<&str, u64> = Default::default();
+        for s in &stats {
+            for (k, v) in &s.disconnects {
+                *reasons.entry(k).or_default() += v;
+            }
+        }
+        let reasons: Vec<(Labels, u64)> = reasons
+            .into_iter()
+            .map(|(k, v)| (vec![("reason".into(), k.into())], v))
+            .collect();
+        counter(
+            &mut enc,
+            "ringseed_disconnects",
+            "Peers disconnected, by reason.",
+            &reasons,
+        )?;
+
+        // Torrents: the busiest by upload, the rest summed as "other".
+        let torrents = self.torrents.read().map(|t| t.clone()).unwrap_or_default();
+        let mut by_upload: Vec<(String, u64, i64)> = torrents
+            .iter()
+            .map(|t| {
+                let name = crate::metainfo::hex(&t.id);
+                (
+                    name,
+                    t.uploaded(),
+                    i64::from(t.peers.load(std::sync::atomic::Ordering::Relaxed)),
+                )
+            })
+            .collect();
+        by_upload.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let mut up: Vec<(Labels, u64)> = Vec::new();
+        let mut peers: Vec<(Labels, i64)> = Vec::new();
+        let (mut other_up, mut other_peers) = (0u64, 0i64);
+        for (i, (name, u, p)) in by_upload.into_iter().enumerate() {
+            if i < self.top_torrents {
+                up.push((vec![("torrent".into(), name.clone())], u));
+                peers.push((vec![("torrent".into(), name)], p));
+            } else {
+                other_up += u;
+                other_peers += p;
+            }
+        }
+        if torrents.len() > self.top_torrents {
+            up.push((vec![("torrent".into(), "other".into())], other_up));
+            peers.push((vec![("torrent".into(), "other".into())], other_peers));
+        }
+        counter(
+            &mut enc,
+            "ringseed_torrent_upload_bytes",
+            "Payload bytes sent, by torrent (info-hash; the rest as \"other\").",
+            &up,
+        )?;
+        gauge(
+            &mut enc,
+            "ringseed_torrent_peers",
+            "Peers connected, by torrent.",
+            &peers,
+        )?;
+        gauge(
+            &mut enc,
+            "ringseed_torrents",
+            "Torrents being seeded.",
+            &[(vec![], torrents.len() as i64)],
+        )?;
+
+        // Request latency: request received → last byte of its block handed to the socket.
+        let mut merged: Option<hdrhistogram::Histogram<u64>> = None;
+        for s in &stats {
+            match &mut merged {
+                Some(m) => {
+                    let _ = m.add(&s.latency_us);
+                }
+                None => merged = Some(s.latency_us.clone()),
+            }
+        }
+        if let Some(h) = merged {
+            // prometheus-client sums the buckets itself: give each its own share.
+            let mut below = 0u64;
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_S
+                .iter()
+                .map(|&b| {
+                    let upto = h.count_between(0, (b * 1e6) as u64);
+                    let own = upto.saturating_sub(below);
+                    below = upto;
+                    (b, own)
+                })
+                .collect();
+            buckets.push((f64::INFINITY, h.len().saturating_sub(below)));
+            let sum = h.mean() * h.len() as f64 / 1e6;
+            let mut m = enc.encode_descriptor(
+                "ringseed_request_latency_seconds",
+                "Time from a block request's arrival to its last byte entering the socket.",
+                None,
+                MetricType::Histogram,
+            )?;
+            m.encode_histogram::<Labels>(sum, h.len(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// The text a scrape returns.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
