@@ -646,10 +646,12 @@ impl Worker {
                     // SAFETY: a successful accept returns a new descriptor that we now own.
                     let fd = unsafe { OwnedFd::from_raw_fd(res) };
                     self.accepted(fd);
+                    if !self.stopping {
+                        self.post_accept();
+                    }
                 }
-                if !self.stopping {
-                    self.post_accept();
-                }
+                // After a failure (EMFILE when out of descriptors, say) the next tick re-arms
+                // the accept, rather than spinning on an error that persists.
             }
             WAKE => {
                 self.drain_commands();
@@ -1679,6 +1681,9 @@ impl Worker {
     }
 
     fn tick(&mut self) {
+        if !self.stopping {
+            self.post_accept();
+        }
         // Throttled peers retry as tokens refill.
         let throttled = self.slots_where(|c| c.throttled && c.closing.is_none());
         for s in throttled {
