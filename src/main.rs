@@ -284,14 +284,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             torrent,
             data,
             serve: args,
-        } => serve(vec![(torrent, data)], &args, &config),
-        Command::Run { serve: args } => {
-            let list = config_torrents(&config)?;
-            if list.is_empty() {
-                bail!("the config lists no torrents: set [torrents] dir/data_dir or list");
-            }
-            serve(list, &args, &config)
-        }
+        } => serve(Source::One(torrent, data), &args, &config),
+        Command::Run { serve: args } => serve(Source::Config(cli.config.clone()), &args, &config),
         Command::Fetch {
             torrent,
             peer,
@@ -609,8 +603,47 @@ fn config_torrents(config: &Config) -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 /// Seeds `torrents` ((.torrent, download dir) pairs) until SIGINT or SIGTERM.
-fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
-    use ringseed::engine::Torrent;
+/// Opens one torrent's data for seeding: hashes it first unless `skip_check`.
+fn open_torrent(
+    path: &Path,
+    data: &Path,
+    config: &Config,
+    skip_check: bool,
+    verbose: bool,
+) -> Result<ringseed::engine::Torrent> {
+    let meta = load_torrent(path)?;
+    if verbose {
+        print_summary(&meta);
+    }
+    let verify = (!skip_check).then(|| config.hash_options());
+    let (t, report) = ringseed::engine::Torrent::open(meta, data, verify)
+        .with_context(|| format!("opening data in {}", data.display()))?;
+    if let Some(r) = &report {
+        if verbose {
+            print_report(r);
+        }
+        if r.good == 0 && r.pieces > 0 {
+            bail!(
+                "{}: no piece of the data in {} verifies",
+                path.display(),
+                data.display()
+            );
+        }
+    }
+    t.upload_limit
+        .set_rate(config.engine.torrent_upload_rate_limit_kib << 10);
+    Ok(t)
+}
+
+/// Where `serve` gets its torrents: one from the command line, or the config's `[torrents]`
+/// (which SIGHUP re-reads).
+enum Source {
+    One(PathBuf, PathBuf),
+    Config(Option<PathBuf>),
+}
+
+/// Seeds until SIGINT or SIGTERM; SIGHUP reloads what can change live.
+fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
     use ringseed::session::Session;
     let mut settings = config.engine_settings();
     if let Some(l) = args.listen {
@@ -629,34 +662,22 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
         };
     }
     let skip_check = args.skip_check || config.torrents.skip_check;
-    let torrent_limit = config.engine.torrent_upload_rate_limit_kib << 10;
-    let single = torrents.len() == 1;
+    let torrents = match &source {
+        Source::One(t, d) => vec![(t.clone(), d.clone())],
+        Source::Config(_) => config_torrents(config)?,
+    };
+    if torrents.is_empty() {
+        bail!("the config lists no torrents: set [torrents] dir/data_dir or list");
+    }
+    let single = matches!(source, Source::One(..));
+    let mut loaded: std::collections::HashSet<PathBuf> = Default::default();
     let mut opened = Vec::new();
     for (path, data) in &torrents {
-        let loaded = load_torrent(path).and_then(|meta| {
-            if single {
-                print_summary(&meta);
+        match open_torrent(path, data, config, skip_check, single) {
+            Ok(t) => {
+                loaded.insert(path.clone());
+                opened.push(std::sync::Arc::new(t));
             }
-            let verify = (!skip_check).then(|| config.hash_options());
-            let (t, report) = Torrent::open(meta, data, verify)
-                .with_context(|| format!("opening data in {}", data.display()))?;
-            if let Some(r) = &report {
-                if single {
-                    print_report(r);
-                }
-                if r.good == 0 && r.pieces > 0 {
-                    bail!(
-                        "{}: no piece of the data in {} verifies",
-                        path.display(),
-                        data.display()
-                    );
-                }
-            }
-            t.upload_limit.set_rate(torrent_limit);
-            Ok(t)
-        });
-        match loaded {
-            Ok(t) => opened.push(std::sync::Arc::new(t)),
             // One bad torrent must not keep a box of thousands from seeding the rest.
             Err(e) if !single => tracing::error!("skipping {}: {e:#}", path.display()),
             Err(e) => return Err(e),
@@ -666,9 +687,8 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
         bail!("no torrent could be opened");
     }
     // Block the signals before any thread starts, so every thread inherits the mask and only
-    // the wait below receives them.
-    let signals = termination_signals();
-    let _ = signals.thread_block();
+    // the signal thread receives them.
+    let signals = signal_thread()?;
     let session = Session::start(settings, options)?;
     for t in &opened {
         session.add_torrent(t.clone())?;
@@ -694,7 +714,24 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
     ]) {
         tracing::warn!("telling systemd we are ready: {e}");
     }
-    let signal = wait_for_signal(&signals, args.stats_every, session.engine());
+    let mut torrents = opened;
+    let signal = loop {
+        match wait_for_signal(&signals, args.stats_every, session.engine()) {
+            nix::sys::signal::Signal::SIGHUP => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                reload(
+                    &source,
+                    config,
+                    skip_check,
+                    &session,
+                    &mut torrents,
+                    &mut loaded,
+                );
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            other => break other,
+        }
+    };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     println!("{signal}: announcing stopped, closing peers");
     let stats = session.shutdown();
@@ -702,33 +739,111 @@ fn serve(torrents: Vec<(PathBuf, PathBuf)>, args: &ServeArgs, config: &Config) -
     Ok(ExitCode::SUCCESS)
 }
 
-fn termination_signals() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set
+/// SIGHUP: re-reads the config file; applies the rate limits and starts torrents that are new
+/// in `[torrents]`; says which changed keys need a restart. A bad file changes nothing.
+fn reload(
+    source: &Source,
+    running: &Config,
+    skip_check: bool,
+    session: &ringseed::session::Session,
+    torrents: &mut Vec<std::sync::Arc<ringseed::engine::Torrent>>,
+    loaded: &mut std::collections::HashSet<PathBuf>,
+) {
+    let Source::Config(Some(path)) = source else {
+        tracing::info!("SIGHUP: no config file to reload");
+        return;
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: keeping the running config: {e}");
+            return;
+        }
+    };
+    session
+        .engine()
+        .set_upload_limit(new.engine.upload_rate_limit_kib << 10);
+    for t in torrents.iter() {
+        t.upload_limit
+            .set_rate(new.engine.torrent_upload_rate_limit_kib << 10);
+    }
+    let mut live = new.engine.clone();
+    live.upload_rate_limit_kib = running.engine.upload_rate_limit_kib;
+    live.torrent_upload_rate_limit_kib = running.engine.torrent_upload_rate_limit_kib;
+    if live != running.engine || new.trackers != running.trackers || new.metrics != running.metrics
+    {
+        tracing::warn!(
+            "SIGHUP: changes to [engine] (other than rate limits), [trackers] or [metrics] need a restart"
+        );
+    }
+    let mut added = 0;
+    match config_torrents(&new) {
+        Ok(list) => {
+            let fresh: Vec<(PathBuf, PathBuf)> = list
+                .into_iter()
+                .filter(|(p, _)| !loaded.contains(p))
+                .collect();
+            for (p, d) in fresh {
+                match open_torrent(&p, &d, &new, skip_check, false) {
+                    Ok(t) => {
+                        let t = std::sync::Arc::new(t);
+                        if session.add_torrent(t.clone()).is_ok() {
+                            loaded.insert(p);
+                            torrents.push(t);
+                            added += 1;
+                        }
+                    }
+                    Err(e) => tracing::error!("SIGHUP: skipping {}: {e:#}", p.display()),
+                }
+            }
+        }
+        Err(e) => tracing::error!("SIGHUP: {e:#}"),
+    }
+    println!(
+        "SIGHUP: reloaded {}: {added} torrent(s) added, limits applied",
+        path.display()
+    );
 }
 
-/// Blocks until SIGINT or SIGTERM, printing statistics now and then.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started later) and
+/// receives them on a thread of their own, which forwards them over a channel.
+fn signal_thread() -> Result<crossbeam_channel::Receiver<nix::sys::signal::Signal>> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()?;
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    std::thread::Builder::new()
+        .name("ringseed-signals".into())
+        .spawn(move || {
+            while let Ok(sig) = set.wait() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Waits for a signal, printing statistics every `stats_every` seconds (0 = never).
 fn wait_for_signal(
-    set: &nix::sys::signal::SigSet,
+    signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
     stats_every: u64,
     engine: &ringseed::engine::Engine,
-) -> &'static str {
+) -> nix::sys::signal::Signal {
     let started = Instant::now();
     let mut last_bytes = 0u64;
     let mut last = Instant::now();
     loop {
-        let timeout = if stats_every == 0 { 3600 } else { stats_every };
-        let ts = nix::sys::time::TimeSpec::from_duration(Duration::from_secs(timeout));
-        // SAFETY: sigtimedwait with a valid set and no info pointer.
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts.as_ref()) };
-        if sig == libc::SIGINT {
-            return "SIGINT";
-        }
-        if sig == libc::SIGTERM {
-            return "SIGTERM";
+        let timeout = Duration::from_secs(if stats_every == 0 { 3600 } else { stats_every });
+        match signals.recv_timeout(timeout) {
+            Ok(sig) => return sig,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return nix::sys::signal::Signal::SIGTERM;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         if stats_every > 0 {
             let s = engine.stats();

@@ -244,6 +244,26 @@ fn run_seeds_the_configured_torrents() {
         first.starts_with("seeding 2 torrent(s) on 127.0.0.1:"),
         "{first}"
     );
+    // SIGHUP picks up a torrent that appeared in the directory.
+    create_torrent(
+        &p.single,
+        &tdir.join("late.torrent"),
+        &["--piece-kib", "32"],
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let reloaded = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("SIGHUP: reloaded"))
+        .expect("no reload line");
+    assert!(
+        reloaded.ends_with("1 torrent(s) added, limits applied"),
+        "{reloaded}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
