@@ -134,6 +134,10 @@ impl TrackerClient {
             .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
             .user_agent(config.user_agent.clone())
             .no_proxy()
+            // A fresh connection per announce: trackers are asked every few minutes at most,
+            // and many (opentracker among them) close after each reply, so a pooled connection
+            // is usually stale and its reuse races the tracker's close (connection reset).
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| setup(&e))?;
         Ok(TrackerClient {

@@ -143,12 +143,21 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1 at the time of asking.
+///
+/// Never the same port twice in one test process: two trackers started at once could otherwise
+/// both be handed a port just released, and opentracker's UDP socket (SO_REUSEADDR) would then
+/// share it with the other's, answering its announces with the wrong whitelist.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let tcp = StdTcpListener::bind(local(0)).unwrap();
         let port = tcp.local_addr().unwrap().port();
         if StdUdpSocket::bind(local(port)).is_ok() {
-            return port;
+            let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+            if !given.contains(&port) {
+                given.push(port);
+                return port;
+            }
         }
     }
 }
