@@ -498,9 +498,13 @@ fn list_preview(v: &[u32]) -> String {
 
 /// Makes a multi-file payload (odd sizes, an empty file), its torrent, and verifies it.
 fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode> {
-    let dir = match dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!("ringseed-demo-{}", std::process::id())),
+    // A directory we made ourselves is removed afterwards; one the user named is kept.
+    let (dir, cleanup) = match dir {
+        Some(d) => (d, None),
+        None => {
+            let d = std::env::temp_dir().join(format!("ringseed-demo-{}", std::process::id()));
+            (d.clone(), Some(RemoveOnDrop(d)))
+        }
     };
     let payload = dir.join("demo-payload");
     std::fs::create_dir_all(payload.join("sub"))
@@ -577,7 +581,14 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
         stats.iter().map(|w| w.blocks_up).sum::<u64>(),
         stats.iter().map(|w| w.handshakes).sum::<u64>()
     );
-    println!("demo ok: payload and torrent in {}", dir.display());
+    if cleanup.is_some() {
+        println!(
+            "demo ok (its files in {} are removed now; --dir keeps them)",
+            dir.display()
+        );
+    } else {
+        println!("demo ok: payload and torrent in {}", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -859,5 +870,14 @@ fn wait_for_signal(
             last_bytes = bytes;
             last = Instant::now();
         }
+    }
+}
+
+/// Removes a directory tree when dropped (also on an error return).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
