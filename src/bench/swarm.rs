@@ -171,6 +171,8 @@ struct Leecher {
     /// Messages waiting for the next send.
     pending: Vec<u8>,
     unchoked: bool,
+    /// The seeder speaks BEP 6: it rejects what a choke cancels, instead of dropping it.
+    seeder_fast: bool,
     outstanding: VecDeque<Outstanding>,
     /// Rejected requests, asked for again before new ones.
     retry: VecDeque<(BlockRequest, u32)>,
@@ -201,6 +203,7 @@ impl Leecher {
             sending: false,
             pending: Vec::new(),
             unchoked: false,
+            seeder_fast: false,
             outstanding: VecDeque::new(),
             retry: VecDeque::new(),
             cursor: None,
@@ -577,6 +580,7 @@ impl Worker {
                     return Err(ErrorKind::Protocol);
                 }
                 c.start += Handshake::LEN;
+                c.seeder_fast = hs.supports_fast();
                 c.phase = Phase::Active;
                 self.result.connected += 1;
                 self.live.connected.fetch_add(1, Ordering::Relaxed);
@@ -604,8 +608,19 @@ impl Worker {
             c.start += used;
             match event {
                 Event::Unchoke => c.unchoked = true,
-                // We speak the fast extension: the seeder rejects what it will not serve.
-                Event::Choke => c.unchoked = false,
+                Event::Choke => {
+                    c.unchoked = false;
+                    // Without the fast extension a choke silently drops every request (BEP 3);
+                    // with it, the seeder rejects what it will not serve.
+                    if !c.seeder_fast {
+                        let dropped: Vec<_> = c
+                            .outstanding
+                            .drain(..)
+                            .map(|o| (o.req, o.assembly))
+                            .collect();
+                        c.retry.extend(dropped);
+                    }
+                }
                 Event::Reject(r) => {
                     let Some(pos) = c.outstanding.iter().position(|o| o.req == r) else {
                         return Err(ErrorKind::Protocol);
@@ -857,5 +872,75 @@ impl Worker {
             self.shut(i);
         }
         self.waiting.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(total: u64, piece: u64, block: u32, pattern: Pattern) -> Plan {
+        Plan {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            info_hash: [0; 20],
+            piece_length: piece,
+            total_length: total,
+            num_pieces: total.div_ceil(piece) as u32,
+            hashes: Vec::new(),
+            peers: 4,
+            reqq: 8,
+            block_len: block,
+            pattern,
+            verify_every: 2,
+            stop: Stop::Bytes(total),
+            started: Instant::now(),
+            timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            recv_size: 1 << 16,
+            requested: AtomicU64::new(0),
+            requests_over: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn blocks_tile_every_piece_including_a_short_last_one() {
+        // 3 pieces of 40 000 bytes and a last one of 5 000; blocks of 16 KiB do not divide them.
+        let p = plan(125_000, 40_000, 16 << 10, Pattern::Sequential);
+        let mut l = Leecher::new(0, &p, Instant::now());
+        let mut covered = vec![0u64; 4];
+        let mut sampled = 0;
+        let mut seen = 0;
+        while seen < 4 {
+            let (r, a) = l.next_block(&p);
+            assert!(r.length > 0 && r.length <= 16 << 10);
+            assert!(u64::from(r.begin + r.length) <= p.piece_size(r.index));
+            covered[r.index as usize] += u64::from(r.length);
+            if r.begin + r.length == p.piece_size(r.index) as u32 {
+                seen += 1;
+                sampled += usize::from(a != NO_ASSEMBLY);
+            }
+        }
+        assert_eq!(covered, vec![40_000, 40_000, 40_000, 5_000]);
+        // One piece in two is assembled for its hash check.
+        assert_eq!(sampled, 2);
+    }
+
+    #[test]
+    fn leechers_start_spread_over_the_torrent() {
+        let p = plan(64 * 16384, 16384, 16384, Pattern::Sequential);
+        let starts: Vec<u32> = (0..4)
+            .map(|id| Leecher::new(id, &p, Instant::now()).next_block(&p).0.index)
+            .collect();
+        assert_eq!(starts, vec![0, 16, 32, 48]);
+    }
+
+    #[test]
+    fn random_pieces_stay_in_range() {
+        let p = plan(10 * 16384 + 1, 16384, 16384, Pattern::Random);
+        let mut l = Leecher::new(3, &p, Instant::now());
+        for _ in 0..1000 {
+            let (r, _) = l.next_block(&p);
+            assert!(r.index < p.num_pieces);
+        }
     }
 }
