@@ -933,6 +933,12 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
         let list: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("  errors        {}", list.join(", "));
     }
+    if r.unanswered_requests > 0 {
+        println!(
+            "  unanswered    {} request(s) still out when the drain timed out",
+            r.unanswered_requests
+        );
+    }
     println!(
         "  verified      {} piece(s), {} bad",
         r.pieces_verified,

@@ -159,6 +159,7 @@ fn bench_against_the_engine_counts_what_it_uploaded() {
     assert!(report.passed(), "{report:?}");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.pieces_verified > 0);
+    assert_eq!(report.unanswered_requests, 0);
     assert_eq!(report.bytes, budget);
     assert_eq!(report.bytes, up, "bench and engine disagree");
     assert_eq!(report.connected, 8);

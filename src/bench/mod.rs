@@ -210,6 +210,8 @@ pub struct BenchReport {
     /// Leechers still connected when the run ended.
     pub held_at_end: u64,
     pub errors: BTreeMap<&'static str, u64>,
+    /// Requests still unanswered when the drain after the end timed out.
+    pub unanswered_requests: u64,
     pub pieces_verified: u64,
     /// Pieces that failed their hash check (with repeats, one entry per failed check).
     pub bad_pieces: Vec<u32>,
@@ -391,6 +393,7 @@ pub fn run(
         connected: 0,
         held_at_end: 0,
         errors: BTreeMap::new(),
+        unanswered_requests: 0,
         pieces_verified: 0,
         bad_pieces: Vec::new(),
         bytes_per_second: series,
@@ -410,6 +413,7 @@ pub fn run(
         report.connected += r.connected;
         report.held_at_end += r.held_at_end;
         report.pieces_verified += r.pieces_verified;
+        report.unanswered_requests += r.unanswered;
         report.bad_pieces.extend(r.bad_pieces);
         for (e, n) in errors.iter_mut().zip(r.errors) {
             *e += n;

@@ -115,6 +115,8 @@ pub(crate) struct WorkerResult {
     pub last_block: Option<Instant>,
     /// CPU time of the worker's thread over its whole life.
     pub cpu_seconds: Option<f64>,
+    /// Requests still unanswered when the run ended (the drain timed out).
+    pub unanswered: u64,
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -342,6 +344,7 @@ impl Worker {
                 latency_us: new_histogram(),
                 last_block: None,
                 cpu_seconds: None,
+                unanswered: 0,
             },
             now,
             last_timeouts: now,
@@ -867,7 +870,14 @@ impl Worker {
             .iter()
             .filter(|c| c.phase == Phase::Active)
             .count() as u64;
-        // Blocks still outstanding when the drain timed out are not errors of the seeder.
+        // Blocks still outstanding when the drain timed out are reported, not counted as errors:
+        // a slow seeder shows in the latency, and the run's end is ours.
+        self.result.unanswered = self
+            .conns
+            .iter()
+            .filter(|c| c.phase != Phase::Done)
+            .map(|c| c.outstanding.len() as u64)
+            .sum();
         for i in 0..self.conns.len() {
             self.shut(i);
         }
