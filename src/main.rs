@@ -105,7 +105,7 @@ enum Command {
     },
     /// Load generator: a swarm of synthetic leechers (io_uring, one process) downloading from a
     /// seeder over the real wire protocol, with latency, errors by kind and sampled piece
-    /// checks. Fails (exit code 1) when a checked piece has wrong data.
+    /// checks. Exit code 1 when a checked piece has wrong data, 2 when no block arrived.
     Bench(BenchArgs),
     /// Show what a .torrent or magnet link holds.
     Info {
@@ -889,11 +889,15 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     } else {
         print_bench(&report);
     }
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !report.passed() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if report.bytes == 0 {
+        // Nothing was measured: not a pass, but not bad data either (the `verify` convention).
+        eprintln!("error: no block was received (see the errors above)");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_bench(r: &ringseed::bench::BenchReport) {

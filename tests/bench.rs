@@ -284,3 +284,26 @@ fn a_thousand_leechers_are_held() {
     // The engine's 100 upload slots serve some of them meanwhile.
     assert!(report.bytes > 0);
 }
+
+#[test]
+fn refused_connections_are_counted_and_nothing_received_is_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    payload(dir.path(), 1 << 20, 64);
+    // A port nobody listens on: bind, read the port, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = common::ringseed()
+        .args(["bench", "--peer", &format!("127.0.0.1:{port}")])
+        .args(["--peers", "3", "--duration", "1", "--json"])
+        .arg(dir.path().join("t.torrent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"]["connect_refused"], 3);
+    assert_eq!(v["connected"], 0);
+    assert_eq!(v["bytes"], 0);
+}
