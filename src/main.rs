@@ -172,6 +172,11 @@ struct BenchArgs {
     /// Seconds a connect, handshake or outstanding block may take before it is a timeout.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Connect every leecher from 127.0.0.1 (by default, against a loopback seeder, each gets
+    /// its own source address in 127.2.0.0/16 and up, as seeders allowing one connection per IP
+    /// need).
+    #[arg(long)]
+    one_source: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -834,6 +839,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         workers: args.workers as usize,
         verify_every: if args.verify_all { 1 } else { 64 },
         timeout: Duration::from_secs_f64(args.timeout),
+        spread_sources: !args.one_source,
         ..BenchOptions::default()
     };
     let rss_before = bench::procstat::rss_bytes().unwrap_or(0);

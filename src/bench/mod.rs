@@ -69,6 +69,10 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// After the end, how long blocks still in flight are waited for.
     pub drain_timeout: Duration,
+    /// Against an IPv4 loopback seeder, give every leecher its own source address in
+    /// 127.2.0.0/16 and up, so seeders that allow one connection per IP (libtorrent's default)
+    /// accept them all. Ignored for other targets.
+    pub spread_sources: bool,
 }
 
 impl Default for BenchOptions {
@@ -84,6 +88,7 @@ impl Default for BenchOptions {
             verify_every: 64,
             timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
+            spread_sources: true,
         }
     }
 }
@@ -318,6 +323,8 @@ pub fn run(
         timeout: opts.timeout,
         drain_timeout: opts.drain_timeout,
         recv_size,
+        spread_sources: opts.spread_sources
+            && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()),
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
     });

@@ -42,6 +42,10 @@ const TICK_EVERY: Duration = Duration::from_millis(50);
 /// Connects in flight at once per worker: a burst of 10 000 SYNs overflows the seeder's accept
 /// backlog and turns into one-second SYN retransmissions.
 const MAX_CONNECTING: usize = 128;
+/// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is
+/// local on Linux): seeders that allow one connection per IP, as libtorrent does by default,
+/// then see every leecher as a different peer.
+const SPREAD_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 2, 0, 0);
 /// No assembly: the block is counted, not kept.
 const NO_ASSEMBLY: u32 = u32::MAX;
 
@@ -64,6 +68,8 @@ pub(crate) struct Plan {
     pub timeout: Duration,
     pub drain_timeout: Duration,
     pub recv_size: usize,
+    /// Bind leecher `i` to source address `127.2.0.1 + i` (loopback targets only).
+    pub spread_sources: bool,
     /// Bytes reserved by requests so far (byte-budget runs).
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
@@ -467,6 +473,14 @@ impl Worker {
                 }
             };
             let _ = sock.set_tcp_nodelay(true);
+            if self.plan.spread_sources {
+                let id = self.conns[slot].id as u32;
+                let src = std::net::Ipv4Addr::from(u32::from(SPREAD_BASE) + 1 + id);
+                if sock.bind(&SocketAddr::from((src, 0)).into()).is_err() {
+                    self.fail(slot, ErrorKind::ConnectFailed);
+                    continue;
+                }
+            }
             let fd: OwnedFd = sock.into();
             let c = &mut self.conns[slot];
             let raw = fd.as_raw_fd();
@@ -907,6 +921,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
             recv_size: 1 << 16,
+            spread_sources: false,
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
         }
