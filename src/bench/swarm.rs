@@ -673,7 +673,7 @@ impl Worker {
                     {
                         let b = begin as usize;
                         a.buf[b..b + len].copy_from_slice(&c.recv[at..at + len]);
-                        a.blocks_left -= 1;
+                        a.blocks_left = a.blocks_left.saturating_sub(1);
                         if a.blocks_left == 0 {
                             let good = plan
                                 .hashes
