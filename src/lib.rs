@@ -5,6 +5,7 @@
 //! `tracker::udp`) apart from the code that does I/O (`storage`, `create`, the parallel half of
 //! `hash`, `tracker::client`).
 
+pub mod bench;
 pub mod bencode;
 pub mod config;
 pub mod create;

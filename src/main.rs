@@ -103,6 +103,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load generator: a swarm of synthetic leechers (io_uring, one process) downloading from a
+    /// seeder over the real wire protocol, with latency, errors by kind and sampled piece
+    /// checks. Exit code 1 when a checked piece has wrong data, 2 when no block arrived.
+    Bench(BenchArgs),
     /// Show what a .torrent or magnet link holds.
     Info {
         /// A .torrent file or a magnet URI.
@@ -125,6 +129,66 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         size_mib: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The torrent to request (not with --spawn-seeder).
+    #[arg(
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    torrent: Option<PathBuf>,
+    /// The seeder, HOST:PORT (not with --spawn-seeder).
+    #[arg(
+        long,
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    peer: Option<String>,
+    /// Synthetic leechers (1 … 10 000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    peers: u64,
+    /// Requests each leecher keeps outstanding.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    reqq: u64,
+    /// Block size in KiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=128))]
+    block_kib: u32,
+    /// Run for this many seconds (default 10 unless --bytes is given).
+    #[arg(long, conflicts_with = "bytes")]
+    duration: Option<f64>,
+    /// Request this many payload bytes in total, then stop.
+    #[arg(long)]
+    bytes: Option<u64>,
+    #[arg(long, value_enum, default_value_t = ringseed::bench::Pattern::Sequential)]
+    pattern: ringseed::bench::Pattern,
+    /// io_uring worker threads of the swarm.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    workers: u64,
+    /// Check every piece against its SHA-1 (default: one piece in 64).
+    #[arg(long)]
+    verify_all: bool,
+    /// Seconds a connect, handshake or outstanding block may take before it is a timeout.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Connect every leecher from 127.0.0.1 (by default, against a loopback seeder, each gets
+    /// its own source address in 127.2.0.0/16 and up, as seeders allowing one connection per IP
+    /// need).
+    #[arg(long)]
+    one_source: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Start a ringseed seeder in this process on a generated payload and bench it.
+    #[arg(long)]
+    spawn_seeder: bool,
+    /// Payload size for --spawn-seeder, in MiB.
+    #[arg(long, default_value_t = 1024, requires = "spawn_seeder")]
+    size_mib: u64,
+    /// Worker threads of the spawned seeder (0 = one per core).
+    #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
+    seeder_workers: usize,
 }
 
 /// Options shared by `seed` and `run`; each overrides its config key.
@@ -348,6 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -879,5 +944,204 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `ringseed bench`: runs the swarm (against a spawned seeder or a given one) and prints.
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederReport, Stop};
+    let seeder = if args.spawn_seeder {
+        if !args.json {
+            eprintln!(
+                "generating {} MiB and seeding it on loopback...",
+                args.size_mib
+            );
+        }
+        Some(LocalSeeder::start(
+            args.size_mib,
+            args.seeder_workers,
+            args.block_kib << 10,
+        )?)
+    } else {
+        None
+    };
+    let (meta, addr) = match (&seeder, &args.torrent, &args.peer) {
+        (Some(s), _, _) => (s.meta.clone(), s.addr()),
+        (None, Some(t), Some(p)) => {
+            use std::net::ToSocketAddrs;
+            let addr = p
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {p}"))?
+                .next()
+                .with_context(|| format!("{p}: no address"))?;
+            (load_torrent(t)?, addr)
+        }
+        _ => bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder"),
+    };
+    let stop = match (args.bytes, args.duration) {
+        (Some(b), _) => Stop::Bytes(b),
+        (None, Some(d)) if d.is_finite() && d > 0.0 => Stop::Duration(Duration::from_secs_f64(d)),
+        (None, Some(d)) => bail!("--duration {d}: must be a positive number of seconds"),
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+    };
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!(
+            "--timeout {}: must be a positive number of seconds",
+            args.timeout
+        );
+    }
+    let opts = BenchOptions {
+        addr,
+        peers: args.peers as usize,
+        reqq: args.reqq as usize,
+        block_len: args.block_kib << 10,
+        stop,
+        pattern: args.pattern,
+        workers: args.workers as usize,
+        verify_every: if args.verify_all { 1 } else { 64 },
+        timeout: Duration::from_secs_f64(args.timeout),
+        spread_sources: !args.one_source,
+        ..BenchOptions::default()
+    };
+    let rss_before = bench::procstat::rss_bytes().unwrap_or(0);
+    let cpu_before = seeder.as_ref().map(|s| (s.cpu(), s.bytes_up()));
+    let live = std::io::stderr().is_terminal() && !args.json;
+    let mut cpu_after = None;
+    let mut report = bench::run(&meta.info, &opts, &mut |s| {
+        if live {
+            eprint!(
+                "\r{:>5.0} s  {:>7.2} GiB/s  {:>9.3} GiB  {} held  {} connected  {} errors   ",
+                s.elapsed.as_secs_f64(),
+                s.bytes_last_second as f64 / GIB,
+                s.bytes as f64 / GIB,
+                s.held,
+                s.connected,
+                s.errors
+            );
+        }
+    })?;
+    if live {
+        eprintln!();
+    }
+    if let Some(s) = &seeder {
+        // Read before the seeder stops: its threads leave /proc/self/task when they end.
+        cpu_after = Some((s.cpu(), s.bytes_up()));
+    }
+    if let (Some(s), Some((before, up_before)), Some((after, up_after))) =
+        (&seeder, cpu_before, cpu_after)
+    {
+        let up = up_after - up_before;
+        let (cpu, per_thread) = match (before, after) {
+            (Some(a), Some(b)) => (b.cpu_seconds() - a.cpu_seconds(), true),
+            _ => (
+                bench::procstat::process_cpu().map_or(0.0, |c| c.cpu_seconds()),
+                false,
+            ),
+        };
+        report.seeder = Some(SeederReport {
+            workers: s.engine.stats().len(),
+            cpu_seconds: cpu,
+            cpu_seconds_per_gib: cpu / (up as f64 / GIB).max(1e-9),
+            per_thread,
+            process_rss_bytes: bench::procstat::rss_bytes().unwrap_or(0),
+            rss_before_bytes: rss_before,
+            bytes_up: up,
+        });
+    }
+    drop(seeder);
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["passed"] = serde_json::Value::Bool(report.passed());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_bench(&report);
+    }
+    if !report.passed() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if report.bytes == 0 {
+        // Nothing was measured: not a pass, but not bad data either (the `verify` convention).
+        eprintln!("error: no block was received (see the errors above)");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(r: &ringseed::bench::BenchReport) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let l = &r.latency_us;
+    println!(
+        "peers {}  reqq {}  block {} KiB  {:?}  {} worker(s)",
+        r.peers,
+        r.reqq,
+        r.block_len >> 10,
+        r.pattern,
+        r.workers
+    );
+    println!("  throughput    {:>10.3} GiB/s", r.gib_per_s);
+    println!(
+        "  bytes         {:>10} ({:.3} GiB) in {} blocks",
+        r.bytes,
+        r.bytes as f64 / GIB,
+        r.blocks
+    );
+    println!("  duration      {:>10.3} s", r.seconds);
+    println!(
+        "  latency (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        ms(l.p50),
+        ms(l.p90),
+        ms(l.p99),
+        ms(l.p99_9),
+        ms(l.max)
+    );
+    println!(
+        "  connections   {} connected, {} held at the end",
+        r.connected, r.held_at_end
+    );
+    if r.errors.is_empty() {
+        println!("  errors        none");
+    } else {
+        let list: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("  errors        {}", list.join(", "));
+    }
+    if r.unanswered_requests > 0 {
+        println!(
+            "  unanswered    {} request(s) still out when the drain timed out",
+            r.unanswered_requests
+        );
+    }
+    println!(
+        "  verified      {} piece(s), {} bad",
+        r.pieces_verified,
+        r.bad_pieces.len()
+    );
+    if let Some(c) = r.bench_cpu_seconds {
+        println!("  bench CPU     {c:.2} s");
+    }
+    if let Some(s) = &r.seeder {
+        println!(
+            "  seeder        {} worker(s), {:.2} CPU-s ({:.2} CPU-s/GiB{}), {} bytes up",
+            s.workers,
+            s.cpu_seconds,
+            s.cpu_seconds_per_gib,
+            if s.per_thread {
+                ", its threads only"
+            } else {
+                ", whole process: threads not separable"
+            },
+            s.bytes_up
+        );
+        println!(
+            "  RSS           {:.1} MiB process (seeder + bench), {:.1} MiB before the swarm",
+            s.process_rss_bytes as f64 / (1 << 20) as f64,
+            s.rss_before_bytes as f64 / (1 << 20) as f64
+        );
+    }
+    if !r.passed() {
+        println!(
+            "FAILED: {} piece(s) with wrong data: {}",
+            r.bad_pieces.len(),
+            list_preview(&r.bad_pieces)
+        );
     }
 }

@@ -1,0 +1,971 @@
+//! One bench worker: an io_uring loop driving its share of the synthetic leechers.
+//!
+//! Each leecher is a small state machine (connect → handshake → interested → unchoked →
+//! requesting) in a slab indexed by the `user_data` of its operations, as in the engine's
+//! worker. Slots are never reused during a run, and the slab is dropped only after every
+//! operation has completed, so the kernel never writes into freed memory.
+//!
+//! Block data is counted where it lies in the receive buffer; only the blocks of sampled pieces
+//! are copied, into that piece's assembly buffer, and hashed when the piece is complete.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use io_uring::{IoUring, opcode, squeue, types};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{ErrorKind, Pattern, Stop};
+use crate::wire::{self, BlockRequest, Handshake, Message};
+
+// user_data layout: kind (8 bits) | slot (56 bits). Slots are never reused within a run, so no
+// sequence number is needed to tell an old operation from a new one.
+const CONNECT: u8 = 1;
+const RECV: u8 = 2;
+const SEND: u8 = 3;
+const TICK: u8 = 4;
+const CANCEL: u8 = 5;
+
+fn ud(kind: u8, slot: usize) -> u64 {
+    (u64::from(kind) << 56) | (slot as u64 & ((1 << 56) - 1))
+}
+
+fn ud_parts(ud: u64) -> (u8, usize) {
+    ((ud >> 56) as u8, (ud & ((1 << 56) - 1)) as usize)
+}
+
+const TICK_EVERY: Duration = Duration::from_millis(50);
+/// Connects in flight at once per worker: a burst of 10 000 SYNs overflows the seeder's accept
+/// backlog and turns into one-second SYN retransmissions.
+const MAX_CONNECTING: usize = 128;
+/// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is
+/// local on Linux): seeders that allow one connection per IP, as libtorrent does by default,
+/// then see every leecher as a different peer.
+const SPREAD_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 2, 0, 0);
+/// No assembly: the block is counted, not kept.
+const NO_ASSEMBLY: u32 = u32::MAX;
+
+/// What every worker of one run reads; built once by [`super::run`].
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    pub info_hash: [u8; 20],
+    pub piece_length: u64,
+    pub total_length: u64,
+    pub num_pieces: u32,
+    pub hashes: Vec<[u8; 20]>,
+    pub peers: usize,
+    pub reqq: usize,
+    pub block_len: u32,
+    pub pattern: Pattern,
+    /// Verify one piece in this many (1 = every piece).
+    pub verify_every: u64,
+    pub stop: Stop,
+    pub started: Instant,
+    pub timeout: Duration,
+    pub drain_timeout: Duration,
+    pub recv_size: usize,
+    /// Bind leecher `i` to source address `127.2.0.1 + i` (loopback targets only).
+    pub spread_sources: bool,
+    /// Bytes reserved by requests so far (byte-budget runs).
+    pub requested: AtomicU64,
+    /// Set when no more requests may be sent (deadline or budget reached).
+    pub requests_over: AtomicBool,
+}
+
+impl Plan {
+    fn piece_size(&self, index: u32) -> u64 {
+        let start = u64::from(index) * self.piece_length;
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
+    }
+
+    pub fn max_message(&self) -> u32 {
+        max_message(self.block_len, self.num_pieces)
+    }
+}
+
+/// Largest message a seeder may send us: a block, a bitfield, or 32 KiB for anything else (an
+/// extension handshake is a few hundred bytes).
+pub(crate) fn max_message(block_len: u32, num_pieces: u32) -> u32 {
+    (block_len + 9)
+        .max(num_pieces.div_ceil(8) + 1)
+        .max(32 << 10)
+}
+
+/// Counters one worker updates as it goes (Relaxed: statistics read once a second).
+#[derive(Debug, Default)]
+pub(crate) struct LiveStats {
+    pub bytes: AtomicU64,
+    pub blocks: AtomicU64,
+    pub held: AtomicI64,
+    pub connected: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What a worker hands back when it ends.
+pub(crate) struct WorkerResult {
+    pub bytes: u64,
+    pub blocks: u64,
+    pub connected: u64,
+    pub held_at_end: u64,
+    pub errors: [u64; ErrorKind::ALL.len()],
+    pub pieces_verified: u64,
+    pub bad_pieces: Vec<u32>,
+    pub latency_us: Histogram<u64>,
+    /// When the last block arrived.
+    pub last_block: Option<Instant>,
+    /// CPU time of the worker's thread over its whole life.
+    pub cpu_seconds: Option<f64>,
+    /// Requests still unanswered when the run ended (the drain timed out).
+    pub unanswered: u64,
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Connecting,
+    Handshake,
+    Active,
+    Done,
+}
+
+struct Outstanding {
+    req: BlockRequest,
+    at: Instant,
+    assembly: u32,
+}
+
+/// A sampled piece being put together for its hash check.
+struct Assembly {
+    index: u32,
+    buf: Vec<u8>,
+    blocks_left: u32,
+}
+
+/// The piece a leecher is currently requesting, block by block.
+struct Cursor {
+    index: u32,
+    begin: u32,
+    size: u32,
+    assembly: u32,
+}
+
+struct Leecher {
+    /// Global peer number (0 … peers-1): spreads start pieces and samples.
+    id: usize,
+    fd: Option<OwnedFd>,
+    addr: Box<SockAddr>,
+    phase: Phase,
+    ops: u32,
+    recv: Vec<u8>,
+    start: usize,
+    end: usize,
+    recv_posted: bool,
+    /// Bytes handed to the kernel (untouched until the send completes) and how many went out.
+    out: Vec<u8>,
+    out_sent: usize,
+    sending: bool,
+    /// Messages waiting for the next send.
+    pending: Vec<u8>,
+    unchoked: bool,
+    /// The seeder speaks BEP 6: it rejects what a choke cancels, instead of dropping it.
+    seeder_fast: bool,
+    outstanding: VecDeque<Outstanding>,
+    /// Rejected requests, asked for again before new ones.
+    retry: VecDeque<(BlockRequest, u32)>,
+    cursor: Option<Cursor>,
+    next_piece: u32,
+    pieces_started: u64,
+    rng: u64,
+    assemblies: Vec<Option<Assembly>>,
+    since: Instant,
+    last_progress: Instant,
+}
+
+impl Leecher {
+    fn new(id: usize, plan: &Plan, now: Instant) -> Leecher {
+        let n = u64::from(plan.num_pieces.max(1));
+        Leecher {
+            id,
+            fd: None,
+            addr: Box::new(SockAddr::from(plan.addr)),
+            phase: Phase::Waiting,
+            ops: 0,
+            recv: Vec::new(),
+            start: 0,
+            end: 0,
+            recv_posted: false,
+            out: Vec::new(),
+            out_sent: 0,
+            sending: false,
+            pending: Vec::new(),
+            unchoked: false,
+            seeder_fast: false,
+            outstanding: VecDeque::new(),
+            retry: VecDeque::new(),
+            cursor: None,
+            next_piece: (id as u64 * n / plan.peers.max(1) as u64) as u32,
+            pieces_started: 0,
+            rng: (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            assemblies: Vec::new(),
+            since: now,
+            last_progress: now,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// The next block to ask for, opening a new piece when the current one is fully requested.
+    fn next_block(&mut self, plan: &Plan) -> (BlockRequest, u32) {
+        if self.cursor.as_ref().is_none_or(|c| c.begin >= c.size) {
+            let index = match plan.pattern {
+                Pattern::Sequential => {
+                    let i = self.next_piece;
+                    self.next_piece = (i + 1) % plan.num_pieces.max(1);
+                    i
+                }
+                Pattern::Random => (self.random() % u64::from(plan.num_pieces.max(1))) as u32,
+            };
+            let size = plan.piece_size(index) as u32;
+            let sampled = (self.pieces_started + self.id as u64).is_multiple_of(plan.verify_every);
+            self.pieces_started += 1;
+            let assembly = if sampled {
+                let a = Assembly {
+                    index,
+                    buf: vec![0; size as usize],
+                    blocks_left: size.div_ceil(plan.block_len),
+                };
+                match self.assemblies.iter().position(Option::is_none) {
+                    Some(i) => {
+                        self.assemblies[i] = Some(a);
+                        i as u32
+                    }
+                    None => {
+                        self.assemblies.push(Some(a));
+                        (self.assemblies.len() - 1) as u32
+                    }
+                }
+            } else {
+                NO_ASSEMBLY
+            };
+            self.cursor = Some(Cursor {
+                index,
+                begin: 0,
+                size,
+                assembly,
+            });
+        }
+        let Some(c) = self.cursor.as_mut() else {
+            unreachable!("a cursor was just opened")
+        };
+        let length = (c.size - c.begin).min(plan.block_len);
+        let req = BlockRequest {
+            index: c.index,
+            begin: c.begin,
+            length,
+        };
+        c.begin += length;
+        (req, c.assembly)
+    }
+}
+
+/// What a parsed message asks the loop to do, detached from the receive buffer.
+enum Event {
+    Unchoke,
+    Choke,
+    Piece {
+        index: u32,
+        begin: u32,
+        at: usize,
+        len: usize,
+    },
+    Reject(BlockRequest),
+    Other,
+}
+
+pub(crate) struct Worker {
+    plan: Arc<Plan>,
+    live: Arc<LiveStats>,
+    ring: IoUring,
+    tick_ts: Box<types::Timespec>,
+    conns: Vec<Leecher>,
+    /// Slots not yet connecting, in order.
+    waiting: VecDeque<usize>,
+    connecting: usize,
+    result: WorkerResult,
+    now: Instant,
+    last_timeouts: Instant,
+    /// All leechers are being shut down; the loop ends once no operation is in flight.
+    closing_all: bool,
+    ops: usize,
+    drain_started: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker for the leechers numbered `ids`.
+    pub(crate) fn new(
+        plan: Arc<Plan>,
+        live: Arc<LiveStats>,
+        ids: impl Iterator<Item = usize>,
+    ) -> std::io::Result<Worker> {
+        let entries = 4096;
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries))?;
+        let now = Instant::now();
+        let conns: Vec<Leecher> = ids.map(|id| Leecher::new(id, &plan, now)).collect();
+        Ok(Worker {
+            waiting: (0..conns.len()).collect(),
+            conns,
+            plan,
+            live,
+            ring,
+            tick_ts: Box::new(types::Timespec::from(TICK_EVERY)),
+            result: WorkerResult {
+                bytes: 0,
+                blocks: 0,
+                connected: 0,
+                held_at_end: 0,
+                errors: [0; ErrorKind::ALL.len()],
+                pieces_verified: 0,
+                bad_pieces: Vec::new(),
+                latency_us: new_histogram(),
+                last_block: None,
+                cpu_seconds: None,
+                unanswered: 0,
+            },
+            now,
+            last_timeouts: now,
+            closing_all: false,
+            connecting: 0,
+            ops: 0,
+            drain_started: None,
+        })
+    }
+
+    pub(crate) fn run(mut self) -> WorkerResult {
+        self.start_connects();
+        self.post_tick();
+        let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(1024);
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                // A ring that refuses to submit cannot finish its operations; leaking the slab
+                // keeps any buffer the kernel may still hold alive.
+                Err(_) => {
+                    std::mem::forget(std::mem::take(&mut self.conns));
+                    break;
+                }
+            }
+            self.now = Instant::now();
+            cqes.clear();
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            for &(user_data, res) in &cqes {
+                self.complete(user_data, res);
+            }
+            if self.closing_all && self.ops == 0 {
+                break;
+            }
+        }
+        self.result.cpu_seconds = super::procstat::this_thread_cpu_seconds();
+        self.result
+    }
+
+    /// Queues a submission, flushing the queue to the kernel when it is full.
+    ///
+    /// # Safety
+    /// Every buffer `entry` points to must stay valid and unmoved until its completion arrives.
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        self.ops += 1;
+        loop {
+            // SAFETY: the caller guarantees the entry's buffers outlive the operation.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if self.ring.submit().is_err() {
+                let _ = self.ring.submit_and_wait(1);
+            }
+        }
+    }
+
+    fn post_tick(&mut self) {
+        let e = opcode::Timeout::new(&*self.tick_ts as *const types::Timespec)
+            .build()
+            .user_data(ud(TICK, 0));
+        // SAFETY: tick_ts is a Box owned by the worker, alive for the whole loop.
+        unsafe { self.push(e) };
+    }
+
+    fn complete(&mut self, user_data: u64, res: i32) {
+        self.ops = self.ops.saturating_sub(1);
+        let (kind, slot) = ud_parts(user_data);
+        if kind == CANCEL {
+            return;
+        }
+        if kind == TICK {
+            self.tick();
+            if !self.closing_all {
+                self.post_tick();
+            }
+            return;
+        }
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        c.ops = c.ops.saturating_sub(1);
+        if c.phase == Phase::Done {
+            if kind == CONNECT {
+                self.connect_finished();
+            }
+            return;
+        }
+        match kind {
+            CONNECT => {
+                self.connect_finished();
+                self.on_connect(slot, res);
+            }
+            RECV => self.on_recv(slot, res),
+            SEND => self.on_send(slot, res),
+            _ => {}
+        }
+    }
+
+    fn connect_finished(&mut self) {
+        self.connecting = self.connecting.saturating_sub(1);
+        self.start_connects();
+    }
+
+    fn start_connects(&mut self) {
+        while self.connecting < MAX_CONNECTING && !self.closing_all {
+            let Some(slot) = self.waiting.pop_front() else {
+                return;
+            };
+            let now = self.now;
+            let sock = match Socket::new(
+                Domain::for_address(self.plan.addr),
+                Type::STREAM.cloexec(),
+                None,
+            ) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.fail(slot, ErrorKind::ConnectFailed);
+                    continue;
+                }
+            };
+            let _ = sock.set_tcp_nodelay(true);
+            if self.plan.spread_sources {
+                let id = self.conns[slot].id as u32;
+                let src = std::net::Ipv4Addr::from(u32::from(SPREAD_BASE) + 1 + id);
+                if sock.bind(&SocketAddr::from((src, 0)).into()).is_err() {
+                    self.fail(slot, ErrorKind::ConnectFailed);
+                    continue;
+                }
+            }
+            let fd: OwnedFd = sock.into();
+            let c = &mut self.conns[slot];
+            let raw = fd.as_raw_fd();
+            c.fd = Some(fd);
+            c.phase = Phase::Connecting;
+            c.since = now;
+            c.ops += 1;
+            let (ptr, len) = (c.addr.as_ptr(), c.addr.len());
+            self.connecting += 1;
+            let e = opcode::Connect::new(types::Fd(raw), ptr.cast(), len)
+                .build()
+                .user_data(ud(CONNECT, slot));
+            // SAFETY: the address is boxed in the leecher, which lives until the worker ends,
+            // after every operation has completed.
+            unsafe { self.push(e) };
+        }
+    }
+
+    fn on_connect(&mut self, slot: usize, res: i32) {
+        if res < 0 {
+            let kind = match -res {
+                libc::ECONNREFUSED => ErrorKind::ConnectRefused,
+                libc::ETIMEDOUT => ErrorKind::Timeout,
+                _ => ErrorKind::ConnectFailed,
+            };
+            self.fail(slot, kind);
+            return;
+        }
+        let plan = self.plan.clone();
+        let c = &mut self.conns[slot];
+        c.phase = Phase::Handshake;
+        c.since = self.now;
+        c.last_progress = self.now;
+        c.recv = vec![0; plan.recv_size];
+        let peer_id = crate::engine::new_peer_id();
+        c.pending
+            .extend_from_slice(&Handshake::new(plan.info_hash, peer_id).encode());
+        Message::Interested.encode(&mut c.pending);
+        self.pump_send(slot);
+        self.post_recv(slot);
+    }
+
+    fn post_recv(&mut self, slot: usize) {
+        let max = self.plan.max_message() as usize + 4;
+        let c = &mut self.conns[slot];
+        if c.recv_posted || c.phase == Phase::Done {
+            return;
+        }
+        let Some(fd) = &c.fd else { return };
+        let raw = fd.as_raw_fd();
+        if c.start == c.end {
+            c.start = 0;
+            c.end = 0;
+        } else if c.recv.len() - c.start < max {
+            // Too little room left behind a partial message for the largest one: move it to the
+            // front (at most one block's worth of bytes).
+            c.recv.copy_within(c.start..c.end, 0);
+            c.end -= c.start;
+            c.start = 0;
+        }
+        let ptr = c.recv[c.end..].as_mut_ptr();
+        let len = (c.recv.len() - c.end) as u32;
+        c.recv_posted = true;
+        c.ops += 1;
+        let e = opcode::Recv::new(types::Fd(raw), ptr, len)
+            .build()
+            .user_data(ud(RECV, slot));
+        // SAFETY: the receive buffer is neither resized nor freed while recv_posted is set, and
+        // leechers outlive every operation (the worker ends only when none is in flight).
+        unsafe { self.push(e) };
+    }
+
+    fn on_recv(&mut self, slot: usize, res: i32) {
+        let c = &mut self.conns[slot];
+        c.recv_posted = false;
+        if res == 0 || res == -libc::ECONNRESET || res == -libc::EPIPE {
+            self.fail(slot, ErrorKind::ClosedBySeeder);
+            return;
+        }
+        if res < 0 {
+            self.fail(slot, ErrorKind::Io);
+            return;
+        }
+        c.end += res as usize;
+        let before = (self.result.bytes, self.result.blocks);
+        if let Err(kind) = self.process_input(slot) {
+            self.fail(slot, kind);
+            return;
+        }
+        let live = &self.live;
+        live.bytes
+            .fetch_add(self.result.bytes - before.0, Ordering::Relaxed);
+        live.blocks
+            .fetch_add(self.result.blocks - before.1, Ordering::Relaxed);
+        self.fill_requests(slot);
+        self.pump_send(slot);
+        self.post_recv(slot);
+    }
+
+    /// Handles every complete message in the receive buffer.
+    fn process_input(&mut self, slot: usize) -> Result<(), ErrorKind> {
+        let plan = self.plan.clone();
+        let max = plan.max_message();
+        let now = self.now;
+        loop {
+            let c = &mut self.conns[slot];
+            if c.phase == Phase::Handshake {
+                let Some(hs) =
+                    Handshake::parse(&c.recv[c.start..c.end]).map_err(|_| ErrorKind::Protocol)?
+                else {
+                    return Ok(());
+                };
+                if hs.info_hash != plan.info_hash {
+                    return Err(ErrorKind::Protocol);
+                }
+                c.start += Handshake::LEN;
+                c.seeder_fast = hs.supports_fast();
+                c.phase = Phase::Active;
+                self.result.connected += 1;
+                self.live.connected.fetch_add(1, Ordering::Relaxed);
+                self.live.held.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let base = c.start;
+            let Some((msg, used)) =
+                wire::parse_message(&c.recv[base..c.end], max).map_err(|_| ErrorKind::Protocol)?
+            else {
+                return Ok(());
+            };
+            let event = match msg {
+                Message::Unchoke => Event::Unchoke,
+                Message::Choke => Event::Choke,
+                Message::Piece { index, begin, data } => Event::Piece {
+                    index,
+                    begin,
+                    at: base + used - data.len(),
+                    len: data.len(),
+                },
+                Message::Reject(r) => Event::Reject(r),
+                _ => Event::Other,
+            };
+            c.start += used;
+            match event {
+                Event::Unchoke => c.unchoked = true,
+                Event::Choke => {
+                    c.unchoked = false;
+                    // Without the fast extension a choke silently drops every request (BEP 3);
+                    // with it, the seeder rejects what it will not serve.
+                    if !c.seeder_fast {
+                        let dropped: Vec<_> = c
+                            .outstanding
+                            .drain(..)
+                            .map(|o| (o.req, o.assembly))
+                            .collect();
+                        c.retry.extend(dropped);
+                    }
+                }
+                Event::Reject(r) => {
+                    let Some(pos) = c.outstanding.iter().position(|o| o.req == r) else {
+                        return Err(ErrorKind::Protocol);
+                    };
+                    if let Some(o) = c.outstanding.remove(pos) {
+                        c.retry.push_back((o.req, o.assembly));
+                    }
+                }
+                Event::Piece {
+                    index,
+                    begin,
+                    at,
+                    len,
+                } => {
+                    // The seeder serves in order, so the block is nearly always the oldest.
+                    let Some(pos) = c.outstanding.iter().position(|o| {
+                        o.req.index == index && o.req.begin == begin && o.req.length as usize == len
+                    }) else {
+                        return Err(ErrorKind::Protocol);
+                    };
+                    let Some(o) = c.outstanding.remove(pos) else {
+                        return Err(ErrorKind::Protocol);
+                    };
+                    let us = now.saturating_duration_since(o.at).as_micros() as u64;
+                    let _ = self.result.latency_us.record(us.max(1));
+                    self.result.bytes += len as u64;
+                    self.result.blocks += 1;
+                    self.result.last_block = Some(now);
+                    c.last_progress = now;
+                    if o.assembly != NO_ASSEMBLY
+                        && let Some(slot_a) = c.assemblies.get_mut(o.assembly as usize)
+                        && let Some(a) = slot_a
+                    {
+                        let b = begin as usize;
+                        a.buf[b..b + len].copy_from_slice(&c.recv[at..at + len]);
+                        a.blocks_left = a.blocks_left.saturating_sub(1);
+                        if a.blocks_left == 0 {
+                            let good = plan
+                                .hashes
+                                .get(a.index as usize)
+                                .is_some_and(|h| *h == crate::hash::sha1(&a.buf));
+                            self.result.pieces_verified += 1;
+                            if !good {
+                                self.result.errors[ErrorKind::BadPiece as usize] += 1;
+                                self.live.errors.fetch_add(1, Ordering::Relaxed);
+                                self.result.bad_pieces.push(a.index);
+                            }
+                            *slot_a = None;
+                        }
+                    }
+                }
+                Event::Other => {}
+            }
+        }
+    }
+
+    /// Keeps `reqq` requests outstanding while unchoked and the run allows more.
+    fn fill_requests(&mut self, slot: usize) {
+        let plan = self.plan.clone();
+        let now = self.now;
+        let c = &mut self.conns[slot];
+        if !c.unchoked || c.phase != Phase::Active {
+            return;
+        }
+        while c.outstanding.len() < plan.reqq {
+            let (req, assembly) = match c.retry.pop_front() {
+                Some(r) => r,
+                None => {
+                    if plan.requests_over.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Stop::Bytes(budget) = plan.stop {
+                        // Reserve the next block's bytes; peek its length first so a refused
+                        // reservation does not advance the cursor.
+                        let len = u64::from(plan.block_len);
+                        let before = plan.requested.fetch_add(len, Ordering::Relaxed);
+                        if before + len > budget {
+                            // Relaxed: a stop hint; each worker rechecks its own requests.
+                            plan.requests_over.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        let (req, a) = c.next_block(&plan);
+                        // A short last block of a piece gives back what it did not use.
+                        plan.requested
+                            .fetch_sub(len - u64::from(req.length), Ordering::Relaxed);
+                        (req, a)
+                    } else {
+                        c.next_block(&plan)
+                    }
+                }
+            };
+            Message::Request(req).encode(&mut c.pending);
+            c.outstanding.push_back(Outstanding {
+                req,
+                at: now,
+                assembly,
+            });
+        }
+        if c.outstanding.is_empty() {
+            c.last_progress = now;
+        }
+    }
+
+    fn pump_send(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.sending || c.pending.is_empty() || c.phase == Phase::Done {
+            return;
+        }
+        let Some(fd) = &c.fd else { return };
+        let raw = fd.as_raw_fd();
+        std::mem::swap(&mut c.out, &mut c.pending);
+        c.pending.clear();
+        c.out_sent = 0;
+        self.post_send(slot, raw);
+    }
+
+    fn post_send(&mut self, slot: usize, raw: i32) {
+        let c = &mut self.conns[slot];
+        let rest = &c.out[c.out_sent..];
+        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        c.sending = true;
+        c.ops += 1;
+        let e = opcode::Send::new(types::Fd(raw), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(SEND, slot));
+        // SAFETY: `out` is not touched while `sending` is set, and leechers outlive every
+        // operation.
+        unsafe { self.push(e) };
+    }
+
+    fn on_send(&mut self, slot: usize, res: i32) {
+        let c = &mut self.conns[slot];
+        c.sending = false;
+        if res < 0 {
+            let kind = if res == -libc::EPIPE || res == -libc::ECONNRESET {
+                ErrorKind::ClosedBySeeder
+            } else {
+                ErrorKind::Io
+            };
+            self.fail(slot, kind);
+            return;
+        }
+        c.out_sent += res as usize;
+        if c.out_sent < c.out.len() {
+            if let Some(raw) = c.fd.as_ref().map(AsRawFd::as_raw_fd) {
+                self.post_send(slot, raw);
+            }
+            return;
+        }
+        c.out.clear();
+        self.pump_send(slot);
+    }
+
+    /// Ends a leecher with an error of `kind`.
+    fn fail(&mut self, slot: usize, kind: ErrorKind) {
+        if self.conns[slot].phase == Phase::Done {
+            return;
+        }
+        self.result.errors[kind as usize] += 1;
+        self.live.errors.fetch_add(1, Ordering::Relaxed);
+        self.shut(slot);
+    }
+
+    /// Shuts a leecher's socket so its operations complete; the descriptor closes when the
+    /// worker ends.
+    fn shut(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.phase == Phase::Active {
+            self.live.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        let was_connecting = c.phase == Phase::Connecting;
+        c.phase = Phase::Done;
+        c.assemblies.clear();
+        if let Some(fd) = &c.fd {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            if was_connecting {
+                // A connect in progress is not always ended by the shutdown.
+                let e = opcode::AsyncCancel::new(ud(CONNECT, slot))
+                    .build()
+                    .user_data(ud(CANCEL, 0));
+                // SAFETY: a cancel carries no buffers.
+                unsafe { self.push(e) };
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let plan = self.plan.clone();
+        let now = self.now;
+        if let Stop::Duration(d) = plan.stop
+            && now.duration_since(plan.started) >= d
+        {
+            plan.requests_over.store(true, Ordering::Relaxed);
+        }
+        if self.closing_all {
+            return;
+        }
+        let over = plan.requests_over.load(Ordering::Relaxed);
+        if over && self.drain_started.is_none() {
+            self.drain_started = Some(now);
+        }
+        let drained = self
+            .conns
+            .iter()
+            .all(|c| c.phase == Phase::Done || c.outstanding.is_empty());
+        let all_done = self.waiting.is_empty() && self.conns.iter().all(|c| c.phase == Phase::Done);
+        let drain_expired = self
+            .drain_started
+            .is_some_and(|t| now.duration_since(t) >= plan.drain_timeout);
+        if all_done || (over && (drained || drain_expired)) {
+            self.finish();
+            return;
+        }
+        if now.duration_since(self.last_timeouts) >= Duration::from_millis(250) {
+            self.last_timeouts = now;
+            let mut victims = Vec::new();
+            for (i, c) in self.conns.iter().enumerate() {
+                let late = match c.phase {
+                    Phase::Connecting | Phase::Handshake => {
+                        now.duration_since(c.since) > plan.timeout
+                    }
+                    Phase::Active => {
+                        !c.outstanding.is_empty()
+                            && now.duration_since(c.last_progress) > plan.timeout
+                    }
+                    Phase::Waiting | Phase::Done => false,
+                };
+                if late {
+                    victims.push(i);
+                }
+            }
+            for i in victims {
+                self.fail(i, ErrorKind::Timeout);
+            }
+        }
+    }
+
+    /// The run is over: counts who is still held and shuts every socket.
+    fn finish(&mut self) {
+        self.closing_all = true;
+        self.result.held_at_end = self
+            .conns
+            .iter()
+            .filter(|c| c.phase == Phase::Active)
+            .count() as u64;
+        // Blocks still outstanding when the drain timed out are reported, not counted as errors:
+        // a slow seeder shows in the latency, and the run's end is ours.
+        self.result.unanswered = self
+            .conns
+            .iter()
+            .filter(|c| c.phase != Phase::Done)
+            .map(|c| c.outstanding.len() as u64)
+            .sum();
+        for i in 0..self.conns.len() {
+            self.shut(i);
+        }
+        self.waiting.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(total: u64, piece: u64, block: u32, pattern: Pattern) -> Plan {
+        Plan {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            info_hash: [0; 20],
+            piece_length: piece,
+            total_length: total,
+            num_pieces: total.div_ceil(piece) as u32,
+            hashes: Vec::new(),
+            peers: 4,
+            reqq: 8,
+            block_len: block,
+            pattern,
+            verify_every: 2,
+            stop: Stop::Bytes(total),
+            started: Instant::now(),
+            timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            recv_size: 1 << 16,
+            spread_sources: false,
+            requested: AtomicU64::new(0),
+            requests_over: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn blocks_tile_every_piece_including_a_short_last_one() {
+        // 3 pieces of 40 000 bytes and a last one of 5 000; blocks of 16 KiB do not divide them.
+        let p = plan(125_000, 40_000, 16 << 10, Pattern::Sequential);
+        let mut l = Leecher::new(0, &p, Instant::now());
+        let mut covered = vec![0u64; 4];
+        let mut sampled = 0;
+        let mut seen = 0;
+        while seen < 4 {
+            let (r, a) = l.next_block(&p);
+            assert!(r.length > 0 && r.length <= 16 << 10);
+            assert!(u64::from(r.begin + r.length) <= p.piece_size(r.index));
+            covered[r.index as usize] += u64::from(r.length);
+            if r.begin + r.length == p.piece_size(r.index) as u32 {
+                seen += 1;
+                sampled += usize::from(a != NO_ASSEMBLY);
+            }
+        }
+        assert_eq!(covered, vec![40_000, 40_000, 40_000, 5_000]);
+        // One piece in two is assembled for its hash check.
+        assert_eq!(sampled, 2);
+    }
+
+    #[test]
+    fn leechers_start_spread_over_the_torrent() {
+        let p = plan(64 * 16384, 16384, 16384, Pattern::Sequential);
+        let starts: Vec<u32> = (0..4)
+            .map(|id| Leecher::new(id, &p, Instant::now()).next_block(&p).0.index)
+            .collect();
+        assert_eq!(starts, vec![0, 16, 32, 48]);
+    }
+
+    #[test]
+    fn random_pieces_stay_in_range() {
+        let p = plan(10 * 16384 + 1, 16384, 16384, Pattern::Random);
+        let mut l = Leecher::new(3, &p, Instant::now());
+        for _ in 0..1000 {
+            let (r, _) = l.next_block(&p);
+            assert!(r.index < p.num_pieces);
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `ringseed bench` finds what it is meant to find, on loopback: an honest engine delivers
+//! exactly what it accounts for, a seeder that corrupts one block fails the run, a seeder that
+//! stalls shows in the latency tail, and a thousand leechers are held at once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pattern;
+use ringseed::bench::{self, BenchOptions, Stop};
+use ringseed::create::{CreateOptions, create};
+use ringseed::engine::{Engine, Settings, Torrent};
+use ringseed::hash::Progress;
+use ringseed::metainfo::Metainfo;
+use ringseed::wire::{self, Handshake, Message};
+
+const KIB: u64 = 1024;
+
+/// A one-file payload of `len` bytes in `dir` and its torrent (written to `dir/t.torrent`).
+fn payload(dir: &Path, len: usize, piece_kib: u64) -> (Vec<u8>, Metainfo) {
+    let data = pattern(len, 7);
+    let file = dir.join("payload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(piece_kib * KIB),
+        ..CreateOptions::default()
+    };
+    let (bytes, meta) = create(&file, &opts, &Progress::default()).unwrap();
+    std::fs::write(dir.join("t.torrent"), bytes).unwrap();
+    (data, meta)
+}
+
+fn engine_seeding(meta: &Metainfo, dir: &Path, settings: Settings) -> Engine {
+    let engine = Engine::start(Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..settings
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), dir, None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    engine
+}
+
+/// What the scripted seeder does wrong.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Flips one byte of this block (piece index, offset).
+    Corrupt { index: u32, begin: u32 },
+    /// Sleeps before every `every`-th block it sends.
+    Stall { every: u64, delay: Duration },
+}
+
+/// A tiny blocking seeder (std sockets, a thread per connection) with one deliberate fault.
+fn faulty_seeder(data: Vec<u8>, meta: &Metainfo, fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let data = Arc::new(data);
+    let info_hash = meta.info.hash.wire_id();
+    let piece_length = meta.info.layout.piece_length;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let _ = serve(stream, &data, info_hash, piece_length, fault);
+            });
+        }
+    });
+    addr
+}
+
+fn serve(
+    mut s: TcpStream,
+    data: &[u8],
+    info_hash: [u8; 20],
+    piece_length: u64,
+    fault: Fault,
+) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut hs = [0u8; Handshake::LEN];
+    s.read_exact(&mut hs)?;
+    s.write_all(&Handshake::new(info_hash, *b"-TS0001-faultyseeder").encode())?;
+    let mut out = Vec::new();
+    Message::Unchoke.encode(&mut out);
+    s.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut sent = 0u64;
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut pos = 0;
+        while let Some((msg, used)) = wire::parse_message(&buf[pos..], 1 << 20)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        {
+            pos += used;
+            let Message::Request(r) = msg else { continue };
+            let at = (u64::from(r.index) * piece_length + u64::from(r.begin)) as usize;
+            let mut block = data[at..at + r.length as usize].to_vec();
+            sent += 1;
+            match fault {
+                Fault::Corrupt { index, begin } if (r.index, r.begin) == (index, begin) => {
+                    block[100] ^= 0x40;
+                }
+                Fault::Stall { every, delay } if sent.is_multiple_of(every) => {
+                    std::thread::sleep(delay);
+                }
+                _ => {}
+            }
+            out.clear();
+            Message::Piece {
+                index: r.index,
+                begin: r.begin,
+                data: &block,
+            }
+            .encode(&mut out);
+            s.write_all(&out)?;
+        }
+        buf.drain(..pos);
+    }
+}
+
+#[test]
+fn bench_against_the_engine_counts_what_it_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = payload(dir.path(), 8 << 20, 256);
+    let engine = engine_seeding(
+        &meta,
+        dir.path(),
+        Settings {
+            workers: 2,
+            ..Settings::default()
+        },
+    );
+    let budget = 48 << 20;
+    let report = bench::run(
+        &meta.info,
+        &BenchOptions {
+            addr: engine.local_addr(),
+            peers: 8,
+            reqq: 32,
+            workers: 2,
+            stop: Stop::Bytes(budget),
+            pattern: bench::Pattern::Random,
+            verify_every: 4,
+            ..BenchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
+    assert!(report.passed(), "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.pieces_verified > 0);
+    assert_eq!(report.unanswered_requests, 0);
+    assert_eq!(report.bytes, budget);
+    assert_eq!(report.bytes, up, "bench and engine disagree");
+    assert_eq!(report.connected, 8);
+    assert_eq!(report.latency_us.count, report.blocks);
+}
+
+#[test]
+fn a_seeder_that_corrupts_one_block_fails_the_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, meta) = payload(dir.path(), 4 << 20, 64);
+    let addr = faulty_seeder(
+        data,
+        &meta,
+        Fault::Corrupt {
+            index: 17,
+            begin: 16 << 10,
+        },
+    );
+    // Through the CLI, for the exit code: one leecher walks the torrent once, checking all.
+    let out = common::ringseed()
+        .args([
+            "bench",
+            "--peer",
+            &addr.to_string(),
+            "--verify-all",
+            "--json",
+        ])
+        .args(["--bytes", &(4u64 << 20).to_string()])
+        .arg(dir.path().join("t.torrent"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a corrupt block passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["bad_pieces"], serde_json::json!([17]));
+    assert_eq!(v["errors"]["bad_piece"], 1);
+    assert_eq!(v["pieces_verified"], 64);
+    assert_eq!(v["bytes"], 4 << 20);
+}
+
+#[test]
+fn a_seeder_that_stalls_shows_in_the_latency_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, meta) = payload(dir.path(), 2 << 20, 64);
+    let addr = faulty_seeder(
+        data,
+        &meta,
+        Fault::Stall {
+            every: 100,
+            delay: Duration::from_millis(200),
+        },
+    );
+    // One request at a time, so a stall delays only its own block.
+    let report = bench::run(
+        &meta.info,
+        &BenchOptions {
+            addr,
+            peers: 1,
+            reqq: 1,
+            stop: Stop::Bytes(1000 * 16 * KIB),
+            ..BenchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let l = &report.latency_us;
+    assert!(report.passed());
+    assert_eq!(report.blocks, 1000);
+    assert!(l.p99_9 >= 200_000, "p99.9 {} µs", l.p99_9);
+    assert!(l.max >= 200_000, "max {} µs", l.max);
+    assert!(l.p50 < 20_000, "p50 {} µs", l.p50);
+}
+
+#[test]
+fn a_thousand_leechers_are_held() {
+    // 1000 leechers and 1000 engine peers in one process need ~2100 descriptors; this box's
+    // `ulimit -n` is 20 000.
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit for the duration of the call.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur
+    } else {
+        0
+    };
+    assert!(limit >= 2200, "ulimit -n is {limit}; this test needs 2200");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = payload(dir.path(), 4 << 20, 64);
+    let engine = engine_seeding(
+        &meta,
+        dir.path(),
+        Settings {
+            workers: 2,
+            ..Settings::default()
+        },
+    );
+    let report = bench::run(
+        &meta.info,
+        &BenchOptions {
+            addr: engine.local_addr(),
+            peers: 1000,
+            reqq: 4,
+            workers: 2,
+            stop: Stop::Duration(Duration::from_secs(2)),
+            ..BenchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let stats = engine.shutdown();
+    assert!(report.passed());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.connected, 1000);
+    assert_eq!(report.held_at_end, 1000);
+    assert!(stats.iter().map(|s| s.handshakes).sum::<u64>() >= 1000);
+    // The engine's 100 upload slots serve some of them meanwhile.
+    assert!(report.bytes > 0);
+}
+
+#[test]
+fn refused_connections_are_counted_and_nothing_received_is_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    payload(dir.path(), 1 << 20, 64);
+    // A port nobody listens on: bind, read the port, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = common::ringseed()
+        .args(["bench", "--peer", &format!("127.0.0.1:{port}")])
+        .args(["--peers", "3", "--duration", "1", "--json"])
+        .arg(dir.path().join("t.torrent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"]["connect_refused"], 3);
+    assert_eq!(v["connected"], 0);
+    assert_eq!(v["bytes"], 0);
+}
