@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Payload, create_torrent, ringseed};
+use common::{Payload, create_torrent, ringseed, ringseed_ok};
 
 fn run_err(args: &[&std::ffi::OsStr]) -> (i32, String) {
     let out = ringseed().args(args).output().unwrap();
@@ -99,16 +99,7 @@ fn config_print_default_round_trips_and_bad_configs_fail() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, &text).unwrap();
-    let st = ringseed()
-        .args(["config", "check"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    ringseed_ok(["config".as_ref(), "check".as_ref(), good.as_os_str()]);
     for (body, word) in [
         ("[hashing]\nthreads = 5000\n", "hashing.threads"),
         ("[hashing]\nnope = 1\n", "nope"),
@@ -145,21 +136,14 @@ fn config_threads_setting_is_used() {
     )
     .unwrap();
     let t = dir.join("x.torrent");
-    let st = ringseed()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("create")
-        .arg(&p.multi)
-        .arg("-o")
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&st.stdout);
+    let stdout = ringseed_ok([
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "create".as_ref(),
+        p.multi.as_os_str(),
+        "-o".as_ref(),
+        t.as_os_str(),
+    ]);
     assert!(
         stdout.contains("Hybrid"),
         "config's create.version ignored: {stdout}"

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Payload, create_torrent, lt_tool, require_tool, ringseed};
+use common::{Payload, create_torrent, lt_tool, require_tool, ringseed, run_ok};
 use ringseed::metainfo::{Metainfo, hex};
 
 fn info_hashes(torrent: &Path) -> (Option<String>, Option<String>) {
@@ -177,28 +177,18 @@ fn mktorrent_and_transmission_torrents_verify() {
     for (src, tag) in [(&p.single, "single"), (&p.multi, "multi")] {
         let mk = p.dir.path().join(format!("mk-{tag}.torrent"));
         // -l 15: 32 KiB pieces, which do not divide any file size of the payload.
-        let st = std::process::Command::new("/usr/bin/mktorrent")
-            .args(["-l", "15", "-a", "http://127.0.0.1:6969/announce", "-o"])
-            .arg(&mk)
-            .arg(src)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
+        run_ok(
+            std::process::Command::new("/usr/bin/mktorrent")
+                .args(["-l", "15", "-a", "http://127.0.0.1:6969/announce", "-o"])
+                .arg(&mk)
+                .arg(src),
         );
         let tr = p.dir.path().join(format!("tr-{tag}.torrent"));
-        let st = std::process::Command::new("/usr/bin/transmission-create")
-            .args(["-s", "64", "-t", "udp://127.0.0.1:6969", "-o"])
-            .arg(&tr)
-            .arg(src)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
+        run_ok(
+            std::process::Command::new("/usr/bin/transmission-create")
+                .args(["-s", "64", "-t", "udp://127.0.0.1:6969", "-o"])
+                .arg(&tr)
+                .arg(src),
         );
         for t in [&mk, &tr] {
             assert_eq!(info_hashes(t), lt_hashes(t), "{}", t.display());

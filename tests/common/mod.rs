@@ -83,15 +83,20 @@ impl Payload {
     }
 }
 
-/// Runs `ringseed ARGS…`, fails the test with its stderr unless it succeeds, returns stdout.
-pub fn ringseed_ok<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
-    let out = ringseed().args(args).output().expect("run ringseed");
+/// Runs a command, fails the test with its stderr unless it succeeds, returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ringseed ARGS…`, fails the test with its stderr unless it succeeds, returns stdout.
+pub fn ringseed_ok<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    run_ok(ringseed().args(args))
 }
 
 /// `ringseed create SRC -o OUT EXTRA…`; returns the torrent as ringseed parses it.
