@@ -53,6 +53,7 @@ pub struct EngineConfig {
     pub max_request_kib: u32,
     pub max_reqq: u32,
     pub batch_kib: u32,
+    pub job_memory_mib: u32,
     pub ring_entries: u32,
     pub handshake_timeout_s: u32,
     pub idle_timeout_s: u32,
@@ -75,6 +76,7 @@ impl Default for EngineConfig {
             max_request_kib: s.max_request_len >> 10,
             max_reqq: s.max_reqq as u32,
             batch_kib: (s.batch_bytes >> 10) as u32,
+            job_memory_mib: (s.job_memory >> 20) as u32,
             ring_entries: s.ring_entries,
             handshake_timeout_s: s.handshake_timeout.as_secs() as u32,
             idle_timeout_s: s.idle_timeout.as_secs() as u32,
@@ -244,6 +246,11 @@ const DOCS: &[(&str, &str)] = &[
         "Most KiB read from disk and sent to one peer at once. Range 16..=4096.",
     ),
     (
+        "engine.job_memory_mib",
+        "MiB of upload-job buffers each worker may have out at once; busy peers beyond it wait\n\
+         their turn. Range 1..=16384, and at least 4 x batch_kib.",
+    ),
+    (
         "engine.ring_entries",
         "Submission queue entries of each worker's io_uring. Power of two, 64..=32768.",
     ),
@@ -408,6 +415,13 @@ impl Config {
             "allowed 16..=4096",
         )?;
         range(
+            "engine.job_memory_mib",
+            e.job_memory_mib,
+            (1..=16_384).contains(&e.job_memory_mib)
+                && u64::from(e.job_memory_mib) << 10 >= 4 * u64::from(e.batch_kib),
+            "allowed 1..=16384 and at least 4 x engine.batch_kib",
+        )?;
+        range(
             "engine.ring_entries",
             e.ring_entries,
             (64..=32768).contains(&e.ring_entries) && e.ring_entries.is_power_of_two(),
@@ -516,6 +530,7 @@ impl Config {
             max_request_len: e.max_request_kib << 10,
             max_reqq: e.max_reqq as usize,
             batch_bytes: (e.batch_kib as usize) << 10,
+            job_memory: (e.job_memory_mib as usize) << 20,
             ring_entries: e.ring_entries,
             handshake_timeout: std::time::Duration::from_secs(u64::from(e.handshake_timeout_s)),
             idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),

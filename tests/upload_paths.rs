@@ -10,6 +10,10 @@ use common::{create_torrent, pattern};
 use ringseed::engine::{Engine, Settings, Torrent, UploadPath};
 
 fn fetch_many(path: UploadPath) {
+    fetch_many_with(path, Settings::default().job_memory);
+}
+
+fn fetch_many_with(path: UploadPath, job_memory: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -21,6 +25,7 @@ fn fetch_many(path: UploadPath) {
         workers: 2,
         listen: "127.0.0.1:0".parse().unwrap(),
         upload_path: path,
+        job_memory,
         ..Settings::default()
     })
     .unwrap();
@@ -67,4 +72,11 @@ fn zerocopy_path_delivers_every_block_once() {
 #[test]
 fn splice_path_delivers_every_block_once() {
     fetch_many(UploadPath::Splice);
+}
+
+/// With job memory for only four jobs per worker, four deep fetches still all complete: peers
+/// that find the budget spent wait their turn and are started as jobs finish.
+#[test]
+fn peers_wait_for_job_memory_and_all_finish() {
+    fetch_many_with(UploadPath::Copy, 1 << 20);
 }

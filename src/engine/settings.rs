@@ -53,6 +53,8 @@ pub struct Settings {
     pub batch_bytes: usize,
     /// Upload jobs a peer may have in flight (reading while the previous one sends).
     pub jobs_per_peer: usize,
+    /// Bytes of upload-job buffers one worker may have out at once; peers beyond it wait.
+    pub job_memory: usize,
     /// Largest block a peer may request.
     pub max_request_len: u32,
     /// Requests queued per peer; more are rejected (fast extension) or dropped.
@@ -86,6 +88,7 @@ impl Default for Settings {
             upload_path: UploadPath::Auto,
             batch_bytes: 256 << 10,
             jobs_per_peer: 2,
+            job_memory: 64 << 20,
             max_request_len: 16 << 10,
             max_reqq: 2000,
             max_send_backlog: 64 << 10,

@@ -393,6 +393,8 @@ struct Conn {
     last_recv: Instant,
     last_send: Instant,
     throttled: bool,
+    /// Queued in `starved`, waiting for job memory.
+    starved: bool,
     optimistic: bool,
 }
 
@@ -440,6 +442,7 @@ impl Conn {
             last_recv: now,
             last_send: now,
             throttled: false,
+            starved: false,
             optimistic: false,
         }
     }
@@ -466,6 +469,10 @@ struct Worker {
     free: Vec<usize>,
     live: usize,
     buffers: Vec<Vec<u8>>,
+    /// Bytes of job buffers handed out (in flight or held for zero-copy notifications).
+    job_bytes: usize,
+    /// Peers waiting for job memory, oldest first.
+    starved: VecDeque<usize>,
     latency: Histogram<u64>,
     now: Instant,
     last_second: Instant,
@@ -519,6 +526,8 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         free: Vec::new(),
         live: 0,
         buffers: Vec::new(),
+        job_bytes: 0,
+        starved: VecDeque::new(),
         latency: new_histogram(),
         now,
         last_second: now,
@@ -1282,20 +1291,37 @@ impl Worker {
                 c.throttled = true;
                 return;
             }
+            // Job memory is bounded per worker: past the budget a peer waits its turn, so
+            // thousands of busy peers cannot each pin a fresh batch buffer.
+            let size = total.max(batch);
+            if self.job_bytes + size > self.settings.job_memory {
+                self.global_limit.give_back(payload);
+                t.upload_limit.give_back(payload);
+                let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                    return;
+                };
+                if !c.starved {
+                    c.starved = true;
+                    self.starved.push_back(slot);
+                }
+                return;
+            }
             let mut buf = self.buffers.pop().unwrap_or_default();
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            self.job_bytes += buf.len();
             let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                self.recycle(buf);
                 return;
             };
             c.throttled = false;
-            if buf.len() < total {
-                buf.resize(total.max(batch), 0);
-            }
             let splice_mode = path == UploadPath::Splice;
             if splice_mode && c.pipe.is_none() {
                 match Pipe::new() {
                     Ok(p) => c.pipe = Some(p),
                     Err(_) => {
-                        self.buffers.push(buf);
+                        self.recycle(buf);
                         self.close(slot, Reason::IoError);
                         return;
                     }
@@ -1630,10 +1656,30 @@ impl Worker {
         }
     }
 
+    /// Takes a job buffer back: keeps it for the next job while the pool is under half the
+    /// job-memory budget (fresh buffers cost the kernel page zeroing), and lets waiting peers
+    /// start jobs with the memory it frees.
     fn recycle(&mut self, buf: Vec<u8>) {
-        // Keep a few buffers for the next jobs; the rest go back to the allocator.
-        if self.buffers.len() < 64 {
+        self.job_bytes = self.job_bytes.saturating_sub(buf.len());
+        let pooled: usize = self.buffers.iter().map(Vec::len).sum();
+        if pooled + buf.len() <= self.settings.job_memory / 2 {
             self.buffers.push(buf);
+        }
+        let mut budget_left = self.settings.job_memory.saturating_sub(self.job_bytes);
+        while budget_left >= self.settings.batch_bytes {
+            let Some(slot) = self.starved.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            c.starved = false;
+            if c.closing.is_some() {
+                continue;
+            }
+            budget_left = budget_left.saturating_sub(self.settings.batch_bytes);
+            self.pump_uploads(slot);
+            self.pump_send(slot);
         }
     }
 
