@@ -18,6 +18,7 @@ pub mod pieces;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod uring;
 pub mod wire;
 
 /// `n`, or the number of cores this process may use when `n` is 0 (the convention of every

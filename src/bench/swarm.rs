@@ -324,12 +324,7 @@ impl Worker {
         live: Arc<LiveStats>,
         ids: impl Iterator<Item = usize>,
     ) -> std::io::Result<Worker> {
-        let entries = 4096;
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .build(entries)
-            .or_else(|_| IoUring::new(entries))?;
+        let ring = crate::uring::build_ring(4096)?;
         let now = Instant::now();
         let conns: Vec<Leecher> = ids.map(|id| Leecher::new(id, &plan, now)).collect();
         Ok(Worker {
@@ -397,15 +392,8 @@ impl Worker {
     /// Every buffer `entry` points to must stay valid and unmoved until its completion arrives.
     unsafe fn push(&mut self, entry: squeue::Entry) {
         self.ops += 1;
-        loop {
-            // SAFETY: the caller guarantees the entry's buffers outlive the operation.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            if self.ring.submit().is_err() {
-                let _ = self.ring.submit_and_wait(1);
-            }
-        }
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { crate::uring::push(&mut self.ring, &entry) }
     }
 
     fn post_tick(&mut self) {

@@ -491,7 +491,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
     if settings.pin_workers {
         pin_to_core(ctx.id);
     }
-    let ring = match build_ring(settings.ring_entries) {
+    let ring = match crate::uring::build_ring(settings.ring_entries) {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -545,16 +545,6 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
     w.event_loop();
 }
 
-fn build_ring(entries: u32) -> std::io::Result<IoUring> {
-    // Single issuer + cooperative task running: only this thread submits, and the kernel need
-    // not interrupt it to run completions. Fall back to a plain ring on older kernels.
-    IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .build(entries)
-        .or_else(|_| IoUring::new(entries))
-}
-
 fn pin_to_core(worker: usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut set = nix::sched::CpuSet::new();
@@ -599,16 +589,8 @@ impl Worker {
     /// # Safety
     /// Every buffer `entry` points to must stay valid and unmoved until its completion arrives.
     unsafe fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: the caller guarantees the entry's buffers outlive the operation.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            if self.ring.submit().is_err() {
-                // The kernel refused even to take the queue; wait for completions to free room.
-                let _ = self.ring.submit_and_wait(1);
-            }
-        }
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { crate::uring::push(&mut self.ring, &entry) }
     }
 
     fn post_accept(&mut self) {
