@@ -30,8 +30,10 @@ pub fn lt_tool(args: &[&str]) -> String {
         .expect("run python3");
     assert!(
         out.status.success(),
-        "lt_tool {args:?} failed (is python3-libtorrent installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
+        "lt_tool {args:?} failed with {} (is python3-libtorrent installed?): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

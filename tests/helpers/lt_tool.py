@@ -61,7 +61,8 @@ def check(path, save_path):
     pieces = list(s.pieces)
     bad = [i for i, p in enumerate(pieces) if not p]
     print(json.dumps({"pieces": len(pieces), "have": len(pieces) - len(bad), "bad": bad[:1000],
-                      "seconds": secs, "state": str(s.state)}))
+                      "seconds": secs, "state": str(s.state)}), flush=True)
+    os._exit(0)  # skip the session teardown, as in download()
 
 
 def create(path, out, version="v1", piece=0):
@@ -130,7 +131,12 @@ def download(path, save_path, peer, timeout="120"):
     s = h.status()
     print(json.dumps({"done": bool(s.is_seeding), "seconds": secs, "bytes": s.total_wanted_done,
                       "rate": s.total_wanted_done / secs if secs else 0, "state": str(s.state),
-                      "error": str(s.errc.message()) if s.errc.value() else ""}))
+                      "error": str(s.errc.message()) if s.errc.value() else ""}), flush=True)
+    # python3-libtorrent 2.0.8 sometimes died of SIGSEGV here with its result unprinted (about
+    # 1 run in 10 of the bad-peers test, on a fresh build). Printing and flushing first and then
+    # leaving without the session's teardown made it pass 8 runs of 8: the crash is in the
+    # teardown, not in the download, whose bytes the tests compare anyway.
+    os._exit(0)
 
 
 if __name__ == "__main__":
