@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Payload, create_torrent, ringseed, ringseed_ok};
+use common::{Payload, create_torrent, ringseed, ringseed_ok, signal};
 
 fn run_err(args: &[&std::ffi::OsStr]) -> (i32, String) {
     let out = ringseed().args(args).output().unwrap();
@@ -234,11 +234,7 @@ fn run_seeds_the_configured_torrents() {
         &tdir.join("late.torrent"),
         &["--piece-kib", "32"],
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGHUP);
     let reloaded = lines
         .by_ref()
         .map(|l| l.unwrap())
@@ -248,11 +244,7 @@ fn run_seeds_the_configured_torrents() {
         reloaded.ends_with("1 torrent(s) added, limits applied"),
         "{reloaded}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Payload, create_torrent, lt_tool, require_tool, ringseed};
+use common::{Payload, Seeder, create_torrent, lt_tool, require_tool, signal, spawn_seeder};
 use ringseed::engine::{Engine, Settings, Torrent};
 use ringseed::metainfo::Metainfo;
 
@@ -80,7 +80,6 @@ fn libtorrent_downloads_single_and_multi_file() {
 #[test]
 fn several_real_clients_at_once_through_a_tracker() {
     use common::opentracker::OpenTracker;
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     for tool in ["/usr/bin/aria2c", "/usr/bin/python3"] {
         require_tool(tool);
@@ -97,32 +96,12 @@ fn several_real_clients_at_once_through_a_tracker() {
     );
     assert_eq!(with_tracker.info.hash, meta.info.hash);
 
-    let mut seeder = ringseed()
-        .args([
-            "seed",
-            "--metrics",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--stats-every",
-            "0",
-            "--data",
-        ])
-        .arg(p.data_dir())
-        .arg(&tpath)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("seeder exited").unwrap();
-        if let Some(rest) = line.strip_prefix("seeding 1 torrent(s) on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let Seeder {
+        child: mut seeder,
+        lines,
+        addr,
+    } = spawn_seeder(&tpath, p.data_dir(), "127.0.0.1", &[]);
+    let addr = addr.to_string();
 
     let out = |name: &str| {
         let d = p.dir.path().join(name);
@@ -191,11 +170,7 @@ fn several_real_clients_at_once_through_a_tracker() {
     assert_same_tree(&p.multi, &aria_dir.join(name));
 
     // SIGINT: stopped announces, clean exit, final statistics on stdout.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(seeder.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(&seeder, nix::sys::signal::Signal::SIGINT);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = seeder.wait().unwrap();
     assert!(status.success(), "{status}: {rest:?}");
@@ -282,7 +257,6 @@ impl Drop for NetNs {
 #[test]
 fn transmission_downloads_in_a_network_namespace() {
     use common::opentracker::OpenTracker;
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     require_tool("/usr/bin/transmission-cli");
@@ -300,32 +274,11 @@ fn transmission_downloads_in_a_network_namespace() {
         &["--no-date", "--piece-kib", "32", "-t", &tracker.http()],
     );
     assert_eq!(with_tracker.info.hash, meta.info.hash);
-    let mut seeder = ringseed()
-        .args([
-            "seed",
-            "--workers",
-            "2",
-            "--stats-every",
-            "0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--listen",
-        ])
-        .arg(format!("{}:0", ns.host_ip))
-        .arg("--data")
-        .arg(p.data_dir())
-        .arg(&tpath)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
-    while !lines
-        .next()
-        .expect("seeder exited")
-        .unwrap()
-        .starts_with("seeding ")
-    {}
+    let Seeder {
+        child: mut seeder,
+        lines,
+        ..
+    } = spawn_seeder(&tpath, p.data_dir(), &ns.host_ip.to_string(), &[]);
 
     let dl = p.dir.path().join("transmission");
     let home = p.dir.path().join("transmission-home");
@@ -389,11 +342,7 @@ fn transmission_downloads_in_a_network_namespace() {
     }
     let _ = tr.kill();
     let _ = tr.wait();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(seeder.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(&seeder, nix::sys::signal::Signal::SIGINT);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = seeder.wait().unwrap();
     let stats: Vec<serde_json::Value> =

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::{Payload, create_torrent, require_tool, ringseed};
+use common::{Payload, Seeder, create_torrent, require_tool, signal, spawn_seeder};
 
 #[test]
 fn unit_file_verifies() {
@@ -60,24 +59,17 @@ fn notifies_ready_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = ringseed()
-        .args([
-            "seed",
-            "--metrics",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--stats-every",
-            "0",
-            "--data",
-        ])
-        .arg(p.data_dir())
-        .arg(&t)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let Seeder {
+        mut child,
+        addr,
+        // Held open: the seeder prints its final statistics at exit.
+        lines: _lines,
+    } = spawn_seeder(
+        &t,
+        p.data_dir(),
+        "127.0.0.1",
+        &[("NOTIFY_SOCKET", sock_path.as_path())],
+    );
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).unwrap();
     let ready = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -87,23 +79,8 @@ fn notifies_ready_and_stopping() {
         "{ready}"
     );
     // Ready means listening: the port it reports accepts connections.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let seeding = loop {
-        let line = lines.next().expect("seeder exited").unwrap();
-        if line.starts_with("seeding ") {
-            break line;
-        }
-    };
-    let addr = seeding
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap();
     std::net::TcpStream::connect(addr).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
     assert!(child.wait().unwrap().success());

@@ -113,3 +113,53 @@ pub fn create_torrent(src: &Path, out: &Path, extra: &[&str]) -> ringseed::metai
     ringseed_ok(args);
     ringseed::metainfo::Metainfo::from_bytes(&std::fs::read(out).unwrap()).unwrap()
 }
+
+/// A `ringseed seed` process started by a test, its stdout lines after the "seeding" line, and
+/// the address it listens on.
+pub struct Seeder {
+    pub child: std::process::Child,
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub addr: std::net::SocketAddr,
+}
+
+/// Starts `ringseed seed TORRENT --data DATA` on `ip` (port chosen by the kernel) with two
+/// workers, metrics on a free loopback port and no periodic statistics, plus `env`; returns
+/// once it says it is seeding.
+pub fn spawn_seeder(torrent: &Path, data: &Path, ip: &str, env: &[(&str, &Path)]) -> Seeder {
+    use std::io::BufRead;
+    let mut cmd = ringseed();
+    cmd.args([
+        "seed",
+        "--workers",
+        "2",
+        "--stats-every",
+        "0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .arg("--listen")
+    .arg(format!("{ip}:0"))
+    .arg("--data")
+    .arg(data)
+    .arg(torrent)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start ringseed seed");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("seeder exited").expect("seeder output");
+        if let Some(rest) = line.strip_prefix("seeding ") {
+            let addr = rest.split_whitespace().find_map(|w| w.parse().ok());
+            break addr.expect("listen address in the seeding line");
+        }
+    };
+    Seeder { child, lines, addr }
+}
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+}
