@@ -17,6 +17,15 @@ use ringseed::storage::DataFiles;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` for the long-running commands: a closed stdout (its reader gone) is ignored
+/// rather than a panic, which would skip the clean shutdown and its `stopped` announces.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "ringseed",
@@ -769,14 +778,14 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
     for t in &opened {
         session.add_torrent(t.clone())?;
     }
-    println!(
+    say!(
         "seeding {} torrent(s) on {} with {} workers",
         opened.len(),
         session.engine().local_addr(),
         session.engine().stats().len()
     );
     if let Some(m) = session.metrics_addr() {
-        println!("metrics on http://{m}/metrics");
+        say!("metrics on http://{m}/metrics");
     }
     // systemd (Type=notify): ready once every worker listens; a no-op outside systemd.
     let status = format!(
@@ -809,9 +818,15 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
         }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    println!("{signal}: announcing stopped, closing peers");
+    // A closed stdout (the reader gone) must not cost the clean shutdown: println! would panic
+    // before the `stopped` announces go out.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{signal}: announcing stopped, closing peers"
+    );
     let stats = session.shutdown();
-    println!("{}", serde_json::to_string(&stats)?);
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -875,7 +890,7 @@ fn reload(
         }
         Err(e) => tracing::error!("SIGHUP: {e:#}"),
     }
-    println!(
+    say!(
         "SIGHUP: reloaded {}: {added} torrent(s) added, limits applied",
         path.display()
     );
@@ -926,7 +941,7 @@ fn wait_for_signal(
             let bytes: u64 = s.iter().map(|w| w.bytes_up).sum();
             let peers: i64 = s.iter().map(|w| w.peers).sum();
             let secs = last.elapsed().as_secs_f64();
-            println!(
+            say!(
                 "[{:>6.0}s] peers {peers}, uploaded {:.3} GiB, {:.1} MiB/s",
                 started.elapsed().as_secs_f64(),
                 bytes as f64 / GIB,
