@@ -818,15 +818,9 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
         }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // A closed stdout (the reader gone) must not cost the clean shutdown: println! would panic
-    // before the `stopped` announces go out.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stdout(),
-        "{signal}: announcing stopped, closing peers"
-    );
+    say!("{signal}: announcing stopped, closing peers");
     let stats = session.shutdown();
-    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&stats)?);
+    say!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
 }
 
