@@ -141,7 +141,10 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
     /// The torrent to request (not with --spawn-seeder).
     #[arg(
         required_unless_present = "spawn_seeder",
@@ -198,6 +201,28 @@ struct BenchArgs {
     /// Worker threads of the spawned seeder (0 = one per core).
     #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
     seeder_workers: usize,
+    /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
+    #[arg(long, conflicts_with = "spawn_seeder")]
+    seeder_pid: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The loopback ceiling of this box: TCP from memory over N connections with the engine's
+    /// socket settings (no disk, no protocol), one sender and one receiver thread.
+    Ceiling {
+        /// Connections; a list measures each in turn.
+        #[arg(long, default_value = "1,64", value_delimiter = ',')]
+        conns: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Pin the sender and the receiver thread: SENDER_CPU,RECEIVER_CPU.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        cpus: Vec<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by `seed` and `run`; each overrides its config key.
@@ -958,7 +983,16 @@ impl Drop for RemoveOnDrop {
 
 /// `ringseed bench`: runs the swarm (against a spawned seeder or a given one) and prints.
 fn bench(args: BenchArgs) -> Result<ExitCode> {
-    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederReport, Stop};
+    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederProbe, Stop};
+    match args.cmd {
+        Some(BenchCmd::Ceiling {
+            conns,
+            duration,
+            cpus,
+            json,
+        }) => return bench_ceiling(&conns, duration, &cpus, json),
+        None => {}
+    }
     let seeder = if args.spawn_seeder {
         if !args.json {
             eprintln!(
@@ -1012,11 +1046,13 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         spread_sources: !args.one_source,
         ..BenchOptions::default()
     };
-    let rss_before = bench::procstat::rss_bytes().unwrap_or(0);
-    let cpu_before = seeder.as_ref().map(|s| (s.cpu(), s.bytes_up()));
+    let probe = match (&seeder, args.seeder_pid) {
+        (Some(s), _) => Some(SeederProbe::InProcess(s)),
+        (None, Some(pid)) => Some(SeederProbe::Pid(pid)),
+        (None, None) => None,
+    };
     let live = std::io::stderr().is_terminal() && !args.json;
-    let mut cpu_after = None;
-    let mut report = bench::run(&meta.info, &opts, &mut |s| {
+    let report = bench::run_probed(&meta.info, &opts, probe.as_ref(), &mut |s| {
         if live {
             eprint!(
                 "\r{:>5.0} s  {:>7.2} GiB/s  {:>9.3} GiB  {} held  {} connected  {} errors   ",
@@ -1032,31 +1068,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if live {
         eprintln!();
     }
-    if let Some(s) = &seeder {
-        // Read before the seeder stops: its threads leave /proc/self/task when they end.
-        cpu_after = Some((s.cpu(), s.bytes_up()));
-    }
-    if let (Some(s), Some((before, up_before)), Some((after, up_after))) =
-        (&seeder, cpu_before, cpu_after)
-    {
-        let up = up_after - up_before;
-        let (cpu, per_thread) = match (before, after) {
-            (Some(a), Some(b)) => (b.cpu_seconds() - a.cpu_seconds(), true),
-            _ => (
-                bench::procstat::process_cpu().map_or(0.0, |c| c.cpu_seconds()),
-                false,
-            ),
-        };
-        report.seeder = Some(SeederReport {
-            workers: s.engine.stats().len(),
-            cpu_seconds: cpu,
-            cpu_seconds_per_gib: cpu / (up as f64 / GIB).max(1e-9),
-            per_thread,
-            process_rss_bytes: bench::procstat::rss_bytes().unwrap_or(0),
-            rss_before_bytes: rss_before,
-            bytes_up: up,
-        });
-    }
+    drop(probe);
     drop(seeder);
     if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -1072,6 +1084,53 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         // Nothing was measured: not a pass, but not bad data either (the `verify` convention).
         eprintln!("error: no block was received (see the errors above)");
         return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Positive, finite seconds from the command line.
+fn seconds_arg(what: &str, secs: f64) -> Result<Duration> {
+    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        bail!("{what} {secs}: must be a positive number of seconds")
+    }
+}
+
+/// `ringseed bench ceiling`: loopback TCP from memory, one measurement per connection count.
+fn bench_ceiling(conns: &[usize], duration: f64, cpus: &[usize], json: bool) -> Result<ExitCode> {
+    use ringseed::bench::ceiling::{self, CeilingOptions};
+    let duration = seconds_arg("--duration", duration)?;
+    let cpus = match cpus {
+        [] => None,
+        [s, r] => Some((*s, *r)),
+        _ => bail!("--cpus takes two cores: SENDER_CPU,RECEIVER_CPU"),
+    };
+    let mut reports = Vec::new();
+    for &n in conns {
+        let r = ceiling::run(&CeilingOptions {
+            conns: n,
+            duration,
+            cpus,
+            ..CeilingOptions::default()
+        })
+        .with_context(|| format!("ceiling with {n} connection(s)"))?;
+        if !json {
+            if reports.is_empty() {
+                println!(
+                    "{:>6} {:>9} {:>15} {:>15}",
+                    "conns", "GiB/s", "send CPU-s/GiB", "recv CPU-s"
+                );
+            }
+            println!(
+                "{:>6} {:>9.3} {:>15.3} {:>15.2}",
+                r.conns, r.gib_per_s, r.sender_cpu_seconds_per_gib, r.receiver_cpu_seconds
+            );
+        }
+        reports.push(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1128,22 +1187,32 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
         println!("  bench CPU     {c:.2} s");
     }
     if let Some(s) = &r.seeder {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let who = match s.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => format!("{} worker(s)", s.workers),
+        };
         println!(
-            "  seeder        {} worker(s), {:.2} CPU-s ({:.2} CPU-s/GiB{}), {} bytes up",
-            s.workers,
+            "  seeder        {who}, {:.2} CPU-s ({:.2} CPU-s/GiB{}), {} bytes up",
             s.cpu_seconds,
             s.cpu_seconds_per_gib,
-            if s.per_thread {
-                ", its threads only"
-            } else {
-                ", whole process: threads not separable"
+            match (s.pid, s.per_thread) {
+                (Some(_), _) => ", its whole process",
+                (None, true) => ", its threads only",
+                (None, false) => ", whole process: threads not separable",
             },
             s.bytes_up
         );
         println!(
-            "  RSS           {:.1} MiB process (seeder + bench), {:.1} MiB before the swarm",
-            s.process_rss_bytes as f64 / (1 << 20) as f64,
-            s.rss_before_bytes as f64 / (1 << 20) as f64
+            "  RSS           {:.1} MiB {} at the end, {:.1} MiB peak, {:.1} MiB before the swarm",
+            mib(s.process_rss_bytes),
+            if s.pid.is_some() {
+                "seeder"
+            } else {
+                "process (seeder + bench)"
+            },
+            mib(s.rss_peak_bytes),
+            mib(s.rss_before_bytes)
         );
     }
     if !r.passed() {

@@ -11,6 +11,7 @@
 //! [`BenchOptions::verify_every`] (every piece with 1) is assembled and checked against the
 //! torrent's SHA-1; a piece that fails makes the whole run fail ([`BenchReport::passed`]).
 
+pub mod ceiling;
 pub mod procstat;
 mod seeder;
 mod swarm;
@@ -177,22 +178,113 @@ impl LatencySummary {
     }
 }
 
-/// What the local seeder cost, when it ran in this process.
+/// What the seeder cost, when it runs on this machine: in this process (`--spawn-seeder`) or as
+/// another process (`--seeder-pid`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeederReport {
+    /// Worker threads of an in-process seeder (0 for another process).
     pub workers: usize,
-    /// User + system CPU seconds of the seeder's worker threads during the run.
+    /// The seeder's process id when it is another process.
+    pub pid: Option<u32>,
+    /// User + system CPU seconds of the seeder during the run: its worker threads in this
+    /// process, or all threads of the other process.
     pub cpu_seconds: f64,
     pub cpu_seconds_per_gib: f64,
-    /// Whether `cpu_seconds` counts only the seeder's threads (from /proc/self/task) or the
-    /// whole process (bench included) because the threads could not be told apart.
+    /// Whether `cpu_seconds` counts only the seeder (its threads here, or its own process) or
+    /// the whole process (bench included) because the threads could not be told apart.
     pub per_thread: bool,
-    /// Resident set of the whole process (seeder and bench share it) at the end of the run.
+    /// Resident set at the end of the run: of the whole process for an in-process seeder
+    /// (seeder and bench share it), of the seeder alone for another process.
     pub process_rss_bytes: u64,
+    /// The largest resident set seen, sampled once a second and at the end.
+    pub rss_peak_bytes: u64,
     /// Resident set before the swarm started: the seeder alone, idle, with its torrent loaded.
     pub rss_before_bytes: u64,
-    /// Payload bytes the seeder counts as uploaded.
+    /// Payload bytes the seeder counts as uploaded (for another process: what the bench got).
     pub bytes_up: u64,
+}
+
+/// Where a local seeder's cost is read from while a run goes on.
+pub enum SeederProbe<'a> {
+    InProcess(&'a LocalSeeder),
+    Pid(u32),
+}
+
+impl SeederProbe<'_> {
+    fn cpu(&self) -> Option<procstat::CpuTimes> {
+        match self {
+            SeederProbe::InProcess(s) => s.cpu(),
+            SeederProbe::Pid(pid) => procstat::pid_cpu(*pid),
+        }
+    }
+
+    fn rss(&self) -> u64 {
+        match self {
+            SeederProbe::InProcess(_) => procstat::rss_bytes(),
+            SeederProbe::Pid(pid) => procstat::pid_rss_bytes(*pid),
+        }
+        .unwrap_or(0)
+    }
+
+    fn bytes_up(&self) -> Option<u64> {
+        match self {
+            SeederProbe::InProcess(s) => Some(s.bytes_up()),
+            SeederProbe::Pid(_) => None,
+        }
+    }
+}
+
+/// [`run`], with the seeder's CPU time, upload count and resident set read before, during and
+/// after the swarm.
+pub fn run_probed(
+    info: &Info,
+    opts: &BenchOptions,
+    probe: Option<&SeederProbe<'_>>,
+    on_second: &mut dyn FnMut(&LiveSample),
+) -> Result<BenchReport, BenchError> {
+    let Some(probe) = probe else {
+        return run(info, opts, on_second);
+    };
+    let rss_before = probe.rss();
+    let cpu_before = probe.cpu();
+    let up_before = probe.bytes_up();
+    let mut rss_peak = rss_before;
+    let mut report = run(info, opts, &mut |s| {
+        rss_peak = rss_peak.max(probe.rss());
+        on_second(s);
+    })?;
+    // Read before an in-process seeder stops: its threads leave /proc/self/task when they end.
+    let cpu_after = probe.cpu();
+    let up = match (up_before, probe.bytes_up()) {
+        (Some(a), Some(b)) => b - a,
+        _ => report.bytes,
+    };
+    let rss_end = probe.rss();
+    let (cpu, per_thread) = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => (b.cpu_seconds() - a.cpu_seconds(), true),
+        _ => (
+            procstat::process_cpu().map_or(0.0, |c| c.cpu_seconds()),
+            false,
+        ),
+    };
+    report.seeder = Some(SeederReport {
+        workers: match probe {
+            SeederProbe::InProcess(s) => s.engine.stats().len(),
+            SeederProbe::Pid(_) => 0,
+        },
+        pid: match probe {
+            SeederProbe::InProcess(_) => None,
+            SeederProbe::Pid(p) => Some(*p),
+        },
+        cpu_seconds: cpu,
+        cpu_seconds_per_gib: cpu / (up as f64 / (1u64 << 30) as f64).max(1e-9),
+        per_thread,
+        process_rss_bytes: rss_end,
+        rss_peak_bytes: rss_peak.max(rss_end),
+        rss_before_bytes: rss_before,
+        bytes_up: up,
+    });
+    Ok(report)
 }
 
 /// Everything a run measured.
