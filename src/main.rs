@@ -145,12 +145,14 @@ enum Command {
 struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
-    /// The torrent to request (not with --spawn-seeder).
+    /// The torrent(s) to request (not with --spawn-seeder); with several, leecher i takes
+    /// torrent i mod N.
     #[arg(
+        value_name = "TORRENT",
         required_unless_present = "spawn_seeder",
         conflicts_with = "spawn_seeder"
     )]
-    torrent: Option<PathBuf>,
+    torrent_files: Vec<PathBuf>,
     /// The seeder, HOST:PORT (not with --spawn-seeder).
     #[arg(
         long,
@@ -201,6 +203,21 @@ struct BenchArgs {
     /// Worker threads of the spawned seeder (0 = one per core).
     #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
     seeder_workers: usize,
+    /// Torrents the spawned seeder splits its payload into (default 8 with --pattern
+    /// many-torrents, else 1).
+    #[arg(long, requires = "spawn_seeder", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    torrents: Option<u64>,
+    /// Upload path of the spawned seeder: auto, copy, zerocopy or splice.
+    #[arg(long, default_value = "auto", value_parser = parse_upload_path, requires = "spawn_seeder")]
+    upload_path: ringseed::engine::UploadPath,
+    /// Leechers connect, handshake and hold their connection without asking for anything (what
+    /// idle peers cost a seeder; see perf/idle_peers.sh).
+    #[arg(long)]
+    idle: bool,
+    /// Bind leecher i to source address BASE + i (the addresses must be local, e.g. a range
+    /// routed to lo); by default loopback targets get 127.2.0.1 + i.
+    #[arg(long, value_name = "BASE")]
+    source_base: Option<std::net::Ipv4Addr>,
     /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
     #[arg(long, conflicts_with = "spawn_seeder")]
     seeder_pid: Option<u32>,
@@ -1000,24 +1017,35 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 args.size_mib
             );
         }
-        Some(LocalSeeder::start(
-            args.size_mib,
-            args.seeder_workers,
-            args.block_kib << 10,
-        )?)
+        let many = args.pattern == bench::Pattern::ManyTorrents;
+        Some(LocalSeeder::start(&bench::SeederSpec {
+            size_mib: args.size_mib,
+            workers: args.seeder_workers,
+            max_request_len: args.block_kib << 10,
+            upload_path: args.upload_path,
+            torrents: args.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
+        })?)
     } else {
         None
     };
-    let (meta, addr) = match (&seeder, &args.torrent, &args.peer) {
-        (Some(s), _, _) => (s.meta.clone(), s.addr()),
-        (None, Some(t), Some(p)) => {
+    let (infos, addr) = match (&seeder, &args.peer) {
+        (Some(s), _) => (
+            s.metas.iter().map(|m| m.info.clone()).collect::<Vec<_>>(),
+            s.addr(),
+        ),
+        (None, Some(p)) if !args.torrent_files.is_empty() => {
             use std::net::ToSocketAddrs;
             let addr = p
                 .to_socket_addrs()
                 .with_context(|| format!("resolving {p}"))?
                 .next()
                 .with_context(|| format!("{p}: no address"))?;
-            (load_torrent(t)?, addr)
+            let infos = args
+                .torrent_files
+                .iter()
+                .map(|t| load_torrent(t).map(|m| m.info))
+                .collect::<Result<Vec<_>>>()?;
+            (infos, addr)
         }
         _ => bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder"),
     };
@@ -1044,6 +1072,8 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         verify_every: if args.verify_all { 1 } else { 64 },
         timeout: Duration::from_secs_f64(args.timeout),
         spread_sources: !args.one_source,
+        source_base: args.source_base,
+        idle: args.idle,
         ..BenchOptions::default()
     };
     let probe = match (&seeder, args.seeder_pid) {
@@ -1052,7 +1082,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         (None, None) => None,
     };
     let live = std::io::stderr().is_terminal() && !args.json;
-    let report = bench::run_probed(&meta.info, &opts, probe.as_ref(), &mut |s| {
+    let report = bench::run_probed(&infos, &opts, probe.as_ref(), &mut |s| {
         if live {
             eprint!(
                 "\r{:>5.0} s  {:>7.2} GiB/s  {:>9.3} GiB  {} held  {} connected  {} errors   ",
@@ -1086,6 +1116,17 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_upload_path(s: &str) -> Result<ringseed::engine::UploadPath, String> {
+    use ringseed::engine::UploadPath;
+    match s {
+        "auto" => Ok(UploadPath::Auto),
+        "copy" => Ok(UploadPath::Copy),
+        "zerocopy" => Ok(UploadPath::Zerocopy),
+        "splice" => Ok(UploadPath::Splice),
+        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice")),
+    }
 }
 
 /// Positive, finite seconds from the command line.

@@ -26,17 +26,24 @@ use hdrhistogram::Histogram;
 
 use crate::metainfo::Info;
 
-pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError};
+pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError, SeederSpec};
 
 /// Which pieces leechers ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Pattern {
     /// Each leecher walks the pieces in order from its own starting point (spread evenly over
     /// the torrent), wrapping around.
     Sequential,
     /// Each leecher picks pieces uniformly at random.
     Random,
+    /// Rarest first, as a swarm of real leechers would: each leecher keeps the seeder's
+    /// bitfield/have view and asks, among the pieces it has not yet had, for one that the
+    /// fewest leechers of the swarm hold.
+    RarestFirst,
+    /// The load spread over several torrents on one seeder (leecher i takes torrent i mod N),
+    /// random pieces within each. `--spawn-seeder` makes `--torrents` of them (8 by default).
+    ManyTorrents,
 }
 
 /// When a run ends.
@@ -74,7 +81,18 @@ pub struct BenchOptions {
     /// 127.2.0.0/16 and up, so seeders that allow one connection per IP (libtorrent's default)
     /// accept them all. Ignored for other targets.
     pub spread_sources: bool,
+    /// Bind leecher `i` to `source_base + i` for any target (overrides `spread_sources`); the
+    /// addresses must be local, e.g. a range routed to `lo`.
+    pub source_base: Option<std::net::Ipv4Addr>,
+    /// Connect, handshake and hold the connection without asking for anything, until the end:
+    /// what many idle peers cost a seeder.
+    pub idle: bool,
 }
+
+/// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
+/// on Linux): seeders that allow one connection per IP, as libtorrent does by default, then see
+/// every leecher as a different peer.
+pub const LOOPBACK_SOURCE_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 2, 0, 1);
 
 impl Default for BenchOptions {
     fn default() -> Self {
@@ -90,6 +108,8 @@ impl Default for BenchOptions {
             timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             spread_sources: true,
+            source_base: None,
+            idle: false,
         }
     }
 }
@@ -137,6 +157,8 @@ pub enum BenchError {
     NotV1,
     #[error("the torrent has no data")]
     Empty,
+    #[error("no torrent to benchmark")]
+    NoTorrent,
     #[error("{what} must be at least 1 (got {value})")]
     Zero { what: &'static str, value: u64 },
     #[error("block size {0} bytes is over 128 KiB")]
@@ -237,19 +259,19 @@ impl SeederProbe<'_> {
 /// [`run`], with the seeder's CPU time, upload count and resident set read before, during and
 /// after the swarm.
 pub fn run_probed(
-    info: &Info,
+    infos: &[Info],
     opts: &BenchOptions,
     probe: Option<&SeederProbe<'_>>,
     on_second: &mut dyn FnMut(&LiveSample),
 ) -> Result<BenchReport, BenchError> {
     let Some(probe) = probe else {
-        return run(info, opts, on_second);
+        return run_torrents(infos, opts, on_second);
     };
     let rss_before = probe.rss();
     let cpu_before = probe.cpu();
     let up_before = probe.bytes_up();
     let mut rss_peak = rss_before;
-    let mut report = run(info, opts, &mut |s| {
+    let mut report = run_torrents(infos, opts, &mut |s| {
         rss_peak = rss_peak.max(probe.rss());
         on_second(s);
     })?;
@@ -297,10 +319,17 @@ pub struct BenchReport {
     pub workers: usize,
     /// Payload bytes received in blocks.
     pub bytes: u64,
+    /// Payload bytes per torrent, in the order the torrents were given.
+    pub bytes_by_torrent: Vec<u64>,
     pub blocks: u64,
     /// From the start to the last block received.
     pub seconds: f64,
     pub gib_per_s: f64,
+    /// From the start to the first block received (connects, handshakes, waiting to be
+    /// unchoked: Transmission unchokes at its first 10-second rechoke).
+    pub first_block_seconds: Option<f64>,
+    /// Throughput from the first block to the last: the steady rate, without the start-up.
+    pub gib_per_s_after_first_block: f64,
     pub latency_us: LatencySummary,
     /// Leechers whose handshake completed.
     pub connected: u64,
@@ -366,13 +395,28 @@ pub fn run(
     opts: &BenchOptions,
     on_second: &mut dyn FnMut(&LiveSample),
 ) -> Result<BenchReport, BenchError> {
-    let layout = &info.layout;
-    if layout.num_pieces > 0 && info.pieces.is_empty() {
-        return Err(BenchError::NotV1);
+    run_torrents(std::slice::from_ref(info), opts, on_second)
+}
+
+/// [`run`] over several torrents of one seeder: leecher `i` downloads torrent `i mod N`.
+pub fn run_torrents(
+    infos: &[Info],
+    opts: &BenchOptions,
+    on_second: &mut dyn FnMut(&LiveSample),
+) -> Result<BenchReport, BenchError> {
+    if infos.is_empty() {
+        return Err(BenchError::NoTorrent);
     }
-    if layout.total_length == 0 || layout.num_pieces == 0 {
-        return Err(BenchError::Empty);
+    for info in infos {
+        let layout = &info.layout;
+        if layout.num_pieces > 0 && info.pieces.is_empty() {
+            return Err(BenchError::NotV1);
+        }
+        if layout.total_length == 0 || layout.num_pieces == 0 {
+            return Err(BenchError::Empty);
+        }
     }
+    let max_pieces = infos.iter().map(|i| i.layout.num_pieces).max().unwrap_or(0);
     for (what, value) in [
         ("peers", opts.peers as u64),
         ("reqq", opts.reqq as u64),
@@ -395,16 +439,14 @@ pub fn run(
         64 << 10
     };
     // Room for two of the largest messages, so a partial one never has to wait for space.
-    let recv_size =
-        recv_size.max(2 * swarm::max_message(opts.block_len, layout.num_pieces) as usize + 8);
+    let recv_size = recv_size.max(2 * swarm::max_message(opts.block_len, max_pieces) as usize + 8);
     let started = Instant::now();
     let plan = Arc::new(swarm::Plan {
         addr: opts.addr,
-        info_hash: info.hash.wire_id(),
-        piece_length: layout.piece_length,
-        total_length: layout.total_length,
-        num_pieces: layout.num_pieces,
-        hashes: info.pieces.clone(),
+        torrents: infos
+            .iter()
+            .map(|i| swarm::TorrentPlan::new(i, opts.pattern == Pattern::RarestFirst))
+            .collect(),
         peers: opts.peers,
         reqq: opts.reqq,
         block_len: opts.block_len,
@@ -415,8 +457,11 @@ pub fn run(
         timeout: opts.timeout,
         drain_timeout: opts.drain_timeout,
         recv_size,
-        spread_sources: opts.spread_sources
-            && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()),
+        source_base: opts.source_base.or_else(|| {
+            (opts.spread_sources && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()))
+                .then_some(LOOPBACK_SOURCE_BASE)
+        }),
+        idle: opts.idle,
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
     });
@@ -485,9 +530,12 @@ pub fn run(
         pattern: opts.pattern,
         workers,
         bytes: 0,
+        bytes_by_torrent: vec![0; infos.len()],
         blocks: 0,
         seconds: 0.0,
         gib_per_s: 0.0,
+        first_block_seconds: None,
+        gib_per_s_after_first_block: 0.0,
         latency_us: LatencySummary::of(&latency),
         connected: 0,
         held_at_end: 0,
@@ -500,6 +548,7 @@ pub fn run(
         seeder: None,
     };
     let mut last_block = None;
+    let mut first_block: Option<Instant> = None;
     for (w, h) in handles.into_iter().enumerate() {
         let r = h
             .join()
@@ -508,6 +557,9 @@ pub fn run(
             .ok_or(BenchError::WorkerPanicked(w))?;
         let _ = latency.add(&r.latency_us);
         report.bytes += r.bytes;
+        for (total, b) in report.bytes_by_torrent.iter_mut().zip(&r.bytes_by_torrent) {
+            *total += b;
+        }
         report.blocks += r.blocks;
         report.connected += r.connected;
         report.held_at_end += r.held_at_end;
@@ -518,6 +570,10 @@ pub fn run(
             *e += n;
         }
         last_block = last_block.max(r.last_block);
+        first_block = match (first_block, r.first_block) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
         report.bench_cpu_seconds = report
             .bench_cpu_seconds
             .zip(r.cpu_seconds)
@@ -532,6 +588,16 @@ pub fn run(
         .collect();
     let end = last_block.unwrap_or_else(Instant::now);
     report.seconds = end.saturating_duration_since(started).as_secs_f64();
-    report.gib_per_s = report.bytes as f64 / (1u64 << 30) as f64 / report.seconds.max(1e-9);
+    let gib = report.bytes as f64 / (1u64 << 30) as f64;
+    report.gib_per_s = gib / report.seconds.max(1e-9);
+    if let Some(first) = first_block {
+        report.first_block_seconds = Some(first.saturating_duration_since(started).as_secs_f64());
+        let steady = end.saturating_duration_since(first).as_secs_f64();
+        report.gib_per_s_after_first_block = if steady > 0.0 {
+            gib / steady
+        } else {
+            report.gib_per_s
+        };
+    }
     Ok(report)
 }
