@@ -70,7 +70,21 @@ cat "$PAYLOAD" >/dev/null # warm the page cache
 # high_performance_seed (unchoke_slots_limit -1): every interested peer unchoked.
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' >"$DIR/ringseed.toml"
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port below the ephemeral range (32768+ by default), so no leecher's socket of an earlier run,
+# e.g. in TIME_WAIT, holds it: aria2 binds 0.0.0.0 and fails on such a port.
+free_port() {
+  $PY -c '
+import random, socket
+for _ in range(200):
+    p = random.randrange(20000, 30000)
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 wait_listen() { # port [netns]
   for _ in $(seq 300); do
     if [ -n "${2:-}" ]; then
@@ -117,8 +131,18 @@ if [[ " $SEEDERS " == *" transmission "* ]]; then
   fi
 fi
 
-# start_seeder NAME: starts it pinned to SEED_CPU; sets SEEDER_PID and TARGET (host:port)
+# start_seeder NAME: starts it pinned to SEED_CPU; sets SEEDER_PID and TARGET (host:port);
+# tries three ports before giving up on this round of this seeder.
 start_seeder() {
+  for _ in 1 2 3; do
+    start_seeder_once "$1" && return 0
+    echo "$1 did not come up (see $DIR/$1.log); trying another port" >&2
+    stop_seeder
+  done
+  return 1
+}
+
+start_seeder_once() {
   local port log="$DIR/$1.log"
   port=$(free_port)
   TARGET="127.0.0.1:$port"
@@ -162,9 +186,11 @@ EOF
     # It hashes the whole payload before it seeds.
     for _ in $(seq 1500); do grep -q "Seeding" "$log" && break; sleep 0.2; done
   else
-    wait_listen "$port" || true
+    wait_listen "$port" || return 1
   fi
-  sleep 0.5
+  kill -0 "$SEEDER_PID" 2>/dev/null || return 1
+  # libtorrent resets connections that arrive right after it starts seeding.
+  if [ "$1" = libtorrent ]; then sleep 2; else sleep 0.5; fi
 }
 
 stop_seeder() {
@@ -183,12 +209,21 @@ for round in $(seq "$RUNS"); do
       $PY -c 'import json,sys; r=json.load(sys.stdin)[0]; print("ceiling", r["conns"], sys.argv[1], r["gib_per_s"], r["sender_cpu_seconds_per_gib"], "nan", "nan", 0, 0, sep="\t")' "$round" >>"$RESULTS"
   done
   for s in $SEEDERS; do
-    start_seeder "$s"
+    if ! start_seeder "$s"; then
+      for n in $PEERS; do printf '%s\t%s\t%s\t0\tnan\tnan\tnan\t0\t1\n' "$s" "$n" "$round" >>"$RESULTS"; done
+      continue
+    fi
     for n in $PEERS; do
       # --reqq 64 keeps 1024 x 64 x 16 KiB = 1 GiB outstanding at most; --timeout 20 gives slow
-      # seeders room before their leechers count as timeouts.
-      out=$(taskset -c "$BENCH_CPU" "$RS" bench "$TORRENT" --peer "$TARGET" --seeder-pid "$SEEDER_PID" \
-        "${EXTRA[@]}" --peers "$n" --reqq 64 --duration "$RUN_SECS" --timeout 20 --json 2>/dev/null) || true
+      # seeders room before their leechers count as timeouts. A run in which no leecher got
+      # through the handshake is tried again (twice at most), as a flaky start.
+      for attempt in 1 2 3; do
+        out=$(taskset -c "$BENCH_CPU" "$RS" bench "$TORRENT" --peer "$TARGET" --seeder-pid "$SEEDER_PID" \
+          "${EXTRA[@]}" --peers "$n" --reqq 64 --duration "$RUN_SECS" --timeout 20 --json 2>/dev/null) || true
+        echo "$out" | grep -q '"connected": 0,' || break
+        echo "$s, $n peers, round $round: no leecher connected (attempt $attempt)" >&2
+        sleep 1
+      done
       echo "$out" | $PY -c '
 import json, sys
 name, n, rnd = sys.argv[1:4]
@@ -220,6 +255,10 @@ for name, n, rnd, gib, cpu, p99, rss, conn, errs in rows:
 def med(xs):
     xs = [x for x in xs if not math.isnan(x)]
     return statistics.median(xs) if xs else float("nan")
+def ok_runs(d):
+    """The runs in which some leecher connected; the others are counted, not averaged."""
+    keep = [i for i, c in enumerate(d["conn"]) if c > 0]
+    return {k: [v[i] for i in keep] for k, v in d.items()}, len(d["conn"]) - len(keep)
 def ratio(a, b):
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 print(f"payload {size} MiB page-cached; seeder on CPU {scpu}, bench on CPU {bcpu}; "
@@ -230,35 +269,38 @@ names = []
 for (name, _) in data:
     if name not in names:
         names.append(name)
-hdr = f"{'peers':>5} {'seeder':<12} {'GiB/s':>7} {'CPU-s/GiB':>9} {'p99 ms':>9} {'RSS MiB':>8} {'conn':>5} {'errors':>6}   {'x GiB/s':>7} {'x CPU':>6} {'x p99':>6} {'x RSS':>6}"
+hdr = (f"{'peers':>5} {'seeder':<19} {'GiB/s':>7} {'CPU-s/GiB':>9} {'p99 ms':>9} {'RSS MiB':>8} {'conn':>5} {'errors':>6} {'failed':>6}"
+       f"   {'x GiB/s':>7} {'x CPU':>6} {'x p99':>6} {'x RSS':>6}")
 for n in sorted({n for (_, n) in data}):
     print()
     print(hdr)
     base = data.get(("ringseed", n))
-    b = {k: med(v) for k, v in base.items()} if base else None
+    b = {k: med(v) for k, v in ok_runs(base)[0].items()} if base else None
     for name in names:
         d = data.get((name, n))
         if not d:
             continue
-        m = {k: med(v) for k, v in d.items()}
+        good, failed = ok_runs(d) if name != "ceiling" else (d, 0)
+        m = {k: med(v) for k, v in good.items()}
         label = name + (" (veth)" if name == "transmission" else "")
         r = lambda k: ratio(m[k], b[k]) if b else float("nan")
         if name == "ceiling":
-            print(f"{n:>5} {'loopback':<12} {m['gib']:>7.3f} {m['cpu']:>9.3f} {'':>9} {'':>8} {n:>5} {'':>6}   {r('gib'):>7.2f}")
+            print(f"{n:>5} {'loopback ceiling':<19} {m['gib']:>7.3f} {m['cpu']:>9.3f} {'':>9} {'':>8} {n:>5} {'':>6} {'':>6}   {r('gib'):>7.2f}")
         else:
-            print(f"{n:>5} {label:<12} {m['gib']:>7.3f} {m['cpu']:>9.3f} {m['p99']:>9.2f} {m['rss']:>8.1f} {m['conn']:>5.0f} {m['err']:>6.0f}   "
+            print(f"{n:>5} {label:<19} {m['gib']:>7.3f} {m['cpu']:>9.3f} {m['p99']:>9.2f} {m['rss']:>8.1f} {m['conn']:>5.0f} {m['err']:>6.0f} {failed:>6}   "
                   f"{r('gib'):>7.2f} {r('cpu'):>6.2f} {r('p99'):>6.2f} {r('rss'):>6.2f}")
     if b and ("ceiling", n) in data:
         c = med(data[("ceiling", n)]["gib"])
         print(f"      ringseed is {100 * b['gib'] / c:.0f} % of the loopback ceiling")
     lt = data.get(("libtorrent", n))
     if b and lt:
-        l = {k: med(v) for k, v in lt.items()}
+        l = {k: med(v) for k, v in ok_runs(lt)[0].items()}
         print(f"      targets: ringseed/libtorrent GiB/s {ratio(b['gib'], l['gib']):.2f}x (>= 1.5), "
               f"p99 {ratio(b['p99'], l['p99']):.2f}x (<= 0.5)")
 print()
 print("the loopback row's CPU-s/GiB is the sender's; 'conn' is leechers whose handshake completed;"
-      " 'errors' counts leechers that ended early (by kind in each run's --json)")
+      " 'errors' counts leechers that ended early (by kind in each run's --json); 'failed' counts"
+      " rounds in which no leecher connected even after retries, left out of the medians")
 EOF
 echo "load after: $(uptime)" >&2
 echo "raw results: $RESULTS" >&2

@@ -221,10 +221,16 @@ struct BenchArgs {
     /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
     #[arg(long, conflicts_with = "spawn_seeder")]
     seeder_pid: Option<u32>,
+    /// Draw throughput per second and the latency distribution into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Runs the bench over a grid of peers × reqq × upload path and prints one table (and
+    /// --json, --svg), so an operator sees where the box saturates.
+    Sweep(SweepArgs),
     /// The loopback ceiling of this box: TCP from memory over N connections with the engine's
     /// socket settings (no disk, no protocol), one sender and one receiver thread.
     Ceiling {
@@ -240,6 +246,62 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The torrent(s) to request (not with --spawn-seeder).
+    #[arg(
+        value_name = "TORRENT",
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    torrent_files: Vec<PathBuf>,
+    /// The seeder, HOST:PORT (not with --spawn-seeder).
+    #[arg(
+        long,
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    peer: Option<String>,
+    /// Peer counts of the grid.
+    #[arg(long, default_value = "1,16,64,256,1024", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    peers: Vec<u64>,
+    /// Request queue depths of the grid.
+    #[arg(long, default_value = "16,64,256", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    reqq: Vec<u64>,
+    /// Upload paths of the spawned seeder (one seeder per path).
+    #[arg(long, default_value = "copy", value_delimiter = ',', value_parser = parse_upload_path)]
+    paths: Vec<ringseed::engine::UploadPath>,
+    /// Seconds per point.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=128))]
+    block_kib: u32,
+    #[arg(long, value_enum, default_value_t = ringseed::bench::Pattern::Sequential)]
+    pattern: ringseed::bench::Pattern,
+    /// io_uring worker threads of the swarm.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    workers: u64,
+    /// Start a ringseed seeder in this process (one per upload path) on a generated payload.
+    #[arg(long)]
+    spawn_seeder: bool,
+    /// Payload size for --spawn-seeder, in MiB.
+    #[arg(long, default_value_t = 256, requires = "spawn_seeder")]
+    size_mib: u64,
+    /// Worker threads of the spawned seeder (0 = one per core).
+    #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
+    seeder_workers: usize,
+    /// The seeder is this local process: its CPU-s/GiB and RSS from /proc/PID.
+    #[arg(long, conflicts_with = "spawn_seeder")]
+    seeder_pid: Option<u32>,
+    #[arg(long)]
+    json: bool,
+    /// Draw GiB/s and p99 against peers, one line per reqq and path, into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 /// Options shared by `seed` and `run`; each overrides its config key.
@@ -1008,6 +1070,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             cpus,
             json,
         }) => return bench_ceiling(&conns, duration, &cpus, json),
+        Some(BenchCmd::Sweep(sweep)) => return bench_sweep(sweep),
         None => {}
     }
     let seeder = if args.spawn_seeder {
@@ -1034,12 +1097,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             s.addr(),
         ),
         (None, Some(p)) if !args.torrent_files.is_empty() => {
-            use std::net::ToSocketAddrs;
-            let addr = p
-                .to_socket_addrs()
-                .with_context(|| format!("resolving {p}"))?
-                .next()
-                .with_context(|| format!("{p}: no address"))?;
+            let addr = resolve(p)?;
             let infos = args
                 .torrent_files
                 .iter()
@@ -1099,6 +1157,9 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         eprintln!();
     }
     drop(probe);
+    if let Some(svg) = &args.svg {
+        bench::chart::draw_run(&report, svg)?;
+    }
     drop(seeder);
     if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -1136,6 +1197,125 @@ fn seconds_arg(what: &str, secs: f64) -> Result<Duration> {
     } else {
         bail!("{what} {secs}: must be a positive number of seconds")
     }
+}
+
+/// Resolves HOST:PORT to its first address.
+fn resolve(peer: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    peer.to_socket_addrs()
+        .with_context(|| format!("resolving {peer}"))?
+        .next()
+        .with_context(|| format!("{peer}: no address"))
+}
+
+/// `ringseed bench sweep`: the grid, one line per point as it finishes, then the table.
+fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
+    use ringseed::bench::sweep::{self, SweepOptions, SweepTarget};
+    use ringseed::bench::{BenchOptions, SeederSpec, Stop};
+    let duration = seconds_arg("--duration", args.duration)?;
+    let infos;
+    let target = if args.spawn_seeder {
+        SweepTarget::Spawn(SeederSpec {
+            size_mib: args.size_mib,
+            workers: args.seeder_workers,
+            max_request_len: args.block_kib << 10,
+            torrents: if args.pattern == ringseed::bench::Pattern::ManyTorrents {
+                8
+            } else {
+                1
+            },
+            ..SeederSpec::default()
+        })
+    } else {
+        let peer = args
+            .peer
+            .as_deref()
+            .context("give --peer HOST:PORT or --spawn-seeder")?;
+        infos = args
+            .torrent_files
+            .iter()
+            .map(|t| load_torrent(t).map(|m| m.info))
+            .collect::<Result<Vec<_>>>()?;
+        SweepTarget::Peer {
+            infos: &infos,
+            addr: resolve(peer)?,
+            pid: args.seeder_pid,
+        }
+    };
+    let opts = SweepOptions {
+        peers: args.peers.iter().map(|&p| p as usize).collect(),
+        reqq: args.reqq.iter().map(|&r| r as usize).collect(),
+        paths: args.paths.clone(),
+        base: BenchOptions {
+            block_len: args.block_kib << 10,
+            stop: Stop::Duration(duration),
+            pattern: args.pattern,
+            workers: args.workers as usize,
+            ..BenchOptions::default()
+        },
+    };
+    let header = format!(
+        "{:>6} {:>6} {:>9} {:>8} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+        "peers",
+        "reqq",
+        "path",
+        "GiB/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU-s/GiB",
+        "RSS MiB",
+        "conn",
+        "errors"
+    );
+    let line = |r: &sweep::SweepRow| {
+        format!(
+            "{:>6} {:>6} {:>9} {:>8.3} {:>10.3} {:>10.3} {:>10} {:>9} {:>6} {:>6}{}",
+            r.peers,
+            r.reqq,
+            r.upload_path.map_or("-", sweep::path_name),
+            r.gib_per_s,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.seeder_cpu_seconds_per_gib
+                .map_or("-".into(), |c| format!("{c:.3}")),
+            r.seeder_rss_peak_bytes.map_or("-".into(), |b| format!(
+                "{:.1}",
+                b as f64 / (1 << 20) as f64
+            )),
+            r.connected,
+            r.errors,
+            if r.passed { "" } else { "  BAD DATA" }
+        )
+    };
+    let live = !args.json;
+    if live {
+        println!("{header}");
+    }
+    let report = sweep::run(
+        target,
+        &opts,
+        &mut |r| {
+            if live {
+                println!("{}", line(r));
+            }
+        },
+        &mut |_| {},
+    )?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["passed"] = serde_json::Value::Bool(report.passed());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if let Some(best) = report.best() {
+        println!("fastest: {}", line(best).trim_start());
+    }
+    if let Some(svg) = &args.svg {
+        ringseed::bench::chart::draw_sweep(&report, svg)?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `ringseed bench ceiling`: loopback TCP from memory, one measurement per connection count.

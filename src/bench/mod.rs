@@ -12,9 +12,11 @@
 //! torrent's SHA-1; a piece that fails makes the whole run fail ([`BenchReport::passed`]).
 
 pub mod ceiling;
+pub mod chart;
 pub mod procstat;
 mod seeder;
 mod swarm;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -331,6 +333,9 @@ pub struct BenchReport {
     /// Throughput from the first block to the last: the steady rate, without the start-up.
     pub gib_per_s_after_first_block: f64,
     pub latency_us: LatencySummary,
+    /// (quantile, µs) pairs of the latency distribution, from 0 (the fastest block) to 1 (the
+    /// slowest), for charts.
+    pub latency_percentiles_us: Vec<(f64, u64)>,
     /// Leechers whose handshake completed.
     pub connected: u64,
     /// Leechers still connected when the run ended.
@@ -370,6 +375,11 @@ pub struct LiveSample {
     pub connected: u64,
     pub errors: u64,
 }
+
+/// Where the latency distribution is sampled for [`BenchReport::latency_percentiles_us`].
+const LATENCY_QUANTILES: [f64; 17] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+];
 
 /// Thread name prefix of the swarm workers (so /proc can tell them from the seeder's).
 pub const WORKER_THREAD_PREFIX: &str = "rsbench-w";
@@ -537,6 +547,7 @@ pub fn run_torrents(
         first_block_seconds: None,
         gib_per_s_after_first_block: 0.0,
         latency_us: LatencySummary::of(&latency),
+        latency_percentiles_us: Vec::new(),
         connected: 0,
         held_at_end: 0,
         errors: BTreeMap::new(),
@@ -581,6 +592,12 @@ pub fn run_torrents(
     }
     report.bad_pieces.sort_unstable();
     report.latency_us = LatencySummary::of(&latency);
+    if !latency.is_empty() {
+        report.latency_percentiles_us = LATENCY_QUANTILES
+            .iter()
+            .map(|&q| (q, latency.value_at_quantile(q)))
+            .collect();
+    }
     report.errors = ErrorKind::ALL
         .iter()
         .map(|&k| (k.name(), errors[k as usize]))
