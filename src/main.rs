@@ -141,13 +141,18 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct BenchArgs {
-    /// The torrent to request (not with --spawn-seeder).
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
+    /// The torrent(s) to request (not with --spawn-seeder); with several, leecher i takes
+    /// torrent i mod N.
     #[arg(
+        value_name = "TORRENT",
         required_unless_present = "spawn_seeder",
         conflicts_with = "spawn_seeder"
     )]
-    torrent: Option<PathBuf>,
+    torrent_files: Vec<PathBuf>,
     /// The seeder, HOST:PORT (not with --spawn-seeder).
     #[arg(
         long,
@@ -198,6 +203,105 @@ struct BenchArgs {
     /// Worker threads of the spawned seeder (0 = one per core).
     #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
     seeder_workers: usize,
+    /// Torrents the spawned seeder splits its payload into (default 8 with --pattern
+    /// many-torrents, else 1).
+    #[arg(long, requires = "spawn_seeder", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    torrents: Option<u64>,
+    /// Upload path of the spawned seeder: auto, copy, zerocopy or splice.
+    #[arg(long, default_value = "auto", value_parser = parse_upload_path, requires = "spawn_seeder")]
+    upload_path: ringseed::engine::UploadPath,
+    /// Leechers connect, handshake and hold their connection without asking for anything (what
+    /// idle peers cost a seeder; see perf/idle_peers.sh).
+    #[arg(long)]
+    idle: bool,
+    /// Bind leecher i to source address BASE + i (the addresses must be local, e.g. a range
+    /// routed to lo); by default loopback targets get 127.2.0.1 + i.
+    #[arg(long, value_name = "BASE")]
+    source_base: Option<std::net::Ipv4Addr>,
+    /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
+    #[arg(long, conflicts_with = "spawn_seeder")]
+    seeder_pid: Option<u32>,
+    /// Draw throughput per second and the latency distribution into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Runs the bench over a grid of peers × reqq × upload path and prints one table (and
+    /// --json, --svg), so an operator sees where the box saturates.
+    Sweep(SweepArgs),
+    /// The loopback ceiling of this box: TCP from memory over N connections with the engine's
+    /// socket settings (no disk, no protocol), one sender and one receiver thread.
+    Ceiling {
+        /// Connections; a list measures each in turn.
+        #[arg(long, default_value = "1,64", value_delimiter = ',')]
+        conns: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Pin the sender and the receiver thread: SENDER_CPU,RECEIVER_CPU.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        cpus: Vec<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The torrent(s) to request (not with --spawn-seeder).
+    #[arg(
+        value_name = "TORRENT",
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    torrent_files: Vec<PathBuf>,
+    /// The seeder, HOST:PORT (not with --spawn-seeder).
+    #[arg(
+        long,
+        required_unless_present = "spawn_seeder",
+        conflicts_with = "spawn_seeder"
+    )]
+    peer: Option<String>,
+    /// Peer counts of the grid.
+    #[arg(long, default_value = "1,16,64,256,1024", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    peers: Vec<u64>,
+    /// Request queue depths of the grid.
+    #[arg(long, default_value = "16,64,256", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    reqq: Vec<u64>,
+    /// Upload paths of the spawned seeder (one seeder per path).
+    #[arg(long, default_value = "copy", value_delimiter = ',', value_parser = parse_upload_path)]
+    paths: Vec<ringseed::engine::UploadPath>,
+    /// Seconds per point.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=128))]
+    block_kib: u32,
+    #[arg(long, value_enum, default_value_t = ringseed::bench::Pattern::Sequential)]
+    pattern: ringseed::bench::Pattern,
+    /// io_uring worker threads of the swarm.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    workers: u64,
+    /// Start a ringseed seeder in this process (one per upload path) on a generated payload.
+    #[arg(long)]
+    spawn_seeder: bool,
+    /// Payload size for --spawn-seeder, in MiB.
+    #[arg(long, default_value_t = 256, requires = "spawn_seeder")]
+    size_mib: u64,
+    /// Worker threads of the spawned seeder (0 = one per core).
+    #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
+    seeder_workers: usize,
+    /// The seeder is this local process: its CPU-s/GiB and RSS from /proc/PID.
+    #[arg(long, conflicts_with = "spawn_seeder")]
+    seeder_pid: Option<u32>,
+    #[arg(long)]
+    json: bool,
+    /// Draw GiB/s and p99 against peers, one line per reqq and path, into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 /// Options shared by `seed` and `run`; each overrides its config key.
@@ -958,7 +1062,17 @@ impl Drop for RemoveOnDrop {
 
 /// `ringseed bench`: runs the swarm (against a spawned seeder or a given one) and prints.
 fn bench(args: BenchArgs) -> Result<ExitCode> {
-    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederReport, Stop};
+    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederProbe, Stop};
+    match args.cmd {
+        Some(BenchCmd::Ceiling {
+            conns,
+            duration,
+            cpus,
+            json,
+        }) => return bench_ceiling(&conns, duration, &cpus, json),
+        Some(BenchCmd::Sweep(sweep)) => return bench_sweep(sweep),
+        None => {}
+    }
     let seeder = if args.spawn_seeder {
         if !args.json {
             eprintln!(
@@ -966,24 +1080,30 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 args.size_mib
             );
         }
-        Some(LocalSeeder::start(
-            args.size_mib,
-            args.seeder_workers,
-            args.block_kib << 10,
-        )?)
+        let many = args.pattern == bench::Pattern::ManyTorrents;
+        Some(LocalSeeder::start(&bench::SeederSpec {
+            size_mib: args.size_mib,
+            workers: args.seeder_workers,
+            max_request_len: args.block_kib << 10,
+            upload_path: args.upload_path,
+            torrents: args.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
+        })?)
     } else {
         None
     };
-    let (meta, addr) = match (&seeder, &args.torrent, &args.peer) {
-        (Some(s), _, _) => (s.meta.clone(), s.addr()),
-        (None, Some(t), Some(p)) => {
-            use std::net::ToSocketAddrs;
-            let addr = p
-                .to_socket_addrs()
-                .with_context(|| format!("resolving {p}"))?
-                .next()
-                .with_context(|| format!("{p}: no address"))?;
-            (load_torrent(t)?, addr)
+    let (infos, addr) = match (&seeder, &args.peer) {
+        (Some(s), _) => (
+            s.metas.iter().map(|m| m.info.clone()).collect::<Vec<_>>(),
+            s.addr(),
+        ),
+        (None, Some(p)) if !args.torrent_files.is_empty() => {
+            let addr = resolve(p)?;
+            let infos = args
+                .torrent_files
+                .iter()
+                .map(|t| load_torrent(t).map(|m| m.info))
+                .collect::<Result<Vec<_>>>()?;
+            (infos, addr)
         }
         _ => bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder"),
     };
@@ -1010,13 +1130,17 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         verify_every: if args.verify_all { 1 } else { 64 },
         timeout: Duration::from_secs_f64(args.timeout),
         spread_sources: !args.one_source,
+        source_base: args.source_base,
+        idle: args.idle,
         ..BenchOptions::default()
     };
-    let rss_before = bench::procstat::rss_bytes().unwrap_or(0);
-    let cpu_before = seeder.as_ref().map(|s| (s.cpu(), s.bytes_up()));
+    let probe = match (&seeder, args.seeder_pid) {
+        (Some(s), _) => Some(SeederProbe::InProcess(s)),
+        (None, Some(pid)) => Some(SeederProbe::Pid(pid)),
+        (None, None) => None,
+    };
     let live = std::io::stderr().is_terminal() && !args.json;
-    let mut cpu_after = None;
-    let mut report = bench::run(&meta.info, &opts, &mut |s| {
+    let report = bench::run_probed(&infos, &opts, probe.as_ref(), &mut |s| {
         if live {
             eprint!(
                 "\r{:>5.0} s  {:>7.2} GiB/s  {:>9.3} GiB  {} held  {} connected  {} errors   ",
@@ -1032,30 +1156,9 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if live {
         eprintln!();
     }
-    if let Some(s) = &seeder {
-        // Read before the seeder stops: its threads leave /proc/self/task when they end.
-        cpu_after = Some((s.cpu(), s.bytes_up()));
-    }
-    if let (Some(s), Some((before, up_before)), Some((after, up_after))) =
-        (&seeder, cpu_before, cpu_after)
-    {
-        let up = up_after - up_before;
-        let (cpu, per_thread) = match (before, after) {
-            (Some(a), Some(b)) => (b.cpu_seconds() - a.cpu_seconds(), true),
-            _ => (
-                bench::procstat::process_cpu().map_or(0.0, |c| c.cpu_seconds()),
-                false,
-            ),
-        };
-        report.seeder = Some(SeederReport {
-            workers: s.engine.stats().len(),
-            cpu_seconds: cpu,
-            cpu_seconds_per_gib: cpu / (up as f64 / GIB).max(1e-9),
-            per_thread,
-            process_rss_bytes: bench::procstat::rss_bytes().unwrap_or(0),
-            rss_before_bytes: rss_before,
-            bytes_up: up,
-        });
+    drop(probe);
+    if let Some(svg) = &args.svg {
+        bench::chart::draw_run(&report, svg)?;
     }
     drop(seeder);
     if args.json {
@@ -1072,6 +1175,183 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         // Nothing was measured: not a pass, but not bad data either (the `verify` convention).
         eprintln!("error: no block was received (see the errors above)");
         return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_upload_path(s: &str) -> Result<ringseed::engine::UploadPath, String> {
+    use ringseed::engine::UploadPath;
+    match s {
+        "auto" => Ok(UploadPath::Auto),
+        "copy" => Ok(UploadPath::Copy),
+        "zerocopy" => Ok(UploadPath::Zerocopy),
+        "splice" => Ok(UploadPath::Splice),
+        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice")),
+    }
+}
+
+/// Positive, finite seconds from the command line.
+fn seconds_arg(what: &str, secs: f64) -> Result<Duration> {
+    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        bail!("{what} {secs}: must be a positive number of seconds")
+    }
+}
+
+/// Resolves HOST:PORT to its first address.
+fn resolve(peer: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    peer.to_socket_addrs()
+        .with_context(|| format!("resolving {peer}"))?
+        .next()
+        .with_context(|| format!("{peer}: no address"))
+}
+
+/// `ringseed bench sweep`: the grid, one line per point as it finishes, then the table.
+fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
+    use ringseed::bench::sweep::{self, SweepOptions, SweepTarget};
+    use ringseed::bench::{BenchOptions, SeederSpec, Stop};
+    let duration = seconds_arg("--duration", args.duration)?;
+    let infos;
+    let target = if args.spawn_seeder {
+        SweepTarget::Spawn(SeederSpec {
+            size_mib: args.size_mib,
+            workers: args.seeder_workers,
+            max_request_len: args.block_kib << 10,
+            torrents: if args.pattern == ringseed::bench::Pattern::ManyTorrents {
+                8
+            } else {
+                1
+            },
+            ..SeederSpec::default()
+        })
+    } else {
+        let peer = args
+            .peer
+            .as_deref()
+            .context("give --peer HOST:PORT or --spawn-seeder")?;
+        infos = args
+            .torrent_files
+            .iter()
+            .map(|t| load_torrent(t).map(|m| m.info))
+            .collect::<Result<Vec<_>>>()?;
+        SweepTarget::Peer {
+            infos: &infos,
+            addr: resolve(peer)?,
+            pid: args.seeder_pid,
+        }
+    };
+    let opts = SweepOptions {
+        peers: args.peers.iter().map(|&p| p as usize).collect(),
+        reqq: args.reqq.iter().map(|&r| r as usize).collect(),
+        paths: args.paths.clone(),
+        base: BenchOptions {
+            block_len: args.block_kib << 10,
+            stop: Stop::Duration(duration),
+            pattern: args.pattern,
+            workers: args.workers as usize,
+            ..BenchOptions::default()
+        },
+    };
+    let header = format!(
+        "{:>6} {:>6} {:>9} {:>8} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+        "peers",
+        "reqq",
+        "path",
+        "GiB/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU-s/GiB",
+        "RSS MiB",
+        "conn",
+        "errors"
+    );
+    let line = |r: &sweep::SweepRow| {
+        format!(
+            "{:>6} {:>6} {:>9} {:>8.3} {:>10.3} {:>10.3} {:>10} {:>9} {:>6} {:>6}{}",
+            r.peers,
+            r.reqq,
+            r.upload_path.map_or("-", sweep::path_name),
+            r.gib_per_s,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.seeder_cpu_seconds_per_gib
+                .map_or("-".into(), |c| format!("{c:.3}")),
+            r.seeder_rss_peak_bytes.map_or("-".into(), |b| format!(
+                "{:.1}",
+                b as f64 / (1 << 20) as f64
+            )),
+            r.connected,
+            r.errors,
+            if r.passed { "" } else { "  BAD DATA" }
+        )
+    };
+    let live = !args.json;
+    if live {
+        println!("{header}");
+    }
+    let report = sweep::run(
+        target,
+        &opts,
+        &mut |r| {
+            if live {
+                println!("{}", line(r));
+            }
+        },
+        &mut |_| {},
+    )?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["passed"] = serde_json::Value::Bool(report.passed());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if let Some(best) = report.best() {
+        println!("fastest: {}", line(best).trim_start());
+    }
+    if let Some(svg) = &args.svg {
+        ringseed::bench::chart::draw_sweep(&report, svg)?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `ringseed bench ceiling`: loopback TCP from memory, one measurement per connection count.
+fn bench_ceiling(conns: &[usize], duration: f64, cpus: &[usize], json: bool) -> Result<ExitCode> {
+    use ringseed::bench::ceiling::{self, CeilingOptions};
+    let duration = seconds_arg("--duration", duration)?;
+    let cpus = match cpus {
+        [] => None,
+        [s, r] => Some((*s, *r)),
+        _ => bail!("--cpus takes two cores: SENDER_CPU,RECEIVER_CPU"),
+    };
+    let mut reports = Vec::new();
+    for &n in conns {
+        let r = ceiling::run(&CeilingOptions {
+            conns: n,
+            duration,
+            cpus,
+            ..CeilingOptions::default()
+        })
+        .with_context(|| format!("ceiling with {n} connection(s)"))?;
+        if !json {
+            if reports.is_empty() {
+                println!(
+                    "{:>6} {:>9} {:>15} {:>15}",
+                    "conns", "GiB/s", "send CPU-s/GiB", "recv CPU-s"
+                );
+            }
+            println!(
+                "{:>6} {:>9.3} {:>15.3} {:>15.2}",
+                r.conns, r.gib_per_s, r.sender_cpu_seconds_per_gib, r.receiver_cpu_seconds
+            );
+        }
+        reports.push(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1128,22 +1408,32 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
         println!("  bench CPU     {c:.2} s");
     }
     if let Some(s) = &r.seeder {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let who = match s.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => format!("{} worker(s)", s.workers),
+        };
         println!(
-            "  seeder        {} worker(s), {:.2} CPU-s ({:.2} CPU-s/GiB{}), {} bytes up",
-            s.workers,
+            "  seeder        {who}, {:.2} CPU-s ({:.2} CPU-s/GiB{}), {} bytes up",
             s.cpu_seconds,
             s.cpu_seconds_per_gib,
-            if s.per_thread {
-                ", its threads only"
-            } else {
-                ", whole process: threads not separable"
+            match (s.pid, s.per_thread) {
+                (Some(_), _) => ", its whole process",
+                (None, true) => ", its threads only",
+                (None, false) => ", whole process: threads not separable",
             },
             s.bytes_up
         );
         println!(
-            "  RSS           {:.1} MiB process (seeder + bench), {:.1} MiB before the swarm",
-            s.process_rss_bytes as f64 / (1 << 20) as f64,
-            s.rss_before_bytes as f64 / (1 << 20) as f64
+            "  RSS           {:.1} MiB {} at the end, {:.1} MiB peak, {:.1} MiB before the swarm",
+            mib(s.process_rss_bytes),
+            if s.pid.is_some() {
+                "seeder"
+            } else {
+                "process (seeder + bench)"
+            },
+            mib(s.rss_peak_bytes),
+            mib(s.rss_before_bytes)
         );
     }
     if !r.passed() {

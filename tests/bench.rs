@@ -307,3 +307,227 @@ fn refused_connections_are_counted_and_nothing_received_is_not_a_pass() {
     assert_eq!(v["connected"], 0);
     assert_eq!(v["bytes"], 0);
 }
+
+/// `len` bytes in `dir/name/payload.bin` and its torrent, for engines seeding several torrents.
+fn payload_in(dir: &Path, name: &str, len: usize, seed: u64) -> Metainfo {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let file = sub.join("payload.bin");
+    std::fs::write(&file, pattern(len, seed)).unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(64 * KIB),
+        ..CreateOptions::default()
+    };
+    create(&file, &opts, &Progress::default()).unwrap().1
+}
+
+#[test]
+fn rarest_first_counts_what_the_engine_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = payload(dir.path(), 4 << 20, 64);
+    let engine = engine_seeding(
+        &meta,
+        dir.path(),
+        Settings {
+            workers: 1,
+            upload_slots: 0,
+            ..Settings::default()
+        },
+    );
+    let budget = 24 << 20;
+    let report = bench::run(
+        &meta.info,
+        &BenchOptions {
+            addr: engine.local_addr(),
+            peers: 6,
+            reqq: 16,
+            stop: Stop::Bytes(budget),
+            pattern: bench::Pattern::RarestFirst,
+            verify_every: 1,
+            ..BenchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
+    assert!(report.passed(), "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.bytes, budget);
+    assert_eq!(report.bytes, up, "bench and engine disagree");
+    // Every piece requested whole is checked (64 KiB pieces, 6 leechers, 24 MiB): at least the
+    // pieces completed before the budget ran out.
+    assert!(report.pieces_verified >= 300, "{}", report.pieces_verified);
+}
+
+#[test]
+fn many_torrents_spread_the_load_and_each_count_matches_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let metas: Vec<Metainfo> = (0..3)
+        .map(|i| {
+            payload_in(
+                dir.path(),
+                &format!("t{i}"),
+                (1 << 20) + i * 12345,
+                i as u64,
+            )
+        })
+        .collect();
+    let engine = Engine::start(Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        upload_slots: 0,
+        ..Settings::default()
+    })
+    .unwrap();
+    let torrents: Vec<Arc<Torrent>> = metas
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (t, _) = Torrent::open(m.clone(), &dir.path().join(format!("t{i}")), None).unwrap();
+            let t = Arc::new(t);
+            engine.add_torrent(t.clone()).unwrap();
+            t
+        })
+        .collect();
+    let infos: Vec<_> = metas.iter().map(|m| m.info.clone()).collect();
+    let budget = 12 << 20;
+    let report = bench::run_torrents(
+        &infos,
+        &BenchOptions {
+            addr: engine.local_addr(),
+            peers: 9,
+            reqq: 16,
+            workers: 2,
+            stop: Stop::Bytes(budget),
+            pattern: bench::Pattern::ManyTorrents,
+            verify_every: 2,
+            ..BenchOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
+    assert!(report.passed(), "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.pieces_verified > 0);
+    // Short last blocks (the sizes are not multiples of 16 KiB) leave the budget's last
+    // reservation unused: the run stops within one block of it.
+    assert!(report.bytes <= budget && report.bytes > budget - 16 * KIB);
+    assert_eq!(report.bytes, up, "bench and engine disagree");
+    assert_eq!(report.bytes_by_torrent.len(), 3);
+    for (i, t) in torrents.iter().enumerate() {
+        assert!(report.bytes_by_torrent[i] > 0, "torrent {i} got nothing");
+        assert_eq!(report.bytes_by_torrent[i], t.uploaded(), "torrent {i}");
+    }
+}
+
+#[test]
+fn a_run_draws_its_throughput_and_latency_into_an_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("run.svg");
+    let out = common::ringseed()
+        .args([
+            "bench",
+            "--spawn-seeder",
+            "--size-mib",
+            "16",
+            "--peers",
+            "4",
+        ])
+        .args(["--duration", "2", "--json", "--svg"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The time series the chart draws is in the JSON too: one entry per whole second.
+    let series = v["bytes_per_second"].as_array().unwrap();
+    assert!(!series.is_empty() && series.len() <= 3, "{series:?}");
+    assert!(series.iter().any(|b| b.as_u64().unwrap() > 0));
+    let pct = v["latency_percentiles_us"].as_array().unwrap();
+    assert_eq!(pct.len(), 17);
+    assert_eq!(pct[16][1], v["latency_us"]["max"]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
+    for caption in ["GiB/s", "second of the run", "percentile", "latency"] {
+        assert!(text.contains(caption), "no {caption:?} in the SVG");
+    }
+}
+
+#[test]
+fn a_sweep_runs_every_point_of_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("sweep.svg");
+    let out = common::ringseed()
+        .args(["bench", "sweep", "--spawn-seeder", "--size-mib", "16"])
+        .args(["--peers", "1,4", "--reqq", "8,32", "--paths", "copy,splice"])
+        .args(["--duration", "0.5", "--json", "--svg"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    let rows = v["rows"].as_array().unwrap();
+    let mut points: Vec<(u64, u64, String)> = rows
+        .iter()
+        .map(|r| {
+            assert!(r["gib_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            assert_eq!(r["errors"], 0, "{r}");
+            assert!(r["seeder_cpu_seconds_per_gib"].as_f64().is_some(), "{r}");
+            (
+                r["peers"].as_u64().unwrap(),
+                r["reqq"].as_u64().unwrap(),
+                r["upload_path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    points.sort();
+    let mut want = Vec::new();
+    for p in [1, 4] {
+        for q in [8, 32] {
+            for path in ["copy", "splice"] {
+                want.push((p, q, path.to_string()));
+            }
+        }
+    }
+    assert_eq!(points, want);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"));
+    for label in ["reqq 8 copy", "reqq 32 splice", "peers", "p99 ms"] {
+        assert!(text.contains(label), "no {label:?} in the SVG");
+    }
+
+    // The terminal table: a header, one line per point, and the fastest.
+    let out = common::ringseed()
+        .args(["bench", "sweep", "--spawn-seeder", "--size-mib", "8"])
+        .args(["--peers", "2", "--reqq", "4,16", "--duration", "0.3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].contains("GiB/s") && lines[0].contains("p99 ms"));
+    assert!(
+        lines[1].split_whitespace().take(3).eq(["2", "4", "copy"]),
+        "{text}"
+    );
+    assert!(
+        lines[2].split_whitespace().take(3).eq(["2", "16", "copy"]),
+        "{text}"
+    );
+    assert!(lines[3].starts_with("fastest:"));
+}

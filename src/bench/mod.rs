@@ -11,9 +11,12 @@
 //! [`BenchOptions::verify_every`] (every piece with 1) is assembled and checked against the
 //! torrent's SHA-1; a piece that fails makes the whole run fail ([`BenchReport::passed`]).
 
+pub mod ceiling;
+pub mod chart;
 pub mod procstat;
 mod seeder;
 mod swarm;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,17 +28,24 @@ use hdrhistogram::Histogram;
 
 use crate::metainfo::Info;
 
-pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError};
+pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError, SeederSpec};
 
 /// Which pieces leechers ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Pattern {
     /// Each leecher walks the pieces in order from its own starting point (spread evenly over
     /// the torrent), wrapping around.
     Sequential,
     /// Each leecher picks pieces uniformly at random.
     Random,
+    /// Rarest first, as a swarm of real leechers would: each leecher keeps the seeder's
+    /// bitfield/have view and asks, among the pieces it has not yet had, for one that the
+    /// fewest leechers of the swarm hold.
+    RarestFirst,
+    /// The load spread over several torrents on one seeder (leecher i takes torrent i mod N),
+    /// random pieces within each. `--spawn-seeder` makes `--torrents` of them (8 by default).
+    ManyTorrents,
 }
 
 /// When a run ends.
@@ -73,7 +83,18 @@ pub struct BenchOptions {
     /// 127.2.0.0/16 and up, so seeders that allow one connection per IP (libtorrent's default)
     /// accept them all. Ignored for other targets.
     pub spread_sources: bool,
+    /// Bind leecher `i` to `source_base + i` for any target (overrides `spread_sources`); the
+    /// addresses must be local, e.g. a range routed to `lo`.
+    pub source_base: Option<std::net::Ipv4Addr>,
+    /// Connect, handshake and hold the connection without asking for anything, until the end:
+    /// what many idle peers cost a seeder.
+    pub idle: bool,
 }
+
+/// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
+/// on Linux): seeders that allow one connection per IP, as libtorrent does by default, then see
+/// every leecher as a different peer.
+pub const LOOPBACK_SOURCE_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 2, 0, 1);
 
 impl Default for BenchOptions {
     fn default() -> Self {
@@ -89,6 +110,8 @@ impl Default for BenchOptions {
             timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             spread_sources: true,
+            source_base: None,
+            idle: false,
         }
     }
 }
@@ -136,6 +159,8 @@ pub enum BenchError {
     NotV1,
     #[error("the torrent has no data")]
     Empty,
+    #[error("no torrent to benchmark")]
+    NoTorrent,
     #[error("{what} must be at least 1 (got {value})")]
     Zero { what: &'static str, value: u64 },
     #[error("block size {0} bytes is over 128 KiB")]
@@ -177,22 +202,113 @@ impl LatencySummary {
     }
 }
 
-/// What the local seeder cost, when it ran in this process.
+/// What the seeder cost, when it runs on this machine: in this process (`--spawn-seeder`) or as
+/// another process (`--seeder-pid`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeederReport {
+    /// Worker threads of an in-process seeder (0 for another process).
     pub workers: usize,
-    /// User + system CPU seconds of the seeder's worker threads during the run.
+    /// The seeder's process id when it is another process.
+    pub pid: Option<u32>,
+    /// User + system CPU seconds of the seeder during the run: its worker threads in this
+    /// process, or all threads of the other process.
     pub cpu_seconds: f64,
     pub cpu_seconds_per_gib: f64,
-    /// Whether `cpu_seconds` counts only the seeder's threads (from /proc/self/task) or the
-    /// whole process (bench included) because the threads could not be told apart.
+    /// Whether `cpu_seconds` counts only the seeder (its threads here, or its own process) or
+    /// the whole process (bench included) because the threads could not be told apart.
     pub per_thread: bool,
-    /// Resident set of the whole process (seeder and bench share it) at the end of the run.
+    /// Resident set at the end of the run: of the whole process for an in-process seeder
+    /// (seeder and bench share it), of the seeder alone for another process.
     pub process_rss_bytes: u64,
+    /// The largest resident set seen, sampled once a second and at the end.
+    pub rss_peak_bytes: u64,
     /// Resident set before the swarm started: the seeder alone, idle, with its torrent loaded.
     pub rss_before_bytes: u64,
-    /// Payload bytes the seeder counts as uploaded.
+    /// Payload bytes the seeder counts as uploaded (for another process: what the bench got).
     pub bytes_up: u64,
+}
+
+/// Where a local seeder's cost is read from while a run goes on.
+pub enum SeederProbe<'a> {
+    InProcess(&'a LocalSeeder),
+    Pid(u32),
+}
+
+impl SeederProbe<'_> {
+    fn cpu(&self) -> Option<procstat::CpuTimes> {
+        match self {
+            SeederProbe::InProcess(s) => s.cpu(),
+            SeederProbe::Pid(pid) => procstat::pid_cpu(*pid),
+        }
+    }
+
+    fn rss(&self) -> u64 {
+        match self {
+            SeederProbe::InProcess(_) => procstat::rss_bytes(),
+            SeederProbe::Pid(pid) => procstat::pid_rss_bytes(*pid),
+        }
+        .unwrap_or(0)
+    }
+
+    fn bytes_up(&self) -> Option<u64> {
+        match self {
+            SeederProbe::InProcess(s) => Some(s.bytes_up()),
+            SeederProbe::Pid(_) => None,
+        }
+    }
+}
+
+/// [`run`], with the seeder's CPU time, upload count and resident set read before, during and
+/// after the swarm.
+pub fn run_probed(
+    infos: &[Info],
+    opts: &BenchOptions,
+    probe: Option<&SeederProbe<'_>>,
+    on_second: &mut dyn FnMut(&LiveSample),
+) -> Result<BenchReport, BenchError> {
+    let Some(probe) = probe else {
+        return run_torrents(infos, opts, on_second);
+    };
+    let rss_before = probe.rss();
+    let cpu_before = probe.cpu();
+    let up_before = probe.bytes_up();
+    let mut rss_peak = rss_before;
+    let mut report = run_torrents(infos, opts, &mut |s| {
+        rss_peak = rss_peak.max(probe.rss());
+        on_second(s);
+    })?;
+    // Read before an in-process seeder stops: its threads leave /proc/self/task when they end.
+    let cpu_after = probe.cpu();
+    let up = match (up_before, probe.bytes_up()) {
+        (Some(a), Some(b)) => b - a,
+        _ => report.bytes,
+    };
+    let rss_end = probe.rss();
+    let (cpu, per_thread) = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => (b.cpu_seconds() - a.cpu_seconds(), true),
+        _ => (
+            procstat::process_cpu().map_or(0.0, |c| c.cpu_seconds()),
+            false,
+        ),
+    };
+    report.seeder = Some(SeederReport {
+        workers: match probe {
+            SeederProbe::InProcess(s) => s.engine.stats().len(),
+            SeederProbe::Pid(_) => 0,
+        },
+        pid: match probe {
+            SeederProbe::InProcess(_) => None,
+            SeederProbe::Pid(p) => Some(*p),
+        },
+        cpu_seconds: cpu,
+        cpu_seconds_per_gib: cpu / (up as f64 / (1u64 << 30) as f64).max(1e-9),
+        per_thread,
+        process_rss_bytes: rss_end,
+        rss_peak_bytes: rss_peak.max(rss_end),
+        rss_before_bytes: rss_before,
+        bytes_up: up,
+    });
+    Ok(report)
 }
 
 /// Everything a run measured.
@@ -205,11 +321,21 @@ pub struct BenchReport {
     pub workers: usize,
     /// Payload bytes received in blocks.
     pub bytes: u64,
+    /// Payload bytes per torrent, in the order the torrents were given.
+    pub bytes_by_torrent: Vec<u64>,
     pub blocks: u64,
     /// From the start to the last block received.
     pub seconds: f64,
     pub gib_per_s: f64,
+    /// From the start to the first block received (connects, handshakes, waiting to be
+    /// unchoked: Transmission unchokes at its first 10-second rechoke).
+    pub first_block_seconds: Option<f64>,
+    /// Throughput from the first block to the last: the steady rate, without the start-up.
+    pub gib_per_s_after_first_block: f64,
     pub latency_us: LatencySummary,
+    /// (quantile, µs) pairs of the latency distribution, from 0 (the fastest block) to 1 (the
+    /// slowest), for charts.
+    pub latency_percentiles_us: Vec<(f64, u64)>,
     /// Leechers whose handshake completed.
     pub connected: u64,
     /// Leechers still connected when the run ended.
@@ -250,6 +376,11 @@ pub struct LiveSample {
     pub errors: u64,
 }
 
+/// Where the latency distribution is sampled for [`BenchReport::latency_percentiles_us`].
+const LATENCY_QUANTILES: [f64; 17] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+];
+
 /// Thread name prefix of the swarm workers (so /proc can tell them from the seeder's).
 pub const WORKER_THREAD_PREFIX: &str = "rsbench-w";
 
@@ -274,13 +405,28 @@ pub fn run(
     opts: &BenchOptions,
     on_second: &mut dyn FnMut(&LiveSample),
 ) -> Result<BenchReport, BenchError> {
-    let layout = &info.layout;
-    if layout.num_pieces > 0 && info.pieces.is_empty() {
-        return Err(BenchError::NotV1);
+    run_torrents(std::slice::from_ref(info), opts, on_second)
+}
+
+/// [`run`] over several torrents of one seeder: leecher `i` downloads torrent `i mod N`.
+pub fn run_torrents(
+    infos: &[Info],
+    opts: &BenchOptions,
+    on_second: &mut dyn FnMut(&LiveSample),
+) -> Result<BenchReport, BenchError> {
+    if infos.is_empty() {
+        return Err(BenchError::NoTorrent);
     }
-    if layout.total_length == 0 || layout.num_pieces == 0 {
-        return Err(BenchError::Empty);
+    for info in infos {
+        let layout = &info.layout;
+        if layout.num_pieces > 0 && info.pieces.is_empty() {
+            return Err(BenchError::NotV1);
+        }
+        if layout.total_length == 0 || layout.num_pieces == 0 {
+            return Err(BenchError::Empty);
+        }
     }
+    let max_pieces = infos.iter().map(|i| i.layout.num_pieces).max().unwrap_or(0);
     for (what, value) in [
         ("peers", opts.peers as u64),
         ("reqq", opts.reqq as u64),
@@ -303,16 +449,14 @@ pub fn run(
         64 << 10
     };
     // Room for two of the largest messages, so a partial one never has to wait for space.
-    let recv_size =
-        recv_size.max(2 * swarm::max_message(opts.block_len, layout.num_pieces) as usize + 8);
+    let recv_size = recv_size.max(2 * swarm::max_message(opts.block_len, max_pieces) as usize + 8);
     let started = Instant::now();
     let plan = Arc::new(swarm::Plan {
         addr: opts.addr,
-        info_hash: info.hash.wire_id(),
-        piece_length: layout.piece_length,
-        total_length: layout.total_length,
-        num_pieces: layout.num_pieces,
-        hashes: info.pieces.clone(),
+        torrents: infos
+            .iter()
+            .map(|i| swarm::TorrentPlan::new(i, opts.pattern == Pattern::RarestFirst))
+            .collect(),
         peers: opts.peers,
         reqq: opts.reqq,
         block_len: opts.block_len,
@@ -323,8 +467,11 @@ pub fn run(
         timeout: opts.timeout,
         drain_timeout: opts.drain_timeout,
         recv_size,
-        spread_sources: opts.spread_sources
-            && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()),
+        source_base: opts.source_base.or_else(|| {
+            (opts.spread_sources && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()))
+                .then_some(LOOPBACK_SOURCE_BASE)
+        }),
+        idle: opts.idle,
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
     });
@@ -393,10 +540,14 @@ pub fn run(
         pattern: opts.pattern,
         workers,
         bytes: 0,
+        bytes_by_torrent: vec![0; infos.len()],
         blocks: 0,
         seconds: 0.0,
         gib_per_s: 0.0,
+        first_block_seconds: None,
+        gib_per_s_after_first_block: 0.0,
         latency_us: LatencySummary::of(&latency),
+        latency_percentiles_us: Vec::new(),
         connected: 0,
         held_at_end: 0,
         errors: BTreeMap::new(),
@@ -408,6 +559,7 @@ pub fn run(
         seeder: None,
     };
     let mut last_block = None;
+    let mut first_block: Option<Instant> = None;
     for (w, h) in handles.into_iter().enumerate() {
         let r = h
             .join()
@@ -416,6 +568,9 @@ pub fn run(
             .ok_or(BenchError::WorkerPanicked(w))?;
         let _ = latency.add(&r.latency_us);
         report.bytes += r.bytes;
+        for (total, b) in report.bytes_by_torrent.iter_mut().zip(&r.bytes_by_torrent) {
+            *total += b;
+        }
         report.blocks += r.blocks;
         report.connected += r.connected;
         report.held_at_end += r.held_at_end;
@@ -426,6 +581,10 @@ pub fn run(
             *e += n;
         }
         last_block = last_block.max(r.last_block);
+        first_block = match (first_block, r.first_block) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
         report.bench_cpu_seconds = report
             .bench_cpu_seconds
             .zip(r.cpu_seconds)
@@ -433,6 +592,12 @@ pub fn run(
     }
     report.bad_pieces.sort_unstable();
     report.latency_us = LatencySummary::of(&latency);
+    if !latency.is_empty() {
+        report.latency_percentiles_us = LATENCY_QUANTILES
+            .iter()
+            .map(|&q| (q, latency.value_at_quantile(q)))
+            .collect();
+    }
     report.errors = ErrorKind::ALL
         .iter()
         .map(|&k| (k.name(), errors[k as usize]))
@@ -440,6 +605,16 @@ pub fn run(
         .collect();
     let end = last_block.unwrap_or_else(Instant::now);
     report.seconds = end.saturating_duration_since(started).as_secs_f64();
-    report.gib_per_s = report.bytes as f64 / (1u64 << 30) as f64 / report.seconds.max(1e-9);
+    let gib = report.bytes as f64 / (1u64 << 30) as f64;
+    report.gib_per_s = gib / report.seconds.max(1e-9);
+    if let Some(first) = first_block {
+        report.first_block_seconds = Some(first.saturating_duration_since(started).as_secs_f64());
+        let steady = end.saturating_duration_since(first).as_secs_f64();
+        report.gib_per_s_after_first_block = if steady > 0.0 {
+            gib / steady
+        } else {
+            report.gib_per_s
+        };
+    }
     Ok(report)
 }

@@ -71,10 +71,30 @@ fn read_stat(path: &Path) -> Option<(u64, u64)> {
 
 /// Resident set size of this process in bytes (`VmRSS`).
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_kib(Path::new("/proc/self/status"), "VmRSS:").map(|k| k * 1024)
+}
+
+/// CPU time of another process (all its threads, user + system), e.g. an external seeder.
+pub fn pid_cpu(pid: u32) -> Option<CpuTimes> {
+    let (u, s) = read_stat(&Path::new("/proc").join(pid.to_string()).join("stat"))?;
+    Some(CpuTimes {
+        user_ticks: u,
+        system_ticks: s,
+        threads: 0,
+    })
+}
+
+/// Resident set size of another process in bytes.
+pub fn pid_rss_bytes(pid: u32) -> Option<u64> {
+    let path = Path::new("/proc").join(pid.to_string()).join("status");
+    status_kib(&path, "VmRSS:").map(|k| k * 1024)
+}
+
+/// A `kB` field of a /proc status file.
+fn status_kib(path: &Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time of the calling thread, from its own CPU clock (exact, unlike /proc's ticks).
@@ -104,5 +124,9 @@ mod tests {
         assert!(rss_bytes().is_some_and(|r| r > 0));
         assert!(process_cpu().is_some());
         assert!(this_thread_cpu_seconds().is_some());
+        let me = std::process::id();
+        assert!(pid_rss_bytes(me).is_some_and(|r| r > 0));
+        assert!(pid_cpu(me).is_some());
+        assert_eq!(pid_rss_bytes(u32::MAX), None);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::create::{CreateError, CreateOptions, create};
-use crate::engine::{Engine, EngineError, Settings, Torrent};
+use crate::engine::{Engine, EngineError, Settings, Torrent, UploadPath};
 use crate::hash::Progress;
 use crate::metainfo::Metainfo;
 
@@ -26,22 +26,60 @@ pub enum SeederError {
     Create(#[from] CreateError),
     #[error("starting the seeder: {0}")]
     Engine(#[from] EngineError),
+    #[error("{0} torrents: give 1 … 10 000, and at least one byte each")]
+    Torrents(usize),
 }
 
-/// A payload in a fresh temp directory, its torrent, and an engine seeding it on 127.0.0.1.
-/// The directory is removed when the seeder is dropped.
+/// What `--spawn-seeder` seeds and how.
+#[derive(Debug, Clone)]
+pub struct SeederSpec {
+    /// Payload size in MiB over all torrents.
+    pub size_mib: u64,
+    /// Engine worker threads (0 = one per core).
+    pub workers: usize,
+    /// Largest block leechers will ask for.
+    pub max_request_len: u32,
+    pub upload_path: UploadPath,
+    /// Torrents the payload is split into (one file each).
+    pub torrents: usize,
+}
+
+impl Default for SeederSpec {
+    fn default() -> Self {
+        SeederSpec {
+            size_mib: 1024,
+            workers: 1,
+            max_request_len: 16 << 10,
+            upload_path: UploadPath::Auto,
+            torrents: 1,
+        }
+    }
+}
+
+/// Payloads in a fresh temp directory, their torrents, and an engine seeding them on
+/// 127.0.0.1. The directory is removed when the seeder is dropped.
 pub struct LocalSeeder {
     pub engine: Engine,
-    pub meta: Metainfo,
-    pub torrent_file: PathBuf,
+    /// The torrents, in the order they were made.
+    pub metas: Vec<Metainfo>,
+    /// The engine's handle of each torrent (for per-torrent upload counts).
+    pub torrents: Vec<Arc<Torrent>>,
+    pub torrent_files: Vec<PathBuf>,
     dir: PathBuf,
 }
 
 impl LocalSeeder {
-    /// Writes `size_mib` MiB of pseudo-random data (hashing it for the torrent leaves it in the
-    /// page cache) and starts an engine with `workers` workers (0 = one per core). Every
-    /// leecher gets an upload slot: a bench measures the data path, not the choker.
-    pub fn start(size_mib: u64, workers: usize, max_request_len: u32) -> Result<Self, SeederError> {
+    /// Writes `spec.size_mib` MiB of pseudo-random data, split over `spec.torrents` files of one
+    /// torrent each (hashing them leaves them in the page cache), and starts an engine seeding
+    /// them. Every leecher gets an upload slot: a bench measures the data path, not the choker.
+    pub fn start(spec: &SeederSpec) -> Result<Self, SeederError> {
+        if spec.torrents == 0 || spec.torrents > 10_000 {
+            return Err(SeederError::Torrents(spec.torrents));
+        }
+        let each = (spec.size_mib << 20) / spec.torrents as u64;
+        if each == 0 {
+            return Err(SeederError::Torrents(spec.torrents));
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -54,25 +92,37 @@ impl LocalSeeder {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         // From here on the directory is ours: dropping `guard` on an error removes it.
         let guard = DirGuard(dir.clone());
-        let payload = dir.join("bench-payload.bin");
-        write_payload(&payload, size_mib << 20).map_err(io(&payload))?;
-        let (bytes, meta) = create(&payload, &CreateOptions::default(), &Progress::default())?;
-        let torrent_file = dir.join("bench.torrent");
-        std::fs::write(&torrent_file, bytes).map_err(io(&torrent_file))?;
         let engine = Engine::start(Settings {
-            workers,
+            workers: spec.workers,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_slots: 0,
-            max_request_len: max_request_len.max(16 << 10),
+            upload_path: spec.upload_path,
+            max_request_len: spec.max_request_len.max(16 << 10),
             ..Settings::default()
         })?;
-        let (t, _) = Torrent::open(meta.clone(), &dir, None).map_err(io(&dir))?;
-        engine.add_torrent(Arc::new(t))?;
+        let (mut metas, mut torrents, mut torrent_files) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..spec.torrents {
+            // Each torrent gets its own directory, so each seeds exactly its one file.
+            let tdir = dir.join(format!("t{i}"));
+            std::fs::create_dir_all(&tdir).map_err(io(&tdir))?;
+            let payload = tdir.join(format!("bench-payload-{i}.bin"));
+            write_payload(&payload, each, i as u64).map_err(io(&payload))?;
+            let (bytes, meta) = create(&payload, &CreateOptions::default(), &Progress::default())?;
+            let torrent_file = dir.join(format!("bench-{i}.torrent"));
+            std::fs::write(&torrent_file, bytes).map_err(io(&torrent_file))?;
+            let (t, _) = Torrent::open(meta.clone(), &tdir, None).map_err(io(&tdir))?;
+            let t = Arc::new(t);
+            engine.add_torrent(t.clone())?;
+            metas.push(meta);
+            torrents.push(t);
+            torrent_files.push(torrent_file);
+        }
         std::mem::forget(guard);
         Ok(LocalSeeder {
             engine,
-            meta,
-            torrent_file,
+            metas,
+            torrents,
+            torrent_files,
             dir,
         })
     }
@@ -107,10 +157,11 @@ impl Drop for DirGuard {
     }
 }
 
-/// `len` bytes of xorshift output, written 4 MiB at a time.
-fn write_payload(path: &Path, len: u64) -> std::io::Result<()> {
+/// `len` bytes of xorshift output (a different stream for each `stream`), written 4 MiB at a
+/// time.
+fn write_payload(path: &Path, len: u64, stream: u64) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ stream.wrapping_mul(0xd134_2543_de82_ef95) | 1;
     let mut chunk = vec![0u8; 4 << 20];
     let mut left = len;
     while left > 0 {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -42,21 +42,51 @@ const TICK_EVERY: Duration = Duration::from_millis(50);
 /// Connects in flight at once per worker: a burst of 10 000 SYNs overflows the seeder's accept
 /// backlog and turns into one-second SYN retransmissions.
 const MAX_CONNECTING: usize = 128;
-/// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is
-/// local on Linux): seeders that allow one connection per IP, as libtorrent does by default,
-/// then see every leecher as a different peer.
-const SPREAD_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 2, 0, 0);
 /// No assembly: the block is counted, not kept.
 const NO_ASSEMBLY: u32 = u32::MAX;
 
-/// What every worker of one run reads; built once by [`super::run`].
-pub(crate) struct Plan {
-    pub addr: SocketAddr,
+/// One torrent the swarm downloads.
+pub(crate) struct TorrentPlan {
     pub info_hash: [u8; 20],
     pub piece_length: u64,
     pub total_length: u64,
     pub num_pieces: u32,
     pub hashes: Vec<[u8; 20]>,
+    /// Rarest-first: how many leechers hold each piece (have requested all of it) now. The
+    /// swarm's own progress is the availability that makes rarest-first differ from random.
+    pub swarm_have: Vec<AtomicU32>,
+}
+
+impl TorrentPlan {
+    pub fn new(info: &crate::metainfo::Info, rarest: bool) -> TorrentPlan {
+        let layout = &info.layout;
+        TorrentPlan {
+            info_hash: info.hash.wire_id(),
+            piece_length: layout.piece_length,
+            total_length: layout.total_length,
+            num_pieces: layout.num_pieces,
+            hashes: info.pieces.clone(),
+            swarm_have: if rarest {
+                (0..layout.num_pieces).map(|_| AtomicU32::new(0)).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn piece_size(&self, index: u32) -> u64 {
+        let start = u64::from(index) * self.piece_length;
+        self.total_length
+            .saturating_sub(start)
+            .min(self.piece_length)
+    }
+}
+
+/// What every worker of one run reads; built once by [`super::run`].
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    /// Leecher `i` downloads torrent `i % torrents.len()`.
+    pub torrents: Vec<TorrentPlan>,
     pub peers: usize,
     pub reqq: usize,
     pub block_len: u32,
@@ -68,8 +98,10 @@ pub(crate) struct Plan {
     pub timeout: Duration,
     pub drain_timeout: Duration,
     pub recv_size: usize,
-    /// Bind leecher `i` to source address `127.2.0.1 + i` (loopback targets only).
-    pub spread_sources: bool,
+    /// Bind leecher `i` to source address `source_base + i`.
+    pub source_base: Option<std::net::Ipv4Addr>,
+    /// Leechers only connect and hold their connection: no interest, no requests.
+    pub idle: bool,
     /// Bytes reserved by requests so far (byte-budget runs).
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
@@ -77,15 +109,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    fn piece_size(&self, index: u32) -> u64 {
-        let start = u64::from(index) * self.piece_length;
-        self.total_length
-            .saturating_sub(start)
-            .min(self.piece_length)
-    }
-
     pub fn max_message(&self) -> u32 {
-        max_message(self.block_len, self.num_pieces)
+        let pieces = self
+            .torrents
+            .iter()
+            .map(|t| t.num_pieces)
+            .max()
+            .unwrap_or(0);
+        max_message(self.block_len, pieces)
     }
 }
 
@@ -110,6 +141,8 @@ pub(crate) struct LiveStats {
 /// What a worker hands back when it ends.
 pub(crate) struct WorkerResult {
     pub bytes: u64,
+    /// Payload bytes per torrent of the plan.
+    pub bytes_by_torrent: Vec<u64>,
     pub blocks: u64,
     pub connected: u64,
     pub held_at_end: u64,
@@ -117,7 +150,8 @@ pub(crate) struct WorkerResult {
     pub pieces_verified: u64,
     pub bad_pieces: Vec<u32>,
     pub latency_us: Histogram<u64>,
-    /// When the last block arrived.
+    /// When the first and the last block arrived.
+    pub first_block: Option<Instant>,
     pub last_block: Option<Instant>,
     /// CPU time of the worker's thread over its whole life.
     pub cpu_seconds: Option<f64>,
@@ -164,6 +198,15 @@ struct Cursor {
 struct Leecher {
     /// Global peer number (0 … peers-1): spreads start pieces and samples.
     id: usize,
+    /// Index of its torrent in the plan.
+    torrent: usize,
+    /// The pieces the seeder announced (bitfield, have, have-all); `None` until it says, which
+    /// counts as everything (BEP 3 lets a seeder with no pieces skip its bitfield, but a
+    /// seeder is expected to have them).
+    seeder_has: Option<Vec<u8>>,
+    /// Rarest-first: pieces this leecher has requested in full, and how many.
+    have: Vec<u8>,
+    have_count: u32,
     fd: Option<OwnedFd>,
     addr: Box<SockAddr>,
     phase: Phase,
@@ -195,9 +238,20 @@ struct Leecher {
 
 impl Leecher {
     fn new(id: usize, plan: &Plan, now: Instant) -> Leecher {
-        let n = u64::from(plan.num_pieces.max(1));
+        let torrents = plan.torrents.len().max(1);
+        let torrent = id % torrents;
+        let n = plan
+            .torrents
+            .get(torrent)
+            .map_or(1, |t| u64::from(t.num_pieces.max(1)));
+        // Leechers of one torrent start spread evenly over it.
+        let (nth, of) = (id / torrents, plan.peers.div_ceil(torrents).max(1));
         Leecher {
             id,
+            torrent,
+            seeder_has: None,
+            have: Vec::new(),
+            have_count: 0,
             fd: None,
             addr: Box::new(SockAddr::from(plan.addr)),
             phase: Phase::Waiting,
@@ -215,7 +269,7 @@ impl Leecher {
             outstanding: VecDeque::new(),
             retry: VecDeque::new(),
             cursor: None,
-            next_piece: (id as u64 * n / plan.peers.max(1) as u64) as u32,
+            next_piece: (nth as u64 * n / of as u64) as u32,
             pieces_started: 0,
             rng: (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             assemblies: Vec::new(),
@@ -231,18 +285,89 @@ impl Leecher {
         self.rng
     }
 
-    /// The next block to ask for, opening a new piece when the current one is fully requested.
-    fn next_block(&mut self, plan: &Plan) -> (BlockRequest, u32) {
+    fn seeder_has(&self, index: u32) -> bool {
+        self.seeder_has.as_ref().is_none_or(|b| bit(b, index))
+    }
+
+    /// Rarest-first: among the pieces the seeder has and this leecher has not, the one fewest
+    /// leechers of the swarm hold, scanning from a random piece so ties spread. When the leecher
+    /// holds everything the seeder has, it starts over (drops its pieces), so a timed run goes on.
+    fn pick_rarest(&mut self, t: &TorrentPlan) -> Option<u32> {
+        let n = t.num_pieces;
+        if n == 0 {
+            return None;
+        }
+        if self.have.is_empty() {
+            self.have = vec![0; n.div_ceil(8) as usize];
+        }
+        for _ in 0..2 {
+            let start = (self.random() % u64::from(n)) as u32;
+            let mut best: Option<(u32, u32)> = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                if bit(&self.have, i) || !self.seeder_has(i) {
+                    continue;
+                }
+                let holders = t.swarm_have.get(i as usize).map_or(0, |a| {
+                    // Relaxed: availability is a hint for choosing, not a synchronisation.
+                    a.load(Ordering::Relaxed)
+                });
+                if best.is_none_or(|(_, b)| holders < b) {
+                    best = Some((i, holders));
+                    if holders == 0 {
+                        break;
+                    }
+                }
+            }
+            if let Some((i, _)) = best {
+                set_bit(&mut self.have, i);
+                self.have_count += 1;
+                if let Some(a) = t.swarm_have.get(i as usize) {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                return Some(i);
+            }
+            if self.have_count == 0 {
+                // The seeder has nothing this leecher could ask for.
+                return None;
+            }
+            self.drop_pieces(t);
+        }
+        None
+    }
+
+    /// Rarest-first: gives up every piece held, for the swarm's counts and for a new round.
+    fn drop_pieces(&mut self, t: &TorrentPlan) {
+        if self.have_count == 0 {
+            return;
+        }
+        for i in 0..t.num_pieces {
+            if bit(&self.have, i)
+                && let Some(a) = t.swarm_have.get(i as usize)
+            {
+                a.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.have.fill(0);
+        self.have_count = 0;
+    }
+
+    /// The next block to ask for, opening a new piece when the current one is fully requested;
+    /// `None` when the seeder has nothing to ask for.
+    fn next_block(&mut self, plan: &Plan) -> Option<(BlockRequest, u32)> {
+        let t = plan.torrents.get(self.torrent)?;
         if self.cursor.as_ref().is_none_or(|c| c.begin >= c.size) {
+            let n = t.num_pieces.max(1);
             let index = match plan.pattern {
                 Pattern::Sequential => {
                     let i = self.next_piece;
-                    self.next_piece = (i + 1) % plan.num_pieces.max(1);
+                    self.next_piece = (i + 1) % n;
                     i
                 }
-                Pattern::Random => (self.random() % u64::from(plan.num_pieces.max(1))) as u32,
+                Pattern::Random | Pattern::ManyTorrents => (self.random() % u64::from(n)) as u32,
+                Pattern::RarestFirst => self.pick_rarest(t)?,
             };
-            let size = plan.piece_size(index) as u32;
+            let size = t.piece_size(index) as u32;
             let sampled = (self.pieces_started + self.id as u64).is_multiple_of(plan.verify_every);
             self.pieces_started += 1;
             let assembly = if sampled {
@@ -281,7 +406,18 @@ impl Leecher {
             length,
         };
         c.begin += length;
-        (req, c.assembly)
+        Some((req, c.assembly))
+    }
+}
+
+fn bit(bits: &[u8], i: u32) -> bool {
+    bits.get((i / 8) as usize)
+        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+fn set_bit(bits: &mut [u8], i: u32) {
+    if let Some(b) = bits.get_mut((i / 8) as usize) {
+        *b |= 0x80 >> (i % 8);
     }
 }
 
@@ -296,6 +432,14 @@ enum Event {
         len: usize,
     },
     Reject(BlockRequest),
+    Have(u32),
+    /// The seeder's bitfield, at this place in the receive buffer.
+    Bitfield {
+        at: usize,
+        len: usize,
+    },
+    HaveAll,
+    HaveNone,
     Other,
 }
 
@@ -326,6 +470,7 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let ring = crate::uring::build_ring(4096)?;
         let now = Instant::now();
+        let plan_torrents = plan.torrents.len();
         let conns: Vec<Leecher> = ids.map(|id| Leecher::new(id, &plan, now)).collect();
         Ok(Worker {
             waiting: (0..conns.len()).collect(),
@@ -336,6 +481,7 @@ impl Worker {
             tick_ts: Box::new(types::Timespec::from(TICK_EVERY)),
             result: WorkerResult {
                 bytes: 0,
+                bytes_by_torrent: vec![0; plan_torrents],
                 blocks: 0,
                 connected: 0,
                 held_at_end: 0,
@@ -343,6 +489,7 @@ impl Worker {
                 pieces_verified: 0,
                 bad_pieces: Vec::new(),
                 latency_us: new_histogram(),
+                first_block: None,
                 last_block: None,
                 cpu_seconds: None,
                 unanswered: 0,
@@ -461,9 +608,9 @@ impl Worker {
                 }
             };
             let _ = sock.set_tcp_nodelay(true);
-            if self.plan.spread_sources {
+            if let Some(base) = self.plan.source_base {
                 let id = self.conns[slot].id as u32;
-                let src = std::net::Ipv4Addr::from(u32::from(SPREAD_BASE) + 1 + id);
+                let src = std::net::Ipv4Addr::from(u32::from(base).wrapping_add(id));
                 if sock.bind(&SocketAddr::from((src, 0)).into()).is_err() {
                     self.fail(slot, ErrorKind::ConnectFailed);
                     continue;
@@ -502,11 +649,17 @@ impl Worker {
         c.phase = Phase::Handshake;
         c.since = self.now;
         c.last_progress = self.now;
-        c.recv = vec![0; plan.recv_size];
+        // An idle leecher only ever reads a handshake, a bitfield and keep-alives.
+        c.recv = vec![0; if plan.idle { 64 << 10 } else { plan.recv_size }];
         let peer_id = crate::engine::new_peer_id();
+        let Some(t) = plan.torrents.get(c.torrent) else {
+            self.fail(slot, ErrorKind::Protocol);
+            return;
+        };
+        // The handshake alone: other messages wait for the seeder's handshake (aria2 closes a
+        // connection whose first packet holds more than the handshake).
         c.pending
-            .extend_from_slice(&Handshake::new(plan.info_hash, peer_id).encode());
-        Message::Interested.encode(&mut c.pending);
+            .extend_from_slice(&Handshake::new(t.info_hash, peer_id).encode());
         self.pump_send(slot);
         self.post_recv(slot);
     }
@@ -581,12 +734,15 @@ impl Worker {
                 else {
                     return Ok(());
                 };
-                if hs.info_hash != plan.info_hash {
+                if plan.torrents.get(c.torrent).map(|t| t.info_hash) != Some(hs.info_hash) {
                     return Err(ErrorKind::Protocol);
                 }
                 c.start += Handshake::LEN;
                 c.seeder_fast = hs.supports_fast();
                 c.phase = Phase::Active;
+                if !plan.idle {
+                    Message::Interested.encode(&mut c.pending);
+                }
                 self.result.connected += 1;
                 self.live.connected.fetch_add(1, Ordering::Relaxed);
                 self.live.held.fetch_add(1, Ordering::Relaxed);
@@ -608,11 +764,40 @@ impl Worker {
                     len: data.len(),
                 },
                 Message::Reject(r) => Event::Reject(r),
+                Message::Have(i) => Event::Have(i),
+                Message::Bitfield(b) => Event::Bitfield {
+                    at: base + used - b.len(),
+                    len: b.len(),
+                },
+                Message::HaveAll => Event::HaveAll,
+                Message::HaveNone => Event::HaveNone,
                 _ => Event::Other,
             };
             c.start += used;
             match event {
                 Event::Unchoke => c.unchoked = true,
+                Event::Have(i) => {
+                    let n = plan.torrents.get(c.torrent).map_or(0, |t| t.num_pieces);
+                    if i >= n {
+                        return Err(ErrorKind::Protocol);
+                    }
+                    let has = c
+                        .seeder_has
+                        .get_or_insert_with(|| vec![0; n.div_ceil(8) as usize]);
+                    set_bit(has, i);
+                }
+                Event::Bitfield { at, len } => {
+                    let n = plan.torrents.get(c.torrent).map_or(0, |t| t.num_pieces);
+                    if len != n.div_ceil(8) as usize {
+                        return Err(ErrorKind::Protocol);
+                    }
+                    c.seeder_has = Some(c.recv[at..at + len].to_vec());
+                }
+                Event::HaveAll => c.seeder_has = None,
+                Event::HaveNone => {
+                    let n = plan.torrents.get(c.torrent).map_or(0, |t| t.num_pieces);
+                    c.seeder_has = Some(vec![0; n.div_ceil(8) as usize]);
+                }
                 Event::Choke => {
                     c.unchoked = false;
                     // Without the fast extension a choke silently drops every request (BEP 3);
@@ -652,8 +837,12 @@ impl Worker {
                     let us = now.saturating_duration_since(o.at).as_micros() as u64;
                     let _ = self.result.latency_us.record(us.max(1));
                     self.result.bytes += len as u64;
+                    if let Some(b) = self.result.bytes_by_torrent.get_mut(c.torrent) {
+                        *b += len as u64;
+                    }
                     self.result.blocks += 1;
                     self.result.last_block = Some(now);
+                    self.result.first_block.get_or_insert(now);
                     c.last_progress = now;
                     if o.assembly != NO_ASSEMBLY
                         && let Some(slot_a) = c.assemblies.get_mut(o.assembly as usize)
@@ -664,8 +853,9 @@ impl Worker {
                         a.blocks_left = a.blocks_left.saturating_sub(1);
                         if a.blocks_left == 0 {
                             let good = plan
-                                .hashes
-                                .get(a.index as usize)
+                                .torrents
+                                .get(c.torrent)
+                                .and_then(|t| t.hashes.get(a.index as usize))
                                 .is_some_and(|h| *h == crate::hash::sha1(&a.buf));
                             self.result.pieces_verified += 1;
                             if !good {
@@ -690,6 +880,11 @@ impl Worker {
         if !c.unchoked || c.phase != Phase::Active {
             return;
         }
+        // The wait for a block starts with the first request out, not at the handshake: a
+        // seeder may keep a leecher choked for its first rechoke round (Transmission: 10 s).
+        if c.outstanding.is_empty() {
+            c.last_progress = now;
+        }
         while c.outstanding.len() < plan.reqq {
             let (req, assembly) = match c.retry.pop_front() {
                 Some(r) => r,
@@ -707,13 +902,19 @@ impl Worker {
                             plan.requests_over.store(true, Ordering::Relaxed);
                             break;
                         }
-                        let (req, a) = c.next_block(&plan);
+                        let Some((req, a)) = c.next_block(&plan) else {
+                            plan.requested.fetch_sub(len, Ordering::Relaxed);
+                            break;
+                        };
                         // A short last block of a piece gives back what it did not use.
                         plan.requested
                             .fetch_sub(len - u64::from(req.length), Ordering::Relaxed);
                         (req, a)
                     } else {
-                        c.next_block(&plan)
+                        match c.next_block(&plan) {
+                            Some(b) => b,
+                            None => break,
+                        }
                     }
                 }
             };
@@ -793,7 +994,11 @@ impl Worker {
     /// Shuts a leecher's socket so its operations complete; the descriptor closes when the
     /// worker ends.
     fn shut(&mut self, slot: usize) {
+        let plan = self.plan.clone();
         let c = &mut self.conns[slot];
+        if let Some(t) = plan.torrents.get(c.torrent) {
+            c.drop_pieces(t);
+        }
         if c.phase == Phase::Active {
             self.live.held.fetch_sub(1, Ordering::Relaxed);
         }
@@ -892,13 +1097,17 @@ mod tests {
     use super::*;
 
     fn plan(total: u64, piece: u64, block: u32, pattern: Pattern) -> Plan {
+        let num_pieces = total.div_ceil(piece) as u32;
         Plan {
             addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            info_hash: [0; 20],
-            piece_length: piece,
-            total_length: total,
-            num_pieces: total.div_ceil(piece) as u32,
-            hashes: Vec::new(),
+            torrents: vec![TorrentPlan {
+                info_hash: [0; 20],
+                piece_length: piece,
+                total_length: total,
+                num_pieces,
+                hashes: Vec::new(),
+                swarm_have: (0..num_pieces).map(|_| AtomicU32::new(0)).collect(),
+            }],
             peers: 4,
             reqq: 8,
             block_len: block,
@@ -909,7 +1118,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
             recv_size: 1 << 16,
-            spread_sources: false,
+            source_base: None,
+            idle: false,
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
         }
@@ -924,11 +1134,12 @@ mod tests {
         let mut sampled = 0;
         let mut seen = 0;
         while seen < 4 {
-            let (r, a) = l.next_block(&p);
+            let (r, a) = l.next_block(&p).unwrap();
+            let t = &p.torrents[0];
             assert!(r.length > 0 && r.length <= 16 << 10);
-            assert!(u64::from(r.begin + r.length) <= p.piece_size(r.index));
+            assert!(u64::from(r.begin + r.length) <= t.piece_size(r.index));
             covered[r.index as usize] += u64::from(r.length);
-            if r.begin + r.length == p.piece_size(r.index) as u32 {
+            if r.begin + r.length == t.piece_size(r.index) as u32 {
                 seen += 1;
                 sampled += usize::from(a != NO_ASSEMBLY);
             }
@@ -942,7 +1153,13 @@ mod tests {
     fn leechers_start_spread_over_the_torrent() {
         let p = plan(64 * 16384, 16384, 16384, Pattern::Sequential);
         let starts: Vec<u32> = (0..4)
-            .map(|id| Leecher::new(id, &p, Instant::now()).next_block(&p).0.index)
+            .map(|id| {
+                Leecher::new(id, &p, Instant::now())
+                    .next_block(&p)
+                    .unwrap()
+                    .0
+                    .index
+            })
             .collect();
         assert_eq!(starts, vec![0, 16, 32, 48]);
     }
@@ -952,8 +1169,84 @@ mod tests {
         let p = plan(10 * 16384 + 1, 16384, 16384, Pattern::Random);
         let mut l = Leecher::new(3, &p, Instant::now());
         for _ in 0..1000 {
-            let (r, _) = l.next_block(&p);
-            assert!(r.index < p.num_pieces);
+            let (r, _) = l.next_block(&p).unwrap();
+            assert!(r.index < p.torrents[0].num_pieces);
+        }
+    }
+
+    /// Every block of a piece, as a leecher walking it would request them.
+    fn whole_piece(l: &mut Leecher, p: &Plan) -> u32 {
+        let (first, _) = l.next_block(p).unwrap();
+        let size = p.torrents[0].piece_size(first.index) as u32;
+        let mut got = first.length;
+        while got < size {
+            let (r, _) = l.next_block(p).unwrap();
+            assert_eq!(r.index, first.index);
+            got += r.length;
+        }
+        first.index
+    }
+
+    #[test]
+    fn rarest_first_takes_the_pieces_fewest_leechers_hold() {
+        let p = plan(8 * 16384, 16384, 16384, Pattern::RarestFirst);
+        let t = &p.torrents[0];
+        // Every piece is held by two leechers except piece 5, held by one.
+        for (i, a) in t.swarm_have.iter().enumerate() {
+            a.store(if i == 5 { 1 } else { 2 }, Ordering::Relaxed);
+        }
+        let mut l = Leecher::new(0, &p, Instant::now());
+        assert_eq!(whole_piece(&mut l, &p), 5);
+        // Now every piece is held by two; the leecher never takes one it already has, and after
+        // all eight it starts over, giving its pieces back to the swarm's counts.
+        let mut seen: Vec<u32> = (0..7).map(|_| whole_piece(&mut l, &p)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 6, 7]);
+        let held = |i: usize| t.swarm_have[i].load(Ordering::Relaxed);
+        assert!((0..8).all(|i| held(i) == if i == 5 { 2 } else { 3 }));
+        // Holding everything, it starts over: its eight pieces leave the counts, and the
+        // rarest again is piece 5.
+        assert_eq!(whole_piece(&mut l, &p), 5);
+        assert_eq!(l.have_count, 1);
+        assert!((0..8).all(|i| held(i) == 2));
+    }
+
+    #[test]
+    fn rarest_first_asks_only_for_what_the_seeder_has() {
+        let p = plan(16 * 16384, 16384, 16384, Pattern::RarestFirst);
+        let mut l = Leecher::new(1, &p, Instant::now());
+        let mut has = vec![0u8; 2];
+        set_bit(&mut has, 3);
+        set_bit(&mut has, 12);
+        l.seeder_has = Some(has);
+        for _ in 0..10 {
+            let i = whole_piece(&mut l, &p);
+            assert!(i == 3 || i == 12, "asked for piece {i}");
+        }
+        l.seeder_has = Some(vec![0u8; 2]);
+        l.cursor = None;
+        assert!(l.next_block(&p).is_none());
+    }
+
+    #[test]
+    fn many_torrents_spread_leechers_over_the_torrents() {
+        let mut p = plan(4 * 16384, 16384, 16384, Pattern::ManyTorrents);
+        let second = TorrentPlan {
+            info_hash: [1; 20],
+            piece_length: 16384,
+            total_length: 2 * 16384,
+            num_pieces: 2,
+            hashes: Vec::new(),
+            swarm_have: Vec::new(),
+        };
+        p.torrents.push(second);
+        for id in 0..4 {
+            let mut l = Leecher::new(id, &p, Instant::now());
+            assert_eq!(l.torrent, id % 2);
+            for _ in 0..50 {
+                let (r, _) = l.next_block(&p).unwrap();
+                assert!(r.index < p.torrents[l.torrent].num_pieces);
+            }
         }
     }
 }

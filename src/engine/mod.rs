@@ -12,6 +12,7 @@
 //! only their worker writes.
 
 pub mod choker;
+pub mod coalesce;
 pub mod ratelimit;
 mod settings;
 pub mod torrent;

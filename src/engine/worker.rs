@@ -19,6 +19,7 @@ use nix::sys::eventfd::EventFd;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::choker::{self, Candidate};
+use super::coalesce;
 use super::ratelimit::TokenBucket;
 use super::{Command, Settings, Torrent, UploadPath};
 use crate::wire::extension::ExtHandshake;
@@ -1249,17 +1250,8 @@ impl Worker {
                 return;
             }
             let Some(t) = c.torrent.clone() else { return };
-            // Take requests while they fit the batch.
-            let mut total = 0usize;
-            let mut take = 0usize;
-            for (r, _) in &c.requests {
-                let add = 13 + r.length as usize;
-                if take > 0 && total + add > batch {
-                    break;
-                }
-                total += add;
-                take += 1;
-            }
+            let (take, total) =
+                coalesce::take_for_batch(c.requests.iter().map(|r| r.0.length), batch);
             let payload = (total - 13 * take) as u64;
             if !self.global_limit.try_take(payload, now) {
                 c.throttled = true;
@@ -1313,10 +1305,9 @@ impl Worker {
             let seq = c.next_seq;
             c.next_seq = c.next_seq.wrapping_add(1) & SEQ_MASK;
             // Lay out headers and plan the reads: one readv per run of file-contiguous spans.
-            let layout = &t.info().layout;
-            let mut runs: Vec<(RawFd, u64, usize, usize, usize)> = Vec::new(); // fd, offset, first iovec, count, bytes
+            let reqs: Vec<BlockRequest> = blocks.iter().map(|b| b.0).collect();
+            let plan = coalesce::plan_job(&t.info().layout, &reqs);
             let mut iovecs: Vec<libc::iovec> = Vec::new();
-            let mut at = 0usize;
             let mut failed = false;
             let mut segs: Vec<Seg> = Vec::new();
             // Splice path: bytes from the buffer, extending the previous buffer segment.
@@ -1324,51 +1315,49 @@ impl Worker {
                 Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
                 _ => segs.push(Seg::Mem { start, len }),
             };
-            for (r, _) in &blocks {
-                buf[at..at + 13].copy_from_slice(&wire::piece_header(r.index, r.begin, r.length));
-                if splice_mode {
-                    mem(&mut segs, at, 13);
-                }
-                at += 13;
-                let start = u64::from(r.index) * layout.piece_length + u64::from(r.begin);
-                for span in layout.linear_spans(start, u64::from(r.length)) {
-                    let len = span.len as usize;
-                    if span.pad {
+            for part in &plan.parts {
+                match *part {
+                    coalesce::Part::Header { at, req: r } => {
+                        buf[at..at + 13]
+                            .copy_from_slice(&wire::piece_header(r.index, r.begin, r.length));
+                        if splice_mode {
+                            mem(&mut segs, at, 13);
+                        }
+                    }
+                    coalesce::Part::Pad { at, len } => {
                         buf[at..at + len].fill(0);
                         if splice_mode {
                             mem(&mut segs, at, len);
                         }
-                    } else if let Some(fd) = t.files.raw_fd(span.file)
-                        && splice_mode
-                    {
-                        segs.push(Seg::File {
-                            fd,
-                            offset: span.offset,
-                            len,
-                        });
-                    } else if let Some(fd) = t.files.raw_fd(span.file) {
-                        let dst = libc::iovec {
+                    }
+                    coalesce::Part::File {
+                        at,
+                        file,
+                        offset,
+                        len,
+                    } => match t.files.raw_fd(file) {
+                        Some(fd) if splice_mode => segs.push(Seg::File { fd, offset, len }),
+                        Some(_) => iovecs.push(libc::iovec {
                             iov_base: buf[at..].as_mut_ptr().cast(),
                             iov_len: len,
-                        };
-                        match runs.last_mut() {
-                            Some(run)
-                                if run.0 == fd
-                                    && run.1 + run.4 as u64 == span.offset
-                                    && run.3 < 1024 =>
-                            {
-                                run.3 += 1;
-                                run.4 += len;
-                            }
-                            _ => runs.push((fd, span.offset, iovecs.len(), 1, len)),
-                        }
-                        iovecs.push(dst);
-                    } else {
-                        failed = true;
-                    }
-                    at += len;
+                        }),
+                        None => failed = true,
+                    },
                 }
             }
+            let at = plan.len;
+            // fd, offset, first iovec, count, bytes; the splice path reads nothing.
+            let runs: Vec<(RawFd, u64, usize, usize, usize)> = if splice_mode || failed {
+                Vec::new()
+            } else {
+                plan.runs
+                    .iter()
+                    .filter_map(|r| {
+                        let fd = t.files.raw_fd(r.file)?;
+                        Some((fd, r.offset, r.first, r.count, r.bytes))
+                    })
+                    .collect()
+            };
             let mut job = Job {
                 seq,
                 buf,
