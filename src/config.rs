@@ -878,5 +878,44 @@ mod tests {
             .to_string();
         assert!(e.contains("threads"), "{e}");
         assert!(Config::parse("").is_ok());
+        let e = Config::parse("[control]\nno_token_from = [\"10.0.0.0\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("control.no_token_from") && e.contains("CIDR"),
+            "{e}"
+        );
+        let e = Config::parse("[control]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control.listen"), "{e}");
+        let e = Config::parse("[state]\nsave_interval_s = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state.save_interval_s"), "{e}");
+        let e = Config::parse("[torrents]\nlimit_action = \"explode\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("explode"), "{e}");
+    }
+
+    #[test]
+    fn networks_contain_what_they_should() {
+        let n = IpNet::parse("127.0.0.0/8").unwrap();
+        assert!(n.contains("127.1.2.3".parse().unwrap()));
+        assert!(n.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!n.contains("128.0.0.1".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        let one = IpNet::parse("::1/128").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["1.2.3.4", "1.2.3.4/33", "::/129", "x/8", "1.2.3.4/-1"] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
     }
 }
