@@ -350,12 +350,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let before = get_json(&node, "/api/v1/torrents");
     let other = ringseed::metainfo::hex(&[0x11; 20]);
 
-    let cases: Vec<(&str, String, String, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
         (
             "POST",
             "/api/v1/torrents".into(),
             "{\"torrent\": ".into(),
-            None,
             400,
             "malformed JSON",
         ),
@@ -363,7 +362,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             "[1]".into(),
-            None,
             400,
             "JSON object",
         ),
@@ -371,7 +369,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"torrent": "!!"}).to_string(),
-            None,
             400,
             "base64",
         ),
@@ -379,7 +376,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"torrent": "aGVsbG8="}).to_string(),
-            None,
             400,
             "not a valid .torrent",
         ),
@@ -387,7 +383,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             add.clone(),
-            None,
             409,
             "already added",
         ),
@@ -395,7 +390,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"path": single_t, "save_path": "../outside"}).to_string(),
-            None,
             400,
             "outside the data directory",
         ),
@@ -403,7 +397,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"path": single_t, "save_path": "/etc"}).to_string(),
-            None,
             400,
             "outside the data directory",
         ),
@@ -411,7 +404,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"magnet": format!("magnet:?xt=urn:btih:{other}")}).to_string(),
-            None,
             501,
             "BEP 9",
         ),
@@ -419,7 +411,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             "/api/v1/torrents".into(),
             json!({"torrent": b64, "colour": 1}).to_string(),
-            None,
             400,
             "unknown key",
         ),
@@ -427,7 +418,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "GET",
             format!("/api/v1/torrents/{other}"),
             String::new(),
-            None,
             404,
             "no torrent",
         ),
@@ -435,7 +425,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             format!("/api/v1/torrents/{other}/pause"),
             String::new(),
-            None,
             404,
             "no torrent",
         ),
@@ -443,7 +432,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "DELETE",
             format!("/api/v1/torrents/{other}"),
             String::new(),
-            None,
             404,
             "no torrent",
         ),
@@ -451,7 +439,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "GET",
             "/api/v1/torrents/xyz".into(),
             String::new(),
-            None,
             400,
             "not an info-hash",
         ),
@@ -459,7 +446,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "POST",
             format!("/api/v1/torrents/{hash}/explode"),
             String::new(),
-            None,
             400,
             "unknown action",
         ),
@@ -467,7 +453,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "DELETE",
             format!("/api/v1/torrents/{hash}?delete_data=maybe"),
             String::new(),
-            None,
             400,
             "unknown query",
         ),
@@ -475,7 +460,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "PUT",
             format!("/api/v1/torrents/{hash}/limits"),
             json!({"ratio": -1}).to_string(),
-            None,
             400,
             "allowed",
         ),
@@ -483,13 +467,12 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "PUT",
             format!("/api/v1/torrents/{hash}/limits"),
             json!({"ratio": 2, "seed_time_min": "x"}).to_string(),
-            None,
             400,
             "number",
         ),
     ];
-    for (method, path, body, token, want, says) in &cases {
-        let (status, answer) = http(node.api, "127.0.0.1", method, path, body, *token);
+    for (method, path, body, want, says) in &cases {
+        let (status, answer) = http(node.api, "127.0.0.1", method, path, body, None);
         assert_eq!(status, *want, "{method} {path} {body}: {answer}");
         let v: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
         let msg = v["error"].as_str().unwrap_or_default();
@@ -533,7 +516,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(p.single.exists(), "its data is still there");
 
     // The watch directory is polled: a .torrent dropped there is picked up without a signal.
-    std::fs::copy(&dir.join("single.torrent"), watch.join("dup.torrent")).unwrap();
+    std::fs::copy(dir.join("single.torrent"), watch.join("dup.torrent")).unwrap();
     create_torrent(&p.multi, &watch.join("multi.torrent"), &[]);
     wait_list(&node, "the watch directory", |l| {
         l.len() == 2 && all_seeding(l)

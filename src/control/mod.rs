@@ -224,6 +224,9 @@ impl Entry {
     }
 }
 
+/// A torrent just added: its info-hash and the reply of its first save.
+type Added = ([u8; 20], Reply<()>);
+
 /// How a torrent is added.
 #[derive(Debug, Clone, Default)]
 pub struct AddOptions {
@@ -597,7 +600,7 @@ impl Service {
         path: &Path,
         data: &Path,
         trusted_path: bool,
-    ) -> Result<Option<([u8; 20], Reply<()>)>, ControlError> {
+    ) -> Result<Option<Added>, ControlError> {
         if !self.remember_source(path) {
             return Ok(None);
         }
@@ -616,11 +619,7 @@ impl Service {
     }
 
     /// Adds a torrent and returns its info-hash and the reply of its first save.
-    fn add_bytes(
-        &self,
-        bytes: Vec<u8>,
-        add: AddOptions,
-    ) -> Result<([u8; 20], Reply<()>), ControlError> {
+    fn add_bytes(&self, bytes: Vec<u8>, add: AddOptions) -> Result<Added, ControlError> {
         let meta = Metainfo::from_bytes(&bytes)
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
