@@ -34,6 +34,7 @@ pub struct Config {
     pub trackers: Trackers,
     pub torrents: Torrents,
     pub metrics: Metrics,
+    pub control: Control,
     pub state: State,
     pub hashing: Hashing,
     pub create: Create,
@@ -124,17 +125,103 @@ impl Default for Metrics {
     }
 }
 
+/// The control API (`ringseed ctl` talks to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    pub listen: String,
+    pub token: String,
+    pub token_file: String,
+    pub no_token_from: Vec<String>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            listen: "127.0.0.1:9708".into(),
+            token: String::new(),
+            token_file: String::new(),
+            no_token_from: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
+}
+
+impl Control {
+    /// The API token: `token`, else the first line of `token_file`; `None` when neither is set.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        if !self.token.is_empty() {
+            return Ok(Some(self.token.clone()));
+        }
+        if self.token_file.is_empty() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&self.token_file).map_err(|source| ConfigError::Read {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "control.token_file",
+                value: format!("{:?}", self.token_file),
+                allowed: "a file whose first line is the token",
+            });
+        }
+        Ok(Some(token))
+    }
+}
+
+/// An IP network in CIDR notation (`127.0.0.0/8`, `::1/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = s.split_once('/')?;
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |net: u128, ip: u128, width: u32| {
+            let p = u32::from(self.prefix);
+            p == 0 || (net ^ ip) >> (width - p) == 0
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+                bits(u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+                bits(u128::from(n), u128::from(i), 128)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Where the node keeps what must survive a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct State {
     pub dir: String,
+    pub save_interval_s: u32,
 }
 
 impl Default for State {
     fn default() -> Self {
         State {
             dir: "/var/lib/ringseed".into(),
+            save_interval_s: 60,
         }
     }
 }
@@ -146,13 +233,42 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Torrents {
     pub dir: String,
     pub data_dir: String,
+    pub watch_interval_s: u32,
     pub skip_check: bool,
+    pub ratio_limit_percent: u32,
+    pub seed_time_limit_min: u32,
+    pub limit_action: LimitAction,
     pub list: Vec<TorrentEntry>,
+}
+
+impl Default for Torrents {
+    fn default() -> Self {
+        Torrents {
+            dir: String::new(),
+            data_dir: String::new(),
+            watch_interval_s: 10,
+            skip_check: false,
+            ratio_limit_percent: 0,
+            seed_time_limit_min: 0,
+            limit_action: LimitAction::Stop,
+            list: Vec::new(),
+        }
+    }
+}
+
+/// What happens to a torrent that reaches its ratio or seed-time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitAction {
+    /// Pause it (it stays in the list; its data stays).
+    Stop,
+    /// Remove it from the list (its data stays).
+    Remove,
 }
 
 /// One torrent to seed: its .torrent file and its download directory.
@@ -321,6 +437,34 @@ const DOCS: &[(&str, &str)] = &[
          makes it /var/lib/ringseed.",
     ),
     (
+        "state.save_interval_s",
+        "Seconds between saves of upload totals and seeding time (changes through the API are\n\
+         saved at once, and everything at shutdown). Range 1..=3600.",
+    ),
+    (
+        "control",
+        "The control API (HTTP/JSON) that `ringseed ctl` drives: add, remove, pause, resume,\n\
+         recheck, list, peers, limits.",
+    ),
+    (
+        "control.listen",
+        "Address of the control API; \"\" turns it off.",
+    ),
+    (
+        "control.token",
+        "Bearer token required from clients outside `no_token_from`; \"\" for none (then only\n\
+         those clients are served). Prefer `token_file`: this file may be world-readable.",
+    ),
+    (
+        "control.token_file",
+        "File whose first line is the token (used when `token` is \"\").",
+    ),
+    (
+        "control.no_token_from",
+        "Networks (CIDR) whose clients need no token; every other client must send\n\
+         \"Authorization: Bearer TOKEN\". At most 64.",
+    ),
+    (
         "metrics",
         "Prometheus metrics (GET /metrics) for `seed` and `run`.",
     ),
@@ -342,6 +486,25 @@ const DOCS: &[(&str, &str)] = &[
     (
         "torrents.data_dir",
         "Download directory of the torrents found in `dir`.",
+    ),
+    (
+        "torrents.watch_interval_s",
+        "Seconds between looks into `dir` for new .torrent files; 0 means only at start and on\n\
+         SIGHUP. Range 0..=86400.",
+    ),
+    (
+        "torrents.ratio_limit_percent",
+        "Global ratio limit in percent of the torrent's size uploaded (150 = ratio 1.5); 0 means\n\
+         none. A torrent's own limit (set through the API) wins. Range 0..=100000.",
+    ),
+    (
+        "torrents.seed_time_limit_min",
+        "Global seeding-time limit in minutes; 0 means none. Range 0..=5256000 (10 years).",
+    ),
+    (
+        "torrents.limit_action",
+        "At a ratio or seed-time limit: \"stop\" (pause, keep it listed) or \"remove\" (drop it\n\
+         from the list). Data is never deleted by a limit.",
     ),
     (
         "torrents.skip_check",
@@ -510,6 +673,53 @@ impl Config {
             t.udp_retries <= 8,
             "allowed 0..=8",
         )?;
+        let t = &self.torrents;
+        range(
+            "torrents.watch_interval_s",
+            t.watch_interval_s,
+            t.watch_interval_s <= 86_400,
+            "allowed 0..=86400",
+        )?;
+        range(
+            "torrents.ratio_limit_percent",
+            t.ratio_limit_percent,
+            t.ratio_limit_percent <= 100_000,
+            "allowed 0..=100000",
+        )?;
+        range(
+            "torrents.seed_time_limit_min",
+            t.seed_time_limit_min,
+            t.seed_time_limit_min <= 5_256_000,
+            "allowed 0..=5256000",
+        )?;
+        range(
+            "state.save_interval_s",
+            self.state.save_interval_s,
+            (1..=3600).contains(&self.state.save_interval_s),
+            "allowed 1..=3600",
+        )?;
+        let c = &self.control;
+        if !c.listen.is_empty() && c.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::OutOfRange {
+                key: "control.listen",
+                value: format!("{:?}", c.listen),
+                allowed: "\"\" or an IP address and port, like \"127.0.0.1:9708\"",
+            });
+        }
+        if c.no_token_from.len() > 64 {
+            return Err(ConfigError::OutOfRange {
+                key: "control.no_token_from",
+                value: format!("{} networks", c.no_token_from.len()),
+                allowed: "at most 64",
+            });
+        }
+        if let Some(bad) = c.no_token_from.iter().find(|n| IpNet::parse(n).is_none()) {
+            return Err(ConfigError::OutOfRange {
+                key: "control.no_token_from",
+                value: format!("{bad:?}"),
+                allowed: "networks in CIDR notation, like \"127.0.0.0/8\" or \"::1/128\"",
+            });
+        }
         if !self.torrents.dir.is_empty() && self.torrents.data_dir.is_empty() {
             return Err(ConfigError::OutOfRange {
                 key: "torrents.data_dir",
@@ -668,5 +878,44 @@ mod tests {
             .to_string();
         assert!(e.contains("threads"), "{e}");
         assert!(Config::parse("").is_ok());
+        let e = Config::parse("[control]\nno_token_from = [\"10.0.0.0\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("control.no_token_from") && e.contains("CIDR"),
+            "{e}"
+        );
+        let e = Config::parse("[control]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control.listen"), "{e}");
+        let e = Config::parse("[state]\nsave_interval_s = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state.save_interval_s"), "{e}");
+        let e = Config::parse("[torrents]\nlimit_action = \"explode\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("explode"), "{e}");
+    }
+
+    #[test]
+    fn networks_contain_what_they_should() {
+        let n = IpNet::parse("127.0.0.0/8").unwrap();
+        assert!(n.contains("127.1.2.3".parse().unwrap()));
+        assert!(n.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!n.contains("128.0.0.1".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        let one = IpNet::parse("::1/128").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["1.2.3.4", "1.2.3.4/33", "::/129", "x/8", "1.2.3.4/-1"] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
     }
 }

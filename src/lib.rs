@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bencode;
 pub mod config;
+pub mod control;
 pub mod create;
 pub mod db;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod metainfo;
 pub mod metrics;
 pub mod pieces;
 pub mod session;
+pub mod state;
 pub mod storage;
 pub mod tracker;
 pub mod uring;

@@ -123,6 +123,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive a running `ringseed run` through its control API (address and token from the
+    /// config's `[control]`).
+    Ctl(CtlArgs),
     /// Config file tools.
     Config {
         #[command(subcommand)]
@@ -327,6 +330,77 @@ struct ServeArgs {
     stats_every: u64,
 }
 
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// API base URL [default: http:// + config control.listen].
+    #[arg(long)]
+    api: Option<String>,
+    /// Token [default: config control.token or control.token_file, else $RINGSEED_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Torrents with their state and totals.
+    List,
+    /// One torrent.
+    Show { hash: String },
+    /// Add a .torrent (uploaded), or one the node reads itself (--path), or a magnet link.
+    Add {
+        /// A .torrent file to upload.
+        #[arg(required_unless_present_any = ["path", "magnet"], conflicts_with_all = ["path", "magnet"])]
+        file: Option<PathBuf>,
+        /// A .torrent file on the node's machine.
+        #[arg(long, conflicts_with = "magnet")]
+        path: Option<String>,
+        #[arg(long)]
+        magnet: Option<String>,
+        /// Data directory, inside the node's torrents.data_dir [default: data_dir].
+        #[arg(long)]
+        save_path: Option<String>,
+        #[arg(long)]
+        paused: bool,
+        /// Trust the data without hashing it.
+        #[arg(long)]
+        skip_check: bool,
+    },
+    /// Remove a torrent (its data stays unless --delete-data).
+    Remove {
+        hash: String,
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Stop serving a torrent (it stays listed; a restart keeps it paused).
+    Pause { hash: String },
+    /// Serve a paused torrent again.
+    Resume { hash: String },
+    /// Hash the torrent's data again.
+    Recheck { hash: String },
+    /// Its connected peers.
+    Peers { hash: String },
+    /// Set a torrent's limits; "none" returns a limit to the global value.
+    Limits {
+        hash: String,
+        /// Upload rate in KiB/s (0 = unlimited).
+        #[arg(long)]
+        upload_rate_kib: Option<String>,
+        /// Uploaded / size at which it stops (or is removed: torrents.limit_action).
+        #[arg(long)]
+        ratio: Option<String>,
+        /// Minutes of seeding after which it stops.
+        #[arg(long)]
+        seed_time_min: Option<String>,
+    },
+    /// Resumed torrents, checks by reason, upload total.
+    Stats,
+}
+
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Print the default config with every key documented.
@@ -461,8 +535,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             torrent,
             data,
             serve: args,
-        } => serve(Source::One(torrent, data), &args, &config),
-        Command::Run { serve: args } => serve(Source::Config(cli.config.clone()), &args, &config),
+        } => serve(&torrent, &data, &args, &config),
+        Command::Run { serve: args } => run_node(cli.config.as_deref(), &args, &config),
+        Command::Ctl(args) => ctl(args, &config),
         Command::Fetch {
             torrent,
             peer,
@@ -770,28 +845,6 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The .torrent files `[torrents]` names: the list, then every .torrent in `dir`.
-fn config_torrents(config: &Config) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let t = &config.torrents;
-    let mut out: Vec<(PathBuf, PathBuf)> = t
-        .list
-        .iter()
-        .map(|e| (PathBuf::from(&e.torrent), PathBuf::from(&e.data)))
-        .collect();
-    if !t.dir.is_empty() {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&t.dir)
-            .with_context(|| format!("torrents.dir {}", t.dir))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "torrent"))
-            .collect();
-        found.sort();
-        out.extend(found.into_iter().map(|p| (p, PathBuf::from(&t.data_dir))));
-    }
-    Ok(out)
-}
-
-/// Seeds `torrents` ((.torrent, download dir) pairs) until SIGINT or SIGTERM.
 /// Opens one torrent's data for seeding: hashes it first unless `skip_check`.
 fn open_torrent(
     path: &Path,
@@ -824,16 +877,14 @@ fn open_torrent(
     Ok(t)
 }
 
-/// Where `serve` gets its torrents: one from the command line, or the config's `[torrents]`
-/// (which SIGHUP re-reads).
-enum Source {
-    One(PathBuf, PathBuf),
-    Config(Option<PathBuf>),
-}
-
-/// Seeds until SIGINT or SIGTERM; SIGHUP reloads what can change live.
-fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
-    use ringseed::session::Session;
+/// Engine settings and session options from the config with the command line's overrides.
+fn serve_setup(
+    args: &ServeArgs,
+    config: &Config,
+) -> Result<(
+    ringseed::engine::Settings,
+    ringseed::session::SessionOptions,
+)> {
     let mut settings = config.engine_settings();
     if let Some(l) = args.listen {
         settings.listen = l;
@@ -850,73 +901,41 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
             Some(m.parse().with_context(|| format!("--metrics {m:?}"))?)
         };
     }
+    Ok((settings, options))
+}
+
+/// Tells systemd (Type=notify) we are ready, with a status line; a no-op outside systemd.
+fn notify_ready(status: &str) {
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]) {
+        tracing::warn!("telling systemd we are ready: {e}");
+    }
+}
+
+/// `ringseed seed`: seeds one torrent until SIGINT or SIGTERM; SIGHUP applies the config's rate
+/// limits again.
+fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
+    use ringseed::session::Session;
+    let (settings, options) = serve_setup(args, config)?;
     let skip_check = args.skip_check || config.torrents.skip_check;
-    let torrents = match &source {
-        Source::One(t, d) => vec![(t.clone(), d.clone())],
-        Source::Config(_) => config_torrents(config)?,
-    };
-    if torrents.is_empty() {
-        bail!("the config lists no torrents: set [torrents] dir/data_dir or list");
-    }
-    let single = matches!(source, Source::One(..));
-    let mut loaded: std::collections::HashSet<PathBuf> = Default::default();
-    let mut opened = Vec::new();
-    for (path, data) in &torrents {
-        match open_torrent(path, data, config, skip_check, single) {
-            Ok(t) => {
-                loaded.insert(path.clone());
-                opened.push(std::sync::Arc::new(t));
-            }
-            // One bad torrent must not keep a box of thousands from seeding the rest.
-            Err(e) if !single => tracing::error!("skipping {}: {e:#}", path.display()),
-            Err(e) => return Err(e),
-        }
-    }
-    if opened.is_empty() {
-        bail!("no torrent could be opened");
-    }
+    let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check, true)?);
     // Block the signals before any thread starts, so every thread inherits the mask and only
     // the signal thread receives them.
     let signals = signal_thread()?;
     let session = Session::start(settings, options)?;
-    for t in &opened {
-        session.add_torrent(t.clone())?;
-    }
-    say!(
-        "seeding {} torrent(s) on {} with {} workers",
-        opened.len(),
-        session.engine().local_addr(),
-        session.engine().stats().len()
-    );
+    session.add_torrent(opened)?;
+    let status = format!("seeding 1 torrent(s) on {}", session.engine().local_addr());
+    say!("{status} with {} workers", session.engine().stats().len());
     if let Some(m) = session.metrics_addr() {
         say!("metrics on http://{m}/metrics");
     }
-    // systemd (Type=notify): ready once every worker listens; a no-op outside systemd.
-    let status = format!(
-        "seeding {} torrent(s) on {}",
-        opened.len(),
-        session.engine().local_addr()
-    );
-    if let Err(e) = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&status),
-    ]) {
-        tracing::warn!("telling systemd we are ready: {e}");
-    }
-    let mut torrents = opened;
+    notify_ready(&status);
     let signal = loop {
         match wait_for_signal(&signals, args.stats_every, session.engine()) {
             nix::sys::signal::Signal::SIGHUP => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                reload(
-                    &source,
-                    config,
-                    skip_check,
-                    &session,
-                    &mut torrents,
-                    &mut loaded,
-                );
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
             }
             other => break other,
         }
@@ -928,70 +947,82 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: re-reads the config file; applies the rate limits and starts torrents that are new
-/// in `[torrents]`; says which changed keys need a restart. A bad file changes nothing.
-fn reload(
-    source: &Source,
-    running: &Config,
-    skip_check: bool,
-    session: &ringseed::session::Session,
-    torrents: &mut Vec<std::sync::Arc<ringseed::engine::Torrent>>,
-    loaded: &mut std::collections::HashSet<PathBuf>,
-) {
-    let Source::Config(Some(path)) = source else {
+/// `ringseed run`: the service. Resume state, the config's torrents, the control API; SIGHUP
+/// re-reads the config (limits and new torrents at once, other keys at restart).
+fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Result<ExitCode> {
+    use ringseed::control::node::Node;
+    let (settings, options) = serve_setup(args, config)?;
+    let mut config = config.clone();
+    config.torrents.skip_check |= args.skip_check;
+    let signals = signal_thread()?;
+    let node = Node::start(&config, settings, options)?;
+    let engine = node.session().engine();
+    let status = format!(
+        "seeding {} torrent(s) on {}",
+        node.service().list().len(),
+        engine.local_addr()
+    );
+    say!("{status} with {} workers", engine.stats().len());
+    if let Some(m) = node.session().metrics_addr() {
+        say!("metrics on http://{m}/metrics");
+    }
+    if let Some(a) = node.api_addr() {
+        say!("control API on http://{a}");
+    }
+    notify_ready(&status);
+    let signal = loop {
+        match wait_for_signal(&signals, args.stats_every, node.session().engine()) {
+            nix::sys::signal::Signal::SIGHUP => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                reload(config_path, &config, &node);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            other => break other,
+        }
+    };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    say!("{signal}: announcing stopped, closing peers");
+    let stats = node.shutdown();
+    say!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: re-reads the config file and applies what can change live; says which changed keys
+/// need a restart. A bad file changes nothing.
+fn reload(path: Option<&Path>, running: &Config, node: &ringseed::control::node::Node) {
+    let Some(path) = path else {
         tracing::info!("SIGHUP: no config file to reload");
         return;
     };
-    let new = match Config::load(path) {
+    let mut new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: keeping the running config: {e}");
             return;
         }
     };
-    session
-        .engine()
-        .set_upload_limit(new.engine.upload_rate_limit_kib << 10);
-    for t in torrents.iter() {
-        t.upload_limit
-            .set_rate(new.engine.torrent_upload_rate_limit_kib << 10);
-    }
+    new.torrents.skip_check |= running.torrents.skip_check;
     let mut live = new.engine.clone();
     live.upload_rate_limit_kib = running.engine.upload_rate_limit_kib;
     live.torrent_upload_rate_limit_kib = running.engine.torrent_upload_rate_limit_kib;
-    if live != running.engine || new.trackers != running.trackers || new.metrics != running.metrics
+    if live != running.engine
+        || new.trackers != running.trackers
+        || new.metrics != running.metrics
+        || new.control != running.control
+        || new.state.dir != running.state.dir
     {
         tracing::warn!(
-            "SIGHUP: changes to [engine] (other than rate limits), [trackers] or [metrics] need a restart"
+            "SIGHUP: changes to [engine] (other than rate limits), [trackers], [metrics], \
+             [control] or state.dir need a restart"
         );
     }
-    let mut added = 0;
-    match config_torrents(&new) {
-        Ok(list) => {
-            let fresh: Vec<(PathBuf, PathBuf)> = list
-                .into_iter()
-                .filter(|(p, _)| !loaded.contains(p))
-                .collect();
-            for (p, d) in fresh {
-                match open_torrent(&p, &d, &new, skip_check, false) {
-                    Ok(t) => {
-                        let t = std::sync::Arc::new(t);
-                        if session.add_torrent(t.clone()).is_ok() {
-                            loaded.insert(p);
-                            torrents.push(t);
-                            added += 1;
-                        }
-                    }
-                    Err(e) => tracing::error!("SIGHUP: skipping {}: {e:#}", p.display()),
-                }
-            }
-        }
-        Err(e) => tracing::error!("SIGHUP: {e:#}"),
+    match node.reload(&new) {
+        Ok(added) => say!(
+            "SIGHUP: reloaded {}: {added} torrent(s) added, limits applied",
+            path.display()
+        ),
+        Err(e) => tracing::error!("SIGHUP: {e}"),
     }
-    say!(
-        "SIGHUP: reloaded {}: {added} torrent(s) added, limits applied",
-        path.display()
-    );
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started later) and
@@ -1058,6 +1089,162 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `ringseed ctl`: one API request, its answer printed.
+fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
+    use base64::Engine as _;
+    use reqwest::Method;
+    use ringseed::control::client::ApiClient;
+    use serde_json::{Value, json};
+    let api = match args.api {
+        Some(a) => a,
+        None => {
+            let listen: std::net::SocketAddr = config
+                .control
+                .listen
+                .parse()
+                .context("control.listen is off or invalid; give --api")?;
+            // A wildcard listener is reached on loopback.
+            let ip = match listen.ip() {
+                std::net::IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
+                std::net::IpAddr::V6(v) if v.is_unspecified() => "[::1]".to_string(),
+                std::net::IpAddr::V6(v) => format!("[{v}]"),
+                ip => ip.to_string(),
+            };
+            format!("http://{ip}:{}", listen.port())
+        }
+    };
+    let token = match args.token {
+        Some(t) => Some(t),
+        None => config
+            .control
+            .read_token()?
+            .or_else(|| std::env::var("RINGSEED_TOKEN").ok()),
+    };
+    let client = ApiClient::new(&api, token)?;
+    let torrent = |h: &str| format!("/api/v1/torrents/{h}");
+    let limit =
+        |v: &Option<String>, key: &str, map: &mut serde_json::Map<String, Value>| -> Result<()> {
+            if let Some(v) = v {
+                let value = if v == "none" {
+                    Value::Null
+                } else {
+                    json!(
+                        v.parse::<f64>()
+                            .with_context(|| format!("--{key} {v:?}: a number or none"))?
+                    )
+                };
+                map.insert(key.replace('-', "_"), value);
+            }
+            Ok(())
+        };
+    let answer = match &args.cmd {
+        CtlCmd::List => client.call(Method::GET, "/api/v1/torrents", None)?,
+        CtlCmd::Show { hash } => client.call(Method::GET, &torrent(hash), None)?,
+        CtlCmd::Add {
+            file,
+            path,
+            magnet,
+            save_path,
+            paused,
+            skip_check,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(f) = file {
+                let bytes = std::fs::read(f).with_context(|| f.display().to_string())?;
+                body.insert(
+                    "torrent".into(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                );
+            }
+            if let Some(p) = path {
+                body.insert("path".into(), json!(p));
+            }
+            if let Some(m) = magnet {
+                body.insert("magnet".into(), json!(m));
+            }
+            if let Some(p) = save_path {
+                body.insert("save_path".into(), json!(p));
+            }
+            body.insert("paused".into(), json!(paused));
+            if *skip_check {
+                body.insert("skip_check".into(), json!(true));
+            }
+            client.call(Method::POST, "/api/v1/torrents", Some(&Value::Object(body)))?
+        }
+        CtlCmd::Remove { hash, delete_data } => client.call(
+            Method::DELETE,
+            &format!("{}?delete_data={delete_data}", torrent(hash)),
+            None,
+        )?,
+        CtlCmd::Pause { hash } => client.call(Method::POST, &(torrent(hash) + "/pause"), None)?,
+        CtlCmd::Resume { hash } => client.call(Method::POST, &(torrent(hash) + "/resume"), None)?,
+        CtlCmd::Recheck { hash } => {
+            client.call(Method::POST, &(torrent(hash) + "/recheck"), None)?
+        }
+        CtlCmd::Peers { hash } => client.call(Method::GET, &(torrent(hash) + "/peers"), None)?,
+        CtlCmd::Limits {
+            hash,
+            upload_rate_kib,
+            ratio,
+            seed_time_min,
+        } => {
+            let mut body = serde_json::Map::new();
+            limit(upload_rate_kib, "upload-rate-kib", &mut body)?;
+            limit(ratio, "ratio", &mut body)?;
+            limit(seed_time_min, "seed-time-min", &mut body)?;
+            client.call(
+                Method::PUT,
+                &(torrent(hash) + "/limits"),
+                Some(&Value::Object(body)),
+            )?
+        }
+        CtlCmd::Stats => client.call(Method::GET, "/api/v1/stats", None)?,
+    };
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let row = |t: &Value| {
+        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let n = |k: &str| t.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        format!(
+            "{}  {:<8} {:>6.1}%  up {:>10}  ratio {:>5.2}  peers {:>4}  {}",
+            s("info_hash"),
+            s("state"),
+            100.0 * n("verified_pieces") / n("pieces").max(1.0),
+            n("uploaded") as u64,
+            n("ratio"),
+            n("peers") as u64,
+            s("name")
+        )
+    };
+    match (&args.cmd, &answer) {
+        (CtlCmd::List, Value::Array(list)) => {
+            for t in list {
+                say!("{}", row(t));
+            }
+        }
+        (CtlCmd::Peers { .. }, Value::Array(list)) => {
+            for p in list {
+                say!(
+                    "{}  up {}  {}  {}",
+                    p.get("addr").and_then(Value::as_str).unwrap_or(""),
+                    p.get("uploaded").and_then(Value::as_u64).unwrap_or(0),
+                    if p.get("choked").and_then(Value::as_bool).unwrap_or(true) {
+                        "choked"
+                    } else {
+                        "unchoked"
+                    },
+                    p.get("client").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+        }
+        (CtlCmd::Stats | CtlCmd::Remove { .. }, v) => say!("{v}"),
+        (_, t) => say!("{}", row(t)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ringseed bench`: runs the swarm (against a spawned seeder or a given one) and prints.

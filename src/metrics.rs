@@ -37,9 +37,9 @@ impl std::fmt::Debug for EngineCollector {
     }
 }
 
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
-fn counter(
+pub(crate) fn counter(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -52,7 +52,7 @@ fn counter(
     Ok(())
 }
 
-fn gauge(
+pub(crate) fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -246,4 +246,14 @@ pub fn render(registry: &Registry) -> String {
         out.clear();
     }
     out
+}
+
+/// A collector its owner keeps a reference to (the registry wants a `Box`).
+#[derive(Debug)]
+pub struct Shared(pub Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(enc)
+    }
 }

@@ -5,6 +5,10 @@
 //! never touches a peer socket: it hands peers it learns of to the workers through the engine's
 //! bounded command channels.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -13,6 +17,7 @@ use std::sync::RwLock;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::db::{DbError, DbHandle, DbWriter};
 use crate::metrics::EngineCollector;
 
 use crate::engine::{Engine, EngineError, Settings, StatsSnapshot, Torrent};
@@ -34,7 +39,16 @@ pub struct SessionOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Torrents with their own metric series; the rest are summed as "other".
     pub metrics_top_torrents: usize,
+    /// The node's database (resume state, ledger); the session runs its one writer thread.
+    pub db_path: Option<PathBuf>,
+    /// More series for `/metrics` (the control service's own counters).
+    pub collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
 }
+
+/// Every component with tables in the node's database, and its migrations: the one place a
+/// component registers itself.
+pub const DB_COMPONENTS: &[(&str, &[&str])] =
+    &[(crate::state::COMPONENT, crate::state::MIGRATIONS)];
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -45,6 +59,8 @@ impl Default for SessionOptions {
             max_connects_per_announce: 50,
             metrics_listen: None,
             metrics_top_torrents: 20,
+            db_path: None,
+            collectors: Vec::new(),
         }
     }
 }
@@ -64,25 +80,80 @@ pub enum SessionError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
+
+/// A task for the control thread's runtime.
+pub type ControlTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 enum ControlCommand {
     Add(Arc<Torrent>),
+    /// Stop announcing one torrent (with a `stopped` event to its trackers).
+    Remove([u8; 20]),
+    /// Run a task on the control thread until shutdown.
+    Spawn(ControlTask),
     /// Send `stopped` to every tracker, then answer.
     Shutdown(oneshot::Sender<()>),
 }
 
 /// The engine and its control thread.
 pub struct Session {
-    engine: Arc<Engine>,
+    handle: SessionHandle,
     control: Option<JoinHandle<()>>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    db: Option<DbWriter>,
+}
+
+/// What other threads and control-thread tasks use to add and remove torrents.
+#[derive(Clone)]
+pub struct SessionHandle {
+    engine: Arc<Engine>,
     commands: mpsc::UnboundedSender<ControlCommand>,
     torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
-    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Serve a torrent and announce it; or stop both.
+impl SessionHandle {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves a torrent and starts announcing it.
+    pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), SessionError> {
+        self.engine.add_torrent(t.clone())?;
+        if let Ok(mut list) = self.torrents.write() {
+            list.push(t.clone());
+        }
+        self.commands
+            .send(ControlCommand::Add(t))
+            .map_err(|_| SessionError::Stopped)
+    }
+
+    /// Stops serving a torrent (its peers are closed) and announces `stopped`.
+    pub fn remove_torrent(&self, id: [u8; 20]) -> Result<(), SessionError> {
+        if let Ok(mut list) = self.torrents.write() {
+            list.retain(|t| t.id != id);
+        }
+        let _ = self.commands.send(ControlCommand::Remove(id));
+        self.engine.remove_torrent(id)?;
+        Ok(())
+    }
+
+    /// Runs `task` on the control thread; it is dropped at shutdown.
+    pub fn spawn(&self, task: ControlTask) -> Result<(), SessionError> {
+        self.commands
+            .send(ControlCommand::Spawn(task))
+            .map_err(|_| SessionError::Stopped)
+    }
 }
 
 impl Session {
     pub fn start(settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
+        let db = match &options.db_path {
+            Some(path) => Some(DbWriter::start(path, DB_COMPONENTS)?),
+            None => None,
+        };
         let engine = Arc::new(Engine::start(settings)?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
         let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
@@ -98,6 +169,9 @@ impl Session {
                     torrents: torrents.clone(),
                     top_torrents: options.metrics_top_torrents,
                 }));
+                for c in &options.collectors {
+                    registry.register_collector(Box::new(crate::metrics::Shared(c.clone())));
+                }
                 Some((l, registry))
             }
             None => None,
@@ -110,16 +184,29 @@ impl Session {
             .spawn(move || control_thread(e, client, options, rx, metrics))
             .map_err(SessionError::Control)?;
         Ok(Session {
-            engine,
+            handle: SessionHandle {
+                engine,
+                commands: tx,
+                torrents,
+            },
             control: Some(control),
-            commands: tx,
-            torrents,
             metrics_addr,
+            db,
         })
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.handle.engine
+    }
+
+    /// A handle for other threads and control-thread tasks.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    /// The database writer's handle, when the session has a database.
+    pub fn db(&self) -> Option<DbHandle> {
+        self.db.as_ref().map(DbWriter::handle)
     }
 
     /// Where `/metrics` is served, if it is.
@@ -129,26 +216,29 @@ impl Session {
 
     /// Serves a torrent and starts announcing it.
     pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), SessionError> {
-        self.engine.add_torrent(t.clone())?;
-        if let Ok(mut list) = self.torrents.write() {
-            list.push(t.clone());
-        }
-        self.commands
-            .send(ControlCommand::Add(t))
-            .map_err(|_| SessionError::Stopped)
+        self.handle.add_torrent(t)
     }
 
-    /// Announces `stopped` (bounded by the announcer's deadline), closes every peer, stops.
+    /// Announces `stopped` (bounded by the announcer's deadline), closes every peer, stops;
+    /// the database writer commits what is queued and stops last.
     pub fn shutdown(mut self) -> Vec<StatsSnapshot> {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(ControlCommand::Shutdown(tx)).is_ok() {
+        if self
+            .handle
+            .commands
+            .send(ControlCommand::Shutdown(tx))
+            .is_ok()
+        {
             let _ = rx.blocking_recv();
         }
         if let Some(t) = self.control.take() {
             let _ = t.join();
         }
-        self.engine.stop();
-        self.engine.stats()
+        self.handle.engine.stop();
+        if let Some(db) = self.db.take() {
+            db.shutdown();
+        }
+        self.handle.engine.stats()
     }
 }
 
@@ -207,20 +297,38 @@ fn control_thread(
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut services = tokio::task::JoinSet::new();
+        // Per torrent, the switch that ends its announce loop.
+        let mut announcing: HashMap<[u8; 20], watch::Sender<bool>> = HashMap::new();
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 ControlCommand::Add(t) => {
                     if options.announce && !t.meta.trackers.is_empty() {
+                        let (own_tx, own_rx) = watch::channel(false);
+                        // Re-adding (resume after pause) ends the old loop first.
+                        if let Some(old) = announcing.insert(t.id, own_tx) {
+                            let _ = old.send(true);
+                        }
                         tasks.spawn(announce_loop(
                             t,
                             engine.clone(),
                             client.clone(),
                             options.clone(),
                             stop_rx.clone(),
+                            own_rx,
                         ));
                     }
                 }
+                ControlCommand::Remove(id) => {
+                    if let Some(stop) = announcing.remove(&id) {
+                        let _ = stop.send(true);
+                    }
+                }
+                ControlCommand::Spawn(task) => {
+                    services.spawn(task);
+                }
                 ControlCommand::Shutdown(done) => {
+                    services.abort_all();
                     let _ = stop_tx.send(true);
                     while tasks.join_next().await.is_some() {}
                     engine.stop();
@@ -241,6 +349,7 @@ async fn announce_loop(
     client: Arc<TrackerClient>,
     options: SessionOptions,
     mut stop: watch::Receiver<bool>,
+    mut own_stop: watch::Receiver<bool>,
 ) {
     let port = engine.local_addr().port();
     let mut announcer = Announcer::new(
@@ -260,6 +369,7 @@ async fn announce_loop(
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             _ = stop.changed() => break,
+            _ = own_stop.changed() => break,
         }
         match announcer.announce_now(client.as_ref(), stats(&t)).await {
             AnnounceOutcome::Announced {

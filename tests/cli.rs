@@ -206,7 +206,8 @@ fn run_seeds_the_configured_torrents() {
     std::fs::write(
         &cfg,
         format!(
-            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[torrents]\ndir = {:?}\ndata_dir = {:?}\nlist = [{{ torrent = {:?}, data = {:?} }}]\n",
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[control]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[torrents]\nwatch_interval_s = 0\ndir = {:?}\ndata_dir = {:?}\nlist = [{{ torrent = {:?}, data = {:?} }}]\n",
+            dir.join("state").display().to_string(),
             tdir.display().to_string(),
             p.data_dir().display().to_string(),
             listed.display().to_string(),

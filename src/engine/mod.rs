@@ -58,8 +58,32 @@ pub enum EngineError {
 pub(crate) enum Command {
     AddTorrent(Arc<Torrent>),
     RemoveTorrent([u8; 20]),
-    Connect { addr: SocketAddr, torrent: [u8; 20] },
+    Connect {
+        addr: SocketAddr,
+        torrent: [u8; 20],
+    },
+    /// List the peers of one torrent.
+    Peers {
+        torrent: [u8; 20],
+        reply: Sender<Vec<PeerInfo>>,
+    },
     Shutdown,
+}
+
+/// One connected peer, as the control API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// The client name from its extension handshake (`v`), if it sent one.
+    pub client: Option<String>,
+    /// Piece payload bytes sent to it.
+    pub uploaded: u64,
+    pub interested: bool,
+    /// We are choking it.
+    pub choked: bool,
+    /// Its requests waiting to be served.
+    pub queued_requests: usize,
+    pub connected_s: u64,
 }
 
 struct WorkerHandle {
@@ -187,6 +211,29 @@ impl Engine {
     pub fn connect(&self, addr: SocketAddr, torrent: [u8; 20]) -> Result<(), EngineError> {
         let i = self.next_connect.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         self.send(i, Command::Connect { addr, torrent })
+    }
+
+    /// The peers of one torrent over every worker; a worker that does not answer within
+    /// `timeout` (busy or stopped) is left out.
+    pub fn peers(&self, torrent: [u8; 20], timeout: std::time::Duration) -> Vec<PeerInfo> {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        let mut asked = 0;
+        for i in 0..self.workers.len() {
+            let reply = tx.clone();
+            if self.send(i, Command::Peers { torrent, reply }).is_ok() {
+                asked += 1;
+            }
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(list) => out.extend(list),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|p| p.addr);
+        out
     }
 
     /// Changes the global upload limit (bytes/s, 0 = unlimited).

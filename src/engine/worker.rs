@@ -702,6 +702,24 @@ impl Worker {
         }
     }
 
+    fn peers_of(&self, torrent: [u8; 20]) -> Vec<super::PeerInfo> {
+        let now = Instant::now();
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.closing.is_none() && c.torrent.as_ref().is_some_and(|t| t.id == torrent))
+            .map(|c| super::PeerInfo {
+                addr: c.addr,
+                client: c.ext.as_ref().and_then(|e| e.v.clone()),
+                uploaded: c.uploaded,
+                interested: c.peer_interested,
+                choked: c.am_choking,
+                queued_requests: c.requests.len(),
+                connected_s: now.duration_since(c.connected_at).as_secs(),
+            })
+            .collect()
+    }
+
     fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
         self.conns.get_mut(slot).and_then(Option::as_mut)
     }
@@ -721,6 +739,9 @@ impl Worker {
                     }
                 }
                 Command::Connect { addr, torrent } => self.connect(addr, torrent),
+                Command::Peers { torrent, reply } => {
+                    let _ = reply.send(self.peers_of(torrent));
+                }
                 Command::Shutdown => {
                     self.stopping = true;
                     let all = self.slots_where(|_| true);

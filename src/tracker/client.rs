@@ -113,20 +113,24 @@ fn shown(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_owned()
 }
 
+/// rustls with the `ring` provider and the system's CA roots, built here so no process-wide
+/// crypto provider is installed behind the engine's back (every reqwest client uses this).
+pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
 impl TrackerClient {
     /// Builds the client. Fails only when the TLS setup cannot be made (no usable crypto or
     /// root store).
     pub fn new(config: ClientConfig) -> Result<Self, TrackerError> {
         let setup = |e: &dyn std::fmt::Display| TrackerError::Setup(e.to_string());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| setup(&e))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| setup(&e))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = tls_config().map_err(|e| setup(&e))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(config.http_timeout)

@@ -1,0 +1,456 @@
+//! The control API: HTTP/JSON on the control thread (axum).
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /api/v1/torrents` | list with stats |
+//! | `POST /api/v1/torrents` | add: `{"torrent": BASE64}` or `{"path": FILE}` (or `{"magnet": URI}`, refused with 501), optional `save_path`, `paused`, `skip_check` |
+//! | `GET /api/v1/torrents/{hash}` | one torrent |
+//! | `DELETE /api/v1/torrents/{hash}[?delete_data=true]` | remove, keeping or deleting its data |
+//! | `POST /api/v1/torrents/{hash}/pause`, `/resume`, `/recheck` | |
+//! | `GET /api/v1/torrents/{hash}/peers` | its connected peers |
+//! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
+//! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
+//!
+//! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
+//! Clients outside `control.no_token_from` must send `Authorization: Bearer TOKEN`; the token is
+//! compared in constant time (SHA-256 of both sides, then every byte).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::{AddOptions, ControlError, Service, parse_info_hash};
+use crate::config::IpNet;
+use crate::state::Limits;
+
+/// Largest request body: a base64 .torrent of [`super::MAX_TORRENT_FILE`] plus the JSON around it.
+const MAX_BODY: usize = super::MAX_TORRENT_FILE / 3 * 4 + 64 * 1024;
+
+/// Who may use the API.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub token: Option<String>,
+    pub no_token_from: Vec<IpNet>,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    service: Service,
+    access: Arc<Access>,
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ControlError::BadRequest(_) | ControlError::OutsideDataDir { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::AlreadyAdded(_) => StatusCode::CONFLICT,
+            ControlError::MagnetUnsupported => StatusCode::NOT_IMPLEMENTED,
+            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Db(_) | ControlError::Session(_) | ControlError::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        json_response(status, &json!({ "error": self.to_string() }))
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    json_response(status, &serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+/// Whether two secrets are equal, in time independent of where they differ (hashing first also
+/// hides their lengths).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (x, y) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// Decides whether a client may use the API.
+pub fn authorize(
+    access: &Access,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), ControlError> {
+    if access.no_token_from.iter().any(|n| n.contains(peer)) {
+        return Ok(());
+    }
+    let Some(token) = &access.token else {
+        return Err(ControlError::Unauthorized(format!(
+            "{peer} is not in control.no_token_from and no control.token is configured"
+        )));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same_secret(g, token) => Ok(()),
+        Some(_) => Err(ControlError::Unauthorized("wrong token".into())),
+        None => Err(ControlError::Unauthorized(format!(
+            "a token is required from {peer}: send \"Authorization: Bearer TOKEN\""
+        ))),
+    }
+}
+
+async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let verdict = match peer {
+        Some(ip) => authorize(&s.access, ip, req.headers()),
+        None => Err(ControlError::Unauthorized("unknown client address".into())),
+    };
+    match verdict {
+        Ok(()) => {
+            let resp = next.run(req).await;
+            if resp.status().is_client_error() {
+                s.service
+                    .counters()
+                    .api_bad_requests
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            resp
+        }
+        Err(e) => {
+            s.service
+                .counters()
+                .api_unauthorized
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = ?peer, "control API: {e}");
+            e.into_response()
+        }
+    }
+}
+
+/// Runs blocking service work (hashing setup, database waits, asking the workers) off the
+/// control thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ControlError::Io(format!("control task: {e}")))?
+}
+
+fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
+    parse_info_hash(hash)
+}
+
+fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ControlError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ControlError::BadRequest(
+            "the body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ControlError::BadRequest(format!("malformed JSON: {e}"))),
+    }
+}
+
+fn reject_unknown(m: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), ControlError> {
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ControlError::BadRequest(format!(
+            "unknown key {k:?}; allowed: {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn opt_str<'a>(
+    m: &'a serde_json::Map<String, Value>,
+    k: &str,
+) -> Result<Option<&'a str>, ControlError> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ControlError::BadRequest(format!("{k:?} must be a string"))),
+    }
+}
+
+fn opt_bool(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<bool>, ControlError> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ControlError::BadRequest(format!(
+            "{k:?} must be true or false"
+        ))),
+    }
+}
+
+async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
+    let m = parse_object(&body)?;
+    reject_unknown(
+        &m,
+        &[
+            "torrent",
+            "path",
+            "magnet",
+            "save_path",
+            "paused",
+            "skip_check",
+        ],
+    )?;
+    let options = AddOptions {
+        save_path: opt_str(&m, "save_path")?.map(str::to_string),
+        paused: opt_bool(&m, "paused")?.unwrap_or(false),
+        skip_check: opt_bool(&m, "skip_check")?,
+        source: None,
+        trusted_path: false,
+    };
+    let given = ["torrent", "path", "magnet"]
+        .iter()
+        .filter(|k| m.contains_key(**k))
+        .count();
+    if given != 1 {
+        return Err(ControlError::BadRequest(
+            "give exactly one of \"torrent\" (base64 .torrent), \"path\" or \"magnet\"".into(),
+        ));
+    }
+    if let Some(uri) = opt_str(&m, "magnet")? {
+        // Parsed first, so a malformed link gets its own clear error.
+        crate::metainfo::magnet::Magnet::parse(uri)
+            .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
+        return Err(ControlError::MagnetUnsupported);
+    }
+    let service = s.service.clone();
+    let id = if let Some(b64) = opt_str(&m, "torrent")? {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| ControlError::BadRequest(format!("\"torrent\" is not base64: {e}")))?;
+        blocking(move || service.add(bytes, options)).await?
+    } else {
+        let path = opt_str(&m, "path")?.unwrap_or_default().to_string();
+        blocking(move || service.add_path(std::path::Path::new(&path), options)).await?
+    };
+    let view = s.service.get(id)?;
+    Ok(ok(StatusCode::CREATED, &view))
+}
+
+async fn list(State(s): State<ApiState>) -> Response {
+    ok(StatusCode::OK, &s.service.list())
+}
+
+async fn one(
+    State(s): State<ApiState>,
+    Path(hash): Path<String>,
+) -> Result<Response, ControlError> {
+    Ok(ok(StatusCode::OK, &s.service.get(id_of(&hash)?)?))
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    Path(hash): Path<String>,
+    uri: Uri,
+) -> Result<Response, ControlError> {
+    let id = id_of(&hash)?;
+    let mut delete_data = false;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair {
+            "delete_data=true" | "delete_data=1" => delete_data = true,
+            "delete_data=false" | "delete_data=0" => delete_data = false,
+            other => {
+                return Err(ControlError::BadRequest(format!(
+                    "unknown query {other:?}; allowed: delete_data=true|false"
+                )));
+            }
+        }
+    }
+    let service = s.service.clone();
+    blocking(move || service.remove(id, delete_data)).await?;
+    Ok(ok(
+        StatusCode::OK,
+        &json!({ "removed": hash, "data_deleted": delete_data }),
+    ))
+}
+
+async fn action(
+    State(s): State<ApiState>,
+    Path((hash, what)): Path<(String, String)>,
+) -> Result<Response, ControlError> {
+    let id = id_of(&hash)?;
+    let service = s.service.clone();
+    match what.as_str() {
+        "pause" => blocking(move || service.pause(id)).await?,
+        "resume" => blocking(move || service.resume(id)).await?,
+        "recheck" => service.recheck(id)?,
+        other => {
+            return Err(ControlError::BadRequest(format!(
+                "unknown action {other:?}; allowed: pause, resume, recheck"
+            )));
+        }
+    }
+    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+}
+
+async fn peers(
+    State(s): State<ApiState>,
+    Path(hash): Path<String>,
+) -> Result<Response, ControlError> {
+    let id = id_of(&hash)?;
+    let service = s.service.clone();
+    let list = blocking(move || service.peers(id)).await?;
+    Ok(ok(StatusCode::OK, &list))
+}
+
+/// A change to one limit: absent keeps it, null means "the global value".
+enum Change {
+    Keep,
+    Global,
+    Set(f64),
+}
+
+fn limit_change(
+    m: &serde_json::Map<String, Value>,
+    key: &str,
+    max: f64,
+) -> Result<Change, ControlError> {
+    match m.get(key) {
+        None => Ok(Change::Keep),
+        Some(Value::Null) => Ok(Change::Global),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() && (0.0..=max).contains(&v) => Ok(Change::Set(v)),
+            _ => Err(ControlError::BadRequest(format!(
+                "{key:?} = {n}: allowed 0..={max}, or null for the global value"
+            ))),
+        },
+        Some(_) => Err(ControlError::BadRequest(format!(
+            "{key:?} must be a number or null"
+        ))),
+    }
+}
+
+fn apply<T>(change: Change, current: Option<T>, f: impl FnOnce(f64) -> T) -> Option<T> {
+    match change {
+        Change::Keep => current,
+        Change::Global => None,
+        Change::Set(v) => Some(f(v)),
+    }
+}
+
+async fn limits(
+    State(s): State<ApiState>,
+    Path(hash): Path<String>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let id = id_of(&hash)?;
+    let m = parse_object(&body)?;
+    reject_unknown(&m, &["upload_rate_kib", "ratio", "seed_time_min"])?;
+    // Every value is checked before anything changes.
+    let rate = limit_change(&m, "upload_rate_kib", 16.0 * 1024.0 * 1024.0 * 1024.0)?;
+    let ratio = limit_change(&m, "ratio", 1e6)?;
+    let seed = limit_change(&m, "seed_time_min", 5_256_000.0)?;
+    let cur = s.service.get(id)?.limits;
+    let new = Limits {
+        upload_rate: apply(rate, cur.upload_rate, |kib| (kib as u64) << 10),
+        ratio: apply(ratio, cur.ratio, |r| r),
+        seed_time_s: apply(seed, cur.seed_time_s, |min| (min * 60.0) as u64),
+    };
+    let service = s.service.clone();
+    blocking(move || service.set_limits(id, new)).await?;
+    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+}
+
+async fn stats(State(s): State<ApiState>) -> Response {
+    ok(StatusCode::OK, &s.service.stats())
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ControlError::BadRequest(format!("no endpoint {}", uri.path())).into_response()
+}
+
+/// The API's routes over `service`.
+pub fn router(service: Service, access: Access) -> Router {
+    let state = ApiState {
+        service,
+        access: Arc::new(access),
+    };
+    Router::new()
+        .route("/api/v1/torrents", get(list).post(add))
+        .route("/api/v1/torrents/{hash}", get(one).delete(remove))
+        .route("/api/v1/torrents/{hash}/peers", get(peers))
+        .route("/api/v1/torrents/{hash}/limits", put(limits))
+        .route("/api/v1/torrents/{hash}/{action}", post(action))
+        .route("/api/v1/stats", get(stats))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Binds the API's listener (so a taken port is an error at start, and port 0 gets a real one).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ControlError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| ControlError::Io(format!("control API on {addr}: {e}")))
+}
+
+/// Serves the API on `listener` until the control thread stops (a control-thread task).
+pub async fn serve(listener: std::net::TcpListener, app: Router) {
+    let l = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control API: {e}");
+            return;
+        }
+    };
+    let served = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    if let Err(e) = served {
+        tracing::error!("control API: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_checks() {
+        let access = Access {
+            token: Some("s3cret".into()),
+            no_token_from: vec![IpNet::parse("127.0.0.1/32").unwrap()],
+        };
+        let mut h = HeaderMap::new();
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(authorize(&access, local, &h).is_ok());
+        assert!(authorize(&access, other, &h).is_err());
+        h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert!(authorize(&access, other, &h).is_err());
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorize(&access, other, &h).is_ok());
+        let no_token = Access {
+            token: None,
+            no_token_from: vec![],
+        };
+        assert!(authorize(&no_token, local, &h).is_err());
+        assert!(same_secret("a", "a") && !same_secret("a", "b") && !same_secret("a", "aa"));
+    }
+}

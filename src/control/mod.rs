@@ -1,0 +1,1232 @@
+//! The control service of `ringseed run`: the list of torrents with their state, kept in the
+//! node's database (see [`crate::state`]), and the operations the control API offers on it.
+//!
+//! - Start: torrents from the state whose files still have the size and mtime of their last
+//!   check seed at once with their saved bitfield; the others are queued for a check, as are
+//!   new torrents from the config. Checks run one at a time on a thread of their own (each
+//!   check hashes on every core already), so start-up never waits for hashing.
+//! - Changes (add, remove, pause, resume, recheck, limits) are written to the state when they
+//!   happen; upload totals and seeding time are written every `save_interval` from the control
+//!   thread without waiting, and once more at shutdown.
+//! - A tick on the control thread enforces ratio and seed-time limits, looks into the watch
+//!   directory and saves progress.
+
+pub mod api;
+pub mod client;
+pub mod node;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::LimitAction;
+use crate::db::{DbError, DbHandle, Reply};
+use crate::engine::{PeerInfo, Torrent};
+use crate::hash::HashOptions;
+use crate::metainfo::{Metainfo, hex};
+use crate::session::{Session, SessionError, SessionHandle};
+use crate::state::{self, FileStamp, Limits, Progress, TorrentRecord};
+
+/// Largest .torrent accepted through the API (a path or an upload).
+pub const MAX_TORRENT_FILE: usize = 16 << 20;
+/// Most torrents one node holds; adds beyond it are refused.
+pub const MAX_TORRENTS: usize = 1_000_000;
+
+/// What went wrong with a control request. Each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no torrent with info-hash {0}")]
+    NotFound(String),
+    #[error("torrent {0} is already added")]
+    AlreadyAdded(String),
+    #[error("save path {path:?} is outside the data directory {root}")]
+    OutsideDataDir { path: String, root: String },
+    #[error(
+        "adding by magnet link needs the metadata exchange (BEP 9) and a piece downloader; \
+         ringseed only seeds data that is already on disk, so add the .torrent file instead"
+    )]
+    MagnetUnsupported,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("state database: {0}")]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Why a torrent is being hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckReason {
+    /// Never checked (new torrent, or no bitfield in the state).
+    New,
+    /// A file's size or mtime differs from the last check.
+    Changed,
+    /// Asked for through the API.
+    Requested,
+}
+
+impl CheckReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckReason::New => "new",
+            CheckReason::Changed => "changed",
+            CheckReason::Requested => "requested",
+        }
+    }
+}
+
+/// Counters of the service, read by `/metrics` and `GET /api/v1/stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Torrents that started seeding from their saved bitfield, without hashing.
+    pub resumed: AtomicU64,
+    pub checks_new: AtomicU64,
+    pub checks_changed: AtomicU64,
+    pub checks_requested: AtomicU64,
+    /// Checks that could not open the data at all.
+    pub check_failures: AtomicU64,
+    /// Periodic saves skipped because the database writer's queue was full.
+    pub saves_dropped: AtomicU64,
+    /// Database writes that failed.
+    pub db_errors: AtomicU64,
+    /// .torrent files in the watch directory that could not be added.
+    pub watch_errors: AtomicU64,
+    /// Torrents stopped or removed by a ratio or seed-time limit.
+    pub limits_reached: AtomicU64,
+    /// API requests refused for a missing or wrong token.
+    pub api_unauthorized: AtomicU64,
+    /// API requests answered with a client error (4xx).
+    pub api_bad_requests: AtomicU64,
+}
+
+impl Counters {
+    fn check(&self, reason: CheckReason) -> &AtomicU64 {
+        match reason {
+            CheckReason::New => &self.checks_new,
+            CheckReason::Changed => &self.checks_changed,
+            CheckReason::Requested => &self.checks_requested,
+        }
+    }
+}
+
+/// Settings of the service (from `[torrents]` and `[state]`; SIGHUP replaces the limits).
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Where data added through the API must be: save paths are checked to stay inside it.
+    pub data_root: Option<PathBuf>,
+    /// Polled for new .torrent files (their data in `data_root`).
+    pub watch_dir: Option<PathBuf>,
+    /// Zero: only at start and on SIGHUP.
+    pub watch_interval: Duration,
+    /// Trust new torrents' data without hashing.
+    pub skip_check: bool,
+    pub hash: HashOptions,
+    /// Upload limit of a torrent without its own (bytes/s, 0 = unlimited).
+    pub torrent_upload_rate: u64,
+    /// Ratio and seed-time limits of torrents without their own.
+    pub global_limits: Limits,
+    pub limit_action: LimitAction,
+    pub save_interval: Duration,
+}
+
+impl ServiceOptions {
+    pub fn from_config(c: &crate::config::Config) -> ServiceOptions {
+        let t = &c.torrents;
+        let non_empty = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        ServiceOptions {
+            data_root: non_empty(&t.data_dir),
+            watch_dir: non_empty(&t.dir),
+            watch_interval: Duration::from_secs(u64::from(t.watch_interval_s)),
+            skip_check: t.skip_check,
+            hash: c.hash_options(),
+            torrent_upload_rate: c.engine.torrent_upload_rate_limit_kib << 10,
+            global_limits: Limits {
+                upload_rate: None,
+                ratio: (t.ratio_limit_percent > 0)
+                    .then(|| f64::from(t.ratio_limit_percent) / 100.0),
+                seed_time_s: (t.seed_time_limit_min > 0)
+                    .then(|| u64::from(t.seed_time_limit_min) * 60),
+            },
+            limit_action: t.limit_action,
+            save_interval: Duration::from_secs(u64::from(c.state.save_interval_s)),
+        }
+    }
+}
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    Checking,
+    Ready,
+    Error(String),
+}
+
+/// One torrent of the service.
+struct Entry {
+    meta: Metainfo,
+    torrent_bytes: Arc<Vec<u8>>,
+    source: Option<String>,
+    data_dir: PathBuf,
+    added_at: i64,
+    paused: bool,
+    stopped_by: Option<String>,
+    limits: Limits,
+    /// Uploaded by earlier runs and by torrent objects replaced by a recheck.
+    uploaded_base: u64,
+    seeding_base: u64,
+    /// Set while the torrent is being served.
+    seeding_since: Option<Instant>,
+    /// The opened torrent, served by the engine unless paused.
+    torrent: Option<Arc<Torrent>>,
+    status: Status,
+    verified: Option<Vec<u8>>,
+    files: Vec<Option<FileStamp>>,
+    /// Checks of this torrent by this process.
+    checks: u32,
+    /// Started from its saved bitfield without hashing.
+    resumed: bool,
+}
+
+impl Entry {
+    fn uploaded(&self) -> u64 {
+        self.uploaded_base + self.torrent.as_ref().map_or(0, |t| t.uploaded())
+    }
+
+    fn seeding_s(&self) -> u64 {
+        self.seeding_base + self.seeding_since.map_or(0, |s| s.elapsed().as_secs())
+    }
+
+    fn record(&self, info_hash: [u8; 20]) -> TorrentRecord {
+        TorrentRecord {
+            info_hash,
+            torrent: self.torrent_bytes.as_ref().clone(),
+            source: self.source.clone(),
+            data_dir: self.data_dir.display().to_string(),
+            added_at: self.added_at,
+            paused: self.paused,
+            stopped_by: self.stopped_by.clone(),
+            limits: self.limits,
+            uploaded: self.uploaded(),
+            seeding_s: self.seeding_s(),
+            verified: self.verified.clone(),
+            files: self.files.clone(),
+        }
+    }
+
+    fn serving(&self) -> bool {
+        self.seeding_since.is_some()
+    }
+}
+
+/// A torrent just added: its info-hash and the reply of its first save.
+type Added = ([u8; 20], Reply<()>);
+
+/// How a torrent is added.
+#[derive(Debug, Clone, Default)]
+pub struct AddOptions {
+    /// Download directory; `None` is the data root.
+    pub save_path: Option<String>,
+    pub paused: bool,
+    /// Trust the data without hashing (default: the config's `skip_check`).
+    pub skip_check: Option<bool>,
+    /// Where the .torrent came from (config list or watch directory).
+    pub source: Option<String>,
+    /// The save path comes from the operator's config, not from the API: not confined to the
+    /// data root.
+    pub trusted_path: bool,
+}
+
+/// A torrent as the API lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct TorrentView {
+    pub info_hash: String,
+    pub name: String,
+    /// "checking", "seeding", "paused" or "error".
+    pub state: String,
+    pub error: Option<String>,
+    pub stopped_by: Option<String>,
+    pub data_dir: String,
+    pub size: u64,
+    pub pieces: u32,
+    pub verified_pieces: u32,
+    /// Total over every run.
+    pub uploaded: u64,
+    pub ratio: f64,
+    pub seeding_s: u64,
+    pub peers: u32,
+    pub limits: Limits,
+    pub added_at: i64,
+    pub checks: u32,
+    pub resumed: bool,
+}
+
+/// The service's counters as the API shows them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub torrents: usize,
+    pub resumed: u64,
+    pub checks_new: u64,
+    pub checks_changed: u64,
+    pub checks_requested: u64,
+    pub check_failures: u64,
+    pub uploaded: u64,
+}
+
+/// The control service. Cheap to clone; every clone is the same service.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: SessionHandle,
+    db: DbHandle,
+    options: Mutex<ServiceOptions>,
+    torrents: Mutex<HashMap<[u8; 20], Entry>>,
+    /// .torrent paths already seen (added or refused), so a watch directory is read cheaply.
+    sources: Mutex<HashSet<PathBuf>>,
+    checks: crossbeam_channel::Sender<([u8; 20], CheckReason)>,
+    counters: Arc<Counters>,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Parses a 40-hex-digit info-hash.
+pub fn parse_info_hash(s: &str) -> Result<[u8; 20], ControlError> {
+    let bad = || ControlError::BadRequest(format!("{s:?} is not an info-hash (40 hex digits)"));
+    if s.len() != 40 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 20];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// The directory a save path names, checked to be inside `root`: no `..`, an absolute path
+/// only below `root`, and no symlink on the way that leads out of it.
+pub fn confine_save_path(root: &Path, requested: &str) -> Result<PathBuf, ControlError> {
+    let outside = || ControlError::OutsideDataDir {
+        path: requested.to_string(),
+        root: root.display().to_string(),
+    };
+    if requested.is_empty() || requested.len() > 4096 || requested.contains('\0') {
+        return Err(ControlError::BadRequest(format!(
+            "save path {requested:?}: must be 1 to 4096 bytes without NUL"
+        )));
+    }
+    let p = Path::new(requested);
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(outside());
+    }
+    let joined = if p.is_absolute() {
+        if !p.starts_with(root) {
+            return Err(outside());
+        }
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| ControlError::Io(format!("data directory {}: {e}", root.display())))?;
+    // The deepest part that exists decides where symlinks lead.
+    let mut existing = joined.as_path();
+    while !existing.exists() {
+        existing = existing.parent().ok_or_else(outside)?;
+    }
+    let real = existing.canonicalize().map_err(|_| outside())?;
+    if !real.starts_with(&real_root) {
+        return Err(outside());
+    }
+    Ok(joined)
+}
+
+/// Which limit a torrent has reached, if any: its own limits first, then the global ones.
+pub fn limit_reached(
+    own: &Limits,
+    global: &Limits,
+    uploaded: u64,
+    size: u64,
+    seeding_s: u64,
+) -> Option<&'static str> {
+    let ratio = own.ratio.or(global.ratio).filter(|r| *r > 0.0);
+    if let Some(r) = ratio
+        && size > 0
+        && uploaded as f64 / size as f64 >= r
+    {
+        return Some("ratio");
+    }
+    let seed_time = own.seed_time_s.or(global.seed_time_s).filter(|s| *s > 0);
+    if let Some(s) = seed_time
+        && seeding_s >= s
+    {
+        return Some("seed_time");
+    }
+    None
+}
+
+impl Service {
+    /// Loads the state, starts what can start, queues the checks, and starts the service's tick
+    /// on the control thread. `config_torrents` are the (.torrent, data directory) pairs of the
+    /// config; those already in the state are matched by path and not read again.
+    pub fn start(
+        session: &Session,
+        options: ServiceOptions,
+        config_torrents: &[(PathBuf, PathBuf)],
+        counters: Arc<Counters>,
+    ) -> Result<Service, ControlError> {
+        let db = session.db().ok_or_else(|| {
+            ControlError::BadRequest("the session has no database: set [state] dir".into())
+        })?;
+        let (check_tx, check_rx) = crossbeam_channel::unbounded();
+        let service = Service {
+            inner: Arc::new(Inner {
+                session: session.handle(),
+                db: db.clone(),
+                options: Mutex::new(options),
+                torrents: Mutex::new(HashMap::new()),
+                sources: Mutex::new(HashSet::new()),
+                checks: check_tx,
+                counters,
+            }),
+        };
+        let records = db.call(state::load_all)?.recv_result()?;
+        let loaded = records.len();
+        for rec in records {
+            service.load_record(rec);
+        }
+        tracing::info!(
+            torrents = loaded,
+            resumed = service.inner.counters.resumed.load(Ordering::Relaxed),
+            "resume state loaded"
+        );
+        let mut pending = Vec::new();
+        for (path, data) in config_torrents {
+            match service.add_from_file(path, data, true) {
+                Ok(Some((_, reply))) => pending.push(reply),
+                Ok(None) => {}
+                Err(e) => tracing::error!("skipping {}: {e}", path.display()),
+            }
+        }
+        for r in pending {
+            if let Err(e) = r.recv_result() {
+                tracing::error!("saving a new torrent: {e}");
+            }
+        }
+        let checker = service.clone();
+        std::thread::Builder::new()
+            .name("ringseed-check".into())
+            .spawn(move || {
+                while let Ok((id, reason)) = check_rx.recv() {
+                    checker.run_check(id, reason);
+                }
+            })
+            .map_err(|e| ControlError::Io(format!("starting the check thread: {e}")))?;
+        let ticker = service.clone();
+        session.handle().spawn(Box::pin(ticker.tick_loop()))?;
+        Ok(service)
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.inner.counters
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 20], Entry>> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn options(&self) -> ServiceOptions {
+        self.inner
+            .options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the options (SIGHUP); per-torrent rate limits without their own value follow.
+    pub fn set_options(&self, options: ServiceOptions) {
+        let rate = options.torrent_upload_rate;
+        *self.inner.options.lock().unwrap_or_else(|e| e.into_inner()) = options;
+        for e in self.lock().values() {
+            if let Some(t) = &e.torrent {
+                t.upload_limit
+                    .set_rate(e.limits.upload_rate.unwrap_or(rate));
+            }
+        }
+    }
+
+    /// Takes one torrent from the state: seeds it at once when its files match the last check.
+    fn load_record(&self, rec: TorrentRecord) {
+        let meta = match Metainfo::from_bytes(&rec.torrent) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(
+                    "state: torrent {} no longer parses, skipped: {e}",
+                    hex(&rec.info_hash)
+                );
+                return;
+            }
+        };
+        let data_dir = PathBuf::from(&rec.data_dir);
+        if let Some(s) = &rec.source {
+            self.remember_source(Path::new(s));
+        }
+        let now_files = state::stamp_files(&meta.info.layout, &data_dir);
+        let pieces = meta.info.layout.num_pieces;
+        let bitfield_ok = rec
+            .verified
+            .as_ref()
+            .is_some_and(|v| v.len() == pieces.div_ceil(8) as usize);
+        let unchanged = bitfield_ok && now_files == rec.files;
+        let mut entry = Entry {
+            meta: meta.clone(),
+            torrent_bytes: Arc::new(rec.torrent),
+            source: rec.source,
+            data_dir: data_dir.clone(),
+            added_at: rec.added_at,
+            paused: rec.paused,
+            stopped_by: rec.stopped_by,
+            limits: rec.limits,
+            uploaded_base: rec.uploaded,
+            seeding_base: rec.seeding_s,
+            seeding_since: None,
+            torrent: None,
+            status: Status::Checking,
+            verified: rec.verified,
+            files: rec.files,
+            checks: 0,
+            resumed: false,
+        };
+        let id = rec.info_hash;
+        if !unchanged {
+            let reason = if bitfield_ok {
+                CheckReason::Changed
+            } else {
+                CheckReason::New
+            };
+            tracing::info!(
+                torrent = %meta.info.name,
+                reason = reason.name(),
+                "data differs from the last check: rechecking"
+            );
+            self.lock().insert(id, entry);
+            let _ = self.inner.checks.send((id, reason));
+            return;
+        }
+        match Torrent::open(meta, &data_dir, None) {
+            Ok((t, _)) => {
+                if let Some(bits) = &entry.verified {
+                    for i in 0..pieces {
+                        let byte = bits.get(i as usize / 8).copied().unwrap_or(0);
+                        if byte & (0x80 >> (i % 8)) == 0 {
+                            t.pieces.verified.clear(i);
+                        }
+                    }
+                }
+                entry.torrent = Some(Arc::new(t));
+                entry.status = Status::Ready;
+                entry.resumed = true;
+                self.inner.counters.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => entry.status = Status::Error(format!("opening the data: {e}")),
+        }
+        let mut all = self.lock();
+        if !entry.paused {
+            self.serve(id, &mut entry);
+        }
+        all.insert(id, entry);
+    }
+
+    fn remember_source(&self, p: &Path) -> bool {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.to_path_buf())
+    }
+
+    /// Starts serving an opened torrent (with its rate limit) unless it already is.
+    fn serve(&self, id: [u8; 20], e: &mut Entry) {
+        let Some(t) = &e.torrent else { return };
+        if e.serving() {
+            return;
+        }
+        let rate = self.options().torrent_upload_rate;
+        t.upload_limit
+            .set_rate(e.limits.upload_rate.unwrap_or(rate));
+        match self.inner.session.add_torrent(t.clone()) {
+            Ok(()) => e.seeding_since = Some(Instant::now()),
+            Err(err) => {
+                tracing::error!("serving {}: {err}", hex(&id));
+                e.status = Status::Error(format!("serving: {err}"));
+            }
+        }
+    }
+
+    /// Stops serving, folding the seeding time into the total.
+    fn unserve(&self, id: [u8; 20], e: &mut Entry) {
+        if let Some(since) = e.seeding_since.take() {
+            e.seeding_base += since.elapsed().as_secs();
+            if let Err(err) = self.inner.session.remove_torrent(id) {
+                tracing::warn!("stopping {}: {err}", hex(&id));
+            }
+        }
+    }
+
+    fn persist(&self, rec: TorrentRecord) -> Result<Reply<()>, ControlError> {
+        Ok(self.inner.db.call(move |c| state::put(c, &rec))?)
+    }
+
+    /// Adds a .torrent file (config list or watch directory) with its data in `data`. Returns
+    /// `None` when the path or its info-hash is known already.
+    fn add_from_file(
+        &self,
+        path: &Path,
+        data: &Path,
+        trusted_path: bool,
+    ) -> Result<Option<Added>, ControlError> {
+        if !self.remember_source(path) {
+            return Ok(None);
+        }
+        let bytes = read_bounded(path)?;
+        let add = AddOptions {
+            save_path: Some(data.display().to_string()),
+            source: Some(path.display().to_string()),
+            trusted_path,
+            ..AddOptions::default()
+        };
+        match self.add_bytes(bytes, add) {
+            Ok(r) => Ok(Some(r)),
+            Err(ControlError::AlreadyAdded(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a torrent and returns its info-hash and the reply of its first save.
+    fn add_bytes(&self, bytes: Vec<u8>, add: AddOptions) -> Result<Added, ControlError> {
+        let meta = Metainfo::from_bytes(&bytes)
+            .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
+        let options = self.options();
+        let data_dir = match (&add.save_path, add.trusted_path, &options.data_root) {
+            (Some(p), true, _) => PathBuf::from(p),
+            (Some(p), false, Some(root)) => confine_save_path(root, p)?,
+            (None, _, Some(root)) => root.clone(),
+            (_, _, None) => {
+                return Err(ControlError::BadRequest(
+                    "[torrents] data_dir is not set: it is the directory torrents added through \
+                     the API are seeded from"
+                        .into(),
+                ));
+            }
+        };
+        let id = meta.info.hash.wire_id();
+        let skip_check = add.skip_check.unwrap_or(options.skip_check);
+        let mut entry = Entry {
+            meta: meta.clone(),
+            torrent_bytes: Arc::new(bytes),
+            source: add.source,
+            data_dir: data_dir.clone(),
+            added_at: now_unix(),
+            paused: add.paused,
+            stopped_by: None,
+            limits: Limits::default(),
+            uploaded_base: 0,
+            seeding_base: 0,
+            seeding_since: None,
+            torrent: None,
+            status: Status::Checking,
+            verified: None,
+            files: Vec::new(),
+            checks: 0,
+            resumed: false,
+        };
+        if skip_check {
+            entry.files = state::stamp_files(&meta.info.layout, &data_dir);
+            let (t, _) = Torrent::open(meta, &data_dir, None)
+                .map_err(|e| ControlError::Io(format!("opening {}: {e}", data_dir.display())))?;
+            entry.verified = Some(t.pieces.verified.to_wire());
+            entry.torrent = Some(Arc::new(t));
+            entry.status = Status::Ready;
+        }
+        let mut all = self.lock();
+        if all.contains_key(&id) {
+            return Err(ControlError::AlreadyAdded(hex(&id)));
+        }
+        if all.len() >= MAX_TORRENTS {
+            return Err(ControlError::BadRequest(format!(
+                "this node holds {MAX_TORRENTS} torrents, the most it takes"
+            )));
+        }
+        let reply = self.persist(entry.record(id))?;
+        if skip_check && !entry.paused {
+            self.serve(id, &mut entry);
+        }
+        tracing::info!(torrent = %entry.meta.info.name, info_hash = %hex(&id), "added");
+        all.insert(id, entry);
+        drop(all);
+        if !skip_check {
+            let _ = self.inner.checks.send((id, CheckReason::New));
+        }
+        Ok((id, reply))
+    }
+
+    /// Adds a torrent given as bytes (API upload) and waits until it is saved.
+    pub fn add(&self, bytes: Vec<u8>, add: AddOptions) -> Result<[u8; 20], ControlError> {
+        let (id, reply) = self.add_bytes(bytes, add)?;
+        reply.recv_result()?;
+        Ok(id)
+    }
+
+    /// Adds the .torrent file at `path` (read by the service) and waits until it is saved.
+    pub fn add_path(&self, path: &Path, add: AddOptions) -> Result<[u8; 20], ControlError> {
+        let bytes = read_bounded(path)?;
+        self.add(bytes, add)
+    }
+
+    /// Hashes a torrent's data (on the check thread) and serves what verifies.
+    fn run_check(&self, id: [u8; 20], reason: CheckReason) {
+        let (meta, dir) = {
+            let all = self.lock();
+            let Some(e) = all.get(&id) else { return };
+            (e.meta.clone(), e.data_dir.clone())
+        };
+        self.inner
+            .counters
+            .check(reason)
+            .fetch_add(1, Ordering::Relaxed);
+        // Stamped before hashing: a file written during the check reads as changed next time.
+        let files = state::stamp_files(&meta.info.layout, &dir);
+        let started = Instant::now();
+        let opened = Torrent::open(meta, &dir, Some(self.options().hash));
+        let mut all = self.lock();
+        let Some(e) = all.get_mut(&id) else { return };
+        e.checks += 1;
+        match opened {
+            Ok((t, report)) => {
+                let good = report.as_ref().map_or(0, |r| r.good);
+                tracing::info!(
+                    torrent = %e.meta.info.name,
+                    reason = reason.name(),
+                    good,
+                    pieces = e.meta.info.layout.num_pieces,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "checked"
+                );
+                let was_serving = e.serving();
+                self.unserve(id, e);
+                if let Some(old) = e.torrent.take() {
+                    e.uploaded_base += old.uploaded();
+                }
+                e.verified = Some(t.pieces.verified.to_wire());
+                e.files = files;
+                e.torrent = Some(Arc::new(t));
+                e.status = Status::Ready;
+                if !e.paused || was_serving {
+                    self.serve(id, e);
+                }
+            }
+            Err(err) => {
+                self.inner
+                    .counters
+                    .check_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(torrent = %e.meta.info.name, "check failed: {err}");
+                e.status = Status::Error(format!("check failed: {err}"));
+            }
+        }
+        let rec = e.record(id);
+        drop(all);
+        if let Err(err) = self.inner.db.call(move |c| state::put(c, &rec)) {
+            self.inner
+                .counters
+                .db_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("saving {}: {err}", hex(&id));
+        }
+    }
+
+    /// Applies `f` to one torrent and saves it; waits for the save.
+    fn change(
+        &self,
+        id: [u8; 20],
+        f: impl FnOnce(&Service, &mut Entry) -> Result<(), ControlError>,
+    ) -> Result<(), ControlError> {
+        let reply = {
+            let mut all = self.lock();
+            let e = all.get_mut(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+            f(self, e)?;
+            self.persist(e.record(id))?
+        };
+        reply.recv_result()?;
+        Ok(())
+    }
+
+    pub fn pause(&self, id: [u8; 20]) -> Result<(), ControlError> {
+        self.change(id, |s, e| {
+            e.paused = true;
+            s.unserve(id, e);
+            Ok(())
+        })
+    }
+
+    pub fn resume(&self, id: [u8; 20]) -> Result<(), ControlError> {
+        self.change(id, |s, e| {
+            e.paused = false;
+            e.stopped_by = None;
+            if e.status == Status::Ready {
+                s.serve(id, e);
+            }
+            Ok(())
+        })
+    }
+
+    /// Queues a check of one torrent; it keeps seeding what it has until the check ends.
+    pub fn recheck(&self, id: [u8; 20]) -> Result<(), ControlError> {
+        let mut all = self.lock();
+        let e = all.get_mut(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+        if e.status == Status::Checking {
+            return Ok(());
+        }
+        e.status = Status::Checking;
+        drop(all);
+        let _ = self.inner.checks.send((id, CheckReason::Requested));
+        Ok(())
+    }
+
+    /// Sets a torrent's limits (`None` = back to the global value).
+    pub fn set_limits(&self, id: [u8; 20], limits: Limits) -> Result<(), ControlError> {
+        let rate = self.options().torrent_upload_rate;
+        self.change(id, |_, e| {
+            e.limits = limits;
+            if let Some(t) = &e.torrent {
+                t.upload_limit.set_rate(limits.upload_rate.unwrap_or(rate));
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a torrent; with `delete_data`, also its files (only the files it names, and the
+    /// directories they leave empty inside its data directory).
+    pub fn remove(&self, id: [u8; 20], delete_data: bool) -> Result<(), ControlError> {
+        let mut e = self
+            .lock()
+            .remove(&id)
+            .ok_or(ControlError::NotFound(hex(&id)))?;
+        self.unserve(id, &mut e);
+        if let Some(s) = &e.source {
+            // A watched file that is still there must not come back on the next poll.
+            self.remember_source(Path::new(s));
+        }
+        self.inner
+            .db
+            .call(move |c| state::delete(c, &id))?
+            .recv_result()?;
+        tracing::info!(torrent = %e.meta.info.name, delete_data, "removed");
+        if delete_data {
+            // The torrent object holds the files open; close them first.
+            e.torrent = None;
+            delete_files(&e.meta, &e.data_dir)?;
+        }
+        Ok(())
+    }
+
+    fn view(&self, id: &[u8; 20], e: &Entry) -> TorrentView {
+        let size = e.meta.info.layout.total_length;
+        let uploaded = e.uploaded();
+        let (state, error) = match &e.status {
+            Status::Checking => ("checking", None),
+            Status::Error(m) => ("error", Some(m.clone())),
+            Status::Ready if e.serving() => ("seeding", None),
+            Status::Ready => ("paused", None),
+        };
+        TorrentView {
+            info_hash: hex(id),
+            name: e.meta.info.name.clone(),
+            state: state.into(),
+            error,
+            stopped_by: e.stopped_by.clone(),
+            data_dir: e.data_dir.display().to_string(),
+            size,
+            pieces: e.meta.info.layout.num_pieces,
+            verified_pieces: e.torrent.as_ref().map_or(0, |t| t.pieces.verified.count()),
+            uploaded,
+            ratio: if size == 0 {
+                0.0
+            } else {
+                uploaded as f64 / size as f64
+            },
+            seeding_s: e.seeding_s(),
+            peers: e
+                .torrent
+                .as_ref()
+                .filter(|_| e.serving())
+                .map_or(0, |t| t.peers.load(Ordering::Relaxed)),
+            limits: e.limits,
+            added_at: e.added_at,
+            checks: e.checks,
+            resumed: e.resumed,
+        }
+    }
+
+    pub fn list(&self) -> Vec<TorrentView> {
+        let all = self.lock();
+        let mut v: Vec<TorrentView> = all.iter().map(|(id, e)| self.view(id, e)).collect();
+        v.sort_by(|a, b| (a.added_at, &a.info_hash).cmp(&(b.added_at, &b.info_hash)));
+        v
+    }
+
+    pub fn get(&self, id: [u8; 20]) -> Result<TorrentView, ControlError> {
+        let all = self.lock();
+        let e = all.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+        Ok(self.view(&id, e))
+    }
+
+    /// The connected peers of one torrent (asks every worker; waits up to a second).
+    pub fn peers(&self, id: [u8; 20]) -> Result<Vec<PeerInfo>, ControlError> {
+        if !self.lock().contains_key(&id) {
+            return Err(ControlError::NotFound(hex(&id)));
+        }
+        Ok(self
+            .inner
+            .session
+            .engine()
+            .peers(id, Duration::from_secs(1)))
+    }
+
+    pub fn stats(&self) -> ServiceStats {
+        let c = &self.inner.counters;
+        let all = self.lock();
+        ServiceStats {
+            torrents: all.len(),
+            resumed: c.resumed.load(Ordering::Relaxed),
+            checks_new: c.checks_new.load(Ordering::Relaxed),
+            checks_changed: c.checks_changed.load(Ordering::Relaxed),
+            checks_requested: c.checks_requested.load(Ordering::Relaxed),
+            check_failures: c.check_failures.load(Ordering::Relaxed),
+            uploaded: all.values().map(Entry::uploaded).sum(),
+        }
+    }
+
+    /// Torrents by state, for `/metrics`.
+    pub fn count_by_state(&self) -> Vec<(&'static str, i64)> {
+        let all = self.lock();
+        let mut counts = [0i64; 4];
+        for e in all.values() {
+            let i = match &e.status {
+                Status::Checking => 0,
+                Status::Ready if e.serving() => 1,
+                Status::Ready => 2,
+                Status::Error(_) => 3,
+            };
+            counts[i] += 1;
+        }
+        ["checking", "seeding", "paused", "error"]
+            .into_iter()
+            .zip(counts)
+            .collect()
+    }
+
+    /// Adds the .torrent files of the config that are new (SIGHUP and the watch directory).
+    pub fn add_config_torrents(&self, list: &[(PathBuf, PathBuf)]) -> usize {
+        let mut added = 0;
+        for (path, data) in list {
+            match self.add_from_file(path, data, true) {
+                Ok(Some((_, reply))) => {
+                    added += 1;
+                    if let Err(e) = reply.recv_result() {
+                        tracing::error!("saving {}: {e}", path.display());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.inner
+                        .counters
+                        .watch_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("skipping {}: {e}", path.display());
+                }
+            }
+        }
+        added
+    }
+
+    /// The new .torrent files in the watch directory (those not seen before).
+    fn scan_watch_dir(&self) -> Vec<(PathBuf, PathBuf)> {
+        let options = self.options();
+        let (Some(dir), Some(data)) = (options.watch_dir, options.data_root) else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let seen = self.inner.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<(PathBuf, PathBuf)> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "torrent") && !seen.contains(p))
+            .map(|p| (p, data.clone()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Stops or removes torrents that reached a limit. Returns how many.
+    pub fn enforce_limits(&self) -> usize {
+        let options = self.options();
+        let reached: Vec<([u8; 20], &'static str)> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.serving())
+            .filter_map(|(id, e)| {
+                limit_reached(
+                    &e.limits,
+                    &options.global_limits,
+                    e.uploaded(),
+                    e.meta.info.layout.total_length,
+                    e.seeding_s(),
+                )
+                .map(|which| (*id, which))
+            })
+            .collect();
+        for (id, which) in &reached {
+            self.inner
+                .counters
+                .limits_reached
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(info_hash = %hex(id), limit = which, action = ?options.limit_action, "limit reached");
+            let done = match options.limit_action {
+                LimitAction::Stop => self.change(*id, |s, e| {
+                    e.paused = true;
+                    e.stopped_by = Some((*which).to_string());
+                    s.unserve(*id, e);
+                    Ok(())
+                }),
+                LimitAction::Remove => self.remove(*id, false),
+            };
+            if let Err(e) = done {
+                tracing::error!("applying the {which} limit to {}: {e}", hex(id));
+            }
+        }
+        reached.len()
+    }
+
+    fn progress(&self) -> Vec<Progress> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| Progress {
+                info_hash: *id,
+                uploaded: e.uploaded(),
+                seeding_s: e.seeding_s(),
+            })
+            .collect()
+    }
+
+    /// Saves upload totals and seeding time without waiting (a full queue skips this round).
+    fn save_progress_async(&self) {
+        let progress = self.progress();
+        match self
+            .inner
+            .db
+            .try_call(move |c| state::save_progress(c, &progress))
+        {
+            Ok(_) => {}
+            Err(DbError::QueueFull) => {
+                self.inner
+                    .counters
+                    .saves_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.inner
+                    .counters
+                    .db_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!("saving progress: {e}");
+            }
+        }
+    }
+
+    /// Final save at shutdown; waits until it is durable. Call after the engine has stopped, so
+    /// the totals are final.
+    pub fn save_all(&self) -> Result<(), ControlError> {
+        {
+            let mut all = self.lock();
+            for e in all.values_mut() {
+                if let Some(since) = e.seeding_since.take() {
+                    e.seeding_base += since.elapsed().as_secs();
+                }
+            }
+        }
+        let progress = self.progress();
+        self.inner
+            .db
+            .call(move |c| state::save_progress(c, &progress))?
+            .recv_result()?;
+        Ok(())
+    }
+
+    /// The service's periodic work on the control thread: limits every second, the watch
+    /// directory and progress saves at their intervals. Blocking work goes to the blocking pool.
+    async fn tick_loop(self) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_save = Instant::now();
+        let mut last_watch = Instant::now();
+        loop {
+            every.tick().await;
+            let options = self.options();
+            let s = self.clone();
+            // Limits may write to the state and wait for it: off the control thread.
+            let _ = tokio::task::spawn_blocking(move || s.enforce_limits()).await;
+            if last_save.elapsed() >= options.save_interval {
+                last_save = Instant::now();
+                self.save_progress_async();
+            }
+            if !options.watch_interval.is_zero() && last_watch.elapsed() >= options.watch_interval {
+                last_watch = Instant::now();
+                let s = self.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let fresh = s.scan_watch_dir();
+                    if !fresh.is_empty() {
+                        let n = s.add_config_torrents(&fresh);
+                        tracing::info!("watch directory: {n} torrent(s) added");
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Reads a .torrent file of at most [`MAX_TORRENT_FILE`] bytes.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ControlError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| ControlError::BadRequest(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_TORRENT_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ControlError::BadRequest(format!("{}: {e}", path.display())))?;
+    if bytes.len() > MAX_TORRENT_FILE {
+        return Err(ControlError::BadRequest(format!(
+            "{}: larger than {MAX_TORRENT_FILE} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Deletes the files a torrent names under `dir`, then the directories that leaves empty
+/// (never `dir` itself). Paths come from a validated layout, so none leads outside `dir`.
+fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for f in &meta.info.layout.files {
+        if f.pad {
+            continue;
+        }
+        let rel = f.rel_path();
+        let p = dir.join(&rel);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ControlError::Io(format!("deleting {}: {e}", p.display()))),
+        }
+        let mut up = rel.parent();
+        while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
+            parents.push(dir.join(d));
+            up = d.parent();
+        }
+    }
+    // Deepest first; a directory that still holds something stays.
+    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    parents.dedup();
+    for d in parents {
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_own_before_global() {
+        let none = Limits::default();
+        let global = Limits {
+            upload_rate: None,
+            ratio: Some(2.0),
+            seed_time_s: Some(3600),
+        };
+        assert_eq!(limit_reached(&none, &none, 10, 10, 10), None);
+        assert_eq!(limit_reached(&none, &global, 19, 10, 0), None);
+        assert_eq!(limit_reached(&none, &global, 20, 10, 0), Some("ratio"));
+        assert_eq!(
+            limit_reached(&none, &global, 0, 10, 3600),
+            Some("seed_time")
+        );
+        let own = Limits {
+            upload_rate: None,
+            ratio: Some(5.0),
+            seed_time_s: Some(0),
+        };
+        // The torrent's own ratio wins; its seed time 0 means none, not "at once".
+        assert_eq!(limit_reached(&own, &global, 20, 10, 0), None);
+        assert_eq!(limit_reached(&own, &global, 50, 10, 0), Some("ratio"));
+        // An empty torrent never reaches a ratio.
+        assert_eq!(limit_reached(&none, &global, 0, 0, 0), None);
+    }
+
+    #[test]
+    fn save_paths_stay_in_the_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("data");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        let r = root.to_str().unwrap();
+        assert_eq!(confine_save_path(&root, "a").unwrap(), root.join("a"));
+        assert_eq!(confine_save_path(&root, r).unwrap(), root);
+        assert_eq!(
+            confine_save_path(&root, "new/dir").unwrap(),
+            root.join("new/dir")
+        );
+        for bad in ["../x", "a/../../x", "/etc", &format!("{r}/../x")] {
+            assert!(
+                matches!(
+                    confine_save_path(&root, bad),
+                    Err(ControlError::OutsideDataDir { .. })
+                ),
+                "{bad}"
+            );
+        }
+        std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
+        assert!(matches!(
+            confine_save_path(&root, "escape/etc"),
+            Err(ControlError::OutsideDataDir { .. })
+        ));
+        assert!(confine_save_path(&root, "").is_err());
+    }
+
+    #[test]
+    fn info_hashes_parse_strictly() {
+        assert_eq!(parse_info_hash(&"ab".repeat(20)).unwrap(), [0xab; 20]);
+        assert!(parse_info_hash("ab").is_err());
+        assert!(parse_info_hash(&"zz".repeat(20)).is_err());
+        assert!(parse_info_hash(&"é".repeat(20)).is_err());
+    }
+}

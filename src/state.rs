@@ -1,0 +1,349 @@
+//! Resume state: what `ringseed run` needs to seed again after a restart without hashing, kept in
+//! the node's SQLite database (component `"state"`, see [`crate::db`]).
+//!
+//! Per torrent: the .torrent bytes, where its data is, when it was added, whether it is paused,
+//! its limits, upload and seeding-time totals, the bitfield of pieces verified at the last check
+//! and each file's size and mtime as they were at that check. At start a torrent whose files
+//! still have those sizes and mtimes takes its bitfield from here; any other torrent is hashed.
+//!
+//! The functions take a `&Connection` so they run as jobs of the [`crate::db::DbWriter`].
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::metainfo::FileLayout;
+
+/// This module's component name in `schema_version`.
+pub const COMPONENT: &str = "state";
+
+/// Schema steps of the `"state"` component (append only).
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE torrents (
+         info_hash BLOB PRIMARY KEY CHECK (length(info_hash) = 20),
+         torrent BLOB NOT NULL,
+         source TEXT,
+         data_dir TEXT NOT NULL,
+         added_at INTEGER NOT NULL,
+         paused INTEGER NOT NULL DEFAULT 0,
+         stopped_by TEXT,
+         upload_rate_limit INTEGER,
+         ratio_limit REAL,
+         seed_time_limit_s INTEGER,
+         uploaded INTEGER NOT NULL DEFAULT 0,
+         seeding_s INTEGER NOT NULL DEFAULT 0,
+         verified BLOB
+     );
+     CREATE TABLE torrent_files (
+         info_hash BLOB NOT NULL REFERENCES torrents (info_hash) ON DELETE CASCADE,
+         file_index INTEGER NOT NULL,
+         size INTEGER,
+         mtime_ns INTEGER,
+         PRIMARY KEY (info_hash, file_index)
+     ) WITHOUT ROWID;"];
+
+/// One file as it was on disk at the last check: `None` when it was absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// Per-torrent limits; `None` falls back to the global setting.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Upload bytes per second (0 = unlimited).
+    pub upload_rate: Option<u64>,
+    /// Stop or remove once uploaded / size reaches this.
+    pub ratio: Option<f64>,
+    /// Stop or remove after this many seconds of seeding.
+    pub seed_time_s: Option<u64>,
+}
+
+/// Everything the state keeps about one torrent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorrentRecord {
+    pub info_hash: [u8; 20],
+    pub torrent: Vec<u8>,
+    /// The .torrent file it was added from (config list or watch directory), if any.
+    pub source: Option<String>,
+    pub data_dir: String,
+    /// Unix seconds.
+    pub added_at: i64,
+    pub paused: bool,
+    /// Which limit stopped it ("ratio", "seed_time"), if one did.
+    pub stopped_by: Option<String>,
+    pub limits: Limits,
+    pub uploaded: u64,
+    pub seeding_s: u64,
+    /// Pieces verified at the last check (wire bit order); `None` if never checked.
+    pub verified: Option<Vec<u8>>,
+    /// One stamp per file of the layout (pads and empty files included, as stamps of nothing).
+    pub files: Vec<Option<FileStamp>>,
+}
+
+/// Counters that change while seeding, saved periodically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub info_hash: [u8; 20],
+    pub uploaded: u64,
+    pub seeding_s: u64,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Every torrent in the state, files included.
+pub fn load_all(conn: &Connection) -> rusqlite::Result<Vec<TorrentRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
+                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified
+         FROM torrents ORDER BY added_at, info_hash",
+    )?;
+    let mut records = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let hash: Vec<u8> = r.get(0)?;
+        let Ok(info_hash) = <[u8; 20]>::try_from(hash.as_slice()) else {
+            // The CHECK constraint makes this unreachable short of a hand-edited file.
+            continue;
+        };
+        records.push(TorrentRecord {
+            info_hash,
+            torrent: r.get(1)?,
+            source: r.get(2)?,
+            data_dir: r.get(3)?,
+            added_at: r.get(4)?,
+            paused: r.get(5)?,
+            stopped_by: r.get(6)?,
+            limits: Limits {
+                upload_rate: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                ratio: r.get(8)?,
+                seed_time_s: r.get::<_, Option<i64>>(9)?.map(to_u64),
+            },
+            uploaded: to_u64(r.get(10)?),
+            seeding_s: to_u64(r.get(11)?),
+            verified: r.get(12)?,
+            files: Vec::new(),
+        });
+    }
+    let mut files = conn.prepare(
+        "SELECT file_index, size, mtime_ns FROM torrent_files WHERE info_hash = ?1
+         ORDER BY file_index",
+    )?;
+    for rec in &mut records {
+        let stamps = files.query_map([&rec.info_hash[..]], |r| {
+            let index: i64 = r.get(0)?;
+            let size: Option<i64> = r.get(1)?;
+            let mtime: Option<i64> = r.get(2)?;
+            Ok((
+                index,
+                size.zip(mtime).map(|(s, m)| FileStamp {
+                    size: to_u64(s),
+                    mtime_ns: m,
+                }),
+            ))
+        })?;
+        for s in stamps {
+            let (index, stamp) = s?;
+            // Indexes are written densely from 0; anything else reads as "changed".
+            if usize::try_from(index).ok() != Some(rec.files.len()) {
+                rec.files.clear();
+                break;
+            }
+            rec.files.push(stamp);
+        }
+    }
+    Ok(records)
+}
+
+/// Inserts or replaces a torrent with all its fields and file stamps.
+pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO torrents (info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
+                               upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded,
+                               seeding_s, verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (info_hash) DO UPDATE SET
+             source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
+             stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
+             ratio_limit = excluded.ratio_limit, seed_time_limit_s = excluded.seed_time_limit_s,
+             uploaded = excluded.uploaded, seeding_s = excluded.seeding_s,
+             verified = excluded.verified",
+        params![
+            &rec.info_hash[..],
+            rec.torrent,
+            rec.source,
+            rec.data_dir,
+            rec.added_at,
+            rec.paused,
+            rec.stopped_by,
+            rec.limits.upload_rate.map(to_i64),
+            rec.limits.ratio,
+            rec.limits.seed_time_s.map(to_i64),
+            to_i64(rec.uploaded),
+            to_i64(rec.seeding_s),
+            rec.verified,
+        ],
+    )?;
+    conn.execute(
+        "DELETE FROM torrent_files WHERE info_hash = ?1",
+        [&rec.info_hash[..]],
+    )?;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO torrent_files (info_hash, file_index, size, mtime_ns) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, f) in rec.files.iter().enumerate() {
+        ins.execute(params![
+            &rec.info_hash[..],
+            i as i64,
+            f.map(|f| to_i64(f.size)),
+            f.map(|f| f.mtime_ns),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Saves the counters of many torrents (torrents no longer in the state are skipped).
+pub fn save_progress(conn: &Connection, progress: &[Progress]) -> rusqlite::Result<()> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE torrents SET uploaded = ?2, seeding_s = ?3 WHERE info_hash = ?1")?;
+    for p in progress {
+        stmt.execute(params![
+            &p.info_hash[..],
+            to_i64(p.uploaded),
+            to_i64(p.seeding_s)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Forgets a torrent (its file stamps go with it).
+pub fn delete(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM torrents WHERE info_hash = ?1",
+        [&info_hash[..]],
+    )? > 0)
+}
+
+/// One torrent, if the state has it.
+pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<TorrentRecord>> {
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM torrents WHERE info_hash = ?1",
+            [&info_hash[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    Ok(load_all(conn)?
+        .into_iter()
+        .find(|r| &r.info_hash == info_hash))
+}
+
+/// The size and mtime of every file of `layout` under `root` now (pads and empty files: `None`,
+/// as are files that are absent or unreadable).
+pub fn stamp_files(layout: &FileLayout, root: &Path) -> Vec<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    layout
+        .files
+        .iter()
+        .map(|f| {
+            if f.pad || f.length == 0 {
+                return None;
+            }
+            let m = std::fs::metadata(root.join(f.rel_path())).ok()?;
+            m.is_file().then(|| FileStamp {
+                size: m.len(),
+                mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(hash: u8) -> TorrentRecord {
+        TorrentRecord {
+            info_hash: [hash; 20],
+            torrent: vec![1, 2, 3],
+            source: Some("/x.torrent".into()),
+            data_dir: "/srv".into(),
+            added_at: 1_700_000_000,
+            paused: false,
+            stopped_by: None,
+            limits: Limits {
+                upload_rate: Some(1024),
+                ratio: Some(1.5),
+                seed_time_s: None,
+            },
+            uploaded: 7,
+            seeding_s: 9,
+            verified: Some(vec![0xff, 0x80]),
+            files: vec![
+                Some(FileStamp {
+                    size: 10,
+                    mtime_ns: -5,
+                }),
+                None,
+            ],
+        }
+    }
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::db::open(&dir.path().join("s.db")).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, MIGRATIONS).unwrap();
+        (dir, c)
+    }
+
+    #[test]
+    fn records_round_trip_and_updates_replace_files() {
+        let (_d, c) = db();
+        let mut a = record(1);
+        put(&c, &a).unwrap();
+        put(&c, &record(2)).unwrap();
+        assert_eq!(load_all(&c).unwrap().len(), 2);
+        assert_eq!(get(&c, &[1; 20]).unwrap().unwrap(), a);
+        a.paused = true;
+        a.files.truncate(1);
+        a.limits.ratio = None;
+        put(&c, &a).unwrap();
+        assert_eq!(get(&c, &[1; 20]).unwrap().unwrap(), a);
+        save_progress(
+            &c,
+            &[Progress {
+                info_hash: [1; 20],
+                uploaded: 100,
+                seeding_s: 200,
+            }],
+        )
+        .unwrap();
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!((got.uploaded, got.seeding_s), (100, 200));
+        assert!(delete(&c, &[1; 20]).unwrap());
+        assert!(!delete(&c, &[1; 20]).unwrap());
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM torrent_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "the deleted torrent's file stamps went with it");
+    }
+
+    #[test]
+    fn a_bad_hash_length_is_refused() {
+        let (_d, c) = db();
+        let e = c.execute(
+            "INSERT INTO torrents (info_hash, torrent, data_dir, added_at) VALUES (x'01', x'', '', 0)",
+            [],
+        );
+        assert!(e.is_err());
+    }
+}

@@ -1,0 +1,533 @@
+//! `ringseed run` as a service: the real binary with a config file, torrents added over the
+//! control API, libtorrent downloading one, the totals in the API and /metrics; a restart that
+//! seeds from the resume state without hashing (the API's and /metrics' check counters say so);
+//! a file changed on disk rechecks that torrent only; ratio limits; bad requests change nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Payload, create_torrent, lt_tool, ringseed, run_ok, signal};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "t0ken-for-tests";
+
+/// A `ringseed run` process and the addresses it printed.
+struct Node {
+    child: Child,
+    peer: SocketAddr,
+    metrics: SocketAddr,
+    api: SocketAddr,
+}
+
+fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
+    let cfg = dir.join("ringseed.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [trackers]\nenabled = false\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nno_token_from = [\"127.0.0.1/32\"]\n\
+             [state]\ndir = {:?}\n\
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n{extra}",
+            dir.join("state").display().to_string(),
+            data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn start(cfg: &Path) -> Node {
+    let mut child = ringseed()
+        .arg("--config")
+        .arg(cfg)
+        .args(["run", "--stats-every", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr_after = |prefix: &str| -> SocketAddr {
+        let line = lines.next().expect("node exited").unwrap();
+        let rest = line
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"));
+        rest.split_whitespace()
+            .map(|w| w.trim_start_matches("http://").trim_end_matches("/metrics"))
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    };
+    let peer = addr_after("seeding ");
+    let metrics = addr_after("metrics on ");
+    let api = addr_after("control API on ");
+    // The rest of stdout is not read; the shutdown lines are small enough for the pipe.
+    Node {
+        child,
+        peer,
+        metrics,
+        api,
+    }
+}
+
+fn stop(mut node: Node) {
+    signal(&node.child, nix::sys::signal::Signal::SIGTERM);
+    assert!(node.child.wait().unwrap().success());
+}
+
+/// One HTTP/1.1 request from `from` (a loopback source address); returns status and body.
+fn http(
+    to: SocketAddr,
+    from: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get_json(node: &Node, path: &str) -> Value {
+    let (status, body) = http(node.api, "127.0.0.1", "GET", path, "", None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn ctl(node: &Node, args: &[&str]) -> Value {
+    let api = format!("http://{}", node.api);
+    let out = run_ok(ringseed().args(["ctl", "--api", &api, "--json"]).args(args));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn scrape(node: &Node) -> String {
+    http(node.metrics, "127.0.0.1", "GET", "/metrics", "", None).1
+}
+
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {name} in:\n{text}"))
+}
+
+/// Waits (bounded) until `done` holds for the torrent list.
+fn wait_list(node: &Node, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = get_json(node, "/api/v1/torrents");
+        let list = list.as_array().unwrap().clone();
+        if done(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "waiting for {what}: {list:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn by_name<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list:#?}"))
+}
+
+fn all_seeding(list: &[Value]) -> bool {
+    list.iter().all(|t| t["state"] != "checking")
+}
+
+#[test]
+fn add_download_restart_resume_and_recheck_only_what_changed() {
+    let p = Payload::new();
+    let dir = p.dir.path();
+    let single_t = dir.join("single.torrent");
+    let multi_t = dir.join("multi.torrent");
+    let single = create_torrent(&p.single, &single_t, &["--piece-kib", "64"]);
+    create_torrent(&p.multi, &multi_t, &["--piece-kib", "32"]);
+    let hash = ringseed::metainfo::hex(&single.info.hash.wire_id());
+    let cfg = write_config(dir, p.data_dir(), "");
+
+    // First run: both torrents added over the API (one uploaded by `ctl`, one by path).
+    let node = start(&cfg);
+    let added = ctl(&node, &["add", single_t.to_str().unwrap()]);
+    assert_eq!(added["info_hash"], hash.as_str());
+    let body = json!({ "path": multi_t }).to_string();
+    let (status, answer) = http(
+        node.api,
+        "127.0.0.1",
+        "POST",
+        "/api/v1/torrents",
+        &body,
+        None,
+    );
+    assert_eq!(status, 201, "{answer}");
+    let list = wait_list(&node, "both checked", |l| l.len() == 2 && all_seeding(l));
+    for t in &list {
+        assert_eq!(t["state"], "seeding", "{t}");
+        assert_eq!(t["verified_pieces"], t["pieces"], "{t}");
+        assert_eq!(t["checks"], 1);
+    }
+
+    // libtorrent downloads the single-file torrent, byte-perfect.
+    let dl = tempfile::tempdir().unwrap();
+    let out = lt_tool(&[
+        "download",
+        single_t.to_str().unwrap(),
+        dl.path().to_str().unwrap(),
+        &node.peer.to_string(),
+        "60",
+    ]);
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["done"], true, "{out}");
+    assert_eq!(
+        std::fs::read(dl.path().join("single.bin")).unwrap(),
+        std::fs::read(&p.single).unwrap()
+    );
+    let size = single.info.layout.total_length;
+    let view = ctl(&node, &["show", &hash]);
+    let uploaded = view["uploaded"].as_u64().unwrap();
+    assert!(uploaded >= size, "{view}");
+    let text = scrape(&node);
+    assert_eq!(
+        series(
+            &text,
+            &format!("ringseed_torrent_upload_bytes_total{{torrent=\"{hash}\"}}")
+        ) as u64,
+        uploaded
+    );
+    assert!(ctl(&node, &["peers", &hash]).is_array());
+
+    // A ratio limit the torrent has already reached stops it (action "stop" by default).
+    ctl(&node, &["limits", &hash, "--ratio", "1"]);
+    let list = wait_list(&node, "the ratio limit", |l| {
+        by_name(l, "single.bin")["state"] == "paused"
+    });
+    assert_eq!(by_name(&list, "single.bin")["stopped_by"], "ratio");
+    assert_eq!(by_name(&list, "multi")["state"], "seeding");
+    stop(node);
+
+    // Restart: everything resumes from the state, nothing is hashed.
+    let node = start(&cfg);
+    let stats = get_json(&node, "/api/v1/stats");
+    assert_eq!(stats["resumed"], 2, "{stats}");
+    assert_eq!(stats["checks_new"], 0, "{stats}");
+    assert_eq!(stats["checks_changed"], 0, "{stats}");
+    let text = scrape(&node);
+    assert_eq!(series(&text, "ringseed_torrents_resumed_total"), 2.0);
+    assert_eq!(
+        series(&text, "ringseed_torrent_checks_total{reason=\"changed\"}"),
+        0.0
+    );
+    let list = get_json(&node, "/api/v1/torrents");
+    let list = list.as_array().unwrap();
+    let s = by_name(list, "single.bin");
+    assert_eq!(s["state"], "paused", "a limit's stop survives the restart");
+    assert_eq!(s["uploaded"].as_u64(), Some(uploaded), "upload total kept");
+    assert_eq!(s["limits"]["ratio"], 1.0);
+    let m = by_name(list, "multi");
+    assert_eq!(
+        (m["state"].as_str(), m["checks"].as_u64()),
+        (Some("seeding"), Some(0))
+    );
+    assert_eq!(m["verified_pieces"], m["pieces"]);
+    stop(node);
+
+    // One file of the multi-file torrent changes on disk: only that torrent is hashed again,
+    // and the piece holding the changed byte is no longer served.
+    let changed = p.multi.join("sub/b.bin");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&changed, &bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&changed).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    let node = start(&cfg);
+    let list = wait_list(&node, "the recheck", all_seeding);
+    let stats = get_json(&node, "/api/v1/stats");
+    assert_eq!(stats["resumed"], 1, "{stats}");
+    assert_eq!(stats["checks_changed"], 1, "{stats}");
+    assert_eq!(stats["checks_new"], 0, "{stats}");
+    let m = by_name(&list, "multi");
+    assert_eq!(m["checks"], 1);
+    assert_eq!(m["resumed"], false);
+    assert_eq!(
+        m["verified_pieces"].as_u64().unwrap() + 1,
+        m["pieces"].as_u64().unwrap(),
+        "{m}"
+    );
+    let s = by_name(&list, "single.bin");
+    assert_eq!(
+        (s["checks"].as_u64(), s["resumed"].as_bool()),
+        (Some(0), Some(true))
+    );
+    let text = scrape(&node);
+    assert_eq!(
+        series(&text, "ringseed_torrent_checks_total{reason=\"changed\"}"),
+        1.0
+    );
+    stop(node);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let p = Payload::new();
+    let dir = p.dir.path();
+    let single_t = dir.join("single.torrent");
+    let single = create_torrent(&p.single, &single_t, &[]);
+    let hash = ringseed::metainfo::hex(&single.info.hash.wire_id());
+    let watch = dir.join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let cfg = write_config(
+        dir,
+        p.data_dir(),
+        &format!(
+            "dir = {:?}\nwatch_interval_s = 1\n",
+            watch.display().to_string()
+        ),
+    );
+    // `watch_interval_s` twice is a config error that names the key, and nothing starts.
+    let out = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("watch_interval_s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join("state").exists(), "a bad config creates no state");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("watch_interval_s = 0\n", "");
+    std::fs::write(&cfg, text).unwrap();
+
+    let node = start(&cfg);
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&single_t).unwrap())
+    };
+    let add = json!({ "torrent": b64 }).to_string();
+    let (status, body) = http(
+        node.api,
+        "127.0.0.1",
+        "POST",
+        "/api/v1/torrents",
+        &add,
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_list(&node, "the check", |l| l.len() == 1 && all_seeding(l));
+    let before = get_json(&node, "/api/v1/torrents");
+    let other = ringseed::metainfo::hex(&[0x11; 20]);
+
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            "{\"torrent\": ".into(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            "[1]".into(),
+            400,
+            "JSON object",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"torrent": "!!"}).to_string(),
+            400,
+            "base64",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"torrent": "aGVsbG8="}).to_string(),
+            400,
+            "not a valid .torrent",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            add.clone(),
+            409,
+            "already added",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"path": single_t, "save_path": "../outside"}).to_string(),
+            400,
+            "outside the data directory",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"path": single_t, "save_path": "/etc"}).to_string(),
+            400,
+            "outside the data directory",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"magnet": format!("magnet:?xt=urn:btih:{other}")}).to_string(),
+            501,
+            "BEP 9",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
+            json!({"torrent": b64, "colour": 1}).to_string(),
+            400,
+            "unknown key",
+        ),
+        (
+            "GET",
+            format!("/api/v1/torrents/{other}"),
+            String::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "POST",
+            format!("/api/v1/torrents/{other}/pause"),
+            String::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/torrents/{other}"),
+            String::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "GET",
+            "/api/v1/torrents/xyz".into(),
+            String::new(),
+            400,
+            "not an info-hash",
+        ),
+        (
+            "POST",
+            format!("/api/v1/torrents/{hash}/explode"),
+            String::new(),
+            400,
+            "unknown action",
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/torrents/{hash}?delete_data=maybe"),
+            String::new(),
+            400,
+            "unknown query",
+        ),
+        (
+            "PUT",
+            format!("/api/v1/torrents/{hash}/limits"),
+            json!({"ratio": -1}).to_string(),
+            400,
+            "allowed",
+        ),
+        (
+            "PUT",
+            format!("/api/v1/torrents/{hash}/limits"),
+            json!({"ratio": 2, "seed_time_min": "x"}).to_string(),
+            400,
+            "number",
+        ),
+    ];
+    for (method, path, body, want, says) in &cases {
+        let (status, answer) = http(node.api, "127.0.0.1", method, path, body, None);
+        assert_eq!(status, *want, "{method} {path} {body}: {answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(says),
+            "{method} {path}: {msg:?} lacks {says:?}"
+        );
+    }
+    // 127.0.0.2 is outside `no_token_from` (only 127.0.0.1/32 here): a token is required, a
+    // wrong one is refused, and neither changes anything.
+    let del = format!("/api/v1/torrents/{hash}?delete_data=true");
+    for token in [None, Some("wrong")] {
+        let (status, answer) = http(node.api, "127.0.0.2", "DELETE", &del, "", token);
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.contains("token"), "{answer}");
+    }
+    let (status, _) = http(
+        node.api,
+        "127.0.0.2",
+        "GET",
+        "/api/v1/stats",
+        "",
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200);
+    assert!(scrape(&node).contains("ringseed_errors_total{reason=\"api_unauthorized\"} 2"));
+
+    let after = get_json(&node, "/api/v1/torrents");
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        for t in v.as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("seeding_s");
+        }
+        v
+    };
+    assert_eq!(
+        strip(&before),
+        strip(&after),
+        "bad requests changed nothing"
+    );
+    assert!(p.single.exists(), "its data is still there");
+
+    // The watch directory is polled: a .torrent dropped there is picked up without a signal.
+    std::fs::copy(dir.join("single.torrent"), watch.join("dup.torrent")).unwrap();
+    create_torrent(&p.multi, &watch.join("multi.torrent"), &[]);
+    wait_list(&node, "the watch directory", |l| {
+        l.len() == 2 && all_seeding(l)
+    });
+
+    // Removing with delete_data (from 127.0.0.2 with the token) deletes exactly its files.
+    let (status, answer) = http(node.api, "127.0.0.2", "DELETE", &del, "", Some(TOKEN));
+    assert_eq!(status, 200, "{answer}");
+    assert!(!p.single.exists());
+    assert!(p.multi.join("sub/b.bin").exists());
+    let list = get_json(&node, "/api/v1/torrents");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    stop(node);
+}
