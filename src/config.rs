@@ -34,6 +34,7 @@ pub struct Config {
     pub trackers: Trackers,
     pub torrents: Torrents,
     pub metrics: Metrics,
+    pub state: State,
     pub hashing: Hashing,
     pub create: Create,
 }
@@ -120,6 +121,28 @@ impl Default for Metrics {
             listen: "127.0.0.1:9707".into(),
             top_torrents: 20,
         }
+    }
+}
+
+/// Where the node keeps what must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    pub dir: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            dir: "/var/lib/ringseed".into(),
+        }
+    }
+}
+
+impl State {
+    /// The node's one SQLite database (see [`crate::db`]).
+    pub fn db_path(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.dir).join("ringseed.db")
     }
 }
 
@@ -286,6 +309,16 @@ const DOCS: &[(&str, &str)] = &[
     (
         "trackers.udp_retries",
         "UDP retransmissions before giving up. Range 0..=8.",
+    ),
+    (
+        "state",
+        "What survives a restart: the node's database `ringseed.db` (one SQLite file, WAL:\n\
+         resume state and the BTT earnings ledger) and its wallet key live here.",
+    ),
+    (
+        "state.dir",
+        "State directory; created if missing. The systemd unit's StateDirectory=ringseed\n\
+         makes it /var/lib/ringseed.",
     ),
     (
         "metrics",

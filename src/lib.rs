@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bencode;
 pub mod config;
 pub mod create;
+pub mod db;
 pub mod engine;
 pub mod fetch;
 pub mod hash;
