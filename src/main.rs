@@ -115,7 +115,7 @@ enum Command {
     /// Load generator: a swarm of synthetic leechers (io_uring, one process) downloading from a
     /// seeder over the real wire protocol, with latency, errors by kind and sampled piece
     /// checks. Exit code 1 when a checked piece has wrong data, 2 when no block arrived.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Show what a .torrent or magnet link holds.
     Info {
         /// A .torrent file or a magnet URI.
@@ -525,7 +525,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
     }
 }
 
@@ -1156,7 +1156,6 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if live {
         eprintln!();
     }
-    drop(probe);
     if let Some(svg) = &args.svg {
         bench::chart::draw_run(&report, svg)?;
     }
