@@ -531,3 +531,54 @@ fn a_sweep_runs_every_point_of_its_grid() {
     );
     assert!(lines[3].starts_with("fastest:"));
 }
+
+/// The coalesced upload jobs lay pad files out as zeros on every path: a hybrid torrent of
+/// odd-sized files (BEP 47 pads between them) is checked piece by piece through the copy and the
+/// splice path.
+#[test]
+fn padded_hybrid_torrent_verifies_on_the_copy_and_splice_paths() {
+    use ringseed::engine::UploadPath;
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("set");
+    std::fs::create_dir_all(&top).unwrap();
+    for (i, len) in [70_001usize, 5, 40_000, 123_457].iter().enumerate() {
+        std::fs::write(top.join(format!("f{i}.bin")), pattern(*len, i as u64 + 11)).unwrap();
+    }
+    let opts = CreateOptions {
+        version: ringseed::metainfo::Version::Hybrid,
+        piece_length: Some(16 * KIB),
+        ..CreateOptions::default()
+    };
+    let meta = create(&top, &opts, &Progress::default()).unwrap().1;
+    assert!(meta.info.layout.files.iter().any(|f| f.pad), "no pad files");
+    for path in [UploadPath::Copy, UploadPath::Splice] {
+        let engine = engine_seeding(
+            &meta,
+            dir.path(),
+            Settings {
+                workers: 1,
+                upload_path: path,
+                ..Settings::default()
+            },
+        );
+        let total = meta.info.layout.total_length;
+        let report = bench::run(
+            &meta.info,
+            &BenchOptions {
+                addr: engine.local_addr(),
+                peers: 2,
+                reqq: 16,
+                stop: Stop::Bytes(2 * total),
+                verify_every: 1,
+                ..BenchOptions::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
+        assert!(report.passed(), "{path:?}: {:?}", report.bad_pieces);
+        assert!(report.errors.is_empty(), "{path:?}: {:?}", report.errors);
+        assert!(report.pieces_verified >= u64::from(meta.info.layout.num_pieces));
+        assert_eq!(report.bytes, up, "{path:?}");
+    }
+}
