@@ -20,8 +20,10 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 RS="$ROOT/target/release/ringseed"
 ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt 21000 ]; then
-  echo "ulimit -n is $(ulimit -n); 10 000 peers need about 10 100 per process" >&2
+max=0
+for n in $COUNTS; do [ "$n" -gt "$max" ] && max=$n; done
+if [ "$(ulimit -n)" -lt $((max + 200)) ]; then
+  echo "ulimit -n is $(ulimit -n); $max peers need about $((max + 200)) in each process" >&2
 fi
 
 mkdir -p "$DIR/data"

@@ -115,7 +115,7 @@ enum Command {
     /// Load generator: a swarm of synthetic leechers (io_uring, one process) downloading from a
     /// seeder over the real wire protocol, with latency, errors by kind and sampled piece
     /// checks. Exit code 1 when a checked piece has wrong data, 2 when no block arrived.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Show what a .torrent or magnet link holds.
     Info {
         /// A .torrent file or a magnet URI.
@@ -148,21 +148,8 @@ enum Command {
 struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
-    /// The torrent(s) to request (not with --spawn-seeder); with several, leecher i takes
-    /// torrent i mod N.
-    #[arg(
-        value_name = "TORRENT",
-        required_unless_present = "spawn_seeder",
-        conflicts_with = "spawn_seeder"
-    )]
-    torrent_files: Vec<PathBuf>,
-    /// The seeder, HOST:PORT (not with --spawn-seeder).
-    #[arg(
-        long,
-        required_unless_present = "spawn_seeder",
-        conflicts_with = "spawn_seeder"
-    )]
-    peer: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Synthetic leechers (1 … 10 000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     peers: u64,
@@ -221,9 +208,6 @@ struct BenchArgs {
     /// routed to lo); by default loopback targets get 127.2.0.1 + i.
     #[arg(long, value_name = "BASE")]
     source_base: Option<std::net::Ipv4Addr>,
-    /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
-    #[arg(long, conflicts_with = "spawn_seeder")]
-    seeder_pid: Option<u32>,
     /// Draw throughput per second and the latency distribution into this SVG file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -251,9 +235,11 @@ enum BenchCmd {
     },
 }
 
+/// An external seeder to bench: its torrent(s), address and, when local, its process.
 #[derive(clap::Args)]
-struct SweepArgs {
-    /// The torrent(s) to request (not with --spawn-seeder).
+struct TargetArgs {
+    /// The torrent(s) to request (not with --spawn-seeder); with several, leecher i takes
+    /// torrent i mod N.
     #[arg(
         value_name = "TORRENT",
         required_unless_present = "spawn_seeder",
@@ -267,6 +253,34 @@ struct SweepArgs {
         conflicts_with = "spawn_seeder"
     )]
     peer: Option<String>,
+    /// The seeder is this local process: report its CPU-s/GiB and RSS from /proc/PID.
+    #[arg(long, conflicts_with = "spawn_seeder")]
+    seeder_pid: Option<u32>,
+}
+
+impl TargetArgs {
+    /// The torrents' infos and the seeder's address.
+    fn resolve(&self) -> Result<(Vec<ringseed::metainfo::Info>, std::net::SocketAddr)> {
+        let peer = self
+            .peer
+            .as_deref()
+            .context("give a torrent and --peer HOST:PORT, or --spawn-seeder")?;
+        if self.torrent_files.is_empty() {
+            bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder");
+        }
+        let infos = self
+            .torrent_files
+            .iter()
+            .map(|t| load_torrent(t).map(|m| m.info))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((infos, resolve(peer)?))
+    }
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     /// Peer counts of the grid.
     #[arg(long, default_value = "1,16,64,256,1024", value_delimiter = ',',
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -297,9 +311,6 @@ struct SweepArgs {
     /// Worker threads of the spawned seeder (0 = one per core).
     #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
     seeder_workers: usize,
-    /// The seeder is this local process: its CPU-s/GiB and RSS from /proc/PID.
-    #[arg(long, conflicts_with = "spawn_seeder")]
-    seeder_pid: Option<u32>,
     #[arg(long)]
     json: bool,
     /// Draw GiB/s and p99 against peers, one line per reqq and path, into this SVG file.
@@ -600,7 +611,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
     }
 }
 
@@ -1278,21 +1289,9 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let (infos, addr) = match (&seeder, &args.peer) {
-        (Some(s), _) => (
-            s.metas.iter().map(|m| m.info.clone()).collect::<Vec<_>>(),
-            s.addr(),
-        ),
-        (None, Some(p)) if !args.torrent_files.is_empty() => {
-            let addr = resolve(p)?;
-            let infos = args
-                .torrent_files
-                .iter()
-                .map(|t| load_torrent(t).map(|m| m.info))
-                .collect::<Result<Vec<_>>>()?;
-            (infos, addr)
-        }
-        _ => bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder"),
+    let (infos, addr) = match &seeder {
+        Some(s) => (s.metas.iter().map(|m| m.info.clone()).collect(), s.addr()),
+        None => args.target.resolve()?,
     };
     let stop = match (args.bytes, args.duration) {
         (Some(b), _) => Stop::Bytes(b),
@@ -1321,7 +1320,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         idle: args.idle,
         ..BenchOptions::default()
     };
-    let probe = match (&seeder, args.seeder_pid) {
+    let probe = match (&seeder, args.target.seeder_pid) {
         (Some(s), _) => Some(SeederProbe::InProcess(s)),
         (None, Some(pid)) => Some(SeederProbe::Pid(pid)),
         (None, None) => None,
@@ -1343,7 +1342,6 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if live {
         eprintln!();
     }
-    drop(probe);
     if let Some(svg) = &args.svg {
         bench::chart::draw_run(&report, svg)?;
     }
@@ -1414,19 +1412,12 @@ fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
             ..SeederSpec::default()
         })
     } else {
-        let peer = args
-            .peer
-            .as_deref()
-            .context("give --peer HOST:PORT or --spawn-seeder")?;
-        infos = args
-            .torrent_files
-            .iter()
-            .map(|t| load_torrent(t).map(|m| m.info))
-            .collect::<Result<Vec<_>>>()?;
+        let addr;
+        (infos, addr) = args.target.resolve()?;
         SweepTarget::Peer {
             infos: &infos,
-            addr: resolve(peer)?,
-            pid: args.seeder_pid,
+            addr,
+            pid: args.target.seeder_pid,
         }
     };
     let opts = SweepOptions {

@@ -45,6 +45,25 @@ fn engine_seeding(meta: &Metainfo, dir: &Path, settings: Settings) -> Engine {
     engine
 }
 
+/// Runs the bench against `engine` (the address is filled in) and shuts the engine down,
+/// checking that the run passed without errors and that both sides count the same bytes.
+fn bench_engine(
+    engine: Engine,
+    infos: &[ringseed::metainfo::Info],
+    opts: BenchOptions,
+) -> bench::BenchReport {
+    let opts = BenchOptions {
+        addr: engine.local_addr(),
+        ..opts
+    };
+    let report = bench::run_torrents(infos, &opts, &mut |_| {}).unwrap();
+    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
+    assert!(report.passed(), "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.bytes, up, "bench and engine disagree");
+    report
+}
+
 /// What the scripted seeder does wrong.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -140,10 +159,10 @@ fn bench_against_the_engine_counts_what_it_uploaded() {
         },
     );
     let budget = 48 << 20;
-    let report = bench::run(
-        &meta.info,
-        &BenchOptions {
-            addr: engine.local_addr(),
+    let report = bench_engine(
+        engine,
+        std::slice::from_ref(&meta.info),
+        BenchOptions {
             peers: 8,
             reqq: 32,
             workers: 2,
@@ -152,16 +171,10 @@ fn bench_against_the_engine_counts_what_it_uploaded() {
             verify_every: 4,
             ..BenchOptions::default()
         },
-        &mut |_| {},
-    )
-    .unwrap();
-    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
-    assert!(report.passed(), "{report:?}");
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    );
     assert!(report.pieces_verified > 0);
     assert_eq!(report.unanswered_requests, 0);
     assert_eq!(report.bytes, budget);
-    assert_eq!(report.bytes, up, "bench and engine disagree");
     assert_eq!(report.connected, 8);
     assert_eq!(report.latency_us.count, report.blocks);
 }
@@ -335,10 +348,10 @@ fn rarest_first_counts_what_the_engine_uploaded() {
         },
     );
     let budget = 24 << 20;
-    let report = bench::run(
-        &meta.info,
-        &BenchOptions {
-            addr: engine.local_addr(),
+    let report = bench_engine(
+        engine,
+        std::slice::from_ref(&meta.info),
+        BenchOptions {
             peers: 6,
             reqq: 16,
             stop: Stop::Bytes(budget),
@@ -346,14 +359,8 @@ fn rarest_first_counts_what_the_engine_uploaded() {
             verify_every: 1,
             ..BenchOptions::default()
         },
-        &mut |_| {},
-    )
-    .unwrap();
-    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
-    assert!(report.passed(), "{report:?}");
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    );
     assert_eq!(report.bytes, budget);
-    assert_eq!(report.bytes, up, "bench and engine disagree");
     // Every piece requested whole is checked (64 KiB pieces, 6 leechers, 24 MiB): at least the
     // pieces completed before the budget ran out.
     assert!(report.pieces_verified >= 300, "{}", report.pieces_verified);
@@ -391,10 +398,10 @@ fn many_torrents_spread_the_load_and_each_count_matches_the_engine() {
         .collect();
     let infos: Vec<_> = metas.iter().map(|m| m.info.clone()).collect();
     let budget = 12 << 20;
-    let report = bench::run_torrents(
+    let report = bench_engine(
+        engine,
         &infos,
-        &BenchOptions {
-            addr: engine.local_addr(),
+        BenchOptions {
             peers: 9,
             reqq: 16,
             workers: 2,
@@ -403,17 +410,11 @@ fn many_torrents_spread_the_load_and_each_count_matches_the_engine() {
             verify_every: 2,
             ..BenchOptions::default()
         },
-        &mut |_| {},
-    )
-    .unwrap();
-    let up: u64 = engine.shutdown().iter().map(|s| s.bytes_up).sum();
-    assert!(report.passed(), "{report:?}");
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    );
     assert!(report.pieces_verified > 0);
     // Short last blocks (the sizes are not multiples of 16 KiB) leave the budget's last
     // reservation unused: the run stops within one block of it.
     assert!(report.bytes <= budget && report.bytes > budget - 16 * KIB);
-    assert_eq!(report.bytes, up, "bench and engine disagree");
     assert_eq!(report.bytes_by_torrent.len(), 3);
     for (i, t) in torrents.iter().enumerate() {
         assert!(report.bytes_by_torrent[i] > 0, "torrent {i} got nothing");
@@ -530,4 +531,52 @@ fn a_sweep_runs_every_point_of_its_grid() {
         "{text}"
     );
     assert!(lines[3].starts_with("fastest:"));
+}
+
+/// The coalesced upload jobs lay pad files out as zeros on every path: a hybrid torrent of
+/// odd-sized files (BEP 47 pads between them) is checked piece by piece through the copy and the
+/// splice path.
+#[test]
+fn padded_hybrid_torrent_verifies_on_the_copy_and_splice_paths() {
+    use ringseed::engine::UploadPath;
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("set");
+    std::fs::create_dir_all(&top).unwrap();
+    for (i, len) in [70_001usize, 5, 40_000, 123_457].iter().enumerate() {
+        std::fs::write(top.join(format!("f{i}.bin")), pattern(*len, i as u64 + 11)).unwrap();
+    }
+    let opts = CreateOptions {
+        version: ringseed::metainfo::Version::Hybrid,
+        piece_length: Some(16 * KIB),
+        ..CreateOptions::default()
+    };
+    let meta = create(&top, &opts, &Progress::default()).unwrap().1;
+    assert!(meta.info.layout.files.iter().any(|f| f.pad), "no pad files");
+    for path in [UploadPath::Copy, UploadPath::Splice] {
+        let engine = engine_seeding(
+            &meta,
+            dir.path(),
+            Settings {
+                workers: 1,
+                upload_path: path,
+                ..Settings::default()
+            },
+        );
+        let total = meta.info.layout.total_length;
+        let report = bench_engine(
+            engine,
+            std::slice::from_ref(&meta.info),
+            BenchOptions {
+                peers: 2,
+                reqq: 16,
+                stop: Stop::Bytes(2 * total),
+                verify_every: 1,
+                ..BenchOptions::default()
+            },
+        );
+        assert!(
+            report.pieces_verified >= u64::from(meta.info.layout.num_pieces),
+            "{path:?}"
+        );
+    }
 }

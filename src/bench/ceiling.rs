@@ -138,6 +138,21 @@ struct Received {
     cpu_seconds: f64,
 }
 
+/// Waits for at least one completion and collects all there are as (connection, result).
+fn wait_completions(ring: &mut IoUring, done: &mut Vec<(usize, i32)>) -> std::io::Result<()> {
+    match ring.submit_and_wait(1) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+        Err(e) => return Err(e),
+    }
+    done.clear();
+    done.extend(
+        ring.completion()
+            .map(|c| (c.user_data() as usize, c.result())),
+    );
+    Ok(())
+}
+
 fn ring(conns: usize) -> std::io::Result<IoUring> {
     crate::uring::build_ring((conns.next_power_of_two() as u32).clamp(64, 4096))
 }
@@ -165,16 +180,7 @@ fn send_loop(fds: &[OwnedFd], payload: &[u8], deadline: Instant) -> std::io::Res
     let mut in_flight = fds.len();
     let mut done = Vec::new();
     while in_flight > 0 {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-        done.clear();
-        done.extend(
-            ring.completion()
-                .map(|c| (c.user_data() as usize, c.result())),
-        );
+        wait_completions(&mut ring, &mut done)?;
         let over = Instant::now() >= deadline;
         for &(i, res) in &done {
             if res > 0 && !over {
@@ -218,16 +224,7 @@ fn recv_loop(fds: &[OwnedFd], recv_size: usize) -> std::io::Result<Received> {
     let mut last_byte = Instant::now();
     let mut done = Vec::new();
     while in_flight > 0 {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-        done.clear();
-        done.extend(
-            ring.completion()
-                .map(|c| (c.user_data() as usize, c.result())),
-        );
+        wait_completions(&mut ring, &mut done)?;
         for &(i, res) in &done {
             if res > 0 {
                 bytes += res as u64;

@@ -97,6 +97,7 @@ pub fn draw_run(report: &BenchReport, path: &Path) -> Result<(), ChartError> {
     c.configure_mesh()
         .x_desc("second of the run")
         .y_desc("GiB/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(|x| e(x.to_string()))?;
     c.draw_series(LineSeries::new(
@@ -151,6 +152,8 @@ pub fn draw_run(report: &BenchReport, path: &Path) -> Result<(), ChartError> {
         .y_desc("ms")
         .x_labels(6)
         .x_label_formatter(&nines_label)
+        .y_labels(12)
+        .y_label_formatter(&|y| format!("{y:.3}"))
         .draw()
         .map_err(|x| e(x.to_string()))?;
     c.draw_series(LineSeries::new(
@@ -192,6 +195,7 @@ pub fn draw_sweep(sweep: &SweepReport, path: &Path) -> Result<(), ChartError> {
     c.configure_mesh()
         .x_desc("peers")
         .y_desc("GiB/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(|x| e(x.to_string()))?;
     for (i, (label, rows)) in series.iter().enumerate() {
@@ -230,6 +234,9 @@ pub fn draw_sweep(sweep: &SweepReport, path: &Path) -> Result<(), ChartError> {
     c.configure_mesh()
         .x_desc("peers")
         .y_desc("p99 ms")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_labels(12)
+        .y_label_formatter(&|y| format!("{y:.3}"))
         .draw()
         .map_err(|x| e(x.to_string()))?;
     for (i, (_, rows)) in series.iter().enumerate() {

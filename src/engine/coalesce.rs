@@ -160,14 +160,7 @@ mod tests {
     use crate::metainfo::{FileEntry, FileLayout};
 
     fn entry(name: &str, length: u64, pad: bool) -> FileEntry {
-        FileEntry {
-            path: vec![name.into()],
-            length,
-            offset: 0,
-            pad,
-            executable: false,
-            pieces_root: None,
-        }
+        FileEntry::for_test(name, length, pad)
     }
 
     fn single(length: u64, piece: u64) -> FileLayout {

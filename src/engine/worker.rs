@@ -547,10 +547,22 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
 }
 
 fn pin_to_core(worker: usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(worker % cores).is_ok() {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    // The worker-th CPU this process may use (taskset, cgroup cpusets), not the machine's
+    // worker-th CPU: under `taskset -c 1`, worker 0 was pinned to CPU 0, outside the set.
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    let Some(&cpu) = cpus.get(worker % cpus.len().max(1)) else {
+        return;
+    };
+    let mut set = CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
     }
 }
 

@@ -28,6 +28,19 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// A one-component entry, for tests of code over layouts.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, length: u64, pad: bool) -> FileEntry {
+        FileEntry {
+            path: vec![name.into()],
+            length,
+            offset: 0,
+            pad,
+            executable: false,
+            pieces_root: None,
+        }
+    }
+
     /// The relative path on disk.
     pub fn rel_path(&self) -> PathBuf {
         self.path.iter().collect()
@@ -176,14 +189,7 @@ mod tests {
     use super::*;
 
     fn file(name: &str, length: u64, pad: bool) -> FileEntry {
-        FileEntry {
-            path: vec![name.into()],
-            length,
-            offset: 0,
-            pad,
-            executable: false,
-            pieces_root: None,
-        }
+        FileEntry::for_test(name, length, pad)
     }
 
     #[test]
