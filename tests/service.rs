@@ -223,6 +223,22 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         uploaded
     );
     assert!(ctl(&node, &["peers", &hash]).is_array());
+    // Every series the Grafana dashboard plots is exported.
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let _: Value = serde_json::from_str(&dashboard).unwrap();
+    for (at, _) in dashboard.match_indices("ringseed_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        assert!(
+            text.lines().any(|l| l.starts_with(&name)),
+            "the dashboard plots {name}, which /metrics lacks"
+        );
+    }
 
     // A ratio limit the torrent has already reached stops it (action "stop" by default).
     ctl(&node, &["limits", &hash, "--ratio", "1"]);

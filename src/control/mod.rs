@@ -570,7 +570,17 @@ impl Service {
         let rate = self.options().torrent_upload_rate;
         t.upload_limit
             .set_rate(e.limits.upload_rate.unwrap_or(rate));
-        match self.inner.session.add_torrent(t.clone()) {
+        // Thousands of torrents at start outrun the workers' command queues: wait for room
+        // (this never runs on the control thread's runtime).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut added = self.inner.session.add_torrent(t.clone());
+        while let Err(SessionError::Engine(crate::engine::EngineError::Busy(_))) = added
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+            added = self.inner.session.add_torrent(t.clone());
+        }
+        match added {
             Ok(()) => e.seeding_since = Some(Instant::now()),
             Err(err) => {
                 tracing::error!("serving {}: {err}", hex(&id));
