@@ -741,25 +741,21 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens one torrent's data for seeding: hashes it first unless `skip_check`.
+/// Opens one torrent's data for seeding (`seed`): hashes it first unless `skip_check`, printing
+/// its summary and the check's report.
 fn open_torrent(
     path: &Path,
     data: &Path,
     config: &Config,
     skip_check: bool,
-    verbose: bool,
 ) -> Result<ringseed::engine::Torrent> {
     let meta = load_torrent(path)?;
-    if verbose {
-        print_summary(&meta);
-    }
+    print_summary(&meta);
     let verify = (!skip_check).then(|| config.hash_options());
     let (t, report) = ringseed::engine::Torrent::open(meta, data, verify)
         .with_context(|| format!("opening data in {}", data.display()))?;
     if let Some(r) = &report {
-        if verbose {
-            print_report(r);
-        }
+        print_report(r);
         if r.good == 0 && r.pieces > 0 {
             bail!(
                 "{}: no piece of the data in {} verifies",
@@ -816,7 +812,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     use ringseed::session::Session;
     let (settings, options) = serve_setup(args, config)?;
     let skip_check = args.skip_check || config.torrents.skip_check;
-    let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check, true)?);
+    let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check)?);
     // Block the signals before any thread starts, so every thread inherits the mask and only
     // the signal thread receives them.
     let signals = signal_thread()?;

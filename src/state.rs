@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::metainfo::FileLayout;
 
@@ -99,13 +99,22 @@ fn to_u64(v: i64) -> u64 {
 
 /// Every torrent in the state, files included.
 pub fn load_all(conn: &Connection) -> rusqlite::Result<Vec<TorrentRecord>> {
+    load(conn, None)
+}
+
+/// One torrent, if the state has it.
+pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<TorrentRecord>> {
+    Ok(load(conn, Some(info_hash))?.pop())
+}
+
+fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<TorrentRecord>> {
     let mut stmt = conn.prepare(
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified
-         FROM torrents ORDER BY added_at, info_hash",
+         FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([only.map(|h| &h[..])])?;
     while let Some(r) = rows.next()? {
         let hash: Vec<u8> = r.get(0)?;
         let Ok(info_hash) = <[u8; 20]>::try_from(hash.as_slice()) else {
@@ -228,23 +237,6 @@ pub fn delete(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool>
         "DELETE FROM torrents WHERE info_hash = ?1",
         [&info_hash[..]],
     )? > 0)
-}
-
-/// One torrent, if the state has it.
-pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<TorrentRecord>> {
-    let found: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM torrents WHERE info_hash = ?1",
-            [&info_hash[..]],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if found.is_none() {
-        return Ok(None);
-    }
-    Ok(load_all(conn)?
-        .into_iter()
-        .find(|r| &r.info_hash == info_hash))
 }
 
 /// The size and mtime of every file of `layout` under `root` now (pads and empty files: `None`,

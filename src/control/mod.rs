@@ -284,6 +284,14 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("torrents", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     session: SessionHandle,
     db: DbHandle,

@@ -40,12 +40,6 @@ pub struct ServiceCollector {
     service: Arc<OnceLock<Service>>,
 }
 
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").finish_non_exhaustive()
-    }
-}
-
 impl Collector for ServiceCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
