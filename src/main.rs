@@ -824,16 +824,9 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
         say!("metrics on http://{m}/metrics");
     }
     notify_ready(&status);
-    let signal = loop {
-        match wait_for_signal(&signals, args.stats_every, session.engine()) {
-            nix::sys::signal::Signal::SIGHUP => {
-                tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
-            }
-            other => break other,
-        }
-    };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    say!("{signal}: announcing stopped, closing peers");
+    wait_for_stop(&signals, args.stats_every, session.engine(), || {
+        tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
+    });
     let stats = session.shutdown();
     say!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
@@ -862,11 +855,27 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
         say!("control API on http://{a}");
     }
     notify_ready(&status);
+    wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
+        reload(config_path, &config, &node)
+    });
+    let stats = node.shutdown();
+    say!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until SIGINT or SIGTERM, calling `on_hup` for each SIGHUP (between systemd's
+/// RELOADING=1 and READY=1); then tells systemd and the operator that it is stopping.
+fn wait_for_stop(
+    signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
+    stats_every: u64,
+    engine: &ringseed::engine::Engine,
+    mut on_hup: impl FnMut(),
+) {
     let signal = loop {
-        match wait_for_signal(&signals, args.stats_every, node.session().engine()) {
+        match wait_for_signal(signals, stats_every, engine) {
             nix::sys::signal::Signal::SIGHUP => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                reload(config_path, &config, &node);
+                on_hup();
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             other => break other,
@@ -874,9 +883,6 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     say!("{signal}: announcing stopped, closing peers");
-    let stats = node.shutdown();
-    say!("{}", serde_json::to_string(&stats)?);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGHUP: re-reads the config file and applies what can change live; says which changed keys

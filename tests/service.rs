@@ -532,8 +532,25 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(p.single.exists(), "its data is still there");
 
     // The watch directory is polled: a .torrent dropped there is picked up without a signal.
+    // A file caught half-written is tried again once it changes.
     std::fs::copy(dir.join("single.torrent"), watch.join("dup.torrent")).unwrap();
-    create_torrent(&p.multi, &watch.join("multi.torrent"), &[]);
+    let multi_t = dir.join("multi.torrent");
+    create_torrent(&p.multi, &multi_t, &[]);
+    let whole = std::fs::read(&multi_t).unwrap();
+    std::fs::write(watch.join("multi.torrent"), &whole[..whole.len() / 2]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scrape(&node).contains("ringseed_errors_total{reason=\"watch_add\"} 1") {
+        assert!(
+            Instant::now() < deadline,
+            "the half-written file was not tried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let f = std::fs::File::create(watch.join("multi.torrent")).unwrap();
+    (&f).write_all(&whole).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    drop(f);
     wait_list(&node, "the watch directory", |l| {
         l.len() == 2 && all_seeding(l)
     });

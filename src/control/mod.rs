@@ -299,6 +299,9 @@ struct Inner {
     torrents: Mutex<HashMap<[u8; 20], Entry>>,
     /// .torrent paths already seen (added or refused), so a watch directory is read cheaply.
     sources: Mutex<HashSet<PathBuf>>,
+    /// .torrent files that could not be added, with their size and mtime then: tried again
+    /// once they change (a file polled while still being copied in).
+    failed: Mutex<HashMap<PathBuf, Option<(u64, std::time::SystemTime)>>>,
     checks: crossbeam_channel::Sender<([u8; 20], CheckReason)>,
     counters: Arc<Counters>,
 }
@@ -406,6 +409,7 @@ impl Service {
                 options: Mutex::new(options),
                 torrents: Mutex::new(HashMap::new()),
                 sources: Mutex::new(HashSet::new()),
+                failed: Mutex::new(HashMap::new()),
                 checks: check_tx,
                 counters,
             }),
@@ -622,17 +626,30 @@ impl Service {
         if !self.remember_source(path) {
             return Ok(None);
         }
-        let bytes = read_bounded(path)?;
+        let stamp = file_stamp(path);
         let add = AddOptions {
             save_path: Some(data.display().to_string()),
             source: Some(path.display().to_string()),
             trusted_path,
             ..AddOptions::default()
         };
-        match self.add_bytes(bytes, add) {
+        let added = read_bounded(path).and_then(|bytes| self.add_bytes(bytes, add));
+        match added {
             Ok(r) => Ok(Some(r)),
             Err(ControlError::AlreadyAdded(_)) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => {
+                self.inner
+                    .sources
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(path);
+                self.inner
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.to_path_buf(), stamp);
+                Err(e)
+            }
         }
     }
 
@@ -994,10 +1011,12 @@ impl Service {
             return Vec::new();
         };
         let seen = self.inner.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = self.inner.failed.lock().unwrap_or_else(|e| e.into_inner());
         let mut found: Vec<(PathBuf, PathBuf)> = rd
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "torrent") && !seen.contains(p))
+            .filter(|p| failed.get(p).is_none_or(|then| *then != file_stamp(p)))
             .map(|p| (p, data.clone()))
             .collect();
         found.sort();
@@ -1130,6 +1149,12 @@ impl Service {
             }
         }
     }
+}
+
+/// A file's size and mtime, to notice that it changed.
+fn file_stamp(p: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// Reads a .torrent file of at most [`MAX_TORRENT_FILE`] bytes.
