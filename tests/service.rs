@@ -342,9 +342,24 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dir.join("state").exists(), "a bad config creates no state");
+    // A token file that cannot be read is named, and nothing starts either.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("watch_interval_s = 0\n", "");
+    let no_file = text.replace(
+        &format!("token = \"{TOKEN}\"\n"),
+        "token_file = \"/nonexistent/token\"\n",
+    );
+    std::fs::write(&cfg, no_file).unwrap();
+    let out = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/token"));
+    assert!(!dir.join("state").exists());
     std::fs::write(&cfg, text).unwrap();
 
     let node = start(&cfg);

@@ -137,10 +137,6 @@ impl Node {
         settings: Settings,
         mut options: SessionOptions,
     ) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.state.dir).map_err(|source| NodeError::StateDir {
-            path: config.state.dir.clone(),
-            source,
-        })?;
         let access = Access {
             token: config.control.read_token()?,
             no_token_from: config
@@ -162,6 +158,12 @@ impl Node {
             }
         };
         let api_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let torrents = config_torrents(config)?;
+        // Last of the checks, so a node that cannot start leaves nothing behind.
+        std::fs::create_dir_all(&config.state.dir).map_err(|source| NodeError::StateDir {
+            path: config.state.dir.clone(),
+            source,
+        })?;
         let counters = Arc::new(Counters::default());
         let cell = Arc::new(OnceLock::new());
         options.db_path = Some(config.state.db_path());
@@ -169,7 +171,6 @@ impl Node {
             counters: counters.clone(),
             service: cell.clone(),
         }));
-        let torrents = config_torrents(config)?;
         let session = Session::start(settings, options)?;
         let service = Service::start(
             &session,
