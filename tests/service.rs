@@ -577,5 +577,36 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(p.multi.join("sub/b.bin").exists());
     let list = get_json(&node, "/api/v1/torrents");
     assert_eq!(list.as_array().unwrap().len(), 1);
+    let multi = list[0]["info_hash"].as_str().unwrap().to_string();
+
+    // SIGHUP switches the limit action to "remove"; a 1 s seed-time limit then removes the
+    // torrent (never its data), and the watched file does not bring it back.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[torrents]\n", "[torrents]\nlimit_action = \"remove\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    signal(&node.child, nix::sys::signal::Signal::SIGHUP);
+    let limits = format!("/api/v1/torrents/{multi}/limits");
+    let body = json!({ "seed_time_min": 0.02 }).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Until the reload has happened, the limit stops the torrent instead: resume it.
+        let (status, answer) = http(node.api, "127.0.0.1", "PUT", &limits, &body, None);
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200, "{answer}");
+        if answer.contains("\"stopped_by\":\"seed_time\"") {
+            let path = format!("/api/v1/torrents/{multi}/resume");
+            http(node.api, "127.0.0.1", "POST", &path, "", None);
+        }
+        assert!(Instant::now() < deadline, "not removed: {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One more watch interval (1 s) passes without the file coming back.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get_json(&node, "/api/v1/torrents"), json!([]));
+    assert!(p.multi.join("sub/b.bin").exists());
+    assert!(series(&scrape(&node), "ringseed_limits_reached_total") >= 1.0);
     stop(node);
 }
