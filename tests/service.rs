@@ -378,6 +378,25 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     assert_eq!(status, 201, "{body}");
     wait_list(&node, "the check", |l| l.len() == 1 && all_seeding(l));
+    // A peer that completed its handshake is listed with its address.
+    let mut peer = std::net::TcpStream::connect(node.peer).unwrap();
+    let mut hs = b"\x13BitTorrent protocol".to_vec();
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(&single.info.hash.wire_id());
+    hs.extend_from_slice(b"-TS0001-000000000001");
+    peer.write_all(&hs).unwrap();
+    peer.read_exact(&mut [0u8; 68]).unwrap();
+    let me = peer.local_addr().unwrap().to_string();
+    let peers = get_json(&node, &format!("/api/v1/torrents/{hash}/peers"));
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["addr"] == me.as_str()),
+        "{me} not in {peers}"
+    );
+    drop(peer);
     let before = get_json(&node, "/api/v1/torrents");
     let other = ringseed::metainfo::hex(&[0x11; 20]);
 
@@ -535,7 +554,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let strip = |v: &Value| {
         let mut v = v.clone();
         for t in v.as_array_mut().unwrap() {
+            // Not changed by requests: the clock, and the handshake peer above going away.
             t.as_object_mut().unwrap().remove("seeding_s");
+            t.as_object_mut().unwrap().remove("peers");
         }
         v
     };
