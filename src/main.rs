@@ -280,9 +280,10 @@ enum CtlCmd {
     Recheck { hash: String },
     /// Its connected peers.
     Peers { hash: String },
-    /// Set a torrent's limits; "none" returns a limit to the global value.
+    /// Set a torrent's limits, or without HASH the global ones; "none" returns a limit to the
+    /// global value (the config's, for global limits). Without options: show them.
     Limits {
-        hash: String,
+        hash: Option<String>,
         /// Upload rate in KiB/s (0 = unlimited).
         #[arg(long)]
         upload_rate_kib: Option<String>,
@@ -292,6 +293,9 @@ enum CtlCmd {
         /// Minutes of seeding after which it stops.
         #[arg(long)]
         seed_time_min: Option<String>,
+        /// Global only: the upload rate of each torrent without its own limit, KiB/s.
+        #[arg(long, conflicts_with = "hash")]
+        torrent_upload_rate_kib: Option<String>,
     },
     /// Resumed torrents, checks by reason, upload total.
     Stats,
@@ -1087,16 +1091,29 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             upload_rate_kib,
             ratio,
             seed_time_min,
+            torrent_upload_rate_kib,
         } => {
             let mut body = serde_json::Map::new();
             limit(upload_rate_kib, "upload-rate-kib", &mut body)?;
             limit(ratio, "ratio", &mut body)?;
             limit(seed_time_min, "seed-time-min", &mut body)?;
-            client.call(
-                Method::PUT,
-                &(torrent(hash) + "/limits"),
-                Some(&Value::Object(body)),
-            )?
+            limit(
+                torrent_upload_rate_kib,
+                "torrent-upload-rate-kib",
+                &mut body,
+            )?;
+            let path = match hash {
+                Some(h) => torrent(h) + "/limits",
+                None => "/api/v1/limits".to_string(),
+            };
+            if body.is_empty() {
+                match hash {
+                    Some(h) => client.call(Method::GET, &torrent(h), None)?["limits"].take(),
+                    None => client.call(Method::GET, &path, None)?,
+                }
+            } else {
+                client.call(Method::PUT, &path, Some(&Value::Object(body)))?
+            }
         }
         CtlCmd::Stats => client.call(Method::GET, "/api/v1/stats", None)?,
     };
@@ -1140,6 +1157,7 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             }
         }
         (CtlCmd::Stats | CtlCmd::Remove { .. }, v) => say!("{v}"),
+        (CtlCmd::Limits { .. }, v) if v.get("info_hash").is_none() => say!("{v}"),
         (_, t) => say!("{}", row(t)),
     }
     Ok(ExitCode::SUCCESS)

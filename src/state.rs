@@ -18,7 +18,8 @@ use crate::metainfo::FileLayout;
 pub const COMPONENT: &str = "state";
 
 /// Schema steps of the `"state"` component (append only).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE torrents (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE torrents (
          info_hash BLOB PRIMARY KEY CHECK (length(info_hash) = 20),
          torrent BLOB NOT NULL,
          source TEXT,
@@ -39,7 +40,15 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE torrents (
          size INTEGER,
          mtime_ns INTEGER,
          PRIMARY KEY (info_hash, file_index)
-     ) WITHOUT ROWID;"];
+     ) WITHOUT ROWID;",
+    "CREATE TABLE global_limits (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         upload_rate_limit INTEGER,
+         torrent_upload_rate_limit INTEGER,
+         ratio_limit REAL,
+         seed_time_limit_s INTEGER
+     );",
+];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +88,50 @@ pub struct TorrentRecord {
     pub verified: Option<Vec<u8>>,
     /// One stamp per file of the layout (pads and empty files included, as stamps of nothing).
     pub files: Vec<Option<FileStamp>>,
+}
+
+/// Global limits set through the API; `None` falls back to the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct GlobalLimits {
+    /// The whole node's upload, bytes per second (0 = unlimited).
+    pub upload_rate: Option<u64>,
+    /// Each torrent's upload without its own limit, bytes per second.
+    pub torrent_upload_rate: Option<u64>,
+    pub ratio: Option<f64>,
+    pub seed_time_s: Option<u64>,
+}
+
+/// The global limits set through the API (all `None` when never set).
+pub fn load_global(conn: &Connection) -> rusqlite::Result<GlobalLimits> {
+    let mut stmt = conn.prepare(
+        "SELECT upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s
+         FROM global_limits WHERE id = 1",
+    )?;
+    let mut rows = stmt.query([])?;
+    let Some(r) = rows.next()? else {
+        return Ok(GlobalLimits::default());
+    };
+    Ok(GlobalLimits {
+        upload_rate: r.get::<_, Option<i64>>(0)?.map(to_u64),
+        torrent_upload_rate: r.get::<_, Option<i64>>(1)?.map(to_u64),
+        ratio: r.get(2)?,
+        seed_time_s: r.get::<_, Option<i64>>(3)?.map(to_u64),
+    })
+}
+
+pub fn put_global(conn: &Connection, g: &GlobalLimits) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO global_limits
+             (id, upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s)
+         VALUES (1, ?1, ?2, ?3, ?4)",
+        params![
+            g.upload_rate.map(to_i64),
+            g.torrent_upload_rate.map(to_i64),
+            g.ratio,
+            g.seed_time_s.map(to_i64)
+        ],
+    )?;
+    Ok(())
 }
 
 /// Counters that change while seeding, saved periodically.
@@ -327,6 +380,21 @@ mod tests {
             .query_row("SELECT count(*) FROM torrent_files", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2, "the deleted torrent's file stamps went with it");
+    }
+
+    #[test]
+    fn global_limits_round_trip() {
+        let (_d, c) = db();
+        assert_eq!(load_global(&c).unwrap(), GlobalLimits::default());
+        let g = GlobalLimits {
+            upload_rate: Some(1 << 20),
+            torrent_upload_rate: None,
+            ratio: Some(2.0),
+            seed_time_s: Some(60),
+        };
+        put_global(&c, &g).unwrap();
+        put_global(&c, &g).unwrap();
+        assert_eq!(load_global(&c).unwrap(), g);
     }
 
     #[test]

@@ -247,6 +247,12 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     });
     assert_eq!(by_name(&list, "single.bin")["stopped_by"], "ratio");
     assert_eq!(by_name(&list, "multi")["state"], "seeding");
+    // Global limits set through the API (here, by `ctl`) are kept across restarts.
+    let g = ctl(
+        &node,
+        &["limits", "--ratio", "50", "--upload-rate-kib", "4096"],
+    );
+    assert_eq!(g["in_force"]["upload_rate"], 4096 << 10, "{g}");
     stop(node);
 
     // Restart: everything resumes from the state, nothing is hashed.
@@ -260,6 +266,12 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     assert_eq!(
         series(&text, "ringseed_torrent_checks_total{reason=\"changed\"}"),
         0.0
+    );
+    let g = get_json(&node, "/api/v1/limits");
+    assert_eq!(g["set"]["ratio"], 50.0, "{g}");
+    assert_eq!(
+        g["in_force"]["torrent_upload_rate"], 0,
+        "the config's value: {g}"
     );
     let list = get_json(&node, "/api/v1/torrents");
     let list = list.as_array().unwrap();
@@ -463,6 +475,13 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             json!({"torrent": b64, "colour": 1}).to_string(),
             400,
             "unknown key",
+        ),
+        (
+            "PUT",
+            "/api/v1/limits".into(),
+            json!({"ratio": "lots"}).to_string(),
+            400,
+            "number",
         ),
         (
             "GET",

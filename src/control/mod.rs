@@ -27,7 +27,7 @@ use crate::engine::{PeerInfo, Torrent};
 use crate::hash::HashOptions;
 use crate::metainfo::{Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
-use crate::state::{self, FileStamp, Limits, Progress, TorrentRecord};
+use crate::state::{self, FileStamp, GlobalLimits, Limits, Progress, TorrentRecord};
 
 /// Largest .torrent accepted through the API (a path or an upload).
 pub const MAX_TORRENT_FILE: usize = 16 << 20;
@@ -127,6 +127,8 @@ pub struct ServiceOptions {
     /// Trust new torrents' data without hashing.
     pub skip_check: bool,
     pub hash: HashOptions,
+    /// The whole node's upload limit (bytes/s, 0 = unlimited).
+    pub upload_rate: u64,
     /// Upload limit of a torrent without its own (bytes/s, 0 = unlimited).
     pub torrent_upload_rate: u64,
     /// Ratio and seed-time limits of torrents without their own.
@@ -145,6 +147,7 @@ impl ServiceOptions {
             watch_interval: Duration::from_secs(u64::from(t.watch_interval_s)),
             skip_check: t.skip_check,
             hash: c.hash_options(),
+            upload_rate: c.engine.upload_rate_limit_kib << 10,
             torrent_upload_rate: c.engine.torrent_upload_rate_limit_kib << 10,
             global_limits: Limits {
                 upload_rate: None,
@@ -296,6 +299,8 @@ struct Inner {
     session: SessionHandle,
     db: DbHandle,
     options: Mutex<ServiceOptions>,
+    /// Global limits set through the API; they win over `options` until set back to null.
+    global: Mutex<GlobalLimits>,
     torrents: Mutex<HashMap<[u8; 20], Entry>>,
     /// .torrent paths already seen (added or refused), so a watch directory is read cheaply.
     sources: Mutex<HashSet<PathBuf>>,
@@ -407,6 +412,7 @@ impl Service {
                 session: session.handle(),
                 db: db.clone(),
                 options: Mutex::new(options),
+                global: Mutex::new(GlobalLimits::default()),
                 torrents: Mutex::new(HashMap::new()),
                 sources: Mutex::new(HashSet::new()),
                 failed: Mutex::new(HashMap::new()),
@@ -414,6 +420,8 @@ impl Service {
                 counters,
             }),
         };
+        let global = db.call(state::load_global)?.recv_result()?;
+        service.apply_global(global);
         let records = db.call(state::load_all)?.recv_result()?;
         let loaded = records.len();
         for rec in records {
@@ -463,18 +471,67 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The options in force: the config's, with the global limits set through the API.
     fn options(&self) -> ServiceOptions {
-        self.inner
+        let mut o = self
+            .inner
             .options
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let g = self.global_limits();
+        o.upload_rate = g.upload_rate.unwrap_or(o.upload_rate);
+        o.torrent_upload_rate = g.torrent_upload_rate.unwrap_or(o.torrent_upload_rate);
+        o.global_limits.ratio = g.ratio.or(o.global_limits.ratio);
+        o.global_limits.seed_time_s = g.seed_time_s.or(o.global_limits.seed_time_s);
+        o
     }
 
-    /// Replaces the options (SIGHUP); per-torrent rate limits without their own value follow.
+    /// The global limits set through the API (`None`: the config's value).
+    pub fn global_limits(&self) -> GlobalLimits {
+        *self.inner.global.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The global limits in force (config and API together).
+    pub fn effective_global_limits(&self) -> GlobalLimits {
+        let o = self.options();
+        GlobalLimits {
+            upload_rate: Some(o.upload_rate),
+            torrent_upload_rate: Some(o.torrent_upload_rate),
+            ratio: o.global_limits.ratio,
+            seed_time_s: o.global_limits.seed_time_s,
+        }
+    }
+
+    /// Sets the global limits (API) and saves them; waits for the save.
+    pub fn set_global_limits(&self, g: GlobalLimits) -> Result<(), ControlError> {
+        self.inner
+            .db
+            .call(move |c| state::put_global(c, &g))?
+            .recv_result()?;
+        self.apply_global(g);
+        Ok(())
+    }
+
+    fn apply_global(&self, g: GlobalLimits) {
+        *self.inner.global.lock().unwrap_or_else(|e| e.into_inner()) = g;
+        self.apply_rates();
+    }
+
+    /// Replaces the options (SIGHUP); the rate limits follow at once.
     pub fn set_options(&self, options: ServiceOptions) {
-        let rate = options.torrent_upload_rate;
         *self.inner.options.lock().unwrap_or_else(|e| e.into_inner()) = options;
+        self.apply_rates();
+    }
+
+    /// Applies the node's and the torrents' rate limits in force.
+    fn apply_rates(&self) {
+        let options = self.options();
+        let rate = options.torrent_upload_rate;
+        self.inner
+            .session
+            .engine()
+            .set_upload_limit(options.upload_rate);
         for e in self.lock().values() {
             if let Some(t) = &e.torrent {
                 t.upload_limit

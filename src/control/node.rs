@@ -206,9 +206,6 @@ impl Node {
     /// SIGHUP: applies the new limits and adds the torrents that are new in `[torrents]`;
     /// returns how many were added.
     pub fn reload(&self, new: &Config) -> Result<usize, ConfigError> {
-        self.session
-            .engine()
-            .set_upload_limit(new.engine.upload_rate_limit_kib << 10);
         self.service.set_options(ServiceOptions::from_config(new));
         let list = config_torrents(new)?;
         Ok(self.service.add_config_torrents(&list))
