@@ -24,6 +24,16 @@ struct Node {
     api: SocketAddr,
 }
 
+/// A failing test must not leave its node running.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("ringseed.toml");
     std::fs::write(
