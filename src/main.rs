@@ -395,9 +395,10 @@ enum CtlCmd {
     Recheck { hash: String },
     /// Its connected peers.
     Peers { hash: String },
-    /// Set a torrent's limits; "none" returns a limit to the global value.
+    /// Set a torrent's limits, or without HASH the global ones; "none" returns a limit to the
+    /// global value (the config's, for global limits). Without options: show them.
     Limits {
-        hash: String,
+        hash: Option<String>,
         /// Upload rate in KiB/s (0 = unlimited).
         #[arg(long)]
         upload_rate_kib: Option<String>,
@@ -407,6 +408,9 @@ enum CtlCmd {
         /// Minutes of seeding after which it stops.
         #[arg(long)]
         seed_time_min: Option<String>,
+        /// Global only: the upload rate of each torrent without its own limit, KiB/s.
+        #[arg(long, conflicts_with = "hash")]
+        torrent_upload_rate_kib: Option<String>,
     },
     /// Resumed torrents, checks by reason, upload total.
     Stats,
@@ -856,25 +860,21 @@ fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens one torrent's data for seeding: hashes it first unless `skip_check`.
+/// Opens one torrent's data for seeding (`seed`): hashes it first unless `skip_check`, printing
+/// its summary and the check's report.
 fn open_torrent(
     path: &Path,
     data: &Path,
     config: &Config,
     skip_check: bool,
-    verbose: bool,
 ) -> Result<ringseed::engine::Torrent> {
     let meta = load_torrent(path)?;
-    if verbose {
-        print_summary(&meta);
-    }
+    print_summary(&meta);
     let verify = (!skip_check).then(|| config.hash_options());
     let (t, report) = ringseed::engine::Torrent::open(meta, data, verify)
         .with_context(|| format!("opening data in {}", data.display()))?;
     if let Some(r) = &report {
-        if verbose {
-            print_report(r);
-        }
+        print_report(r);
         if r.good == 0 && r.pieces > 0 {
             bail!(
                 "{}: no piece of the data in {} verifies",
@@ -931,7 +931,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     use ringseed::session::Session;
     let (settings, options) = serve_setup(args, config)?;
     let skip_check = args.skip_check || config.torrents.skip_check;
-    let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check, true)?);
+    let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check)?);
     // Block the signals before any thread starts, so every thread inherits the mask and only
     // the signal thread receives them.
     let signals = signal_thread()?;
@@ -943,16 +943,9 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
         say!("metrics on http://{m}/metrics");
     }
     notify_ready(&status);
-    let signal = loop {
-        match wait_for_signal(&signals, args.stats_every, session.engine()) {
-            nix::sys::signal::Signal::SIGHUP => {
-                tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
-            }
-            other => break other,
-        }
-    };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    say!("{signal}: announcing stopped, closing peers");
+    wait_for_stop(&signals, args.stats_every, session.engine(), || {
+        tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
+    });
     let stats = session.shutdown();
     say!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
@@ -981,11 +974,27 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
         say!("control API on http://{a}");
     }
     notify_ready(&status);
+    wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
+        reload(config_path, &config, &node)
+    });
+    let stats = node.shutdown();
+    say!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until SIGINT or SIGTERM, calling `on_hup` for each SIGHUP (between systemd's
+/// RELOADING=1 and READY=1); then tells systemd and the operator that it is stopping.
+fn wait_for_stop(
+    signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
+    stats_every: u64,
+    engine: &ringseed::engine::Engine,
+    mut on_hup: impl FnMut(),
+) {
     let signal = loop {
-        match wait_for_signal(&signals, args.stats_every, node.session().engine()) {
+        match wait_for_signal(signals, stats_every, engine) {
             nix::sys::signal::Signal::SIGHUP => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                reload(config_path, &config, &node);
+                on_hup();
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             other => break other,
@@ -993,9 +1002,6 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     say!("{signal}: announcing stopped, closing peers");
-    let stats = node.shutdown();
-    say!("{}", serde_json::to_string(&stats)?);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGHUP: re-reads the config file and applies what can change live; says which changed keys
@@ -1200,16 +1206,29 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             upload_rate_kib,
             ratio,
             seed_time_min,
+            torrent_upload_rate_kib,
         } => {
             let mut body = serde_json::Map::new();
             limit(upload_rate_kib, "upload-rate-kib", &mut body)?;
             limit(ratio, "ratio", &mut body)?;
             limit(seed_time_min, "seed-time-min", &mut body)?;
-            client.call(
-                Method::PUT,
-                &(torrent(hash) + "/limits"),
-                Some(&Value::Object(body)),
-            )?
+            limit(
+                torrent_upload_rate_kib,
+                "torrent-upload-rate-kib",
+                &mut body,
+            )?;
+            let path = match hash {
+                Some(h) => torrent(h) + "/limits",
+                None => "/api/v1/limits".to_string(),
+            };
+            if body.is_empty() {
+                match hash {
+                    Some(h) => client.call(Method::GET, &torrent(h), None)?["limits"].take(),
+                    None => client.call(Method::GET, &path, None)?,
+                }
+            } else {
+                client.call(Method::PUT, &path, Some(&Value::Object(body)))?
+            }
         }
         CtlCmd::Stats => client.call(Method::GET, "/api/v1/stats", None)?,
     };
@@ -1253,6 +1272,7 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             }
         }
         (CtlCmd::Stats | CtlCmd::Remove { .. }, v) => say!("{v}"),
+        (CtlCmd::Limits { .. }, v) if v.get("info_hash").is_none() => say!("{v}"),
         (_, t) => say!("{}", row(t)),
     }
     Ok(ExitCode::SUCCESS)

@@ -137,6 +137,35 @@ impl Collector for EngineCollector {
                 .map(|(i, s)| (worker_label(i), s.peers))
                 .collect::<Vec<_>>(),
         )?;
+        // Asked of the workers at scrape time (a scan of their peers; nothing on the peer path).
+        let (states, answered) = self
+            .engine
+            .peer_states(std::time::Duration::from_millis(250));
+        if answered == stats.len() {
+            let state = |k: &str, v: u64| (vec![("state".to_string(), k.to_string())], v as i64);
+            gauge(
+                &mut enc,
+                "ringseed_peers_by_state",
+                "Connections by state: connecting (connect or handshake), unchoked (holding an \
+                 upload slot), interested_choked (waiting for one), idle.",
+                &[
+                    state("connecting", states.connecting),
+                    state("unchoked", states.unchoked),
+                    state("interested_choked", states.interested_choked),
+                    state("idle", states.idle),
+                ],
+            )?;
+            let slots = self.engine.settings().upload_slots as i64;
+            gauge(
+                &mut enc,
+                "ringseed_upload_slots",
+                "Upload (unchoke) slots: used, and the configured total (0 = unlimited).",
+                &[
+                    (vec![("kind".into(), "used".into())], states.unchoked as i64),
+                    (vec![("kind".into(), "total".into())], slots),
+                ],
+            )?;
+        }
         let mut reasons: std::collections::BTreeMap<&str, u64> = Default::default();
         for s in &stats {
             for (k, v) in &s.disconnects {

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::metainfo::FileLayout;
 
@@ -18,7 +18,8 @@ use crate::metainfo::FileLayout;
 pub const COMPONENT: &str = "state";
 
 /// Schema steps of the `"state"` component (append only).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE torrents (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE torrents (
          info_hash BLOB PRIMARY KEY CHECK (length(info_hash) = 20),
          torrent BLOB NOT NULL,
          source TEXT,
@@ -39,7 +40,15 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE torrents (
          size INTEGER,
          mtime_ns INTEGER,
          PRIMARY KEY (info_hash, file_index)
-     ) WITHOUT ROWID;"];
+     ) WITHOUT ROWID;",
+    "CREATE TABLE global_limits (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         upload_rate_limit INTEGER,
+         torrent_upload_rate_limit INTEGER,
+         ratio_limit REAL,
+         seed_time_limit_s INTEGER
+     );",
+];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +90,50 @@ pub struct TorrentRecord {
     pub files: Vec<Option<FileStamp>>,
 }
 
+/// Global limits set through the API; `None` falls back to the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct GlobalLimits {
+    /// The whole node's upload, bytes per second (0 = unlimited).
+    pub upload_rate: Option<u64>,
+    /// Each torrent's upload without its own limit, bytes per second.
+    pub torrent_upload_rate: Option<u64>,
+    pub ratio: Option<f64>,
+    pub seed_time_s: Option<u64>,
+}
+
+/// The global limits set through the API (all `None` when never set).
+pub fn load_global(conn: &Connection) -> rusqlite::Result<GlobalLimits> {
+    let mut stmt = conn.prepare(
+        "SELECT upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s
+         FROM global_limits WHERE id = 1",
+    )?;
+    let mut rows = stmt.query([])?;
+    let Some(r) = rows.next()? else {
+        return Ok(GlobalLimits::default());
+    };
+    Ok(GlobalLimits {
+        upload_rate: r.get::<_, Option<i64>>(0)?.map(to_u64),
+        torrent_upload_rate: r.get::<_, Option<i64>>(1)?.map(to_u64),
+        ratio: r.get(2)?,
+        seed_time_s: r.get::<_, Option<i64>>(3)?.map(to_u64),
+    })
+}
+
+pub fn put_global(conn: &Connection, g: &GlobalLimits) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO global_limits
+             (id, upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s)
+         VALUES (1, ?1, ?2, ?3, ?4)",
+        params![
+            g.upload_rate.map(to_i64),
+            g.torrent_upload_rate.map(to_i64),
+            g.ratio,
+            g.seed_time_s.map(to_i64)
+        ],
+    )?;
+    Ok(())
+}
+
 /// Counters that change while seeding, saved periodically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -99,13 +152,22 @@ fn to_u64(v: i64) -> u64 {
 
 /// Every torrent in the state, files included.
 pub fn load_all(conn: &Connection) -> rusqlite::Result<Vec<TorrentRecord>> {
+    load(conn, None)
+}
+
+/// One torrent, if the state has it.
+pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<TorrentRecord>> {
+    Ok(load(conn, Some(info_hash))?.pop())
+}
+
+fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<TorrentRecord>> {
     let mut stmt = conn.prepare(
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified
-         FROM torrents ORDER BY added_at, info_hash",
+         FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([only.map(|h| &h[..])])?;
     while let Some(r) = rows.next()? {
         let hash: Vec<u8> = r.get(0)?;
         let Ok(info_hash) = <[u8; 20]>::try_from(hash.as_slice()) else {
@@ -230,23 +292,6 @@ pub fn delete(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool>
     )? > 0)
 }
 
-/// One torrent, if the state has it.
-pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<TorrentRecord>> {
-    let found: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM torrents WHERE info_hash = ?1",
-            [&info_hash[..]],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if found.is_none() {
-        return Ok(None);
-    }
-    Ok(load_all(conn)?
-        .into_iter()
-        .find(|r| &r.info_hash == info_hash))
-}
-
 /// The size and mtime of every file of `layout` under `root` now (pads and empty files: `None`,
 /// as are files that are absent or unreadable).
 pub fn stamp_files(layout: &FileLayout, root: &Path) -> Vec<Option<FileStamp>> {
@@ -335,6 +380,21 @@ mod tests {
             .query_row("SELECT count(*) FROM torrent_files", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2, "the deleted torrent's file stamps went with it");
+    }
+
+    #[test]
+    fn global_limits_round_trip() {
+        let (_d, c) = db();
+        assert_eq!(load_global(&c).unwrap(), GlobalLimits::default());
+        let g = GlobalLimits {
+            upload_rate: Some(1 << 20),
+            torrent_upload_rate: None,
+            ratio: Some(2.0),
+            seed_time_s: Some(60),
+        };
+        put_global(&c, &g).unwrap();
+        put_global(&c, &g).unwrap();
+        assert_eq!(load_global(&c).unwrap(), g);
     }
 
     #[test]

@@ -24,6 +24,16 @@ struct Node {
     api: SocketAddr,
 }
 
+/// A failing test must not leave its node running.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("ringseed.toml");
     std::fs::write(
@@ -223,6 +233,22 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         uploaded
     );
     assert!(ctl(&node, &["peers", &hash]).is_array());
+    // Every series the Grafana dashboard plots is exported.
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let _: Value = serde_json::from_str(&dashboard).unwrap();
+    for (at, _) in dashboard.match_indices("ringseed_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        assert!(
+            text.lines().any(|l| l.starts_with(&name)),
+            "the dashboard plots {name}, which /metrics lacks"
+        );
+    }
 
     // A ratio limit the torrent has already reached stops it (action "stop" by default).
     ctl(&node, &["limits", &hash, "--ratio", "1"]);
@@ -231,6 +257,12 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     });
     assert_eq!(by_name(&list, "single.bin")["stopped_by"], "ratio");
     assert_eq!(by_name(&list, "multi")["state"], "seeding");
+    // Global limits set through the API (here, by `ctl`) are kept across restarts.
+    let g = ctl(
+        &node,
+        &["limits", "--ratio", "50", "--upload-rate-kib", "4096"],
+    );
+    assert_eq!(g["in_force"]["upload_rate"], 4096 << 10, "{g}");
     stop(node);
 
     // Restart: everything resumes from the state, nothing is hashed.
@@ -244,6 +276,12 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     assert_eq!(
         series(&text, "ringseed_torrent_checks_total{reason=\"changed\"}"),
         0.0
+    );
+    let g = get_json(&node, "/api/v1/limits");
+    assert_eq!(g["set"]["ratio"], 50.0, "{g}");
+    assert_eq!(
+        g["in_force"]["torrent_upload_rate"], 0,
+        "the config's value: {g}"
     );
     let list = get_json(&node, "/api/v1/torrents");
     let list = list.as_array().unwrap();
@@ -326,9 +364,24 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dir.join("state").exists(), "a bad config creates no state");
+    // A token file that cannot be read is named, and nothing starts either.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("watch_interval_s = 0\n", "");
+    let no_file = text.replace(
+        &format!("token = \"{TOKEN}\"\n"),
+        "token_file = \"/nonexistent/token\"\n",
+    );
+    std::fs::write(&cfg, no_file).unwrap();
+    let out = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/token"));
+    assert!(!dir.join("state").exists());
     std::fs::write(&cfg, text).unwrap();
 
     let node = start(&cfg);
@@ -347,6 +400,25 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     assert_eq!(status, 201, "{body}");
     wait_list(&node, "the check", |l| l.len() == 1 && all_seeding(l));
+    // A peer that completed its handshake is listed with its address.
+    let mut peer = std::net::TcpStream::connect(node.peer).unwrap();
+    let mut hs = b"\x13BitTorrent protocol".to_vec();
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(&single.info.hash.wire_id());
+    hs.extend_from_slice(b"-TS0001-000000000001");
+    peer.write_all(&hs).unwrap();
+    peer.read_exact(&mut [0u8; 68]).unwrap();
+    let me = peer.local_addr().unwrap().to_string();
+    let peers = get_json(&node, &format!("/api/v1/torrents/{hash}/peers"));
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["addr"] == me.as_str()),
+        "{me} not in {peers}"
+    );
+    drop(peer);
     let before = get_json(&node, "/api/v1/torrents");
     let other = ringseed::metainfo::hex(&[0x11; 20]);
 
@@ -413,6 +485,13 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             json!({"torrent": b64, "colour": 1}).to_string(),
             400,
             "unknown key",
+        ),
+        (
+            "PUT",
+            "/api/v1/limits".into(),
+            json!({"ratio": "lots"}).to_string(),
+            400,
+            "number",
         ),
         (
             "GET",
@@ -504,7 +583,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let strip = |v: &Value| {
         let mut v = v.clone();
         for t in v.as_array_mut().unwrap() {
+            // Not changed by requests: the clock, and the handshake peer above going away.
             t.as_object_mut().unwrap().remove("seeding_s");
+            t.as_object_mut().unwrap().remove("peers");
         }
         v
     };
@@ -516,8 +597,25 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(p.single.exists(), "its data is still there");
 
     // The watch directory is polled: a .torrent dropped there is picked up without a signal.
+    // A file caught half-written is tried again once it changes.
     std::fs::copy(dir.join("single.torrent"), watch.join("dup.torrent")).unwrap();
-    create_torrent(&p.multi, &watch.join("multi.torrent"), &[]);
+    let multi_t = dir.join("multi.torrent");
+    create_torrent(&p.multi, &multi_t, &[]);
+    let whole = std::fs::read(&multi_t).unwrap();
+    std::fs::write(watch.join("multi.torrent"), &whole[..whole.len() / 2]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scrape(&node).contains("ringseed_errors_total{reason=\"watch_add\"} 1") {
+        assert!(
+            Instant::now() < deadline,
+            "the half-written file was not tried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let f = std::fs::File::create(watch.join("multi.torrent")).unwrap();
+    (&f).write_all(&whole).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    drop(f);
     wait_list(&node, "the watch directory", |l| {
         l.len() == 2 && all_seeding(l)
     });
@@ -529,5 +627,36 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(p.multi.join("sub/b.bin").exists());
     let list = get_json(&node, "/api/v1/torrents");
     assert_eq!(list.as_array().unwrap().len(), 1);
+    let multi = list[0]["info_hash"].as_str().unwrap().to_string();
+
+    // SIGHUP switches the limit action to "remove"; a 1 s seed-time limit then removes the
+    // torrent (never its data), and the watched file does not bring it back.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[torrents]\n", "[torrents]\nlimit_action = \"remove\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    signal(&node.child, nix::sys::signal::Signal::SIGHUP);
+    let limits = format!("/api/v1/torrents/{multi}/limits");
+    let body = json!({ "seed_time_min": 0.02 }).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Until the reload has happened, the limit stops the torrent instead: resume it.
+        let (status, answer) = http(node.api, "127.0.0.1", "PUT", &limits, &body, None);
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200, "{answer}");
+        if answer.contains("\"stopped_by\":\"seed_time\"") {
+            let path = format!("/api/v1/torrents/{multi}/resume");
+            http(node.api, "127.0.0.1", "POST", &path, "", None);
+        }
+        assert!(Instant::now() < deadline, "not removed: {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One more watch interval (1 s) passes without the file coming back.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get_json(&node, "/api/v1/torrents"), json!([]));
+    assert!(p.multi.join("sub/b.bin").exists());
+    assert!(series(&scrape(&node), "ringseed_limits_reached_total") >= 1.0);
     stop(node);
 }

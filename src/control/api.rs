@@ -9,6 +9,7 @@
 //! | `POST /api/v1/torrents/{hash}/pause`, `/resume`, `/recheck` | |
 //! | `GET /api/v1/torrents/{hash}/peers` | its connected peers |
 //! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
+//! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
@@ -32,7 +33,7 @@ use sha2::Digest;
 
 use super::{AddOptions, ControlError, Service, parse_info_hash};
 use crate::config::IpNet;
-use crate::state::Limits;
+use crate::state::{GlobalLimits, Limits};
 
 /// Largest request body: a base64 .torrent of [`super::MAX_TORRENT_FILE`] plus the JSON around it.
 const MAX_BODY: usize = super::MAX_TORRENT_FILE / 3 * 4 + 64 * 1024;
@@ -378,6 +379,49 @@ async fn limits(
     Ok(ok(StatusCode::OK, &s.service.get(id)?))
 }
 
+async fn global_limits(State(s): State<ApiState>) -> Response {
+    ok(
+        StatusCode::OK,
+        &json!({
+            "set": s.service.global_limits(),
+            "in_force": s.service.effective_global_limits(),
+        }),
+    )
+}
+
+async fn set_global_limits(
+    State(s): State<ApiState>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let m = parse_object(&body)?;
+    reject_unknown(
+        &m,
+        &[
+            "upload_rate_kib",
+            "torrent_upload_rate_kib",
+            "ratio",
+            "seed_time_min",
+        ],
+    )?;
+    const MAX_KIB: f64 = 16.0 * 1024.0 * 1024.0 * 1024.0;
+    let rate = limit_change(&m, "upload_rate_kib", MAX_KIB)?;
+    let torrent_rate = limit_change(&m, "torrent_upload_rate_kib", MAX_KIB)?;
+    let ratio = limit_change(&m, "ratio", 1e6)?;
+    let seed = limit_change(&m, "seed_time_min", 5_256_000.0)?;
+    let cur = s.service.global_limits();
+    let new = GlobalLimits {
+        upload_rate: apply(rate, cur.upload_rate, |kib| (kib as u64) << 10),
+        torrent_upload_rate: apply(torrent_rate, cur.torrent_upload_rate, |kib| {
+            (kib as u64) << 10
+        }),
+        ratio: apply(ratio, cur.ratio, |r| r),
+        seed_time_s: apply(seed, cur.seed_time_s, |min| (min * 60.0) as u64),
+    };
+    let service = s.service.clone();
+    blocking(move || service.set_global_limits(new)).await?;
+    Ok(global_limits(State(s)).await)
+}
+
 async fn stats(State(s): State<ApiState>) -> Response {
     ok(StatusCode::OK, &s.service.stats())
 }
@@ -399,6 +443,7 @@ pub fn router(service: Service, access: Access) -> Router {
         .route("/api/v1/torrents/{hash}/limits", put(limits))
         .route("/api/v1/torrents/{hash}/{action}", post(action))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/limits", get(global_limits).put(set_global_limits))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))

@@ -27,7 +27,7 @@ use crate::engine::{PeerInfo, Torrent};
 use crate::hash::HashOptions;
 use crate::metainfo::{Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
-use crate::state::{self, FileStamp, Limits, Progress, TorrentRecord};
+use crate::state::{self, FileStamp, GlobalLimits, Limits, Progress, TorrentRecord};
 
 /// Largest .torrent accepted through the API (a path or an upload).
 pub const MAX_TORRENT_FILE: usize = 16 << 20;
@@ -127,6 +127,8 @@ pub struct ServiceOptions {
     /// Trust new torrents' data without hashing.
     pub skip_check: bool,
     pub hash: HashOptions,
+    /// The whole node's upload limit (bytes/s, 0 = unlimited).
+    pub upload_rate: u64,
     /// Upload limit of a torrent without its own (bytes/s, 0 = unlimited).
     pub torrent_upload_rate: u64,
     /// Ratio and seed-time limits of torrents without their own.
@@ -145,6 +147,7 @@ impl ServiceOptions {
             watch_interval: Duration::from_secs(u64::from(t.watch_interval_s)),
             skip_check: t.skip_check,
             hash: c.hash_options(),
+            upload_rate: c.engine.upload_rate_limit_kib << 10,
             torrent_upload_rate: c.engine.torrent_upload_rate_limit_kib << 10,
             global_limits: Limits {
                 upload_rate: None,
@@ -284,13 +287,26 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("torrents", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     session: SessionHandle,
     db: DbHandle,
     options: Mutex<ServiceOptions>,
+    /// Global limits set through the API; they win over `options` until set back to null.
+    global: Mutex<GlobalLimits>,
     torrents: Mutex<HashMap<[u8; 20], Entry>>,
     /// .torrent paths already seen (added or refused), so a watch directory is read cheaply.
     sources: Mutex<HashSet<PathBuf>>,
+    /// .torrent files that could not be added, with their size and mtime then: tried again
+    /// once they change (a file polled while still being copied in).
+    failed: Mutex<HashMap<PathBuf, Option<(u64, std::time::SystemTime)>>>,
     checks: crossbeam_channel::Sender<([u8; 20], CheckReason)>,
     counters: Arc<Counters>,
 }
@@ -396,12 +412,16 @@ impl Service {
                 session: session.handle(),
                 db: db.clone(),
                 options: Mutex::new(options),
+                global: Mutex::new(GlobalLimits::default()),
                 torrents: Mutex::new(HashMap::new()),
                 sources: Mutex::new(HashSet::new()),
+                failed: Mutex::new(HashMap::new()),
                 checks: check_tx,
                 counters,
             }),
         };
+        let global = db.call(state::load_global)?.recv_result()?;
+        service.apply_global(global);
         let records = db.call(state::load_all)?.recv_result()?;
         let loaded = records.len();
         for rec in records {
@@ -451,18 +471,67 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The options in force: the config's, with the global limits set through the API.
     fn options(&self) -> ServiceOptions {
-        self.inner
+        let mut o = self
+            .inner
             .options
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let g = self.global_limits();
+        o.upload_rate = g.upload_rate.unwrap_or(o.upload_rate);
+        o.torrent_upload_rate = g.torrent_upload_rate.unwrap_or(o.torrent_upload_rate);
+        o.global_limits.ratio = g.ratio.or(o.global_limits.ratio);
+        o.global_limits.seed_time_s = g.seed_time_s.or(o.global_limits.seed_time_s);
+        o
     }
 
-    /// Replaces the options (SIGHUP); per-torrent rate limits without their own value follow.
+    /// The global limits set through the API (`None`: the config's value).
+    pub fn global_limits(&self) -> GlobalLimits {
+        *self.inner.global.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The global limits in force (config and API together).
+    pub fn effective_global_limits(&self) -> GlobalLimits {
+        let o = self.options();
+        GlobalLimits {
+            upload_rate: Some(o.upload_rate),
+            torrent_upload_rate: Some(o.torrent_upload_rate),
+            ratio: o.global_limits.ratio,
+            seed_time_s: o.global_limits.seed_time_s,
+        }
+    }
+
+    /// Sets the global limits (API) and saves them; waits for the save.
+    pub fn set_global_limits(&self, g: GlobalLimits) -> Result<(), ControlError> {
+        self.inner
+            .db
+            .call(move |c| state::put_global(c, &g))?
+            .recv_result()?;
+        self.apply_global(g);
+        Ok(())
+    }
+
+    fn apply_global(&self, g: GlobalLimits) {
+        *self.inner.global.lock().unwrap_or_else(|e| e.into_inner()) = g;
+        self.apply_rates();
+    }
+
+    /// Replaces the options (SIGHUP); the rate limits follow at once.
     pub fn set_options(&self, options: ServiceOptions) {
-        let rate = options.torrent_upload_rate;
         *self.inner.options.lock().unwrap_or_else(|e| e.into_inner()) = options;
+        self.apply_rates();
+    }
+
+    /// Applies the node's and the torrents' rate limits in force.
+    fn apply_rates(&self) {
+        let options = self.options();
+        let rate = options.torrent_upload_rate;
+        self.inner
+            .session
+            .engine()
+            .set_upload_limit(options.upload_rate);
         for e in self.lock().values() {
             if let Some(t) = &e.torrent {
                 t.upload_limit
@@ -570,7 +639,17 @@ impl Service {
         let rate = self.options().torrent_upload_rate;
         t.upload_limit
             .set_rate(e.limits.upload_rate.unwrap_or(rate));
-        match self.inner.session.add_torrent(t.clone()) {
+        // Thousands of torrents at start outrun the workers' command queues: wait for room
+        // (this never runs on the control thread's runtime).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut added = self.inner.session.add_torrent(t.clone());
+        while let Err(SessionError::Engine(crate::engine::EngineError::Busy(_))) = added
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+            added = self.inner.session.add_torrent(t.clone());
+        }
+        match added {
             Ok(()) => e.seeding_since = Some(Instant::now()),
             Err(err) => {
                 tracing::error!("serving {}: {err}", hex(&id));
@@ -604,17 +683,30 @@ impl Service {
         if !self.remember_source(path) {
             return Ok(None);
         }
-        let bytes = read_bounded(path)?;
+        let stamp = file_stamp(path);
         let add = AddOptions {
             save_path: Some(data.display().to_string()),
             source: Some(path.display().to_string()),
             trusted_path,
             ..AddOptions::default()
         };
-        match self.add_bytes(bytes, add) {
+        let added = read_bounded(path).and_then(|bytes| self.add_bytes(bytes, add));
+        match added {
             Ok(r) => Ok(Some(r)),
             Err(ControlError::AlreadyAdded(_)) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => {
+                self.inner
+                    .sources
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(path);
+                self.inner
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.to_path_buf(), stamp);
+                Err(e)
+            }
         }
     }
 
@@ -976,10 +1068,12 @@ impl Service {
             return Vec::new();
         };
         let seen = self.inner.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = self.inner.failed.lock().unwrap_or_else(|e| e.into_inner());
         let mut found: Vec<(PathBuf, PathBuf)> = rd
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "torrent") && !seen.contains(p))
+            .filter(|p| failed.get(p).is_none_or(|then| *then != file_stamp(p)))
             .map(|p| (p, data.clone()))
             .collect();
         found.sort();
@@ -1112,6 +1206,12 @@ impl Service {
             }
         }
     }
+}
+
+/// A file's size and mtime, to notice that it changed.
+fn file_stamp(p: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// Reads a .torrent file of at most [`MAX_TORRENT_FILE`] bytes.

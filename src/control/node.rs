@@ -40,12 +40,6 @@ pub struct ServiceCollector {
     service: Arc<OnceLock<Service>>,
 }
 
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").finish_non_exhaustive()
-    }
-}
-
 impl Collector for ServiceCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
@@ -143,10 +137,6 @@ impl Node {
         settings: Settings,
         mut options: SessionOptions,
     ) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.state.dir).map_err(|source| NodeError::StateDir {
-            path: config.state.dir.clone(),
-            source,
-        })?;
         let access = Access {
             token: config.control.read_token()?,
             no_token_from: config
@@ -168,6 +158,12 @@ impl Node {
             }
         };
         let api_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let torrents = config_torrents(config)?;
+        // Last of the checks, so a node that cannot start leaves nothing behind.
+        std::fs::create_dir_all(&config.state.dir).map_err(|source| NodeError::StateDir {
+            path: config.state.dir.clone(),
+            source,
+        })?;
         let counters = Arc::new(Counters::default());
         let cell = Arc::new(OnceLock::new());
         options.db_path = Some(config.state.db_path());
@@ -175,7 +171,6 @@ impl Node {
             counters: counters.clone(),
             service: cell.clone(),
         }));
-        let torrents = config_torrents(config)?;
         let session = Session::start(settings, options)?;
         let service = Service::start(
             &session,
@@ -211,9 +206,6 @@ impl Node {
     /// SIGHUP: applies the new limits and adds the torrents that are new in `[torrents]`;
     /// returns how many were added.
     pub fn reload(&self, new: &Config) -> Result<usize, ConfigError> {
-        self.session
-            .engine()
-            .set_upload_limit(new.engine.upload_rate_limit_kib << 10);
         self.service.set_options(ServiceOptions::from_config(new));
         let list = config_torrents(new)?;
         Ok(self.service.add_config_torrents(&list))

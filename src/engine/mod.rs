@@ -67,7 +67,31 @@ pub(crate) enum Command {
         torrent: [u8; 20],
         reply: Sender<Vec<PeerInfo>>,
     },
+    /// Count peers by state (for a metrics scrape).
+    PeerStates(Sender<PeerStates>),
     Shutdown,
+}
+
+/// Peers by state over one or more workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStates {
+    /// Connecting or handshaking.
+    pub connecting: u64,
+    /// Active, we choke them, they are interested (waiting for a slot).
+    pub interested_choked: u64,
+    /// Active and unchoked by us: the upload slots in use.
+    pub unchoked: u64,
+    /// Active, choked and not interested.
+    pub idle: u64,
+}
+
+impl PeerStates {
+    fn add(&mut self, o: &PeerStates) {
+        self.connecting += o.connecting;
+        self.interested_choked += o.interested_choked;
+        self.unchoked += o.unchoked;
+        self.idle += o.idle;
+    }
 }
 
 /// One connected peer, as the control API lists it.
@@ -234,6 +258,28 @@ impl Engine {
         }
         out.sort_by_key(|p| p.addr);
         out
+    }
+
+    /// Peers by state over every worker; a worker that does not answer within `timeout` is
+    /// left out (the answer says how many did).
+    pub fn peer_states(&self, timeout: std::time::Duration) -> (PeerStates, usize) {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        let asked = (0..self.workers.len())
+            .filter(|&i| self.send(i, Command::PeerStates(tx.clone())).is_ok())
+            .count();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut total = PeerStates::default();
+        let mut answered = 0;
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(s) => {
+                    total.add(&s);
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        (total, answered)
     }
 
     /// Changes the global upload limit (bytes/s, 0 = unlimited).

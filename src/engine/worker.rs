@@ -714,6 +714,20 @@ impl Worker {
         }
     }
 
+    fn peer_states(&self) -> super::PeerStates {
+        let mut s = super::PeerStates::default();
+        for c in self.conns.iter().flatten().filter(|c| c.closing.is_none()) {
+            let n = match (c.phase, c.am_choking, c.peer_interested) {
+                (Phase::Connecting | Phase::Handshake, _, _) => &mut s.connecting,
+                (Phase::Active, false, _) => &mut s.unchoked,
+                (Phase::Active, true, true) => &mut s.interested_choked,
+                (Phase::Active, true, false) => &mut s.idle,
+            };
+            *n += 1;
+        }
+        s
+    }
+
     fn peers_of(&self, torrent: [u8; 20]) -> Vec<super::PeerInfo> {
         let now = Instant::now();
         self.conns
@@ -753,6 +767,9 @@ impl Worker {
                 Command::Connect { addr, torrent } => self.connect(addr, torrent),
                 Command::Peers { torrent, reply } => {
                     let _ = reply.send(self.peers_of(torrent));
+                }
+                Command::PeerStates(reply) => {
+                    let _ = reply.send(self.peer_states());
                 }
                 Command::Shutdown => {
                     self.stopping = true;

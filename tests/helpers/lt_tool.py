@@ -129,6 +129,16 @@ def download(path, save_path, peer, timeout="120"):
         ses.pop_alerts()
     secs = time.monotonic() - start
     s = h.status()
+    if s.is_seeding:
+        # A piece can pass its hash check from libtorrent's store buffer before its write has
+        # reached the file; os._exit below would then lose it (seen as a file that differs
+        # from the payload about 1 run in 6). Wait until this torrent's writes are flushed.
+        h.flush_cache()
+        flush_deadline = time.monotonic() + 30
+        flushed = False
+        while not flushed and time.monotonic() < flush_deadline:
+            ses.wait_for_alert(100)
+            flushed = any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts())
     print(json.dumps({"done": bool(s.is_seeding), "seconds": secs, "bytes": s.total_wanted_done,
                       "rate": s.total_wanted_done / secs if secs else 0, "state": str(s.state),
                       "error": str(s.errc.message()) if s.errc.value() else ""}), flush=True)
