@@ -17,6 +17,7 @@ pub mod metainfo;
 pub mod metrics;
 pub mod pieces;
 pub mod session;
+pub mod speed;
 pub mod storage;
 pub mod tracker;
 pub mod uring;
