@@ -123,6 +123,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the node's wallet addresses (TRON and EVM/BTTC), creating its key on first use.
+    Wallet,
+    /// BTT earned: total, per day, per torrent and per payer, from the ledger (read-only).
+    Earnings {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the latest voucher of every unclaimed channel with its claim calldata, and mark
+    /// them exported (each channel is claimed once; the claim closes it).
+    Settle {
+        /// Where to write the claims (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Config file tools.
     Config {
         #[command(subcommand)]
@@ -420,6 +434,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Wallet => {
+            let path = config.speed.key_path(&config.state);
+            let (w, created) = ringseed::speed::wallet::Wallet::load_or_create(&path)?;
+            if created {
+                eprintln!("created a new wallet key in {} (mode 0600)", path.display());
+            }
+            println!("tron {}", w.address().to_tron());
+            println!("evm  {}", w.address().to_evm());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Earnings { json } => earnings(&config, json),
+        Command::Settle { out } => settle(&config, &out),
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
         Command::Bench(args) => bench(args),
     }
@@ -945,6 +971,83 @@ fn wait_for_signal(
             last = Instant::now();
         }
     }
+}
+
+/// `ringseed earnings`: reads the ledger read-only, so it works beside a running node.
+fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
+    let path = config.state.db_path();
+    if !path.exists() {
+        bail!("no ledger at {}: nothing earned yet", path.display());
+    }
+    let conn = ringseed::db::open_read_only(&path)?;
+    let r = ringseed::speed::ledger::report(&conn)
+        .with_context(|| format!("reading the ledger in {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "total earned      {} base units ({} BTT)",
+        r.total,
+        btt(&r.total)
+    );
+    println!("unclaimed         {} base units", r.unclaimed);
+    println!(
+        "channels          {} ({} open)",
+        r.channels, r.channels_open
+    );
+    for (title, rows) in [
+        ("day", &r.by_day),
+        ("torrent", &r.by_torrent),
+        ("payer", &r.by_payer),
+    ] {
+        println!("\n{title:<42} {:>28} {:>9}", "base units", "vouchers");
+        for e in rows {
+            println!("{:<42} {:>28} {:>9}", e.key, e.amount, e.vouchers);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A decimal amount of base units as BTT (18 decimals), for reading, not for sums.
+fn btt(base_units: &str) -> String {
+    let padded = format!("{base_units:0>19}");
+    let (int, frac) = padded.split_at(padded.len() - 18);
+    format!("{int}.{}", &frac[..6])
+}
+
+/// `ringseed settle`: exports claims once; the file is written before the command returns.
+fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
+    use ringseed::speed::ledger;
+    let path = config.state.db_path();
+    let mut conn = ringseed::db::open(&path)?;
+    ringseed::db::migrate(&mut conn, ledger::COMPONENT, ledger::MIGRATIONS)?;
+    if out.exists() {
+        bail!(
+            "{} exists: claims are exported once, so settle never overwrites a file",
+            out.display()
+        );
+    }
+    let claims = ledger::export_claims(&mut conn, ledger::unix_now(), |claims| {
+        let doc = serde_json::json!({ "function": ledger::CLAIM_FUNCTION, "claims": claims });
+        write_durably(out, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())
+            .with_context(|| format!("writing {}", out.display()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    println!("{} claim(s) written to {}", claims.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` (never overwriting) with `bytes` and fsyncs it.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Removes a directory tree when dropped (also on an error return).
