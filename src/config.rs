@@ -683,6 +683,15 @@ impl Config {
         o.announcer.numwant = Some(t.numwant);
         o.metrics_listen = self.metrics.listen.parse().ok();
         o.metrics_top_torrents = self.metrics.top_torrents as usize;
+        o.speed = self
+            .speed
+            .enabled
+            .then(|| crate::speed::service::SpeedSetup {
+                db_path: self.state.db_path(),
+                key_path: self.speed.key_path(&self.state),
+                terms: self.speed.terms(),
+                chain_id: self.speed.chain_id,
+            });
         o
     }
 

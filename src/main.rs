@@ -813,6 +813,13 @@ fn serve(source: Source, args: &ServeArgs, config: &Config) -> Result<ExitCode> 
     if let Some(m) = session.metrics_addr() {
         say!("metrics on http://{m}/metrics");
     }
+    if let Some(s) = session.speed() {
+        say!(
+            "earning BTT as {} ({})",
+            s.offer.payee.to_tron(),
+            s.offer.payee.to_evm()
+        );
+    }
     // systemd (Type=notify): ready once every worker listens; a no-op outside systemd.
     let status = format!(
         "seeding {} torrent(s) on {}",

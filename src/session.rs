@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::EngineCollector;
+use crate::speed::service::SpeedService;
 
 use crate::engine::{Engine, EngineError, Settings, StatsSnapshot, Torrent};
 use crate::tracker::{
@@ -34,6 +35,8 @@ pub struct SessionOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Torrents with their own metric series; the rest are summed as "other".
     pub metrics_top_torrents: usize,
+    /// Earn BTT (`[speed] enabled`).
+    pub speed: Option<crate::speed::service::SpeedSetup>,
 }
 
 impl Default for SessionOptions {
@@ -45,6 +48,7 @@ impl Default for SessionOptions {
             max_connects_per_announce: 50,
             metrics_listen: None,
             metrics_top_torrents: 20,
+            speed: None,
         }
     }
 }
@@ -59,6 +63,8 @@ pub enum SessionError {
     Tracker(#[from] crate::tracker::TrackerError),
     #[error("the control thread has stopped")]
     Stopped,
+    #[error("speed: {0}")]
+    Speed(#[from] crate::speed::service::SpeedStartError),
     #[error("metrics endpoint on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -79,10 +85,18 @@ pub struct Session {
     commands: mpsc::UnboundedSender<ControlCommand>,
     torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The speed layer and the database writer its ledger uses (stopped after the engine).
+    speed: Option<(Arc<SpeedService>, crate::db::DbWriter)>,
 }
 
 impl Session {
-    pub fn start(settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
+    pub fn start(mut settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
+        let speed = options
+            .speed
+            .as_ref()
+            .map(crate::speed::service::start_node)
+            .transpose()?;
+        settings.speed = speed.as_ref().map(|(s, _)| s.clone());
         let engine = Arc::new(Engine::start(settings)?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
         let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
@@ -97,6 +111,7 @@ impl Session {
                     engine: engine.clone(),
                     torrents: torrents.clone(),
                     top_torrents: options.metrics_top_torrents,
+                    speed: speed.as_ref().map(|(s, _)| s.stats.clone()),
                 }));
                 Some((l, registry))
             }
@@ -115,7 +130,13 @@ impl Session {
             commands: tx,
             torrents,
             metrics_addr,
+            speed,
         })
+    }
+
+    /// The speed layer, when enabled.
+    pub fn speed(&self) -> Option<&Arc<SpeedService>> {
+        self.speed.as_ref().map(|(s, _)| s)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -148,6 +169,10 @@ impl Session {
             let _ = t.join();
         }
         self.engine.stop();
+        if let Some((svc, writer)) = self.speed.take() {
+            svc.stop();
+            writer.shutdown();
+        }
         self.engine.stats()
     }
 }

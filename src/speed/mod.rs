@@ -13,7 +13,10 @@
 
 pub mod auction;
 pub mod ledger;
+pub mod payer;
+pub mod peer;
 pub mod protocol;
+pub mod service;
 pub mod voucher;
 pub mod wallet;
 
