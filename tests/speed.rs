@@ -128,3 +128,300 @@ fn earnings_and_settle_read_the_ledger_and_export_each_claim_once() {
     ]);
     assert!(out.contains("0 claim(s)"), "{out}");
 }
+
+/// A blocking leecher over real TCP that downloads in a loop and, with a [`Payer`], bids and
+/// pays as blocks arrive.
+struct Leecher {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    their_speed_id: Option<u8>,
+    payer: Option<Payer>,
+    meta: ringseed::metainfo::Metainfo,
+    next: u64,
+    outstanding: usize,
+    pub bytes: u64,
+    unchoked: bool,
+    /// Sign vouchers as blocks arrive (off: a payer that only bids and replays).
+    pay_for_data: bool,
+}
+
+const OUR_SPEED_ID: u8 = 7;
+const BLOCK: u32 = 16 << 10;
+
+impl Leecher {
+    fn connect(
+        addr: std::net::SocketAddr,
+        meta: &ringseed::metainfo::Metainfo,
+        payer: Option<Payer>,
+    ) -> Leecher {
+        use ringseed::wire::extension::ExtHandshake;
+        use ringseed::wire::{Handshake, Message};
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let id = meta.info.hash.wire_id();
+        let mut out = Handshake::new(id, *b"-TS0001-speedtest000")
+            .encode()
+            .to_vec();
+        let ext = ExtHandshake {
+            m: vec![("rs_speed".into(), OUR_SPEED_ID)],
+            ..Default::default()
+        }
+        .encode();
+        Message::Extended {
+            id: 0,
+            payload: &ext,
+        }
+        .encode(&mut out);
+        Message::Interested.encode(&mut out);
+        stream.write_all(&out).unwrap();
+        let mut hs = [0u8; 68];
+        std::io::Read::read_exact(&mut stream, &mut hs).unwrap();
+        Leecher {
+            stream,
+            buf: Vec::new(),
+            their_speed_id: None,
+            payer,
+            meta: meta.clone(),
+            next: 0,
+            outstanding: 0,
+            bytes: 0,
+            unchoked: false,
+            pay_for_data: true,
+        }
+    }
+
+    fn send_speed(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(id) = self.their_speed_id else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        ringseed::wire::Message::Extended { id, payload }.encode(&mut out);
+        self.stream.write_all(&out)
+    }
+
+    fn fill_requests(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let layout = &self.meta.info.layout;
+        let total = layout.total_length;
+        let mut out = Vec::new();
+        while self.unchoked && self.outstanding < 32 {
+            let at = self.next % total;
+            let piece = (at / layout.piece_length) as u32;
+            let begin = (at % layout.piece_length) as u32;
+            let len = (BLOCK as u64).min(layout.piece_size(piece) - u64::from(begin)) as u32;
+            self.next = at + u64::from(len);
+            ringseed::wire::Message::Request(ringseed::wire::BlockRequest {
+                index: piece,
+                begin,
+                length: len,
+            })
+            .encode(&mut out);
+            self.outstanding += 1;
+        }
+        self.stream.write_all(&out)
+    }
+
+    /// Reads and handles one message; `Err` when the connection ends.
+    fn step(&mut self) -> std::io::Result<()> {
+        use ringseed::wire::{Message, parse_message};
+        use std::io::Read;
+        loop {
+            match parse_message(&self.buf, 1 << 20) {
+                Ok(Some((msg, used))) => {
+                    let mut replies: Vec<Vec<u8>> = Vec::new();
+                    let mut got = 0u64;
+                    match msg {
+                        Message::Extended { id: 0, payload } => {
+                            let ext =
+                                ringseed::wire::extension::ExtHandshake::parse(payload).unwrap();
+                            self.their_speed_id = ext.id_of("rs_speed");
+                        }
+                        Message::Extended {
+                            id: OUR_SPEED_ID,
+                            payload,
+                        } => {
+                            if let Some(p) = &mut self.payer {
+                                replies = p.on_message(payload);
+                            }
+                        }
+                        Message::Unchoke => self.unchoked = true,
+                        Message::Choke => {
+                            self.unchoked = false;
+                            self.outstanding = 0;
+                        }
+                        Message::Reject(_) => self.outstanding = self.outstanding.saturating_sub(1),
+                        Message::Piece { data, .. } => {
+                            self.outstanding = self.outstanding.saturating_sub(1);
+                            got = data.len() as u64;
+                        }
+                        _ => {}
+                    }
+                    self.buf.drain(..used);
+                    if got > 0 {
+                        self.bytes += got;
+                    }
+                    if got > 0 && self.pay_for_data {
+                        if let Some(v) = self.payer.as_mut().and_then(|p| p.on_bytes(got)) {
+                            replies.push(v);
+                        }
+                    }
+                    for r in replies {
+                        self.send_speed(&r)?;
+                    }
+                    return self.fill_requests();
+                }
+                Ok(None) => {
+                    let mut chunk = [0u8; 64 << 10];
+                    let n = self.stream.read(&mut chunk)?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+    }
+}
+
+use ringseed::speed::payer::Payer;
+
+fn speed_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("speed.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = 199\ncredit_window_kib = 256\n{extra}",
+            dir.join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn payload(
+    dir: &Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    ringseed::metainfo::Metainfo,
+) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("paid.bin"), common::pattern(4 << 20, 11)).unwrap();
+    let torrent = dir.join("paid.torrent");
+    let meta = common::create_torrent(&data.join("paid.bin"), &torrent, &[]);
+    (torrent, data, meta)
+}
+
+fn ledger_of(
+    dir: &Path,
+) -> (
+    ringseed::speed::ledger::EarningsReport,
+    Vec<(ChannelId, u128)>,
+) {
+    let conn = ringseed::db::open_read_only(&dir.join("state/ringseed.db")).unwrap();
+    let report = ledger::report(&conn).unwrap();
+    let channels = (1..=2u8)
+        .map(|i| {
+            let id = ChannelId([i; 32]);
+            let c = ledger::load_channel(&conn, &id).unwrap();
+            (id, c.map_or(0, |c| c.accepted))
+        })
+        .collect();
+    (report, channels)
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_voucher_and_counts_none_twice() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, data, meta) = payload(dir.path());
+    let cfg = speed_config(dir.path(), "");
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut seeder = common::spawn_seeder_with(&torrent, &data, "127.0.0.1", &[], &global);
+    let addr = seeder.addr;
+    let acked: Arc<Mutex<Vec<u128>>> = Arc::new(Mutex::new(vec![0, 0]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (1..=2u8)
+        .map(|i| {
+            let (meta, acked, stop) = (meta.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let wallet = Wallet::from_secret([40 + i; 32]).unwrap();
+                // 1 base unit per byte (times i): a voucher every 256 KiB.
+                let payer = Payer::new(wallet, ChannelId([i; 32]), u128::from(i) << 20, u128::MAX);
+                let mut l = Leecher::connect(addr, &meta, Some(payer));
+                while !stop.load(Ordering::Relaxed) && l.step().is_ok() {
+                    let a = l.payer.as_ref().map_or(0, |p| p.acked());
+                    acked.lock().unwrap()[usize::from(i - 1)] = a;
+                }
+                l.payer.map_or(0, |p| p.acked())
+            })
+        })
+        .collect();
+    // Kill while both are paying: each has had several vouchers acknowledged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked.lock().unwrap().iter().any(|&a| a < 3 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "payers never got 3 MiB acknowledged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    common::signal(&seeder.child, nix::sys::signal::Signal::SIGKILL);
+    seeder.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<u128> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let (report, channels) = ledger_of(dir.path());
+    for ((id, stored), seen) in channels.iter().zip(&seen) {
+        assert!(*seen > 0);
+        assert!(
+            stored >= seen,
+            "channel {id:?}: acknowledged {seen}, ledger has {stored}"
+        );
+    }
+    assert_eq!(report.total, report.total_latest_vouchers);
+    let total: u128 = report.total.parse().unwrap();
+    assert_eq!(total, channels.iter().map(|c| c.1).sum::<u128>());
+
+    // Restart on the same state; the payers come back and replay their last acknowledged
+    // voucher: refused, nothing counted twice.
+    let mut seeder = common::spawn_seeder_with(&torrent, &data, "127.0.0.1", &[], &global);
+    for (i, seen) in (1..=2u8).zip(&seen) {
+        let wallet = Wallet::from_secret([40 + i; 32]).unwrap();
+        let payer = Payer::new(wallet, ChannelId([i; 32]), u128::from(i) << 20, u128::MAX);
+        let mut l = Leecher::connect(seeder.addr, &meta, Some(payer));
+        l.pay_for_data = false;
+        // The bid's receipt reports the durable amount.
+        while l.payer.as_ref().unwrap().acked() == 0 {
+            l.step().unwrap();
+        }
+        assert_eq!(
+            l.payer.as_ref().unwrap().acked(),
+            channels[usize::from(i - 1)].1
+        );
+        let replay = l.payer.as_ref().unwrap().voucher_for(*seen).unwrap();
+        l.send_speed(&replay).unwrap();
+        while l.payer.as_ref().unwrap().refusals() == 0 {
+            l.step().unwrap();
+        }
+        let stored = channels[usize::from(i - 1)].1;
+        let expected = if stored == *seen {
+            "replayed"
+        } else {
+            "decreasing"
+        };
+        assert_eq!(l.payer.as_ref().unwrap().last_refusal(), Some(expected));
+    }
+    common::signal(&seeder.child, nix::sys::signal::Signal::SIGTERM);
+    assert!(seeder.child.wait().unwrap().success());
+    let (after, _) = ledger_of(dir.path());
+    assert_eq!(
+        after.total, report.total,
+        "earnings unchanged by the replays"
+    );
+}

@@ -37,6 +37,7 @@ pub struct Payer {
     /// Highest cumulative amount the seeder acknowledged (durable).
     acked: Amount,
     refusals: u64,
+    last_refusal: Option<String>,
 }
 
 impl Payer {
@@ -54,6 +55,7 @@ impl Payer {
             signed: 0,
             acked: 0,
             refusals: 0,
+            last_refusal: None,
         }
     }
 
@@ -72,6 +74,11 @@ impl Payer {
 
     pub fn refusals(&self) -> u64 {
         self.refusals
+    }
+
+    /// The reason named by the seeder's latest refusal.
+    pub fn last_refusal(&self) -> Option<&str> {
+        self.last_refusal.as_deref()
     }
 
     /// Handles a speed message from the seeder; returns payloads to send back.
@@ -100,6 +107,7 @@ impl Payer {
             }
             SpeedMessage::Refusal(r) => {
                 self.refusals += 1;
+                self.last_refusal = Some(r.reason.clone());
                 // Resynchronise on the seeder's durable amount.
                 if let Some(a) = r.accepted {
                     self.acked = self.acked.max(a);
