@@ -159,6 +159,10 @@ impl Leecher {
         use std::io::Write;
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
+        // A seeder that stops answering fails the test instead of hanging it.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         let id = meta.info.hash.wire_id();
         let mut out = Handshake::new(id, *b"-TS0001-speedtest000")
             .encode()
@@ -424,4 +428,119 @@ fn kill_9_loses_no_acknowledged_voucher_and_counts_none_twice() {
         after.total, report.total,
         "earnings unchanged by the replays"
     );
+}
+
+/// Every kind of bad voucher sent to the real seeder comes back refused with its reason, is
+/// counted under that reason in /metrics, and leaves the ledger as it was.
+#[test]
+fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
+    use ringseed::speed::protocol::SpeedMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, data, meta) = payload(dir.path());
+    let cfg = speed_config(dir.path(), "");
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut seeder = common::spawn_seeder_with(&torrent, &data, "127.0.0.1", &[], &global);
+    let metrics = seeder
+        .lines
+        .by_ref()
+        .find_map(|l| {
+            let l = l.ok()?;
+            l.strip_prefix("metrics on ").map(str::to_string)
+        })
+        .unwrap();
+    let payee_line = seeder.lines.next().unwrap().unwrap();
+    assert!(payee_line.starts_with("earning BTT as T"), "{payee_line}");
+    let wallet = Wallet::from_secret([60; 32]).unwrap();
+    let channel = ChannelId([1; 32]);
+    let payer = Payer::new(wallet, channel, 1 << 20, 1_000_000);
+    let mut l = Leecher::connect(seeder.addr, &meta, Some(payer));
+    l.pay_for_data = false;
+    while !l.payer.as_ref().unwrap().confirmed() {
+        l.step().unwrap();
+    }
+    let p = |l: &Leecher| l.payer.as_ref().unwrap().acked();
+    let offer_payee = {
+        let v = l.payer.as_ref().unwrap().voucher_for(1).unwrap();
+        match SpeedMessage::parse(&v).unwrap() {
+            SpeedMessage::Voucher(v) => v.payee,
+            _ => unreachable!(),
+        }
+    };
+    l.send_speed(&l.payer.as_ref().unwrap().voucher_for(1000).unwrap())
+        .unwrap();
+    while p(&l) < 1000 {
+        l.step().unwrap();
+    }
+    let refused = |l: &mut Leecher, payload: Vec<u8>| -> String {
+        let before = l.payer.as_ref().unwrap().refusals();
+        l.send_speed(&payload).unwrap();
+        while l.payer.as_ref().unwrap().refusals() == before {
+            l.step().unwrap();
+        }
+        l.payer
+            .as_ref()
+            .unwrap()
+            .last_refusal()
+            .unwrap()
+            .to_string()
+    };
+    let payer_wallet = Wallet::from_secret([60; 32]).unwrap();
+    let sign = |w: &Wallet, payee, amount| {
+        SpeedMessage::Voucher(Voucher::sign(w, 199, channel, payee, amount)).encode()
+    };
+    let thief = Wallet::from_secret([61; 32]).unwrap();
+    let other = Wallet::from_secret([62; 32]).unwrap().address();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("replayed", sign(&payer_wallet, offer_payee, 1000)),
+        ("decreasing", sign(&payer_wallet, offer_payee, 999)),
+        ("forged", sign(&thief, offer_payee, 2000)),
+        ("wrong_payee", sign(&payer_wallet, other, 2000)),
+        ("over_cap", sign(&payer_wallet, offer_payee, 1_000_001)),
+        ("malformed", b"d1:t7:vouchere".to_vec()),
+        ("wrong_chain", {
+            let v = Voucher::sign(&payer_wallet, 1, channel, offer_payee, 2000);
+            SpeedMessage::Voucher(v).encode()
+        }),
+    ];
+    for (reason, payload) in cases {
+        assert_eq!(refused(&mut l, payload), reason);
+    }
+    // A good one still goes through afterwards: bad vouchers stall nothing.
+    l.send_speed(&sign(&payer_wallet, offer_payee, 5000))
+        .unwrap();
+    while p(&l) < 5000 {
+        l.step().unwrap();
+    }
+    let body = http_get(&metrics);
+    for reason in [
+        "replayed",
+        "decreasing",
+        "forged",
+        "wrong_payee",
+        "over_cap",
+        "malformed",
+    ] {
+        let line = format!("ringseed_speed_vouchers_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(body.contains(&line), "{line} missing in:\n{body}");
+    }
+    assert!(
+        body.contains("ringseed_speed_vouchers_accepted_total 2"),
+        "{body}"
+    );
+    common::signal(&seeder.child, nix::sys::signal::Signal::SIGTERM);
+    assert!(seeder.child.wait().unwrap().success());
+    let (report, channels) = ledger_of(dir.path());
+    assert_eq!(report.total, "5000");
+    assert_eq!(channels[0].1, 5000);
+}
+
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }

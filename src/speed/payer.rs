@@ -68,6 +68,11 @@ impl Payer {
         self.acked
     }
 
+    /// Whether the seeder confirmed the bid (its first receipt arrived).
+    pub fn confirmed(&self) -> bool {
+        self.base.is_some()
+    }
+
     pub fn signed(&self) -> Amount {
         self.signed
     }
