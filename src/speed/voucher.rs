@@ -353,3 +353,39 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod vector {
+    use super::*;
+
+    /// The example vector of docs/speed.md: regenerate the document's numbers from here.
+    #[test]
+    fn documented_example_vector() {
+        let payer = Wallet::from_secret([1; 32]).unwrap();
+        let seeder = Wallet::from_secret([2; 32]).unwrap();
+        let v = Voucher::sign(
+            &payer,
+            199,
+            ChannelId([0x11; 32]),
+            seeder.address(),
+            1_000_000_000_000_000_000,
+        );
+        let msg = crate::speed::protocol::SpeedMessage::Voucher(v).encode();
+        let hex = crate::metainfo::hex;
+        let got = format!(
+            "payer {}\npayee {}\ntag {}\ndigest {}\nsignature {}\nmessage {}\n",
+            payer.address().to_evm(),
+            seeder.address().to_evm(),
+            hex(&crate::speed::wallet::keccak256(VOUCHER_TAG)),
+            hex(&v.digest()),
+            hex(&v.signature),
+            hex(&msg)
+        );
+        println!("{got}");
+        let doc = include_str!("../../docs/speed.md");
+        for line in got.lines() {
+            let value = line.split_once(' ').map_or("", |(_, v)| v);
+            assert!(doc.contains(value), "docs/speed.md lacks {line}");
+        }
+    }
+}
