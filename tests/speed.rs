@@ -143,6 +143,10 @@ struct Leecher {
     unchoked: bool,
     /// Sign vouchers as blocks arrive (off: a payer that only bids and replays).
     pay_for_data: bool,
+    /// Read at most this many bytes per second (the client, not the seeder, is the bottleneck,
+    /// so bytes received measure time unchoked).
+    rate: Option<u64>,
+    anchor: (std::time::Instant, u64),
 }
 
 const OUR_SPEED_ID: u8 = 7;
@@ -192,6 +196,8 @@ impl Leecher {
             bytes: 0,
             unchoked: false,
             pay_for_data: true,
+            rate: None,
+            anchor: (std::time::Instant::now(), 0),
         }
     }
 
@@ -265,6 +271,21 @@ impl Leecher {
                     self.buf.drain(..used);
                     if got > 0 {
                         self.bytes += got;
+                        if let Some(rate) = self.rate {
+                            // Pace from an anchor that never lags more than 20 ms: time spent
+                            // choked must not become a burst at full speed later.
+                            let (at, base) = self.anchor;
+                            let due = at
+                                + std::time::Duration::from_secs_f64(
+                                    (self.bytes - base) as f64 / rate as f64,
+                                );
+                            let now = std::time::Instant::now();
+                            if due > now {
+                                std::thread::sleep(due - now);
+                            } else if now - due > std::time::Duration::from_millis(20) {
+                                self.anchor = (now, self.bytes);
+                            }
+                        }
                     }
                     if got > 0 && self.pay_for_data {
                         if let Some(v) = self.payer.as_mut().and_then(|p| p.on_bytes(got)) {
@@ -543,4 +564,83 @@ fn http_get(url: &str) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
+}
+
+/// Contention on the real engine: 4 upload slots, 2 of them paid; payers at 1 and 3 units per
+/// byte; 6 free peers that each download the torrent once. Every leecher reads at most 8 MiB/s,
+/// so bytes measure time unchoked. Payers get more than any free peer, the higher price more,
+/// and every free peer completes.
+#[test]
+fn under_contention_payers_get_more_and_every_free_peer_completes() {
+    use ringseed::engine::{Engine, Settings, Torrent};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("c.bin"), common::pattern(16 << 20, 12)).unwrap();
+    let meta = common::create_torrent(&data.join("c.bin"), &dir.path().join("c.torrent"), &[]);
+    let setup = ringseed::speed::service::SpeedSetup {
+        db_path: dir.path().join("state/ringseed.db"),
+        key_path: dir.path().join("state/wallet.key"),
+        terms: ringseed::speed::auction::Terms {
+            paid_slots: 2,
+            min_price: 1,
+            credit_window: 16 << 20,
+        },
+        chain_id: 199,
+    };
+    let (svc, writer) = ringseed::speed::service::start_node(&setup).unwrap();
+    let engine = Engine::start(Settings {
+        workers: 1,
+        pin_workers: false,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        upload_slots: 4,
+        rechoke_interval: std::time::Duration::from_millis(100),
+        round_robin_quota: 1 << 20,
+        speed: Some(svc.clone()),
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let addr = engine.local_addr();
+    let total = meta.info.layout.total_length;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawn = |price: Option<u128>, key: u8| {
+        let (meta, stop) = (meta.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let payer = price.map(|p| {
+                let w = Wallet::from_secret([key; 32]).unwrap();
+                Payer::new(w, ChannelId([key; 32]), p << 20, u128::MAX)
+            });
+            let free = payer.is_none();
+            let mut l = Leecher::connect(addr, &meta, payer);
+            l.rate = Some(8 << 20);
+            while !stop.load(Ordering::Relaxed) && !(free && l.bytes >= total) {
+                if l.step().is_err() {
+                    break;
+                }
+            }
+            l.bytes
+        })
+    };
+    let payers = [spawn(Some(1), 101), spawn(Some(3), 103)];
+    let free: Vec<_> = (0..6).map(|i| spawn(None, 200 + i)).collect();
+    let free_bytes: Vec<u64> = free.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    let [low, high] = payers.map(|t| t.join().unwrap());
+    engine.stop();
+    svc.stop();
+    writer.shutdown();
+    assert!(
+        free_bytes.iter().all(|&b| b >= total),
+        "a free peer did not complete: {free_bytes:?}"
+    );
+    let best_free = free_bytes.iter().copied().max().unwrap_or(0);
+    eprintln!("payers: low {low}, high {high}; free peers {free_bytes:?}");
+    assert!(high > low, "higher price {high} vs lower {low}");
+    assert!(low > best_free, "payer {low} vs best free peer {best_free}");
+    assert!(svc.stats.bytes_sold.load(Ordering::Relaxed) > 0);
+    assert!(svc.stats.earned() > 0);
 }
