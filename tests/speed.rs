@@ -287,10 +287,11 @@ impl Leecher {
                             }
                         }
                     }
-                    if got > 0 && self.pay_for_data {
-                        if let Some(v) = self.payer.as_mut().and_then(|p| p.on_bytes(got)) {
-                            replies.push(v);
-                        }
+                    if got > 0
+                        && self.pay_for_data
+                        && let Some(v) = self.payer.as_mut().and_then(|p| p.on_bytes(got))
+                    {
+                        replies.push(v);
                     }
                     for r in replies {
                         self.send_speed(&r)?;
@@ -617,7 +618,7 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
             let free = payer.is_none();
             let mut l = Leecher::connect(addr, &meta, payer);
             l.rate = Some(8 << 20);
-            while !stop.load(Ordering::Relaxed) && !(free && l.bytes >= total) {
+            while !stop.load(Ordering::Relaxed) && (!free || l.bytes < total) {
                 if l.step().is_err() {
                     break;
                 }
