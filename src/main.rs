@@ -212,6 +212,13 @@ struct BenchArgs {
     /// Worker threads of the spawned seeder (0 = one per core).
     #[arg(long, default_value_t = 1, requires = "spawn_seeder")]
     seeder_workers: usize,
+    /// Every leecher bids this price (BTT base units per MiB) and pays with vouchers as data
+    /// arrives (`rs_speed`); the spawned seeder offers paid slots.
+    #[arg(long, requires = "budget")]
+    pay: Option<u128>,
+    /// Each leecher's channel budget (its cap), BTT base units.
+    #[arg(long, requires = "pay")]
+    budget: Option<u128>,
 }
 
 /// Options shared by `seed` and `run`; each overrides its config key.
@@ -1076,10 +1083,11 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 args.size_mib
             );
         }
-        Some(LocalSeeder::start(
+        Some(LocalSeeder::start_with(
             args.size_mib,
             args.seeder_workers,
             args.block_kib << 10,
+            args.pay.is_some(),
         )?)
     } else {
         None
@@ -1120,6 +1128,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         verify_every: if args.verify_all { 1 } else { 64 },
         timeout: Duration::from_secs_f64(args.timeout),
         spread_sources: !args.one_source,
+        pay: args.pay.zip(args.budget),
         ..BenchOptions::default()
     };
     let rss_before = bench::procstat::rss_bytes().unwrap_or(0);
@@ -1166,6 +1175,24 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             rss_before_bytes: rss_before,
             bytes_up: up,
         });
+    }
+    if let Some((svc, _)) = seeder.as_ref().and_then(|s| s.speed.as_ref()) {
+        // Let the verifier and the ledger finish the last vouchers before counting.
+        svc.stop();
+        let st = &svc.stats;
+        let rejected: Vec<String> = ringseed::speed::voucher::Rejection::ALL
+            .iter()
+            .filter(|r| st.rejected(**r) > 0)
+            .map(|r| format!("{} {}", st.rejected(*r), r.name()))
+            .collect();
+        eprintln!(
+            "speed: {} bids, {} vouchers accepted, refused: [{}], {} base units earned, {:.3} GiB sold",
+            st.bids.load(Ordering::Relaxed),
+            st.vouchers_accepted.load(Ordering::Relaxed),
+            rejected.join(", "),
+            st.earned(),
+            st.bytes_sold.load(Ordering::Relaxed) as f64 / GIB
+        );
     }
     drop(seeder);
     if args.json {

@@ -73,6 +73,9 @@ pub struct BenchOptions {
     /// 127.2.0.0/16 and up, so seeders that allow one connection per IP (libtorrent's default)
     /// accept them all. Ignored for other targets.
     pub spread_sources: bool,
+    /// Every leecher bids this price per MiB and pays from a channel with this budget
+    /// (`rs_speed`, BTT base units).
+    pub pay: Option<(u128, u128)>,
 }
 
 impl Default for BenchOptions {
@@ -89,6 +92,7 @@ impl Default for BenchOptions {
             timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             spread_sources: true,
+            pay: None,
         }
     }
 }
@@ -327,6 +331,7 @@ pub fn run(
             && matches!(opts.addr, SocketAddr::V4(a) if a.ip().is_loopback()),
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
+        pay: opts.pay,
     });
 
     let mut handles = Vec::with_capacity(workers);

@@ -26,12 +26,19 @@ pub enum SeederError {
     Create(#[from] CreateError),
     #[error("starting the seeder: {0}")]
     Engine(#[from] EngineError),
+    #[error("starting the seeder's speed layer: {0}")]
+    Speed(#[from] crate::speed::service::SpeedStartError),
 }
 
 /// A payload in a fresh temp directory, its torrent, and an engine seeding it on 127.0.0.1.
 /// The directory is removed when the seeder is dropped.
 pub struct LocalSeeder {
     pub engine: Engine,
+    /// With `--pay`: the seeder's speed layer and its ledger's writer (in the temp directory).
+    pub speed: Option<(
+        Arc<crate::speed::service::SpeedService>,
+        crate::db::DbWriter,
+    )>,
     pub meta: Metainfo,
     pub torrent_file: PathBuf,
     dir: PathBuf,
@@ -42,6 +49,17 @@ impl LocalSeeder {
     /// page cache) and starts an engine with `workers` workers (0 = one per core). Every
     /// leecher gets an upload slot: a bench measures the data path, not the choker.
     pub fn start(size_mib: u64, workers: usize, max_request_len: u32) -> Result<Self, SeederError> {
+        Self::start_with(size_mib, workers, max_request_len, false)
+    }
+
+    /// As [`LocalSeeder::start`]; with `speed`, the engine offers paid slots (`rs_speed`) and
+    /// keeps its ledger in the temp directory.
+    pub fn start_with(
+        size_mib: u64,
+        workers: usize,
+        max_request_len: u32,
+        speed: bool,
+    ) -> Result<Self, SeederError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -59,7 +77,23 @@ impl LocalSeeder {
         let (bytes, meta) = create(&payload, &CreateOptions::default(), &Progress::default())?;
         let torrent_file = dir.join("bench.torrent");
         std::fs::write(&torrent_file, bytes).map_err(io(&torrent_file))?;
+        let speed = if speed {
+            let setup = crate::speed::service::SpeedSetup {
+                db_path: dir.join("ringseed.db"),
+                key_path: dir.join("wallet.key"),
+                terms: crate::speed::auction::Terms {
+                    paid_slots: 4,
+                    min_price: 0,
+                    credit_window: 4 << 20,
+                },
+                chain_id: 199,
+            };
+            Some(crate::speed::service::start_node(&setup)?)
+        } else {
+            None
+        };
         let engine = Engine::start(Settings {
+            speed: speed.as_ref().map(|(s, _)| s.clone()),
             workers,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_slots: 0,
@@ -71,6 +105,7 @@ impl LocalSeeder {
         std::mem::forget(guard);
         Ok(LocalSeeder {
             engine,
+            speed,
             meta,
             torrent_file,
             dir,
@@ -95,6 +130,10 @@ impl LocalSeeder {
 impl Drop for LocalSeeder {
     fn drop(&mut self) {
         self.engine.stop();
+        if let Some((svc, writer)) = self.speed.take() {
+            svc.stop();
+            writer.shutdown();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Plan {
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
     pub requests_over: AtomicBool,
+    /// `--pay PRICE --budget N`: every leecher bids and pays (see `speed::payer`).
+    pub pay: Option<(u128, u128)>,
 }
 
 impl Plan {
@@ -191,6 +193,8 @@ struct Leecher {
     assemblies: Vec<Option<Assembly>>,
     since: Instant,
     last_progress: Instant,
+    /// `--pay`: bids and pays through `rs_speed`.
+    payer: Option<Box<crate::speed::payer::WirePayer>>,
 }
 
 impl Leecher {
@@ -221,6 +225,10 @@ impl Leecher {
             assemblies: Vec::new(),
             since: now,
             last_progress: now,
+            payer: plan
+                .pay
+                .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+                .map(Box::new),
         }
     }
 
@@ -296,6 +304,7 @@ enum Event {
         len: usize,
     },
     Reject(BlockRequest),
+    Extended(u8, Vec<u8>),
     Other,
 }
 
@@ -506,6 +515,9 @@ impl Worker {
         let peer_id = crate::engine::new_peer_id();
         c.pending
             .extend_from_slice(&Handshake::new(plan.info_hash, peer_id).encode());
+        if c.payer.is_some() {
+            crate::speed::payer::WirePayer::handshake(&mut c.pending);
+        }
         Message::Interested.encode(&mut c.pending);
         self.pump_send(slot);
         self.post_recv(slot);
@@ -608,6 +620,9 @@ impl Worker {
                     len: data.len(),
                 },
                 Message::Reject(r) => Event::Reject(r),
+                Message::Extended { id, payload } if c.payer.is_some() => {
+                    Event::Extended(id, payload.to_vec())
+                }
                 _ => Event::Other,
             };
             c.start += used;
@@ -653,6 +668,9 @@ impl Worker {
                     let _ = self.result.latency_us.record(us.max(1));
                     self.result.bytes += len as u64;
                     self.result.blocks += 1;
+                    if let Some(p) = c.payer.as_mut() {
+                        p.on_block(len as u64, &mut c.pending);
+                    }
                     self.result.last_block = Some(now);
                     c.last_progress = now;
                     if o.assembly != NO_ASSEMBLY
@@ -675,6 +693,11 @@ impl Worker {
                             }
                             *slot_a = None;
                         }
+                    }
+                }
+                Event::Extended(id, payload) => {
+                    if let Some(p) = c.payer.as_mut() {
+                        p.on_extended(id, &payload, &mut c.pending);
                     }
                 }
                 Event::Other => {}

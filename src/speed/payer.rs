@@ -216,3 +216,69 @@ mod tests {
         assert_eq!((p.refusals(), p.signed(), p.acked()), (1, 500, 500));
     }
 }
+
+/// Our id for `rs_speed` in a paying leecher's extension handshake.
+pub const PAYER_LOCAL_ID: u8 = 7;
+
+/// A [`Payer`] wired to a leecher's byte stream, for `ringseed bench --pay`: the leecher hands it
+/// extended messages and block sizes, and sends whatever it appends to `out`.
+pub struct WirePayer {
+    payer: Payer,
+    their_id: Option<u8>,
+}
+
+impl WirePayer {
+    /// A payer with a fresh random key and channel id.
+    pub fn random(price: Amount, budget: Amount) -> Option<WirePayer> {
+        let wallet = Wallet::generate().ok()?;
+        let mut channel = [0u8; 32];
+        getrandom::fill(&mut channel).ok()?;
+        Some(WirePayer {
+            payer: Payer::new(wallet, ChannelId(channel), price, budget),
+            their_id: None,
+        })
+    }
+
+    /// The extension handshake that announces `rs_speed` (send it right after the handshake).
+    pub fn handshake(out: &mut Vec<u8>) {
+        let ext = crate::wire::extension::ExtHandshake {
+            m: vec![(super::protocol::EXTENSION_NAME.to_string(), PAYER_LOCAL_ID)],
+            ..Default::default()
+        }
+        .encode();
+        crate::wire::Message::Extended {
+            id: 0,
+            payload: &ext,
+        }
+        .encode(out);
+    }
+
+    /// An extended message from the seeder.
+    pub fn on_extended(&mut self, id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        if id == 0 {
+            let ext = crate::wire::extension::ExtHandshake::parse(payload).ok();
+            self.their_id = ext.and_then(|e| e.id_of(super::protocol::EXTENSION_NAME));
+        } else if id == PAYER_LOCAL_ID {
+            for reply in self.payer.on_message(payload) {
+                self.send(&reply, out);
+            }
+        }
+    }
+
+    /// A block of `len` bytes arrived.
+    pub fn on_block(&mut self, len: u64, out: &mut Vec<u8>) {
+        if let Some(v) = self.payer.on_bytes(len) {
+            self.send(&v, out);
+        }
+    }
+
+    pub fn acked(&self) -> Amount {
+        self.payer.acked()
+    }
+
+    fn send(&self, payload: &[u8], out: &mut Vec<u8>) {
+        if let Some(id) = self.their_id {
+            crate::wire::Message::Extended { id, payload }.encode(out);
+        }
+    }
+}
