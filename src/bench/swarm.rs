@@ -935,6 +935,7 @@ mod tests {
             spread_sources: false,
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
+            pay: None,
         }
     }
 

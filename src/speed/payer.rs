@@ -159,64 +159,6 @@ impl Payer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::speed::protocol::{Receipt, Refusal};
-    use crate::speed::voucher::Rejection;
-    use crate::speed::wallet::Address;
-
-    #[test]
-    fn pays_as_data_arrives_and_stops_at_the_budget() {
-        let payer = Wallet::from_secret([1; 32]).unwrap();
-        let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, 1_000_000);
-        let offer = Offer {
-            chain_id: 199,
-            payee: Address([2; 20]),
-            min_price: 1,
-            credit_window: 1 << 20,
-        };
-        assert_eq!(p.on_bytes(1 << 20), None, "nothing before the offer");
-        p.on_message(&SpeedMessage::Offer(offer).encode());
-        assert_eq!(
-            p.on_bytes(1 << 20),
-            None,
-            "nothing before the bid is confirmed"
-        );
-        let receipt = |a| {
-            SpeedMessage::Receipt(Receipt {
-                channel: ChannelId([9; 32]),
-                served: 0,
-                accepted: a,
-            })
-            .encode()
-        };
-        p.on_message(&receipt(100));
-        let v = p.on_bytes(VOUCHER_EVERY).unwrap();
-        let Ok(SpeedMessage::Voucher(v)) = SpeedMessage::parse(&v) else {
-            panic!("not a voucher")
-        };
-        // 1 unit per byte: base 100 + 256 KiB.
-        assert_eq!(v.cumulative, 100 + VOUCHER_EVERY as u128);
-        assert_eq!(v.payee, offer.payee);
-        assert!(p.on_bytes(10).is_none());
-        for _ in 0..10 {
-            p.on_bytes(VOUCHER_EVERY);
-        }
-        assert_eq!(p.signed(), 1_000_000, "capped at the budget");
-        assert!(p.on_bytes(VOUCHER_EVERY).is_none());
-        p.on_message(
-            &SpeedMessage::Refusal(Refusal::new(
-                Some(ChannelId([9; 32])),
-                Rejection::Forged,
-                Some(500),
-            ))
-            .encode(),
-        );
-        assert_eq!((p.refusals(), p.signed(), p.acked()), (1, 500, 500));
-    }
-}
-
 /// Our id for `rs_speed` in a paying leecher's extension handshake.
 pub const PAYER_LOCAL_ID: u8 = 7;
 
@@ -280,5 +222,63 @@ impl WirePayer {
         if let Some(id) = self.their_id {
             crate::wire::Message::Extended { id, payload }.encode(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speed::protocol::{Receipt, Refusal};
+    use crate::speed::voucher::Rejection;
+    use crate::speed::wallet::Address;
+
+    #[test]
+    fn pays_as_data_arrives_and_stops_at_the_budget() {
+        let payer = Wallet::from_secret([1; 32]).unwrap();
+        let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, 1_000_000);
+        let offer = Offer {
+            chain_id: 199,
+            payee: Address([2; 20]),
+            min_price: 1,
+            credit_window: 1 << 20,
+        };
+        assert_eq!(p.on_bytes(1 << 20), None, "nothing before the offer");
+        p.on_message(&SpeedMessage::Offer(offer).encode());
+        assert_eq!(
+            p.on_bytes(1 << 20),
+            None,
+            "nothing before the bid is confirmed"
+        );
+        let receipt = |a| {
+            SpeedMessage::Receipt(Receipt {
+                channel: ChannelId([9; 32]),
+                served: 0,
+                accepted: a,
+            })
+            .encode()
+        };
+        p.on_message(&receipt(100));
+        let v = p.on_bytes(VOUCHER_EVERY).unwrap();
+        let Ok(SpeedMessage::Voucher(v)) = SpeedMessage::parse(&v) else {
+            panic!("not a voucher")
+        };
+        // 1 unit per byte: base 100 + 256 KiB.
+        assert_eq!(v.cumulative, 100 + VOUCHER_EVERY as u128);
+        assert_eq!(v.payee, offer.payee);
+        assert!(p.on_bytes(10).is_none());
+        for _ in 0..10 {
+            p.on_bytes(VOUCHER_EVERY);
+        }
+        assert_eq!(p.signed(), 1_000_000, "capped at the budget");
+        assert!(p.on_bytes(VOUCHER_EVERY).is_none());
+        p.on_message(
+            &SpeedMessage::Refusal(Refusal::new(
+                Some(ChannelId([9; 32])),
+                Rejection::Forged,
+                Some(500),
+            ))
+            .encode(),
+        );
+        assert_eq!((p.refusals(), p.signed(), p.acked()), (1, 500, 500));
     }
 }
