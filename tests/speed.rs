@@ -377,7 +377,7 @@ fn kill_9_loses_no_acknowledged_voucher_and_counts_none_twice() {
             let (meta, acked, stop) = (meta.clone(), acked.clone(), stop.clone());
             std::thread::spawn(move || {
                 let wallet = Wallet::from_secret([40 + i; 32]).unwrap();
-                // 1 base unit per byte (times i): a voucher every 256 KiB.
+                // 1 base unit per byte (times i): a voucher every MiB.
                 let payer = Payer::new(wallet, ChannelId([i; 32]), u128::from(i) << 20, u128::MAX);
                 let mut l = Leecher::connect(addr, &meta, Some(payer));
                 while !stop.load(Ordering::Relaxed) && l.step().is_ok() {

@@ -19,7 +19,7 @@ use super::voucher::{Amount, ChannelId, Voucher};
 use super::wallet::Wallet;
 
 /// A voucher goes out once this many bytes arrived since the last one (or the budget is hit).
-pub const VOUCHER_EVERY: u64 = 256 << 10;
+pub const VOUCHER_EVERY: u64 = 1 << 20;
 
 pub struct Payer {
     wallet: Wallet,
@@ -235,7 +235,8 @@ mod tests {
     #[test]
     fn pays_as_data_arrives_and_stops_at_the_budget() {
         let payer = Wallet::from_secret([1; 32]).unwrap();
-        let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, 1_000_000);
+        let budget = 5 * u128::from(VOUCHER_EVERY) + 7;
+        let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, budget);
         let offer = Offer {
             chain_id: 199,
             payee: Address([2; 20]),
@@ -262,14 +263,14 @@ mod tests {
         let Ok(SpeedMessage::Voucher(v)) = SpeedMessage::parse(&v) else {
             panic!("not a voucher")
         };
-        // 1 unit per byte: base 100 + 256 KiB.
+        // 1 unit per byte: base 100 + one interval.
         assert_eq!(v.cumulative, 100 + VOUCHER_EVERY as u128);
         assert_eq!(v.payee, offer.payee);
         assert!(p.on_bytes(10).is_none());
         for _ in 0..10 {
             p.on_bytes(VOUCHER_EVERY);
         }
-        assert_eq!(p.signed(), 1_000_000, "capped at the budget");
+        assert_eq!(p.signed(), budget, "capped at the budget");
         assert!(p.on_bytes(VOUCHER_EVERY).is_none());
         p.on_message(
             &SpeedMessage::Refusal(Refusal::new(
