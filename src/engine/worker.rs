@@ -1871,8 +1871,14 @@ impl Worker {
                 c.speed.as_ref()?.bidder(cand.key, c.uploaded)
             })
             .collect();
+        // Like the upload slots, the paid slots are split over the workers.
+        let workers = self.settings.worker_count().max(1);
+        let terms = crate::speed::auction::Terms {
+            paid_slots: svc.terms.paid_slots.div_ceil(workers),
+            ..svc.terms
+        };
         let picked =
-            crate::speed::auction::choose(&svc.terms, algo, cands, &mut bidders, self.slots, quota);
+            crate::speed::auction::choose(&terms, algo, cands, &mut bidders, self.slots, quota);
         for b in bidders {
             if let Some(s) = self.conn(b.key).and_then(|c| c.speed.as_mut()) {
                 s.credit = b.credit;
