@@ -36,6 +36,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub control: Control,
     pub state: State,
+    pub speed: Speed,
     pub hashing: Hashing,
     pub create: Create,
 }
@@ -230,6 +231,50 @@ impl State {
     /// The node's one SQLite database (see [`crate::db`]).
     pub fn db_path(&self) -> std::path::PathBuf {
         std::path::Path::new(&self.dir).join("ringseed.db")
+    }
+}
+
+/// The BTT incentive layer (`src/speed/`, `docs/speed.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Speed {
+    pub enabled: bool,
+    pub paid_slots: u32,
+    pub min_price: u64,
+    pub credit_window_kib: u32,
+    pub chain_id: u64,
+    pub key_file: String,
+}
+
+impl Default for Speed {
+    fn default() -> Self {
+        Speed {
+            enabled: false,
+            paid_slots: 4,
+            min_price: 0,
+            credit_window_kib: 4096,
+            chain_id: 199,
+            key_file: String::new(),
+        }
+    }
+}
+
+impl Speed {
+    /// The wallet key: `key_file`, or `wallet.key` in the state directory.
+    pub fn key_path(&self, state: &State) -> std::path::PathBuf {
+        if self.key_file.is_empty() {
+            std::path::Path::new(&state.dir).join("wallet.key")
+        } else {
+            std::path::PathBuf::from(&self.key_file)
+        }
+    }
+
+    pub fn terms(&self) -> crate::speed::auction::Terms {
+        crate::speed::auction::Terms {
+            paid_slots: self.paid_slots as usize,
+            min_price: u128::from(self.min_price),
+            credit_window: u64::from(self.credit_window_kib) << 10,
+        }
     }
 }
 
@@ -463,6 +508,39 @@ const DOCS: &[(&str, &str)] = &[
         "control.no_token_from",
         "Networks (CIDR) whose clients need no token; every other client must send\n\
          \"Authorization: Bearer TOKEN\". At most 64.",
+    ),
+    (
+        "speed",
+        "Earn BTT (docs/speed.md): downloaders bid for paid upload slots and pay with signed\n\
+         vouchers, acknowledged only once they are durable in the ledger (ringseed.db).\n\
+         Everyone else is still served from the free slots.",
+    ),
+    (
+        "speed.enabled",
+        "Offer paid slots through the rs_speed extension (needs a wallet key; see key_file).",
+    ),
+    (
+        "speed.paid_slots",
+        "Upload slots (out of engine.upload_slots) shared by paying peers in proportion to\n\
+         their price; what they leave unused stays free. Range 0..=10000.",
+    ),
+    (
+        "speed.min_price",
+        "Least price, in BTT base units (10^-18 BTT) per MiB, that can win a paid slot.",
+    ),
+    (
+        "speed.credit_window_kib",
+        "KiB served to a payer ahead of its payment; a payer further behind drops back to the\n\
+         free slots. Also the most a crash can cost per payer. Range 16..=1048576.",
+    ),
+    (
+        "speed.chain_id",
+        "Chain the vouchers are claimed on (199 = BTTC mainnet); part of the signed digest.",
+    ),
+    (
+        "speed.key_file",
+        "The node's secp256k1 wallet key; \"\" means <state.dir>/wallet.key. Created (mode\n\
+         0600) on first use; a key file that group or others may read is refused.",
     ),
     (
         "metrics",
@@ -740,6 +818,25 @@ impl Config {
             (64..=1 << 20).contains(&h.batch_kib),
             "allowed 64..=1048576",
         )?;
+        range(
+            "speed.paid_slots",
+            self.speed.paid_slots,
+            self.speed.paid_slots <= 10_000,
+            "allowed 0..=10000",
+        )?;
+        range(
+            "speed.credit_window_kib",
+            self.speed.credit_window_kib,
+            (16..=1 << 20).contains(&self.speed.credit_window_kib),
+            "allowed 16..=1048576",
+        )?;
+        if self.speed.chain_id > i64::MAX as u64 {
+            return Err(ConfigError::OutOfRange {
+                key: "speed.chain_id",
+                value: self.speed.chain_id.to_string(),
+                allowed: "at most 2^63 - 1",
+            });
+        }
         let p = self.create.piece_kib;
         range(
             "create.piece_kib",
@@ -796,6 +893,15 @@ impl Config {
         o.announcer.numwant = Some(t.numwant);
         o.metrics_listen = self.metrics.listen.parse().ok();
         o.metrics_top_torrents = self.metrics.top_torrents as usize;
+        o.speed = self
+            .speed
+            .enabled
+            .then(|| crate::speed::service::SpeedSetup {
+                db_path: self.state.db_path(),
+                key_path: self.speed.key_path(&self.state),
+                terms: self.speed.terms(),
+                chain_id: self.speed.chain_id,
+            });
         o
     }
 

@@ -46,6 +46,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// What went wrong with the database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    #[error("database directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -79,9 +84,21 @@ pub enum DbError {
     QueueFull,
 }
 
-/// Opens (creating if needed) the database at `path` with WAL, `synchronous = FULL`, foreign keys
-/// and a busy timeout.
+/// Opens (creating it and its directory if needed) the database at `path` with WAL,
+/// `synchronous = FULL`, foreign keys and a busy timeout. A directory it creates is private
+/// (0700): the wallet key lives beside the database.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| DbError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     let err = |source| DbError::Open {
         path: path.to_path_buf(),
         source,

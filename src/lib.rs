@@ -18,6 +18,7 @@ pub mod metainfo;
 pub mod metrics;
 pub mod pieces;
 pub mod session;
+pub mod speed;
 pub mod state;
 pub mod storage;
 pub mod tracker;

@@ -126,6 +126,20 @@ enum Command {
     /// Drive a running `ringseed run` through its control API (address and token from the
     /// config's `[control]`).
     Ctl(CtlArgs),
+    /// Print the node's wallet addresses (TRON and EVM/BTTC), creating its key on first use.
+    Wallet,
+    /// BTT earned: total, per day, per torrent and per payer, from the ledger (read-only).
+    Earnings {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the latest voucher of every unclaimed channel with its claim calldata, and mark
+    /// them exported (each channel is claimed once; the claim closes it).
+    Settle {
+        /// Where to write the claims (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Config file tools.
     Config {
         #[command(subcommand)]
@@ -211,6 +225,13 @@ struct BenchArgs {
     /// Draw throughput per second and the latency distribution into this SVG file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Every leecher bids this price (BTT base units per MiB) and pays with vouchers as data
+    /// arrives (`rs_speed`); the spawned seeder offers paid slots.
+    #[arg(long, requires = "budget")]
+    pay: Option<u128>,
+    /// Each leecher's channel budget (its cap), BTT base units.
+    #[arg(long, requires = "pay")]
+    budget: Option<u128>,
 }
 
 #[derive(Subcommand)]
@@ -614,6 +635,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Wallet => {
+            let path = config.speed.key_path(&config.state);
+            let (w, created) = ringseed::speed::wallet::Wallet::load_or_create(&path)?;
+            if created {
+                eprintln!("created a new wallet key in {} (mode 0600)", path.display());
+            }
+            println!("tron {}", w.address().to_tron());
+            println!("evm  {}", w.address().to_evm());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Earnings { json } => earnings(&config, json),
+        Command::Settle { out } => settle(&config, &out),
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
         Command::Bench(args) => bench(*args),
     }
@@ -942,6 +975,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     if let Some(m) = session.metrics_addr() {
         say!("metrics on http://{m}/metrics");
     }
+    say_earning(&session);
     notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, session.engine(), || {
         tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
@@ -949,6 +983,17 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     let stats = session.shutdown();
     say!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the wallet a node with `[speed] enabled` earns into.
+fn say_earning(session: &ringseed::session::Session) {
+    if let Some(s) = session.speed() {
+        say!(
+            "earning BTT as {} ({})",
+            s.offer.payee.to_tron(),
+            s.offer.payee.to_evm()
+        );
+    }
 }
 
 /// `ringseed run`: the service. Resume state, the config's torrents, the control API; SIGHUP
@@ -973,6 +1018,7 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     if let Some(a) = node.api_addr() {
         say!("control API on http://{a}");
     }
+    say_earning(node.session());
     notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
         reload(config_path, &config, &node)
@@ -1097,6 +1143,83 @@ fn wait_for_signal(
             last = Instant::now();
         }
     }
+}
+
+/// `ringseed earnings`: reads the ledger read-only, so it works beside a running node.
+fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
+    let path = config.state.db_path();
+    if !path.exists() {
+        bail!("no ledger at {}: nothing earned yet", path.display());
+    }
+    let conn = ringseed::db::open_read_only(&path)?;
+    let r = ringseed::speed::ledger::report(&conn)
+        .with_context(|| format!("reading the ledger in {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "total earned      {} base units ({} BTT)",
+        r.total,
+        btt(&r.total)
+    );
+    println!("unclaimed         {} base units", r.unclaimed);
+    println!(
+        "channels          {} ({} open)",
+        r.channels, r.channels_open
+    );
+    for (title, rows) in [
+        ("day", &r.by_day),
+        ("torrent", &r.by_torrent),
+        ("payer", &r.by_payer),
+    ] {
+        println!("\n{title:<42} {:>28} {:>9}", "base units", "vouchers");
+        for e in rows {
+            println!("{:<42} {:>28} {:>9}", e.key, e.amount, e.vouchers);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A decimal amount of base units as BTT (18 decimals), for reading, not for sums.
+fn btt(base_units: &str) -> String {
+    let padded = format!("{base_units:0>19}");
+    let (int, frac) = padded.split_at(padded.len() - 18);
+    format!("{int}.{}", &frac[..6])
+}
+
+/// `ringseed settle`: exports claims once; the file is written before the command returns.
+fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
+    use ringseed::speed::ledger;
+    let path = config.state.db_path();
+    let mut conn = ringseed::db::open(&path)?;
+    ringseed::db::migrate(&mut conn, ledger::COMPONENT, ledger::MIGRATIONS)?;
+    if out.exists() {
+        bail!(
+            "{} exists: claims are exported once, so settle never overwrites a file",
+            out.display()
+        );
+    }
+    let claims = ledger::export_claims(&mut conn, ledger::unix_now(), |claims| {
+        let doc = serde_json::json!({ "function": ledger::CLAIM_FUNCTION, "claims": claims });
+        write_durably(out, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())
+            .with_context(|| format!("writing {}", out.display()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    println!("{} claim(s) written to {}", claims.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` (never overwriting) with `bytes` and fsyncs it.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Removes a directory tree when dropped (also on an error return).
@@ -1305,6 +1428,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             max_request_len: args.block_kib << 10,
             upload_path: args.upload_path,
             torrents: args.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
+            pay: args.pay.is_some(),
         })?)
     } else {
         None
@@ -1338,6 +1462,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         spread_sources: !args.one_source,
         source_base: args.source_base,
         idle: args.idle,
+        pay: args.pay.zip(args.budget),
         ..BenchOptions::default()
     };
     let probe = match (&seeder, args.target.seeder_pid) {
@@ -1364,6 +1489,24 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(svg) = &args.svg {
         bench::chart::draw_run(&report, svg)?;
+    }
+    if let Some((svc, _)) = seeder.as_ref().and_then(|s| s.speed.as_ref()) {
+        // Let the verifier and the ledger finish the last vouchers before counting.
+        svc.stop();
+        let st = &svc.stats;
+        let rejected: Vec<String> = ringseed::speed::voucher::Rejection::ALL
+            .iter()
+            .filter(|r| st.rejected(**r) > 0)
+            .map(|r| format!("{} {}", st.rejected(*r), r.name()))
+            .collect();
+        eprintln!(
+            "speed: {} bids, {} vouchers accepted, refused: [{}], {} base units earned, {:.3} GiB sold",
+            st.bids.load(Ordering::Relaxed),
+            st.vouchers_accepted.load(Ordering::Relaxed),
+            rejected.join(", "),
+            st.earned(),
+            st.bytes_sold.load(Ordering::Relaxed) as f64 / GIB
+        );
     }
     drop(seeder);
     if args.json {

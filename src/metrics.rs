@@ -26,6 +26,8 @@ pub struct EngineCollector {
     pub engine: Arc<Engine>,
     pub torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
     pub top_torrents: usize,
+    /// The speed layer's counters, when it runs.
+    pub speed: Option<Arc<crate::speed::service::SpeedStats>>,
 }
 
 impl std::fmt::Debug for EngineCollector {
@@ -264,8 +266,57 @@ impl Collector for EngineCollector {
             )?;
             m.encode_histogram::<Labels>(sum, h.len(), &buckets, None)?;
         }
+        if let Some(sp) = &self.speed {
+            encode_speed(&mut enc, sp)?;
+        }
         Ok(())
     }
+}
+
+/// The BTT incentive layer's counters.
+fn encode_speed(
+    enc: &mut DescriptorEncoder,
+    sp: &crate::speed::service::SpeedStats,
+) -> Result<(), std::fmt::Error> {
+    use crate::speed::voucher::Rejection;
+    use std::sync::atomic::Ordering::Relaxed;
+    // BTT has 18 decimals; a float counter in BTT keeps the series readable and never wraps.
+    let mut m = enc.encode_descriptor(
+        "ringseed_speed_earned_btt",
+        "BTT accepted in durable vouchers since start.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(sp.earned() as f64 / 1e18).encode(m.encode_family(&Labels::new())?)?;
+    let none = Labels::new();
+    counter(
+        enc,
+        "ringseed_speed_bytes_sold",
+        "Payload bytes served to peers with a confirmed bid.",
+        &[(none.clone(), sp.bytes_sold.load(Relaxed))],
+    )?;
+    counter(
+        enc,
+        "ringseed_speed_vouchers_accepted",
+        "Vouchers committed to the ledger (and acknowledged).",
+        &[(none.clone(), sp.vouchers_accepted.load(Relaxed))],
+    )?;
+    counter(
+        enc,
+        "ringseed_speed_bids",
+        "Bids whose channel the ledger confirmed.",
+        &[(none, sp.bids.load(Relaxed))],
+    )?;
+    let by_reason: Vec<(Labels, u64)> = Rejection::ALL
+        .iter()
+        .map(|r| (vec![("reason".into(), r.name().into())], sp.rejected(*r)))
+        .collect();
+    counter(
+        enc,
+        "ringseed_speed_vouchers_rejected",
+        "Refused bids and vouchers, by reason.",
+        &by_reason,
+    )
 }
 
 /// The text a scrape returns.

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::db::{DbError, DbHandle, DbWriter};
 use crate::metrics::EngineCollector;
+use crate::speed::service::SpeedService;
 
 use crate::engine::{Engine, EngineError, Settings, StatsSnapshot, Torrent};
 use crate::tracker::{
@@ -43,12 +44,19 @@ pub struct SessionOptions {
     pub db_path: Option<PathBuf>,
     /// More series for `/metrics` (the control service's own counters).
     pub collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
+    /// Earn BTT (`[speed] enabled`).
+    pub speed: Option<crate::speed::service::SpeedSetup>,
 }
 
 /// Every component with tables in the node's database, and its migrations: the one place a
 /// component registers itself.
-pub const DB_COMPONENTS: &[(&str, &[&str])] =
-    &[(crate::state::COMPONENT, crate::state::MIGRATIONS)];
+pub const DB_COMPONENTS: &[(&str, &[&str])] = &[
+    (crate::state::COMPONENT, crate::state::MIGRATIONS),
+    (
+        crate::speed::ledger::COMPONENT,
+        crate::speed::ledger::MIGRATIONS,
+    ),
+];
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -61,6 +69,7 @@ impl Default for SessionOptions {
             metrics_top_torrents: 20,
             db_path: None,
             collectors: Vec::new(),
+            speed: None,
         }
     }
 }
@@ -75,6 +84,8 @@ pub enum SessionError {
     Tracker(#[from] crate::tracker::TrackerError),
     #[error("the control thread has stopped")]
     Stopped,
+    #[error("speed: {0}")]
+    Speed(#[from] crate::speed::service::SpeedStartError),
     #[error("metrics endpoint on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -103,6 +114,8 @@ pub struct Session {
     control: Option<JoinHandle<()>>,
     metrics_addr: Option<std::net::SocketAddr>,
     db: Option<DbWriter>,
+    /// The speed layer (stopped after the engine, before the database writer).
+    speed: Option<Arc<SpeedService>>,
 }
 
 /// What other threads and control-thread tasks use to add and remove torrents.
@@ -149,11 +162,21 @@ impl SessionHandle {
 }
 
 impl Session {
-    pub fn start(settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
-        let db = match &options.db_path {
+    pub fn start(mut settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
+        // The ledger needs the database even where no resume state is kept (`seed`).
+        let db_path = options
+            .db_path
+            .clone()
+            .or_else(|| options.speed.as_ref().map(|s| s.db_path.clone()));
+        let db = match &db_path {
             Some(path) => Some(DbWriter::start(path, DB_COMPONENTS)?),
             None => None,
         };
+        let speed = match (&options.speed, &db) {
+            (Some(setup), Some(db)) => Some(crate::speed::service::start_node(setup, db.handle())?),
+            _ => None,
+        };
+        settings.speed = speed.clone();
         let engine = Arc::new(Engine::start(settings)?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
         let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
@@ -168,6 +191,7 @@ impl Session {
                     engine: engine.clone(),
                     torrents: torrents.clone(),
                     top_torrents: options.metrics_top_torrents,
+                    speed: speed.as_ref().map(|s| s.stats.clone()),
                 }));
                 for c in &options.collectors {
                     registry.register_collector(Box::new(crate::metrics::Shared(c.clone())));
@@ -192,7 +216,13 @@ impl Session {
             control: Some(control),
             metrics_addr,
             db,
+            speed,
         })
+    }
+
+    /// The speed layer, when enabled.
+    pub fn speed(&self) -> Option<&Arc<SpeedService>> {
+        self.speed.as_ref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -235,6 +265,10 @@ impl Session {
             let _ = t.join();
         }
         self.handle.engine.stop();
+        // The verifier's last vouchers go to the writer before the writer stops.
+        if let Some(svc) = self.speed.take() {
+            svc.stop();
+        }
         if let Some(db) = self.db.take() {
             db.shutdown();
         }

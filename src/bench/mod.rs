@@ -89,6 +89,9 @@ pub struct BenchOptions {
     /// Connect, handshake and hold the connection without asking for anything, until the end:
     /// what many idle peers cost a seeder.
     pub idle: bool,
+    /// Every leecher bids this price per MiB and pays from a channel with this budget
+    /// (`rs_speed`, BTT base units).
+    pub pay: Option<(u128, u128)>,
 }
 
 /// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
@@ -112,6 +115,7 @@ impl Default for BenchOptions {
             spread_sources: true,
             source_base: None,
             idle: false,
+            pay: None,
         }
     }
 }
@@ -474,6 +478,7 @@ pub fn run_torrents(
         idle: opts.idle,
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
+        pay: opts.pay,
     });
 
     let mut handles = Vec::with_capacity(workers);

@@ -28,6 +28,8 @@ pub enum SeederError {
     Engine(#[from] EngineError),
     #[error("{0} torrents: give 1 … 10 000, and at least one byte each")]
     Torrents(usize),
+    #[error("starting the seeder's speed layer: {0}")]
+    Speed(#[from] crate::speed::service::SpeedStartError),
 }
 
 /// What `--spawn-seeder` seeds and how.
@@ -42,6 +44,8 @@ pub struct SeederSpec {
     pub upload_path: UploadPath,
     /// Torrents the payload is split into (one file each).
     pub torrents: usize,
+    /// Offer paid slots (`rs_speed`, ledger in the temp directory), for `bench --pay`.
+    pub pay: bool,
 }
 
 impl Default for SeederSpec {
@@ -52,6 +56,7 @@ impl Default for SeederSpec {
             max_request_len: 16 << 10,
             upload_path: UploadPath::Auto,
             torrents: 1,
+            pay: false,
         }
     }
 }
@@ -65,6 +70,11 @@ pub struct LocalSeeder {
     /// The engine's handle of each torrent (for per-torrent upload counts).
     pub torrents: Vec<Arc<Torrent>>,
     pub torrent_files: Vec<PathBuf>,
+    /// With `pay`: the seeder's speed layer and its ledger's writer (in the temp directory).
+    pub speed: Option<(
+        Arc<crate::speed::service::SpeedService>,
+        crate::db::DbWriter,
+    )>,
     dir: PathBuf,
 }
 
@@ -92,7 +102,23 @@ impl LocalSeeder {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         // From here on the directory is ours: dropping `guard` on an error removes it.
         let guard = DirGuard(dir.clone());
+        let speed = if spec.pay {
+            let setup = crate::speed::service::SpeedSetup {
+                db_path: dir.join("ringseed.db"),
+                key_path: dir.join("wallet.key"),
+                terms: crate::speed::auction::Terms {
+                    paid_slots: 4,
+                    min_price: 0,
+                    credit_window: 4 << 20,
+                },
+                chain_id: 199,
+            };
+            Some(crate::speed::service::start_standalone(&setup)?)
+        } else {
+            None
+        };
         let engine = Engine::start(Settings {
+            speed: speed.as_ref().map(|(s, _)| s.clone()),
             workers: spec.workers,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_slots: 0,
@@ -123,6 +149,7 @@ impl LocalSeeder {
             metas,
             torrents,
             torrent_files,
+            speed,
             dir,
         })
     }
@@ -145,6 +172,10 @@ impl LocalSeeder {
 impl Drop for LocalSeeder {
     fn drop(&mut self) {
         self.engine.stop();
+        if let Some((svc, writer)) = self.speed.take() {
+            svc.stop();
+            writer.shutdown();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

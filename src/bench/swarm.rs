@@ -106,6 +106,8 @@ pub(crate) struct Plan {
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
     pub requests_over: AtomicBool,
+    /// `--pay PRICE --budget N`: every leecher bids and pays (see `speed::payer`).
+    pub pay: Option<(u128, u128)>,
 }
 
 impl Plan {
@@ -234,6 +236,8 @@ struct Leecher {
     assemblies: Vec<Option<Assembly>>,
     since: Instant,
     last_progress: Instant,
+    /// `--pay`: bids and pays through `rs_speed`.
+    payer: Option<Box<crate::speed::payer::WirePayer>>,
 }
 
 impl Leecher {
@@ -275,6 +279,10 @@ impl Leecher {
             assemblies: Vec::new(),
             since: now,
             last_progress: now,
+            payer: plan
+                .pay
+                .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+                .map(Box::new),
         }
     }
 
@@ -440,6 +448,7 @@ enum Event {
     },
     HaveAll,
     HaveNone,
+    Extended(u8, Vec<u8>),
     Other,
 }
 
@@ -741,6 +750,9 @@ impl Worker {
                 c.seeder_fast = hs.supports_fast();
                 c.phase = Phase::Active;
                 if !plan.idle {
+                    if c.payer.is_some() {
+                        crate::speed::payer::WirePayer::handshake(&mut c.pending);
+                    }
                     Message::Interested.encode(&mut c.pending);
                 }
                 self.result.connected += 1;
@@ -771,6 +783,9 @@ impl Worker {
                 },
                 Message::HaveAll => Event::HaveAll,
                 Message::HaveNone => Event::HaveNone,
+                Message::Extended { id, payload } if c.payer.is_some() => {
+                    Event::Extended(id, payload.to_vec())
+                }
                 _ => Event::Other,
             };
             c.start += used;
@@ -841,6 +856,9 @@ impl Worker {
                         *b += len as u64;
                     }
                     self.result.blocks += 1;
+                    if let Some(p) = c.payer.as_mut() {
+                        p.on_block(len as u64, &mut c.pending);
+                    }
                     self.result.last_block = Some(now);
                     self.result.first_block.get_or_insert(now);
                     c.last_progress = now;
@@ -865,6 +883,11 @@ impl Worker {
                             }
                             *slot_a = None;
                         }
+                    }
+                }
+                Event::Extended(id, payload) => {
+                    if let Some(p) = c.payer.as_mut() {
+                        p.on_extended(id, &payload, &mut c.pending);
                     }
                 }
                 Event::Other => {}
@@ -1122,6 +1145,7 @@ mod tests {
             idle: false,
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
+            pay: None,
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Settings {
     pub allowed_fast: usize,
     pub peer_id: [u8; 20],
     pub client_name: String,
+    /// The BTT incentive layer (`rs_speed`), when enabled.
+    pub speed: Option<std::sync::Arc<crate::speed::service::SpeedService>>,
 }
 
 impl Default for Settings {
@@ -101,6 +103,7 @@ impl Default for Settings {
             allowed_fast: 10,
             peer_id: super::new_peer_id(),
             client_name: format!("ringseed {}", env!("CARGO_PKG_VERSION")),
+            speed: None,
         }
     }
 }

@@ -22,6 +22,8 @@ use super::choker::{self, Candidate};
 use super::coalesce;
 use super::ratelimit::TokenBucket;
 use super::{Command, Settings, Torrent, UploadPath};
+use crate::speed::peer::PeerSpeed;
+use crate::speed::service::Outcome;
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{self, BlockRequest, Handshake, Message, WireError};
 
@@ -397,6 +399,8 @@ struct Conn {
     /// Queued in `starved`, waiting for job memory.
     starved: bool,
     optimistic: bool,
+    /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
+    speed: Option<Box<PeerSpeed>>,
 }
 
 impl Conn {
@@ -445,6 +449,7 @@ impl Conn {
             throttled: false,
             starved: false,
             optimistic: false,
+            speed: None,
         }
     }
 
@@ -484,6 +489,10 @@ struct Worker {
     accept_posted: bool,
     upload_path: UploadPath,
     rng: u64,
+    id: usize,
+    /// Answers of the speed verifier, and a counter that tells connections apart for them.
+    speed_outcomes: Option<Receiver<Outcome>>,
+    next_conn_id: u64,
 }
 
 /// Thread body of a worker: builds the ring, reports readiness, runs the loop.
@@ -517,7 +526,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         ring,
         listener: ctx.listener,
         commands: ctx.commands,
-        wake: ctx.wake,
+        wake: ctx.wake.clone(),
         wake_buf: Box::new([0; 8]),
         tick_ts: Box::new(types::Timespec::from(TICK_EVERY)),
         stats: ctx.stats,
@@ -540,6 +549,12 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         upload_path: settings.upload_path.resolve(),
         rng: (ctx.id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ now.elapsed().as_nanos() as u64,
+        id: ctx.id,
+        speed_outcomes: settings
+            .speed
+            .as_ref()
+            .map(|s| s.register_worker(ctx.id, ctx.wake.clone())),
+        next_conn_id: 0,
         settings,
     };
     let _ = ready.send(Ok(()));
@@ -659,6 +674,7 @@ impl Worker {
             }
             WAKE => {
                 self.drain_commands();
+                self.drain_speed();
                 if !self.stopping {
                     self.post_wake();
                 }
@@ -1038,7 +1054,14 @@ impl Worker {
         let Some(t) = c.torrent.clone() else { return };
         if c.extensions {
             let ext = ExtHandshake {
-                m: Vec::new(),
+                m: settings
+                    .speed
+                    .as_ref()
+                    .map(|_| {
+                        let name = crate::speed::protocol::EXTENSION_NAME;
+                        vec![(name.to_string(), crate::speed::peer::LOCAL_ID)]
+                    })
+                    .unwrap_or_default(),
                 v: Some(settings.client_name.clone()),
                 reqq: Some(settings.max_reqq as u32),
                 yourip: Some(c.addr.ip()),
@@ -1226,7 +1249,12 @@ impl Worker {
                 // A bad extension handshake disables extensions for this peer; it is no reason
                 // to drop a peer that speaks BEP 3 correctly.
                 c.ext = ExtHandshake::parse(&payload).ok();
+                self.speed_start(slot);
             }
+            OwnedMsg::Extended {
+                id: crate::speed::peer::LOCAL_ID,
+                payload,
+            } => self.speed_message(slot, &payload, t.id),
             OwnedMsg::Simple(_) | OwnedMsg::Extended { .. } => {}
         }
         let ctrl_len = self.conn(slot).map_or(0, |c| c.ctrl.len());
@@ -1653,6 +1681,11 @@ impl Worker {
         self.stats.add(&self.stats.bytes_up, payload);
         self.stats
             .add(&self.stats.blocks_up, job.blocks.len() as u64);
+        if let (Some(svc), Some(c)) = (&self.settings.speed, self.conns[slot].as_ref())
+            && c.speed.as_ref().is_some_and(|s| s.paying())
+        {
+            svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
+        }
         if job.zc_notifs_pending > 0 {
             if let Some(c) = self.conn(slot) {
                 c.zc_done.push(job);
@@ -1751,6 +1784,7 @@ impl Worker {
         if !self.stopping {
             self.post_accept();
         }
+        self.drain_speed();
         // Throttled peers retry as tokens refill.
         let throttled = self.slots_where(|c| c.throttled && c.closing.is_none());
         for s in throttled {
@@ -1825,14 +1859,7 @@ impl Worker {
                         })
                 })
                 .collect();
-        let keep: std::collections::HashSet<usize> = choker::choose(
-            self.settings.choker,
-            &mut cands,
-            self.slots,
-            self.settings.round_robin_quota,
-        )
-        .into_iter()
-        .collect();
+        let keep: std::collections::HashSet<usize> = self.choose(&mut cands).into_iter().collect();
         // One optimistic unchoke beyond the slots, rotated every few rounds.
         let rotate = self
             .rechokes
@@ -1866,6 +1893,106 @@ impl Worker {
             }
             self.pump_uploads(i);
             self.pump_send(i);
+        }
+    }
+
+    /// This round's unchoked peers: the seed choker alone, or with speed the paid slots by
+    /// auction and the rest by the seed choker.
+    fn choose(&mut self, cands: &mut [Candidate]) -> Vec<usize> {
+        let (algo, quota) = (self.settings.choker, self.settings.round_robin_quota);
+        let Some(svc) = self.settings.speed.clone() else {
+            return choker::choose(algo, cands, self.slots, quota);
+        };
+        let mut bidders: Vec<crate::speed::auction::Bidder> = cands
+            .iter()
+            .filter_map(|cand| {
+                let c = self.conns.get(cand.key)?.as_ref()?;
+                c.speed.as_ref()?.bidder(cand.key, c.uploaded)
+            })
+            .collect();
+        // Like the upload slots, the paid slots are split over the workers.
+        let workers = self.settings.worker_count().max(1);
+        let terms = crate::speed::auction::Terms {
+            paid_slots: svc.terms.paid_slots.div_ceil(workers),
+            ..svc.terms
+        };
+        let picked =
+            crate::speed::auction::choose(&terms, algo, cands, &mut bidders, self.slots, quota);
+        for b in bidders {
+            if let Some(s) = self.conn(b.key).and_then(|c| c.speed.as_mut()) {
+                s.credit = b.credit;
+            }
+        }
+        picked
+    }
+
+    /// The peer's extension handshake arrived: if it speaks `rs_speed`, send our offer.
+    fn speed_start(&mut self, slot: usize) {
+        let Some(svc) = self.settings.speed.clone() else {
+            return;
+        };
+        let (worker, conn_id) = (self.id, self.next_conn_id);
+        let Some(c) = self.conn(slot) else { return };
+        let name = crate::speed::protocol::EXTENSION_NAME;
+        let Some(their_id) = c.ext.as_ref().and_then(|e| e.id_of(name)) else {
+            return;
+        };
+        if c.speed.is_some() {
+            return;
+        }
+        let to = crate::speed::service::PeerRef {
+            worker,
+            slot,
+            conn_id,
+        };
+        c.speed = Some(Box::new(PeerSpeed::new(to, their_id)));
+        let offer = crate::speed::protocol::SpeedMessage::Offer(svc.offer).encode();
+        c.queue(Message::Extended {
+            id: their_id,
+            payload: &offer,
+        });
+        self.next_conn_id += 1;
+    }
+
+    fn speed_message(&mut self, slot: usize, payload: &[u8], torrent: [u8; 20]) {
+        let Some(svc) = self.settings.speed.clone() else {
+            return;
+        };
+        let Some(c) = self.conn(slot) else { return };
+        let Some(s) = c.speed.as_mut() else { return };
+        if let Some(reply) = s.on_message(payload, &svc, torrent) {
+            let id = s.their_id;
+            c.queue(Message::Extended {
+                id,
+                payload: &reply.encode(),
+            });
+        }
+    }
+
+    /// Applies the verifier's answers: receipts (the voucher is durable) and refusals.
+    fn drain_speed(&mut self) {
+        let Some(rx) = self.speed_outcomes.clone() else {
+            return;
+        };
+        while let Ok(o) = rx.try_recv() {
+            let to = match o {
+                Outcome::Bid { to, .. } | Outcome::Voucher { to, .. } => to,
+            };
+            let Some(c) = self.conn(to.slot) else {
+                continue;
+            };
+            let served = c.uploaded;
+            let Some(s) = c.speed.as_mut().filter(|s| s.to == to) else {
+                continue;
+            };
+            if let Some(reply) = s.on_outcome(&o, served) {
+                let id = s.their_id;
+                c.queue(Message::Extended {
+                    id,
+                    payload: &reply.encode(),
+                });
+                self.pump_send(to.slot);
+            }
         }
     }
 

@@ -126,8 +126,20 @@ pub struct Seeder {
 /// workers, metrics on a free loopback port and no periodic statistics, plus `env`; returns
 /// once it says it is seeding.
 pub fn spawn_seeder(torrent: &Path, data: &Path, ip: &str, env: &[(&str, &Path)]) -> Seeder {
+    spawn_seeder_with(torrent, data, ip, env, &[])
+}
+
+/// As [`spawn_seeder`], with global options (such as `--config FILE`) before `seed`.
+pub fn spawn_seeder_with(
+    torrent: &Path,
+    data: &Path,
+    ip: &str,
+    env: &[(&str, &Path)],
+    global: &[&std::ffi::OsStr],
+) -> Seeder {
     use std::io::BufRead;
     let mut cmd = ringseed();
+    cmd.args(global);
     cmd.args([
         "seed",
         "--workers",

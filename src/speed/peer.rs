@@ -1,0 +1,206 @@
+//! What a worker keeps about one peer that speaks `rs_speed`, and how it reacts to the peer's
+//! messages and to the verifier's answers. No I/O: the worker sends what these functions return.
+
+use super::auction::Bidder;
+use super::protocol::{Bid, Receipt, Refusal, SpeedMessage};
+use super::service::{Job, Outcome, PeerRef, SpeedService};
+use super::voucher::{Amount, Channel, Rejection, check_fields};
+
+/// Our id for `rs_speed` in the handshake's `m`: peers send us speed messages under it.
+pub const LOCAL_ID: u8 = 3;
+/// Vouchers of one peer waiting for the verifier and the ledger; more are refused
+/// (`overloaded`) so one peer cannot fill the verifier's queue.
+const MAX_IN_FLIGHT: u32 = 64;
+
+#[derive(Debug, Clone)]
+pub struct PeerSpeed {
+    pub to: PeerRef,
+    /// The id the peer wants `rs_speed` messages under.
+    pub their_id: u8,
+    /// Bid sent to the ledger, not yet confirmed.
+    pub pending_bid: Option<Bid>,
+    pub bid: Option<Bid>,
+    /// The channel as the ledger confirmed it, `accepted` kept current by receipts.
+    pub channel: Option<Channel>,
+    /// What the channel had accepted when the bid was confirmed, and the bytes served by then:
+    /// the auction compares what was paid and served since.
+    pub accepted_at_bid: Amount,
+    pub served_at_bid: u64,
+    /// Highest voucher amount queued and not answered yet.
+    pub highest_queued: Amount,
+    pub in_flight: u32,
+    /// Auction credit, kept between rounds.
+    pub credit: u64,
+}
+
+impl PeerSpeed {
+    pub fn new(to: PeerRef, their_id: u8) -> PeerSpeed {
+        PeerSpeed {
+            to,
+            their_id,
+            pending_bid: None,
+            bid: None,
+            channel: None,
+            accepted_at_bid: 0,
+            served_at_bid: 0,
+            highest_queued: 0,
+            in_flight: 0,
+            credit: 0,
+        }
+    }
+
+    /// Handles one message from the peer. Returns what to send back right away (a refusal), if
+    /// anything; jobs go to the verifier.
+    pub fn on_message(
+        &mut self,
+        payload: &[u8],
+        svc: &SpeedService,
+        torrent: [u8; 20],
+    ) -> Option<SpeedMessage> {
+        let refuse = |s: &PeerSpeed, r: Rejection| {
+            svc.stats.reject(r);
+            Some(SpeedMessage::Refusal(Refusal::new(
+                s.channel.map(|c| c.id),
+                r,
+                s.channel.map(|c| c.accepted),
+            )))
+        };
+        let msg = match SpeedMessage::parse(payload) {
+            Ok(m) => m,
+            Err(_) => return refuse(self, Rejection::Malformed),
+        };
+        match msg {
+            SpeedMessage::Bid(bid) => {
+                if self.pending_bid.is_some() {
+                    return refuse(self, Rejection::Overloaded);
+                }
+                // A new bid on the same channel only changes the price; another channel
+                // starts over once the ledger confirms it.
+                if let (Some(c), Some(old)) = (self.channel, self.bid)
+                    && c.id == bid.channel
+                    && c.payer == bid.payer
+                    && old.cap == bid.cap
+                {
+                    self.bid = Some(bid);
+                    return None;
+                }
+                if let Err(r) = svc.submit(Job::Bid { to: self.to, bid }) {
+                    return refuse(self, r);
+                }
+                self.pending_bid = Some(bid);
+                None
+            }
+            SpeedMessage::Voucher(v) => {
+                let Some(c) = self.channel else {
+                    return refuse(self, Rejection::UnknownChannel);
+                };
+                // Pre-check against what is known here, counting vouchers already queued.
+                let view = Channel {
+                    accepted: c.accepted.max(self.highest_queued),
+                    ..c
+                };
+                if let Err(r) = check_fields(&v, svc.offer.payee, svc.offer.chain_id, Some(&view)) {
+                    return refuse(self, r);
+                }
+                if self.in_flight >= MAX_IN_FLIGHT {
+                    return refuse(self, Rejection::Overloaded);
+                }
+                let job = Job::Voucher {
+                    to: self.to,
+                    voucher: v,
+                    payer: c.payer,
+                    torrent,
+                };
+                if let Err(r) = svc.submit(job) {
+                    return refuse(self, r);
+                }
+                self.in_flight += 1;
+                self.highest_queued = v.cumulative;
+                None
+            }
+            // A seeder has no use for offers or receipts; refusals are informational.
+            SpeedMessage::Offer(_) | SpeedMessage::Receipt(_) | SpeedMessage::Refusal(_) => None,
+        }
+    }
+
+    /// Applies the verifier's answer; returns the receipt or refusal to send. `served` is the
+    /// payload bytes sent to this peer so far.
+    pub fn on_outcome(&mut self, o: &Outcome, served: u64) -> Option<SpeedMessage> {
+        match *o {
+            Outcome::Bid { result, .. } => {
+                let bid = self.pending_bid.take()?;
+                match result {
+                    Ok(ch) => {
+                        self.bid = Some(bid);
+                        self.channel = Some(ch);
+                        self.accepted_at_bid = ch.accepted;
+                        self.served_at_bid = served;
+                        self.highest_queued = ch.accepted;
+                        self.credit = 0;
+                        // The payer learns where its channel stands (after a restart, say).
+                        Some(SpeedMessage::Receipt(Receipt {
+                            channel: ch.id,
+                            served: 0,
+                            accepted: ch.accepted,
+                        }))
+                    }
+                    Err(r) => Some(SpeedMessage::Refusal(Refusal::new(
+                        Some(bid.channel),
+                        r,
+                        None,
+                    ))),
+                }
+            }
+            Outcome::Voucher { result, .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                let c = self.channel.as_mut()?;
+                match result {
+                    Ok(a) if a.channel == c.id => {
+                        c.accepted = c.accepted.max(a.cumulative);
+                        Some(SpeedMessage::Receipt(Receipt {
+                            channel: c.id,
+                            served: served.saturating_sub(self.served_at_bid),
+                            accepted: c.accepted,
+                        }))
+                    }
+                    Ok(_) => None,
+                    Err(r) => {
+                        if self.in_flight == 0 {
+                            // Nothing else queued: later vouchers are judged from the durable
+                            // amount, not from the refused one.
+                            self.highest_queued = c.accepted;
+                        }
+                        if r == Rejection::ChannelClosed {
+                            c.closed = true;
+                        }
+                        Some(SpeedMessage::Refusal(Refusal::new(
+                            Some(c.id),
+                            r,
+                            Some(c.accepted),
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    /// This peer as an auction bidder, once its bid is confirmed.
+    pub fn bidder(&self, key: usize, served: u64) -> Option<Bidder> {
+        let (bid, c) = (self.bid?, self.channel?);
+        if c.closed {
+            return None;
+        }
+        Some(Bidder {
+            key,
+            price: bid.price,
+            served: served.saturating_sub(self.served_at_bid),
+            paid: c.accepted.saturating_sub(self.accepted_at_bid),
+            credit: self.credit,
+        })
+    }
+
+    /// Whether its bytes count as sold.
+    pub fn paying(&self) -> bool {
+        self.channel.is_some_and(|c| !c.closed)
+    }
+}

@@ -1,0 +1,320 @@
+//! The speed layer inside a running node: the verifier thread that checks voucher signatures off
+//! the workers' hot path and hands accepted vouchers to the ledger, and the counters.
+//!
+//! ```text
+//!  worker ──try_send (bounded; full = counted drop)──► verifier thread ──► ledger (DbWriter)
+//!    ▲                                                   │ waits for the durable commit
+//!    └──── outcome channel + eventfd wake ◄──────────────┘
+//! ```
+//!
+//! A worker never waits: it parses, pre-checks against what it knows of the peer's channel, and
+//! queues. The verifier takes jobs in batches (one recovery each, then every ledger job of the
+//! batch queued before the first reply is awaited, so the database commits the batch with one
+//! fsync), and answers each worker through its own channel, waking its ring.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use nix::sys::eventfd::EventFd;
+
+use super::auction::Terms;
+use super::ledger::{Accepted, Ledger, Verified};
+use super::protocol::{Bid, Offer};
+use super::voucher::{Channel, Rejection, Voucher};
+
+/// Jobs waiting for the verifier before workers start dropping them (each a counted
+/// `overloaded` refusal the payer may retry).
+const QUEUE_DEPTH: usize = 8192;
+/// Most jobs the verifier takes in one batch.
+const BATCH: usize = 512;
+
+/// Where an answer goes: the worker, and the connection by slot and a per-worker unique id
+/// (slots are reused; the id is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerRef {
+    pub worker: usize,
+    pub slot: usize,
+    pub conn_id: u64,
+}
+
+#[derive(Debug)]
+pub enum Job {
+    Bid {
+        to: PeerRef,
+        bid: Bid,
+    },
+    Voucher {
+        to: PeerRef,
+        voucher: Voucher,
+        payer: super::wallet::Address,
+        torrent: [u8; 20],
+    },
+    Stop,
+}
+
+/// What the verifier answers a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Bid {
+        to: PeerRef,
+        result: Result<Channel, Rejection>,
+    },
+    Voucher {
+        to: PeerRef,
+        result: Result<Accepted, Rejection>,
+    },
+}
+
+/// Counters of the speed layer, shared by the workers and the verifier (Relaxed: statistics).
+#[derive(Debug, Default)]
+pub struct SpeedStats {
+    pub bids: AtomicU64,
+    pub vouchers_accepted: AtomicU64,
+    pub rejected: [AtomicU64; Rejection::ALL.len()],
+    /// Payload bytes served to peers with a confirmed bid.
+    pub bytes_sold: AtomicU64,
+    /// Base units accepted since start (only the verifier writes it; a lock off the hot path).
+    pub earned: Mutex<u128>,
+}
+
+impl SpeedStats {
+    pub fn reject(&self, r: Rejection) {
+        self.rejected[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self, r: Rejection) -> u64 {
+        self.rejected[r as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn earned(&self) -> u128 {
+        self.earned.lock().map_or(0, |e| *e)
+    }
+}
+
+type WorkerLink = (Sender<Outcome>, Arc<EventFd>);
+
+/// The running speed layer: the seeder's offer, the auction terms, the verifier thread.
+pub struct SpeedService {
+    pub offer: Offer,
+    pub terms: Terms,
+    pub stats: Arc<SpeedStats>,
+    jobs: Sender<Job>,
+    links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SpeedService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeedService")
+            .field("offer", &self.offer)
+            .field("terms", &self.terms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpeedService {
+    pub fn start(ledger: Ledger, terms: Terms) -> std::io::Result<Arc<SpeedService>> {
+        let offer = Offer {
+            chain_id: ledger.chain_id(),
+            payee: ledger.payee(),
+            min_price: terms.min_price,
+            credit_window: terms.credit_window,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+        let stats = Arc::new(SpeedStats::default());
+        let links: Arc<Mutex<Vec<Option<WorkerLink>>>> = Arc::default();
+        let (s, l) = (stats.clone(), links.clone());
+        let thread = std::thread::Builder::new()
+            .name("ringseed-verify".into())
+            .spawn(move || verify_loop(rx, ledger, s, l))?;
+        Ok(Arc::new(SpeedService {
+            offer,
+            terms,
+            stats,
+            jobs: tx,
+            links,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A worker's channel for outcomes; `wake` is written after each batch of outcomes for it.
+    pub fn register_worker(&self, worker: usize, wake: Arc<EventFd>) -> Receiver<Outcome> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+        if let Ok(mut links) = self.links.lock() {
+            if links.len() <= worker {
+                links.resize_with(worker + 1, || None);
+            }
+            links[worker] = Some((tx, wake));
+        }
+        rx
+    }
+
+    /// Queues a job without blocking; a full queue is an `overloaded` refusal, counted.
+    pub fn submit(&self, job: Job) -> Result<(), Rejection> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.reject(Rejection::Overloaded);
+                Err(Rejection::Overloaded)
+            }
+        }
+    }
+
+    /// Finishes every queued job (their ledger writes included), then stops the thread.
+    pub fn stop(&self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = self.jobs.send(Job::Stop);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SpeedService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+enum Pending {
+    Bid(
+        PeerRef,
+        Result<crate::db::Reply<Result<Channel, Rejection>>, Rejection>,
+    ),
+    Voucher(
+        PeerRef,
+        Result<crate::db::Reply<Result<Accepted, Rejection>>, Rejection>,
+    ),
+}
+
+fn verify_loop(
+    rx: Receiver<Job>,
+    ledger: Ledger,
+    stats: Arc<SpeedStats>,
+    links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let mut batch = Vec::with_capacity(BATCH);
+        match rx.recv() {
+            Ok(Job::Stop) | Err(_) => stopping = true,
+            Ok(job) => batch.push(job),
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(Job::Stop) => stopping = true,
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Queue every ledger job of the batch first: the writer commits them together.
+        // A full or stopped database queue: not acknowledged; the payer may resend.
+        let db_full = |_: crate::db::DbError| Rejection::Overloaded;
+        let pending: Vec<Pending> = batch
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Bid { to, bid } => {
+                    Some(Pending::Bid(to, ledger.open_channel(bid).map_err(db_full)))
+                }
+                Job::Voucher {
+                    to,
+                    voucher,
+                    payer,
+                    torrent,
+                } => Some(Pending::Voucher(
+                    to,
+                    Verified::check(voucher, payer)
+                        .and_then(|v| ledger.accept(v, torrent).map_err(db_full)),
+                )),
+                Job::Stop => None,
+            })
+            .collect();
+        let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(pending.len());
+        // A database failure is not the payer's fault, but it must not be acknowledged.
+        for p in pending {
+            match p {
+                Pending::Bid(to, reply) => {
+                    let result =
+                        reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
+                    if result.is_ok() {
+                        stats.bids.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcomes.push((to.worker, Outcome::Bid { to, result }));
+                }
+                Pending::Voucher(to, reply) => {
+                    let result =
+                        reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
+                    match &result {
+                        Ok(a) => {
+                            stats.vouchers_accepted.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut e) = stats.earned.lock() {
+                                *e = e.saturating_add(a.increment);
+                            }
+                        }
+                        Err(r) => stats.reject(*r),
+                    }
+                    outcomes.push((to.worker, Outcome::Voucher { to, result }));
+                }
+            }
+        }
+        let Ok(links) = links.lock() else { continue };
+        let mut woken = vec![false; links.len()];
+        for (worker, o) in outcomes {
+            if let Some(Some((tx, _))) = links.get(worker) {
+                // A worker whose outcome queue is full loses the answer; its peer's voucher is
+                // durable all the same and the next receipt carries the amount.
+                let _ = tx.try_send(o);
+                woken[worker] = true;
+            }
+        }
+        for (i, w) in woken.iter().enumerate() {
+            if let (true, Some(Some((_, fd)))) = (*w, links.get(i)) {
+                let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
+            }
+        }
+    }
+}
+
+/// What a node needs to earn: where its database and key are, and its terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeedSetup {
+    pub db_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    pub terms: Terms,
+    pub chain_id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedStartError {
+    #[error(transparent)]
+    Wallet(#[from] super::wallet::WalletError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("starting the voucher verifier: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Loads (or creates) the wallet, opens the ledger on the node's database writer and starts the
+/// verifier. The caller stops the service before the writer, so every queued voucher is
+/// committed (and only then acknowledged).
+pub fn start_node(
+    setup: &SpeedSetup,
+    db: crate::db::DbHandle,
+) -> Result<Arc<SpeedService>, SpeedStartError> {
+    let (wallet, _) = super::wallet::Wallet::load_or_create(&setup.key_path)?;
+    let ledger = Ledger::new(db, wallet.address(), setup.chain_id);
+    SpeedService::start(ledger, setup.terms).map_err(SpeedStartError::Thread)
+}
+
+/// [`start_node`] on a database writer of its own at `setup.db_path` (the bench's in-process
+/// seeder and tests, which run no session). Stop the service before the writer.
+pub fn start_standalone(
+    setup: &SpeedSetup,
+) -> Result<(Arc<SpeedService>, crate::db::DbWriter), SpeedStartError> {
+    let writer = crate::db::DbWriter::start(&setup.db_path, crate::session::DB_COMPONENTS)?;
+    let svc = start_node(setup, writer.handle())?;
+    Ok((svc, writer))
+}
