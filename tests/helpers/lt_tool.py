@@ -14,12 +14,17 @@
                                                 prints JSON {"done": bool, "seconds",
                                                 "bytes", "rate"} once finished and checked
 """
+import faulthandler
 import json
 import os
 import sys
 import time
 
 import libtorrent as lt
+
+# python3-libtorrent 2.0.8 has died of SIGSEGV under load; if it does, the Python stack goes to
+# stderr, which the tests print with the failure.
+faulthandler.enable()
 
 
 def hashes(path):
