@@ -85,32 +85,28 @@ pub fn eligible(terms: &Terms, b: &Bidder) -> bool {
 /// Picks this round's paid-slot holders (keys), updating each bidder's credit. Call once per
 /// choking round with every interested bidder; ineligible bidders lose their credit.
 pub fn allocate(terms: &Terms, bidders: &mut [Bidder]) -> Vec<usize> {
-    let total: Amount = bidders
+    // Shares in f64: a sum of u128 prices would saturate at an absurd bid (u128::MAX) and round
+    // every honest bidder's share down to nothing.
+    let total: f64 = bidders
         .iter()
         .filter(|b| eligible(terms, b))
-        .fold(0u128, |s, b| s.saturating_add(b.price));
-    if terms.paid_slots == 0 || total == 0 {
+        .map(|b| b.price as f64)
+        .sum();
+    if terms.paid_slots == 0 || total == 0.0 {
         for b in bidders.iter_mut() {
             b.credit = 0;
         }
         return Vec::new();
     }
-    let slots = terms.paid_slots as u128;
+    let slots = terms.paid_slots as f64;
     let mut ready: Vec<usize> = Vec::new();
     for (i, b) in bidders.iter_mut().enumerate() {
         if !eligible(terms, b) {
             b.credit = 0;
             continue;
         }
-        // min(1, slots × price / total) in thousandths, without overflow.
-        let share = if b.price.saturating_mul(slots) >= total {
-            WHOLE
-        } else {
-            (b.price
-                .saturating_mul(slots)
-                .saturating_mul(u128::from(WHOLE))
-                / total) as u64
-        };
+        // min(1, slots × price / total) in thousandths.
+        let share = ((b.price as f64 * slots / total).min(1.0) * WHOLE as f64) as u64;
         // Capped at two rounds' worth: a bidder passed over when credits collide catches up
         // once, not forever.
         b.credit = (b.credit + share.max(1)).min(2 * WHOLE);

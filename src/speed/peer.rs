@@ -26,6 +26,9 @@ pub struct PeerSpeed {
     /// the auction compares what was paid and served since.
     pub accepted_at_bid: Amount,
     pub served_at_bid: u64,
+    /// What earlier channels of this connection paid since their bids: a peer that switches
+    /// (or re-bids) channels keeps its debt instead of starting a fresh credit window.
+    pub paid_before: Amount,
     /// Highest voucher amount queued and not answered yet.
     pub highest_queued: Amount,
     pub in_flight: u32,
@@ -43,6 +46,7 @@ impl PeerSpeed {
             channel: None,
             accepted_at_bid: 0,
             served_at_bid: 0,
+            paid_before: 0,
             highest_queued: 0,
             in_flight: 0,
             credit: 0,
@@ -131,10 +135,20 @@ impl PeerSpeed {
                 let bid = self.pending_bid.take()?;
                 match result {
                     Ok(ch) => {
+                        match self.channel {
+                            // Only the first bid of a connection starts the count of bytes
+                            // served; a later one (another channel or cap) carries what was
+                            // paid so far, so re-bidding cannot reset a debt.
+                            Some(old) => {
+                                self.paid_before = self.paid_before.saturating_add(
+                                    old.accepted.saturating_sub(self.accepted_at_bid),
+                                );
+                            }
+                            None => self.served_at_bid = served,
+                        }
                         self.bid = Some(bid);
                         self.channel = Some(ch);
                         self.accepted_at_bid = ch.accepted;
-                        self.served_at_bid = served;
                         self.highest_queued = ch.accepted;
                         self.credit = 0;
                         // The payer learns where its channel stands (after a restart, say).
@@ -194,7 +208,9 @@ impl PeerSpeed {
             key,
             price: bid.price,
             served: served.saturating_sub(self.served_at_bid),
-            paid: c.accepted.saturating_sub(self.accepted_at_bid),
+            paid: self
+                .paid_before
+                .saturating_add(c.accepted.saturating_sub(self.accepted_at_bid)),
             credit: self.credit,
         })
     }
@@ -202,5 +218,56 @@ impl PeerSpeed {
     /// Whether its bytes count as sold.
     pub fn paying(&self) -> bool {
         self.channel.is_some_and(|c| !c.closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speed::voucher::{Channel, ChannelId};
+    use crate::speed::wallet::Address;
+
+    fn confirm(p: &mut PeerSpeed, channel: u8, accepted: Amount, served: u64) {
+        let bid = Bid {
+            price: 1 << 20,
+            channel: ChannelId([channel; 32]),
+            payer: Address([1; 20]),
+            cap: 1 << 40,
+        };
+        p.pending_bid = Some(bid);
+        let ch = Channel {
+            id: bid.channel,
+            payer: bid.payer,
+            cap: bid.cap,
+            accepted,
+            closed: false,
+        };
+        let to = p.to;
+        assert!(matches!(
+            p.on_outcome(&Outcome::Bid { to, result: Ok(ch) }, served),
+            Some(SpeedMessage::Receipt(_))
+        ));
+    }
+
+    #[test]
+    fn a_new_bid_does_not_reset_what_is_owed() {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id: 1,
+        };
+        let mut p = PeerSpeed::new(to, 3);
+        confirm(&mut p, 1, 0, 5 << 20);
+        // 10 MiB served since the first bid, 4 MiB worth paid on channel 1.
+        if let Some(c) = p.channel.as_mut() {
+            c.accepted = 4 << 20;
+        }
+        let before = p.bidder(0, 15 << 20).unwrap();
+        assert_eq!((before.served, before.paid), (10 << 20, 4 << 20));
+        // Switching to a fresh channel (which already had 100 accepted elsewhere) keeps the
+        // debt: still 10 MiB served, still 4 MiB paid.
+        confirm(&mut p, 2, 100, 15 << 20);
+        let after = p.bidder(0, 15 << 20).unwrap();
+        assert_eq!((after.served, after.paid), (10 << 20, 4 << 20));
     }
 }

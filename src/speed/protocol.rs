@@ -178,7 +178,13 @@ impl SpeedMessage {
                 cap: amount(d, "cap")?,
             }),
             b"voucher" => {
-                let signature: Signature65 = fixed(d, "sig")?;
+                let mut signature: Signature65 = fixed(d, "sig")?;
+                // A raw recovery id (0/1) is taken as 27/28, so what the ledger stores and
+                // `settle` exports is what a contract's `ecrecover` accepts: a voucher stored
+                // with v = 0/1 could never be claimed.
+                if signature[64] < 2 {
+                    signature[64] += 27;
+                }
                 SpeedMessage::Voucher(Voucher {
                     chain_id: uint(d, "chain", i64::MAX as u64)?,
                     channel: ChannelId(fixed(d, "channel")?),
@@ -306,6 +312,23 @@ mod tests {
             assert!(bytes.len() < 300, "{} bytes: {m:?}", bytes.len());
             assert_eq!(SpeedMessage::parse(&bytes).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn a_raw_recovery_id_is_stored_as_27_or_28() {
+        let Some(SpeedMessage::Voucher(v)) = all()
+            .into_iter()
+            .find(|m| matches!(m, SpeedMessage::Voucher(_)))
+        else {
+            panic!("no voucher in the sample");
+        };
+        assert!(v.signature[64] >= 27);
+        let mut raw = v;
+        raw.signature[64] -= 27;
+        assert_eq!(
+            SpeedMessage::parse(&SpeedMessage::Voucher(raw).encode()).unwrap(),
+            SpeedMessage::Voucher(v)
+        );
     }
 
     #[test]
