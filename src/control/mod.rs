@@ -808,6 +808,12 @@ impl Service {
         let opened = Torrent::open(meta, &dir, Some(self.options().hash));
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else { return };
+        if e.data_dir != dir {
+            // Removed and added again elsewhere while it was hashed: this result describes the
+            // old directory, and the new entry has a check of its own queued.
+            tracing::info!(torrent = %e.meta.info.name, "moved during its check; result dropped");
+            return;
+        }
         e.checks += 1;
         match opened {
             Ok((t, report)) => {
