@@ -263,10 +263,23 @@ fn verify_loop(
         let Ok(links) = links.lock() else { continue };
         let mut woken = vec![false; links.len()];
         for (worker, o) in outcomes {
-            if let Some(Some((tx, _))) = links.get(worker) {
-                // A worker whose outcome queue is full loses the answer; its peer's voucher is
-                // durable all the same and the next receipt carries the amount.
-                let _ = tx.try_send(o);
+            if let Some(Some((tx, fd))) = links.get(worker) {
+                if let Err(crossbeam_channel::TrySendError::Full(o)) = tx.try_send(o) {
+                    // A lost answer would leave the peer's in-flight count (or its pending bid)
+                    // stuck, and every later voucher of it refused as `overloaded`: wake the
+                    // worker to drain its queue and wait for room. Only a worker stalled for a
+                    // second loses the answer (its voucher is durable all the same).
+                    let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
+                    if tx
+                        .send_timeout(o, std::time::Duration::from_secs(1))
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            worker,
+                            "speed outcome dropped: the worker's queue stayed full"
+                        );
+                    }
+                }
                 woken[worker] = true;
             }
         }
