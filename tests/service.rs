@@ -475,6 +475,13 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         (
             "POST",
             "/api/v1/torrents".into(),
+            json!({"path": "/dev/null"}).to_string(),
+            400,
+            "not a regular file",
+        ),
+        (
+            "POST",
+            "/api/v1/torrents".into(),
             json!({"magnet": format!("magnet:?xt=urn:btih:{other}")}).to_string(),
             501,
             "BEP 9",

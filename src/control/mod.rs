@@ -1223,12 +1223,25 @@ fn file_stamp(p: &Path) -> Option<(u64, std::time::SystemTime)> {
 /// Reads a .torrent file of at most [`MAX_TORRENT_FILE`] bytes.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ControlError> {
     use std::io::Read;
-    let f = std::fs::File::open(path)
-        .map_err(|e| ControlError::BadRequest(format!("{}: {e}", path.display())))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: std::io::Error| ControlError::BadRequest(format!("{}: {e}", path.display()));
+    // Non-blocking open and a regular file only: a FIFO or a device named by a client must not
+    // hold one of the API's blocking threads forever.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(bad)?;
+    if !f.metadata().map_err(bad)?.is_file() {
+        return Err(ControlError::BadRequest(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
     let mut bytes = Vec::new();
     f.take(MAX_TORRENT_FILE as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| ControlError::BadRequest(format!("{}: {e}", path.display())))?;
+        .map_err(bad)?;
     if bytes.len() > MAX_TORRENT_FILE {
         return Err(ControlError::BadRequest(format!(
             "{}: larger than {MAX_TORRENT_FILE} bytes",
