@@ -52,12 +52,14 @@ fn vouchers(c: &mut Criterion) {
                 )
                 .unwrap();
                 let l = Ledger::new(writer.handle(), seeder.address(), 199);
-                let bid = Bid {
-                    price: 1,
-                    channel: ChannelId([7; 32]),
-                    payer: payer.address(),
-                    cap: u128::MAX,
-                };
+                let bid = Bid::sign(
+                    &payer,
+                    199,
+                    seeder.address(),
+                    1,
+                    ChannelId([7; 32]),
+                    u128::MAX,
+                );
                 l.open_channel(bid).unwrap().recv_result().unwrap().unwrap();
                 let verified: Vec<Verified> = parsed
                     .iter()

@@ -64,12 +64,7 @@ fn earnings_and_settle_read_the_ledger_and_export_each_claim_once() {
     for (i, amount) in [(1u8, 5_000_000_000_000_000_000u128), (2, 123)] {
         let payer = Wallet::from_secret([10 + i; 32]).unwrap();
         let channel = ChannelId([i; 32]);
-        let bid = Bid {
-            price: 1,
-            channel,
-            payer: payer.address(),
-            cap: u128::MAX,
-        };
+        let bid = Bid::sign(&payer, 199, seeder.address(), 1, channel, u128::MAX);
         l.open_channel(bid).unwrap().recv_result().unwrap().unwrap();
         for a in [amount / 2, amount] {
             let v = Voucher::sign(&payer, 199, channel, seeder.address(), a);
@@ -527,7 +522,19 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
     for (reason, payload) in cases {
         assert_eq!(refused(&mut l, payload), reason);
     }
-    // A good one still goes through afterwards: bad vouchers stall nothing.
+    // Bids must be signed by the payer they name: a stranger cannot shrink this channel's cap
+    // (which would refuse the payer's next voucher as over_cap) or re-register it.
+    let mut recap = Bid::sign(&thief, 199, offer_payee, 1 << 20, channel, 1);
+    recap.payer = payer_wallet.address();
+    let unsigned = Bid {
+        signature: [0; 65],
+        ..recap
+    };
+    for bid in [recap, unsigned] {
+        assert_eq!(refused(&mut l, SpeedMessage::Bid(bid).encode()), "forged");
+    }
+    // A good one still goes through afterwards: bad vouchers and bids stall nothing, and the
+    // cap is still the payer's own.
     l.send_speed(&sign(&payer_wallet, offer_payee, 5000))
         .unwrap();
     while p(&l) < 5000 {

@@ -280,6 +280,11 @@ impl Ledger {
         Ledger { db, me, chain_id }
     }
 
+    /// Whether `bid` is signed by its payer for this node and chain.
+    pub fn bid_is_signed(&self, bid: &Bid) -> bool {
+        bid.signed_by_payer(self.chain_id, self.me)
+    }
+
     pub fn payee(&self) -> Address {
         self.me
     }
@@ -496,13 +501,16 @@ mod tests {
     const CHAIN: u64 = 199;
     const T1: [u8; 20] = [0xaa; 20];
 
+    /// The ledger trusts the verifier to have checked a bid's signature; any payee will do.
     fn bid(payer: &Wallet, channel: u8, cap: Amount) -> Bid {
-        Bid {
-            price: 10,
-            channel: ChannelId([channel; 32]),
-            payer: payer.address(),
+        Bid::sign(
+            payer,
+            CHAIN,
+            Address([0; 20]),
+            10,
+            ChannelId([channel; 32]),
             cap,
-        }
+        )
     }
 
     fn sum_latest(conn: &Connection) -> Amount {

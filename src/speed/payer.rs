@@ -94,12 +94,14 @@ impl Payer {
         match msg {
             SpeedMessage::Offer(o) => {
                 self.offer = Some(o);
-                let bid = Bid {
-                    price: self.price,
-                    channel: self.channel,
-                    payer: self.wallet.address(),
-                    cap: self.budget,
-                };
+                let bid = Bid::sign(
+                    &self.wallet,
+                    o.chain_id,
+                    o.payee,
+                    self.price,
+                    self.channel,
+                    self.budget,
+                );
                 vec![SpeedMessage::Bid(bid).encode()]
             }
             SpeedMessage::Receipt(r) if r.channel == self.channel => {

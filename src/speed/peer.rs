@@ -233,6 +233,7 @@ mod tests {
             channel: ChannelId([channel; 32]),
             payer: Address([1; 20]),
             cap: 1 << 40,
+            signature: [0; 65],
         };
         p.pending_bid = Some(bid);
         let ch = Channel {

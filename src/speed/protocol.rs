@@ -50,6 +50,36 @@ pub struct Bid {
     pub payer: Address,
     /// The most the channel can pay in total (its deposit).
     pub cap: Amount,
+    /// The payer's signature over [`super::voucher::bid_digest`] for this seeder.
+    pub signature: Signature65,
+}
+
+impl Bid {
+    /// The payer's side: a bid for `payee`'s paid slots on `chain_id`, signed by `payer`.
+    pub fn sign(
+        payer: &super::wallet::Wallet,
+        chain_id: u64,
+        payee: Address,
+        price: Amount,
+        channel: ChannelId,
+        cap: Amount,
+    ) -> Bid {
+        let digest = super::voucher::bid_digest(chain_id, &channel, &payee, price, cap);
+        Bid {
+            price,
+            channel,
+            payer: payer.address(),
+            cap,
+            signature: payer.sign(digest),
+        }
+    }
+
+    /// Whether the bid's `payer` signed it for this seeder (`me` on `chain_id`). The costly
+    /// part (a point recovery): the verifier thread calls it, never a worker.
+    pub fn signed_by_payer(&self, chain_id: u64, me: Address) -> bool {
+        let digest = super::voucher::bid_digest(chain_id, &self.channel, &me, self.price, self.cap);
+        super::wallet::recover_digest(&self.signature, digest) == Some(self.payer)
+    }
 }
 
 /// The seeder's durable acknowledgement: sent only after the voucher is committed to the ledger.
@@ -115,6 +145,17 @@ fn bytes<'a>(d: Dict<'a, '_>, key: &'static str) -> Result<&'a [u8], ProtocolErr
         .ok_or(ProtocolError::BadField(key))
 }
 
+/// A 65-byte `sig`. A raw recovery id (0/1) is taken as 27/28, so what the ledger stores and
+/// `settle` exports is what a contract's `ecrecover` accepts: a voucher stored with v = 0/1
+/// could never be claimed.
+fn signature(d: Dict<'_, '_>) -> Result<Signature65, ProtocolError> {
+    let mut sig: Signature65 = fixed(d, "sig")?;
+    if sig[64] < 2 {
+        sig[64] += 27;
+    }
+    Ok(sig)
+}
+
 fn fixed<const N: usize>(d: Dict<'_, '_>, key: &'static str) -> Result<[u8; N], ProtocolError> {
     bytes(d, key)?
         .try_into()
@@ -176,15 +217,10 @@ impl SpeedMessage {
                 channel: ChannelId(fixed(d, "channel")?),
                 payer: Address(fixed(d, "payer")?),
                 cap: amount(d, "cap")?,
+                signature: signature(d)?,
             }),
             b"voucher" => {
-                let mut signature: Signature65 = fixed(d, "sig")?;
-                // A raw recovery id (0/1) is taken as 27/28, so what the ledger stores and
-                // `settle` exports is what a contract's `ecrecover` accepts: a voucher stored
-                // with v = 0/1 could never be claimed.
-                if signature[64] < 2 {
-                    signature[64] += 27;
-                }
+                let signature = signature(d)?;
                 SpeedMessage::Voucher(Voucher {
                     chain_id: uint(d, "chain", i64::MAX as u64)?,
                     channel: ChannelId(fixed(d, "channel")?),
@@ -239,6 +275,7 @@ impl SpeedMessage {
                 d.insert("channel", Bencode::bytes(b.channel.0));
                 d.insert("payer", Bencode::bytes(b.payer.0));
                 d.insert("cap", amount_value(b.cap));
+                d.insert("sig", Bencode::bytes(b.signature));
             }
             SpeedMessage::Voucher(v) => {
                 d.insert("t", Bencode::bytes("voucher"));
@@ -284,12 +321,14 @@ mod tests {
                 min_price: 0,
                 credit_window: MAX_CREDIT_WINDOW,
             }),
-            SpeedMessage::Bid(Bid {
-                price: 10u128.pow(15),
-                channel: ChannelId([7; 32]),
-                payer: payer.address(),
-                cap: 10u128.pow(21),
-            }),
+            SpeedMessage::Bid(Bid::sign(
+                &payer,
+                199,
+                Address([2; 20]),
+                10u128.pow(15),
+                ChannelId([7; 32]),
+                10u128.pow(21),
+            )),
             SpeedMessage::Voucher(v),
             SpeedMessage::Receipt(Receipt {
                 channel: ChannelId([7; 32]),

@@ -216,9 +216,17 @@ fn verify_loop(
         let pending: Vec<Pending> = batch
             .into_iter()
             .filter_map(|job| match job {
-                Job::Bid { to, bid } => {
-                    Some(Pending::Bid(to, ledger.open_channel(bid).map_err(db_full)))
-                }
+                // An unsigned or foreign bid could register a channel under the wrong payer
+                // (locking the real one out) or shrink someone's cap: only the payer's key may
+                // open or change a channel.
+                Job::Bid { to, bid } => Some(Pending::Bid(
+                    to,
+                    if ledger.bid_is_signed(&bid) {
+                        ledger.open_channel(bid).map_err(db_full)
+                    } else {
+                        Err(Rejection::Forged)
+                    },
+                )),
                 Job::Voucher {
                     to,
                     voucher,

@@ -27,6 +27,8 @@ pub type Amount = u128;
 
 /// The domain tag hashed into every voucher digest.
 pub const VOUCHER_TAG: &[u8] = b"ringseed-voucher-v1";
+/// Domain tag of a bid's digest: a bid signature can never pass for a voucher or the reverse.
+pub const BID_TAG: &[u8] = b"ringseed-bid-v1";
 
 /// A payment channel's 32-byte id (as the channel contract assigns it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -169,6 +171,26 @@ pub fn digest(chain_id: u64, channel: &ChannelId, payee: &Address, cumulative: A
     buf[64..96].copy_from_slice(&channel.0);
     buf[96..128].copy_from_slice(&abi_address(payee));
     buf[128..].copy_from_slice(&abi_uint(cumulative));
+    keccak256(&buf)
+}
+
+/// The digest a bid signs: `keccak256(abi.encode(keccak256("ringseed-bid-v1"), chain, channel,
+/// payee, price, cap))`. Signed by the channel's payer, so only the key that will sign the
+/// vouchers can open (or re-price, or re-cap) a channel with this seeder.
+pub fn bid_digest(
+    chain_id: u64,
+    channel: &ChannelId,
+    payee: &Address,
+    price: Amount,
+    cap: Amount,
+) -> [u8; 32] {
+    let mut buf = [0u8; 192];
+    buf[..32].copy_from_slice(&keccak256(BID_TAG));
+    buf[32..64].copy_from_slice(&abi_uint(u128::from(chain_id)));
+    buf[64..96].copy_from_slice(&channel.0);
+    buf[96..128].copy_from_slice(&abi_address(payee));
+    buf[128..160].copy_from_slice(&abi_uint(price));
+    buf[160..].copy_from_slice(&abi_uint(cap));
     keccak256(&buf)
 }
 
