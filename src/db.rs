@@ -78,6 +78,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database commit failed: {0}")]
     Commit(String),
+    #[error("cannot start the database writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("the database writer's queue is full")]
@@ -235,7 +237,7 @@ impl DbWriter {
         let thread = std::thread::Builder::new()
             .name("ringseed-db".into())
             .spawn(move || write_loop(conn, rx))
-            .map_err(|e| DbError::Commit(format!("cannot start the writer thread: {e}")))?;
+            .map_err(DbError::Thread)?;
         Ok(DbWriter {
             tx,
             thread: Some(thread),
