@@ -252,7 +252,7 @@ impl Default for Speed {
             enabled: false,
             paid_slots: 4,
             min_price: 0,
-            credit_window_kib: 4096,
+            credit_window_kib: 32768,
             chain_id: 199,
             key_file: String::new(),
         }
@@ -531,7 +531,8 @@ const DOCS: &[(&str, &str)] = &[
     (
         "speed.credit_window_kib",
         "KiB served to a payer ahead of its payment; a payer further behind drops back to the\n\
-         free slots. Also the most a crash can cost per payer. Range 16..=1048576.",
+         free slots. Payers send a voucher every half window, so a smaller window costs more\n\
+         signature checks per GiB. Also the most a crash can cost per payer. Range 16..=1048576.",
     ),
     (
         "speed.chain_id",

@@ -1765,6 +1765,17 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
             },
             s.bytes_up
         );
+        if let Some(sp) = &s.speed {
+            println!(
+                "  seeder speed  {} bids, {} vouchers accepted, {} superseded, {} refused, {} earned, {:.2} CPU-s in verifier + database",
+                sp.bids,
+                sp.vouchers_accepted,
+                sp.vouchers_superseded,
+                sp.refused,
+                sp.earned,
+                s.speed_cpu_seconds.unwrap_or(0.0)
+            );
+        }
         println!(
             "  RSS           {:.1} MiB {} at the end, {:.1} MiB peak, {:.1} MiB before the swarm",
             mib(s.process_rss_bytes),
@@ -1775,6 +1786,12 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
             },
             mib(s.rss_peak_bytes),
             mib(s.rss_before_bytes)
+        );
+    }
+    if let Some(p) = &r.payment {
+        println!(
+            "  payers        {} of {} confirmed, {} vouchers sent, {} refused, {} signed, {} acknowledged",
+            p.confirmed, p.payers, p.vouchers_sent, p.refusals, p.signed, p.acked
         );
     }
     if !r.passed() {

@@ -303,6 +303,13 @@ fn encode_speed(
     )?;
     counter(
         enc,
+        "ringseed_speed_vouchers_superseded",
+        "Vouchers covered by a higher one of the same channel in the same verifier batch\n\
+         (answered by its receipt, never checked or written on their own).",
+        &[(none.clone(), sp.vouchers_superseded.load(Relaxed))],
+    )?;
+    counter(
+        enc,
         "ringseed_speed_bids",
         "Bids whose channel the ledger confirmed.",
         &[(none, sp.bids.load(Relaxed))],

@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 
 use crate::metainfo::Info;
 
-pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError, SeederSpec};
+pub use seeder::{LocalSeeder, SEEDER_THREAD_PREFIX, SeederError, SeederSpec, SeederSpeedReport};
 
 /// Which pieces leechers ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -230,6 +230,25 @@ pub struct SeederReport {
     pub rss_before_bytes: u64,
     /// Payload bytes the seeder counts as uploaded (for another process: what the bench got).
     pub bytes_up: u64,
+    /// Of `cpu_seconds`, what the speed layer's threads (voucher verifier, database writer)
+    /// took: an in-process seeder with `--pay` only.
+    pub speed_cpu_seconds: Option<f64>,
+    /// What an in-process paying seeder's speed layer counted over its life.
+    pub speed: Option<SeederSpeedReport>,
+}
+
+/// What the paying leechers of a run did (`--pay`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PaymentReport {
+    pub payers: u64,
+    /// Payers whose bid the seeder confirmed.
+    pub confirmed: u64,
+    pub vouchers_sent: u64,
+    pub refusals: u64,
+    /// Sum of the cumulative amounts signed, and of those the seeder acknowledged as durable
+    /// (BTT base units, decimal).
+    pub signed: String,
+    pub acked: String,
 }
 
 /// Where a local seeder's cost is read from while a run goes on.
@@ -254,6 +273,20 @@ impl SeederProbe<'_> {
         .unwrap_or(0)
     }
 
+    fn speed_cpu(&self) -> Option<procstat::CpuTimes> {
+        match self {
+            SeederProbe::InProcess(s) => s.speed_cpu(),
+            SeederProbe::Pid(_) => None,
+        }
+    }
+
+    fn speed_counts(&self) -> Option<SeederSpeedReport> {
+        match self {
+            SeederProbe::InProcess(s) => s.speed_counts(),
+            SeederProbe::Pid(_) => None,
+        }
+    }
+
     fn bytes_up(&self) -> Option<u64> {
         match self {
             SeederProbe::InProcess(s) => Some(s.bytes_up()),
@@ -275,6 +308,7 @@ pub fn run_probed(
     };
     let rss_before = probe.rss();
     let cpu_before = probe.cpu();
+    let speed_before = probe.speed_cpu();
     let up_before = probe.bytes_up();
     let mut rss_peak = rss_before;
     let mut report = run_torrents(infos, opts, &mut |s| {
@@ -283,6 +317,7 @@ pub fn run_probed(
     })?;
     // Read before an in-process seeder stops: its threads leave /proc/self/task when they end.
     let cpu_after = probe.cpu();
+    let speed_after = probe.speed_cpu();
     let up = match (up_before, probe.bytes_up()) {
         (Some(a), Some(b)) => b - a,
         _ => report.bytes,
@@ -311,6 +346,10 @@ pub fn run_probed(
         rss_peak_bytes: rss_peak.max(rss_end),
         rss_before_bytes: rss_before,
         bytes_up: up,
+        speed_cpu_seconds: speed_before
+            .zip(speed_after)
+            .map(|(a, b)| b.cpu_seconds() - a.cpu_seconds()),
+        speed: probe.speed_counts(),
     });
     Ok(report)
 }
@@ -355,6 +394,8 @@ pub struct BenchReport {
     /// CPU seconds of the swarm's worker threads (each thread's own clock).
     pub bench_cpu_seconds: Option<f64>,
     pub seeder: Option<SeederReport>,
+    /// With `--pay`: what the paying leechers did.
+    pub payment: Option<PaymentReport>,
 }
 
 impl BenchReport {
@@ -562,7 +603,9 @@ pub fn run_torrents(
         bytes_per_second: series,
         bench_cpu_seconds: Some(0.0),
         seeder: None,
+        payment: None,
     };
+    let mut payment = swarm::PaymentTotals::default();
     let mut last_block = None;
     let mut first_block: Option<Instant> = None;
     for (w, h) in handles.into_iter().enumerate() {
@@ -581,6 +624,7 @@ pub fn run_torrents(
         report.held_at_end += r.held_at_end;
         report.pieces_verified += r.pieces_verified;
         report.unanswered_requests += r.unanswered;
+        payment.merge(&r.payment);
         report.bad_pieces.extend(r.bad_pieces);
         for (e, n) in errors.iter_mut().zip(r.errors) {
             *e += n;
@@ -594,6 +638,16 @@ pub fn run_torrents(
             .bench_cpu_seconds
             .zip(r.cpu_seconds)
             .map(|(a, b)| a + b);
+    }
+    if opts.pay.is_some() {
+        report.payment = Some(PaymentReport {
+            payers: payment.payers,
+            confirmed: payment.confirmed,
+            vouchers_sent: payment.vouchers,
+            refusals: payment.refusals,
+            signed: payment.signed.to_string(),
+            acked: payment.acked.to_string(),
+        });
     }
     report.bad_pieces.sort_unstable();
     report.latency_us = LatencySummary::of(&latency);

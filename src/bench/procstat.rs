@@ -37,13 +37,18 @@ pub fn parse_stat(line: &str) -> Option<(u64, u64)> {
 /// CPU time of this process's threads whose name starts with `prefix`; `None` when /proc cannot
 /// be read or no thread matches.
 pub fn threads_cpu(prefix: &str) -> Option<CpuTimes> {
+    threads_cpu_any(&[prefix])
+}
+
+/// CPU time of this process's threads whose name starts with any of `prefixes`.
+pub fn threads_cpu_any(prefixes: &[&str]) -> Option<CpuTimes> {
     let mut total = CpuTimes::default();
     for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let dir = entry.path();
         let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
             continue;
         };
-        if !comm.trim_end().starts_with(prefix) {
+        if !prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
             continue;
         }
         if let Some((u, s)) = read_stat(&dir.join("stat")) {

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::create::{CreateError, CreateOptions, create};
 use crate::engine::{Engine, EngineError, Settings, Torrent, UploadPath};
@@ -14,6 +15,20 @@ use super::procstat::{self, CpuTimes};
 
 /// Thread name prefix of the engine's workers.
 pub const SEEDER_THREAD_PREFIX: &str = "ringseed-w";
+/// Names of the speed layer's threads: the voucher verifier and the database writer.
+pub const SPEED_THREAD_PREFIXES: [&str; 2] = ["ringseed-verify", "ringseed-db"];
+
+/// What an in-process paying seeder's speed layer counted over its life.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeederSpeedReport {
+    pub bids: u64,
+    pub vouchers_accepted: u64,
+    pub vouchers_superseded: u64,
+    pub refused: u64,
+    /// BTT base units, decimal.
+    pub earned: String,
+    pub bytes_sold: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeederError {
@@ -109,7 +124,7 @@ impl LocalSeeder {
                 terms: crate::speed::auction::Terms {
                     paid_slots: 4,
                     min_price: 0,
-                    credit_window: 4 << 20,
+                    credit_window: 32 << 20,
                 },
                 chain_id: 199,
             };
@@ -158,9 +173,37 @@ impl LocalSeeder {
         self.engine.local_addr()
     }
 
-    /// CPU time of the engine's worker threads so far.
+    /// CPU time of the seeder's threads so far: the engine's workers and, with `pay`, the
+    /// voucher verifier and the ledger's database writer (the extension's whole cost).
     pub fn cpu(&self) -> Option<CpuTimes> {
-        procstat::threads_cpu(SEEDER_THREAD_PREFIX)
+        procstat::threads_cpu_any(&[
+            SEEDER_THREAD_PREFIX,
+            SPEED_THREAD_PREFIXES[0],
+            SPEED_THREAD_PREFIXES[1],
+        ])
+    }
+
+    /// CPU time of the speed layer's threads alone (`None` without `pay`).
+    pub fn speed_cpu(&self) -> Option<CpuTimes> {
+        self.speed.as_ref()?;
+        procstat::threads_cpu_any(&SPEED_THREAD_PREFIXES)
+    }
+
+    /// What the seeder's speed layer counted (`None` without `pay`).
+    pub fn speed_counts(&self) -> Option<SeederSpeedReport> {
+        let (svc, _) = self.speed.as_ref()?;
+        let st = &svc.stats;
+        Some(SeederSpeedReport {
+            bids: st.bids.load(Relaxed),
+            vouchers_accepted: st.vouchers_accepted.load(Relaxed),
+            vouchers_superseded: st.vouchers_superseded.load(Relaxed),
+            refused: crate::speed::voucher::Rejection::ALL
+                .iter()
+                .map(|r| st.rejected(*r))
+                .sum(),
+            earned: st.earned().to_string(),
+            bytes_sold: st.bytes_sold.load(Relaxed),
+        })
     }
 
     /// Payload bytes uploaded by all workers.

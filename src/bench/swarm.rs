@@ -140,6 +140,39 @@ pub(crate) struct LiveStats {
     pub errors: AtomicU64,
 }
 
+/// What the paying leechers of a run did, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PaymentTotals {
+    pub payers: u64,
+    /// Payers whose bid the seeder confirmed (its first receipt arrived).
+    pub confirmed: u64,
+    pub vouchers: u64,
+    pub refusals: u64,
+    /// Cumulative amounts signed, and acknowledged by the seeder as durable.
+    pub signed: u128,
+    pub acked: u128,
+}
+
+impl PaymentTotals {
+    pub fn add_payer(&mut self, p: &crate::speed::payer::Payer) {
+        self.payers += 1;
+        self.confirmed += u64::from(p.confirmed());
+        self.vouchers += p.vouchers();
+        self.refusals += p.refusals();
+        self.signed = self.signed.saturating_add(p.signed());
+        self.acked = self.acked.saturating_add(p.acked());
+    }
+
+    pub fn merge(&mut self, o: &PaymentTotals) {
+        self.payers += o.payers;
+        self.confirmed += o.confirmed;
+        self.vouchers += o.vouchers;
+        self.refusals += o.refusals;
+        self.signed = self.signed.saturating_add(o.signed);
+        self.acked = self.acked.saturating_add(o.acked);
+    }
+}
+
 /// What a worker hands back when it ends.
 pub(crate) struct WorkerResult {
     pub bytes: u64,
@@ -157,6 +190,8 @@ pub(crate) struct WorkerResult {
     pub last_block: Option<Instant>,
     /// CPU time of the worker's thread over its whole life.
     pub cpu_seconds: Option<f64>,
+    /// With `--pay`: what the leechers' payers did.
+    pub payment: PaymentTotals,
     /// Requests still unanswered when the run ended (the drain timed out).
     pub unanswered: u64,
 }
@@ -502,6 +537,7 @@ impl Worker {
                 last_block: None,
                 cpu_seconds: None,
                 unanswered: 0,
+                payment: PaymentTotals::default(),
             },
             now,
             last_timeouts: now,
@@ -1027,6 +1063,9 @@ impl Worker {
         }
         let was_connecting = c.phase == Phase::Connecting;
         c.phase = Phase::Done;
+        if let Some(p) = c.payer.take() {
+            self.result.payment.add_payer(p.payer());
+        }
         c.assemblies.clear();
         if let Some(fd) = &c.fd {
             let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);

@@ -1945,7 +1945,7 @@ impl Worker {
             slot,
             conn_id,
         };
-        c.speed = Some(Box::new(PeerSpeed::new(to, their_id)));
+        c.speed = Some(Box::new(PeerSpeed::new(to, c.addr.ip(), their_id)));
         let offer = crate::speed::protocol::SpeedMessage::Offer(svc.offer).encode();
         c.queue(Message::Extended {
             id: their_id,
@@ -1975,9 +1975,7 @@ impl Worker {
             return;
         };
         while let Ok(o) = rx.try_recv() {
-            let to = match o {
-                Outcome::Bid { to, .. } | Outcome::Voucher { to, .. } => to,
-            };
+            let to = o.to();
             let Some(c) = self.conn(to.slot) else {
                 continue;
             };

@@ -11,9 +11,12 @@
 //! accepted vouchers.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::admission::Admission;
 use super::protocol::{Bid, parse_amount};
 use super::voucher::{
     Amount, Channel, ChannelId, Rejection, Voucher, abi_uint, check_fields, check_signature,
@@ -25,7 +28,8 @@ use crate::db::{DbError, DbHandle, Reply};
 pub const COMPONENT: &str = "ledger";
 
 /// Schema steps, applied in order once each (see [`crate::db::migrate`]).
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE speed_channels (
     id BLOB PRIMARY KEY CHECK (length(id) = 32),
     payer BLOB NOT NULL CHECK (length(payer) = 20),
@@ -54,7 +58,13 @@ CREATE TABLE speed_earnings (
     vouchers INTEGER NOT NULL,
     PRIMARY KEY (day, torrent, payer)
 );
-"];
+",
+    "
+-- A bid no longer writes its channel: the row comes with the channel's first accepted voucher,
+-- so every row holds a claimable voucher. Rows from bids that never paid are dropped.
+DELETE FROM speed_channels WHERE id NOT IN (SELECT channel FROM speed_vouchers);
+",
+];
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,23 +143,22 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+const LOAD_CHANNEL_SQL: &str = "SELECT c.payer, c.cap, c.closed_at IS NOT NULL, v.amount
+     FROM speed_channels c LEFT JOIN speed_vouchers v ON v.channel = c.id
+     WHERE c.id = ?1";
+
 /// The channel as stored, with its latest accepted amount.
 pub fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>, rusqlite::Error> {
     let row = conn
-        .query_row(
-            "SELECT c.payer, c.cap, c.closed_at IS NOT NULL, v.amount
-             FROM speed_channels c LEFT JOIN speed_vouchers v ON v.channel = c.id
-             WHERE c.id = ?1",
-            [&id.0[..]],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            },
-        )
+        .prepare_cached(LOAD_CHANNEL_SQL)?
+        .query_row([&id.0[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
         .optional()?;
     let Some((payer, cap, closed, accepted)) = row else {
         return Ok(None);
@@ -167,12 +176,13 @@ pub fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>
     }))
 }
 
-/// Records the channel a bid names. A channel already known with another payer is refused (a
-/// bid cannot take over someone else's channel); the same payer may restate its cap.
+/// Looks up the channel a bid names. A channel already known with another payer is refused (a
+/// bid cannot take over someone else's channel); the same payer may restate its cap. A channel
+/// not known yet is answered as new and written nowhere: its row comes with its first accepted
+/// voucher ([`accept`]), so a bid alone never grows the ledger.
 pub fn open_channel(
     conn: &Connection,
     bid: &Bid,
-    now: i64,
 ) -> Result<Result<Channel, Rejection>, rusqlite::Error> {
     if let Some(c) = load_channel(conn, &bid.channel)? {
         if c.payer != bid.payer {
@@ -182,48 +192,61 @@ pub fn open_channel(
             return Ok(Err(Rejection::ChannelClosed));
         }
         if c.cap != bid.cap {
-            conn.execute(
-                "UPDATE speed_channels SET cap = ?2 WHERE id = ?1",
-                params![&bid.channel.0[..], bid.cap.to_string()],
-            )?;
+            conn.prepare_cached("UPDATE speed_channels SET cap = ?2 WHERE id = ?1")?
+                .execute(params![&bid.channel.0[..], bid.cap.to_string()])?;
         }
         return Ok(Ok(Channel { cap: bid.cap, ..c }));
     }
-    conn.execute(
-        "INSERT INTO speed_channels (id, payer, cap, opened_at) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            &bid.channel.0[..],
-            &bid.payer.0[..],
-            bid.cap.to_string(),
-            now
-        ],
-    )?;
     Ok(Ok(Channel::open(bid.channel, bid.payer, bid.cap)))
 }
 
 /// Accepts a verified voucher into the ledger (inside the caller's transaction): re-checks it
 /// against the stored channel, replaces the channel's latest voucher, adds the increment to the
-/// earnings of `torrent` today. `Ok(Err(_))` is a refusal that wrote nothing.
+/// earnings of `torrent` today. A channel's first voucher creates its row, with `cap` from the
+/// peer's bid, if `from`'s address still has an allowance of new channels in `admission`.
+/// `Ok(Err(_))` is a refusal that wrote nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn accept(
     conn: &Connection,
     v: &Verified,
+    cap: Amount,
+    from: std::net::IpAddr,
+    admission: &Mutex<Admission>,
     me: Address,
     chain_id: u64,
     torrent: &[u8; 20],
     now: i64,
 ) -> Result<Result<Accepted, Rejection>, rusqlite::Error> {
-    let channel = load_channel(conn, &v.voucher.channel)?;
-    if let Some(c) = &channel
-        && c.payer != v.payer
-    {
-        return Ok(Err(Rejection::Forged));
-    }
-    let increment = match check_fields(&v.voucher, me, chain_id, channel.as_ref()) {
+    let stored = load_channel(conn, &v.voucher.channel)?;
+    let channel = match stored {
+        Some(c) if c.payer != v.payer => return Ok(Err(Rejection::Forged)),
+        Some(c) => c,
+        None => Channel::open(v.voucher.channel, v.payer, cap),
+    };
+    let increment = match check_fields(&v.voucher, me, chain_id, Some(&channel)) {
         Ok(i) => i,
         Err(r) => return Ok(Err(r)),
     };
+    if stored.is_none() {
+        let admitted = admission
+            .lock()
+            .map(|mut a| a.admit(from, Instant::now()))
+            .unwrap_or(false);
+        if !admitted {
+            return Ok(Err(Rejection::TooManyChannels));
+        }
+        conn.prepare_cached(
+            "INSERT INTO speed_channels (id, payer, cap, opened_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            &channel.id.0[..],
+            &channel.payer.0[..],
+            channel.cap.to_string(),
+            now
+        ])?;
+    }
     let vc = &v.voucher;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO speed_vouchers
              (channel, chain_id, payee, amount, signature, accepted_at, vouchers)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
@@ -231,28 +254,29 @@ pub fn accept(
              chain_id = excluded.chain_id, payee = excluded.payee, amount = excluded.amount,
              signature = excluded.signature, accepted_at = excluded.accepted_at,
              vouchers = vouchers + 1",
-        params![
-            &vc.channel.0[..],
-            vc.chain_id as i64,
-            &vc.payee.0[..],
-            vc.cumulative.to_string(),
-            &vc.signature[..],
-            now
-        ],
-    )?;
+    )?
+    .execute(params![
+        &vc.channel.0[..],
+        vc.chain_id as i64,
+        &vc.payee.0[..],
+        vc.cumulative.to_string(),
+        &vc.signature[..],
+        now
+    ])?;
     let day = utc_day(now);
     let before: Option<String> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT amount FROM speed_earnings WHERE day = ?1 AND torrent = ?2 AND payer = ?3",
-            params![day, &torrent[..], &v.payer.0[..]],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![day, &torrent[..], &v.payer.0[..]], |r| r.get(0))
         .optional()?;
     let before = before.as_deref().map(amount_col).transpose()?.unwrap_or(0);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO speed_earnings (day, torrent, payer, amount, vouchers) VALUES (?1, ?2, ?3, ?4, 1)
          ON CONFLICT (day, torrent, payer) DO UPDATE SET
              amount = excluded.amount, vouchers = vouchers + 1",
+    )?
+    .execute(
         params![
             day,
             &torrent[..],
@@ -273,11 +297,18 @@ pub struct Ledger {
     db: DbHandle,
     me: Address,
     chain_id: u64,
+    /// New channels per address (used on the database thread, inside each voucher's job).
+    admission: Arc<Mutex<Admission>>,
 }
 
 impl Ledger {
     pub fn new(db: DbHandle, me: Address, chain_id: u64) -> Ledger {
-        Ledger { db, me, chain_id }
+        Ledger {
+            db,
+            me,
+            chain_id,
+            admission: Arc::default(),
+        }
     }
 
     /// Whether `bid` is signed by its payer for this node and chain.
@@ -295,20 +326,23 @@ impl Ledger {
 
     /// Queues a bid's channel; never blocks (a full queue is [`DbError::QueueFull`]).
     pub fn open_channel(&self, bid: Bid) -> Result<Reply<Result<Channel, Rejection>>, DbError> {
-        let now = unix_now();
-        self.db.try_call(move |c| open_channel(c, &bid, now))
+        self.db.try_call(move |c| open_channel(c, &bid))
     }
 
     /// Queues a verified voucher; the reply comes once it is durable (or refused). Never blocks.
+    /// `cap` is the peer's bid's, `from` the peer's address (see [`accept`]).
     pub fn accept(
         &self,
         v: Verified,
+        cap: Amount,
+        from: std::net::IpAddr,
         torrent: [u8; 20],
     ) -> Result<Reply<Result<Accepted, Rejection>>, DbError> {
         let (me, chain) = (self.me, self.chain_id);
         let now = unix_now();
+        let admission = self.admission.clone();
         self.db
-            .try_call(move |c| accept(c, &v, me, chain, &torrent, now))
+            .try_call(move |c| accept(c, &v, cap, from, &admission, me, chain, &torrent, now))
     }
 }
 
@@ -500,6 +534,7 @@ mod tests {
 
     const CHAIN: u64 = 199;
     const T1: [u8; 20] = [0xaa; 20];
+    const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// The ledger trusts the verifier to have checked a bid's signature; any payee will do.
     fn bid(payer: &Wallet, channel: u8, cap: Amount) -> Bid {
@@ -541,7 +576,11 @@ mod tests {
         let send = |p: &Wallet, ch: u8, amount: Amount| {
             let v = Voucher::sign(p, CHAIN, ChannelId([ch; 32]), seeder.address(), amount);
             let verified = Verified::check(v, p.address()).unwrap();
-            ledger.accept(verified, T1).unwrap().recv_result().unwrap()
+            ledger
+                .accept(verified, 1_000, HOME, T1)
+                .unwrap()
+                .recv_result()
+                .unwrap()
         };
         let mut expected: Amount = 0;
         for (i, p) in payers.iter().enumerate() {
@@ -558,11 +597,15 @@ mod tests {
         assert_eq!(send(p, 0, 500), Err(Rejection::Replayed));
         assert_eq!(send(p, 0, 499), Err(Rejection::Decreasing));
         assert_eq!(send(p, 0, 1_001), Err(Rejection::OverCap));
-        assert_eq!(send(p, 9, 600), Err(Rejection::UnknownChannel));
         let other = Wallet::from_secret([50; 32]).unwrap();
         let wrong_payee = Voucher::sign(p, CHAIN, ChannelId([0; 32]), other.address(), 700);
         let r = ledger
-            .accept(Verified::check(wrong_payee, p.address()).unwrap(), T1)
+            .accept(
+                Verified::check(wrong_payee, p.address()).unwrap(),
+                1_000,
+                HOME,
+                T1,
+            )
             .unwrap()
             .recv_result()
             .unwrap();
@@ -575,7 +618,7 @@ mod tests {
         );
         let relabelled = Verified::check(stolen, payers[1].address()).unwrap();
         let r = ledger
-            .accept(relabelled, T1)
+            .accept(relabelled, 1_000, HOME, T1)
             .unwrap()
             .recv_result()
             .unwrap();
@@ -618,13 +661,13 @@ mod tests {
             .unwrap()
         };
         ledger
-            .accept(v(100), T1)
+            .accept(v(100), 10_000, HOME, T1)
             .unwrap()
             .recv_result()
             .unwrap()
             .unwrap();
         ledger
-            .accept(v(250), T1)
+            .accept(v(250), 10_000, HOME, T1)
             .unwrap()
             .recv_result()
             .unwrap()
@@ -651,7 +694,11 @@ mod tests {
                 .is_empty()
         );
         // The claim closed the channel: later vouchers are refused, earnings stay.
-        let r = ledger.accept(v(300), T1).unwrap().recv_result().unwrap();
+        let r = ledger
+            .accept(v(300), 10_000, HOME, T1)
+            .unwrap()
+            .recv_result()
+            .unwrap();
         assert_eq!(r, Err(Rejection::ChannelClosed));
         let rep = report(&conn).unwrap();
         assert_eq!((rep.total.as_str(), rep.unclaimed.as_str()), ("250", "0"));
@@ -665,5 +712,133 @@ mod tests {
         assert_eq!(utc_day(951_782_400), "2000-02-29");
         assert_eq!(utc_day(1_764_028_800), "2025-11-25");
         assert_eq!(utc_day(-1), "1969-12-31");
+    }
+
+    /// Each voucher runs the same cached statements; SQLite must not recompile them per run (the
+    /// channel lookup was, for every voucher, until the writer's connection got query-planner
+    /// stability).
+    #[test]
+    fn the_voucher_path_never_recompiles_its_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer =
+            DbWriter::start(&dir.path().join("ringseed.db"), &[(COMPONENT, MIGRATIONS)]).unwrap();
+        let seeder = Wallet::from_secret([2; 32]).unwrap();
+        let ledger = Ledger::new(writer.handle(), seeder.address(), CHAIN);
+        let p = Wallet::from_secret([9; 32]).unwrap();
+        let b = Bid::sign(
+            &p,
+            CHAIN,
+            seeder.address(),
+            10,
+            ChannelId([1; 32]),
+            1 << 100,
+        );
+        assert!(
+            ledger
+                .open_channel(b)
+                .unwrap()
+                .recv_result()
+                .unwrap()
+                .is_ok()
+        );
+        for a in 1..=20u128 {
+            let v = Voucher::sign(&p, CHAIN, ChannelId([1; 32]), seeder.address(), a);
+            let v = Verified::check(v, p.address()).unwrap();
+            let r = ledger.accept(v, 1 << 100, HOME, T1).unwrap().recv_result();
+            assert!(r.unwrap().is_ok());
+        }
+        let reprepared = writer
+            .handle()
+            .call(|c| {
+                let mut n = 0;
+                for sql in [LOAD_CHANNEL_SQL, "SAVEPOINT job", "RELEASE job"] {
+                    n += c
+                        .prepare_cached(sql)?
+                        .get_status(rusqlite::StatementStatus::RePrepare);
+                }
+                Ok(n)
+            })
+            .unwrap()
+            .recv_result()
+            .unwrap();
+        assert_eq!(reprepared, 0);
+        writer.shutdown();
+    }
+
+    /// Keys and channel ids cost nothing: a bid writes no row, a channel's row comes with its
+    /// first accepted voucher, and one address may add only so many channels.
+    #[test]
+    fn channels_need_a_voucher_and_an_allowance_to_become_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ringseed.db");
+        let writer = DbWriter::start(&path, &[(COMPONENT, MIGRATIONS)]).unwrap();
+        let seeder = Wallet::from_secret([2; 32]).unwrap();
+        let ledger = Ledger::new(writer.handle(), seeder.address(), CHAIN);
+        let payer = Wallet::from_secret([4; 32]).unwrap();
+        let conn = crate::db::open_read_only(&path).unwrap();
+        let rows = || report(&conn).unwrap().channels;
+        for ch in 0..50u8 {
+            let r = ledger.open_channel(bid(&payer, ch, 1_000)).unwrap();
+            assert!(r.recv_result().unwrap().is_ok());
+        }
+        assert_eq!(rows(), 0, "bids alone wrote rows");
+        let pay = |ch: u8, from: &str| {
+            let v = Voucher::sign(&payer, CHAIN, ChannelId([ch; 32]), seeder.address(), 5);
+            let v = Verified::check(v, payer.address()).unwrap();
+            let from = from.parse().unwrap();
+            ledger
+                .accept(v, 1_000, from, T1)
+                .unwrap()
+                .recv_result()
+                .unwrap()
+        };
+        let burst = crate::speed::admission::BURST as u8;
+        for ch in 0..burst {
+            assert!(pay(ch, "192.0.2.1").is_ok());
+        }
+        assert_eq!(pay(burst, "192.0.2.1"), Err(Rejection::TooManyChannels));
+        assert_eq!(rows(), u64::from(burst));
+        // The refused channel is not half-written: another address may still open it.
+        assert!(pay(burst, "192.0.2.2").is_ok());
+        // A channel that has a row takes further vouchers from anywhere: only new rows count.
+        let more = Voucher::sign(&payer, CHAIN, ChannelId([0; 32]), seeder.address(), 9);
+        let more = Verified::check(more, payer.address()).unwrap();
+        let r = ledger.accept(more, 1_000, "192.0.2.1".parse().unwrap(), T1);
+        assert!(r.unwrap().recv_result().unwrap().is_ok());
+        assert_eq!(rows(), u64::from(burst) + 1);
+        assert_eq!(sum_latest(&conn), 5 * (u128::from(burst) + 1) + 4);
+        writer.shutdown();
+    }
+
+    #[test]
+    fn the_migration_drops_channel_rows_that_never_got_a_voucher() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ringseed.db");
+        let first = DbWriter::start(&path, &[(COMPONENT, &MIGRATIONS[..1])]).unwrap();
+        first.shutdown();
+        let conn = crate::db::open(&path).unwrap();
+        for (id, with_voucher) in [(1u8, true), (2, false)] {
+            conn.execute(
+                "INSERT INTO speed_channels (id, payer, cap, opened_at) VALUES (?1, ?2, '9', 0)",
+                params![&[id; 32][..], &[7u8; 20][..]],
+            )
+            .unwrap();
+            if with_voucher {
+                conn.execute(
+                    "INSERT INTO speed_vouchers
+                     (channel, chain_id, payee, amount, signature, accepted_at, vouchers)
+                     VALUES (?1, 199, ?2, '3', ?3, 0, 1)",
+                    params![&[id; 32][..], &[8u8; 20][..], &[0u8; 65][..]],
+                )
+                .unwrap();
+            }
+        }
+        drop(conn);
+        let writer = DbWriter::start(&path, &[(COMPONENT, MIGRATIONS)]).unwrap();
+        writer.shutdown();
+        let conn = crate::db::open_read_only(&path).unwrap();
+        assert!(load_channel(&conn, &ChannelId([1; 32])).unwrap().is_some());
+        assert!(load_channel(&conn, &ChannelId([2; 32])).unwrap().is_none());
+        assert_eq!(report(&conn).unwrap().total_latest_vouchers, "3");
     }
 }

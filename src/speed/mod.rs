@@ -11,6 +11,7 @@
 //! The codecs and decisions (`wallet`, `voucher`, `protocol`, `auction`) are pure and fuzzed;
 //! `ledger` is the only part that does I/O. The wire format is specified in `docs/speed.md`.
 
+pub mod admission;
 pub mod auction;
 pub mod ledger;
 pub mod payer;

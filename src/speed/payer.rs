@@ -18,8 +18,17 @@ use super::protocol::{Bid, Offer, SpeedMessage};
 use super::voucher::{Amount, ChannelId, Voucher};
 use super::wallet::Wallet;
 
-/// A voucher goes out once this many bytes arrived since the last one (or the budget is hit).
-pub const VOUCHER_EVERY: u64 = 1 << 20;
+/// Fewest bytes between two vouchers, whatever the seeder's credit window: each voucher costs
+/// the seeder a signature check and a ledger write, so tiny windows must not flood it.
+pub const MIN_VOUCHER_INTERVAL: u64 = 64 << 10;
+
+/// Bytes between two vouchers for a seeder offering `credit_window`: half of it. The other half
+/// covers what is in flight while a voucher travels and is committed, so an honest payer never
+/// falls behind; and the seeder checks one voucher per half window (per 16 MiB at the default
+/// 32 MiB), which keeps its cost per GiB small.
+pub fn voucher_interval(credit_window: u64) -> u64 {
+    (credit_window / 2).max(MIN_VOUCHER_INTERVAL)
+}
 
 pub struct Payer {
     wallet: Wallet,
@@ -38,6 +47,8 @@ pub struct Payer {
     acked: Amount,
     refusals: u64,
     last_refusal: Option<String>,
+    /// Vouchers signed and sent.
+    vouchers: u64,
 }
 
 impl Payer {
@@ -56,6 +67,7 @@ impl Payer {
             acked: 0,
             refusals: 0,
             last_refusal: None,
+            vouchers: 0,
         }
     }
 
@@ -79,6 +91,11 @@ impl Payer {
 
     pub fn refusals(&self) -> u64 {
         self.refusals
+    }
+
+    /// Vouchers signed and sent so far.
+    pub fn vouchers(&self) -> u64 {
+        self.vouchers
     }
 
     /// The reason named by the seeder's latest refusal.
@@ -132,7 +149,7 @@ impl Payer {
         let offer = self.offer?;
         self.received += n;
         self.unpaid_bytes += n;
-        if self.unpaid_bytes < VOUCHER_EVERY {
+        if self.unpaid_bytes < voucher_interval(offer.credit_window) {
             return None;
         }
         self.unpaid_bytes = 0;
@@ -143,6 +160,7 @@ impl Payer {
             return None;
         }
         self.signed = due;
+        self.vouchers += 1;
         let v = Voucher::sign(&self.wallet, offer.chain_id, self.channel, offer.payee, due);
         Some(SpeedMessage::Voucher(v).encode())
     }
@@ -216,8 +234,9 @@ impl WirePayer {
         }
     }
 
-    pub fn acked(&self) -> Amount {
-        self.payer.acked()
+    /// The payer behind the wire, for its totals.
+    pub fn payer(&self) -> &Payer {
+        &self.payer
     }
 
     fn send(&self, payload: &[u8], out: &mut Vec<u8>) {
@@ -237,7 +256,8 @@ mod tests {
     #[test]
     fn pays_as_data_arrives_and_stops_at_the_budget() {
         let payer = Wallet::from_secret([1; 32]).unwrap();
-        let budget = 5 * u128::from(VOUCHER_EVERY) + 7;
+        const EVERY: u64 = 1 << 19;
+        let budget = 5 * u128::from(EVERY) + 7;
         let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, budget);
         let offer = Offer {
             chain_id: 199,
@@ -261,19 +281,21 @@ mod tests {
             .encode()
         };
         p.on_message(&receipt(100));
-        let v = p.on_bytes(VOUCHER_EVERY).unwrap();
+        assert_eq!(voucher_interval(offer.credit_window), EVERY);
+        assert_eq!(p.on_bytes(EVERY - 1), None, "not before half the window");
+        let v = p.on_bytes(1).unwrap();
         let Ok(SpeedMessage::Voucher(v)) = SpeedMessage::parse(&v) else {
             panic!("not a voucher")
         };
         // 1 unit per byte: base 100 + one interval.
-        assert_eq!(v.cumulative, 100 + VOUCHER_EVERY as u128);
+        assert_eq!(v.cumulative, 100 + EVERY as u128);
         assert_eq!(v.payee, offer.payee);
         assert!(p.on_bytes(10).is_none());
         for _ in 0..10 {
-            p.on_bytes(VOUCHER_EVERY);
+            p.on_bytes(EVERY);
         }
         assert_eq!(p.signed(), budget, "capped at the budget");
-        assert!(p.on_bytes(VOUCHER_EVERY).is_none());
+        assert!(p.on_bytes(EVERY).is_none());
         p.on_message(
             &SpeedMessage::Refusal(Refusal::new(
                 Some(ChannelId([9; 32])),

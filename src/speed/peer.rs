@@ -11,10 +11,20 @@ pub const LOCAL_ID: u8 = 3;
 /// Vouchers of one peer waiting for the verifier and the ledger; more are refused
 /// (`overloaded`) so one peer cannot fill the verifier's queue.
 const MAX_IN_FLIGHT: u32 = 64;
+/// Distinct channels one connection may bid on, and bids it may send that need a signature
+/// check (a re-price on the same channel and cap needs none): each costs the verifier a
+/// recovery, and each channel can become a ledger row.
+pub const MAX_CHANNELS_PER_CONNECTION: usize = 4;
+pub const MAX_BIDS_PER_CONNECTION: u32 = 16;
 
 #[derive(Debug, Clone)]
 pub struct PeerSpeed {
     pub to: PeerRef,
+    /// The peer's address: new channels are admitted per address.
+    pub ip: std::net::IpAddr,
+    /// Channels this connection bid on, and bids sent to the verifier.
+    pub channels_bid: Vec<super::voucher::ChannelId>,
+    pub bids_checked: u32,
     /// The id the peer wants `rs_speed` messages under.
     pub their_id: u8,
     /// Bid sent to the ledger, not yet confirmed.
@@ -37,9 +47,12 @@ pub struct PeerSpeed {
 }
 
 impl PeerSpeed {
-    pub fn new(to: PeerRef, their_id: u8) -> PeerSpeed {
+    pub fn new(to: PeerRef, ip: std::net::IpAddr, their_id: u8) -> PeerSpeed {
         PeerSpeed {
             to,
+            ip,
+            channels_bid: Vec::new(),
+            bids_checked: 0,
             their_id,
             pending_bid: None,
             bid: None,
@@ -88,8 +101,18 @@ impl PeerSpeed {
                     self.bid = Some(bid);
                     return None;
                 }
+                let new_channel = !self.channels_bid.contains(&bid.channel);
+                if self.bids_checked >= MAX_BIDS_PER_CONNECTION
+                    || (new_channel && self.channels_bid.len() >= MAX_CHANNELS_PER_CONNECTION)
+                {
+                    return refuse(self, Rejection::TooManyChannels);
+                }
                 if let Err(r) = svc.submit(Job::Bid { to: self.to, bid }) {
                     return refuse(self, r);
+                }
+                self.bids_checked += 1;
+                if new_channel {
+                    self.channels_bid.push(bid.channel);
                 }
                 self.pending_bid = Some(bid);
                 None
@@ -113,6 +136,8 @@ impl PeerSpeed {
                     to: self.to,
                     voucher: v,
                     payer: c.payer,
+                    cap: c.cap,
+                    from: self.ip,
                     torrent,
                 };
                 if let Err(r) = svc.submit(job) {
@@ -164,6 +189,10 @@ impl PeerSpeed {
                         None,
                     ))),
                 }
+            }
+            Outcome::Superseded { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                None
             }
             Outcome::Voucher { result, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -257,7 +286,7 @@ mod tests {
             slot: 0,
             conn_id: 1,
         };
-        let mut p = PeerSpeed::new(to, 3);
+        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
         confirm(&mut p, 1, 0, 5 << 20);
         // 10 MiB served since the first bid, 4 MiB worth paid on channel 1.
         if let Some(c) = p.channel.as_mut() {

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! A worker never waits: it parses, pre-checks against what it knows of the peer's channel, and
-//! queues. The verifier takes jobs in batches (one recovery each, then every ledger job of the
-//! batch queued before the first reply is awaited, so the database commits the batch with one
-//! fsync), and answers each worker through its own channel, waking its ring.
+//! queues. The verifier takes jobs in batches (one recovery per bid and per peer's highest
+//! voucher of a channel, then every ledger job of the batch queued before the first reply is
+//! awaited, so the database commits the batch with one fsync), and answers each worker through
+//! its own channel, waking its ring.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,11 @@ use super::voucher::{Channel, Rejection, Voucher};
 const QUEUE_DEPTH: usize = 8192;
 /// Most jobs the verifier takes in one batch.
 const BATCH: usize = 512;
+/// How long the verifier gathers jobs after the first of a batch. It bounds the database's
+/// voucher commits to 40 per second whatever the number of payers, and adds at most this much
+/// to a receipt's delay (a payer's credit window is megabytes: tens of milliseconds of
+/// service even at a whole link's rate).
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Where an answer goes: the worker, and the connection by slot and a per-worker unique id
 /// (slots are reused; the id is not).
@@ -50,6 +56,10 @@ pub enum Job {
         to: PeerRef,
         voucher: Voucher,
         payer: super::wallet::Address,
+        /// The cap of the peer's bid: the channel's row takes it when this voucher creates it.
+        cap: super::voucher::Amount,
+        /// The peer's address, whose allowance a new channel takes.
+        from: std::net::IpAddr,
         torrent: [u8; 20],
     },
     Stop,
@@ -66,6 +76,18 @@ pub enum Outcome {
         to: PeerRef,
         result: Result<Accepted, Rejection>,
     },
+    /// A voucher covered by a higher one of the same channel, which was answered first.
+    Superseded { to: PeerRef },
+}
+
+impl Outcome {
+    pub fn to(&self) -> PeerRef {
+        match *self {
+            Outcome::Bid { to, .. } | Outcome::Voucher { to, .. } | Outcome::Superseded { to } => {
+                to
+            }
+        }
+    }
 }
 
 /// Counters of the speed layer, shared by the workers and the verifier (Relaxed: statistics).
@@ -73,6 +95,8 @@ pub enum Outcome {
 pub struct SpeedStats {
     pub bids: AtomicU64,
     pub vouchers_accepted: AtomicU64,
+    /// Vouchers answered by a higher one of the same channel checked in the same batch.
+    pub vouchers_superseded: AtomicU64,
     pub rejected: [AtomicU64; Rejection::ALL.len()],
     /// Payload bytes served to peers with a confirmed bid.
     pub bytes_sold: AtomicU64,
@@ -188,6 +212,53 @@ enum Pending {
         PeerRef,
         Result<crate::db::Reply<Result<Accepted, Rejection>>, Rejection>,
     ),
+    /// Covered by a higher voucher of the same peer and channel, answered just before it.
+    Superseded(PeerRef),
+}
+
+/// A voucher job as the verifier batches it.
+struct QueuedVoucher {
+    to: PeerRef,
+    voucher: Voucher,
+    payer: super::wallet::Address,
+    cap: super::voucher::Amount,
+    from: std::net::IpAddr,
+    torrent: [u8; 20],
+}
+
+/// Checks a batch's vouchers and queues the good ones on the ledger. Vouchers are cumulative, so
+/// of several from one peer for one channel only the highest whose signature holds needs the
+/// ledger: the lower ones are superseded (answered without a check; the receipt of the higher
+/// one covers them). When the verifier falls behind, its backlog shrinks to one signature check
+/// and one ledger write per paying peer.
+fn check_vouchers(mut vouchers: Vec<QueuedVoucher>, ledger: &Ledger, pending: &mut Vec<Pending>) {
+    let db_full = |_: crate::db::DbError| Rejection::Overloaded;
+    vouchers.sort_by(|a, b| {
+        (a.to.worker, a.to.conn_id, a.voucher.channel.0)
+            .cmp(&(b.to.worker, b.to.conn_id, b.voucher.channel.0))
+            .then(b.voucher.cumulative.cmp(&a.voucher.cumulative))
+    });
+    let mut covered: Option<(usize, u64, super::voucher::ChannelId)> = None;
+    let mut superseded = Vec::new();
+    for q in vouchers {
+        let key = (q.to.worker, q.to.conn_id, q.voucher.channel);
+        if covered == Some(key) {
+            superseded.push(Pending::Superseded(q.to));
+            continue;
+        }
+        pending.append(&mut superseded);
+        match Verified::check(q.voucher, q.payer) {
+            Ok(v) => {
+                pending.push(Pending::Voucher(
+                    q.to,
+                    ledger.accept(v, q.cap, q.from, q.torrent).map_err(db_full),
+                ));
+                covered = Some(key);
+            }
+            Err(r) => pending.push(Pending::Voucher(q.to, Err(r))),
+        }
+    }
+    pending.append(&mut superseded);
 }
 
 fn verify_loop(
@@ -203,8 +274,11 @@ fn verify_loop(
             Ok(Job::Stop) | Err(_) => stopping = true,
             Ok(job) => batch.push(job),
         }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
+        // Gather for a short window: each batch costs a wake-up and a commit (an fsync) however
+        // small it is, and a peer's vouchers that arrive together are checked as one.
+        let deadline = std::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < BATCH && !stopping {
+            match rx.recv_deadline(deadline) {
                 Ok(Job::Stop) => stopping = true,
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -213,13 +287,14 @@ fn verify_loop(
         // Queue every ledger job of the batch first: the writer commits them together.
         // A full or stopped database queue: not acknowledged; the payer may resend.
         let db_full = |_: crate::db::DbError| Rejection::Overloaded;
-        let pending: Vec<Pending> = batch
-            .into_iter()
-            .filter_map(|job| match job {
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut vouchers = Vec::new();
+        for job in batch {
+            match job {
                 // An unsigned or foreign bid could register a channel under the wrong payer
                 // (locking the real one out) or shrink someone's cap: only the payer's key may
                 // open or change a channel.
-                Job::Bid { to, bid } => Some(Pending::Bid(
+                Job::Bid { to, bid } => pending.push(Pending::Bid(
                     to,
                     if ledger.bid_is_signed(&bid) {
                         ledger.open_channel(bid).map_err(db_full)
@@ -231,15 +306,21 @@ fn verify_loop(
                     to,
                     voucher,
                     payer,
+                    cap,
+                    from,
                     torrent,
-                } => Some(Pending::Voucher(
+                } => vouchers.push(QueuedVoucher {
                     to,
-                    Verified::check(voucher, payer)
-                        .and_then(|v| ledger.accept(v, torrent).map_err(db_full)),
-                )),
-                Job::Stop => None,
-            })
-            .collect();
+                    voucher,
+                    payer,
+                    cap,
+                    from,
+                    torrent,
+                }),
+                Job::Stop => {}
+            }
+        }
+        check_vouchers(vouchers, &ledger, &mut pending);
         let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(pending.len());
         // A database failure is not the payer's fault, but it must not be acknowledged.
         for p in pending {
@@ -265,6 +346,10 @@ fn verify_loop(
                         Err(r) => stats.reject(*r),
                     }
                     outcomes.push((to.worker, Outcome::Voucher { to, result }));
+                }
+                Pending::Superseded(to) => {
+                    stats.vouchers_superseded.fetch_add(1, Ordering::Relaxed);
+                    outcomes.push((to.worker, Outcome::Superseded { to }));
                 }
             }
         }

@@ -107,10 +107,13 @@ pub enum Rejection {
     Forged,
     /// The verifier's queue was full: dropped unchecked, the payer may resend.
     Overloaded,
+    /// A bid over the connection's allowance (4 channels, 16 signed bids), or a new channel
+    /// over its address's allowance (see [`crate::speed::admission`]).
+    TooManyChannels,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Malformed,
         Rejection::UnknownChannel,
         Rejection::ChannelClosed,
@@ -121,6 +124,7 @@ impl Rejection {
         Rejection::OverCap,
         Rejection::Forged,
         Rejection::Overloaded,
+        Rejection::TooManyChannels,
     ];
 
     pub fn name(self) -> &'static str {
@@ -135,6 +139,7 @@ impl Rejection {
             Rejection::OverCap => "over_cap",
             Rejection::Forged => "forged",
             Rejection::Overloaded => "overloaded",
+            Rejection::TooManyChannels => "too_many_channels",
         }
     }
 

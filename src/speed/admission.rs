@@ -1,0 +1,200 @@
+//! How fast one network address may add channels to the ledger. Channel ids and keys cost
+//! nothing, so without a bound a peer could grow the ledger by a row per signed one-unit voucher
+//! for as long as it likes. Each address (an IPv4 address, or an IPv6 /64, what one host
+//! usually holds) gets a token bucket: `burst` new channels at once, then one per `refill`.
+//! Pure: the caller passes the time.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ringseed::speed::admission::Admission;
+//! let mut a = Admission::new(2, Duration::from_secs(60), 1000);
+//! let (ip, t) = ("192.0.2.7".parse().unwrap(), Instant::now());
+//! assert!(a.admit(ip, t) && a.admit(ip, t));
+//! assert!(!a.admit(ip, t), "the burst is spent");
+//! assert!(a.admit(ip, t + Duration::from_secs(60)), "one more a minute later");
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// New channels one address may open at once.
+pub const BURST: u32 = 8;
+/// Then one more per this long (12 an hour).
+pub const REFILL: Duration = Duration::from_secs(300);
+/// Addresses tracked at once; beyond, addresses whose bucket is full again are forgotten.
+pub const MAX_ADDRESSES: usize = 65_536;
+
+/// The bucket key: an IPv4 address, or the /64 prefix of an IPv6 address (an IPv4-mapped
+/// IPv6 address counts as its IPv4 address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4([u8; 4]),
+    V6Prefix([u8; 8]),
+}
+
+impl AddressKey {
+    fn of(ip: IpAddr) -> AddressKey {
+        match ip {
+            IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddressKey::V4(v4.octets()),
+                None => {
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(&v6.octets()[..8]);
+                    AddressKey::V6Prefix(p)
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Whole channels available at `at`.
+    tokens: u32,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub struct Admission {
+    burst: u32,
+    refill: Duration,
+    max_addresses: usize,
+    buckets: HashMap<AddressKey, Bucket>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::new(BURST, REFILL, MAX_ADDRESSES)
+    }
+}
+
+impl Admission {
+    pub fn new(burst: u32, refill: Duration, max_addresses: usize) -> Admission {
+        Admission {
+            burst: burst.max(1),
+            refill: refill.max(Duration::from_millis(1)),
+            max_addresses: max_addresses.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The bucket brought up to `now`: whole tokens earned since `at`, the remainder kept.
+    fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
+        let elapsed = now.saturating_duration_since(b.at);
+        let earned = (elapsed.as_nanos() / self.refill.as_nanos()).min(u128::from(self.burst));
+        let tokens = (u128::from(b.tokens) + earned).min(u128::from(self.burst)) as u32;
+        if tokens == self.burst {
+            Bucket { tokens, at: now }
+        } else {
+            Bucket {
+                tokens,
+                at: b.at + self.refill * earned as u32,
+            }
+        }
+    }
+
+    /// Takes one new channel from `ip`'s allowance; `false` when it has none left (or when every
+    /// tracked address is still mid-allowance and the table is full).
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let key = AddressKey::of(ip);
+        let bucket = match self.buckets.get(&key) {
+            Some(b) => self.refilled(*b, now),
+            None => {
+                if self.buckets.len() >= self.max_addresses {
+                    self.forget_idle(now);
+                    if self.buckets.len() >= self.max_addresses {
+                        return false;
+                    }
+                }
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                }
+            }
+        };
+        if bucket.tokens == 0 {
+            self.buckets.insert(key, bucket);
+            return false;
+        }
+        self.buckets.insert(
+            key,
+            Bucket {
+                tokens: bucket.tokens - 1,
+                ..bucket
+            },
+        );
+        true
+    }
+
+    /// Drops the addresses whose allowance is whole again: they are as if never seen.
+    fn forget_idle(&mut self, now: Instant) {
+        let (burst, refill) = (self.burst, self.refill);
+        self.buckets.retain(|_, b| {
+            let earned = now.saturating_duration_since(b.at).as_nanos() / refill.as_nanos();
+            u128::from(b.tokens) + earned < u128::from(burst)
+        });
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_burst_then_one_per_refill_and_never_more_than_the_burst() {
+        let t = Instant::now();
+        let mut a = Admission::new(3, Duration::from_secs(10), 100);
+        let x = ip("198.51.100.1");
+        assert_eq!((0..5).filter(|_| a.admit(x, t)).count(), 3);
+        assert!(!a.admit(x, t + Duration::from_secs(9)));
+        assert!(a.admit(x, t + Duration::from_secs(10)));
+        assert!(!a.admit(x, t + Duration::from_secs(19)));
+        assert!(a.admit(x, t + Duration::from_secs(20)));
+        // A long silence earns the burst back, not more.
+        let later = t + Duration::from_secs(10_000);
+        assert_eq!((0..10).filter(|_| a.admit(x, later)).count(), 3);
+        // Another address has its own allowance.
+        assert!(a.admit(ip("198.51.100.2"), t));
+    }
+
+    #[test]
+    fn ipv6_hosts_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let t = Instant::now();
+        let mut a = Admission::new(2, Duration::from_secs(10), 100);
+        assert!(a.admit(ip("2001:db8:1:2::1"), t));
+        assert!(a.admit(ip("2001:db8:1:2:ffff::9"), t));
+        assert!(!a.admit(ip("2001:db8:1:2::77"), t), "same /64");
+        assert!(a.admit(ip("2001:db8:1:3::1"), t), "another /64");
+        assert!(a.admit(ip("192.0.2.1"), t));
+        assert!(a.admit(ip("::ffff:192.0.2.1"), t));
+        assert!(
+            !a.admit(ip("192.0.2.1"), t),
+            "mapped and plain are one address"
+        );
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_only_idle_addresses() {
+        let t = Instant::now();
+        let mut a = Admission::new(2, Duration::from_secs(10), 2);
+        assert!(a.admit(ip("10.0.0.1"), t));
+        assert!(a.admit(ip("10.0.0.2"), t));
+        // Full, and both are mid-allowance: a third address waits.
+        assert!(!a.admit(ip("10.0.0.3"), t + Duration::from_secs(5)));
+        assert_eq!(a.tracked(), 2);
+        // Once their allowance is whole again they are forgotten, making room.
+        assert!(a.admit(ip("10.0.0.3"), t + Duration::from_secs(10)));
+        assert!(a.tracked() <= 2);
+    }
+}
