@@ -556,11 +556,43 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
         body.contains("ringseed_speed_vouchers_accepted_total 2"),
         "{body}"
     );
+    // Channel ids cost nothing, so one connection may bid on 4 channels: 3 more go through (and
+    // write no ledger row, having no voucher), the 5th is refused.
+    let offer = ringseed::speed::protocol::Offer {
+        chain_id: 199,
+        payee: offer_payee,
+        min_price: 0,
+        credit_window: 256 << 10,
+    };
+    let first = l.payer.take();
+    for k in 2..=5u8 {
+        let mut p = Payer::new(
+            Wallet::from_secret([60; 32]).unwrap(),
+            ChannelId([k; 32]),
+            1 << 20,
+            1_000_000,
+        );
+        let bid = p.on_message(&SpeedMessage::Offer(offer).encode()).remove(0);
+        l.payer = Some(p);
+        if k < 5 {
+            l.send_speed(&bid).unwrap();
+            while !l.payer.as_ref().unwrap().confirmed() {
+                l.step().unwrap();
+            }
+        } else {
+            assert_eq!(refused(&mut l, bid), "too_many_channels");
+        }
+    }
+    l.payer = first;
+    let body = http_get(&metrics);
+    let line = "ringseed_speed_vouchers_rejected_total{reason=\"too_many_channels\"} 1";
+    assert!(body.contains(line), "{line} missing in:\n{body}");
     common::signal(&seeder.child, nix::sys::signal::Signal::SIGTERM);
     assert!(seeder.child.wait().unwrap().success());
     let (report, channels) = ledger_of(dir.path());
     assert_eq!(report.total, "5000");
     assert_eq!(channels[0].1, 5000);
+    assert_eq!(report.channels, 1, "bids without a voucher wrote rows");
 }
 
 fn http_get(url: &str) -> String {

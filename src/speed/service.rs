@@ -424,3 +424,77 @@ pub fn start_standalone(
     let svc = start_node(setup, writer.handle())?;
     Ok((svc, writer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speed::ledger;
+    use crate::speed::voucher::ChannelId;
+    use crate::speed::wallet::Wallet;
+
+    /// Of one peer's vouchers for a channel in a batch, only the highest whose signature holds
+    /// is checked into the ledger; the lower ones are answered right after it as superseded.
+    #[test]
+    fn a_batch_checks_one_voucher_per_peer_and_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = crate::db::DbWriter::start(
+            &dir.path().join("ringseed.db"),
+            &[(ledger::COMPONENT, ledger::MIGRATIONS)],
+        )
+        .unwrap();
+        let seeder = Wallet::from_secret([2; 32]).unwrap();
+        let l = Ledger::new(writer.handle(), seeder.address(), 199);
+        let payer = Wallet::from_secret([3; 32]).unwrap();
+        let thief = Wallet::from_secret([4; 32]).unwrap();
+        let ch = ChannelId([7; 32]);
+        let peer = |conn_id| PeerRef {
+            worker: 0,
+            slot: conn_id as usize,
+            conn_id,
+        };
+        let q = |conn_id, signer: &Wallet, amount| QueuedVoucher {
+            to: peer(conn_id),
+            voucher: Voucher::sign(signer, 199, ch, seeder.address(), amount),
+            payer: payer.address(),
+            cap: 1_000,
+            from: std::net::Ipv4Addr::LOCALHOST.into(),
+            torrent: [1; 20],
+        };
+        // Peer 1 sent 10, 30, 20 and a forged 40; peer 2 (the same channel on another
+        // connection) sent 25.
+        let batch = vec![
+            q(1, &payer, 10),
+            q(2, &payer, 25),
+            q(1, &payer, 30),
+            q(1, &thief, 40),
+            q(1, &payer, 20),
+        ];
+        let mut pending = Vec::new();
+        check_vouchers(batch, &l, &mut pending);
+        let answers: Vec<(u64, String)> = pending
+            .into_iter()
+            .map(|p| match p {
+                Pending::Voucher(to, r) => {
+                    let r = r.and_then(|reply| reply.recv_result().unwrap());
+                    let a = match r {
+                        Ok(a) => format!("accepted {}", a.cumulative),
+                        Err(e) => e.name().to_string(),
+                    };
+                    (to.conn_id, a)
+                }
+                Pending::Superseded(to) => (to.conn_id, "superseded".into()),
+                Pending::Bid(..) => unreachable!(),
+            })
+            .collect();
+        let expected = [
+            (1, "forged"),
+            (1, "accepted 30"),
+            (1, "superseded"),
+            (1, "superseded"),
+            (2, "decreasing"),
+        ];
+        let answers: Vec<(u64, &str)> = answers.iter().map(|(c, a)| (*c, a.as_str())).collect();
+        assert_eq!(answers, expected);
+        writer.shutdown();
+    }
+}
