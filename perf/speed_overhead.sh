@@ -83,10 +83,10 @@ path, mode, rnd, wt, st = sys.argv[1:6]
 try:
     r = json.load(open(path))
 except ValueError:
-    print(mode, rnd, 0, "nan", 0, 0, wt, st, sep="\t"); sys.exit()
+    print(mode, rnd, 0, "nan", 0, 0, wt, st, 0, sep="\t"); sys.exit()
 p = r.get("payment") or {}
 print(mode, rnd, r["gib_per_s_after_first_block"], r["seeder"]["cpu_seconds_per_gib"],
-      p.get("vouchers_sent", 0), p.get("acked", 0), wt, st, sep="\t")
+      p.get("vouchers_sent", 0), p.get("acked", 0), wt, st, p.get("confirmed", 0), sep="\t")
 EOF
     tail -n 1 "$RESULTS" >&2
   done
@@ -103,7 +103,8 @@ c0, c1 = med("plain", 3), med("pay", 3)
 pairs = [float(b[2]) / float(a[2]) for a, b in zip(by["plain"], by["pay"]) if float(a[2]) > 0]
 acked = [int(r[5]) for r in by["pay"]]
 print(f"runs: {len(by['plain'])} pairs; vouchers per paid run (median): {med('pay', 4):.0f}; "
-      f"paid runs with nothing acknowledged: {sum(a == 0 for a in acked)}")
+      f"paid runs with nothing acknowledged: {sum(a == 0 for a in acked)}; "
+      f"payers confirmed per paid run: {min(int(r[8]) for r in by['pay'])} at least")
 print(f"GiB/s      plain {g0:.3f}  paid {g1:.3f}  paid/plain {g1 / g0:.3f} "
       f"(per pair: {', '.join(f'{x:.3f}' for x in pairs)}; median {statistics.median(pairs):.3f})")
 print(f"CPU-s/GiB  plain {c0:.3f}  paid {c1:.3f}  paid/plain {c1 / c0:.3f}")

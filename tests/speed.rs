@@ -69,7 +69,7 @@ fn earnings_and_settle_read_the_ledger_and_export_each_claim_once() {
         for a in [amount / 2, amount] {
             let v = Voucher::sign(&payer, 199, channel, seeder.address(), a);
             let v = Verified::check(v, payer.address()).unwrap();
-            l.accept(v, u128::MAX, std::net::Ipv4Addr::LOCALHOST.into(), [7; 20])
+            l.accept(v, u128::MAX, [7; 20])
                 .unwrap()
                 .recv_result()
                 .unwrap()

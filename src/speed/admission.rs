@@ -1,8 +1,9 @@
-//! How fast one network address may add channels to the ledger. Channel ids and keys cost
-//! nothing, so without a bound a peer could grow the ledger by a row per signed one-unit voucher
-//! for as long as it likes. Each address (an IPv4 address, or an IPv6 /64, what one host
-//! usually holds) gets a token bucket: `burst` new channels at once, then one per `refill`.
-//! Pure: the caller passes the time.
+//! How many fresh credit windows one network address may open. A connection's first bid gets a
+//! credit window of paid-slot service before any payment, and keys and channel ids cost
+//! nothing: without a bound a peer could reconnect for window after window it never pays for,
+//! and each window's channels could become ledger rows. Each address (an IPv4 address, or an
+//! IPv6 /64, what one host usually holds) gets a token bucket: `burst` windows at once, then
+//! one per `refill`. Pure: the caller passes the time.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// New channels one address may open at once.
+/// Fresh credit windows one address may open at once.
 pub const BURST: u32 = 8;
 /// Then one more per this long (12 an hour).
 pub const REFILL: Duration = Duration::from_secs(300);
@@ -51,7 +52,7 @@ impl AddressKey {
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
-    /// Whole channels available at `at`.
+    /// Whole tokens available at `at`.
     tokens: u32,
     at: Instant,
 }
@@ -95,8 +96,8 @@ impl Admission {
         }
     }
 
-    /// Takes one new channel from `ip`'s allowance; `false` when it has none left (or when every
-    /// tracked address is still mid-allowance and the table is full).
+    /// Takes one from `ip`'s allowance; `false` when it has none left (or when every tracked
+    /// address is still mid-allowance and the table is full).
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
         let key = AddressKey::of(ip);
         let bucket = match self.buckets.get(&key) {

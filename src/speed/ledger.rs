@@ -11,12 +11,9 @@
 //! accepted vouchers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::admission::Admission;
 use super::protocol::{Bid, parse_amount};
 use super::voucher::{
     Amount, Channel, ChannelId, Rejection, Voucher, abi_uint, check_fields, check_signature,
@@ -202,16 +199,12 @@ pub fn open_channel(
 
 /// Accepts a verified voucher into the ledger (inside the caller's transaction): re-checks it
 /// against the stored channel, replaces the channel's latest voucher, adds the increment to the
-/// earnings of `torrent` today. A channel's first voucher creates its row, with `cap` from the
-/// peer's bid, if `from`'s address still has an allowance of new channels in `admission`.
-/// `Ok(Err(_))` is a refusal that wrote nothing.
-#[allow(clippy::too_many_arguments)]
+/// earnings of `torrent` today. A channel's first voucher writes its row, with `cap` from the
+/// peer's bid. `Ok(Err(_))` is a refusal that wrote nothing.
 pub fn accept(
     conn: &Connection,
     v: &Verified,
     cap: Amount,
-    from: std::net::IpAddr,
-    admission: &Mutex<Admission>,
     me: Address,
     chain_id: u64,
     torrent: &[u8; 20],
@@ -228,13 +221,6 @@ pub fn accept(
         Err(r) => return Ok(Err(r)),
     };
     if stored.is_none() {
-        let admitted = admission
-            .lock()
-            .map(|mut a| a.admit(from, Instant::now()))
-            .unwrap_or(false);
-        if !admitted {
-            return Ok(Err(Rejection::TooManyChannels));
-        }
         conn.prepare_cached(
             "INSERT INTO speed_channels (id, payer, cap, opened_at) VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -297,18 +283,11 @@ pub struct Ledger {
     db: DbHandle,
     me: Address,
     chain_id: u64,
-    /// New channels per address (used on the database thread, inside each voucher's job).
-    admission: Arc<Mutex<Admission>>,
 }
 
 impl Ledger {
     pub fn new(db: DbHandle, me: Address, chain_id: u64) -> Ledger {
-        Ledger {
-            db,
-            me,
-            chain_id,
-            admission: Arc::default(),
-        }
+        Ledger { db, me, chain_id }
     }
 
     /// Whether `bid` is signed by its payer for this node and chain.
@@ -330,19 +309,17 @@ impl Ledger {
     }
 
     /// Queues a verified voucher; the reply comes once it is durable (or refused). Never blocks.
-    /// `cap` is the peer's bid's, `from` the peer's address (see [`accept`]).
+    /// `cap` is the peer's bid's: the channel's row takes it if this voucher is its first.
     pub fn accept(
         &self,
         v: Verified,
         cap: Amount,
-        from: std::net::IpAddr,
         torrent: [u8; 20],
     ) -> Result<Reply<Result<Accepted, Rejection>>, DbError> {
         let (me, chain) = (self.me, self.chain_id);
         let now = unix_now();
-        let admission = self.admission.clone();
         self.db
-            .try_call(move |c| accept(c, &v, cap, from, &admission, me, chain, &torrent, now))
+            .try_call(move |c| accept(c, &v, cap, me, chain, &torrent, now))
     }
 }
 
@@ -534,7 +511,6 @@ mod tests {
 
     const CHAIN: u64 = 199;
     const T1: [u8; 20] = [0xaa; 20];
-    const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// The ledger trusts the verifier to have checked a bid's signature; any payee will do.
     fn bid(payer: &Wallet, channel: u8, cap: Amount) -> Bid {
@@ -577,7 +553,7 @@ mod tests {
             let v = Voucher::sign(p, CHAIN, ChannelId([ch; 32]), seeder.address(), amount);
             let verified = Verified::check(v, p.address()).unwrap();
             ledger
-                .accept(verified, 1_000, HOME, T1)
+                .accept(verified, 1_000, T1)
                 .unwrap()
                 .recv_result()
                 .unwrap()
@@ -603,7 +579,6 @@ mod tests {
             .accept(
                 Verified::check(wrong_payee, p.address()).unwrap(),
                 1_000,
-                HOME,
                 T1,
             )
             .unwrap()
@@ -618,7 +593,7 @@ mod tests {
         );
         let relabelled = Verified::check(stolen, payers[1].address()).unwrap();
         let r = ledger
-            .accept(relabelled, 1_000, HOME, T1)
+            .accept(relabelled, 1_000, T1)
             .unwrap()
             .recv_result()
             .unwrap();
@@ -661,13 +636,13 @@ mod tests {
             .unwrap()
         };
         ledger
-            .accept(v(100), 10_000, HOME, T1)
+            .accept(v(100), 10_000, T1)
             .unwrap()
             .recv_result()
             .unwrap()
             .unwrap();
         ledger
-            .accept(v(250), 10_000, HOME, T1)
+            .accept(v(250), 10_000, T1)
             .unwrap()
             .recv_result()
             .unwrap()
@@ -695,7 +670,7 @@ mod tests {
         );
         // The claim closed the channel: later vouchers are refused, earnings stay.
         let r = ledger
-            .accept(v(300), 10_000, HOME, T1)
+            .accept(v(300), 10_000, T1)
             .unwrap()
             .recv_result()
             .unwrap();
@@ -744,7 +719,7 @@ mod tests {
         for a in 1..=20u128 {
             let v = Voucher::sign(&p, CHAIN, ChannelId([1; 32]), seeder.address(), a);
             let v = Verified::check(v, p.address()).unwrap();
-            let r = ledger.accept(v, 1 << 100, HOME, T1).unwrap().recv_result();
+            let r = ledger.accept(v, 1 << 100, T1).unwrap().recv_result();
             assert!(r.unwrap().is_ok());
         }
         let reprepared = writer
@@ -765,10 +740,10 @@ mod tests {
         writer.shutdown();
     }
 
-    /// Keys and channel ids cost nothing: a bid writes no row, a channel's row comes with its
-    /// first accepted voucher, and one address may add only so many channels.
+    /// Keys and channel ids cost nothing: a bid writes no row; a channel's row comes with its
+    /// first accepted voucher.
     #[test]
-    fn channels_need_a_voucher_and_an_allowance_to_become_rows() {
+    fn a_channel_row_comes_with_its_first_voucher_not_with_its_bid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringseed.db");
         let writer = DbWriter::start(&path, &[(COMPONENT, MIGRATIONS)]).unwrap();
@@ -782,31 +757,21 @@ mod tests {
             assert!(r.recv_result().unwrap().is_ok());
         }
         assert_eq!(rows(), 0, "bids alone wrote rows");
-        let pay = |ch: u8, from: &str| {
-            let v = Voucher::sign(&payer, CHAIN, ChannelId([ch; 32]), seeder.address(), 5);
+        let pay = |ch: u8, amount| {
+            let v = Voucher::sign(&payer, CHAIN, ChannelId([ch; 32]), seeder.address(), amount);
             let v = Verified::check(v, payer.address()).unwrap();
-            let from = from.parse().unwrap();
-            ledger
-                .accept(v, 1_000, from, T1)
-                .unwrap()
-                .recv_result()
-                .unwrap()
+            ledger.accept(v, 1_000, T1).unwrap().recv_result().unwrap()
         };
-        let burst = crate::speed::admission::BURST as u8;
-        for ch in 0..burst {
-            assert!(pay(ch, "192.0.2.1").is_ok());
-        }
-        assert_eq!(pay(burst, "192.0.2.1"), Err(Rejection::TooManyChannels));
-        assert_eq!(rows(), u64::from(burst));
-        // The refused channel is not half-written: another address may still open it.
-        assert!(pay(burst, "192.0.2.2").is_ok());
-        // A channel that has a row takes further vouchers from anywhere: only new rows count.
-        let more = Voucher::sign(&payer, CHAIN, ChannelId([0; 32]), seeder.address(), 9);
-        let more = Verified::check(more, payer.address()).unwrap();
-        let r = ledger.accept(more, 1_000, "192.0.2.1".parse().unwrap(), T1);
-        assert!(r.unwrap().recv_result().unwrap().is_ok());
-        assert_eq!(rows(), u64::from(burst) + 1);
-        assert_eq!(sum_latest(&conn), 5 * (u128::from(burst) + 1) + 4);
+        // A refused first voucher writes no row either.
+        assert_eq!(pay(0, 1_001), Err(Rejection::OverCap));
+        assert_eq!(rows(), 0);
+        assert!(pay(0, 5).is_ok());
+        assert!(pay(0, 9).is_ok());
+        assert!(pay(1, 7).is_ok());
+        assert_eq!(rows(), 2);
+        let c = load_channel(&conn, &ChannelId([0; 32])).unwrap().unwrap();
+        assert_eq!((c.payer, c.cap, c.accepted), (payer.address(), 1_000, 9));
+        assert_eq!(sum_latest(&conn), 16);
         writer.shutdown();
     }
 

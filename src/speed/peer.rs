@@ -20,7 +20,7 @@ pub const MAX_BIDS_PER_CONNECTION: u32 = 16;
 #[derive(Debug, Clone)]
 pub struct PeerSpeed {
     pub to: PeerRef,
-    /// The peer's address: new channels are admitted per address.
+    /// The peer's address: fresh credit windows are admitted per address.
     pub ip: std::net::IpAddr,
     /// Channels this connection bid on, and bids sent to the verifier.
     pub channels_bid: Vec<super::voucher::ChannelId>,
@@ -107,7 +107,14 @@ impl PeerSpeed {
                 {
                     return refuse(self, Rejection::TooManyChannels);
                 }
-                if let Err(r) = svc.submit(Job::Bid { to: self.to, bid }) {
+                // The connection's first bid opens a fresh credit window (later ones carry the
+                // debt): that is what an address's allowance counts.
+                let fresh_from = (self.channel.is_none()).then_some(self.ip);
+                if let Err(r) = svc.submit(Job::Bid {
+                    to: self.to,
+                    bid,
+                    fresh_from,
+                }) {
                     return refuse(self, r);
                 }
                 self.bids_checked += 1;
@@ -137,7 +144,6 @@ impl PeerSpeed {
                     voucher: v,
                     payer: c.payer,
                     cap: c.cap,
-                    from: self.ip,
                     torrent,
                 };
                 if let Err(r) = svc.submit(job) {

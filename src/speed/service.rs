@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::eventfd::EventFd;
 
+use super::admission::Admission;
 use super::auction::Terms;
 use super::ledger::{Accepted, Ledger, Verified};
 use super::protocol::{Bid, Offer};
@@ -51,6 +52,9 @@ pub enum Job {
     Bid {
         to: PeerRef,
         bid: Bid,
+        /// The peer's address when this bid would open a fresh credit window (the connection's
+        /// first): it takes one from the address's allowance ([`super::admission`]).
+        fresh_from: Option<std::net::IpAddr>,
     },
     Voucher {
         to: PeerRef,
@@ -58,8 +62,6 @@ pub enum Job {
         payer: super::wallet::Address,
         /// The cap of the peer's bid: the channel's row takes it when this voucher creates it.
         cap: super::voucher::Amount,
-        /// The peer's address, whose allowance a new channel takes.
-        from: std::net::IpAddr,
         torrent: [u8; 20],
     },
     Stop,
@@ -204,10 +206,7 @@ impl Drop for SpeedService {
 }
 
 enum Pending {
-    Bid(
-        PeerRef,
-        Result<crate::db::Reply<Result<Channel, Rejection>>, Rejection>,
-    ),
+    Bid(PeerRef, BidReply),
     Voucher(
         PeerRef,
         Result<crate::db::Reply<Result<Accepted, Rejection>>, Rejection>,
@@ -216,13 +215,37 @@ enum Pending {
     Superseded(PeerRef),
 }
 
+type BidReply = Result<crate::db::Reply<Result<Channel, Rejection>>, Rejection>;
+
+/// Checks a bid and queues its channel's lookup on the ledger. Only the payer's key may open or
+/// change a channel: an unsigned or foreign bid could register a channel under the wrong payer
+/// (locking the real one out) or shrink someone's cap. A bid that opens a fresh credit window
+/// takes one from its address's allowance: keys and channel ids cost nothing, so without it a
+/// peer could reconnect for window after window of paid-slot service it never pays for (and
+/// each window's channel could become a ledger row).
+fn check_bid(
+    bid: Bid,
+    fresh_from: Option<std::net::IpAddr>,
+    ledger: &Ledger,
+    admission: &mut Admission,
+) -> BidReply {
+    if !ledger.bid_is_signed(&bid) {
+        return Err(Rejection::Forged);
+    }
+    if let Some(ip) = fresh_from
+        && !admission.admit(ip, std::time::Instant::now())
+    {
+        return Err(Rejection::TooManyChannels);
+    }
+    ledger.open_channel(bid).map_err(|_| Rejection::Overloaded)
+}
+
 /// A voucher job as the verifier batches it.
 struct QueuedVoucher {
     to: PeerRef,
     voucher: Voucher,
     payer: super::wallet::Address,
     cap: super::voucher::Amount,
-    from: std::net::IpAddr,
     torrent: [u8; 20],
 }
 
@@ -251,7 +274,7 @@ fn check_vouchers(mut vouchers: Vec<QueuedVoucher>, ledger: &Ledger, pending: &m
             Ok(v) => {
                 pending.push(Pending::Voucher(
                     q.to,
-                    ledger.accept(v, q.cap, q.from, q.torrent).map_err(db_full),
+                    ledger.accept(v, q.cap, q.torrent).map_err(db_full),
                 ));
                 covered = Some(key);
             }
@@ -267,6 +290,7 @@ fn verify_loop(
     stats: Arc<SpeedStats>,
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
 ) {
+    let mut admission = Admission::default();
     let mut stopping = false;
     while !stopping {
         let mut batch = Vec::with_capacity(BATCH);
@@ -286,35 +310,29 @@ fn verify_loop(
         }
         // Queue every ledger job of the batch first: the writer commits them together.
         // A full or stopped database queue: not acknowledged; the payer may resend.
-        let db_full = |_: crate::db::DbError| Rejection::Overloaded;
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         let mut vouchers = Vec::new();
         for job in batch {
             match job {
-                // An unsigned or foreign bid could register a channel under the wrong payer
-                // (locking the real one out) or shrink someone's cap: only the payer's key may
-                // open or change a channel.
-                Job::Bid { to, bid } => pending.push(Pending::Bid(
+                Job::Bid {
                     to,
-                    if ledger.bid_is_signed(&bid) {
-                        ledger.open_channel(bid).map_err(db_full)
-                    } else {
-                        Err(Rejection::Forged)
-                    },
+                    bid,
+                    fresh_from,
+                } => pending.push(Pending::Bid(
+                    to,
+                    check_bid(bid, fresh_from, &ledger, &mut admission),
                 )),
                 Job::Voucher {
                     to,
                     voucher,
                     payer,
                     cap,
-                    from,
                     torrent,
                 } => vouchers.push(QueuedVoucher {
                     to,
                     voucher,
                     payer,
                     cap,
-                    from,
                     torrent,
                 }),
                 Job::Stop => {}
@@ -457,7 +475,6 @@ mod tests {
             voucher: Voucher::sign(signer, 199, ch, seeder.address(), amount),
             payer: payer.address(),
             cap: 1_000,
-            from: std::net::Ipv4Addr::LOCALHOST.into(),
             torrent: [1; 20],
         };
         // Peer 1 sent 10, 30, 20 and a forged 40; peer 2 (the same channel on another
@@ -495,6 +512,45 @@ mod tests {
         ];
         let answers: Vec<(u64, &str)> = answers.iter().map(|(c, a)| (*c, a.as_str())).collect();
         assert_eq!(answers, expected);
+        writer.shutdown();
+    }
+
+    /// A connection's first bid opens a fresh credit window and takes one from its address's
+    /// allowance; a later bid on the connection (which carries its debt) takes none.
+    #[test]
+    fn fresh_credit_windows_are_admitted_per_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = crate::db::DbWriter::start(
+            &dir.path().join("ringseed.db"),
+            &[(ledger::COMPONENT, ledger::MIGRATIONS)],
+        )
+        .unwrap();
+        let seeder = Wallet::from_secret([2; 32]).unwrap();
+        let l = Ledger::new(writer.handle(), seeder.address(), 199);
+        let payer = Wallet::from_secret([3; 32]).unwrap();
+        let bid = |ch: u8| Bid::sign(&payer, 199, seeder.address(), 1, ChannelId([ch; 32]), 99);
+        let mut admission = Admission::new(2, std::time::Duration::from_secs(3600), 16);
+        let mut answer = |b: Bid, fresh_from: Option<&str>| {
+            let from = fresh_from.map(|s| s.parse().unwrap());
+            check_bid(b, from, &l, &mut admission)
+                .and_then(|r| r.recv_result().unwrap())
+                .map(|c| c.id)
+        };
+        let a = Some("192.0.2.1");
+        assert_eq!(answer(bid(1), a), Ok(ChannelId([1; 32])));
+        assert_eq!(answer(bid(2), a), Ok(ChannelId([2; 32])));
+        assert_eq!(answer(bid(3), a), Err(Rejection::TooManyChannels));
+        assert_eq!(answer(bid(3), None), Ok(ChannelId([3; 32])), "not fresh");
+        // An unsigned bid is refused before it can spend anyone's allowance.
+        let unsigned = Bid {
+            signature: [0; 65],
+            ..bid(4)
+        };
+        let b = Some("192.0.2.9");
+        assert_eq!(answer(unsigned, b), Err(Rejection::Forged));
+        assert_eq!(answer(bid(4), b), Ok(ChannelId([4; 32])));
+        assert_eq!(answer(bid(5), b), Ok(ChannelId([5; 32])));
+        assert_eq!(answer(bid(6), b), Err(Rejection::TooManyChannels));
         writer.shutdown();
     }
 }

@@ -107,8 +107,9 @@ pub enum Rejection {
     Forged,
     /// The verifier's queue was full: dropped unchecked, the payer may resend.
     Overloaded,
-    /// A bid over the connection's allowance (4 channels, 16 signed bids), or a new channel
-    /// over its address's allowance (see [`crate::speed::admission`]).
+    /// A bid over the connection's allowance (4 channels, 16 signed bids), or a connection's
+    /// first bid (a fresh credit window) over its address's allowance
+    /// (see [`crate::speed::admission`]).
     TooManyChannels,
 }
 
