@@ -42,7 +42,8 @@ cat "$PAYLOAD" >/dev/null # warm the page cache
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' \
   -e "s|^dir = \"/var/lib/ringseed\"|dir = \"$DIR/state\"|" >"$DIR/plain.toml"
 sed -e '/^\[speed\]/,/^\[/ s/^enabled = false/enabled = true/' "$DIR/plain.toml" >"$DIR/pay.toml"
-grep -q '^enabled = true' "$DIR/pay.toml" || { echo "could not enable [speed] in $DIR/pay.toml" >&2; exit 1; }
+sed -n '/^\[speed\]/,/^\[/p' "$DIR/pay.toml" | grep -q '^enabled = true' ||
+  { echo "could not enable [speed] in $DIR/pay.toml" >&2; exit 1; }
 
 SEEDER_PID=""
 cleanup() { [ -n "$SEEDER_PID" ] && kill -TERM "$SEEDER_PID" 2>/dev/null && wait "$SEEDER_PID" 2>/dev/null; return 0; }
@@ -69,7 +70,7 @@ for round in $(seq "$PAIRS"); do
       "${PAY[@]}" --peers "$PEERS" --duration "$SECS" --json 2>/dev/null >"$DIR/$mode-$round.json" || true
     # CPU ticks of the seeder's threads by role, read before it exits: the engine's workers, and
     # the speed layer's verifier and database writer.
-    ticks() { cat /proc/"$SEEDER_PID"/task/*/stat 2>/dev/null | awk -v re="$1" '
+    ticks() { { cat /proc/"$SEEDER_PID"/task/*/stat 2>/dev/null || true; } | awk -v re="$1" '
       { c = $0; sub(/^[0-9]+ \(/, "", c); name = substr(c, 1, index(c, ") ") - 1); rest = substr(c, index(c, ") ") + 2)
         split(rest, f, " "); if (name ~ re) t += f[12] + f[13] } END { print t + 0 }'; }
     WORKER_TICKS=$(ticks '^ringseed-w')
@@ -95,12 +96,15 @@ done
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
-by = {m: [r for r in rows if r[0] == m] for m in ("plain", "pay")}
+by = {m: [r for r in rows if r[0] == m and float(r[2]) > 0] for m in ("plain", "pay")}
+if not by["plain"] or not by["pay"]:
+    sys.exit(f"no usable run: see the JSON files and logs in the directory of {sys.argv[1]}")
 def med(m, i):
     return statistics.median(float(r[i]) for r in by[m])
 g0, g1 = med("plain", 2), med("pay", 2)
 c0, c1 = med("plain", 3), med("pay", 3)
-pairs = [float(b[2]) / float(a[2]) for a, b in zip(by["plain"], by["pay"]) if float(a[2]) > 0]
+plain_by_round = {r[1]: float(r[2]) for r in by["plain"]}
+pairs = [float(r[2]) / plain_by_round[r[1]] for r in by["pay"] if r[1] in plain_by_round] or [float("nan")]
 acked = [int(r[5]) for r in by["pay"]]
 print(f"runs: {len(by['plain'])} pairs; vouchers per paid run (median): {med('pay', 4):.0f}; "
       f"paid runs with nothing acknowledged: {sum(a == 0 for a in acked)}; "

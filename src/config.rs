@@ -532,7 +532,7 @@ const DOCS: &[(&str, &str)] = &[
         "speed.credit_window_kib",
         "KiB served to a payer ahead of its payment; a payer further behind drops back to the\n\
          free slots. Payers send a voucher every half window, so a smaller window costs more\n\
-         signature checks per GiB. Also the most a crash can cost per payer. Range 16..=1048576.",
+         signature checks per GiB. Also the most a crash can cost per payer. Range 128..=1048576.",
     ),
     (
         "speed.chain_id",
@@ -828,8 +828,8 @@ impl Config {
         range(
             "speed.credit_window_kib",
             self.speed.credit_window_kib,
-            (16..=1 << 20).contains(&self.speed.credit_window_kib),
-            "allowed 16..=1048576",
+            (128..=1 << 20).contains(&self.speed.credit_window_kib),
+            "allowed 128..=1048576 (payers pay every half window, at least every 64 KiB)",
         )?;
         if self.speed.chain_id > i64::MAX as u64 {
             return Err(ConfigError::OutOfRange {

@@ -2,8 +2,8 @@
 //! credit window of paid-slot service before any payment, and keys and channel ids cost
 //! nothing: without a bound a peer could reconnect for window after window it never pays for,
 //! and each window's channels could become ledger rows. Each address (an IPv4 address, or an
-//! IPv6 /64, what one host usually holds) gets a token bucket: `burst` windows at once, then
-//! one per `refill`. Pure: the caller passes the time.
+//! IPv6 /56, what one subscriber usually holds) gets a token bucket: `burst` windows at once,
+//! then one per `refill`. Pure: the caller passes the time.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -23,15 +23,18 @@ use std::time::{Duration, Instant};
 pub const BURST: u32 = 8;
 /// Then one more per this long (12 an hour).
 pub const REFILL: Duration = Duration::from_secs(300);
-/// Addresses tracked at once; beyond, addresses whose bucket is full again are forgotten.
+/// Addresses tracked at once. Beyond, those whose bucket is full again are forgotten, and if
+/// that is not enough the eighth that spent their allowance longest ago (a table nobody can
+/// fill to lock new addresses out).
 pub const MAX_ADDRESSES: usize = 65_536;
 
-/// The bucket key: an IPv4 address, or the /64 prefix of an IPv6 address (an IPv4-mapped
-/// IPv6 address counts as its IPv4 address).
+/// The bucket key: an IPv4 address, or the /56 prefix of an IPv6 address (an IPv4-mapped
+/// IPv6 address counts as its IPv4 address). A /64 would let one subscriber's /56 count as 256
+/// addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum AddressKey {
     V4([u8; 4]),
-    V6Prefix([u8; 8]),
+    V6Prefix([u8; 7]),
 }
 
 impl AddressKey {
@@ -41,8 +44,8 @@ impl AddressKey {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => AddressKey::V4(v4.octets()),
                 None => {
-                    let mut p = [0u8; 8];
-                    p.copy_from_slice(&v6.octets()[..8]);
+                    let mut p = [0u8; 7];
+                    p.copy_from_slice(&v6.octets()[..7]);
                     AddressKey::V6Prefix(p)
                 }
             },
@@ -96,18 +99,14 @@ impl Admission {
         }
     }
 
-    /// Takes one from `ip`'s allowance; `false` when it has none left (or when every tracked
-    /// address is still mid-allowance and the table is full).
+    /// Takes one from `ip`'s allowance; `false` when it has none left.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
         let key = AddressKey::of(ip);
         let bucket = match self.buckets.get(&key) {
             Some(b) => self.refilled(*b, now),
             None => {
                 if self.buckets.len() >= self.max_addresses {
-                    self.forget_idle(now);
-                    if self.buckets.len() >= self.max_addresses {
-                        return false;
-                    }
+                    self.make_room(now);
                 }
                 Bucket {
                     tokens: self.burst,
@@ -129,13 +128,24 @@ impl Admission {
         true
     }
 
-    /// Drops the addresses whose allowance is whole again: they are as if never seen.
-    fn forget_idle(&mut self, now: Instant) {
+    /// Drops the addresses whose allowance is whole again (they are as if never seen); if that
+    /// frees less than an eighth of the table, also those whose last refill is oldest, so each
+    /// pass costs O(n log n) and buys room for n/8 new addresses.
+    fn make_room(&mut self, now: Instant) {
         let (burst, refill) = (self.burst, self.refill);
         self.buckets.retain(|_, b| {
             let earned = now.saturating_duration_since(b.at).as_nanos() / refill.as_nanos();
             u128::from(b.tokens) + earned < u128::from(burst)
         });
+        let target = self.max_addresses - self.max_addresses.div_ceil(8);
+        if self.buckets.len() > target {
+            let mut ages: Vec<(Instant, AddressKey)> =
+                self.buckets.iter().map(|(k, b)| (b.at, *k)).collect();
+            ages.sort_unstable_by_key(|(at, _)| *at);
+            for (_, k) in ages.iter().take(self.buckets.len() - target) {
+                self.buckets.remove(k);
+            }
+        }
     }
 
     /// Addresses tracked now.
@@ -170,13 +180,17 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_hosts_share_their_64_and_mapped_ipv4_is_ipv4() {
+    fn ipv6_subscribers_share_their_56_and_mapped_ipv4_is_ipv4() {
         let t = Instant::now();
         let mut a = Admission::new(2, Duration::from_secs(10), 100);
         assert!(a.admit(ip("2001:db8:1:2::1"), t));
         assert!(a.admit(ip("2001:db8:1:2:ffff::9"), t));
         assert!(!a.admit(ip("2001:db8:1:2::77"), t), "same /64");
-        assert!(a.admit(ip("2001:db8:1:3::1"), t), "another /64");
+        assert!(
+            !a.admit(ip("2001:db8:1:ff::1"), t),
+            "another /64 of the same /56"
+        );
+        assert!(a.admit(ip("2001:db8:1:100::1"), t), "another /56");
         assert!(a.admit(ip("192.0.2.1"), t));
         assert!(a.admit(ip("::ffff:192.0.2.1"), t));
         assert!(
@@ -186,16 +200,33 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_bounded_and_forgets_only_idle_addresses() {
+    fn the_table_is_bounded_and_cannot_be_filled_to_lock_others_out() {
         let t = Instant::now();
-        let mut a = Admission::new(2, Duration::from_secs(10), 2);
-        assert!(a.admit(ip("10.0.0.1"), t));
-        assert!(a.admit(ip("10.0.0.2"), t));
-        // Full, and both are mid-allowance: a third address waits.
-        assert!(!a.admit(ip("10.0.0.3"), t + Duration::from_secs(5)));
-        assert_eq!(a.tracked(), 2);
-        // Once their allowance is whole again they are forgotten, making room.
-        assert!(a.admit(ip("10.0.0.3"), t + Duration::from_secs(10)));
-        assert!(a.tracked() <= 2);
+        let s = Duration::from_secs;
+        let mut a = Admission::new(2, s(100), 16);
+        for i in 0..16u8 {
+            let at = t + s(u64::from(i));
+            assert!(a.admit(ip(&format!("10.0.0.{i}")), at));
+            assert!(a.admit(ip(&format!("10.0.0.{i}")), at));
+        }
+        assert_eq!(a.tracked(), 16);
+        // Full of addresses that spent their allowance: a newcomer still gets in, and the two
+        // that spent theirs longest ago are forgotten to make room.
+        assert!(a.admit(ip("10.0.1.1"), t + s(20)));
+        assert!(a.tracked() <= 16);
+        assert!(
+            a.admit(ip("10.0.0.0"), t + s(20)),
+            "forgotten, so whole again"
+        );
+        assert!(
+            !a.admit(ip("10.0.0.15"), t + s(20)),
+            "still remembered and spent"
+        );
+        // Addresses whose allowance is whole again go first.
+        let later = t + s(10_000);
+        for i in 0..40u8 {
+            assert!(a.admit(ip(&format!("10.0.2.{i}")), later));
+        }
+        assert!(a.tracked() <= 16);
     }
 }

@@ -197,11 +197,11 @@ impl PeerSpeed {
                 }
             }
             Outcome::Superseded { .. } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
+                self.voucher_answered();
                 None
             }
             Outcome::Voucher { result, .. } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
+                self.voucher_answered();
                 let c = self.channel.as_mut()?;
                 match result {
                     Ok(a) if a.channel == c.id => {
@@ -214,11 +214,6 @@ impl PeerSpeed {
                     }
                     Ok(_) => None,
                     Err(r) => {
-                        if self.in_flight == 0 {
-                            // Nothing else queued: later vouchers are judged from the durable
-                            // amount, not from the refused one.
-                            self.highest_queued = c.accepted;
-                        }
                         if r == Rejection::ChannelClosed {
                             c.closed = true;
                         }
@@ -230,6 +225,19 @@ impl PeerSpeed {
                     }
                 }
             }
+        }
+    }
+
+    /// One queued voucher was answered. With none left in flight, later vouchers are judged
+    /// from the durable amount: a refused one (or one superseded by a refused one, whose
+    /// answer comes first) must not count as queued, or the payer's resend of it would be
+    /// refused `replayed` for ever.
+    fn voucher_answered(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0
+            && let Some(c) = self.channel
+        {
+            self.highest_queued = c.accepted;
         }
     }
 
@@ -283,6 +291,33 @@ mod tests {
             p.on_outcome(&Outcome::Bid { to, result: Ok(ch) }, served),
             Some(SpeedMessage::Receipt(_))
         ));
+    }
+
+    /// A refused voucher, and those it superseded, leave nothing counted as queued: the payer's
+    /// resend of the same amount is judged against the durable amount, not refused `replayed`.
+    #[test]
+    fn a_refused_voucher_does_not_stay_counted_as_queued() {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id: 1,
+        };
+        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        confirm(&mut p, 1, 10, 0);
+        // 19 and 20 were queued; 20 came back refused (database queue full), then 19 as
+        // superseded by it.
+        (p.in_flight, p.highest_queued) = (2, 20);
+        let refused = Outcome::Voucher {
+            to,
+            result: Err(Rejection::Overloaded),
+        };
+        assert!(matches!(
+            p.on_outcome(&refused, 0),
+            Some(SpeedMessage::Refusal(_))
+        ));
+        assert_eq!(p.highest_queued, 20, "19 is still in flight");
+        assert_eq!(p.on_outcome(&Outcome::Superseded { to }, 0), None);
+        assert_eq!((p.in_flight, p.highest_queued), (0, 10));
     }
 
     #[test]

@@ -227,18 +227,58 @@ fn check_bid(
     bid: Bid,
     fresh_from: Option<std::net::IpAddr>,
     ledger: &Ledger,
-    admission: &mut Admission,
+    guards: &mut BidGuards,
 ) -> BidReply {
-    if !ledger.bid_is_signed(&bid) {
+    if !ledger.bid_is_signed(&bid) || guards.reserved_for_another(&bid) {
         return Err(Rejection::Forged);
     }
     if let Some(ip) = fresh_from
-        && !admission.admit(ip, std::time::Instant::now())
+        && !guards.admission.admit(ip, std::time::Instant::now())
     {
         return Err(Rejection::TooManyChannels);
     }
+    guards.reserve(&bid);
     ledger.open_channel(bid).map_err(|_| Rejection::Overloaded)
 }
+
+/// Channels reserved by a bid and not written yet, at most this many (oldest forgotten first).
+const MAX_RESERVED: usize = 1 << 18;
+
+/// What the verifier keeps to judge bids: the allowance of fresh credit windows per address, and
+/// which payer bid first on each channel that has no ledger row yet. A channel's row is written
+/// with its first voucher, half a credit window after its bid, so without the reservation a
+/// stranger who learnt the id could bid on it with its own key, pay one unit first and lock the
+/// real payer out (its vouchers refused `forged`). The ledger decides once the row exists; the
+/// reservations live in memory, so after a restart the first bid wins again.
+#[derive(Default)]
+struct BidGuards {
+    admission: Admission,
+    reserved: std::collections::HashMap<super::voucher::ChannelId, super::wallet::Address>,
+    order: std::collections::VecDeque<super::voucher::ChannelId>,
+}
+
+impl BidGuards {
+    fn reserved_for_another(&self, bid: &Bid) -> bool {
+        self.reserved
+            .get(&bid.channel)
+            .is_some_and(|p| *p != bid.payer)
+    }
+
+    fn reserve(&mut self, bid: &Bid) {
+        if self.reserved.insert(bid.channel, bid.payer).is_none() {
+            self.order.push_back(bid.channel);
+            while self.order.len() > MAX_RESERVED {
+                if let Some(old) = self.order.pop_front() {
+                    self.reserved.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Where an answer goes among a batch's answers: the arrival index of its job (of a voucher
+/// group's earliest job), then its rank within the group.
+type Order = (usize, usize);
 
 /// A voucher job as the verifier batches it.
 struct QueuedVoucher {
@@ -254,34 +294,52 @@ struct QueuedVoucher {
 /// ledger: the lower ones are superseded (answered without a check; the receipt of the higher
 /// one covers them). When the verifier falls behind, its backlog shrinks to one signature check
 /// and one ledger write per paying peer.
-fn check_vouchers(mut vouchers: Vec<QueuedVoucher>, ledger: &Ledger, pending: &mut Vec<Pending>) {
+fn check_vouchers(
+    mut vouchers: Vec<(usize, QueuedVoucher)>,
+    ledger: &Ledger,
+    pending: &mut Vec<(Order, Pending)>,
+) {
     let db_full = |_: crate::db::DbError| Rejection::Overloaded;
-    vouchers.sort_by(|a, b| {
-        (a.to.worker, a.to.conn_id, a.voucher.channel.0)
-            .cmp(&(b.to.worker, b.to.conn_id, b.voucher.channel.0))
+    let key = |q: &QueuedVoucher| (q.to.worker, q.to.conn_id, q.voucher.channel.0);
+    vouchers.sort_by(|(_, a), (_, b)| {
+        key(a)
+            .cmp(&key(b))
             .then(b.voucher.cumulative.cmp(&a.voucher.cumulative))
     });
-    let mut covered: Option<(usize, u64, super::voucher::ChannelId)> = None;
-    let mut superseded = Vec::new();
-    for q in vouchers {
-        let key = (q.to.worker, q.to.conn_id, q.voucher.channel);
-        if covered == Some(key) {
-            superseded.push(Pending::Superseded(q.to));
-            continue;
+    // A group's answers go where its earliest voucher arrived: a bid the peer sent after that
+    // voucher must be answered after it, or the worker would credit the payment to the wrong
+    // channel (or to none).
+    let mut start = 0;
+    while start < vouchers.len() {
+        let group_key = key(&vouchers[start].1);
+        let end = vouchers[start..]
+            .iter()
+            .position(|(_, q)| key(q) != group_key)
+            .map_or(vouchers.len(), |n| start + n);
+        let at = vouchers[start..end]
+            .iter()
+            .map(|(i, _)| *i)
+            .min()
+            .unwrap_or(0);
+        let mut rank = 0;
+        let mut covered = false;
+        for (_, q) in &vouchers[start..end] {
+            rank += 1;
+            let answer = if covered {
+                Pending::Superseded(q.to)
+            } else {
+                match Verified::check(q.voucher, q.payer) {
+                    Ok(v) => {
+                        covered = true;
+                        Pending::Voucher(q.to, ledger.accept(v, q.cap, q.torrent).map_err(db_full))
+                    }
+                    Err(r) => Pending::Voucher(q.to, Err(r)),
+                }
+            };
+            pending.push(((at, rank), answer));
         }
-        pending.append(&mut superseded);
-        match Verified::check(q.voucher, q.payer) {
-            Ok(v) => {
-                pending.push(Pending::Voucher(
-                    q.to,
-                    ledger.accept(v, q.cap, q.torrent).map_err(db_full),
-                ));
-                covered = Some(key);
-            }
-            Err(r) => pending.push(Pending::Voucher(q.to, Err(r))),
-        }
+        start = end;
     }
-    pending.append(&mut superseded);
 }
 
 fn verify_loop(
@@ -290,7 +348,7 @@ fn verify_loop(
     stats: Arc<SpeedStats>,
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
 ) {
-    let mut admission = Admission::default();
+    let mut guards = BidGuards::default();
     let mut stopping = false;
     while !stopping {
         let mut batch = Vec::with_capacity(BATCH);
@@ -310,17 +368,17 @@ fn verify_loop(
         }
         // Queue every ledger job of the batch first: the writer commits them together.
         // A full or stopped database queue: not acknowledged; the payer may resend.
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut pending: Vec<(Order, Pending)> = Vec::with_capacity(batch.len());
         let mut vouchers = Vec::new();
-        for job in batch {
+        for (i, job) in batch.into_iter().enumerate() {
             match job {
                 Job::Bid {
                     to,
                     bid,
                     fresh_from,
-                } => pending.push(Pending::Bid(
-                    to,
-                    check_bid(bid, fresh_from, &ledger, &mut admission),
+                } => pending.push((
+                    (i, 0),
+                    Pending::Bid(to, check_bid(bid, fresh_from, &ledger, &mut guards)),
                 )),
                 Job::Voucher {
                     to,
@@ -328,20 +386,25 @@ fn verify_loop(
                     payer,
                     cap,
                     torrent,
-                } => vouchers.push(QueuedVoucher {
-                    to,
-                    voucher,
-                    payer,
-                    cap,
-                    torrent,
-                }),
+                } => vouchers.push((
+                    i,
+                    QueuedVoucher {
+                        to,
+                        voucher,
+                        payer,
+                        cap,
+                        torrent,
+                    },
+                )),
                 Job::Stop => {}
             }
         }
         check_vouchers(vouchers, &ledger, &mut pending);
+        // Answers in the order the jobs arrived (see `check_vouchers`).
+        pending.sort_by_key(|(order, _)| *order);
         let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(pending.len());
         // A database failure is not the payer's fault, but it must not be acknowledged.
-        for p in pending {
+        for (_, p) in pending {
             match p {
                 Pending::Bid(to, reply) => {
                     let result =
@@ -487,30 +550,36 @@ mod tests {
             q(1, &payer, 20),
         ];
         let mut pending = Vec::new();
-        check_vouchers(batch, &l, &mut pending);
-        let answers: Vec<(u64, String)> = pending
+        check_vouchers(batch.into_iter().enumerate().collect(), &l, &mut pending);
+        pending.sort_by_key(|(order, _)| *order);
+        let answers: Vec<(Order, u64, String)> = pending
             .into_iter()
-            .map(|p| match p {
+            .map(|(order, p)| match p {
                 Pending::Voucher(to, r) => {
                     let r = r.and_then(|reply| reply.recv_result().unwrap());
                     let a = match r {
                         Ok(a) => format!("accepted {}", a.cumulative),
                         Err(e) => e.name().to_string(),
                     };
-                    (to.conn_id, a)
+                    (order, to.conn_id, a)
                 }
-                Pending::Superseded(to) => (to.conn_id, "superseded".into()),
+                Pending::Superseded(to) => (order, to.conn_id, "superseded".into()),
                 Pending::Bid(..) => unreachable!(),
             })
             .collect();
+        // Peer 1's answers all sit where its first voucher arrived (job 0), so a bid it sent
+        // after that voucher (job 1 here would be one) is answered after them.
         let expected = [
-            (1, "forged"),
-            (1, "accepted 30"),
-            (1, "superseded"),
-            (1, "superseded"),
-            (2, "decreasing"),
+            ((0, 1), 1, "forged"),
+            ((0, 2), 1, "accepted 30"),
+            ((0, 3), 1, "superseded"),
+            ((0, 4), 1, "superseded"),
+            ((1, 1), 2, "decreasing"),
         ];
-        let answers: Vec<(u64, &str)> = answers.iter().map(|(c, a)| (*c, a.as_str())).collect();
+        let answers: Vec<(Order, u64, &str)> = answers
+            .iter()
+            .map(|(o, c, a)| (*o, *c, a.as_str()))
+            .collect();
         assert_eq!(answers, expected);
         writer.shutdown();
     }
@@ -529,10 +598,13 @@ mod tests {
         let l = Ledger::new(writer.handle(), seeder.address(), 199);
         let payer = Wallet::from_secret([3; 32]).unwrap();
         let bid = |ch: u8| Bid::sign(&payer, 199, seeder.address(), 1, ChannelId([ch; 32]), 99);
-        let mut admission = Admission::new(2, std::time::Duration::from_secs(3600), 16);
+        let mut guards = BidGuards {
+            admission: Admission::new(2, std::time::Duration::from_secs(3600), 16),
+            ..Default::default()
+        };
         let mut answer = |b: Bid, fresh_from: Option<&str>| {
             let from = fresh_from.map(|s| s.parse().unwrap());
-            check_bid(b, from, &l, &mut admission)
+            check_bid(b, from, &l, &mut guards)
                 .and_then(|r| r.recv_result().unwrap())
                 .map(|c| c.id)
         };
@@ -551,6 +623,12 @@ mod tests {
         assert_eq!(answer(bid(4), b), Ok(ChannelId([4; 32])));
         assert_eq!(answer(bid(5), b), Ok(ChannelId([5; 32])));
         assert_eq!(answer(bid(6), b), Err(Rejection::TooManyChannels));
+        // Channel 1 has no ledger row yet (no voucher), but its payer bid first: a stranger's
+        // own signed bid on it is refused, the payer's own re-bid is not.
+        let thief = Wallet::from_secret([9; 32]).unwrap();
+        let stolen = Bid::sign(&thief, 199, seeder.address(), 1, ChannelId([1; 32]), 99);
+        assert_eq!(answer(stolen, None), Err(Rejection::Forged));
+        assert_eq!(answer(bid(1), None), Ok(ChannelId([1; 32])));
         writer.shutdown();
     }
 }
