@@ -1252,33 +1252,81 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ControlError> {
 }
 
 /// Deletes the files a torrent names under `dir`, then the directories that leaves empty
-/// (never `dir` itself). Paths come from a validated layout, so none leads outside `dir`.
+/// (never `dir` itself). Paths come from a validated layout, so none names a way out of `dir`;
+/// but someone who can write inside `dir` could have put a symlink where the torrent has a
+/// directory, so every directory is opened beneath `dir` one component at a time without
+/// following links (`O_NOFOLLOW`) and each file is unlinked relative to its directory. A file
+/// reached only through a link is left alone (and logged): a deletion never leaves `dir`. A
+/// file that is itself a link loses the link, never its target.
 fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
+    use nix::errno::Errno;
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    let io = |what: &Path, e: Errno| ControlError::Io(format!("deleting {}: {e}", what.display()));
+    let root = nix::fcntl::open(
+        dir,
+        dir_flags() & !nix::fcntl::OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(dir, e))?;
     let mut parents: Vec<PathBuf> = Vec::new();
+    let mut through_links = 0usize;
     for f in &meta.info.layout.files {
         if f.pad {
             continue;
         }
         let rel = f.rel_path();
-        let p = dir.join(&rel);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ControlError::Io(format!("deleting {}: {e}", p.display()))),
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let unlinked =
+            dir_beneath(&root, parent).and_then(|d| unlinkat(&d, name, UnlinkatFlags::NoRemoveDir));
+        match unlinked {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                through_links += 1;
+                tracing::warn!(path = %dir.join(&rel).display(), "not deleted: a directory on its path is a symlink");
+            }
+            Err(e) => return Err(io(&dir.join(&rel), e)),
         }
-        let mut up = rel.parent();
+        let mut up = Some(parent);
         while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
-            parents.push(dir.join(d));
+            parents.push(d.to_path_buf());
             up = d.parent();
         }
     }
-    // Deepest first; a directory that still holds something stays.
+    // Deepest first; a directory that still holds something (or is a link) stays.
     parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     parents.dedup();
     for d in parents {
-        let _ = std::fs::remove_dir(d);
+        if let (Some(parent), Some(name)) = (d.parent(), d.file_name())
+            && let Ok(pfd) = dir_beneath(&root, parent)
+        {
+            let _ = unlinkat(&pfd, name, UnlinkatFlags::RemoveDir);
+        }
+    }
+    if through_links > 0 {
+        tracing::warn!(files = through_links, dir = %dir.display(), "files left in place: reached through symlinks");
     }
     Ok(())
+}
+
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY
+}
+
+/// The directory `rel` beneath `root`, opened one component at a time without following links
+/// (a link gives `ELOOP`; a file where a directory belongs, `ENOTDIR`).
+fn dir_beneath(root: &std::os::fd::OwnedFd, rel: &Path) -> nix::Result<std::os::fd::OwnedFd> {
+    let none = nix::sys::stat::Mode::empty();
+    let mut cur = nix::fcntl::openat(root, ".", dir_flags(), none)?;
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            return Err(nix::errno::Errno::EINVAL);
+        };
+        cur = nix::fcntl::openat(&cur, name, dir_flags(), none)?;
+    }
+    Ok(cur)
 }
 
 #[cfg(test)]
@@ -1347,5 +1395,54 @@ mod tests {
         assert!(parse_info_hash("ab").is_err());
         assert!(parse_info_hash(&"zz".repeat(20)).is_err());
         assert!(parse_info_hash(&"é".repeat(20)).is_err());
+    }
+
+    /// A symlink planted where the torrent has a directory must not lead the deletion out of
+    /// the data directory; the torrent's other files still go, and a file that is itself a link
+    /// loses only the link.
+    #[test]
+    fn delete_data_never_follows_a_symlinked_directory_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let t = data.join("t");
+        std::fs::create_dir_all(t.join("sub")).unwrap();
+        std::fs::write(t.join("a.bin"), vec![1u8; 3000]).unwrap();
+        std::fs::write(t.join("sub/b.bin"), vec![2u8; 3000]).unwrap();
+        std::fs::write(t.join("c.bin"), vec![3u8; 3000]).unwrap();
+        let (_, meta) = crate::create::create(
+            &t,
+            &crate::create::CreateOptions::default(),
+            &crate::hash::Progress::default(),
+        )
+        .unwrap();
+        // Someone with write access to the data directory swaps sub/ for a link to a directory
+        // outside, holding a file of the same name, and c.bin for a link to another one.
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("b.bin"), b"keep me").unwrap();
+        std::fs::write(outside.join("c-target"), b"keep me too").unwrap();
+        std::fs::remove_dir_all(t.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, t.join("sub")).unwrap();
+        std::fs::remove_file(t.join("c.bin")).unwrap();
+        std::os::unix::fs::symlink(outside.join("c-target"), t.join("c.bin")).unwrap();
+        delete_files(&meta, &data).unwrap();
+        assert!(!t.join("a.bin").exists());
+        assert!(
+            std::fs::symlink_metadata(t.join("c.bin")).is_err(),
+            "the link is gone"
+        );
+        assert_eq!(std::fs::read(outside.join("b.bin")).unwrap(), b"keep me");
+        assert_eq!(
+            std::fs::read(outside.join("c-target")).unwrap(),
+            b"keep me too"
+        );
+        // sub (a link) stays, so t is not empty and stays too; nothing outside was touched.
+        assert!(
+            std::fs::symlink_metadata(t.join("sub"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 2);
     }
 }
