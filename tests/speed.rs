@@ -541,15 +541,16 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
         l.step().unwrap();
     }
     let body = http_get(&metrics);
-    for reason in [
-        "replayed",
-        "decreasing",
-        "forged",
-        "wrong_payee",
-        "over_cap",
-        "malformed",
+    // One refusal each; `forged` three times: the voucher and the two bids.
+    for (reason, n) in [
+        ("replayed", 1),
+        ("decreasing", 1),
+        ("forged", 3),
+        ("wrong_payee", 1),
+        ("over_cap", 1),
+        ("malformed", 1),
     ] {
-        let line = format!("ringseed_speed_vouchers_rejected_total{{reason=\"{reason}\"}} 1");
+        let line = format!("ringseed_speed_vouchers_rejected_total{{reason=\"{reason}\"}} {n}");
         assert!(body.contains(&line), "{line} missing in:\n{body}");
     }
     assert!(

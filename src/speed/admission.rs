@@ -128,6 +128,14 @@ impl Admission {
         true
     }
 
+    /// Gives back what `admit` took from `ip` (its bid was refused after all: it opened no
+    /// window).
+    pub fn refund(&mut self, ip: IpAddr) {
+        if let Some(b) = self.buckets.get_mut(&AddressKey::of(ip)) {
+            b.tokens = (b.tokens + 1).min(self.burst);
+        }
+    }
+
     /// Drops the addresses whose allowance is whole again (they are as if never seen); if that
     /// frees less than an eighth of the table, also those whose last refill is oldest, so each
     /// pass costs O(n log n) and buys room for n/8 new addresses.

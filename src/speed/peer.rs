@@ -212,7 +212,16 @@ impl PeerSpeed {
                             accepted: c.accepted,
                         }))
                     }
-                    Ok(_) => None,
+                    // A voucher of a channel this connection bid away from, answered after the
+                    // switch: durable all the same, so it counts toward what was paid.
+                    Ok(a) => {
+                        self.paid_before = self.paid_before.saturating_add(a.increment);
+                        Some(SpeedMessage::Receipt(Receipt {
+                            channel: a.channel,
+                            served: served.saturating_sub(self.served_at_bid),
+                            accepted: a.cumulative,
+                        }))
+                    }
                     Err(r) => {
                         if r == Rejection::ChannelClosed {
                             c.closed = true;
@@ -318,6 +327,34 @@ mod tests {
         assert_eq!(p.highest_queued, 20, "19 is still in flight");
         assert_eq!(p.on_outcome(&Outcome::Superseded { to }, 0), None);
         assert_eq!((p.in_flight, p.highest_queued), (0, 10));
+    }
+
+    /// A voucher of the connection's previous channel, answered after the switch to another,
+    /// still counts as paid (it is durable) and gets its receipt.
+    #[test]
+    fn a_late_voucher_of_the_previous_channel_counts() {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id: 1,
+        };
+        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        confirm(&mut p, 1, 0, 0);
+        p.in_flight = 1;
+        confirm(&mut p, 2, 0, 1 << 20);
+        let late = Outcome::Voucher {
+            to,
+            result: Ok(crate::speed::ledger::Accepted {
+                channel: ChannelId([1; 32]),
+                increment: 300,
+                cumulative: 300,
+            }),
+        };
+        let Some(SpeedMessage::Receipt(r)) = p.on_outcome(&late, 2 << 20) else {
+            panic!("no receipt")
+        };
+        assert_eq!((r.channel, r.accepted), (ChannelId([1; 32]), 300));
+        assert_eq!(p.bidder(0, 2 << 20).unwrap().paid, 300);
     }
 
     #[test]

@@ -206,7 +206,15 @@ impl Drop for SpeedService {
 }
 
 enum Pending {
-    Bid(PeerRef, BidReply),
+    /// A bid's ledger lookup, and what its checks took that a refusal gives back: the address
+    /// charged for a fresh window, and whether this bid made the channel's reservation.
+    Bid {
+        to: PeerRef,
+        bid: Bid,
+        reply: BidReply,
+        charged: Option<std::net::IpAddr>,
+        reserved: bool,
+    },
     Voucher(
         PeerRef,
         Result<crate::db::Reply<Result<Accepted, Rejection>>, Rejection>,
@@ -224,55 +232,85 @@ type BidReply = Result<crate::db::Reply<Result<Channel, Rejection>>, Rejection>;
 /// peer could reconnect for window after window of paid-slot service it never pays for (and
 /// each window's channel could become a ledger row).
 fn check_bid(
+    to: PeerRef,
     bid: Bid,
     fresh_from: Option<std::net::IpAddr>,
     ledger: &Ledger,
     guards: &mut BidGuards,
-) -> BidReply {
+) -> Pending {
+    let refused = |reply| Pending::Bid {
+        to,
+        bid,
+        reply,
+        charged: None,
+        reserved: false,
+    };
     if !ledger.bid_is_signed(&bid) || guards.reserved_for_another(&bid) {
-        return Err(Rejection::Forged);
+        return refused(Err(Rejection::Forged));
     }
     if let Some(ip) = fresh_from
         && !guards.admission.admit(ip, std::time::Instant::now())
     {
-        return Err(Rejection::TooManyChannels);
+        return refused(Err(Rejection::TooManyChannels));
     }
-    guards.reserve(&bid);
-    ledger.open_channel(bid).map_err(|_| Rejection::Overloaded)
+    let reserved = guards.reserve(&bid);
+    Pending::Bid {
+        to,
+        bid,
+        reply: ledger.open_channel(bid).map_err(|_| Rejection::Overloaded),
+        charged: fresh_from,
+        reserved,
+    }
 }
 
 /// Channels reserved by a bid and not written yet, at most this many (oldest forgotten first).
-const MAX_RESERVED: usize = 1 << 18;
+const MAX_RESERVED: usize = 1 << 16;
 
 /// What the verifier keeps to judge bids: the allowance of fresh credit windows per address, and
 /// which payer bid first on each channel that has no ledger row yet. A channel's row is written
 /// with its first voucher, half a credit window after its bid, so without the reservation a
 /// stranger who learnt the id could bid on it with its own key, pay one unit first and lock the
-/// real payer out (its vouchers refused `forged`). The ledger decides once the row exists; the
-/// reservations live in memory, so after a restart the first bid wins again.
+/// real payer out (its vouchers refused `forged`). A reservation ends when the ledger refuses
+/// the bid that made it or accepts a voucher of the channel (the row decides from then on); it
+/// lives in memory, so after a restart the first bid wins again.
 #[derive(Default)]
 struct BidGuards {
     admission: Admission,
-    reserved: std::collections::HashMap<super::voucher::ChannelId, super::wallet::Address>,
-    order: std::collections::VecDeque<super::voucher::ChannelId>,
+    /// Channel → (payer, the reservation's number).
+    reserved: std::collections::HashMap<super::voucher::ChannelId, (super::wallet::Address, u64)>,
+    /// Reservations oldest first; an entry whose number no longer matches the map's was
+    /// released (and maybe made again) and is skipped.
+    order: std::collections::VecDeque<(super::voucher::ChannelId, u64)>,
+    made: u64,
 }
 
 impl BidGuards {
     fn reserved_for_another(&self, bid: &Bid) -> bool {
         self.reserved
             .get(&bid.channel)
-            .is_some_and(|p| *p != bid.payer)
+            .is_some_and(|(p, _)| *p != bid.payer)
     }
 
-    fn reserve(&mut self, bid: &Bid) {
-        if self.reserved.insert(bid.channel, bid.payer).is_none() {
-            self.order.push_back(bid.channel);
-            while self.order.len() > MAX_RESERVED {
-                if let Some(old) = self.order.pop_front() {
-                    self.reserved.remove(&old);
-                }
+    /// Reserves the bid's channel for its payer; `true` when this bid made the reservation.
+    fn reserve(&mut self, bid: &Bid) -> bool {
+        if self.reserved.contains_key(&bid.channel) {
+            return false;
+        }
+        self.made += 1;
+        self.reserved.insert(bid.channel, (bid.payer, self.made));
+        self.order.push_back((bid.channel, self.made));
+        while self.order.len() > MAX_RESERVED {
+            if let Some((old, n)) = self.order.pop_front()
+                && self.reserved.get(&old).is_some_and(|(_, m)| *m == n)
+            {
+                self.reserved.remove(&old);
             }
         }
+        true
+    }
+
+    fn release(&mut self, channel: &super::voucher::ChannelId) {
+        self.reserved.remove(channel);
     }
 }
 
@@ -289,26 +327,36 @@ struct QueuedVoucher {
     torrent: [u8; 20],
 }
 
-/// Checks a batch's vouchers and queues the good ones on the ledger. Vouchers are cumulative, so
-/// of several from one peer for one channel only the highest whose signature holds needs the
-/// ledger: the lower ones are superseded (answered without a check; the receipt of the higher
-/// one covers them). When the verifier falls behind, its backlog shrinks to one signature check
-/// and one ledger write per paying peer.
-fn check_vouchers(
-    mut vouchers: Vec<(usize, QueuedVoucher)>,
-    ledger: &Ledger,
-    pending: &mut Vec<(Order, Pending)>,
-) {
-    let db_full = |_: crate::db::DbError| Rejection::Overloaded;
+/// What a batch's job comes to once signatures are checked, before the ledger sees it.
+enum Task {
+    Bid {
+        to: PeerRef,
+        bid: Bid,
+        fresh_from: Option<std::net::IpAddr>,
+    },
+    Accept {
+        to: PeerRef,
+        voucher: Verified,
+        cap: super::voucher::Amount,
+        torrent: [u8; 20],
+    },
+    Refused(PeerRef, Rejection),
+    Superseded(PeerRef),
+}
+
+/// Checks a batch's voucher signatures. Vouchers are cumulative, so of several from one peer
+/// for one channel only the highest whose signature holds needs the ledger: the lower ones are
+/// superseded (answered without a check; the receipt of the higher one covers them). When the
+/// verifier falls behind, its backlog shrinks to one signature check and one ledger write per
+/// paying peer. A group's answers sit where its earliest voucher arrived: each of its vouchers
+/// was judged by the worker against the channel as it was before any bid the peer sent later.
+fn group_vouchers(mut vouchers: Vec<(usize, QueuedVoucher)>, tasks: &mut Vec<(Order, Task)>) {
     let key = |q: &QueuedVoucher| (q.to.worker, q.to.conn_id, q.voucher.channel.0);
     vouchers.sort_by(|(_, a), (_, b)| {
         key(a)
             .cmp(&key(b))
             .then(b.voucher.cumulative.cmp(&a.voucher.cumulative))
     });
-    // A group's answers go where its earliest voucher arrived: a bid the peer sent after that
-    // voucher must be answered after it, or the worker would credit the payment to the wrong
-    // channel (or to none).
     let mut start = 0;
     while start < vouchers.len() {
         let group_key = key(&vouchers[start].1);
@@ -321,25 +369,90 @@ fn check_vouchers(
             .map(|(i, _)| *i)
             .min()
             .unwrap_or(0);
-        let mut rank = 0;
         let mut covered = false;
-        for (_, q) in &vouchers[start..end] {
-            rank += 1;
-            let answer = if covered {
-                Pending::Superseded(q.to)
+        for (rank, (_, q)) in vouchers[start..end].iter().enumerate() {
+            let task = if covered {
+                Task::Superseded(q.to)
             } else {
                 match Verified::check(q.voucher, q.payer) {
-                    Ok(v) => {
+                    Ok(voucher) => {
                         covered = true;
-                        Pending::Voucher(q.to, ledger.accept(v, q.cap, q.torrent).map_err(db_full))
+                        Task::Accept {
+                            to: q.to,
+                            voucher,
+                            cap: q.cap,
+                            torrent: q.torrent,
+                        }
                     }
-                    Err(r) => Pending::Voucher(q.to, Err(r)),
+                    Err(r) => Task::Refused(q.to, r),
                 }
             };
-            pending.push(((at, rank), answer));
+            tasks.push(((at, rank + 1), task));
         }
         start = end;
     }
+}
+
+/// Turns a batch into ledger jobs, queued in the order the answers will go back in, so the
+/// ledger sees a peer's bids and vouchers in the order the worker will apply their answers.
+fn submit_batch(batch: Vec<Job>, ledger: &Ledger, guards: &mut BidGuards) -> Vec<Pending> {
+    let mut tasks: Vec<(Order, Task)> = Vec::with_capacity(batch.len());
+    let mut vouchers = Vec::new();
+    for (i, job) in batch.into_iter().enumerate() {
+        match job {
+            Job::Bid {
+                to,
+                bid,
+                fresh_from,
+            } => tasks.push((
+                (i, 0),
+                Task::Bid {
+                    to,
+                    bid,
+                    fresh_from,
+                },
+            )),
+            Job::Voucher {
+                to,
+                voucher,
+                payer,
+                cap,
+                torrent,
+            } => vouchers.push((
+                i,
+                QueuedVoucher {
+                    to,
+                    voucher,
+                    payer,
+                    cap,
+                    torrent,
+                },
+            )),
+            Job::Stop => {}
+        }
+    }
+    group_vouchers(vouchers, &mut tasks);
+    tasks.sort_by_key(|(order, _)| *order);
+    // A full or stopped database queue: not acknowledged; the payer may resend.
+    let db_full = |_: crate::db::DbError| Rejection::Overloaded;
+    tasks
+        .into_iter()
+        .map(|(_, t)| match t {
+            Task::Bid {
+                to,
+                bid,
+                fresh_from,
+            } => check_bid(to, bid, fresh_from, ledger, guards),
+            Task::Accept {
+                to,
+                voucher,
+                cap,
+                torrent,
+            } => Pending::Voucher(to, ledger.accept(voucher, cap, torrent).map_err(db_full)),
+            Task::Refused(to, r) => Pending::Voucher(to, Err(r)),
+            Task::Superseded(to) => Pending::Superseded(to),
+        })
+        .collect()
 }
 
 fn verify_loop(
@@ -366,74 +479,10 @@ fn verify_loop(
                 Err(_) => break,
             }
         }
-        // Queue every ledger job of the batch first: the writer commits them together.
-        // A full or stopped database queue: not acknowledged; the payer may resend.
-        let mut pending: Vec<(Order, Pending)> = Vec::with_capacity(batch.len());
-        let mut vouchers = Vec::new();
-        for (i, job) in batch.into_iter().enumerate() {
-            match job {
-                Job::Bid {
-                    to,
-                    bid,
-                    fresh_from,
-                } => pending.push((
-                    (i, 0),
-                    Pending::Bid(to, check_bid(bid, fresh_from, &ledger, &mut guards)),
-                )),
-                Job::Voucher {
-                    to,
-                    voucher,
-                    payer,
-                    cap,
-                    torrent,
-                } => vouchers.push((
-                    i,
-                    QueuedVoucher {
-                        to,
-                        voucher,
-                        payer,
-                        cap,
-                        torrent,
-                    },
-                )),
-                Job::Stop => {}
-            }
-        }
-        check_vouchers(vouchers, &ledger, &mut pending);
-        // Answers in the order the jobs arrived (see `check_vouchers`).
-        pending.sort_by_key(|(order, _)| *order);
-        let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(pending.len());
-        // A database failure is not the payer's fault, but it must not be acknowledged.
-        for (_, p) in pending {
-            match p {
-                Pending::Bid(to, reply) => {
-                    let result =
-                        reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
-                    if result.is_ok() {
-                        stats.bids.fetch_add(1, Ordering::Relaxed);
-                    }
-                    outcomes.push((to.worker, Outcome::Bid { to, result }));
-                }
-                Pending::Voucher(to, reply) => {
-                    let result =
-                        reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
-                    match &result {
-                        Ok(a) => {
-                            stats.vouchers_accepted.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut e) = stats.earned.lock() {
-                                *e = e.saturating_add(a.increment);
-                            }
-                        }
-                        Err(r) => stats.reject(*r),
-                    }
-                    outcomes.push((to.worker, Outcome::Voucher { to, result }));
-                }
-                Pending::Superseded(to) => {
-                    stats.vouchers_superseded.fetch_add(1, Ordering::Relaxed);
-                    outcomes.push((to.worker, Outcome::Superseded { to }));
-                }
-            }
-        }
+        // Every ledger job of the batch is queued before the first answer is awaited: the
+        // writer commits them together.
+        let pending = submit_batch(batch, &ledger, &mut guards);
+        let outcomes = resolve(pending, &stats, &mut guards);
         let Ok(links) = links.lock() else { continue };
         let mut woken = vec![false; links.len()];
         for (worker, o) in outcomes {
@@ -463,6 +512,68 @@ fn verify_loop(
             }
         }
     }
+}
+
+/// Waits for a batch's ledger answers (durable once they arrive) and turns them into outcomes
+/// for the workers, in order. A database failure is not the payer's fault, but it must not be
+/// acknowledged.
+fn resolve(
+    pending: Vec<Pending>,
+    stats: &SpeedStats,
+    guards: &mut BidGuards,
+) -> Vec<(usize, Outcome)> {
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for p in pending {
+        match p {
+            Pending::Bid {
+                to,
+                bid,
+                reply,
+                charged,
+                reserved,
+            } => {
+                let result =
+                    reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
+                match &result {
+                    Ok(_) => {
+                        stats.bids.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(r) => {
+                        // Refused after its checks: it opened no window and holds no channel.
+                        if reserved {
+                            guards.release(&bid.channel);
+                        }
+                        if let Some(ip) = charged {
+                            guards.admission.refund(ip);
+                        }
+                        stats.reject(*r);
+                    }
+                }
+                outcomes.push((to.worker, Outcome::Bid { to, result }));
+            }
+            Pending::Voucher(to, reply) => {
+                let result =
+                    reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
+                match &result {
+                    Ok(a) => {
+                        stats.vouchers_accepted.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut e) = stats.earned.lock() {
+                            *e = e.saturating_add(a.increment);
+                        }
+                        // The channel has its row now: the ledger decides who owns it.
+                        guards.release(&a.channel);
+                    }
+                    Err(r) => stats.reject(*r),
+                }
+                outcomes.push((to.worker, Outcome::Voucher { to, result }));
+            }
+            Pending::Superseded(to) => {
+                stats.vouchers_superseded.fetch_add(1, Ordering::Relaxed);
+                outcomes.push((to.worker, Outcome::Superseded { to }));
+            }
+        }
+    }
+    outcomes
 }
 
 /// What a node needs to earn: where its database and key are, and its terms.
@@ -513,10 +624,16 @@ mod tests {
     use crate::speed::voucher::ChannelId;
     use crate::speed::wallet::Wallet;
 
-    /// Of one peer's vouchers for a channel in a batch, only the highest whose signature holds
-    /// is checked into the ledger; the lower ones are answered right after it as superseded.
-    #[test]
-    fn a_batch_checks_one_voucher_per_peer_and_channel() {
+    struct Rig {
+        _dir: tempfile::TempDir,
+        writer: crate::db::DbWriter,
+        ledger: Ledger,
+        seeder: Wallet,
+        guards: BidGuards,
+        stats: SpeedStats,
+    }
+
+    fn rig() -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let writer = crate::db::DbWriter::start(
             &dir.path().join("ringseed.db"),
@@ -524,111 +641,191 @@ mod tests {
         )
         .unwrap();
         let seeder = Wallet::from_secret([2; 32]).unwrap();
-        let l = Ledger::new(writer.handle(), seeder.address(), 199);
-        let payer = Wallet::from_secret([3; 32]).unwrap();
-        let thief = Wallet::from_secret([4; 32]).unwrap();
-        let ch = ChannelId([7; 32]);
-        let peer = |conn_id| PeerRef {
+        Rig {
+            ledger: Ledger::new(writer.handle(), seeder.address(), 199),
+            _dir: dir,
+            writer,
+            seeder,
+            guards: BidGuards {
+                admission: Admission::new(2, std::time::Duration::from_secs(3600), 16),
+                ..Default::default()
+            },
+            stats: SpeedStats::default(),
+        }
+    }
+
+    fn peer(conn_id: u64) -> PeerRef {
+        PeerRef {
             worker: 0,
             slot: conn_id as usize,
             conn_id,
-        };
-        let q = |conn_id, signer: &Wallet, amount| QueuedVoucher {
-            to: peer(conn_id),
-            voucher: Voucher::sign(signer, 199, ch, seeder.address(), amount),
-            payer: payer.address(),
-            cap: 1_000,
-            torrent: [1; 20],
-        };
+        }
+    }
+
+    impl Rig {
+        fn voucher(&self, conn_id: u64, signer: &Wallet, payer: &Wallet, ch: u8, a: u128) -> Job {
+            Job::Voucher {
+                to: peer(conn_id),
+                voucher: Voucher::sign(signer, 199, ChannelId([ch; 32]), self.seeder.address(), a),
+                payer: payer.address(),
+                cap: 1_000,
+                torrent: [1; 20],
+            }
+        }
+
+        fn bid(&self, conn_id: u64, payer: &Wallet, ch: u8, fresh: Option<&str>) -> Job {
+            let channel = ChannelId([ch; 32]);
+            Job::Bid {
+                to: peer(conn_id),
+                bid: Bid::sign(payer, 199, self.seeder.address(), 1, channel, 1_000),
+                fresh_from: fresh.map(|s| s.parse().unwrap()),
+            }
+        }
+
+        /// Runs a batch; each answer as (connection, what).
+        fn run(&mut self, batch: Vec<Job>) -> Vec<(u64, String)> {
+            let pending = submit_batch(batch, &self.ledger, &mut self.guards);
+            resolve(pending, &self.stats, &mut self.guards)
+                .into_iter()
+                .map(|(_, o)| match o {
+                    Outcome::Bid { to, result } => (
+                        to.conn_id,
+                        match result {
+                            Ok(c) => format!("bid {} at {}", c.id.0[0], c.accepted),
+                            Err(e) => format!("bid {}", e.name()),
+                        },
+                    ),
+                    Outcome::Voucher { to, result } => (
+                        to.conn_id,
+                        match result {
+                            Ok(a) => format!("accepted {}", a.cumulative),
+                            Err(e) => e.name().to_string(),
+                        },
+                    ),
+                    Outcome::Superseded { to } => (to.conn_id, "superseded".into()),
+                })
+                .collect()
+        }
+    }
+
+    fn answers(v: &[(u64, String)]) -> Vec<(u64, &str)> {
+        v.iter().map(|(c, a)| (*c, a.as_str())).collect()
+    }
+
+    /// Of one peer's vouchers for a channel in a batch, only the highest whose signature holds
+    /// is checked into the ledger; the lower ones are answered right after it as superseded,
+    /// and the group answers where its first voucher arrived.
+    #[test]
+    fn a_batch_checks_one_voucher_per_peer_and_channel() {
+        let mut r = rig();
+        let payer = Wallet::from_secret([3; 32]).unwrap();
+        let thief = Wallet::from_secret([4; 32]).unwrap();
         // Peer 1 sent 10, 30, 20 and a forged 40; peer 2 (the same channel on another
-        // connection) sent 25.
+        // connection) sent 25 in between.
         let batch = vec![
-            q(1, &payer, 10),
-            q(2, &payer, 25),
-            q(1, &payer, 30),
-            q(1, &thief, 40),
-            q(1, &payer, 20),
+            r.voucher(1, &payer, &payer, 7, 10),
+            r.voucher(2, &payer, &payer, 7, 25),
+            r.voucher(1, &payer, &payer, 7, 30),
+            r.voucher(1, &thief, &payer, 7, 40),
+            r.voucher(1, &payer, &payer, 7, 20),
         ];
-        let mut pending = Vec::new();
-        check_vouchers(batch.into_iter().enumerate().collect(), &l, &mut pending);
-        pending.sort_by_key(|(order, _)| *order);
-        let answers: Vec<(Order, u64, String)> = pending
-            .into_iter()
-            .map(|(order, p)| match p {
-                Pending::Voucher(to, r) => {
-                    let r = r.and_then(|reply| reply.recv_result().unwrap());
-                    let a = match r {
-                        Ok(a) => format!("accepted {}", a.cumulative),
-                        Err(e) => e.name().to_string(),
-                    };
-                    (order, to.conn_id, a)
-                }
-                Pending::Superseded(to) => (order, to.conn_id, "superseded".into()),
-                Pending::Bid(..) => unreachable!(),
-            })
-            .collect();
-        // Peer 1's answers all sit where its first voucher arrived (job 0), so a bid it sent
-        // after that voucher (job 1 here would be one) is answered after them.
+        let got = r.run(batch);
         let expected = [
-            ((0, 1), 1, "forged"),
-            ((0, 2), 1, "accepted 30"),
-            ((0, 3), 1, "superseded"),
-            ((0, 4), 1, "superseded"),
-            ((1, 1), 2, "decreasing"),
+            (1, "forged"),
+            (1, "accepted 30"),
+            (1, "superseded"),
+            (1, "superseded"),
+            (2, "decreasing"),
         ];
-        let answers: Vec<(Order, u64, &str)> = answers
-            .iter()
-            .map(|(o, c, a)| (*o, *c, a.as_str()))
-            .collect();
-        assert_eq!(answers, expected);
-        writer.shutdown();
+        assert_eq!(answers(&got), expected);
+        assert_eq!(r.stats.vouchers_superseded.load(Ordering::Relaxed), 2);
+        r.writer.shutdown();
+    }
+
+    /// The ledger sees a peer's bids and vouchers in the order their answers go back: a
+    /// voucher sent before a re-bid on its channel is written (and answered) before the bid
+    /// is, so the bid's answer carries the amount the voucher made durable.
+    #[test]
+    fn bids_and_vouchers_reach_the_ledger_in_answer_order() {
+        let mut r = rig();
+        let payer = Wallet::from_secret([3; 32]).unwrap();
+        let b = r.bid(1, &payer, 7, Some("192.0.2.1"));
+        assert_eq!(answers(&r.run(vec![b])), [(1, "bid 7 at 0")]);
+        let batch = vec![
+            r.voucher(1, &payer, &payer, 7, 150),
+            r.bid(1, &payer, 7, None),
+            r.voucher(1, &payer, &payer, 7, 200),
+        ];
+        let got = r.run(batch);
+        assert_eq!(
+            answers(&got),
+            [(1, "accepted 200"), (1, "superseded"), (1, "bid 7 at 200")]
+        );
+        r.writer.shutdown();
     }
 
     /// A connection's first bid opens a fresh credit window and takes one from its address's
-    /// allowance; a later bid on the connection (which carries its debt) takes none.
+    /// allowance (given back if the ledger refuses the bid); a later bid on the connection
+    /// (which carries its debt) takes none.
     #[test]
     fn fresh_credit_windows_are_admitted_per_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = crate::db::DbWriter::start(
-            &dir.path().join("ringseed.db"),
-            &[(ledger::COMPONENT, ledger::MIGRATIONS)],
-        )
-        .unwrap();
-        let seeder = Wallet::from_secret([2; 32]).unwrap();
-        let l = Ledger::new(writer.handle(), seeder.address(), 199);
+        let mut r = rig();
         let payer = Wallet::from_secret([3; 32]).unwrap();
-        let bid = |ch: u8| Bid::sign(&payer, 199, seeder.address(), 1, ChannelId([ch; 32]), 99);
-        let mut guards = BidGuards {
-            admission: Admission::new(2, std::time::Duration::from_secs(3600), 16),
-            ..Default::default()
-        };
-        let mut answer = |b: Bid, fresh_from: Option<&str>| {
-            let from = fresh_from.map(|s| s.parse().unwrap());
-            check_bid(b, from, &l, &mut guards)
-                .and_then(|r| r.recv_result().unwrap())
-                .map(|c| c.id)
-        };
         let a = Some("192.0.2.1");
-        assert_eq!(answer(bid(1), a), Ok(ChannelId([1; 32])));
-        assert_eq!(answer(bid(2), a), Ok(ChannelId([2; 32])));
-        assert_eq!(answer(bid(3), a), Err(Rejection::TooManyChannels));
-        assert_eq!(answer(bid(3), None), Ok(ChannelId([3; 32])), "not fresh");
+        let batch = vec![
+            r.bid(1, &payer, 1, a),
+            r.bid(2, &payer, 2, a),
+            r.bid(3, &payer, 3, a),
+            r.bid(1, &payer, 3, None),
+        ];
+        let got = r.run(batch);
+        let expected = [
+            (1, "bid 1 at 0"),
+            (2, "bid 2 at 0"),
+            (3, "bid too_many_channels"),
+            (1, "bid 3 at 0"),
+        ];
+        assert_eq!(answers(&got), expected);
         // An unsigned bid is refused before it can spend anyone's allowance.
-        let unsigned = Bid {
-            signature: [0; 65],
-            ..bid(4)
+        let Job::Bid { to, bid, .. } = r.bid(4, &payer, 4, None) else {
+            unreachable!()
         };
+        let unsigned = Job::Bid {
+            to,
+            bid: Bid {
+                signature: [0; 65],
+                ..bid
+            },
+            fresh_from: Some("192.0.2.9".parse().unwrap()),
+        };
+        assert_eq!(answers(&r.run(vec![unsigned])), [(4, "bid forged")]);
         let b = Some("192.0.2.9");
-        assert_eq!(answer(unsigned, b), Err(Rejection::Forged));
-        assert_eq!(answer(bid(4), b), Ok(ChannelId([4; 32])));
-        assert_eq!(answer(bid(5), b), Ok(ChannelId([5; 32])));
-        assert_eq!(answer(bid(6), b), Err(Rejection::TooManyChannels));
-        // Channel 1 has no ledger row yet (no voucher), but its payer bid first: a stranger's
-        // own signed bid on it is refused, the payer's own re-bid is not.
+        let got = r.run(vec![r.bid(5, &payer, 5, b), r.bid(6, &payer, 6, b)]);
+        assert_eq!(answers(&got), [(5, "bid 5 at 0"), (6, "bid 6 at 0")]);
+        let got = r.run(vec![r.bid(7, &payer, 7, b)]);
+        assert_eq!(answers(&got), [(7, "bid too_many_channels")]);
+        r.writer.shutdown();
+    }
+
+    /// Until a channel's first voucher writes its row, the payer that bid first holds it: a
+    /// stranger's own signed bid is refused. Once the row exists the ledger decides, and a
+    /// stranger's refused bid leaves no reservation behind to lock the payer out.
+    #[test]
+    fn the_first_bidder_holds_a_channel_until_its_row_decides() {
+        let mut r = rig();
+        let payer = Wallet::from_secret([3; 32]).unwrap();
         let thief = Wallet::from_secret([9; 32]).unwrap();
-        let stolen = Bid::sign(&thief, 199, seeder.address(), 1, ChannelId([1; 32]), 99);
-        assert_eq!(answer(stolen, None), Err(Rejection::Forged));
-        assert_eq!(answer(bid(1), None), Ok(ChannelId([1; 32])));
-        writer.shutdown();
+        let got = r.run(vec![r.bid(1, &payer, 1, None), r.bid(2, &thief, 1, None)]);
+        assert_eq!(answers(&got), [(1, "bid 1 at 0"), (2, "bid forged")]);
+        let got = r.run(vec![r.voucher(1, &payer, &payer, 1, 5)]);
+        assert_eq!(answers(&got), [(1, "accepted 5")]);
+        assert!(r.guards.reserved.is_empty(), "the row decides now");
+        // The thief's bid is refused by the ledger (the row is the payer's) and reserves
+        // nothing: the payer can still bid on its channel.
+        let got = r.run(vec![r.bid(2, &thief, 1, None)]);
+        assert_eq!(answers(&got), [(2, "bid forged")]);
+        let got = r.run(vec![r.bid(3, &payer, 1, None)]);
+        assert_eq!(answers(&got), [(3, "bid 1 at 5")]);
+        r.writer.shutdown();
     }
 }
