@@ -165,7 +165,14 @@ impl PeerSpeed {
             Outcome::Bid { result, .. } => {
                 let bid = self.pending_bid.take()?;
                 match result {
-                    Ok(ch) => {
+                    Ok(mut ch) => {
+                        // The same channel again (a re-cap): never step back from what this
+                        // connection already saw accepted (it would be counted twice) or
+                        // queued (its vouchers are still in flight).
+                        let same = self.channel.filter(|o| o.id == ch.id);
+                        if let Some(old) = same {
+                            ch.accepted = ch.accepted.max(old.accepted);
+                        }
                         match self.channel {
                             // Only the first bid of a connection starts the count of bytes
                             // served; a later one (another channel or cap) carries what was
@@ -180,7 +187,10 @@ impl PeerSpeed {
                         self.bid = Some(bid);
                         self.channel = Some(ch);
                         self.accepted_at_bid = ch.accepted;
-                        self.highest_queued = ch.accepted;
+                        self.highest_queued = match same {
+                            Some(_) => self.highest_queued.max(ch.accepted),
+                            None => ch.accepted,
+                        };
                         self.credit = 0;
                         // The payer learns where its channel stands (after a restart, say).
                         Some(SpeedMessage::Receipt(Receipt {
@@ -355,6 +365,24 @@ mod tests {
         };
         assert_eq!((r.channel, r.accepted), (ChannelId([1; 32]), 300));
         assert_eq!(p.bidder(0, 2 << 20).unwrap().paid, 300);
+    }
+
+    /// A re-cap answered with an older durable amount than the connection already saw must
+    /// not count the difference twice.
+    #[test]
+    fn a_re_cap_never_steps_back_from_what_was_seen_accepted() {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id: 1,
+        };
+        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        confirm(&mut p, 1, 0, 0);
+        if let Some(c) = p.channel.as_mut() {
+            c.accepted = 200;
+        }
+        confirm(&mut p, 1, 100, 1 << 20);
+        assert_eq!(p.bidder(0, 1 << 20).unwrap().paid, 200);
     }
 
     #[test]
