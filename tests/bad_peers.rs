@@ -262,3 +262,125 @@ fn peers_land_on_every_worker() {
     assert_eq!(stats.iter().map(|s| s.handshakes).sum::<u64>(), 32);
     drop(peers);
 }
+
+/// Reads messages until `want` returns something for one of them.
+fn read_until<T>(s: &mut TcpStream, mut want: impl FnMut(&Message<'_>) -> Option<T>) -> T {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some((m, used)) = ringseed::wire::parse_message(&buf, 1 << 20).unwrap() {
+            if let Some(t) = want(&m) {
+                return t;
+            }
+            buf.drain(..used);
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// BEP 9 on the wire: a public torrent offers `ut_metadata` with its size and answers requests
+/// with the info dictionary's exact bytes, a piece past the end with a reject, and a peer that
+/// keeps asking with rejects once it has had a few copies; a private torrent offers nothing.
+#[test]
+fn metadata_is_served_for_public_torrents_within_bounds() {
+    use ringseed::wire::extension::ExtHandshake;
+    use ringseed::wire::metadata::{self, MetadataMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let engine = Engine::start(Settings {
+        workers: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    })
+    .unwrap();
+    let mut metas = Vec::new();
+    for (name, private) in [("public.bin", false), ("private.bin", true)] {
+        std::fs::write(data.join(name), pattern(300_000, name.len() as u64)).unwrap();
+        let flags: &[&str] = if private { &["--private"] } else { &[] };
+        let meta = create_torrent(
+            &data.join(name),
+            &dir.path().join(format!("{name}.torrent")),
+            flags,
+        );
+        let (t, _) = Torrent::open(meta.clone(), &data, Some(Default::default())).unwrap();
+        engine.add_torrent(Arc::new(t)).unwrap();
+        metas.push(meta);
+    }
+    let ours = 9u8;
+    let ext_handshake = |s: &mut TcpStream| -> ExtHandshake {
+        let mine = ExtHandshake {
+            m: vec![(metadata::EXTENSION_NAME.into(), ours)],
+            ..Default::default()
+        };
+        s.write_all(&msg(Message::Extended {
+            id: 0,
+            payload: &mine.encode(),
+        }))
+        .unwrap();
+        read_until(s, |m| match m {
+            Message::Extended { id: 0, payload } => ExtHandshake::parse(payload).ok(),
+            _ => None,
+        })
+    };
+    // Public: offered, with the size; every piece is the info dictionary's bytes.
+    let public = &metas[0];
+    let mut s = handshaken(engine.local_addr(), public.info.hash.wire_id());
+    let theirs = ext_handshake(&mut s);
+    let their_id = theirs
+        .id_of(metadata::EXTENSION_NAME)
+        .expect("ut_metadata offered");
+    assert_eq!(theirs.metadata_size, Some(public.info.raw.len() as u64));
+    let request = |s: &mut TcpStream, piece: u32| -> (MetadataMessage, Vec<u8>) {
+        let req = format!("d8:msg_typei0e5:piecei{piece}ee");
+        s.write_all(&msg(Message::Extended {
+            id: their_id,
+            payload: req.as_bytes(),
+        }))
+        .unwrap();
+        read_until(s, |m| match m {
+            Message::Extended { id, payload } if *id == ours => {
+                let parsed = MetadataMessage::parse(payload).unwrap();
+                let dict_len = payload.len()
+                    - match parsed {
+                        MetadataMessage::Data { total_size, .. } => {
+                            (total_size as usize).min(metadata::PIECE_BYTES)
+                        }
+                        _ => 0,
+                    };
+                Some((parsed, payload[dict_len..].to_vec()))
+            }
+            _ => None,
+        })
+    };
+    let n = metadata::piece_count(public.info.raw.len());
+    assert_eq!(n, 1);
+    let (m, bytes) = request(&mut s, 0);
+    let total_size = public.info.raw.len() as u64;
+    assert_eq!(
+        m,
+        MetadataMessage::Data {
+            piece: 0,
+            total_size
+        }
+    );
+    assert_eq!(bytes, public.info.raw);
+    assert_eq!(request(&mut s, 1).0, MetadataMessage::Reject(1));
+    // A few copies of the whole, then rejects (the answers so far count too).
+    let answers: Vec<MetadataMessage> = (0..10).map(|_| request(&mut s, 0).0).collect();
+    let served = answers
+        .iter()
+        .filter(|m| matches!(m, MetadataMessage::Data { .. }))
+        .count();
+    assert_eq!(served, 4 * n as usize + 4 - 2, "{answers:?}");
+    assert!(answers.ends_with(&[MetadataMessage::Reject(0)]));
+    // Private: no ut_metadata, no size.
+    let private = &metas[1];
+    let mut s = handshaken(engine.local_addr(), private.info.hash.wire_id());
+    let theirs = ext_handshake(&mut s);
+    assert_eq!(theirs.id_of(metadata::EXTENSION_NAME), None);
+    assert_eq!(theirs.metadata_size, None);
+    engine.shutdown();
+}

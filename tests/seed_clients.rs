@@ -72,6 +72,53 @@ fn libtorrent_downloads_single_and_multi_file() {
     assert!(up >= 1_000_003 + 1_600_122, "{stats:?}");
 }
 
+/// libtorrent starts from a magnet link that names only the info hash: it fetches the info
+/// dictionary from ringseed over BEP 9 (two 16 KiB metadata pieces here), then the data.
+#[test]
+fn libtorrent_downloads_from_a_magnet_link_fetching_the_metadata_from_us() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let src = data.join("magnet-payload");
+    std::fs::create_dir_all(&src).unwrap();
+    // 1100 pieces of 16 KiB: 22 000 bytes of piece hashes, so the info dictionary spans two
+    // metadata pieces.
+    let mut x = 0x9e37_79b9_u32;
+    let bytes: Vec<u8> = (0..1100 * 16 * 1024 - 777)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("a.bin"), &bytes[..5_000_000]).unwrap();
+    std::fs::write(src.join("b.bin"), &bytes[5_000_000..]).unwrap();
+    let tpath = dir.path().join("magnet.torrent");
+    let meta = make_torrent(&src, &tpath, 16);
+    assert!(meta.info.raw.len() > 16 * 1024, "{}", meta.info.raw.len());
+    let engine = start_engine(1);
+    let (t, report) = Torrent::open(meta.clone(), &data, Some(Default::default())).unwrap();
+    assert!(report.unwrap().all_good());
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}",
+        ringseed::metainfo::hex(&meta.info.hash.wire_id())
+    );
+    let out = dir.path().join("lt");
+    let res: serde_json::Value = serde_json::from_str(&lt_tool(&[
+        "download",
+        &magnet,
+        out.to_str().unwrap(),
+        &engine.local_addr().to_string(),
+        "60",
+    ]))
+    .unwrap();
+    assert_eq!(res["done"], true, "{res}");
+    assert_same_tree(&src, &out.join("magnet-payload"));
+    engine.shutdown();
+}
+
 /// The real binary, real tracker, real clients: aria2c and two libtorrent sessions (one through
 /// the tracker, one by direct connect) download one multi-file torrent with an odd piece size
 /// from one `ringseed seed` at the same time. SIGINT then announces `stopped` and exits 0.

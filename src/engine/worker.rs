@@ -401,6 +401,8 @@ struct Conn {
     optimistic: bool,
     /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
     speed: Option<Box<PeerSpeed>>,
+    /// BEP 9 metadata pieces answered on this connection (bounded, see `metadata_message`).
+    metadata_answers: u32,
 }
 
 impl Conn {
@@ -450,6 +452,7 @@ impl Conn {
             starved: false,
             optimistic: false,
             speed: None,
+            metadata_answers: 0,
         }
     }
 
@@ -1053,20 +1056,25 @@ impl Worker {
         c.extensions = hs.supports_extensions();
         let Some(t) = c.torrent.clone() else { return };
         if c.extensions {
+            let mut m = Vec::new();
+            // BEP 9 for public torrents: a peer that came from a magnet link fetches the info
+            // dictionary from us. A private torrent's metadata travels only in its .torrent.
+            let public = !t.meta.info.private;
+            if public {
+                let name = crate::wire::metadata::EXTENSION_NAME;
+                m.push((name.to_string(), crate::wire::metadata::LOCAL_ID));
+            }
+            if settings.speed.is_some() {
+                let name = crate::speed::protocol::EXTENSION_NAME;
+                m.push((name.to_string(), crate::speed::peer::LOCAL_ID));
+            }
             let ext = ExtHandshake {
-                m: settings
-                    .speed
-                    .as_ref()
-                    .map(|_| {
-                        let name = crate::speed::protocol::EXTENSION_NAME;
-                        vec![(name.to_string(), crate::speed::peer::LOCAL_ID)]
-                    })
-                    .unwrap_or_default(),
+                m,
                 v: Some(settings.client_name.clone()),
                 reqq: Some(settings.max_reqq as u32),
                 yourip: Some(c.addr.ip()),
                 p: Some(port).filter(|&p| p != 0),
-                metadata_size: None,
+                metadata_size: public.then_some(t.meta.info.raw.len() as u64),
                 upload_only: t.pieces.verified.is_full(),
             };
             let payload = ext.encode();
@@ -1255,6 +1263,10 @@ impl Worker {
                 id: crate::speed::peer::LOCAL_ID,
                 payload,
             } => self.speed_message(slot, &payload, t.id),
+            OwnedMsg::Extended {
+                id: crate::wire::metadata::LOCAL_ID,
+                payload,
+            } => self.metadata_message(slot, &payload, &t),
             OwnedMsg::Simple(_) | OwnedMsg::Extended { .. } => {}
         }
         let ctrl_len = self.conn(slot).map_or(0, |c| c.ctrl.len());
@@ -1952,6 +1964,39 @@ impl Worker {
             payload: &offer,
         });
         self.next_conn_id += 1;
+    }
+
+    /// A BEP 9 message: a request is answered with the piece of the info dictionary, or a
+    /// reject for a piece that does not exist, a private torrent, or a peer that has asked for
+    /// more than a few copies of the whole (each answer is 16 KiB queued on our side).
+    fn metadata_message(&mut self, slot: usize, payload: &[u8], t: &Torrent) {
+        use crate::wire::metadata::{self, MetadataMessage};
+        let Some(c) = self.conn(slot) else { return };
+        let Some(their_id) = c
+            .ext
+            .as_ref()
+            .and_then(|e| e.id_of(metadata::EXTENSION_NAME))
+        else {
+            return;
+        };
+        // Data and rejects: we never ask. A malformed message gets no answer either.
+        let Ok(MetadataMessage::Request(piece)) = MetadataMessage::parse(payload) else {
+            return;
+        };
+        let raw = &t.meta.info.raw;
+        let allowed = 4 * metadata::piece_count(raw.len()) + 4;
+        let answer = if t.meta.info.private || c.metadata_answers >= allowed {
+            None
+        } else {
+            metadata::data_message(raw, piece)
+        };
+        c.metadata_answers = c.metadata_answers.saturating_add(1);
+        let reply = answer.unwrap_or_else(|| metadata::reject_message(piece));
+        c.queue(Message::Extended {
+            id: their_id,
+            payload: &reply,
+        });
+        self.pump_send(slot);
     }
 
     fn speed_message(&mut self, slot: usize, payload: &[u8], torrent: [u8; 20]) {

@@ -6,6 +6,7 @@
 
 pub mod extension;
 pub mod fast;
+pub mod metadata;
 
 use std::fmt;
 

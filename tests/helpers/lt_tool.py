@@ -8,11 +8,13 @@
                                              -> makes a torrent with libtorrent
   lt_tool.py seed TORRENT SAVE_PATH PORT      -> seeds with the high_performance_seed preset
                                                 until killed (prints "ready" once listening)
-  lt_tool.py download TORRENT SAVE_PATH PEER_HOST:PORT|tracker [TIMEOUT_S]
+  lt_tool.py download TORRENT|MAGNET SAVE_PATH PEER_HOST:PORT|tracker [TIMEOUT_S]
                                              -> downloads from one peer (direct connect) or from
                                                 the peers the torrent's trackers list (no DHT),
                                                 prints JSON {"done": bool, "seconds",
-                                                "bytes", "rate"} once finished and checked
+                                                "bytes", "rate"} once finished and checked; from
+                                                a magnet link it first fetches the metadata
+                                                from the peer (BEP 9)
 """
 import faulthandler
 import json
@@ -116,8 +118,11 @@ def download(path, save_path, peer, timeout="120"):
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "out_enc_policy": 2, "in_enc_policy": 1,
     })
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(path)
+    if path.startswith("magnet:"):
+        params = lt.parse_magnet_uri(path)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(path)
     params.save_path = save_path
     h = ses.add_torrent(params)
     start = time.monotonic()
