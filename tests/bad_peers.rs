@@ -282,7 +282,8 @@ fn read_until<T>(s: &mut TcpStream, mut want: impl FnMut(&Message<'_>) -> Option
 
 /// BEP 9 on the wire: a public torrent offers `ut_metadata` with its size and answers requests
 /// with the info dictionary's exact bytes, a piece past the end with a reject, and a peer that
-/// keeps asking with rejects once it has had a few copies; a private torrent offers nothing.
+/// keeps asking with rejects once it has had a few copies; a private torrent offers neither
+/// metadata nor peer exchange.
 #[test]
 fn metadata_is_served_for_public_torrents_within_bounds() {
     use ringseed::wire::extension::ExtHandshake;
@@ -382,5 +383,80 @@ fn metadata_is_served_for_public_torrents_within_bounds() {
     let theirs = ext_handshake(&mut s);
     assert_eq!(theirs.id_of(metadata::EXTENSION_NAME), None);
     assert_eq!(theirs.metadata_size, None);
+    assert_eq!(
+        theirs.id_of(ringseed::wire::pex::EXTENSION_NAME),
+        None,
+        "no PEX either"
+    );
+    engine.shutdown();
+}
+
+/// BEP 11 on the wire: a peer that speaks `ut_pex` hears which peers joined its torrent's swarm
+/// (at their listening ports, never itself) and later which left.
+#[test]
+fn peer_exchange_tells_who_joined_and_who_left() {
+    use ringseed::wire::extension::ExtHandshake;
+    use ringseed::wire::pex::{self, PexMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("pex.bin"), pattern(200_000, 5)).unwrap();
+    let meta = create_torrent(&data.join("pex.bin"), &dir.path().join("pex.torrent"), &[]);
+    let engine = Engine::start(Settings {
+        workers: 2,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pex_interval: Duration::from_millis(100),
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), &data, Some(Default::default())).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let ours = 7u8;
+    let join = |port: u16, pex_too: bool| -> TcpStream {
+        let mut s = handshaken(engine.local_addr(), meta.info.hash.wire_id());
+        let m = if pex_too {
+            vec![(pex::EXTENSION_NAME.to_string(), ours)]
+        } else {
+            Vec::new()
+        };
+        let mine = ExtHandshake {
+            m,
+            p: Some(port),
+            ..Default::default()
+        };
+        s.write_all(&msg(Message::Extended {
+            id: 0,
+            payload: &mine.encode(),
+        }))
+        .unwrap();
+        s
+    };
+    let next_pex = |s: &mut TcpStream| -> PexMessage {
+        read_until(s, |m| match m {
+            Message::Extended { id, payload } if *id == ours => PexMessage::parse(payload).ok(),
+            _ => None,
+        })
+    };
+    let mut a = join(10_001, true);
+    let b = join(10_002, false);
+    let c = join(10_003, false);
+    let b_addr: SocketAddr = "127.0.0.1:10002".parse().unwrap();
+    let c_addr: SocketAddr = "127.0.0.1:10003".parse().unwrap();
+    // Rounds may catch the joins one at a time; gather until both are in.
+    let mut heard = Vec::new();
+    while !(heard.contains(&b_addr) && heard.contains(&c_addr)) {
+        let m = next_pex(&mut a);
+        assert!(m.dropped.is_empty(), "{m:?}");
+        heard.extend(m.added.iter().map(|(p, _)| *p));
+        assert!(
+            !heard.contains(&"127.0.0.1:10001".parse().unwrap()),
+            "told about itself"
+        );
+    }
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    drop(b);
+    let m = next_pex(&mut a);
+    assert_eq!((m.added, m.dropped), (vec![], vec![b_addr]));
+    drop(c);
     engine.shutdown();
 }

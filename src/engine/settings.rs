@@ -74,6 +74,9 @@ pub struct Settings {
     pub client_name: String,
     /// The BTT incentive layer (`rs_speed`), when enabled.
     pub speed: Option<std::sync::Arc<crate::speed::service::SpeedService>>,
+    /// How often each peer that speaks BEP 11 hears which peers joined and left its torrent's
+    /// swarm (public torrents only).
+    pub pex_interval: Duration,
 }
 
 impl Default for Settings {
@@ -104,6 +107,7 @@ impl Default for Settings {
             peer_id: super::new_peer_id(),
             client_name: format!("ringseed {}", env!("CARGO_PKG_VERSION")),
             speed: None,
+            pex_interval: Duration::from_secs(60),
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct Torrent {
     /// Peers currently connected to this torrent, over all workers.
     pub peers: AtomicU32,
     pub upload_limit: TokenBucket,
+    /// The connected peers' listening addresses (with BEP 11 flags), over all workers: what
+    /// peer exchange tells the others. Written at extension handshakes and disconnects, read
+    /// once per exchange round.
+    pub swarm: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, u8>>,
 }
 
 impl Torrent {
@@ -66,6 +70,7 @@ impl Torrent {
                 downloaded: AtomicU64::new(0),
                 peers: AtomicU32::new(0),
                 upload_limit: TokenBucket::new(0),
+                swarm: Default::default(),
                 meta,
             },
             report,

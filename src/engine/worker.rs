@@ -403,6 +403,12 @@ struct Conn {
     speed: Option<Box<PeerSpeed>>,
     /// BEP 9 metadata pieces answered on this connection (bounded, see `metadata_message`).
     metadata_answers: u32,
+    outgoing: bool,
+    /// Where the peer listens, once known (its extension handshake's `p`, or the address we
+    /// dialled): listed in its torrent's swarm for peer exchange while connected.
+    listen_addr: Option<SocketAddr>,
+    /// What peer exchange told this peer so far: the swarm as it last heard it.
+    pex_told: Option<std::collections::HashSet<SocketAddr>>,
 }
 
 impl Conn {
@@ -453,6 +459,9 @@ impl Conn {
             optimistic: false,
             speed: None,
             metadata_answers: 0,
+            outgoing,
+            listen_addr: None,
+            pex_told: None,
         }
     }
 
@@ -486,6 +495,7 @@ struct Worker {
     now: Instant,
     last_second: Instant,
     last_rechoke: Instant,
+    last_pex: Instant,
     rechokes: u64,
     slots: usize,
     stopping: bool,
@@ -545,6 +555,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         now,
         last_second: now,
         last_rechoke: now,
+        last_pex: now,
         rechokes: 0,
         slots,
         stopping: false,
@@ -1063,6 +1074,8 @@ impl Worker {
             if public {
                 let name = crate::wire::metadata::EXTENSION_NAME;
                 m.push((name.to_string(), crate::wire::metadata::LOCAL_ID));
+                let name = crate::wire::pex::EXTENSION_NAME;
+                m.push((name.to_string(), crate::wire::pex::LOCAL_ID));
             }
             if settings.speed.is_some() {
                 let name = crate::speed::protocol::EXTENSION_NAME;
@@ -1257,6 +1270,7 @@ impl Worker {
                 // A bad extension handshake disables extensions for this peer; it is no reason
                 // to drop a peer that speaks BEP 3 correctly.
                 c.ext = ExtHandshake::parse(&payload).ok();
+                self.pex_join(slot, &t);
                 self.speed_start(slot);
             }
             OwnedMsg::Extended {
@@ -1780,6 +1794,9 @@ impl Worker {
         };
         if let Some(t) = &c.torrent {
             t.peers.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(a), Ok(mut swarm)) = (c.listen_addr, t.swarm.lock()) {
+                swarm.remove(&a);
+            }
             if let Some(b) = &c.peer_bitfield {
                 for_each_set(b, t.pieces.num_pieces(), |i| t.pieces.peer_lost(i));
             }
@@ -1811,6 +1828,98 @@ impl Worker {
         if self.now.duration_since(self.last_rechoke) >= self.settings.rechoke_interval {
             self.last_rechoke = self.now;
             self.rechoke();
+        }
+        if self.now.duration_since(self.last_pex) >= self.settings.pex_interval {
+            self.last_pex = self.now;
+            self.pex_round();
+        }
+    }
+
+    /// The peer's extension handshake arrived: a peer of a public torrent whose listening
+    /// address we know joins the torrent's swarm for peer exchange, and starts hearing it.
+    fn pex_join(&mut self, slot: usize, t: &Torrent) {
+        use crate::wire::pex;
+        let Some(c) = self.conn(slot) else { return };
+        if t.meta.info.private {
+            return;
+        }
+        let Some(ext) = c.ext.as_ref() else { return };
+        if ext.id_of(pex::EXTENSION_NAME).is_some() && c.pex_told.is_none() {
+            c.pex_told = Some(Default::default());
+        }
+        let listen = match ext.p {
+            Some(p) => Some(SocketAddr::new(c.addr.ip(), p)),
+            None => c.outgoing.then_some(c.addr),
+        };
+        let flags = if ext.upload_only { pex::FLAG_SEED } else { 0 };
+        let (Some(listen), Ok(mut swarm)) = (listen, t.swarm.lock()) else {
+            return;
+        };
+        if let Some(old) = c.listen_addr.replace(listen)
+            && old != listen
+        {
+            swarm.remove(&old);
+        }
+        swarm.insert(listen, flags);
+    }
+
+    /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since its
+    /// last message (at most 50 of each; the rest next round), never itself.
+    fn pex_round(&mut self) {
+        use crate::wire::pex::{self, PexMessage};
+        let mut snapshots: HashMap<[u8; 20], Vec<(SocketAddr, u8)>> = HashMap::new();
+        let slots = self.slots_where(|c| {
+            c.phase == Phase::Active && c.closing.is_none() && c.pex_told.is_some()
+        });
+        for slot in slots {
+            let Some(c) = self.conn(slot) else { continue };
+            let (Some(t), Some(their_id)) = (
+                c.torrent.clone(),
+                c.ext.as_ref().and_then(|e| e.id_of(pex::EXTENSION_NAME)),
+            ) else {
+                continue;
+            };
+            let swarm = snapshots.entry(t.id).or_insert_with(|| {
+                t.swarm
+                    .lock()
+                    .map(|s| s.iter().map(|(a, f)| (*a, *f)).collect())
+                    .unwrap_or_default()
+            });
+            let me = c.listen_addr;
+            let Some(told) = c.pex_told.as_mut() else {
+                continue;
+            };
+            let mut msg = PexMessage::default();
+            for &(a, f) in swarm.iter() {
+                if msg.added.len() == pex::MAX_PEERS {
+                    break;
+                }
+                if Some(a) != me && !told.contains(&a) {
+                    msg.added.push((a, f));
+                }
+            }
+            let current: std::collections::HashSet<SocketAddr> =
+                swarm.iter().map(|(a, _)| *a).collect();
+            msg.dropped = told
+                .iter()
+                .filter(|a| !current.contains(a))
+                .take(pex::MAX_PEERS)
+                .copied()
+                .collect();
+            if msg.is_empty() {
+                continue;
+            }
+            for (a, _) in &msg.added {
+                told.insert(*a);
+            }
+            for a in &msg.dropped {
+                told.remove(a);
+            }
+            c.queue(Message::Extended {
+                id: their_id,
+                payload: &msg.encode(),
+            });
+            self.pump_send(slot);
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod extension;
 pub mod fast;
 pub mod metadata;
+pub mod pex;
 
 use std::fmt;
 
