@@ -1262,14 +1262,21 @@ fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
     use nix::errno::Errno;
     use nix::unistd::{UnlinkatFlags, unlinkat};
     let io = |what: &Path, e: Errno| ControlError::Io(format!("deleting {}: {e}", what.display()));
-    let root = nix::fcntl::open(
+    let root = match nix::fcntl::open(
         dir,
         dir_flags() & !nix::fcntl::OFlag::O_NOFOLLOW,
         nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| io(dir, e))?;
-    let mut parents: Vec<PathBuf> = Vec::new();
-    let mut through_links = 0usize;
+    ) {
+        Ok(fd) => fd,
+        // Nothing left to delete.
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    let mut parents = std::collections::BTreeSet::new();
+    let mut not_beneath = 0usize;
+    // The torrent is already gone from the node: delete what can be deleted, report the first
+    // failure at the end.
+    let mut first_error = None;
     for f in &meta.info.layout.files {
         if f.pad {
             continue;
@@ -1283,31 +1290,31 @@ fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
         match unlinked {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                through_links += 1;
-                tracing::warn!(path = %dir.join(&rel).display(), "not deleted: a directory on its path is a symlink");
+                not_beneath += 1;
+                tracing::warn!(path = %dir.join(&rel).display(), "not deleted: a directory on its path is a symlink or not a directory");
             }
-            Err(e) => return Err(io(&dir.join(&rel), e)),
+            Err(e) => {
+                first_error.get_or_insert_with(|| io(&dir.join(&rel), e));
+            }
         }
         let mut up = Some(parent);
         while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
-            parents.push(d.to_path_buf());
+            parents.insert((std::cmp::Reverse(d.components().count()), d.to_path_buf()));
             up = d.parent();
         }
     }
     // Deepest first; a directory that still holds something (or is a link) stays.
-    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    parents.dedup();
-    for d in parents {
+    for (_, d) in parents {
         if let (Some(parent), Some(name)) = (d.parent(), d.file_name())
             && let Ok(pfd) = dir_beneath(&root, parent)
         {
             let _ = unlinkat(&pfd, name, UnlinkatFlags::RemoveDir);
         }
     }
-    if through_links > 0 {
-        tracing::warn!(files = through_links, dir = %dir.display(), "files left in place: reached through symlinks");
+    if not_beneath > 0 {
+        tracing::warn!(files = not_beneath, dir = %dir.display(), "files left in place: not reachable beneath the data directory without following a link");
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 fn dir_flags() -> nix::fcntl::OFlag {
@@ -1426,6 +1433,9 @@ mod tests {
         std::fs::remove_file(t.join("c.bin")).unwrap();
         std::os::unix::fs::symlink(outside.join("c-target"), t.join("c.bin")).unwrap();
         delete_files(&meta, &data).unwrap();
+        // Deleting again, or from a data directory that is gone, is no error.
+        delete_files(&meta, &data).unwrap();
+        delete_files(&meta, &tmp.path().join("gone")).unwrap();
         assert!(!t.join("a.bin").exists());
         assert!(
             std::fs::symlink_metadata(t.join("c.bin")).is_err(),

@@ -15,6 +15,7 @@ pub mod choker;
 pub mod coalesce;
 pub mod ratelimit;
 mod settings;
+pub mod swarm;
 pub mod torrent;
 mod worker;
 

@@ -28,7 +28,7 @@ pub struct Torrent {
     /// The connected peers' listening addresses (with BEP 11 flags), over all workers: what
     /// peer exchange tells the others. Written at extension handshakes and disconnects, read
     /// once per exchange round.
-    pub swarm: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, u8>>,
+    pub swarm: std::sync::Mutex<super::swarm::Swarm>,
 }
 
 impl Torrent {

@@ -407,8 +407,10 @@ struct Conn {
     /// Where the peer listens, once known (its extension handshake's `p`, or the address we
     /// dialled): listed in its torrent's swarm for peer exchange while connected.
     listen_addr: Option<SocketAddr>,
-    /// What peer exchange told this peer so far: the swarm as it last heard it.
-    pex_told: Option<std::collections::HashSet<SocketAddr>>,
+    /// The peer speaks BEP 11 (and its torrent is public).
+    pex: bool,
+    /// The swarm generation this peer last heard (`None`: nothing yet).
+    pex_heard: Option<u64>,
 }
 
 impl Conn {
@@ -461,7 +463,8 @@ impl Conn {
             metadata_answers: 0,
             outgoing,
             listen_addr: None,
-            pex_told: None,
+            pex: false,
+            pex_heard: None,
         }
     }
 
@@ -1794,8 +1797,8 @@ impl Worker {
         };
         if let Some(t) = &c.torrent {
             t.peers.fetch_sub(1, Ordering::Relaxed);
-            if let (Some(a), Ok(mut swarm)) = (c.listen_addr, t.swarm.lock()) {
-                swarm.remove(&a);
+            if let Some(a) = c.listen_addr {
+                lock(&t.swarm).leave(a);
             }
             if let Some(b) = &c.peer_bitfield {
                 for_each_set(b, t.pieces.num_pieces(), |i| t.pieces.peer_lost(i));
@@ -1844,33 +1847,29 @@ impl Worker {
             return;
         }
         let Some(ext) = c.ext.as_ref() else { return };
-        if ext.id_of(pex::EXTENSION_NAME).is_some() && c.pex_told.is_none() {
-            c.pex_told = Some(Default::default());
-        }
+        c.pex = ext.id_of(pex::EXTENSION_NAME).is_some();
+        // An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d; peers know it by its
+        // IPv4 address.
+        let ip = c.addr.ip().to_canonical();
         let listen = match ext.p {
-            Some(p) => Some(SocketAddr::new(c.addr.ip(), p)),
-            None => c.outgoing.then_some(c.addr),
+            Some(p) => Some(SocketAddr::new(ip, p)),
+            None => c.outgoing.then_some(SocketAddr::new(ip, c.addr.port())),
         };
         let flags = if ext.upload_only { pex::FLAG_SEED } else { 0 };
-        let (Some(listen), Ok(mut swarm)) = (listen, t.swarm.lock()) else {
-            return;
-        };
-        if let Some(old) = c.listen_addr.replace(listen)
-            && old != listen
-        {
-            swarm.remove(&old);
+        let Some(listen) = listen else { return };
+        let mut swarm = lock(&t.swarm);
+        // A repeated handshake moves the peer (its count at the old address goes).
+        if let Some(old) = c.listen_addr.replace(listen) {
+            swarm.leave(old);
         }
-        swarm.insert(listen, flags);
+        swarm.join(listen, flags);
     }
 
-    /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since its
-    /// last message (at most 50 of each; the rest next round), never itself.
+    /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
+    /// heard (at most 50 of each; never itself; nothing when nothing changed).
     fn pex_round(&mut self) {
         use crate::wire::pex::{self, PexMessage};
-        let mut snapshots: HashMap<[u8; 20], Vec<(SocketAddr, u8)>> = HashMap::new();
-        let slots = self.slots_where(|c| {
-            c.phase == Phase::Active && c.closing.is_none() && c.pex_told.is_some()
-        });
+        let slots = self.slots_where(|c| c.phase == Phase::Active && c.closing.is_none() && c.pex);
         for slot in slots {
             let Some(c) = self.conn(slot) else { continue };
             let (Some(t), Some(their_id)) = (
@@ -1879,41 +1878,15 @@ impl Worker {
             ) else {
                 continue;
             };
-            let swarm = snapshots.entry(t.id).or_insert_with(|| {
-                t.swarm
-                    .lock()
-                    .map(|s| s.iter().map(|(a, f)| (*a, *f)).collect())
-                    .unwrap_or_default()
-            });
-            let me = c.listen_addr;
-            let Some(told) = c.pex_told.as_mut() else {
-                continue;
+            let (changes, heard) =
+                lock(&t.swarm).changes_since(c.pex_heard, c.listen_addr, pex::MAX_PEERS);
+            c.pex_heard = Some(heard);
+            let msg = PexMessage {
+                added: changes.added,
+                dropped: changes.dropped,
             };
-            let mut msg = PexMessage::default();
-            for &(a, f) in swarm.iter() {
-                if msg.added.len() == pex::MAX_PEERS {
-                    break;
-                }
-                if Some(a) != me && !told.contains(&a) {
-                    msg.added.push((a, f));
-                }
-            }
-            let current: std::collections::HashSet<SocketAddr> =
-                swarm.iter().map(|(a, _)| *a).collect();
-            msg.dropped = told
-                .iter()
-                .filter(|a| !current.contains(a))
-                .take(pex::MAX_PEERS)
-                .copied()
-                .collect();
             if msg.is_empty() {
                 continue;
-            }
-            for (a, _) in &msg.added {
-                told.insert(*a);
-            }
-            for a in &msg.dropped {
-                told.remove(a);
             }
             c.queue(Message::Extended {
                 id: their_id,
@@ -2076,10 +2049,12 @@ impl Worker {
     }
 
     /// A BEP 9 message: a request is answered with the piece of the info dictionary, or a
-    /// reject for a piece that does not exist, a private torrent, or a peer that has asked for
-    /// more than a few copies of the whole (each answer is 16 KiB queued on our side).
+    /// reject for a piece that does not exist, a private torrent, a peer that has asked for
+    /// more than a few copies of the whole, or one whose queued answers fill its send backlog
+    /// (each answer is 16 KiB queued on our side).
     fn metadata_message(&mut self, slot: usize, payload: &[u8], t: &Torrent) {
         use crate::wire::metadata::{self, MetadataMessage};
+        let max_backlog = self.settings.max_send_backlog;
         let Some(c) = self.conn(slot) else { return };
         let Some(their_id) = c
             .ext
@@ -2094,7 +2069,10 @@ impl Worker {
         };
         let raw = &t.meta.info.raw;
         let allowed = 4 * metadata::piece_count(raw.len()) + 4;
-        let answer = if t.meta.info.private || c.metadata_answers >= allowed {
+        // A piece that would push the queued control bytes past the send backlog (the peer
+        // asked for many at once) is rejected rather than cutting the peer off; it asks again.
+        let room = c.ctrl.len() + metadata::PIECE_BYTES + 128 <= max_backlog;
+        let answer = if t.meta.info.private || c.metadata_answers >= allowed || !room {
             None
         } else {
             metadata::data_message(raw, piece)
@@ -2157,6 +2135,12 @@ impl Worker {
             self.latency.reset();
         }
     }
+}
+
+/// A torrent's shared state behind a mutex; a poisoned lock (a panic elsewhere mid-update) still
+/// holds usable data here, so it is taken as it is.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Calls `f` for every piece index below `n` whose bit is set in a wire-form bitfield.
