@@ -289,6 +289,18 @@ mod tests {
     use crate::speed::voucher::{Channel, ChannelId};
     use crate::speed::wallet::Address;
 
+    fn fresh_peer() -> (PeerRef, PeerSpeed) {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id: 1,
+        };
+        (
+            to,
+            PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3),
+        )
+    }
+
     fn confirm(p: &mut PeerSpeed, channel: u8, accepted: Amount, served: u64) {
         let bid = Bid {
             price: 1 << 20,
@@ -316,12 +328,7 @@ mod tests {
     /// resend of the same amount is judged against the durable amount, not refused `replayed`.
     #[test]
     fn a_refused_voucher_does_not_stay_counted_as_queued() {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id: 1,
-        };
-        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        let (to, mut p) = fresh_peer();
         confirm(&mut p, 1, 10, 0);
         // 19 and 20 were queued; 20 came back refused (database queue full), then 19 as
         // superseded by it.
@@ -343,12 +350,7 @@ mod tests {
     /// still counts as paid (it is durable) and gets its receipt.
     #[test]
     fn a_late_voucher_of_the_previous_channel_counts() {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id: 1,
-        };
-        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        let (to, mut p) = fresh_peer();
         confirm(&mut p, 1, 0, 0);
         p.in_flight = 1;
         confirm(&mut p, 2, 0, 1 << 20);
@@ -371,12 +373,7 @@ mod tests {
     /// not count the difference twice.
     #[test]
     fn a_re_cap_never_steps_back_from_what_was_seen_accepted() {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id: 1,
-        };
-        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        let (_, mut p) = fresh_peer();
         confirm(&mut p, 1, 0, 0);
         if let Some(c) = p.channel.as_mut() {
             c.accepted = 200;
@@ -387,12 +384,7 @@ mod tests {
 
     #[test]
     fn a_new_bid_does_not_reset_what_is_owed() {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id: 1,
-        };
-        let mut p = PeerSpeed::new(to, std::net::Ipv4Addr::LOCALHOST.into(), 3);
+        let (_, mut p) = fresh_peer();
         confirm(&mut p, 1, 0, 5 << 20);
         // 10 MiB served since the first bid, 4 MiB worth paid on channel 1.
         if let Some(c) = p.channel.as_mut() {
