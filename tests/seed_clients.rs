@@ -119,6 +119,79 @@ fn libtorrent_downloads_from_a_magnet_link_fetching_the_metadata_from_us() {
     engine.shutdown();
 }
 
+/// libtorrent learns about another peer from our peer exchange and dials it: while it
+/// downloads (the seeder throttled so that takes seconds), a listener that joined the swarm as
+/// a peer with `p` = its port receives libtorrent's handshake for the torrent.
+#[test]
+fn libtorrent_dials_a_peer_it_heard_of_through_our_peer_exchange() {
+    use ringseed::wire::extension::ExtHandshake;
+    use ringseed::wire::{Handshake, Message};
+    use std::io::{Read, Write};
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("pex.bin"), common::pattern(24 << 20, 11)).unwrap();
+    let tpath = dir.path().join("pex.torrent");
+    let meta = make_torrent(&data.join("pex.bin"), &tpath, 256);
+    let engine = Engine::start(Settings {
+        workers: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pex_interval: std::time::Duration::from_millis(300),
+        upload_rate_limit: 6 << 20,
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), &data, Some(Default::default())).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    // The other peer: a listener, and a connection to the seeder announcing that port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut member = std::net::TcpStream::connect(engine.local_addr()).unwrap();
+    let mut hello = Handshake::new(meta.info.hash.wire_id(), *b"-XX0000-pexmember001")
+        .encode()
+        .to_vec();
+    let ext = ExtHandshake {
+        p: Some(port),
+        ..Default::default()
+    };
+    Message::Extended {
+        id: 0,
+        payload: &ext.encode(),
+    }
+    .encode(&mut hello);
+    member.write_all(&hello).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut hs = [0u8; 68];
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            if s.read_exact(&mut hs).is_ok() {
+                let _ = tx.send(Handshake::parse(&hs).ok().flatten().map(|h| h.info_hash));
+            }
+        }
+    });
+    let out = dir.path().join("lt");
+    let res: serde_json::Value = serde_json::from_str(&lt_tool(&[
+        "download",
+        tpath.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &engine.local_addr().to_string(),
+        "60",
+    ]))
+    .unwrap();
+    assert_eq!(res["done"], true, "{res}");
+    let dialled = rx.recv_timeout(std::time::Duration::from_secs(5));
+    assert_eq!(
+        dialled,
+        Ok(Some(meta.info.hash.wire_id())),
+        "libtorrent never dialled the peer our exchange listed"
+    );
+    drop(member);
+    engine.shutdown();
+}
+
 /// The real binary, real tracker, real clients: aria2c and two libtorrent sessions (one through
 /// the tracker, one by direct connect) download one multi-file torrent with an odd piece size
 /// from one `ringseed seed` at the same time. SIGINT then announces `stopped` and exits 0.
