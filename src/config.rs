@@ -61,6 +61,7 @@ pub struct EngineConfig {
     pub handshake_timeout_s: u32,
     pub idle_timeout_s: u32,
     pub max_peers_per_worker: u32,
+    pub pex_interval_s: u32,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +85,7 @@ impl Default for EngineConfig {
             handshake_timeout_s: s.handshake_timeout.as_secs() as u32,
             idle_timeout_s: s.idle_timeout.as_secs() as u32,
             max_peers_per_worker: s.max_peers_per_worker as u32,
+            pex_interval_s: s.pex_interval.as_secs() as u32,
         }
     }
 }
@@ -451,6 +453,11 @@ const DOCS: &[(&str, &str)] = &[
         "Connections one worker holds at most. Range 1..=1000000.",
     ),
     (
+        "engine.pex_interval_s",
+        "Seconds between peer-exchange messages (BEP 11): peers of public torrents hear who\n\
+         joined and left the swarm. 0 turns peer exchange off. Range 0 or 60..=3600.",
+    ),
+    (
         "trackers",
         "Tracker announces (HTTP, HTTPS and UDP; BEP 3, 12, 15, 23).",
     ),
@@ -672,6 +679,12 @@ impl Config {
             "allowed 1..=300",
         )?;
         range(
+            "engine.pex_interval_s",
+            e.pex_interval_s,
+            e.pex_interval_s == 0 || (60..=3600).contains(&e.pex_interval_s),
+            "allowed 0 (off) or 60..=3600 (BEP 11: at most one message a minute)",
+        )?;
+        range(
             "engine.max_request_kib",
             e.max_request_kib,
             (16..=128).contains(&e.max_request_kib),
@@ -876,6 +889,7 @@ impl Config {
             handshake_timeout: std::time::Duration::from_secs(u64::from(e.handshake_timeout_s)),
             idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),
             max_peers_per_worker: e.max_peers_per_worker as usize,
+            pex_interval: std::time::Duration::from_secs(u64::from(e.pex_interval_s)),
             ..d
         }
     }
@@ -1004,6 +1018,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("explode"), "{e}");
+        let e = Config::parse("[engine]\npex_interval_s = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine.pex_interval_s"), "{e}");
+        let e = Config::parse("[speed]\ncredit_window_kib = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("speed.credit_window_kib"), "{e}");
+        let off = Config::parse("[engine]\npex_interval_s = 0\n").unwrap();
+        assert!(off.engine_settings().pex_interval.is_zero());
     }
 
     #[test]

@@ -460,3 +460,40 @@ fn peer_exchange_tells_who_joined_and_who_left() {
     drop(c);
     engine.shutdown();
 }
+
+/// `engine.pex_interval_s = 0` turns peer exchange off: `ut_pex` is not offered.
+#[test]
+fn peer_exchange_can_be_turned_off() {
+    use ringseed::wire::extension::ExtHandshake;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("off.bin"), pattern(50_000, 3)).unwrap();
+    let meta = create_torrent(&data.join("off.bin"), &dir.path().join("off.torrent"), &[]);
+    let engine = Engine::start(Settings {
+        workers: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pex_interval: Duration::ZERO,
+        ..Settings::default()
+    })
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), &data, Some(Default::default())).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let mut s = handshaken(engine.local_addr(), meta.info.hash.wire_id());
+    s.write_all(&msg(Message::Extended {
+        id: 0,
+        payload: &ExtHandshake::default().encode(),
+    }))
+    .unwrap();
+    let theirs = read_until(&mut s, |m| match m {
+        Message::Extended { id: 0, payload } => ExtHandshake::parse(payload).ok(),
+        _ => None,
+    });
+    assert_eq!(theirs.id_of(ringseed::wire::pex::EXTENSION_NAME), None);
+    assert!(
+        theirs
+            .id_of(ringseed::wire::metadata::EXTENSION_NAME)
+            .is_some()
+    );
+    engine.shutdown();
+}

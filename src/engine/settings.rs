@@ -75,7 +75,7 @@ pub struct Settings {
     /// The BTT incentive layer (`rs_speed`), when enabled.
     pub speed: Option<std::sync::Arc<crate::speed::service::SpeedService>>,
     /// How often each peer that speaks BEP 11 hears which peers joined and left its torrent's
-    /// swarm (public torrents only).
+    /// swarm (public torrents only); zero turns peer exchange off.
     pub pex_interval: Duration,
 }
 

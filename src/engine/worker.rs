@@ -1077,8 +1077,10 @@ impl Worker {
             if public {
                 let name = crate::wire::metadata::EXTENSION_NAME;
                 m.push((name.to_string(), crate::wire::metadata::LOCAL_ID));
-                let name = crate::wire::pex::EXTENSION_NAME;
-                m.push((name.to_string(), crate::wire::pex::LOCAL_ID));
+                if !settings.pex_interval.is_zero() {
+                    let name = crate::wire::pex::EXTENSION_NAME;
+                    m.push((name.to_string(), crate::wire::pex::LOCAL_ID));
+                }
             }
             if settings.speed.is_some() {
                 let name = crate::speed::protocol::EXTENSION_NAME;
@@ -1832,7 +1834,9 @@ impl Worker {
             self.last_rechoke = self.now;
             self.rechoke();
         }
-        if self.now.duration_since(self.last_pex) >= self.settings.pex_interval {
+        if !self.settings.pex_interval.is_zero()
+            && self.now.duration_since(self.last_pex) >= self.settings.pex_interval
+        {
             self.last_pex = self.now;
             self.pex_round();
         }
@@ -1842,8 +1846,9 @@ impl Worker {
     /// address we know joins the torrent's swarm for peer exchange, and starts hearing it.
     fn pex_join(&mut self, slot: usize, t: &Torrent) {
         use crate::wire::pex;
+        let off = self.settings.pex_interval.is_zero();
         let Some(c) = self.conn(slot) else { return };
-        if t.meta.info.private {
+        if t.meta.info.private || off {
             return;
         }
         let Some(ext) = c.ext.as_ref() else { return };
