@@ -20,14 +20,32 @@ pub fn require_tool(path: &str) {
 }
 
 /// Runs tests/helpers/lt_tool.py under Debian's python3 (which has python3-libtorrent).
+///
+/// python3-libtorrent 2.0.8 sometimes dies of SIGSEGV inside `session.wait_for_alert` while it
+/// downloads (in the bad-peers test, about 1 run in 10 since ringseed offers `ut_metadata` and
+/// `ut_pex` in its extension handshake, as every libtorrent seeder does; 0 of 32 runs without
+/// the offer). The reference client crashing is not a result about ringseed, so a run killed
+/// by a signal is tried once more, and said so on stderr; its second answer must then pass the
+/// test's checks like any other.
 pub fn lt_tool(args: &[&str]) -> String {
+    use std::os::unix::process::ExitStatusExt;
     require_tool("/usr/bin/python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/lt_tool.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
+    let run = || {
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("run python3")
+    };
+    let mut out = run();
+    if let Some(sig) = out.status.signal() {
+        eprintln!(
+            "lt_tool {args:?} died of signal {sig}; trying once more. Its stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out = run();
+    }
     assert!(
         out.status.success(),
         "lt_tool {args:?} failed with {} (is python3-libtorrent installed?): {}{}",
