@@ -67,50 +67,89 @@ impl Swarm {
     }
 
     /// What a peer that last heard generation `since` (`None`: nothing yet) should hear now,
-    /// at most `max` added and `max` dropped, never `me`; and the generation it has then
-    /// heard. A peer that never heard anything, or fell behind the log, gets the swarm as it
-    /// is (up to `max` of it).
+    /// at most `max` added and `max` dropped, never `me`; and the generation it has heard once
+    /// told. Changes are taken in order and a message ends before the first one that does not
+    /// fit, so what is cut comes in the next round. A peer that never heard anything starts
+    /// from the beginning of the log while the log reaches back to it; one that fell behind
+    /// the log gets up to `max` of the swarm as it is (starting at a place that moves with the
+    /// generation, so newcomers do not all hear the same peers).
     pub fn changes_since(
         &self,
         since: Option<u64>,
         me: Option<SocketAddr>,
         max: usize,
     ) -> (Changes, u64) {
-        let mut out = Changes::default();
         let oldest = self.log.front().map_or(self.generation + 1, |e| e.0);
-        match since {
-            Some(g) if g + 1 >= oldest => {
-                // The net effect per address: its last change since `g`.
-                let mut last: HashMap<SocketAddr, bool> = HashMap::new();
-                for &(_, a, joined) in self.log.iter().filter(|e| e.0 > g) {
-                    last.insert(a, joined);
+        let from = match since {
+            Some(g) if g + 1 >= oldest => g,
+            None if oldest <= 1 => 0,
+            _ => return self.snapshot(me, max),
+        };
+        // Per address: whether the peer knew it before (its first change since is a leave)
+        // and whether it is there now.
+        let mut net: HashMap<SocketAddr, (bool, bool)> = HashMap::new();
+        let (mut adds, mut drops) = (0usize, 0usize);
+        let mut heard = from;
+        let skip = (from + 1 - oldest.min(from + 1)) as usize;
+        for &(generation, a, joined) in self.log.iter().skip(skip) {
+            if Some(a) != me {
+                let (knew, _) = net.get(&a).copied().unwrap_or((!joined, !joined));
+                let effect = |(knew, there): (bool, bool)| (!knew && there, knew && !there);
+                let (was_add, was_drop) = effect(net.get(&a).copied().unwrap_or((knew, knew)));
+                let (is_add, is_drop) = effect((knew, joined));
+                let adds_after = adds - usize::from(was_add) + usize::from(is_add);
+                let drops_after = drops - usize::from(was_drop) + usize::from(is_drop);
+                if adds_after > max || drops_after > max {
+                    break;
                 }
-                for (a, joined) in last {
-                    if Some(a) == me {
-                        continue;
-                    }
-                    if joined {
-                        if out.added.len() < max
-                            && let Some((f, _)) = self.peers.get(&a)
-                        {
-                            out.added.push((a, *f));
-                        }
-                    } else if out.dropped.len() < max {
-                        out.dropped.push(a);
-                    }
-                }
+                (adds, drops) = (adds_after, drops_after);
+                net.insert(a, (knew, joined));
             }
-            _ => {
-                out.added = self
-                    .peers
-                    .iter()
-                    .filter(|(a, _)| Some(**a) != me)
-                    .take(max)
-                    .map(|(a, (f, _))| (*a, *f))
-                    .collect();
+            heard = generation;
+        }
+        let mut out = Changes::default();
+        for (a, (knew, there)) in net {
+            match (knew, there) {
+                (false, true) => {
+                    if let Some((f, _)) = self.peers.get(&a) {
+                        out.added.push((a, *f));
+                    }
+                }
+                (true, false) => out.dropped.push(a),
+                _ => {}
             }
         }
-        (out, self.generation)
+        (out, heard)
+    }
+
+    fn snapshot(&self, me: Option<SocketAddr>, max: usize) -> (Changes, u64) {
+        let n = self.peers.len().max(1);
+        let start = (self.generation as usize) % n;
+        let added = self
+            .peers
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(self.peers.len())
+            .filter(|(a, _)| Some(**a) != me)
+            .take(max)
+            .map(|(a, (f, _))| (*a, *f))
+            .collect();
+        (
+            Changes {
+                added,
+                dropped: Vec::new(),
+            },
+            self.generation,
+        )
+    }
+
+    /// Updates the flags of an address already in the swarm (a repeated extension handshake
+    /// at the same address): no join or leave is logged.
+    pub fn set_flags(&mut self, addr: SocketAddr, flags: u8) {
+        if let Some(e) = self.peers.get_mut(&addr) {
+            e.0 = flags;
+        }
     }
 }
 
@@ -150,11 +189,39 @@ mod tests {
         s.join(a(4), 0);
         let (next, g2) = s.changes_since(Some(g), Some(a(1)), 50);
         assert_eq!(next.added, vec![(a(4), 0)]);
-        let mut dropped = next.dropped.clone();
-        dropped.sort();
-        assert_eq!(dropped, vec![a(2), a(3)]);
+        assert_eq!(
+            next.dropped,
+            vec![a(2)],
+            "a(3) came and went: nothing to say"
+        );
         let (none, _) = s.changes_since(Some(g2), Some(a(1)), 50);
         assert_eq!(none, Changes::default());
+    }
+
+    /// What the cap cuts comes in the next rounds: nobody is left out for good.
+    #[test]
+    fn changes_beyond_the_cap_come_in_later_rounds() {
+        let mut s = Swarm::default();
+        for p in 1..=120 {
+            s.join(a(p), 0);
+        }
+        let mut heard = None;
+        let mut told = std::collections::HashSet::new();
+        for round in 0..3 {
+            let (c, g) = s.changes_since(heard, None, 50);
+            assert!(c.added.len() <= 50, "round {round}");
+            told.extend(c.added.iter().map(|(p, _)| *p));
+            heard = Some(g);
+        }
+        assert_eq!(told.len(), 120);
+        // 60 leave: two rounds of drops.
+        for p in 1..=60 {
+            s.leave(a(p));
+        }
+        let (c, g) = s.changes_since(heard, None, 50);
+        assert_eq!((c.added.len(), c.dropped.len()), (0, 50));
+        let (c, _) = s.changes_since(Some(g), None, 50);
+        assert_eq!((c.added.len(), c.dropped.len()), (0, 10));
     }
 
     #[test]

@@ -1856,18 +1856,30 @@ impl Worker {
         // An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d; peers know it by its
         // IPv4 address.
         let ip = c.addr.ip().to_canonical();
-        let listen = match ext.p {
-            Some(p) => Some(SocketAddr::new(ip, p)),
-            None => c.outgoing.then_some(SocketAddr::new(ip, c.addr.port())),
+        // A peer we dialled is listed where we reached it (its `p` may be wrong behind NAT).
+        let listen = if c.outgoing {
+            Some(SocketAddr::new(ip, c.addr.port()))
+        } else {
+            ext.p.map(|p| SocketAddr::new(ip, p))
         };
         let flags = if ext.upload_only { pex::FLAG_SEED } else { 0 };
         let Some(listen) = listen else { return };
         let mut swarm = lock(&t.swarm);
-        // A repeated handshake moves the peer (its count at the old address goes).
-        if let Some(old) = c.listen_addr.replace(listen) {
-            swarm.leave(old);
+        match c.listen_addr {
+            // A repeated handshake at the same address changes only the flags (no churn in
+            // the log that could push other peers behind it).
+            Some(old) if old == listen => swarm.set_flags(listen, flags),
+            // One that moves the peer: its count at the old address goes.
+            Some(old) => {
+                swarm.leave(old);
+                swarm.join(listen, flags);
+                c.listen_addr = Some(listen);
+            }
+            None => {
+                swarm.join(listen, flags);
+                c.listen_addr = Some(listen);
+            }
         }
-        swarm.join(listen, flags);
     }
 
     /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
@@ -2082,7 +2094,9 @@ impl Worker {
         } else {
             metadata::data_message(raw, piece)
         };
-        c.metadata_answers = c.metadata_answers.saturating_add(1);
+        if answer.is_some() {
+            c.metadata_answers = c.metadata_answers.saturating_add(1);
+        }
         let reply = answer.unwrap_or_else(|| metadata::reject_message(piece));
         c.queue(Message::Extended {
             id: their_id,
