@@ -55,17 +55,8 @@ BENCH_CPU=$(($(nproc) > 1 ? 1 : 0))
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- payload, torrent, page cache ----------------------------------------------------------
-mkdir -p "$DIR/data"
-PAYLOAD="$DIR/data/payload.bin"
-BYTES=$((SIZE_MIB << 20))
-if [ "$(stat -c %s "$PAYLOAD" 2>/dev/null || echo 0)" != "$BYTES" ]; then
-  echo "generating a ${SIZE_MIB} MiB payload" >&2
-  (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) |
-    head -c "$BYTES" >"$PAYLOAD"
-fi
-TORRENT="$DIR/payload.torrent"
-"$RS" create "$PAYLOAD" -o "$TORRENT" --no-date --piece-kib 1024 >/dev/null
-cat "$PAYLOAD" >/dev/null # warm the page cache
+. "$ROOT/perf/lib.sh"
+seed_payload "$DIR" $((SIZE_MIB << 20))
 # ringseed as an operator tuning for throughput would run it, like libtorrent's
 # high_performance_seed (unchoke_slots_limit -1): every interested peer unchoked.
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' >"$DIR/ringseed.toml"

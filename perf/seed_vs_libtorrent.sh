@@ -22,14 +22,9 @@ SEED_CPU=0
 LEECH_CPU=$(( $(nproc) > 1 ? 1 : 0 ))
 TICK=$(getconf CLK_TCK)
 
-mkdir -p "$DIR/data"
-PAYLOAD="$DIR/data/payload.bin"
+. "$ROOT/perf/lib.sh"
 BYTES=$((SIZE_GIB << 30))
-if [ "$(stat -c %s "$PAYLOAD" 2>/dev/null || echo 0)" != "$BYTES" ]; then
-  (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) | head -c "$BYTES" >"$PAYLOAD"
-fi
-"$RS" create "$PAYLOAD" -o "$DIR/payload.torrent" --no-date --piece-kib 1024 >/dev/null
-cat "$PAYLOAD" >/dev/null
+seed_payload "$DIR" "$BYTES"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -27,16 +27,8 @@ RS="$ROOT/target/release/ringseed"
 SEED_CPU=0
 BENCH_CPU=$(($(nproc) > 1 ? 1 : 0))
 
-mkdir -p "$DIR/data"
-PAYLOAD="$DIR/data/payload.bin"
-if [ "$(stat -c %s "$PAYLOAD" 2>/dev/null || echo 0)" != "$((SIZE_MIB << 20))" ]; then
-  echo "generating a ${SIZE_MIB} MiB payload" >&2
-  (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) |
-    head -c "$((SIZE_MIB << 20))" >"$PAYLOAD"
-fi
-TORRENT="$DIR/payload.torrent"
-"$RS" create "$PAYLOAD" -o "$TORRENT" --no-date --piece-kib 1024 >/dev/null
-cat "$PAYLOAD" >/dev/null # warm the page cache
+. "$ROOT/perf/lib.sh"
+seed_payload "$DIR" $((SIZE_MIB << 20))
 
 # Both seeders as compare.sh runs ringseed: one worker, every interested peer unchoked.
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' \

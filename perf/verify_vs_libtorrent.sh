@@ -15,6 +15,7 @@ LT="/usr/bin/python3 $ROOT/tests/helpers/lt_tool.py"
 
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 RS="$ROOT/target/release/ringseed"
+. "$ROOT/perf/lib.sh"
 CORES=$(nproc)
 
 mkdir -p "$DIR/data/payload"
@@ -25,7 +26,7 @@ if [ ! -f "$DIR/data/.complete-$SIZE_GIB" ]; then
   i=0
   for frac in 50 25 15 10; do
     n=$((BYTES / 100 * frac + i * 4099))
-    (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) | head -c "$n" >"$DIR/data/payload/part$i.bin"
+    random_bytes "$n" >"$DIR/data/payload/part$i.bin"
     i=$((i + 1))
   done
   touch "$DIR/data/.complete-$SIZE_GIB"

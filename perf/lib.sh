@@ -1,0 +1,22 @@
+# Shared by the perf scripts: `. "$ROOT/perf/lib.sh"` after setting RS (the ringseed binary).
+
+# random_bytes N: N pseudo-random bytes on stdout (AES-CTR of zeros: fast, incompressible, the
+# same every run).
+random_bytes() {
+  (openssl enc -aes-128-ctr -pass pass:ringseed -nosalt -pbkdf2 </dev/zero 2>/dev/null || true) | head -c "$1"
+}
+
+# seed_payload DIR BYTES: DIR/data/payload.bin of BYTES pseudo-random bytes (kept when it already
+# has that size), its torrent DIR/payload.torrent with 1 MiB pieces, and the payload read once to
+# warm the page cache. Sets PAYLOAD and TORRENT.
+seed_payload() {
+  mkdir -p "$1/data"
+  PAYLOAD="$1/data/payload.bin"
+  TORRENT="$1/payload.torrent"
+  if [ "$(stat -c %s "$PAYLOAD" 2>/dev/null || echo 0)" != "$2" ]; then
+    echo "generating a $(($2 >> 20)) MiB payload" >&2
+    random_bytes "$2" >"$PAYLOAD"
+  fi
+  "$RS" create "$PAYLOAD" -o "$TORRENT" --no-date --piece-kib 1024 >/dev/null
+  cat "$PAYLOAD" >/dev/null
+}
