@@ -34,14 +34,8 @@ pub fn parse_stat(line: &str) -> Option<(u64, u64)> {
     Some((utime, stime))
 }
 
-/// CPU time of this process's threads whose name starts with `prefix`; `None` when /proc cannot
-/// be read or no thread matches.
-pub fn threads_cpu(prefix: &str) -> Option<CpuTimes> {
-    threads_cpu_any(&[prefix])
-}
-
 /// CPU time of this process's threads whose name starts with any of `prefixes`.
-pub fn threads_cpu_any(prefixes: &[&str]) -> Option<CpuTimes> {
+pub fn threads_cpu(prefixes: &[&str]) -> Option<CpuTimes> {
     let mut total = CpuTimes::default();
     for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let dir = entry.path();

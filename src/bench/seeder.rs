@@ -176,7 +176,7 @@ impl LocalSeeder {
     /// CPU time of the seeder's threads so far: the engine's workers and, with `pay`, the
     /// voucher verifier and the ledger's database writer (the extension's whole cost).
     pub fn cpu(&self) -> Option<CpuTimes> {
-        procstat::threads_cpu_any(&[
+        procstat::threads_cpu(&[
             SEEDER_THREAD_PREFIX,
             SPEED_THREAD_PREFIXES[0],
             SPEED_THREAD_PREFIXES[1],
@@ -186,7 +186,7 @@ impl LocalSeeder {
     /// CPU time of the speed layer's threads alone (`None` without `pay`).
     pub fn speed_cpu(&self) -> Option<CpuTimes> {
         self.speed.as_ref()?;
-        procstat::threads_cpu_any(&SPEED_THREAD_PREFIXES)
+        procstat::threads_cpu(&SPEED_THREAD_PREFIXES)
     }
 
     /// What the seeder's speed layer counted (`None` without `pay`).
