@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs the whole suite.
+# README.md names this script as the test command, and CI (.ci/run) runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+# Reference tools the interop tests drive (Debian packages, never mocks):
+#   python3-libtorrent  libtorrent-rasterbar's Python binding (create, info-hash, recheck, peers)
+#   mktorrent, transmission-cli  other torrent makers whose output ringseed must read
+#   aria2  a real downloader for the seeding tests
+#   opentracker  a real BitTorrent tracker (HTTP and UDP) for the tracker and swarm tests
+#   systemd  systemd-analyze, to verify the shipped unit file
+PKGS="python3-libtorrent mktorrent transmission-cli aria2 opentracker systemd"
+missing=""
+for p in $PKGS; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "installing:$missing" >&2
+  $SUDO apt-get update -qq || echo "apt-get update failed; trying the install anyway" >&2
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+exec cargo test --locked "$@"
