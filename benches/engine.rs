@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ringseed::engine::choker::{Candidate, SeedChoker, choose};
+use ringseed::choking::seed::{Candidate, SeedChoker, choose};
 use ringseed::engine::coalesce::{plan_job, take_for_batch};
 use ringseed::metainfo::{FileEntry, FileLayout};
 use ringseed::pieces::PieceTable;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::choker::SeedChoker;
+use crate::choking::SeedChoker;
 use crate::engine::{Settings, UploadPath};
 use crate::metainfo::Version;
 
@@ -271,8 +271,8 @@ impl Speed {
         }
     }
 
-    pub fn terms(&self) -> crate::speed::auction::Terms {
-        crate::speed::auction::Terms {
+    pub fn terms(&self) -> crate::choking::auction::Terms {
+        crate::choking::auction::Terms {
             paid_slots: self.paid_slots as usize,
             min_price: u128::from(self.min_price),
             credit_window: u64::from(self.credit_window_kib) << 10,

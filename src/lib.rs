@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bencode;
+pub mod choking;
 pub mod config;
 pub mod control;
 pub mod create;
@@ -34,3 +35,13 @@ pub fn threads_or_cores(n: usize) -> usize {
         std::thread::available_parallelism().map_or(1, |c| c.get())
     }
 }
+
+/// Every component with tables in the node's database, and its migrations: the one place a
+/// component registers itself.
+pub const DB_COMPONENTS: &[(&str, &[&str])] = &[
+    (crate::state::COMPONENT, crate::state::MIGRATIONS),
+    (
+        crate::speed::ledger::COMPONENT,
+        crate::speed::ledger::MIGRATIONS,
+    ),
+];

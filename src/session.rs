@@ -48,16 +48,6 @@ pub struct SessionOptions {
     pub speed: Option<crate::speed::service::SpeedSetup>,
 }
 
-/// Every component with tables in the node's database, and its migrations: the one place a
-/// component registers itself.
-pub const DB_COMPONENTS: &[(&str, &[&str])] = &[
-    (crate::state::COMPONENT, crate::state::MIGRATIONS),
-    (
-        crate::speed::ledger::COMPONENT,
-        crate::speed::ledger::MIGRATIONS,
-    ),
-];
-
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
@@ -162,22 +152,21 @@ impl SessionHandle {
 }
 
 impl Session {
-    pub fn start(mut settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
+    pub fn start(settings: Settings, options: SessionOptions) -> Result<Session, SessionError> {
         // The ledger needs the database even where no resume state is kept (`seed`).
         let db_path = options
             .db_path
             .clone()
             .or_else(|| options.speed.as_ref().map(|s| s.db_path.clone()));
         let db = match &db_path {
-            Some(path) => Some(DbWriter::start(path, DB_COMPONENTS)?),
+            Some(path) => Some(DbWriter::start(path, crate::DB_COMPONENTS)?),
             None => None,
         };
         let speed = match (&options.speed, &db) {
             (Some(setup), Some(db)) => Some(crate::speed::service::start_node(setup, db.handle())?),
             _ => None,
         };
-        settings.speed = speed.clone();
-        let engine = Arc::new(Engine::start(settings)?);
+        let engine = Arc::new(Engine::start_with_speed(settings, speed.clone())?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
         let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
         // Bind here, so a taken port is an error of `start` and the real port is known.

@@ -624,7 +624,7 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
     let setup = ringseed::speed::service::SpeedSetup {
         db_path: dir.path().join("state/ringseed.db"),
         key_path: dir.path().join("state/wallet.key"),
-        terms: ringseed::speed::auction::Terms {
+        terms: ringseed::choking::auction::Terms {
             paid_slots: 2,
             min_price: 1,
             credit_window: 16 << 20,
@@ -632,16 +632,18 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
         chain_id: 199,
     };
     let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
-    let engine = Engine::start(Settings {
-        workers: 1,
-        pin_workers: false,
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        upload_slots: 4,
-        rechoke_interval: std::time::Duration::from_millis(100),
-        round_robin_quota: 1 << 20,
-        speed: Some(svc.clone()),
-        ..Settings::default()
-    })
+    let engine = Engine::start_with_speed(
+        Settings {
+            workers: 1,
+            pin_workers: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            upload_slots: 4,
+            rechoke_interval: std::time::Duration::from_millis(100),
+            round_robin_quota: 1 << 20,
+            ..Settings::default()
+        },
+        Some(svc.clone()),
+    )
     .unwrap();
     let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
     engine.add_torrent(Arc::new(t)).unwrap();

@@ -121,7 +121,7 @@ impl LocalSeeder {
             let setup = crate::speed::service::SpeedSetup {
                 db_path: dir.join("ringseed.db"),
                 key_path: dir.join("wallet.key"),
-                terms: crate::speed::auction::Terms {
+                terms: crate::choking::auction::Terms {
                     paid_slots: 4,
                     min_price: 0,
                     credit_window: 32 << 20,
@@ -132,15 +132,17 @@ impl LocalSeeder {
         } else {
             None
         };
-        let engine = Engine::start(Settings {
-            speed: speed.as_ref().map(|(s, _)| s.clone()),
-            workers: spec.workers,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            upload_slots: 0,
-            upload_path: spec.upload_path,
-            max_request_len: spec.max_request_len.max(16 << 10),
-            ..Settings::default()
-        })?;
+        let engine = Engine::start_with_speed(
+            Settings {
+                workers: spec.workers,
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                upload_slots: 0,
+                upload_path: spec.upload_path,
+                max_request_len: spec.max_request_len.max(16 << 10),
+                ..Settings::default()
+            },
+            speed.as_ref().map(|(s, _)| s.clone()),
+        )?;
         let (mut metas, mut torrents, mut torrent_files) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..spec.torrents {
             // Each torrent gets its own directory, so each seeds exactly its one file.

@@ -11,12 +11,15 @@
 //! buckets) and reads commands from its own channel. Statistics are per-worker atomics that
 //! only their worker writes.
 
-pub mod choker;
 pub mod coalesce;
+mod conn;
+pub mod peer;
 pub mod ratelimit;
 mod settings;
+mod stats;
 pub mod swarm;
 pub mod torrent;
+pub mod upload;
 mod worker;
 
 use std::net::SocketAddr;
@@ -29,8 +32,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use nix::sys::eventfd::EventFd;
 
 pub use settings::{Settings, UploadPath};
+pub use stats::{Reason, StatsSnapshot, WorkerStats};
 pub use torrent::Torrent;
-pub use worker::{Reason, StatsSnapshot, WorkerStats};
 
 use ratelimit::TokenBucket;
 
@@ -131,6 +134,15 @@ pub struct Engine {
 impl Engine {
     /// Binds the listeners and starts the workers.
     pub fn start(settings: Settings) -> Result<Engine, EngineError> {
+        Engine::start_with_speed(settings, None)
+    }
+
+    /// [`Engine::start`], earning BTT through `speed` (`[speed] enabled`): the workers offer
+    /// `rs_speed`, hand bids and vouchers to its verifier and auction its paid slots.
+    pub fn start_with_speed(
+        settings: Settings,
+        speed: Option<Arc<crate::speed::service::SpeedService>>,
+    ) -> Result<Engine, EngineError> {
         let settings = Arc::new(settings);
         let count = settings.worker_count();
         let first = worker::listener(settings.listen).map_err(|source| EngineError::Listen {
@@ -164,6 +176,7 @@ impl Engine {
             let ctx = worker::WorkerContext {
                 id: i,
                 settings: settings.clone(),
+                speed: speed.clone(),
                 listener,
                 commands: rx,
                 wake: wake.clone(),
@@ -334,4 +347,10 @@ pub fn new_peer_id() -> [u8; 20] {
         *dst = ALNUM[usize::from(r) % ALNUM.len()];
     }
     id
+}
+
+/// A torrent's shared state behind a mutex; a poisoned lock (a panic elsewhere mid-update) still
+/// holds usable data here, so it is taken as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

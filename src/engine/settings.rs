@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::choker::SeedChoker;
+use crate::choking::SeedChoker;
 
 /// How piece data travels from disk to a peer's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,8 +72,6 @@ pub struct Settings {
     pub allowed_fast: usize,
     pub peer_id: [u8; 20],
     pub client_name: String,
-    /// The BTT incentive layer (`rs_speed`), when enabled.
-    pub speed: Option<std::sync::Arc<crate::speed::service::SpeedService>>,
     /// How often each peer that speaks BEP 11 hears which peers joined and left its torrent's
     /// swarm (public torrents only); zero turns peer exchange off.
     pub pex_interval: Duration,
@@ -106,7 +104,6 @@ impl Default for Settings {
             allowed_fast: 10,
             peer_id: super::new_peer_id(),
             client_name: format!("ringseed {}", env!("CARGO_PKG_VERSION")),
-            speed: None,
             pex_interval: Duration::from_secs(60),
         }
     }

@@ -12,7 +12,6 @@
 //! `ledger` is the only part that does I/O. The wire format is specified in `docs/speed.md`.
 
 pub mod admission;
-pub mod auction;
 pub mod ledger;
 pub mod payer;
 pub mod peer;

@@ -13,10 +13,10 @@
 //! assert!(matches!(SpeedMessage::parse(&out[0]), Ok(SpeedMessage::Bid(_))));
 //! ```
 
-use super::auction::cost;
 use super::protocol::{Bid, Offer, SpeedMessage};
 use super::voucher::{Amount, ChannelId, Voucher};
 use super::wallet::Wallet;
+use crate::choking::auction::cost;
 
 /// Fewest bytes between two vouchers, whatever the seeder's credit window: each voucher costs
 /// the seeder a signature check and a ledger write, so tiny windows must not flood it.

@@ -1,10 +1,10 @@
 //! What a worker keeps about one peer that speaks `rs_speed`, and how it reacts to the peer's
 //! messages and to the verifier's answers. No I/O: the worker sends what these functions return.
 
-use super::auction::Bidder;
 use super::protocol::{Bid, Receipt, Refusal, SpeedMessage};
 use super::service::{Job, Outcome, PeerRef, SpeedService};
 use super::voucher::{Amount, Channel, Rejection, check_fields};
+use crate::choking::auction::Bidder;
 
 /// Our id for `rs_speed` in the handshake's `m`: peers send us speed messages under it.
 pub const LOCAL_ID: u8 = 3;

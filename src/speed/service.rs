@@ -22,10 +22,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::eventfd::EventFd;
 
 use super::admission::Admission;
-use super::auction::Terms;
 use super::ledger::{Accepted, Ledger, Verified};
 use super::protocol::{Bid, Offer};
 use super::voucher::{Channel, Rejection, Voucher};
+use crate::choking::auction::Terms;
 
 /// Jobs waiting for the verifier before workers start dropping them (each a counted
 /// `overloaded` refusal the payer may retry).
@@ -612,7 +612,7 @@ pub fn start_node(
 pub fn start_standalone(
     setup: &SpeedSetup,
 ) -> Result<(Arc<SpeedService>, crate::db::DbWriter), SpeedStartError> {
-    let writer = crate::db::DbWriter::start(&setup.db_path, crate::session::DB_COMPONENTS)?;
+    let writer = crate::db::DbWriter::start(&setup.db_path, crate::DB_COMPONENTS)?;
     let svc = start_node(setup, writer.handle())?;
     Ok((svc, writer))
 }

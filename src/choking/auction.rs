@@ -1,5 +1,5 @@
 //! Auction choking: which bidders get the paid upload slots this round. Pure decision code, like
-//! [`crate::engine::choker`], which decides the free slots.
+//! [`super::seed`], which decides the free slots.
 //!
 //! A bidder is *eligible* when its price is at least the seeder's minimum and its payments keep
 //! up with the bytes served: `paid ≥ price × (served − credit_window) / MiB`. Eligible bidders
@@ -14,7 +14,7 @@
 //! ordinary peers. Nobody is cut off for not paying.
 //!
 //! ```
-//! use ringseed::speed::auction::{Bidder, Terms, allocate};
+//! use ringseed::choking::auction::{Bidder, Terms, allocate};
 //! let terms = Terms { paid_slots: 2, min_price: 1, credit_window: 1 << 20 };
 //! let mut b = [Bidder::new(1, 30), Bidder::new(2, 10)];
 //! // Entitlements: 1 slot and ½ slot: bidder 1 every round, bidder 2 every other round.
@@ -23,8 +23,9 @@
 //! assert_eq!(rounds.iter().filter(|r| r.contains(&2)).count(), 2);
 //! ```
 
-use super::voucher::Amount;
-use crate::engine::choker::{self, Candidate, SeedChoker};
+/// Base units of the payment token, as vouchers count them (`speed::voucher::Amount`; kept as
+/// its own alias so choking depends on nothing of the speed layer).
+pub type Amount = u128;
 
 const MIB: u128 = 1 << 20;
 /// One whole slot-round in credit units (credits are thousandths of a slot).
@@ -130,36 +131,10 @@ pub fn allocate(terms: &Terms, bidders: &mut [Bidder]) -> Vec<usize> {
         .collect()
 }
 
-/// A whole choking round: the paid slots by [`allocate`], then the free slots (`slots` minus the
-/// paid ones taken) by the seed choker over every other candidate. `slots` 0 means unlimited.
-pub fn choose(
-    terms: &Terms,
-    algo: SeedChoker,
-    cands: &mut [Candidate],
-    bidders: &mut [Bidder],
-    slots: usize,
-    quota: u64,
-) -> Vec<usize> {
-    let paid = allocate(terms, bidders);
-    if slots == 0 {
-        return cands.iter().map(|c| c.key).collect();
-    }
-    let mut rest: Vec<Candidate> = cands
-        .iter()
-        .filter(|c| !paid.contains(&c.key))
-        .copied()
-        .collect();
-    let free = slots.saturating_sub(paid.len());
-    let mut out = paid;
-    if free > 0 {
-        out.extend(choker::choose(algo, &mut rest, free, quota));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choking::{Candidate, SeedChoker};
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
@@ -265,14 +240,15 @@ mod tests {
                     }
                 })
                 .collect();
-            let pick = choose(
-                &terms,
-                SeedChoker::RoundRobin,
-                &mut cands,
-                &mut bidders,
-                4,
-                4 << 20,
-            );
+            let policy = crate::choking::Policy {
+                algo: SeedChoker::RoundRobin,
+                quota: 4 << 20,
+                slots: crate::choking::Slots { total: 4, paid: 2 },
+                terms: Some(terms),
+                rotate_optimistic: false,
+            };
+            let choice = crate::choking::round(&policy, &mut cands, &mut bidders, None, 0);
+            let pick: Vec<usize> = choice.paid.into_iter().chain(choice.free).collect();
             let share = per_round / pick.len().max(1) as u64;
             for c in &cands {
                 let on = pick.contains(&c.key);

@@ -1,0 +1,361 @@
+//! Who gets an upload slot: every choking decision of the engine, in one place and pure.
+//!
+//! A worker describes its peers ([`Candidate`]s, and [`auction::Bidder`]s for peers that pay)
+//! and gets back what to do; it only sends the choke and unchoke messages. Three decisions:
+//!
+//! - **The round** ([`round`]), every `rechoke_interval`: the paid slots by auction
+//!   ([`auction::allocate`]), the free slots by the seed choker ([`seed::choose`]) over everyone
+//!   else, and one optimistic unchoke beyond the slots, rotated every few rounds.
+//! - **Between rounds**, a peer that becomes interested takes an open slot at once
+//!   ([`admit_free`]), and a payer whose bid was just confirmed takes a paid slot at once
+//!   ([`admit_payer`]), choking a free peer that holds a slot beyond the free share if it must.
+//!   A payer never waits for the next round while free peers hold its slots.
+//! - **The split** of the node's slots over the workers ([`Slots::per_worker`]): each worker
+//!   decides alone, so no lock and no message crosses workers.
+//!
+//! Free peers are always served: the free share of the slots (`slots − paid`) and the optimistic
+//! unchoke never go to the auction.
+
+pub mod auction;
+pub mod seed;
+
+pub use seed::{Candidate, SeedChoker};
+
+use auction::{Bidder, Terms};
+
+/// One worker's share of the node's upload slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// Upload slots of this worker; 0 = unlimited.
+    pub total: usize,
+    /// Of those, the slots the auction gives to payers (0 without `[speed]`).
+    pub paid: usize,
+}
+
+impl Slots {
+    /// The node's `upload_slots` and `paid_slots` split over `workers`, rounding up so a small
+    /// node (fewer slots than workers) still has one on every worker.
+    pub fn per_worker(upload_slots: usize, paid_slots: usize, workers: usize) -> Slots {
+        let workers = workers.max(1);
+        let total = if upload_slots == 0 {
+            0
+        } else {
+            upload_slots.div_ceil(workers)
+        };
+        let paid = paid_slots.div_ceil(workers);
+        Slots {
+            total,
+            paid: if total == 0 { paid } else { paid.min(total) },
+        }
+    }
+
+    /// Slots that free peers are sure of: the auction never takes them.
+    pub fn free_share(&self) -> usize {
+        self.total.saturating_sub(self.paid)
+    }
+}
+
+/// The slots held right now on one worker (optimistic unchokes are not counted: they are
+/// beyond the slots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub free: usize,
+    pub paid: usize,
+}
+
+impl Held {
+    pub fn total(&self) -> usize {
+        self.free + self.paid
+    }
+
+    /// A peer was unchoked into a slot of `kind`.
+    pub fn take(&mut self, kind: SlotKind) {
+        match kind {
+            SlotKind::Free => self.free += 1,
+            SlotKind::Paid => self.paid += 1,
+            SlotKind::Optimistic => {}
+        }
+    }
+
+    /// A peer holding a slot of `kind` was choked or left.
+    pub fn release(&mut self, kind: SlotKind) {
+        match kind {
+            SlotKind::Free => self.free = self.free.saturating_sub(1),
+            SlotKind::Paid => self.paid = self.paid.saturating_sub(1),
+            SlotKind::Optimistic => {}
+        }
+    }
+}
+
+/// What kind of slot an unchoked peer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    Free,
+    Paid,
+    /// The optimistic unchoke, beyond the slots.
+    Optimistic,
+}
+
+/// A peer became interested between rounds: it is unchoked at once while a slot is open.
+pub fn admit_free(slots: &Slots, held: Held) -> bool {
+    slots.total == 0 || held.total() < slots.total
+}
+
+/// What to do for a payer whose bid was just confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayerAdmission {
+    /// A paid slot is open: unchoke it now.
+    Unchoke,
+    /// Every slot is held, free peers beyond their share among them: choke this one (a key of
+    /// `free_holders`) and unchoke the payer in its place.
+    Replace(usize),
+    /// Every paid slot is held by payers already: the next round's auction decides.
+    Wait,
+}
+
+/// A payer's bid was confirmed (and the payer is interested and choked): a paid slot at once.
+/// `free_holders` are the peers holding free slots now; of those beyond the free share, the one
+/// served most since its unchoke yields (it has had the most of its turn).
+pub fn admit_payer(slots: &Slots, held: Held, free_holders: &[Candidate]) -> PayerAdmission {
+    if slots.total == 0 {
+        return PayerAdmission::Unchoke;
+    }
+    if held.paid >= slots.paid {
+        return PayerAdmission::Wait;
+    }
+    if held.total() < slots.total {
+        return PayerAdmission::Unchoke;
+    }
+    if held.free > slots.free_share()
+        && let Some(v) = free_holders
+            .iter()
+            .max_by_key(|c| (c.uploaded_since_unchoke, std::cmp::Reverse(c.since)))
+    {
+        return PayerAdmission::Replace(v.key);
+    }
+    PayerAdmission::Wait
+}
+
+/// How one round is decided.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub algo: SeedChoker,
+    /// Bytes after which a round-robin slot is handed on.
+    pub quota: u64,
+    pub slots: Slots,
+    /// The auction's terms with `[speed]` on (`paid_slots` already this worker's share).
+    pub terms: Option<Terms>,
+    /// Rotate the optimistic unchoke this round.
+    pub rotate_optimistic: bool,
+}
+
+/// The outcome of a round: every candidate not named here is choked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundChoice {
+    pub paid: Vec<usize>,
+    pub free: Vec<usize>,
+    pub optimistic: Option<usize>,
+}
+
+impl RoundChoice {
+    /// The slot `key` gets this round, if any.
+    pub fn slot_of(&self, key: usize) -> Option<SlotKind> {
+        if self.paid.contains(&key) {
+            Some(SlotKind::Paid)
+        } else if self.free.contains(&key) {
+            Some(SlotKind::Free)
+        } else if self.optimistic == Some(key) {
+            Some(SlotKind::Optimistic)
+        } else {
+            None
+        }
+    }
+}
+
+/// One choking round over the interested peers. `bidders` are the candidates that bid (their
+/// `credit` is updated: keep it for the next round); `optimistic` is the current optimistic
+/// unchoke, kept unless the round rotates it or it won a slot; `rng` a random number for the
+/// rotation.
+pub fn round(
+    policy: &Policy,
+    cands: &mut [Candidate],
+    bidders: &mut [Bidder],
+    optimistic: Option<usize>,
+    rng: u64,
+) -> RoundChoice {
+    let slots = policy.slots.total;
+    let paid = match &policy.terms {
+        Some(terms) if slots > 0 => auction::allocate(terms, bidders),
+        _ => Vec::new(),
+    };
+    let free = if slots == 0 {
+        cands
+            .iter()
+            .map(|c| c.key)
+            .filter(|k| !paid.contains(k))
+            .collect()
+    } else {
+        let mut rest: Vec<Candidate> = cands
+            .iter()
+            .filter(|c| !paid.contains(&c.key))
+            .copied()
+            .collect();
+        let open = slots.saturating_sub(paid.len());
+        if open > 0 {
+            seed::choose(policy.algo, &mut rest, open, policy.quota)
+        } else {
+            Vec::new()
+        }
+    };
+    let mut choice = RoundChoice {
+        paid,
+        free,
+        optimistic: None,
+    };
+    if slots == 0 {
+        return choice;
+    }
+    let waiting: Vec<usize> = cands
+        .iter()
+        .map(|c| c.key)
+        .filter(|&k| choice.slot_of(k).is_none())
+        .collect();
+    let kept = optimistic.filter(|k| waiting.contains(k));
+    choice.optimistic = match kept {
+        Some(k) if !policy.rotate_optimistic => Some(k),
+        _ if waiting.is_empty() => None,
+        _ => Some(waiting[(rng % waiting.len() as u64) as usize]),
+    };
+    choice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn cand(key: usize, unchoked: bool, up: u64, t0: Instant) -> Candidate {
+        Candidate {
+            key,
+            unchoked,
+            since: t0 + Duration::from_secs(key as u64),
+            uploaded_since_unchoke: up,
+            recent_upload: 0,
+        }
+    }
+
+    #[test]
+    fn slots_split_over_workers_round_up_and_paid_fits_in_total() {
+        assert_eq!(Slots::per_worker(8, 4, 2), Slots { total: 4, paid: 2 });
+        assert_eq!(Slots::per_worker(3, 1, 2), Slots { total: 2, paid: 1 });
+        assert_eq!(Slots::per_worker(2, 8, 2), Slots { total: 1, paid: 1 });
+        assert_eq!(Slots::per_worker(0, 4, 2), Slots { total: 0, paid: 2 });
+        assert_eq!(Slots::per_worker(8, 0, 0), Slots { total: 8, paid: 0 });
+        assert_eq!(Slots { total: 4, paid: 2 }.free_share(), 2);
+    }
+
+    #[test]
+    fn a_free_peer_takes_an_open_slot_only() {
+        let s = Slots { total: 4, paid: 2 };
+        assert!(admit_free(&s, Held { free: 3, paid: 0 }));
+        assert!(!admit_free(&s, Held { free: 4, paid: 0 }));
+        assert!(!admit_free(&s, Held { free: 2, paid: 2 }));
+        assert!(admit_free(
+            &Slots { total: 0, paid: 0 },
+            Held { free: 99, paid: 0 }
+        ));
+    }
+
+    #[test]
+    fn a_confirmed_payer_takes_a_paid_slot_at_once() {
+        let t0 = Instant::now();
+        let s = Slots { total: 4, paid: 2 };
+        // A slot open: take it.
+        assert_eq!(
+            admit_payer(&s, Held { free: 3, paid: 0 }, &[]),
+            PayerAdmission::Unchoke
+        );
+        // Free peers took every slot on arrival: the one served most yields.
+        let holders = [
+            cand(1, true, 10, t0),
+            cand(2, true, 500, t0),
+            cand(3, true, 0, t0),
+        ];
+        assert_eq!(
+            admit_payer(&s, Held { free: 4, paid: 0 }, &holders),
+            PayerAdmission::Replace(2)
+        );
+        // One paid slot held, free peers still beyond their share of 2.
+        assert_eq!(
+            admit_payer(&s, Held { free: 3, paid: 1 }, &holders),
+            PayerAdmission::Replace(2)
+        );
+        // Free peers at their share: never pushed below it.
+        assert_eq!(
+            admit_payer(&s, Held { free: 2, paid: 1 }, &holders),
+            PayerAdmission::Unchoke
+        );
+        // Paid slots all held by payers: the auction decides at the next round.
+        assert_eq!(
+            admit_payer(&s, Held { free: 2, paid: 2 }, &holders),
+            PayerAdmission::Wait
+        );
+        // No paid slots at all (speed off on this worker's share): nothing changes.
+        let none = Slots { total: 4, paid: 0 };
+        assert_eq!(
+            admit_payer(&none, Held { free: 4, paid: 0 }, &holders),
+            PayerAdmission::Wait
+        );
+    }
+
+    #[test]
+    fn a_round_gives_paid_slots_first_then_free_then_one_optimistic() {
+        let t0 = Instant::now();
+        let policy = Policy {
+            algo: SeedChoker::RoundRobin,
+            quota: 1 << 20,
+            slots: Slots { total: 3, paid: 1 },
+            terms: Some(Terms {
+                paid_slots: 1,
+                min_price: 1,
+                credit_window: 1 << 20,
+            }),
+            rotate_optimistic: true,
+        };
+        let mut cands: Vec<Candidate> = (0..6).map(|k| cand(k, false, 0, t0)).collect();
+        let mut bidders = [Bidder::new(5, 10)];
+        let c = round(&policy, &mut cands, &mut bidders, None, 7);
+        assert_eq!(c.paid, [5]);
+        assert_eq!(c.free.len(), 2);
+        assert!(!c.free.contains(&5));
+        let o = c
+            .optimistic
+            .expect("an optimistic unchoke among the waiting");
+        assert!(!c.free.contains(&o) && o != 5);
+        // Kept next round when not rotating and still waiting.
+        let keep = Policy {
+            rotate_optimistic: false,
+            ..policy
+        };
+        let c2 = round(&keep, &mut cands, &mut bidders, Some(o), 0);
+        if c2.slot_of(o).is_none() || c2.optimistic == Some(o) {
+            assert_eq!(c2.optimistic, Some(o));
+        }
+    }
+
+    #[test]
+    fn unlimited_slots_unchoke_everyone_and_no_optimistic() {
+        let t0 = Instant::now();
+        let policy = Policy {
+            algo: SeedChoker::FastestUpload,
+            quota: 1,
+            slots: Slots { total: 0, paid: 0 },
+            terms: None,
+            rotate_optimistic: true,
+        };
+        let mut cands: Vec<Candidate> = (0..4).map(|k| cand(k, false, 0, t0)).collect();
+        let c = round(&policy, &mut cands, &mut [], None, 1);
+        assert_eq!(c.free.len(), 4);
+        assert_eq!(c.optimistic, None);
+    }
+}

@@ -1,0 +1,220 @@
+//! One peer connection's I/O state around its protocol machine ([`Peer`]): the socket, the
+//! receive buffer and its framing (`recv.rs`), the send queue and upload jobs (`send.rs`), and
+//! the count of operations in flight that keeps the slot alive.
+//!
+//! Every method takes the worker's [`Core`] (ring, settings, counters, job memory) beside the
+//! connection, so a handler holds the connection and the worker's state at once and never looks
+//! its slot up again.
+
+mod recv;
+mod send;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::SockAddr;
+
+use super::Reason;
+use super::Torrent;
+use super::peer::{Peer, Phase};
+use super::upload::{Job, Pipe};
+use super::worker::Core;
+use crate::choking::SlotKind;
+use crate::speed::peer::PeerSpeed;
+use crate::uring::{Op, UserData, ops};
+
+/// What the one send in flight carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sending {
+    Nothing,
+    Control,
+    Job(u32),
+}
+
+const RECV_INITIAL: usize = 2048;
+const RECV_SHRINK_ABOVE: usize = 64 << 10;
+/// Sent zero-copy jobs whose buffers a peer may have waiting for the kernel's notification.
+const MAX_ZC_HELD: usize = 16;
+
+pub(super) struct Conn {
+    pub fd: OwnedFd,
+    pub addr: SocketAddr,
+    /// For outgoing connects: the address the kernel reads until the connect completes.
+    connect_addr: Option<Box<SockAddr>>,
+    /// The protocol state.
+    pub peer: Peer,
+    pub torrent: Option<Arc<Torrent>>,
+    /// Operations in flight that point into this connection; the slot is freed at zero.
+    pub ops: u32,
+    pub closing: Option<Reason>,
+    recv: Vec<u8>,
+    recv_len: usize,
+    recv_posted: bool,
+    /// Control messages waiting for the socket.
+    pub ctrl: Vec<u8>,
+    /// Control bytes handed to the kernel and how many went out so far.
+    ctrl_inflight: Vec<u8>,
+    ctrl_sent: usize,
+    pub sending: Sending,
+    pub jobs: VecDeque<Job>,
+    /// Jobs fully sent whose zero-copy notification is still due.
+    zc_done: Vec<Job>,
+    /// Splice path only, made on the first job.
+    pipe: Option<Pipe>,
+    next_seq: u32,
+    /// Waiting for rate-limit tokens (retried every tick).
+    pub throttled: bool,
+    /// Queued for job memory.
+    pub starved: bool,
+    /// The slot it holds while unchoked.
+    pub slot: Option<SlotKind>,
+    /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
+    pub speed: Option<Box<PeerSpeed>>,
+    /// Where the peer listens, once known (its extension handshake's `p`, or the address we
+    /// dialled): listed in its torrent's swarm for peer exchange while connected.
+    pub listen_addr: Option<SocketAddr>,
+    /// The peer speaks BEP 11 (and its torrent is public).
+    pub pex: bool,
+    /// The swarm generation this peer last heard (`None`: nothing yet).
+    pub pex_heard: Option<u64>,
+}
+
+impl Conn {
+    pub fn incoming(fd: OwnedFd, addr: SocketAddr, now: Instant) -> Conn {
+        Conn::new(fd, addr, false, now)
+    }
+
+    /// An outgoing connection to `addr` for `torrent`; [`Conn::post_connect`] starts it.
+    pub fn outgoing(fd: OwnedFd, addr: SocketAddr, torrent: Arc<Torrent>, now: Instant) -> Conn {
+        let mut c = Conn::new(fd, addr, true, now);
+        c.connect_addr = Some(Box::new(SockAddr::from(addr)));
+        c.torrent = Some(torrent);
+        c
+    }
+
+    fn new(fd: OwnedFd, addr: SocketAddr, outgoing: bool, now: Instant) -> Conn {
+        Conn {
+            fd,
+            addr,
+            connect_addr: None,
+            peer: Peer::new(outgoing, now),
+            torrent: None,
+            ops: 0,
+            closing: None,
+            recv: vec![0; RECV_INITIAL],
+            recv_len: 0,
+            recv_posted: false,
+            ctrl: Vec::new(),
+            ctrl_inflight: Vec::new(),
+            ctrl_sent: 0,
+            sending: Sending::Nothing,
+            jobs: VecDeque::new(),
+            zc_done: Vec::new(),
+            pipe: None,
+            next_seq: 0,
+            throttled: false,
+            starved: false,
+            slot: None,
+            speed: None,
+            listen_addr: None,
+            pex: false,
+            pex_heard: None,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.closing.is_none() && self.peer.phase() == Phase::Active
+    }
+
+    /// Posts the connect of an outgoing connection.
+    pub fn post_connect(&mut self, slot: usize, core: &mut Core) {
+        let Some(sa) = &self.connect_addr else { return };
+        self.ops += 1;
+        let e = ops::connect(
+            self.fd.as_raw_fd(),
+            sa.as_ptr().cast(),
+            sa.len(),
+            UserData::new(Op::Connect, 0, slot),
+        );
+        // SAFETY: the address lives in the connection's Box until the connect completes
+        // (`connect_addr` is dropped only in `on_connect`), and the slot outlives the op.
+        unsafe { core.push(e) };
+    }
+
+    /// The outgoing connect completed.
+    pub fn on_connect(&mut self, slot: usize, res: i32, core: &mut Core) {
+        if res < 0 {
+            self.close(slot, Reason::ConnectFailed, core);
+            return;
+        }
+        core.stats.add(&core.stats.connected_out, 1);
+        self.connect_addr = None;
+        if let Some(t) = &self.torrent {
+            self.peer.connected(t.id, &core.rules, &mut self.ctrl);
+        }
+        self.pump_send(slot, core);
+        self.post_recv(slot, core);
+    }
+
+    /// Starts closing: counts the reason, gives up its slot, and shuts the socket down so the
+    /// operations in flight complete; the worker frees the slot when the last one has.
+    pub fn close(&mut self, slot: usize, reason: Reason, core: &mut Core) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(reason);
+        core.stats.add(&core.stats.disconnects[reason as usize], 1);
+        if let Some(kind) = self.slot.take() {
+            core.held.release(kind);
+        }
+        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        if self.peer.phase() == Phase::Connecting {
+            // Cancel the connect; the shutdown alone does not end it everywhere.
+            let e = ops::cancel(UserData::new(Op::Connect, 0, slot));
+            // SAFETY: a cancel carries no buffers.
+            unsafe { core.push(e) };
+        }
+    }
+
+    /// Everything a freed connection gives back: its torrent's peer count, its swarm entry,
+    /// its pieces' availability, its job buffers.
+    pub fn release(mut self, core: &mut Core) {
+        if let Some(t) = &self.torrent {
+            t.peers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(a) = self.listen_addr {
+                super::lock(&t.swarm).leave(a);
+            }
+            self.peer.forget_pieces(&t.pieces);
+        }
+        for job in self.jobs.drain(..).chain(self.zc_done.drain(..)) {
+            core.memory.give_back(job.buf);
+        }
+    }
+
+    /// Chokes or unchokes the peer, keeping the worker's count of held slots.
+    pub fn set_choke(&mut self, choke: Option<SlotKind>, core: &mut Core) {
+        let now = core.now;
+        match choke {
+            None => {
+                if self.peer.choke(now, &mut self.ctrl)
+                    && let Some(k) = self.slot.take()
+                {
+                    core.held.release(k);
+                }
+            }
+            Some(kind) => {
+                self.peer.unchoke(now, &mut self.ctrl);
+                if self.slot != Some(kind) {
+                    if let Some(old) = self.slot.take() {
+                        core.held.release(old);
+                    }
+                    core.held.take(kind);
+                    self.slot = Some(kind);
+                }
+            }
+        }
+    }
+}

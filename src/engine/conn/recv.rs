@@ -1,0 +1,278 @@
+//! The receive side of a connection: one recv in flight into a growing buffer, the framing of
+//! handshakes and messages, and carrying out what the protocol machine answers.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+use super::{Conn, RECV_INITIAL, RECV_SHRINK_ABOVE};
+use crate::choking::{self, SlotKind};
+use crate::engine::Reason;
+use crate::engine::peer::{Action, Phase, TorrentView};
+use crate::engine::worker::Core;
+use crate::speed::peer::PeerSpeed;
+use crate::uring::{Op, UserData, ops};
+use crate::wire::{self, Handshake, Message, WireError};
+
+impl Conn {
+    pub fn post_recv(&mut self, slot: usize, core: &mut Core) {
+        if self.recv_posted || self.closing.is_some() {
+            return;
+        }
+        if self.recv_len == self.recv.len() {
+            // Full with an incomplete message: grow (its length was checked against the bound
+            // before we get here).
+            let new_len = (self.recv.len() * 2).max(RECV_INITIAL);
+            self.recv.resize(new_len, 0);
+        }
+        let ptr = self.recv[self.recv_len..].as_mut_ptr();
+        let len = (self.recv.len() - self.recv_len) as u32;
+        self.recv_posted = true;
+        self.ops += 1;
+        let e = ops::recv(
+            self.fd.as_raw_fd(),
+            ptr,
+            len,
+            UserData::new(Op::Recv, 0, slot),
+        );
+        // SAFETY: the receive buffer is not resized or freed while recv_posted is set (we only
+        // touch it after this completion), and the slot outlives the op (ops > 0).
+        unsafe { core.push(e) };
+    }
+
+    pub fn on_recv(&mut self, slot: usize, res: i32, core: &mut Core) {
+        self.recv_posted = false;
+        if res <= 0 {
+            let reason = if res == 0 || res == -libc::ECONNRESET {
+                Reason::PeerClosed
+            } else {
+                Reason::IoError
+            };
+            self.close(slot, reason, core);
+            return;
+        }
+        self.recv_len += res as usize;
+        self.peer.received(core.now);
+        if let Err(reason) = self.process_input(slot, core) {
+            self.close(slot, reason, core);
+            return;
+        }
+        self.pump_uploads(slot, core);
+        self.pump_send(slot, core);
+        self.post_recv(slot, core);
+    }
+
+    /// Handles everything complete in the receive buffer, then keeps the incomplete rest.
+    fn process_input(&mut self, slot: usize, core: &mut Core) -> Result<(), Reason> {
+        let mut pos = 0;
+        let result = loop {
+            if self.closing.is_some() {
+                break Ok(());
+            }
+            let step = match self.peer.phase() {
+                Phase::Connecting => break Ok(()),
+                Phase::Handshake => self.handshake_input(pos, core),
+                Phase::Active => self.message_input(pos, slot, core),
+            };
+            match step {
+                Ok(Some(used)) => pos += used,
+                Ok(None) => break Ok(()),
+                Err(r) => break Err(r),
+            }
+        };
+        // Keep the incomplete rest at the front.
+        self.recv.copy_within(pos..self.recv_len, 0);
+        self.recv_len -= pos;
+        if self.recv_len == 0 && self.recv.len() > RECV_SHRINK_ABOVE {
+            self.recv = vec![0; RECV_INITIAL];
+        }
+        if result.is_ok() {
+            self.fit_next_message(core);
+        }
+        result
+    }
+
+    /// Grows the buffer so the partial message at its front fits whole once it arrives; only
+    /// up to the largest message the peer may send (a longer one is refused when parsed).
+    fn fit_next_message(&mut self, core: &Core) {
+        if self.recv_len < 4 || self.peer.phase() != Phase::Active {
+            return;
+        }
+        let Some(t) = self.torrent.as_deref() else {
+            return;
+        };
+        let max = self
+            .peer
+            .max_message_len(t.pieces.num_pieces(), &core.rules) as usize;
+        let b = &self.recv;
+        let need = 4 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if need > self.recv.len() && need <= max + 4 {
+            self.recv.resize(need.max(RECV_INITIAL), 0);
+        }
+    }
+
+    /// The peer's handshake, from `pos`: `Some(bytes used)` once whole, `None` while partial.
+    fn handshake_input(&mut self, pos: usize, core: &mut Core) -> Result<Option<usize>, Reason> {
+        let buf = &self.recv[pos..self.recv_len];
+        let prefix = Handshake::parse_prefix(buf).map_err(|_| Reason::BadHandshake)?;
+        let Some((_, info_hash)) = prefix else {
+            return Ok(None);
+        };
+        if self.torrent.is_none() {
+            let t = core
+                .torrents
+                .get(&info_hash)
+                .cloned()
+                .ok_or(Reason::UnknownTorrent)?;
+            t.peers.fetch_add(1, Ordering::Relaxed);
+            self.torrent = Some(t);
+            // Answer at once: some peers wait for our handshake before sending their peer id.
+            self.ctrl
+                .extend_from_slice(&Handshake::new(info_hash, core.rules.peer_id).encode());
+        }
+        let buf = &self.recv[pos..self.recv_len];
+        let Some(hs) = Handshake::parse(buf).map_err(|_| Reason::BadHandshake)? else {
+            return Ok(None);
+        };
+        let t = self.torrent.as_deref().ok_or(Reason::UnknownTorrent)?;
+        let ip = self.addr.ip();
+        self.peer
+            .on_handshake(&hs, TorrentView::of(t), &core.rules, ip, &mut self.ctrl)?;
+        core.stats.add(&core.stats.handshakes, 1);
+        Ok(Some(Handshake::LEN))
+    }
+
+    /// One message from `pos`: `Some(bytes used)`, or `None` while incomplete.
+    fn message_input(
+        &mut self,
+        pos: usize,
+        slot: usize,
+        core: &mut Core,
+    ) -> Result<Option<usize>, Reason> {
+        let t = self.torrent.as_deref().ok_or(Reason::UnknownTorrent)?;
+        let view = TorrentView::of(t);
+        let max = self
+            .peer
+            .max_message_len(view.pieces.num_pieces(), &core.rules);
+        let (msg, used) = match wire::parse_message(&self.recv[pos..self.recv_len], max) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(WireError::TooLong { .. }) => return Err(Reason::MessageTooLong),
+            Err(_) => return Err(Reason::BadMessage),
+        };
+        if matches!(msg, Message::Request(_)) {
+            core.stats.add(&core.stats.requests, 1);
+        }
+        let action = self
+            .peer
+            .on_message(msg, view, &core.rules, core.now, &mut self.ctrl)?;
+        match action {
+            Action::Nothing => {}
+            Action::Queued => {}
+            Action::Refused { told: true } => core.stats.add(&core.stats.rejected, 1),
+            Action::Refused { told: false } => core.stats.add(&core.stats.dropped_requests, 1),
+            // The payload borrows the receive buffer: only disjoint fields are touched here.
+            Action::Speed(payload) => {
+                speed_message(&mut self.speed, &mut self.ctrl, payload, core, view.id)
+            }
+            Action::WantsSlot => {
+                if choking::admit_free(&core.slots, core.held) {
+                    self.set_choke(Some(SlotKind::Free), core);
+                }
+            }
+            Action::LeavesSlot => self.set_choke(None, core),
+            Action::ExtHandshake => {
+                self.pex_join(core);
+                self.speed_start(slot, core);
+            }
+        }
+        if self.ctrl.len() > core.rules.max_send_backlog {
+            return Err(Reason::SendBacklog);
+        }
+        Ok(Some(used))
+    }
+
+    /// The peer's extension handshake arrived: a peer of a public torrent whose listening
+    /// address we know joins the torrent's swarm for peer exchange, and starts hearing it.
+    fn pex_join(&mut self, core: &Core) {
+        use crate::wire::pex;
+        let Some(t) = &self.torrent else { return };
+        if t.meta.info.private || !core.rules.pex {
+            return;
+        }
+        let Some(ext) = self.peer.ext() else { return };
+        self.pex = ext.id_of(pex::EXTENSION_NAME).is_some();
+        // An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d; peers know it by its
+        // IPv4 address.
+        let ip = self.addr.ip().to_canonical();
+        // A peer we dialled is listed where we reached it (its `p` may be wrong behind NAT).
+        let listen = if self.peer.outgoing() {
+            Some(SocketAddr::new(ip, self.addr.port()))
+        } else {
+            ext.p.map(|p| SocketAddr::new(ip, p))
+        };
+        let flags = if ext.upload_only { pex::FLAG_SEED } else { 0 };
+        let Some(listen) = listen else { return };
+        let mut swarm = crate::engine::lock(&t.swarm);
+        match self.listen_addr {
+            // A repeated handshake at the same address changes only the flags (no churn in
+            // the log that could push other peers behind it).
+            Some(old) if old == listen => swarm.set_flags(listen, flags),
+            // One that moves the peer: its count at the old address goes.
+            Some(old) => {
+                swarm.leave(old);
+                swarm.join(listen, flags);
+                self.listen_addr = Some(listen);
+            }
+            None => {
+                swarm.join(listen, flags);
+                self.listen_addr = Some(listen);
+            }
+        }
+    }
+
+    /// The peer's extension handshake arrived: if it speaks `rs_speed`, send our offer.
+    fn speed_start(&mut self, slot: usize, core: &mut Core) {
+        let Some(svc) = &core.speed else { return };
+        let name = crate::speed::protocol::EXTENSION_NAME;
+        let Some(their_id) = self.peer.ext().and_then(|e| e.id_of(name)) else {
+            return;
+        };
+        if self.speed.is_some() {
+            return;
+        }
+        let to = crate::speed::service::PeerRef {
+            worker: core.id,
+            slot,
+            conn_id: core.next_conn_id,
+        };
+        core.next_conn_id += 1;
+        self.speed = Some(Box::new(PeerSpeed::new(to, self.addr.ip(), their_id)));
+        let offer = crate::speed::protocol::SpeedMessage::Offer(svc.offer).encode();
+        Message::Extended {
+            id: their_id,
+            payload: &offer,
+        }
+        .encode(&mut self.ctrl);
+    }
+}
+
+/// An `rs_speed` message for the connection's speed state; a refusal goes back at once.
+fn speed_message(
+    speed: &mut Option<Box<PeerSpeed>>,
+    ctrl: &mut Vec<u8>,
+    payload: &[u8],
+    core: &Core,
+    torrent: [u8; 20],
+) {
+    let (Some(svc), Some(s)) = (&core.speed, speed.as_mut()) else {
+        return;
+    };
+    if let Some(reply) = s.on_message(payload, svc, torrent) {
+        Message::Extended {
+            id: s.their_id,
+            payload: &reply.encode(),
+        }
+        .encode(ctrl);
+    }
+}

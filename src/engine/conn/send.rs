@@ -1,0 +1,335 @@
+//! The send side of a connection: upload jobs started from the peer's queued requests, their
+//! disk reads, and one send in flight at a time (control messages first, then the oldest job
+//! whose data is in), on the copy, zero-copy or splice path.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+use super::{Conn, MAX_ZC_HELD, Sending};
+use crate::engine::Reason;
+use crate::engine::UploadPath;
+use crate::engine::coalesce;
+use crate::engine::upload::{Job, Pipe, Seg, Tokens};
+use crate::engine::worker::Core;
+use crate::uring::{Op, UserData, ops};
+
+impl Conn {
+    /// Starts upload jobs for queued requests, as far as job slots, rate limits and job memory
+    /// allow. A peer held back by the limits is `throttled` (retried every tick); one held back
+    /// by memory waits in the worker's queue (`starved`).
+    pub fn pump_uploads(&mut self, slot: usize, core: &mut Core) {
+        let splice = core.upload_path == UploadPath::Splice;
+        loop {
+            // Zero-copy buffers stay with the kernel until their notification, which on
+            // loopback comes only once the receiver has read the data: bound what one peer pins.
+            if self.closing.is_some()
+                || self.peer.requests().is_empty()
+                || self.jobs.len() >= core.settings.jobs_per_peer
+                || self.zc_done.len() >= MAX_ZC_HELD
+            {
+                return;
+            }
+            let Some(t) = self.torrent.as_deref() else {
+                return;
+            };
+            let batch = core.settings.batch_bytes;
+            let lengths = self.peer.requests().iter().map(|q| q.req.length);
+            let (take, total) = coalesce::take_for_batch(lengths, batch);
+            let payload = (total - coalesce::HEADER_LEN * take) as u64;
+            let Some(tokens) = Tokens::take(&core.global_limit, &t.upload_limit, payload, core.now)
+            else {
+                self.throttled = true;
+                return;
+            };
+            // Past the memory budget a peer waits its turn (the tokens go back on return).
+            let Some(buf) = core.memory.take(total.max(batch)) else {
+                if !self.starved {
+                    self.starved = true;
+                    core.memory.wait(slot);
+                }
+                return;
+            };
+            self.throttled = false;
+            if splice && self.pipe.is_none() {
+                match Pipe::new() {
+                    Ok(p) => self.pipe = Some(p),
+                    Err(_) => {
+                        core.memory.give_back(buf);
+                        drop(tokens);
+                        self.close(slot, Reason::IoError, core);
+                        return;
+                    }
+                }
+            }
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1) & UserData::SEQ_MASK;
+            let blocks = self.peer.take_requests(take).collect();
+            let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, splice) {
+                Ok(job) => job,
+                Err((buf, _)) => {
+                    core.memory.give_back(buf);
+                    drop(tokens);
+                    self.close(slot, Reason::DiskError, core);
+                    return;
+                }
+            };
+            tokens.spend();
+            self.jobs.push_back(job);
+            self.post_reads(slot, core);
+        }
+    }
+
+    /// Posts the disk reads of the newest job.
+    fn post_reads(&mut self, slot: usize, core: &mut Core) {
+        let Some(job) = self.jobs.back() else { return };
+        self.ops += job.reads.len() as u32;
+        let base = job.iovecs.as_ptr();
+        for r in &job.reads {
+            // SAFETY: `first + count` is within the job's iovec vector (`Job::build`).
+            let iov = unsafe { base.add(r.first) };
+            let e = ops::readv(
+                r.fd,
+                iov,
+                r.count as u32,
+                r.offset,
+                UserData::new(Op::Read, job.seq, slot),
+            );
+            // SAFETY: the iovec vector and the buffer it points into belong to the job, which
+            // stays in the connection (unmoved heap allocations) until its reads complete; the
+            // descriptor belongs to the torrent this connection holds.
+            unsafe { core.push(e) };
+        }
+    }
+
+    pub fn on_read(&mut self, slot: usize, seq: u32, res: i32, core: &mut Core) {
+        let Some(job) = self.jobs.iter_mut().find(|j| j.seq == seq) else {
+            return;
+        };
+        if job.read_done(res) == Some(false) {
+            self.close(slot, Reason::DiskError, core);
+            return;
+        }
+        self.pump_send(slot, core);
+    }
+
+    /// A read of a closing connection completed: only the count of reads in flight matters.
+    pub fn on_read_closing(&mut self, seq: u32) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.seq == seq) {
+            j.reads_pending = j.reads_pending.saturating_sub(1);
+        }
+    }
+
+    /// Posts the next send if none is in flight: control messages first, then the oldest job
+    /// whose reads are done.
+    pub fn pump_send(&mut self, slot: usize, core: &mut Core) {
+        use crate::engine::peer::Phase;
+        if self.sending != Sending::Nothing
+            || self.closing.is_some()
+            || self.peer.phase() == Phase::Connecting
+        {
+            return;
+        }
+        let fd = self.fd.as_raw_fd();
+        // Messages must not interleave: a piece message already on its way finishes before any
+        // control message goes, and control bytes already handed out finish before a job.
+        let job_midway = self.jobs.front().is_some_and(|j| j.sent > 0);
+        let ctrl_pending = self.ctrl_sent < self.ctrl_inflight.len() || !self.ctrl.is_empty();
+        if ctrl_pending && !job_midway {
+            if self.ctrl_sent >= self.ctrl_inflight.len() {
+                self.ctrl_inflight.clear();
+                self.ctrl_sent = 0;
+                std::mem::swap(&mut self.ctrl, &mut self.ctrl_inflight);
+            }
+            let rest = &self.ctrl_inflight[self.ctrl_sent..];
+            let e = ops::send(
+                fd,
+                rest.as_ptr(),
+                rest.len() as u32,
+                libc::MSG_NOSIGNAL,
+                UserData::new(Op::Send, 0, slot),
+            );
+            self.sending = Sending::Control;
+            self.ops += 1;
+            // SAFETY: the bytes live in ctrl_inflight, untouched until this send completes
+            // (sending != Nothing).
+            unsafe { core.push(e) };
+            return;
+        }
+        let Some(job) = self.jobs.front_mut().filter(|j| j.ready_to_send()) else {
+            return;
+        };
+        let seq = job.seq;
+        let e = if let Some(sj) = &job.splice {
+            let Some(pipe) = &self.pipe else { return };
+            match sj.segs.get(sj.seg) {
+                Some(&Seg::Mem { start, len }) => {
+                    let rest = &job.buf[start + sj.seg_done..start + len];
+                    ops::send(
+                        fd,
+                        rest.as_ptr(),
+                        rest.len() as u32,
+                        libc::MSG_NOSIGNAL | libc::MSG_MORE,
+                        UserData::new(Op::Send, seq, slot),
+                    )
+                }
+                Some(&Seg::File { .. }) if sj.in_pipe > 0 => ops::splice(
+                    pipe.read.as_raw_fd(),
+                    -1,
+                    fd,
+                    sj.in_pipe as u32,
+                    UserData::new(Op::SpliceOut, seq, slot),
+                ),
+                Some(&Seg::File {
+                    fd: file,
+                    offset,
+                    len,
+                }) => ops::splice(
+                    file,
+                    (offset + sj.seg_done as u64) as i64,
+                    pipe.write.as_raw_fd(),
+                    (len - sj.seg_done).min(pipe.capacity) as u32,
+                    UserData::new(Op::SpliceIn, seq, slot),
+                ),
+                None => return,
+            }
+        } else {
+            let rest = &job.buf[job.sent..job.len];
+            if core.upload_path == UploadPath::Zerocopy {
+                job.zc_notifs_pending += 1;
+                ops::send_zc(
+                    fd,
+                    rest.as_ptr(),
+                    rest.len() as u32,
+                    libc::MSG_NOSIGNAL,
+                    UserData::new(Op::SendZc, seq, slot),
+                )
+            } else {
+                ops::send(
+                    fd,
+                    rest.as_ptr(),
+                    rest.len() as u32,
+                    libc::MSG_NOSIGNAL,
+                    UserData::new(Op::Send, seq, slot),
+                )
+            }
+        };
+        self.sending = Sending::Job(seq);
+        self.ops += 1;
+        // SAFETY: the bytes live in the front job's buffer, untouched until this operation
+        // completes (sending != Nothing), and zero-copy buffers are held until their
+        // notification; the pipe and file descriptors outlive the connection's operations (the
+        // slot is freed only when none is in flight).
+        unsafe { core.push(e) };
+    }
+
+    pub fn on_send(&mut self, slot: usize, seq: u32, res: i32, core: &mut Core) {
+        let what = std::mem::replace(&mut self.sending, Sending::Nothing);
+        if res < 0 {
+            let reason = if res == -libc::EPIPE || res == -libc::ECONNRESET {
+                Reason::PeerClosed
+            } else {
+                Reason::IoError
+            };
+            self.close(slot, reason, core);
+            return;
+        }
+        let n = res as usize;
+        self.peer.sent(core.now);
+        match what {
+            Sending::Control => self.ctrl_sent += n,
+            Sending::Job(s) if s == seq => {
+                let Some(job) = self.jobs.front_mut() else {
+                    return;
+                };
+                job.sent += n;
+                if let Some(sj) = &mut job.splice {
+                    sj.advance(n);
+                }
+                if job.sent == job.len {
+                    self.finish_front_job(core);
+                }
+            }
+            _ => {}
+        }
+        self.pump_uploads(slot, core);
+        self.pump_send(slot, core);
+    }
+
+    /// A splice into the pipe (`SpliceIn`) or out of it to the socket (`SpliceOut`) completed.
+    pub fn on_splice(&mut self, slot: usize, seq: u32, res: i32, op: Op, core: &mut Core) {
+        self.sending = Sending::Nothing;
+        if res <= 0 {
+            // Nothing read means the file is shorter than the torrent says.
+            let reason = match (op, res) {
+                (Op::SpliceIn, _) => Reason::DiskError,
+                (_, r) if r == -libc::EPIPE || r == -libc::ECONNRESET => Reason::PeerClosed,
+                _ => Reason::IoError,
+            };
+            self.close(slot, reason, core);
+            return;
+        }
+        let n = res as usize;
+        let Some(job) = self.jobs.front_mut().filter(|j| j.seq == seq) else {
+            return;
+        };
+        let Some(sj) = &mut job.splice else { return };
+        if op == Op::SpliceIn {
+            sj.in_pipe = n;
+        } else {
+            self.peer.sent(core.now);
+            sj.in_pipe -= n.min(sj.in_pipe);
+            sj.advance(n);
+            job.sent += n;
+            if job.sent == job.len {
+                self.finish_front_job(core);
+                self.pump_uploads(slot, core);
+            }
+        }
+        self.pump_send(slot, core);
+    }
+
+    /// The front job is fully sent: account it and release its buffer.
+    fn finish_front_job(&mut self, core: &mut Core) {
+        let Some(job) = self.jobs.pop_front() else {
+            return;
+        };
+        let payload = job.payload();
+        self.peer.served(payload);
+        if let Some(t) = &self.torrent {
+            t.uploaded.fetch_add(payload, Ordering::Relaxed);
+        }
+        for q in &job.blocks {
+            let us = core.now.saturating_duration_since(q.at).as_micros() as u64;
+            let _ = core.latency.record(us.max(1));
+        }
+        core.stats.add(&core.stats.bytes_up, payload);
+        core.stats
+            .add(&core.stats.blocks_up, job.blocks.len() as u64);
+        if let Some(svc) = &core.speed
+            && self.speed.as_ref().is_some_and(|s| s.paying())
+        {
+            svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
+        }
+        if job.zc_notifs_pending > 0 {
+            self.zc_done.push(job);
+        } else {
+            core.memory.give_back(job.buf);
+        }
+    }
+
+    /// A zero-copy send's buffer is the kernel's no more.
+    pub fn zc_notified(&mut self, seq: u32, core: &mut Core) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.seq == seq) {
+            j.zc_notifs_pending = j.zc_notifs_pending.saturating_sub(1);
+            return;
+        }
+        if let Some(i) = self.zc_done.iter().position(|j| j.seq == seq) {
+            let j = &mut self.zc_done[i];
+            j.zc_notifs_pending = j.zc_notifs_pending.saturating_sub(1);
+            if j.zc_notifs_pending == 0 {
+                let job = self.zc_done.swap_remove(i);
+                core.memory.give_back(job.buf);
+            }
+        }
+    }
+}

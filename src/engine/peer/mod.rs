@@ -1,0 +1,755 @@
+//! The protocol state of one peer connection, with no I/O: the worker feeds it what arrived
+//! (a handshake, a parsed message, the passing of time) and does what it answers.
+//!
+//! Control messages it decides to send are encoded straight into the caller's send buffer
+//! (`out`); everything else it wants done comes back as an [`Action`], and a protocol violation
+//! as the [`Reason`] to close with. It reads no clock (time is passed in), touches no socket and
+//! no ring, and keeps no pointer into the worker, so the tests beside it drive it message by
+//! message.
+//!
+//! Both directions live here. The upload side is complete: interest, choking (the worker
+//! decides who is unchoked, see [`crate::choking`]; [`Peer::choke`] and [`Peer::unchoke`] carry
+//! it out), the peer's request queue with BEP 6 rejects and allowed-fast pieces, BEP 9 metadata
+//! answers. For the download side it keeps what the peer tells about itself (its pieces, whether
+//! it chokes us, the pieces it allows us while choked) so the piece picker can be added beside
+//! it; today ringseed requests nothing, so any block that arrives is unrequested.
+//!
+//! ```text
+//!  Connecting ──connected()──► Handshake ──on_handshake()──► Active ──(close: Reason)
+//!  (outgoing)                  (incoming)                    on_message / on_tick
+//! ```
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::Reason;
+use crate::metainfo::FileLayout;
+use crate::pieces::PieceTable;
+use crate::wire::extension::ExtHandshake;
+use crate::wire::{BlockRequest, Handshake, Message};
+
+#[cfg(test)]
+mod tests;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Outgoing, the TCP connect not yet done.
+    Connecting,
+    /// Waiting for the peer's handshake.
+    Handshake,
+    /// Handshakes exchanged: messages flow.
+    Active,
+}
+
+/// What a worker's peers share: its settings as the protocol needs them.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub peer_id: [u8; 20],
+    /// The port we listen on, told to peers as `p` (0: not told).
+    pub port: u16,
+    pub client_name: String,
+    pub max_request_len: u32,
+    /// Requests queued per peer; the `reqq` we advertise.
+    pub max_reqq: usize,
+    /// Control bytes queued for one peer before it is cut off (`send_backlog`).
+    pub max_send_backlog: usize,
+    /// Allowed-fast pieces given to BEP 6 peers.
+    pub allowed_fast: usize,
+    /// Offer BEP 11 peer exchange (public torrents only).
+    pub pex: bool,
+    /// Offer `rs_speed`.
+    pub speed: bool,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Duration,
+}
+
+impl Rules {
+    pub fn new(s: &super::Settings, port: u16, speed: bool) -> Rules {
+        Rules {
+            peer_id: s.peer_id,
+            port,
+            client_name: s.client_name.clone(),
+            max_request_len: s.max_request_len,
+            max_reqq: s.max_reqq,
+            max_send_backlog: s.max_send_backlog,
+            allowed_fast: s.allowed_fast,
+            pex: !s.pex_interval.is_zero(),
+            speed,
+            handshake_timeout: s.handshake_timeout,
+            idle_timeout: s.idle_timeout,
+            keepalive_interval: s.keepalive_interval,
+        }
+    }
+}
+
+/// What the machine reads of a torrent: borrowed for one call, so no reference count is touched
+/// per message.
+#[derive(Clone, Copy)]
+pub struct TorrentView<'a> {
+    pub id: [u8; 20],
+    pub pieces: &'a PieceTable,
+    pub layout: &'a FileLayout,
+    /// The info dictionary's exact bytes (BEP 9 serves them).
+    pub info: &'a [u8],
+    pub private: bool,
+}
+
+impl<'a> TorrentView<'a> {
+    pub fn of(t: &'a super::Torrent) -> TorrentView<'a> {
+        TorrentView {
+            id: t.id,
+            pieces: &t.pieces,
+            layout: &t.meta.info.layout,
+            info: &t.meta.info.raw,
+            private: t.meta.info.private,
+        }
+    }
+
+    fn num_pieces(&self) -> u32 {
+        self.pieces.num_pieces()
+    }
+
+    fn is_seed(&self) -> bool {
+        self.pieces.verified.is_full()
+    }
+}
+
+/// A request the peer queued with us, and when it arrived (for latency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    pub req: BlockRequest,
+    pub at: Instant,
+}
+
+/// What the worker must do after a message (beyond sending what went into `out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'m> {
+    Nothing,
+    /// The peer became interested while choked: it may take a slot now.
+    WantsSlot,
+    /// The peer lost interest while unchoked: choke it, its slot is free.
+    LeavesSlot,
+    /// A request was queued for upload.
+    Queued,
+    /// A request was refused: `told` when a reject went back (BEP 6), else dropped.
+    Refused {
+        told: bool,
+    },
+    /// The extension handshake arrived (now in [`Peer::ext`]): peer exchange and `rs_speed`
+    /// start from it.
+    ExtHandshake,
+    /// An `rs_speed` message, for the connection's speed state.
+    Speed(&'m [u8]),
+}
+
+/// What a tick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Nothing,
+    /// A keep-alive went into `out`.
+    KeepAlive,
+}
+
+/// The peer's pieces as it announced them.
+#[derive(Debug, Clone, Default)]
+struct PeerPieces {
+    /// Wire form; `None` until the peer says anything about its pieces.
+    bits: Option<Vec<u8>>,
+    count: u32,
+}
+
+/// Allowed-fast pieces a peer may give us (BEP 6 suggests 10); more are ignored, so a peer
+/// cannot grow our memory with them.
+const MAX_ALLOWED_FAST_IN: usize = 64;
+
+/// The protocol state of one connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    phase: Phase,
+    outgoing: bool,
+    /// BEP 6 and BEP 10, from both handshakes' reserved bits.
+    fast: bool,
+    extensions: bool,
+    // Our side toward the peer.
+    am_choking: bool,
+    choke_changed: Instant,
+    am_interested: bool,
+    // The peer's side toward us.
+    peer_choking: bool,
+    peer_interested: bool,
+    have: PeerPieces,
+    /// Its requests waiting for upload, oldest first.
+    requests: VecDeque<Queued>,
+    /// The allowed-fast set we gave it (served while choked).
+    allowed_fast: Vec<u32>,
+    /// Pieces it allows us to request while it chokes us.
+    allowed_fast_in: Vec<u32>,
+    rejected_total: u64,
+    /// Requests refused because the queue was full, since it was last below half.
+    overflow: u64,
+    ext: Option<ExtHandshake>,
+    /// BEP 9 pieces answered (bounded).
+    metadata_answers: u32,
+    connected_at: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    /// Piece payload sent to it: in all, since its last unchoke, and this choking round.
+    pub uploaded: u64,
+    pub uploaded_since_unchoke: u64,
+    pub uploaded_this_round: u64,
+}
+
+impl Peer {
+    pub fn new(outgoing: bool, now: Instant) -> Peer {
+        Peer {
+            phase: if outgoing {
+                Phase::Connecting
+            } else {
+                Phase::Handshake
+            },
+            outgoing,
+            fast: false,
+            extensions: false,
+            am_choking: true,
+            choke_changed: now,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            have: PeerPieces::default(),
+            requests: VecDeque::new(),
+            allowed_fast: Vec::new(),
+            allowed_fast_in: Vec::new(),
+            rejected_total: 0,
+            overflow: 0,
+            ext: None,
+            metadata_answers: 0,
+            connected_at: now,
+            last_recv: now,
+            last_send: now,
+            uploaded: 0,
+            uploaded_since_unchoke: 0,
+            uploaded_this_round: 0,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn outgoing(&self) -> bool {
+        self.outgoing
+    }
+    pub fn fast(&self) -> bool {
+        self.fast
+    }
+    pub fn am_choking(&self) -> bool {
+        self.am_choking
+    }
+    pub fn choke_changed(&self) -> Instant {
+        self.choke_changed
+    }
+    pub fn am_interested(&self) -> bool {
+        self.am_interested
+    }
+    pub fn peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+    pub fn peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+    /// Pieces the peer has announced.
+    pub fn peer_has_count(&self) -> u32 {
+        self.have.count
+    }
+    /// Whether the peer announced piece `i`.
+    pub fn peer_has(&self, i: u32) -> bool {
+        self.have
+            .bits
+            .as_ref()
+            .and_then(|b| b.get((i / 8) as usize))
+            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+    }
+    pub fn allowed_fast_in(&self) -> &[u32] {
+        &self.allowed_fast_in
+    }
+    pub fn requests(&self) -> &VecDeque<Queued> {
+        &self.requests
+    }
+    pub fn ext(&self) -> Option<&ExtHandshake> {
+        self.ext.as_ref()
+    }
+    pub fn connected_at(&self) -> Instant {
+        self.connected_at
+    }
+
+    /// The outgoing connect completed: our handshake goes first.
+    pub fn connected(&mut self, info_hash: [u8; 20], rules: &Rules, out: &mut Vec<u8>) {
+        if self.phase == Phase::Connecting {
+            self.phase = Phase::Handshake;
+            out.extend_from_slice(&Handshake::new(info_hash, rules.peer_id).encode());
+        }
+    }
+
+    /// Bytes arrived (of any kind): the peer is alive.
+    pub fn received(&mut self, now: Instant) {
+        self.last_recv = now;
+    }
+
+    /// Bytes went out.
+    pub fn sent(&mut self, now: Instant) {
+        self.last_send = now;
+    }
+
+    /// The largest message the peer may send us: a request, our bitfield's size, or an
+    /// extension message, whichever is largest.
+    pub fn max_message_len(&self, num_pieces: u32, rules: &Rules) -> u32 {
+        (num_pieces.div_ceil(8) + 1)
+            .max(rules.max_request_len + 9)
+            .max(crate::wire::extension::MAX_HANDSHAKE_BYTES as u32 + 2)
+    }
+
+    /// The peer's whole handshake arrived, for torrent `t` (the worker found it by the
+    /// info-hash and has answered with our handshake when the peer dialled us). Sends our
+    /// extension handshake, our pieces and the allowed-fast set.
+    pub fn on_handshake(
+        &mut self,
+        hs: &Handshake,
+        t: TorrentView<'_>,
+        rules: &Rules,
+        addr: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Reason> {
+        if self.phase != Phase::Handshake {
+            return Err(Reason::BadHandshake);
+        }
+        if hs.info_hash != t.id {
+            return Err(Reason::UnknownTorrent);
+        }
+        if hs.peer_id == rules.peer_id {
+            return Err(Reason::SelfConnection);
+        }
+        self.phase = Phase::Active;
+        self.fast = hs.supports_fast();
+        self.extensions = hs.supports_extensions();
+        if self.extensions {
+            Message::Extended {
+                id: 0,
+                payload: &self.our_extensions(t, rules, addr).encode(),
+            }
+            .encode(out);
+        }
+        let verified = &t.pieces.verified;
+        if self.fast && verified.is_full() {
+            Message::HaveAll.encode(out);
+        } else if self.fast && verified.count() == 0 {
+            Message::HaveNone.encode(out);
+        } else {
+            Message::Bitfield(&verified.to_wire()).encode(out);
+        }
+        if self.fast && rules.allowed_fast > 0 {
+            // BEP 6 computes the set from the IPv4 address; a v4 peer on a dual-stack listener
+            // shows as ::ffff:a.b.c.d.
+            let ip = addr.to_canonical();
+            let set =
+                crate::wire::fast::allowed_fast_set(ip, &t.id, t.num_pieces(), rules.allowed_fast);
+            for &i in &set {
+                if verified.get(i) {
+                    Message::AllowedFast(i).encode(out);
+                }
+            }
+            self.allowed_fast = set;
+        }
+        Ok(())
+    }
+
+    /// Our BEP 10 handshake: BEP 9 and BEP 11 for public torrents only (a private torrent's
+    /// metadata travels only in its .torrent, and it has no peer exchange), `rs_speed` when on.
+    fn our_extensions(&self, t: TorrentView<'_>, rules: &Rules, addr: IpAddr) -> ExtHandshake {
+        let mut m = Vec::new();
+        let public = !t.private;
+        if public {
+            let name = crate::wire::metadata::EXTENSION_NAME;
+            m.push((name.to_string(), crate::wire::metadata::LOCAL_ID));
+            if rules.pex {
+                m.push((
+                    crate::wire::pex::EXTENSION_NAME.to_string(),
+                    crate::wire::pex::LOCAL_ID,
+                ));
+            }
+        }
+        if rules.speed {
+            m.push((
+                crate::speed::protocol::EXTENSION_NAME.to_string(),
+                crate::speed::peer::LOCAL_ID,
+            ));
+        }
+        ExtHandshake {
+            m,
+            v: Some(rules.client_name.clone()),
+            reqq: Some(rules.max_reqq as u32),
+            yourip: Some(addr),
+            p: Some(rules.port).filter(|&p| p != 0),
+            metadata_size: public.then_some(t.info.len() as u64),
+            upload_only: t.is_seed(),
+        }
+    }
+
+    /// One message from the peer. Answers go into `out`; the result says what else to do, or
+    /// why the connection must close.
+    pub fn on_message<'m>(
+        &mut self,
+        msg: Message<'m>,
+        t: TorrentView<'_>,
+        rules: &Rules,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<Action<'m>, Reason> {
+        if self.phase != Phase::Active {
+            return Err(Reason::BadMessage);
+        }
+        let n = t.num_pieces();
+        let action = match msg {
+            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => Action::Nothing,
+            Message::Choke => {
+                self.peer_choking = true;
+                Action::Nothing
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                Action::Nothing
+            }
+            Message::Interested => {
+                self.peer_interested = true;
+                if self.am_choking {
+                    Action::WantsSlot
+                } else {
+                    Action::Nothing
+                }
+            }
+            Message::NotInterested => {
+                self.peer_interested = false;
+                if self.am_choking {
+                    Action::Nothing
+                } else {
+                    Action::LeavesSlot
+                }
+            }
+            Message::Have(i) => {
+                if i >= n {
+                    return Err(Reason::BadMessage);
+                }
+                let bits = self
+                    .have
+                    .bits
+                    .get_or_insert_with(|| vec![0; n.div_ceil(8) as usize]);
+                let (byte, bit) = ((i / 8) as usize, 0x80u8 >> (i % 8));
+                if bits[byte] & bit == 0 {
+                    bits[byte] |= bit;
+                    self.have.count += 1;
+                    t.pieces.peer_has(i);
+                }
+                if self.have.count == n && t.is_seed() {
+                    return Err(Reason::BothSeeds);
+                }
+                Action::Nothing
+            }
+            Message::Bitfield(bits) => {
+                if bits.len() != n.div_ceil(8) as usize {
+                    return Err(Reason::BadMessage);
+                }
+                let spare = (n.div_ceil(8) * 8 - n) as u8;
+                if spare > 0 && bits.last().is_some_and(|&l| l & ((1u8 << spare) - 1) != 0) {
+                    return Err(Reason::BadMessage);
+                }
+                // BEP 3 sends the bitfield once, first; aria2 sends fresh ones as it completes
+                // pieces. A later one replaces the peer's state.
+                self.forget_pieces(t.pieces);
+                let mut count = 0;
+                for_each_set(bits, n, |i| {
+                    t.pieces.peer_has(i);
+                    count += 1;
+                });
+                self.have = PeerPieces {
+                    bits: Some(bits.to_vec()),
+                    count,
+                };
+                if count == n && n > 0 && t.is_seed() {
+                    return Err(Reason::BothSeeds);
+                }
+                Action::Nothing
+            }
+            Message::HaveAll => {
+                if !self.fast {
+                    return Err(Reason::BadMessage);
+                }
+                if t.is_seed() {
+                    return Err(Reason::BothSeeds);
+                }
+                self.forget_pieces(t.pieces);
+                for i in 0..n {
+                    t.pieces.peer_has(i);
+                }
+                self.have = PeerPieces {
+                    bits: Some(full_bitfield(n)),
+                    count: n,
+                };
+                Action::Nothing
+            }
+            Message::HaveNone => {
+                if !self.fast {
+                    return Err(Reason::BadMessage);
+                }
+                self.forget_pieces(t.pieces);
+                Action::Nothing
+            }
+            Message::Request(r) => self.on_request(r, t, rules, now, out)?,
+            Message::Cancel(r) => {
+                if let Some(pos) = self.requests.iter().position(|q| q.req == r) {
+                    self.requests.remove(pos);
+                    if self.fast {
+                        // BEP 6: a cancelled request is answered with a reject.
+                        Message::Reject(r).encode(out);
+                    }
+                }
+                Action::Nothing
+            }
+            // We have requested nothing, so every block is unrequested.
+            Message::Piece { .. } => return Err(Reason::BadMessage),
+            Message::Suggest(_) | Message::Reject(_) => {
+                if !self.fast {
+                    return Err(Reason::BadMessage);
+                }
+                Action::Nothing
+            }
+            Message::AllowedFast(i) => {
+                if !self.fast {
+                    return Err(Reason::BadMessage);
+                }
+                if i < n
+                    && self.allowed_fast_in.len() < MAX_ALLOWED_FAST_IN
+                    && !self.allowed_fast_in.contains(&i)
+                {
+                    self.allowed_fast_in.push(i);
+                }
+                Action::Nothing
+            }
+            Message::Extended { id: 0, payload } => {
+                // A bad extension handshake disables extensions for this peer; it is no reason
+                // to drop a peer that speaks BEP 3 correctly.
+                self.ext = ExtHandshake::parse(payload).ok();
+                Action::ExtHandshake
+            }
+            Message::Extended {
+                id: crate::speed::peer::LOCAL_ID,
+                payload,
+            } if rules.speed => Action::Speed(payload),
+            Message::Extended {
+                id: crate::wire::metadata::LOCAL_ID,
+                payload,
+            } => {
+                self.on_metadata(payload, t, rules, out);
+                Action::Nothing
+            }
+            Message::Extended { .. } => Action::Nothing,
+        };
+        if out.len() > rules.max_send_backlog {
+            return Err(Reason::SendBacklog);
+        }
+        Ok(action)
+    }
+
+    fn on_request(
+        &mut self,
+        r: BlockRequest,
+        t: TorrentView<'_>,
+        rules: &Rules,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<Action<'static>, Reason> {
+        if r.length == 0 || r.length > rules.max_request_len || r.index >= t.num_pieces() {
+            return Err(Reason::InvalidRequest);
+        }
+        if u64::from(r.begin) + u64::from(r.length) > t.layout.piece_size(r.index) {
+            return Err(Reason::InvalidRequest);
+        }
+        let allowed = !self.am_choking || self.allowed_fast.contains(&r.index);
+        let full = self.requests.len() >= rules.max_reqq;
+        if t.pieces.verified.get(r.index) && allowed && !full {
+            if self.requests.len() < rules.max_reqq / 2 {
+                self.overflow = 0;
+            }
+            self.requests.push_back(Queued { req: r, at: now });
+            return Ok(Action::Queued);
+        }
+        self.rejected_total += 1;
+        if full {
+            self.overflow += 1;
+        }
+        if self.fast {
+            Message::Reject(r).encode(out);
+        }
+        // A peer that keeps requesting past the queue we advertised (`reqq`), or while choked,
+        // ignores the protocol and only costs us memory and sends.
+        if self.overflow > (rules.max_reqq as u64 / 2).max(16)
+            || self.rejected_total > 4 * rules.max_reqq as u64 + 1000
+        {
+            return Err(Reason::RequestFlood);
+        }
+        Ok(Action::Refused { told: self.fast })
+    }
+
+    /// A BEP 9 message: a request is answered with the piece of the info dictionary, or a
+    /// reject for a piece that does not exist, a private torrent, a peer that has asked for
+    /// more than a few copies of the whole, or one whose queued answers would fill its send
+    /// backlog (each answer is 16 KiB queued on our side; it asks again). We never ask, so data
+    /// and rejects get no answer, nor does a malformed message.
+    fn on_metadata(
+        &mut self,
+        payload: &[u8],
+        t: TorrentView<'_>,
+        rules: &Rules,
+        out: &mut Vec<u8>,
+    ) {
+        use crate::wire::metadata::{self, MetadataMessage};
+        let Some(their_id) = self
+            .ext
+            .as_ref()
+            .and_then(|e| e.id_of(metadata::EXTENSION_NAME))
+        else {
+            return;
+        };
+        let Ok(MetadataMessage::Request(piece)) = MetadataMessage::parse(payload) else {
+            return;
+        };
+        let allowed = 4 * metadata::piece_count(t.info.len()) + 4;
+        let room = out.len() + metadata::PIECE_BYTES + 128 <= rules.max_send_backlog;
+        let answer = if t.private || self.metadata_answers >= allowed || !room {
+            None
+        } else {
+            metadata::data_message(t.info, piece)
+        };
+        if answer.is_some() {
+            self.metadata_answers = self.metadata_answers.saturating_add(1);
+        }
+        let reply = answer.unwrap_or_else(|| metadata::reject_message(piece));
+        Message::Extended {
+            id: their_id,
+            payload: &reply,
+        }
+        .encode(out);
+    }
+
+    /// Chokes the peer (no-op when choked already). Its queued requests die with the choke;
+    /// fast peers are told so, except for pieces in their allowed-fast set, which stay served.
+    pub fn choke(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        if self.am_choking {
+            return false;
+        }
+        self.am_choking = true;
+        self.choke_changed = now;
+        Message::Choke.encode(out);
+        let fast = self.fast;
+        let allowed = &self.allowed_fast;
+        self.requests.retain(|q| {
+            let keep = fast && allowed.contains(&q.req.index);
+            if fast && !keep {
+                Message::Reject(q.req).encode(out);
+            }
+            keep
+        });
+        true
+    }
+
+    /// Unchokes the peer (no-op when unchoked already).
+    pub fn unchoke(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        if !self.am_choking {
+            return false;
+        }
+        self.am_choking = false;
+        self.choke_changed = now;
+        self.uploaded_since_unchoke = 0;
+        Message::Unchoke.encode(out);
+        true
+    }
+
+    /// Takes the first `n` queued requests for an upload job.
+    pub fn take_requests(&mut self, n: usize) -> impl Iterator<Item = Queued> + '_ {
+        let n = n.min(self.requests.len());
+        self.requests.drain(..n)
+    }
+
+    /// `payload` bytes of blocks reached the socket.
+    pub fn served(&mut self, payload: u64) {
+        self.uploaded += payload;
+        self.uploaded_since_unchoke += payload;
+        self.uploaded_this_round += payload;
+    }
+
+    /// Time passed: the handshake or the peer may have timed out, or a keep-alive is due (only
+    /// when `send_idle`: nothing is on its way to the socket).
+    pub fn on_tick(
+        &mut self,
+        now: Instant,
+        rules: &Rules,
+        send_idle: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Tick, Reason> {
+        match self.phase {
+            Phase::Connecting | Phase::Handshake => {
+                if now.saturating_duration_since(self.connected_at) > rules.handshake_timeout {
+                    return Err(Reason::HandshakeTimeout);
+                }
+                Ok(Tick::Nothing)
+            }
+            Phase::Active => {
+                if now.saturating_duration_since(self.last_recv) > rules.idle_timeout {
+                    return Err(Reason::IdleTimeout);
+                }
+                if send_idle
+                    && out.is_empty()
+                    && now.saturating_duration_since(self.last_send) > rules.keepalive_interval
+                {
+                    Message::KeepAlive.encode(out);
+                    return Ok(Tick::KeepAlive);
+                }
+                Ok(Tick::Nothing)
+            }
+        }
+    }
+
+    /// The connection is gone: the pieces it announced no longer count as available.
+    pub fn forget_pieces(&mut self, pieces: &PieceTable) {
+        if let Some(bits) = self.have.bits.take() {
+            for_each_set(&bits, pieces.num_pieces(), |i| pieces.peer_lost(i));
+        }
+        self.have.count = 0;
+    }
+}
+
+fn full_bitfield(n: u32) -> Vec<u8> {
+    let mut b = vec![0xff; n.div_ceil(8) as usize];
+    let spare = n.div_ceil(8) * 8 - n;
+    if let Some(last) = b.last_mut()
+        && spare > 0
+    {
+        *last &= 0xff << spare;
+    }
+    b
+}
+
+/// Calls `f` for every piece index below `n` whose bit is set in a wire-form bitfield.
+fn for_each_set(bits: &[u8], n: u32, mut f: impl FnMut(u32)) {
+    for (byte_i, &byte) in bits.iter().enumerate() {
+        if byte == 0 {
+            continue;
+        }
+        for bit in 0..8u32 {
+            let i = byte_i as u32 * 8 + bit;
+            if i < n && byte & (0x80 >> bit) != 0 {
+                f(i);
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What a worker counts: disconnect reasons, its counters and its latency histogram.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+/// Why a peer was disconnected; each has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(usize)]
+pub enum Reason {
+    PeerClosed,
+    IoError,
+    HandshakeTimeout,
+    IdleTimeout,
+    BadHandshake,
+    UnknownTorrent,
+    SelfConnection,
+    MessageTooLong,
+    BadMessage,
+    InvalidRequest,
+    RequestFlood,
+    SendBacklog,
+    DiskError,
+    BothSeeds,
+    TorrentRemoved,
+    TooManyPeers,
+    ConnectFailed,
+    Shutdown,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 18] = [
+        Reason::PeerClosed,
+        Reason::IoError,
+        Reason::HandshakeTimeout,
+        Reason::IdleTimeout,
+        Reason::BadHandshake,
+        Reason::UnknownTorrent,
+        Reason::SelfConnection,
+        Reason::MessageTooLong,
+        Reason::BadMessage,
+        Reason::InvalidRequest,
+        Reason::RequestFlood,
+        Reason::SendBacklog,
+        Reason::DiskError,
+        Reason::BothSeeds,
+        Reason::TorrentRemoved,
+        Reason::TooManyPeers,
+        Reason::ConnectFailed,
+        Reason::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::PeerClosed => "peer_closed",
+            Reason::IoError => "io_error",
+            Reason::HandshakeTimeout => "handshake_timeout",
+            Reason::IdleTimeout => "idle_timeout",
+            Reason::BadHandshake => "bad_handshake",
+            Reason::UnknownTorrent => "unknown_torrent",
+            Reason::SelfConnection => "self_connection",
+            Reason::MessageTooLong => "message_too_long",
+            Reason::BadMessage => "bad_message",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::RequestFlood => "request_flood",
+            Reason::SendBacklog => "send_backlog",
+            Reason::DiskError => "disk_error",
+            Reason::BothSeeds => "both_seeds",
+            Reason::TorrentRemoved => "torrent_removed",
+            Reason::TooManyPeers => "too_many_peers",
+            Reason::ConnectFailed => "connect_failed",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Counters of one worker. Only that worker writes them (Relaxed: statistics); anyone reads.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub accepted: AtomicU64,
+    pub connected_out: AtomicU64,
+    pub peers: AtomicI64,
+    pub handshakes: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub blocks_up: AtomicU64,
+    pub requests: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dropped_requests: AtomicU64,
+    pub submissions: AtomicU64,
+    pub completions: AtomicU64,
+    pub disconnects: [AtomicU64; Reason::ALL.len()],
+    /// Request → last byte handed to the socket, microseconds. Published by the worker once a
+    /// second from its private histogram, so the lock is never taken on the peer path.
+    pub latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            accepted: AtomicU64::new(0),
+            connected_out: AtomicU64::new(0),
+            peers: AtomicI64::new(0),
+            handshakes: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            blocks_up: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            dropped_requests: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
+            disconnects: Default::default(),
+            latency_us: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// A copy of one worker's counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub accepted: u64,
+    pub connected_out: u64,
+    pub peers: i64,
+    pub handshakes: u64,
+    pub bytes_up: u64,
+    pub blocks_up: u64,
+    pub requests: u64,
+    pub rejected: u64,
+    pub dropped_requests: u64,
+    pub submissions: u64,
+    pub completions: u64,
+    pub disconnects: HashMap<&'static str, u64>,
+    #[serde(skip)]
+    pub latency_us: Histogram<u64>,
+}
+
+impl WorkerStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            accepted: r(&self.accepted),
+            connected_out: r(&self.connected_out),
+            peers: self.peers.load(Ordering::Relaxed),
+            handshakes: r(&self.handshakes),
+            bytes_up: r(&self.bytes_up),
+            blocks_up: r(&self.blocks_up),
+            requests: r(&self.requests),
+            rejected: r(&self.rejected),
+            dropped_requests: r(&self.dropped_requests),
+            submissions: r(&self.submissions),
+            completions: r(&self.completions),
+            disconnects: Reason::ALL
+                .iter()
+                .map(|&k| (k.name(), r(&self.disconnects[k as usize])))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            latency_us: self
+                .latency_us
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_else(|_| new_histogram()),
+        }
+    }
+
+    pub(crate) fn add(&self, counter: &AtomicU64, n: u64) {
+        let _ = self;
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

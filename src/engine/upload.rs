@@ -1,0 +1,405 @@
+//! Upload jobs: a batch of one peer's requests laid out for one send, the memory they take, and
+//! the rate-limit tokens they spend.
+//!
+//! A job holds the 13-byte piece headers and the block data back to back in one buffer (the
+//! copy and zero-copy paths read the data into it with one `readv` per run of file-contiguous
+//! spans), or, on the splice path, the headers only and a list of segments to send: buffer
+//! bytes, or file ranges that go file → pipe → socket. [`JobMemory`] owns the buffers: a per
+//! worker budget, a pool of buffers kept for reuse, and the queue of peers waiting for memory.
+//! [`Tokens`] takes rate-limit tokens and gives them back unless the job starts, so no early
+//! exit can leak them.
+
+use std::collections::VecDeque;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Instant;
+
+use super::coalesce;
+use super::peer::Queued;
+use super::ratelimit::TokenBucket;
+use crate::metainfo::FileLayout;
+use crate::storage::DataFiles;
+use crate::wire::{self, BlockRequest};
+
+/// One upload job: headers and blocks laid out back to back, ready for one send.
+pub struct Job {
+    pub seq: u32,
+    pub buf: Vec<u8>,
+    /// Bytes of `buf` that make the job (headers, pad and data).
+    pub len: usize,
+    /// Kept alive while reads are in flight: the kernel reads these iovecs.
+    pub iovecs: Vec<libc::iovec>,
+    /// Reads to post: one `readv` per run of file-contiguous spans.
+    pub reads: Vec<Read>,
+    pub reads_pending: u32,
+    pub read_expected: usize,
+    pub read_done: usize,
+    pub read_failed: bool,
+    pub sent: usize,
+    /// The requests it answers, with the time each arrived (latency and accounting).
+    pub blocks: Vec<Queued>,
+    /// Zero-copy sends: the buffer stays with the kernel until the notification.
+    pub zc_notifs_pending: u32,
+    /// Splice path: the job is sent segment by segment instead of from `buf` alone.
+    pub splice: Option<SpliceJob>,
+}
+
+/// One `readv` of a job: `count` iovecs from `first`, `bytes` long, at `offset` of `fd`.
+#[derive(Debug, Clone, Copy)]
+pub struct Read {
+    pub fd: RawFd,
+    pub offset: u64,
+    pub first: usize,
+    pub count: usize,
+    pub bytes: usize,
+}
+
+/// Why a job could not be laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingFile;
+
+impl Job {
+    /// Lays out a job for `blocks` (all valid requests of `layout`'s torrent): writes the
+    /// headers into `buf` and plans the reads, or (`splice`) the segments. A file that is not
+    /// open fails the job.
+    pub fn build(
+        seq: u32,
+        mut buf: Vec<u8>,
+        blocks: Vec<Queued>,
+        layout: &FileLayout,
+        files: &DataFiles,
+        splice: bool,
+    ) -> Result<Job, (Vec<u8>, MissingFile)> {
+        let reqs: Vec<BlockRequest> = blocks.iter().map(|b| b.req).collect();
+        let plan = coalesce::plan_job(layout, &reqs);
+        let mut iovecs: Vec<libc::iovec> = Vec::new();
+        let mut segs: Vec<Seg> = Vec::new();
+        // Splice path: bytes from the buffer, extending the previous buffer segment.
+        let mem = |segs: &mut Vec<Seg>, start: usize, len: usize| match segs.last_mut() {
+            Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
+            _ => segs.push(Seg::Mem { start, len }),
+        };
+        for part in &plan.parts {
+            match *part {
+                coalesce::Part::Header { at, req: r } => {
+                    buf[at..at + 13]
+                        .copy_from_slice(&wire::piece_header(r.index, r.begin, r.length));
+                    if splice {
+                        mem(&mut segs, at, 13);
+                    }
+                }
+                coalesce::Part::Pad { at, len } => {
+                    buf[at..at + len].fill(0);
+                    if splice {
+                        mem(&mut segs, at, len);
+                    }
+                }
+                coalesce::Part::File {
+                    at,
+                    file,
+                    offset,
+                    len,
+                } => match files.raw_fd(file) {
+                    Some(fd) if splice => segs.push(Seg::File { fd, offset, len }),
+                    Some(_) => iovecs.push(libc::iovec {
+                        iov_base: buf[at..].as_mut_ptr().cast(),
+                        iov_len: len,
+                    }),
+                    None => return Err((buf, MissingFile)),
+                },
+            }
+        }
+        let mut reads = Vec::new();
+        if !splice {
+            for r in &plan.runs {
+                let fd = files.raw_fd(r.file).ok_or(MissingFile);
+                let fd = match fd {
+                    Ok(fd) => fd,
+                    Err(e) => return Err((buf, e)),
+                };
+                reads.push(Read {
+                    fd,
+                    offset: r.offset,
+                    first: r.first,
+                    count: r.count,
+                    bytes: r.bytes,
+                });
+            }
+        }
+        Ok(Job {
+            seq,
+            len: plan.len,
+            buf,
+            iovecs,
+            reads_pending: reads.len() as u32,
+            read_expected: reads.iter().map(|r| r.bytes).sum(),
+            reads,
+            read_done: 0,
+            read_failed: false,
+            sent: 0,
+            blocks,
+            zc_notifs_pending: 0,
+            splice: splice.then_some(SpliceJob {
+                segs,
+                seg: 0,
+                seg_done: 0,
+                in_pipe: 0,
+            }),
+        })
+    }
+
+    /// Piece payload bytes of the job (without headers).
+    pub fn payload(&self) -> u64 {
+        (self.len - coalesce::HEADER_LEN * self.blocks.len()) as u64
+    }
+
+    /// A read completed with `res` (bytes or -errno). `Some(ok)` once the last read is in:
+    /// `ok` when every byte expected was read.
+    pub fn read_done(&mut self, res: i32) -> Option<bool> {
+        self.reads_pending = self.reads_pending.saturating_sub(1);
+        if res < 0 {
+            self.read_failed = true;
+        } else {
+            self.read_done += res as usize;
+        }
+        (self.reads_pending == 0)
+            .then_some(!self.read_failed && self.read_done == self.read_expected)
+    }
+
+    pub fn ready_to_send(&self) -> bool {
+        self.reads_pending == 0
+    }
+}
+
+/// A job on the splice path: headers (and pad zeros) go from the buffer, block data goes
+/// file → pipe → socket without passing through user space.
+pub struct SpliceJob {
+    pub segs: Vec<Seg>,
+    pub seg: usize,
+    pub seg_done: usize,
+    /// Bytes spliced into the pipe and not yet out to the socket.
+    pub in_pipe: usize,
+}
+
+pub enum Seg {
+    Mem { start: usize, len: usize },
+    File { fd: RawFd, offset: u64, len: usize },
+}
+
+impl SpliceJob {
+    /// `n` more bytes of the current segment reached the socket.
+    pub fn advance(&mut self, n: usize) {
+        self.seg_done += n;
+        if self
+            .segs
+            .get(self.seg)
+            .is_some_and(|s| self.seg_done >= s.len())
+        {
+            self.seg += 1;
+            self.seg_done = 0;
+        }
+    }
+}
+
+impl Seg {
+    pub fn len(&self) -> usize {
+        match *self {
+            Seg::Mem { len, .. } | Seg::File { len, .. } => len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A connection's pipe for the splice path.
+pub struct Pipe {
+    pub read: OwnedFd,
+    pub write: OwnedFd,
+    pub capacity: usize,
+}
+
+impl Pipe {
+    pub fn new() -> std::io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // A pipe as large as an upload batch moves a whole job per splice pair; if the system
+        // refuses (pipe-max-size), the default 64 KiB works, in more steps.
+        let capacity = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 << 10))
+            .map_or(64 << 10, |c| c as usize);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+}
+
+/// Job memory of one worker: bounded, so thousands of busy peers cannot each pin a batch
+/// buffer; past the budget a peer waits its turn in a queue.
+pub struct JobMemory {
+    budget: usize,
+    /// A job's least buffer (the batch size): what a waiting peer needs to start one.
+    batch: usize,
+    /// Bytes of buffers handed out (in flight, or held for zero-copy notifications).
+    in_use: usize,
+    /// Buffers kept for reuse while under half the budget: fresh ones cost page zeroing.
+    pool: Vec<Vec<u8>>,
+    pooled: usize,
+    /// Peers (slots) waiting for memory, oldest first; each is in at most once (the caller
+    /// keeps a flag).
+    waiting: VecDeque<usize>,
+}
+
+impl JobMemory {
+    pub fn new(budget: usize, batch: usize) -> JobMemory {
+        JobMemory {
+            budget,
+            batch,
+            in_use: 0,
+            pool: Vec::new(),
+            pooled: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A buffer of at least `size` bytes, or `None` over the budget.
+    pub fn take(&mut self, size: usize) -> Option<Vec<u8>> {
+        if self.in_use + size > self.budget {
+            return None;
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        self.pooled = self.pooled.saturating_sub(buf.len());
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        self.in_use += buf.len();
+        Some(buf)
+    }
+
+    /// A buffer comes back; kept for reuse while the pool is under half the budget.
+    pub fn give_back(&mut self, buf: Vec<u8>) {
+        self.in_use = self.in_use.saturating_sub(buf.len());
+        if self.pooled + buf.len() <= self.budget / 2 {
+            self.pooled += buf.len();
+            self.pool.push(buf);
+        }
+    }
+
+    /// `slot` waits for memory.
+    pub fn wait(&mut self, slot: usize) {
+        self.waiting.push_back(slot);
+    }
+
+    /// The peers that may try again now, oldest first: as many as the free memory can give a
+    /// batch each.
+    pub fn wake(&mut self) -> Vec<usize> {
+        let mut left = self.budget.saturating_sub(self.in_use);
+        let mut out = Vec::new();
+        while left >= self.batch {
+            let Some(slot) = self.waiting.pop_front() else {
+                break;
+            };
+            left -= self.batch;
+            out.push(slot);
+        }
+        out
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+}
+
+/// Rate-limit tokens taken from the global and the torrent's bucket for one job; given back
+/// when dropped unless [`Tokens::spend`] was called, so a job that does not start (no memory,
+/// a closed peer, a missing file) never leaks them.
+pub struct Tokens<'a> {
+    global: &'a TokenBucket,
+    torrent: &'a TokenBucket,
+    n: u64,
+    spent: bool,
+}
+
+impl<'a> Tokens<'a> {
+    /// Takes `n` from both buckets, or from neither.
+    pub fn take(
+        global: &'a TokenBucket,
+        torrent: &'a TokenBucket,
+        n: u64,
+        now: Instant,
+    ) -> Option<Tokens<'a>> {
+        if !global.try_take(n, now) {
+            return None;
+        }
+        if !torrent.try_take(n, now) {
+            global.give_back(n);
+            return None;
+        }
+        Some(Tokens {
+            global,
+            torrent,
+            n,
+            spent: false,
+        })
+    }
+
+    /// The job started: the tokens are used.
+    pub fn spend(mut self) {
+        self.spent = true;
+    }
+}
+
+impl Drop for Tokens<'_> {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.global.give_back(self.n);
+            self.torrent.give_back(self.n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_memory_is_bounded_and_wakes_waiters_as_it_frees() {
+        let mut m = JobMemory::new(1000, 300);
+        let a = m.take(400).expect("within budget");
+        let b = m.take(400).expect("within budget");
+        assert!(m.take(400).is_none(), "over budget");
+        m.wait(7);
+        m.wait(9);
+        assert!(m.wake().is_empty(), "200 free: less than a batch");
+        m.give_back(a);
+        assert_eq!(m.wake(), [7, 9], "600 free: two batches");
+        assert!(m.wake().is_empty());
+        // The pool keeps at most half the budget for reuse.
+        m.give_back(b);
+        assert_eq!(m.in_use(), 0);
+        let c = m.take(100).expect("pooled buffer");
+        assert_eq!(c.len(), 400, "a pooled buffer is reused");
+    }
+
+    #[test]
+    fn tokens_come_back_unless_spent() {
+        let now = Instant::now();
+        // 100 ms of burst: 1000 tokens; `now` precedes the buckets, so nothing refills.
+        let g = TokenBucket::new(10_000);
+        let t = TokenBucket::new(0);
+        let first = Tokens::take(&g, &t, 600, now).expect("tokens");
+        assert!(Tokens::take(&g, &t, 600, now).is_none(), "bucket drained");
+        drop(first);
+        let again = Tokens::take(&g, &t, 600, now).expect("given back on drop");
+        again.spend();
+        assert!(
+            Tokens::take(&g, &t, 600, now).is_none(),
+            "spent stays spent"
+        );
+        // One bucket refusing gives the other's tokens back at once.
+        let g2 = TokenBucket::new(0);
+        let t2 = TokenBucket::new(1000);
+        assert!(Tokens::take(&g2, &t2, 600, now).is_none());
+        assert!(Tokens::take(&g2, &t2, 100, now).is_some());
+    }
+}
