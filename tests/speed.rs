@@ -142,6 +142,9 @@ struct Leecher {
     /// so bytes received measure time unchoked).
     rate: Option<u64>,
     anchor: (std::time::Instant, u64),
+    /// When the payer saw its bid confirmed, and its first block after that.
+    confirmed_at: Option<std::time::Instant>,
+    first_block_after_confirm: Option<std::time::Instant>,
 }
 
 const OUR_SPEED_ID: u8 = 7;
@@ -193,6 +196,8 @@ impl Leecher {
             pay_for_data: true,
             rate: None,
             anchor: (std::time::Instant::now(), 0),
+            confirmed_at: None,
+            first_block_after_confirm: None,
         }
     }
 
@@ -264,6 +269,18 @@ impl Leecher {
                         _ => {}
                     }
                     self.buf.drain(..used);
+                    let now = std::time::Instant::now();
+                    if self.confirmed_at.is_none()
+                        && self.payer.as_ref().is_some_and(|p| p.confirmed())
+                    {
+                        self.confirmed_at = Some(now);
+                    }
+                    if got > 0
+                        && self.confirmed_at.is_some()
+                        && self.first_block_after_confirm.is_none()
+                    {
+                        self.first_block_after_confirm = Some(now);
+                    }
                     if got > 0 {
                         self.bytes += got;
                         if let Some(rate) = self.rate {
@@ -686,4 +703,159 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
     assert!(low > best_free, "payer {low} vs best free peer {best_free}");
     assert!(svc.stats.bytes_sold.load(Ordering::Relaxed) > 0);
     assert!(svc.stats.earned() > 0);
+}
+
+/// The mixed contention of issue 17 on the real engine: 8 upload slots, 4 of them paid, the
+/// seeder's upload limit the bottleneck; 8 free peers arrive first and take every slot, then 8
+/// payers bid. Each payer's first block comes within a second of its bid's confirmation (the
+/// choking round is 2 s away: the slot is taken at once), payers receive at least twice the
+/// free peers' bytes while both want data, and every free peer completes once the payers leave.
+#[test]
+fn a_confirmed_bid_takes_a_slot_at_once_and_payers_get_twice_the_free_bytes() {
+    use ringseed::engine::{Engine, Settings, Torrent};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("m.bin"), common::pattern(16 << 20, 17)).unwrap();
+    let meta = common::create_torrent(&data.join("m.bin"), &dir.path().join("m.torrent"), &[]);
+    let setup = ringseed::speed::service::SpeedSetup {
+        db_path: dir.path().join("state/ringseed.db"),
+        key_path: dir.path().join("state/wallet.key"),
+        terms: ringseed::choking::auction::Terms {
+            paid_slots: 4,
+            min_price: 1,
+            credit_window: 32 << 20,
+        },
+        chain_id: 199,
+    };
+    let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
+    let engine = Engine::start_with_speed(
+        Settings {
+            workers: 1,
+            pin_workers: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            upload_slots: 8,
+            rechoke_interval: Duration::from_secs(2),
+            optimistic_every: 1,
+            upload_rate_limit: 32 << 20,
+            ..Settings::default()
+        },
+        Some(svc.clone()),
+    )
+    .unwrap();
+    let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let addr = engine.local_addr();
+    let total = meta.info.layout.total_length;
+    let stop_payers = Arc::new(AtomicBool::new(false));
+    let (paid_bytes, free_bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    let free_unchoked = Arc::new(AtomicUsize::new(0));
+    let spawn = |key: Option<u8>| {
+        let (meta, stop) = (meta.clone(), stop_payers.clone());
+        let (paid, free, confirmed, free_unchoked) = (
+            paid_bytes.clone(),
+            free_bytes.clone(),
+            confirmed.clone(),
+            free_unchoked.clone(),
+        );
+        std::thread::spawn(move || {
+            let payer = key.map(|k| {
+                let w = Wallet::from_secret([k; 32]).unwrap();
+                Payer::new(w, ChannelId([k; 32]), 2 << 20, u128::MAX)
+            });
+            let is_payer = payer.is_some();
+            let mut l = Leecher::connect(addr, &meta, payer);
+            let (mut seen, mut was_unchoked, mut counted) = (0, false, false);
+            loop {
+                if is_payer && stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if !is_payer && l.bytes >= total {
+                    break;
+                }
+                if l.step().is_err() {
+                    break;
+                }
+                let group = if is_payer { &paid } else { &free };
+                group.fetch_add(l.bytes - seen, Ordering::Relaxed);
+                seen = l.bytes;
+                if !is_payer && l.unchoked != was_unchoked {
+                    was_unchoked = l.unchoked;
+                    if l.unchoked {
+                        free_unchoked.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        free_unchoked.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                if !counted && l.confirmed_at.is_some() {
+                    counted = true;
+                    confirmed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !is_payer && was_unchoked {
+                free_unchoked.fetch_sub(1, Ordering::Relaxed);
+            }
+            let wait = l
+                .confirmed_at
+                .zip(l.first_block_after_confirm)
+                .map(|(c, b)| b.saturating_duration_since(c));
+            (l.bytes, wait)
+        })
+    };
+    // Free peers first: they take every slot on arrival.
+    let free: Vec<_> = (0..8).map(|_| spawn(None)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while free_unchoked.load(Ordering::Relaxed) < 8 {
+        assert!(Instant::now() < deadline, "free peers were not unchoked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let payers: Vec<_> = (0..8).map(|i| spawn(Some(150 + i))).collect();
+    while confirmed.load(Ordering::Relaxed) < 8 {
+        assert!(Instant::now() < deadline, "payers were not confirmed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // From the last confirmation, count what each group receives until payers have 48 MiB more.
+    let (paid0, free0) = (
+        paid_bytes.load(Ordering::Relaxed),
+        free_bytes.load(Ordering::Relaxed),
+    );
+    while paid_bytes.load(Ordering::Relaxed) - paid0 < 48 << 20 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "payers stalled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let paid_window = paid_bytes.load(Ordering::Relaxed) - paid0;
+    let free_window = free_bytes.load(Ordering::Relaxed) - free0;
+    stop_payers.store(true, Ordering::Relaxed);
+    let payer_results: Vec<(u64, Option<Duration>)> =
+        payers.into_iter().map(|t| t.join().unwrap()).collect();
+    let free_results: Vec<(u64, Option<Duration>)> =
+        free.into_iter().map(|t| t.join().unwrap()).collect();
+    engine.stop();
+    svc.stop();
+    writer.shutdown();
+    eprintln!(
+        "window: payers {paid_window} B, free peers {free_window} B; payers' wait from \
+         confirmation to first block: {:?}; free peers' bytes {:?}",
+        payer_results.iter().map(|r| r.1).collect::<Vec<_>>(),
+        free_results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    for (i, (_, wait)) in payer_results.iter().enumerate() {
+        let wait = wait.unwrap_or_else(|| panic!("payer {i} got no block after confirmation"));
+        assert!(wait < Duration::from_secs(1), "payer {i} waited {wait:?}");
+    }
+    assert!(
+        paid_window >= 2 * free_window,
+        "payers {paid_window} vs free peers {free_window}"
+    );
+    assert!(
+        free_results.iter().all(|r| r.0 >= total),
+        "a free peer did not complete: {free_results:?}"
+    );
 }

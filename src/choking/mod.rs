@@ -4,17 +4,24 @@
 //! and gets back what to do; it only sends the choke and unchoke messages. Three decisions:
 //!
 //! - **The round** ([`round`]), every `rechoke_interval`: the paid slots by auction
-//!   ([`auction::allocate`]), the free slots by the seed choker ([`seed::choose`]) over everyone
-//!   else, and one optimistic unchoke beyond the slots, rotated every few rounds.
+//!   ([`auction::allocate`], shares in proportion to price); then the other slots, where payers
+//!   whose payments keep up go ahead of free peers ([`seed::choose`] orders each group); and one
+//!   optimistic unchoke beyond the slots, for a free peer whenever one waits, rotated every few
+//!   rounds.
 //! - **Between rounds**, a peer that becomes interested takes an open slot at once
-//!   ([`admit_free`]), and a payer whose bid was just confirmed takes a paid slot at once
-//!   ([`admit_payer`]), choking a free peer that holds a slot beyond the free share if it must.
-//!   A payer never waits for the next round while free peers hold its slots.
+//!   ([`admit_free`]), and a payer whose bid was just confirmed takes a slot at once
+//!   ([`admit_payer`]), choking a free peer for it if every slot is held. A payer never waits
+//!   for the next round while free peers hold slots.
 //! - **The split** of the node's slots over the workers ([`Slots::per_worker`]): each worker
 //!   decides alone, so no lock and no message crosses workers.
 //!
-//! Free peers are always served: the free share of the slots (`slots − paid`) and the optimistic
-//! unchoke never go to the auction.
+//! Why payers go ahead of free peers in the free slots too: with `upload_slots = 8`,
+//! `paid_slots = 4` and as many payers as free peers, a free share protected for free peers
+//! (4 slots, plus the optimistic unchoke) caps the payers at 4 of 9 unchoked peers, less than
+//! half the bytes, and a free share shared fairly with waiting payers gives them about 1.7× the
+//! free peers' bytes: paying would be barely worth it. Free peers are never cut off: they get
+//! every slot the payers leave, the optimistic unchoke whenever payers fill the slots, and a
+//! payer that stops paying is an ordinary peer again.
 
 pub mod auction;
 pub mod seed;
@@ -104,36 +111,35 @@ pub fn admit_free(slots: &Slots, held: Held) -> bool {
 /// What to do for a payer whose bid was just confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayerAdmission {
-    /// A paid slot is open: unchoke it now.
-    Unchoke,
-    /// Every slot is held, free peers beyond their share among them: choke this one (a key of
-    /// `free_holders`) and unchoke the payer in its place.
-    Replace(usize),
-    /// Every paid slot is held by payers already: the next round's auction decides.
+    /// A slot is open: unchoke it now into a slot of this kind.
+    Unchoke(SlotKind),
+    /// Every slot is held, by free peers among others: choke this one (a key of
+    /// `free_holders`) and unchoke the payer in its place, into a slot of this kind.
+    Replace(usize, SlotKind),
+    /// Every slot is held by payers already: the next round decides.
     Wait,
 }
 
-/// A payer's bid was confirmed (and the payer is interested and choked): a paid slot at once.
-/// `free_holders` are the peers holding free slots now; of those beyond the free share, the one
-/// served most since its unchoke yields (it has had the most of its turn).
+/// A payer's bid was confirmed (and the payer is interested and choked, or holds a slot as a
+/// free peer): a paid slot at once while one is left, else a free one ahead of free peers.
+/// `free_holders` are the free peers (not payers) holding slots now; of those, the one served
+/// most since its unchoke yields (it has had the most of its turn).
 pub fn admit_payer(slots: &Slots, held: Held, free_holders: &[Candidate]) -> PayerAdmission {
-    if slots.total == 0 {
-        return PayerAdmission::Unchoke;
+    let kind = if held.paid < slots.paid {
+        SlotKind::Paid
+    } else {
+        SlotKind::Free
+    };
+    if admit_free(slots, held) {
+        return PayerAdmission::Unchoke(kind);
     }
-    if held.paid >= slots.paid {
-        return PayerAdmission::Wait;
-    }
-    if held.total() < slots.total {
-        return PayerAdmission::Unchoke;
-    }
-    if held.free > slots.free_share()
-        && let Some(v) = free_holders
-            .iter()
-            .max_by_key(|c| (c.uploaded_since_unchoke, std::cmp::Reverse(c.since)))
+    match free_holders
+        .iter()
+        .max_by_key(|c| (c.uploaded_since_unchoke, std::cmp::Reverse(c.since)))
     {
-        return PayerAdmission::Replace(v.key);
+        Some(v) => PayerAdmission::Replace(v.key, kind),
+        None => PayerAdmission::Wait,
     }
-    PayerAdmission::Wait
 }
 
 /// How one round is decided.
@@ -184,47 +190,78 @@ pub fn round(
     rng: u64,
 ) -> RoundChoice {
     let slots = policy.slots.total;
-    let paid = match &policy.terms {
-        Some(terms) if slots > 0 => auction::allocate(terms, bidders),
-        _ => Vec::new(),
+    let (paid, payers) = match &policy.terms {
+        Some(terms) => {
+            let paid = if slots > 0 {
+                auction::allocate(terms, bidders)
+            } else {
+                Vec::new()
+            };
+            // Payers whose payments keep up and hold no paid slot this round.
+            let payers: Vec<usize> = bidders
+                .iter()
+                .filter(|b| auction::eligible(terms, b) && !paid.contains(&b.key))
+                .map(|b| b.key)
+                .collect();
+            (paid, payers)
+        }
+        None => (Vec::new(), Vec::new()),
     };
-    let free = if slots == 0 {
-        cands
+    if slots == 0 {
+        let free = cands
             .iter()
             .map(|c| c.key)
             .filter(|k| !paid.contains(k))
-            .collect()
-    } else {
-        let mut rest: Vec<Candidate> = cands
-            .iter()
-            .filter(|c| !paid.contains(&c.key))
-            .copied()
             .collect();
-        let open = slots.saturating_sub(paid.len());
-        if open > 0 {
-            seed::choose(policy.algo, &mut rest, open, policy.quota)
-        } else {
-            Vec::new()
+        return RoundChoice {
+            paid,
+            free,
+            optimistic: None,
+        };
+    }
+    let mut open = slots.saturating_sub(paid.len());
+    let mut free = Vec::new();
+    // Waiting payers first, then free peers; each group in the seed choker's order (payers
+    // rotate among themselves; price already weighed in the paid slots).
+    let (mut ahead, mut rest): (Vec<Candidate>, Vec<Candidate>) = cands
+        .iter()
+        .filter(|c| !paid.contains(&c.key))
+        .partition(|c| payers.contains(&c.key));
+    for group in [&mut ahead, &mut rest] {
+        if open == 0 {
+            break;
         }
-    };
+        let picked = seed::choose(policy.algo, group, open, policy.quota);
+        open -= picked.len();
+        free.extend(picked);
+    }
     let mut choice = RoundChoice {
         paid,
         free,
         optimistic: None,
     };
-    if slots == 0 {
-        return choice;
-    }
-    let waiting: Vec<usize> = cands
+    // The optimistic unchoke: a waiting free peer if there is one, else a waiting payer.
+    let waiting: Vec<usize> = rest
+        .iter()
+        .chain(ahead.iter())
+        .map(|c| c.key)
+        .filter(|&k| choice.slot_of(k).is_none())
+        .collect();
+    let waiting_free: Vec<usize> = rest
         .iter()
         .map(|c| c.key)
         .filter(|&k| choice.slot_of(k).is_none())
         .collect();
-    let kept = optimistic.filter(|k| waiting.contains(k));
+    let pool = if waiting_free.is_empty() {
+        &waiting
+    } else {
+        &waiting_free
+    };
+    let kept = optimistic.filter(|k| pool.contains(k));
     choice.optimistic = match kept {
         Some(k) if !policy.rotate_optimistic => Some(k),
-        _ if waiting.is_empty() => None,
-        _ => Some(waiting[(rng % waiting.len() as u64) as usize]),
+        _ if pool.is_empty() => None,
+        _ => Some(pool[(rng % pool.len() as u64) as usize]),
     };
     choice
 }
@@ -267,13 +304,17 @@ mod tests {
     }
 
     #[test]
-    fn a_confirmed_payer_takes_a_paid_slot_at_once() {
+    fn a_confirmed_payer_takes_a_slot_at_once() {
         let t0 = Instant::now();
         let s = Slots { total: 4, paid: 2 };
-        // A slot open: take it.
+        // A slot open: take it, paid while paid slots are left.
         assert_eq!(
             admit_payer(&s, Held { free: 3, paid: 0 }, &[]),
-            PayerAdmission::Unchoke
+            PayerAdmission::Unchoke(SlotKind::Paid)
+        );
+        assert_eq!(
+            admit_payer(&s, Held { free: 1, paid: 2 }, &[]),
+            PayerAdmission::Unchoke(SlotKind::Free)
         );
         // Free peers took every slot on arrival: the one served most yields.
         let holders = [
@@ -283,29 +324,64 @@ mod tests {
         ];
         assert_eq!(
             admit_payer(&s, Held { free: 4, paid: 0 }, &holders),
-            PayerAdmission::Replace(2)
+            PayerAdmission::Replace(2, SlotKind::Paid)
         );
-        // One paid slot held, free peers still beyond their share of 2.
+        // Paid slots held by payers: a free slot, still ahead of free peers.
         assert_eq!(
-            admit_payer(&s, Held { free: 3, paid: 1 }, &holders),
-            PayerAdmission::Replace(2)
+            admit_payer(&s, Held { free: 2, paid: 2 }, &holders[..1]),
+            PayerAdmission::Replace(1, SlotKind::Free)
         );
-        // Free peers at their share: never pushed below it.
+        // Every slot held by payers: the next round decides.
         assert_eq!(
-            admit_payer(&s, Held { free: 2, paid: 1 }, &holders),
-            PayerAdmission::Unchoke
-        );
-        // Paid slots all held by payers: the auction decides at the next round.
-        assert_eq!(
-            admit_payer(&s, Held { free: 2, paid: 2 }, &holders),
+            admit_payer(&s, Held { free: 2, paid: 2 }, &[]),
             PayerAdmission::Wait
         );
-        // No paid slots at all (speed off on this worker's share): nothing changes.
-        let none = Slots { total: 4, paid: 0 };
+        // Unlimited slots: always at once.
         assert_eq!(
-            admit_payer(&none, Held { free: 4, paid: 0 }, &holders),
-            PayerAdmission::Wait
+            admit_payer(&Slots { total: 0, paid: 0 }, Held { free: 9, paid: 0 }, &[]),
+            PayerAdmission::Unchoke(SlotKind::Free)
         );
+    }
+
+    #[test]
+    fn waiting_payers_go_ahead_of_free_peers_who_keep_the_optimistic_unchoke() {
+        let t0 = Instant::now();
+        let terms = Terms {
+            paid_slots: 2,
+            min_price: 1,
+            credit_window: 1 << 20,
+        };
+        let policy = Policy {
+            algo: SeedChoker::RoundRobin,
+            quota: 1 << 20,
+            slots: Slots { total: 4, paid: 2 },
+            terms: Some(terms),
+            rotate_optimistic: true,
+        };
+        // Keys 0..4 free peers (waited longest), 10..14 payers at one price.
+        let mut cands: Vec<Candidate> = (0..4)
+            .chain(10..14)
+            .map(|k| cand(k, false, 0, t0))
+            .collect();
+        let mut bidders: Vec<Bidder> = (10..14).map(|k| Bidder::new(k, 5)).collect();
+        for r in 0..6 {
+            let c = round(&policy, &mut cands, &mut bidders, None, r);
+            let unchoked: Vec<usize> = c.paid.iter().chain(&c.free).copied().collect();
+            assert_eq!(unchoked.len(), 4);
+            assert!(unchoked.iter().all(|k| *k >= 10), "round {r}: {c:?}");
+            let o = c.optimistic.expect("a free peer waits");
+            assert!(o < 4, "the optimistic unchoke goes to a free peer: {o}");
+        }
+        // A payer that stopped keeping up is an ordinary peer again.
+        bidders[0].served = 64 << 20;
+        let c = round(&policy, &mut cands, &mut bidders, None, 0);
+        assert!(!c.paid.contains(&10));
+        // Fewer payers than slots: free peers get every slot the payers leave.
+        let mut few = [Bidder::new(10, 5)];
+        let c = round(&policy, &mut cands, &mut few, None, 0);
+        let unchoked: Vec<usize> = c.paid.iter().chain(&c.free).copied().collect();
+        assert_eq!(unchoked.len(), 4);
+        assert_eq!(unchoked.iter().filter(|k| **k >= 10).count(), 1);
     }
 
     #[test]

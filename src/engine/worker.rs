@@ -7,7 +7,7 @@
 //! own state ([`Core`]), runs the timers (ticks, choking rounds, peer exchange) and the
 //! commands of the engine handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -67,6 +67,8 @@ pub(crate) struct Core {
     pub global_limit: Arc<TokenBucket>,
     pub torrents: HashMap<[u8; 20], Arc<Torrent>>,
     pub memory: JobMemory,
+    /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
+    pub token_queue: VecDeque<usize>,
     /// Request → last byte into the socket, published to `stats` once a second.
     pub latency: Histogram<u64>,
     /// The time of the completions being handled (read once per batch).
@@ -141,6 +143,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         global_limit: ctx.global_limit,
         torrents: HashMap::new(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
+        token_queue: VecDeque::new(),
         latency: new_histogram(),
         now,
         upload_path: settings.upload_path.resolve(),
@@ -333,6 +336,9 @@ impl Worker {
                 Op::Connect => c.on_connect(slot, res, core),
                 Op::Accept | Op::Wake | Op::Tick => {}
             }
+            if std::mem::take(&mut c.wants_paid_slot) {
+                self.admit_payer(slot);
+            }
         }
         self.maybe_free(slot);
     }
@@ -502,16 +508,23 @@ impl Worker {
     fn tick(&mut self) {
         self.post_accept();
         self.drain_speed();
-        // Throttled peers retry as tokens refill.
-        for slot in 0..self.conns.len() {
+        // Throttled peers retry in turn as tokens refill; one refused again goes to the back.
+        for _ in 0..self.core.token_queue.len() {
             let core = &mut self.core;
-            if let Some(c) = self.conns[slot]
-                .as_mut()
-                .filter(|c| c.throttled && c.closing.is_none())
-            {
-                c.pump_uploads(slot, core);
-                c.pump_send(slot, core);
+            let Some(slot) = core.token_queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !c.throttled || c.closing.is_some() {
+                continue;
             }
+            c.throttled = false;
+            c.token_turn = true;
+            c.pump_uploads(slot, core);
+            c.token_turn = false;
+            c.pump_send(slot, core);
         }
         let now = self.core.now;
         if now.duration_since(self.last_second) >= Duration::from_secs(1) {
@@ -617,50 +630,52 @@ impl Worker {
         }
     }
 
-    /// A payer's bid was confirmed: a paid slot at once if it is interested and choked (see
-    /// [`choking::admit_payer`]).
+    /// A payer's bid was confirmed: a slot at once if it is interested and holds no paid slot
+    /// (see [`choking::admit_payer`]); a free slot it holds already becomes paid when one is
+    /// left.
     fn admit_payer(&mut self, slot: usize) {
-        let eligible = self.conns[slot].as_ref().is_some_and(|c| {
-            c.is_active()
-                && c.peer.peer_interested()
-                && c.slot != Some(SlotKind::Paid)
-                && c.speed.as_ref().is_some_and(|s| s.paying())
-        });
-        if !eligible {
+        let Some(c) = self.conns[slot].as_ref() else {
+            return;
+        };
+        let wanted = c.is_active()
+            && c.peer.peer_interested()
+            && c.slot != Some(SlotKind::Paid)
+            && c.speed.as_ref().is_some_and(|s| s.paying());
+        if !wanted {
             return;
         }
-        let holders: Vec<Candidate> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
-                (c.is_active() && c.slot == Some(SlotKind::Free)).then(|| Candidate {
-                    key: i,
-                    unchoked: true,
-                    since: c.peer.choke_changed(),
-                    uploaded_since_unchoke: c.peer.uploaded_since_unchoke,
-                    recent_upload: c.peer.uploaded_this_round,
+        let mut held = self.core.held;
+        if let Some(own) = c.slot {
+            // Its own slot is given up first, so it never displaces anyone to keep it.
+            held.release(own);
+        }
+        // Free peers (not payers) holding slots: the ones a payer may displace.
+        let holders: Vec<Candidate> =
+            self.conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let c = c.as_ref()?;
+                    let free_peer = !c.speed.as_ref().is_some_and(|s| s.paying());
+                    (i != slot && c.is_active() && c.slot == Some(SlotKind::Free) && free_peer)
+                        .then(|| Candidate {
+                            key: i,
+                            unchoked: true,
+                            since: c.peer.choke_changed(),
+                            uploaded_since_unchoke: c.peer.uploaded_since_unchoke,
+                            recent_upload: c.peer.uploaded_this_round,
+                        })
                 })
-            })
-            .collect();
-        // The payer's own free slot, if it holds one, becomes paid without displacing anyone.
-        let own_free = holders.iter().any(|h| h.key == slot);
-        let held = if own_free {
-            Held {
-                free: self.core.held.free - 1,
-                ..self.core.held
-            }
-        } else {
-            self.core.held
-        };
-        let others: Vec<Candidate> = holders.into_iter().filter(|h| h.key != slot).collect();
-        let decision = choking::admit_payer(&self.core.slots, held, &others);
-        let victim = match decision {
+                .collect();
+        let (victim, kind) = match choking::admit_payer(&self.core.slots, held, &holders) {
             PayerAdmission::Wait => return,
-            PayerAdmission::Unchoke => None,
-            PayerAdmission::Replace(v) => Some(v),
+            PayerAdmission::Unchoke(kind) => (None, kind),
+            PayerAdmission::Replace(v, kind) => (Some(v), kind),
         };
+        if kind == SlotKind::Free && c.slot.is_some() {
+            // It holds a slot already and no paid one is left: nothing to gain.
+            return;
+        }
         let core = &mut self.core;
         if let Some(v) = victim
             && let Some(c) = self.conns[v].as_mut()
@@ -669,7 +684,7 @@ impl Worker {
             c.pump_send(v, core);
         }
         if let Some(c) = self.conns[slot].as_mut() {
-            c.set_choke(Some(SlotKind::Paid), core);
+            c.set_choke(Some(kind), core);
             c.pump_uploads(slot, core);
             c.pump_send(slot, core);
         }

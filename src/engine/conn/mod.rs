@@ -65,12 +65,16 @@ pub(super) struct Conn {
     /// Splice path only, made on the first job.
     pipe: Option<Pipe>,
     next_seq: u32,
-    /// Waiting for rate-limit tokens (retried every tick).
+    /// Waiting in the worker's token queue for rate-limit tokens (served every tick, in turn).
     pub throttled: bool,
+    /// Being served from the token queue (it may take tokens ahead of the queue).
+    pub token_turn: bool,
     /// Queued for job memory.
     pub starved: bool,
     /// The slot it holds while unchoked.
     pub slot: Option<SlotKind>,
+    /// A confirmed payer became interested: the worker admits it (see `Worker::admit_payer`).
+    pub wants_paid_slot: bool,
     /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
     pub speed: Option<Box<PeerSpeed>>,
     /// Where the peer listens, once known (its extension handshake's `p`, or the address we
@@ -116,8 +120,10 @@ impl Conn {
             pipe: None,
             next_seq: 0,
             throttled: false,
+            token_turn: false,
             starved: false,
             slot: None,
+            wants_paid_slot: false,
             speed: None,
             listen_addr: None,
             pex: false,

@@ -176,7 +176,10 @@ impl Conn {
                 speed_message(&mut self.speed, &mut self.ctrl, payload, core, view.id)
             }
             Action::WantsSlot => {
-                if choking::admit_free(&core.slots, core.held) {
+                if self.speed.as_ref().is_some_and(|s| s.paying()) {
+                    // A payer may displace a free peer: the worker, which sees them all, decides.
+                    self.wants_paid_slot = true;
+                } else if choking::admit_free(&core.slots, core.held) {
                     self.set_choke(Some(SlotKind::Free), core);
                 }
             }

@@ -15,10 +15,21 @@ use crate::uring::{Op, UserData, ops};
 
 impl Conn {
     /// Starts upload jobs for queued requests, as far as job slots, rate limits and job memory
-    /// allow. A peer held back by the limits is `throttled` (retried every tick); one held back
-    /// by memory waits in the worker's queue (`starved`).
+    /// allow. A peer held back by the limits waits in the worker's token queue (`throttled`),
+    /// one held back by memory in its memory queue (`starved`).
     pub fn pump_uploads(&mut self, slot: usize, core: &mut Core) {
         let splice = core.upload_path == UploadPath::Splice;
+        if self.throttled {
+            // Its turn comes in the token queue.
+            return;
+        }
+        if let Err(reason) = self.start_jobs(slot, splice, core) {
+            self.close(slot, reason, core);
+        }
+    }
+
+    /// The loop of [`Conn::pump_uploads`]; an error is the reason to close.
+    fn start_jobs(&mut self, slot: usize, splice: bool, core: &mut Core) -> Result<(), Reason> {
         loop {
             // Zero-copy buffers stay with the kernel until their notification, which on
             // loopback comes only once the receiver has read the data: bound what one peer pins.
@@ -27,19 +38,25 @@ impl Conn {
                 || self.jobs.len() >= core.settings.jobs_per_peer
                 || self.zc_done.len() >= MAX_ZC_HELD
             {
-                return;
+                return Ok(());
             }
             let Some(t) = self.torrent.as_deref() else {
-                return;
+                return Ok(());
             };
             let batch = core.settings.batch_bytes;
             let lengths = self.peer.requests().iter().map(|q| q.req.length);
             let (take, total) = coalesce::take_for_batch(lengths, batch);
             let payload = (total - coalesce::HEADER_LEN * take) as u64;
-            let Some(tokens) = Tokens::take(&core.global_limit, &t.upload_limit, payload, core.now)
-            else {
+            // Under the global limit, peers already waiting for tokens go first: whoever happens
+            // to finish a send when tokens refill would otherwise take them every time.
+            let queue_ahead =
+                !self.token_turn && !core.token_queue.is_empty() && core.global_limit.rate() > 0;
+            let taken = (!queue_ahead)
+                .then(|| Tokens::take(&core.global_limit, &t.upload_limit, payload, core.now));
+            let Some(tokens) = taken.flatten() else {
                 self.throttled = true;
-                return;
+                core.token_queue.push_back(slot);
+                return Ok(());
             };
             // Past the memory budget a peer waits its turn (the tokens go back on return).
             let Some(buf) = core.memory.take(total.max(batch)) else {
@@ -47,17 +64,14 @@ impl Conn {
                     self.starved = true;
                     core.memory.wait(slot);
                 }
-                return;
+                return Ok(());
             };
-            self.throttled = false;
             if splice && self.pipe.is_none() {
                 match Pipe::new() {
                     Ok(p) => self.pipe = Some(p),
                     Err(_) => {
                         core.memory.give_back(buf);
-                        drop(tokens);
-                        self.close(slot, Reason::IoError, core);
-                        return;
+                        return Err(Reason::IoError);
                     }
                 }
             }
@@ -68,9 +82,7 @@ impl Conn {
                 Ok(job) => job,
                 Err((buf, _)) => {
                     core.memory.give_back(buf);
-                    drop(tokens);
-                    self.close(slot, Reason::DiskError, core);
-                    return;
+                    return Err(Reason::DiskError);
                 }
             };
             tokens.spend();
