@@ -389,7 +389,9 @@ impl Peer {
             m,
             v: Some(rules.client_name.clone()),
             reqq: Some(rules.max_reqq as u32),
-            yourip: Some(addr),
+            // A v4 peer on the dual-stack listener shows as ::ffff:a.b.c.d; BEP 10 tells it
+            // its 4-byte address.
+            yourip: Some(addr.to_canonical()),
             p: Some(rules.port).filter(|&p| p != 0),
             metadata_size: public.then_some(t.info.len() as u64),
             upload_only: t.is_seed(),
