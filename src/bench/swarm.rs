@@ -16,27 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use io_uring::{IoUring, opcode, squeue, types};
+use io_uring::{IoUring, squeue, types};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{ErrorKind, Pattern, Stop};
+use crate::uring::{Op, UserData, ops};
 use crate::wire::{self, BlockRequest, Handshake, Message};
 
-// user_data layout: kind (8 bits) | slot (56 bits). Slots are never reused within a run, so no
-// sequence number is needed to tell an old operation from a new one.
-const CONNECT: u8 = 1;
-const RECV: u8 = 2;
-const SEND: u8 = 3;
-const TICK: u8 = 4;
-const CANCEL: u8 = 5;
-
-fn ud(kind: u8, slot: usize) -> u64 {
-    (u64::from(kind) << 56) | (slot as u64 & ((1 << 56) - 1))
-}
-
-fn ud_parts(ud: u64) -> (u8, usize) {
-    ((ud >> 56) as u8, (ud & ((1 << 56) - 1)) as usize)
-}
+// user_data: `crate::uring::UserData` with sequence 0. Slots are never reused within a run, so
+// no sequence number is needed to tell an old operation from a new one.
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
 /// Connects in flight at once per worker: a burst of 10 000 SYNs overflows the seeder's accept
@@ -589,20 +577,20 @@ impl Worker {
     }
 
     fn post_tick(&mut self) {
-        let e = opcode::Timeout::new(&*self.tick_ts as *const types::Timespec)
-            .build()
-            .user_data(ud(TICK, 0));
+        let e = ops::timeout(&self.tick_ts, UserData::new(Op::Tick, 0, 0));
         // SAFETY: tick_ts is a Box owned by the worker, alive for the whole loop.
         unsafe { self.push(e) };
     }
 
     fn complete(&mut self, user_data: u64, res: i32) {
         self.ops = self.ops.saturating_sub(1);
-        let (kind, slot) = ud_parts(user_data);
-        if kind == CANCEL {
+        let Some(UserData { op, slot, .. }) = UserData::decode(user_data) else {
+            return;
+        };
+        if op == Op::Cancel {
             return;
         }
-        if kind == TICK {
+        if op == Op::Tick {
             self.tick();
             if !self.closing_all {
                 self.post_tick();
@@ -614,18 +602,18 @@ impl Worker {
         };
         c.ops = c.ops.saturating_sub(1);
         if c.phase == Phase::Done {
-            if kind == CONNECT {
+            if op == Op::Connect {
                 self.connect_finished();
             }
             return;
         }
-        match kind {
-            CONNECT => {
+        match op {
+            Op::Connect => {
                 self.connect_finished();
                 self.on_connect(slot, res);
             }
-            RECV => self.on_recv(slot, res),
-            SEND => self.on_send(slot, res),
+            Op::Recv => self.on_recv(slot, res),
+            Op::Send => self.on_send(slot, res),
             _ => {}
         }
     }
@@ -668,11 +656,8 @@ impl Worker {
             c.phase = Phase::Connecting;
             c.since = now;
             c.ops += 1;
-            let (ptr, len) = (c.addr.as_ptr(), c.addr.len());
+            let e = ops::connect(raw, &c.addr, UserData::new(Op::Connect, 0, slot));
             self.connecting += 1;
-            let e = opcode::Connect::new(types::Fd(raw), ptr.cast(), len)
-                .build()
-                .user_data(ud(CONNECT, slot));
             // SAFETY: the address is boxed in the leecher, which lives until the worker ends,
             // after every operation has completed.
             unsafe { self.push(e) };
@@ -727,13 +712,9 @@ impl Worker {
             c.end -= c.start;
             c.start = 0;
         }
-        let ptr = c.recv[c.end..].as_mut_ptr();
-        let len = (c.recv.len() - c.end) as u32;
+        let e = ops::recv(raw, &mut c.recv[c.end..], UserData::new(Op::Recv, 0, slot));
         c.recv_posted = true;
         c.ops += 1;
-        let e = opcode::Recv::new(types::Fd(raw), ptr, len)
-            .build()
-            .user_data(ud(RECV, slot));
         // SAFETY: the receive buffer is neither resized nor freed while recv_posted is set, and
         // leechers outlive every operation (the worker ends only when none is in flight).
         unsafe { self.push(e) };
@@ -1004,14 +985,14 @@ impl Worker {
 
     fn post_send(&mut self, slot: usize, raw: i32) {
         let c = &mut self.conns[slot];
-        let rest = &c.out[c.out_sent..];
-        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        let e = ops::send(
+            raw,
+            &c.out[c.out_sent..],
+            libc::MSG_NOSIGNAL,
+            UserData::new(Op::Send, 0, slot),
+        );
         c.sending = true;
         c.ops += 1;
-        let e = opcode::Send::new(types::Fd(raw), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(SEND, slot));
         // SAFETY: `out` is not touched while `sending` is set, and leechers outlive every
         // operation.
         unsafe { self.push(e) };
@@ -1071,9 +1052,10 @@ impl Worker {
             let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             if was_connecting {
                 // A connect in progress is not always ended by the shutdown.
-                let e = opcode::AsyncCancel::new(ud(CONNECT, slot))
-                    .build()
-                    .user_data(ud(CANCEL, 0));
+                let e = ops::async_cancel(
+                    UserData::new(Op::Connect, 0, slot),
+                    UserData::new(Op::Cancel, 0, 0),
+                );
                 // SAFETY: a cancel carries no buffers.
                 unsafe { self.push(e) };
             }
