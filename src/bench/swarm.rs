@@ -94,8 +94,10 @@ pub(crate) struct Plan {
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
     pub requests_over: AtomicBool,
-    /// `--pay PRICE --budget N`: every leecher bids and pays (see `speed::payer`).
+    /// `--pay PRICE --budget N`: leechers bid and pay (see `speed::payer`).
     pub pay: Option<(u128, u128)>,
+    /// With `pay`: leechers numbered below this pay, the others are free.
+    pub paying_peers: usize,
 }
 
 impl Plan {
@@ -182,6 +184,51 @@ pub(crate) struct WorkerResult {
     pub payment: PaymentTotals,
     /// Requests still unanswered when the run ended (the drain timed out).
     pub unanswered: u64,
+    /// With `pay`: the paying leechers ([`PAYING`]) and the free ones ([`FREE`]) apart.
+    pub groups: [GroupTotals; 2],
+}
+
+/// Index of the paying leechers in [`WorkerResult::groups`].
+pub(crate) const PAYING: usize = 0;
+/// Index of the free leechers in [`WorkerResult::groups`].
+pub(crate) const FREE: usize = 1;
+
+/// What one group of leechers (paying or free) of one worker got; filled only in `--pay` runs,
+/// so a run without payers records nothing more per block than before.
+pub(crate) struct GroupTotals {
+    pub leechers: u64,
+    pub bytes: u64,
+    /// For each leecher that got a block: its first block, from the run's start.
+    pub first_block: Vec<Duration>,
+    /// Payers whose bid the seeder confirmed (the first receipt answering it arrived).
+    pub confirmed: u64,
+    /// For each confirmed payer that got a block after its confirmation: confirmation → that
+    /// block.
+    pub confirm_to_first_block: Vec<Duration>,
+    pub latency_us: Histogram<u64>,
+}
+
+impl GroupTotals {
+    pub fn new() -> GroupTotals {
+        GroupTotals {
+            leechers: 0,
+            bytes: 0,
+            first_block: Vec::new(),
+            confirmed: 0,
+            confirm_to_first_block: Vec::new(),
+            latency_us: new_histogram(),
+        }
+    }
+
+    pub fn merge(&mut self, o: &GroupTotals) {
+        self.leechers += o.leechers;
+        self.bytes += o.bytes;
+        self.first_block.extend_from_slice(&o.first_block);
+        self.confirmed += o.confirmed;
+        self.confirm_to_first_block
+            .extend_from_slice(&o.confirm_to_first_block);
+        let _ = self.latency_us.add(&o.latency_us);
+    }
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -261,6 +308,13 @@ struct Leecher {
     last_progress: Instant,
     /// `--pay`: bids and pays through `rs_speed`.
     payer: Option<Box<crate::speed::payer::WirePayer>>,
+    /// Counted with the paying group (it had a payer; `payer` is taken when it ends).
+    paying: bool,
+    first_block: Option<Instant>,
+    /// When the seeder's receipt confirmed this payer's bid.
+    confirmed_at: Option<Instant>,
+    /// From `confirmed_at` to the first block after it.
+    confirm_to_first_block: Option<Duration>,
 }
 
 impl Leecher {
@@ -273,6 +327,11 @@ impl Leecher {
             .map_or(1, |t| u64::from(t.num_pieces.max(1)));
         // Leechers of one torrent start spread evenly over it.
         let (nth, of) = (id / torrents, plan.peers.div_ceil(torrents).max(1));
+        let payer = plan
+            .pay
+            .filter(|_| id < plan.paying_peers)
+            .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+            .map(Box::new);
         Leecher {
             id,
             torrent,
@@ -302,10 +361,11 @@ impl Leecher {
             assemblies: Vec::new(),
             since: now,
             last_progress: now,
-            payer: plan
-                .pay
-                .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
-                .map(Box::new),
+            paying: payer.is_some(),
+            payer,
+            first_block: None,
+            confirmed_at: None,
+            confirm_to_first_block: None,
         }
     }
 
@@ -526,6 +586,7 @@ impl Worker {
                 cpu_seconds: None,
                 unanswered: 0,
                 payment: PaymentTotals::default(),
+                groups: [GroupTotals::new(), GroupTotals::new()],
             },
             now,
             last_timeouts: now,
@@ -563,7 +624,25 @@ impl Worker {
             }
         }
         self.result.cpu_seconds = super::procstat::this_thread_cpu_seconds();
+        self.collect_groups();
         self.result
+    }
+
+    /// With `pay`: each leecher's first-block times into its group's totals.
+    fn collect_groups(&mut self) {
+        if self.plan.pay.is_none() {
+            return;
+        }
+        let started = self.plan.started;
+        for c in &self.conns {
+            let g = &mut self.result.groups[if c.paying { PAYING } else { FREE }];
+            g.leechers += 1;
+            if let Some(t) = c.first_block {
+                g.first_block.push(t.saturating_duration_since(started));
+            }
+            g.confirmed += u64::from(c.confirmed_at.is_some());
+            g.confirm_to_first_block.extend(c.confirm_to_first_block);
+        }
     }
 
     /// Queues a submission, flushing the queue to the kernel when it is full.
@@ -876,6 +955,17 @@ impl Worker {
                     if let Some(p) = c.payer.as_mut() {
                         p.on_block(len as u64, &mut c.pending);
                     }
+                    if plan.pay.is_some() {
+                        let g = &mut self.result.groups[if c.paying { PAYING } else { FREE }];
+                        g.bytes += len as u64;
+                        let _ = g.latency_us.record(us.max(1));
+                        c.first_block.get_or_insert(now);
+                        if let Some(at) = c.confirmed_at
+                            && c.confirm_to_first_block.is_none()
+                        {
+                            c.confirm_to_first_block = Some(now.saturating_duration_since(at));
+                        }
+                    }
                     self.result.last_block = Some(now);
                     self.result.first_block.get_or_insert(now);
                     c.last_progress = now;
@@ -904,7 +994,13 @@ impl Worker {
                 }
                 Event::Extended(id, payload) => {
                     if let Some(p) = c.payer.as_mut() {
+                        let was = p.payer().confirmed();
                         p.on_extended(id, &payload, &mut c.pending);
+                        // The receipt answering the bid: from here on the seeder counts this
+                        // leecher as paying.
+                        if !was && p.payer().confirmed() {
+                            c.confirmed_at = Some(now);
+                        }
                     }
                 }
                 Event::Other => {}
@@ -1167,6 +1263,7 @@ mod tests {
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
             pay: None,
+            paying_peers: 0,
         }
     }
 
