@@ -232,6 +232,10 @@ struct BenchArgs {
     /// Each leecher's channel budget (its cap), BTT base units.
     #[arg(long, requires = "pay")]
     budget: Option<u128>,
+    /// A mixed run: only the first N of --peers leechers pay, the rest are free; the report
+    /// compares the two groups (default with --pay: all pay).
+    #[arg(long, value_name = "N", requires = "pay")]
+    paying_peers: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -1463,6 +1467,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         source_base: args.source_base,
         idle: args.idle,
         pay: args.pay.zip(args.budget),
+        paying_peers: args.paying_peers.map(|n| n as usize),
         ..BenchOptions::default()
     };
     let probe = match (&seeder, args.target.seeder_pid) {
@@ -1793,6 +1798,9 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
             "  payers        {} of {} confirmed, {} vouchers sent, {} refused, {} signed, {} acknowledged",
             p.confirmed, p.payers, p.vouchers_sent, p.refusals, p.signed, p.acked
         );
+    }
+    for line in r.group_lines() {
+        println!("{line}");
     }
     if !r.passed() {
         println!(

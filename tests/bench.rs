@@ -580,3 +580,57 @@ fn padded_hybrid_torrent_verifies_on_the_copy_and_splice_paths() {
         );
     }
 }
+
+#[test]
+fn a_mixed_run_reports_the_paying_and_the_free_leechers_apart() {
+    // --spawn-seeder with --pay gives the seeder its speed layer (`rs_speed` offers, paid
+    // slots); --paying-peers 2 of 4 makes leechers 0 and 1 pay and 2 and 3 free.
+    let out = common::ringseed()
+        .args([
+            "bench",
+            "--spawn-seeder",
+            "--size-mib",
+            "16",
+            "--peers",
+            "4",
+        ])
+        .args(["--pay", "1000", "--budget", "1000000000000000000"])
+        .args(["--paying-peers", "2", "--duration", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &v["groups"];
+    let (paying, free) = (&g["paying"], &g["free"]);
+    assert_eq!(paying["leechers"], 2, "{g}");
+    assert_eq!(free["leechers"], 2, "{g}");
+    let bytes = |x: &serde_json::Value| x["bytes"].as_u64().unwrap();
+    assert!(bytes(paying) > 0 && bytes(free) > 0, "{g}");
+    // The groups split the run's bytes, nothing lost or counted twice.
+    assert_eq!(bytes(paying) + bytes(free), v["bytes"].as_u64().unwrap());
+    for group in [paying, free] {
+        for key in [
+            "leechers_with_blocks",
+            "gib_per_s",
+            "first_block_median_seconds",
+            "first_block_max_seconds",
+            "confirmed",
+            "confirm_to_first_block_median_seconds",
+            "confirm_to_first_block_max_seconds",
+            "latency_p99_us",
+        ] {
+            assert!(group.get(key).is_some(), "no {key} in {group}");
+        }
+        // Every leecher that got bytes has a first block, so these are numbers here.
+        assert!(group["first_block_median_seconds"].is_f64(), "{group}");
+        assert!(group["latency_p99_us"].is_u64(), "{group}");
+    }
+    // Only payers bid, so only they are confirmed, and the groups agree with the payment totals.
+    assert_eq!(free["confirmed"], 0);
+    assert_eq!(v["payment"]["payers"], 2);
+    assert_eq!(paying["confirmed"], v["payment"]["confirmed"]);
+}

@@ -11,7 +11,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, opcode, types};
+use io_uring::IoUring;
+
+use crate::uring::{Op, UserData, ops};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -146,9 +148,10 @@ fn wait_completions(ring: &mut IoUring, done: &mut Vec<(usize, i32)>) -> std::io
         Err(e) => return Err(e),
     }
     done.clear();
+    // Each ring carries one kind of operation, so the slot alone names the connection.
     done.extend(
         ring.completion()
-            .map(|c| (c.user_data() as usize, c.result())),
+            .filter_map(|c| Some((UserData::decode(c.user_data())?.slot, c.result()))),
     );
     Ok(())
 }
@@ -162,14 +165,12 @@ fn ring(conns: usize) -> std::io::Result<IoUring> {
 fn send_loop(fds: &[OwnedFd], payload: &[u8], deadline: Instant) -> std::io::Result<Sent> {
     let mut ring = ring(fds.len())?;
     let post = |ring: &mut IoUring, i: usize| {
-        let e = opcode::Send::new(
-            types::Fd(fds[i].as_raw_fd()),
-            payload.as_ptr(),
-            payload.len() as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(i as u64);
+        let e = ops::send(
+            fds[i].as_raw_fd(),
+            payload,
+            libc::MSG_NOSIGNAL,
+            UserData::new(Op::Send, 0, i),
+        );
         // SAFETY: `payload` is borrowed for the whole loop, which returns only when no send is
         // in flight.
         unsafe { crate::uring::push(ring, &e) };
@@ -204,14 +205,11 @@ fn recv_loop(fds: &[OwnedFd], recv_size: usize) -> std::io::Result<Received> {
     let mut ring = ring(fds.len())?;
     let mut bufs: Vec<Vec<u8>> = (0..fds.len()).map(|_| vec![0u8; recv_size]).collect();
     let post = |ring: &mut IoUring, bufs: &mut [Vec<u8>], i: usize| {
-        let b = &mut bufs[i];
-        let e = opcode::Recv::new(
-            types::Fd(fds[i].as_raw_fd()),
-            b.as_mut_ptr(),
-            b.len() as u32,
-        )
-        .build()
-        .user_data(i as u64);
+        let e = ops::recv(
+            fds[i].as_raw_fd(),
+            &mut bufs[i],
+            UserData::new(Op::Recv, 0, i),
+        );
         // SAFETY: each receive buffer is a separate heap allocation that is neither resized nor
         // dropped before the loop ends, and the loop ends only when no receive is in flight.
         unsafe { crate::uring::push(ring, &e) };

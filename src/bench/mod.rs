@@ -92,6 +92,9 @@ pub struct BenchOptions {
     /// Every leecher bids this price per MiB and pays from a channel with this budget
     /// (`rs_speed`, BTT base units).
     pub pay: Option<(u128, u128)>,
+    /// With `pay`, a mixed run: only leechers 0 … N-1 pay and the rest are free (`None`: all
+    /// pay). The report then compares the two groups ([`BenchReport::groups`]).
+    pub paying_peers: Option<usize>,
 }
 
 /// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
@@ -116,6 +119,7 @@ impl Default for BenchOptions {
             source_base: None,
             idle: false,
             pay: None,
+            paying_peers: None,
         }
     }
 }
@@ -178,6 +182,10 @@ pub enum BenchError {
     Spawn(usize, std::io::Error),
     #[error("bench worker {0} panicked")]
     WorkerPanicked(usize),
+    #[error("{paying} paying leechers asked for, but the run has only {peers}")]
+    PayingPeers { paying: usize, peers: usize },
+    #[error("paying leechers ({0}) need a price and a budget to pay with")]
+    PayingPeersWithoutPay(usize),
 }
 
 /// Request → block latency in microseconds.
@@ -249,6 +257,107 @@ pub struct PaymentReport {
     /// (BTT base units, decimal).
     pub signed: String,
     pub acked: String,
+}
+
+/// What one group of leechers (the paying or the free ones) got in a `--pay` run: does paying
+/// buy speed from the first second?
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupReport {
+    pub leechers: u64,
+    /// Leechers of the group that received at least one block (the first-block figures are
+    /// over these).
+    pub leechers_with_blocks: u64,
+    /// Payload bytes the group received in blocks.
+    pub bytes: u64,
+    /// `bytes` over the whole run's [`BenchReport::seconds`], so the groups add up to the run.
+    pub gib_per_s: f64,
+    /// From the run's start to each leecher's first block: median and max over the group.
+    pub first_block_median_seconds: Option<f64>,
+    pub first_block_max_seconds: Option<f64>,
+    /// Payers whose bid the seeder confirmed (always 0 for the free group).
+    pub confirmed: u64,
+    /// From a payer's confirmation (the receipt answering its bid) to its first block after
+    /// it: median and max over the confirmed payers that got one.
+    pub confirm_to_first_block_median_seconds: Option<f64>,
+    pub confirm_to_first_block_max_seconds: Option<f64>,
+    /// Request → block latency of the group's blocks, 99th percentile, µs.
+    pub latency_p99_us: Option<u64>,
+}
+
+impl GroupReport {
+    fn of(g: &swarm::GroupTotals, run_seconds: f64) -> GroupReport {
+        let (fb_median, fb_max) = median_max(&g.first_block);
+        let (cf_median, cf_max) = median_max(&g.confirm_to_first_block);
+        GroupReport {
+            leechers: g.leechers,
+            leechers_with_blocks: g.first_block.len() as u64,
+            bytes: g.bytes,
+            gib_per_s: g.bytes as f64 / (1u64 << 30) as f64 / run_seconds.max(1e-9),
+            first_block_median_seconds: fb_median,
+            first_block_max_seconds: fb_max,
+            confirmed: g.confirmed,
+            confirm_to_first_block_median_seconds: cf_median,
+            confirm_to_first_block_max_seconds: cf_max,
+            latency_p99_us: (!g.latency_us.is_empty())
+                .then(|| g.latency_us.value_at_quantile(0.99)),
+        }
+    }
+
+    /// One line for the text report, e.g. `paying  2 leechers (2 with blocks, 2 confirmed) …`;
+    /// the confirmation figures only for the paying group.
+    fn line(&self, name: &str, paying: bool) -> String {
+        // Milliseconds: on loopback a confirmed payer's next block is well under one.
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |s| format!("{:.3}", s * 1e3));
+        let mut line = format!(
+            "  {name:<12}  {} leechers ({} with blocks",
+            self.leechers, self.leechers_with_blocks
+        );
+        if paying {
+            line += &format!(", {} confirmed", self.confirmed);
+        }
+        line += &format!(
+            "), {:.3} GiB, {:.3} GiB/s, first block median {} ms max {} ms",
+            self.bytes as f64 / (1u64 << 30) as f64,
+            self.gib_per_s,
+            ms(self.first_block_median_seconds),
+            ms(self.first_block_max_seconds),
+        );
+        if paying {
+            line += &format!(
+                ", after confirmation median {} ms max {} ms",
+                ms(self.confirm_to_first_block_median_seconds),
+                ms(self.confirm_to_first_block_max_seconds),
+            );
+        }
+        line += &match self.latency_p99_us {
+            Some(us) => format!(", latency p99 {:.3} ms", us as f64 / 1000.0),
+            None => ", latency p99 -".to_string(),
+        };
+        line
+    }
+}
+
+/// The median (mean of the two middle values for an even count) and the largest, in seconds.
+fn median_max(values: &[Duration]) -> (Option<f64>, Option<f64>) {
+    let mut v: Vec<f64> = values.iter().map(Duration::as_secs_f64).collect();
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (None, None);
+    }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (Some(median), v.last().copied())
+}
+
+/// The paying and the free leechers of a `--pay` run, side by side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupsReport {
+    pub paying: GroupReport,
+    pub free: GroupReport,
 }
 
 /// Where a local seeder's cost is read from while a run goes on.
@@ -396,6 +505,9 @@ pub struct BenchReport {
     pub seeder: Option<SeederReport>,
     /// With `--pay`: what the paying leechers did.
     pub payment: Option<PaymentReport>,
+    /// With `--pay`: the paying and the free leechers apart (all pay unless `--paying-peers`
+    /// made the run mixed).
+    pub groups: Option<GroupsReport>,
 }
 
 impl BenchReport {
@@ -406,6 +518,14 @@ impl BenchReport {
 
     pub fn errors_total(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// The text report's lines for [`BenchReport::groups`] (none without `--pay`).
+    pub fn group_lines(&self) -> Vec<String> {
+        match &self.groups {
+            Some(g) => vec![g.paying.line("paying", true), g.free.line("free", false)],
+            None => Vec::new(),
+        }
     }
 }
 
@@ -486,6 +606,17 @@ pub fn run_torrents(
     if opts.block_len > 128 << 10 {
         return Err(BenchError::BlockTooLarge(opts.block_len));
     }
+    if let Some(paying) = opts.paying_peers {
+        if opts.pay.is_none() {
+            return Err(BenchError::PayingPeersWithoutPay(paying));
+        }
+        if paying > opts.peers {
+            return Err(BenchError::PayingPeers {
+                paying,
+                peers: opts.peers,
+            });
+        }
+    }
     let workers = opts.workers.min(opts.peers);
     // Fewer, larger receive buffers when there are few leechers: fewer recv calls per byte.
     let recv_size: usize = if opts.peers <= 256 {
@@ -520,6 +651,7 @@ pub fn run_torrents(
         requested: AtomicU64::new(0),
         requests_over: AtomicBool::new(false),
         pay: opts.pay,
+        paying_peers: opts.paying_peers.unwrap_or(opts.peers),
     });
 
     let mut handles = Vec::with_capacity(workers);
@@ -604,8 +736,10 @@ pub fn run_torrents(
         bench_cpu_seconds: Some(0.0),
         seeder: None,
         payment: None,
+        groups: None,
     };
     let mut payment = swarm::PaymentTotals::default();
+    let mut groups = [swarm::GroupTotals::new(), swarm::GroupTotals::new()];
     let mut last_block = None;
     let mut first_block: Option<Instant> = None;
     for (w, h) in handles.into_iter().enumerate() {
@@ -625,6 +759,9 @@ pub fn run_torrents(
         report.pieces_verified += r.pieces_verified;
         report.unanswered_requests += r.unanswered;
         payment.merge(&r.payment);
+        for (g, o) in groups.iter_mut().zip(&r.groups) {
+            g.merge(o);
+        }
         report.bad_pieces.extend(r.bad_pieces);
         for (e, n) in errors.iter_mut().zip(r.errors) {
             *e += n;
@@ -666,6 +803,12 @@ pub fn run_torrents(
     report.seconds = end.saturating_duration_since(started).as_secs_f64();
     let gib = report.bytes as f64 / (1u64 << 30) as f64;
     report.gib_per_s = gib / report.seconds.max(1e-9);
+    if opts.pay.is_some() {
+        report.groups = Some(GroupsReport {
+            paying: GroupReport::of(&groups[swarm::PAYING], report.seconds),
+            free: GroupReport::of(&groups[swarm::FREE], report.seconds),
+        });
+    }
     if let Some(first) = first_block {
         report.first_block_seconds = Some(first.saturating_duration_since(started).as_secs_f64());
         let steady = end.saturating_duration_since(first).as_secs_f64();
@@ -676,4 +819,51 @@ pub fn run_torrents(
         };
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_max_of_first_blocks() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(median_max(&[]), (None, None));
+        assert_eq!(median_max(&ms(&[300, 100, 200])), (Some(0.2), Some(0.3)));
+        assert_eq!(median_max(&ms(&[400, 100])), (Some(0.25), Some(0.4)));
+    }
+
+    #[test]
+    fn groups_print_one_line_each_and_only_with_pay() {
+        let mut g = swarm::GroupTotals::new();
+        g.leechers = 2;
+        g.bytes = 1 << 30;
+        g.first_block = vec![Duration::from_millis(10)];
+        g.confirmed = 1;
+        g.confirm_to_first_block = vec![Duration::from_millis(2)];
+        let _ = g.latency_us.record(1500);
+        let paying = GroupReport::of(&g, 2.0);
+        assert_eq!(paying.gib_per_s, 0.5);
+        assert_eq!(paying.leechers_with_blocks, 1);
+        assert_eq!(
+            paying.latency_p99_us,
+            Some(g.latency_us.value_at_quantile(0.99))
+        );
+        let free = GroupReport::of(&swarm::GroupTotals::new(), 2.0);
+        assert_eq!(free.first_block_median_seconds, None);
+        assert_eq!(free.latency_p99_us, None);
+        let p = paying.line("paying", true);
+        assert!(p.contains("2 leechers (1 with blocks, 1 confirmed)"), "{p}");
+        assert!(
+            p.contains("after confirmation median 2.000 ms max 2.000 ms"),
+            "{p}"
+        );
+        assert!(p.contains("first block median 10.000 ms"), "{p}");
+        let f = free.line("free", false);
+        assert!(!f.contains("confirm"), "{f}");
+    }
 }

@@ -16,27 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use io_uring::{IoUring, opcode, squeue, types};
+use io_uring::{IoUring, squeue, types};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{ErrorKind, Pattern, Stop};
+use crate::uring::{Op, UserData, ops};
 use crate::wire::{self, BlockRequest, Handshake, Message};
 
-// user_data layout: kind (8 bits) | slot (56 bits). Slots are never reused within a run, so no
-// sequence number is needed to tell an old operation from a new one.
-const CONNECT: u8 = 1;
-const RECV: u8 = 2;
-const SEND: u8 = 3;
-const TICK: u8 = 4;
-const CANCEL: u8 = 5;
-
-fn ud(kind: u8, slot: usize) -> u64 {
-    (u64::from(kind) << 56) | (slot as u64 & ((1 << 56) - 1))
-}
-
-fn ud_parts(ud: u64) -> (u8, usize) {
-    ((ud >> 56) as u8, (ud & ((1 << 56) - 1)) as usize)
-}
+// user_data: `crate::uring::UserData` with sequence 0. Slots are never reused within a run, so
+// no sequence number is needed to tell an old operation from a new one.
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
 /// Connects in flight at once per worker: a burst of 10 000 SYNs overflows the seeder's accept
@@ -106,8 +94,10 @@ pub(crate) struct Plan {
     pub requested: AtomicU64,
     /// Set when no more requests may be sent (deadline or budget reached).
     pub requests_over: AtomicBool,
-    /// `--pay PRICE --budget N`: every leecher bids and pays (see `speed::payer`).
+    /// `--pay PRICE --budget N`: leechers bid and pay (see `speed::payer`).
     pub pay: Option<(u128, u128)>,
+    /// With `pay`: leechers numbered below this pay, the others are free.
+    pub paying_peers: usize,
 }
 
 impl Plan {
@@ -194,6 +184,51 @@ pub(crate) struct WorkerResult {
     pub payment: PaymentTotals,
     /// Requests still unanswered when the run ended (the drain timed out).
     pub unanswered: u64,
+    /// With `pay`: the paying leechers ([`PAYING`]) and the free ones ([`FREE`]) apart.
+    pub groups: [GroupTotals; 2],
+}
+
+/// Index of the paying leechers in [`WorkerResult::groups`].
+pub(crate) const PAYING: usize = 0;
+/// Index of the free leechers in [`WorkerResult::groups`].
+pub(crate) const FREE: usize = 1;
+
+/// What one group of leechers (paying or free) of one worker got; filled only in `--pay` runs,
+/// so a run without payers records nothing more per block than before.
+pub(crate) struct GroupTotals {
+    pub leechers: u64,
+    pub bytes: u64,
+    /// For each leecher that got a block: its first block, from the run's start.
+    pub first_block: Vec<Duration>,
+    /// Payers whose bid the seeder confirmed (the first receipt answering it arrived).
+    pub confirmed: u64,
+    /// For each confirmed payer that got a block after its confirmation: confirmation → that
+    /// block.
+    pub confirm_to_first_block: Vec<Duration>,
+    pub latency_us: Histogram<u64>,
+}
+
+impl GroupTotals {
+    pub fn new() -> GroupTotals {
+        GroupTotals {
+            leechers: 0,
+            bytes: 0,
+            first_block: Vec::new(),
+            confirmed: 0,
+            confirm_to_first_block: Vec::new(),
+            latency_us: new_histogram(),
+        }
+    }
+
+    pub fn merge(&mut self, o: &GroupTotals) {
+        self.leechers += o.leechers;
+        self.bytes += o.bytes;
+        self.first_block.extend_from_slice(&o.first_block);
+        self.confirmed += o.confirmed;
+        self.confirm_to_first_block
+            .extend_from_slice(&o.confirm_to_first_block);
+        let _ = self.latency_us.add(&o.latency_us);
+    }
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -273,6 +308,13 @@ struct Leecher {
     last_progress: Instant,
     /// `--pay`: bids and pays through `rs_speed`.
     payer: Option<Box<crate::speed::payer::WirePayer>>,
+    /// Counted with the paying group (it had a payer; `payer` is taken when it ends).
+    paying: bool,
+    first_block: Option<Instant>,
+    /// When the seeder's receipt confirmed this payer's bid.
+    confirmed_at: Option<Instant>,
+    /// From `confirmed_at` to the first block after it.
+    confirm_to_first_block: Option<Duration>,
 }
 
 impl Leecher {
@@ -285,6 +327,11 @@ impl Leecher {
             .map_or(1, |t| u64::from(t.num_pieces.max(1)));
         // Leechers of one torrent start spread evenly over it.
         let (nth, of) = (id / torrents, plan.peers.div_ceil(torrents).max(1));
+        let payer = plan
+            .pay
+            .filter(|_| id < plan.paying_peers)
+            .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+            .map(Box::new);
         Leecher {
             id,
             torrent,
@@ -314,10 +361,11 @@ impl Leecher {
             assemblies: Vec::new(),
             since: now,
             last_progress: now,
-            payer: plan
-                .pay
-                .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
-                .map(Box::new),
+            paying: payer.is_some(),
+            payer,
+            first_block: None,
+            confirmed_at: None,
+            confirm_to_first_block: None,
         }
     }
 
@@ -538,6 +586,7 @@ impl Worker {
                 cpu_seconds: None,
                 unanswered: 0,
                 payment: PaymentTotals::default(),
+                groups: [GroupTotals::new(), GroupTotals::new()],
             },
             now,
             last_timeouts: now,
@@ -575,7 +624,25 @@ impl Worker {
             }
         }
         self.result.cpu_seconds = super::procstat::this_thread_cpu_seconds();
+        self.collect_groups();
         self.result
+    }
+
+    /// With `pay`: each leecher's first-block times into its group's totals.
+    fn collect_groups(&mut self) {
+        if self.plan.pay.is_none() {
+            return;
+        }
+        let started = self.plan.started;
+        for c in &self.conns {
+            let g = &mut self.result.groups[if c.paying { PAYING } else { FREE }];
+            g.leechers += 1;
+            if let Some(t) = c.first_block {
+                g.first_block.push(t.saturating_duration_since(started));
+            }
+            g.confirmed += u64::from(c.confirmed_at.is_some());
+            g.confirm_to_first_block.extend(c.confirm_to_first_block);
+        }
     }
 
     /// Queues a submission, flushing the queue to the kernel when it is full.
@@ -589,20 +656,20 @@ impl Worker {
     }
 
     fn post_tick(&mut self) {
-        let e = opcode::Timeout::new(&*self.tick_ts as *const types::Timespec)
-            .build()
-            .user_data(ud(TICK, 0));
+        let e = ops::timeout(&self.tick_ts, UserData::new(Op::Tick, 0, 0));
         // SAFETY: tick_ts is a Box owned by the worker, alive for the whole loop.
         unsafe { self.push(e) };
     }
 
     fn complete(&mut self, user_data: u64, res: i32) {
         self.ops = self.ops.saturating_sub(1);
-        let (kind, slot) = ud_parts(user_data);
-        if kind == CANCEL {
+        let Some(UserData { op, slot, .. }) = UserData::decode(user_data) else {
+            return;
+        };
+        if op == Op::Cancel {
             return;
         }
-        if kind == TICK {
+        if op == Op::Tick {
             self.tick();
             if !self.closing_all {
                 self.post_tick();
@@ -614,18 +681,18 @@ impl Worker {
         };
         c.ops = c.ops.saturating_sub(1);
         if c.phase == Phase::Done {
-            if kind == CONNECT {
+            if op == Op::Connect {
                 self.connect_finished();
             }
             return;
         }
-        match kind {
-            CONNECT => {
+        match op {
+            Op::Connect => {
                 self.connect_finished();
                 self.on_connect(slot, res);
             }
-            RECV => self.on_recv(slot, res),
-            SEND => self.on_send(slot, res),
+            Op::Recv => self.on_recv(slot, res),
+            Op::Send => self.on_send(slot, res),
             _ => {}
         }
     }
@@ -668,11 +735,8 @@ impl Worker {
             c.phase = Phase::Connecting;
             c.since = now;
             c.ops += 1;
-            let (ptr, len) = (c.addr.as_ptr(), c.addr.len());
+            let e = ops::connect(raw, &c.addr, UserData::new(Op::Connect, 0, slot));
             self.connecting += 1;
-            let e = opcode::Connect::new(types::Fd(raw), ptr.cast(), len)
-                .build()
-                .user_data(ud(CONNECT, slot));
             // SAFETY: the address is boxed in the leecher, which lives until the worker ends,
             // after every operation has completed.
             unsafe { self.push(e) };
@@ -727,13 +791,9 @@ impl Worker {
             c.end -= c.start;
             c.start = 0;
         }
-        let ptr = c.recv[c.end..].as_mut_ptr();
-        let len = (c.recv.len() - c.end) as u32;
+        let e = ops::recv(raw, &mut c.recv[c.end..], UserData::new(Op::Recv, 0, slot));
         c.recv_posted = true;
         c.ops += 1;
-        let e = opcode::Recv::new(types::Fd(raw), ptr, len)
-            .build()
-            .user_data(ud(RECV, slot));
         // SAFETY: the receive buffer is neither resized nor freed while recv_posted is set, and
         // leechers outlive every operation (the worker ends only when none is in flight).
         unsafe { self.push(e) };
@@ -895,6 +955,17 @@ impl Worker {
                     if let Some(p) = c.payer.as_mut() {
                         p.on_block(len as u64, &mut c.pending);
                     }
+                    if plan.pay.is_some() {
+                        let g = &mut self.result.groups[if c.paying { PAYING } else { FREE }];
+                        g.bytes += len as u64;
+                        let _ = g.latency_us.record(us.max(1));
+                        c.first_block.get_or_insert(now);
+                        if let Some(at) = c.confirmed_at
+                            && c.confirm_to_first_block.is_none()
+                        {
+                            c.confirm_to_first_block = Some(now.saturating_duration_since(at));
+                        }
+                    }
                     self.result.last_block = Some(now);
                     self.result.first_block.get_or_insert(now);
                     c.last_progress = now;
@@ -923,7 +994,13 @@ impl Worker {
                 }
                 Event::Extended(id, payload) => {
                     if let Some(p) = c.payer.as_mut() {
+                        let was = p.payer().confirmed();
                         p.on_extended(id, &payload, &mut c.pending);
+                        // The receipt answering the bid: from here on the seeder counts this
+                        // leecher as paying.
+                        if !was && p.payer().confirmed() {
+                            c.confirmed_at = Some(now);
+                        }
                     }
                 }
                 Event::Other => {}
@@ -1004,14 +1081,14 @@ impl Worker {
 
     fn post_send(&mut self, slot: usize, raw: i32) {
         let c = &mut self.conns[slot];
-        let rest = &c.out[c.out_sent..];
-        let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+        let e = ops::send(
+            raw,
+            &c.out[c.out_sent..],
+            libc::MSG_NOSIGNAL,
+            UserData::new(Op::Send, 0, slot),
+        );
         c.sending = true;
         c.ops += 1;
-        let e = opcode::Send::new(types::Fd(raw), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(SEND, slot));
         // SAFETY: `out` is not touched while `sending` is set, and leechers outlive every
         // operation.
         unsafe { self.push(e) };
@@ -1071,9 +1148,10 @@ impl Worker {
             let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             if was_connecting {
                 // A connect in progress is not always ended by the shutdown.
-                let e = opcode::AsyncCancel::new(ud(CONNECT, slot))
-                    .build()
-                    .user_data(ud(CANCEL, 0));
+                let e = ops::async_cancel(
+                    UserData::new(Op::Connect, 0, slot),
+                    UserData::new(Op::Cancel, 0, 0),
+                );
                 // SAFETY: a cancel carries no buffers.
                 unsafe { self.push(e) };
             }
@@ -1185,6 +1263,7 @@ mod tests {
             requested: AtomicU64::new(0),
             requests_over: AtomicBool::new(false),
             pay: None,
+            paying_peers: 0,
         }
     }
 

@@ -1,5 +1,12 @@
-//! The two io_uring chores every ring in ringseed shares (the seeding workers and the bench's
-//! leecher workers): building a ring, and queueing a submission when the queue may be full.
+//! The io_uring layer every ring in ringseed shares (the seeding workers and the bench's
+//! leecher workers): building a ring, queueing a submission when the queue may be full, what a
+//! `user_data` says ([`UserData`]), and the submissions themselves ([`ops`]) with what memory
+//! each must keep alive.
+
+pub mod ops;
+mod user_data;
+
+pub use user_data::{Op, SEQ_MASK, SLOT_MAX, UserData};
 
 use io_uring::{IoUring, squeue};
 
@@ -17,7 +24,8 @@ pub fn build_ring(entries: u32) -> std::io::Result<IoUring> {
 /// Queues `entry`, flushing the submission queue to the kernel while it is full.
 ///
 /// # Safety
-/// Every buffer `entry` points to must stay valid and unmoved until its completion arrives.
+/// Every buffer `entry` points to must stay valid and unmoved until its completion arrives: for
+/// an entry from [`ops`], what its builder lists under **Keep alive**.
 pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
     loop {
         // SAFETY: the caller guarantees the entry's buffers outlive the operation.
