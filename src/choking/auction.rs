@@ -54,6 +54,9 @@ pub struct Bidder {
     pub paid: Amount,
     /// Accumulated slot entitlement in thousandths; kept by the caller between rounds.
     pub credit: u64,
+    /// Accumulated priority over free peers for the other slots, in thousandths; kept by the
+    /// caller between rounds (see [`ahead_of_free`]).
+    pub priority: u64,
 }
 
 impl Bidder {
@@ -64,6 +67,7 @@ impl Bidder {
             served: 0,
             paid: 0,
             credit: 0,
+            priority: 0,
         }
     }
 }
@@ -131,12 +135,67 @@ pub fn allocate(terms: &Terms, bidders: &mut [Bidder]) -> Vec<usize> {
         .collect()
 }
 
+/// The bidders that go ahead of free peers for the slots left after the paid ones, this round
+/// (keys; `paid` are this round's paid-slot holders, left out). An eligible bidder at the highest
+/// price goes ahead every round, one at a third of it every third round: a higher price always
+/// buys more, even while payers are fewer than the slots. Ineligible bidders lose their
+/// priority.
+pub fn ahead_of_free(terms: &Terms, bidders: &mut [Bidder], paid: &[usize]) -> Vec<usize> {
+    let top = bidders
+        .iter()
+        .filter(|b| eligible(terms, b))
+        .map(|b| b.price)
+        .max()
+        .unwrap_or(0);
+    let mut ahead = Vec::new();
+    for b in bidders.iter_mut() {
+        if !eligible(terms, b) || top == 0 {
+            b.priority = 0;
+            continue;
+        }
+        if paid.contains(&b.key) {
+            continue;
+        }
+        // Rounded up, so a third of the top price is ahead every third round, not every fourth.
+        let share = ((b.price as f64 / top as f64) * WHOLE as f64).ceil() as u64;
+        b.priority = (b.priority + share.max(1)).min(2 * WHOLE);
+        if b.priority >= WHOLE {
+            b.priority -= WHOLE;
+            ahead.push(b.key);
+        }
+    }
+    ahead
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::choking::{Candidate, SeedChoker};
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_highest_price_goes_ahead_every_round_a_third_of_it_every_third() {
+        let terms = Terms {
+            paid_slots: 0,
+            min_price: 1,
+            credit_window: 0,
+        };
+        let mut b = [Bidder::new(1, 30), Bidder::new(2, 10), Bidder::new(3, 0)];
+        let mut count = [0; 4];
+        for _ in 0..9 {
+            for k in ahead_of_free(&terms, &mut b, &[]) {
+                count[k] += 1;
+            }
+        }
+        assert_eq!(
+            count,
+            [0, 9, 3, 0],
+            "price 30 every round, 10 every third, 0 never"
+        );
+        // A paid-slot holder is not counted again.
+        assert_eq!(ahead_of_free(&terms, &mut b, &[1]), Vec::<usize>::new());
+    }
 
     #[test]
     fn payment_must_keep_up_beyond_the_window() {

@@ -5,7 +5,8 @@
 //!
 //! - **The round** ([`round`]), every `rechoke_interval`: the paid slots by auction
 //!   ([`auction::allocate`], shares in proportion to price); then the other slots, where payers
-//!   whose payments keep up go ahead of free peers ([`seed::choose`] orders each group); and one
+//!   whose payments keep up go ahead of free peers, the top price every round and lower ones
+//!   in proportion ([`auction::ahead_of_free`]; [`seed::choose`] orders each group); and one
 //!   optimistic unchoke beyond the slots, for a free peer whenever one waits, rotated every few
 //!   rounds.
 //! - **Between rounds**, a peer that becomes interested takes an open slot at once
@@ -197,12 +198,7 @@ pub fn round(
             } else {
                 Vec::new()
             };
-            // Payers whose payments keep up and hold no paid slot this round.
-            let payers: Vec<usize> = bidders
-                .iter()
-                .filter(|b| auction::eligible(terms, b) && !paid.contains(&b.key))
-                .map(|b| b.key)
-                .collect();
+            let payers = auction::ahead_of_free(terms, bidders, &paid);
             (paid, payers)
         }
         None => (Vec::new(), Vec::new()),

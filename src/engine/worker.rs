@@ -239,7 +239,7 @@ impl Worker {
         if self.stopping || self.accept_posted {
             return;
         }
-        let e = ops::accept_multi(self.listener.as_raw_fd(), UserData::new(Op::Accept, 0, 0));
+        let e = ops::accept_multishot(self.listener.as_raw_fd(), UserData::new(Op::Accept, 0, 0));
         // SAFETY: accept writes no user memory (no address buffer is passed).
         unsafe { self.core.push(e) };
         self.accept_posted = true;
@@ -247,24 +247,18 @@ impl Worker {
 
     fn post_wake(&mut self) {
         let fd = self.wake.as_fd_raw();
-        let e = ops::read(
-            fd,
-            self.wake_buf.as_mut_ptr(),
-            8,
-            UserData::new(Op::Wake, 0, 0),
-        );
+        let e = ops::read(fd, &mut self.wake_buf[..], UserData::new(Op::Wake, 0, 0));
         // SAFETY: wake_buf is a Box owned by the worker, alive for the whole loop.
         unsafe { self.core.push(e) };
     }
 
     fn post_tick(&mut self) {
-        let e = ops::timeout(&*self.tick_ts, UserData::new(Op::Tick, 0, 0));
+        let e = ops::timeout(&self.tick_ts, UserData::new(Op::Tick, 0, 0));
         // SAFETY: tick_ts is a Box owned by the worker, alive for the whole loop.
         unsafe { self.core.push(e) };
     }
 
     fn complete(&mut self, user_data: u64, res: i32, flags: u32) {
-        // Cancels carry user_data 0, and their completions need nothing.
         let Some(ud) = UserData::decode(user_data) else {
             return;
         };
@@ -293,6 +287,8 @@ impl Worker {
                 self.tick();
                 self.post_tick();
             }
+            // A cancel's own completion needs nothing.
+            Op::Cancel => {}
             _ => self.conn_completion(ud, res, flags),
         }
     }
@@ -334,7 +330,7 @@ impl Worker {
                 Op::Read => c.on_read(slot, seq, res, core),
                 Op::SpliceIn | Op::SpliceOut => c.on_splice(slot, seq, res, ud.op, core),
                 Op::Connect => c.on_connect(slot, res, core),
-                Op::Accept | Op::Wake | Op::Tick => {}
+                Op::Accept | Op::Wake | Op::Tick | Op::Cancel => {}
             }
             if std::mem::take(&mut c.wants_paid_slot) {
                 self.admit_payer(slot);
@@ -607,6 +603,7 @@ impl Worker {
         for b in &bidders {
             if let Some(s) = self.conns[b.key].as_mut().and_then(|c| c.speed.as_mut()) {
                 s.credit = b.credit;
+                s.priority = b.priority;
             }
         }
         // Chokes first, so the held counts never exceed the slots midway.

@@ -42,8 +42,9 @@ pub struct PeerSpeed {
     /// Highest voucher amount queued and not answered yet.
     pub highest_queued: Amount,
     pub in_flight: u32,
-    /// Auction credit, kept between rounds.
+    /// Auction credit and priority over free peers, kept between rounds.
     pub credit: u64,
+    pub priority: u64,
 }
 
 impl PeerSpeed {
@@ -63,6 +64,7 @@ impl PeerSpeed {
             highest_queued: 0,
             in_flight: 0,
             credit: 0,
+            priority: 0,
         }
     }
 
@@ -274,6 +276,7 @@ impl PeerSpeed {
                 .paid_before
                 .saturating_add(c.accepted.saturating_sub(self.accepted_at_bid)),
             credit: self.credit,
+            priority: self.priority,
         })
     }
 

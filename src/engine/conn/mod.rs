@@ -139,12 +139,7 @@ impl Conn {
     pub fn post_connect(&mut self, slot: usize, core: &mut Core) {
         let Some(sa) = &self.connect_addr else { return };
         self.ops += 1;
-        let e = ops::connect(
-            self.fd.as_raw_fd(),
-            sa.as_ptr().cast(),
-            sa.len(),
-            UserData::new(Op::Connect, 0, slot),
-        );
+        let e = ops::connect(self.fd.as_raw_fd(), sa, UserData::new(Op::Connect, 0, slot));
         // SAFETY: the address lives in the connection's Box until the connect completes
         // (`connect_addr` is dropped only in `on_connect`), and the slot outlives the op.
         unsafe { core.push(e) };
@@ -179,7 +174,10 @@ impl Conn {
         let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if self.peer.phase() == Phase::Connecting {
             // Cancel the connect; the shutdown alone does not end it everywhere.
-            let e = ops::cancel(UserData::new(Op::Connect, 0, slot));
+            let e = ops::async_cancel(
+                UserData::new(Op::Connect, 0, slot),
+                UserData::new(Op::Cancel, 0, slot),
+            );
             // SAFETY: a cancel carries no buffers.
             unsafe { core.push(e) };
         }

@@ -25,16 +25,14 @@ impl Conn {
             let new_len = (self.recv.len() * 2).max(RECV_INITIAL);
             self.recv.resize(new_len, 0);
         }
-        let ptr = self.recv[self.recv_len..].as_mut_ptr();
-        let len = (self.recv.len() - self.recv_len) as u32;
-        self.recv_posted = true;
-        self.ops += 1;
+        let fd = self.fd.as_raw_fd();
         let e = ops::recv(
-            self.fd.as_raw_fd(),
-            ptr,
-            len,
+            fd,
+            &mut self.recv[self.recv_len..],
             UserData::new(Op::Recv, 0, slot),
         );
+        self.recv_posted = true;
+        self.ops += 1;
         // SAFETY: the receive buffer is not resized or freed while recv_posted is set (we only
         // touch it after this completion), and the slot outlives the op (ops > 0).
         unsafe { core.push(e) };

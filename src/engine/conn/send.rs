@@ -76,7 +76,7 @@ impl Conn {
                 }
             }
             let seq = self.next_seq;
-            self.next_seq = self.next_seq.wrapping_add(1) & UserData::SEQ_MASK;
+            self.next_seq = self.next_seq.wrapping_add(1) & crate::uring::SEQ_MASK;
             let blocks = self.peer.take_requests(take).collect();
             let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, splice) {
                 Ok(job) => job,
@@ -95,14 +95,10 @@ impl Conn {
     fn post_reads(&mut self, slot: usize, core: &mut Core) {
         let Some(job) = self.jobs.back() else { return };
         self.ops += job.reads.len() as u32;
-        let base = job.iovecs.as_ptr();
         for r in &job.reads {
-            // SAFETY: `first + count` is within the job's iovec vector (`Job::build`).
-            let iov = unsafe { base.add(r.first) };
             let e = ops::readv(
                 r.fd,
-                iov,
-                r.count as u32,
+                &job.iovecs[r.first..r.first + r.count],
                 r.offset,
                 UserData::new(Op::Read, job.seq, slot),
             );
@@ -155,8 +151,7 @@ impl Conn {
             let rest = &self.ctrl_inflight[self.ctrl_sent..];
             let e = ops::send(
                 fd,
-                rest.as_ptr(),
-                rest.len() as u32,
+                rest,
                 libc::MSG_NOSIGNAL,
                 UserData::new(Op::Send, 0, slot),
             );
@@ -178,8 +173,7 @@ impl Conn {
                     let rest = &job.buf[start + sj.seg_done..start + len];
                     ops::send(
                         fd,
-                        rest.as_ptr(),
-                        rest.len() as u32,
+                        rest,
                         libc::MSG_NOSIGNAL | libc::MSG_MORE,
                         UserData::new(Op::Send, seq, slot),
                     )
@@ -188,6 +182,7 @@ impl Conn {
                     pipe.read.as_raw_fd(),
                     -1,
                     fd,
+                    -1,
                     sj.in_pipe as u32,
                     UserData::new(Op::SpliceOut, seq, slot),
                 ),
@@ -199,6 +194,7 @@ impl Conn {
                     file,
                     (offset + sj.seg_done as u64) as i64,
                     pipe.write.as_raw_fd(),
+                    -1,
                     (len - sj.seg_done).min(pipe.capacity) as u32,
                     UserData::new(Op::SpliceIn, seq, slot),
                 ),
@@ -210,16 +206,14 @@ impl Conn {
                 job.zc_notifs_pending += 1;
                 ops::send_zc(
                     fd,
-                    rest.as_ptr(),
-                    rest.len() as u32,
+                    rest,
                     libc::MSG_NOSIGNAL,
                     UserData::new(Op::SendZc, seq, slot),
                 )
             } else {
                 ops::send(
                     fd,
-                    rest.as_ptr(),
-                    rest.len() as u32,
+                    rest,
                     libc::MSG_NOSIGNAL,
                     UserData::new(Op::Send, seq, slot),
                 )

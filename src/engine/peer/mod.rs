@@ -672,6 +672,9 @@ impl Peer {
         self.am_choking = false;
         self.choke_changed = now;
         self.uploaded_since_unchoke = 0;
+        // Requests refused while choked were in flight across our choke, not a flood: a peer
+        // choked and unchoked many times over a long connection is not cut off for them.
+        self.rejected_total = 0;
         Message::Unchoke.encode(out);
         true
     }
