@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod create;
 pub mod db;
+pub mod demo;
 pub mod engine;
 pub mod fetch;
 pub mod hash;
