@@ -18,6 +18,7 @@ pub mod hash;
 pub mod metainfo;
 pub mod metrics;
 pub mod pieces;
+pub mod serve;
 pub mod session;
 pub mod speed;
 pub mod state;

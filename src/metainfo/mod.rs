@@ -8,6 +8,7 @@ mod build;
 pub mod layout;
 pub mod magnet;
 pub mod path;
+pub mod summary;
 
 use std::collections::{HashMap, HashSet};
 
