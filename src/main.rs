@@ -488,15 +488,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = CreateOptions {
                 version: version.unwrap_or(config.create.version).into(),
                 piece_length: (piece_kib != 0).then_some(u64::from(piece_kib) << 10),
-                trackers: trackers
-                    .iter()
-                    .map(|t| {
-                        t.split(',')
-                            .map(|s| s.trim().to_owned())
-                            .filter(|s| !s.is_empty())
-                            .collect()
-                    })
-                    .collect(),
+                trackers: ringseed::create::tracker_tiers(&trackers),
                 web_seeds,
                 private,
                 comment,
@@ -505,7 +497,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let started = Instant::now();
             let progress = Progress::default();
-            let total = dir_size(&path);
+            let total = ringseed::create::source_size(&path);
             let (bytes, meta) = with_progress(&progress, total, "hashing", || {
                 create(&path, &opts, &progress)
             })?;
@@ -534,19 +526,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let report = verify_data(&meta, &data, opts)?;
             if json {
-                let out = serde_json::json!({
-                    "torrent": torrent,
-                    "info_hash_v1": meta.info.hash.v1.map(|h| hex(&h)),
-                    "info_hash_v2": meta.info.hash.v2.map(|h| hex(&h)),
-                    "pieces": report.pieces,
-                    "good": report.good,
-                    "bad": report.bad,
-                    "missing": report.missing,
-                    "errors": report.errors,
-                    "bytes": report.bytes,
-                    "seconds": report.elapsed.as_secs_f64(),
-                    "gib_per_s": report.bytes_per_sec() / GIB,
-                });
+                let out = ringseed::metainfo::summary::verify_json(&torrent, &meta, &report);
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_summary(&meta);
@@ -593,20 +573,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info { torrent, json } => {
             if torrent.starts_with("magnet:") {
                 let m = ringseed::metainfo::Magnet::parse(&torrent)?;
-                let out = serde_json::json!({
-                    "info_hash_v1": m.info_hash.v1.map(|h| hex(&h)),
-                    "info_hash_v2": m.info_hash.v2.map(|h| hex(&h)),
-                    "name": m.name,
-                    "trackers": m.trackers,
-                    "peers": m.peers,
-                    "web_seeds": m.web_seeds,
-                });
+                let out = ringseed::metainfo::summary::magnet_json(&m);
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let meta = load_torrent(Path::new(&torrent))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info_json(&meta))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ringseed::metainfo::summary::info_json(&meta))?
+                );
             } else {
                 print_summary(&meta);
                 for (_, f) in meta.info.layout.data_files() {
@@ -689,41 +665,6 @@ fn with_progress<T: Send>(
     });
     bar.finish_and_clear();
     out
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(m) = std::fs::metadata(p) else {
-        return 0;
-    };
-    if m.is_file() {
-        return m.len();
-    }
-    std::fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
-}
-
-fn info_json(meta: &Metainfo) -> serde_json::Value {
-    let i = &meta.info;
-    serde_json::json!({
-        "name": i.name,
-        "version": i.version,
-        "info_hash_v1": i.hash.v1.map(|h| hex(&h)),
-        "info_hash_v2": i.hash.v2.map(|h| hex(&h)),
-        "piece_length": i.layout.piece_length,
-        "pieces": i.layout.num_pieces,
-        "total_length": i.layout.data_length(),
-        "private": i.private,
-        "trackers": meta.trackers,
-        "web_seeds": meta.url_list,
-        "comment": meta.comment,
-        "created_by": meta.created_by,
-        "creation_date": meta.creation_date,
-        "files": i.layout.data_files().map(|(_, f)| serde_json::json!({
-            "path": f.path.join("/"),
-            "length": f.length,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn print_summary(meta: &Metainfo) {
@@ -855,33 +796,13 @@ fn serve_setup(
     ringseed::engine::Settings,
     ringseed::session::SessionOptions,
 )> {
-    let mut settings = config.engine_settings();
-    if let Some(l) = args.listen {
-        settings.listen = l;
-    }
-    if let Some(w) = args.workers {
-        settings.workers = w;
-    }
-    let mut options = config.session_options();
-    options.announce &= !args.no_trackers;
-    if let Some(m) = &args.metrics {
-        options.metrics_listen = if m.is_empty() {
-            None
-        } else {
-            Some(m.parse().with_context(|| format!("--metrics {m:?}"))?)
-        };
-    }
-    Ok((settings, options))
-}
-
-/// Tells systemd (Type=notify) we are ready, with a status line; a no-op outside systemd.
-fn notify_ready(status: &str) {
-    if let Err(e) = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(status),
-    ]) {
-        tracing::warn!("telling systemd we are ready: {e}");
-    }
+    let overrides = ringseed::serve::Overrides {
+        listen: args.listen,
+        workers: args.workers,
+        no_trackers: args.no_trackers,
+        metrics: args.metrics.clone(),
+    };
+    Ok(ringseed::serve::setup(&overrides, config)?)
 }
 
 /// `ringseed seed`: seeds one torrent until SIGINT or SIGTERM; SIGHUP applies the config's rate
@@ -893,7 +814,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check)?);
     // Block the signals before any thread starts, so every thread inherits the mask and only
     // the signal thread receives them.
-    let signals = signal_thread()?;
+    let signals = ringseed::serve::signal_thread()?;
     let session = Session::start(settings, options)?;
     session.add_torrent(opened)?;
     let status = format!("seeding 1 torrent(s) on {}", session.engine().local_addr());
@@ -902,7 +823,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
         say!("metrics on http://{m}/metrics");
     }
     say_earning(&session);
-    notify_ready(&status);
+    ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, session.engine(), || {
         tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
     });
@@ -929,7 +850,7 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     let (settings, options) = serve_setup(args, config)?;
     let mut config = config.clone();
     config.torrents.skip_check |= args.skip_check;
-    let signals = signal_thread()?;
+    let signals = ringseed::serve::signal_thread()?;
     let node = Node::start(&config, settings, options)?;
     let engine = node.session().engine();
     let status = format!(
@@ -945,7 +866,7 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
         say!("control API on http://{a}");
     }
     say_earning(node.session());
-    notify_ready(&status);
+    ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
         reload(config_path, &config, &node)
     });
@@ -954,25 +875,23 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until SIGINT or SIGTERM, calling `on_hup` for each SIGHUP (between systemd's
-/// RELOADING=1 and READY=1); then tells systemd and the operator that it is stopping.
+/// Serves until SIGINT or SIGTERM, printing statistics every `stats_every` seconds and
+/// calling `on_hup` for each SIGHUP; then says that it is stopping.
 fn wait_for_stop(
     signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
     stats_every: u64,
     engine: &ringseed::engine::Engine,
-    mut on_hup: impl FnMut(),
+    on_hup: impl FnMut(),
 ) {
-    let signal = loop {
-        match wait_for_signal(signals, stats_every, engine) {
-            nix::sys::signal::Signal::SIGHUP => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                on_hup();
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            }
-            other => break other,
-        }
-    };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let signal = ringseed::serve::wait_for_stop(signals, stats_every, engine, on_hup, |t| {
+        say!(
+            "[{:>6.0}s] peers {}, uploaded {:.3} GiB, {:.1} MiB/s",
+            t.elapsed.as_secs_f64(),
+            t.peers,
+            t.bytes as f64 / GIB,
+            t.bytes_per_s / (1u64 << 20) as f64
+        );
+    });
     say!("{signal}: announcing stopped, closing peers");
 }
 
@@ -1000,63 +919,6 @@ fn reload(path: Option<&Path>, running: &Config, node: &ringseed::control::node:
             path.display()
         ),
         Err(e) => tracing::error!("SIGHUP: {e}"),
-    }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started later) and
-/// receives them on a thread of their own, which forwards them over a channel.
-fn signal_thread() -> Result<crossbeam_channel::Receiver<nix::sys::signal::Signal>> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    set.thread_block()?;
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    std::thread::Builder::new()
-        .name("ringseed-signals".into())
-        .spawn(move || {
-            while let Ok(sig) = set.wait() {
-                if tx.send(sig).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
-}
-
-/// Waits for a signal, printing statistics every `stats_every` seconds (0 = never).
-fn wait_for_signal(
-    signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
-    stats_every: u64,
-    engine: &ringseed::engine::Engine,
-) -> nix::sys::signal::Signal {
-    let started = Instant::now();
-    let mut last_bytes = 0u64;
-    let mut last = Instant::now();
-    loop {
-        let timeout = Duration::from_secs(if stats_every == 0 { 3600 } else { stats_every });
-        match signals.recv_timeout(timeout) {
-            Ok(sig) => return sig,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return nix::sys::signal::Signal::SIGTERM;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        if stats_every > 0 {
-            let s = engine.stats();
-            let bytes: u64 = s.iter().map(|w| w.bytes_up).sum();
-            let peers: i64 = s.iter().map(|w| w.peers).sum();
-            let secs = last.elapsed().as_secs_f64();
-            say!(
-                "[{:>6.0}s] peers {peers}, uploaded {:.3} GiB, {:.1} MiB/s",
-                started.elapsed().as_secs_f64(),
-                bytes as f64 / GIB,
-                (bytes - last_bytes) as f64 / secs / (1u64 << 20) as f64
-            );
-            last_bytes = bytes;
-            last = Instant::now();
-        }
     }
 }
 
