@@ -235,3 +235,35 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Found>) -> Result<()
     }
     Ok(())
 }
+
+/// Tracker tiers from the command line: one tier per argument, its trackers separated by
+/// commas (blanks trimmed, empty ones dropped).
+///
+/// ```
+/// let tiers = ringseed::create::tracker_tiers(&["a, b".into(), "c".into()]);
+/// assert_eq!(tiers, vec![vec!["a", "b"], vec!["c"]]);
+/// ```
+pub fn tracker_tiers(args: &[String]) -> Vec<Vec<String>> {
+    args.iter()
+        .map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .collect()
+}
+
+/// Bytes under `path` (a file or a directory tree), for a progress bar's total; what cannot be
+/// read counts as 0.
+pub fn source_size(path: &Path) -> u64 {
+    let Ok(m) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if m.is_file() {
+        return m.len();
+    }
+    std::fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| source_size(&e.path())).sum())
+        .unwrap_or(0)
+}

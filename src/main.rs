@@ -212,7 +212,7 @@ struct BenchArgs {
     #[arg(long, requires = "spawn_seeder", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     torrents: Option<u64>,
     /// Upload path of the spawned seeder: auto, copy, zerocopy or splice.
-    #[arg(long, default_value = "auto", value_parser = parse_upload_path, requires = "spawn_seeder")]
+    #[arg(long, default_value = "auto", value_parser = ringseed::bench::cli::parse_upload_path, requires = "spawn_seeder")]
     upload_path: ringseed::engine::UploadPath,
     /// Leechers connect, handshake and hold their connection without asking for anything (what
     /// idle peers cost a seeder; see perf/idle_peers.sh).
@@ -284,21 +284,12 @@ struct TargetArgs {
 }
 
 impl TargetArgs {
-    /// The torrents' infos and the seeder's address.
-    fn resolve(&self) -> Result<(Vec<ringseed::metainfo::Info>, std::net::SocketAddr)> {
-        let peer = self
-            .peer
-            .as_deref()
-            .context("give a torrent and --peer HOST:PORT, or --spawn-seeder")?;
-        if self.torrent_files.is_empty() {
-            bail!("give a torrent and --peer HOST:PORT, or --spawn-seeder");
+    fn target(&self) -> ringseed::bench::cli::Target {
+        ringseed::bench::cli::Target {
+            torrent_files: self.torrent_files.clone(),
+            peer: self.peer.clone(),
+            seeder_pid: self.seeder_pid,
         }
-        let infos = self
-            .torrent_files
-            .iter()
-            .map(|t| load_torrent(t).map(|m| m.info))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((infos, resolve(peer)?))
     }
 }
 
@@ -315,7 +306,7 @@ struct SweepArgs {
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     reqq: Vec<u64>,
     /// Upload paths of the spawned seeder (one seeder per path).
-    #[arg(long, default_value = "copy", value_delimiter = ',', value_parser = parse_upload_path)]
+    #[arg(long, default_value = "copy", value_delimiter = ',', value_parser = ringseed::bench::cli::parse_upload_path)]
     paths: Vec<ringseed::engine::UploadPath>,
     /// Seconds per point.
     #[arg(long, default_value_t = 5.0)]
@@ -501,15 +492,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = CreateOptions {
                 version: version.unwrap_or(config.create.version).into(),
                 piece_length: (piece_kib != 0).then_some(u64::from(piece_kib) << 10),
-                trackers: trackers
-                    .iter()
-                    .map(|t| {
-                        t.split(',')
-                            .map(|s| s.trim().to_owned())
-                            .filter(|s| !s.is_empty())
-                            .collect()
-                    })
-                    .collect(),
+                trackers: ringseed::create::tracker_tiers(&trackers),
                 web_seeds,
                 private,
                 comment,
@@ -518,7 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let started = Instant::now();
             let progress = Progress::default();
-            let total = dir_size(&path);
+            let total = ringseed::create::source_size(&path);
             let (bytes, meta) = with_progress(&progress, total, "hashing", || {
                 create(&path, &opts, &progress)
             })?;
@@ -547,19 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let report = verify_data(&meta, &data, opts)?;
             if json {
-                let out = serde_json::json!({
-                    "torrent": torrent,
-                    "info_hash_v1": meta.info.hash.v1.map(|h| hex(&h)),
-                    "info_hash_v2": meta.info.hash.v2.map(|h| hex(&h)),
-                    "pieces": report.pieces,
-                    "good": report.good,
-                    "bad": report.bad,
-                    "missing": report.missing,
-                    "errors": report.errors,
-                    "bytes": report.bytes,
-                    "seconds": report.elapsed.as_secs_f64(),
-                    "gib_per_s": report.bytes_per_sec() / GIB,
-                });
+                let out = ringseed::metainfo::summary::verify_json(&torrent, &meta, &report);
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_summary(&meta);
@@ -606,20 +577,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info { torrent, json } => {
             if torrent.starts_with("magnet:") {
                 let m = ringseed::metainfo::Magnet::parse(&torrent)?;
-                let out = serde_json::json!({
-                    "info_hash_v1": m.info_hash.v1.map(|h| hex(&h)),
-                    "info_hash_v2": m.info_hash.v2.map(|h| hex(&h)),
-                    "name": m.name,
-                    "trackers": m.trackers,
-                    "peers": m.peers,
-                    "web_seeds": m.web_seeds,
-                });
+                let out = ringseed::metainfo::summary::magnet_json(&m);
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let meta = load_torrent(Path::new(&torrent))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info_json(&meta))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ringseed::metainfo::summary::info_json(&meta))?
+                );
             } else {
                 print_summary(&meta);
                 for (_, f) in meta.info.layout.data_files() {
@@ -659,16 +626,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn load_torrent(path: &Path) -> Result<Metainfo> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.len() > ringseed::metainfo::MAX_TORRENT_BYTES as u64 {
-        bail!(
-            "{}: {} bytes is too large for a .torrent",
-            path.display(),
-            meta.len()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Metainfo::from_bytes(&bytes).with_context(|| format!("{}: not a valid torrent", path.display()))
+    Ok(Metainfo::load(path)?)
 }
 
 fn verify_data(meta: &Metainfo, data: &Path, opts: hash::HashOptions) -> Result<VerifyReport> {
@@ -711,41 +669,6 @@ fn with_progress<T: Send>(
     });
     bar.finish_and_clear();
     out
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(m) = std::fs::metadata(p) else {
-        return 0;
-    };
-    if m.is_file() {
-        return m.len();
-    }
-    std::fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
-}
-
-fn info_json(meta: &Metainfo) -> serde_json::Value {
-    let i = &meta.info;
-    serde_json::json!({
-        "name": i.name,
-        "version": i.version,
-        "info_hash_v1": i.hash.v1.map(|h| hex(&h)),
-        "info_hash_v2": i.hash.v2.map(|h| hex(&h)),
-        "piece_length": i.layout.piece_length,
-        "pieces": i.layout.num_pieces,
-        "total_length": i.layout.data_length(),
-        "private": i.private,
-        "trackers": meta.trackers,
-        "web_seeds": meta.url_list,
-        "comment": meta.comment,
-        "created_by": meta.created_by,
-        "creation_date": meta.creation_date,
-        "files": i.layout.data_files().map(|(_, f)| serde_json::json!({
-            "path": f.path.join("/"),
-            "length": f.length,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn print_summary(meta: &Metainfo) {
@@ -801,98 +724,42 @@ fn list_preview(v: &[u32]) -> String {
     s.join(", ")
 }
 
-/// Makes a multi-file payload (odd sizes, an empty file), its torrent, and verifies it.
+/// `ringseed demo`: payload, torrent, verification, loopback seed and fetch, each step printed.
 fn demo(dir: Option<PathBuf>, size_mib: u64, config: &Config) -> Result<ExitCode> {
-    // A directory we made ourselves is removed afterwards; one the user named is kept.
-    let (dir, cleanup) = match dir {
-        Some(d) => (d, None),
-        None => {
-            let d = std::env::temp_dir().join(format!("ringseed-demo-{}", std::process::id()));
-            (d.clone(), Some(RemoveOnDrop(d)))
-        }
-    };
-    let payload = dir.join("demo-payload");
-    std::fs::create_dir_all(payload.join("sub"))
-        .with_context(|| format!("creating {}", payload.display()))?;
-    let total = size_mib << 20;
-    let sizes = [
-        total / 2 + 12_345,
-        total / 4 - 777,
-        0,
-        total - total / 2 - total / 4 - 11_568,
-    ];
-    let names = ["big.bin", "sub/quarter.bin", "sub/empty", "sub/rest.bin"];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for (name, size) in names.iter().zip(sizes) {
-        let mut data = vec![0u8; size as usize];
-        for chunk in data.chunks_mut(8) {
-            // xorshift: fast, deterministic payload bytes.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-        }
-        std::fs::write(payload.join(name), &data)?;
-    }
-    let torrent = dir.join("demo.torrent");
-    let opts = CreateOptions {
-        version: config.create.version.into(),
-        hash: config.hash_options(),
-        ..CreateOptions::default()
-    };
+    use ringseed::demo::{self, DemoDir};
+    let dir = DemoDir::new(dir);
+    let total = demo::write_payload(&dir, size_mib)?;
     let progress = Progress::default();
-    let (bytes, meta) = with_progress(&progress, total, "creating", || {
-        create(&payload, &opts, &progress)
+    let meta = with_progress(&progress, total, "creating", || {
+        demo::create_torrent(&dir, config, &progress)
     })?;
-    std::fs::write(&torrent, bytes)?;
-    println!("created {}", torrent.display());
+    println!("created {}", dir.torrent().display());
     print_summary(&meta);
-    let report = verify_data(&meta, &dir, config.hash_options())?;
+    let report = verify_data(&meta, &dir.path, config.hash_options())?;
     print_report(&report);
     if !report.all_good() {
         bail!("demo payload failed verification");
     }
-
-    // Seed it on loopback and fetch it back through the wire protocol.
-    let mut settings = config.engine_settings();
-    settings.listen = "127.0.0.1:0".parse()?;
-    let engine = ringseed::engine::Engine::start(settings)?;
-    let (t, _) = ringseed::engine::Torrent::open(meta.clone(), &dir, None)?;
-    engine.add_torrent(std::sync::Arc::new(t))?;
-    println!(
-        "seeding on {} with {} workers; fetching it back...",
-        engine.local_addr(),
-        engine.stats().len()
-    );
-    let (data, fetched) = ringseed::fetch::fetch(&meta.info, engine.local_addr(), 256)?;
-    let stats = engine.shutdown();
-    for (_, f) in meta.info.layout.data_files() {
-        let on_disk = std::fs::read(dir.join(f.rel_path()))?;
-        let got = &data[f.offset as usize..(f.offset + f.length) as usize];
-        if on_disk != got {
-            bail!("{} came back different", f.path.join("/"));
-        }
-    }
-    let up: u64 = stats.iter().map(|w| w.bytes_up).sum();
+    let r = demo::seed_and_fetch(&meta, &dir, config, |addr, workers| {
+        println!("seeding on {addr} with {workers} workers; fetching it back...");
+    })?;
     println!(
         "fetched:    {:.3} GiB in {:.3} s = {:.2} GiB/s, every piece SHA-1 checked, every file byte-identical",
-        fetched.bytes as f64 / GIB,
-        fetched.elapsed.as_secs_f64(),
-        fetched.bytes_per_sec() / GIB
+        r.fetched.bytes as f64 / GIB,
+        r.fetched.elapsed.as_secs_f64(),
+        r.fetched.bytes_per_sec() / GIB
     );
     println!(
         "engine:     {} bytes uploaded, {} blocks, {} connection(s)",
-        up,
-        stats.iter().map(|w| w.blocks_up).sum::<u64>(),
-        stats.iter().map(|w| w.handshakes).sum::<u64>()
+        r.bytes_up, r.blocks_up, r.connections
     );
-    if cleanup.is_some() {
+    if dir.is_temporary() {
         println!(
             "demo ok (its files in {} are removed now; --dir keeps them)",
-            dir.display()
+            dir.path.display()
         );
     } else {
-        println!("demo ok: payload and torrent in {}", dir.display());
+        println!("demo ok: payload and torrent in {}", dir.path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -933,33 +800,13 @@ fn serve_setup(
     ringseed::engine::Settings,
     ringseed::session::SessionOptions,
 )> {
-    let mut settings = config.engine_settings();
-    if let Some(l) = args.listen {
-        settings.listen = l;
-    }
-    if let Some(w) = args.workers {
-        settings.workers = w;
-    }
-    let mut options = config.session_options();
-    options.announce &= !args.no_trackers;
-    if let Some(m) = &args.metrics {
-        options.metrics_listen = if m.is_empty() {
-            None
-        } else {
-            Some(m.parse().with_context(|| format!("--metrics {m:?}"))?)
-        };
-    }
-    Ok((settings, options))
-}
-
-/// Tells systemd (Type=notify) we are ready, with a status line; a no-op outside systemd.
-fn notify_ready(status: &str) {
-    if let Err(e) = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(status),
-    ]) {
-        tracing::warn!("telling systemd we are ready: {e}");
-    }
+    let overrides = ringseed::serve::Overrides {
+        listen: args.listen,
+        workers: args.workers,
+        no_trackers: args.no_trackers,
+        metrics: args.metrics.clone(),
+    };
+    Ok(ringseed::serve::setup(&overrides, config)?)
 }
 
 /// `ringseed seed`: seeds one torrent until SIGINT or SIGTERM; SIGHUP applies the config's rate
@@ -971,7 +818,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     let opened = std::sync::Arc::new(open_torrent(torrent, data, config, skip_check)?);
     // Block the signals before any thread starts, so every thread inherits the mask and only
     // the signal thread receives them.
-    let signals = signal_thread()?;
+    let signals = ringseed::serve::signal_thread()?;
     let session = Session::start(settings, options)?;
     session.add_torrent(opened)?;
     let status = format!("seeding 1 torrent(s) on {}", session.engine().local_addr());
@@ -980,7 +827,7 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
         say!("metrics on http://{m}/metrics");
     }
     say_earning(&session);
-    notify_ready(&status);
+    ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, session.engine(), || {
         tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
     });
@@ -1007,7 +854,7 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     let (settings, options) = serve_setup(args, config)?;
     let mut config = config.clone();
     config.torrents.skip_check |= args.skip_check;
-    let signals = signal_thread()?;
+    let signals = ringseed::serve::signal_thread()?;
     let node = Node::start(&config, settings, options)?;
     let engine = node.session().engine();
     let status = format!(
@@ -1023,7 +870,7 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
         say!("control API on http://{a}");
     }
     say_earning(node.session());
-    notify_ready(&status);
+    ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
         reload(config_path, &config, &node)
     });
@@ -1032,25 +879,23 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until SIGINT or SIGTERM, calling `on_hup` for each SIGHUP (between systemd's
-/// RELOADING=1 and READY=1); then tells systemd and the operator that it is stopping.
+/// Serves until SIGINT or SIGTERM, printing statistics every `stats_every` seconds and
+/// calling `on_hup` for each SIGHUP; then says that it is stopping.
 fn wait_for_stop(
     signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
     stats_every: u64,
     engine: &ringseed::engine::Engine,
-    mut on_hup: impl FnMut(),
+    on_hup: impl FnMut(),
 ) {
-    let signal = loop {
-        match wait_for_signal(signals, stats_every, engine) {
-            nix::sys::signal::Signal::SIGHUP => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                on_hup();
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            }
-            other => break other,
-        }
-    };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let signal = ringseed::serve::wait_for_stop(signals, stats_every, engine, on_hup, |t| {
+        say!(
+            "[{:>6.0}s] peers {}, uploaded {:.3} GiB, {:.1} MiB/s",
+            t.elapsed.as_secs_f64(),
+            t.peers,
+            t.bytes as f64 / GIB,
+            t.bytes_per_s / (1u64 << 20) as f64
+        );
+    });
     say!("{signal}: announcing stopped, closing peers");
 }
 
@@ -1061,29 +906,18 @@ fn reload(path: Option<&Path>, running: &Config, node: &ringseed::control::node:
         tracing::info!("SIGHUP: no config file to reload");
         return;
     };
-    let mut new = match Config::load(path) {
+    let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: keeping the running config: {e}");
             return;
         }
     };
-    new.torrents.skip_check |= running.torrents.skip_check;
-    let mut live = new.engine.clone();
-    live.upload_rate_limit_kib = running.engine.upload_rate_limit_kib;
-    live.torrent_upload_rate_limit_kib = running.engine.torrent_upload_rate_limit_kib;
-    if live != running.engine
-        || new.trackers != running.trackers
-        || new.metrics != running.metrics
-        || new.control != running.control
-        || new.state.dir != running.state.dir
-    {
-        tracing::warn!(
-            "SIGHUP: changes to [engine] (other than rate limits), [trackers], [metrics], \
-             [control] or state.dir need a restart"
-        );
+    let plan = ringseed::control::node::reload_plan(running, new);
+    if !plan.restart.is_empty() {
+        tracing::warn!("{}", ringseed::control::node::RESTART_WARNING);
     }
-    match node.reload(&new) {
+    match node.reload(&plan.config) {
         Ok(added) => say!(
             "SIGHUP: reloaded {}: {added} torrent(s) added, limits applied",
             path.display()
@@ -1092,72 +926,10 @@ fn reload(path: Option<&Path>, running: &Config, node: &ringseed::control::node:
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started later) and
-/// receives them on a thread of their own, which forwards them over a channel.
-fn signal_thread() -> Result<crossbeam_channel::Receiver<nix::sys::signal::Signal>> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    set.thread_block()?;
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    std::thread::Builder::new()
-        .name("ringseed-signals".into())
-        .spawn(move || {
-            while let Ok(sig) = set.wait() {
-                if tx.send(sig).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
-}
-
-/// Waits for a signal, printing statistics every `stats_every` seconds (0 = never).
-fn wait_for_signal(
-    signals: &crossbeam_channel::Receiver<nix::sys::signal::Signal>,
-    stats_every: u64,
-    engine: &ringseed::engine::Engine,
-) -> nix::sys::signal::Signal {
-    let started = Instant::now();
-    let mut last_bytes = 0u64;
-    let mut last = Instant::now();
-    loop {
-        let timeout = Duration::from_secs(if stats_every == 0 { 3600 } else { stats_every });
-        match signals.recv_timeout(timeout) {
-            Ok(sig) => return sig,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return nix::sys::signal::Signal::SIGTERM;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        if stats_every > 0 {
-            let s = engine.stats();
-            let bytes: u64 = s.iter().map(|w| w.bytes_up).sum();
-            let peers: i64 = s.iter().map(|w| w.peers).sum();
-            let secs = last.elapsed().as_secs_f64();
-            say!(
-                "[{:>6.0}s] peers {peers}, uploaded {:.3} GiB, {:.1} MiB/s",
-                started.elapsed().as_secs_f64(),
-                bytes as f64 / GIB,
-                (bytes - last_bytes) as f64 / secs / (1u64 << 20) as f64
-            );
-            last_bytes = bytes;
-            last = Instant::now();
-        }
-    }
-}
-
 /// `ringseed earnings`: reads the ledger read-only, so it works beside a running node.
 fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
-    let path = config.state.db_path();
-    if !path.exists() {
-        bail!("no ledger at {}: nothing earned yet", path.display());
-    }
-    let conn = ringseed::db::open_read_only(&path)?;
-    let r = ringseed::speed::ledger::report(&conn)
-        .with_context(|| format!("reading the ledger in {}", path.display()))?;
+    use ringseed::speed::settle::btt;
+    let r = ringseed::speed::settle::earnings(&config.state.db_path())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -1185,79 +957,22 @@ fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A decimal amount of base units as BTT (18 decimals), for reading, not for sums.
-fn btt(base_units: &str) -> String {
-    let padded = format!("{base_units:0>19}");
-    let (int, frac) = padded.split_at(padded.len() - 18);
-    format!("{int}.{}", &frac[..6])
-}
-
 /// `ringseed settle`: exports claims once; the file is written before the command returns.
 fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
-    use ringseed::speed::ledger;
-    let path = config.state.db_path();
-    let mut conn = ringseed::db::open(&path)?;
-    ringseed::db::migrate(&mut conn, ledger::COMPONENT, ledger::MIGRATIONS)?;
-    if out.exists() {
-        bail!(
-            "{} exists: claims are exported once, so settle never overwrites a file",
-            out.display()
-        );
-    }
-    let claims = ledger::export_claims(&mut conn, ledger::unix_now(), |claims| {
-        let doc = serde_json::json!({ "function": ledger::CLAIM_FUNCTION, "claims": claims });
-        write_durably(out, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())
-            .with_context(|| format!("writing {}", out.display()))
-    })
-    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let claims = ringseed::speed::settle::settle(&config.state.db_path(), out)?;
     println!("{} claim(s) written to {}", claims.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates `path` (never overwriting) with `bytes` and fsyncs it.
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-/// Removes a directory tree when dropped (also on an error return).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `ringseed ctl`: one API request, its answer printed.
 fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
-    use base64::Engine as _;
-    use reqwest::Method;
-    use ringseed::control::client::ApiClient;
-    use serde_json::{Value, json};
+    use ringseed::control::client::{ApiClient, Request, api_url};
+    use ringseed::control::types::{AddRequest, LimitChange, LimitsRequest};
+    use serde_json::Value;
     let api = match args.api {
         Some(a) => a,
-        None => {
-            let listen: std::net::SocketAddr = config
-                .control
-                .listen
-                .parse()
-                .context("control.listen is off or invalid; give --api")?;
-            // A wildcard listener is reached on loopback.
-            let ip = match listen.ip() {
-                std::net::IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
-                std::net::IpAddr::V6(v) if v.is_unspecified() => "[::1]".to_string(),
-                std::net::IpAddr::V6(v) => format!("[{v}]"),
-                ip => ip.to_string(),
-            };
-            format!("http://{ip}:{}", listen.port())
-        }
+        None => api_url(&config.control.listen)
+            .context("control.listen is off or invalid; give --api")?,
     };
     let token = match args.token {
         Some(t) => Some(t),
@@ -1267,25 +982,17 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             .or_else(|| std::env::var("RINGSEED_TOKEN").ok()),
     };
     let client = ApiClient::new(&api, token)?;
-    let torrent = |h: &str| format!("/api/v1/torrents/{h}");
-    let limit =
-        |v: &Option<String>, key: &str, map: &mut serde_json::Map<String, Value>| -> Result<()> {
-            if let Some(v) = v {
-                let value = if v == "none" {
-                    Value::Null
-                } else {
-                    json!(
-                        v.parse::<f64>()
-                            .with_context(|| format!("--{key} {v:?}: a number or none"))?
-                    )
-                };
-                map.insert(key.replace('-', "_"), value);
+    let limit = |v: &Option<String>, key: &str| -> Result<LimitChange> {
+        match v {
+            Some(v) => {
+                LimitChange::from_arg(v).with_context(|| format!("--{key} {v:?}: a number or none"))
             }
-            Ok(())
-        };
-    let answer = match &args.cmd {
-        CtlCmd::List => client.call(Method::GET, "/api/v1/torrents", None)?,
-        CtlCmd::Show { hash } => client.call(Method::GET, &torrent(hash), None)?,
+            None => Ok(LimitChange::Keep),
+        }
+    };
+    let request = match &args.cmd {
+        CtlCmd::List => Request::List,
+        CtlCmd::Show { hash } => Request::Show(hash.clone()),
         CtlCmd::Add {
             file,
             path,
@@ -1294,71 +1001,49 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             paused,
             skip_check,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(f) = file {
-                let bytes = std::fs::read(f).with_context(|| f.display().to_string())?;
-                body.insert(
-                    "torrent".into(),
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                );
-            }
-            if let Some(p) = path {
-                body.insert("path".into(), json!(p));
-            }
-            if let Some(m) = magnet {
-                body.insert("magnet".into(), json!(m));
-            }
-            if let Some(p) = save_path {
-                body.insert("save_path".into(), json!(p));
-            }
-            body.insert("paused".into(), json!(paused));
-            if *skip_check {
-                body.insert("skip_check".into(), json!(true));
-            }
-            client.call(Method::POST, "/api/v1/torrents", Some(&Value::Object(body)))?
+            let torrent = match file {
+                Some(f) => {
+                    let bytes = std::fs::read(f).with_context(|| f.display().to_string())?;
+                    Some(AddRequest::encode_torrent(&bytes))
+                }
+                None => None,
+            };
+            Request::Add(AddRequest {
+                torrent,
+                path: path.clone(),
+                magnet: magnet.clone(),
+                save_path: save_path.clone(),
+                paused: *paused,
+                // Only sent when asked for: absent means the node's torrents.skip_check.
+                skip_check: skip_check.then_some(true),
+            })
         }
-        CtlCmd::Remove { hash, delete_data } => client.call(
-            Method::DELETE,
-            &format!("{}?delete_data={delete_data}", torrent(hash)),
-            None,
-        )?,
-        CtlCmd::Pause { hash } => client.call(Method::POST, &(torrent(hash) + "/pause"), None)?,
-        CtlCmd::Resume { hash } => client.call(Method::POST, &(torrent(hash) + "/resume"), None)?,
-        CtlCmd::Recheck { hash } => {
-            client.call(Method::POST, &(torrent(hash) + "/recheck"), None)?
-        }
-        CtlCmd::Peers { hash } => client.call(Method::GET, &(torrent(hash) + "/peers"), None)?,
+        CtlCmd::Remove { hash, delete_data } => Request::Remove {
+            hash: hash.clone(),
+            delete_data: *delete_data,
+        },
+        CtlCmd::Pause { hash } => Request::Pause(hash.clone()),
+        CtlCmd::Resume { hash } => Request::Resume(hash.clone()),
+        CtlCmd::Recheck { hash } => Request::Recheck(hash.clone()),
+        CtlCmd::Peers { hash } => Request::Peers(hash.clone()),
         CtlCmd::Limits {
             hash,
             upload_rate_kib,
             ratio,
             seed_time_min,
             torrent_upload_rate_kib,
-        } => {
-            let mut body = serde_json::Map::new();
-            limit(upload_rate_kib, "upload-rate-kib", &mut body)?;
-            limit(ratio, "ratio", &mut body)?;
-            limit(seed_time_min, "seed-time-min", &mut body)?;
-            limit(
-                torrent_upload_rate_kib,
-                "torrent-upload-rate-kib",
-                &mut body,
-            )?;
-            let path = match hash {
-                Some(h) => torrent(h) + "/limits",
-                None => "/api/v1/limits".to_string(),
-            };
-            if body.is_empty() {
-                match hash {
-                    Some(h) => client.call(Method::GET, &torrent(h), None)?["limits"].take(),
-                    None => client.call(Method::GET, &path, None)?,
-                }
-            } else {
-                client.call(Method::PUT, &path, Some(&Value::Object(body)))?
-            }
-        }
-        CtlCmd::Stats => client.call(Method::GET, "/api/v1/stats", None)?,
+        } => Request::Limits {
+            hash: hash.clone(),
+            change: LimitsRequest {
+                upload_rate_kib: limit(upload_rate_kib, "upload-rate-kib")?,
+                ratio: limit(ratio, "ratio")?,
+                seed_time_min: limit(seed_time_min, "seed-time-min")?,
+                torrent_upload_rate_kib: limit(torrent_upload_rate_kib, "torrent-upload-rate-kib")?,
+            },
+        },
+        CtlCmd::Stats => Request::Stats,
     };
+    let answer = client.send(&request)?;
     if args.json {
         say!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
@@ -1407,7 +1092,7 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
 
 /// `ringseed bench`: runs the swarm (against a spawned seeder or a given one) and prints.
 fn bench(args: BenchArgs) -> Result<ExitCode> {
-    use ringseed::bench::{self, BenchOptions, LocalSeeder, SeederProbe, Stop};
+    use ringseed::bench::cli::{self as bench_cli, SpawnOptions, SwarmOptions};
     match args.cmd {
         Some(BenchCmd::Ceiling {
             conns,
@@ -1418,6 +1103,23 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         Some(BenchCmd::Sweep(sweep)) => return bench_sweep(sweep),
         None => {}
     }
+    let swarm = SwarmOptions {
+        peers: args.peers,
+        reqq: args.reqq,
+        block_kib: args.block_kib,
+        duration: args.duration,
+        bytes: args.bytes,
+        pattern: args.pattern,
+        workers: args.workers,
+        verify_all: args.verify_all,
+        timeout: args.timeout,
+        one_source: args.one_source,
+        source_base: args.source_base,
+        idle: args.idle,
+        pay: args.pay,
+        budget: args.budget,
+        paying_peers: args.paying_peers,
+    };
     let seeder = if args.spawn_seeder {
         if !args.json {
             eprintln!(
@@ -1425,58 +1127,20 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 args.size_mib
             );
         }
-        let many = args.pattern == bench::Pattern::ManyTorrents;
-        Some(LocalSeeder::start(&bench::SeederSpec {
+        let spawn = SpawnOptions {
             size_mib: args.size_mib,
             workers: args.seeder_workers,
-            max_request_len: args.block_kib << 10,
+            torrents: args.torrents,
             upload_path: args.upload_path,
-            torrents: args.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
-            pay: args.pay.is_some(),
-        })?)
+        };
+        Some(ringseed::bench::LocalSeeder::start(
+            &swarm.seeder_spec(&spawn),
+        )?)
     } else {
         None
     };
-    let (infos, addr) = match &seeder {
-        Some(s) => (s.metas.iter().map(|m| m.info.clone()).collect(), s.addr()),
-        None => args.target.resolve()?,
-    };
-    let stop = match (args.bytes, args.duration) {
-        (Some(b), _) => Stop::Bytes(b),
-        (None, Some(d)) if d.is_finite() && d > 0.0 => Stop::Duration(Duration::from_secs_f64(d)),
-        (None, Some(d)) => bail!("--duration {d}: must be a positive number of seconds"),
-        (None, None) => Stop::Duration(Duration::from_secs(10)),
-    };
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout {}: must be a positive number of seconds",
-            args.timeout
-        );
-    }
-    let opts = BenchOptions {
-        addr,
-        peers: args.peers as usize,
-        reqq: args.reqq as usize,
-        block_len: args.block_kib << 10,
-        stop,
-        pattern: args.pattern,
-        workers: args.workers as usize,
-        verify_every: if args.verify_all { 1 } else { 64 },
-        timeout: Duration::from_secs_f64(args.timeout),
-        spread_sources: !args.one_source,
-        source_base: args.source_base,
-        idle: args.idle,
-        pay: args.pay.zip(args.budget),
-        paying_peers: args.paying_peers.map(|n| n as usize),
-        ..BenchOptions::default()
-    };
-    let probe = match (&seeder, args.target.seeder_pid) {
-        (Some(s), _) => Some(SeederProbe::InProcess(s)),
-        (None, Some(pid)) => Some(SeederProbe::Pid(pid)),
-        (None, None) => None,
-    };
     let live = std::io::stderr().is_terminal() && !args.json;
-    let report = bench::run_probed(&infos, &opts, probe.as_ref(), &mut |s| {
+    let report = bench_cli::run(seeder.as_ref(), &args.target.target(), &swarm, &mut |s| {
         if live {
             eprint!(
                 "\r{:>5.0} s  {:>7.2} GiB/s  {:>9.3} GiB  {} held  {} connected  {} errors   ",
@@ -1493,30 +1157,26 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         eprintln!();
     }
     if let Some(svg) = &args.svg {
-        bench::chart::draw_run(&report, svg)?;
+        ringseed::bench::chart::draw_run(&report, svg)?;
     }
-    if let Some((svc, _)) = seeder.as_ref().and_then(|s| s.speed.as_ref()) {
-        // Let the verifier and the ledger finish the last vouchers before counting.
-        svc.stop();
-        let st = &svc.stats;
-        let rejected: Vec<String> = ringseed::speed::voucher::Rejection::ALL
+    if let Some(sp) = seeder.as_ref().and_then(bench_cli::finish_speed) {
+        let rejected: Vec<String> = sp
+            .rejected
             .iter()
-            .filter(|r| st.rejected(**r) > 0)
-            .map(|r| format!("{} {}", st.rejected(*r), r.name()))
+            .map(|(n, name)| format!("{n} {name}"))
             .collect();
         eprintln!(
             "speed: {} bids, {} vouchers accepted, refused: [{}], {} base units earned, {:.3} GiB sold",
-            st.bids.load(Ordering::Relaxed),
-            st.vouchers_accepted.load(Ordering::Relaxed),
+            sp.bids,
+            sp.vouchers_accepted,
             rejected.join(", "),
-            st.earned(),
-            st.bytes_sold.load(Ordering::Relaxed) as f64 / GIB
+            sp.earned,
+            sp.bytes_sold as f64 / GIB
         );
     }
     drop(seeder);
     if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["passed"] = serde_json::Value::Bool(report.passed());
+        let v = bench_cli::json_with_passed(&report, report.passed())?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_bench(&report);
@@ -1532,73 +1192,25 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_upload_path(s: &str) -> Result<ringseed::engine::UploadPath, String> {
-    use ringseed::engine::UploadPath;
-    match s {
-        "auto" => Ok(UploadPath::Auto),
-        "copy" => Ok(UploadPath::Copy),
-        "zerocopy" => Ok(UploadPath::Zerocopy),
-        "splice" => Ok(UploadPath::Splice),
-        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice")),
-    }
-}
-
-/// Positive, finite seconds from the command line.
-fn seconds_arg(what: &str, secs: f64) -> Result<Duration> {
-    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        bail!("{what} {secs}: must be a positive number of seconds")
-    }
-}
-
-/// Resolves HOST:PORT to its first address.
-fn resolve(peer: &str) -> Result<std::net::SocketAddr> {
-    use std::net::ToSocketAddrs;
-    peer.to_socket_addrs()
-        .with_context(|| format!("resolving {peer}"))?
-        .next()
-        .with_context(|| format!("{peer}: no address"))
-}
-
 /// `ringseed bench sweep`: the grid, one line per point as it finishes, then the table.
 fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
-    use ringseed::bench::sweep::{self, SweepOptions, SweepTarget};
-    use ringseed::bench::{BenchOptions, SeederSpec, Stop};
-    let duration = seconds_arg("--duration", args.duration)?;
-    let infos;
-    let target = if args.spawn_seeder {
-        SweepTarget::Spawn(SeederSpec {
+    use ringseed::bench::cli::{SpawnOptions, SweepCliOptions};
+    use ringseed::bench::sweep;
+    let opts = SweepCliOptions {
+        target: args.target.target(),
+        spawn: args.spawn_seeder.then_some(SpawnOptions {
             size_mib: args.size_mib,
             workers: args.seeder_workers,
-            max_request_len: args.block_kib << 10,
-            torrents: if args.pattern == ringseed::bench::Pattern::ManyTorrents {
-                8
-            } else {
-                1
-            },
-            ..SeederSpec::default()
-        })
-    } else {
-        let addr;
-        (infos, addr) = args.target.resolve()?;
-        SweepTarget::Peer {
-            infos: &infos,
-            addr,
-            pid: args.target.seeder_pid,
-        }
-    };
-    let opts = SweepOptions {
-        peers: args.peers.iter().map(|&p| p as usize).collect(),
-        reqq: args.reqq.iter().map(|&r| r as usize).collect(),
+            torrents: None,
+            upload_path: ringseed::engine::UploadPath::Auto,
+        }),
+        peers: args.peers.clone(),
+        reqq: args.reqq.clone(),
         paths: args.paths.clone(),
-        base: BenchOptions {
-            block_len: args.block_kib << 10,
-            stop: Stop::Duration(duration),
-            pattern: args.pattern,
-            workers: args.workers as usize,
-            ..BenchOptions::default()
-        },
+        duration: args.duration,
+        block_kib: args.block_kib,
+        pattern: args.pattern,
+        workers: args.workers,
     };
     let header = format!(
         "{:>6} {:>6} {:>9} {:>8} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
@@ -1634,22 +1246,21 @@ fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
         )
     };
     let live = !args.json;
-    if live {
-        println!("{header}");
-    }
-    let report = sweep::run(
-        target,
+    let report = ringseed::bench::cli::sweep(
         &opts,
+        &mut || {
+            if live {
+                println!("{header}");
+            }
+        },
         &mut |r| {
             if live {
                 println!("{}", line(r));
             }
         },
-        &mut |_| {},
     )?;
     if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["passed"] = serde_json::Value::Bool(report.passed());
+        let v = ringseed::bench::cli::json_with_passed(&report, report.passed())?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if let Some(best) = report.best() {
         println!("fastest: {}", line(best).trim_start());
@@ -1666,36 +1277,22 @@ fn bench_sweep(args: SweepArgs) -> Result<ExitCode> {
 
 /// `ringseed bench ceiling`: loopback TCP from memory, one measurement per connection count.
 fn bench_ceiling(conns: &[usize], duration: f64, cpus: &[usize], json: bool) -> Result<ExitCode> {
-    use ringseed::bench::ceiling::{self, CeilingOptions};
-    let duration = seconds_arg("--duration", duration)?;
-    let cpus = match cpus {
-        [] => None,
-        [s, r] => Some((*s, *r)),
-        _ => bail!("--cpus takes two cores: SENDER_CPU,RECEIVER_CPU"),
-    };
-    let mut reports = Vec::new();
-    for &n in conns {
-        let r = ceiling::run(&CeilingOptions {
-            conns: n,
-            duration,
-            cpus,
-            ..CeilingOptions::default()
-        })
-        .with_context(|| format!("ceiling with {n} connection(s)"))?;
+    let mut first = true;
+    let reports = ringseed::bench::cli::ceiling(conns, duration, cpus, &mut |r| {
         if !json {
-            if reports.is_empty() {
+            if first {
                 println!(
                     "{:>6} {:>9} {:>15} {:>15}",
                     "conns", "GiB/s", "send CPU-s/GiB", "recv CPU-s"
                 );
+                first = false;
             }
             println!(
                 "{:>6} {:>9.3} {:>15.3} {:>15.2}",
                 r.conns, r.gib_per_s, r.sender_cpu_seconds_per_gib, r.receiver_cpu_seconds
             );
         }
-        reports.push(r);
-    }
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }

@@ -13,6 +13,7 @@
 
 pub mod ceiling;
 pub mod chart;
+pub mod cli;
 pub mod procstat;
 mod seeder;
 mod swarm;

@@ -28,9 +28,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Digest;
 
+use super::types::{AddRequest, ErrorBody, GlobalLimitsView, LimitsRequest, RemoveResponse};
 use super::{AddOptions, ControlError, Service, parse_info_hash};
 use crate::config::IpNet;
 use crate::state::{GlobalLimits, Limits};
@@ -65,7 +66,12 @@ impl IntoResponse for ControlError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        json_response(status, &json!({ "error": self.to_string() }))
+        ok(
+            status,
+            &ErrorBody {
+                error: self.to_string(),
+            },
+        )
     }
 }
 
@@ -160,90 +166,29 @@ fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
     parse_info_hash(hash)
 }
 
-fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ControlError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ControlError::BadRequest(
-            "the body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ControlError::BadRequest(format!("malformed JSON: {e}"))),
-    }
-}
-
-fn reject_unknown(m: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), ControlError> {
-    match m.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ControlError::BadRequest(format!(
-            "unknown key {k:?}; allowed: {}",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn opt_str<'a>(
-    m: &'a serde_json::Map<String, Value>,
-    k: &str,
-) -> Result<Option<&'a str>, ControlError> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ControlError::BadRequest(format!("{k:?} must be a string"))),
-    }
-}
-
-fn opt_bool(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<bool>, ControlError> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ControlError::BadRequest(format!(
-            "{k:?} must be true or false"
-        ))),
-    }
-}
-
 async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
-    let m = parse_object(&body)?;
-    reject_unknown(
-        &m,
-        &[
-            "torrent",
-            "path",
-            "magnet",
-            "save_path",
-            "paused",
-            "skip_check",
-        ],
-    )?;
+    let req = AddRequest::from_json(&body)?;
     let options = AddOptions {
-        save_path: opt_str(&m, "save_path")?.map(str::to_string),
-        paused: opt_bool(&m, "paused")?.unwrap_or(false),
-        skip_check: opt_bool(&m, "skip_check")?,
+        save_path: req.save_path,
+        paused: req.paused,
+        skip_check: req.skip_check,
         source: None,
         trusted_path: false,
     };
-    let given = ["torrent", "path", "magnet"]
-        .iter()
-        .filter(|k| m.contains_key(**k))
-        .count();
-    if given != 1 {
-        return Err(ControlError::BadRequest(
-            "give exactly one of \"torrent\" (base64 .torrent), \"path\" or \"magnet\"".into(),
-        ));
-    }
-    if let Some(uri) = opt_str(&m, "magnet")? {
+    if let Some(uri) = &req.magnet {
         // Parsed first, so a malformed link gets its own clear error.
         crate::metainfo::magnet::Magnet::parse(uri)
             .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
         return Err(ControlError::MagnetUnsupported);
     }
     let service = s.service.clone();
-    let id = if let Some(b64) = opt_str(&m, "torrent")? {
+    let id = if let Some(b64) = req.torrent {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| ControlError::BadRequest(format!("\"torrent\" is not base64: {e}")))?;
         blocking(move || service.add(bytes, options)).await?
     } else {
-        let path = opt_str(&m, "path")?.unwrap_or_default().to_string();
+        let path = req.path.unwrap_or_default();
         blocking(move || service.add_path(std::path::Path::new(&path), options)).await?
     };
     let view = s.service.get(id)?;
@@ -288,7 +233,10 @@ async fn remove(
     blocking(move || service.remove(id, delete_data)).await?;
     Ok(ok(
         StatusCode::OK,
-        &json!({ "removed": hash, "data_deleted": delete_data }),
+        &RemoveResponse {
+            data_deleted: delete_data,
+            removed: hash,
+        },
     ))
 }
 
@@ -321,58 +269,22 @@ async fn peers(
     Ok(ok(StatusCode::OK, &list))
 }
 
-/// A change to one limit: absent keeps it, null means "the global value".
-enum Change {
-    Keep,
-    Global,
-    Set(f64),
-}
-
-fn limit_change(
-    m: &serde_json::Map<String, Value>,
-    key: &str,
-    max: f64,
-) -> Result<Change, ControlError> {
-    match m.get(key) {
-        None => Ok(Change::Keep),
-        Some(Value::Null) => Ok(Change::Global),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(v) if v.is_finite() && (0.0..=max).contains(&v) => Ok(Change::Set(v)),
-            _ => Err(ControlError::BadRequest(format!(
-                "{key:?} = {n}: allowed 0..={max}, or null for the global value"
-            ))),
-        },
-        Some(_) => Err(ControlError::BadRequest(format!(
-            "{key:?} must be a number or null"
-        ))),
-    }
-}
-
-fn apply<T>(change: Change, current: Option<T>, f: impl FnOnce(f64) -> T) -> Option<T> {
-    match change {
-        Change::Keep => current,
-        Change::Global => None,
-        Change::Set(v) => Some(f(v)),
-    }
-}
-
 async fn limits(
     State(s): State<ApiState>,
     Path(hash): Path<String>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let id = id_of(&hash)?;
-    let m = parse_object(&body)?;
-    reject_unknown(&m, &["upload_rate_kib", "ratio", "seed_time_min"])?;
-    // Every value is checked before anything changes.
-    let rate = limit_change(&m, "upload_rate_kib", 16.0 * 1024.0 * 1024.0 * 1024.0)?;
-    let ratio = limit_change(&m, "ratio", 1e6)?;
-    let seed = limit_change(&m, "seed_time_min", 5_256_000.0)?;
+    let req = LimitsRequest::from_json(&body, false)?;
     let cur = s.service.get(id)?.limits;
     let new = Limits {
-        upload_rate: apply(rate, cur.upload_rate, |kib| (kib as u64) << 10),
-        ratio: apply(ratio, cur.ratio, |r| r),
-        seed_time_s: apply(seed, cur.seed_time_s, |min| (min * 60.0) as u64),
+        upload_rate: req
+            .upload_rate_kib
+            .apply(cur.upload_rate, |kib| (kib as u64) << 10),
+        ratio: req.ratio.apply(cur.ratio, |r| r),
+        seed_time_s: req
+            .seed_time_min
+            .apply(cur.seed_time_s, |min| (min * 60.0) as u64),
     };
     let service = s.service.clone();
     blocking(move || service.set_limits(id, new)).await?;
@@ -382,10 +294,10 @@ async fn limits(
 async fn global_limits(State(s): State<ApiState>) -> Response {
     ok(
         StatusCode::OK,
-        &json!({
-            "set": s.service.global_limits(),
-            "in_force": s.service.effective_global_limits(),
-        }),
+        &GlobalLimitsView {
+            in_force: s.service.effective_global_limits(),
+            set: s.service.global_limits(),
+        },
     )
 }
 
@@ -393,29 +305,19 @@ async fn set_global_limits(
     State(s): State<ApiState>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
-    let m = parse_object(&body)?;
-    reject_unknown(
-        &m,
-        &[
-            "upload_rate_kib",
-            "torrent_upload_rate_kib",
-            "ratio",
-            "seed_time_min",
-        ],
-    )?;
-    const MAX_KIB: f64 = 16.0 * 1024.0 * 1024.0 * 1024.0;
-    let rate = limit_change(&m, "upload_rate_kib", MAX_KIB)?;
-    let torrent_rate = limit_change(&m, "torrent_upload_rate_kib", MAX_KIB)?;
-    let ratio = limit_change(&m, "ratio", 1e6)?;
-    let seed = limit_change(&m, "seed_time_min", 5_256_000.0)?;
+    let req = LimitsRequest::from_json(&body, true)?;
     let cur = s.service.global_limits();
     let new = GlobalLimits {
-        upload_rate: apply(rate, cur.upload_rate, |kib| (kib as u64) << 10),
-        torrent_upload_rate: apply(torrent_rate, cur.torrent_upload_rate, |kib| {
-            (kib as u64) << 10
-        }),
-        ratio: apply(ratio, cur.ratio, |r| r),
-        seed_time_s: apply(seed, cur.seed_time_s, |min| (min * 60.0) as u64),
+        upload_rate: req
+            .upload_rate_kib
+            .apply(cur.upload_rate, |kib| (kib as u64) << 10),
+        torrent_upload_rate: req
+            .torrent_upload_rate_kib
+            .apply(cur.torrent_upload_rate, |kib| (kib as u64) << 10),
+        ratio: req.ratio.apply(cur.ratio, |r| r),
+        seed_time_s: req
+            .seed_time_min
+            .apply(cur.seed_time_s, |min| (min * 60.0) as u64),
     };
     let service = s.service.clone();
     blocking(move || service.set_global_limits(new)).await?;

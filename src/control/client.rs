@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::Value;
+
+use super::types::{AddRequest, ErrorBody, LimitsRequest};
 
 /// What went wrong talking to the API.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,8 @@ pub enum ClientError {
     /// The API answered with an error status; `message` is its `error` field.
     #[error("{status}: {message}")]
     Api { status: u16, message: String },
+    #[error("request body: {0}")]
+    Body(String),
     #[error("{url}: the answer is not JSON: {detail}")]
     NotJson { url: String, detail: String },
 }
@@ -52,6 +57,40 @@ impl ApiClient {
         })
     }
 
+    /// Sends one `ringseed ctl` request and returns the API's answer as it came.
+    pub fn send(&self, request: &Request) -> Result<Value, ClientError> {
+        let torrent = |h: &str| format!("/api/v1/torrents/{h}");
+        match request {
+            Request::List => self.call(Method::GET, "/api/v1/torrents", None),
+            Request::Show(hash) => self.call(Method::GET, &torrent(hash), None),
+            Request::Add(add) => self.call(Method::POST, "/api/v1/torrents", Some(&to_body(add)?)),
+            Request::Remove { hash, delete_data } => self.call(
+                Method::DELETE,
+                &format!("{}?delete_data={delete_data}", torrent(hash)),
+                None,
+            ),
+            Request::Pause(hash) => self.call(Method::POST, &(torrent(hash) + "/pause"), None),
+            Request::Resume(hash) => self.call(Method::POST, &(torrent(hash) + "/resume"), None),
+            Request::Recheck(hash) => self.call(Method::POST, &(torrent(hash) + "/recheck"), None),
+            Request::Peers(hash) => self.call(Method::GET, &(torrent(hash) + "/peers"), None),
+            Request::Limits { hash, change } => {
+                let path = match hash {
+                    Some(h) => torrent(h) + "/limits",
+                    None => "/api/v1/limits".to_string(),
+                };
+                match (hash, change.is_empty()) {
+                    // Nothing to change: show them (a torrent's are part of its view).
+                    (Some(h), true) => {
+                        Ok(self.call(Method::GET, &torrent(h), None)?["limits"].take())
+                    }
+                    (None, true) => self.call(Method::GET, &path, None),
+                    (_, false) => self.call(Method::PUT, &path, Some(&to_body(change)?)),
+                }
+            }
+            Request::Stats => self.call(Method::GET, "/api/v1/stats", None),
+        }
+    }
+
     /// Sends one request; an error status becomes [`ClientError::Api`] with the API's message.
     pub fn call(
         &self,
@@ -88,11 +127,8 @@ impl ApiClient {
                 detail: e.to_string(),
             })?;
             if !status.is_success() {
-                let message = v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)")
-                    .to_string();
+                let message = serde_json::from_value::<ErrorBody>(v)
+                    .map_or_else(|_| "(no message)".to_string(), |b| b.error);
                 return Err(ClientError::Api {
                     status: status.as_u16(),
                     message,
@@ -101,4 +137,52 @@ impl ApiClient {
             Ok(v)
         })
     }
+}
+
+/// One `ringseed ctl` request; its body is one of the API's typed bodies ([`super::types`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    List,
+    /// One torrent, by info-hash.
+    Show(String),
+    Add(AddRequest),
+    Remove {
+        hash: String,
+        delete_data: bool,
+    },
+    Pause(String),
+    Resume(String),
+    Recheck(String),
+    Peers(String),
+    /// A torrent's limits, or without `hash` the global ones; an empty change shows them.
+    Limits {
+        hash: Option<String>,
+        change: LimitsRequest,
+    },
+    Stats,
+}
+
+/// The API's base URL for a node whose `control.listen` is `listen`: a wildcard listener is
+/// reached on loopback.
+///
+/// ```
+/// use ringseed::control::client::api_url;
+/// assert_eq!(api_url("0.0.0.0:9708").unwrap(), "http://127.0.0.1:9708");
+/// assert_eq!(api_url("[::]:9708").unwrap(), "http://[::1]:9708");
+/// ```
+pub fn api_url(listen: &str) -> Result<String, std::net::AddrParseError> {
+    use std::net::IpAddr;
+    let listen: std::net::SocketAddr = listen.parse()?;
+    let ip = match listen.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(v) if v.is_unspecified() => "[::1]".to_string(),
+        IpAddr::V6(v) => format!("[{v}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!("http://{ip}:{}", listen.port()))
+}
+
+/// A typed body as the JSON value the client sends.
+fn to_body<T: serde::Serialize>(body: &T) -> Result<Value, ClientError> {
+    serde_json::to_value(body).map_err(|e| ClientError::Body(e.to_string()))
 }

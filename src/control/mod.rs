@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 pub mod node;
+pub mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};

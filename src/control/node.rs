@@ -129,6 +129,78 @@ pub fn config_torrents(config: &Config) -> Result<Vec<(PathBuf, PathBuf)>, Confi
     Ok(out)
 }
 
+/// What a SIGHUP does with a re-read config file: the one place that decides which keys change
+/// live and which wait for a restart.
+///
+/// Live (through [`Node::reload`]): the rate limits `engine.upload_rate_limit_kib` and
+/// `engine.torrent_upload_rate_limit_kib`, all of `[torrents]` (limits, limit action, watch
+/// directory and interval, data directory, skip_check, and new torrents of `list`/`dir`),
+/// `[hashing]` (the hashing of later checks) and `state.save_interval_s`. A restart: the rest
+/// of `[engine]` (workers and their sockets exist already), `[trackers]`, `[metrics]`,
+/// `[control]` and `state.dir` (the open database). `[speed]` and `[create]` are not read
+/// again and not warned about (`[create]` only concerns `ringseed create`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadPlan {
+    /// The config to apply: the new file's, keeping a `--skip-check` of the command line.
+    pub config: Config,
+    /// Changed keys that apply at once ("[torrents]" for any key of that section).
+    pub live: Vec<&'static str>,
+    /// Changed sections and keys that take effect only at the next start.
+    pub restart: Vec<&'static str>,
+}
+
+/// The warning a SIGHUP logs when [`ReloadPlan::restart`] is not empty.
+pub const RESTART_WARNING: &str = "SIGHUP: changes to [engine] (other than rate limits), \
+     [trackers], [metrics], [control] or state.dir need a restart";
+
+/// Decides what of `new` a running node (started with `running`) applies on SIGHUP.
+pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
+    // `--skip-check` on the command line was folded into the running config; a reload must
+    // not drop it.
+    new.torrents.skip_check |= running.torrents.skip_check;
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    let (r, n) = (&running.engine, &new.engine);
+    if n.upload_rate_limit_kib != r.upload_rate_limit_kib {
+        live.push("engine.upload_rate_limit_kib");
+    }
+    if n.torrent_upload_rate_limit_kib != r.torrent_upload_rate_limit_kib {
+        live.push("engine.torrent_upload_rate_limit_kib");
+    }
+    if new.torrents != running.torrents {
+        live.push("[torrents]");
+    }
+    if new.hashing != running.hashing {
+        live.push("[hashing]");
+    }
+    if new.state.save_interval_s != running.state.save_interval_s {
+        live.push("state.save_interval_s");
+    }
+    let mut engine_rest = n.clone();
+    engine_rest.upload_rate_limit_kib = r.upload_rate_limit_kib;
+    engine_rest.torrent_upload_rate_limit_kib = r.torrent_upload_rate_limit_kib;
+    if engine_rest != *r {
+        restart.push("[engine]");
+    }
+    if new.trackers != running.trackers {
+        restart.push("[trackers]");
+    }
+    if new.metrics != running.metrics {
+        restart.push("[metrics]");
+    }
+    if new.control != running.control {
+        restart.push("[control]");
+    }
+    if new.state.dir != running.state.dir {
+        restart.push("state.dir");
+    }
+    ReloadPlan {
+        config: new,
+        live,
+        restart,
+    }
+}
+
 impl Node {
     /// Starts everything `config` describes, with `settings` and `options` (the config's, with
     /// the command line's overrides applied).
@@ -204,7 +276,8 @@ impl Node {
     }
 
     /// SIGHUP: applies the new limits and adds the torrents that are new in `[torrents]`;
-    /// returns how many were added.
+    /// returns how many were added. `new` is [`ReloadPlan::config`]; what changes live is
+    /// listed at [`ReloadPlan`].
     pub fn reload(&self, new: &Config) -> Result<usize, ConfigError> {
         self.service.set_options(ServiceOptions::from_config(new));
         let list = config_torrents(new)?;
@@ -218,5 +291,149 @@ impl Node {
             tracing::error!("saving the resume state at shutdown: {e}");
         }
         self.session.shutdown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LimitAction, TorrentEntry};
+
+    /// The plan for one change to the default config, and whether the service options the node
+    /// applies (rates, `[torrents]`, hashing, save interval) differ from the running ones.
+    fn plan(change: impl FnOnce(&mut Config)) -> (ReloadPlan, bool) {
+        let running = Config::default();
+        let mut new = running.clone();
+        change(&mut new);
+        let p = reload_plan(&running, new);
+        // ServiceOptions has no PartialEq (HashOptions); its Debug shows every field.
+        let applied = format!("{:?}", ServiceOptions::from_config(&p.config))
+            != format!("{:?}", ServiceOptions::from_config(&running));
+        (p, applied)
+    }
+
+    fn live(change: impl FnOnce(&mut Config), key: &str) {
+        let (p, applied) = plan(change);
+        assert_eq!(p.live, vec![key], "{key}");
+        assert!(p.restart.is_empty(), "{key} must not need a restart");
+        assert!(
+            applied || key == "[torrents]",
+            "{key} must reach the service"
+        );
+    }
+
+    fn restart(change: impl FnOnce(&mut Config), section: &str) {
+        let (p, applied) = plan(change);
+        assert_eq!(p.restart, vec![section]);
+        assert!(p.live.is_empty(), "{section} changes nothing live");
+        assert!(!applied, "{section} must not reach the service");
+    }
+
+    #[test]
+    fn nothing_changed_nothing_to_do() {
+        let (p, applied) = plan(|_| {});
+        assert!(p.live.is_empty() && p.restart.is_empty() && !applied);
+        assert_eq!(p.config, Config::default());
+    }
+
+    #[test]
+    fn rate_limits_apply_live() {
+        live(
+            |c| c.engine.upload_rate_limit_kib = 1000,
+            "engine.upload_rate_limit_kib",
+        );
+        live(
+            |c| c.engine.torrent_upload_rate_limit_kib = 100,
+            "engine.torrent_upload_rate_limit_kib",
+        );
+    }
+
+    #[test]
+    fn torrents_section_applies_live() {
+        live(|c| c.torrents.ratio_limit_percent = 200, "[torrents]");
+        live(|c| c.torrents.seed_time_limit_min = 60, "[torrents]");
+        live(
+            |c| c.torrents.limit_action = LimitAction::Remove,
+            "[torrents]",
+        );
+        live(|c| c.torrents.watch_interval_s = 7, "[torrents]");
+        live(|c| c.torrents.data_dir = "/srv/data".into(), "[torrents]");
+        live(|c| c.torrents.dir = "/srv/torrents".into(), "[torrents]");
+        live(|c| c.torrents.skip_check = true, "[torrents]");
+        // A new list entry is added by Node::reload (config_torrents), not through the options.
+        let (p, _) = plan(|c| {
+            c.torrents.list.push(TorrentEntry {
+                torrent: "a.torrent".into(),
+                data: "/srv/a".into(),
+            })
+        });
+        assert_eq!((p.live, p.restart), (vec!["[torrents]"], vec![]));
+    }
+
+    #[test]
+    fn hashing_and_save_interval_apply_live() {
+        live(|c| c.hashing.threads = 3, "[hashing]");
+        live(|c| c.state.save_interval_s = 5, "state.save_interval_s");
+    }
+
+    #[test]
+    fn the_rest_of_engine_needs_a_restart() {
+        restart(|c| c.engine.workers = 7, "[engine]");
+        restart(|c| c.engine.listen = "0.0.0.0:1".into(), "[engine]");
+        restart(|c| c.engine.upload_slots += 1, "[engine]");
+        restart(|c| c.engine.max_reqq += 1, "[engine]");
+        restart(|c| c.engine.pin_workers = !c.engine.pin_workers, "[engine]");
+        // A rate limit changed with another engine key: the limit applies, the rest waits.
+        let (p, _) = plan(|c| {
+            c.engine.upload_rate_limit_kib = 1;
+            c.engine.workers = 7;
+        });
+        assert_eq!(p.live, vec!["engine.upload_rate_limit_kib"]);
+        assert_eq!(p.restart, vec!["[engine]"]);
+    }
+
+    #[test]
+    fn trackers_metrics_control_and_state_dir_need_a_restart() {
+        restart(|c| c.trackers.enabled = !c.trackers.enabled, "[trackers]");
+        restart(|c| c.trackers.numwant += 1, "[trackers]");
+        restart(|c| c.metrics.listen = "127.0.0.1:9".into(), "[metrics]");
+        restart(|c| c.control.listen = "127.0.0.1:9".into(), "[control]");
+        restart(|c| c.control.token = "t".into(), "[control]");
+        restart(|c| c.state.dir = "/elsewhere".into(), "state.dir");
+        let (p, _) = plan(|c| {
+            c.trackers.enabled = !c.trackers.enabled;
+            c.metrics.listen = "127.0.0.1:9".into();
+            c.control.listen = "127.0.0.1:9".into();
+            c.state.dir = "/elsewhere".into();
+            c.engine.workers = 9;
+        });
+        assert_eq!(
+            p.restart,
+            vec![
+                "[engine]",
+                "[trackers]",
+                "[metrics]",
+                "[control]",
+                "state.dir"
+            ]
+        );
+    }
+
+    #[test]
+    fn speed_and_create_are_neither_live_nor_warned() {
+        let (p, applied) = plan(|c| {
+            c.speed.enabled = !c.speed.enabled;
+            c.create.piece_kib = 64;
+        });
+        assert!(p.live.is_empty() && p.restart.is_empty() && !applied);
+    }
+
+    #[test]
+    fn a_command_line_skip_check_survives_a_reload() {
+        let mut running = Config::default();
+        running.torrents.skip_check = true;
+        let p = reload_plan(&running, Config::default());
+        assert!(p.config.torrents.skip_check);
+        assert!(p.live.is_empty(), "nothing changed from the running config");
     }
 }

@@ -8,6 +8,7 @@ mod build;
 pub mod layout;
 pub mod magnet;
 pub mod path;
+pub mod summary;
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,6 +40,25 @@ pub enum MetainfoError {
     Invalid { field: &'static str, reason: String },
     #[error("unsafe path {path:?}: {reason}")]
     UnsafePath { path: String, reason: &'static str },
+}
+
+/// Why a .torrent file could not be loaded ([`Metainfo::load`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {len} bytes is too large for a .torrent", path.display())]
+    TooLarge { path: std::path::PathBuf, len: u64 },
+    #[error("{}: not a valid torrent", path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        #[source]
+        source: MetainfoError,
+    },
 }
 
 /// Which BitTorrent protocol versions a torrent speaks.
@@ -109,6 +129,27 @@ pub struct Metainfo {
 }
 
 impl Metainfo {
+    /// Reads and parses a .torrent file, refusing one over [`MAX_TORRENT_BYTES`] before
+    /// reading it.
+    pub fn load(path: &std::path::Path) -> Result<Self, LoadError> {
+        let read = |source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_TORRENT_BYTES as u64 {
+            return Err(LoadError::TooLarge {
+                path: path.to_path_buf(),
+                len,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        Metainfo::from_bytes(&bytes).map_err(|source| LoadError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
     /// Parses a .torrent file.
     pub fn from_bytes(data: &[u8]) -> Result<Self, MetainfoError> {
         if data.len() > MAX_TORRENT_BYTES {

@@ -17,6 +17,7 @@ pub mod payer;
 pub mod peer;
 pub mod protocol;
 pub mod service;
+pub mod settle;
 pub mod voucher;
 pub mod wallet;
 
