@@ -6,6 +6,10 @@
 #
 #   perf/compare.sh [SIZE_MIB=1024] [RUNS=3] [SECONDS=6] [SEEDERS="ringseed libtorrent aria2 transmission"]
 #
+# Before and after a change: build the old commit's binary elsewhere and name it in
+# RINGSEED_OLD; the seeder `ringseed-old` then runs it with the same config, in the same rounds
+# (`RINGSEED_OLD=/tmp/old/ringseed perf/compare.sh 1024 5 6 "ringseed ringseed-old"`).
+#
 # Every seeder serves the same page-cached payload; the seeder runs on CPU 0 and the bench on
 # CPU 1 (taskset). Rounds are interleaved (round 1 of every seeder, then round 2, ...), so a
 # noisy neighbour hits all of them alike; the table shows medians over RUNS rounds and each
@@ -138,6 +142,10 @@ start_seeder_once() {
   port=$(free_port)
   TARGET="127.0.0.1:$port"
   case $1 in
+  ringseed-old)
+    taskset -c "$SEED_CPU" "${RINGSEED_OLD:?RINGSEED_OLD names the old binary}" seed "$TORRENT" --data "$DIR/data" \
+      --skip-check --config "$DIR/ringseed.toml" --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
+    ;;
   ringseed)
     taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$DIR/ringseed.toml" \
       --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &

@@ -920,8 +920,8 @@ impl Config {
         o
     }
 
-    pub fn hash_options(&self) -> crate::hash::HashOptions {
-        crate::hash::HashOptions {
+    pub fn hash_options(&self) -> crate::verify::HashOptions {
+        crate::verify::HashOptions {
             threads: self.hashing.threads as usize,
             batch_bytes: u64::from(self.hashing.batch_kib) << 10,
         }

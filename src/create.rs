@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::hash::{self, HashMode, HashOptions, PieceOutcome, Progress};
 use crate::metainfo::{
     FileEntry, FileLayout, Metainfo, MetainfoError, TorrentBuilder, Version, path,
 };
 use crate::storage::DataFiles;
+use crate::verify::{self, HashMode, HashOptions, PieceOutcome, Progress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -158,7 +158,7 @@ pub fn create(
         v1: opts.version.has_v1(),
         v2: opts.version.has_v2(),
     };
-    let outcomes = hash::hash_pieces(&layout, &data, mode, opts.hash, progress);
+    let outcomes = verify::hash_pieces(&layout, &data, mode, opts.hash, progress);
     let mut v1 = Vec::new();
     let mut v2 = Vec::new();
     for (i, o) in outcomes.into_iter().enumerate() {

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::create::{CreateError, CreateOptions, create};
 use crate::engine::{Engine, EngineError, Torrent};
 use crate::fetch::{FetchError, FetchReport, fetch};
-use crate::hash::Progress;
 use crate::metainfo::Metainfo;
+use crate::verify::Progress;
 
 /// What stopped the demo.
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,9 @@
-//! Piece hashing: SHA-1 for v1 pieces, SHA-256 merkle trees for v2 (BEP 52), and the parallel
-//! verifier that streams a torrent's data through every core.
+//! Piece hashing: SHA-1 for v1 pieces and SHA-256 merkle trees for v2 (BEP 52). The parallel
+//! verifier that streams a torrent's data through every core is [`crate::verify`].
 //!
 //! SHA-1 comes from the `sha1` crate 0.11, which detects SHA-NI at run time (2.33 GB/s per core
 //! on the EPYC this was measured on, the same as OpenSSL). `sha1-asm` has no SHA-NI path and
 //! reaches 1.27 GB/s, so it is not used. `sha2` likewise uses SHA-NI for SHA-256.
-
-mod parallel;
-
-pub use parallel::{
-    HashMode, HashOptions, PieceDigest, PieceOutcome, Progress, VerifyReport, hash_pieces, verify,
-};
 
 use sha1::{Digest, Sha1};
 use sha2::Sha256;

@@ -26,6 +26,7 @@ pub mod state;
 pub mod storage;
 pub mod tracker;
 pub mod uring;
+pub mod verify;
 pub mod wire;
 
 /// `n`, or the number of cores this process may use when `n` is 0 (the convention of every

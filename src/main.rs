@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use ringseed::config::{self, Config, CreateVersion};
 use ringseed::create::{CreateOptions, create};
-use ringseed::hash::{self, Progress, VerifyReport};
 use ringseed::metainfo::{Metainfo, hex};
 use ringseed::storage::DataFiles;
+use ringseed::verify::{self, Progress, VerifyReport};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -530,7 +530,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let report = verify_data(&meta, &data, opts)?;
             if json {
-                let out = ringseed::metainfo::summary::verify_json(&torrent, &meta, &report);
+                let out = ringseed::verify::report_json(&torrent, &meta, &report);
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_summary(&meta);
@@ -629,14 +629,14 @@ fn load_torrent(path: &Path) -> Result<Metainfo> {
     Ok(Metainfo::load(path)?)
 }
 
-fn verify_data(meta: &Metainfo, data: &Path, opts: hash::HashOptions) -> Result<VerifyReport> {
+fn verify_data(meta: &Metainfo, data: &Path, opts: verify::HashOptions) -> Result<VerifyReport> {
     let files = DataFiles::open(&meta.info.layout, data)?;
     let progress = Progress::default();
     Ok(with_progress(
         &progress,
         meta.info.layout.total_length,
         "verifying",
-        || hash::verify(&meta.info, &files, opts, &progress),
+        || verify::verify(&meta.info, &files, opts, &progress),
     ))
 }
 

@@ -14,8 +14,8 @@ use common::pattern;
 use ringseed::bench::{self, BenchOptions, Stop};
 use ringseed::create::{CreateOptions, create};
 use ringseed::engine::{Engine, Settings, Torrent};
-use ringseed::hash::Progress;
 use ringseed::metainfo::Metainfo;
+use ringseed::verify::Progress;
 use ringseed::wire::{self, Handshake, Message};
 
 const KIB: u64 = 1024;

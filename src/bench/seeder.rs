@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::create::{CreateError, CreateOptions, create};
 use crate::engine::{Engine, EngineError, Settings, Torrent, UploadPath};
-use crate::hash::Progress;
 use crate::metainfo::Metainfo;
+use crate::verify::Progress;
 
 use super::procstat::{self, CpuTimes};
 

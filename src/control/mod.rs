@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use crate::config::LimitAction;
 use crate::db::{DbError, DbHandle, Reply};
 use crate::engine::{PeerInfo, Torrent};
-use crate::hash::HashOptions;
 use crate::metainfo::{Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
 use crate::state::{self, FileStamp, GlobalLimits, Limits, Progress, TorrentRecord};
+use crate::verify::HashOptions;
 
 /// Largest .torrent accepted through the API (a path or an upload).
 pub const MAX_TORRENT_FILE: usize = 16 << 20;
@@ -1420,7 +1420,7 @@ mod tests {
         let (_, meta) = crate::create::create(
             &t,
             &crate::create::CreateOptions::default(),
-            &crate::hash::Progress::default(),
+            &crate::verify::Progress::default(),
         )
         .unwrap();
         // Someone with write access to the data directory swaps sub/ for a link to a directory

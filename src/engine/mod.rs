@@ -13,6 +13,7 @@
 
 pub mod coalesce;
 mod conn;
+mod core;
 pub mod peer;
 pub mod ratelimit;
 mod settings;

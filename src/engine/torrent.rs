@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::ratelimit::TokenBucket;
-use crate::hash::{self, HashOptions, Progress, VerifyReport};
 use crate::metainfo::{Info, Metainfo};
 use crate::pieces::PieceTable;
 use crate::storage::DataFiles;
+use crate::verify::{self, HashOptions, Progress, VerifyReport};
 
 /// One torrent being seeded.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl Torrent {
         let pieces = PieceTable::new(meta.info.layout.num_pieces);
         let report = match verify {
             Some(opts) => {
-                let r = hash::verify(&meta.info, &files, opts, &Progress::default());
+                let r = verify::verify(&meta.info, &files, opts, &Progress::default());
                 let bad: std::collections::HashSet<u32> =
                     r.bad.iter().chain(&r.missing).copied().collect();
                 for i in 0..pieces.num_pieces() {

@@ -15,17 +15,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use hdrhistogram::Histogram;
-use io_uring::{IoUring, cqueue, squeue, types};
+
+use io_uring::{cqueue, types};
 use nix::sys::eventfd::EventFd;
 use socket2::{Domain, Socket, Type};
 
 use super::conn::Conn;
+use super::core::Core;
 use super::peer::{Phase, Rules, Tick};
 use super::ratelimit::TokenBucket;
 use super::stats::new_histogram;
 use super::upload::JobMemory;
-use super::{Command, Reason, Settings, Torrent, UploadPath, WorkerStats};
+use super::{Command, Reason, Settings, WorkerStats};
 use crate::choking::{self, Candidate, Held, PayerAdmission, Policy, SlotKind, Slots};
 use crate::speed::service::{Outcome, SpeedService};
 use crate::uring::{Op, UserData, ops};
@@ -56,42 +57,6 @@ pub(crate) struct WorkerContext {
 }
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
-
-/// The worker's own state that connection handlers use beside their connection: the ring,
-/// settings, counters, torrents, job memory and slot counts.
-pub(crate) struct Core {
-    ring: IoUring,
-    pub settings: Arc<Settings>,
-    pub rules: Rules,
-    pub stats: Arc<WorkerStats>,
-    pub global_limit: Arc<TokenBucket>,
-    pub torrents: HashMap<[u8; 20], Arc<Torrent>>,
-    pub memory: JobMemory,
-    /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
-    pub token_queue: VecDeque<usize>,
-    /// Request → last byte into the socket, published to `stats` once a second.
-    pub latency: Histogram<u64>,
-    /// The time of the completions being handled (read once per batch).
-    pub now: Instant,
-    pub upload_path: UploadPath,
-    pub slots: Slots,
-    pub held: Held,
-    pub speed: Option<Arc<SpeedService>>,
-    pub id: usize,
-    /// Tells connections apart for the speed verifier's answers.
-    pub next_conn_id: u64,
-}
-
-impl Core {
-    /// Queues a submission, flushing the queue to the kernel when it is full.
-    ///
-    /// # Safety
-    /// Every buffer `entry` points to must stay valid and unmoved until its completion arrives.
-    pub unsafe fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: the caller's guarantee, passed on.
-        unsafe { crate::uring::push(&mut self.ring, &entry) }
-    }
-}
 
 struct Worker {
     core: Core,

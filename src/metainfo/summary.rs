@@ -4,9 +4,6 @@
 use serde_json::{Value, json};
 
 use super::{Magnet, Metainfo, hex};
-use crate::hash::VerifyReport;
-
-const GIB: f64 = (1u64 << 30) as f64;
 
 /// A torrent's names, hashes, layout, trackers and files.
 pub fn info_json(meta: &Metainfo) -> Value {
@@ -41,22 +38,5 @@ pub fn magnet_json(m: &Magnet) -> Value {
         "trackers": m.trackers,
         "peers": m.peers,
         "web_seeds": m.web_seeds,
-    })
-}
-
-/// A verification of `torrent`'s data: counts, the bad and missing pieces, read errors, speed.
-pub fn verify_json(torrent: &std::path::Path, meta: &Metainfo, report: &VerifyReport) -> Value {
-    json!({
-        "torrent": torrent,
-        "info_hash_v1": meta.info.hash.v1.map(|h| hex(&h)),
-        "info_hash_v2": meta.info.hash.v2.map(|h| hex(&h)),
-        "pieces": report.pieces,
-        "good": report.good,
-        "bad": report.bad,
-        "missing": report.missing,
-        "errors": report.errors,
-        "bytes": report.bytes,
-        "seconds": report.elapsed.as_secs_f64(),
-        "gib_per_s": report.bytes_per_sec() / GIB,
     })
 }

@@ -19,9 +19,9 @@ use socket2::SockAddr;
 
 use super::Reason;
 use super::Torrent;
+use super::core::Core;
 use super::peer::{Peer, Phase};
 use super::upload::{Job, Pipe};
-use super::worker::Core;
 use crate::choking::SlotKind;
 use crate::speed::peer::PeerSpeed;
 use crate::uring::{Op, UserData, ops};

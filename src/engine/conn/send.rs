@@ -9,8 +9,8 @@ use super::{Conn, MAX_ZC_HELD, Sending};
 use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
+use crate::engine::core::Core;
 use crate::engine::upload::{Job, Pipe, Seg, Tokens};
-use crate::engine::worker::Core;
 use crate::uring::{Op, UserData, ops};
 
 impl Conn {

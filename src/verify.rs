@@ -158,7 +158,7 @@ fn hash_worker(
 }
 
 fn digest(layout: &FileLayout, piece: u32, bytes: &[u8], mode: HashMode) -> PieceDigest {
-    let v1 = mode.v1.then(|| super::sha1(bytes));
+    let v1 = mode.v1.then(|| crate::hash::sha1(bytes));
     let v2 = if mode.v2 {
         let start = u64::from(piece) * layout.piece_length;
         layout.file_at(start).and_then(|i| {
@@ -168,8 +168,11 @@ fn digest(layout: &FileLayout, piece: u32, bytes: &[u8], mode: HashMode) -> Piec
             }
             // Files start on piece boundaries in v2, so the file's bytes lead the piece.
             let in_piece = (f.end() - start).min(bytes.len() as u64);
-            let width = super::v2_leaf_width(f.length, layout.piece_length, in_piece);
-            Some(super::v2_piece_hash(&bytes[..in_piece as usize], width))
+            let width = crate::hash::v2_leaf_width(f.length, layout.piece_length, in_piece);
+            Some(crate::hash::v2_piece_hash(
+                &bytes[..in_piece as usize],
+                width,
+            ))
         })
     } else {
         None
@@ -253,4 +256,26 @@ pub fn verify(
     }
     report.elapsed = started.elapsed();
     report
+}
+
+/// A verification of `torrent`'s data: counts, the bad and missing pieces, read errors, speed.
+pub fn report_json(
+    torrent: &std::path::Path,
+    meta: &crate::metainfo::Metainfo,
+    report: &VerifyReport,
+) -> serde_json::Value {
+    let hex = crate::metainfo::hex;
+    serde_json::json!({
+        "torrent": torrent,
+        "info_hash_v1": meta.info.hash.v1.map(|h| hex(&h)),
+        "info_hash_v2": meta.info.hash.v2.map(|h| hex(&h)),
+        "pieces": report.pieces,
+        "good": report.good,
+        "bad": report.bad,
+        "missing": report.missing,
+        "errors": report.errors,
+        "bytes": report.bytes,
+        "seconds": report.elapsed.as_secs_f64(),
+        "gib_per_s": report.bytes_per_sec() / f64::from(1u32 << 30),
+    })
 }
