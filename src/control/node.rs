@@ -151,7 +151,7 @@ pub struct ReloadPlan {
 
 /// The warning a SIGHUP logs when [`ReloadPlan::restart`] is not empty.
 pub const RESTART_WARNING: &str = "SIGHUP: changes to [engine] (other than rate limits), \
-     [trackers], [metrics], [control] or state.dir need a restart";
+     [trackers], [metrics], [control], [speed] or state.dir need a restart";
 
 /// Decides what of `new` a running node (started with `running`) applies on SIGHUP.
 pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
@@ -190,6 +190,10 @@ pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
     }
     if new.control != running.control {
         restart.push("[control]");
+    }
+    if new.speed != running.speed {
+        // The speed service (wallet, ledger, terms) starts with the node.
+        restart.push("[speed]");
     }
     if new.state.dir != running.state.dir {
         restart.push("state.dir");
@@ -420,11 +424,12 @@ mod tests {
     }
 
     #[test]
-    fn speed_and_create_are_neither_live_nor_warned() {
-        let (p, applied) = plan(|c| {
-            c.speed.enabled = !c.speed.enabled;
-            c.create.piece_kib = 64;
-        });
+    fn speed_needs_a_restart_and_create_is_not_the_nodes() {
+        let (p, applied) = plan(|c| c.speed.enabled = !c.speed.enabled);
+        assert_eq!(p.restart, ["[speed]"]);
+        assert!(p.live.is_empty() && !applied);
+        // [create] only sets `ringseed create`'s defaults: nothing to apply or warn about.
+        let (p, applied) = plan(|c| c.create.piece_kib = 64);
         assert!(p.live.is_empty() && p.restart.is_empty() && !applied);
     }
 

@@ -262,9 +262,11 @@ impl JobMemory {
         }
     }
 
-    /// A buffer of at least `size` bytes, or `None` over the budget.
-    pub fn take(&mut self, size: usize) -> Option<Vec<u8>> {
-        if self.in_use + size > self.budget {
+    /// A buffer of at least `size` bytes, or `None` over the budget, or while peers wait for
+    /// memory and the caller is not one of them being woken (`turn`): a peer that just finished
+    /// a job would otherwise take the memory it freed again and again, ahead of the queue.
+    pub fn take(&mut self, size: usize, turn: bool) -> Option<Vec<u8>> {
+        if self.in_use + size > self.budget || (!turn && !self.waiting.is_empty()) {
             return None;
         }
         let mut buf = self.pool.pop().unwrap_or_default();
@@ -293,6 +295,9 @@ impl JobMemory {
     /// The peers that may try again now, oldest first: as many as the free memory can give a
     /// batch each.
     pub fn wake(&mut self) -> Vec<usize> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
         let mut left = self.budget.saturating_sub(self.in_use);
         let mut out = Vec::new();
         while left >= self.batch {
@@ -365,19 +370,21 @@ mod tests {
     #[test]
     fn job_memory_is_bounded_and_wakes_waiters_as_it_frees() {
         let mut m = JobMemory::new(1000, 300);
-        let a = m.take(400).expect("within budget");
-        let b = m.take(400).expect("within budget");
-        assert!(m.take(400).is_none(), "over budget");
+        let a = m.take(400, false).expect("within budget");
+        let b = m.take(400, false).expect("within budget");
+        assert!(m.take(400, false).is_none(), "over budget");
         m.wait(7);
         m.wait(9);
         assert!(m.wake().is_empty(), "200 free: less than a batch");
         m.give_back(a);
+        // While peers wait, memory goes to them first: not to whoever asks next.
+        assert!(m.take(300, false).is_none(), "the queue goes first");
         assert_eq!(m.wake(), [7, 9], "600 free: two batches");
         assert!(m.wake().is_empty());
         // The pool keeps at most half the budget for reuse.
         m.give_back(b);
         assert_eq!(m.in_use(), 0);
-        let c = m.take(100).expect("pooled buffer");
+        let c = m.take(100, false).expect("pooled buffer");
         assert_eq!(c.len(), 400, "a pooled buffer is reused");
     }
 

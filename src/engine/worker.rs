@@ -302,6 +302,8 @@ impl Worker {
             }
         }
         self.maybe_free(slot);
+        // Memory a finished job (or a freed connection) gave back goes to waiting peers now.
+        self.wake_starved();
     }
 
     /// Peers waiting for job memory try again as buffers come back.
@@ -313,7 +315,9 @@ impl Worker {
             };
             c.starved = false;
             if c.closing.is_none() {
+                c.memory_turn = true;
                 c.pump_uploads(slot, core);
+                c.memory_turn = false;
                 c.pump_send(slot, core);
             }
         }

@@ -71,6 +71,8 @@ pub(super) struct Conn {
     pub token_turn: bool,
     /// Queued for job memory.
     pub starved: bool,
+    /// Being served from the memory queue (it may take memory ahead of the queue).
+    pub memory_turn: bool,
     /// The slot it holds while unchoked.
     pub slot: Option<SlotKind>,
     /// A confirmed payer became interested: the worker admits it (see `Worker::admit_payer`).
@@ -122,6 +124,7 @@ impl Conn {
             throttled: false,
             token_turn: false,
             starved: false,
+            memory_turn: false,
             slot: None,
             wants_paid_slot: false,
             speed: None,

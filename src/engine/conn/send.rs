@@ -19,8 +19,8 @@ impl Conn {
     /// one held back by memory in its memory queue (`starved`).
     pub fn pump_uploads(&mut self, slot: usize, core: &mut Core) {
         let splice = core.upload_path == UploadPath::Splice;
-        if self.throttled {
-            // Its turn comes in the token queue.
+        if self.throttled || (self.starved && !self.memory_turn) {
+            // Its turn comes in the token queue or the memory queue.
             return;
         }
         if let Err(reason) = self.start_jobs(slot, splice, core) {
@@ -59,7 +59,8 @@ impl Conn {
                 return Ok(());
             };
             // Past the memory budget a peer waits its turn (the tokens go back on return).
-            let Some(buf) = core.memory.take(total.max(batch)) else {
+            // Peers already waiting for memory go first (`memory_turn`: this is one of them).
+            let Some(buf) = core.memory.take(total.max(batch), self.memory_turn) else {
                 if !self.starved {
                     self.starved = true;
                     core.memory.wait(slot);

@@ -438,66 +438,13 @@ impl Peer {
                     Action::LeavesSlot
                 }
             }
-            Message::Have(i) => {
-                if i >= n {
-                    return Err(Reason::BadMessage);
-                }
-                let bits = self
-                    .have
-                    .bits
-                    .get_or_insert_with(|| vec![0; n.div_ceil(8) as usize]);
-                let (byte, bit) = ((i / 8) as usize, 0x80u8 >> (i % 8));
-                if bits[byte] & bit == 0 {
-                    bits[byte] |= bit;
-                    self.have.count += 1;
-                    t.pieces.peer_has(i);
-                }
-                if self.have.count == n && t.is_seed() {
-                    return Err(Reason::BothSeeds);
-                }
-                Action::Nothing
-            }
-            Message::Bitfield(bits) => {
-                if bits.len() != n.div_ceil(8) as usize {
-                    return Err(Reason::BadMessage);
-                }
-                let spare = (n.div_ceil(8) * 8 - n) as u8;
-                if spare > 0 && bits.last().is_some_and(|&l| l & ((1u8 << spare) - 1) != 0) {
-                    return Err(Reason::BadMessage);
-                }
-                // BEP 3 sends the bitfield once, first; aria2 sends fresh ones as it completes
-                // pieces. A later one replaces the peer's state.
-                self.forget_pieces(t.pieces);
-                let mut count = 0;
-                for_each_set(bits, n, |i| {
-                    t.pieces.peer_has(i);
-                    count += 1;
-                });
-                self.have = PeerPieces {
-                    bits: Some(bits.to_vec()),
-                    count,
-                };
-                if count == n && n > 0 && t.is_seed() {
-                    return Err(Reason::BothSeeds);
-                }
-                Action::Nothing
-            }
+            Message::Have(i) => self.on_have(i, t)?,
+            Message::Bitfield(bits) => self.on_bitfield(bits, t)?,
             Message::HaveAll => {
                 if !self.fast {
                     return Err(Reason::BadMessage);
                 }
-                if t.is_seed() {
-                    return Err(Reason::BothSeeds);
-                }
-                self.forget_pieces(t.pieces);
-                for i in 0..n {
-                    t.pieces.peer_has(i);
-                }
-                self.have = PeerPieces {
-                    bits: Some(full_bitfield(n)),
-                    count: n,
-                };
-                Action::Nothing
+                self.on_have_all(t)?
             }
             Message::HaveNone => {
                 if !self.fast {
@@ -560,6 +507,70 @@ impl Peer {
             return Err(Reason::SendBacklog);
         }
         Ok(action)
+    }
+
+    fn on_have(&mut self, i: u32, t: TorrentView<'_>) -> Result<Action<'static>, Reason> {
+        let n = t.num_pieces();
+        if i >= n {
+            return Err(Reason::BadMessage);
+        }
+        let bits = self
+            .have
+            .bits
+            .get_or_insert_with(|| vec![0; n.div_ceil(8) as usize]);
+        let (byte, bit) = ((i / 8) as usize, 0x80u8 >> (i % 8));
+        if bits[byte] & bit == 0 {
+            bits[byte] |= bit;
+            self.have.count += 1;
+            t.pieces.peer_has(i);
+        }
+        if self.have.count == n && t.is_seed() {
+            return Err(Reason::BothSeeds);
+        }
+        Ok(Action::Nothing)
+    }
+
+    /// BEP 3 sends the bitfield once, first; aria2 sends fresh ones as it completes pieces, so a
+    /// later one replaces the peer's state. Its length must match, and spare bits be clear.
+    fn on_bitfield(&mut self, bits: &[u8], t: TorrentView<'_>) -> Result<Action<'static>, Reason> {
+        let n = t.num_pieces();
+        if bits.len() != n.div_ceil(8) as usize {
+            return Err(Reason::BadMessage);
+        }
+        let spare = (n.div_ceil(8) * 8 - n) as u8;
+        if spare > 0 && bits.last().is_some_and(|&l| l & ((1u8 << spare) - 1) != 0) {
+            return Err(Reason::BadMessage);
+        }
+        self.forget_pieces(t.pieces);
+        let mut count = 0;
+        for_each_set(bits, n, |i| {
+            t.pieces.peer_has(i);
+            count += 1;
+        });
+        self.have = PeerPieces {
+            bits: Some(bits.to_vec()),
+            count,
+        };
+        if count == n && n > 0 && t.is_seed() {
+            return Err(Reason::BothSeeds);
+        }
+        Ok(Action::Nothing)
+    }
+
+    fn on_have_all(&mut self, t: TorrentView<'_>) -> Result<Action<'static>, Reason> {
+        if t.is_seed() {
+            return Err(Reason::BothSeeds);
+        }
+        let n = t.num_pieces();
+        self.forget_pieces(t.pieces);
+        for i in 0..n {
+            t.pieces.peer_has(i);
+        }
+        self.have = PeerPieces {
+            bits: Some(full_bitfield(n)),
+            count: n,
+        };
+        Ok(Action::Nothing)
     }
 
     fn on_request(
