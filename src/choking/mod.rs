@@ -253,9 +253,13 @@ pub fn round(
     } else {
         &waiting_free
     };
+    // When payers hold every slot, the optimistic unchoke is the free peers' only way in: it
+    // rotates every round, so each waiting free peer gets its turn sooner.
+    let free_served = rest.iter().any(|c| choice.slot_of(c.key).is_some());
+    let rotate = policy.rotate_optimistic || (!waiting_free.is_empty() && !free_served);
     let kept = optimistic.filter(|k| pool.contains(k));
     choice.optimistic = match kept {
-        Some(k) if !policy.rotate_optimistic => Some(k),
+        Some(k) if !rotate => Some(k),
         _ if pool.is_empty() => None,
         _ => Some(pool[(rng % pool.len() as u64) as usize]),
     };
@@ -368,6 +372,15 @@ mod tests {
             let o = c.optimistic.expect("a free peer waits");
             assert!(o < 4, "the optimistic unchoke goes to a free peer: {o}");
         }
+        // Free peers hold no slot: their optimistic unchoke rotates every round, even in a round
+        // that would keep it otherwise.
+        let keep = Policy {
+            rotate_optimistic: false,
+            ..policy
+        };
+        let first = round(&keep, &mut cands, &mut bidders, None, 0).optimistic;
+        let second = round(&keep, &mut cands, &mut bidders, first, 1).optimistic;
+        assert!(first.is_some() && second.is_some() && first != second);
         // A payer that stopped keeping up is an ordinary peer again.
         bidders[0].served = 64 << 20;
         let c = round(&policy, &mut cands, &mut bidders, None, 0);

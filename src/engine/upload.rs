@@ -325,6 +325,13 @@ pub struct Tokens<'a> {
     spent: bool,
 }
 
+/// Which bucket had too few tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Global,
+    Torrent,
+}
+
 impl<'a> Tokens<'a> {
     /// Takes `n` from both buckets, or from neither.
     pub fn take(
@@ -332,15 +339,15 @@ impl<'a> Tokens<'a> {
         torrent: &'a TokenBucket,
         n: u64,
         now: Instant,
-    ) -> Option<Tokens<'a>> {
+    ) -> Result<Tokens<'a>, Refused> {
         if !global.try_take(n, now) {
-            return None;
+            return Err(Refused::Global);
         }
         if !torrent.try_take(n, now) {
             global.give_back(n);
-            return None;
+            return Err(Refused::Torrent);
         }
-        Some(Tokens {
+        Ok(Tokens {
             global,
             torrent,
             n,
@@ -395,18 +402,18 @@ mod tests {
         let g = TokenBucket::new(10_000);
         let t = TokenBucket::new(0);
         let first = Tokens::take(&g, &t, 600, now).expect("tokens");
-        assert!(Tokens::take(&g, &t, 600, now).is_none(), "bucket drained");
+        assert_eq!(Tokens::take(&g, &t, 600, now).err(), Some(Refused::Global));
         drop(first);
         let again = Tokens::take(&g, &t, 600, now).expect("given back on drop");
         again.spend();
-        assert!(
-            Tokens::take(&g, &t, 600, now).is_none(),
-            "spent stays spent"
-        );
+        assert!(Tokens::take(&g, &t, 600, now).is_err(), "spent stays spent");
         // One bucket refusing gives the other's tokens back at once.
         let g2 = TokenBucket::new(0);
         let t2 = TokenBucket::new(1000);
-        assert!(Tokens::take(&g2, &t2, 600, now).is_none());
-        assert!(Tokens::take(&g2, &t2, 100, now).is_some());
+        assert_eq!(
+            Tokens::take(&g2, &t2, 600, now).err(),
+            Some(Refused::Torrent)
+        );
+        assert!(Tokens::take(&g2, &t2, 100, now).is_ok());
     }
 }

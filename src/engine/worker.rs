@@ -302,8 +302,40 @@ impl Worker {
             }
         }
         self.maybe_free(slot);
-        // Memory a finished job (or a freed connection) gave back goes to waiting peers now.
+        // Memory a finished job (or a freed connection) gave back goes to waiting peers now, and
+        // tokens refilled since go to the peers waiting for them.
         self.wake_starved();
+        if !self.core.token_queue.is_empty() {
+            self.serve_token_queue();
+        }
+    }
+
+    /// Peers waiting for rate-limit tokens take them in turn, as long as the global bucket
+    /// gives any: after every completion and every tick, so the queue never waits for a tick
+    /// while tokens are there. One refused again goes to the back; a refusal by the global
+    /// bucket ends the turn (nobody else would get any either), one by a torrent's bucket does
+    /// not (peers of other torrents may).
+    fn serve_token_queue(&mut self) {
+        for _ in 0..self.core.token_queue.len() {
+            let core = &mut self.core;
+            let Some(slot) = core.token_queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !c.throttled || c.closing.is_some() {
+                continue;
+            }
+            c.throttled = false;
+            c.token_turn = true;
+            c.pump_uploads(slot, core);
+            c.token_turn = false;
+            c.pump_send(slot, core);
+            if c.throttled && c.throttled_by == Some(super::upload::Refused::Global) {
+                break;
+            }
+        }
     }
 
     /// Peers waiting for job memory try again as buffers come back.
@@ -473,24 +505,7 @@ impl Worker {
     fn tick(&mut self) {
         self.post_accept();
         self.drain_speed();
-        // Throttled peers retry in turn as tokens refill; one refused again goes to the back.
-        for _ in 0..self.core.token_queue.len() {
-            let core = &mut self.core;
-            let Some(slot) = core.token_queue.pop_front() else {
-                break;
-            };
-            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-                continue;
-            };
-            if !c.throttled || c.closing.is_some() {
-                continue;
-            }
-            c.throttled = false;
-            c.token_turn = true;
-            c.pump_uploads(slot, core);
-            c.token_turn = false;
-            c.pump_send(slot, core);
-        }
+        self.serve_token_queue();
         let now = self.core.now;
         if now.duration_since(self.last_second) >= Duration::from_secs(1) {
             self.last_second = now;

@@ -69,6 +69,8 @@ pub(super) struct Conn {
     pub throttled: bool,
     /// Being served from the token queue (it may take tokens ahead of the queue).
     pub token_turn: bool,
+    /// The bucket that last refused it tokens.
+    pub throttled_by: Option<super::upload::Refused>,
     /// Queued for job memory.
     pub starved: bool,
     /// Being served from the memory queue (it may take memory ahead of the queue).
@@ -123,6 +125,7 @@ impl Conn {
             next_seq: 0,
             throttled: false,
             token_turn: false,
+            throttled_by: None,
             starved: false,
             memory_turn: false,
             slot: None,

@@ -10,7 +10,7 @@ use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
 use crate::engine::core::Core;
-use crate::engine::upload::{Job, Pipe, Seg, Tokens};
+use crate::engine::upload::{Job, Pipe, Refused, Seg, Tokens};
 use crate::uring::{Op, UserData, ops};
 
 impl Conn {
@@ -51,12 +51,18 @@ impl Conn {
             // to finish a send when tokens refill would otherwise take them every time.
             let queue_ahead =
                 !self.token_turn && !core.token_queue.is_empty() && core.global_limit.rate() > 0;
-            let taken = (!queue_ahead)
-                .then(|| Tokens::take(&core.global_limit, &t.upload_limit, payload, core.now));
-            let Some(tokens) = taken.flatten() else {
-                self.throttled = true;
-                core.token_queue.push_back(slot);
-                return Ok(());
+            let tokens = match if queue_ahead {
+                Err(Refused::Global)
+            } else {
+                Tokens::take(&core.global_limit, &t.upload_limit, payload, core.now)
+            } {
+                Ok(tokens) => tokens,
+                Err(refused) => {
+                    self.throttled = true;
+                    self.throttled_by = Some(refused);
+                    core.token_queue.push_back(slot);
+                    return Ok(());
+                }
             };
             // Past the memory budget a peer waits its turn (the tokens go back on return).
             // Peers already waiting for memory go first (`memory_turn`: this is one of them).
