@@ -20,3 +20,15 @@ seed_payload() {
   "$RS" create "$PAYLOAD" -o "$TORRENT" --no-date --piece-kib 1024 >/dev/null
   cat "$PAYLOAD" >/dev/null
 }
+
+# enable_speed SRC DEST: DEST is config SRC with [speed] enabled (checked).
+enable_speed() {
+  sed -e '/^\[speed\]/,/^\[/ s/^enabled = false/enabled = true/' "$1" >"$2"
+  sed -n '/^\[speed\]/,/^\[/p' "$2" | grep -q '^enabled = true' ||
+    { echo "could not enable [speed] in $2" >&2; exit 1; }
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

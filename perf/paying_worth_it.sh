@@ -28,17 +28,12 @@ seed_payload "$DIR" $((SIZE_MIB << 20))
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 8/' \
   -e 's/^upload_rate_limit_kib = .*/upload_rate_limit_kib = 204800/' \
   -e "s|^dir = \"/var/lib/ringseed\"|dir = \"$DIR/state\"|" \
-  -e '/^\[speed\]/,/^\[/ s/^enabled = false/enabled = true/' \
-  -e '/^\[speed\]/,/^\[/ s/^paid_slots = .*/paid_slots = 4/' >"$DIR/seed.toml"
-sed -n '/^\[speed\]/,/^\[/p' "$DIR/seed.toml" | grep -q '^enabled = true' ||
-  { echo "could not enable [speed] in $DIR/seed.toml" >&2; exit 1; }
+  -e '/^\[speed\]/,/^\[/ s/^paid_slots = .*/paid_slots = 4/' >"$DIR/plain.toml"
+enable_speed "$DIR/plain.toml" "$DIR/seed.toml"
 
 SEEDER_PID=""
 cleanup() { [ -n "$SEEDER_PID" ] && kill -TERM "$SEEDER_PID" 2>/dev/null && wait "$SEEDER_PID" 2>/dev/null; return 0; }
 trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 SEEDERS="new"
 [ -n "${RINGSEED_OLD:-}" ] && SEEDERS="new old"

@@ -33,17 +33,12 @@ seed_payload "$DIR" $((SIZE_MIB << 20))
 # Both seeders as compare.sh runs ringseed: one worker, every interested peer unchoked.
 "$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' \
   -e "s|^dir = \"/var/lib/ringseed\"|dir = \"$DIR/state\"|" >"$DIR/plain.toml"
-sed -e '/^\[speed\]/,/^\[/ s/^enabled = false/enabled = true/' "$DIR/plain.toml" >"$DIR/pay.toml"
-sed -n '/^\[speed\]/,/^\[/p' "$DIR/pay.toml" | grep -q '^enabled = true' ||
-  { echo "could not enable [speed] in $DIR/pay.toml" >&2; exit 1; }
+enable_speed "$DIR/plain.toml" "$DIR/pay.toml"
 
 SEEDER_PID=""
 cleanup() { [ -n "$SEEDER_PID" ] && kill -TERM "$SEEDER_PID" 2>/dev/null && wait "$SEEDER_PID" 2>/dev/null; return 0; }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 RESULTS="$DIR/results.tsv"
 : >"$RESULTS"

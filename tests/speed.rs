@@ -624,47 +624,88 @@ fn http_get(url: &str) -> String {
     body
 }
 
+/// A seeder on the real engine with `[speed]` on: one worker serving a generated `mib` MiB
+/// torrent under `settings` (listen and workers set here) and the auction's `terms`.
+struct SpeedSeeder {
+    _dir: tempfile::TempDir,
+    meta: ringseed::metainfo::Metainfo,
+    svc: std::sync::Arc<ringseed::speed::service::SpeedService>,
+    writer: ringseed::db::DbWriter,
+    engine: ringseed::engine::Engine,
+}
+
+impl SpeedSeeder {
+    fn start(
+        mib: usize,
+        seed: u64,
+        terms: ringseed::choking::auction::Terms,
+        settings: ringseed::engine::Settings,
+    ) -> SpeedSeeder {
+        use ringseed::engine::{Engine, Settings, Torrent};
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("c.bin"), common::pattern(mib << 20, seed)).unwrap();
+        let meta = common::create_torrent(&data.join("c.bin"), &dir.path().join("c.torrent"), &[]);
+        let setup = ringseed::speed::service::SpeedSetup {
+            db_path: dir.path().join("state/ringseed.db"),
+            key_path: dir.path().join("state/wallet.key"),
+            terms,
+            chain_id: 199,
+        };
+        let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
+        let settings = Settings {
+            workers: 1,
+            pin_workers: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..settings
+        };
+        let engine = Engine::start_with_speed(settings, Some(svc.clone())).unwrap();
+        let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
+        engine.add_torrent(std::sync::Arc::new(t)).unwrap();
+        SpeedSeeder {
+            _dir: dir,
+            meta,
+            svc,
+            writer,
+            engine,
+        }
+    }
+
+    fn stop(self) -> std::sync::Arc<ringseed::speed::service::SpeedService> {
+        self.engine.stop();
+        self.svc.stop();
+        self.writer.shutdown();
+        self.svc
+    }
+}
+
 /// Contention on the real engine: 4 upload slots, 2 of them paid; payers at 1 and 3 units per
 /// byte; 6 free peers that each download the torrent once. Every leecher reads at most 8 MiB/s,
 /// so bytes measure time unchoked. Payers get more than any free peer, the higher price more,
 /// and every free peer completes.
 #[test]
 fn under_contention_payers_get_more_and_every_free_peer_completes() {
-    use ringseed::engine::{Engine, Settings, Torrent};
+    use ringseed::engine::Settings;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("c.bin"), common::pattern(16 << 20, 12)).unwrap();
-    let meta = common::create_torrent(&data.join("c.bin"), &dir.path().join("c.torrent"), &[]);
-    let setup = ringseed::speed::service::SpeedSetup {
-        db_path: dir.path().join("state/ringseed.db"),
-        key_path: dir.path().join("state/wallet.key"),
-        terms: ringseed::choking::auction::Terms {
+    let seeder = SpeedSeeder::start(
+        16,
+        12,
+        ringseed::choking::auction::Terms {
             paid_slots: 2,
             min_price: 1,
             credit_window: 16 << 20,
         },
-        chain_id: 199,
-    };
-    let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
-    let engine = Engine::start_with_speed(
         Settings {
-            workers: 1,
-            pin_workers: false,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_slots: 4,
             rechoke_interval: std::time::Duration::from_millis(100),
             round_robin_quota: 1 << 20,
             ..Settings::default()
         },
-        Some(svc.clone()),
-    )
-    .unwrap();
-    let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
-    engine.add_torrent(Arc::new(t)).unwrap();
-    let addr = engine.local_addr();
+    );
+    let meta = seeder.meta.clone();
+    let addr = seeder.engine.local_addr();
     let total = meta.info.layout.total_length;
     let stop = Arc::new(AtomicBool::new(false));
     let spawn = |price: Option<u128>, key: u8| {
@@ -690,9 +731,7 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
     let free_bytes: Vec<u64> = free.into_iter().map(|t| t.join().unwrap()).collect();
     stop.store(true, Ordering::Relaxed);
     let [low, high] = payers.map(|t| t.join().unwrap());
-    engine.stop();
-    svc.stop();
-    writer.shutdown();
+    let svc = seeder.stop();
     assert!(
         free_bytes.iter().all(|&b| b >= total),
         "a free peer did not complete: {free_bytes:?}"
@@ -712,43 +751,28 @@ fn under_contention_payers_get_more_and_every_free_peer_completes() {
 /// free peers' bytes while both want data, and every free peer completes once the payers leave.
 #[test]
 fn a_confirmed_bid_takes_a_slot_at_once_and_payers_get_twice_the_free_bytes() {
-    use ringseed::engine::{Engine, Settings, Torrent};
+    use ringseed::engine::Settings;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("m.bin"), common::pattern(16 << 20, 17)).unwrap();
-    let meta = common::create_torrent(&data.join("m.bin"), &dir.path().join("m.torrent"), &[]);
-    let setup = ringseed::speed::service::SpeedSetup {
-        db_path: dir.path().join("state/ringseed.db"),
-        key_path: dir.path().join("state/wallet.key"),
-        terms: ringseed::choking::auction::Terms {
+    let seeder = SpeedSeeder::start(
+        16,
+        17,
+        ringseed::choking::auction::Terms {
             paid_slots: 4,
             min_price: 1,
             credit_window: 32 << 20,
         },
-        chain_id: 199,
-    };
-    let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
-    let engine = Engine::start_with_speed(
         Settings {
-            workers: 1,
-            pin_workers: false,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_slots: 8,
             rechoke_interval: Duration::from_secs(2),
             optimistic_every: 1,
             upload_rate_limit: 32 << 20,
             ..Settings::default()
         },
-        Some(svc.clone()),
-    )
-    .unwrap();
-    let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
-    engine.add_torrent(Arc::new(t)).unwrap();
-    let addr = engine.local_addr();
+    );
+    let meta = seeder.meta.clone();
+    let addr = seeder.engine.local_addr();
     let total = meta.info.layout.total_length;
     let stop_payers = Arc::new(AtomicBool::new(false));
     let (paid_bytes, free_bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -837,9 +861,7 @@ fn a_confirmed_bid_takes_a_slot_at_once_and_payers_get_twice_the_free_bytes() {
         payers.into_iter().map(|t| t.join().unwrap()).collect();
     let free_results: Vec<(u64, Option<Duration>)> =
         free.into_iter().map(|t| t.join().unwrap()).collect();
-    engine.stop();
-    svc.stop();
-    writer.shutdown();
+    seeder.stop();
     eprintln!(
         "window: payers {paid_window} B, free peers {free_window} B; payers' wait from \
          confirmation to first block: {:?}; free peers' bytes {:?}",
