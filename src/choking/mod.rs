@@ -143,6 +143,13 @@ pub fn admit_payer(slots: &Slots, held: Held, free_holders: &[Candidate]) -> Pay
     }
 }
 
+/// When the next round is due: after `interval`, or after half of it while free peers are served
+/// by the optimistic unchoke alone, so that with four free peers waiting on a worker each gets
+/// its turn within two intervals.
+pub fn next_round_in(interval: std::time::Duration, free_starved: bool) -> std::time::Duration {
+    if free_starved { interval / 2 } else { interval }
+}
+
 /// How one round is decided.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -162,6 +169,9 @@ pub struct RoundChoice {
     pub paid: Vec<usize>,
     pub free: Vec<usize>,
     pub optimistic: Option<usize>,
+    /// Free peers wait and none holds a slot: only the optimistic unchoke serves them, so the
+    /// next round should come sooner (see [`next_round_in`]).
+    pub free_starved: bool,
 }
 
 impl RoundChoice {
@@ -213,6 +223,7 @@ pub fn round(
             paid,
             free,
             optimistic: None,
+            free_starved: false,
         };
     }
     let mut open = slots.saturating_sub(paid.len());
@@ -235,6 +246,7 @@ pub fn round(
         paid,
         free,
         optimistic: None,
+        free_starved: false,
     };
     // The optimistic unchoke: a waiting free peer if there is one, else a waiting payer.
     let waiting: Vec<usize> = rest
@@ -256,7 +268,8 @@ pub fn round(
     // When payers hold every slot, the optimistic unchoke is the free peers' only way in: it
     // rotates every round, so each waiting free peer gets its turn sooner.
     let free_served = rest.iter().any(|c| choice.slot_of(c.key).is_some());
-    let rotate = policy.rotate_optimistic || (!waiting_free.is_empty() && !free_served);
+    choice.free_starved = !waiting_free.is_empty() && !free_served;
+    let rotate = policy.rotate_optimistic || choice.free_starved;
     let kept = optimistic.filter(|k| pool.contains(k));
     choice.optimistic = match kept {
         Some(k) if !rotate => Some(k),
@@ -378,9 +391,13 @@ mod tests {
             rotate_optimistic: false,
             ..policy
         };
-        let first = round(&keep, &mut cands, &mut bidders, None, 0).optimistic;
-        let second = round(&keep, &mut cands, &mut bidders, first, 1).optimistic;
-        assert!(first.is_some() && second.is_some() && first != second);
+        let c1 = round(&keep, &mut cands, &mut bidders, None, 0);
+        assert!(c1.free_starved, "free peers hold no slot");
+        let second = round(&keep, &mut cands, &mut bidders, c1.optimistic, 1).optimistic;
+        assert!(c1.optimistic.is_some() && second.is_some() && c1.optimistic != second);
+        let ten = std::time::Duration::from_secs(10);
+        assert_eq!(next_round_in(ten, true), ten / 2);
+        assert_eq!(next_round_in(ten, false), ten);
         // A payer that stopped keeping up is an ordinary peer again.
         bidders[0].served = 64 << 20;
         let c = round(&policy, &mut cands, &mut bidders, None, 0);

@@ -70,6 +70,9 @@ struct Worker {
     tick_ts: Box<types::Timespec>,
     last_second: Instant,
     last_rechoke: Instant,
+    /// The last round (or a payer's admission) left free peers with no slot but the
+    /// optimistic unchoke: the next round comes sooner.
+    free_starved: bool,
     last_pex: Instant,
     rechokes: u64,
     stopping: bool,
@@ -131,6 +134,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         tick_ts: Box::new(types::Timespec::from(TICK_EVERY)),
         last_second: now,
         last_rechoke: now,
+        free_starved: false,
         last_pex: now,
         rechokes: 0,
         stopping: false,
@@ -299,6 +303,9 @@ impl Worker {
             }
             if std::mem::take(&mut c.wants_paid_slot) {
                 self.admit_payer(slot);
+                self.check_free_starved();
+            } else if std::mem::take(&mut c.slot_refused) {
+                self.check_free_starved();
             }
         }
         self.maybe_free(slot);
@@ -512,7 +519,9 @@ impl Worker {
             self.timeouts();
             self.publish_latency();
         }
-        if now.duration_since(self.last_rechoke) >= self.core.settings.rechoke_interval {
+        let interval =
+            choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
+        if now.duration_since(self.last_rechoke) >= interval {
             self.last_rechoke = now;
             self.rechoke();
         }
@@ -584,6 +593,7 @@ impl Worker {
                 .is_multiple_of(u64::from(s.optimistic_every.max(1))),
         };
         let choice = choking::round(&policy, &mut cands, &mut bidders, optimistic, self.rng);
+        self.free_starved = choice.free_starved;
         for b in &bidders {
             if let Some(s) = self.conns[b.key].as_mut().and_then(|c| c.speed.as_mut()) {
                 s.credit = b.credit;
@@ -671,6 +681,24 @@ impl Worker {
         }
     }
 
+    /// Whether free peers wait while payers hold every slot: they then have only the optimistic
+    /// unchoke, so rounds come sooner (`choking::next_round_in`). Checked when a free peer finds
+    /// no slot and after a payer's admission; each round sets it again.
+    fn check_free_starved(&mut self) {
+        let free_peer = |c: &Conn| !c.speed.as_ref().is_some_and(|s| s.paying());
+        let (mut waiting, mut served) = (false, false);
+        for c in self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.is_active() && free_peer(c))
+        {
+            served |= c.slot == Some(SlotKind::Free);
+            waiting |= c.slot.is_none() && c.peer.peer_interested();
+        }
+        self.free_starved = waiting && !served;
+    }
+
     /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
     /// heard (at most 50 of each; never itself; nothing when nothing changed).
     fn pex_round(&mut self) {
@@ -734,6 +762,7 @@ impl Worker {
             }
             if confirmed && !was_paying {
                 self.admit_payer(to.slot);
+                self.check_free_starved();
             }
         }
     }

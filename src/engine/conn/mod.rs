@@ -79,6 +79,8 @@ pub(super) struct Conn {
     pub slot: Option<SlotKind>,
     /// A confirmed payer became interested: the worker admits it (see `Worker::admit_payer`).
     pub wants_paid_slot: bool,
+    /// A free peer became interested and every slot was held.
+    pub slot_refused: bool,
     /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
     pub speed: Option<Box<PeerSpeed>>,
     /// Where the peer listens, once known (its extension handshake's `p`, or the address we
@@ -130,6 +132,7 @@ impl Conn {
             memory_turn: false,
             slot: None,
             wants_paid_slot: false,
+            slot_refused: false,
             speed: None,
             listen_addr: None,
             pex: false,

@@ -179,6 +179,9 @@ impl Conn {
                     self.wants_paid_slot = true;
                 } else if choking::admit_free(&core.slots, core.held) {
                     self.set_choke(Some(SlotKind::Free), core);
+                } else {
+                    // No slot: the worker checks whether payers hold them all.
+                    self.slot_refused = true;
                 }
             }
             Action::LeavesSlot => self.set_choke(None, core),
