@@ -565,13 +565,7 @@ impl Worker {
             if !c.peer.peer_interested() {
                 continue;
             }
-            cands.push(Candidate {
-                key: i,
-                unchoked: !c.peer.am_choking(),
-                since: c.peer.choke_changed(),
-                uploaded_since_unchoke: c.peer.uploaded_since_unchoke,
-                recent_upload: c.peer.uploaded_this_round,
-            });
+            cands.push(c.candidate(i));
             if let Some(b) = c.speed.as_ref().and_then(|s| s.bidder(i, c.peer.uploaded)) {
                 bidders.push(b);
             }
@@ -631,7 +625,7 @@ impl Worker {
         let wanted = c.is_active()
             && c.peer.peer_interested()
             && c.slot != Some(SlotKind::Paid)
-            && c.speed.as_ref().is_some_and(|s| s.paying());
+            && c.paying();
         if !wanted {
             return;
         }
@@ -641,23 +635,16 @@ impl Worker {
             held.release(own);
         }
         // Free peers (not payers) holding slots: the ones a payer may displace.
-        let holders: Vec<Candidate> =
-            self.conns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| {
-                    let c = c.as_ref()?;
-                    let free_peer = !c.speed.as_ref().is_some_and(|s| s.paying());
-                    (i != slot && c.is_active() && c.slot == Some(SlotKind::Free) && free_peer)
-                        .then(|| Candidate {
-                            key: i,
-                            unchoked: true,
-                            since: c.peer.choke_changed(),
-                            uploaded_since_unchoke: c.peer.uploaded_since_unchoke,
-                            recent_upload: c.peer.uploaded_this_round,
-                        })
-                })
-                .collect();
+        let holders: Vec<Candidate> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let free_holder = c.is_active() && c.slot == Some(SlotKind::Free) && !c.paying();
+                (i != slot && free_holder).then(|| c.candidate(i))
+            })
+            .collect();
         let (victim, kind) = match choking::admit_payer(&self.core.slots, held, &holders) {
             PayerAdmission::Wait => return,
             PayerAdmission::Unchoke(kind) => (None, kind),
@@ -685,13 +672,17 @@ impl Worker {
     /// unchoke, so rounds come sooner (`choking::next_round_in`). Checked when a free peer finds
     /// no slot and after a payer's admission; each round sets it again.
     fn check_free_starved(&mut self) {
-        let free_peer = |c: &Conn| !c.speed.as_ref().is_some_and(|s| s.paying());
+        // Without the speed layer nobody pays, so a free peer holds every held slot: no scan.
+        if self.core.speed.is_none() {
+            self.free_starved = false;
+            return;
+        }
         let (mut waiting, mut served) = (false, false);
         for c in self
             .conns
             .iter()
             .flatten()
-            .filter(|c| c.is_active() && free_peer(c))
+            .filter(|c| c.is_active() && !c.paying())
         {
             served |= c.slot == Some(SlotKind::Free);
             waiting |= c.slot.is_none() && c.peer.peer_interested();

@@ -144,6 +144,22 @@ impl Conn {
         self.closing.is_none() && self.peer.phase() == Phase::Active
     }
 
+    /// A payer whose bid the ledger confirmed (and whose channel is open).
+    pub fn paying(&self) -> bool {
+        self.speed.as_ref().is_some_and(|s| s.paying())
+    }
+
+    /// What the choker knows of this peer, under the worker's `key`.
+    pub fn candidate(&self, key: usize) -> crate::choking::Candidate {
+        crate::choking::Candidate {
+            key,
+            unchoked: !self.peer.am_choking(),
+            since: self.peer.choke_changed(),
+            uploaded_since_unchoke: self.peer.uploaded_since_unchoke,
+            recent_upload: self.peer.uploaded_this_round,
+        }
+    }
+
     /// Posts the connect of an outgoing connection.
     pub fn post_connect(&mut self, slot: usize, core: &mut Core) {
         let Some(sa) = &self.connect_addr else { return };

@@ -174,7 +174,7 @@ impl Conn {
                 speed_message(&mut self.speed, &mut self.ctrl, payload, core, view.id)
             }
             Action::WantsSlot => {
-                if self.speed.as_ref().is_some_and(|s| s.paying()) {
+                if self.paying() {
                     // A payer may displace a free peer: the worker, which sees them all, decides.
                     self.wants_paid_slot = true;
                 } else if choking::admit_free(&core.slots, core.held) {

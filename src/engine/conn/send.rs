@@ -319,7 +319,7 @@ impl Conn {
         core.stats
             .add(&core.stats.blocks_up, job.blocks.len() as u64);
         if let Some(svc) = &core.speed
-            && self.speed.as_ref().is_some_and(|s| s.paying())
+            && self.paying()
         {
             svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
         }
