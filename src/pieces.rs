@@ -102,6 +102,11 @@ impl AtomicBitfield {
 pub struct PieceTable {
     /// Pieces whose data has been hashed and matches: only these are ever uploaded.
     pub verified: AtomicBitfield,
+    /// Pieces a worker is fetching (see [`crate::download::picker`]): set by one `fetch_or`
+    /// (whoever flips it owns the piece), cleared when the worker gives the piece up. Outside
+    /// endgame no two workers fetch one piece. The bit guards no data: the piece's bytes stay
+    /// in the claiming worker until written, and `verified` publishes them.
+    pub claimed: AtomicBitfield,
     /// Per-piece count of connected peers that have it (saturating), for rarest-first.
     availability: Box<[AtomicU16]>,
 }
@@ -110,6 +115,7 @@ impl PieceTable {
     pub fn new(num_pieces: u32) -> Self {
         PieceTable {
             verified: AtomicBitfield::new(num_pieces),
+            claimed: AtomicBitfield::new(num_pieces),
             availability: (0..num_pieces).map(|_| AtomicU16::new(0)).collect(),
         }
     }

@@ -160,24 +160,29 @@ fn hash_worker(
 fn digest(layout: &FileLayout, piece: u32, bytes: &[u8], mode: HashMode) -> PieceDigest {
     let v1 = mode.v1.then(|| crate::hash::sha1(bytes));
     let v2 = if mode.v2 {
-        let start = u64::from(piece) * layout.piece_length;
-        layout.file_at(start).and_then(|i| {
-            let f = &layout.files[i];
-            if f.pad {
-                return None;
-            }
-            // Files start on piece boundaries in v2, so the file's bytes lead the piece.
-            let in_piece = (f.end() - start).min(bytes.len() as u64);
-            let width = crate::hash::v2_leaf_width(f.length, layout.piece_length, in_piece);
-            Some(crate::hash::v2_piece_hash(
-                &bytes[..in_piece as usize],
-                width,
-            ))
-        })
+        v2_digest(layout, piece, bytes)
     } else {
         None
     };
     PieceDigest { v1, v2 }
+}
+
+/// The BEP 52 hash of piece `piece` whose bytes (pads included) are `bytes`; `None` for a piece
+/// that starts in a pad.
+pub fn v2_digest(layout: &FileLayout, piece: u32, bytes: &[u8]) -> Option<[u8; 32]> {
+    let start = u64::from(piece) * layout.piece_length;
+    let i = layout.file_at(start)?;
+    let f = &layout.files[i];
+    if f.pad {
+        return None;
+    }
+    // Files start on piece boundaries in v2, so the file's bytes lead the piece.
+    let in_piece = (f.end() - start).min(bytes.len() as u64);
+    let width = crate::hash::v2_leaf_width(f.length, layout.piece_length, in_piece);
+    Some(crate::hash::v2_piece_hash(
+        &bytes[..in_piece as usize],
+        width,
+    ))
 }
 
 /// The result of checking a torrent's data against its hashes.

@@ -40,6 +40,11 @@ pub(crate) struct Core {
     pub id: usize,
     /// Tells connections apart for the speed verifier's answers.
     pub next_conn_id: u64,
+    /// The pieces this worker downloads and writes.
+    pub fetches: super::fetch::Fetches,
+    pub download_limit: Arc<TokenBucket>,
+    /// Spreads piece picks.
+    pub rng: u64,
 }
 
 impl Core {

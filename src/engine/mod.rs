@@ -14,6 +14,7 @@
 pub mod coalesce;
 mod conn;
 mod core;
+mod fetch;
 pub mod peer;
 pub mod ratelimit;
 mod settings;
@@ -128,6 +129,7 @@ pub struct Engine {
     workers: Vec<WorkerHandle>,
     local_addr: SocketAddr,
     global_limit: Arc<TokenBucket>,
+    download_limit: Arc<TokenBucket>,
     next_connect: std::sync::atomic::AtomicUsize,
     settings: Arc<Settings>,
 }
@@ -156,6 +158,7 @@ impl Engine {
             .and_then(|a| a.as_socket())
             .unwrap_or(settings.listen);
         let global_limit = Arc::new(TokenBucket::new(settings.upload_rate_limit));
+        let download_limit = Arc::new(TokenBucket::new(settings.download_rate_limit));
         let mut listeners = vec![first];
         for _ in 1..count {
             listeners.push(
@@ -183,6 +186,7 @@ impl Engine {
                 wake: wake.clone(),
                 stats: stats.clone(),
                 global_limit: global_limit.clone(),
+                download_limit: download_limit.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringseed-w{i}"))
@@ -204,6 +208,7 @@ impl Engine {
             workers,
             local_addr,
             global_limit,
+            download_limit,
             next_connect: Default::default(),
             settings,
         })
@@ -300,6 +305,11 @@ impl Engine {
     /// Changes the global upload limit (bytes/s, 0 = unlimited).
     pub fn set_upload_limit(&self, bytes_per_sec: u64) {
         self.global_limit.set_rate(bytes_per_sec);
+    }
+
+    /// Changes the global download limit (bytes/s, 0 = unlimited).
+    pub fn set_download_limit(&self, bytes_per_sec: u64) {
+        self.download_limit.set_rate(bytes_per_sec);
     }
 
     /// Counters of every worker.

@@ -75,6 +75,22 @@ pub struct Settings {
     /// How often each peer that speaks BEP 11 hears which peers joined and left its torrent's
     /// swarm (public torrents only); zero turns peer exchange off.
     pub pex_interval: Duration,
+    /// Bytes of pieces being downloaded one worker may hold at once (each piece in flight is a
+    /// buffer of the piece's size until it is written); a worker always has room for one.
+    pub download_memory: usize,
+    /// Reserve each downloaded file's size with `fallocate` when it is created (never
+    /// zero-filled); otherwise files are sparse.
+    pub preallocate: bool,
+    /// Our requests wait this long for a block before the peer counts as snubbing us (its
+    /// requests go to other peers).
+    pub request_timeout: Duration,
+    /// Pieces picked at random before rarest first starts.
+    pub random_first_pieces: u32,
+    /// Connections per torrent (incoming and outgoing); outgoing ones stop here, incoming ones
+    /// beyond it are refused.
+    pub max_peers_per_torrent: usize,
+    /// Global download limit in bytes/s (0 = unlimited).
+    pub download_rate_limit: u64,
 }
 
 impl Default for Settings {
@@ -105,6 +121,12 @@ impl Default for Settings {
             peer_id: super::new_peer_id(),
             client_name: format!("ringseed {}", env!("CARGO_PKG_VERSION")),
             pex_interval: Duration::from_secs(60),
+            download_memory: 64 << 20,
+            preallocate: false,
+            request_timeout: Duration::from_secs(20),
+            random_first_pieces: 4,
+            max_peers_per_torrent: 200,
+            download_rate_limit: 0,
         }
     }
 }

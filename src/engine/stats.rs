@@ -29,10 +29,21 @@ pub enum Reason {
     TooManyPeers,
     ConnectFailed,
     Shutdown,
+    /// A block we never asked for (or no longer wait for), or one of the wrong length.
+    UnrequestedBlock,
+    /// It sent data that failed the hash check and is banned.
+    BadData,
+    /// Its address was banned for bad data earlier.
+    Banned,
+    /// The torrent stopped downloading with an error (a full disk, say).
+    TorrentError,
+    /// Neither side wants anything of the other (both complete, or a seed that only uploads to
+    /// us and a download that finished).
+    NotNeeded,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 23] = [
         Reason::PeerClosed,
         Reason::IoError,
         Reason::HandshakeTimeout,
@@ -51,6 +62,11 @@ impl Reason {
         Reason::TooManyPeers,
         Reason::ConnectFailed,
         Reason::Shutdown,
+        Reason::UnrequestedBlock,
+        Reason::BadData,
+        Reason::Banned,
+        Reason::TorrentError,
+        Reason::NotNeeded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +89,11 @@ impl Reason {
             Reason::TooManyPeers => "too_many_peers",
             Reason::ConnectFailed => "connect_failed",
             Reason::Shutdown => "shutdown",
+            Reason::UnrequestedBlock => "unrequested_block",
+            Reason::BadData => "bad_data",
+            Reason::Banned => "banned",
+            Reason::TorrentError => "torrent_error",
+            Reason::NotNeeded => "not_needed",
         }
     }
 }
@@ -89,6 +110,16 @@ pub struct WorkerStats {
     pub requests: AtomicU64,
     pub rejected: AtomicU64,
     pub dropped_requests: AtomicU64,
+    /// Piece payload received (every block, duplicates included).
+    pub bytes_down: AtomicU64,
+    pub blocks_down: AtomicU64,
+    /// Blocks that arrived after another copy (endgame) or for a piece no longer fetched.
+    pub wasted_blocks: AtomicU64,
+    /// Pieces that failed their hash check.
+    pub hash_failures: AtomicU64,
+    /// Pieces written and verified.
+    pub pieces_done: AtomicU64,
+    pub write_errors: AtomicU64,
     pub submissions: AtomicU64,
     pub completions: AtomicU64,
     pub disconnects: [AtomicU64; Reason::ALL.len()],
@@ -109,6 +140,12 @@ impl Default for WorkerStats {
             requests: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             dropped_requests: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            blocks_down: AtomicU64::new(0),
+            wasted_blocks: AtomicU64::new(0),
+            hash_failures: AtomicU64::new(0),
+            pieces_done: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             completions: AtomicU64::new(0),
             disconnects: Default::default(),
@@ -135,6 +172,12 @@ pub struct StatsSnapshot {
     pub requests: u64,
     pub rejected: u64,
     pub dropped_requests: u64,
+    pub bytes_down: u64,
+    pub blocks_down: u64,
+    pub wasted_blocks: u64,
+    pub hash_failures: u64,
+    pub pieces_done: u64,
+    pub write_errors: u64,
     pub submissions: u64,
     pub completions: u64,
     pub disconnects: HashMap<&'static str, u64>,
@@ -155,6 +198,12 @@ impl WorkerStats {
             requests: r(&self.requests),
             rejected: r(&self.rejected),
             dropped_requests: r(&self.dropped_requests),
+            bytes_down: r(&self.bytes_down),
+            blocks_down: r(&self.blocks_down),
+            wasted_blocks: r(&self.wasted_blocks),
+            hash_failures: r(&self.hash_failures),
+            pieces_done: r(&self.pieces_done),
+            write_errors: r(&self.write_errors),
             submissions: r(&self.submissions),
             completions: r(&self.completions),
             disconnects: Reason::ALL

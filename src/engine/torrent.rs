@@ -1,10 +1,13 @@
 //! A torrent as the engine serves it: metadata, open data files, the shared piece table,
 //! counters and limits. Shared read-mostly by every worker through an `Arc`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::ratelimit::TokenBucket;
+use crate::download::blame::Blame;
 use crate::metainfo::{Info, Metainfo};
 use crate::pieces::PieceTable;
 use crate::storage::DataFiles;
@@ -29,6 +32,41 @@ pub struct Torrent {
     /// peer exchange tells the others. Written at extension handshakes and disconnects, read
     /// once per exchange round.
     pub swarm: std::sync::Mutex<super::swarm::Swarm>,
+    /// The download side, shared by the workers fetching its pieces.
+    pub fetch: FetchShared,
+}
+
+/// What the workers downloading one torrent share. Written once per piece (or per bad piece,
+/// or per peer learned), never per block.
+#[derive(Debug)]
+pub struct FetchShared {
+    /// Missing pieces are fetched (cleared when the torrent stops or fails).
+    active: AtomicBool,
+    /// Pieces verified since the torrent was opened, in order: each worker tells its peers
+    /// `have` from where it last read.
+    pub done_log: Mutex<Vec<u32>>,
+    /// Strikes and bans for bad data.
+    pub blame: Mutex<Blame>,
+    /// Why downloading stopped, if it failed (a full disk, say).
+    pub error: Mutex<Option<String>>,
+    pub download_limit: TokenBucket,
+    /// Peer addresses learned from peer exchange, for the control thread to dial.
+    pub learned: Mutex<Vec<SocketAddr>>,
+    /// Pieces that failed their hash check.
+    pub hash_failures: AtomicU64,
+    /// Connections to it refused or closed because the address is banned.
+    pub banned_refusals: AtomicU64,
+}
+
+/// How a download's existing data is taken at open.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Nothing is on disk yet.
+    Empty,
+    /// Resume: these pieces (wire bit order) were verified before; the rest are fetched.
+    Trust(Vec<u8>),
+    /// Hash what is on disk first and keep the good pieces.
+    Check(HashOptions),
 }
 
 impl Torrent {
@@ -40,6 +78,55 @@ impl Torrent {
         verify: Option<HashOptions>,
     ) -> std::io::Result<(Self, Option<VerifyReport>)> {
         let files = DataFiles::open(&meta.info.layout, data_dir)?;
+        Self::with_files(meta, data_dir, files, verify)
+    }
+
+    /// Opens `meta`'s data under `data_dir` for downloading: existing files read-write, the
+    /// missing ones created as their pieces arrive; `start` says which pieces are there.
+    pub fn open_download(
+        meta: Metainfo,
+        data_dir: &Path,
+        start: Start,
+        preallocate: bool,
+    ) -> std::io::Result<(Self, Option<VerifyReport>)> {
+        let files = DataFiles::open_for_download(&meta.info.layout, data_dir, preallocate)?;
+        match start {
+            Start::Check(opts) => Self::with_files(meta, data_dir, files, Some(opts)),
+            Start::Empty => {
+                let (t, _) = Self::with_files(meta, data_dir, files, None)?;
+                for i in 0..t.pieces.num_pieces() {
+                    t.pieces.verified.clear(i);
+                }
+                t.fetch.active.store(true, Ordering::Release);
+                Ok((t, None))
+            }
+            Start::Trust(bits) => {
+                let (t, _) = Self::with_files(meta, data_dir, files, None)?;
+                for i in 0..t.pieces.num_pieces() {
+                    let set = bits
+                        .get((i / 8) as usize)
+                        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0);
+                    if !set {
+                        t.pieces.verified.clear(i);
+                    }
+                }
+                t.fetch.active.store(true, Ordering::Release);
+                Ok((t, None))
+            }
+        }
+        .map(|(t, r)| {
+            // Any torrent opened for download fetches what is missing.
+            t.fetch.active.store(true, Ordering::Release);
+            (t, r)
+        })
+    }
+
+    fn with_files(
+        meta: Metainfo,
+        data_dir: &Path,
+        files: DataFiles,
+        verify: Option<HashOptions>,
+    ) -> std::io::Result<(Self, Option<VerifyReport>)> {
         let pieces = PieceTable::new(meta.info.layout.num_pieces);
         let report = match verify {
             Some(opts) => {
@@ -71,6 +158,16 @@ impl Torrent {
                 peers: AtomicU32::new(0),
                 upload_limit: TokenBucket::new(0),
                 swarm: Default::default(),
+                fetch: FetchShared {
+                    active: AtomicBool::new(false),
+                    done_log: Mutex::new(Vec::new()),
+                    blame: Mutex::new(Blame::default()),
+                    error: Mutex::new(None),
+                    download_limit: TokenBucket::new(0),
+                    learned: Mutex::new(Vec::new()),
+                    hash_failures: AtomicU64::new(0),
+                    banned_refusals: AtomicU64::new(0),
+                },
                 meta,
             },
             report,
@@ -88,6 +185,44 @@ impl Torrent {
             .filter(|&i| !self.pieces.verified.get(i))
             .map(|i| l.piece_size(i))
             .sum()
+    }
+
+    /// Whether missing pieces are being fetched: opened for download, not complete, not
+    /// stopped by an error.
+    pub fn fetching(&self) -> bool {
+        // Acquire pairs with the Release in `fail`/`open_download`: a worker that sees the flag
+        // cleared also sees the error message.
+        self.fetch.active.load(Ordering::Acquire) && !self.pieces.verified.is_full()
+    }
+
+    /// Whether the torrent was opened for download (its files are writable).
+    pub fn downloads(&self) -> bool {
+        self.files.writable()
+    }
+
+    /// Stops downloading with `error` (the first error wins); seeding what is verified goes on.
+    pub fn fail(&self, error: String) {
+        let mut e = super::lock(&self.fetch.error);
+        if e.is_none() {
+            *e = Some(error);
+        }
+        self.fetch.active.store(false, Ordering::Release);
+    }
+
+    /// Why downloading stopped, if it failed.
+    pub fn error(&self) -> Option<String> {
+        super::lock(&self.fetch.error).clone()
+    }
+
+    /// Payload bytes received from peers.
+    pub fn downloaded(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Verified pieces in wire bit order (for resume).
+    pub fn verified_bitfield(&self) -> Vec<u8> {
+        self.pieces.verified.to_wire()
     }
 
     pub fn uploaded(&self) -> u64 {

@@ -54,6 +54,7 @@ pub(crate) struct WorkerContext {
     pub wake: Arc<EventFd>,
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
+    pub download_limit: Arc<TokenBucket>,
 }
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
@@ -109,6 +110,9 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         rules: Rules::new(&settings, port, ctx.speed.is_some()),
         stats: ctx.stats,
         global_limit: ctx.global_limit,
+        download_limit: ctx.download_limit,
+        fetches: Default::default(),
+        rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::new(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
         token_queue: VecDeque::new(),
@@ -196,6 +200,7 @@ impl Worker {
             for &(user_data, res, flags) in &cqes {
                 self.complete(user_data, res, flags);
             }
+            self.fetch_events();
             self.wake_starved();
             if self.stopping && self.live == 0 {
                 break;
@@ -258,6 +263,7 @@ impl Worker {
             }
             // A cancel's own completion needs nothing.
             Op::Cancel => {}
+            Op::Write => self.core.write_done(ud.slot, ud.seq as usize, res),
             _ => self.conn_completion(ud, res, flags),
         }
     }
@@ -299,7 +305,7 @@ impl Worker {
                 Op::Read => c.on_read(slot, seq, res, core),
                 Op::SpliceIn | Op::SpliceOut => c.on_splice(slot, seq, res, ud.op, core),
                 Op::Connect => c.on_connect(slot, res, core),
-                Op::Accept | Op::Wake | Op::Tick | Op::Cancel => {}
+                Op::Accept | Op::Wake | Op::Tick | Op::Cancel | Op::Write => {}
             }
             if std::mem::take(&mut c.wants_paid_slot) {
                 self.admit_payer(slot);
@@ -402,7 +408,9 @@ impl Worker {
                     self.core.torrents.insert(t.id, t);
                 }
                 Command::RemoveTorrent(id) => {
-                    self.core.torrents.remove(&id);
+                    if let Some(t) = self.core.torrents.remove(&id) {
+                        self.core.fetches.drop_torrent(&t);
+                    }
                     self.close_where(Reason::TorrentRemoved, |c| {
                         c.torrent.as_ref().is_some_and(|t| t.id == id)
                     });
@@ -480,6 +488,10 @@ impl Worker {
         let Some(t) = self.core.torrents.get(&torrent).cloned() else {
             return;
         };
+        if super::lock(&t.fetch.blame).is_banned(addr.ip()) {
+            t.fetch.banned_refusals.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Ok(sock) = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None) else {
             return;
         };
@@ -518,7 +530,10 @@ impl Worker {
             self.last_second = now;
             self.timeouts();
             self.publish_latency();
+            self.fetch_second();
         }
+        self.tell_haves();
+        self.refill_requests();
         let interval =
             choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
         if now.duration_since(self.last_rechoke) >= interval {
@@ -542,6 +557,10 @@ impl Worker {
             let idle = c.sending == super::conn::Sending::Nothing;
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
                 Ok(Tick::KeepAlive) => c.pump_send(slot, core),
+                Ok(Tick::Snubbed) => {
+                    c.give_back_requests(core);
+                    c.fill_requests(slot, core);
+                }
                 Ok(Tick::Nothing) => {}
                 Err(reason) => c.close(slot, reason, core),
             }
@@ -612,6 +631,7 @@ impl Worker {
         }
         for c in self.conns.iter_mut().flatten() {
             c.peer.uploaded_this_round = 0;
+            c.peer.new_download_round();
         }
     }
 
@@ -754,6 +774,143 @@ impl Worker {
             if confirmed && !was_paying {
                 self.admit_payer(to.slot);
                 self.check_free_starved();
+            }
+        }
+    }
+
+    /// After a batch of completions: closes banned peers, cancels endgame requests another
+    /// peer answered, and tells peers of pieces just written.
+    fn fetch_events(&mut self) {
+        let f = &mut self.core.fetches;
+        if !f.news && f.banned.is_empty() && f.cancels.is_empty() {
+            return;
+        }
+        let banned = std::mem::take(&mut f.banned);
+        let cancels = std::mem::take(&mut f.cancels);
+        for (id, ip) in banned {
+            let ip = ip.to_canonical();
+            self.close_where(Reason::BadData, |c| {
+                c.addr.ip().to_canonical() == ip && c.torrent.as_ref().is_some_and(|t| t.id == id)
+            });
+        }
+        if !cancels.is_empty() {
+            for slot in 0..self.conns.len() {
+                let core = &mut self.core;
+                let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                    continue;
+                };
+                let Some(id) = c.torrent.as_ref().map(|t| t.id) else {
+                    continue;
+                };
+                let mut any = false;
+                for (_, req) in cancels.iter().filter(|(t, _)| *t == id) {
+                    any |= c.peer.cancel(*req, &mut c.ctrl);
+                }
+                if any {
+                    c.fill_requests(slot, core);
+                    c.pump_send(slot, core);
+                }
+            }
+        }
+        self.tell_haves();
+    }
+
+    /// Tells this worker's peers of the pieces any worker verified since they were last told
+    /// (skipping peers that have the piece), updates our interest in them, and parts with
+    /// seeds once a torrent is complete.
+    fn tell_haves(&mut self) {
+        self.core.fetches.news = false;
+        let mut news: Vec<([u8; 20], Vec<u32>)> = Vec::new();
+        for t in self.core.torrents.values().filter(|t| t.downloads()) {
+            let f = self.core.fetches.torrents.entry(t.id).or_default();
+            let log = super::lock(&t.fetch.done_log);
+            if log.len() > f.told {
+                news.push((t.id, log[f.told..].to_vec()));
+                f.told = log.len();
+            }
+        }
+        if news.is_empty() {
+            return;
+        }
+        for slot in 0..self.conns.len() {
+            let core = &mut self.core;
+            let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                continue;
+            };
+            let Some(t) = c.torrent.clone() else { continue };
+            let Some((_, pieces)) = news.iter().find(|(id, _)| *id == t.id) else {
+                continue;
+            };
+            for &i in pieces {
+                if !c.peer.peer_has(i) {
+                    Message::Have(i).encode(&mut c.ctrl);
+                }
+                c.peer.we_got(i);
+            }
+            c.peer
+                .update_interest(super::peer::TorrentView::of(&t), &mut c.ctrl);
+            let n = t.pieces.num_pieces();
+            if t.pieces.verified.is_full() && n > 0 && c.peer.peer_has_count() == n {
+                c.close(slot, Reason::BothSeeds, core);
+            } else {
+                c.pump_send(slot, core);
+            }
+            self.maybe_free(slot);
+        }
+    }
+
+    /// Every tick: peers whose pipelines have room (or that waited for download tokens) ask
+    /// for more blocks.
+    fn refill_requests(&mut self) {
+        if self.core.fetches.torrents.is_empty() {
+            return;
+        }
+        for slot in 0..self.conns.len() {
+            let core = &mut self.core;
+            let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                continue;
+            };
+            if c.torrent.as_ref().is_some_and(|t| t.fetching()) {
+                c.fill_requests(slot, core);
+            }
+        }
+    }
+
+    /// Once a second: download rates, and the parts of torrents that stopped downloading.
+    fn fetch_second(&mut self) {
+        for c in self.conns.iter_mut().flatten() {
+            c.peer.sample_rate();
+        }
+        let stopped: Vec<_> = self
+            .core
+            .torrents
+            .values()
+            .filter(|t| {
+                t.downloads() && !t.fetching() && self.core.fetches.torrents.contains_key(&t.id)
+            })
+            .filter(|t| {
+                self.core
+                    .fetches
+                    .torrents
+                    .get(&t.id)
+                    .is_some_and(|f| !f.parts.is_empty())
+            })
+            .cloned()
+            .collect();
+        for t in stopped {
+            self.core.fetches.drop_torrent(&t);
+            for slot in 0..self.conns.len() {
+                let core = &mut self.core;
+                let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                    continue;
+                };
+                if c.torrent.as_ref().is_some_and(|x| x.id == t.id) {
+                    c.peer.cancel_all(&mut c.ctrl);
+                    c.owned.clear();
+                    c.peer
+                        .update_interest(super::peer::TorrentView::of(&t), &mut c.ctrl);
+                    c.pump_send(slot, core);
+                }
             }
         }
     }

@@ -1,23 +1,47 @@
-//! Reading torrent data from disk: a torrent's files opened once, read by linear range with pad
-//! entries filled with zeros.
+//! Torrent data on disk: a torrent's files opened once, read by linear range with pad entries
+//! filled with zeros, and (for a download) created on first write inside the download directory
+//! only.
 //!
 //! Paths come from a validated [`FileLayout`], so they are always plain relative paths below the
-//! download directory.
+//! download directory. A download creates its files with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` from the directory's descriptor, so neither a `..` nor a symlink planted
+//! in the directory tree can make it write anywhere else.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
-use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::fcntl::{OFlag, OpenHow, PosixFadviseAdvice, ResolveFlag, posix_fadvise};
+use nix::sys::stat::Mode;
 
 use crate::metainfo::FileLayout;
 
-/// A torrent's data files, opened read-only. Files that do not exist stay unopened, and reads that
-/// touch them report missing data rather than an error.
+/// A torrent's data files. Files that do not exist stay unopened, and reads that touch them
+/// report missing data rather than an error. Each file is opened at most once, so a descriptor
+/// handed out stays valid as long as `self` lives.
 #[derive(Debug)]
 pub struct DataFiles {
-    files: Vec<Option<File>>,
+    files: Box<[OnceLock<File>]>,
+    /// Set when the torrent is downloaded: how missing files are created.
+    create: Option<Creator>,
+}
+
+/// How a download creates its files.
+#[derive(Debug)]
+struct Creator {
+    /// The download directory, opened once (`O_PATH`): every file is created beneath it.
+    root: OwnedFd,
+    root_path: PathBuf,
+    /// Reserve each file's full size with `fallocate` when it is created (never zero-filled);
+    /// otherwise files are sparse and grow as pieces are written.
+    preallocate: bool,
+    /// Per file: its relative path and length (pads and empty files included).
+    entries: Vec<(PathBuf, u64, bool)>,
+    /// Two workers writing the first pieces of one file create it once.
+    lock: Mutex<()>,
 }
 
 /// What a read found.
@@ -30,12 +54,13 @@ pub enum ReadOutcome {
 }
 
 impl DataFiles {
-    /// Opens every non-pad file of `layout` under `root`. Never creates anything.
+    /// Opens every non-pad file of `layout` under `root`, read-only. Never creates anything.
     pub fn open(layout: &FileLayout, root: &Path) -> io::Result<Self> {
         let mut files = Vec::with_capacity(layout.files.len());
         for f in &layout.files {
+            let cell = OnceLock::new();
             if f.pad || f.length == 0 {
-                files.push(None);
+                files.push(cell);
                 continue;
             }
             match File::open(root.join(f.rel_path())) {
@@ -43,10 +68,10 @@ impl DataFiles {
                     // Sequential hint doubles the kernel's read-ahead window for this file; a
                     // failure only loses the hint.
                     let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
-                    files.push(Some(file))
+                    let _ = cell.set(file);
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => files.push(None),
-                Err(e) if e.kind() == io::ErrorKind::IsADirectory => files.push(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {}
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
@@ -54,8 +79,113 @@ impl DataFiles {
                     ));
                 }
             }
+            files.push(cell);
         }
-        Ok(DataFiles { files })
+        Ok(DataFiles {
+            files: files.into(),
+            create: None,
+        })
+    }
+
+    /// Opens `layout`'s files under `root` for a download: the ones present read-write, the
+    /// others created on their first write ([`DataFiles::writable_fd`]). `root` is created if
+    /// missing. Nothing is opened or created through a symlink or outside `root`.
+    pub fn open_for_download(
+        layout: &FileLayout,
+        root: &Path,
+        preallocate: bool,
+    ) -> io::Result<Self> {
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", root.display()));
+        std::fs::create_dir_all(root).map_err(with_path)?;
+        let root_fd = nix::fcntl::open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| with_path(e.into()))?;
+        let entries: Vec<(PathBuf, u64, bool)> = layout
+            .files
+            .iter()
+            .map(|f| (f.rel_path(), f.length, f.pad))
+            .collect();
+        let files: Box<[OnceLock<File>]> = entries.iter().map(|_| OnceLock::new()).collect();
+        let creator = Creator {
+            root: root_fd,
+            root_path: root.to_path_buf(),
+            preallocate,
+            entries,
+            lock: Mutex::new(()),
+        };
+        for (i, (rel, len, pad)) in creator.entries.iter().enumerate() {
+            if *pad || *len == 0 {
+                continue;
+            }
+            match creator.open_beneath(rel, OFlag::O_RDWR) {
+                Ok(fd) => {
+                    let _ = files[i].set(File::from(fd));
+                }
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(creator.error(rel, e)),
+            }
+        }
+        Ok(DataFiles {
+            files,
+            create: Some(creator),
+        })
+    }
+
+    /// Whether this torrent's files are created as it downloads.
+    pub fn writable(&self) -> bool {
+        self.create.is_some()
+    }
+
+    /// The descriptor of file `index` for writing, creating the file (and its directories)
+    /// beneath the download directory on first use.
+    pub fn writable_fd(&self, index: usize) -> io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let Some(c) = &self.create else {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the torrent's files are open read-only",
+            ));
+        };
+        let cell = self
+            .files
+            .get(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such file"))?;
+        if let Some(f) = cell.get() {
+            return Ok(f.as_raw_fd());
+        }
+        let _guard = crate::engine::lock(&c.lock);
+        if let Some(f) = cell.get() {
+            return Ok(f.as_raw_fd());
+        }
+        let (rel, len, _) = &c.entries[index];
+        let file = c.create(rel, *len)?;
+        let _ = cell.set(file);
+        cell.get()
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| io::Error::other("file vanished"))
+    }
+
+    /// Creates every file not created yet (the empty ones, typically), so a complete download
+    /// has every file of the torrent on disk.
+    pub fn create_missing(&self) -> io::Result<()> {
+        let Some(c) = &self.create else {
+            return Ok(());
+        };
+        for (i, (rel, len, pad)) in c.entries.iter().enumerate() {
+            if *pad {
+                continue;
+            }
+            if *len > 0 {
+                self.writable_fd(i)?;
+            } else {
+                let _guard = crate::engine::lock(&c.lock);
+                c.create(rel, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Fills `buf` with the torrent's bytes at linear offset `start`.
@@ -69,7 +199,7 @@ impl DataFiles {
                 out.fill(0);
                 continue;
             }
-            let Some(file) = &self.files[span.file] else {
+            let Some(file) = self.files.get(span.file).and_then(OnceLock::get) else {
                 outcome = ReadOutcome::Missing;
                 continue;
             };
@@ -87,13 +217,13 @@ impl DataFiles {
     /// descriptor stays valid as long as `self` lives.
     pub fn raw_fd(&self, index: usize) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        self.files.get(index)?.as_ref().map(|f| f.as_raw_fd())
+        self.files.get(index)?.get().map(|f| f.as_raw_fd())
     }
 
     /// Asks the kernel to start reading a linear range into the page cache.
     pub fn prefetch(&self, layout: &FileLayout, start: u64, len: u64) {
         for span in layout.linear_spans(start, len) {
-            if let Some(Some(file)) = self.files.get(span.file) {
+            if let Some(file) = self.files.get(span.file).and_then(OnceLock::get) {
                 // A failure only loses the hint.
                 let _ = posix_fadvise(
                     file,
@@ -103,6 +233,82 @@ impl DataFiles {
                 );
             }
         }
+    }
+
+    /// Flushes every open file's data to the device (before a resume bitfield is trusted
+    /// across a power loss).
+    pub fn sync(&self) -> io::Result<()> {
+        for f in self.files.iter().filter_map(OnceLock::get) {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+impl Creator {
+    const RESOLVE: ResolveFlag =
+        ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_SYMLINKS);
+
+    fn open_beneath(&self, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+        let mut how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(Self::RESOLVE);
+        if flags.contains(OFlag::O_CREAT) {
+            // openat2 refuses a mode without O_CREAT.
+            how = how.mode(Mode::from_bits_truncate(0o644));
+        }
+        nix::fcntl::openat2(self.root.as_fd(), rel, how)
+    }
+
+    fn error(&self, rel: &Path, e: nix::errno::Errno) -> io::Error {
+        let what = match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::EXDEV => {
+                " (a symlink or a path leaving the download directory)"
+            }
+            _ => "",
+        };
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}{what}", self.root_path.join(rel).display()),
+        )
+    }
+
+    /// Creates `rel` (and its parent directories) beneath the root, reserving `len` bytes when
+    /// preallocating.
+    fn create(&self, rel: &Path, len: u64) -> io::Result<File> {
+        if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let mut dir = PathBuf::new();
+            for comp in parent.components() {
+                dir.push(comp);
+                match self.open_beneath(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(self.error(&dir, e)),
+                }
+                // The parent exists and was checked just above (or is the root).
+                match nix::sys::stat::mkdirat(
+                    self.root.as_fd(),
+                    &dir,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(self.error(&dir, e)),
+                }
+                // Re-check: what was created (or raced in) must be a real directory.
+                self.open_beneath(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                    .map_err(|e| self.error(&dir, e))?;
+            }
+        }
+        let fd = self
+            .open_beneath(rel, OFlag::O_RDWR | OFlag::O_CREAT)
+            .map_err(|e| self.error(rel, e))?;
+        let file = File::from(fd);
+        if self.preallocate && len > 0 {
+            let size = i64::try_from(len).unwrap_or(i64::MAX);
+            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size)
+                .map_err(|e| self.error(rel, e))?;
+        }
+        Ok(file)
     }
 }
 
@@ -121,4 +327,104 @@ fn read_full_at(file: &File, buf: &mut [u8], mut offset: u64) -> io::Result<usiz
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::FileEntry;
+
+    fn layout(files: &[(&[&str], u64)]) -> FileLayout {
+        let entries = files
+            .iter()
+            .map(|(p, len)| FileEntry {
+                path: p.iter().map(|s| s.to_string()).collect(),
+                length: *len,
+                offset: 0,
+                pad: false,
+                executable: false,
+                pieces_root: None,
+            })
+            .collect();
+        FileLayout::new(entries, 16384).unwrap()
+    }
+
+    #[test]
+    fn files_are_created_on_first_write_with_their_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[
+            (&["t", "a"], 10),
+            (&["t", "sub", "empty"], 0),
+            (&["t", "b"], 5),
+        ]);
+        let d = DataFiles::open_for_download(&l, dir.path(), false).unwrap();
+        assert!(
+            !dir.path().join("t").exists(),
+            "nothing is created before a write"
+        );
+        let fd = d.writable_fd(2).unwrap();
+        // SAFETY: fd belongs to `d`, alive for this call.
+        let f = unsafe {
+            std::mem::ManuallyDrop::new(<File as std::os::fd::FromRawFd>::from_raw_fd(fd))
+        };
+        f.write_all_at(b"hello", 0).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("t/b")).unwrap(), b"hello");
+        assert!(!dir.path().join("t/sub").exists());
+        d.create_missing().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("t/sub/empty"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(dir.path().join("t/a").exists());
+        let mut buf = [0u8; 5];
+        assert_eq!(d.read(&l, 10, &mut buf).unwrap(), ReadOutcome::Complete);
+        assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn preallocation_reserves_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[(&["big"], 1 << 20)]);
+        let d = DataFiles::open_for_download(&l, dir.path(), true).unwrap();
+        d.writable_fd(0).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("big")).unwrap().len(),
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn a_symlink_in_the_tree_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("t")).unwrap();
+        let l = layout(&[(&["t", "a"], 10)]);
+        let e = DataFiles::open_for_download(&l, dir.path(), false).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        // A symlink planted after the open is refused at creation.
+        std::fs::remove_file(dir.path().join("t")).unwrap();
+        let d = DataFiles::open_for_download(&l, dir.path(), false).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("t")).unwrap();
+        let e = d.writable_fd(0).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        // A file that is itself a symlink is refused at open.
+        std::os::unix::fs::symlink(outside.path().join("x"), dir.path().join("f")).unwrap();
+        std::fs::write(outside.path().join("x"), b"abc").unwrap();
+        let l = layout(&[(&["f"], 3)]);
+        let e = DataFiles::open_for_download(&l, dir.path(), false).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(std::fs::read(outside.path().join("x")).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn read_only_files_refuse_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[(&["a"], 10)]);
+        let d = DataFiles::open(&l, dir.path()).unwrap();
+        assert!(!d.writable());
+        assert!(d.writable_fd(0).is_err());
+    }
 }

@@ -28,6 +28,10 @@
 //!   `min interval`. After a failure of every tracker it is due after an exponential backoff
 //!   (capped), still never sooner than `min interval` after the last success. Events
 //!   (`completed`, `stopped`) are sent at once.
+//! - While the torrent downloads (`left > 0`) and the trackers return no peers, the next
+//!   announce comes sooner: after [`AnnouncerConfig::empty_retry_base`], doubling each time, up
+//!   to the tracker's interval, and never sooner than `min interval` (racing users add a
+//!   torrent the moment it is uploaded, before any seed has announced).
 //! - Time comes from an injectable [`Clock`], so the schedule is testable without sleeping.
 
 use std::sync::Arc;
@@ -51,6 +55,9 @@ pub struct AnnouncerConfig {
     pub retry_cap: Duration,
     /// Time allowed for all `stopped` announces at shutdown together.
     pub stop_deadline: Duration,
+    /// First wait after an announce that returned no peers while downloading; doubled after
+    /// each further empty answer, up to the interval.
+    pub empty_retry_base: Duration,
 }
 
 impl Default for AnnouncerConfig {
@@ -60,6 +67,7 @@ impl Default for AnnouncerConfig {
             retry_base: Duration::from_secs(30),
             retry_cap: Duration::from_secs(3600),
             stop_deadline: Duration::from_secs(5),
+            empty_retry_base: Duration::from_secs(5),
         }
     }
 }
@@ -142,6 +150,8 @@ pub struct Announcer {
     last_success: Option<Instant>,
     failures: u32,
     completed_pending: bool,
+    /// Successful announces in a row that returned no peers while downloading.
+    empty_answers: u32,
     stopped: bool,
     last_error: Option<TrackerError>,
 }
@@ -197,6 +207,7 @@ impl Announcer {
             last_success: None,
             failures: 0,
             completed_pending: false,
+            empty_answers: 0,
             stopped: false,
             last_error: None,
         }
@@ -278,7 +289,7 @@ impl Announcer {
                 let url = tracker.url.clone();
                 match transport.announce(&url, &req).await {
                     Ok(response) => {
-                        self.on_success(t, i, event, &response);
+                        self.on_success(t, i, event, &response, stats.left);
                         return AnnounceOutcome::Announced {
                             url,
                             event,
@@ -361,7 +372,14 @@ impl Announcer {
         }
     }
 
-    fn on_success(&mut self, tier: usize, index: usize, event: Event, r: &AnnounceResponse) {
+    fn on_success(
+        &mut self,
+        tier: usize,
+        index: usize,
+        event: Event,
+        r: &AnnounceResponse,
+        left: u64,
+    ) {
         let now = (self.clock)();
         let mut tracker = self.tiers[tier].remove(index);
         tracker.started = true;
@@ -382,11 +400,22 @@ impl Announcer {
         self.last_success = Some(now);
         self.interval = Some(r.interval);
         self.min_interval = r.min_interval;
+        let min = r.min_interval.unwrap_or_default();
         self.next_due = if self.completed_pending {
             // A `started` went to a tracker new to us; `completed` is still owed.
             now
+        } else if left > 0 && r.peers.is_empty() {
+            // Downloading and nobody to download from: ask again soon.
+            self.empty_answers = self.empty_answers.saturating_add(1);
+            let wait = self
+                .config
+                .empty_retry_base
+                .saturating_mul(1u32 << (self.empty_answers - 1).min(20))
+                .min(r.interval);
+            now + wait.max(min)
         } else {
-            now + r.interval.max(r.min_interval.unwrap_or_default())
+            self.empty_answers = 0;
+            now + r.interval.max(min)
         };
     }
 
@@ -480,9 +509,41 @@ mod tests {
             tracker_id: None,
             complete: Some(1),
             incomplete: Some(0),
-            peers: vec![],
+            peers: vec![std::net::SocketAddr::from(([127, 0, 0, 9], 6881))],
             warning: None,
         })
+    }
+
+    fn ok_empty(interval: u64, min: Option<u64>) -> Result<AnnounceResponse, TrackerError> {
+        ok(interval, min).map(|r| AnnounceResponse { peers: vec![], ..r })
+    }
+
+    #[tokio::test]
+    async fn no_peers_while_downloading_reannounces_sooner_within_min_interval() {
+        let (clock, c) = ManualClock::new();
+        let mut a = announcer(&[&["http://a/announce"]], c);
+        let t = Scripted::default();
+        let u = "http://a/announce";
+        let start = clock.now();
+        t.push(u, ok_empty(1800, None));
+        a.announce_now(&t, STATS).await;
+        assert_eq!(a.next_due(), start + Duration::from_secs(5));
+        clock.advance(Duration::from_secs(5));
+        t.push(u, ok_empty(1800, None));
+        a.announce_now(&t, STATS).await;
+        assert_eq!(a.next_due(), clock.now() + Duration::from_secs(10));
+        // `min interval` is a floor.
+        t.push(u, ok_empty(1800, Some(60)));
+        a.announce_now(&t, STATS).await;
+        assert_eq!(a.next_due(), clock.now() + Duration::from_secs(60));
+        // Peers at last: back to the interval.
+        t.push(u, ok(1800, Some(60)));
+        a.announce_now(&t, STATS).await;
+        assert_eq!(a.next_due(), clock.now() + Duration::from_secs(1800));
+        // A seed with no peers to fetch from waits the interval.
+        t.push(u, ok_empty(1800, None));
+        a.announce_now(&t, TransferStats { left: 0, ..STATS }).await;
+        assert_eq!(a.next_due(), clock.now() + Duration::from_secs(1800));
     }
 
     struct ManualClock(Arc<Mutex<Instant>>);

@@ -52,6 +52,16 @@ pub fn read(fd: RawFd, buf: &mut [u8], ud: UserData) -> squeue::Entry {
         .user_data(ud.encode())
 }
 
+/// Writes `buf` to `fd` at `offset`.
+///
+/// **Keep alive:** `buf` until the completion.
+pub fn write(fd: RawFd, buf: &[u8], offset: u64, ud: UserData) -> squeue::Entry {
+    opcode::Write::new(types::Fd(fd), buf.as_ptr(), len32(buf.len()))
+        .offset(offset)
+        .build()
+        .user_data(ud.encode())
+}
+
 /// A timeout that completes (with `-ETIME`) after `ts`.
 ///
 /// **Keep alive:** `ts`, which the kernel reads when the submission is consumed (keep it in a

@@ -33,11 +33,13 @@ pub enum Op {
     SpliceOut = 10,
     /// The completion of an `async_cancel` itself (not of the operation it cancels).
     Cancel = 11,
+    /// Write of a downloaded piece's data to a file (slot: the worker's write, seq: the span).
+    Write = 12,
 }
 
 impl Op {
     /// Every kind, in numeric order.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Accept,
         Op::Wake,
         Op::Tick,
@@ -49,6 +51,7 @@ impl Op {
         Op::SpliceIn,
         Op::SpliceOut,
         Op::Cancel,
+        Op::Write,
     ];
 
     /// The kind numbered `kind`, or `None` for a number no [`Op`] has.
@@ -65,6 +68,7 @@ impl Op {
             9 => Op::SpliceIn,
             10 => Op::SpliceOut,
             11 => Op::Cancel,
+            12 => Op::Write,
             _ => return None,
         })
     }
@@ -195,9 +199,9 @@ mod tests {
     #[test]
     fn unknown_kinds_decode_to_none() {
         assert_eq!(UserData::decode(0), None);
-        assert_eq!(UserData::decode(12 << 56), None);
+        assert_eq!(UserData::decode(13 << 56), None);
         assert_eq!(UserData::decode(u64::MAX), None);
-        for kind in 12..=255u8 {
+        for kind in 13..=255u8 {
             assert_eq!(Op::from_u8(kind), None);
             assert_eq!(UserData::decode(u64::from(kind) << 56 | 5), None);
         }

@@ -6,6 +6,7 @@
 //! connection, so a handler holds the connection and the worker's state at once and never looks
 //! its slot up again.
 
+mod fetch;
 mod recv;
 mod send;
 
@@ -79,6 +80,8 @@ pub(super) struct Conn {
     pub slot: Option<SlotKind>,
     /// A confirmed payer became interested: the worker admits it (see `Worker::admit_payer`).
     pub wants_paid_slot: bool,
+    /// The peer unchoked us or announced pieces: ask it for blocks.
+    pub wants_blocks: bool,
     /// A free peer became interested and every slot was held.
     pub slot_refused: bool,
     /// Set once the peer's extension handshake names `rs_speed` (and speed is enabled).
@@ -90,6 +93,10 @@ pub(super) struct Conn {
     pub pex: bool,
     /// The swarm generation this peer last heard (`None`: nothing yet).
     pub pex_heard: Option<u64>,
+    /// Pieces this peer fetches whole (download side; see `fetch.rs`).
+    pub owned: Vec<u32>,
+    /// Its requests wait for download-limit tokens (retried every tick).
+    pub dl_waiting: bool,
 }
 
 impl Conn {
@@ -132,11 +139,14 @@ impl Conn {
             memory_turn: false,
             slot: None,
             wants_paid_slot: false,
+            wants_blocks: false,
             slot_refused: false,
             speed: None,
             listen_addr: None,
             pex: false,
             pex_heard: None,
+            owned: Vec::new(),
+            dl_waiting: false,
         }
     }
 
@@ -156,7 +166,12 @@ impl Conn {
             unchoked: !self.peer.am_choking(),
             since: self.peer.choke_changed(),
             uploaded_since_unchoke: self.peer.uploaded_since_unchoke,
-            recent_upload: self.peer.uploaded_this_round,
+            // While we download, peers are rewarded for what they give us (tit for tat).
+            recent_upload: if self.torrent.as_ref().is_some_and(|t| t.fetching()) {
+                self.peer.downloaded_this_round()
+            } else {
+                self.peer.uploaded_this_round
+            },
         }
     }
 
@@ -193,6 +208,7 @@ impl Conn {
         }
         self.closing = Some(reason);
         core.stats.add(&core.stats.disconnects[reason as usize], 1);
+        self.leave_fetch(core);
         if let Some(kind) = self.slot.take() {
             core.held.release(kind);
         }

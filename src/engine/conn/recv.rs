@@ -14,10 +14,17 @@ use crate::speed::peer::PeerSpeed;
 use crate::uring::{Op, UserData, ops};
 use crate::wire::{self, Handshake, Message, WireError};
 
+/// Receive buffer of a connection we download from.
+const DOWNLOAD_RECV: usize = 256 << 10;
+
 impl Conn {
     pub fn post_recv(&mut self, slot: usize, core: &mut Core) {
         if self.recv_posted || self.closing.is_some() {
             return;
+        }
+        if self.recv.len() < DOWNLOAD_RECV && !self.peer.asked().is_empty() {
+            // Blocks are on their way: room for many per receive, not one message at a time.
+            self.recv.resize(DOWNLOAD_RECV, 0);
         }
         if self.recv_len == self.recv.len() {
             // Full with an incomplete message: grow (its length was checked against the bound
@@ -55,6 +62,10 @@ impl Conn {
             self.close(slot, reason, core);
             return;
         }
+        self.give_back_requests(core);
+        if std::mem::take(&mut self.wants_blocks) || !self.peer.asked().is_empty() {
+            self.fill_requests(slot, core);
+        }
         self.pump_uploads(slot, core);
         self.pump_send(slot, core);
         self.post_recv(slot, core);
@@ -81,7 +92,8 @@ impl Conn {
         // Keep the incomplete rest at the front.
         self.recv.copy_within(pos..self.recv_len, 0);
         self.recv_len -= pos;
-        if self.recv_len == 0 && self.recv.len() > RECV_SHRINK_ABOVE {
+        if self.recv_len == 0 && self.recv.len() > RECV_SHRINK_ABOVE && self.peer.asked().is_empty()
+        {
             self.recv = vec![0; RECV_INITIAL];
         }
         if result.is_ok() {
@@ -122,6 +134,10 @@ impl Conn {
                 .get(&info_hash)
                 .cloned()
                 .ok_or(Reason::UnknownTorrent)?;
+            if crate::engine::lock(&t.fetch.blame).is_banned(self.addr.ip()) {
+                t.fetch.banned_refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(Reason::Banned);
+            }
             t.peers.fetch_add(1, Ordering::Relaxed);
             self.torrent = Some(t);
             // Answer at once: some peers wait for our handshake before sending their peer id.
@@ -189,6 +205,17 @@ impl Conn {
                 self.pex_join(core);
                 self.speed_start(slot, core);
             }
+            // The block borrows the receive buffer: only disjoint fields are touched here.
+            Action::Block { req, data, late: _ } => super::fetch::take_block(
+                &self.torrent,
+                self.addr,
+                &mut self.owned,
+                req,
+                data,
+                core,
+            )?,
+            Action::MayRequest => self.wants_blocks = true,
+            Action::Pex(payload) => pex_learn(&self.torrent, payload, core),
         }
         if self.ctrl.len() > core.rules.max_send_backlog {
             return Err(Reason::SendBacklog);
@@ -280,3 +307,28 @@ fn speed_message(
         .encode(ctrl);
     }
 }
+
+/// Peers a BEP 11 message names, kept for the control thread to dial while the torrent
+/// downloads (bounded: a peer cannot grow the list past [`MAX_LEARNED`]).
+fn pex_learn(
+    torrent: &Option<std::sync::Arc<crate::engine::Torrent>>,
+    payload: &[u8],
+    _core: &Core,
+) {
+    let Some(t) = torrent else { return };
+    let Ok(msg) = crate::wire::pex::PexMessage::parse(payload) else {
+        return;
+    };
+    let mut learned = crate::engine::lock(&t.fetch.learned);
+    for (addr, _) in msg.added {
+        if learned.len() >= MAX_LEARNED {
+            break;
+        }
+        if !learned.contains(&addr) {
+            learned.push(addr);
+        }
+    }
+}
+
+/// Addresses learned by peer exchange waiting for the control thread.
+const MAX_LEARNED: usize = 1000;

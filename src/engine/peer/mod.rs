@@ -7,12 +7,12 @@
 //! no ring, and keeps no pointer into the worker, so the tests beside it drive it message by
 //! message.
 //!
-//! Both directions live here. The upload side is complete: interest, choking (the worker
-//! decides who is unchoked, see [`crate::choking`]; [`Peer::choke`] and [`Peer::unchoke`] carry
-//! it out), the peer's request queue with BEP 6 rejects and allowed-fast pieces, BEP 9 metadata
-//! answers. For the download side it keeps what the peer tells about itself (its pieces, whether
-//! it chokes us, the pieces it allows us while choked) so the piece picker can be added beside
-//! it; today ringseed requests nothing, so any block that arrives is unrequested.
+//! Both directions live here. The upload side: interest, choking (the worker decides who is
+//! unchoked, see [`crate::choking`]; [`Peer::choke`] and [`Peer::unchoke`] carry it out), the
+//! peer's request queue with BEP 6 rejects and allowed-fast pieces, BEP 9 metadata answers. The
+//! download side (`fetch.rs`): what the peer has and whether that interests us, the requests we
+//! have in flight to it, which blocks it may send (anything else closes the connection), the
+//! requests a choke, a reject or a stall gave back ([`Peer::take_dropped`]), and its rate.
 //!
 //! ```text
 //!  Connecting ──connected()──► Handshake ──on_handshake()──► Active ──(close: Reason)
@@ -29,8 +29,11 @@ use crate::pieces::PieceTable;
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{BlockRequest, Handshake, Message};
 
+mod fetch;
 #[cfg(test)]
 mod tests;
+
+pub use fetch::Asked;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct Rules {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub keepalive_interval: Duration,
+    /// Our requests wait this long for a block before the peer counts as snubbing us.
+    pub request_timeout: Duration,
 }
 
 impl Rules {
@@ -81,6 +86,7 @@ impl Rules {
             handshake_timeout: s.handshake_timeout,
             idle_timeout: s.idle_timeout,
             keepalive_interval: s.keepalive_interval,
+            request_timeout: s.request_timeout,
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct TorrentView<'a> {
     /// The info dictionary's exact bytes (BEP 9 serves them).
     pub info: &'a [u8],
     pub private: bool,
+    /// We are downloading it: pieces we lack make a peer interesting.
+    pub fetching: bool,
 }
 
 impl<'a> TorrentView<'a> {
@@ -105,6 +113,7 @@ impl<'a> TorrentView<'a> {
             layout: &t.meta.info.layout,
             info: &t.meta.info.raw,
             private: t.meta.info.private,
+            fetching: t.fetching(),
         }
     }
 
@@ -143,6 +152,16 @@ pub enum Action<'m> {
     ExtHandshake,
     /// An `rs_speed` message, for the connection's speed state.
     Speed(&'m [u8]),
+    /// A block we asked for (`late`: one we had cancelled or lost to a choke, still welcome).
+    Block {
+        req: BlockRequest,
+        data: &'m [u8],
+        late: bool,
+    },
+    /// The peer unchoked us, or allowed us a piece, or announced a piece: requests may go out.
+    MayRequest,
+    /// A BEP 11 peer exchange message.
+    Pex(&'m [u8]),
 }
 
 /// What a tick found.
@@ -151,6 +170,9 @@ pub enum Tick {
     Nothing,
     /// A keep-alive went into `out`.
     KeepAlive,
+    /// Our requests waited too long: the peer is snubbing us; they were cancelled (see
+    /// [`Peer::take_dropped`]).
+    Snubbed,
 }
 
 /// The peer's pieces as it announced them.
@@ -200,6 +222,8 @@ pub struct Peer {
     pub uploaded: u64,
     pub uploaded_since_unchoke: u64,
     pub uploaded_this_round: u64,
+    /// The download side (`fetch.rs`).
+    fetch: fetch::FetchState,
 }
 
 impl Peer {
@@ -232,6 +256,7 @@ impl Peer {
             uploaded: 0,
             uploaded_since_unchoke: 0,
             uploaded_this_round: 0,
+            fetch: fetch::FetchState::new(now),
         }
     }
 
@@ -416,11 +441,12 @@ impl Peer {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => Action::Nothing,
             Message::Choke => {
                 self.peer_choking = true;
+                self.on_choked();
                 Action::Nothing
             }
             Message::Unchoke => {
                 self.peer_choking = false;
-                Action::Nothing
+                Action::MayRequest
             }
             Message::Interested => {
                 self.peer_interested = true;
@@ -451,6 +477,7 @@ impl Peer {
                     return Err(Reason::BadMessage);
                 }
                 self.forget_pieces(t.pieces);
+                self.fetch.wanted = 0;
                 Action::Nothing
             }
             Message::Request(r) => self.on_request(r, t, rules, now, out)?,
@@ -464,13 +491,19 @@ impl Peer {
                 }
                 Action::Nothing
             }
-            // We have requested nothing, so every block is unrequested.
-            Message::Piece { .. } => return Err(Reason::BadMessage),
-            Message::Suggest(_) | Message::Reject(_) => {
+            Message::Piece { index, begin, data } => self.on_block(index, begin, data, now)?,
+            Message::Suggest(_) => {
                 if !self.fast {
                     return Err(Reason::BadMessage);
                 }
                 Action::Nothing
+            }
+            Message::Reject(r) => {
+                if !self.fast {
+                    return Err(Reason::BadMessage);
+                }
+                self.on_reject(r)?;
+                Action::MayRequest
             }
             Message::AllowedFast(i) => {
                 if !self.fast {
@@ -482,7 +515,7 @@ impl Peer {
                 {
                     self.allowed_fast_in.push(i);
                 }
-                Action::Nothing
+                Action::MayRequest
             }
             Message::Extended { id: 0, payload } => {
                 // A bad extension handshake disables extensions for this peer; it is no reason
@@ -501,8 +534,15 @@ impl Peer {
                 self.on_metadata(payload, t, rules, out);
                 Action::Nothing
             }
+            Message::Extended {
+                id: crate::wire::pex::LOCAL_ID,
+                payload,
+            } if !t.private => Action::Pex(payload),
             Message::Extended { .. } => Action::Nothing,
         };
+        if t.fetching {
+            self.update_interest(t, out);
+        }
         if out.len() > rules.max_send_backlog {
             return Err(Reason::SendBacklog);
         }
@@ -523,11 +563,18 @@ impl Peer {
             bits[byte] |= bit;
             self.have.count += 1;
             t.pieces.peer_has(i);
+            if !t.pieces.verified.get(i) {
+                self.fetch.wanted += 1;
+            }
         }
         if self.have.count == n && t.is_seed() {
             return Err(Reason::BothSeeds);
         }
-        Ok(Action::Nothing)
+        Ok(if t.fetching {
+            Action::MayRequest
+        } else {
+            Action::Nothing
+        })
     }
 
     /// BEP 3 sends the bitfield once, first; aria2 sends fresh ones as it completes pieces, so a
@@ -554,7 +601,12 @@ impl Peer {
         if count == n && n > 0 && t.is_seed() {
             return Err(Reason::BothSeeds);
         }
-        Ok(Action::Nothing)
+        self.count_wanted(t);
+        Ok(if t.fetching {
+            Action::MayRequest
+        } else {
+            Action::Nothing
+        })
     }
 
     fn on_have_all(&mut self, t: TorrentView<'_>) -> Result<Action<'static>, Reason> {
@@ -570,7 +622,12 @@ impl Peer {
             bits: Some(full_bitfield(n)),
             count: n,
         };
-        Ok(Action::Nothing)
+        self.count_wanted(t);
+        Ok(if t.fetching {
+            Action::MayRequest
+        } else {
+            Action::Nothing
+        })
     }
 
     fn on_request(
@@ -722,6 +779,9 @@ impl Peer {
             Phase::Active => {
                 if now.saturating_duration_since(self.last_recv) > rules.idle_timeout {
                     return Err(Reason::IdleTimeout);
+                }
+                if self.check_stall(now, rules.request_timeout, out) {
+                    return Ok(Tick::Snubbed);
                 }
                 if send_idle
                     && out.is_empty()

@@ -33,6 +33,7 @@ struct Fixture {
     layout: FileLayout,
     info: Vec<u8>,
     private: bool,
+    fetching: bool,
 }
 
 impl Fixture {
@@ -51,6 +52,7 @@ impl Fixture {
             layout,
             info: (0..INFO_LEN).map(|i| i as u8).collect(),
             private: false,
+            fetching: false,
         }
     }
 
@@ -60,6 +62,11 @@ impl Fixture {
 
     fn empty() -> Fixture {
         Fixture::new(N, [])
+    }
+
+    fn fetching(mut self) -> Fixture {
+        self.fetching = true;
+        self
     }
 
     fn private(mut self) -> Fixture {
@@ -74,6 +81,7 @@ impl Fixture {
             layout: &self.layout,
             info: &self.info,
             private: self.private,
+            fetching: self.fetching,
         }
     }
 
@@ -98,6 +106,7 @@ fn rules() -> Rules {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(120),
         keepalive_interval: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(20),
     }
 }
 
@@ -541,7 +550,7 @@ fn keep_alive_port_and_unknown_messages_change_nothing() {
 fn choke_and_unchoke_track_whether_the_peer_chokes_us() {
     let mut c = active_peer(false, false);
     assert!(c.peer.peer_choking());
-    assert_eq!(c.recv(Message::Unchoke), Ok(Action::Nothing));
+    assert_eq!(c.recv(Message::Unchoke), Ok(Action::MayRequest));
     assert!(!c.peer.peer_choking());
     assert_eq!(c.recv(Message::Choke), Ok(Action::Nothing));
     assert!(c.peer.peer_choking());
@@ -582,14 +591,14 @@ fn losing_interest_while_choked_needs_nothing() {
 }
 
 #[test]
-fn an_unrequested_piece_is_bad_message() {
+fn an_unrequested_piece_is_unrequested_block() {
     let mut c = Conn::open(Fixture::empty(), rules(), true, true);
     let r = c.recv(Message::Piece {
         index: 0,
         begin: 0,
         data: &[1, 2, 3],
     });
-    assert_eq!(r, Err(Reason::BadMessage));
+    assert_eq!(r, Err(Reason::UnrequestedBlock));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,12 +756,12 @@ fn fast_messages_from_a_peer_without_the_fast_extension_are_bad_message() {
 }
 
 #[test]
-fn suggest_and_reject_from_a_fast_peer_are_accepted_silently() {
+fn suggest_from_a_fast_peer_is_accepted_silently_a_reject_of_nothing_asked_closes() {
     let mut c = Conn::open(Fixture::empty(), rules(), true, false);
     assert_eq!(c.recv(Message::Suggest(2)), Ok(Action::Nothing));
     assert_eq!(
         c.recv(Message::Reject(req(2, 0, 16384))),
-        Ok(Action::Nothing)
+        Err(Reason::UnrequestedBlock)
     );
     assert!(c.out.is_empty());
 }
@@ -761,7 +770,7 @@ fn suggest_and_reject_from_a_fast_peer_are_accepted_silently() {
 fn allowed_fast_from_the_peer_is_kept_once_in_range_and_bounded() {
     let n = 100;
     let mut c = Conn::open(Fixture::new(n, []), rules(), true, false);
-    assert_eq!(c.recv(Message::AllowedFast(7)), Ok(Action::Nothing));
+    assert_eq!(c.recv(Message::AllowedFast(7)), Ok(Action::MayRequest));
     c.recv(Message::AllowedFast(7)).unwrap();
     c.recv(Message::AllowedFast(n)).unwrap();
     assert_eq!(c.peer.allowed_fast_in(), [7]);
@@ -1570,4 +1579,147 @@ fn max_message_len_covers_a_request_the_bitfield_and_an_extension_handshake() {
     let mut big = rules();
     big.max_request_len = 1 << 20;
     assert_eq!(p.max_message_len(N, &big), (1 << 20) + 9);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The download side
+
+/// A connection of a torrent we download (nothing verified), from a peer with BEP 6.
+fn leeching(fast: bool) -> Conn {
+    Conn::open(Fixture::new(N, []).fetching(), rules(), fast, false)
+}
+
+#[test]
+fn a_peer_with_pieces_we_lack_interests_us_and_loses_it_when_we_have_them() {
+    let mut c = leeching(true);
+    assert_eq!(c.recv(Message::Have(1)), Ok(Action::MayRequest));
+    assert_eq!(c.sent(), [Message::Interested]);
+    assert!(c.peer.am_interested() && c.peer.wanted());
+    // We verify piece 1: nothing left to want from it.
+    c.t.pieces.verified.set(1);
+    c.peer.we_got(1);
+    c.out.clear();
+    c.peer.update_interest(c.t.view(), &mut c.out);
+    assert_eq!(c.sent(), [Message::NotInterested]);
+    assert!(!c.peer.am_interested());
+    // have_all: everything else is wanted again.
+    assert_eq!(c.recv(Message::HaveAll), Ok(Action::MayRequest));
+    assert_eq!(c.sent(), [Message::Interested]);
+}
+
+#[test]
+fn only_asked_blocks_of_the_asked_length_are_taken() {
+    let mut c = leeching(true);
+    c.recv(Message::HaveAll).unwrap();
+    c.recv(Message::Unchoke).unwrap();
+    let r = req(0, 0, 16384);
+    c.out.clear();
+    c.peer.ask(r, c.t0, &mut c.out);
+    assert_eq!(c.sent(), [Message::Request(r)]);
+    let data = vec![7u8; 16384];
+    let got = c.recv(Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &data,
+    });
+    assert!(matches!(got, Ok(Action::Block { req, late: false, .. }) if req == r));
+    assert_eq!(c.peer.downloaded(), 16384);
+    // The same block again was not asked for.
+    let again = c.recv(Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &data,
+    });
+    assert_eq!(again, Err(Reason::UnrequestedBlock));
+    // A block shorter than asked closes.
+    let mut c = leeching(true);
+    c.recv(Message::HaveAll).unwrap();
+    c.peer.ask(r, c.t0, &mut c.out);
+    let short = c.recv(Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &data[..100],
+    });
+    assert_eq!(short, Err(Reason::UnrequestedBlock));
+}
+
+#[test]
+fn a_cancelled_block_is_still_welcome_and_a_choke_gives_requests_back() {
+    let mut c = leeching(false);
+    c.recv(Message::Bitfield(&[0xff, 0xc0])).unwrap();
+    c.recv(Message::Unchoke).unwrap();
+    let (a, b) = (req(0, 0, 16384), req(0, 16384, 16384));
+    c.peer.ask(a, c.t0, &mut c.out);
+    c.peer.ask(b, c.t0, &mut c.out);
+    c.out.clear();
+    assert!(c.peer.cancel(a, &mut c.out));
+    assert_eq!(c.sent(), [Message::Cancel(a)]);
+    let data = vec![0u8; 16384];
+    let late = c.recv(Message::Piece {
+        index: 0,
+        begin: 0,
+        data: &data,
+    });
+    assert!(matches!(late, Ok(Action::Block { late: true, .. })));
+    // Without BEP 6 a choke drops what was asked.
+    c.recv(Message::Choke).unwrap();
+    assert!(c.peer.asked().is_empty());
+    assert_eq!(c.peer.take_dropped(), [b]);
+    assert!(!c.peer.may_ask(0));
+}
+
+#[test]
+fn a_fast_peer_rejects_what_it_will_not_send() {
+    let mut c = leeching(true);
+    c.recv(Message::HaveAll).unwrap();
+    c.recv(Message::Unchoke).unwrap();
+    let a = req(3, 0, 16384);
+    c.peer.ask(a, c.t0, &mut c.out);
+    // With BEP 6 a choke keeps the requests until the peer rejects them.
+    c.recv(Message::Choke).unwrap();
+    assert_eq!(c.peer.asked().len(), 1);
+    assert_eq!(c.recv(Message::Reject(a)), Ok(Action::MayRequest));
+    assert_eq!(c.peer.take_dropped(), [a]);
+    assert_eq!(c.recv(Message::Reject(a)), Err(Reason::UnrequestedBlock));
+}
+
+#[test]
+fn requests_that_wait_too_long_are_given_back_and_the_peer_is_snubbed() {
+    let mut c = leeching(true);
+    c.recv(Message::HaveAll).unwrap();
+    c.recv(Message::Unchoke).unwrap();
+    assert_eq!(c.peer.pipeline(500), 16);
+    let a = req(1, 0, 16384);
+    c.peer.ask(a, c.t0, &mut c.out);
+    c.out.clear();
+    let later = c.t0 + Duration::from_secs(21);
+    let tick = c.peer.on_tick(later, &c.rules, false, &mut c.out);
+    assert_eq!(tick, Ok(Tick::Snubbed));
+    assert_eq!(c.sent(), [Message::Cancel(a)]);
+    assert_eq!(c.peer.take_dropped(), [a]);
+    assert!(c.peer.snubbed());
+    assert_eq!(c.peer.pipeline(500), 1);
+}
+
+#[test]
+fn the_pipeline_follows_the_rate_within_reqq() {
+    let mut c = leeching(true);
+    c.recv(Message::HaveAll).unwrap();
+    c.recv(Message::Unchoke).unwrap();
+    let data = vec![0u8; 16384];
+    for k in 0..400u32 {
+        let r = req(k % N, 0, 16384);
+        c.peer.ask(r, c.t0, &mut c.out);
+        c.recv(Message::Piece {
+            index: r.index,
+            begin: 0,
+            data: &data,
+        })
+        .unwrap();
+    }
+    // 6.5 MB in the first second: a quarter of it at once (smoothed over about four).
+    c.peer.sample_rate();
+    assert_eq!(c.peer.download_rate(), 400 * 16384 / 4);
+    let p = c.peer.pipeline(2000);
+    assert!(p > 16 && p <= 250, "{p}");
 }

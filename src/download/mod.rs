@@ -1,0 +1,14 @@
+//! The downloading half of the engine, as pure parts with no I/O: which piece to fetch next
+//! ([`picker`]), a piece being assembled from blocks and checked as they arrive ([`part`]), and
+//! who to blame for bad data ([`blame`]). The workers (`engine/fetch.rs`, `engine/conn/`) move
+//! the bytes.
+//!
+//! ```text
+//!   peer has/bitfield ─► availability (PieceTable) ─► picker ─► claim (CAS on `claimed`)
+//!   request blocks ◄── part (per worker) ◄── piece messages; SHA-1 advances in order
+//!   part complete ─► hash check ─► io_uring writes ─► verified bit (Release) ─► have to all
+//! ```
+
+pub mod blame;
+pub mod part;
+pub mod picker;

@@ -1,0 +1,252 @@
+//! The download side of a connection: which blocks to ask the peer for (its own pieces first,
+//! then pieces nobody on this worker fetches, then a new claim, then endgame copies), blocks
+//! that arrive, and requests that come back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Conn;
+use crate::download::part::{Part, Taken};
+use crate::download::picker::{self, Strategy};
+use crate::engine::core::Core;
+use crate::engine::{Reason, Torrent};
+use crate::wire::{BLOCK_SIZE, BlockRequest};
+
+/// Peers asked for one block at most, in endgame.
+const ENDGAME_COPIES: u8 = 2;
+
+impl Conn {
+    /// Asks the peer for blocks until its pipeline is full, as far as its choking, our memory
+    /// budget and the download limits allow.
+    pub fn fill_requests(&mut self, slot: usize, core: &mut Core) {
+        if self.closing.is_some() || !self.is_active() {
+            return;
+        }
+        let Some(t) = self.torrent.clone() else {
+            return;
+        };
+        if !t.fetching() || !self.peer.am_interested() {
+            return;
+        }
+        if self.peer.peer_choking() && self.peer.allowed_fast_in().is_empty() {
+            return;
+        }
+        let target = self.peer.pipeline(core.settings.max_reqq);
+        self.dl_waiting = false;
+        let before = self.peer.asked().len();
+        while self.peer.asked().len() < target {
+            // Both buckets, or neither (the global tokens go back if the torrent's refuse).
+            let len = u64::from(BLOCK_SIZE);
+            if !core.download_limit.try_take(len, core.now) {
+                self.dl_waiting = true;
+                break;
+            }
+            if !t.fetch.download_limit.try_take(len, core.now) {
+                core.download_limit.give_back(len);
+                self.dl_waiting = true;
+                break;
+            }
+            let Some(req) = self.next_block(slot, &t, core) else {
+                core.download_limit.give_back(len);
+                t.fetch.download_limit.give_back(len);
+                break;
+            };
+            self.peer.ask(req, core.now, &mut self.ctrl);
+        }
+        if self.peer.asked().len() > before {
+            self.pump_send(slot, core);
+        }
+    }
+
+    /// The next block to ask this peer for, marked asked in its part.
+    fn next_block(
+        &mut self,
+        slot: usize,
+        t: &Arc<Torrent>,
+        core: &mut Core,
+    ) -> Option<BlockRequest> {
+        let peer = &self.peer;
+        let f = core.fetches.torrents.entry(t.id).or_default();
+        // Its own pieces first: a piece comes whole from one peer where it can.
+        for &i in &self.owned {
+            if let Some(p) = f.parts.get_mut(&i)
+                && peer.may_ask(i)
+                && let Some(b) = p.next_missing()
+            {
+                return Some(p.block(b));
+            }
+        }
+        // Then partial pieces nobody fetches (their peer left or choked): finished before new
+        // ones are started.
+        if let Some(p) = f
+            .parts
+            .values_mut()
+            .find(|p| p.owner.is_none() && p.has_missing() && peer.may_ask(p.index))
+        {
+            p.owner = Some(slot);
+            self.owned.push(p.index);
+            let b = p.next_missing()?;
+            return Some(p.block(b));
+        }
+        // A new piece, while the memory budget allows.
+        let size = t.meta.info.layout.piece_length;
+        if core.fetches.has_room(size, core.settings.download_memory) {
+            let strategy = Strategy::for_progress(
+                t.pieces.verified.count(),
+                core.settings.random_first_pieces,
+            );
+            core.rng = next_rand(core.rng);
+            if let Some(i) =
+                picker::claim(&t.pieces, |i| peer.may_ask(i), strategy, core.rng as u32)
+            {
+                return Some(self.start_part(slot, t, i, true, core));
+            }
+        }
+        // Endgame: nothing is left to claim from this peer. Blocks asked of others go to it too
+        // (each of at most two peers), so the last pieces do not wait on the slowest one.
+        let f = core.fetches.torrents.entry(t.id).or_default();
+        let peer = &self.peer;
+        for p in f.parts.values_mut() {
+            if !peer.may_ask(p.index) {
+                continue;
+            }
+            let index = p.index;
+            let asked = |b: u32| {
+                peer.asked()
+                    .iter()
+                    .any(|a| a.req.index == index && a.req.begin == b * BLOCK_SIZE)
+            };
+            if let Some(b) = p
+                .next_missing()
+                .or_else(|| p.next_duplicate(asked, ENDGAME_COPIES))
+            {
+                return Some(p.block(b));
+            }
+        }
+        // A piece another worker claimed, copied here (endgame across workers).
+        if core.fetches.has_room(size, core.settings.download_memory) {
+            let f = core.fetches.torrents.entry(t.id).or_default();
+            let i = (0..t.pieces.num_pieces()).find(|&i| {
+                !t.pieces.verified.get(i) && !f.parts.contains_key(&i) && self.peer.may_ask(i)
+            })?;
+            return Some(self.start_part(slot, t, i, false, core));
+        }
+        None
+    }
+
+    /// A new part for piece `i`, owned by this peer; returns its first block, asked.
+    fn start_part(
+        &mut self,
+        slot: usize,
+        t: &Torrent,
+        i: u32,
+        claimed: bool,
+        core: &mut Core,
+    ) -> BlockRequest {
+        let size = t.meta.info.layout.piece_size(i) as u32;
+        let mut p = Part::new(i, size, t.meta.info.version.has_v1());
+        p.owner = Some(slot);
+        p.claimed = claimed;
+        core.fetches.memory += size as usize;
+        self.owned.push(i);
+        let b = p.next_missing().unwrap_or(0);
+        let req = p.block(b);
+        core.fetches
+            .torrents
+            .entry(t.id)
+            .or_default()
+            .parts
+            .insert(i, p);
+        req
+    }
+
+    /// Requests the peer gave back (choke, reject, stall): their blocks are free for others.
+    pub fn give_back_requests(&mut self, core: &mut Core) {
+        if !self.peer.has_dropped() {
+            return;
+        }
+        let dropped = self.peer.take_dropped();
+        let Some(t) = &self.torrent else { return };
+        give_back(core, t.id, &dropped);
+    }
+
+    /// The connection is closing: its requests and its pieces go back to the worker.
+    pub fn leave_fetch(&mut self, core: &mut Core) {
+        let Some(t) = self.torrent.clone() else {
+            return;
+        };
+        let mut asked: Vec<BlockRequest> = self.peer.asked().iter().map(|a| a.req).collect();
+        asked.extend(self.peer.take_dropped());
+        give_back(core, t.id, &asked);
+        if let Some(f) = core.fetches.torrents.get_mut(&t.id) {
+            for i in self.owned.drain(..) {
+                if let Some(p) = f.parts.get_mut(&i) {
+                    p.owner = None;
+                }
+            }
+        }
+    }
+}
+
+/// A block we asked for arrived from `addr` (a free function over the connection's fields, as
+/// the block still borrows its receive buffer).
+pub(super) fn take_block(
+    torrent: &Option<Arc<Torrent>>,
+    addr: std::net::SocketAddr,
+    owned: &mut Vec<u32>,
+    req: BlockRequest,
+    data: &[u8],
+    core: &mut Core,
+) -> Result<(), Reason> {
+    let Some(t) = torrent else {
+        return Ok(());
+    };
+    let n = data.len() as u64;
+    core.stats.add(&core.stats.bytes_down, n);
+    core.stats.add(&core.stats.blocks_down, 1);
+    // Relaxed: a statistic.
+    t.downloaded.fetch_add(n, Ordering::Relaxed);
+    let Some(p) = core
+        .fetches
+        .torrents
+        .get_mut(&t.id)
+        .and_then(|f| f.parts.get_mut(&req.index))
+    else {
+        // The piece was finished (or given up) meanwhile.
+        core.stats.add(&core.stats.wasted_blocks, 1);
+        return Ok(());
+    };
+    let shared = p.asked_of_others(req.begin / BLOCK_SIZE);
+    match p.take(req.begin, data, addr.ip()) {
+        Err(_) => return Err(Reason::UnrequestedBlock),
+        Ok(Taken::Duplicate) => core.stats.add(&core.stats.wasted_blocks, 1),
+        Ok(Taken::Stored) => {}
+        Ok(Taken::Complete) => {
+            owned.retain(|&i| i != req.index);
+            core.piece_complete(t, req.index);
+        }
+    }
+    if shared {
+        core.fetches.cancels.push((t.id, req));
+    }
+    Ok(())
+}
+
+fn give_back(core: &mut Core, torrent: [u8; 20], reqs: &[BlockRequest]) {
+    let Some(f) = core.fetches.torrents.get_mut(&torrent) else {
+        return;
+    };
+    for r in reqs {
+        if let Some(p) = f.parts.get_mut(&r.index) {
+            p.unrequest(r.begin / BLOCK_SIZE);
+        }
+    }
+}
+
+/// xorshift64: spreads peers over the torrent when picking.
+fn next_rand(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}

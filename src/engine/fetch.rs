@@ -1,0 +1,263 @@
+//! A worker's share of the downloads: the pieces it is assembling (per torrent), the memory they
+//! hold, and the writes in flight. Connections ask it for blocks to request and hand it the
+//! blocks that arrive (`conn/fetch.rs`); the worker routes write completions here and tells its
+//! peers `have` for every piece any worker finished.
+//!
+//! A piece's life on a worker:
+//!
+//! ```text
+//!  claimed (picker) ─► Part: blocks requested, received, SHA-1 advancing
+//!       ─► complete ─► check ─ bad ─► blame the senders, start over (claim kept)
+//!                          └ good ─► Write: one io_uring write per file span
+//!                                     ─► all written ─► verified bit (Release), done log
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Torrent;
+use super::core::Core;
+use crate::download::part::Part;
+use crate::uring::{Op, UserData, ops};
+
+/// One torrent's pieces in progress on this worker.
+#[derive(Default)]
+pub(crate) struct Fetching {
+    pub parts: HashMap<u32, Part>,
+    /// How far into the torrent's done log this worker's peers have been told.
+    pub told: usize,
+}
+
+/// A verified piece on its way to disk.
+struct Write {
+    torrent: Arc<Torrent>,
+    index: u32,
+    /// The piece's bytes; the kernel reads from here until every span completes.
+    buf: Box<[u8]>,
+    spans: Vec<Span>,
+    pending: u32,
+    error: Option<String>,
+}
+
+/// One file's part of a piece write.
+struct Span {
+    fd: std::os::fd::RawFd,
+    file: usize,
+    /// Offset in the file, and the range of the piece buffer.
+    offset: u64,
+    start: usize,
+    len: usize,
+    /// Bytes written so far (a short write is continued).
+    done: usize,
+}
+
+/// The worker's downloads.
+#[derive(Default)]
+pub(crate) struct Fetches {
+    pub torrents: HashMap<[u8; 20], Fetching>,
+    /// Bytes of part and write buffers held.
+    pub memory: usize,
+    writes: Vec<Option<Write>>,
+    free_writes: Vec<usize>,
+    /// Addresses banned since the worker last closed their connections.
+    pub banned: Vec<([u8; 20], IpAddr)>,
+    /// Blocks that arrived while other peers were asked for them too (endgame): those
+    /// requests are cancelled.
+    pub cancels: Vec<([u8; 20], crate::wire::BlockRequest)>,
+    /// A piece was written since the worker last told its peers.
+    pub news: bool,
+}
+
+impl Fetches {
+    /// Whether a new part of `size` bytes fits the budget (one part always does).
+    pub fn has_room(&self, size: u64, budget: usize) -> bool {
+        self.memory == 0 || self.memory as u64 + size <= budget as u64
+    }
+
+    /// Drops a torrent's parts (stopped, failed, removed), releasing their claims.
+    pub fn drop_torrent(&mut self, t: &Torrent) {
+        if let Some(f) = self.torrents.remove(&t.id) {
+            for (i, p) in f.parts {
+                self.memory -= p.size() as usize;
+                if p.claimed {
+                    t.pieces.claimed.clear(i);
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A part's last block arrived: check it, then write it or start it over.
+    pub fn piece_complete(&mut self, t: &Arc<Torrent>, index: u32) {
+        let Some(f) = self.fetches.torrents.get_mut(&t.id) else {
+            return;
+        };
+        let Some(mut part) = f.parts.remove(&index) else {
+            return;
+        };
+        let v1 = t.meta.info.version.has_v1();
+        if t.pieces.verified.get(index) {
+            // Another worker finished it first (endgame).
+            self.fetches.memory -= part.size() as usize;
+            return;
+        }
+        if !part.check(&t.meta.info) {
+            self.stats.add(&self.stats.hash_failures, 1);
+            t.fetch.hash_failures.fetch_add(1, Ordering::Relaxed);
+            let banned = super::lock(&t.fetch.blame).piece_failed(part.senders());
+            for ip in banned {
+                tracing::warn!(torrent = %t.meta.info.name, %ip, "banned for sending bad data");
+                self.fetches.banned.push((t.id, ip));
+            }
+            part.reset(v1);
+            f.parts.insert(index, part);
+            return;
+        }
+        let claimed = part.claimed;
+        let size = part.size() as usize;
+        let buf = part.into_buffer();
+        if let Err(e) = self.write_piece(t, index, buf) {
+            self.fetches.memory -= size;
+            if claimed {
+                t.pieces.claimed.clear(index);
+            }
+            self.stats.add(&self.stats.write_errors, 1);
+            t.fail(e);
+        }
+    }
+
+    /// Submits the writes of a verified piece: one per file span (pads are not on disk).
+    fn write_piece(&mut self, t: &Arc<Torrent>, index: u32, buf: Box<[u8]>) -> Result<(), String> {
+        let layout = &t.meta.info.layout;
+        let start = u64::from(index) * layout.piece_length;
+        let mut spans = Vec::new();
+        let mut at = 0usize;
+        for s in layout.linear_spans(start, buf.len() as u64) {
+            let len = s.len as usize;
+            if !s.pad {
+                let fd = t.files.writable_fd(s.file).map_err(|e| {
+                    format!(
+                        "creating {}: {e}",
+                        layout.files[s.file].rel_path().display()
+                    )
+                })?;
+                spans.push(Span {
+                    fd,
+                    file: s.file,
+                    offset: s.offset,
+                    start: at,
+                    len,
+                    done: 0,
+                });
+            }
+            at += len;
+        }
+        let w = Write {
+            torrent: t.clone(),
+            index,
+            buf,
+            pending: 0,
+            spans,
+            error: None,
+        };
+        let id = match self.fetches.free_writes.pop() {
+            Some(id) => {
+                self.fetches.writes[id] = Some(w);
+                id
+            }
+            None => {
+                self.fetches.writes.push(Some(w));
+                self.fetches.writes.len() - 1
+            }
+        };
+        let n = self.fetches.writes[id]
+            .as_ref()
+            .map_or(0, |w| w.spans.len());
+        if n == 0 {
+            // A piece of pads only: nothing to write.
+            self.write_finished(id);
+            return Ok(());
+        }
+        for k in 0..n {
+            self.submit_span(id, k);
+        }
+        Ok(())
+    }
+
+    fn submit_span(&mut self, id: usize, k: usize) {
+        let Some(w) = self.fetches.writes.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let s = &w.spans[k];
+        let data = &w.buf[s.start + s.done..s.start + s.len];
+        let e = ops::write(
+            s.fd,
+            data,
+            s.offset + s.done as u64,
+            UserData::new(Op::Write, k as u32, id),
+        );
+        w.pending += 1;
+        // SAFETY: the buffer is owned by the write in the worker's slab, which is kept until
+        // its last span completes (`pending`), and the descriptor by the torrent the write
+        // holds an `Arc` of.
+        unsafe { self.push(e) };
+    }
+
+    /// A span's write completed with `res`.
+    pub fn write_done(&mut self, id: usize, k: usize, res: i32) {
+        let Some(w) = self.fetches.writes.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        w.pending -= 1;
+        let Some(s) = w.spans.get_mut(k) else { return };
+        if res < 0 || (res == 0 && s.done < s.len) {
+            let err = if res < 0 {
+                std::io::Error::from_raw_os_error(-res)
+            } else {
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing")
+            };
+            let path = w.torrent.meta.info.layout.files[s.file].rel_path();
+            w.error.get_or_insert(format!(
+                "writing piece {} to {}: {err}",
+                w.index,
+                path.display()
+            ));
+        } else {
+            s.done += res as usize;
+            if s.done < s.len && w.error.is_none() {
+                self.submit_span(id, k);
+                return;
+            }
+        }
+        if w.pending == 0 {
+            self.write_finished(id);
+        }
+    }
+
+    /// Every span of a write completed: the piece is verified (or the torrent failed).
+    fn write_finished(&mut self, id: usize) {
+        let Some(w) = self.fetches.writes.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        self.fetches.free_writes.push(id);
+        self.fetches.memory -= w.buf.len();
+        let t = &w.torrent;
+        if let Some(e) = w.error {
+            self.stats.add(&self.stats.write_errors, 1);
+            t.pieces.claimed.clear(w.index);
+            tracing::error!(torrent = %t.meta.info.name, "{e}");
+            t.fail(e);
+            return;
+        }
+        // The data is in the page cache: from here on the piece may be served and announced
+        // (Release: whoever sees the bit reads the written bytes).
+        if t.pieces.verified.set(w.index) {
+            super::lock(&t.fetch.done_log).push(w.index);
+            self.stats.add(&self.stats.pieces_done, 1);
+            self.fetches.news = true;
+        }
+    }
+}
