@@ -94,6 +94,30 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Download a torrent (a .torrent file or a magnet link) into a directory from its swarm
+    /// (trackers, peer exchange, --peer), every piece checked; then exit, or keep seeding with
+    /// --seed. Data already in the directory is checked and kept.
+    Download {
+        /// A .torrent file or a magnet URI.
+        source: String,
+        /// Download directory: the torrent's file or top directory goes inside it.
+        #[arg(long)]
+        data: PathBuf,
+        /// A peer to download from (repeatable), besides what trackers and peers name.
+        #[arg(long)]
+        peer: Vec<std::net::SocketAddr>,
+        /// Keep seeding after the download completes, until SIGINT or SIGTERM.
+        #[arg(long)]
+        seed: bool,
+        /// Print progress as JSON lines (one a second, and the final report).
+        #[arg(long)]
+        json: bool,
+        /// Give up (exit 1) when no piece arrived for this many seconds (0 = never).
+        #[arg(long, default_value_t = 300)]
+        stall_timeout: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Seed every torrent the config lists (`[torrents]`): the service mode.
     Run {
         #[command(flatten)]
@@ -548,6 +572,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             serve: args,
         } => serve(&torrent, &data, &args, &config),
         Command::Run { serve: args } => run_node(cli.config.as_deref(), &args, &config),
+        Command::Download {
+            source,
+            data,
+            peer,
+            seed,
+            json,
+            stall_timeout,
+            serve: args,
+        } => {
+            let opts = ringseed::download::cli::DownloadOptions {
+                source,
+                data,
+                peers: peer,
+                seed,
+                stall_timeout: std::time::Duration::from_secs(stall_timeout),
+                hash: config.hash_options(),
+            };
+            download(&opts, json, &args, &config)
+        }
         Command::Ctl(args) => ctl(args, &config),
         Command::Fetch {
             torrent,
@@ -833,6 +876,69 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
     });
     let stats = session.shutdown();
     say!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ringseed download`: a progress bar on a terminal (or JSON lines with `--json`), then the
+/// final report; exit 0 once every piece is verified and on disk.
+fn download(
+    opts: &ringseed::download::cli::DownloadOptions,
+    json: bool,
+    args: &ServeArgs,
+    config: &Config,
+) -> Result<ExitCode> {
+    use ringseed::download::cli;
+    let (settings, options) = serve_setup(args, config)?;
+    let signals = ringseed::serve::signal_thread()?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pieces {prefix}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let every = std::time::Duration::from_millis(if json { 1000 } else { 250 });
+    let result = cli::run(opts, settings, options, &signals, every, |p| {
+        if json {
+            if let Ok(line) = serde_json::to_string(p) {
+                println!("{line}");
+            }
+        } else if let Some(bar) = &bar {
+            bar.set_length(u64::from(p.pieces));
+            bar.set_position(u64::from(p.pieces_done));
+            bar.set_message(format!("{} {}", p.state, p.name));
+            bar.set_prefix(format!(
+                "{:.1} MiB/s, {} peers, ETA {}",
+                p.rate / f64::from(1u32 << 20),
+                p.peers,
+                p.eta_s.map_or("-".into(), |s| format!("{s} s"))
+            ));
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let done = result?;
+    let p = &done.progress;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"done": true, "progress": p, "stats": done.stats})
+        );
+    } else {
+        say!(
+            "{}: {} pieces, {:.3} GiB verified and on disk in {:.1} s ({:.3} GiB received, {} bad pieces, {} peers banned)",
+            p.name,
+            p.pieces,
+            p.size as f64 / GIB,
+            p.elapsed_s,
+            p.downloaded as f64 / GIB,
+            p.hash_failures,
+            p.banned
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use std::sync::RwLock;
 
@@ -90,6 +92,8 @@ pub type ControlTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 enum ControlCommand {
     Add(Arc<Torrent>),
+    /// Peer addresses for a torrent (`--peer`, a magnet's `x.pe`): dialled at once.
+    Peers([u8; 20], Vec<std::net::SocketAddr>),
     /// Stop announcing one torrent (with a `stopped` event to its trackers).
     Remove([u8; 20]),
     /// Run a task on the control thread until shutdown.
@@ -141,6 +145,17 @@ impl SessionHandle {
         let _ = self.commands.send(ControlCommand::Remove(id));
         self.engine.remove_torrent(id)?;
         Ok(())
+    }
+
+    /// Dials `peers` for the torrent `id` (at once, and again later while it needs peers).
+    pub fn add_peers(
+        &self,
+        id: [u8; 20],
+        peers: Vec<std::net::SocketAddr>,
+    ) -> Result<(), SessionError> {
+        self.commands
+            .send(ControlCommand::Peers(id, peers))
+            .map_err(|_| SessionError::Stopped)
     }
 
     /// Runs `task` on the control thread; it is dropped at shutdown.
@@ -321,17 +336,27 @@ fn control_thread(
         }
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = tokio::task::JoinSet::new();
-        // Per torrent, the switch that ends its announce loop.
-        let mut announcing: HashMap<[u8; 20], watch::Sender<bool>> = HashMap::new();
+        // Per torrent, the switch that ends its announce and dial loops, and where its dial
+        // loop hears of peers.
+        let mut running: HashMap<[u8; 20], (watch::Sender<bool>, mpsc::UnboundedSender<Vec<SocketAddr>>)> =
+            HashMap::new();
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 ControlCommand::Add(t) => {
+                    let (own_tx, own_rx) = watch::channel(false);
+                    let (peers_tx, peers_rx) = mpsc::unbounded_channel();
+                    // Re-adding (resume after pause) ends the old loops first.
+                    if let Some((old, _)) = running.insert(t.id, (own_tx, peers_tx.clone())) {
+                        let _ = old.send(true);
+                    }
+                    tasks.spawn(dial_loop(
+                        t.clone(),
+                        engine.clone(),
+                        peers_rx,
+                        stop_rx.clone(),
+                        own_rx.clone(),
+                    ));
                     if options.announce && !t.meta.trackers.is_empty() {
-                        let (own_tx, own_rx) = watch::channel(false);
-                        // Re-adding (resume after pause) ends the old loop first.
-                        if let Some(old) = announcing.insert(t.id, own_tx) {
-                            let _ = old.send(true);
-                        }
                         tasks.spawn(announce_loop(
                             t,
                             engine.clone(),
@@ -339,11 +364,17 @@ fn control_thread(
                             options.clone(),
                             stop_rx.clone(),
                             own_rx,
+                            peers_tx,
                         ));
                     }
                 }
+                ControlCommand::Peers(id, peers) => {
+                    if let Some((_, tx)) = running.get(&id) {
+                        let _ = tx.send(peers);
+                    }
+                }
                 ControlCommand::Remove(id) => {
-                    if let Some(stop) = announcing.remove(&id) {
+                    if let Some((stop, _)) = running.remove(&id) {
                         let _ = stop.send(true);
                     }
                 }
@@ -373,6 +404,7 @@ async fn announce_loop(
     options: SessionOptions,
     mut stop: watch::Receiver<bool>,
     mut own_stop: watch::Receiver<bool>,
+    peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
 ) {
     let port = engine.local_addr().port();
     let mut announcer = Announcer::new(
@@ -387,10 +419,19 @@ async fn announce_loop(
         downloaded: t.downloaded.load(std::sync::atomic::Ordering::Relaxed),
         left: t.left(),
     };
+    // A torrent that completes while running owes its trackers `completed` at once.
+    let mut was_complete = t.left() == 0;
     loop {
         let due = tokio::time::Instant::from_std(announcer.next_due());
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if !was_complete && t.left() == 0 {
+                    was_complete = true;
+                    announcer.mark_completed();
+                }
+                continue;
+            }
             _ = stop.changed() => break,
             _ = own_stop.changed() => break,
         }
@@ -411,17 +452,13 @@ async fn announce_loop(
                 if let Some(w) = &response.warning {
                     tracing::warn!(tracker = %url, "tracker warning: {w}");
                 }
-                if t.left() > 0 {
-                    for addr in response
-                        .peers
-                        .iter()
-                        .take(options.max_connects_per_announce)
-                    {
-                        if let Err(e) = engine.connect(*addr, t.id) {
-                            tracing::debug!("connect to {addr}: {e}");
-                        }
-                    }
-                }
+                let list: Vec<SocketAddr> = response
+                    .peers
+                    .iter()
+                    .take(options.max_connects_per_announce)
+                    .copied()
+                    .collect();
+                let _ = peers.send(list);
             }
             AnnounceOutcome::Failed { error } => {
                 tracing::warn!(torrent = %t.meta.info.name, "announce failed: {error}");
@@ -431,5 +468,121 @@ async fn announce_loop(
     }
     if let Err(e) = announcer.stop(client.as_ref(), stats(&t)).await {
         tracing::warn!(torrent = %t.meta.info.name, "stopped announce: {e}");
+    }
+}
+
+/// Dials a torrent's peers: those its trackers returned, those peer exchange named, and those
+/// given by hand. Each address is dialled when it is not connected already, with a growing wait
+/// between attempts, while the torrent has room for peers; a download dials everyone it can,
+/// a seed too (some clients never dial a loopback or "martian" address, so a seed reaches them
+/// only by dialling).
+async fn dial_loop(
+    t: Arc<Torrent>,
+    engine: Arc<Engine>,
+    mut peers: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+    mut own_stop: watch::Receiver<bool>,
+) {
+    let mut book = PeerBook::default();
+    let max = engine.settings().max_peers_per_torrent;
+    loop {
+        tokio::select! {
+            got = peers.recv() => match got {
+                Some(list) => book.learn(list, Instant::now()),
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => break,
+            _ = own_stop.changed() => break,
+        }
+        let learned = std::mem::take(&mut *crate::engine::lock(&t.fetch.learned));
+        book.learn(learned, Instant::now());
+        let room = max.saturating_sub(t.peers.load(std::sync::atomic::Ordering::Relaxed) as usize);
+        let busy = crate::engine::lock(&t.fetch.dialled).clone();
+        for addr in book.due(Instant::now(), room, |a| busy.contains(a)) {
+            if let Err(e) = engine.connect(addr, t.id) {
+                tracing::debug!("connect to {addr}: {e}");
+            }
+        }
+    }
+}
+
+/// Addresses a torrent may dial, with when each may be tried again.
+#[derive(Default)]
+struct PeerBook {
+    peers: HashMap<SocketAddr, (Instant, u32)>,
+}
+
+/// Addresses one torrent remembers.
+const MAX_BOOK: usize = 4096;
+
+impl PeerBook {
+    fn learn(&mut self, list: Vec<SocketAddr>, now: Instant) {
+        for a in list {
+            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+                continue;
+            }
+            if self.peers.len() >= MAX_BOOK && !self.peers.contains_key(&a) {
+                break;
+            }
+            // A peer named again (a new announce) may be tried at once.
+            let e = self.peers.entry(a).or_insert((now, 0));
+            e.0 = e.0.min(now);
+        }
+    }
+
+    /// Up to `room` addresses due for a try (not `busy`), each then waiting 5 s, 10 s, 20 s …
+    /// up to 10 minutes before its next try.
+    fn due(
+        &mut self,
+        now: Instant,
+        room: usize,
+        busy: impl Fn(&SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for (a, (next, tries)) in self.peers.iter_mut() {
+            if out.len() >= room.min(50) {
+                break;
+            }
+            if *next > now || busy(a) {
+                continue;
+            }
+            *tries += 1;
+            let wait = Duration::from_secs(5).saturating_mul(1 << (*tries - 1).min(7));
+            *next = now + wait.min(Duration::from_secs(600));
+            out.push(*a);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_book_dials_each_peer_once_per_wait_and_skips_busy_ones() {
+        let a: SocketAddr = "127.0.0.2:6881".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:6881".parse().unwrap();
+        let zero: SocketAddr = "127.0.0.4:0".parse().unwrap();
+        let t0 = Instant::now();
+        let mut book = PeerBook::default();
+        book.learn(vec![a, b, zero, a], t0);
+        let mut first = book.due(t0, 10, |x| *x == b);
+        first.sort();
+        assert_eq!(first, [a]);
+        assert!(book.due(t0 + Duration::from_secs(4), 10, |_| false) == [b]);
+        assert_eq!(book.due(t0 + Duration::from_secs(6), 10, |_| false), [a]);
+        // The second wait is longer; a new mention makes it due at once.
+        assert!(book.due(t0 + Duration::from_secs(12), 10, |_| false).len() <= 1);
+        book.learn(vec![a], t0 + Duration::from_secs(12));
+        assert!(
+            book.due(t0 + Duration::from_secs(12), 10, |_| false)
+                .contains(&a)
+        );
+        assert!(
+            book.due(t0 + Duration::from_secs(1000), 0, |_| false)
+                .is_empty()
+        );
     }
 }

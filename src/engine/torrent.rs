@@ -52,6 +52,9 @@ pub struct FetchShared {
     pub download_limit: TokenBucket,
     /// Peer addresses learned from peer exchange, for the control thread to dial.
     pub learned: Mutex<Vec<SocketAddr>>,
+    /// Addresses a worker dialled whose connection is still open (or opening): not dialled
+    /// again meanwhile.
+    pub dialled: Mutex<std::collections::HashSet<SocketAddr>>,
     /// Pieces that failed their hash check.
     pub hash_failures: AtomicU64,
     /// Connections to it refused or closed because the address is banned.
@@ -165,6 +168,7 @@ impl Torrent {
                     error: Mutex::new(None),
                     download_limit: TokenBucket::new(0),
                     learned: Mutex::new(Vec::new()),
+                    dialled: Mutex::new(Default::default()),
                     hash_failures: AtomicU64::new(0),
                     banned_refusals: AtomicU64::new(0),
                 },

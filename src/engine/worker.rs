@@ -495,6 +495,11 @@ impl Worker {
         let Ok(sock) = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None) else {
             return;
         };
+        if t.peers.load(Ordering::Relaxed) as usize >= self.core.settings.max_peers_per_torrent
+            || !super::lock(&t.fetch.dialled).insert(addr)
+        {
+            return;
+        }
         let _ = sock.set_tcp_nodelay(true);
         t.peers.fetch_add(1, Ordering::Relaxed);
         let slot = self.insert(Conn::outgoing(sock.into(), addr, t, self.core.now));

@@ -229,6 +229,9 @@ impl Conn {
     pub fn release(mut self, core: &mut Core) {
         if let Some(t) = &self.torrent {
             t.peers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if self.peer.outgoing() {
+                super::lock(&t.fetch.dialled).remove(&self.addr);
+            }
             if let Some(a) = self.listen_addr {
                 super::lock(&t.swarm).leave(a);
             }

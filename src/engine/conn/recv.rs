@@ -134,6 +134,9 @@ impl Conn {
                 .get(&info_hash)
                 .cloned()
                 .ok_or(Reason::UnknownTorrent)?;
+            if t.peers.load(Ordering::Relaxed) as usize >= core.settings.max_peers_per_torrent {
+                return Err(Reason::TooManyPeers);
+            }
             if crate::engine::lock(&t.fetch.blame).is_banned(self.addr.ip()) {
                 t.fetch.banned_refusals.fetch_add(1, Ordering::Relaxed);
                 return Err(Reason::Banned);
