@@ -338,8 +338,7 @@ fn control_thread(
         let mut services = tokio::task::JoinSet::new();
         // Per torrent, the switch that ends its announce and dial loops, and where its dial
         // loop hears of peers.
-        let mut running: HashMap<[u8; 20], (watch::Sender<bool>, mpsc::UnboundedSender<Vec<SocketAddr>>)> =
-            HashMap::new();
+        let mut running: HashMap<[u8; 20], Running> = HashMap::new();
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 ControlCommand::Add(t) => {
@@ -396,6 +395,10 @@ fn control_thread(
         while tasks.join_next().await.is_some() {}
     });
 }
+
+/// A torrent's switch that ends its control-thread loops, and where its dial loop hears of
+/// peers.
+type Running = (watch::Sender<bool>, mpsc::UnboundedSender<Vec<SocketAddr>>);
 
 async fn announce_loop(
     t: Arc<Torrent>,
