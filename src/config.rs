@@ -62,6 +62,12 @@ pub struct EngineConfig {
     pub idle_timeout_s: u32,
     pub max_peers_per_worker: u32,
     pub pex_interval_s: u32,
+    pub download_rate_limit_kib: u64,
+    pub torrent_download_rate_limit_kib: u64,
+    pub download_memory_mib: u32,
+    pub preallocate: bool,
+    pub request_timeout_s: u32,
+    pub max_peers_per_torrent: u32,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +92,12 @@ impl Default for EngineConfig {
             idle_timeout_s: s.idle_timeout.as_secs() as u32,
             max_peers_per_worker: s.max_peers_per_worker as u32,
             pex_interval_s: s.pex_interval.as_secs() as u32,
+            download_rate_limit_kib: 0,
+            torrent_download_rate_limit_kib: 0,
+            download_memory_mib: (s.download_memory >> 20) as u32,
+            preallocate: s.preallocate,
+            request_timeout_s: s.request_timeout.as_secs() as u32,
+            max_peers_per_torrent: s.max_peers_per_torrent as u32,
         }
     }
 }
@@ -458,6 +470,33 @@ const DOCS: &[(&str, &str)] = &[
          joined and left the swarm. 0 turns peer exchange off. Range 0 or 60..=3600.",
     ),
     (
+        "engine.download_rate_limit_kib",
+        "The whole node's download limit in KiB/s (0 = unlimited).",
+    ),
+    (
+        "engine.torrent_download_rate_limit_kib",
+        "Each torrent's download limit in KiB/s (0 = unlimited).",
+    ),
+    (
+        "engine.download_memory_mib",
+        "MiB of pieces being downloaded one worker may hold (each is a buffer of the piece's\n\
+         size until it is written). Range 4..=16384.",
+    ),
+    (
+        "engine.preallocate",
+        "Reserve each downloaded file's whole size with fallocate when it is created (never\n\
+         zero-filled); otherwise files are sparse and grow as pieces arrive.",
+    ),
+    (
+        "engine.request_timeout_s",
+        "Seconds our requests wait for a block before the peer counts as snubbing us and\n\
+         they go to other peers. Range 2..=600.",
+    ),
+    (
+        "engine.max_peers_per_torrent",
+        "Connections per torrent; we stop dialling there and refuse more. Range 1..=100000.",
+    ),
+    (
         "trackers",
         "Tracker announces (HTTP, HTTPS and UDP; BEP 3, 12, 15, 23).",
     ),
@@ -733,6 +772,24 @@ impl Config {
             (1..=1_000_000).contains(&e.max_peers_per_worker),
             "allowed 1..=1000000",
         )?;
+        range(
+            "engine.download_memory_mib",
+            e.download_memory_mib,
+            (4..=16_384).contains(&e.download_memory_mib),
+            "allowed 4..=16384",
+        )?;
+        range(
+            "engine.request_timeout_s",
+            e.request_timeout_s,
+            (2..=600).contains(&e.request_timeout_s),
+            "allowed 2..=600",
+        )?;
+        range(
+            "engine.max_peers_per_torrent",
+            e.max_peers_per_torrent,
+            (1..=100_000).contains(&e.max_peers_per_torrent),
+            "allowed 1..=100000",
+        )?;
         if e.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::OutOfRange {
                 key: "engine.listen",
@@ -890,6 +947,11 @@ impl Config {
             idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),
             max_peers_per_worker: e.max_peers_per_worker as usize,
             pex_interval: std::time::Duration::from_secs(u64::from(e.pex_interval_s)),
+            download_rate_limit: e.download_rate_limit_kib << 10,
+            download_memory: (e.download_memory_mib as usize) << 20,
+            preallocate: e.preallocate,
+            request_timeout: std::time::Duration::from_secs(u64::from(e.request_timeout_s)),
+            max_peers_per_torrent: e.max_peers_per_torrent as usize,
             ..d
         }
     }

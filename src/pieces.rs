@@ -96,6 +96,16 @@ impl AtomicBitfield {
     }
 }
 
+/// Set bits among the first `n` of a wire-form bitfield.
+pub fn count_wire(bits: &[u8], n: u32) -> u32 {
+    (0..n)
+        .filter(|&i| {
+            bits.get((i / 8) as usize)
+                .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+        })
+        .count() as u32
+}
+
 /// Piece state of one torrent: which pieces are on disk and verified, and how many connected
 /// peers have each one.
 #[derive(Debug)]

@@ -284,6 +284,19 @@ pub fn save_progress(conn: &Connection, progress: &[Progress]) -> rusqlite::Resu
     Ok(())
 }
 
+/// Saves the verified bitfield of a torrent being downloaded. Every piece in it was written
+/// before it was set, so after a restart (or a `kill -9`) the download trusts it and fetches
+/// only the rest, without hashing what it already has.
+pub fn save_verified(
+    conn: &Connection,
+    info_hash: &[u8; 20],
+    verified: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE torrents SET verified = ?2 WHERE info_hash = ?1")?
+        .execute(params![&info_hash[..], verified])?;
+    Ok(())
+}
+
 /// Forgets a torrent (its file stamps go with it).
 pub fn delete(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool> {
     Ok(conn.execute(

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::LimitAction;
 use crate::db::{DbError, DbHandle, Reply};
+use crate::engine::torrent::Start;
 use crate::engine::{PeerInfo, Torrent};
 use crate::metainfo::{Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
@@ -136,6 +137,10 @@ pub struct ServiceOptions {
     pub global_limits: Limits,
     pub limit_action: LimitAction,
     pub save_interval: Duration,
+    /// Reserve downloaded files' sizes with fallocate.
+    pub preallocate: bool,
+    /// Download limit of a torrent (bytes/s, 0 = unlimited).
+    pub torrent_download_rate: u64,
 }
 
 impl ServiceOptions {
@@ -159,6 +164,8 @@ impl ServiceOptions {
             },
             limit_action: t.limit_action,
             save_interval: Duration::from_secs(u64::from(c.state.save_interval_s)),
+            preallocate: c.engine.preallocate,
+            torrent_download_rate: c.engine.torrent_download_rate_limit_kib << 10,
         }
     }
 }
@@ -195,6 +202,13 @@ struct Entry {
     checks: u32,
     /// Started from its saved bitfield without hashing.
     resumed: bool,
+    /// Its data is incomplete and being downloaded (seeding time counts once it completes).
+    downloading: bool,
+    /// Received bytes per second, sampled every second.
+    download_rate: f64,
+    rate_sample: Option<(Instant, u64)>,
+    /// Verified pieces at the last save of the bitfield.
+    saved_pieces: u32,
 }
 
 impl Entry {
@@ -202,8 +216,17 @@ impl Entry {
         self.uploaded_base + self.torrent.as_ref().map_or(0, |t| t.uploaded())
     }
 
+    /// Seconds seeded: served while complete (the download's time does not count).
     fn seeding_s(&self) -> u64 {
-        self.seeding_base + self.seeding_since.map_or(0, |s| s.elapsed().as_secs())
+        self.seeding_base
+            + self
+                .seeding_since
+                .filter(|_| !self.downloading)
+                .map_or(0, |s| s.elapsed().as_secs())
+    }
+
+    fn downloaded(&self) -> u64 {
+        self.torrent.as_ref().map_or(0, |t| t.downloaded())
     }
 
     fn record(&self, info_hash: [u8; 20]) -> TorrentRecord {
@@ -251,7 +274,8 @@ pub struct AddOptions {
 pub struct TorrentView {
     pub info_hash: String,
     pub name: String,
-    /// "checking", "seeding", "paused" or "error".
+    /// "checking", "downloading", "stalled" (downloading, nothing arriving), "seeding",
+    /// "paused" or "error".
     pub state: String,
     pub error: Option<String>,
     pub stopped_by: Option<String>,
@@ -268,6 +292,18 @@ pub struct TorrentView {
     pub added_at: i64,
     pub checks: u32,
     pub resumed: bool,
+    /// Fraction of the data verified and on disk (0–1).
+    #[serde(default)]
+    pub progress: f64,
+    /// Piece payload received from peers by this run.
+    #[serde(default)]
+    pub downloaded: u64,
+    /// Received bytes per second.
+    #[serde(default)]
+    pub download_rate: f64,
+    /// Seconds until complete at the current rate, while downloading.
+    #[serde(default)]
+    pub eta_s: Option<u64>,
 }
 
 /// The service's counters as the API shows them.
@@ -564,6 +600,13 @@ impl Service {
             .as_ref()
             .is_some_and(|v| v.len() == pieces.div_ceil(8) as usize);
         let unchanged = bitfield_ok && now_files == rec.files;
+        // A download in progress: its files changed after the last save by design, and every
+        // piece in the saved bitfield was written before it was saved.
+        let partial = bitfield_ok
+            && rec
+                .verified
+                .as_ref()
+                .is_some_and(|v| crate::pieces::count_wire(v, pieces) < pieces);
         let mut entry = Entry {
             meta: meta.clone(),
             torrent_bytes: Arc::new(rec.torrent),
@@ -582,8 +625,33 @@ impl Service {
             files: rec.files,
             checks: 0,
             resumed: false,
+            downloading: false,
+            download_rate: 0.0,
+            rate_sample: None,
+            saved_pieces: 0,
         };
         let id = rec.info_hash;
+        if partial {
+            let bits = entry.verified.clone().unwrap_or_default();
+            let preallocate = self.options().preallocate;
+            match Torrent::open_download(meta, &data_dir, Start::Trust(bits), preallocate) {
+                Ok((t, _)) => {
+                    entry.saved_pieces = t.pieces.verified.count();
+                    entry.torrent = Some(Arc::new(t));
+                    entry.status = Status::Ready;
+                    entry.downloading = true;
+                    entry.resumed = true;
+                    self.inner.counters.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => entry.status = Status::Error(format!("opening the data: {e}")),
+            }
+            let mut all = self.lock();
+            if !entry.paused {
+                self.serve(id, &mut entry);
+            }
+            all.insert(id, entry);
+            return;
+        }
         if !unchanged {
             let reason = if bitfield_ok {
                 CheckReason::Changed
@@ -637,9 +705,12 @@ impl Service {
         if e.serving() {
             return;
         }
-        let rate = self.options().torrent_upload_rate;
+        let options = self.options();
         t.upload_limit
-            .set_rate(e.limits.upload_rate.unwrap_or(rate));
+            .set_rate(e.limits.upload_rate.unwrap_or(options.torrent_upload_rate));
+        t.fetch
+            .download_limit
+            .set_rate(options.torrent_download_rate);
         // Thousands of torrents at start outrun the workers' command queues: wait for room
         // (this never runs on the control thread's runtime).
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -662,7 +733,9 @@ impl Service {
     /// Stops serving, folding the seeding time into the total.
     fn unserve(&self, id: [u8; 20], e: &mut Entry) {
         if let Some(since) = e.seeding_since.take() {
-            e.seeding_base += since.elapsed().as_secs();
+            if !e.downloading {
+                e.seeding_base += since.elapsed().as_secs();
+            }
             if let Err(err) = self.inner.session.remove_torrent(id) {
                 tracing::warn!("stopping {}: {err}", hex(&id));
             }
@@ -748,6 +821,10 @@ impl Service {
             files: Vec::new(),
             checks: 0,
             resumed: false,
+            downloading: false,
+            download_rate: 0.0,
+            rate_sample: None,
+            saved_pieces: 0,
         };
         if skip_check {
             entry.files = state::stamp_files(&meta.info.layout, &data_dir);
@@ -806,7 +883,17 @@ impl Service {
         // Stamped before hashing: a file written during the check reads as changed next time.
         let files = state::stamp_files(&meta.info.layout, &dir);
         let started = Instant::now();
-        let opened = Torrent::open(meta, &dir, Some(self.options().hash));
+        let opened = Torrent::open(meta.clone(), &dir, Some(self.options().hash));
+        // Data missing or partial: the torrent downloads the rest, keeping what verified.
+        let preallocate = self.options().preallocate;
+        let opened = opened.and_then(|(t, r)| {
+            if t.pieces.verified.is_full() {
+                return Ok((t, r));
+            }
+            let bits = t.verified_bitfield();
+            drop(t);
+            Torrent::open_download(meta, &dir, Start::Trust(bits), preallocate).map(|(t, _)| (t, r))
+        });
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else { return };
         if e.data_dir != dir {
@@ -834,6 +921,8 @@ impl Service {
                 }
                 e.verified = Some(t.pieces.verified.to_wire());
                 e.files = files;
+                e.downloading = t.downloads();
+                e.saved_pieces = t.pieces.verified.count();
                 e.torrent = Some(Arc::new(t));
                 e.status = Status::Ready;
                 if !e.paused || was_serving {
@@ -951,9 +1040,12 @@ impl Service {
         let (state, error) = match &e.status {
             Status::Checking => ("checking", None),
             Status::Error(m) => ("error", Some(m.clone())),
-            Status::Ready if e.serving() => ("seeding", None),
-            Status::Ready => ("paused", None),
+            Status::Ready if !e.serving() => ("paused", None),
+            Status::Ready if e.downloading && e.download_rate < 1.0 => ("stalled", None),
+            Status::Ready if e.downloading => ("downloading", None),
+            Status::Ready => ("seeding", None),
         };
+        let left = e.torrent.as_ref().map_or(size, |t| t.left());
         TorrentView {
             info_hash: hex(id),
             name: e.meta.info.name.clone(),
@@ -980,6 +1072,15 @@ impl Service {
             added_at: e.added_at,
             checks: e.checks,
             resumed: e.resumed,
+            progress: if size == 0 {
+                1.0
+            } else {
+                (size - left) as f64 / size as f64
+            },
+            downloaded: e.downloaded(),
+            download_rate: e.download_rate,
+            eta_s: (e.downloading && e.download_rate >= 1.0)
+                .then(|| (left as f64 / e.download_rate).ceil() as u64),
         }
     }
 
@@ -1093,7 +1194,7 @@ impl Service {
         let reached: Vec<([u8; 20], &'static str)> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.serving())
+            .filter(|(_, e)| e.serving() && !e.downloading)
             .filter_map(|(id, e)| {
                 limit_reached(
                     &e.limits,
@@ -1125,6 +1226,76 @@ impl Service {
             }
         }
         reached.len()
+    }
+
+    /// Once a second for every torrent being downloaded: its rate, a save of its bitfield when
+    /// pieces were verified since the last one, its error, and its completion (files created,
+    /// seeding time from now, the state saved).
+    fn download_tick(&self) {
+        let now = Instant::now();
+        let mut saves = Vec::new();
+        let mut records = Vec::new();
+        {
+            let mut all = self.lock();
+            for (id, e) in all.iter_mut() {
+                let Some(t) = e.torrent.clone().filter(|_| e.downloading) else {
+                    continue;
+                };
+                let got = t.downloaded();
+                if let Some((at, before)) = e.rate_sample {
+                    let dt = now.duration_since(at).as_secs_f64().max(1e-3);
+                    let r = got.saturating_sub(before) as f64 / dt;
+                    e.download_rate = (e.download_rate + r) / 2.0;
+                }
+                e.rate_sample = Some((now, got));
+                if let Some(err) = t.error() {
+                    tracing::error!(torrent = %e.meta.info.name, "download stopped: {err}");
+                    e.status = Status::Error(err);
+                    e.download_rate = 0.0;
+                    self.unserve(*id, e);
+                    e.downloading = false;
+                    records.push(e.record(*id));
+                    continue;
+                }
+                let done = t.pieces.verified.count();
+                if t.pieces.verified.is_full() {
+                    if let Err(err) = t.files.create_missing() {
+                        e.status = Status::Error(format!("creating files: {err}"));
+                    }
+                    tracing::info!(torrent = %e.meta.info.name, "download complete: seeding");
+                    e.downloading = false;
+                    e.download_rate = 0.0;
+                    e.seeding_since = e.seeding_since.map(|_| now);
+                    e.verified = Some(t.verified_bitfield());
+                    e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
+                    records.push(e.record(*id));
+                } else if done != e.saved_pieces {
+                    e.saved_pieces = done;
+                    let bits = t.verified_bitfield();
+                    e.verified = Some(bits.clone());
+                    saves.push((*id, bits));
+                }
+            }
+        }
+        if saves.is_empty() && records.is_empty() {
+            return;
+        }
+        let sent = self.inner.db.try_call(move |c| {
+            for (id, bits) in &saves {
+                state::save_verified(c, id, bits)?;
+            }
+            for r in &records {
+                state::put(c, r)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = sent {
+            self.inner
+                .counters
+                .db_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("saving download progress: {e}");
+        }
     }
 
     fn progress(&self) -> Vec<Progress> {
@@ -1195,6 +1366,8 @@ impl Service {
             let s = self.clone();
             // Limits may write to the state and wait for it: off the control thread.
             let _ = tokio::task::spawn_blocking(move || s.enforce_limits()).await;
+            let s = self.clone();
+            let _ = tokio::task::spawn_blocking(move || s.download_tick()).await;
             if last_save.elapsed() >= options.save_interval {
                 last_save = Instant::now();
                 self.save_progress_async();
