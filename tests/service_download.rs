@@ -1,0 +1,180 @@
+//! `ringseed run` downloads what it does not have: a torrent added over the API whose data is
+//! missing is fetched from a seeder it finds through a real tracker (opentracker), killed with
+//! SIGKILL half-way, restarted, and finished without fetching again what it had verified; then
+//! it seeds in place.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::opentracker::OpenTracker;
+use common::{create_torrent, pattern, ringseed, spawn_seeder_with};
+use serde_json::Value;
+
+const PIECE: u64 = 256 << 10;
+const SIZE: usize = 24 << 20;
+
+struct Node {
+    child: Child,
+    api: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn start(cfg: &Path) -> Node {
+    let mut child = ringseed()
+        .arg("--config")
+        .arg(cfg)
+        .args(["run", "--stats-every", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = lines
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("control API on http://")
+                .and_then(|a| a.parse().ok())
+        })
+        .expect("the node prints its API address");
+    Node { child, api }
+}
+
+fn http(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(to).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn torrent(node: &Node) -> Value {
+    let (status, body) = http(node.api, "GET", "/api/v1/torrents", "");
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list[0].clone()
+}
+
+fn wait_for(node: &Node, what: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let t = torrent(node);
+        if done(&t) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "waiting for {what}: {t:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let payload = pattern(SIZE, 42);
+    std::fs::write(src.join("big.bin"), &payload).unwrap();
+    let bare = dir.path().join("bare.torrent");
+    let meta = create_torrent(
+        &src.join("big.bin"),
+        &bare,
+        &["--piece-kib", "256", "--no-date"],
+    );
+    let tracker = OpenTracker::start(&[meta.info.hash.wire_id()]);
+    let t = dir.path().join("big.torrent");
+    create_torrent(
+        &src.join("big.bin"),
+        &t,
+        &["--piece-kib", "256", "--no-date", "-t", &tracker.http()],
+    );
+    // A seeder held to 4 MiB/s, so the download takes seconds and the kill lands mid-way.
+    let seed_cfg = dir.path().join("seeder.toml");
+    std::fs::write(&seed_cfg, "[engine]\nupload_rate_limit_kib = 4096\n").unwrap();
+    let mut seeder = spawn_seeder_with(
+        &t,
+        &src,
+        "127.0.0.1",
+        &[],
+        &["--config".as_ref(), seed_cfg.as_os_str()],
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [metrics]\nlisten = \"\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
+             [state]\ndir = {:?}\n\
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+            dir.path().join("state").display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let node = start(&cfg);
+    let body = serde_json::json!({"path": t}).to_string();
+    let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    let half = wait_for(&node, "half the data", 60, |t| {
+        t["progress"].as_f64().unwrap_or(0.0) >= 0.4
+    });
+    assert_eq!(half["state"], "downloading", "{half:#}");
+    assert!(half["download_rate"].as_f64().unwrap() > 0.0);
+    // SIGKILL: no chance to save anything more.
+    let mut node = node;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    drop(node);
+
+    let node = start(&cfg);
+    let resumed = torrent(&node);
+    assert_eq!(resumed["resumed"], true, "{resumed:#}");
+    let had = resumed["progress"].as_f64().unwrap();
+    assert!(
+        had >= 0.3,
+        "the saved bitfield survived the kill: {resumed:#}"
+    );
+    let done = wait_for(&node, "completion", 60, |t| t["state"] == "seeding");
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(std::fs::read(data.join("big.bin")).unwrap(), payload);
+    // Only what was missing came again, plus the pieces verified in the last second before the
+    // kill (saved once a second) and the ones in flight.
+    let missing = ((1.0 - had) * SIZE as f64) as u64;
+    let fetched = done["downloaded"].as_u64().unwrap();
+    assert!(
+        fetched <= missing + 8 * PIECE,
+        "fetched {fetched} after the restart, {missing} were missing"
+    );
+    assert_eq!(done["seeding_s"].as_u64().unwrap_or(0), 0, "{done:#}");
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
+    let _ = &mut seeder;
+}
