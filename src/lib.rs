@@ -16,6 +16,7 @@ pub mod demo;
 pub mod engine;
 pub mod fetch;
 pub mod hash;
+pub mod magnet_fetch;
 pub mod metainfo;
 pub mod metrics;
 pub mod pieces;
