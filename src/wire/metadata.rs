@@ -1,5 +1,5 @@
 //! BEP 9 `ut_metadata`: the info dictionary in 16 KiB pieces, so a peer that starts from a
-//! magnet link can fetch it from us. Each message is a bencoded dictionary (`msg_type`, `piece`,
+//! magnet link can fetch it from us (and `magnet_fetch` can fetch it from others). Each message is a bencoded dictionary (`msg_type`, `piece`,
 //! and for data `total_size`), a data message followed by the piece's raw bytes.
 //!
 //! ```
@@ -19,8 +19,8 @@ pub const EXTENSION_NAME: &str = "ut_metadata";
 pub const LOCAL_ID: u8 = 2;
 /// Bytes per metadata piece (the last may be shorter).
 pub const PIECE_BYTES: usize = 16 * 1024;
-/// Longest message accepted from a peer: a request or a reject is a few dozen bytes; data (which
-/// we never ask for) is its dictionary and one piece.
+/// Longest message accepted from a peer: a request or a reject is a few dozen bytes; data is its
+/// dictionary and one piece.
 pub const MAX_MESSAGE_BYTES: usize = PIECE_BYTES + 256;
 
 const LIMITS: Limits = Limits {
@@ -54,26 +54,42 @@ pub enum MetadataError {
 impl MetadataMessage {
     /// Parses a message's dictionary (a data message's trailing bytes are not looked at).
     pub fn parse(payload: &[u8]) -> Result<MetadataMessage, MetadataError> {
+        Self::parse_with_piece(payload).map(|(m, _)| m)
+    }
+
+    /// Parses a message and returns the bytes after its dictionary too: the piece of a data
+    /// message (for the other kinds they mean nothing and a caller ignores them).
+    ///
+    /// ```
+    /// use ringseed::wire::metadata::{MetadataMessage, data_message};
+    /// let msg = data_message(b"d4:name3:abce", 0).unwrap();
+    /// let (m, piece) = MetadataMessage::parse_with_piece(&msg).unwrap();
+    /// assert_eq!(m, MetadataMessage::Data { piece: 0, total_size: 13 });
+    /// assert_eq!(piece, b"d4:name3:abce");
+    /// ```
+    pub fn parse_with_piece(payload: &[u8]) -> Result<(MetadataMessage, &[u8]), MetadataError> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(MetadataError::TooLong(payload.len()));
         }
-        let (v, _) = bencode::decode_prefix_with(payload, LIMITS)?;
+        let (v, dict_len) = bencode::decode_prefix_with(payload, LIMITS)?;
+        let rest = payload.get(dict_len..).unwrap_or_default();
         let int = |k: &[u8]| v.get(k).and_then(|x| x.as_int());
         let kind = int(b"msg_type").ok_or(MetadataError::Field("msg_type"))?;
         let piece = int(b"piece")
             .and_then(|p| u32::try_from(p).ok())
             .ok_or(MetadataError::Field("piece"))?;
-        match kind {
-            0 => Ok(MetadataMessage::Request(piece)),
+        let message = match kind {
+            0 => MetadataMessage::Request(piece),
             1 => {
                 let total_size = int(b"total_size")
                     .and_then(|s| u64::try_from(s).ok())
                     .ok_or(MetadataError::Field("total_size"))?;
-                Ok(MetadataMessage::Data { piece, total_size })
+                MetadataMessage::Data { piece, total_size }
             }
-            2 => Ok(MetadataMessage::Reject(piece)),
-            other => Err(MetadataError::UnknownType(other)),
-        }
+            2 => MetadataMessage::Reject(piece),
+            other => return Err(MetadataError::UnknownType(other)),
+        };
+        Ok((message, rest))
     }
 }
 
@@ -104,6 +120,11 @@ pub fn data_message(metadata: &[u8], piece: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The request message for `piece`: what a peer that starts from a magnet link sends.
+pub fn request_message(piece: u32) -> Vec<u8> {
+    header(0, piece, None)
+}
+
 /// The reject message for `piece`.
 pub fn reject_message(piece: u32) -> Vec<u8> {
     header(2, piece, None)
@@ -131,6 +152,9 @@ mod tests {
             joined.extend_from_slice(&m[dict_len..]);
         }
         assert_eq!(joined, meta);
+        let m = data_message(&meta, 2).unwrap();
+        let (_, piece) = MetadataMessage::parse_with_piece(&m).unwrap();
+        assert_eq!(piece, &meta[2 * PIECE_BYTES..]);
         assert_eq!(data_message(&meta, 3), None);
         assert_eq!(data_message(&meta, u32::MAX), None);
         assert_eq!(piece_count(0), 0);
@@ -142,6 +166,10 @@ mod tests {
         assert_eq!(
             MetadataMessage::parse(&reject_message(7)),
             Ok(MetadataMessage::Reject(7))
+        );
+        assert_eq!(
+            MetadataMessage::parse(&request_message(u32::MAX)),
+            Ok(MetadataMessage::Request(u32::MAX))
         );
         for bad in [
             &b""[..],

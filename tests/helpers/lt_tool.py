@@ -7,7 +7,8 @@
   lt_tool.py create PATH OUT [v1|v2|hybrid] [PIECE_BYTES]
                                              -> makes a torrent with libtorrent
   lt_tool.py seed TORRENT SAVE_PATH PORT      -> seeds with the high_performance_seed preset
-                                                until killed (prints "ready" once listening)
+                                                until killed (prints "ready PORT" once
+                                                listening; PORT 0 lets the kernel choose)
   lt_tool.py download TORRENT|MAGNET SAVE_PATH PEER_HOST:PORT|tracker [TIMEOUT_S]
                                              -> downloads from one peer (direct connect) or from
                                                 the peers the torrent's trackers list (no DHT),
@@ -97,10 +98,10 @@ def seed(path, save_path, port):
     params.flags |= lt.torrent_flags.seed_mode
     h = ses.add_torrent(params)
     deadline = time.monotonic() + 60
-    while not h.status().is_seeding and time.monotonic() < deadline:
+    while (not h.status().is_seeding or not ses.is_listening()) and time.monotonic() < deadline:
         ses.wait_for_alert(100)
         ses.pop_alerts()
-    print("ready", flush=True)
+    print("ready %d" % ses.listen_port(), flush=True)
     while True:
         ses.wait_for_alert(1000)
         ses.pop_alerts()

@@ -1,0 +1,312 @@
+//! One peer, start to end: connect, the BitTorrent handshake, the extension handshakes, then
+//! `ut_metadata` requests until the metadata is whole and hashes right, or the peer is given up.
+//!
+//! Every wait ends at the earlier of the per-peer deadline and the no-progress timeout; every
+//! message is bounded before it is buffered; messages that bring no progress count against a
+//! budget. Nothing a peer sends can panic this code or make it allocate on the peer's word.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::assembly::{self, MetadataAssembly};
+use super::{FetchOptions, PeerFailure};
+use crate::metainfo::InfoHash;
+use crate::wire::extension::ExtHandshake;
+use crate::wire::metadata::{
+    EXTENSION_NAME, LOCAL_ID, MetadataMessage, reject_message, request_message,
+};
+use crate::wire::{Handshake, Message, WireError, parse_message};
+
+/// What a peer is asked for, shared by every peer's task.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub hash: InfoHash,
+    pub opts: FetchOptions,
+}
+
+/// Stages named in failures: what we were waiting for.
+pub(super) const HANDSHAKE: &str = "handshake";
+const EXT_HANDSHAKE: &str = "extension handshake";
+const PIECES: &str = "metadata pieces";
+
+/// Longest message accepted: a bitfield of 8 M pieces. The messages we use are far shorter (an
+/// extension handshake is at most 64 KiB, a `ut_metadata` data message 16 KiB and its
+/// dictionary), but a peer may send a bitfield first and a torrent may have many pieces.
+const MAX_FRAME: u32 = 1 << 20;
+
+/// Requests in flight at once with one peer: enough to hide the round trip, few enough that the
+/// memory a piece arriving out of order makes us reserve stays within a few pieces.
+const REQUEST_WINDOW: u32 = 8;
+
+/// Our extension handshake offers nothing but `ut_metadata`: this connection exists only to fetch
+/// the metadata, the engine's connections do the rest.
+fn our_ext_handshake(opts: &FetchOptions, peer_ip: IpAddr) -> Vec<u8> {
+    ExtHandshake {
+        m: vec![(EXTENSION_NAME.to_owned(), LOCAL_ID)],
+        v: Some(format!("ringseed {}", env!("CARGO_PKG_VERSION"))),
+        yourip: Some(peer_ip),
+        p: (opts.listen_port != 0).then_some(opts.listen_port),
+        ..Default::default()
+    }
+    .encode()
+}
+
+/// Fetches and verifies the metadata from the peer at `addr`.
+pub(super) async fn fetch_from(
+    addr: SocketAddr,
+    target: Arc<Target>,
+) -> Result<Vec<u8>, PeerFailure> {
+    let opts = &target.opts;
+    let stream = match timeout(opts.connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(PeerFailure::ConnectTimeout(opts.connect_timeout)),
+        Ok(Err(e)) => return Err(PeerFailure::Connect(e.to_string())),
+        Ok(Ok(s)) => s,
+    };
+    // Requests are a few dozen bytes each and the peer waits for them.
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(stream, opts);
+
+    let wire_id = target.hash.wire_id();
+    conn.send(&Handshake::new(wire_id, opts.peer_id).encode(), HANDSHAKE)
+        .await?;
+    let theirs = conn.read_handshake().await?;
+    if !names_our_torrent(theirs.info_hash, &target.hash) {
+        return Err(PeerFailure::WrongInfoHash(theirs.info_hash));
+    }
+    if !theirs.supports_extensions() {
+        return Err(PeerFailure::NoExtensions);
+    }
+    conn.progress();
+
+    let mut hello = Vec::new();
+    // BEP 6: with the fast extension on both sides, the first message says which pieces we have
+    // (none: we do not even know how many there are).
+    if theirs.supports_fast() {
+        Message::HaveNone.encode(&mut hello);
+    }
+    extended(0, &our_ext_handshake(opts, addr.ip()), &mut hello);
+    conn.send(&hello, EXT_HANDSHAKE).await?;
+
+    let (their_id, mut assembly) = loop {
+        let frame = conn.read_frame(EXT_HANDSHAKE).await?;
+        if let Message::Extended { id: 0, payload } = parse(&frame)? {
+            let ext = ExtHandshake::parse(payload).map_err(PeerFailure::BadExtHandshake)?;
+            let id = ext.id_of(EXTENSION_NAME).ok_or(PeerFailure::NoUtMetadata)?;
+            let size = ext.metadata_size.ok_or(PeerFailure::NoMetadataSize)?;
+            let assembly =
+                MetadataAssembly::new(size, opts.max_metadata_bytes, opts.data_messages_per_piece)?;
+            break (id, assembly);
+        }
+        // A bitfield, have_all, unchoke...: of no use before we know the torrent.
+        conn.no_progress(frame.len())?;
+    };
+    conn.progress();
+
+    while !assembly.is_complete() {
+        let mut requests = Vec::new();
+        while assembly.in_flight() < REQUEST_WINDOW
+            && let Some(piece) = assembly.next_request()
+        {
+            extended(their_id, &request_message(piece), &mut requests);
+        }
+        if !requests.is_empty() {
+            conn.send(&requests, PIECES).await?;
+        }
+        let frame = conn.read_frame(PIECES).await?;
+        let progress = match parse(&frame)? {
+            Message::Extended {
+                id: LOCAL_ID,
+                payload,
+            } => {
+                let (message, piece_bytes) = MetadataMessage::parse_with_piece(payload)
+                    .map_err(PeerFailure::BadMetadataMessage)?;
+                match message {
+                    MetadataMessage::Data { piece, total_size } => {
+                        assembly.accept(piece, total_size, piece_bytes)?
+                    }
+                    MetadataMessage::Reject(piece) => return Err(PeerFailure::Rejected(piece)),
+                    // BEP 9: a peer without the metadata rejects requests for it.
+                    MetadataMessage::Request(piece) => {
+                        let mut reject = Vec::new();
+                        extended(their_id, &reject_message(piece), &mut reject);
+                        conn.send(&reject, PIECES).await?;
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if progress {
+            conn.progress();
+        } else {
+            conn.no_progress(frame.len())?;
+        }
+    }
+    drop(conn);
+
+    // Hashing up to 30 MiB takes tens of milliseconds: off the control thread's runtime.
+    let hash = target.hash;
+    let info = assembly.into_bytes();
+    tokio::task::spawn_blocking(move || assembly::check_hash(&info, &hash).map(|()| info))
+        .await
+        .map_err(|e| PeerFailure::Internal(e.to_string()))?
+}
+
+/// Whether a peer's handshake names the torrent we asked for: the hash we sent or the other one
+/// we know. A hybrid torrent's peer may answer with its other hash: libtorrent 2.0.8 answers in
+/// the protocol version it remembers for our IP, so after one connection with the truncated v2
+/// hash it answers a v1 handshake with the v2 hash (seen in tests/magnet_fetch.rs).
+fn names_our_torrent(theirs: [u8; 20], ours: &InfoHash) -> bool {
+    theirs == ours.wire_id()
+        || ours.v1 == Some(theirs)
+        || ours.v2.is_some_and(|v2| v2[..20] == theirs)
+}
+
+fn extended(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+    Message::Extended { id, payload }.encode(out);
+}
+
+/// Parses a whole frame as read by [`Connection::read_frame`].
+fn parse(frame: &[u8]) -> Result<Message<'_>, PeerFailure> {
+    match parse_message(frame, MAX_FRAME) {
+        Ok(Some((message, _))) => Ok(message),
+        Ok(None) => Err(PeerFailure::Internal("incomplete frame".into())),
+        Err(e) => Err(PeerFailure::BadMessage(e)),
+    }
+}
+
+/// When the current wait ends, and why.
+#[derive(Debug, Clone, Copy)]
+struct WaitLimit {
+    at: Instant,
+    /// The per-peer deadline comes first (else the no-progress timeout does).
+    deadline: bool,
+}
+
+/// A connection with its time limits and its budget of messages without progress.
+struct Connection<'a> {
+    stream: BufReader<TcpStream>,
+    opts: &'a FetchOptions,
+    deadline: Instant,
+    progress_until: Instant,
+    messages: u32,
+    bytes: usize,
+}
+
+impl<'a> Connection<'a> {
+    fn new(stream: TcpStream, opts: &'a FetchOptions) -> Self {
+        let now = Instant::now();
+        Connection {
+            stream: BufReader::new(stream),
+            opts,
+            deadline: now + opts.peer_deadline,
+            progress_until: now + opts.peer_timeout,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The peer moved the fetch forward: its timeout and budget start again.
+    fn progress(&mut self) {
+        self.progress_until = Instant::now() + self.opts.peer_timeout;
+        self.messages = 0;
+        self.bytes = 0;
+    }
+
+    /// A message of `len` bytes that did not move the fetch forward.
+    fn no_progress(&mut self, len: usize) -> Result<(), PeerFailure> {
+        self.messages = self.messages.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(len);
+        if self.messages > self.opts.max_messages_without_progress
+            || self.bytes > self.opts.max_bytes_without_progress
+        {
+            return Err(PeerFailure::NoProgress {
+                messages: self.messages,
+                bytes: self.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn limit(&self) -> WaitLimit {
+        WaitLimit {
+            at: self.deadline.min(self.progress_until),
+            deadline: self.deadline <= self.progress_until,
+        }
+    }
+
+    /// Runs one I/O step within the current limit, naming `stage` in its failure.
+    async fn timed<T>(
+        limit: WaitLimit,
+        opts: &FetchOptions,
+        stage: &'static str,
+        io: impl Future<Output = std::io::Result<T>>,
+    ) -> Result<T, PeerFailure> {
+        match timeout_at(limit.at, io).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(PeerFailure::Closed(stage))
+            }
+            Ok(Err(e)) => Err(PeerFailure::Io {
+                stage,
+                error: e.to_string(),
+            }),
+            Err(_) if limit.deadline => Err(PeerFailure::Deadline(opts.peer_deadline)),
+            Err(_) => Err(PeerFailure::Timeout {
+                stage,
+                timeout: opts.peer_timeout,
+            }),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), PeerFailure> {
+        let limit = self.limit();
+        Self::timed(limit, self.opts, stage, self.stream.write_all(bytes)).await
+    }
+
+    async fn read_handshake(&mut self) -> Result<Handshake, PeerFailure> {
+        let limit = self.limit();
+        let mut buf = [0u8; Handshake::LEN];
+        Self::timed(
+            limit,
+            self.opts,
+            HANDSHAKE,
+            self.stream.read_exact(&mut buf),
+        )
+        .await?;
+        match Handshake::parse(&buf) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => Err(PeerFailure::Internal("short handshake".into())),
+            Err(e) => Err(PeerFailure::BadHandshake(e)),
+        }
+    }
+
+    /// Reads one message, its 4-byte length prefix included; the length is checked against
+    /// [`MAX_FRAME`] before anything is allocated for it.
+    async fn read_frame(&mut self, stage: &'static str) -> Result<Vec<u8>, PeerFailure> {
+        let limit = self.limit();
+        let mut prefix = [0u8; 4];
+        Self::timed(limit, self.opts, stage, self.stream.read_exact(&mut prefix)).await?;
+        let len = u32::from_be_bytes(prefix);
+        if len > MAX_FRAME {
+            return Err(PeerFailure::BadMessage(WireError::TooLong {
+                len,
+                max: MAX_FRAME,
+            }));
+        }
+        let mut frame = vec![0u8; 4 + len as usize];
+        frame[..4].copy_from_slice(&prefix);
+        Self::timed(
+            limit,
+            self.opts,
+            stage,
+            self.stream.read_exact(&mut frame[4..]),
+        )
+        .await?;
+        Ok(frame)
+    }
+}
