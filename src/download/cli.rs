@@ -81,6 +81,28 @@ pub struct Progress {
     pub banned: usize,
 }
 
+impl Progress {
+    /// Before the metadata of a magnet is known.
+    fn metadata(source: &str) -> Progress {
+        Progress {
+            name: source.chars().take(80).collect(),
+            state: "metadata",
+            pieces_done: 0,
+            pieces: 0,
+            bytes_done: 0,
+            size: 0,
+            downloaded: 0,
+            uploaded: 0,
+            rate: 0.0,
+            peers: 0,
+            eta_s: None,
+            elapsed_s: 0.0,
+            hash_failures: 0,
+            banned: 0,
+        }
+    }
+}
+
 /// How a download ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Finished {
@@ -89,15 +111,48 @@ pub struct Finished {
     pub stats: Vec<crate::engine::StatsSnapshot>,
 }
 
-/// Reads the source: a .torrent file (magnets need the metadata from peers first).
+/// Reads a .torrent source.
 fn load(opts: &DownloadOptions) -> Result<Metainfo, DownloadError> {
-    if opts.source.starts_with("magnet:") {
-        return Err(DownloadError::Source(
-            "magnet links are fetched through the service for now".into(),
-        ));
-    }
     Metainfo::load(std::path::Path::new(&opts.source))
         .map_err(|e| DownloadError::Source(format!("{}: {e}", opts.source)))
+}
+
+/// A magnet's torrent: from the copy kept in `DATA/.ringseed/` by an earlier run, or fetched
+/// from peers (and then kept there).
+fn from_magnet(opts: &DownloadOptions, session: &Session) -> Result<Metainfo, DownloadError> {
+    let m = crate::metainfo::Magnet::parse(&opts.source)
+        .map_err(|e| DownloadError::Source(format!("magnet link: {e}")))?;
+    let id = m.info_hash.wire_id();
+    let kept = opts
+        .data
+        .join(".ringseed")
+        .join(format!("{}.torrent", crate::metainfo::hex(&id)));
+    if let Ok(meta) = Metainfo::load(&kept)
+        && meta.info.hash.wire_id() == id
+    {
+        return Ok(meta);
+    }
+    let engine = session.engine();
+    let limit = if opts.stall_timeout.is_zero() {
+        Duration::from_secs(24 * 3600)
+    } else {
+        opts.stall_timeout
+    };
+    let r = super::magnet::resolve(
+        &m,
+        &opts.peers,
+        engine.settings().peer_id,
+        engine.local_addr().port(),
+        limit,
+    )
+    .map_err(DownloadError::Failed)?;
+    tracing::info!(from = %r.from, "metadata fetched");
+    let saved = std::fs::create_dir_all(kept.parent().unwrap_or(&opts.data))
+        .and_then(|()| std::fs::write(&kept, &r.torrent));
+    if let Err(e) = saved {
+        tracing::warn!("keeping the metadata in {}: {e}", kept.display());
+    }
+    Ok(r.meta)
 }
 
 /// Opens a download's data: hashes what is already there (a run that was interrupted), or
@@ -137,10 +192,30 @@ pub fn run(
     every: Duration,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Finished, DownloadError> {
-    let meta = load(opts)?;
     let preallocate = settings.preallocate;
-    let t = Arc::new(open(meta, &opts.data, opts.hash, preallocate)?);
+    let magnet = opts.source.starts_with("magnet:");
+    let meta = if magnet { None } else { Some(load(opts)?) };
     let session = Session::start(settings, session)?;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            on_progress(&Progress::metadata(&opts.source));
+            match from_magnet(opts, &session) {
+                Ok(m) => m,
+                Err(e) => {
+                    session.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let t = match open(meta, &opts.data, opts.hash, preallocate) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            session.shutdown();
+            return Err(e);
+        }
+    };
     session.add_torrent(t.clone())?;
     if !opts.peers.is_empty() {
         session.handle().add_peers(t.id, opts.peers.clone())?;

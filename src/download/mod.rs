@@ -11,5 +11,6 @@
 
 pub mod blame;
 pub mod cli;
+pub mod magnet;
 pub mod part;
 pub mod picker;
