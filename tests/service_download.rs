@@ -178,3 +178,48 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     let _ = seeder.child.wait();
     let _ = &mut seeder;
 }
+
+#[test]
+fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let payload = pattern(3 << 20, 7);
+    std::fs::write(src.join("m.bin"), &payload).unwrap();
+    let t = dir.path().join("m.torrent");
+    let meta = create_torrent(&src.join("m.bin"), &t, &["--piece-kib", "64"]);
+    let seeder = spawn_seeder_with(&t, &src, "127.0.0.1", &[], &[]);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [metrics]\nlisten = \"\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
+             [state]\ndir = {:?}\n\
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+            dir.path().join("state").display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let node = start(&cfg);
+    let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe={}", seeder.addr);
+    let body = serde_json::json!({ "magnet": magnet }).to_string();
+    let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
+    assert_eq!(status, 201, "{answer}");
+    let added: Value = serde_json::from_str(&answer).unwrap();
+    assert!(
+        added["state"] == "metadata" || added["state"] == "downloading",
+        "{added:#}"
+    );
+    let done = wait_for(&node, "the magnet's data", 60, |t| t["state"] == "seeding");
+    assert_eq!(done["info_hash"], hash.as_str());
+    assert_eq!(std::fs::read(data.join("m.bin")).unwrap(), payload);
+    let (status, _) = http(node.api, "POST", "/api/v1/torrents", &body);
+    assert_eq!(status, 409, "the same magnet twice");
+    drop(seeder);
+}

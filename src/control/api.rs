@@ -3,7 +3,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /api/v1/torrents` | list with stats |
-//! | `POST /api/v1/torrents` | add: `{"torrent": BASE64}` or `{"path": FILE}` (or `{"magnet": URI}`, refused with 501), optional `save_path`, `paused`, `skip_check` |
+//! | `POST /api/v1/torrents` | add: `{"torrent": BASE64}` or `{"path": FILE}` or `{"magnet": URI}` (state `metadata` until peers give its info dictionary), optional `save_path`, `paused`, `skip_check` |
 //! | `GET /api/v1/torrents/{hash}` | one torrent |
 //! | `DELETE /api/v1/torrents/{hash}[?delete_data=true]` | remove, keeping or deleting its data |
 //! | `POST /api/v1/torrents/{hash}/pause`, `/resume`, `/recheck` | |
@@ -60,7 +60,6 @@ impl IntoResponse for ControlError {
             }
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::AlreadyAdded(_) => StatusCode::CONFLICT,
-            ControlError::MagnetUnsupported => StatusCode::NOT_IMPLEMENTED,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ControlError::Db(_) | ControlError::Session(_) | ControlError::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -174,15 +173,12 @@ async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, Control
         skip_check: req.skip_check,
         source: None,
         trusted_path: false,
+        peers: Vec::new(),
     };
-    if let Some(uri) = &req.magnet {
-        // Parsed first, so a malformed link gets its own clear error.
-        crate::metainfo::magnet::Magnet::parse(uri)
-            .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
-        return Err(ControlError::MagnetUnsupported);
-    }
     let service = s.service.clone();
-    let id = if let Some(b64) = req.torrent {
+    let id = if let Some(uri) = req.magnet {
+        blocking(move || service.add_magnet(&uri, options)).await?
+    } else if let Some(b64) = req.torrent {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| ControlError::BadRequest(format!("\"torrent\" is not base64: {e}")))?;

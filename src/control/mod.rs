@@ -47,11 +47,6 @@ pub enum ControlError {
     AlreadyAdded(String),
     #[error("save path {path:?} is outside the data directory {root}")]
     OutsideDataDir { path: String, root: String },
-    #[error(
-        "adding by magnet link needs the metadata exchange (BEP 9) and a piece downloader; \
-         ringseed only seeds data that is already on disk, so add the .torrent file instead"
-    )]
-    MagnetUnsupported,
     #[error("{0}")]
     Unauthorized(String),
     #[error("state database: {0}")]
@@ -209,6 +204,8 @@ struct Entry {
     rate_sample: Option<(Instant, u64)>,
     /// Verified pieces at the last save of the bitfield.
     saved_pieces: u32,
+    /// Peers to dial when it is served (not saved: trackers and peer exchange find more).
+    peers: Vec<std::net::SocketAddr>,
 }
 
 impl Entry {
@@ -267,6 +264,8 @@ pub struct AddOptions {
     /// The save path comes from the operator's config, not from the API: not confined to the
     /// data root.
     pub trusted_path: bool,
+    /// Peers to dial once it is served (a magnet's `x.pe`, the peer that gave its metadata).
+    pub peers: Vec<std::net::SocketAddr>,
 }
 
 /// A torrent as the API lists it.
@@ -346,7 +345,12 @@ struct Inner {
     failed: Mutex<HashMap<PathBuf, Option<(u64, std::time::SystemTime)>>>,
     checks: crossbeam_channel::Sender<([u8; 20], CheckReason)>,
     counters: Arc<Counters>,
+    /// Magnets whose metadata is being fetched (name, error once it failed, when added).
+    pending: Mutex<HashMap<[u8; 20], Pending>>,
 }
+
+/// A magnet waiting for its metadata: its name, the error once it failed, when it was added.
+type Pending = (String, Option<String>, i64);
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -455,6 +459,7 @@ impl Service {
                 failed: Mutex::new(HashMap::new()),
                 checks: check_tx,
                 counters,
+                pending: Mutex::new(HashMap::new()),
             }),
         };
         let global = db.call(state::load_global)?.recv_result()?;
@@ -629,6 +634,7 @@ impl Service {
             download_rate: 0.0,
             rate_sample: None,
             saved_pieces: 0,
+            peers: Vec::new(),
         };
         let id = rec.info_hash;
         if partial {
@@ -722,7 +728,12 @@ impl Service {
             added = self.inner.session.add_torrent(t.clone());
         }
         match added {
-            Ok(()) => e.seeding_since = Some(Instant::now()),
+            Ok(()) => {
+                e.seeding_since = Some(Instant::now());
+                if !e.peers.is_empty() {
+                    let _ = self.inner.session.add_peers(id, e.peers.clone());
+                }
+            }
             Err(err) => {
                 tracing::error!("serving {}: {err}", hex(&id));
                 e.status = Status::Error(format!("serving: {err}"));
@@ -744,6 +755,107 @@ impl Service {
 
     fn persist(&self, rec: TorrentRecord) -> Result<Reply<()>, ControlError> {
         Ok(self.inner.db.call(move |c| state::put(c, &rec))?)
+    }
+
+    /// Adds a magnet link: its metadata is fetched from peers (the magnet's trackers and `x.pe`
+    /// addresses) on a thread of its own, then it is added as its .torrent would be and
+    /// downloads. Meanwhile the list shows it in state `metadata` (or `error`, with the reason,
+    /// when no peer gave the metadata within ten minutes).
+    pub fn add_magnet(&self, uri: &str, add: AddOptions) -> Result<[u8; 20], ControlError> {
+        let m = crate::metainfo::Magnet::parse(uri)
+            .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
+        let id = m.info_hash.wire_id();
+        if self.lock().contains_key(&id) {
+            return Err(ControlError::AlreadyAdded(hex(&id)));
+        }
+        // The save path is checked now, so a bad one is refused at once.
+        if let (Some(p), Some(root)) = (&add.save_path, &self.options().data_root) {
+            confine_save_path(root, p)?;
+        }
+        {
+            let mut pending = crate::engine::lock(&self.inner.pending);
+            if pending.get(&id).is_some_and(|p| p.1.is_none()) {
+                return Err(ControlError::AlreadyAdded(hex(&id)));
+            }
+            let name = m.name.clone().unwrap_or_else(|| hex(&id));
+            pending.insert(id, (name, None, now_unix()));
+        }
+        let engine = self.inner.session.engine().clone();
+        let s = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringseed-magnet".into())
+            .spawn(move || {
+                let resolved = crate::download::magnet::resolve(
+                    &m,
+                    &[],
+                    engine.settings().peer_id,
+                    engine.local_addr().port(),
+                    Duration::from_secs(600),
+                );
+                let added = resolved.and_then(|r| {
+                    let mut add = add;
+                    add.peers.extend(
+                        m.peers
+                            .iter()
+                            .filter_map(|p| p.parse::<std::net::SocketAddr>().ok()),
+                    );
+                    add.peers.push(r.from);
+                    s.add_bytes(r.torrent, add)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+                let mut pending = crate::engine::lock(&s.inner.pending);
+                match added {
+                    Ok(()) => {
+                        pending.remove(&id);
+                    }
+                    Err(e) => {
+                        tracing::error!(info_hash = %hex(&id), "magnet: {e}");
+                        if let Some(p) = pending.get_mut(&id) {
+                            p.1 = Some(e);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            crate::engine::lock(&self.inner.pending).remove(&id);
+            return Err(ControlError::Io(format!(
+                "starting the metadata fetch: {e}"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// A magnet still waiting for its metadata, as the list shows it.
+    fn pending_view(
+        id: &[u8; 20],
+        name: &str,
+        error: &Option<String>,
+        added_at: i64,
+    ) -> TorrentView {
+        TorrentView {
+            info_hash: hex(id),
+            name: name.to_string(),
+            state: if error.is_some() { "error" } else { "metadata" }.into(),
+            error: error.clone(),
+            stopped_by: None,
+            data_dir: String::new(),
+            size: 0,
+            pieces: 0,
+            verified_pieces: 0,
+            uploaded: 0,
+            ratio: 0.0,
+            seeding_s: 0,
+            peers: 0,
+            limits: Limits::default(),
+            added_at,
+            checks: 0,
+            resumed: false,
+            progress: 0.0,
+            downloaded: 0,
+            download_rate: 0.0,
+            eta_s: None,
+        }
     }
 
     /// Adds a .torrent file (config list or watch directory) with its data in `data`. Returns
@@ -825,6 +937,7 @@ impl Service {
             download_rate: 0.0,
             rate_sample: None,
             saved_pieces: 0,
+            peers: add.peers,
         };
         if skip_check {
             entry.files = state::stamp_files(&meta.info.layout, &data_dir);
@@ -1087,14 +1200,23 @@ impl Service {
     pub fn list(&self) -> Vec<TorrentView> {
         let all = self.lock();
         let mut v: Vec<TorrentView> = all.iter().map(|(id, e)| self.view(id, e)).collect();
+        for (id, (name, error, at)) in crate::engine::lock(&self.inner.pending).iter() {
+            if !all.contains_key(id) {
+                v.push(Self::pending_view(id, name, error, *at));
+            }
+        }
         v.sort_by(|a, b| (a.added_at, &a.info_hash).cmp(&(b.added_at, &b.info_hash)));
         v
     }
 
     pub fn get(&self, id: [u8; 20]) -> Result<TorrentView, ControlError> {
         let all = self.lock();
-        let e = all.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
-        Ok(self.view(&id, e))
+        if let Some(e) = all.get(&id) {
+            return Ok(self.view(&id, e));
+        }
+        let pending = crate::engine::lock(&self.inner.pending);
+        let (name, error, at) = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+        Ok(Self::pending_view(&id, name, error, *at))
     }
 
     /// The connected peers of one torrent (asks every worker; waits up to a second).

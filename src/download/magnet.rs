@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::magnet_fetch::{self, FetchOptions};
 use crate::metainfo::{Magnet, Metainfo};
-use crate::tracker::{AnnounceOutcome, Announcer, AnnouncerConfig, ClientConfig, TrackerClient, TransferStats};
+use crate::tracker::{
+    AnnounceOutcome, Announcer, AnnouncerConfig, ClientConfig, TrackerClient, TransferStats,
+};
 
 /// A magnet resolved: its torrent parsed, and the .torrent bytes to keep.
 pub struct Resolved {
@@ -141,7 +143,10 @@ mod tests {
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert_eq!(m.info.raw, info);
         assert_eq!(m.info.hash.v1, Some(crate::hash::sha1(info)));
-        assert_eq!(m.trackers, vec![vec!["http://127.0.0.1:1/announce".to_string()]]);
+        assert_eq!(
+            m.trackers,
+            vec![vec!["http://127.0.0.1:1/announce".to_string()]]
+        );
         assert!(Metainfo::from_bytes(&torrent_bytes(info, &[])).is_ok());
     }
 }
