@@ -1157,11 +1157,18 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
     let row = |t: &Value| {
         let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let n = |k: &str| t.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        let eta = t
+            .get("eta_s")
+            .and_then(Value::as_u64)
+            .map_or("-".to_string(), |e| format!("{e}s"));
         format!(
-            "{}  {:<8} {:>6.1}%  up {:>10}  ratio {:>5.2}  peers {:>4}  {}",
+            "{}  {:<11} {:>6.1}%  down {:>10} {:>8.1} MiB/s eta {:>6}  up {:>10}  ratio {:>5.2}  peers {:>4}  {}",
             s("info_hash"),
             s("state"),
             100.0 * n("verified_pieces") / n("pieces").max(1.0),
+            n("downloaded") as u64,
+            n("download_rate") / f64::from(1u32 << 20),
+            eta,
             n("uploaded") as u64,
             n("ratio"),
             n("peers") as u64,

@@ -89,6 +89,36 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_download_bytes",
+            "Piece payload bytes received, by worker (duplicates and bad pieces included).",
+            &per_worker(&|s| s.bytes_down),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_wasted_blocks",
+            "Blocks received twice (endgame) or for a piece no longer fetched.",
+            &per_worker(&|s| s.wasted_blocks),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_pieces_downloaded",
+            "Pieces downloaded, checked and written, by worker.",
+            &per_worker(&|s| s.pieces_done),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_hash_failures",
+            "Downloaded pieces that failed their hash check, by worker.",
+            &per_worker(&|s| s.hash_failures),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_write_errors",
+            "Piece writes that failed (the torrent stops downloading with an error).",
+            &per_worker(&|s| s.write_errors),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_blocks_sent",
             "Blocks sent, by worker.",
             &per_worker(&|s| s.blocks_up),
@@ -187,7 +217,7 @@ impl Collector for EngineCollector {
 
         // Torrents: the busiest by upload, the rest summed as "other".
         let torrents = self.torrents.read().map(|t| t.clone()).unwrap_or_default();
-        let mut by_upload: Vec<(String, u64, i64)> = torrents
+        let mut by_upload: Vec<(String, u64, i64, u64, u64)> = torrents
             .iter()
             .map(|t| {
                 let name = crate::metainfo::hex(&t.id);
@@ -195,26 +225,50 @@ impl Collector for EngineCollector {
                     name,
                     t.uploaded(),
                     i64::from(t.peers.load(std::sync::atomic::Ordering::Relaxed)),
+                    t.downloaded(),
+                    t.left(),
                 )
             })
             .collect();
-        by_upload.sort_by_key(|t| std::cmp::Reverse(t.1));
+        by_upload.sort_by_key(|t| std::cmp::Reverse(t.1 + t.3));
         let mut up: Vec<(Labels, u64)> = Vec::new();
+        let mut down: Vec<(Labels, u64)> = Vec::new();
+        let mut left: Vec<(Labels, i64)> = Vec::new();
         let mut peers: Vec<(Labels, i64)> = Vec::new();
-        let (mut other_up, mut other_peers) = (0u64, 0i64);
-        for (i, (name, u, p)) in by_upload.into_iter().enumerate() {
+        let (mut other_up, mut other_peers, mut other_down, mut other_left) = (0u64, 0i64, 0, 0);
+        for (i, (name, u, p, d, l)) in by_upload.into_iter().enumerate() {
             if i < self.top_torrents {
-                up.push((vec![("torrent".into(), name.clone())], u));
-                peers.push((vec![("torrent".into(), name)], p));
+                let label = vec![("torrent".to_string(), name)];
+                up.push((label.clone(), u));
+                down.push((label.clone(), d));
+                left.push((label.clone(), l as i64));
+                peers.push((label, p));
             } else {
                 other_up += u;
                 other_peers += p;
+                other_down += d;
+                other_left += l as i64;
             }
         }
         if torrents.len() > self.top_torrents {
-            up.push((vec![("torrent".into(), "other".into())], other_up));
-            peers.push((vec![("torrent".into(), "other".into())], other_peers));
+            let label = vec![("torrent".to_string(), "other".to_string())];
+            up.push((label.clone(), other_up));
+            down.push((label.clone(), other_down));
+            left.push((label.clone(), other_left));
+            peers.push((label, other_peers));
         }
+        counter(
+            &mut enc,
+            "ringseed_torrent_download_bytes",
+            "Payload bytes received, by torrent (info-hash; the rest as \"other\").",
+            &down,
+        )?;
+        gauge(
+            &mut enc,
+            "ringseed_torrent_left_bytes",
+            "Bytes still to download, by torrent (0 for a seed).",
+            &left,
+        )?;
         counter(
             &mut enc,
             "ringseed_torrent_upload_bytes",

@@ -1248,17 +1248,30 @@ impl Service {
     /// Torrents by state, for `/metrics`.
     pub fn count_by_state(&self) -> Vec<(&'static str, i64)> {
         let all = self.lock();
-        let mut counts = [0i64; 4];
+        let mut counts = [0i64; 7];
         for e in all.values() {
             let i = match &e.status {
                 Status::Checking => 0,
-                Status::Ready if e.serving() => 1,
-                Status::Ready => 2,
+                Status::Ready if !e.serving() => 2,
+                Status::Ready if e.downloading && e.download_rate < 1.0 => 5,
+                Status::Ready if e.downloading => 4,
+                Status::Ready => 1,
                 Status::Error(_) => 3,
             };
             counts[i] += 1;
         }
-        ["checking", "seeding", "paused", "error"]
+        for (_, (_, error, _)) in crate::engine::lock(&self.inner.pending).iter() {
+            counts[if error.is_some() { 3 } else { 6 }] += 1;
+        }
+        [
+            "checking",
+            "seeding",
+            "paused",
+            "error",
+            "downloading",
+            "stalled",
+            "metadata",
+        ]
             .into_iter()
             .zip(counts)
             .collect()
