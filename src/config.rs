@@ -297,6 +297,7 @@ impl Speed {
 pub struct Torrents {
     pub dir: String,
     pub data_dir: String,
+    pub incomplete_dir: String,
     pub watch_interval_s: u32,
     pub skip_check: bool,
     pub ratio_limit_percent: u32,
@@ -310,6 +311,7 @@ impl Default for Torrents {
         Torrents {
             dir: String::new(),
             data_dir: String::new(),
+            incomplete_dir: String::new(),
             watch_interval_s: 10,
             skip_check: false,
             ratio_limit_percent: 0,
@@ -611,6 +613,11 @@ const DOCS: &[(&str, &str)] = &[
     (
         "torrents.data_dir",
         "Download directory of the torrents found in `dir`.",
+    ),
+    (
+        "torrents.incomplete_dir",
+        "Where torrents download until complete; each then moves to its data directory (a\n\
+         rename, or a copy to another file system). Empty: they download in place.",
     ),
     (
         "torrents.watch_interval_s",

@@ -48,6 +48,8 @@ pub const MIGRATIONS: &[&str] = &[
          ratio_limit REAL,
          seed_time_limit_s INTEGER
      );",
+    // Where a download in progress lives when `[torrents] incomplete_dir` is set.
+    "ALTER TABLE torrents ADD COLUMN download_dir TEXT;",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -88,6 +90,9 @@ pub struct TorrentRecord {
     pub verified: Option<Vec<u8>>,
     /// One stamp per file of the layout (pads and empty files included, as stamps of nothing).
     pub files: Vec<Option<FileStamp>>,
+    /// Where its data is being downloaded, when not in `data_dir` (`incomplete_dir`); moved to
+    /// `data_dir` once complete.
+    pub download_dir: Option<String>,
 }
 
 /// Global limits set through the API; `None` falls back to the config file.
@@ -163,7 +168,8 @@ pub fn get(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<Option<T
 fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<TorrentRecord>> {
     let mut stmt = conn.prepare(
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
-                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified
+                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
+                download_dir
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -191,6 +197,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
             seeding_s: to_u64(r.get(11)?),
             verified: r.get(12)?,
             files: Vec::new(),
+            download_dir: r.get(13)?,
         });
     }
     let mut files = conn.prepare(
@@ -228,14 +235,14 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO torrents (info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded,
-                               seeding_s, verified)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                               seeding_s, verified, download_dir)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
              ratio_limit = excluded.ratio_limit, seed_time_limit_s = excluded.seed_time_limit_s,
              uploaded = excluded.uploaded, seeding_s = excluded.seeding_s,
-             verified = excluded.verified",
+             verified = excluded.verified, download_dir = excluded.download_dir",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -250,6 +257,7 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             to_i64(rec.uploaded),
             to_i64(rec.seeding_s),
             rec.verified,
+            rec.download_dir,
         ],
     )?;
     conn.execute(

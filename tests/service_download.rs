@@ -1,7 +1,8 @@
 //! `ringseed run` downloads what it does not have: a torrent added over the API whose data is
 //! missing is fetched from a seeder it finds through a real tracker (opentracker), killed with
 //! SIGKILL half-way, restarted, and finished without fetching again what it had verified; then
-//! it seeds in place.
+//! it seeds in place. A magnet added over the API gets its metadata from peers, downloads in the
+//! incomplete directory and moves to its data directory once complete.
 
 mod common;
 
@@ -190,6 +191,7 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let meta = create_torrent(&src.join("m.bin"), &t, &["--piece-kib", "64"]);
     let seeder = spawn_seeder_with(&t, &src, "127.0.0.1", &[], &[]);
     let data = dir.path().join("data");
+    let incomplete = dir.path().join("incomplete");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = dir.path().join("node.toml");
     std::fs::write(
@@ -199,9 +201,10 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
              [metrics]\nlisten = \"\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
              [state]\ndir = {:?}\n\
-             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\nincomplete_dir = {:?}\n",
             dir.path().join("state").display().to_string(),
-            data.display().to_string()
+            data.display().to_string(),
+            incomplete.display().to_string()
         ),
     )
     .unwrap();
@@ -218,7 +221,10 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     );
     let done = wait_for(&node, "the magnet's data", 60, |t| t["state"] == "seeding");
     assert_eq!(done["info_hash"], hash.as_str());
+    // Downloaded in the incomplete directory, then moved to the data directory.
     assert_eq!(std::fs::read(data.join("m.bin")).unwrap(), payload);
+    assert!(!incomplete.join("m.bin").exists());
+    assert_eq!(done["data_dir"], data.display().to_string());
     let (status, _) = http(node.api, "POST", "/api/v1/torrents", &body);
     assert_eq!(status, 409, "the same magnet twice");
     drop(seeder);

@@ -136,6 +136,8 @@ pub struct ServiceOptions {
     pub preallocate: bool,
     /// Download limit of a torrent (bytes/s, 0 = unlimited).
     pub torrent_download_rate: u64,
+    /// Downloads happen here and move to their data directory once complete.
+    pub incomplete_dir: Option<PathBuf>,
 }
 
 impl ServiceOptions {
@@ -161,6 +163,7 @@ impl ServiceOptions {
             save_interval: Duration::from_secs(u64::from(c.state.save_interval_s)),
             preallocate: c.engine.preallocate,
             torrent_download_rate: c.engine.torrent_download_rate_limit_kib << 10,
+            incomplete_dir: non_empty(&t.incomplete_dir),
         }
     }
 }
@@ -206,6 +209,8 @@ struct Entry {
     saved_pieces: u32,
     /// Peers to dial when it is served (not saved: trackers and peer exchange find more).
     peers: Vec<std::net::SocketAddr>,
+    /// Where it downloads, when not in `data_dir` (`incomplete_dir`).
+    download_dir: Option<PathBuf>,
 }
 
 impl Entry {
@@ -240,6 +245,7 @@ impl Entry {
             seeding_s: self.seeding_s(),
             verified: self.verified.clone(),
             files: self.files.clone(),
+            download_dir: self.download_dir.as_ref().map(|d| d.display().to_string()),
         }
     }
 
@@ -635,12 +641,15 @@ impl Service {
             rate_sample: None,
             saved_pieces: 0,
             peers: Vec::new(),
+            download_dir: None,
         };
         let id = rec.info_hash;
+        entry.download_dir = rec.download_dir.map(PathBuf::from);
         if partial {
             let bits = entry.verified.clone().unwrap_or_default();
             let preallocate = self.options().preallocate;
-            match Torrent::open_download(meta, &data_dir, Start::Trust(bits), preallocate) {
+            let dir = entry.download_dir.clone().unwrap_or(data_dir.clone());
+            match Torrent::open_download(meta, &dir, Start::Trust(bits), preallocate) {
                 Ok((t, _)) => {
                     entry.saved_pieces = t.pieces.verified.count();
                     entry.torrent = Some(Arc::new(t));
@@ -938,6 +947,7 @@ impl Service {
             rate_sample: None,
             saved_pieces: 0,
             peers: add.peers,
+            download_dir: None,
         };
         if skip_check {
             entry.files = state::stamp_files(&meta.info.layout, &data_dir);
@@ -998,14 +1008,24 @@ impl Service {
         let started = Instant::now();
         let opened = Torrent::open(meta.clone(), &dir, Some(self.options().hash));
         // Data missing or partial: the torrent downloads the rest, keeping what verified.
-        let preallocate = self.options().preallocate;
+        let options = self.options();
+        let mut download_dir = None;
         let opened = opened.and_then(|(t, r)| {
             if t.pieces.verified.is_full() {
                 return Ok((t, r));
             }
-            let bits = t.verified_bitfield();
+            let Some(inc) = &options.incomplete_dir else {
+                let bits = t.verified_bitfield();
+                drop(t);
+                return Torrent::open_download(meta, &dir, Start::Trust(bits), options.preallocate)
+                    .map(|(t, _)| (t, r));
+            };
+            // Downloads live in the incomplete directory until complete: what is there (an
+            // interrupted download) is hashed and kept.
             drop(t);
-            Torrent::open_download(meta, &dir, Start::Trust(bits), preallocate).map(|(t, _)| (t, r))
+            download_dir = Some(inc.clone());
+            Torrent::open_download(meta, inc, Start::Check(options.hash), options.preallocate)
+                .map(|(t, _)| (t, r))
         });
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else { return };
@@ -1035,6 +1055,7 @@ impl Service {
                 e.verified = Some(t.pieces.verified.to_wire());
                 e.files = files;
                 e.downloading = t.downloads();
+                e.download_dir = download_dir;
                 e.saved_pieces = t.pieces.verified.count();
                 e.torrent = Some(Arc::new(t));
                 e.status = Status::Ready;
@@ -1272,9 +1293,9 @@ impl Service {
             "stalled",
             "metadata",
         ]
-            .into_iter()
-            .zip(counts)
-            .collect()
+        .into_iter()
+        .zip(counts)
+        .collect()
     }
 
     /// Adds the .torrent files of the config that are new (SIGHUP and the watch directory).
@@ -1397,6 +1418,13 @@ impl Service {
                     if let Err(err) = t.files.create_missing() {
                         e.status = Status::Error(format!("creating files: {err}"));
                     }
+                    if let Some(from) = e.download_dir.take()
+                        && let Err(err) = self.move_complete(*id, e, &from)
+                    {
+                        tracing::error!(torrent = %e.meta.info.name, "{err}");
+                        e.download_dir = Some(from);
+                        e.status = Status::Error(err);
+                    }
                     tracing::info!(torrent = %e.meta.info.name, "download complete: seeding");
                     e.downloading = false;
                     e.download_rate = 0.0;
@@ -1431,6 +1459,65 @@ impl Service {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!("saving download progress: {e}");
         }
+    }
+
+    /// Moves a completed download from the incomplete directory `from` to its data directory:
+    /// a rename of its file or top directory (the open files stay valid), or on another file
+    /// system a copy, after which the torrent is reopened from its new place.
+    fn move_complete(&self, id: [u8; 20], e: &mut Entry, from: &Path) -> Result<(), String> {
+        let tops: std::collections::BTreeSet<String> = e
+            .meta
+            .info
+            .layout
+            .data_files()
+            .filter_map(|(_, f)| f.path.first().cloned())
+            .collect();
+        std::fs::create_dir_all(&e.data_dir)
+            .map_err(|err| format!("creating {}: {err}", e.data_dir.display()))?;
+        let mut copied = false;
+        for top in &tops {
+            let (src, dst) = (from.join(top), e.data_dir.join(top));
+            if dst.exists() {
+                return Err(format!(
+                    "moving the completed download: {} exists already",
+                    dst.display()
+                ));
+            }
+            match std::fs::rename(&src, &dst) {
+                Ok(()) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                    copy_tree(&src, &dst)
+                        .and_then(|()| remove_tree(&src))
+                        .map_err(|err| {
+                            format!("copying {} to {}: {err}", src.display(), dst.display())
+                        })?;
+                    copied = true;
+                }
+                Err(err) => {
+                    return Err(format!(
+                        "moving {} to {}: {err}",
+                        src.display(),
+                        dst.display()
+                    ));
+                }
+            }
+        }
+        tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
+        if copied {
+            // The files open in the engine are the removed copies: serve the new ones.
+            let (t, _) = Torrent::open(e.meta.clone(), &e.data_dir, None)
+                .map_err(|err| format!("reopening {}: {err}", e.data_dir.display()))?;
+            let was = e.serving();
+            self.unserve(id, e);
+            if let Some(old) = e.torrent.take() {
+                e.uploaded_base += old.uploaded();
+            }
+            e.torrent = Some(Arc::new(t));
+            if was {
+                self.serve(id, e);
+            }
+        }
+        Ok(())
     }
 
     fn progress(&self) -> Vec<Progress> {
@@ -1520,6 +1607,35 @@ impl Service {
                 .await;
             }
         }
+    }
+}
+
+/// Copies a file or a directory tree (no symlinks followed: they are refused).
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let m = std::fs::symlink_metadata(src)?;
+    if m.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else if m.is_file() {
+        std::fs::copy(src, dst)?;
+        std::fs::File::open(dst)?.sync_all()
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is neither a file nor a directory", src.display()),
+        ))
+    }
+}
+
+fn remove_tree(p: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(p)?.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
     }
 }
 
