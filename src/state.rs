@@ -354,6 +354,7 @@ mod tests {
             uploaded: 7,
             seeding_s: 9,
             verified: Some(vec![0xff, 0x80]),
+            download_dir: Some("/srv/incomplete".into()),
             files: vec![
                 Some(FileStamp {
                     size: 10,
