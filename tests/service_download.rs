@@ -177,7 +177,6 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     assert_eq!(done["seeding_s"].as_u64().unwrap_or(0), 0, "{done:#}");
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
-    let _ = &mut seeder;
 }
 
 #[test]
@@ -227,5 +226,105 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     assert_eq!(done["data_dir"], data.display().to_string());
     let (status, _) = http(node.api, "POST", "/api/v1/torrents", &body);
     assert_eq!(status, 409, "the same magnet twice");
-    drop(seeder);
+    let mut seeder = seeder;
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
+}
+
+/// Writes a node config with `data` as its data directory.
+fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [metrics]\nlisten = \"\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
+             [state]\ndir = {:?}\n\
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+            dir.join("state").display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let (big, small) = (pattern(4 << 20, 11), pattern(1 << 20, 12));
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("small.bin"), &small).unwrap();
+    let tb = dir.path().join("big.torrent");
+    let ts = dir.path().join("small.torrent");
+    let mb = create_torrent(&src.join("big.bin"), &tb, &["--piece-kib", "64"]);
+    let ms = create_torrent(&src.join("small.bin"), &ts, &["--piece-kib", "64"]);
+    let sb = spawn_seeder_with(&tb, &src, "127.0.0.1", &[], &[]);
+    let ss = spawn_seeder_with(&ts, &src, "127.0.0.1", &[], &[]);
+    let data = dir.path().join("data");
+    let tiny = data.join("tiny");
+    std::fs::create_dir_all(&tiny).unwrap();
+    let cfg = node_config(dir.path(), &data);
+    // The node runs in its own user and mount namespaces, where `data/tiny` is a 1 MiB tmpfs:
+    // the 4 MiB download there runs out of space (no root needed, nothing mounted outside).
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs {:?} && exec {:?} --config {:?} run --stats-every 0",
+        tiny.display().to_string(),
+        env!("CARGO_BIN_EXE_ringseed"),
+        cfg.display().to_string()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["-r", "-m", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux) runs the node in its own mount namespace");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = lines
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("control API on http://")
+                .and_then(|a| a.parse().ok())
+        })
+        .expect("the node starts (user namespaces and tmpfs must be available)");
+    let node = Node { child, api };
+    let magnet = |m: &ringseed::metainfo::Metainfo, peer: SocketAddr| {
+        format!(
+            "magnet:?xt=urn:btih:{}&x.pe={peer}",
+            ringseed::metainfo::hex(&m.info.hash.wire_id())
+        )
+    };
+    let add = |body: Value| {
+        let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body.to_string());
+        assert_eq!(status, 201, "{answer}");
+    };
+    add(serde_json::json!({"magnet": magnet(&mb, sb.addr), "save_path": "tiny"}));
+    add(serde_json::json!({"magnet": magnet(&ms, ss.addr)}));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (failed, done) = loop {
+        let (_, body) = http(node.api, "GET", "/api/v1/torrents", "");
+        let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let find = |name: &str| list.iter().find(|t| t["name"] == name).cloned();
+        if let (Some(b), Some(s)) = (find("big.bin"), find("small.bin"))
+            && b["state"] == "error"
+            && s["state"] == "seeding"
+        {
+            break (b, s);
+        }
+        assert!(Instant::now() < deadline, "{list:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = failed["error"].as_str().unwrap();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("big.bin"), "the message names the file: {err}");
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(std::fs::read(data.join("small.bin")).unwrap(), small);
+    drop(node);
+    for mut s in [sb, ss] {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
 }
