@@ -1,5 +1,7 @@
-//! `ringseed demo`: a payload made on the spot, its torrent, a verification, and a loopback
-//! seed-and-fetch of it through the wire protocol.
+//! `ringseed demo`: a payload made on the spot, its torrent, a verification, and the whole
+//! cycle of a seedbox on loopback: one engine seeds it, a second one is given only its magnet
+//! link, fetches the metadata and the data from the first and writes it to disk, then seeds it
+//! in turn to a third peer; every file is compared byte for byte.
 //!
 //! The demo runs in steps so the command line can print (and draw progress) between them: a
 //! failure in a later step must not hide what the earlier ones already showed.
@@ -35,6 +37,14 @@ pub enum DemoError {
     Fetch(#[from] FetchError),
     #[error("{0} came back different")]
     Mismatch(String),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error(transparent)]
+    Download(#[from] crate::download::cli::DownloadError),
+    #[error("the magnet: {0}")]
+    Magnet(String),
+    #[error("the download did not finish within {0} s")]
+    Timeout(u64),
 }
 
 /// Removes a directory tree when dropped (also on an error return).
@@ -181,6 +191,107 @@ pub fn seed_and_fetch(
         blocks_up: stats.iter().map(|w| w.blocks_up).sum(),
         connections: stats.iter().map(|w| w.handshakes).sum(),
     })
+}
+
+/// What the download step did.
+#[derive(Debug, Clone)]
+pub struct DemoDownload {
+    /// From adding the magnet to every piece verified and on disk.
+    pub elapsed: std::time::Duration,
+    pub bytes: u64,
+    pub metadata_from: SocketAddr,
+    /// The downloader's address, where it seeds the result.
+    pub seeding_on: SocketAddr,
+}
+
+/// Seeds `meta` (its data in `dir`) with one engine; a second engine, given only the magnet
+/// link and the first's address, fetches the metadata (BEP 9) and the data into
+/// `dir/downloaded`, every piece checked; the files are compared with the originals; then the
+/// downloader seeds them to a one-connection fetch, compared again. `on_step` hears each step.
+pub fn download_cycle(
+    meta: &Metainfo,
+    dir: &DemoDir,
+    config: &Config,
+    mut on_step: impl FnMut(&str),
+) -> Result<(DemoDownload, DemoFetch), DemoError> {
+    let mut settings = config.engine_settings();
+    settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let seeder = Engine::start(settings.clone())?;
+    let (t, _) = Torrent::open(meta.clone(), &dir.path, None)?;
+    seeder.add_torrent(Arc::new(t))?;
+    on_step(&format!("seeding on {}", seeder.local_addr()));
+    settings.peer_id = crate::engine::new_peer_id();
+    let options = crate::session::SessionOptions {
+        announce: false,
+        ..Default::default()
+    };
+    let session = crate::session::Session::start(settings, options)?;
+    let started = std::time::Instant::now();
+    let magnet = crate::metainfo::Magnet {
+        info_hash: meta.info.hash,
+        name: None,
+        trackers: Vec::new(),
+        peers: Vec::new(),
+        web_seeds: Vec::new(),
+    };
+    on_step(&format!("downloading {} into {}", magnet.to_uri(), dir.path.join("downloaded").display()));
+    let r = crate::download::magnet::resolve(
+        &magnet,
+        &[seeder.local_addr()],
+        session.engine().settings().peer_id,
+        session.engine().local_addr().port(),
+        std::time::Duration::from_secs(30),
+    )
+    .map_err(DemoError::Magnet)?;
+    let into = dir.path.join("downloaded");
+    let hash = config.hash_options();
+    let t = Arc::new(crate::download::cli::open(r.meta, &into, hash, false)?);
+    session.add_torrent(t.clone())?;
+    session.handle().add_peers(t.id, vec![seeder.local_addr()])?;
+    let limit = std::time::Duration::from_secs(120);
+    while !t.pieces.verified.is_full() {
+        if let Some(e) = t.error() {
+            return Err(DemoError::Magnet(e));
+        }
+        if started.elapsed() > limit {
+            return Err(DemoError::Timeout(limit.as_secs()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    t.files.create_missing()?;
+    let elapsed = started.elapsed();
+    for (_, f) in meta.info.layout.data_files() {
+        let original = std::fs::read(dir.path.join(f.rel_path()))?;
+        if std::fs::read(into.join(f.rel_path()))? != original {
+            return Err(DemoError::Mismatch(f.path.join("/")));
+        }
+    }
+    drop(seeder);
+    let seeding_on = session.engine().local_addr();
+    on_step(&format!("downloaded; the downloader seeds it on {seeding_on}, fetching it back..."));
+    let (data, fetched) = fetch(&meta.info, seeding_on, 256)?;
+    let stats = session.shutdown();
+    for (_, f) in meta.info.layout.data_files() {
+        let on_disk = std::fs::read(dir.path.join(f.rel_path()))?;
+        let got = data.get(f.offset as usize..(f.offset + f.length) as usize);
+        if got != Some(on_disk.as_slice()) {
+            return Err(DemoError::Mismatch(f.path.join("/")));
+        }
+    }
+    Ok((
+        DemoDownload {
+            elapsed,
+            bytes: meta.info.layout.total_length,
+            metadata_from: r.from,
+            seeding_on,
+        },
+        DemoFetch {
+            fetched,
+            bytes_up: stats.iter().map(|w| w.bytes_up).sum(),
+            blocks_up: stats.iter().map(|w| w.blocks_up).sum(),
+            connections: stats.iter().map(|w| w.handshakes).sum(),
+        },
+    ))
 }
 
 #[cfg(test)]
