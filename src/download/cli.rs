@@ -223,6 +223,7 @@ pub fn run(
     let started = Instant::now();
     let mut meter = Meter::new(t.downloaded(), started);
     let mut last_piece = (t.pieces.verified.count(), started);
+    let mut files_made = false;
     let result = loop {
         let signal = match signals.recv_timeout(every) {
             Ok(s) => Some(s),
@@ -231,6 +232,14 @@ pub fn run(
         };
         let now = Instant::now();
         let p = progress(&t, &mut meter, now, started);
+        // Empty files have no piece: they are created once every piece is in, before a line
+        // says so (`seeding`; with --seed the run goes on).
+        if !files_made && t.pieces.verified.is_full() {
+            if let Err(e) = t.files.create_missing() {
+                break Err(DownloadError::Failed(format!("creating files: {e}")));
+            }
+            files_made = true;
+        }
         on_progress(&p);
         let done = t.pieces.verified.count();
         if done != last_piece.0 {
@@ -260,8 +269,8 @@ pub fn run(
         }
     };
     if result.is_ok() {
-        // Empty files have no piece: they are created now, so every file is on disk.
-        if let Err(e) = t.files.create_missing() {
+        // The last piece may have landed after the check in the loop.
+        if !files_made && let Err(e) = t.files.create_missing() {
             session.shutdown();
             return Err(DownloadError::Failed(format!("creating files: {e}")));
         }

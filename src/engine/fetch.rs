@@ -76,6 +76,17 @@ impl Fetches {
         self.memory == 0 || self.memory as u64 + size <= budget as u64
     }
 
+    /// Pieces of `torrent` this worker is writing: checked, not yet verified (that follows the
+    /// write).
+    pub fn writing(&self, torrent: &[u8; 20]) -> Vec<u32> {
+        self.writes
+            .iter()
+            .flatten()
+            .filter(|w| w.torrent.id == *torrent)
+            .map(|w| w.index)
+            .collect()
+    }
+
     /// Drops a torrent's parts (stopped, failed, removed), releasing their claims.
     pub fn drop_torrent(&mut self, t: &Torrent) {
         if let Some(f) = self.torrents.remove(&t.id) {
@@ -100,7 +111,9 @@ impl Core {
         };
         let v1 = t.meta.info.version.has_v1();
         if t.pieces.verified.get(index) {
-            // Another worker finished it first (endgame).
+            // Another worker finished it first (endgame): this copy was for nothing.
+            self.stats
+                .add(&self.stats.wasted_blocks, u64::from(part.received_blocks()));
             self.fetches.memory -= part.size() as usize;
             return;
         }

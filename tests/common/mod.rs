@@ -193,3 +193,112 @@ pub fn spawn_seeder_with(
 pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
+
+/// A libtorrent seeder (`lt_tool.py seed`, seed mode: it hashes each piece before first serving
+/// it), killed on drop.
+pub struct LtSeeder {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for LtSeeder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts libtorrent seeding `torrent` from `save_path` on `ip` (a port the kernel picks),
+/// uploading at most `upload_limit` bytes/s (0: unlimited, loopback peers included); returns
+/// once it listens.
+pub fn spawn_lt_seeder(torrent: &Path, save_path: &Path, ip: &str, upload_limit: u64) -> LtSeeder {
+    use std::io::BufRead;
+    require_tool("/usr/bin/python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/lt_tool.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg("seed")
+        .arg(torrent)
+        .arg(save_path)
+        .args(["0", ip, &upload_limit.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start lt_tool.py seed");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("lt_tool.py seed output");
+    let port: u16 = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("lt_tool.py seed did not get ready (is python3-libtorrent installed?): {line:?}")
+        });
+    LtSeeder {
+        child,
+        addr: std::net::SocketAddr::new(ip.parse().expect("an IP address"), port),
+    }
+}
+
+/// An aria2c seeder, killed on drop.
+pub struct Aria2Seeder {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Aria2Seeder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts aria2c seeding `torrent` from the download directory `dir`, forever, bound to `ip`
+/// (a free port), with `extra` options (`-V` to check the data first, `--bt-seed-unverified`
+/// to trust it, `--max-upload-limit=…`); returns once it accepts connections.
+pub fn spawn_aria2_seeder(torrent: &Path, dir: &Path, ip: &str, extra: &[&str]) -> Aria2Seeder {
+    require_tool("/usr/bin/aria2c");
+    let ip_addr: std::net::IpAddr = ip.parse().expect("an IP address");
+    for _ in 0..5 {
+        let port = opentracker::free_port();
+        let mut child = Command::new("/usr/bin/aria2c")
+            .args([
+                "--seed-ratio=0.0",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--file-allocation=none",
+                "--console-log-level=error",
+                "--summary-interval=0",
+                "--bt-tracker-connect-timeout=2",
+                "--bt-tracker-timeout=2",
+            ])
+            .arg(format!("--listen-port={port}"))
+            .arg(format!("--interface={ip}"))
+            .arg(format!("--dir={}", dir.display()))
+            .args(extra)
+            .arg(torrent)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aria2c");
+        let addr = std::net::SocketAddr::new(ip_addr, port);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Aria2Seeder { child, addr };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("aria2c did not start seeding {} on {ip}", torrent.display());
+}

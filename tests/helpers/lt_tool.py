@@ -6,9 +6,12 @@
                                                 {"pieces": n, "have": k, "bad": [...], "seconds": s}
   lt_tool.py create PATH OUT [v1|v2|hybrid] [PIECE_BYTES]
                                              -> makes a torrent with libtorrent
-  lt_tool.py seed TORRENT SAVE_PATH PORT      -> seeds with the high_performance_seed preset
-                                                until killed (prints "ready PORT" once
-                                                listening; PORT 0 lets the kernel choose)
+  lt_tool.py seed TORRENT SAVE_PATH PORT [IP] [UPLOAD_LIMIT]
+                                             -> seeds with the high_performance_seed preset
+                                                until killed, listening on IP (127.0.0.1 by
+                                                default) and PORT (0: any), uploading at most
+                                                UPLOAD_LIMIT bytes/s (0: unlimited); prints
+                                                "ready PORT" once listening
   lt_tool.py download TORRENT|MAGNET SAVE_PATH PEER_HOST:PORT|tracker [TIMEOUT_S]
                                              -> downloads from one peer (direct connect) or from
                                                 the peers the torrent's trackers list (no DHT),
@@ -83,22 +86,36 @@ def create(path, out, version="v1", piece=0):
         f.write(lt.bencode(ct.generate()))
 
 
-def seed(path, save_path, port):
+def seed(path, save_path, port, ip="127.0.0.1", upload_limit="0"):
     pack = lt.high_performance_seed()
     pack.update({
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-        "listen_interfaces": "127.0.0.1:%s" % port,
+        "listen_interfaces": "%s:%s" % (ip, port),
+        "upload_rate_limit": int(upload_limit),
+        # Without it a peer is its IP: a tracker lists the seeder to itself, it dials itself,
+        # bans "ourselves" and with that every other peer on 127.0.0.1.
+        "allow_multiple_connections_per_ip": True,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "alert_mask": lt.alert.category_t.error_notification,
     })
     ses = lt.session(pack)
+    if int(upload_limit):
+        # Peers on loopback are in libtorrent's local peer class, which no rate limit applies
+        # to: put every address in the global class alone.
+        classes = lt.ip_filter()
+        classes.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(classes)
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(path)
     params.save_path = save_path
     params.flags |= lt.torrent_flags.seed_mode
+    # Started at once: an auto-managed torrent waits for the queue to start it, and refuses
+    # the connections that arrive before that.
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
     h = ses.add_torrent(params)
     deadline = time.monotonic() + 60
-    while (not h.status().is_seeding or not ses.is_listening()) and time.monotonic() < deadline:
+    while not (h.status().is_seeding and not h.status().paused and ses.is_listening()) \
+            and time.monotonic() < deadline:
         ses.wait_for_alert(100)
         ses.pop_alerts()
     print("ready %d" % ses.listen_port(), flush=True)

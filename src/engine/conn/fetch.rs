@@ -123,11 +123,16 @@ impl Conn {
                 return Some(p.block(b));
             }
         }
-        // A piece another worker claimed, copied here (endgame across workers).
+        // A piece another worker claimed, copied here (endgame across workers). Not one this
+        // worker is writing: it has all of that piece, checked, and only waits for the disk.
         if core.fetches.has_room(size, core.settings.download_memory) {
+            let writing = core.fetches.writing(&t.id);
             let f = core.fetches.torrents.entry(t.id).or_default();
             let i = (0..t.pieces.num_pieces()).find(|&i| {
-                !t.pieces.verified.get(i) && !f.parts.contains_key(&i) && self.peer.may_ask(i)
+                !t.pieces.verified.get(i)
+                    && !f.parts.contains_key(&i)
+                    && !writing.contains(&i)
+                    && self.peer.may_ask(i)
             })?;
             return Some(self.start_part(slot, t, i, false, core));
         }
