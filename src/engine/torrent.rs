@@ -100,7 +100,6 @@ impl Torrent {
                 for i in 0..t.pieces.num_pieces() {
                     t.pieces.verified.clear(i);
                 }
-                t.fetch.active.store(true, Ordering::Release);
                 Ok((t, None))
             }
             Start::Trust(bits) => {
@@ -113,7 +112,6 @@ impl Torrent {
                         t.pieces.verified.clear(i);
                     }
                 }
-                t.fetch.active.store(true, Ordering::Release);
                 Ok((t, None))
             }
         }
