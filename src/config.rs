@@ -68,6 +68,7 @@ pub struct EngineConfig {
     pub preallocate: bool,
     pub request_timeout_s: u32,
     pub max_peers_per_torrent: u32,
+    pub max_dials_per_torrent: u32,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +99,7 @@ impl Default for EngineConfig {
             preallocate: s.preallocate,
             request_timeout_s: s.request_timeout.as_secs() as u32,
             max_peers_per_torrent: s.max_peers_per_torrent as u32,
+            max_dials_per_torrent: s.max_dials_per_torrent as u32,
         }
     }
 }
@@ -496,7 +498,12 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "engine.max_peers_per_torrent",
-        "Connections per torrent; we stop dialling there and refuse more. Range 1..=100000.",
+        "Connections per torrent, incoming and outgoing; more are refused. Range 1..=1000000.",
+    ),
+    (
+        "engine.max_dials_per_torrent",
+        "Outgoing connections per torrent: peers from trackers, peer exchange and by hand are\n\
+         dialled up to this many. Range 1..=10000.",
     ),
     (
         "trackers",
@@ -794,8 +801,14 @@ impl Config {
         range(
             "engine.max_peers_per_torrent",
             e.max_peers_per_torrent,
-            (1..=100_000).contains(&e.max_peers_per_torrent),
-            "allowed 1..=100000",
+            (1..=1_000_000).contains(&e.max_peers_per_torrent),
+            "allowed 1..=1000000",
+        )?;
+        range(
+            "engine.max_dials_per_torrent",
+            e.max_dials_per_torrent,
+            (1..=10_000).contains(&e.max_dials_per_torrent),
+            "allowed 1..=10000",
         )?;
         if e.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::OutOfRange {
@@ -959,6 +972,7 @@ impl Config {
             preallocate: e.preallocate,
             request_timeout: std::time::Duration::from_secs(u64::from(e.request_timeout_s)),
             max_peers_per_torrent: e.max_peers_per_torrent as usize,
+            max_dials_per_torrent: e.max_dials_per_torrent as usize,
             ..d
         }
     }

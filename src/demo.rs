@@ -234,7 +234,11 @@ pub fn download_cycle(
         peers: Vec::new(),
         web_seeds: Vec::new(),
     };
-    on_step(&format!("downloading {} into {}", magnet.to_uri(), dir.path.join("downloaded").display()));
+    on_step(&format!(
+        "downloading {} into {}",
+        magnet.to_uri(),
+        dir.path.join("downloaded").display()
+    ));
     let r = crate::download::magnet::resolve(
         &magnet,
         &[seeder.local_addr()],
@@ -247,7 +251,9 @@ pub fn download_cycle(
     let hash = config.hash_options();
     let t = Arc::new(crate::download::cli::open(r.meta, &into, hash, false)?);
     session.add_torrent(t.clone())?;
-    session.handle().add_peers(t.id, vec![seeder.local_addr()])?;
+    session
+        .handle()
+        .add_peers(t.id, vec![seeder.local_addr()])?;
     let limit = std::time::Duration::from_secs(120);
     while !t.pieces.verified.is_full() {
         if let Some(e) = t.error() {
@@ -268,7 +274,9 @@ pub fn download_cycle(
     }
     drop(seeder);
     let seeding_on = session.engine().local_addr();
-    on_step(&format!("downloaded; the downloader seeds it on {seeding_on}, fetching it back..."));
+    on_step(&format!(
+        "downloaded; the downloader seeds it on {seeding_on}, fetching it back..."
+    ));
     let (data, fetched) = fetch(&meta.info, seeding_on, 256)?;
     let stats = session.shutdown();
     for (_, f) in meta.info.layout.data_files() {

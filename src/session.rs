@@ -487,7 +487,7 @@ async fn dial_loop(
     mut own_stop: watch::Receiver<bool>,
 ) {
     let mut book = PeerBook::default();
-    let max = engine.settings().max_peers_per_torrent;
+    let max = engine.settings().max_dials_per_torrent;
     loop {
         tokio::select! {
             got = peers.recv() => match got {
@@ -500,8 +500,8 @@ async fn dial_loop(
         }
         let learned = std::mem::take(&mut *crate::engine::lock(&t.fetch.learned));
         book.learn(learned, Instant::now());
-        let room = max.saturating_sub(t.peers.load(std::sync::atomic::Ordering::Relaxed) as usize);
         let busy = crate::engine::lock(&t.fetch.dialled).clone();
+        let room = max.saturating_sub(busy.len());
         for addr in book.due(Instant::now(), room, |a| busy.contains(a)) {
             if let Err(e) = engine.connect(addr, t.id) {
                 tracing::debug!("connect to {addr}: {e}");

@@ -1,6 +1,8 @@
 //! A stranger's bytes through the peer state machine after a handshake: whatever arrives, the
 //! machine never panics, never queues more requests than it advertised, never lets its answers
-//! pass the send backlog without closing, and keeps the pieces' availability balanced.
+//! pass the send backlog without closing, and keeps the pieces' availability balanced. On a
+//! torrent we download (flag bit 5) it also asks for blocks, and only asked blocks of the asked
+//! length are ever handed back; the requests in flight never pass the pipeline.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -43,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         layout: &layout,
         info: &info,
         private: flags & 8 != 0,
+        fetching: flags & 32 != 0,
     };
     let rules = Rules {
         peer_id: [1; 20],
@@ -57,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(120),
         keepalive_interval: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(20),
     };
     let mut hs = Handshake::new([7; 20], [2; 20]);
     hs.reserved = [0; 8];
@@ -79,9 +83,12 @@ fuzz_target!(|data: &[u8]| {
     let mut closed = false;
     while let Ok(Some((msg, used))) = parse_message(buf, max) {
         buf = &buf[used..];
-        now += Duration::from_millis(u64::from(flags >> 5) * 100);
+        now += Duration::from_millis(u64::from(flags >> 6) * 100);
         out.clear();
         match peer.on_message(msg, t, &rules, now, &mut out) {
+            Ok(ringseed::engine::peer::Action::Block { req, data, .. }) => {
+                assert_eq!(req.length as usize, data.len(), "a block of another length");
+            }
             Ok(_) => {
                 assert!(out.len() <= rules.max_send_backlog);
                 assert!(peer.requests().len() <= rules.max_reqq);
@@ -102,6 +109,28 @@ fuzz_target!(|data: &[u8]| {
             peer.choke(now, &mut out);
         }
         let _ = peer.take_requests(used % 4).count();
+        // The download side: ask for blocks of pieces the peer has, as the worker would.
+        if t.fetching {
+            let pipeline = peer.pipeline(rules.max_reqq);
+            let mut k = used as u32;
+            while peer.asked().len() < pipeline && k < used as u32 + 8 {
+                let index = k % layout.num_pieces;
+                k += 1;
+                if !peer.may_ask(index) || pieces.verified.get(index) {
+                    continue;
+                }
+                let size = layout.piece_size(index) as u32;
+                let begin = (k * 16384) % size.max(1) / 16384 * 16384;
+                let req = ringseed::wire::BlockRequest {
+                    index,
+                    begin,
+                    length: 16384.min(size - begin),
+                };
+                peer.ask(req, now, &mut out);
+            }
+            assert!(peer.asked().len() <= pipeline.max(1));
+            let _ = peer.take_dropped();
+        }
     }
     let _ = closed;
     peer.forget_pieces(&pieces);

@@ -86,9 +86,11 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Pieces picked at random before rarest first starts.
     pub random_first_pieces: u32,
-    /// Connections per torrent (incoming and outgoing); outgoing ones stop here, incoming ones
-    /// beyond it are refused.
+    /// Connections per torrent (incoming and outgoing); more are refused. A seed serves
+    /// thousands of leechers of one torrent, so this is high.
     pub max_peers_per_torrent: usize,
+    /// Outgoing connections per torrent: its dial loop stops here.
+    pub max_dials_per_torrent: usize,
     /// Global download limit in bytes/s (0 = unlimited).
     pub download_rate_limit: u64,
 }
@@ -125,7 +127,8 @@ impl Default for Settings {
             preallocate: false,
             request_timeout: Duration::from_secs(20),
             random_first_pieces: 4,
-            max_peers_per_torrent: 200,
+            max_peers_per_torrent: 5000,
+            max_dials_per_torrent: 100,
             download_rate_limit: 0,
         }
     }
