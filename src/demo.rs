@@ -40,7 +40,7 @@ pub enum DemoError {
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
     #[error(transparent)]
-    Download(#[from] crate::download::cli::DownloadError),
+    Download(#[from] crate::leecher::DownloadError),
     #[error("the magnet: {0}")]
     Magnet(String),
     #[error("the download did not finish within {0} s")]
@@ -239,7 +239,7 @@ pub fn download_cycle(
         magnet.to_uri(),
         dir.path.join("downloaded").display()
     ));
-    let r = crate::download::magnet::resolve(
+    let r = crate::leecher::magnet::resolve(
         &magnet,
         &[seeder.local_addr()],
         session.engine().settings().peer_id,
@@ -249,7 +249,7 @@ pub fn download_cycle(
     .map_err(DemoError::Magnet)?;
     let into = dir.path.join("downloaded");
     let hash = config.hash_options();
-    let t = Arc::new(crate::download::cli::open(r.meta, &into, hash, false)?);
+    let t = Arc::new(crate::leecher::open(r.meta, &into, hash, false)?);
     session.add_torrent(t.clone())?;
     session
         .handle()

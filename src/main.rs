@@ -451,6 +451,12 @@ enum CtlCmd {
         /// Global only: the upload rate of each torrent without its own limit, KiB/s.
         #[arg(long, conflicts_with = "hash")]
         torrent_upload_rate_kib: Option<String>,
+        /// Download rate in KiB/s (0 = unlimited).
+        #[arg(long)]
+        download_rate_kib: Option<String>,
+        /// Global only: the download rate of each torrent without its own limit, KiB/s.
+        #[arg(long, conflicts_with = "hash")]
+        torrent_download_rate_kib: Option<String>,
     },
     /// Resumed torrents, checks by reason, upload total.
     Stats,
@@ -581,7 +587,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stall_timeout,
             serve: args,
         } => {
-            let opts = ringseed::download::cli::DownloadOptions {
+            let opts = ringseed::leecher::DownloadOptions {
                 source,
                 data,
                 peers: peer,
@@ -887,12 +893,12 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
 /// `ringseed download`: a progress bar on a terminal (or JSON lines with `--json`), then the
 /// final report; exit 0 once every piece is verified and on disk.
 fn download(
-    opts: &ringseed::download::cli::DownloadOptions,
+    opts: &ringseed::leecher::DownloadOptions,
     json: bool,
     args: &ServeArgs,
     config: &Config,
 ) -> Result<ExitCode> {
-    use ringseed::download::cli;
+    use ringseed::leecher;
     let (settings, options) = serve_setup(args, config)?;
     let signals = ringseed::serve::signal_thread()?;
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
@@ -905,7 +911,7 @@ fn download(
         bar
     });
     let every = std::time::Duration::from_millis(if json { 1000 } else { 250 });
-    let result = cli::run(opts, settings, options, &signals, every, |p| {
+    let result = leecher::run(opts, settings, options, &signals, every, |p| {
         if json {
             if let Ok(line) = serde_json::to_string(p) {
                 println!("{line}");
@@ -1143,6 +1149,8 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             ratio,
             seed_time_min,
             torrent_upload_rate_kib,
+            download_rate_kib,
+            torrent_download_rate_kib,
         } => Request::Limits {
             hash: hash.clone(),
             change: LimitsRequest {
@@ -1150,6 +1158,11 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
                 ratio: limit(ratio, "ratio")?,
                 seed_time_min: limit(seed_time_min, "seed-time-min")?,
                 torrent_upload_rate_kib: limit(torrent_upload_rate_kib, "torrent-upload-rate-kib")?,
+                download_rate_kib: limit(download_rate_kib, "download-rate-kib")?,
+                torrent_download_rate_kib: limit(
+                    torrent_download_rate_kib,
+                    "torrent-download-rate-kib",
+                )?,
             },
         },
         CtlCmd::Stats => Request::Stats,

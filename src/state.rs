@@ -50,6 +50,9 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // Where a download in progress lives when `[torrents] incomplete_dir` is set.
     "ALTER TABLE torrents ADD COLUMN download_dir TEXT;",
+    "ALTER TABLE torrents ADD COLUMN download_rate_limit INTEGER;
+     ALTER TABLE global_limits ADD COLUMN download_rate_limit INTEGER;
+     ALTER TABLE global_limits ADD COLUMN torrent_download_rate_limit INTEGER;",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -64,6 +67,9 @@ pub struct FileStamp {
 pub struct Limits {
     /// Upload bytes per second (0 = unlimited).
     pub upload_rate: Option<u64>,
+    /// Download bytes per second (0 = unlimited).
+    #[serde(default)]
+    pub download_rate: Option<u64>,
     /// Stop or remove once uploaded / size reaches this.
     pub ratio: Option<f64>,
     /// Stop or remove after this many seconds of seeding.
@@ -102,6 +108,12 @@ pub struct GlobalLimits {
     pub upload_rate: Option<u64>,
     /// Each torrent's upload without its own limit, bytes per second.
     pub torrent_upload_rate: Option<u64>,
+    /// The whole node's download, bytes per second (0 = unlimited).
+    #[serde(default)]
+    pub download_rate: Option<u64>,
+    /// Each torrent's download without its own limit, bytes per second.
+    #[serde(default)]
+    pub torrent_download_rate: Option<u64>,
     pub ratio: Option<f64>,
     pub seed_time_s: Option<u64>,
 }
@@ -109,7 +121,8 @@ pub struct GlobalLimits {
 /// The global limits set through the API (all `None` when never set).
 pub fn load_global(conn: &Connection) -> rusqlite::Result<GlobalLimits> {
     let mut stmt = conn.prepare(
-        "SELECT upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s
+        "SELECT upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s,
+                download_rate_limit, torrent_download_rate_limit
          FROM global_limits WHERE id = 1",
     )?;
     let mut rows = stmt.query([])?;
@@ -121,19 +134,24 @@ pub fn load_global(conn: &Connection) -> rusqlite::Result<GlobalLimits> {
         torrent_upload_rate: r.get::<_, Option<i64>>(1)?.map(to_u64),
         ratio: r.get(2)?,
         seed_time_s: r.get::<_, Option<i64>>(3)?.map(to_u64),
+        download_rate: r.get::<_, Option<i64>>(4)?.map(to_u64),
+        torrent_download_rate: r.get::<_, Option<i64>>(5)?.map(to_u64),
     })
 }
 
 pub fn put_global(conn: &Connection, g: &GlobalLimits) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO global_limits
-             (id, upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s)
-         VALUES (1, ?1, ?2, ?3, ?4)",
+             (id, upload_rate_limit, torrent_upload_rate_limit, ratio_limit, seed_time_limit_s,
+              download_rate_limit, torrent_download_rate_limit)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             g.upload_rate.map(to_i64),
             g.torrent_upload_rate.map(to_i64),
             g.ratio,
-            g.seed_time_s.map(to_i64)
+            g.seed_time_s.map(to_i64),
+            g.download_rate.map(to_i64),
+            g.torrent_download_rate.map(to_i64)
         ],
     )?;
     Ok(())
@@ -169,7 +187,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
     let mut stmt = conn.prepare(
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
-                download_dir
+                download_dir, download_rate_limit
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -192,6 +210,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 upload_rate: r.get::<_, Option<i64>>(7)?.map(to_u64),
                 ratio: r.get(8)?,
                 seed_time_s: r.get::<_, Option<i64>>(9)?.map(to_u64),
+                download_rate: r.get::<_, Option<i64>>(14)?.map(to_u64),
             },
             uploaded: to_u64(r.get(10)?),
             seeding_s: to_u64(r.get(11)?),
@@ -235,14 +254,15 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO torrents (info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded,
-                               seeding_s, verified, download_dir)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                               seeding_s, verified, download_dir, download_rate_limit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
              ratio_limit = excluded.ratio_limit, seed_time_limit_s = excluded.seed_time_limit_s,
              uploaded = excluded.uploaded, seeding_s = excluded.seeding_s,
-             verified = excluded.verified, download_dir = excluded.download_dir",
+             verified = excluded.verified, download_dir = excluded.download_dir,
+             download_rate_limit = excluded.download_rate_limit",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -258,6 +278,7 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             to_i64(rec.seeding_s),
             rec.verified,
             rec.download_dir,
+            rec.limits.download_rate.map(to_i64),
         ],
     )?;
     conn.execute(
@@ -348,6 +369,7 @@ mod tests {
             stopped_by: None,
             limits: Limits {
                 upload_rate: Some(1024),
+                download_rate: None,
                 ratio: Some(1.5),
                 seed_time_s: None,
             },
@@ -410,6 +432,8 @@ mod tests {
         assert_eq!(load_global(&c).unwrap(), GlobalLimits::default());
         let g = GlobalLimits {
             upload_rate: Some(1 << 20),
+            download_rate: Some(2048),
+            torrent_download_rate: None,
             torrent_upload_rate: None,
             ratio: Some(2.0),
             seed_time_s: Some(60),

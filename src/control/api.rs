@@ -8,8 +8,8 @@
 //! | `DELETE /api/v1/torrents/{hash}[?delete_data=true]` | remove, keeping or deleting its data |
 //! | `POST /api/v1/torrents/{hash}/pause`, `/resume`, `/recheck` | |
 //! | `GET /api/v1/torrents/{hash}/peers` | its connected peers |
-//! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
-//! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
+//! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "download_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
+//! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "download_rate_kib", "torrent_download_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
@@ -277,6 +277,9 @@ async fn limits(
         upload_rate: req
             .upload_rate_kib
             .apply(cur.upload_rate, |kib| (kib as u64) << 10),
+        download_rate: req
+            .download_rate_kib
+            .apply(cur.download_rate, |kib| (kib as u64) << 10),
         ratio: req.ratio.apply(cur.ratio, |r| r),
         seed_time_s: req
             .seed_time_min
@@ -310,6 +313,12 @@ async fn set_global_limits(
         torrent_upload_rate: req
             .torrent_upload_rate_kib
             .apply(cur.torrent_upload_rate, |kib| (kib as u64) << 10),
+        download_rate: req
+            .download_rate_kib
+            .apply(cur.download_rate, |kib| (kib as u64) << 10),
+        torrent_download_rate: req
+            .torrent_download_rate_kib
+            .apply(cur.torrent_download_rate, |kib| (kib as u64) << 10),
         ratio: req.ratio.apply(cur.ratio, |r| r),
         seed_time_s: req
             .seed_time_min

@@ -134,8 +134,10 @@ pub struct ServiceOptions {
     pub save_interval: Duration,
     /// Reserve downloaded files' sizes with fallocate.
     pub preallocate: bool,
-    /// Download limit of a torrent (bytes/s, 0 = unlimited).
+    /// Download limit of a torrent without its own (bytes/s, 0 = unlimited).
     pub torrent_download_rate: u64,
+    /// The whole node's download limit (bytes/s, 0 = unlimited).
+    pub download_rate: u64,
     /// Downloads happen here and move to their data directory once complete.
     pub incomplete_dir: Option<PathBuf>,
 }
@@ -154,6 +156,7 @@ impl ServiceOptions {
             torrent_upload_rate: c.engine.torrent_upload_rate_limit_kib << 10,
             global_limits: Limits {
                 upload_rate: None,
+                download_rate: None,
                 ratio: (t.ratio_limit_percent > 0)
                     .then(|| f64::from(t.ratio_limit_percent) / 100.0),
                 seed_time_s: (t.seed_time_limit_min > 0)
@@ -163,6 +166,7 @@ impl ServiceOptions {
             save_interval: Duration::from_secs(u64::from(c.state.save_interval_s)),
             preallocate: c.engine.preallocate,
             torrent_download_rate: c.engine.torrent_download_rate_limit_kib << 10,
+            download_rate: c.engine.download_rate_limit_kib << 10,
             incomplete_dir: non_empty(&t.incomplete_dir),
         }
     }
@@ -530,6 +534,8 @@ impl Service {
         let g = self.global_limits();
         o.upload_rate = g.upload_rate.unwrap_or(o.upload_rate);
         o.torrent_upload_rate = g.torrent_upload_rate.unwrap_or(o.torrent_upload_rate);
+        o.download_rate = g.download_rate.unwrap_or(o.download_rate);
+        o.torrent_download_rate = g.torrent_download_rate.unwrap_or(o.torrent_download_rate);
         o.global_limits.ratio = g.ratio.or(o.global_limits.ratio);
         o.global_limits.seed_time_s = g.seed_time_s.or(o.global_limits.seed_time_s);
         o
@@ -546,6 +552,8 @@ impl Service {
         GlobalLimits {
             upload_rate: Some(o.upload_rate),
             torrent_upload_rate: Some(o.torrent_upload_rate),
+            download_rate: Some(o.download_rate),
+            torrent_download_rate: Some(o.torrent_download_rate),
             ratio: o.global_limits.ratio,
             seed_time_s: o.global_limits.seed_time_s,
         }
@@ -576,14 +584,18 @@ impl Service {
     fn apply_rates(&self) {
         let options = self.options();
         let rate = options.torrent_upload_rate;
-        self.inner
-            .session
-            .engine()
-            .set_upload_limit(options.upload_rate);
+        let engine = self.inner.session.engine();
+        engine.set_upload_limit(options.upload_rate);
+        engine.set_download_limit(options.download_rate);
         for e in self.lock().values() {
             if let Some(t) = &e.torrent {
                 t.upload_limit
                     .set_rate(e.limits.upload_rate.unwrap_or(rate));
+                t.fetch.download_limit.set_rate(
+                    e.limits
+                        .download_rate
+                        .unwrap_or(options.torrent_download_rate),
+                );
             }
         }
     }
@@ -723,9 +735,11 @@ impl Service {
         let options = self.options();
         t.upload_limit
             .set_rate(e.limits.upload_rate.unwrap_or(options.torrent_upload_rate));
-        t.fetch
-            .download_limit
-            .set_rate(options.torrent_download_rate);
+        t.fetch.download_limit.set_rate(
+            e.limits
+                .download_rate
+                .unwrap_or(options.torrent_download_rate),
+        );
         // Thousands of torrents at start outrun the workers' command queues: wait for room
         // (this never runs on the control thread's runtime).
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -794,7 +808,7 @@ impl Service {
         let spawned = std::thread::Builder::new()
             .name("ringseed-magnet".into())
             .spawn(move || {
-                let resolved = crate::download::magnet::resolve(
+                let resolved = crate::leecher::magnet::resolve(
                     &m,
                     &[],
                     engine.settings().peer_id,
@@ -1133,11 +1147,17 @@ impl Service {
 
     /// Sets a torrent's limits (`None` = back to the global value).
     pub fn set_limits(&self, id: [u8; 20], limits: Limits) -> Result<(), ControlError> {
-        let rate = self.options().torrent_upload_rate;
+        let options = self.options();
         self.change(id, |_, e| {
             e.limits = limits;
             if let Some(t) = &e.torrent {
-                t.upload_limit.set_rate(limits.upload_rate.unwrap_or(rate));
+                t.upload_limit
+                    .set_rate(limits.upload_rate.unwrap_or(options.torrent_upload_rate));
+                t.fetch.download_limit.set_rate(
+                    limits
+                        .download_rate
+                        .unwrap_or(options.torrent_download_rate),
+                );
             }
             Ok(())
         })
@@ -1770,6 +1790,7 @@ mod tests {
         let none = Limits::default();
         let global = Limits {
             upload_rate: None,
+            download_rate: None,
             ratio: Some(2.0),
             seed_time_s: Some(3600),
         };
@@ -1782,6 +1803,7 @@ mod tests {
         );
         let own = Limits {
             upload_rate: None,
+            download_rate: None,
             ratio: Some(5.0),
             seed_time_s: Some(0),
         };

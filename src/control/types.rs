@@ -168,6 +168,11 @@ pub struct LimitsRequest {
     pub torrent_upload_rate_kib: LimitChange,
     #[serde(skip_serializing_if = "LimitChange::is_keep")]
     pub upload_rate_kib: LimitChange,
+    #[serde(skip_serializing_if = "LimitChange::is_keep")]
+    pub download_rate_kib: LimitChange,
+    /// Global only: the download rate of each torrent without its own limit.
+    #[serde(skip_serializing_if = "LimitChange::is_keep")]
+    pub torrent_download_rate_kib: LimitChange,
 }
 
 impl LimitsRequest {
@@ -186,22 +191,37 @@ impl LimitsRequest {
                 &[
                     "upload_rate_kib",
                     "torrent_upload_rate_kib",
+                    "download_rate_kib",
+                    "torrent_download_rate_kib",
                     "ratio",
                     "seed_time_min",
                 ],
             )?;
         } else {
-            reject_unknown(&m, &["upload_rate_kib", "ratio", "seed_time_min"])?;
+            reject_unknown(
+                &m,
+                &[
+                    "upload_rate_kib",
+                    "download_rate_kib",
+                    "ratio",
+                    "seed_time_min",
+                ],
+            )?;
         }
         let upload_rate_kib = LimitChange::read(&m, "upload_rate_kib", MAX_RATE_KIB)?;
-        let torrent_upload_rate_kib = if global {
-            LimitChange::read(&m, "torrent_upload_rate_kib", MAX_RATE_KIB)?
+        let (torrent_upload_rate_kib, torrent_download_rate_kib) = if global {
+            (
+                LimitChange::read(&m, "torrent_upload_rate_kib", MAX_RATE_KIB)?,
+                LimitChange::read(&m, "torrent_download_rate_kib", MAX_RATE_KIB)?,
+            )
         } else {
-            LimitChange::Keep
+            (LimitChange::Keep, LimitChange::Keep)
         };
         Ok(LimitsRequest {
             upload_rate_kib,
             torrent_upload_rate_kib,
+            download_rate_kib: LimitChange::read(&m, "download_rate_kib", MAX_RATE_KIB)?,
+            torrent_download_rate_kib,
             ratio: LimitChange::read(&m, "ratio", MAX_RATIO)?,
             seed_time_min: LimitChange::read(&m, "seed_time_min", MAX_SEED_TIME_MIN)?,
         })
@@ -330,6 +350,8 @@ mod tests {
             seed_time_min: LimitChange::Global,
             torrent_upload_rate_kib: LimitChange::Keep,
             upload_rate_kib: LimitChange::Set(100.0),
+            download_rate_kib: LimitChange::Keep,
+            torrent_download_rate_kib: LimitChange::Keep,
         };
         assert_eq!(
             wire(&r),
@@ -341,6 +363,8 @@ mod tests {
         );
         let g = LimitsRequest {
             torrent_upload_rate_kib: LimitChange::Set(5.0),
+            download_rate_kib: LimitChange::Keep,
+            torrent_download_rate_kib: LimitChange::Keep,
             ..LimitsRequest::default()
         };
         assert_eq!(

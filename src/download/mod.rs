@@ -1,7 +1,7 @@
 //! The downloading half of the engine, as pure parts with no I/O: which piece to fetch next
 //! ([`picker`]), a piece being assembled from blocks and checked as they arrive ([`part`]), and
 //! who to blame for bad data ([`blame`]). The workers (`engine/fetch.rs`, `engine/conn/`) move
-//! the bytes; `cli.rs` drives one download for `ringseed download`.
+//! the bytes; [`crate::leecher`] drives one download for `ringseed download`.
 //!
 //! ```text
 //!   peer has/bitfield ─► availability (PieceTable) ─► picker ─► claim (CAS on `claimed`)
@@ -10,7 +10,5 @@
 //! ```
 
 pub mod blame;
-pub mod cli;
-pub mod magnet;
 pub mod part;
 pub mod picker;

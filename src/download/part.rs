@@ -64,10 +64,17 @@ pub struct Part {
 impl Part {
     /// An empty part of `size` bytes; `v1` hashes with SHA-1 as blocks arrive.
     pub fn new(index: u32, size: u32, v1: bool) -> Part {
-        let nblocks = size.div_ceil(BLOCK_SIZE) as usize;
+        Part::with_buffer(index, vec![0u8; size as usize].into_boxed_slice(), v1)
+    }
+
+    /// An empty part over `buf` (its length is the piece's size; its old bytes are never read:
+    /// every block is written before the piece is checked), so buffers of written pieces are
+    /// used again without zeroing or faulting in fresh pages.
+    pub fn with_buffer(index: u32, buf: Box<[u8]>, v1: bool) -> Part {
+        let nblocks = (buf.len() as u32).div_ceil(BLOCK_SIZE) as usize;
         Part {
             index,
-            buf: vec![0u8; size as usize].into_boxed_slice(),
+            buf,
             blocks: vec![Block::Missing; nblocks].into_boxed_slice(),
             received: 0,
             hashed: 0,

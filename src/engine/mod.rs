@@ -14,7 +14,7 @@
 pub mod coalesce;
 mod conn;
 mod core;
-mod fetch;
+pub(crate) mod fetch;
 pub mod peer;
 pub mod ratelimit;
 mod settings;

@@ -263,7 +263,14 @@ impl Worker {
             }
             // A cancel's own completion needs nothing.
             Op::Cancel => {}
-            Op::Write => self.core.write_done(ud.slot, ud.seq as usize, res),
+            Op::Write => {
+                let core = &mut self.core;
+                let io = super::fetch::Io {
+                    ring: &mut core.ring,
+                    stats: &core.stats,
+                };
+                core.fetches.write_done(io, ud.slot, ud.seq as usize, res);
+            }
             _ => self.conn_completion(ud, res, flags),
         }
     }

@@ -156,7 +156,10 @@ impl DataFiles {
         if let Some(f) = cell.get() {
             return Ok(f.as_raw_fd());
         }
-        let _guard = crate::engine::lock(&c.lock);
+        let _guard = c
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = cell.get() {
             return Ok(f.as_raw_fd());
         }
@@ -181,7 +184,10 @@ impl DataFiles {
             if *len > 0 {
                 self.writable_fd(i)?;
             } else {
-                let _guard = crate::engine::lock(&c.lock);
+                let _guard = c
+                    .lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 c.create(rel, 0)?;
             }
         }

@@ -88,19 +88,18 @@ impl Conn {
             let b = p.next_missing()?;
             return Some(p.block(b));
         }
-        // A new piece, while the memory budget allows.
+        // A new piece, while the memory budget allows; with the budget spent the peer waits
+        // for parts to be written (endgame is for when nothing is left to claim, not for a
+        // full budget: it would only duplicate requests).
         let size = t.meta.info.layout.piece_length;
-        if core.fetches.has_room(size, core.settings.download_memory) {
-            let strategy = Strategy::for_progress(
-                t.pieces.verified.count(),
-                core.settings.random_first_pieces,
-            );
-            core.rng = next_rand(core.rng);
-            if let Some(i) =
-                picker::claim(&t.pieces, |i| peer.may_ask(i), strategy, core.rng as u32)
-            {
-                return Some(self.start_part(slot, t, i, true, core));
-            }
+        if !core.fetches.has_room(size, core.settings.download_memory) {
+            return None;
+        }
+        let strategy =
+            Strategy::for_progress(t.pieces.verified.count(), core.settings.random_first_pieces);
+        core.rng = next_rand(core.rng);
+        if let Some(i) = picker::claim(&t.pieces, |i| peer.may_ask(i), strategy, core.rng as u32) {
+            return Some(self.start_part(slot, t, i, true, core));
         }
         // Endgame: nothing is left to claim from this peer. Blocks asked of others go to it too
         // (each of at most two peers), so the last pieces do not wait on the slowest one.
@@ -149,7 +148,8 @@ impl Conn {
         core: &mut Core,
     ) -> BlockRequest {
         let size = t.meta.info.layout.piece_size(i) as u32;
-        let mut p = Part::new(i, size, t.meta.info.version.has_v1());
+        let buf = core.fetches.buffer(size as usize);
+        let mut p = Part::with_buffer(i, buf, t.meta.info.version.has_v1());
         p.owner = Some(slot);
         p.claimed = claimed;
         core.fetches.memory += size as usize;
@@ -228,7 +228,11 @@ pub(super) fn take_block(
         Ok(Taken::Stored) => {}
         Ok(Taken::Complete) => {
             owned.retain(|&i| i != req.index);
-            core.piece_complete(t, req.index);
+            let io = crate::engine::fetch::Io {
+                ring: &mut core.ring,
+                stats: &core.stats,
+            };
+            core.fetches.piece_complete(io, t, req.index);
         }
     }
     if shared {

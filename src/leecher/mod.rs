@@ -5,6 +5,8 @@
 //! Existing data in the directory is hashed first and kept where it verifies, so an interrupted
 //! `download` run again continues where it stopped.
 
+pub mod magnet;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,7 +140,7 @@ fn from_magnet(opts: &DownloadOptions, session: &Session) -> Result<Metainfo, Do
     } else {
         opts.stall_timeout
     };
-    let r = super::magnet::resolve(
+    let r = magnet::resolve(
         &m,
         &opts.peers,
         engine.settings().peer_id,
@@ -224,14 +226,16 @@ pub fn run(
     let mut meter = Meter::new(t.downloaded(), started);
     let mut last_piece = (t.pieces.verified.count(), started);
     let mut files_made = false;
+    // Completion is looked for every 20 ms; progress is reported every `every`.
+    let poll = every.min(Duration::from_millis(20));
+    let mut last_report: Option<Instant> = None;
     let result = loop {
-        let signal = match signals.recv_timeout(every) {
+        let signal = match signals.recv_timeout(poll) {
             Ok(s) => Some(s),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
         };
         let now = Instant::now();
-        let p = progress(&t, &mut meter, now, started);
         // Empty files have no piece: they are created once every piece is in, before a line
         // says so (`seeding`; with --seed the run goes on).
         if !files_made && t.pieces.verified.is_full() {
@@ -240,7 +244,11 @@ pub fn run(
             }
             files_made = true;
         }
-        on_progress(&p);
+        let due = last_report.is_none_or(|at| now.duration_since(at) >= every);
+        if due || signal.is_some() || t.pieces.verified.is_full() {
+            last_report = Some(now);
+            on_progress(&progress(&t, &mut meter, now, started));
+        }
         let done = t.pieces.verified.count();
         if done != last_piece.0 {
             last_piece = (done, now);
