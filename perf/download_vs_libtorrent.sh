@@ -10,7 +10,7 @@
 # DLPERF_DIR (/tmp/ringseed-dlperf; downloads go to fresh directories in it, on the payload's
 # filesystem), VERIFY=all|last (cmp every download, or the last pair's only), KEEP_PAYLOAD=1 to
 # keep the payload for the next run, LT_PRESET / LT_SETTINGS to tune the libtorrent leecher (see
-# perf/dl_measure.py).
+# perf/dl_measure.py), PROBE=0 to skip the page-cache write probe (below).
 #
 # The seeder (`ringseed seed --workers 1`, page-cached payload) runs on CPU 0 for the whole run;
 # every downloader runs on CPU 1 (taskset), into a fresh directory, after `sync`, and that
@@ -18,6 +18,9 @@
 # CPU seconds (user + sys of every thread, rusage), peak RSS (ru_maxrss) and peak anonymous RSS
 # (sampled; libtorrent 2.0 maps its files, whose pages ru_maxrss counts), and the time at which
 # every byte of the file was in the page cache (st_blocks polled every 10 ms), the same for both.
+#
+# Before and after the downloads, a probe writes the payload's size with dd (1 MiB and 16 KiB
+# writes) on the downloader's CPU: the page cache's own cost on this machine, for scale.
 #
 # Caveat: `ringseed download --json` notices completion at its once-a-second progress tick, so
 # its wall time is rounded up to the next whole second after the start of its session; the
@@ -85,7 +88,31 @@ download() {
 RESULTS="$DIR/results.jsonl"
 : >"$RESULTS"
 mkdir -p "$DIR/dl"
+
+# write_probe: dd of the payload's size into a fresh file on the downloads' filesystem, with
+# 1 MiB and with 16 KiB writes, on the downloader's CPU; one JSON line each in RESULTS. On a VM
+# whose host takes back free guest memory (virtio-balloon free page reporting) the first touch
+# of pages from large free blocks is slow, and large writes (large page-cache folios) pay it:
+# this shows how much of a download's CPU the page cache alone costs on this machine.
+write_probe() {
+  local bs res
+  [ "${PROBE:-1}" = 1 ] || return 0
+  for bs in 1024 16; do
+    rm -f "$DIR/dl/probe"
+    sync
+    res=$(taskset -c "$SEED_CPU" $PY "$M" run --cpu "$DL_CPU" --file "$DIR/dl/probe" --size "$BYTES" -- \
+      dd if=/dev/zero of="$DIR/dl/probe" bs="${bs}K" count=$((BYTES / (bs << 10))) status=none)
+    echo "$res" | $PY -c '
+import json, sys
+r = json.load(sys.stdin)
+r.update(client="dd bs=%sK" % sys.argv[1], kind="probe", when=sys.argv[2])
+print(json.dumps(r))' "$bs" "$1" >>"$RESULTS"
+    rm -f "$DIR/dl/probe"
+  done
+}
+
 echo "load before: $(uptime)" >&2
+write_probe before
 for pair in $(seq "$PAIRS"); do
   for client in ringseed libtorrent; do
     out="$DIR/dl/$client-$pair"
@@ -107,9 +134,14 @@ print(json.dumps(r))' "$client" "$pair" "$same" "$((s1 - s0))" "$TICK" | tee -a 
       $PY -c '
 import json, sys
 r = json.load(sys.stdin)
-print("%-10s pair %d: %6.2f s wall, data in at %s s, %5.2f CPU-s, maxrss %4.0f MiB, rc %d, same %s" % (
-    r["client"], r["pair"], r["wall_s"], "%.2f" % r["full_s"] if r["full_s"] else "-", r["cpu_s"],
-    r["maxrss_kib"] / 1024, r["rc"], r["same"]), file=sys.stderr)'
+extra = ""
+st = (r["result"] or {}).get("stats")
+if st:
+    extra = ", received %.1f %% of the size over %d connection(s)" % (
+        100 * sum(s["bytes_down"] for s in st) / r["result"]["progress"]["size"], sum(s["connected_out"] for s in st))
+print("%-10s pair %d: %6.2f s wall, data in at %s s, %5.2f CPU-s (%.2f user), maxrss %4.0f MiB, rc %d, same %s%s" % (
+    r["client"], r["pair"], r["wall_s"], "%.2f" % r["full_s"] if r["full_s"] else "-", r["cpu_s"], r["user_s"],
+    r["maxrss_kib"] / 1024, r["rc"], r["same"], extra), file=sys.stderr)'
     rm -rf "$out"
     kill -0 "$SEEDER_PID" 2>/dev/null || { echo "the seeder died; see $DIR/seeder.log" >&2; exit 1; }
   done
@@ -128,6 +160,7 @@ print(json.dumps(r))' "$client" "$run" >>"$RESULTS"
     rm -rf "$out"
   done
 done
+write_probe after
 echo "load after: $(uptime)" >&2
 
 $PY - "$RESULTS" "$SIZE_MIB" "$PAIRS" "$MAGNET_RUNS" "$SEED_CPU" "$DL_CPU" <<'EOF'
@@ -177,6 +210,10 @@ print(f"  by the time every byte was in the file (no exit tick): {ratio(r['data_
 print("columns: GiB/s = size / (fork to exit); data-in = size / (fork to every byte in the file); steady = size /"
       " (first byte in the file to every byte); 1st byte s = fork to the first byte; maxRSS = ru_maxrss (counts the"
       " mapped file pages of libtorrent 2.0); anon = peak RssAnon (sampled every 50 ms)")
+probes = [x for x in rows if x["kind"] == "probe"]
+if probes:
+    print(f"page-cache write probe (dd of {size_mib} MiB into a fresh file, CPU {dcpu}):", "; ".join(
+        f"{x['when']} {x['client']}: {x['wall_s']:.2f} s, {x['cpu_s']:.2f} CPU-s" for x in probes))
 mag = {c: [x for x in rows if x["kind"] == "magnet" and x["client"] == c] for c in ("ringseed", "libtorrent")}
 if any(mag.values()):
     print(f"magnet (info-hash only, the seeder as a peer) to the first byte on disk, median of {mruns}:")
