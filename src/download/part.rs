@@ -48,6 +48,10 @@ pub struct Part {
     buf: Box<[u8]>,
     blocks: Box<[Block]>,
     received: u32,
+    /// Blocks nobody was asked for, and the first block that may be one (a cursor, so asking
+    /// for the next block is not a scan of the piece per request).
+    missing: u32,
+    cursor: u32,
     /// Blocks (from the first) already fed to `sha1`.
     hashed: u32,
     sha1: Option<Sha1>,
@@ -77,6 +81,8 @@ impl Part {
             buf,
             blocks: vec![Block::Missing; nblocks].into_boxed_slice(),
             received: 0,
+            missing: nblocks as u32,
+            cursor: 0,
             hashed: 0,
             sha1: v1.then(Sha1::new),
             owner: None,
@@ -105,14 +111,23 @@ impl Part {
 
     /// The first block nobody was asked for, now marked asked.
     pub fn next_missing(&mut self) -> Option<u32> {
-        let b = self.blocks.iter().position(|s| *s == Block::Missing)?;
+        if self.missing == 0 {
+            return None;
+        }
+        let from = self.cursor as usize;
+        let b = from
+            + self.blocks[from..]
+                .iter()
+                .position(|s| *s == Block::Missing)?;
         self.blocks[b] = Block::Requested(1);
+        self.missing -= 1;
+        self.cursor = b as u32 + 1;
         Some(b as u32)
     }
 
     /// Whether a block nobody was asked for is left.
     pub fn has_missing(&self) -> bool {
-        self.blocks.contains(&Block::Missing)
+        self.missing > 0
     }
 
     /// Endgame: a block asked of others but not yet here, not among `skip` (what the asking
@@ -139,7 +154,11 @@ impl Part {
         if let Some(s) = self.blocks.get_mut(b as usize) {
             *s = match *s {
                 Block::Requested(n) if n > 1 => Block::Requested(n - 1),
-                Block::Requested(_) => Block::Missing,
+                Block::Requested(_) => {
+                    self.missing += 1;
+                    self.cursor = self.cursor.min(b);
+                    Block::Missing
+                }
                 other => other,
             };
         }
@@ -160,6 +179,10 @@ impl Part {
             return Ok(Taken::Duplicate);
         }
         self.buf[begin as usize..(begin + len) as usize].copy_from_slice(data);
+        if self.blocks[b] == Block::Missing {
+            // A late block for a request given back meanwhile.
+            self.missing -= 1;
+        }
         self.blocks[b] = Block::Received;
         self.received += 1;
         if !self.senders.contains(&from) {
@@ -225,6 +248,8 @@ impl Part {
     /// Drops every received block (after a failed check), keeping the allocation.
     pub fn reset(&mut self, v1: bool) {
         self.blocks.fill(Block::Missing);
+        self.missing = self.blocks.len() as u32;
+        self.cursor = 0;
         self.received = 0;
         self.hashed = 0;
         self.sha1 = v1.then(Sha1::new);
@@ -303,6 +328,23 @@ mod tests {
         p.unrequest(1);
         assert!(p.has_missing());
         assert_eq!(p.next_missing(), Some(1));
+    }
+
+    #[test]
+    fn a_block_given_back_is_asked_again_first_and_a_late_copy_still_counts() {
+        let mut p = Part::new(0, 4 * BLOCK_SIZE, true);
+        for b in 0..4 {
+            assert_eq!(p.next_missing(), Some(b));
+        }
+        assert!(!p.has_missing());
+        p.unrequest(1);
+        p.unrequest(3);
+        assert_eq!(p.next_missing(), Some(1));
+        // Block 3 arrives late from the peer that gave it back: nothing is missing any more.
+        let data = vec![0u8; BLOCK_SIZE as usize];
+        assert_eq!(p.take(3 * BLOCK_SIZE, &data, A), Ok(Taken::Stored));
+        assert!(!p.has_missing());
+        assert_eq!(p.next_missing(), None);
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl Conn {
         let f = core.fetches.torrents.entry(t.id).or_default();
         let peer = &self.peer;
         for p in f.parts.values_mut() {
-            if !peer.may_ask(p.index) {
+            // Its own parts' blocks are all asked of it already.
+            if p.owner == Some(slot) || !peer.may_ask(p.index) {
                 continue;
             }
             let index = p.index;
