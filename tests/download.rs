@@ -817,3 +817,35 @@ fn hostile_peers_are_cut_off_with_their_reason_and_the_download_completes() {
         );
     }
 }
+
+/// A magnet link with only the info-hash, and a libtorrent seeder given by `--peer`: the
+/// metadata (BEP 9) and the data both come from libtorrent; the metadata is kept for a second
+/// run.
+#[test]
+fn a_magnet_gets_metadata_and_data_from_a_libtorrent_seeder() {
+    let p = Payload::new();
+    let [_, (torrent, meta)] = payload_torrents(&p, &[]);
+    let s = spawn_lt_seeder(&torrent, p.data_dir(), "127.0.0.2", 0);
+    let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
+    let magnet = format!("magnet:?xt=urn:btih:{hash}");
+    let out = p.dir.path().join("from-magnet");
+    let res = download(
+        Path::new(&magnet),
+        &out,
+        &args(&[&peer(s.addr), &no_trackers()]),
+    );
+    let report = res.done();
+    assert_eq!(
+        report["progress"]["bytes_done"],
+        meta.info.layout.total_length
+    );
+    assert_same_files(&meta, p.data_dir(), &out);
+    assert_has_empty_file(&meta, &out);
+    let kept = out.join(".ringseed").join(format!("{hash}.torrent"));
+    let kept = Metainfo::from_bytes(&std::fs::read(&kept).unwrap()).unwrap();
+    assert_eq!(
+        kept.info.raw, meta.info.raw,
+        "the metadata kept is the torrent's"
+    );
+    drop(s);
+}
