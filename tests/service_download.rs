@@ -126,20 +126,7 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     );
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let cfg = dir.path().join("node.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [metrics]\nlisten = \"\"\n\
-             [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
-             [state]\ndir = {:?}\n\
-             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
-            dir.path().join("state").display().to_string(),
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = node_config(dir.path(), &data, "");
     let node = start(&cfg);
     let body = serde_json::json!({"path": t}).to_string();
     let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
@@ -192,21 +179,8 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let data = dir.path().join("data");
     let incomplete = dir.path().join("incomplete");
     std::fs::create_dir_all(&data).unwrap();
-    let cfg = dir.path().join("node.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [metrics]\nlisten = \"\"\n\
-             [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
-             [state]\ndir = {:?}\n\
-             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\nincomplete_dir = {:?}\n",
-            dir.path().join("state").display().to_string(),
-            data.display().to_string(),
-            incomplete.display().to_string()
-        ),
-    )
-    .unwrap();
+    let extra = format!("incomplete_dir = {:?}\n", incomplete.display().to_string());
+    let cfg = node_config(dir.path(), &data, &extra);
     let node = start(&cfg);
     let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe={}", seeder.addr);
@@ -231,8 +205,8 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let _ = seeder.child.wait();
 }
 
-/// Writes a node config with `data` as its data directory.
-fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
+/// Writes a node config with `data` as its data directory and `extra` keys of `[torrents]`.
+fn node_config(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("node.toml");
     std::fs::write(
         &cfg,
@@ -241,7 +215,7 @@ fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
              [metrics]\nlisten = \"\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
              [state]\ndir = {:?}\n\
-             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n{extra}",
             dir.join("state").display().to_string(),
             data.display().to_string()
         ),
@@ -267,7 +241,7 @@ fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
     let data = dir.path().join("data");
     let tiny = data.join("tiny");
     std::fs::create_dir_all(&tiny).unwrap();
-    let cfg = node_config(dir.path(), &data);
+    let cfg = node_config(dir.path(), &data, "");
     // The node runs in its own user and mount namespaces, where `data/tiny` is a 1 MiB tmpfs:
     // the 4 MiB download there runs out of space (no root needed, nothing mounted outside).
     let script = format!(
