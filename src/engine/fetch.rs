@@ -310,7 +310,12 @@ impl Fetches {
         // The data is in the page cache: from here on the piece may be served and announced
         // (Release: whoever sees the bit reads the written bytes).
         if t.pieces.verified.set(w.index) {
-            super::lock(&t.fetch.done_log).push(w.index);
+            let mut log = super::lock(&t.fetch.done_log);
+            log.push(w.index);
+            // Release, paired with the Acquire in `tell_haves`: a worker that sees the new
+            // length finds the entry in the log.
+            t.fetch.done_len.store(log.len(), Ordering::Release);
+            drop(log);
             stats.add(&stats.pieces_done, 1);
             self.news = true;
         }

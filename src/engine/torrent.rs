@@ -45,6 +45,9 @@ pub struct FetchShared {
     /// Pieces verified since the torrent was opened, in order: each worker tells its peers
     /// `have` from where it last read.
     pub done_log: Mutex<Vec<u32>>,
+    /// The done log's length, readable without its lock: a worker with nothing new to tell
+    /// (every tick, for every torrent) takes no lock.
+    pub done_len: std::sync::atomic::AtomicUsize,
     /// Strikes and bans for bad data.
     pub blame: Mutex<Blame>,
     /// Why downloading stopped, if it failed (a full disk, say).
@@ -162,6 +165,7 @@ impl Torrent {
                 fetch: FetchShared {
                     active: AtomicBool::new(false),
                     done_log: Mutex::new(Vec::new()),
+                    done_len: Default::default(),
                     blame: Mutex::new(Blame::default()),
                     error: Mutex::new(None),
                     download_limit: TokenBucket::new(0),

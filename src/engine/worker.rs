@@ -835,6 +835,9 @@ impl Worker {
         let mut news: Vec<([u8; 20], Vec<u32>)> = Vec::new();
         for t in self.core.torrents.values().filter(|t| t.downloads()) {
             let f = self.core.fetches.torrents.entry(t.id).or_default();
+            if t.fetch.done_len.load(Ordering::Acquire) <= f.told {
+                continue;
+            }
             let log = super::lock(&t.fetch.done_log);
             if log.len() > f.told {
                 news.push((t.id, log[f.told..].to_vec()));
