@@ -97,6 +97,12 @@ impl Fetches {
         }
     }
 
+    /// Writes in flight: the worker does not stop before they complete (the kernel reads
+    /// their buffers until then).
+    pub fn writes_in_flight(&self) -> bool {
+        self.free_writes.len() < self.writes.len()
+    }
+
     /// Whether a new part of `size` bytes fits the budget (one part always does).
     pub fn has_room(&self, size: u64, budget: usize) -> bool {
         self.memory == 0 || self.memory as u64 + size <= budget as u64

@@ -202,7 +202,7 @@ impl Worker {
             }
             self.fetch_events();
             self.wake_starved();
-            if self.stopping && self.live == 0 {
+            if self.stopping && self.live == 0 && !self.core.fetches.writes_in_flight() {
                 break;
             }
         }
