@@ -34,7 +34,7 @@ impl Drop for Node {
 }
 
 fn start(cfg: &Path) -> Node {
-    let mut child = ringseed()
+    let child = ringseed()
         .arg("--config")
         .arg(cfg)
         .args(["run", "--stats-every", "0"])
@@ -42,14 +42,20 @@ fn start(cfg: &Path) -> Node {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    node_of(child)
+}
+
+/// A started node, once it printed its API address.
+fn node_of(mut child: Child) -> Node {
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = lines
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("control API on http://")
-                .and_then(|a| a.parse().ok())
-        })
-        .expect("the node prints its API address");
+    let api = lines.map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("control API on http://")
+            .and_then(|a| a.parse().ok())
+    });
+    let Some(api) = api else {
+        let _ = child.kill();
+        panic!("the node did not print its API address (it exited early)");
+    };
     Node { child, api }
 }
 
@@ -250,21 +256,14 @@ fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
         env!("CARGO_BIN_EXE_ringseed"),
         cfg.display().to_string()
     );
-    let mut child = std::process::Command::new("unshare")
+    // Needs user namespaces and tmpfs: the node exits early without them.
+    let child = std::process::Command::new("unshare")
         .args(["-r", "-m", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("unshare (util-linux) runs the node in its own mount namespace");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = lines
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("control API on http://")
-                .and_then(|a| a.parse().ok())
-        })
-        .expect("the node starts (user namespaces and tmpfs must be available)");
-    let node = Node { child, api };
+    let node = node_of(child);
     let magnet = |m: &ringseed::metainfo::Metainfo, peer: SocketAddr| {
         format!(
             "magnet:?xt=urn:btih:{}&x.pe={peer}",

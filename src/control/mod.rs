@@ -657,29 +657,7 @@ impl Service {
         };
         let id = rec.info_hash;
         entry.download_dir = rec.download_dir.map(PathBuf::from);
-        if partial {
-            let bits = entry.verified.clone().unwrap_or_default();
-            let preallocate = self.options().preallocate;
-            let dir = entry.download_dir.clone().unwrap_or(data_dir.clone());
-            match Torrent::open_download(meta, &dir, Start::Trust(bits), preallocate) {
-                Ok((t, _)) => {
-                    entry.saved_pieces = t.pieces.verified.count();
-                    entry.torrent = Some(Arc::new(t));
-                    entry.status = Status::Ready;
-                    entry.downloading = true;
-                    entry.resumed = true;
-                    self.inner.counters.resumed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => entry.status = Status::Error(format!("opening the data: {e}")),
-            }
-            let mut all = self.lock();
-            if !entry.paused {
-                self.serve(id, &mut entry);
-            }
-            all.insert(id, entry);
-            return;
-        }
-        if !unchanged {
+        if !partial && !unchanged {
             let reason = if bitfield_ok {
                 CheckReason::Changed
             } else {
@@ -694,16 +672,27 @@ impl Service {
             let _ = self.inner.checks.send((id, reason));
             return;
         }
-        match Torrent::open(meta, &data_dir, None) {
-            Ok((t, _)) => {
-                if let Some(bits) = &entry.verified {
-                    for i in 0..pieces {
-                        let byte = bits.get(i as usize / 8).copied().unwrap_or(0);
-                        if byte & (0x80 >> (i % 8)) == 0 {
-                            t.pieces.verified.clear(i);
-                        }
+        // Resume from the saved bitfield: a download in progress fetches the rest; a complete
+        // torrent whose files are unchanged seeds the pieces it had.
+        let bits = entry.verified.clone().unwrap_or_default();
+        let opened = if partial {
+            let dir = entry.download_dir.clone().unwrap_or(data_dir.clone());
+            let preallocate = self.options().preallocate;
+            Torrent::open_download(meta, &dir, Start::Trust(bits), preallocate)
+        } else {
+            Torrent::open(meta, &data_dir, None).inspect(|(t, _)| {
+                for i in 0..pieces {
+                    let byte = bits.get(i as usize / 8).copied().unwrap_or(0);
+                    if byte & (0x80 >> (i % 8)) == 0 {
+                        t.pieces.verified.clear(i);
                     }
                 }
+            })
+        };
+        match opened {
+            Ok((t, _)) => {
+                entry.saved_pieces = t.pieces.verified.count();
+                entry.downloading = partial;
                 entry.torrent = Some(Arc::new(t));
                 entry.status = Status::Ready;
                 entry.resumed = true;
