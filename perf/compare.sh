@@ -63,7 +63,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 seed_payload "$DIR" $((SIZE_MIB << 20))
 # ringseed as an operator tuning for throughput would run it, like libtorrent's
 # high_performance_seed (unchoke_slots_limit -1): every interested peer unchoked.
-"$RS" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/' >"$DIR/ringseed.toml"
+tuned() { "$1" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/'; }
+tuned "$RS" >"$DIR/ringseed.toml"
+# The old binary gets its own defaults, tuned alike: it refuses keys added since.
+if [ -n "${RINGSEED_OLD:-}" ]; then tuned "$RINGSEED_OLD" >"$DIR/ringseed-old.toml"; fi
 
 # A port below the ephemeral range (32768+ by default), so no leecher's socket of an earlier run,
 # e.g. in TIME_WAIT, holds it: aria2 binds 0.0.0.0 and fails on such a port.
@@ -144,7 +147,7 @@ start_seeder_once() {
   case $1 in
   ringseed-old)
     taskset -c "$SEED_CPU" "${RINGSEED_OLD:?RINGSEED_OLD names the old binary}" seed "$TORRENT" --data "$DIR/data" \
-      --skip-check --config "$DIR/ringseed.toml" --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
+      --skip-check --config "$DIR/ringseed-old.toml" --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
   ringseed)
     taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$DIR/ringseed.toml" \
