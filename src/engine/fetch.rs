@@ -77,10 +77,10 @@ pub(crate) struct Fetches {
 const SPARE_BUFFERS: usize = 8;
 
 /// Largest single write: a piece goes to disk in writes of this size. Measured on this VM
-/// (perf/download_vs_libtorrent.sh's dd probe), 1 MiB buffered writes cost 3–7× the CPU of
-/// 16 KiB ones (large page-cache folios faulting on the host), and libtorrent writes 16 KiB
-/// blocks.
-const WRITE_CHUNK: usize = 16 << 10;
+/// (dd of 2 GiB into a fresh ext4 file on one core, CPU-s): 16 KiB writes 0.72–1.08,
+/// 128–512 KiB writes 0.55–0.58, 1 MiB writes 3.4–3.7 (large page-cache folios faulting on
+/// the host). 256 KiB sits in the middle of the cheap range.
+const WRITE_CHUNK: usize = 256 << 10;
 
 impl Fetches {
     /// A buffer of `size` bytes for a new part: a spare one of that size, or a new one.
