@@ -3,7 +3,9 @@
 //! (`worker.rs`) owns it and the connections (`conn/`); a handler gets `&mut Conn` and
 //! `&mut Core` at once, so it never looks its slot up again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 

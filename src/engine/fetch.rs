@@ -12,7 +12,7 @@
 //!                                     ─► all written ─► verified bit (Release), done log
 //! ```
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -113,7 +113,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         download_limit: ctx.download_limit,
         fetches: Default::default(),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
-        torrents: HashMap::new(),
+        torrents: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
