@@ -69,6 +69,9 @@ pub struct EngineConfig {
     pub request_timeout_s: u32,
     pub max_peers_per_torrent: u32,
     pub max_dials_per_torrent: u32,
+    pub message_timeout_s: u32,
+    pub send_timeout_s: u32,
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +103,9 @@ impl Default for EngineConfig {
             request_timeout_s: s.request_timeout.as_secs() as u32,
             max_peers_per_torrent: s.max_peers_per_torrent as u32,
             max_dials_per_torrent: s.max_dials_per_torrent as u32,
+            message_timeout_s: s.message_timeout.as_secs() as u32,
+            send_timeout_s: s.send_timeout.as_secs() as u32,
+            max_connections_per_ip: s.max_connections_per_ip as u32,
         }
     }
 }
@@ -506,6 +512,21 @@ const DOCS: &[(&str, &str)] = &[
          dialled up to this many. Range 1..=10000.",
     ),
     (
+        "engine.message_timeout_s",
+        "Seconds a peer's message may take to arrive once it has started; a peer trickling\n\
+         bytes is cut off. Range 5..=600.",
+    ),
+    (
+        "engine.send_timeout_s",
+        "Seconds data for a peer may wait without the peer reading any of it before the peer\n\
+         is cut off (it loses its upload slot after a few seconds). Range 5..=600.",
+    ),
+    (
+        "engine.max_connections_per_ip",
+        "Connections from one IP address to one torrent, and from one IP address still in\n\
+         their handshake; more are refused. Range 1..=100000.",
+    ),
+    (
         "trackers",
         "Tracker announces (HTTP, HTTPS and UDP; BEP 3, 12, 15, 23).",
     ),
@@ -810,6 +831,24 @@ impl Config {
             (1..=10_000).contains(&e.max_dials_per_torrent),
             "allowed 1..=10000",
         )?;
+        range(
+            "engine.message_timeout_s",
+            e.message_timeout_s,
+            (5..=600).contains(&e.message_timeout_s),
+            "allowed 5..=600",
+        )?;
+        range(
+            "engine.send_timeout_s",
+            e.send_timeout_s,
+            (5..=600).contains(&e.send_timeout_s),
+            "allowed 5..=600",
+        )?;
+        range(
+            "engine.max_connections_per_ip",
+            e.max_connections_per_ip,
+            (1..=100_000).contains(&e.max_connections_per_ip),
+            "allowed 1..=100000",
+        )?;
         if e.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::OutOfRange {
                 key: "engine.listen",
@@ -973,6 +1012,9 @@ impl Config {
             request_timeout: std::time::Duration::from_secs(u64::from(e.request_timeout_s)),
             max_peers_per_torrent: e.max_peers_per_torrent as usize,
             max_dials_per_torrent: e.max_dials_per_torrent as usize,
+            message_timeout: std::time::Duration::from_secs(u64::from(e.message_timeout_s)),
+            send_timeout: std::time::Duration::from_secs(u64::from(e.send_timeout_s)),
+            max_connections_per_ip: e.max_connections_per_ip as usize,
             ..d
         }
     }

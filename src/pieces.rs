@@ -119,6 +119,9 @@ pub struct PieceTable {
     pub claimed: AtomicBitfield,
     /// Per-piece count of connected peers that have it (saturating), for rarest-first.
     availability: Box<[AtomicU16]>,
+    /// Connected peers that said `have_all`: they count toward every piece's availability
+    /// without touching each piece's counter (a `have_all` costs O(1), not O(pieces)).
+    seeds: AtomicU32,
 }
 
 impl PieceTable {
@@ -127,6 +130,7 @@ impl PieceTable {
             verified: AtomicBitfield::new(num_pieces),
             claimed: AtomicBitfield::new(num_pieces),
             availability: (0..num_pieces).map(|_| AtomicU16::new(0)).collect(),
+            seeds: AtomicU32::new(0),
         }
     }
 
@@ -134,10 +138,26 @@ impl PieceTable {
         self.verified.len()
     }
 
+    /// Peers that have piece `i`: those that announced it, plus those that announced all.
     pub fn availability(&self, i: u32) -> u16 {
-        self.availability
+        let own = self
+            .availability
             .get(i as usize)
-            .map_or(0, |a| a.load(Ordering::Relaxed))
+            .map_or(0, |a| a.load(Ordering::Relaxed));
+        let seeds = self.seeds.load(Ordering::Relaxed).min(u32::from(u16::MAX)) as u16;
+        own.saturating_add(seeds)
+    }
+
+    /// A peer announced every piece (`have_all`). Relaxed, like the per-piece counts.
+    pub fn seed_joined(&self) {
+        self.seeds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A peer counted by [`PieceTable::seed_joined`] left or took its announcement back.
+    pub fn seed_left(&self) {
+        let _ = self
+            .seeds
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 
     /// A peer announced piece `i`. Relaxed: availability is a heuristic for piece picking.

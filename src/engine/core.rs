@@ -45,6 +45,8 @@ pub(crate) struct Core {
     /// The pieces this worker downloads and writes.
     pub fetches: super::fetch::Fetches,
     pub download_limit: Arc<TokenBucket>,
+    /// Connections per address still in their handshake, over all workers.
+    pub handshaking: Arc<super::ip_limit::IpCounts>,
     /// Spreads piece picks.
     pub rng: u64,
 }

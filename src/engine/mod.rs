@@ -15,6 +15,7 @@ pub mod coalesce;
 mod conn;
 mod core;
 pub(crate) mod fetch;
+pub mod ip_limit;
 pub mod peer;
 pub mod ratelimit;
 mod settings;
@@ -159,6 +160,7 @@ impl Engine {
             .unwrap_or(settings.listen);
         let global_limit = Arc::new(TokenBucket::new(settings.upload_rate_limit));
         let download_limit = Arc::new(TokenBucket::new(settings.download_rate_limit));
+        let handshaking = Arc::new(ip_limit::IpCounts::default());
         let mut listeners = vec![first];
         for _ in 1..count {
             listeners.push(
@@ -187,6 +189,7 @@ impl Engine {
                 stats: stats.clone(),
                 global_limit: global_limit.clone(),
                 download_limit: download_limit.clone(),
+                handshaking: handshaking.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringseed-w{i}"))

@@ -54,6 +54,17 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens whether or not they are there: bytes that must go out now (a metadata
+    /// answer) still count, and whoever asks next waits for the debt to be paid.
+    pub fn charge(&self, n: u64, now: Instant) {
+        let rate = self.rate();
+        if rate == 0 {
+            return;
+        }
+        self.refill(rate, n, now);
+        self.tokens.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
     /// Returns tokens taken by [`try_take`](Self::try_take) but not used.
     pub fn give_back(&self, n: u64) {
         if self.rate() != 0 {
@@ -104,5 +115,17 @@ mod tests {
         assert!((1_900_000..=2_300_000).contains(&taken), "{taken}");
         let unlimited = TokenBucket::new(0);
         assert!(unlimited.try_take(u64::MAX / 2, t0));
+    }
+
+    #[test]
+    fn a_charge_is_a_debt_the_next_taker_waits_for() {
+        let b = TokenBucket::new(100_000);
+        let t0 = Instant::now();
+        b.charge(50_000, t0);
+        // The 10 000 of burst and the 50 000 charged: 40 000 owed.
+        assert!(!b.try_take(1, t0));
+        assert!(!b.try_take(1, t0 + Duration::from_millis(350)));
+        assert!(b.try_take(1, t0 + Duration::from_millis(450)));
+        TokenBucket::new(0).charge(u64::MAX / 2, t0);
     }
 }

@@ -93,6 +93,15 @@ pub struct Settings {
     pub max_dials_per_torrent: usize,
     /// Global download limit in bytes/s (0 = unlimited).
     pub download_rate_limit: u64,
+    /// A message that started arriving must be whole within this long (a peer trickling a
+    /// length prefix or a body byte by byte is cut off as `slow_message`).
+    pub message_timeout: Duration,
+    /// Bytes waiting for a peer's socket must make progress within this long (a peer that
+    /// stops reading is cut off as `send_stalled`; its upload slot is given up much sooner).
+    pub send_timeout: Duration,
+    /// Connections from one IP address to one torrent, and connections from one IP address
+    /// still in their handshake (not yet tied to a torrent); more are refused.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Settings {
@@ -130,6 +139,9 @@ impl Default for Settings {
             max_peers_per_torrent: 5000,
             max_dials_per_torrent: 100,
             download_rate_limit: 0,
+            message_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 8,
         }
     }
 }

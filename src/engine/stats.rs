@@ -40,10 +40,21 @@ pub enum Reason {
     /// Neither side wants anything of the other (both complete, or a seed that only uploads to
     /// us and a download that finished).
     NotNeeded,
+    /// A message started arriving and did not complete within `message_timeout` (a trickle).
+    SlowMessage,
+    /// Bytes waited for the socket with no progress for `send_timeout`: the peer does not read.
+    SendStalled,
+    /// Too many messages that change nothing (repeated interest, haves of known pieces, cancels
+    /// of nothing, repeated bitfields, metadata requests past the answers allowed).
+    MessageFlood,
+    /// More connections from its address than `max_connections_per_ip`.
+    TooManyFromIp,
+    /// It kept sending vouchers that failed their signature check.
+    ForgedVouchers,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 28] = [
         Reason::PeerClosed,
         Reason::IoError,
         Reason::HandshakeTimeout,
@@ -67,6 +78,11 @@ impl Reason {
         Reason::Banned,
         Reason::TorrentError,
         Reason::NotNeeded,
+        Reason::SlowMessage,
+        Reason::SendStalled,
+        Reason::MessageFlood,
+        Reason::TooManyFromIp,
+        Reason::ForgedVouchers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +110,11 @@ impl Reason {
             Reason::Banned => "banned",
             Reason::TorrentError => "torrent_error",
             Reason::NotNeeded => "not_needed",
+            Reason::SlowMessage => "slow_message",
+            Reason::SendStalled => "send_stalled",
+            Reason::MessageFlood => "message_flood",
+            Reason::TooManyFromIp => "too_many_from_ip",
+            Reason::ForgedVouchers => "forged_vouchers",
         }
     }
 }

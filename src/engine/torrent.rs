@@ -32,6 +32,8 @@ pub struct Torrent {
     /// peer exchange tells the others. Written at extension handshakes and disconnects, read
     /// once per exchange round.
     pub swarm: std::sync::Mutex<super::swarm::Swarm>,
+    /// Connections per peer address to this torrent, over all workers.
+    pub ips: super::ip_limit::IpCounts,
     /// The download side, shared by the workers fetching its pieces.
     pub fetch: FetchShared,
 }
@@ -162,6 +164,7 @@ impl Torrent {
                 peers: AtomicU32::new(0),
                 upload_limit: TokenBucket::new(0),
                 swarm: Default::default(),
+                ips: Default::default(),
                 fetch: FetchShared {
                     active: AtomicBool::new(false),
                     done_log: Mutex::new(Vec::new()),

@@ -313,6 +313,12 @@ impl JobMemory {
     pub fn in_use(&self) -> usize {
         self.in_use
     }
+
+    /// Whether less than half the budget is out: only then may a choked peer (served for its
+    /// allowed-fast pieces) start a job, so such peers never hold the memory unchoked peers need.
+    pub fn under_half(&self) -> bool {
+        self.in_use < self.budget / 2
+    }
 }
 
 /// Rate-limit tokens taken from the global and the torrent's bucket for one job; given back

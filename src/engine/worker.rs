@@ -55,6 +55,8 @@ pub(crate) struct WorkerContext {
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
     pub download_limit: Arc<TokenBucket>,
+    /// Connections per address still in their handshake, over all workers.
+    pub handshaking: Arc<super::ip_limit::IpCounts>,
 }
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
@@ -74,6 +76,8 @@ struct Worker {
     /// The last round (or a payer's admission) left free peers with no slot but the
     /// optimistic unchoke: the next round comes sooner.
     free_starved: bool,
+    /// A free peer was refused a slot since the last tick: `free_starved` is looked at again.
+    starved_stale: bool,
     last_pex: Instant,
     rechokes: u64,
     stopping: bool,
@@ -111,6 +115,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         stats: ctx.stats,
         global_limit: ctx.global_limit,
         download_limit: ctx.download_limit,
+        handshaking: ctx.handshaking,
         fetches: Default::default(),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
@@ -139,6 +144,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         last_second: now,
         last_rechoke: now,
         free_starved: false,
+        starved_stale: false,
         last_pex: now,
         rechokes: 0,
         stopping: false,
@@ -318,7 +324,9 @@ impl Worker {
                 self.admit_payer(slot);
                 self.check_free_starved();
             } else if std::mem::take(&mut c.slot_refused) {
-                self.check_free_starved();
+                // Looked at once per tick, not per message: a peer flipping its interest must
+                // not make every message scan the worker's connections.
+                self.starved_stale = true;
             }
         }
         self.maybe_free(slot);
@@ -484,7 +492,13 @@ impl Worker {
                 c.close(slot, Reason::Shutdown, core);
             } else if too_many {
                 c.close(slot, Reason::TooManyPeers, core);
+            } else if !core
+                .handshaking
+                .try_add(addr.ip(), core.settings.max_connections_per_ip)
+            {
+                c.close(slot, Reason::TooManyFromIp, core);
             } else {
+                c.counted_handshake = true;
                 c.post_recv(slot, core);
             }
         }
@@ -507,10 +521,18 @@ impl Worker {
         {
             return;
         }
+        if !t
+            .ips
+            .try_add(addr.ip(), self.core.settings.max_connections_per_ip)
+        {
+            super::lock(&t.fetch.dialled).remove(&addr);
+            return;
+        }
         let _ = sock.set_tcp_nodelay(true);
         t.peers.fetch_add(1, Ordering::Relaxed);
         let slot = self.insert(Conn::outgoing(sock.into(), addr, t, self.core.now));
         if let Some(c) = self.conns[slot].as_mut() {
+            c.counted_torrent = true;
             c.post_connect(slot, &mut self.core);
         }
     }
@@ -535,6 +557,9 @@ impl Worker {
 
     fn tick(&mut self) {
         self.post_accept();
+        if std::mem::take(&mut self.starved_stale) {
+            self.check_free_starved();
+        }
         self.drain_speed();
         self.serve_token_queue();
         let now = self.core.now;
@@ -567,6 +592,17 @@ impl Worker {
                 continue;
             };
             let idle = c.sending == super::conn::Sending::Nothing;
+            if let Some(reason) = stalled(c, core) {
+                c.close(slot, reason, core);
+                self.maybe_free(slot);
+                continue;
+            }
+            if c.slot.is_some() && c.send_stalled_for(core.now) >= slot_stall(&core.settings) {
+                // It reads nothing: its slot goes to a peer that does (it may win one back in
+                // a later round once it reads again).
+                c.set_choke(None, core);
+                c.pump_send(slot, core);
+            }
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
                 Ok(Tick::KeepAlive) => c.pump_send(slot, core),
                 Ok(Tick::Snubbed) => {
@@ -593,7 +629,9 @@ impl Worker {
             if c.slot == Some(SlotKind::Optimistic) {
                 optimistic = Some(i);
             }
-            if !c.peer.peer_interested() {
+            if !c.peer.peer_interested()
+                || c.send_stalled_for(self.core.now) >= slot_stall(&self.core.settings)
+            {
                 continue;
             }
             cands.push(c.candidate(i));
@@ -774,6 +812,11 @@ impl Worker {
             };
             let was_paying = s.paying();
             let reply = s.on_outcome(&o, served);
+            if s.forger() {
+                c.close(to.slot, Reason::ForgedVouchers, core);
+                self.maybe_free(to.slot);
+                continue;
+            }
             let confirmed = matches!(o, Outcome::Bid { result: Ok(_), .. }) && s.paying();
             if let Some(reply) = reply {
                 Message::Extended {
@@ -950,4 +993,22 @@ impl RawEventFd for EventFd {
         use std::os::fd::AsFd;
         self.as_fd().as_raw_fd()
     }
+}
+
+/// How long an unchoked peer may leave our sends waiting before its upload slot goes to
+/// someone else: a few seconds, well before it is cut off (`send_timeout`).
+fn slot_stall(s: &Settings) -> Duration {
+    (s.send_timeout / 4).min(Duration::from_secs(5))
+}
+
+/// The per-connection deadlines the tick checks beside the protocol's own: a message that
+/// started arriving and never completes, and sends the peer never reads.
+fn stalled(c: &Conn, core: &Core) -> Option<Reason> {
+    let s = &core.settings;
+    if c.partial_since
+        .is_some_and(|t| core.now.saturating_duration_since(t) > s.message_timeout)
+    {
+        return Some(Reason::SlowMessage);
+    }
+    (c.send_stalled_for(core.now) > s.send_timeout).then_some(Reason::SendStalled)
 }

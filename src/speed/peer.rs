@@ -45,7 +45,13 @@ pub struct PeerSpeed {
     /// Auction credit and priority over free peers, kept between rounds.
     pub credit: u64,
     pub priority: u64,
+    /// Bids and vouchers of this connection whose signature did not recover to the payer.
+    pub forged: u32,
 }
+
+/// Forged bids or vouchers after which a connection is cut off: each costs the single verifier
+/// an ECDSA recovery, and an honest payer never sends one.
+pub const MAX_FORGED: u32 = 3;
 
 impl PeerSpeed {
     pub fn new(to: PeerRef, ip: std::net::IpAddr, their_id: u8) -> PeerSpeed {
@@ -65,7 +71,13 @@ impl PeerSpeed {
             in_flight: 0,
             credit: 0,
             priority: 0,
+            forged: 0,
         }
+    }
+
+    /// It sent [`MAX_FORGED`] bids or vouchers that failed their signature check.
+    pub fn forger(&self) -> bool {
+        self.forged >= MAX_FORGED
     }
 
     /// Handles one message from the peer. Returns what to send back right away (a refusal), if
@@ -163,6 +175,18 @@ impl PeerSpeed {
     /// Applies the verifier's answer; returns the receipt or refusal to send. `served` is the
     /// payload bytes sent to this peer so far.
     pub fn on_outcome(&mut self, o: &Outcome, served: u64) -> Option<SpeedMessage> {
+        if matches!(
+            *o,
+            Outcome::Bid {
+                result: Err(Rejection::Forged),
+                ..
+            } | Outcome::Voucher {
+                result: Err(Rejection::Forged),
+                ..
+            }
+        ) {
+            self.forged = self.forged.saturating_add(1);
+        }
         match *o {
             Outcome::Bid { result, .. } => {
                 let bid = self.pending_bid.take()?;

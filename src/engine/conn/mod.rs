@@ -97,6 +97,16 @@ pub(super) struct Conn {
     pub owned: Vec<u32>,
     /// Its requests wait for download-limit tokens (retried every tick).
     pub dl_waiting: bool,
+    /// Since when the incomplete message at the front of the receive buffer has been arriving
+    /// (`None`: the buffer holds no partial message). See `Settings::message_timeout`.
+    pub partial_since: Option<Instant>,
+    /// When the send in flight was handed to the kernel: a send completes as soon as any of
+    /// its bytes went out, so an old one means the peer reads nothing.
+    pub send_posted: Instant,
+    /// Counted in the worker's per-address count of connections in their handshake.
+    pub counted_handshake: bool,
+    /// Counted in its torrent's per-address count of connections.
+    pub counted_torrent: bool,
 }
 
 impl Conn {
@@ -147,7 +157,19 @@ impl Conn {
             pex_heard: None,
             owned: Vec::new(),
             dl_waiting: false,
+            partial_since: None,
+            send_posted: now,
+            counted_handshake: false,
+            counted_torrent: false,
         }
+    }
+
+    /// How long bytes have waited for the socket with none going out (zero when nothing waits).
+    pub fn send_stalled_for(&self, now: Instant) -> std::time::Duration {
+        if self.sending == Sending::Nothing {
+            return std::time::Duration::ZERO;
+        }
+        now.saturating_duration_since(self.send_posted)
     }
 
     pub fn is_active(&self) -> bool {
@@ -227,7 +249,13 @@ impl Conn {
     /// Everything a freed connection gives back: its torrent's peer count, its swarm entry,
     /// its pieces' availability, its job buffers.
     pub fn release(mut self, core: &mut Core) {
+        if self.counted_handshake {
+            core.handshaking.remove(self.addr.ip());
+        }
         if let Some(t) = &self.torrent {
+            if self.counted_torrent {
+                t.ips.remove(self.addr.ip());
+            }
             t.peers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if self.peer.outgoing() {
                 super::lock(&t.fetch.dialled).remove(&self.addr);

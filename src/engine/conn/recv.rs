@@ -92,6 +92,12 @@ impl Conn {
         // Keep the incomplete rest at the front.
         self.recv.copy_within(pos..self.recv_len, 0);
         self.recv_len -= pos;
+        // The deadline runs per message: from when the first byte of the incomplete one came.
+        if self.recv_len == 0 {
+            self.partial_since = None;
+        } else if pos > 0 || self.partial_since.is_none() {
+            self.partial_since = Some(core.now);
+        }
         if self.recv_len == 0 && self.recv.len() > RECV_SHRINK_ABOVE && self.peer.asked().is_empty()
         {
             self.recv = vec![0; RECV_INITIAL];
@@ -102,8 +108,10 @@ impl Conn {
         result
     }
 
-    /// Grows the buffer so the partial message at its front fits whole once it arrives; only
-    /// up to the largest message the peer may send (a longer one is refused when parsed).
+    /// Grows the buffer toward the size of the partial message at its front, at most to twice
+    /// the bytes that have arrived (memory follows what the peer sent, not what its length
+    /// prefix claims), and only up to the largest message the peer may send (a longer one is
+    /// refused when parsed). A large message takes a few receives to fit.
     fn fit_next_message(&mut self, core: &Core) {
         if self.recv_len < 4 || self.peer.phase() != Phase::Active {
             return;
@@ -116,8 +124,9 @@ impl Conn {
             .max_message_len(t.pieces.num_pieces(), &core.rules) as usize;
         let b = &self.recv;
         let need = 4 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if need > self.recv.len() && need <= max + 4 {
-            self.recv.resize(need.max(RECV_INITIAL), 0);
+        let target = need.min((2 * self.recv_len).max(RECV_INITIAL));
+        if target > self.recv.len() && need <= max + 4 {
+            self.recv.resize(target, 0);
         }
     }
 
@@ -140,6 +149,15 @@ impl Conn {
             if crate::engine::lock(&t.fetch.blame).is_banned(self.addr.ip()) {
                 t.fetch.banned_refusals.fetch_add(1, Ordering::Relaxed);
                 return Err(Reason::Banned);
+            }
+            let ip = self.addr.ip();
+            if !t.ips.try_add(ip, core.settings.max_connections_per_ip) {
+                return Err(Reason::TooManyFromIp);
+            }
+            self.counted_torrent = true;
+            // Tied to a torrent now: it no longer counts among the handshakes of its address.
+            if std::mem::take(&mut self.counted_handshake) {
+                core.handshaking.remove(ip);
             }
             t.peers.fetch_add(1, Ordering::Relaxed);
             self.torrent = Some(t);
@@ -219,6 +237,12 @@ impl Conn {
             )?,
             Action::MayRequest => self.wants_blocks = true,
             Action::Pex(payload) => pex_learn(&self.torrent, payload, core),
+            Action::MetadataSent(n) => {
+                core.global_limit.charge(n, core.now);
+                if let Some(t) = &self.torrent {
+                    t.upload_limit.charge(n, core.now);
+                }
+            }
         }
         if self.ctrl.len() > core.rules.max_send_backlog {
             return Err(Reason::SendBacklog);

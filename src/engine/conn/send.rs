@@ -40,6 +40,10 @@ impl Conn {
             {
                 return Ok(());
             }
+            if self.peer.am_choking() && (!self.jobs.is_empty() || !core.memory.under_half()) {
+                // Allowed-fast requests of a choked peer: one job at a time, from spare memory.
+                return Ok(());
+            }
             let Some(t) = self.torrent.as_deref() else {
                 return Ok(());
             };
@@ -163,6 +167,7 @@ impl Conn {
                 UserData::new(Op::Send, 0, slot),
             );
             self.sending = Sending::Control;
+            self.send_posted = core.now;
             self.ops += 1;
             // SAFETY: the bytes live in ctrl_inflight, untouched until this send completes
             // (sending != Nothing).
@@ -227,6 +232,7 @@ impl Conn {
             }
         };
         self.sending = Sending::Job(seq);
+        self.send_posted = core.now;
         self.ops += 1;
         // SAFETY: the bytes live in the front job's buffer, untouched until this operation
         // completes (sending != Nothing), and zero-copy buffers are held until their

@@ -162,6 +162,8 @@ pub enum Action<'m> {
     MayRequest,
     /// A BEP 11 peer exchange message.
     Pex(&'m [u8]),
+    /// A BEP 9 answer of this many bytes went into `out`: it counts against the upload limits.
+    MetadataSent(u64),
 }
 
 /// What a tick found.
@@ -181,7 +183,20 @@ struct PeerPieces {
     /// Wire form; `None` until the peer says anything about its pieces.
     bits: Option<Vec<u8>>,
     count: u32,
+    /// It said `have_all`: it counts in the table's seeds, not in each piece's availability.
+    all: bool,
 }
+
+/// Messages that change nothing (see [`Peer::on_message`]) a peer may send in a burst, and
+/// per second after it. Honest clients send a few: a keep-alive a minute, a cancel that
+/// crossed our block, aria2's fresh bitfields (one instead of 20 or more haves). A flood of
+/// them costs us parsing and, for some, work per message, so past the budget the peer is cut
+/// off (`message_flood`).
+const NOISE_BURST: u32 = 500;
+/// Requests a choked peer may have queued for its allowed-fast pieces (BEP 6): enough to keep
+/// one batch going, not enough to pin upload memory while it holds no slot.
+const MAX_FAST_QUEUED: usize = 32;
+const NOISE_PER_SEC: u32 = 50;
 
 /// Allowed-fast pieces a peer may give us (BEP 6 suggests 10); more are ignored, so a peer
 /// cannot grow our memory with them.
@@ -203,6 +218,8 @@ pub struct Peer {
     peer_choking: bool,
     peer_interested: bool,
     have: PeerPieces,
+    /// It sent a bitfield, `have_all` or `have_none` (another one changes nothing new).
+    announced: bool,
     /// Its requests waiting for upload, oldest first.
     requests: VecDeque<Queued>,
     /// The allowed-fast set we gave it (served while choked).
@@ -215,6 +232,9 @@ pub struct Peer {
     ext: Option<ExtHandshake>,
     /// BEP 9 pieces answered (bounded).
     metadata_answers: u32,
+    /// What is left of the budget for messages that change nothing, and when it was refilled.
+    noise_tokens: u32,
+    noise_at: Instant,
     connected_at: Instant,
     last_recv: Instant,
     last_send: Instant,
@@ -243,6 +263,7 @@ impl Peer {
             peer_choking: true,
             peer_interested: false,
             have: PeerPieces::default(),
+            announced: false,
             requests: VecDeque::new(),
             allowed_fast: Vec::new(),
             allowed_fast_in: Vec::new(),
@@ -250,6 +271,8 @@ impl Peer {
             overflow: 0,
             ext: None,
             metadata_answers: 0,
+            noise_tokens: NOISE_BURST,
+            noise_at: now,
             connected_at: now,
             last_recv: now,
             last_send: now,
@@ -437,6 +460,9 @@ impl Peer {
             return Err(Reason::BadMessage);
         }
         let n = t.num_pieces();
+        if self.changes_nothing(&msg, t, rules) {
+            self.spend_noise(now)?;
+        }
         let action = match msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => Action::Nothing,
             Message::Choke => {
@@ -477,6 +503,7 @@ impl Peer {
                     return Err(Reason::BadMessage);
                 }
                 self.forget_pieces(t.pieces);
+                self.announced = true;
                 self.fetch.wanted = 0;
                 Action::Nothing
             }
@@ -530,10 +557,10 @@ impl Peer {
             Message::Extended {
                 id: crate::wire::metadata::LOCAL_ID,
                 payload,
-            } => {
-                self.on_metadata(payload, t, rules, out);
-                Action::Nothing
-            }
+            } => match self.on_metadata(payload, t, rules, out) {
+                0 => Action::Nothing,
+                n => Action::MetadataSent(n),
+            },
             Message::Extended {
                 id: crate::wire::pex::LOCAL_ID,
                 payload,
@@ -547,6 +574,56 @@ impl Peer {
             return Err(Reason::SendBacklog);
         }
         Ok(action)
+    }
+
+    /// Whether `msg` would change nothing: a state the peer is already in, a piece it already
+    /// announced, a second announcement of all its pieces, a cancel of nothing queued, a
+    /// metadata request past the answers it is allowed, a keep-alive or a message we do not
+    /// know. Each of these spends the noise budget.
+    fn changes_nothing(&self, msg: &Message<'_>, t: TorrentView<'_>, rules: &Rules) -> bool {
+        match *msg {
+            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => true,
+            Message::Suggest(_) => true,
+            Message::Interested => self.peer_interested,
+            Message::NotInterested => !self.peer_interested,
+            Message::Choke => self.peer_choking,
+            Message::Unchoke => !self.peer_choking,
+            Message::Have(i) => self.peer_has(i),
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => self.announced,
+            Message::Cancel(r) => !self.requests.iter().any(|q| q.req == r),
+            Message::Extended {
+                id: crate::wire::metadata::LOCAL_ID,
+                ..
+            } => self.metadata_answers >= Self::metadata_allowed(t),
+            Message::Extended { id, .. } => {
+                id != 0
+                    && id != crate::wire::metadata::LOCAL_ID
+                    && id != crate::wire::pex::LOCAL_ID
+                    && !(rules.speed && id == crate::speed::peer::LOCAL_ID)
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes one message from the noise budget, refilled at [`NOISE_PER_SEC`] up to
+    /// [`NOISE_BURST`].
+    fn spend_noise(&mut self, now: Instant) -> Result<(), Reason> {
+        let secs = now.saturating_duration_since(self.noise_at).as_secs();
+        if secs > 0 {
+            let refill = (secs.min(u64::from(NOISE_BURST)) as u32) * NOISE_PER_SEC;
+            self.noise_tokens = self.noise_tokens.saturating_add(refill).min(NOISE_BURST);
+            self.noise_at = now;
+        }
+        self.noise_tokens = self
+            .noise_tokens
+            .checked_sub(1)
+            .ok_or(Reason::MessageFlood)?;
+        Ok(())
+    }
+
+    /// BEP 9 answers one peer may have: a few copies of the whole info dictionary.
+    fn metadata_allowed(t: TorrentView<'_>) -> u32 {
+        4 * crate::wire::metadata::piece_count(t.info.len()) + 4
     }
 
     fn on_have(&mut self, i: u32, t: TorrentView<'_>) -> Result<Action<'static>, Reason> {
@@ -597,7 +674,9 @@ impl Peer {
         self.have = PeerPieces {
             bits: Some(bits.to_vec()),
             count,
+            all: false,
         };
+        self.announced = true;
         if count == n && n > 0 && t.is_seed() {
             return Err(Reason::BothSeeds);
         }
@@ -615,14 +694,14 @@ impl Peer {
         }
         let n = t.num_pieces();
         self.forget_pieces(t.pieces);
-        for i in 0..n {
-            t.pieces.peer_has(i);
-        }
+        t.pieces.seed_joined();
         self.have = PeerPieces {
             bits: Some(full_bitfield(n)),
             count: n,
+            all: true,
         };
-        self.count_wanted(t);
+        self.announced = true;
+        self.fetch.wanted = n - t.pieces.verified.count().min(n);
         Ok(if t.fetching {
             Action::MayRequest
         } else {
@@ -644,7 +723,8 @@ impl Peer {
         if u64::from(r.begin) + u64::from(r.length) > t.layout.piece_size(r.index) {
             return Err(Reason::InvalidRequest);
         }
-        let allowed = !self.am_choking || self.allowed_fast.contains(&r.index);
+        let allowed = !self.am_choking
+            || (self.allowed_fast.contains(&r.index) && self.requests.len() < MAX_FAST_QUEUED);
         let full = self.requests.len() >= rules.max_reqq;
         if t.pieces.verified.get(r.index) && allowed && !full {
             if self.requests.len() < rules.max_reqq / 2 {
@@ -675,31 +755,33 @@ impl Peer {
     /// more than a few copies of the whole, or one whose queued answers would fill its send
     /// backlog (each answer is 16 KiB queued on our side; it asks again). We never ask, so data
     /// and rejects get no answer, nor does a malformed message.
+    /// Returns the bytes of info dictionary answered (0 for a reject or nothing).
     fn on_metadata(
         &mut self,
         payload: &[u8],
         t: TorrentView<'_>,
         rules: &Rules,
         out: &mut Vec<u8>,
-    ) {
+    ) -> u64 {
         use crate::wire::metadata::{self, MetadataMessage};
         let Some(their_id) = self
             .ext
             .as_ref()
             .and_then(|e| e.id_of(metadata::EXTENSION_NAME))
         else {
-            return;
+            return 0;
         };
         let Ok(MetadataMessage::Request(piece)) = MetadataMessage::parse(payload) else {
-            return;
+            return 0;
         };
-        let allowed = 4 * metadata::piece_count(t.info.len()) + 4;
+        let allowed = Self::metadata_allowed(t);
         let room = out.len() + metadata::PIECE_BYTES + 128 <= rules.max_send_backlog;
         let answer = if t.private || self.metadata_answers >= allowed || !room {
             None
         } else {
             metadata::data_message(t.info, piece)
         };
+        let sent = answer.as_ref().map_or(0, |a| a.len() as u64);
         if answer.is_some() {
             self.metadata_answers = self.metadata_answers.saturating_add(1);
         }
@@ -709,6 +791,7 @@ impl Peer {
             payload: &reply,
         }
         .encode(out);
+        sent
     }
 
     /// Chokes the peer (no-op when choked already). Its queued requests die with the choke;
@@ -798,7 +881,11 @@ impl Peer {
     /// The connection is gone: the pieces it announced no longer count as available.
     pub fn forget_pieces(&mut self, pieces: &PieceTable) {
         if let Some(bits) = self.have.bits.take() {
-            for_each_set(&bits, pieces.num_pieces(), |i| pieces.peer_lost(i));
+            if std::mem::take(&mut self.have.all) {
+                pieces.seed_left();
+            } else {
+                for_each_set(&bits, pieces.num_pieces(), |i| pieces.peer_lost(i));
+            }
         }
         self.have.count = 0;
     }

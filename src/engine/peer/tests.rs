@@ -1323,8 +1323,12 @@ fn an_extended_message_under_an_unknown_id_is_ignored() {
 fn a_metadata_request_gets_the_piece_under_the_peers_id() {
     let mut c = active_peer(true, true).with_metadata();
     for piece in [0, 1] {
-        assert_eq!(c.metadata(&meta_request(piece)), Ok(Action::Nothing));
         let data = metadata::data_message(&c.t.info, piece).unwrap();
+        // The answer counts against the upload limits.
+        assert_eq!(
+            c.metadata(&meta_request(piece)),
+            Ok(Action::MetadataSent(data.len() as u64))
+        );
         assert_eq!(
             c.sent(),
             vec![Message::Extended {
@@ -1722,4 +1726,90 @@ fn the_pipeline_follows_the_rate_within_reqq() {
     assert_eq!(c.peer.download_rate(), 400 * 16384 / 4);
     let p = c.peer.pipeline(2000);
     assert!(p > 16 && p <= 250, "{p}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile peers: messages that change nothing, have_all, allowed-fast pinning
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn have_all_counts_once_in_the_table_not_per_piece_and_twice_is_noise() {
+    let mut c = Conn::open(Fixture::new(N, [0]), rules(), true, false);
+    assert_eq!(c.recv(Message::HaveAll), Ok(Action::Nothing));
+    assert_eq!(c.t.availability(), [1; N as usize]);
+    // have_none then have_all again: still one seed, never two.
+    c.recv(Message::HaveNone).unwrap();
+    assert_eq!(c.t.availability(), [0; N as usize]);
+    c.recv(Message::HaveAll).unwrap();
+    c.recv(Message::Have(3)).unwrap();
+    assert_eq!(c.t.availability(), [1; N as usize]);
+    c.peer.forget_pieces(&c.t.pieces);
+    assert_eq!(c.t.availability(), [0; N as usize]);
+    c.peer.forget_pieces(&c.t.pieces);
+    assert_eq!(c.t.availability(), [0; N as usize]);
+}
+
+#[test]
+fn a_flood_of_messages_that_change_nothing_is_cut_off_honest_noise_is_not() {
+    let floods: Vec<(&str, Message<'static>)> = vec![
+        ("interested", Message::Interested),
+        ("keep-alive", Message::KeepAlive),
+        ("have of a known piece", Message::Have(2)),
+        ("have_all again", Message::HaveAll),
+        ("cancel of nothing", Message::Cancel(req(0, 0, 16384))),
+        (
+            "unknown message",
+            Message::Unknown {
+                id: 77,
+                payload: &[],
+            },
+        ),
+    ];
+    for (what, msg) in floods {
+        let mut c = Conn::open(Fixture::new(N, [0]), rules(), true, true);
+        c.recv(Message::Interested).unwrap();
+        c.recv(Message::HaveAll).unwrap();
+        let mut cut = None;
+        for i in 0..2000 {
+            if let Err(r) = c.recv(msg.clone()) {
+                cut = Some((i, r));
+                break;
+            }
+        }
+        let (i, r) = cut.unwrap_or_else(|| panic!("{what}: never cut off"));
+        assert_eq!(r, Reason::MessageFlood, "{what}");
+        assert!(
+            (400..=NOISE_BURST as usize).contains(&i),
+            "{what}: cut after {i}"
+        );
+    }
+    // A keep-alive every second for an hour is fine: the budget refills.
+    let mut c = Conn::open(Fixture::seed(), rules(), true, false);
+    for s in 0..3600 {
+        let now = c.t0 + Duration::from_secs(s);
+        c.peer
+            .on_message(Message::KeepAlive, c.t.view(), &c.rules, now, &mut c.out)
+            .unwrap();
+    }
+    // Real state changes never spend it: interest flipping is answered each time.
+    for _ in 0..2000 {
+        c.recv(Message::Interested).unwrap();
+        c.recv(Message::NotInterested).unwrap();
+    }
+}
+
+#[test]
+fn a_choked_peer_queues_few_allowed_fast_requests() {
+    let mut r = rules();
+    r.max_reqq = 500;
+    let mut c = Conn::open(Fixture::seed(), r, true, false);
+    c.recv(Message::Interested).unwrap();
+    let piece = af_set()[0];
+    let mut queued = 0;
+    for b in 0..64u32 {
+        if c.recv(Message::Request(req(piece, b * 16, 16))) == Ok(Action::Queued) {
+            queued += 1;
+        }
+    }
+    assert_eq!(queued, MAX_FAST_QUEUED);
 }
