@@ -237,6 +237,8 @@ fn peers_land_on_every_worker() {
     let engine = Engine::start(Settings {
         workers: 2,
         listen: "127.0.0.1:0".parse().unwrap(),
+        // All 32 come from 127.0.0.1.
+        max_connections_per_ip: 32,
         ..Settings::default()
     })
     .unwrap();
@@ -478,4 +480,356 @@ fn peer_exchange_can_be_turned_off() {
             .is_some()
     );
     engine.shutdown();
+}
+
+/// Disconnects by reason, summed over the workers.
+fn disconnects(engine: &Engine) -> std::collections::BTreeMap<String, u64> {
+    let mut all = std::collections::BTreeMap::new();
+    for s in engine.stats() {
+        for (r, n) in &s.disconnects {
+            *all.entry(r.to_string()).or_insert(0) += n;
+        }
+    }
+    all
+}
+
+/// Connects from the local address `src` (any of 127.0.0.0/8), so each hostile peer has an
+/// address of its own and the per-address caps meet only the ones meant to meet them.
+fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((src, 0)).into())?;
+    s.connect(&addr.into())?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(s)
+}
+
+/// As [`handshaken`], from `src`.
+fn handshaken_from(src: std::net::Ipv4Addr, addr: SocketAddr, ih: [u8; 20]) -> TcpStream {
+    let mut s = connect_from(src, addr).unwrap();
+    s.write_all(&Handshake::new(ih, *b"-XX0000-hostile00001").encode())
+        .unwrap();
+    let mut hs = [0u8; 68];
+    s.read_exact(&mut hs).unwrap();
+    s
+}
+
+/// Whether the engine closed `s` (EOF or reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 65536];
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+/// Sends `m` again and again until the engine cuts the connection off (or `n` were sent).
+fn flood(mut s: TcpStream, m: &[u8], n: usize) {
+    let all: Vec<u8> = m.iter().copied().cycle().take(m.len() * n).collect();
+    let _ = s.write_all(&all);
+    assert!(
+        closed_within(&mut s, Duration::from_secs(15)),
+        "a flood of {} messages was not cut off",
+        n
+    );
+}
+
+fn ip(a: u8, b: u8, c: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, a, b, c)
+}
+
+/// The attacks of the hardening issue, all at once, against one engine while libtorrent
+/// downloads from it: slowloris (hundreds of connections trickling length prefixes, and a
+/// trickled handshake), slot hoarders that never read, allowed-fast pinning, floods of
+/// messages that change nothing (interested, have_none, bitfield, cancel, have, keep-alive,
+/// unknown messages, metadata requests), a connection flood from one address. The good client
+/// finishes byte-perfect within a few times its time alone, and each attack is cut off and
+/// counted under its reason.
+#[test]
+fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual_time() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = loopback_engine(Settings {
+        workers: 2,
+        upload_slots: 4,
+        handshake_timeout: Duration::from_secs(3),
+        message_timeout: Duration::from_secs(4),
+        send_timeout: Duration::from_secs(4),
+        upload_rate_limit: 32 << 20,
+        max_connections_per_ip: 8,
+        ..Settings::default()
+    });
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "payload.bin",
+        48 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let ih = meta.info.hash.wire_id();
+    let addr = engine.local_addr();
+    let tpath = dir.path().join("payload.bin.torrent");
+    let download = |out: &Path| {
+        let started = Instant::now();
+        let res = lt_tool(&[
+            "download",
+            tpath.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &addr.to_string(),
+            "120",
+        ]);
+        let res: serde_json::Value = serde_json::from_str(&res).unwrap();
+        assert_eq!(res["done"], true, "good client: {res}");
+        assert!(
+            std::fs::read(out.join("payload.bin")).unwrap()
+                == std::fs::read(dir.path().join("data/payload.bin")).unwrap(),
+            "the good client's copy differs"
+        );
+        started.elapsed()
+    };
+    let alone = download(&dir.path().join("alone"));
+
+    let count = |r: &str| total(&engine.stats(), r);
+    let before: std::collections::HashMap<&str, u64> = [
+        "slow_message",
+        "handshake_timeout",
+        "send_stalled",
+        "message_flood",
+        "too_many_from_ip",
+        "request_flood",
+    ]
+    .into_iter()
+    .map(|r| (r, count(r)))
+    .collect();
+
+    let good_out = dir.path().join("beside");
+    let mut attacks = Vec::new();
+    // Slowloris: 200 peers from 200 addresses, each with a handshake and then a length prefix
+    // trickled, one more byte every second.
+    attacks.push(std::thread::spawn(move || {
+        let mut conns: Vec<TcpStream> = (0..200u32)
+            .filter_map(|i| {
+                let mut s =
+                    connect_from(ip(10, (i / 200) as u8, (i % 200) as u8 + 1), addr).ok()?;
+                s.write_all(&Handshake::new(ih, *b"-XX0000-slowloris001").encode())
+                    .ok()?;
+                // A 16 KiB message (a legal length), of which nothing more than a byte a
+                // second ever comes.
+                s.write_all(&[0, 0, 0x40]).ok()?;
+                Some(s)
+            })
+            .collect();
+        assert!(conns.len() >= 190);
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_secs(1));
+            conns.retain_mut(|s| s.write_all(&[0]).is_ok());
+        }
+        let open = conns
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_millis(1)))
+            .filter(|closed| !closed)
+            .count();
+        assert_eq!(open, 0, "slowloris connections still open after 12 s");
+    }));
+    // A handshake trickled a byte every 300 ms.
+    attacks.push(std::thread::spawn(move || {
+        let mut s = connect_from(ip(11, 0, 1), addr).unwrap();
+        let hs = Handshake::new(ih, *b"-XX0000-trickle00001").encode();
+        for b in hs {
+            if s.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("a handshake trickled over 20 s was never cut off");
+    }));
+    // Slot hoarders: interested, requests, then never a byte read (a tiny receive buffer).
+    // Each one that gets a slot loses it within seconds and is then cut off; one that never
+    // gets a slot holds nothing but its connection.
+    let mut hoarders = Vec::new();
+    for i in 0..8u8 {
+        hoarders.push(std::thread::spawn(move || {
+            use socket2::{Domain, Socket, Type};
+            let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.bind(&SocketAddr::from((ip(12, 0, i + 1), 0)).into())
+                .unwrap();
+            sock.connect(&addr.into()).unwrap();
+            let mut s: TcpStream = sock.into();
+            s.write_all(&Handshake::new(ih, *b"-XX0000-hoarder00001").encode())
+                .unwrap();
+            s.write_all(&msg(Message::Interested)).unwrap();
+            let mut reqs = Vec::new();
+            for r in 0..200u32 {
+                reqs.extend(msg(Message::Request(BlockRequest {
+                    index: (r / 4 + u32::from(i) * 50) % 768,
+                    begin: (r % 4) * 16384,
+                    length: 16384,
+                })));
+            }
+            let _ = s.write_all(&reqs);
+            // Read nothing; wait to be cut off.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(500));
+                // A closed connection shows as a failed write once the reset arrives.
+                if s.write_all(&msg(Message::KeepAlive)).is_err() {
+                    return true;
+                }
+            }
+            false
+        }));
+    }
+    // Allowed-fast pinning: never interested, requests its allowed-fast pieces over and over,
+    // never reads. At most a few are queued while it is choked; the rest are rejected, and a
+    // peer that keeps on is a request flood.
+    attacks.push(std::thread::spawn(move || {
+        let src = ip(13, 0, 1);
+        let set = ringseed::wire::fast::allowed_fast_set(std::net::IpAddr::V4(src), &ih, 768, 10);
+        let mut s = handshaken_from(src, addr, ih);
+        let mut reqs = Vec::new();
+        for r in 0..20_000u32 {
+            reqs.extend(msg(Message::Request(BlockRequest {
+                index: set[r as usize % set.len()],
+                begin: (r % 4) * 16384,
+                length: 16384,
+            })));
+        }
+        let _ = s.write_all(&reqs);
+        assert!(
+            closed_within(&mut s, Duration::from_secs(20)),
+            "allowed-fast pinning not cut off"
+        );
+    }));
+    // Floods of messages that change nothing, each from its own address.
+    let floods: Vec<Vec<u8>> = vec![
+        msg(Message::Interested),
+        msg(Message::HaveNone),
+        msg(Message::Bitfield(&[0u8; 96])),
+        msg(Message::Cancel(BlockRequest {
+            index: 1,
+            begin: 0,
+            length: 16384,
+        })),
+        msg(Message::KeepAlive),
+        msg(Message::Unknown {
+            id: 99,
+            payload: b"x",
+        }),
+        msg(Message::Extended {
+            id: 250,
+            payload: b"d1:ai1ee",
+        }),
+    ];
+    for (i, m) in floods.into_iter().enumerate() {
+        attacks.push(std::thread::spawn(move || {
+            let mut s = handshaken_from(ip(14, 0, i as u8 + 1), addr, ih);
+            if m == msg(Message::Interested) {
+                // Interested once for real, then again and again.
+                s.write_all(&m).unwrap();
+            }
+            flood(s, &m, 20_000);
+        }));
+    }
+    // A have flood of one piece, after a first have of it.
+    attacks.push(std::thread::spawn(move || {
+        let mut s = handshaken_from(ip(15, 0, 1), addr, ih);
+        s.write_all(&msg(Message::HaveNone)).unwrap();
+        flood(s, &msg(Message::Have(7)), 20_000);
+    }));
+    // Metadata requests far past the answers allowed.
+    attacks.push(std::thread::spawn(move || {
+        use ringseed::wire::metadata;
+        let mut s = handshaken_from(ip(16, 0, 1), addr, ih);
+        let theirs = ext_exchange(
+            &mut s,
+            &ExtHandshake {
+                m: vec![(metadata::EXTENSION_NAME.to_string(), 3)],
+                ..Default::default()
+            },
+        );
+        let id = theirs.id_of(metadata::EXTENSION_NAME).unwrap();
+        // The peer reads its answers (it is not a hoarder), so only the budget stops it.
+        let reader = s.try_clone().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let req = msg(Message::Extended {
+            id,
+            payload: &metadata::request_message(0),
+        });
+        let all: Vec<u8> = req.iter().copied().cycle().take(req.len() * 5000).collect();
+        let _ = s.write_all(&all);
+        drain.join().unwrap();
+    }));
+    // A connection flood from one address.
+    attacks.push(std::thread::spawn(move || {
+        let conns: Vec<TcpStream> = (0..40)
+            .filter_map(|_| connect_from(ip(17, 0, 1), addr).ok())
+            .collect();
+        let mut cut = 0;
+        for mut s in conns {
+            if closed_within(&mut s, Duration::from_millis(300)) {
+                cut += 1;
+            }
+        }
+        assert!(
+            cut >= 30,
+            "only {cut} of 40 connections from one address were refused"
+        );
+    }));
+
+    std::thread::sleep(Duration::from_millis(500));
+    let beside = download(&good_out);
+    for a in attacks {
+        a.join().unwrap();
+    }
+    let hoarders_cut = hoarders
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&cut| cut)
+        .count();
+    assert!(
+        hoarders_cut >= 4,
+        "only {hoarders_cut} of 8 slot hoarders were cut off"
+    );
+    let grew = |r: &str, at_least: u64| {
+        let d = count(r) - before[r];
+        assert!(
+            d >= at_least,
+            "`{r}`: {d} cut-offs, expected at least {at_least}: {:?}",
+            disconnects(&engine)
+        );
+    };
+    grew("slow_message", 190);
+    grew("handshake_timeout", 1);
+    grew("send_stalled", 4);
+    grew("message_flood", 9);
+    grew("too_many_from_ip", 30);
+    // Usual time: a slack over what it took alone that a starved or stalled client would blow.
+    assert!(
+        beside <= alone * 3 + Duration::from_secs(10),
+        "libtorrent took {beside:?} beside the attacks, {alone:?} alone"
+    );
+    eprintln!(
+        "libtorrent: {alone:?} alone, {beside:?} beside the attacks; cut off: {:?}",
+        disconnects(&engine)
+    );
+    // Nothing lingers: every hostile connection's slot was freed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().iter().map(|s| s.peers).sum::<i64>() > 0 {
+        assert!(Instant::now() < deadline, "{:?}", engine.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -78,6 +78,8 @@ struct Worker {
     free_starved: bool,
     /// A free peer was refused a slot since the last tick: `free_starved` is looked at again.
     starved_stale: bool,
+    /// A slot was taken from a peer that stopped reading: a round at the next tick.
+    rechoke_soon: bool,
     last_pex: Instant,
     rechokes: u64,
     stopping: bool,
@@ -145,6 +147,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         last_rechoke: now,
         free_starved: false,
         starved_stale: false,
+        rechoke_soon: false,
         last_pex: now,
         rechokes: 0,
         stopping: false,
@@ -573,7 +576,9 @@ impl Worker {
         self.refill_requests();
         let interval =
             choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
-        if now.duration_since(self.last_rechoke) >= interval {
+        if std::mem::take(&mut self.rechoke_soon)
+            || now.duration_since(self.last_rechoke) >= interval
+        {
             self.last_rechoke = now;
             self.rechoke();
         }
@@ -592,16 +597,19 @@ impl Worker {
                 continue;
             };
             let idle = c.sending == super::conn::Sending::Nothing;
-            if let Some(reason) = stalled(c, core) {
+            let undelivered = c.check_delivery(core.now);
+            c.reads_nothing = undelivered >= slot_stall(&core.settings);
+            if let Some(reason) = stalled(c, undelivered, core) {
                 c.close(slot, reason, core);
                 self.maybe_free(slot);
                 continue;
             }
-            if c.slot.is_some() && c.send_stalled_for(core.now) >= slot_stall(&core.settings) {
-                // It reads nothing: its slot goes to a peer that does (it may win one back in
-                // a later round once it reads again).
+            if c.slot.is_some() && c.reads_nothing {
+                // It reads nothing: its slot goes to a peer that does, in a round right away
+                // (it may win one back in a later round once it reads again).
                 c.set_choke(None, core);
                 c.pump_send(slot, core);
+                self.rechoke_soon = true;
             }
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
                 Ok(Tick::KeepAlive) => c.pump_send(slot, core),
@@ -629,9 +637,7 @@ impl Worker {
             if c.slot == Some(SlotKind::Optimistic) {
                 optimistic = Some(i);
             }
-            if !c.peer.peer_interested()
-                || c.send_stalled_for(self.core.now) >= slot_stall(&self.core.settings)
-            {
+            if !c.peer.peer_interested() || c.reads_nothing {
                 continue;
             }
             cands.push(c.candidate(i));
@@ -1003,12 +1009,12 @@ fn slot_stall(s: &Settings) -> Duration {
 
 /// The per-connection deadlines the tick checks beside the protocol's own: a message that
 /// started arriving and never completes, and sends the peer never reads.
-fn stalled(c: &Conn, core: &Core) -> Option<Reason> {
+fn stalled(c: &Conn, undelivered: Duration, core: &Core) -> Option<Reason> {
     let s = &core.settings;
     if c.partial_since
         .is_some_and(|t| core.now.saturating_duration_since(t) > s.message_timeout)
     {
         return Some(Reason::SlowMessage);
     }
-    (c.send_stalled_for(core.now) > s.send_timeout).then_some(Reason::SendStalled)
+    (undelivered > s.send_timeout).then_some(Reason::SendStalled)
 }

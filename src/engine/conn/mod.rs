@@ -100,9 +100,15 @@ pub(super) struct Conn {
     /// Since when the incomplete message at the front of the receive buffer has been arriving
     /// (`None`: the buffer holds no partial message). See `Settings::message_timeout`.
     pub partial_since: Option<Instant>,
-    /// When the send in flight was handed to the kernel: a send completes as soon as any of
-    /// its bytes went out, so an old one means the peer reads nothing.
-    pub send_posted: Instant,
+    /// Bytes handed to the kernel in all (sends that completed).
+    pub sent_total: u64,
+    /// Bytes the peer has taken (`sent_total` less what is still in the socket's queue) when
+    /// last seen growing, and when that was.
+    delivered: u64,
+    delivered_at: Instant,
+    /// It has taken none of our bytes for a while (see [`Conn::check_delivery`]): it holds no
+    /// upload slot and is left out of choking rounds until it reads again.
+    pub reads_nothing: bool,
     /// Counted in the worker's per-address count of connections in their handshake.
     pub counted_handshake: bool,
     /// Counted in its torrent's per-address count of connections.
@@ -158,18 +164,35 @@ impl Conn {
             owned: Vec::new(),
             dl_waiting: false,
             partial_since: None,
-            send_posted: now,
+            sent_total: 0,
+            delivered: 0,
+            delivered_at: now,
+            reads_nothing: false,
             counted_handshake: false,
             counted_torrent: false,
         }
     }
 
-    /// How long bytes have waited for the socket with none going out (zero when nothing waits).
-    pub fn send_stalled_for(&self, now: Instant) -> std::time::Duration {
-        if self.sending == Sending::Nothing {
+    /// How long the peer has taken none of the bytes we gave it, while some wait: in the
+    /// socket's queue (read with `SIOCOUTQ`) or in a send not yet taken by the kernel. The
+    /// kernel's send buffer can hold megabytes, so a peer that stops reading is seen by what
+    /// stays in the queue, not by our sends alone. Looked at once a second by the worker.
+    pub fn check_delivery(&mut self, now: Instant) -> std::time::Duration {
+        if self.delivered == self.sent_total && self.sending == Sending::Nothing {
+            // All taken, nothing waiting: no system call for the idle many.
+            self.delivered_at = now;
             return std::time::Duration::ZERO;
         }
-        now.saturating_duration_since(self.send_posted)
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer, which points to `queued`.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        let queued = if r == 0 { queued.max(0) as u64 } else { 0 };
+        let delivered = self.sent_total.saturating_sub(queued);
+        if delivered > self.delivered || (queued == 0 && self.sending == Sending::Nothing) {
+            self.delivered = delivered;
+            self.delivered_at = now;
+        }
+        now.saturating_duration_since(self.delivered_at)
     }
 
     pub fn is_active(&self) -> bool {

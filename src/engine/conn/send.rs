@@ -167,7 +167,6 @@ impl Conn {
                 UserData::new(Op::Send, 0, slot),
             );
             self.sending = Sending::Control;
-            self.send_posted = core.now;
             self.ops += 1;
             // SAFETY: the bytes live in ctrl_inflight, untouched until this send completes
             // (sending != Nothing).
@@ -232,7 +231,6 @@ impl Conn {
             }
         };
         self.sending = Sending::Job(seq);
-        self.send_posted = core.now;
         self.ops += 1;
         // SAFETY: the bytes live in the front job's buffer, untouched until this operation
         // completes (sending != Nothing), and zero-copy buffers are held until their
@@ -253,6 +251,7 @@ impl Conn {
             return;
         }
         let n = res as usize;
+        self.sent_total += n as u64;
         self.peer.sent(core.now);
         match what {
             Sending::Control => self.ctrl_sent += n,
@@ -296,6 +295,7 @@ impl Conn {
             sj.in_pipe = n;
         } else {
             self.peer.sent(core.now);
+            self.sent_total += n as u64;
             sj.in_pipe -= n.min(sj.in_pipe);
             sj.advance(n);
             job.sent += n;

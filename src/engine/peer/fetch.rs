@@ -104,8 +104,11 @@ impl Peer {
         (!self.peer_choking || self.allowed_fast_in.contains(&i)) && self.peer_has(i)
     }
 
-    /// Requests to keep in flight: about half a second of its rate, at least 4 (1 while it
-    /// snubs us), at most its advertised `reqq` and `cap`.
+    /// Requests to keep in flight: about three seconds of its rate (libtorrent's
+    /// `request_queue_time`), at least 16 (1 while it snubs us), at most its advertised `reqq`
+    /// and `cap`. Half a second was too little: a peer that answers in batches every half
+    /// second (Transmission) never got past 16 blocks in flight, so its rate stayed at
+    /// 16 blocks per half second (512 KiB/s) and the pipeline, sized from that rate, never grew.
     pub fn pipeline(&self, cap: usize) -> usize {
         if self.fetch.snubbed {
             return 1;
@@ -115,7 +118,7 @@ impl Peer {
             .as_ref()
             .and_then(|e| e.reqq)
             .map_or(250, |q| q.clamp(1, 2000) as usize);
-        let by_rate = (self.fetch.rate / 2 / u64::from(crate::wire::BLOCK_SIZE)) as usize;
+        let by_rate = (self.fetch.rate * 3 / u64::from(crate::wire::BLOCK_SIZE)) as usize;
         by_rate.clamp(16, cap.max(4)).min(reqq)
     }
 
