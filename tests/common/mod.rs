@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod opentracker;
+pub mod webclients;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
