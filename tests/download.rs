@@ -509,10 +509,11 @@ fn corrupted_copy(src: &Path, meta: &Metainfo, dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Three seeders at once: libtorrent (127.0.0.2) and aria2 (127.0.0.3) with the real data, and
-/// `ringseed seed --skip-check` (127.0.0.4) serving a copy with a flipped byte in every second
-/// piece. ringseed finishes byte-identical, having failed at least one piece's hash, banned the
-/// corrupting address, and cut it off for bad data.
+/// Three seeders at once, three different clients: qBittorrent (127.0.0.7) and aria2
+/// (127.0.0.3) with the real data, and `ringseed seed --skip-check` (127.0.0.4) serving a copy
+/// with a flipped byte in every second piece. ringseed finishes byte-identical, having failed
+/// at least one piece's hash, banned the corrupting address, and cut it off for bad data; the
+/// qBittorrent seeder did serve part of it.
 #[test]
 fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     let dir = tempfile::tempdir().unwrap();
@@ -527,7 +528,9 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
     // The honest seeders are throttled so the download takes a few seconds: every seeder gets
     // its share of requests, the corrupting one included.
-    let lt = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 1 << 20);
+    let qbt = QbtSeeder::start("127.0.0.7", 1 << 20);
+    qbt.add(&torrent, &data, false);
+    qbt.wait_seeding(1, Duration::from_secs(20));
     let aria = spawn_aria2_seeder(
         &torrent,
         &data,
@@ -546,7 +549,7 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
         &torrent,
         &out,
         &args(&[
-            &peer(lt.addr),
+            &peer(qbt.addr),
             &peer(aria.addr),
             &peer(corrupt.0.addr),
             &no_trackers(),
@@ -559,6 +562,16 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     assert!(progress["banned"].as_u64().unwrap() >= 1, "{report}");
     assert!(stat(report, "hash_failures") >= 1, "{report}");
     assert!(disconnects(report, "bad_data") >= 1, "{report}");
+    // qBittorrent refreshes its statistics about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qbt.uploaded() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "qBittorrent uploaded nothing: {:?}",
+            qbt.torrents()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A `ringseed seed` process, killed when the test ends (passed or not).
