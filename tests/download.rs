@@ -1,12 +1,13 @@
 //! `ringseed download` against real clients on loopback: it fetches byte-identical data from
-//! libtorrent, aria2, Transmission and qBittorrent (by `--peer`, and through opentracker),
-//! survives a peer that serves corrupted pieces (banned by IP) and peers that break the protocol
-//! (cut off, counted), resumes after `kill -9` without fetching again what it had, and with
-//! `--seed` goes on to serve libtorrent from the same process.
+//! libtorrent, aria2, Transmission, qBittorrent and rtorrent (by `--peer`, and through
+//! opentracker), survives a peer that serves corrupted pieces (banned by IP) and peers that
+//! break the protocol (cut off, counted), resumes after `kill -9` without fetching again what it
+//! had, and with `--seed` goes on to serve libtorrent from the same process.
 //!
 //! Seeders that must be told apart (bans are by IP, as in libtorrent) listen on distinct
 //! loopback addresses: 127.0.0.2 (libtorrent), 127.0.0.3 (aria2), 127.0.0.4 (`ringseed seed`),
-//! 127.0.0.5 (a hostile peer written here), 127.0.0.6 (Transmission), 127.0.0.7 (qBittorrent).
+//! 127.0.0.5 (a hostile peer written here), 127.0.0.6 (Transmission), 127.0.0.7 (qBittorrent),
+//! 127.0.0.8 (rtorrent).
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::webclients::{QbtSeeder, TransmissionSeeder};
+use common::daemons::{QbtSeeder, RtorrentSeeder, TransmissionSeeder};
 use common::{
     Payload, create_torrent, lt_tool, pattern, ringseed, signal, spawn_aria2_seeder,
     spawn_lt_seeder,
@@ -403,6 +404,21 @@ fn downloads_from_a_qbittorrent_seeder() {
     download_both_at_once_from("qbittorrent", &p, &torrents, qbt.addr);
 }
 
+/// rtorrent seeds both torrents from one process; ringseed, told its address, downloads them
+/// byte-identical. rtorrent refuses a torrent that names no tracker, so these name a real
+/// opentracker (rtorrent announces to it; ringseed, with `--no-trackers`, does not).
+#[test]
+fn downloads_from_an_rtorrent_seeder() {
+    use common::opentracker::OpenTracker;
+    let p = Payload::new();
+    let hashes = payload_torrents(&p, &[]).map(|(_, m)| m.info.hash.v1.unwrap());
+    let tracker = OpenTracker::start(&hashes);
+    let torrents = payload_torrents(&p, &[tracker.http()]);
+    let loaded: Vec<_> = torrents.iter().map(|(t, m)| (t.as_path(), m)).collect();
+    let rt = RtorrentSeeder::start(p.data_dir(), "127.0.0.8", &loaded);
+    download_both_at_once_from("rtorrent", &p, &torrents, rt.addr);
+}
+
 /// opentracker's scrape of `info_hash`: `(complete, downloaded)` — seeders, and `completed`
 /// events heard.
 fn scrape(tracker: &common::opentracker::OpenTracker, info_hash: &[u8; 20]) -> (u64, u64) {
@@ -482,6 +498,14 @@ fn finds_a_transmission_seeder_through_a_tracker() {
         tr.add(torrent);
         tr.wait_seeding(1, Duration::from_secs(20));
         tr
+    });
+}
+
+#[test]
+fn finds_an_rtorrent_seeder_through_a_tracker() {
+    download_through_a_tracker("rtorrent", |torrent, data| {
+        let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+        RtorrentSeeder::start(data, "127.0.0.8", &[(torrent, &meta)])
     });
 }
 

@@ -1,8 +1,8 @@
 //! Shared helpers of the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod daemons;
 pub mod opentracker;
-pub mod webclients;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

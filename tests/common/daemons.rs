@@ -1,10 +1,10 @@
-//! Transmission (`transmission-daemon`) and qBittorrent (`qbittorrent-nox`) from Debian, driven
-//! through their own Web APIs, as seeders that ringseed downloads from.
+//! Transmission (`transmission-daemon`) and qBittorrent (`qbittorrent-nox`), driven through their
+//! own Web APIs, and rtorrent, all from Debian, as seeders that ringseed downloads from.
 //!
-//! Both are daemons holding several torrents, so one process seeds every torrent of a test. Both
+//! All are daemons holding several torrents, so one process seeds every torrent of a test. All
 //! check the data they are given before they seed it, and the helpers wait until the client
-//! itself says it has every piece: a test that then downloads from them downloads what the
-//! client verified, not what the test assumed.
+//! itself says it has every piece (in its API, or for rtorrent on the wire): a test that then
+//! downloads from them downloads what the client verified, not what the test assumed.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -161,6 +161,60 @@ pub fn answers_handshake(addr: SocketAddr, hex_hash: &str) -> bool {
         return false;
     }
     matches!(ringseed::wire::Handshake::parse(&got), Ok(Some(h)) if h.info_hash == info_hash)
+}
+
+/// Whether the BitTorrent peer at `addr` answers a handshake for `info_hash` and then claims
+/// all `pieces` pieces (a full bitfield, `have`s completing it, or `have all`) within 2 s.
+pub fn claims_every_piece(addr: SocketAddr, info_hash: [u8; 20], pieces: u32) -> bool {
+    use ringseed::wire::{Handshake, Message, parse_message};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(&Handshake::new(info_hash, *b"-XX0000-readiness002").encode())
+        .is_err()
+    {
+        return false;
+    }
+    let mut got = [0u8; Handshake::LEN];
+    if s.read_exact(&mut got).is_err()
+        || !matches!(Handshake::parse(&got), Ok(Some(h)) if h.info_hash == info_hash)
+    {
+        return false;
+    }
+    let mut have = vec![false; pieces as usize];
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        // Bitfields of up to 8 Mi pieces; anything longer is not a seeder of our test torrents.
+        while let Ok(Some((m, used))) = parse_message(&buf, 1 << 20) {
+            match m {
+                Message::HaveAll => return true,
+                Message::HaveNone => return false,
+                Message::Bitfield(bits) => {
+                    for (i, h) in have.iter_mut().enumerate() {
+                        *h |= bits.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0);
+                    }
+                }
+                Message::Have(i) => {
+                    if let Some(h) = have.get_mut(i as usize) {
+                        *h = true;
+                    }
+                }
+                _ => {}
+            }
+            buf.drain(..used);
+            if have.iter().all(|h| *h) {
+                return true;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn unhex20(hex: &str) -> Option<[u8; 20]> {
@@ -592,5 +646,113 @@ impl QbtSeeder {
             .iter()
             .filter_map(|t| t["uploaded_session"].as_u64())
             .sum()
+    }
+}
+
+/// An rtorrent (0.9.8, libtorrent-rakshasa: a BitTorrent implementation of its own) running as
+/// a daemon (`system.daemon.set`, no terminal), seeding torrents loaded at start from one
+/// download directory, listening for peers on one loopback address, killed on drop.
+///
+/// rtorrent 0.9.8 refuses a torrent that names no tracker ("Could not create download: Could
+/// not find any trackers"), so the torrents given to it must have one.
+pub struct RtorrentSeeder {
+    child: Child,
+    /// Where peers reach it.
+    pub addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RtorrentSeeder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RtorrentSeeder {
+    /// Starts rtorrent seeding `torrents` (each with the info-hash and piece count ringseed
+    /// parsed) from `download_dir` with its peer port on `ip`; returns once it has checked the
+    /// data and, asked over the wire, claims every piece of every torrent.
+    pub fn start(
+        download_dir: &Path,
+        ip: &str,
+        torrents: &[(&Path, &ringseed::metainfo::Metainfo)],
+    ) -> RtorrentSeeder {
+        const RTORRENT: &str = "/usr/bin/rtorrent";
+        require_tool(RTORRENT);
+        let ip_addr: IpAddr = ip.parse().expect("an IP address");
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let session = dir.path().join("session");
+            std::fs::create_dir_all(&session).unwrap();
+            let port = free_port();
+            let log = dir.path().join("rtorrent.log");
+            let mut rc = format!(
+                "directory.default.set = \"{}\"\n\
+                 session.path.set = \"{}\"\n\
+                 network.bind_address.set = {ip}\n\
+                 network.port_range.set = {port}-{port}\n\
+                 network.port_random.set = no\n\
+                 dht.mode.set = disable\n\
+                 protocol.pex.set = no\n\
+                 trackers.use_udp.set = no\n\
+                 system.daemon.set = true\n\
+                 log.open_file = \"main\", \"{}\"\n\
+                 log.add_output = \"info\", \"main\"\n",
+                download_dir.display(),
+                session.display(),
+                log.display(),
+            );
+            for (torrent, _) in torrents {
+                rc.push_str(&format!("load.start_verbose = \"{}\"\n", torrent.display()));
+            }
+            let rc_path = dir.path().join("rtorrent.rc");
+            std::fs::write(&rc_path, rc).unwrap();
+            let mut child = Command::new(RTORRENT)
+                .arg("-n")
+                .arg("-o")
+                .arg(format!("import={}", rc_path.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start rtorrent");
+            let addr = SocketAddr::new(ip_addr, port);
+            if !wait_until(&mut child, Duration::from_secs(10), || {
+                TcpStream::connect(addr).is_ok()
+            }) {
+                eprintln!(
+                    "rtorrent does not listen on {addr}; trying another port. Its log: {}",
+                    tail(&log, 1000)
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
+            let mut rt = RtorrentSeeder {
+                child,
+                addr,
+                log,
+                _dir: dir,
+            };
+            let seeding = wait_until(&mut rt.child, Duration::from_secs(20), || {
+                torrents.iter().all(|(_, meta)| {
+                    claims_every_piece(addr, meta.info.hash.wire_id(), meta.info.layout.num_pieces)
+                })
+            });
+            assert!(
+                seeding,
+                "rtorrent does not claim every piece of its torrents after 20 s; its log: {}",
+                rt.log_tail()
+            );
+            return rt;
+        }
+        panic!("rtorrent did not start seeding on {ip}");
+    }
+
+    /// rtorrent's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 2000)
     }
 }
