@@ -10,10 +10,16 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Reference tools the interop tests drive (Debian packages, never mocks):
 #   python3-libtorrent  libtorrent-rasterbar's Python binding (create, info-hash, recheck, peers)
 #   mktorrent, transmission-cli  other torrent makers whose output ringseed must read
-#   aria2  a real downloader for the seeding tests
+#   aria2  a real downloader for the seeding tests, and a seeder for the download tests
+#   transmission-daemon, qbittorrent-nox  real seeders that `ringseed download` fetches from
+#     (tests/download.rs), driven through their Web APIs: the daemon, not transmission-cli,
+#     because one process seeds several torrents and its RPC says when its own check is done.
+#     (On a host running systemd, Debian's transmission-daemon package also enables and starts
+#     a system-wide daemon; the tests do not use it.)
+#   rtorrent  a third BitTorrent implementation (libtorrent-rakshasa) seeding to `ringseed download`
 #   opentracker  a real BitTorrent tracker (HTTP and UDP) for the tracker and swarm tests
 #   systemd  systemd-analyze, to verify the shipped unit file
-PKGS="python3-libtorrent mktorrent transmission-cli aria2 opentracker systemd"
+PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd"
 missing=""
 for p in $PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

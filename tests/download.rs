@@ -1,12 +1,13 @@
 //! `ringseed download` against real clients on loopback: it fetches byte-identical data from
-//! libtorrent and aria2 (by `--peer` and through opentracker), survives a peer that serves
-//! corrupted pieces (banned by IP) and peers that break the protocol (cut off, counted), resumes
-//! after `kill -9` without fetching again what it had, and with `--seed` goes on to serve
-//! libtorrent from the same process.
+//! libtorrent, aria2, Transmission, qBittorrent and rtorrent (by `--peer`, and through
+//! opentracker), survives a peer that serves corrupted pieces (banned by IP) and peers that
+//! break the protocol (cut off, counted), resumes after `kill -9` without fetching again what it
+//! had, and with `--seed` goes on to serve libtorrent from the same process.
 //!
 //! Seeders that must be told apart (bans are by IP, as in libtorrent) listen on distinct
 //! loopback addresses: 127.0.0.2 (libtorrent), 127.0.0.3 (aria2), 127.0.0.4 (`ringseed seed`),
-//! 127.0.0.5 (a hostile peer written here).
+//! 127.0.0.5 (a hostile peer written here), 127.0.0.6 (Transmission), 127.0.0.7 (qBittorrent),
+//! 127.0.0.8 (rtorrent).
 
 mod common;
 
@@ -17,6 +18,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::daemons::{QbtSeeder, RtorrentSeeder, TransmissionSeeder};
 use common::{
     Payload, create_torrent, lt_tool, pattern, ringseed, signal, spawn_aria2_seeder,
     spawn_lt_seeder,
@@ -288,6 +290,33 @@ fn assert_has_empty_file(meta: &Metainfo, dir: &Path) {
     }
 }
 
+/// Checks a finished download of `meta` from a single seeder: complete, byte-identical to
+/// `data`, the zero-length file created, and every byte received exactly once.
+fn check_single_seeder_download(
+    name: &str,
+    meta: &Metainfo,
+    data: &Path,
+    out: &Path,
+    res: &Outcome,
+) {
+    let report = res.done();
+    let progress = &report["progress"];
+    assert_eq!(progress["pieces_done"], progress["pieces"], "{report}");
+    assert_eq!(progress["bytes_done"], meta.info.layout.total_length);
+    assert_eq!(progress["hash_failures"], 0, "{report}");
+    // One seeder: every block is asked of it once, nothing is fetched twice.
+    assert_eq!(
+        progress["downloaded"], meta.info.layout.total_length,
+        "{name}: bytes received != torrent size: {report}"
+    );
+    assert_eq!(stat(report, "wasted_blocks"), 0, "{report}");
+    assert!(stat(report, "pieces_done") >= u64::from(meta.info.layout.num_pieces));
+    assert_same_files(meta, data, out);
+    if meta.info.name == "multi" {
+        assert_has_empty_file(meta, out);
+    }
+}
+
 /// Downloads both payload torrents from `seed(torrent)` by `--peer` and compares every file.
 fn download_both_from(name: &str, seed: impl Fn(&Path, &Path) -> SocketAddr) {
     let p = Payload::new();
@@ -295,22 +324,30 @@ fn download_both_from(name: &str, seed: impl Fn(&Path, &Path) -> SocketAddr) {
         let addr = seed(&torrent, p.data_dir());
         let out = p.dir.path().join(format!("{name}-{}", meta.info.name));
         let res = download(&torrent, &out, &args(&[&peer(addr), &no_trackers()]));
-        let report = res.done();
-        let progress = &report["progress"];
-        assert_eq!(progress["pieces_done"], progress["pieces"], "{report}");
-        assert_eq!(progress["bytes_done"], meta.info.layout.total_length);
-        assert_eq!(progress["hash_failures"], 0, "{report}");
-        // One seeder: every block is asked of it once, nothing is fetched twice.
-        assert_eq!(
-            progress["downloaded"], meta.info.layout.total_length,
-            "{name}: bytes received != torrent size: {report}"
-        );
-        assert_eq!(stat(report, "wasted_blocks"), 0, "{report}");
-        assert!(stat(report, "pieces_done") >= u64::from(meta.info.layout.num_pieces));
-        assert_same_files(&meta, p.data_dir(), &out);
-        if meta.info.name == "multi" {
-            assert_has_empty_file(&meta, &out);
-        }
+        check_single_seeder_download(name, &meta, p.data_dir(), &out, &res);
+    }
+}
+
+/// Downloads both payload torrents at the same time (two ringseed processes) by `--peer` from
+/// one seeder at `addr` that seeds both, and compares every file. At the same time, because a
+/// seeder such as Transmission waits up to 10 s before it unchokes anyone.
+fn download_both_at_once_from(
+    name: &str,
+    p: &Payload,
+    torrents: &[(PathBuf, Metainfo)],
+    addr: SocketAddr,
+) {
+    let runs: Vec<_> = torrents
+        .iter()
+        .map(|(torrent, meta)| {
+            let out = p.dir.path().join(format!("{name}-{}", meta.info.name));
+            let dl = start_download(torrent, &out, &args(&[&peer(addr), &no_trackers()]));
+            (dl, out)
+        })
+        .collect();
+    for ((dl, out), (_, meta)) in runs.into_iter().zip(torrents) {
+        let res = dl.finish(Duration::from_secs(60));
+        check_single_seeder_download(name, meta, p.data_dir(), &out, &res);
     }
 }
 
@@ -336,6 +373,50 @@ fn downloads_from_an_aria2_seeder() {
         seeders.lock().unwrap().push(s);
         addr
     });
+}
+
+/// Transmission (`transmission-daemon`) checks and seeds both torrents from one process;
+/// ringseed, told its address, downloads them byte-identical. Transmission never dials a
+/// loopback peer, so this works only because ringseed dials it.
+#[test]
+fn downloads_from_a_transmission_seeder() {
+    let p = Payload::new();
+    let torrents = payload_torrents(&p, &[]);
+    let mut tr = TransmissionSeeder::start(p.data_dir(), "127.0.0.6", None);
+    for (torrent, _) in &torrents {
+        tr.add(torrent);
+    }
+    tr.wait_seeding(torrents.len(), Duration::from_secs(20));
+    download_both_at_once_from("transmission", &p, &torrents, tr.addr);
+}
+
+/// qBittorrent (`qbittorrent-nox`, torrents added through its Web API) checks and seeds both
+/// torrents from one process; ringseed downloads them byte-identical.
+#[test]
+fn downloads_from_a_qbittorrent_seeder() {
+    let p = Payload::new();
+    let torrents = payload_torrents(&p, &[]);
+    let qbt = QbtSeeder::start("127.0.0.7", 0);
+    for (torrent, _) in &torrents {
+        qbt.add(torrent, p.data_dir(), false);
+    }
+    qbt.wait_seeding(torrents.len(), Duration::from_secs(20));
+    download_both_at_once_from("qbittorrent", &p, &torrents, qbt.addr);
+}
+
+/// rtorrent seeds both torrents from one process; ringseed, told its address, downloads them
+/// byte-identical. rtorrent refuses a torrent that names no tracker, so these name a real
+/// opentracker (rtorrent announces to it; ringseed, with `--no-trackers`, does not).
+#[test]
+fn downloads_from_an_rtorrent_seeder() {
+    use common::opentracker::OpenTracker;
+    let p = Payload::new();
+    let hashes = payload_torrents(&p, &[]).map(|(_, m)| m.info.hash.v1.unwrap());
+    let tracker = OpenTracker::start(&hashes);
+    let torrents = payload_torrents(&p, &[tracker.http()]);
+    let loaded: Vec<_> = torrents.iter().map(|(t, m)| (t.as_path(), m)).collect();
+    let rt = RtorrentSeeder::start(p.data_dir(), "127.0.0.8", &loaded);
+    download_both_at_once_from("rtorrent", &p, &torrents, rt.addr);
 }
 
 /// opentracker's scrape of `info_hash`: `(complete, downloaded)` — seeders, and `completed`
@@ -367,10 +448,10 @@ fn scrape(tracker: &common::opentracker::OpenTracker, info_hash: &[u8; 20]) -> (
     (int(b"8:completei"), int(b"10:downloadedi"))
 }
 
-/// No `--peer`: ringseed finds the libtorrent seeder through opentracker (HTTP) and downloads
-/// the multi-file torrent; it also announces `completed` before it exits.
-#[test]
-fn finds_a_libtorrent_seeder_through_a_tracker() {
+/// No `--peer`: ringseed finds the seeder that `seed(torrent, data)` starts (and keeps running
+/// while its result lives) through opentracker (HTTP) and downloads the multi-file torrent; it
+/// also announces `completed` before it exits.
+fn download_through_a_tracker<S>(name: &str, seed: impl FnOnce(&Path, &Path) -> S) {
     use common::opentracker::OpenTracker;
     let p = Payload::new();
     // The info-hash does not depend on the trackers: whitelist it before the tracker exists.
@@ -378,17 +459,17 @@ fn finds_a_libtorrent_seeder_through_a_tracker() {
     let tracker = OpenTracker::start(&[plain.info.hash.v1.unwrap()]);
     let [_, (torrent, meta)] = payload_torrents(&p, &[tracker.http()]);
     assert_eq!(meta.info.hash, plain.info.hash);
-    let _seeder = spawn_lt_seeder(&torrent, p.data_dir(), "127.0.0.2", 0);
+    let _seeder = seed(&torrent, p.data_dir());
     let hash = meta.info.hash.v1.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while scrape(&tracker, &hash).0 == 0 {
         assert!(
             Instant::now() < deadline,
-            "libtorrent never announced to opentracker"
+            "{name} never announced to opentracker"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = p.dir.path().join("via-tracker");
+    let out = p.dir.path().join(format!("{name}-via-tracker"));
     let res = download(&torrent, &out, &[]);
     let report = res.done();
     assert!(stat(report, "connected_out") >= 1, "{report}");
@@ -399,6 +480,43 @@ fn finds_a_libtorrent_seeder_through_a_tracker() {
         1,
         "opentracker heard no `completed` from ringseed"
     );
+}
+
+#[test]
+fn finds_a_libtorrent_seeder_through_a_tracker() {
+    download_through_a_tracker("libtorrent", |torrent, data| {
+        spawn_lt_seeder(torrent, data, "127.0.0.2", 0)
+    });
+}
+
+/// Transmission announces its peer port from its bind address (libcurl bound to it), so the
+/// tracker hands ringseed an address Transmission listens on.
+#[test]
+fn finds_a_transmission_seeder_through_a_tracker() {
+    download_through_a_tracker("transmission", |torrent, data| {
+        let mut tr = TransmissionSeeder::start(data, "127.0.0.6", None);
+        tr.add(torrent);
+        tr.wait_seeding(1, Duration::from_secs(20));
+        tr
+    });
+}
+
+#[test]
+fn finds_an_rtorrent_seeder_through_a_tracker() {
+    download_through_a_tracker("rtorrent", |torrent, data| {
+        let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
+        RtorrentSeeder::start(data, "127.0.0.8", &[(torrent, &meta)])
+    });
+}
+
+#[test]
+fn finds_a_qbittorrent_seeder_through_a_tracker() {
+    download_through_a_tracker("qbittorrent", |torrent, data| {
+        let qbt = QbtSeeder::start("127.0.0.7", 0);
+        qbt.add(torrent, data, false);
+        qbt.wait_seeding(1, Duration::from_secs(20));
+        qbt
+    });
 }
 
 /// Copies the payload file into `dir` with one byte flipped in every second piece (the even
@@ -415,10 +533,11 @@ fn corrupted_copy(src: &Path, meta: &Metainfo, dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Three seeders at once: libtorrent (127.0.0.2) and aria2 (127.0.0.3) with the real data, and
-/// `ringseed seed --skip-check` (127.0.0.4) serving a copy with a flipped byte in every second
-/// piece. ringseed finishes byte-identical, having failed at least one piece's hash, banned the
-/// corrupting address, and cut it off for bad data.
+/// Three seeders at once, three different clients: qBittorrent (127.0.0.7) and aria2
+/// (127.0.0.3) with the real data, and `ringseed seed --skip-check` (127.0.0.4) serving a copy
+/// with a flipped byte in every second piece. ringseed finishes byte-identical, having failed
+/// at least one piece's hash, banned the corrupting address, and cut it off for bad data; the
+/// qBittorrent seeder did serve part of it.
 #[test]
 fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,7 +552,9 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
     // The honest seeders are throttled so the download takes a few seconds: every seeder gets
     // its share of requests, the corrupting one included.
-    let lt = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 1 << 20);
+    let qbt = QbtSeeder::start("127.0.0.7", 1 << 20);
+    qbt.add(&torrent, &data, false);
+    qbt.wait_seeding(1, Duration::from_secs(20));
     let aria = spawn_aria2_seeder(
         &torrent,
         &data,
@@ -452,7 +573,7 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
         &torrent,
         &out,
         &args(&[
-            &peer(lt.addr),
+            &peer(qbt.addr),
             &peer(aria.addr),
             &peer(corrupt.0.addr),
             &no_trackers(),
@@ -465,6 +586,16 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     assert!(progress["banned"].as_u64().unwrap() >= 1, "{report}");
     assert!(stat(report, "hash_failures") >= 1, "{report}");
     assert!(disconnects(report, "bad_data") >= 1, "{report}");
+    // qBittorrent refreshes its statistics about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qbt.uploaded() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "qBittorrent uploaded nothing: {:?}",
+            qbt.torrents()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A `ringseed seed` process, killed when the test ends (passed or not).
