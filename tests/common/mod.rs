@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod opentracker;
 
 use std::path::{Path, PathBuf};
