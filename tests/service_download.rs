@@ -2,7 +2,8 @@
 //! missing is fetched from a seeder it finds through a real tracker (opentracker), killed with
 //! SIGKILL half-way, restarted, and finished without fetching again what it had verified; then
 //! it seeds in place. A magnet added over the API gets its metadata from peers, downloads in the
-//! incomplete directory and moves to its data directory once complete.
+//! incomplete directory and moves to its data directory once complete; one still waiting for its
+//! metadata survives a SIGKILL.
 
 mod common;
 
@@ -188,6 +189,116 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let mut seeder = seeder;
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
+}
+
+fn list(node: &Node) -> Vec<Value> {
+    let (status, body) = http(node.api, "GET", "/api/v1/torrents", "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The magnets the node's state holds (read beside the running node: the database is WAL).
+fn saved_magnets(dir: &Path) -> Vec<String> {
+    let c = ringseed::db::open_read_only(&dir.join("state/ringseed.db")).unwrap();
+    ringseed::state::load_magnets(&c)
+        .unwrap()
+        .into_iter()
+        .map(|m| ringseed::metainfo::hex(&m.info_hash))
+        .collect()
+}
+
+fn kill_9(mut node: Node) {
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
+
+/// A magnet added over the API is in the state before the API answers: killed with SIGKILL
+/// right after, the node comes back with it still waiting for its metadata (its only peer is
+/// not running), with the save path it was added with. A libtorrent seeder given to it through
+/// `ctl peers --add` then serves the metadata and the data, and the torrent replaces the magnet
+/// in the state. A magnet deleted before the kill does not come back.
+#[test]
+fn a_magnet_waiting_for_metadata_survives_kill_9_and_a_deleted_one_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let payload = pattern(3 << 20, 9);
+    std::fs::write(src.join("m.bin"), &payload).unwrap();
+    let t = dir.path().join("m.torrent");
+    let meta = create_torrent(&src.join("m.bin"), &t, &["--piece-kib", "64"]);
+    let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
+    // Nothing listens there: every dial is refused.
+    let dead = common::opentracker::free_port();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = node_config(dir.path(), &data, "");
+    let node = start(&cfg);
+    let add = |node: &Node, magnet: String, save_path: &str| {
+        let body = serde_json::json!({ "magnet": magnet, "save_path": save_path }).to_string();
+        let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
+        assert_eq!(status, 201, "{answer}");
+    };
+    add(
+        &node,
+        format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe=127.0.0.1:{dead}"),
+        "kept",
+    );
+    let other = "ab".repeat(20);
+    add(
+        &node,
+        format!("magnet:?xt=urn:btih:{other}&dn=gone&x.pe=127.0.0.1:{dead}"),
+        "gone",
+    );
+    let (status, answer) = http(node.api, "DELETE", &format!("/api/v1/torrents/{other}"), "");
+    assert_eq!(status, 200, "{answer}");
+    kill_9(node);
+    assert_eq!(saved_magnets(dir.path()), vec![hash.clone()]);
+
+    let node = start(&cfg);
+    let waiting = list(&node);
+    assert_eq!(
+        waiting.len(),
+        1,
+        "the deleted magnet stays deleted: {waiting:#?}"
+    );
+    assert_eq!(waiting[0]["info_hash"], hash.as_str());
+    assert_eq!(waiting[0]["name"], "m.bin");
+    assert_eq!(waiting[0]["state"], "metadata", "{waiting:#?}");
+    // Its only peer refused; the magnet keeps waiting for others.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(torrent(&node)["state"], "metadata");
+
+    let seeder = common::spawn_lt_seeder(&t, &src, "127.0.0.1", 0);
+    let api = format!("http://{}", node.api);
+    let answer = common::ringseed_ok([
+        "ctl",
+        "--api",
+        &api,
+        "--json",
+        "peers",
+        &hash,
+        "--add",
+        &seeder.addr.to_string(),
+    ]);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["info_hash"], hash.as_str(), "{answer:#}");
+    let done = wait_for(&node, "the magnet's data", 60, |t| t["state"] == "seeding");
+    assert_eq!(done["data_dir"], data.join("kept").display().to_string());
+    assert_eq!(std::fs::read(data.join("kept/m.bin")).unwrap(), payload);
+    assert!(
+        saved_magnets(dir.path()).is_empty(),
+        "the torrent replaced the magnet in the state"
+    );
+    kill_9(node);
+
+    // Back as the torrent it became, complete, without fetching anything.
+    let node = start(&cfg);
+    let back = list(&node);
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert_eq!(back[0]["info_hash"], hash.as_str());
+    assert_eq!(back[0]["state"], "seeding", "{back:#?}");
+    assert_eq!(back[0]["resumed"], true);
+    drop(seeder);
 }
 
 /// Writes a node config with `data` as its data directory and `extra` keys of `[torrents]`.
