@@ -24,6 +24,7 @@ const SIZE: usize = 24 << 20;
 struct Node {
     child: Child,
     api: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl Drop for Node {
@@ -47,18 +48,38 @@ fn start(cfg: &Path) -> Node {
     node_of(child)
 }
 
-/// A started node, once it printed its API address.
+/// A started node, once it printed its metrics and API addresses.
 fn node_of(mut child: Child) -> Node {
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = lines.map_while(Result::ok).find_map(|l| {
-        l.strip_prefix("control API on http://")
-            .and_then(|a| a.parse().ok())
-    });
-    let Some(api) = api else {
-        let _ = child.kill();
-        panic!("the node did not print its API address (it exited early)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut after = |prefix: &str, suffix: &str| -> Option<SocketAddr> {
+        lines.find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|a| a.trim_end_matches(suffix))
+                .and_then(|a| a.parse().ok())
+        })
     };
-    Node { child, api }
+    let metrics = after("metrics on http://", "/metrics");
+    let api = after("control API on http://", "");
+    let (Some(metrics), Some(api)) = (metrics, api) else {
+        let _ = child.kill();
+        panic!("the node did not print its metrics and API addresses (it exited early)");
+    };
+    Node {
+        child,
+        api,
+        metrics,
+    }
+}
+
+/// The value of one series in the node's /metrics.
+fn metric(node: &Node, series: &str) -> f64 {
+    let (status, text) = http(node.metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 fn torrent(node: &Node) -> Value {
@@ -148,6 +169,15 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
         "fetched {fetched} after the restart, {missing} were missing"
     );
     assert_eq!(done["seeding_s"].as_u64().unwrap_or(0), 0, "{done:#}");
+    // Each save of the bitfield came after an fdatasync of the data written since the last.
+    assert!(
+        metric(&node, "ringseed_resume_syncs_total") >= 1.0,
+        "the download's saves synced its data first"
+    );
+    assert_eq!(
+        metric(&node, "ringseed_errors_total{reason=\"data_sync\"}"),
+        0.0
+    );
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
 }
@@ -308,7 +338,7 @@ fn node_config(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
         &cfg,
         format!(
             "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [metrics]\nlisten = \"\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
              [state]\ndir = {:?}\n\
              [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n{extra}",

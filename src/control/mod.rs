@@ -100,6 +100,11 @@ pub struct Counters {
     pub api_unauthorized: AtomicU64,
     /// API requests answered with a client error (4xx).
     pub api_bad_requests: AtomicU64,
+    /// `fdatasync` rounds of downloaded files before a resume save, and their total time.
+    pub resume_syncs: AtomicU64,
+    pub resume_sync_us: AtomicU64,
+    /// `fdatasync`s that failed (the download stops with the error).
+    pub sync_errors: AtomicU64,
 }
 
 impl Counters {
@@ -1236,6 +1241,16 @@ impl Service {
             Torrent::open_download(meta, inc, Start::Check(options.hash), options.preallocate)
                 .map(|(t, _)| (t, r))
         });
+        // A partial download's pieces found by hashing may be only in the page cache (written
+        // by a run killed before it synced them): on the device before the bits are saved.
+        let opened = opened.and_then(|(t, r)| {
+            if t.downloads() {
+                t.files
+                    .sync()
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("syncing the data: {e}")))?;
+            }
+            Ok((t, r))
+        });
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else { return };
         if e.data_dir != dir {
@@ -1610,13 +1625,19 @@ impl Service {
         reached.len()
     }
 
-    /// Once a second for every torrent being downloaded: its rate, a save of its bitfield when
-    /// pieces were verified since the last one, its error, and its completion (files created,
-    /// seeding time from now, the state saved).
+    /// Once a second for every torrent being downloaded: its rate, its error, and when pieces
+    /// were verified since the last save (or it completed), a durable save of its bitfield:
+    /// the bitfield is read first, then the files written since the last save are
+    /// `fdatasync`ed, and only the bits read before the sync are saved, so every bit in the
+    /// state stands for data on the device (a power loss, unlike a `kill -9`, loses what is
+    /// only in the page cache). The syncs run here, on a blocking thread of the control side
+    /// and outside the torrents' lock, never on a worker. Completion (files created, moved out
+    /// of the incomplete directory, seeding time from now, the state saved) follows its sync.
     fn download_tick(&self) {
         let now = Instant::now();
-        let mut saves = Vec::new();
         let mut records = Vec::new();
+        // Torrents with pieces verified since their last save, and their bitfield then.
+        let mut to_sync = Vec::new();
         {
             let mut all = self.lock();
             for (id, e) in all.iter_mut() {
@@ -1636,16 +1657,69 @@ impl Service {
                     e.download_rate = 0.0;
                     self.unserve(*id, e);
                     e.downloading = false;
+                    // Saved with the bitfield of its last durable save.
                     records.push(e.record(*id));
                     continue;
                 }
-                let done = t.pieces.verified.count();
-                if t.pieces.verified.is_full() {
+                if t.pieces.verified.count() != e.saved_pieces || t.pieces.verified.is_full() {
+                    // Acquire loads: each bit read comes with its file's written mark.
+                    let bits = t.verified_bitfield();
+                    to_sync.push((*id, t, bits));
+                }
+            }
+        }
+        let mut synced = Vec::with_capacity(to_sync.len());
+        for (id, t, bits) in to_sync {
+            let started = Instant::now();
+            let result = t.files.sync_written();
+            let took = started.elapsed();
+            let c = &self.inner.counters;
+            c.resume_syncs.fetch_add(1, Ordering::Relaxed);
+            c.resume_sync_us
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            match result {
+                Ok(stats) => {
+                    tracing::debug!(
+                        torrent = %t.meta.info.name,
+                        files = stats.files,
+                        ms = took.as_secs_f64() * 1e3,
+                        "data synced before saving the resume bitfield"
+                    );
+                    synced.push((id, t, bits));
+                }
+                Err(err) => {
+                    c.sync_errors.fetch_add(1, Ordering::Relaxed);
+                    let file = t
+                        .meta
+                        .info
+                        .layout
+                        .files
+                        .get(err.file)
+                        .map_or_else(String::new, |f| f.rel_path().display().to_string());
+                    // The next tick shows the error and saves the state without these bits.
+                    t.fail(format!("syncing {file} to disk: {}", err.error));
+                }
+            }
+        }
+        let mut saves = Vec::new();
+        {
+            let mut all = self.lock();
+            for (id, t, bits) in synced {
+                // Removed, paused into another torrent object, rechecked or failed meanwhile:
+                // those bits are no longer this entry's to save.
+                let Some(e) = all.get_mut(&id).filter(|e| {
+                    e.downloading && e.torrent.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &t))
+                }) else {
+                    continue;
+                };
+                let pieces = e.meta.info.layout.num_pieces;
+                let done = crate::pieces::count_wire(&bits, pieces);
+                if done == pieces {
                     if let Err(err) = t.files.create_missing() {
                         e.status = Status::Error(format!("creating files: {err}"));
                     }
                     if let Some(from) = e.download_dir.take()
-                        && let Err(err) = self.move_complete(*id, e, &from)
+                        && let Err(err) = self.move_complete(id, e, &from)
                     {
                         tracing::error!(torrent = %e.meta.info.name, "{err}");
                         e.download_dir = Some(from);
@@ -1655,14 +1729,14 @@ impl Service {
                     e.downloading = false;
                     e.download_rate = 0.0;
                     e.seeding_since = e.seeding_since.map(|_| now);
-                    e.verified = Some(t.verified_bitfield());
+                    e.saved_pieces = done;
+                    e.verified = Some(bits);
                     e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
-                    records.push(e.record(*id));
+                    records.push(e.record(id));
                 } else if done != e.saved_pieces {
                     e.saved_pieces = done;
-                    let bits = t.verified_bitfield();
                     e.verified = Some(bits.clone());
-                    saves.push((*id, bits));
+                    saves.push((id, bits));
                 }
             }
         }
