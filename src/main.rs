@@ -433,8 +433,14 @@ enum CtlCmd {
     Resume { hash: String },
     /// Hash the torrent's data again.
     Recheck { hash: String },
-    /// Its connected peers.
-    Peers { hash: String },
+    /// Its connected peers; with --add, peers to fetch from (a magnet waiting for its
+    /// metadata tries every peer it knows again).
+    Peers {
+        hash: String,
+        /// IP:port (repeatable).
+        #[arg(long)]
+        add: Vec<String>,
+    },
     /// Set a torrent's limits, or without HASH the global ones; "none" returns a limit to the
     /// global value (the config's, for global limits). Without options: show them.
     Limits {
@@ -1084,7 +1090,7 @@ fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
 /// `ringseed ctl`: one API request, its answer printed.
 fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
     use ringseed::control::client::{ApiClient, Request, api_url};
-    use ringseed::control::types::{AddRequest, LimitChange, LimitsRequest};
+    use ringseed::control::types::{AddPeersRequest, AddRequest, LimitChange, LimitsRequest};
     use serde_json::Value;
     let api = match args.api {
         Some(a) => a,
@@ -1142,7 +1148,11 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
         CtlCmd::Pause { hash } => Request::Pause(hash.clone()),
         CtlCmd::Resume { hash } => Request::Resume(hash.clone()),
         CtlCmd::Recheck { hash } => Request::Recheck(hash.clone()),
-        CtlCmd::Peers { hash } => Request::Peers(hash.clone()),
+        CtlCmd::Peers { hash, add } if add.is_empty() => Request::Peers(hash.clone()),
+        CtlCmd::Peers { hash, add } => Request::AddPeers {
+            hash: hash.clone(),
+            peers: AddPeersRequest { peers: add.clone() },
+        },
         CtlCmd::Limits {
             hash,
             upload_rate_kib,

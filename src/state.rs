@@ -6,6 +6,11 @@
 //! and each file's size and mtime as they were at that check. At start a torrent whose files
 //! still have those sizes and mtimes takes its bitfield from here; any other torrent is hashed.
 //!
+//! A magnet still waiting for its metadata is kept too (table `magnets`: its URI, which holds
+//! the info-hashes, name, trackers and `x.pe` peers, with the options it was added with and the
+//! peers given since), so a restart fetches its metadata again; once fetched, one job replaces
+//! it with the torrent's record ([`put_from_magnet`]).
+//!
 //! The functions take a `&Connection` so they run as jobs of the [`crate::db::DbWriter`].
 
 use std::path::Path;
@@ -53,6 +58,19 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE torrents ADD COLUMN download_rate_limit INTEGER;
      ALTER TABLE global_limits ADD COLUMN download_rate_limit INTEGER;
      ALTER TABLE global_limits ADD COLUMN torrent_download_rate_limit INTEGER;",
+    // Magnets waiting for their metadata (peers: addresses given besides the URI's `x.pe`,
+    // space-separated).
+    "CREATE TABLE magnets (
+         info_hash BLOB PRIMARY KEY CHECK (length(info_hash) = 20),
+         uri TEXT NOT NULL,
+         added_at INTEGER NOT NULL,
+         save_path TEXT,
+         paused INTEGER NOT NULL DEFAULT 0,
+         skip_check INTEGER,
+         source TEXT,
+         trusted_path INTEGER NOT NULL DEFAULT 0,
+         peers TEXT NOT NULL DEFAULT ''
+     );",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -99,6 +117,25 @@ pub struct TorrentRecord {
     /// Where its data is being downloaded, when not in `data_dir` (`incomplete_dir`); moved to
     /// `data_dir` once complete.
     pub download_dir: Option<String>,
+}
+
+/// A magnet link waiting for its metadata, with what it was added with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagnetRecord {
+    /// The info-hash peers know it by (v1, or a v2 hash truncated).
+    pub info_hash: [u8; 20],
+    /// The magnet URI as given (info-hashes, name, trackers, `x.pe` peers).
+    pub uri: String,
+    /// Unix seconds.
+    pub added_at: i64,
+    pub save_path: Option<String>,
+    pub paused: bool,
+    pub skip_check: Option<bool>,
+    pub source: Option<String>,
+    /// The save path comes from the operator's config (not confined to the data root).
+    pub trusted_path: bool,
+    /// Peers given besides the URI's (through the API).
+    pub peers: Vec<std::net::SocketAddr>,
 }
 
 /// Global limits set through the API; `None` falls back to the config file.
@@ -326,6 +363,75 @@ pub fn save_verified(
     Ok(())
 }
 
+/// Every magnet waiting for its metadata, oldest first.
+pub fn load_magnets(conn: &Connection) -> rusqlite::Result<Vec<MagnetRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT info_hash, uri, added_at, save_path, paused, skip_check, source, trusted_path,
+                peers
+         FROM magnets ORDER BY added_at, info_hash",
+    )?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let hash: Vec<u8> = r.get(0)?;
+        let Ok(info_hash) = <[u8; 20]>::try_from(hash.as_slice()) else {
+            continue;
+        };
+        let peers: String = r.get(8)?;
+        out.push(MagnetRecord {
+            info_hash,
+            uri: r.get(1)?,
+            added_at: r.get(2)?,
+            save_path: r.get(3)?,
+            paused: r.get(4)?,
+            skip_check: r.get(5)?,
+            source: r.get(6)?,
+            trusted_path: r.get(7)?,
+            // Written by `put_magnet` only; a word that does not parse is skipped.
+            peers: peers
+                .split_ascii_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Inserts or replaces a magnet waiting for its metadata.
+pub fn put_magnet(conn: &Connection, m: &MagnetRecord) -> rusqlite::Result<()> {
+    let peers: Vec<String> = m.peers.iter().map(ToString::to_string).collect();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO magnets (info_hash, uri, added_at, save_path, paused, skip_check,
+                                         source, trusted_path, peers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        &m.info_hash[..],
+        m.uri,
+        m.added_at,
+        m.save_path,
+        m.paused,
+        m.skip_check,
+        m.source,
+        m.trusted_path,
+        peers.join(" "),
+    ])?;
+    Ok(())
+}
+
+/// Forgets a magnet waiting for its metadata.
+pub fn delete_magnet(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM magnets WHERE info_hash = ?1", [&info_hash[..]])? > 0)
+}
+
+/// Saves the torrent a magnet became and forgets the magnet, in one job (one savepoint of the
+/// writer): a crash leaves one or the other, never both or neither.
+pub fn put_from_magnet(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
+    put(conn, rec)?;
+    delete_magnet(conn, &rec.info_hash)?;
+    Ok(())
+}
+
 /// Forgets a torrent (its file stamps go with it).
 pub fn delete(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<bool> {
     Ok(conn.execute(
@@ -441,6 +547,61 @@ mod tests {
         put_global(&c, &g).unwrap();
         put_global(&c, &g).unwrap();
         assert_eq!(load_global(&c).unwrap(), g);
+    }
+
+    fn magnet(hash: u8) -> MagnetRecord {
+        MagnetRecord {
+            info_hash: [hash; 20],
+            uri: format!("magnet:?xt=urn:btih:{}&dn=x", "ab".repeat(20)),
+            added_at: 1_700_000_000 + i64::from(hash),
+            save_path: Some("sub".into()),
+            paused: true,
+            skip_check: Some(false),
+            source: None,
+            trusted_path: false,
+            peers: vec![
+                "127.0.0.1:6881".parse().unwrap(),
+                "[::1]:7".parse().unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn magnets_round_trip_and_become_torrents_in_one_job() {
+        let (_d, c) = db();
+        let mut a = magnet(1);
+        put_magnet(&c, &a).unwrap();
+        put_magnet(&c, &magnet(2)).unwrap();
+        assert_eq!(load_magnets(&c).unwrap(), vec![a.clone(), magnet(2)]);
+        a.peers.push("10.0.0.1:1".parse().unwrap());
+        a.skip_check = None;
+        put_magnet(&c, &a).unwrap();
+        assert_eq!(load_magnets(&c).unwrap()[0], a, "replaced in place");
+        // The torrent magnet 1 became replaces it.
+        put_from_magnet(&c, &record(1)).unwrap();
+        assert_eq!(load_magnets(&c).unwrap(), vec![magnet(2)]);
+        assert_eq!(get(&c, &[1; 20]).unwrap().unwrap(), record(1));
+        assert!(delete_magnet(&c, &[2; 20]).unwrap());
+        assert!(!delete_magnet(&c, &[2; 20]).unwrap());
+        assert!(load_magnets(&c).unwrap().is_empty());
+    }
+
+    /// A database written before the magnets table (the previous schema) gains it and keeps
+    /// its torrents.
+    #[test]
+    fn the_magnets_migration_applies_to_an_older_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut c = crate::db::open(&path).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        assert!(put_magnet(&c, &magnet(1)).is_err(), "no magnets table yet");
+        put(&c, &record(3)).unwrap();
+        drop(c);
+        let mut c = crate::db::open(&path).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, MIGRATIONS).unwrap();
+        put_magnet(&c, &magnet(1)).unwrap();
+        assert_eq!(load_magnets(&c).unwrap(), vec![magnet(1)]);
+        assert_eq!(get(&c, &[3; 20]).unwrap().unwrap(), record(3));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::request as http;
 use common::{Payload, create_torrent, lt_tool, ringseed, run_ok, signal};
 use serde_json::{Value, json};
 
@@ -88,41 +89,6 @@ fn start(cfg: &Path) -> Node {
 fn stop(mut node: Node) {
     signal(&node.child, nix::sys::signal::Signal::SIGTERM);
     assert!(node.child.wait().unwrap().success());
-}
-
-/// One HTTP/1.1 request from `from` (a loopback source address); returns status and body.
-fn http(
-    to: SocketAddr,
-    from: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-    token: Option<&str>,
-) -> (u16, String) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let src: SocketAddr = format!("{from}:0").parse().unwrap();
-    sock.bind(&src.into()).unwrap();
-    sock.connect(&to.into()).unwrap();
-    let mut s: std::net::TcpStream = sock.into();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn get_json(node: &Node, path: &str) -> Value {

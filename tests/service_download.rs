@@ -2,16 +2,18 @@
 //! missing is fetched from a seeder it finds through a real tracker (opentracker), killed with
 //! SIGKILL half-way, restarted, and finished without fetching again what it had verified; then
 //! it seeds in place. A magnet added over the API gets its metadata from peers, downloads in the
-//! incomplete directory and moves to its data directory once complete.
+//! incomplete directory and moves to its data directory once complete; one still waiting for its
+//! metadata survives a SIGKILL.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::local as http;
 use common::opentracker::OpenTracker;
 use common::{create_torrent, pattern, ringseed, spawn_seeder_with};
 use serde_json::Value;
@@ -22,6 +24,7 @@ const SIZE: usize = 24 << 20;
 struct Node {
     child: Child,
     api: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl Drop for Node {
@@ -45,40 +48,38 @@ fn start(cfg: &Path) -> Node {
     node_of(child)
 }
 
-/// A started node, once it printed its API address.
+/// A started node, once it printed its metrics and API addresses.
 fn node_of(mut child: Child) -> Node {
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = lines.map_while(Result::ok).find_map(|l| {
-        l.strip_prefix("control API on http://")
-            .and_then(|a| a.parse().ok())
-    });
-    let Some(api) = api else {
-        let _ = child.kill();
-        panic!("the node did not print its API address (it exited early)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut after = |prefix: &str, suffix: &str| -> Option<SocketAddr> {
+        lines.find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|a| a.trim_end_matches(suffix))
+                .and_then(|a| a.parse().ok())
+        })
     };
-    Node { child, api }
+    let metrics = after("metrics on http://", "/metrics");
+    let api = after("control API on http://", "");
+    let (Some(metrics), Some(api)) = (metrics, api) else {
+        let _ = child.kill();
+        panic!("the node did not print its metrics and API addresses (it exited early)");
+    };
+    Node {
+        child,
+        api,
+        metrics,
+    }
 }
 
-fn http(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(to).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+/// The value of one series in the node's /metrics.
+fn metric(node: &Node, series: &str) -> f64 {
+    let (status, text) = http(node.metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 fn torrent(node: &Node) -> Value {
@@ -168,6 +169,15 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
         "fetched {fetched} after the restart, {missing} were missing"
     );
     assert_eq!(done["seeding_s"].as_u64().unwrap_or(0), 0, "{done:#}");
+    // Each save of the bitfield came after an fdatasync of the data written since the last.
+    assert!(
+        metric(&node, "ringseed_resume_syncs_total") >= 1.0,
+        "the download's saves synced its data first"
+    );
+    assert_eq!(
+        metric(&node, "ringseed_errors_total{reason=\"data_sync\"}"),
+        0.0
+    );
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
 }
@@ -211,6 +221,116 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let _ = seeder.child.wait();
 }
 
+fn list(node: &Node) -> Vec<Value> {
+    let (status, body) = http(node.api, "GET", "/api/v1/torrents", "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The magnets the node's state holds (read beside the running node: the database is WAL).
+fn saved_magnets(dir: &Path) -> Vec<String> {
+    let c = ringseed::db::open_read_only(&dir.join("state/ringseed.db")).unwrap();
+    ringseed::state::load_magnets(&c)
+        .unwrap()
+        .into_iter()
+        .map(|m| ringseed::metainfo::hex(&m.info_hash))
+        .collect()
+}
+
+fn kill_9(mut node: Node) {
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
+
+/// A magnet added over the API is in the state before the API answers: killed with SIGKILL
+/// right after, the node comes back with it still waiting for its metadata (its only peer is
+/// not running), with the save path it was added with. A libtorrent seeder given to it through
+/// `ctl peers --add` then serves the metadata and the data, and the torrent replaces the magnet
+/// in the state. A magnet deleted before the kill does not come back.
+#[test]
+fn a_magnet_waiting_for_metadata_survives_kill_9_and_a_deleted_one_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let payload = pattern(3 << 20, 9);
+    std::fs::write(src.join("m.bin"), &payload).unwrap();
+    let t = dir.path().join("m.torrent");
+    let meta = create_torrent(&src.join("m.bin"), &t, &["--piece-kib", "64"]);
+    let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
+    // Nothing listens there: every dial is refused.
+    let dead = common::opentracker::free_port();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = node_config(dir.path(), &data, "");
+    let node = start(&cfg);
+    let add = |node: &Node, magnet: String, save_path: &str| {
+        let body = serde_json::json!({ "magnet": magnet, "save_path": save_path }).to_string();
+        let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
+        assert_eq!(status, 201, "{answer}");
+    };
+    add(
+        &node,
+        format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe=127.0.0.1:{dead}"),
+        "kept",
+    );
+    let other = "ab".repeat(20);
+    add(
+        &node,
+        format!("magnet:?xt=urn:btih:{other}&dn=gone&x.pe=127.0.0.1:{dead}"),
+        "gone",
+    );
+    let (status, answer) = http(node.api, "DELETE", &format!("/api/v1/torrents/{other}"), "");
+    assert_eq!(status, 200, "{answer}");
+    kill_9(node);
+    assert_eq!(saved_magnets(dir.path()), vec![hash.clone()]);
+
+    let node = start(&cfg);
+    let waiting = list(&node);
+    assert_eq!(
+        waiting.len(),
+        1,
+        "the deleted magnet stays deleted: {waiting:#?}"
+    );
+    assert_eq!(waiting[0]["info_hash"], hash.as_str());
+    assert_eq!(waiting[0]["name"], "m.bin");
+    assert_eq!(waiting[0]["state"], "metadata", "{waiting:#?}");
+    // Its only peer refused; the magnet keeps waiting for others.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(torrent(&node)["state"], "metadata");
+
+    let seeder = common::spawn_lt_seeder(&t, &src, "127.0.0.1", 0);
+    let api = format!("http://{}", node.api);
+    let answer = common::ringseed_ok([
+        "ctl",
+        "--api",
+        &api,
+        "--json",
+        "peers",
+        &hash,
+        "--add",
+        &seeder.addr.to_string(),
+    ]);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["info_hash"], hash.as_str(), "{answer:#}");
+    let done = wait_for(&node, "the magnet's data", 60, |t| t["state"] == "seeding");
+    assert_eq!(done["data_dir"], data.join("kept").display().to_string());
+    assert_eq!(std::fs::read(data.join("kept/m.bin")).unwrap(), payload);
+    assert!(
+        saved_magnets(dir.path()).is_empty(),
+        "the torrent replaced the magnet in the state"
+    );
+    kill_9(node);
+
+    // Back as the torrent it became, complete, without fetching anything.
+    let node = start(&cfg);
+    let back = list(&node);
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert_eq!(back[0]["info_hash"], hash.as_str());
+    assert_eq!(back[0]["state"], "seeding", "{back:#?}");
+    assert_eq!(back[0]["resumed"], true);
+    drop(seeder);
+}
+
 /// Writes a node config with `data` as its data directory and `extra` keys of `[torrents]`.
 fn node_config(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("node.toml");
@@ -218,7 +338,7 @@ fn node_config(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
         &cfg,
         format!(
             "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [metrics]\nlisten = \"\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\nno_token_from = [\"127.0.0.1/32\"]\n\
              [state]\ndir = {:?}\n\
              [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n{extra}",

@@ -8,6 +8,7 @@
 //! | `DELETE /api/v1/torrents/{hash}[?delete_data=true]` | remove, keeping or deleting its data |
 //! | `POST /api/v1/torrents/{hash}/pause`, `/resume`, `/recheck` | |
 //! | `GET /api/v1/torrents/{hash}/peers` | its connected peers |
+//! | `POST /api/v1/torrents/{hash}/peers` | `{"peers": ["IP:port", …]}` (1–100): a magnet waiting for its metadata keeps them and fetches again from every peer it knows; a torrent dials them |
 //! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "download_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
 //! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "download_rate_kib", "torrent_download_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
@@ -31,7 +32,9 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest;
 
-use super::types::{AddRequest, ErrorBody, GlobalLimitsView, LimitsRequest, RemoveResponse};
+use super::types::{
+    AddPeersRequest, AddRequest, ErrorBody, GlobalLimitsView, LimitsRequest, RemoveResponse,
+};
 use super::{AddOptions, ControlError, Service, parse_info_hash};
 use crate::config::IpNet;
 use crate::state::{GlobalLimits, Limits};
@@ -265,6 +268,18 @@ async fn peers(
     Ok(ok(StatusCode::OK, &list))
 }
 
+async fn add_peers(
+    State(s): State<ApiState>,
+    Path(hash): Path<String>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let id = id_of(&hash)?;
+    let peers = AddPeersRequest::from_json(&body)?;
+    let service = s.service.clone();
+    blocking(move || service.add_peers(id, peers)).await?;
+    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+}
+
 async fn limits(
     State(s): State<ApiState>,
     Path(hash): Path<String>,
@@ -346,7 +361,7 @@ pub fn router(service: Service, access: Access) -> Router {
     Router::new()
         .route("/api/v1/torrents", get(list).post(add))
         .route("/api/v1/torrents/{hash}", get(one).delete(remove))
-        .route("/api/v1/torrents/{hash}/peers", get(peers))
+        .route("/api/v1/torrents/{hash}/peers", get(peers).post(add_peers))
         .route("/api/v1/torrents/{hash}/limits", put(limits))
         .route("/api/v1/torrents/{hash}/{action}", post(action))
         .route("/api/v1/stats", get(stats))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::types::{AddRequest, ErrorBody, LimitsRequest};
+use super::types::{AddPeersRequest, AddRequest, ErrorBody, LimitsRequest};
 
 /// What went wrong talking to the API.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,11 @@ impl ApiClient {
             Request::Resume(hash) => self.call(Method::POST, &(torrent(hash) + "/resume"), None),
             Request::Recheck(hash) => self.call(Method::POST, &(torrent(hash) + "/recheck"), None),
             Request::Peers(hash) => self.call(Method::GET, &(torrent(hash) + "/peers"), None),
+            Request::AddPeers { hash, peers } => self.call(
+                Method::POST,
+                &(torrent(hash) + "/peers"),
+                Some(&to_body(peers)?),
+            ),
             Request::Limits { hash, change } => {
                 let path = match hash {
                     Some(h) => torrent(h) + "/limits",
@@ -154,6 +159,11 @@ pub enum Request {
     Resume(String),
     Recheck(String),
     Peers(String),
+    /// Peers to fetch a magnet's metadata from, or a torrent's data.
+    AddPeers {
+        hash: String,
+        peers: AddPeersRequest,
+    },
     /// A torrent's limits, or without `hash` the global ones; an empty change shows them.
     Limits {
         hash: Option<String>,

@@ -100,6 +100,11 @@ pub struct Counters {
     pub api_unauthorized: AtomicU64,
     /// API requests answered with a client error (4xx).
     pub api_bad_requests: AtomicU64,
+    /// `fdatasync` rounds of downloaded files before a resume save, and their total time.
+    pub resume_syncs: AtomicU64,
+    pub resume_sync_us: AtomicU64,
+    /// `fdatasync`s that failed (the download stops with the error).
+    pub sync_errors: AtomicU64,
 }
 
 impl Counters {
@@ -355,12 +360,34 @@ struct Inner {
     failed: Mutex<HashMap<PathBuf, Option<(u64, std::time::SystemTime)>>>,
     checks: crossbeam_channel::Sender<([u8; 20], CheckReason)>,
     counters: Arc<Counters>,
-    /// Magnets whose metadata is being fetched (name, error once it failed, when added).
+    /// Magnets whose metadata is being fetched. Never holds an info-hash `torrents` holds;
+    /// locked after `torrents` when both are.
     pending: Mutex<HashMap<[u8; 20], Pending>>,
+    /// Numbers the metadata fetches, so the result of a stopped one is recognised and dropped.
+    fetches: AtomicU64,
 }
 
-/// A magnet waiting for its metadata: its name, the error once it failed, when it was added.
-type Pending = (String, Option<String>, i64);
+/// A magnet waiting for its metadata. Its record is in the state from the moment it is added
+/// until the torrent it becomes replaces it (or it is removed).
+struct Pending {
+    magnet: crate::metainfo::Magnet,
+    /// As the state keeps it: the URI and the options it was added with.
+    rec: state::MagnetRecord,
+    name: String,
+    /// Why its fetch failed; the fetch has then ended (new peers start another).
+    error: Option<String>,
+    /// The number of its current fetch.
+    fetch: u64,
+    /// Dropping it stops the current fetch.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Most magnets waiting for metadata at once (each fetch has a thread); adds beyond are refused.
+pub const MAX_PENDING_MAGNETS: usize = 1000;
+/// Most peers kept for a magnet or a torrent from the API (`POST …/peers`).
+pub const MAX_GIVEN_PEERS: usize = 200;
+/// How long one metadata fetch looks for peers that have it before the magnet shows `error`.
+const METADATA_FETCH_LIMIT: Duration = Duration::from_secs(600);
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -470,6 +497,7 @@ impl Service {
                 checks: check_tx,
                 counters,
                 pending: Mutex::new(HashMap::new()),
+                fetches: AtomicU64::new(0),
             }),
         };
         let global = db.call(state::load_global)?.recv_result()?;
@@ -479,8 +507,14 @@ impl Service {
         for rec in records {
             service.load_record(rec);
         }
+        let magnets = db.call(state::load_magnets)?.recv_result()?;
+        let waiting = magnets.len();
+        for m in magnets {
+            service.load_magnet(m);
+        }
         tracing::info!(
             torrents = loaded,
+            magnets = waiting,
             resumed = service.inner.counters.resumed.load(Ordering::Relaxed),
             "resume state loaded"
         );
@@ -770,86 +804,239 @@ impl Service {
     }
 
     /// Adds a magnet link: its metadata is fetched from peers (the magnet's trackers and `x.pe`
-    /// addresses) on a thread of its own, then it is added as its .torrent would be and
-    /// downloads. Meanwhile the list shows it in state `metadata` (or `error`, with the reason,
-    /// when no peer gave the metadata within ten minutes).
+    /// addresses, and peers given through the API) on a thread of its own, then it is added as
+    /// its .torrent would be and downloads. Meanwhile the list shows it in state `metadata` (or
+    /// `error`, with the reason, when no peer gave the metadata within ten minutes). It is saved
+    /// in the state before this returns, so a restart (or a `kill -9`) fetches it again.
     pub fn add_magnet(&self, uri: &str, add: AddOptions) -> Result<[u8; 20], ControlError> {
         let m = crate::metainfo::Magnet::parse(uri)
             .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
         let id = m.info_hash.wire_id();
-        if self.lock().contains_key(&id) {
-            return Err(ControlError::AlreadyAdded(hex(&id)));
-        }
         // The save path is checked now, so a bad one is refused at once.
-        if let (Some(p), Some(root)) = (&add.save_path, &self.options().data_root) {
+        if let (Some(p), Some(root), false) =
+            (&add.save_path, &self.options().data_root, add.trusted_path)
+        {
             confine_save_path(root, p)?;
         }
-        {
-            let mut pending = crate::engine::lock(&self.inner.pending);
-            if pending.get(&id).is_some_and(|p| p.1.is_none()) {
+        let mut peers = Vec::new();
+        for p in add.peers {
+            if peers.len() < MAX_GIVEN_PEERS && !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        let rec = state::MagnetRecord {
+            info_hash: id,
+            uri: uri.to_string(),
+            added_at: now_unix(),
+            save_path: add.save_path,
+            paused: add.paused,
+            skip_check: add.skip_check,
+            source: add.source,
+            trusted_path: add.trusted_path,
+            peers,
+        };
+        let reply = {
+            let all = self.lock();
+            if all.contains_key(&id) {
                 return Err(ControlError::AlreadyAdded(hex(&id)));
             }
+            let mut pending = crate::engine::lock(&self.inner.pending);
+            // One whose fetch failed may be added again (a new fetch).
+            if pending.get(&id).is_some_and(|p| p.error.is_none()) {
+                return Err(ControlError::AlreadyAdded(hex(&id)));
+            }
+            if pending.len() >= MAX_PENDING_MAGNETS && !pending.contains_key(&id) {
+                return Err(ControlError::BadRequest(format!(
+                    "{MAX_PENDING_MAGNETS} magnets are waiting for their metadata, the most this \
+                     node fetches at once"
+                )));
+            }
+            if all.len() + pending.len() >= MAX_TORRENTS {
+                return Err(ControlError::BadRequest(format!(
+                    "this node holds {MAX_TORRENTS} torrents, the most it takes"
+                )));
+            }
+            // Queued under the locks: a removal right after is queued after it.
+            let saved = rec.clone();
+            let reply = self.inner.db.call(move |c| state::put_magnet(c, &saved))?;
             let name = m.name.clone().unwrap_or_else(|| hex(&id));
-            pending.insert(id, (name, None, now_unix()));
+            let mut p = Pending {
+                magnet: m,
+                rec,
+                name,
+                error: None,
+                fetch: 0,
+                stop: None,
+            };
+            self.start_fetch(id, &mut p);
+            pending.insert(id, p);
+            reply
+        };
+        if let Err(e) = reply.recv_result() {
+            // Not saved: not added either (unless it changed meanwhile).
+            let mut pending = crate::engine::lock(&self.inner.pending);
+            if pending.get(&id).is_some_and(|p| p.rec.uri == uri) {
+                pending.remove(&id);
+            }
+            return Err(e.into());
         }
+        tracing::info!(info_hash = %hex(&id), "magnet added: fetching its metadata");
+        Ok(id)
+    }
+
+    /// Takes a magnet waiting for its metadata from the state and fetches it again.
+    fn load_magnet(&self, rec: state::MagnetRecord) {
+        let id = rec.info_hash;
+        let m = match crate::metainfo::Magnet::parse(&rec.uri) {
+            Ok(m) if m.info_hash.wire_id() == id => m,
+            Ok(_) => {
+                tracing::error!(
+                    "state: magnet {} names another info-hash, skipped",
+                    hex(&id)
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!("state: magnet {} no longer parses, skipped: {e}", hex(&id));
+                return;
+            }
+        };
+        let all = self.lock();
+        if all.contains_key(&id) {
+            // Its torrent is there (added from the config as well): the magnet is done.
+            drop(all);
+            let _ = self.inner.db.call(move |c| state::delete_magnet(c, &id));
+            return;
+        }
+        let mut pending = crate::engine::lock(&self.inner.pending);
+        let name = m.name.clone().unwrap_or_else(|| hex(&id));
+        let mut p = Pending {
+            magnet: m,
+            rec,
+            name,
+            error: None,
+            fetch: 0,
+            stop: None,
+        };
+        self.start_fetch(id, &mut p);
+        pending.insert(id, p);
+    }
+
+    /// Starts a metadata fetch for `p` (under the `pending` lock), stopping the one it had.
+    fn start_fetch(&self, id: [u8; 20], p: &mut Pending) {
+        let fetch = self.inner.fetches.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Replacing the sender drops the old one: the old fetch stops.
+        p.stop = Some(stop);
+        p.fetch = fetch;
+        p.error = None;
+        let m = p.magnet.clone();
+        let given = p.rec.peers.clone();
+        let mut add = AddOptions {
+            save_path: p.rec.save_path.clone(),
+            paused: p.rec.paused,
+            skip_check: p.rec.skip_check,
+            source: p.rec.source.clone(),
+            trusted_path: p.rec.trusted_path,
+            peers: given.clone(),
+        };
         let engine = self.inner.session.engine().clone();
         let s = self.clone();
         let spawned = std::thread::Builder::new()
             .name("ringseed-magnet".into())
             .spawn(move || {
-                let resolved = crate::leecher::magnet::resolve(
+                let resolved = crate::leecher::magnet::resolve_until(
                     &m,
-                    &[],
+                    &given,
                     engine.settings().peer_id,
                     engine.local_addr().port(),
-                    Duration::from_secs(600),
+                    METADATA_FETCH_LIMIT,
+                    async move {
+                        let _ = stopped.await;
+                    },
                 );
                 let added = resolved.and_then(|r| {
-                    let mut add = add;
                     add.peers.extend(
                         m.peers
                             .iter()
                             .filter_map(|p| p.parse::<std::net::SocketAddr>().ok()),
                     );
                     add.peers.push(r.from);
-                    s.add_bytes(r.torrent, add)
-                        .map(|_| ())
+                    s.add_bytes(r.torrent, add, Some(fetch))
                         .map_err(|e| e.to_string())
+                        .and_then(|(_, reply)| reply.recv_result().map_err(|e| e.to_string()))
                 });
-                let mut pending = crate::engine::lock(&s.inner.pending);
-                match added {
-                    Ok(()) => {
-                        pending.remove(&id);
-                    }
-                    Err(e) => {
+                if let Err(e) = added {
+                    let mut pending = crate::engine::lock(&s.inner.pending);
+                    // Only the current fetch of a magnet still waiting tells its error; a
+                    // stopped one ends quietly.
+                    if let Some(p) = pending.get_mut(&id).filter(|p| p.fetch == fetch) {
                         tracing::error!(info_hash = %hex(&id), "magnet: {e}");
-                        if let Some(p) = pending.get_mut(&id) {
-                            p.1 = Some(e);
-                        }
+                        p.error = Some(e);
+                        p.stop = None;
                     }
                 }
             });
         if let Err(e) = spawned {
-            crate::engine::lock(&self.inner.pending).remove(&id);
-            return Err(ControlError::Io(format!(
-                "starting the metadata fetch: {e}"
-            )));
+            p.error = Some(format!("starting the metadata fetch: {e}"));
+            p.stop = None;
         }
-        Ok(id)
+    }
+
+    /// Peers given through the API. A magnet waiting for its metadata keeps them (in the state
+    /// too) and starts its fetch over with every peer it knows, so an address that failed
+    /// before is tried again; a torrent dials them (and again whenever it is served).
+    pub fn add_peers(
+        &self,
+        id: [u8; 20],
+        peers: Vec<std::net::SocketAddr>,
+    ) -> Result<(), ControlError> {
+        let merge = |into: &mut Vec<std::net::SocketAddr>| {
+            for p in &peers {
+                if !into.contains(p) {
+                    into.push(*p);
+                }
+            }
+            // The newest count most.
+            let over = into.len().saturating_sub(MAX_GIVEN_PEERS);
+            into.drain(..over);
+        };
+        let mut all = self.lock();
+        if let Some(e) = all.get_mut(&id) {
+            merge(&mut e.peers);
+            if e.serving() {
+                self.inner.session.add_peers(id, peers.clone())?;
+            }
+            return Ok(());
+        }
+        let mut pending = crate::engine::lock(&self.inner.pending);
+        let p = pending
+            .get_mut(&id)
+            .ok_or(ControlError::NotFound(hex(&id)))?;
+        merge(&mut p.rec.peers);
+        let saved = p.rec.clone();
+        let reply = self.inner.db.call(move |c| state::put_magnet(c, &saved))?;
+        self.start_fetch(id, p);
+        drop(pending);
+        drop(all);
+        reply.recv_result()?;
+        tracing::info!(info_hash = %hex(&id), peers = peers.len(), "magnet: peers given, fetching again");
+        Ok(())
     }
 
     /// A magnet still waiting for its metadata, as the list shows it.
-    fn pending_view(
-        id: &[u8; 20],
-        name: &str,
-        error: &Option<String>,
-        added_at: i64,
-    ) -> TorrentView {
+    fn pending_view(id: &[u8; 20], p: &Pending) -> TorrentView {
+        let added_at = p.rec.added_at;
         TorrentView {
             info_hash: hex(id),
-            name: name.to_string(),
-            state: if error.is_some() { "error" } else { "metadata" }.into(),
-            error: error.clone(),
+            name: p.name.clone(),
+            state: if p.error.is_some() {
+                "error"
+            } else {
+                "metadata"
+            }
+            .into(),
+            error: p.error.clone(),
             stopped_by: None,
             data_dir: String::new(),
             size: 0,
@@ -888,7 +1075,7 @@ impl Service {
             trusted_path,
             ..AddOptions::default()
         };
-        let added = read_bounded(path).and_then(|bytes| self.add_bytes(bytes, add));
+        let added = read_bounded(path).and_then(|bytes| self.add_bytes(bytes, add, None));
         match added {
             Ok(r) => Ok(Some(r)),
             Err(ControlError::AlreadyAdded(_)) => Ok(None),
@@ -908,8 +1095,17 @@ impl Service {
         }
     }
 
-    /// Adds a torrent and returns its info-hash and the reply of its first save.
-    fn add_bytes(&self, bytes: Vec<u8>, add: AddOptions) -> Result<Added, ControlError> {
+    /// Adds a torrent and returns its info-hash and the reply of its first save. A magnet of
+    /// the same info-hash waiting for its metadata is replaced (in the state by the same job
+    /// that saves the torrent); `from_fetch` is the fetch of that magnet that found this
+    /// metadata, and the add is dropped when that fetch was stopped meanwhile (the magnet
+    /// removed or given new peers).
+    fn add_bytes(
+        &self,
+        bytes: Vec<u8>,
+        add: AddOptions,
+        from_fetch: Option<u64>,
+    ) -> Result<Added, ControlError> {
         let meta = Metainfo::from_bytes(&bytes)
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
@@ -969,7 +1165,22 @@ impl Service {
                 "this node holds {MAX_TORRENTS} torrents, the most it takes"
             )));
         }
-        let reply = self.persist(entry.record(id))?;
+        let mut pending = crate::engine::lock(&self.inner.pending);
+        if let Some(fetch) = from_fetch
+            && pending.get(&id).is_none_or(|p| p.fetch != fetch)
+        {
+            return Err(ControlError::Io(
+                "the magnet was removed or its fetch started over".into(),
+            ));
+        }
+        let rec = entry.record(id);
+        let reply = self
+            .inner
+            .db
+            .call(move |c| state::put_from_magnet(c, &rec))?;
+        // Stops its fetch, if another one found the metadata (or a .torrent came first).
+        pending.remove(&id);
+        drop(pending);
         if skip_check && !entry.paused {
             self.serve(id, &mut entry);
         }
@@ -984,7 +1195,7 @@ impl Service {
 
     /// Adds a torrent given as bytes (API upload) and waits until it is saved.
     pub fn add(&self, bytes: Vec<u8>, add: AddOptions) -> Result<[u8; 20], ControlError> {
-        let (id, reply) = self.add_bytes(bytes, add)?;
+        let (id, reply) = self.add_bytes(bytes, add, None)?;
         reply.recv_result()?;
         Ok(id)
     }
@@ -1029,6 +1240,16 @@ impl Service {
             download_dir = Some(inc.clone());
             Torrent::open_download(meta, inc, Start::Check(options.hash), options.preallocate)
                 .map(|(t, _)| (t, r))
+        });
+        // A partial download's pieces found by hashing may be only in the page cache (written
+        // by a run killed before it synced them): on the device before the bits are saved.
+        let opened = opened.and_then(|(t, r)| {
+            if t.downloads() {
+                t.files
+                    .sync()
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("syncing the data: {e}")))?;
+            }
+            Ok((t, r))
         });
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else { return };
@@ -1155,10 +1376,23 @@ impl Service {
     /// Removes a torrent; with `delete_data`, also its files (only the files it names, and the
     /// directories they leave empty inside its data directory).
     pub fn remove(&self, id: [u8; 20], delete_data: bool) -> Result<(), ControlError> {
-        let mut e = self
-            .lock()
-            .remove(&id)
-            .ok_or(ControlError::NotFound(hex(&id)))?;
+        let mut all = self.lock();
+        let Some(mut e) = all.remove(&id) else {
+            // A magnet waiting for its metadata: its fetch stops (its sender dropped) and it
+            // leaves the state; it has no data yet.
+            let mut pending = crate::engine::lock(&self.inner.pending);
+            let p = pending
+                .remove(&id)
+                .ok_or(ControlError::NotFound(hex(&id)))?;
+            // Queued under the locks: a later add of the same magnet is saved after it.
+            let reply = self.inner.db.call(move |c| state::delete_magnet(c, &id))?;
+            drop(pending);
+            drop(all);
+            reply.recv_result()?;
+            tracing::info!(name = %p.name, info_hash = %hex(&id), "removed the magnet waiting for its metadata");
+            return Ok(());
+        };
+        drop(all);
         self.unserve(id, &mut e);
         if let Some(s) = &e.source {
             // A watched file that is still there must not come back on the next poll.
@@ -1230,10 +1464,8 @@ impl Service {
     pub fn list(&self) -> Vec<TorrentView> {
         let all = self.lock();
         let mut v: Vec<TorrentView> = all.iter().map(|(id, e)| self.view(id, e)).collect();
-        for (id, (name, error, at)) in crate::engine::lock(&self.inner.pending).iter() {
-            if !all.contains_key(id) {
-                v.push(Self::pending_view(id, name, error, *at));
-            }
+        for (id, p) in crate::engine::lock(&self.inner.pending).iter() {
+            v.push(Self::pending_view(id, p));
         }
         v.sort_by(|a, b| (a.added_at, &a.info_hash).cmp(&(b.added_at, &b.info_hash)));
         v
@@ -1245,8 +1477,8 @@ impl Service {
             return Ok(self.view(&id, e));
         }
         let pending = crate::engine::lock(&self.inner.pending);
-        let (name, error, at) = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
-        Ok(Self::pending_view(&id, name, error, *at))
+        let p = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+        Ok(Self::pending_view(&id, p))
     }
 
     /// The connected peers of one torrent (asks every worker; waits up to a second).
@@ -1290,8 +1522,8 @@ impl Service {
             };
             counts[i] += 1;
         }
-        for (_, (_, error, _)) in crate::engine::lock(&self.inner.pending).iter() {
-            counts[if error.is_some() { 3 } else { 6 }] += 1;
+        for p in crate::engine::lock(&self.inner.pending).values() {
+            counts[if p.error.is_some() { 3 } else { 6 }] += 1;
         }
         [
             "checking",
@@ -1393,13 +1625,19 @@ impl Service {
         reached.len()
     }
 
-    /// Once a second for every torrent being downloaded: its rate, a save of its bitfield when
-    /// pieces were verified since the last one, its error, and its completion (files created,
-    /// seeding time from now, the state saved).
+    /// Once a second for every torrent being downloaded: its rate, its error, and when pieces
+    /// were verified since the last save (or it completed), a durable save of its bitfield:
+    /// the bitfield is read first, then the files written since the last save are
+    /// `fdatasync`ed, and only the bits read before the sync are saved, so every bit in the
+    /// state stands for data on the device (a power loss, unlike a `kill -9`, loses what is
+    /// only in the page cache). The syncs run here, on a blocking thread of the control side
+    /// and outside the torrents' lock, never on a worker. Completion (files created, moved out
+    /// of the incomplete directory, seeding time from now, the state saved) follows its sync.
     fn download_tick(&self) {
         let now = Instant::now();
-        let mut saves = Vec::new();
         let mut records = Vec::new();
+        // Torrents with pieces verified since their last save, and their bitfield then.
+        let mut to_sync = Vec::new();
         {
             let mut all = self.lock();
             for (id, e) in all.iter_mut() {
@@ -1419,16 +1657,69 @@ impl Service {
                     e.download_rate = 0.0;
                     self.unserve(*id, e);
                     e.downloading = false;
+                    // Saved with the bitfield of its last durable save.
                     records.push(e.record(*id));
                     continue;
                 }
-                let done = t.pieces.verified.count();
-                if t.pieces.verified.is_full() {
+                if t.pieces.verified.count() != e.saved_pieces || t.pieces.verified.is_full() {
+                    // Acquire loads: each bit read comes with its file's written mark.
+                    let bits = t.verified_bitfield();
+                    to_sync.push((*id, t, bits));
+                }
+            }
+        }
+        let mut synced = Vec::with_capacity(to_sync.len());
+        for (id, t, bits) in to_sync {
+            let started = Instant::now();
+            let result = t.files.sync_written();
+            let took = started.elapsed();
+            let c = &self.inner.counters;
+            c.resume_syncs.fetch_add(1, Ordering::Relaxed);
+            c.resume_sync_us
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            match result {
+                Ok(stats) => {
+                    tracing::debug!(
+                        torrent = %t.meta.info.name,
+                        files = stats.files,
+                        ms = took.as_secs_f64() * 1e3,
+                        "data synced before saving the resume bitfield"
+                    );
+                    synced.push((id, t, bits));
+                }
+                Err(err) => {
+                    c.sync_errors.fetch_add(1, Ordering::Relaxed);
+                    let file = t
+                        .meta
+                        .info
+                        .layout
+                        .files
+                        .get(err.file)
+                        .map_or_else(String::new, |f| f.rel_path().display().to_string());
+                    // The next tick shows the error and saves the state without these bits.
+                    t.fail(format!("syncing {file} to disk: {}", err.error));
+                }
+            }
+        }
+        let mut saves = Vec::new();
+        {
+            let mut all = self.lock();
+            for (id, t, bits) in synced {
+                // Removed, paused into another torrent object, rechecked or failed meanwhile:
+                // those bits are no longer this entry's to save.
+                let Some(e) = all.get_mut(&id).filter(|e| {
+                    e.downloading && e.torrent.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &t))
+                }) else {
+                    continue;
+                };
+                let pieces = e.meta.info.layout.num_pieces;
+                let done = crate::pieces::count_wire(&bits, pieces);
+                if done == pieces {
                     if let Err(err) = t.files.create_missing() {
                         e.status = Status::Error(format!("creating files: {err}"));
                     }
                     if let Some(from) = e.download_dir.take()
-                        && let Err(err) = self.move_complete(*id, e, &from)
+                        && let Err(err) = self.move_complete(id, e, &from)
                     {
                         tracing::error!(torrent = %e.meta.info.name, "{err}");
                         e.download_dir = Some(from);
@@ -1438,14 +1729,14 @@ impl Service {
                     e.downloading = false;
                     e.download_rate = 0.0;
                     e.seeding_since = e.seeding_since.map(|_| now);
-                    e.verified = Some(t.verified_bitfield());
+                    e.saved_pieces = done;
+                    e.verified = Some(bits);
                     e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
-                    records.push(e.record(*id));
+                    records.push(e.record(id));
                 } else if done != e.saved_pieces {
                     e.saved_pieces = done;
-                    let bits = t.verified_bitfield();
                     e.verified = Some(bits.clone());
-                    saves.push((*id, bits));
+                    saves.push((id, bits));
                 }
             }
         }

@@ -63,6 +63,18 @@ impl Collector for ServiceCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_resume_syncs",
+            "Rounds of fdatasync of a download's written files before its resume bitfield is saved.",
+            &[(vec![], r(&c.resume_syncs))],
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_resume_sync_microseconds",
+            "Time spent in those fdatasync rounds.",
+            &[(vec![], r(&c.resume_sync_us))],
+        )?;
+        counter(
+            &mut enc,
             "ringseed_limits_reached",
             "Torrents stopped or removed by a ratio or seed-time limit.",
             &[(vec![], r(&c.limits_reached))],
@@ -75,6 +87,7 @@ impl Collector for ServiceCollector {
                 (label("reason", "check_failed"), r(&c.check_failures)),
                 (label("reason", "db_write"), r(&c.db_errors)),
                 (label("reason", "save_dropped"), r(&c.saves_dropped)),
+                (label("reason", "data_sync"), r(&c.sync_errors)),
                 (label("reason", "watch_add"), r(&c.watch_errors)),
                 (label("reason", "api_unauthorized"), r(&c.api_unauthorized)),
                 (label("reason", "api_bad_request"), r(&c.api_bad_requests)),

@@ -228,6 +228,57 @@ impl LimitsRequest {
     }
 }
 
+/// Most addresses in one `POST /api/v1/torrents/{hash}/peers`.
+pub const MAX_PEERS_PER_REQUEST: usize = 100;
+
+/// `POST /api/v1/torrents/{hash}/peers`: peer addresses (`IP:port`, `[IPv6]:port`) to fetch a
+/// magnet's metadata from, or a torrent's data.
+///
+/// ```
+/// use ringseed::control::types::AddPeersRequest;
+/// let r = AddPeersRequest { peers: vec!["127.0.0.1:6881".into()] };
+/// assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"peers":["127.0.0.1:6881"]}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AddPeersRequest {
+    pub peers: Vec<String>,
+}
+
+impl AddPeersRequest {
+    /// Reads a request body: 1 to [`MAX_PEERS_PER_REQUEST`] addresses, each an IP address and
+    /// a port that can be dialled (no port 0, no unspecified, multicast or broadcast address).
+    pub fn from_json(body: &[u8]) -> Result<Vec<std::net::SocketAddr>, ControlError> {
+        let m = parse_object(body)?;
+        reject_unknown(&m, &["peers"])?;
+        let bad = |why: String| ControlError::BadRequest(format!("\"peers\": {why}"));
+        let Some(Value::Array(list)) = m.get("peers") else {
+            return Err(bad("must be a list of \"IP:port\" strings".into()));
+        };
+        if list.is_empty() || list.len() > MAX_PEERS_PER_REQUEST {
+            return Err(bad(format!(
+                "{} addresses; give 1 to {MAX_PEERS_PER_REQUEST}",
+                list.len()
+            )));
+        }
+        list.iter()
+            .map(|v| {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad(format!("{v} is not a string")))?;
+                let a: std::net::SocketAddr = s
+                    .parse()
+                    .map_err(|_| bad(format!("{s:?} is not IP:port")))?;
+                let ip = a.ip();
+                let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+                if a.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+                    return Err(bad(format!("{s:?} cannot be dialled")));
+                }
+                Ok(a)
+            })
+            .collect()
+    }
+}
+
 /// The answer to `DELETE /api/v1/torrents/{hash}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RemoveResponse {
@@ -381,6 +432,39 @@ mod tests {
         assert_eq!(LimitChange::from_arg("none"), Ok(LimitChange::Global));
         assert_eq!(LimitChange::from_arg("1.5"), Ok(LimitChange::Set(1.5)));
         assert!(LimitChange::from_arg("fast").is_err());
+    }
+
+    #[test]
+    fn peer_requests_round_trip_and_are_checked() {
+        let r = AddPeersRequest {
+            peers: vec!["127.0.0.1:6881".into(), "[::1]:7".into()],
+        };
+        assert_eq!(
+            AddPeersRequest::from_json(wire(&r).as_bytes()).unwrap(),
+            vec![
+                "127.0.0.1:6881".parse().unwrap(),
+                "[::1]:7".parse().unwrap()
+            ]
+        );
+        let err = |b: &str| {
+            AddPeersRequest::from_json(b.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"peers":[],"x":1}"#).starts_with("unknown key \"x\""));
+        assert!(err(r#"{"peers":[]}"#).contains("0 addresses"));
+        assert!(err(r#"{}"#).contains("must be a list"));
+        assert!(err(r#"{"peers":"1.2.3.4:5"}"#).contains("must be a list"));
+        assert!(err(r#"{"peers":[5]}"#).contains("5 is not a string"));
+        assert!(err(r#"{"peers":["example.org:80"]}"#).contains("is not IP:port"));
+        for bad in ["1.2.3.4:0", "0.0.0.0:1", "224.0.0.1:1", "255.255.255.255:1"] {
+            let e = err(&format!(r#"{{"peers":["{bad}"]}}"#));
+            assert!(e.contains("cannot be dialled"), "{bad}: {e}");
+        }
+        let many = AddPeersRequest {
+            peers: vec!["127.0.0.1:1".into(); MAX_PEERS_PER_REQUEST + 1],
+        };
+        assert!(AddPeersRequest::from_json(wire(&many).as_bytes()).is_err());
     }
 
     #[test]

@@ -313,6 +313,15 @@ impl Fetches {
             t.fail(e);
             return;
         }
+        // The files to sync before a resume save counts this piece (marked before the bit is
+        // set: whoever sees the bit sees the mark).
+        let mut last = usize::MAX;
+        for s in &w.spans {
+            if s.file != last {
+                t.files.mark_written(s.file);
+                last = s.file;
+            }
+        }
         // The data is in the page cache: from here on the piece may be served and announced
         // (Release: whoever sees the bit reads the written bytes).
         if t.pieces.verified.set(w.index) {

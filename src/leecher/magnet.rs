@@ -29,6 +29,19 @@ pub fn resolve(
     port: u16,
     limit: Duration,
 ) -> Result<Resolved, String> {
+    resolve_until(m, peers, peer_id, port, limit, std::future::pending())
+}
+
+/// As [`resolve`], given up (with an error) as soon as `stop` completes: the service stops the
+/// fetch of a magnet that is deleted or given new peers.
+pub fn resolve_until(
+    m: &Magnet,
+    peers: &[SocketAddr],
+    peer_id: [u8; 20],
+    port: u16,
+    limit: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Resolved, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,6 +66,7 @@ pub fn resolve(
                 Err(_) => Err(format!("no peer gave the metadata within {} s", limit.as_secs())),
             },
             () = announce => Err("the trackers' announces ended".into()),
+            () = stop => Err("stopped".into()),
         }
     })?;
     let meta = magnet_fetch::metainfo_from_info(&fetched.info, &m.trackers)

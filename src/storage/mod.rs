@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use nix::fcntl::{OFlag, OpenHow, PosixFadviseAdvice, ResolveFlag, posix_fadvise};
@@ -25,6 +26,9 @@ use crate::metainfo::FileLayout;
 #[derive(Debug)]
 pub struct DataFiles {
     files: Box<[OnceLock<File>]>,
+    /// Per file: written since its last sync ([`DataFiles::mark_written`],
+    /// [`DataFiles::sync_written`]).
+    written: Box<[AtomicBool]>,
     /// Set when the torrent is downloaded: how missing files are created.
     create: Option<Creator>,
 }
@@ -82,6 +86,7 @@ impl DataFiles {
             files.push(cell);
         }
         Ok(DataFiles {
+            written: files.iter().map(|_| AtomicBool::new(false)).collect(),
             files: files.into(),
             create: None,
         })
@@ -129,6 +134,7 @@ impl DataFiles {
             }
         }
         Ok(DataFiles {
+            written: files.iter().map(|_| AtomicBool::new(false)).collect(),
             files,
             create: Some(creator),
         })
@@ -241,14 +247,61 @@ impl DataFiles {
         }
     }
 
-    /// Flushes every open file's data to the device (before a resume bitfield is trusted
-    /// across a power loss).
+    /// Flushes every open file's data to the device.
     pub fn sync(&self) -> io::Result<()> {
         for f in self.files.iter().filter_map(OnceLock::get) {
             f.sync_data()?;
         }
         Ok(())
     }
+
+    /// Notes that a write to file `index` completed. The writer calls it before it marks the
+    /// piece verified (a Release store), so whoever reads that bit (Acquire) and then calls
+    /// [`DataFiles::sync_written`] syncs this file, unless a sync after the write already did.
+    pub fn mark_written(&self, index: usize) {
+        if let Some(w) = self.written.get(index) {
+            // Relaxed: the verified bit's Release publishes it.
+            w.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// `fdatasync`s the files written since their last sync, and only those: after it, every
+    /// piece whose bit was read before the call is on the device (a resume bitfield saved
+    /// afterwards survives a power loss). A file written during the call stays marked for the
+    /// next one. Blocks (milliseconds to seconds): never call it on an io_uring worker.
+    pub fn sync_written(&self) -> Result<SyncStats, SyncError> {
+        let mut stats = SyncStats::default();
+        for (i, w) in self.written.iter().enumerate() {
+            // Cleared before the sync: a write completing during it marks the file again.
+            if !w.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let Some(f) = self.files.get(i).and_then(OnceLock::get) else {
+                continue;
+            };
+            if let Err(error) = f.sync_data() {
+                // Still unsynced: no later sync may pretend otherwise.
+                w.store(true, Ordering::Relaxed);
+                return Err(SyncError { file: i, error });
+            }
+            stats.files += 1;
+        }
+        Ok(stats)
+    }
+}
+
+/// What [`DataFiles::sync_written`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Files synced.
+    pub files: usize,
+}
+
+/// A failed `fdatasync`: which file (its index in the layout), and why.
+#[derive(Debug)]
+pub struct SyncError {
+    pub file: usize,
+    pub error: io::Error,
 }
 
 impl Creator {
@@ -423,6 +476,42 @@ mod tests {
         assert!(e.to_string().contains("symlink"), "{e}");
         assert_eq!(std::fs::read(outside.path().join("x")).unwrap(), b"abc");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    /// Only the files marked written are synced, each once until written again; a file whose
+    /// sync fails stays marked.
+    #[test]
+    fn only_written_files_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[(&["a"], 10), (&["b"], 10), (&["c"], 10)]);
+        let d = DataFiles::open_for_download(&l, dir.path(), false).unwrap();
+        assert_eq!(d.sync_written().unwrap().files, 0);
+        d.writable_fd(0).unwrap();
+        d.writable_fd(2).unwrap();
+        d.mark_written(0);
+        d.mark_written(2);
+        d.mark_written(2);
+        // Out of range: ignored.
+        d.mark_written(9);
+        assert_eq!(d.sync_written().unwrap().files, 2);
+        assert_eq!(d.sync_written().unwrap().files, 0, "nothing written since");
+        d.mark_written(2);
+        assert_eq!(d.sync_written().unwrap().files, 1);
+        // A file never opened has nothing to sync.
+        d.mark_written(1);
+        assert_eq!(d.sync_written().unwrap().files, 0);
+    }
+
+    /// fdatasync failing (here: on a file where the kernel refuses it, /proc) is reported with
+    /// the file, and the file stays marked for the next sync.
+    #[test]
+    fn a_failed_sync_is_reported_and_kept() {
+        let l = layout(&[(&["version"], 10)]);
+        let d = DataFiles::open(&l, Path::new("/proc")).unwrap();
+        d.mark_written(0);
+        let e = d.sync_written().unwrap_err();
+        assert_eq!(e.file, 0);
+        assert!(d.written[0].load(Ordering::Relaxed));
     }
 
     #[test]

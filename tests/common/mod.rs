@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemons;
+pub mod http;
 pub mod opentracker;
 
 use std::path::{Path, PathBuf};

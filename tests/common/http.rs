@@ -1,0 +1,46 @@
+//! The control API's HTTP/1.1 client of the service tests: one request per connection, written
+//! by hand so a test sees exactly the status and body the node sent.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+/// One HTTP/1.1 request from `from` (a loopback source address), with a bearer `token` if
+/// given; returns the status and the body.
+pub fn request(
+    to: SocketAddr,
+    from: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// [`request`] from 127.0.0.1 without a token (the nodes of the tests let loopback in).
+pub fn local(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    request(to, "127.0.0.1", method, path, body, None)
+}
