@@ -4,6 +4,13 @@
 //! zeros or `-0`, string lengths without leading zeros, nothing after the top-level value. Bounded
 //! means a hostile input cannot make the decoder recurse, allocate or loop without limit: depth and
 //! total item count are capped by [`Limits`], and a string can never claim more bytes than remain.
+//!
+//! Decoding takes two passes. The first walks the input without building anything (an explicit
+//! stack no deeper than [`Limits::max_depth`]): it finds every error, enforces both limits and
+//! counts the elements of each list and dictionary. Only input that passed is built, each list
+//! and dictionary in one allocation of its exact size. So refusing a document costs no memory in
+//! proportion to it, and an accepted one costs exactly its values (40 bytes each, 56 for a
+//! dictionary entry) plus four bytes per container, with no growth slack or reallocation copies.
 
 use std::ops::Range;
 
@@ -14,19 +21,35 @@ use super::{DecodeError, ErrorKind};
 pub struct Limits {
     /// Deepest nesting of lists and dictionaries accepted (the top level is depth 1).
     pub max_depth: usize,
-    /// Most values (integers, strings, lists, dictionaries) accepted in one document.
+    /// Most values (integers, strings, lists, dictionaries; not dictionary keys) accepted in one
+    /// document.
     pub max_items: usize,
 }
 
+impl Limits {
+    /// The limits for .torrent files and info dictionaries, and the default. They follow
+    /// libtorrent's (`load_torrent_limits`), so we refuse nothing the reference client loads:
+    /// - Depth 100, its `max_decode_depth`. The deepest real structure is a BEP 52 file tree
+    ///   (one level per path component, at most [`crate::metainfo::path::MAX_COMPONENTS`] = 64,
+    ///   plus six levels around it).
+    /// - 1.5 M values. libtorrent's `max_decode_tokens` is 3 M, but it counts dictionary keys
+    ///   and the end of every list and dictionary as tokens too: a torrent's structures come to
+    ///   about two of its tokens per value of ours (a v1 file entry is 9 tokens and 5 values, a
+    ///   hybrid torrent's file with its pad about 32 and 16). So both stop a hybrid torrent
+    ///   near 95 000 files, and v1 and v2 torrents reach [`crate::metainfo::layout::MAX_FILES`] first.
+    ///   A document over the bound is refused by the first pass with nothing allocated; the
+    ///   worst accepted one costs 1.5 M × 56 bytes = 80 MiB while decoded (a dictionary of
+    ///   that many entries), a real torrent a small part of that (20 000 files: about 5 MiB).
+    pub const TORRENT: Limits = Limits {
+        max_depth: 100,
+        max_items: 1_500_000,
+    };
+}
+
 impl Default for Limits {
-    /// 128 levels are far beyond any real torrent (BEP 52 file trees nest one level per path
-    /// component) and keep recursion a few KiB of stack. Four million items cover a .torrent with a
-    /// million files while capping the node vector at well under a GiB.
+    /// [`Limits::TORRENT`].
     fn default() -> Self {
-        Limits {
-            max_depth: 128,
-            max_items: 4_000_000,
-        }
+        Limits::TORRENT
     }
 }
 
@@ -52,9 +75,9 @@ pub struct Value<'a> {
 pub enum Kind<'a> {
     Int(i64),
     Bytes(&'a [u8]),
-    List(Vec<Value<'a>>),
+    List(Box<[Value<'a>]>),
     /// Entries in input order, which a strict decode guarantees is sorted and unique.
-    Dict(Vec<(&'a [u8], Value<'a>)>),
+    Dict(Box<[(&'a [u8], Value<'a>)]>),
 }
 
 impl<'a> Value<'a> {
@@ -125,21 +148,111 @@ pub fn decode_with(input: &[u8], limits: Limits) -> Result<Value<'_>, DecodeErro
 /// Decodes one value at the start of `input` and returns it with the offset just past it.
 /// Used where a bencoded header is followed by raw data (BEP 9 metadata pieces).
 pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, usize), DecodeError> {
+    let (end, counts) = scan(input, limits)?;
+    let mut d = Decoder {
+        input: &input[..end],
+        pos: 0,
+        counts: counts.into_iter(),
+    };
+    let v = d.value()?;
+    Ok((v, d.pos))
+}
+
+/// An open list or dictionary during the first pass.
+struct Frame<'a> {
+    dict: bool,
+    /// Index of this container's element count in the counts vector.
+    slot: usize,
+    elements: u32,
+    /// The previous key (dictionaries), to check order and uniqueness.
+    last_key: Option<&'a [u8]>,
+}
+
+/// The first pass: validates the value at the start of `input` against the grammar and
+/// `limits`, without recursion or allocation beyond one frame per open container. Returns the
+/// offset just past the value and each container's element count, in the order the containers
+/// open.
+fn scan(input: &[u8], limits: Limits) -> Result<(usize, Vec<u32>), DecodeError> {
     let mut d = Decoder {
         input,
         pos: 0,
-        items: 0,
-        limits,
+        counts: Vec::new().into_iter(),
     };
-    let v = d.value(1)?;
-    Ok((v, d.pos))
+    let mut counts: Vec<u32> = Vec::new();
+    let mut stack: Vec<Frame<'_>> = Vec::with_capacity(limits.max_depth.min(128));
+    let mut items = 0usize;
+    loop {
+        // At the start of a value, a key, or the end of a container.
+        if let Some(top) = stack.last_mut() {
+            if d.peek()? == b'e' {
+                d.pos += 1;
+                counts[top.slot] = top.elements;
+                stack.pop();
+                if stack.is_empty() {
+                    return Ok((d.pos, counts));
+                }
+                continue;
+            }
+            top.elements = top.elements.saturating_add(1);
+            if top.dict {
+                let key_at = d.pos;
+                if !d.peek()?.is_ascii_digit() {
+                    return Err(d.err(ErrorKind::KeyNotString));
+                }
+                let key = d.bytes()?;
+                match top.last_key.map(|prev| prev.cmp(key)) {
+                    None | Some(std::cmp::Ordering::Less) => {}
+                    Some(std::cmp::Ordering::Equal) => {
+                        return Err(DecodeError::new(
+                            ErrorKind::DuplicateKey(lossy(key)),
+                            key_at,
+                        ));
+                    }
+                    Some(std::cmp::Ordering::Greater) => {
+                        return Err(DecodeError::new(ErrorKind::UnsortedKey(lossy(key)), key_at));
+                    }
+                }
+                top.last_key = Some(key);
+            }
+        }
+        items += 1;
+        if items > limits.max_items {
+            return Err(d.err(ErrorKind::TooManyItems(limits.max_items)));
+        }
+        match d.peek()? {
+            b'i' => {
+                d.int()?;
+            }
+            b'0'..=b'9' => {
+                d.bytes()?;
+            }
+            c @ (b'l' | b'd') => {
+                if stack.len() + 1 > limits.max_depth {
+                    return Err(d.err(ErrorKind::TooDeep(limits.max_depth)));
+                }
+                d.pos += 1;
+                stack.push(Frame {
+                    dict: c == b'd',
+                    slot: counts.len(),
+                    elements: 0,
+                    last_key: None,
+                });
+                counts.push(0);
+                continue;
+            }
+            other => return Err(d.err(ErrorKind::UnexpectedByte(other))),
+        }
+        if stack.is_empty() {
+            return Ok((d.pos, counts));
+        }
+    }
 }
 
 struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
-    items: usize,
-    limits: Limits,
+    /// Element counts of the containers, in the order they open (the second pass only).
+    counts: std::vec::IntoIter<u32>,
 }
 
 impl<'a> Decoder<'a> {
@@ -154,58 +267,32 @@ impl<'a> Decoder<'a> {
             .ok_or_else(|| self.err(ErrorKind::UnexpectedEnd))
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, DecodeError> {
-        self.items += 1;
-        if self.items > self.limits.max_items {
-            return Err(self.err(ErrorKind::TooManyItems(self.limits.max_items)));
-        }
+    /// The second pass: builds the value that [`scan`] accepted. Its recursion is as deep as
+    /// the input's nesting, which the first pass bounded.
+    fn value(&mut self) -> Result<Value<'a>, DecodeError> {
         let start = self.pos;
         let kind = match self.peek()? {
             b'i' => Kind::Int(self.int()?),
             b'0'..=b'9' => Kind::Bytes(self.bytes()?),
-            b'l' | b'd' if depth > self.limits.max_depth => {
-                return Err(self.err(ErrorKind::TooDeep(self.limits.max_depth)));
-            }
-            b'l' => {
+            c @ (b'l' | b'd') => {
                 self.pos += 1;
-                let mut items = Vec::new();
-                while self.peek()? != b'e' {
-                    items.push(self.value(depth + 1)?);
-                }
-                self.pos += 1;
-                Kind::List(items)
-            }
-            b'd' => {
-                self.pos += 1;
-                let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
-                while self.peek()? != b'e' {
-                    let key_at = self.pos;
-                    if !self.peek()?.is_ascii_digit() {
-                        return Err(self.err(ErrorKind::KeyNotString));
+                let n = self.counts.next().unwrap_or(0) as usize;
+                if c == b'l' {
+                    let mut items = Vec::with_capacity(n);
+                    while self.peek()? != b'e' {
+                        items.push(self.value()?);
                     }
-                    let key = self.bytes()?;
-                    if let Some((prev, _)) = entries.last() {
-                        match (*prev).cmp(key) {
-                            std::cmp::Ordering::Less => {}
-                            std::cmp::Ordering::Equal => {
-                                return Err(DecodeError::new(
-                                    ErrorKind::DuplicateKey(lossy(key)),
-                                    key_at,
-                                ));
-                            }
-                            std::cmp::Ordering::Greater => {
-                                return Err(DecodeError::new(
-                                    ErrorKind::UnsortedKey(lossy(key)),
-                                    key_at,
-                                ));
-                            }
-                        }
+                    self.pos += 1;
+                    Kind::List(items.into_boxed_slice())
+                } else {
+                    let mut entries = Vec::with_capacity(n);
+                    while self.peek()? != b'e' {
+                        let key = self.bytes()?;
+                        entries.push((key, self.value()?));
                     }
-                    let v = self.value(depth + 1)?;
-                    entries.push((key, v));
+                    self.pos += 1;
+                    Kind::Dict(entries.into_boxed_slice())
                 }
-                self.pos += 1;
-                Kind::Dict(entries)
             }
             other => return Err(self.err(ErrorKind::UnexpectedByte(other))),
         };

@@ -89,8 +89,8 @@ fn million_deep_nesting_is_an_error_not_a_crash() {
     let mut input = vec![b'l'; 1_000_000];
     input.extend(std::iter::repeat_n(b'e', 1_000_000));
     let e = err(&input);
-    assert_eq!(e.kind, ErrorKind::TooDeep(128));
-    assert_eq!(e.offset, 128);
+    assert_eq!(e.kind, ErrorKind::TooDeep(100));
+    assert_eq!(e.offset, 100);
     let mut dicts = Vec::new();
     for _ in 0..1_000_000 {
         dicts.extend_from_slice(b"d1:a");
@@ -114,6 +114,46 @@ fn item_limit() {
         ErrorKind::TooManyItems(50)
     );
     assert!(decode(&input).is_ok());
+}
+
+#[test]
+fn values_are_small_and_containers_exact() {
+    // The memory bounds in `Limits::TORRENT` count on these sizes.
+    assert_eq!(std::mem::size_of::<Value<'_>>(), 40);
+    assert_eq!(std::mem::size_of::<(&[u8], Value<'_>)>(), 56);
+    // Containers are sized by the first pass: nested lists and dictionaries keep their exact
+    // element counts, in document order.
+    let v = decode(b"ld1:ai1e1:bli1ei2ei3eee0:ldeee").unwrap();
+    let l = v.as_list().unwrap();
+    assert_eq!(l.len(), 3);
+    assert_eq!(l[0].as_dict().unwrap().len(), 2);
+    assert_eq!(l[0].get(b"b").unwrap().as_list().unwrap().len(), 3);
+    assert_eq!(l[2].as_list().unwrap()[0].as_dict().unwrap().len(), 0);
+}
+
+#[test]
+fn the_first_pass_finds_errors_deep_inside_and_at_the_limits() {
+    // An unsorted key three levels down, after a sibling list: reported where it sits.
+    let e = err(b"ld1:ald1:bi1e1:ai2eeee");
+    assert_eq!(e.kind, ErrorKind::UnsortedKey("a".into()));
+    assert_eq!(e.offset, 13);
+    // Exactly at each limit is fine; one past is refused at the value that passes it.
+    let limits = Limits {
+        max_depth: 3,
+        max_items: 4,
+    };
+    assert!(decode_with(b"lllee1:ae", limits).is_ok());
+    let e = decode_with(b"llllee1:ae", limits).unwrap_err();
+    assert_eq!((e.kind, e.offset), (ErrorKind::TooDeep(3), 3));
+    let e = decode_with(b"lllee1:ai1ee", limits).unwrap_err();
+    assert_eq!((e.kind, e.offset), (ErrorKind::TooManyItems(4), 8));
+    // A long flat list decodes whole.
+    let mut input = b"l".to_vec();
+    for _ in 0..100_000 {
+        input.extend_from_slice(b"i7e");
+    }
+    input.push(b'e');
+    assert_eq!(decode(&input).unwrap().as_list().unwrap().len(), 100_000);
 }
 
 #[test]

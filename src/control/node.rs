@@ -85,6 +85,7 @@ impl Collector for ServiceCollector {
             "Errors of the control service, by reason.",
             &[
                 (label("reason", "check_failed"), r(&c.check_failures)),
+                (label("reason", "state_record"), r(&c.state_skipped)),
                 (label("reason", "db_write"), r(&c.db_errors)),
                 (label("reason", "save_dropped"), r(&c.saves_dropped)),
                 (label("reason", "data_sync"), r(&c.sync_errors)),

@@ -40,6 +40,9 @@ pub struct DownloadOptions {
 pub enum DownloadError {
     #[error("{0}")]
     Source(String),
+    /// The .torrent file could not be read or parsed (the message names it and says why).
+    #[error(transparent)]
+    Load(#[from] crate::metainfo::LoadError),
     #[error("opening the data in {dir}: {source}")]
     Open {
         dir: PathBuf,
@@ -115,8 +118,7 @@ pub struct Finished {
 
 /// Reads a .torrent source.
 fn load(opts: &DownloadOptions) -> Result<Metainfo, DownloadError> {
-    Metainfo::load(std::path::Path::new(&opts.source))
-        .map_err(|e| DownloadError::Source(format!("{}: {e}", opts.source)))
+    Ok(Metainfo::load(std::path::Path::new(&opts.source))?)
 }
 
 /// A magnet's torrent: from the copy kept in `DATA/.ringseed/` by an earlier run, or fetched

@@ -648,3 +648,36 @@ fn metainfo_is_built_from_fetched_info_and_magnet_trackers() {
     );
     assert!(metainfo_from_info(b"d4:name1:ae", &[]).is_err());
 }
+
+/// A peer hands over, correctly and under the right hash, an info dictionary the parser must
+/// refuse: a v2 file claiming 2^21 + 1 pieces of 16 KiB, which a magnet's metadata (no piece
+/// layers) cannot back with anything. The fetch succeeds, and the parse refuses it before the
+/// caller keeps or adds anything.
+#[tokio::test]
+async fn fetched_metadata_over_the_bounds_is_refused_by_the_parse() {
+    use crate::bencode::Bencode;
+    let mut attrs = Bencode::dict();
+    attrs.insert("length", Bencode::Int(((1 << 21) + 1) * 16384));
+    attrs.insert("pieces root", Bencode::bytes([7u8; 32]));
+    let mut leaf = Bencode::dict();
+    leaf.insert("", attrs);
+    let mut tree = Bencode::dict();
+    tree.insert("big", leaf);
+    let mut info = Bencode::dict();
+    info.insert("file tree", tree);
+    info.insert("meta version", Bencode::Int(2));
+    info.insert("name", Bencode::bytes("big"));
+    info.insert("piece length", Bencode::Int(16384));
+    let meta = info.encode();
+    let hash = InfoHash {
+        v1: None,
+        v2: Some(crate::hash::sha256(&meta)),
+    };
+    let peer = spawn_peer(Script::good(meta.clone(), &hash)).await;
+    let fetched = fetch(&hash, &[peer.addr], test_options()).await.unwrap();
+    assert_eq!(fetched.info, meta);
+    let e = metainfo_from_info(&fetched.info, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("make 2097153 pieces, more than 2097152"), "{e}");
+}

@@ -74,8 +74,41 @@ pub struct FileLayout {
 
 /// Longest piece accepted (libtorrent's upper bound is lower; 256 MiB keeps a piece buffer sane).
 pub const MAX_PIECE_LENGTH: u64 = 256 << 20;
-/// Most pieces in one torrent (a 2^31 piece index would overflow the wire protocol's u32 math).
-pub const MAX_PIECES: u64 = 1 << 30;
+
+/// Most pieces in one torrent: 2^21, libtorrent's `max_pieces` (`load_torrent_limits`), so no
+/// torrent that the reference client loads is refused. A torrent picks its piece length to keep
+/// the count near a few thousand (libtorrent's creator aims at 1 500), so even 32 GiB of 16 KiB
+/// pieces or 32 TiB of 16 MiB pieces fit. Much of the engine keeps something per piece (the
+/// bitfields, availability counters, the v1 hash list, the check's report), a few dozen bytes
+/// each, so this bound keeps that at tens of MiB where 2^30 pieces, the old bound, came to tens
+/// of GiB: the piece count is claimed by a few bytes of `length` and, in a v2 info dictionary
+/// without its piece layers (a magnet), nothing else in the torrent has to back it.
+pub const MAX_PIECES: u64 = 1 << 21;
+
+/// Largest total size: 2^48 bytes (256 TiB), libtorrent's `max_file_offset`, so no swarm of the
+/// reference client is refused. A bigger claim is either a mistake or an attack: the size is
+/// what a download preallocates or creates sparse files for and what the check reads.
+pub const MAX_TOTAL_LENGTH: u64 = 1 << 48;
+
+/// Most files in one torrent (pad files and v2 alignment gaps not counted): 100 000.
+///
+/// Real torrents stay far below: the large ones (archives, datasets) hold thousands or tens of
+/// thousands of files, and libtorrent's token bound already refuses a hybrid torrent of about
+/// 100 000 files (each costs it some 30 of its 3 M tokens). Files cost memory in proportion to
+/// the torrent's bytes rather than to a claim, but several times over: decoded (about 250
+/// bytes each), then as layout entries (about 110 bytes plus the paths, see
+/// [`super::path::MAX_PATH_BYTES`]), and while seeded each holds a descriptor. This bound keeps
+/// that to tens of MiB per torrent, and lets the parser refuse a flood of files by counting the
+/// decoded entries before it builds any.
+pub const MAX_FILES: usize = 100_000;
+
+/// The error for a torrent of more than [`MAX_FILES`] files.
+pub(crate) fn too_many_files() -> MetainfoError {
+    MetainfoError::Invalid {
+        field: "files",
+        reason: format!("more than {MAX_FILES} files"),
+    }
+}
 
 impl FileLayout {
     /// Builds a layout from files in order; `offset`s are assigned here.
@@ -86,22 +119,30 @@ impl FileLayout {
                 reason: format!("{piece_length} is outside 1..={MAX_PIECE_LENGTH}"),
             });
         }
+        if files.iter().filter(|f| !f.pad).count() > MAX_FILES {
+            return Err(too_many_files());
+        }
         let mut offset = 0u64;
         for f in &mut files {
             f.offset = offset;
             offset = offset
                 .checked_add(f.length)
-                .filter(|&o| o <= i64::MAX as u64)
+                .filter(|&o| o <= MAX_TOTAL_LENGTH)
                 .ok_or_else(|| MetainfoError::Invalid {
                     field: "length",
-                    reason: "total size overflows 63 bits".into(),
+                    reason: format!(
+                        "the files add up to more than {MAX_TOTAL_LENGTH} bytes (256 TiB)"
+                    ),
                 })?;
         }
         let num_pieces = offset.div_ceil(piece_length);
         if num_pieces > MAX_PIECES {
             return Err(MetainfoError::Invalid {
                 field: "piece length",
-                reason: format!("{num_pieces} pieces is more than {MAX_PIECES}"),
+                reason: format!(
+                    "{offset} bytes in pieces of {piece_length} make {num_pieces} pieces, \
+                     more than {MAX_PIECES}"
+                ),
             });
         }
         Ok(FileLayout {
@@ -270,5 +311,18 @@ mod tests {
             FileLayout::new(vec![file("a", u64::MAX, false), file("b", 2, false)], 16).is_err()
         );
         assert!(FileLayout::new(vec![file("a", 1 << 40, false)], 1).is_err());
+        // At each bound, and one past it.
+        let at = |len: u64, pl: u64| FileLayout::new(vec![file("a", len, false)], pl);
+        assert_eq!(at(MAX_PIECES * 16384, 16384).unwrap().num_pieces, 1 << 21);
+        assert!(at(MAX_PIECES * 16384 + 1, 16384).is_err());
+        assert!(at(MAX_TOTAL_LENGTH, MAX_PIECE_LENGTH).is_ok());
+        assert!(at(MAX_TOTAL_LENGTH + 1, MAX_PIECE_LENGTH).is_err());
+        let many = |n: usize| (0..n).map(|_| file("f", 1, false)).collect::<Vec<_>>();
+        assert!(FileLayout::new(many(MAX_FILES), 16384).is_ok());
+        assert!(FileLayout::new(many(MAX_FILES + 1), 16384).is_err());
+        // Pads do not count as files.
+        let mut padded = many(MAX_FILES);
+        padded.push(file("pad", 1, true));
+        assert!(FileLayout::new(padded, 16384).is_ok());
     }
 }

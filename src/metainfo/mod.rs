@@ -19,8 +19,18 @@ pub use build::{BuildError, TorrentBuilder};
 pub use layout::{FileEntry, FileLayout, FileSpan};
 pub use magnet::Magnet;
 
-/// Largest .torrent file accepted (libtorrent's default is 100 MiB too).
-pub const MAX_TORRENT_BYTES: usize = 100 << 20;
+/// Largest .torrent file accepted: 32 MiB. libtorrent loads .torrent files of at most 10 MB
+/// (`max_buffer_size`) and takes info dictionaries of at most 30 MiB from peers
+/// (`max_metadata_size`, the bound of [`crate::magnet_fetch`] too); this covers both with room
+/// for piece layers and trackers. A torrent is read whole into memory, so this is also the most
+/// its bytes cost.
+pub const MAX_TORRENT_BYTES: usize = 32 << 20;
+
+/// Most tracker URLs kept from one torrent (over all tiers), and most web seeds: the first
+/// 1000 of each, the rest dropped. Real torrents list a few, spam-laden ones a few hundred; no
+/// client announces to more. Without a bound, each 5-byte `l1:xe` tier of an `announce-list`
+/// would become some 80 bytes of tier and `String`, held as long as the torrent.
+pub const MAX_URLS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetainfoError {
@@ -155,7 +165,7 @@ impl Metainfo {
         if data.len() > MAX_TORRENT_BYTES {
             return Err(MetainfoError::TooLarge(data.len()));
         }
-        let root = bencode::decode(data)?;
+        let root = bencode::decode_with(data, bencode::Limits::TORRENT)?;
         expect_dict(&root, "torrent")?;
         let info_v = required(&root, "info")?;
         let mut info = Info::from_value(info_v, &data[info_v.span.clone()])?;
@@ -167,13 +177,18 @@ impl Metainfo {
             None => Vec::new(),
             Some(v) => match &v.kind {
                 Kind::Bytes(b) => non_empty_string(b).into_iter().collect(),
-                Kind::List(l) => l
-                    .iter()
-                    .map(|u| bytes_of(u, "url-list[]").map(non_empty_string))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                Kind::List(l) => {
+                    let mut kept = Vec::new();
+                    for u in l.iter() {
+                        let b = bytes_of(u, "url-list[]")?;
+                        if kept.len() < MAX_URLS
+                            && let Some(url) = non_empty_string(b)
+                        {
+                            kept.push(url);
+                        }
+                    }
+                    kept
+                }
                 _ => return Err(wrong(v, "url-list", "a string or a list of strings")),
             },
         };
@@ -194,7 +209,7 @@ impl Info {
         if raw.len() > MAX_TORRENT_BYTES {
             return Err(MetainfoError::TooLarge(raw.len()));
         }
-        let v = bencode::decode(raw)?;
+        let v = bencode::decode_with(raw, bencode::Limits::TORRENT)?;
         Info::from_value(&v, raw)
     }
 
@@ -241,6 +256,9 @@ impl Info {
         let v2_files = if has_v2 {
             let tree = required(v, "file tree")?;
             expect_dict(tree, "file tree")?;
+            // Counted on the decoded tree first, so a flood of files or of path bytes is
+            // refused before any entry is built for it.
+            tree_budget(tree, path::cost(name.len()), &mut FileBudget::default())?;
             let mut files = Vec::new();
             walk_file_tree(tree, &mut Vec::new(), &mut files)?;
             if files.is_empty() {
@@ -364,6 +382,23 @@ fn parse_v1_files(v: &Value<'_>, name: &str) -> Result<Vec<FileEntry>, MetainfoE
                     reason: "empty list".into(),
                 });
             }
+            // Counted on the decoded list first, so a flood of files or of path bytes is
+            // refused before any entry is built for it.
+            let mut budget = FileBudget::default();
+            for f in list {
+                let components = f
+                    .get(b"path.utf-8")
+                    .or_else(|| f.get(b"path"))
+                    .and_then(Value::as_list)
+                    .unwrap_or_default();
+                let cost = components
+                    .iter()
+                    .filter_map(Value::as_bytes)
+                    .fold(path::cost(name.len()), |c, p| {
+                        c.saturating_add(path::cost(p.len()))
+                    });
+                budget.add(is_pad_entry(f), cost)?;
+            }
             list.iter()
                 .map(|f| {
                     expect_dict(f, "files[]")?;
@@ -399,6 +434,77 @@ fn parse_v1_files(v: &Value<'_>, name: &str) -> Result<Vec<FileEntry>, MetainfoE
                 .collect()
         }
     }
+}
+
+/// Whether a decoded v1 `files` entry is a pad file (BEP 47 `attr` with `p`, or BitComet's
+/// `_____padding_file_` name), as [`parse_v1_files`] decides it.
+fn is_pad_entry(f: &Value<'_>) -> bool {
+    let attr_pad = f
+        .get(b"attr")
+        .and_then(Value::as_bytes)
+        .is_some_and(|a| a.contains(&b'p'));
+    let name_pad = f
+        .get(b"path.utf-8")
+        .or_else(|| f.get(b"path"))
+        .and_then(Value::as_list)
+        .and_then(<[Value<'_>]>::last)
+        .and_then(Value::as_bytes)
+        .is_some_and(|p| p.starts_with(b"_____padding_file_"));
+    attr_pad || name_pad
+}
+
+/// What a torrent's file entries will cost once built, counted on the decoded values so that
+/// a torrent over [`layout::MAX_FILES`] or [`path::MAX_PATH_BYTES`] is refused before any entry
+/// is built.
+#[derive(Default)]
+struct FileBudget {
+    files: usize,
+    path_bytes: usize,
+}
+
+impl FileBudget {
+    /// Counts one entry whose path costs `path_cost` ([`path::cost`] summed over components).
+    fn add(&mut self, pad: bool, path_cost: usize) -> Result<(), MetainfoError> {
+        self.files += usize::from(!pad);
+        self.path_bytes = self.path_bytes.saturating_add(path_cost);
+        if self.files > layout::MAX_FILES {
+            return Err(layout::too_many_files());
+        }
+        if self.path_bytes > path::MAX_PATH_BYTES {
+            return Err(MetainfoError::Invalid {
+                field: "files",
+                reason: format!(
+                    "the file paths would take more than {} bytes",
+                    path::MAX_PATH_BYTES
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts the files of a BEP 52 file tree into `budget`, each with the whole path it will get
+/// (`prefix` is the cost of the components above `node`). Stops at the first bound passed.
+fn tree_budget(
+    node: &Value<'_>,
+    prefix: usize,
+    budget: &mut FileBudget,
+) -> Result<(), MetainfoError> {
+    let Some(entries) = node.as_dict() else {
+        return Ok(());
+    };
+    for (key, child) in entries.iter() {
+        let cost = prefix.saturating_add(path::cost(key.len()));
+        let is_file = child
+            .as_dict()
+            .is_some_and(|d| d.len() == 1 && d[0].0.is_empty());
+        if is_file {
+            budget.add(false, cost)?;
+        } else {
+            tree_budget(child, cost, budget)?;
+        }
+    }
+    Ok(())
 }
 
 /// Depth-first walk of a BEP 52 file tree in key order (the order files take in the torrent).
@@ -548,6 +654,12 @@ fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
     Ok(())
 }
 
+/// The BEP 52 piece layers of every file longer than one piece, each checked against its file:
+/// exactly one hash per piece of the file, hashing up to its `pieces root`.
+///
+/// Files with the same content share a root and so a layer; every one of them is checked, not
+/// only the first. (Only the first was, once: a second file claiming 16 TiB under a small
+/// file's root passed with no layer at all and the check then allocated for 2^30 pieces.)
 fn parse_piece_layers(
     root: &Value<'_>,
     layout: &FileLayout,
@@ -558,15 +670,29 @@ fn parse_piece_layers(
             .ok_or_else(|| wrong(v, "piece layers", "a dictionary"))?,
         None => &[],
     };
-    let mut layers = HashMap::new();
+    let mut layers: HashMap<[u8; 32], Vec<[u8; 32]>> = HashMap::new();
     for f in layout.data_files().map(|(_, f)| f) {
         let Some(root_hash) = f.pieces_root else {
             continue;
         };
-        if f.length <= layout.piece_length || layers.contains_key(&root_hash) {
+        if f.length <= layout.piece_length {
             continue;
         }
-        let want = f.length.div_ceil(layout.piece_length) as usize;
+        let want = f.length.div_ceil(layout.piece_length);
+        if let Some(layer) = layers.get(&root_hash) {
+            if layer.len() as u64 != want {
+                return Err(MetainfoError::Invalid {
+                    field: "piece layers",
+                    reason: format!(
+                        "{:?} needs {want} piece hashes but shares its pieces root with a file \
+                         of {} pieces",
+                        f.path.join("/"),
+                        layer.len()
+                    ),
+                });
+            }
+            continue;
+        }
         let raw = given
             .binary_search_by(|(k, _)| (*k).cmp(&root_hash[..]))
             .ok()
@@ -575,7 +701,7 @@ fn parse_piece_layers(
                 MetainfoError::Missing(format!("piece layers for {:?}", f.path.join("/")))
             })?;
         let raw = bytes_of(raw, "piece layers[]")?;
-        if raw.len() != want * 32 {
+        if raw.len() as u64 != want.saturating_mul(32) {
             return Err(MetainfoError::Invalid {
                 field: "piece layers",
                 reason: format!(
@@ -609,19 +735,23 @@ fn parse_trackers(root: &Value<'_>) -> Result<Vec<Vec<String>>, MetainfoError> {
             .as_list()
             .ok_or_else(|| wrong(list, "announce-list", "a list of lists"))?;
         let mut out = Vec::new();
-        for tier in tiers {
+        let mut kept = 0;
+        for tier in tiers.iter() {
             let urls = tier
                 .as_list()
                 .ok_or_else(|| wrong(tier, "announce-list[]", "a list of strings"))?;
-            let tier: Vec<String> = urls
-                .iter()
-                .map(|u| bytes_of(u, "announce-list[][]").map(non_empty_string))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect();
-            if !tier.is_empty() {
-                out.push(tier);
+            let mut kept_tier = Vec::new();
+            for u in urls.iter() {
+                let b = bytes_of(u, "announce-list[][]")?;
+                if kept < MAX_URLS
+                    && let Some(url) = non_empty_string(b)
+                {
+                    kept_tier.push(url);
+                    kept += 1;
+                }
+            }
+            if !kept_tier.is_empty() {
+                out.push(kept_tier);
             }
         }
         if !out.is_empty() {

@@ -11,6 +11,26 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 /// Deepest directory nesting accepted for one file.
 pub const MAX_COMPONENTS: usize = 64;
 
+/// Most memory the parsed paths of one torrent may take: 32 MiB, counted as each component's
+/// bytes plus [`COMPONENT_OVERHEAD`] ([`cost`]), for every file including pad files.
+///
+/// A v1 torrent spells out every path in full, so its paths already fit in its bytes (at most
+/// [`super::MAX_TORRENT_BYTES`], the same 32 MiB) plus the torrent's name in front of each. A
+/// BEP 52 file tree names each directory once for all the files below it, and every file gets
+/// the whole path: without this bound, 64 directories of 255-byte names above 100 000 files
+/// (7 MB of torrent) would parse into 1.7 GB of paths. Real torrents use a small fraction: 20 000
+/// files with four 20-byte components each come to 4 MiB.
+pub const MAX_PATH_BYTES: usize = 32 << 20;
+
+/// What a component costs beyond its bytes: its `String` (24 bytes) and the allocator's
+/// rounding of the bytes.
+pub const COMPONENT_OVERHEAD: usize = 32;
+
+/// What a component of `len` bytes costs against [`MAX_PATH_BYTES`].
+pub fn cost(len: usize) -> usize {
+    len.saturating_add(COMPONENT_OVERHEAD)
+}
+
 /// Checks one path component and returns it as a `String`.
 ///
 /// Rejected: empty, `.` and `..`, anything containing `/`, `\`, NUL or another control byte,

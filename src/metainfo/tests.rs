@@ -157,7 +157,7 @@ fn every_broken_field_names_itself() {
     let t = v1_multi(vec![], 16, 0);
     assert!(err_of(&t).contains("empty list"));
     let t = v1_multi(vec![file(i64::MAX, &["a"]), file(i64::MAX, &["b"])], 16, 1);
-    assert!(err_of(&t).contains("overflows"), "{}", err_of(&t));
+    assert!(err_of(&t).contains("add up to more than"), "{}", err_of(&t));
     let t = v1_multi(vec![file(10, &["a"]), file(3, &["a"])], 16, 1);
     assert!(err_of(&t).contains("same path"));
     let t = v1_multi(vec![file(10, &["a"]), file(3, &["a", "b"])], 16, 1);
@@ -282,4 +282,195 @@ fn every_truncation_is_an_error_not_a_panic() {
         );
     }
     assert!(Metainfo::from_bytes(&bytes).is_ok());
+}
+
+/// A v2 torrent whose files (name, length) all share the pieces root of a two-piece file whose
+/// layer is given; `files[0]` should be that file.
+fn v2_sharing_one_root(files: &[(&str, i64)]) -> Bencode {
+    let layer = [[1u8; 32], [2u8; 32]];
+    let root_hash = crate::hash::root_from_piece_layer(&layer, 16384);
+    let mut tree = Bencode::dict();
+    for (name, len) in files {
+        let mut attrs = Bencode::dict();
+        attrs.insert("length", Bencode::Int(*len));
+        attrs.insert("pieces root", Bencode::bytes(root_hash));
+        let mut leaf = Bencode::dict();
+        leaf.insert("", attrs);
+        tree.insert(name, leaf);
+    }
+    let mut info = Bencode::dict();
+    info.insert("file tree", tree);
+    info.insert("meta version", Bencode::Int(2));
+    info.insert("name", Bencode::bytes("shared"));
+    info.insert("piece length", Bencode::Int(16384));
+    let mut layers = Bencode::dict();
+    layers.insert(root_hash, Bencode::Bytes(layer.concat()));
+    let mut root = Bencode::dict();
+    root.insert("info", info);
+    root.insert("piece layers", layers);
+    root
+}
+
+#[test]
+fn every_file_sharing_a_pieces_root_is_checked_against_its_layer() {
+    // Identical files share a root and a layer: accepted, both with the layer's hashes.
+    let same = v2_sharing_one_root(&[("a", 32768), ("b", 32768)]);
+    let m = Metainfo::from_bytes(&same.encode()).unwrap();
+    assert_eq!(m.info.layout.num_pieces, 4);
+    assert_eq!(m.info.v2_piece_hash(3), Some([2; 32]));
+    // The torrent: a second file claims 16 TiB under the first file's root. It was
+    // accepted with 2^30 pieces and no layer; the piece bound refuses it now.
+    let bomb = v2_sharing_one_root(&[("a", 32768), ("b", (1 << 44) - 32768)]);
+    assert!(bomb.encode().len() < 400);
+    assert!(
+        err_of(&bomb).contains("more than 2097152"),
+        "{}",
+        err_of(&bomb)
+    );
+    // Within the piece bound, the layer check refuses it: a layer of 2 hashes cannot describe
+    // a file of 2^20 pieces.
+    let within = v2_sharing_one_root(&[("a", 32768), ("b", 1 << 34)]);
+    let e = err_of(&within);
+    assert!(
+        e.contains("\"shared/b\" needs 1048576 piece hashes but shares its pieces root with a file of 2 pieces"),
+        "{e}"
+    );
+    // The same with the big file first: its own layer is the wrong length.
+    let first = v2_sharing_one_root(&[("a", 1 << 34), ("b", 32768)]);
+    assert!(
+        err_of(&first).contains("expected 32 × 1048576"),
+        "{}",
+        err_of(&first)
+    );
+}
+
+#[test]
+fn claimed_sizes_are_bounded() {
+    let v1 = |length: i64, piece_length: i64| {
+        let mut info = Bencode::dict();
+        info.insert("length", Bencode::Int(length));
+        info.insert("name", Bencode::bytes("x"));
+        info.insert("piece length", Bencode::Int(piece_length));
+        info.insert("pieces", Bencode::Bytes(vec![0; 20]));
+        let mut root = Bencode::dict();
+        root.insert("info", info);
+        root
+    };
+    let pieces = layout::MAX_PIECES as i64;
+    assert!(err_of(&v1((pieces + 1) * 16384, 16384)).contains("make 2097153 pieces"));
+    // At the bound the count is fine, and only the (short) hash list is wrong.
+    assert!(err_of(&v1(pieces * 16384, 16384)).contains("expected 20 × 2097152 pieces"));
+    let total = layout::MAX_TOTAL_LENGTH as i64;
+    assert!(err_of(&v1(total + 1, 256 << 20)).contains("more than 281474976710656 bytes"));
+    assert!(err_of(&v1(i64::MAX, 256 << 20)).contains("more than 281474976710656 bytes"));
+    assert!(err_of(&v1(1 << 40, 1 << 40)).contains("outside 1..=268435456"));
+    // Lengths that overflow when added up.
+    let t = v1_multi(
+        vec![file(i64::MAX, &["a"]), file(i64::MAX, &["b"])],
+        16384,
+        1,
+    );
+    assert!(err_of(&t).contains("more than 281474976710656 bytes"));
+}
+
+#[test]
+fn file_floods_are_refused_before_entries_are_built() {
+    let n = layout::MAX_FILES;
+    let names: Vec<String> = (0..=n).map(|i| format!("f{i}")).collect();
+    let files = |count: usize| -> Vec<Bencode> {
+        names[..count]
+            .iter()
+            .map(|p| file(0, &[p.as_str()]))
+            .collect()
+    };
+    assert!(Metainfo::from_bytes(&v1_multi(files(n), 16384, 0).encode()).is_ok());
+    let e = err_of(&v1_multi(files(n + 1), 16384, 0));
+    assert!(e.contains("more than 100000 files"), "{e}");
+    // Pad files do not count.
+    let mut padded = files(n);
+    let mut pad = file(0, &[".pad", "0"]);
+    pad.insert("attr", Bencode::bytes("p"));
+    padded.push(pad);
+    assert!(Metainfo::from_bytes(&v1_multi(padded, 16384, 0).encode()).is_ok());
+
+    // The same in a v2 file tree.
+    let tree_of = |count: usize| {
+        let mut tree = Bencode::dict();
+        for name in &names[..count] {
+            let mut attrs = Bencode::dict();
+            attrs.insert("length", Bencode::Int(0));
+            let mut leaf = Bencode::dict();
+            leaf.insert("", attrs);
+            tree.insert(name, leaf);
+        }
+        let mut info = Bencode::dict();
+        info.insert("file tree", tree);
+        info.insert("meta version", Bencode::Int(2));
+        info.insert("name", Bencode::bytes("t"));
+        info.insert("piece length", Bencode::Int(16384));
+        let mut root = Bencode::dict();
+        root.insert("info", info);
+        root
+    };
+    assert!(Metainfo::from_bytes(&tree_of(n).encode()).is_ok());
+    assert!(err_of(&tree_of(n + 1)).contains("more than 100000 files"));
+}
+
+#[test]
+fn a_file_tree_cannot_multiply_its_directory_names() {
+    // 63 directories of 250-byte names above `files` files: each file's path repeats them all.
+    let deep = |files: usize| {
+        let mut node = Bencode::dict();
+        for i in 0..files {
+            let mut attrs = Bencode::dict();
+            attrs.insert("length", Bencode::Int(0));
+            let mut leaf = Bencode::dict();
+            leaf.insert("", attrs);
+            node.insert(format!("f{i}"), leaf);
+        }
+        for d in 0..63 {
+            let mut up = Bencode::dict();
+            up.insert(format!("{d:02}{}", "x".repeat(248)), node);
+            node = up;
+        }
+        let mut info = Bencode::dict();
+        info.insert("file tree", node);
+        info.insert("meta version", Bencode::Int(2));
+        info.insert("name", Bencode::bytes("t"));
+        info.insert("piece length", Bencode::Int(16384));
+        let mut root = Bencode::dict();
+        root.insert("info", info);
+        root
+    };
+    // 63 × (250 + 32) bytes of directories per file: 1 800 files fit in 32 MiB, 2 000 do not.
+    assert!(Metainfo::from_bytes(&deep(1800).encode()).is_ok());
+    let t = deep(2000);
+    assert!(t.encode().len() < 100_000);
+    assert!(err_of(&t).contains("file paths would take more than 33554432 bytes"));
+}
+
+#[test]
+fn tracker_and_web_seed_lists_are_capped() {
+    let mut t = v1_multi(vec![file(1, &["a"])], 16384, 1);
+    let tiers: Vec<Bencode> = (0..3000)
+        .map(|i| Bencode::List(vec![Bencode::bytes(format!("http://t{i}/"))]))
+        .collect();
+    t.insert("announce-list", Bencode::List(tiers));
+    let seeds: Vec<Bencode> = (0..3000)
+        .map(|i| Bencode::bytes(format!("http://s{i}/")))
+        .collect();
+    t.insert("url-list", Bencode::List(seeds));
+    let m = Metainfo::from_bytes(&t.encode()).unwrap();
+    assert_eq!(m.trackers.iter().flatten().count(), MAX_URLS);
+    assert_eq!(m.trackers[0], ["http://t0/"]);
+    assert_eq!(m.url_list.len(), MAX_URLS);
+    // Entries past the cap are still type-checked.
+    let mut bad = t.clone();
+    let Bencode::Dict(d) = &mut bad else {
+        unreachable!()
+    };
+    if let Some(Bencode::List(tiers)) = d.get_mut(&b"announce-list"[..]) {
+        tiers.push(Bencode::Int(1));
+    }
+    assert!(err_of(&bad).contains("announce-list[]"));
 }
