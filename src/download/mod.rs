@@ -4,7 +4,7 @@
 //! the bytes; [`crate::leecher`] drives one download for `ringseed download`.
 //!
 //! ```text
-//!   peer has/bitfield ─► availability (PieceTable) ─► picker ─► claim (CAS on `claimed`)
+//!   peer has/bitfield ─► availability + rarity index (PieceTable) ─► picker ─► claim (fetch_or)
 //!   request blocks ◄── part (per worker) ◄── piece messages; SHA-1 advances in order
 //!   part complete ─► hash check ─► io_uring writes ─► verified bit (Release) ─► have to all
 //! ```

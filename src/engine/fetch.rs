@@ -125,7 +125,7 @@ impl Fetches {
             for (i, p) in f.parts {
                 self.memory -= p.size() as usize;
                 if p.claimed {
-                    t.pieces.claimed.clear(i);
+                    t.pieces.release(i);
                 }
             }
         }
@@ -174,7 +174,7 @@ impl Fetches {
         if let Err(e) = self.write_piece(io, t, index, buf) {
             self.memory -= size;
             if claimed {
-                t.pieces.claimed.clear(index);
+                t.pieces.release(index);
             }
             stats.add(&stats.write_errors, 1);
             t.fail(e);
@@ -308,7 +308,7 @@ impl Fetches {
         let t = &w.torrent;
         if let Some(e) = w.error {
             stats.add(&stats.write_errors, 1);
-            t.pieces.claimed.clear(w.index);
+            t.pieces.release(w.index);
             tracing::error!(torrent = %t.meta.info.name, "{e}");
             t.fail(e);
             return;

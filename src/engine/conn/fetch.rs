@@ -98,7 +98,7 @@ impl Conn {
         let strategy =
             Strategy::for_progress(t.pieces.verified.count(), core.settings.random_first_pieces);
         core.rng = next_rand(core.rng);
-        if let Some(i) = picker::claim(&t.pieces, |i| peer.may_ask(i), strategy, core.rng as u32) {
+        if let Some(i) = picker::claim(&t.pieces, peer.offer(), strategy, core.rng) {
             return Some(self.start_part(slot, t, i, true, core));
         }
         // Endgame: nothing is left to claim from this peer. Blocks asked of others go to it too
