@@ -107,6 +107,18 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_download_endgame_copies",
+            "Endgame copies of pieces another worker claimed.",
+            &per_worker(&|s| s.endgame_copies),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_duplicate_pieces",
+            "Complete piece copies thrown away: another worker wrote the piece first.",
+            &per_worker(&|s| s.duplicate_pieces),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_hash_failures",
             "Downloaded pieces that failed their hash check, by worker.",
             &per_worker(&|s| s.hash_failures),

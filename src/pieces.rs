@@ -143,6 +143,11 @@ pub struct PieceTable {
     /// in the claiming worker until written, and `verified` publishes them. Stays set once the
     /// piece is verified.
     claimed: AtomicBitfield,
+    /// Pieces whose checked bytes a worker is writing (or wrote): set by one `fetch_or` when a
+    /// complete piece passed its check, so however many workers assembled copies of it
+    /// (endgame), exactly one writes it; an endgame copy is never started for a piece with this
+    /// bit. Cleared only if the write fails.
+    writing: AtomicBitfield,
     /// Per-piece count of connected peers that have it (saturating), for rarest-first.
     availability: Box<[AtomicU16]>,
     /// The rarity index: per availability level, the claimable pieces at that level (see
@@ -156,6 +161,7 @@ impl PieceTable {
         PieceTable {
             verified: AtomicBitfield::new(num_pieces),
             claimed: AtomicBitfield::new(num_pieces),
+            writing: AtomicBitfield::new(num_pieces),
             availability: (0..num_pieces).map(|_| AtomicU16::new(0)).collect(),
             levels: (0..LEVELS).map(|_| OnceLock::new()).collect(),
         }
@@ -212,6 +218,31 @@ impl PieceTable {
         if self.claimed.clear(i) {
             self.place(i);
         }
+    }
+
+    /// Takes the right to write piece `i` (its complete copy passed the check): true for the
+    /// first worker only; the others drop their copies.
+    pub fn begin_write(&self, i: u32) -> bool {
+        self.writing.set(i)
+    }
+
+    /// The write of piece `i` failed: it may be written again.
+    pub fn write_failed(&self, i: u32) {
+        self.writing.clear(i);
+    }
+
+    /// Word `w` of the pieces a worker claimed that are neither verified nor being written:
+    /// what an endgame copy may take.
+    pub fn copyable_word(&self, w: usize) -> u64 {
+        // Both bits stay set once set (`writing` first, `verified` after the write), so a piece
+        // that reaches either between the loads is left out whichever is read first.
+        self.claimed.word(w) & !self.writing.word(w) & !self.verified.word(w)
+    }
+
+    /// Whether piece `i` is verified or being written: nothing more to fetch for it.
+    pub fn written(&self, i: u32) -> bool {
+        // Both: a piece verified at open was never written by a worker.
+        self.writing.get(i) || self.verified.get(i)
     }
 }
 

@@ -6,7 +6,8 @@
 //! ```text
 //!   peer has/bitfield ─► availability + rarity index (PieceTable) ─► picker ─► claim (fetch_or)
 //!   request blocks ◄── part (per worker) ◄── piece messages; SHA-1 advances in order
-//!   part complete ─► hash check ─► io_uring writes ─► verified bit (Release) ─► have to all
+//!   part complete ─► hash check ─► write token (fetch_or on `writing`) ─► io_uring writes
+//!       ─► verified bit ─► have to all
 //! ```
 
 pub mod blame;

@@ -110,6 +110,44 @@ fn claim_among(
     None
 }
 
+/// Endgame across workers: a piece another worker claimed that the peer offers, to copy here
+/// (`here(i)`: this worker has a part of it already), from a random place (`rand`). Never one
+/// that is verified or being written: that one's bytes are complete, checked and on their way
+/// to disk; a copy could only waste the bandwidth (and its write would race the first one).
+/// Read a word at a time, as picks are.
+pub fn copy_candidate(
+    table: &PieceTable,
+    offer: Offer<'_>,
+    here: impl Fn(u32) -> bool,
+    rand: u64,
+) -> Option<u32> {
+    let copyable = |i: u32| table.copyable_word((i / 64) as usize) & (1u64 << (63 - i % 64)) != 0;
+    if let Some(only) = offer.only {
+        return only
+            .iter()
+            .copied()
+            .find(|&i| offer.has(i) && copyable(i) && !here(i));
+    }
+    let words = table.verified.words();
+    if words == 0 {
+        return None;
+    }
+    let first = (rand % words as u64) as usize;
+    (0..words).find_map(|k| {
+        let w = (first + k) % words;
+        let mut cand = offer.word(w) & table.copyable_word(w);
+        while cand != 0 {
+            let off = cand.leading_zeros();
+            cand &= !(1u64 << (63 - off));
+            let i = w as u32 * 64 + off;
+            if !here(i) {
+                return Some(i);
+            }
+        }
+        None
+    })
+}
+
 /// Whether the peer has a piece we still lack (verified or not, claimed or not).
 pub fn interesting(table: &PieceTable, offer: Offer<'_>) -> bool {
     (0..table.verified.words()).any(|w| offer.word(w) & !table.verified.word(w) != 0)
@@ -205,6 +243,62 @@ mod tests {
         assert_eq!(claim(&t, choked, Strategy::RarestFirst, 5), Some(7));
         assert_eq!(claim(&t, choked, Strategy::Random, 5), None);
         assert_eq!(claim(&t, offer(&every), Strategy::RarestFirst, 5), Some(50));
+    }
+
+    /// The endgame copy never takes a piece that is being written or verified, nor one this
+    /// worker has, nor one nobody claimed (that one is claimed, not copied).
+    #[test]
+    fn an_endgame_copy_skips_pieces_written_verified_or_here() {
+        let t = PieceTable::new(130);
+        let every = bits(130, |_| true);
+        for i in [3, 64, 100, 129] {
+            assert!(t.claim(i));
+        }
+        let here = |i: u32| i == 100;
+        let mut got: Vec<u32> = (0..8)
+            .filter_map(|r| copy_candidate(&t, offer(&every), here, r))
+            .collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, [3, 64, 129]);
+        // Piece 64's copy passed its check elsewhere and is being written: no new copy.
+        assert!(t.begin_write(64));
+        assert!(!t.begin_write(64), "one writer per piece");
+        t.verified.set(3);
+        for r in 0..8 {
+            assert_eq!(copy_candidate(&t, offer(&every), here, r), Some(129));
+        }
+        // A failed write makes the piece copyable again.
+        t.write_failed(64);
+        assert!((0..8).any(|r| copy_candidate(&t, offer(&every), here, r) == Some(64)));
+        let choked = Offer {
+            bits: &every,
+            only: Some(&[3, 100, 129]),
+        };
+        assert_eq!(copy_candidate(&t, choked, here, 0), Some(129));
+        assert_eq!(
+            copy_candidate(&t, offer(&bits(130, |i| i < 64)), here, 0),
+            None
+        );
+    }
+
+    /// Two workers finish copies of the same pieces at once: each piece is written by exactly
+    /// one of them.
+    #[test]
+    fn each_piece_gets_one_writer_among_racing_workers() {
+        let t = std::sync::Arc::new(PieceTable::new(4096));
+        let wins: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let t = &t;
+                    s.spawn(move || (0..4096).filter(|&i| t.begin_write(i)).collect())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wins[0].len() + wins[1].len(), 4096);
+        assert!(wins[0].iter().all(|i| !wins[1].contains(i)));
+        assert!((0..4096).all(|i| t.written(i)));
     }
 
     #[test]

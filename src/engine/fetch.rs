@@ -8,8 +8,9 @@
 //! ```text
 //!  claimed (picker) ─► Part: blocks requested, received, SHA-1 advancing
 //!       ─► complete ─► check ─ bad ─► blame the senders, start over (claim kept)
-//!                          └ good ─► Write: one io_uring write per file span
-//!                                     ─► all written ─► verified bit (Release), done log
+//!                          └ good ─► write token (`begin_write`: one worker per piece)
+//!                                     ─► Write: io_uring writes of each file span
+//!                                     ─► all written ─► verified bit, done log
 //! ```
 
 use foldhash::HashMap;
@@ -40,6 +41,8 @@ struct Write {
     spans: Vec<Span>,
     pending: u32,
     error: Option<String>,
+    /// The part held the piece's claim (an endgame copy does not): given up if the write fails.
+    claimed: bool,
 }
 
 /// One file's part of a piece write.
@@ -108,17 +111,6 @@ impl Fetches {
         self.memory == 0 || self.memory as u64 + size <= budget as u64
     }
 
-    /// Pieces of `torrent` this worker is writing: checked, not yet verified (that follows the
-    /// write).
-    pub fn writing(&self, torrent: &[u8; 20]) -> Vec<u32> {
-        self.writes
-            .iter()
-            .flatten()
-            .filter(|w| w.torrent.id == *torrent)
-            .map(|w| w.index)
-            .collect()
-    }
-
     /// Drops a torrent's parts (stopped, failed, removed), releasing their claims.
     pub fn drop_torrent(&mut self, t: &Torrent) {
         if let Some(f) = self.torrents.remove(&t.id) {
@@ -148,11 +140,9 @@ impl Fetches {
             return;
         };
         let v1 = t.meta.info.version.has_v1();
-        if t.pieces.verified.get(index) {
+        if t.pieces.written(index) {
             // Another worker finished it first (endgame): this copy was for nothing.
-            io.stats
-                .add(&io.stats.wasted_blocks, u64::from(part.received_blocks()));
-            self.memory -= part.size() as usize;
+            self.discard(io.stats, part);
             return;
         }
         if !part.check(&t.meta.info) {
@@ -167,18 +157,34 @@ impl Fetches {
             f.parts.insert(index, part);
             return;
         }
+        // Checked: whoever takes the token first writes the piece (two workers may finish
+        // copies of it in endgame); the others' copies are for nothing. The token is one
+        // `fetch_or` on the piece table's `writing` bits: exactly one worker sees it clear.
+        if !t.pieces.begin_write(index) {
+            self.discard(io.stats, part);
+            return;
+        }
         let claimed = part.claimed;
         let size = part.size() as usize;
         let buf = part.into_buffer();
         let stats = io.stats;
-        if let Err(e) = self.write_piece(io, t, index, buf) {
+        if let Err(e) = self.write_piece(io, t, index, buf, claimed) {
             self.memory -= size;
+            t.pieces.write_failed(index);
             if claimed {
                 t.pieces.release(index);
             }
             stats.add(&stats.write_errors, 1);
             t.fail(e);
         }
+    }
+
+    /// A complete copy of a piece another worker wrote first.
+    fn discard(&mut self, stats: &WorkerStats, part: Part) {
+        stats.add(&stats.wasted_blocks, u64::from(part.received_blocks()));
+        stats.add(&stats.duplicate_pieces, 1);
+        self.memory -= part.size() as usize;
+        self.keep_spare(part.into_buffer());
     }
 
     /// Submits the writes of a verified piece: one per file span (pads are not on disk).
@@ -188,6 +194,7 @@ impl Fetches {
         t: &Arc<Torrent>,
         index: u32,
         buf: Box<[u8]>,
+        claimed: bool,
     ) -> Result<(), String> {
         let layout = &t.meta.info.layout;
         let start = u64::from(index) * layout.piece_length;
@@ -225,6 +232,7 @@ impl Fetches {
             pending: 0,
             spans,
             error: None,
+            claimed,
         };
         let id = match self.free_writes.pop() {
             Some(id) => {
@@ -308,13 +316,16 @@ impl Fetches {
         let t = &w.torrent;
         if let Some(e) = w.error {
             stats.add(&stats.write_errors, 1);
-            t.pieces.release(w.index);
+            t.pieces.write_failed(w.index);
+            if w.claimed {
+                t.pieces.release(w.index);
+            }
             tracing::error!(torrent = %t.meta.info.name, "{e}");
             t.fail(e);
             return;
         }
         // The data is in the page cache: from here on the piece may be served and announced
-        // (Release: whoever sees the bit reads the written bytes).
+        // (the bit's Release half: whoever sees it reads the written bytes).
         if t.pieces.verified.set(w.index) {
             let mut log = super::lock(&t.fetch.done_log);
             log.push(w.index);

@@ -123,17 +123,19 @@ impl Conn {
                 return Some(p.block(b));
             }
         }
-        // A piece another worker claimed, copied here (endgame across workers). Not one this
-        // worker is writing: it has all of that piece, checked, and only waits for the disk.
+        // A piece another worker claimed, copied here (endgame across workers). Never one that
+        // is verified or being written by any worker (`picker::copy_candidate`): its bytes are
+        // complete and checked, a copy would only race its write.
         if core.fetches.has_room(size, core.settings.download_memory) {
-            let writing = core.fetches.writing(&t.id);
             let f = core.fetches.torrents.entry(t.id).or_default();
-            let i = (0..t.pieces.num_pieces()).find(|&i| {
-                !t.pieces.verified.get(i)
-                    && !f.parts.contains_key(&i)
-                    && !writing.contains(&i)
-                    && self.peer.may_ask(i)
-            })?;
+            core.rng = next_rand(core.rng);
+            let i = picker::copy_candidate(
+                &t.pieces,
+                self.peer.offer(),
+                |i| f.parts.contains_key(&i),
+                core.rng,
+            )?;
+            core.stats.add(&core.stats.endgame_copies, 1);
             return Some(self.start_part(slot, t, i, false, core));
         }
         None
