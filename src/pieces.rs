@@ -234,8 +234,9 @@ impl PieceTable {
     /// Word `w` of the pieces a worker claimed that are neither verified nor being written:
     /// what an endgame copy may take.
     pub fn copyable_word(&self, w: usize) -> u64 {
-        // Both bits stay set once set (`writing` first, `verified` after the write), so a piece
-        // that reaches either between the loads is left out whichever is read first.
+        // `writing` is set first and `verified` after the write, and neither is cleared but by
+        // a failed write: a piece that gets either between the two loads is left out, whichever
+        // is read first.
         self.claimed.word(w) & !self.writing.word(w) & !self.verified.word(w)
     }
 

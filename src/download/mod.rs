@@ -1,7 +1,8 @@
 //! The downloading half of the engine, as pure parts with no I/O: which piece to fetch next
-//! ([`picker`]), a piece being assembled from blocks and checked as they arrive ([`part`]), and
-//! who to blame for bad data ([`blame`]). The workers (`engine/fetch.rs`, `engine/conn/`) move
-//! the bytes; [`crate::leecher`] drives one download for `ringseed download`.
+//! ([`picker`]), a piece being assembled from blocks and checked as they arrive ([`part`]), who
+//! to blame for bad data ([`blame`]), and what to do with a piece nobody fetches any more
+//! ([`orphan`]). The workers (`engine/fetch.rs`, `engine/conn/`) move the bytes;
+//! [`crate::leecher`] drives one download for `ringseed download`.
 //!
 //! ```text
 //!   peer has/bitfield ─► availability + rarity index (PieceTable) ─► picker ─► claim (fetch_or)
@@ -11,5 +12,6 @@
 //! ```
 
 pub mod blame;
+pub mod orphan;
 pub mod part;
 pub mod picker;

@@ -119,6 +119,12 @@ pub struct WorkerStats {
     pub hash_failures: AtomicU64,
     /// Pieces written and verified.
     pub pieces_done: AtomicU64,
+    /// Parts another peer of the worker continued (their peer left, choked or snubbed us).
+    pub parts_adopted: AtomicU64,
+    /// Parts nobody fetched whose claims were given up, their blocks kept.
+    pub parts_released: AtomicU64,
+    /// Parts nobody fetched that were freed (their claims given up).
+    pub parts_dropped: AtomicU64,
     /// Endgame copies of pieces another worker claimed.
     pub endgame_copies: AtomicU64,
     /// Complete copies thrown away: another worker wrote the piece first (endgame).
@@ -149,6 +155,9 @@ impl Default for WorkerStats {
             wasted_blocks: AtomicU64::new(0),
             hash_failures: AtomicU64::new(0),
             pieces_done: AtomicU64::new(0),
+            parts_adopted: AtomicU64::new(0),
+            parts_released: AtomicU64::new(0),
+            parts_dropped: AtomicU64::new(0),
             endgame_copies: AtomicU64::new(0),
             duplicate_pieces: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
@@ -183,6 +192,9 @@ pub struct StatsSnapshot {
     pub wasted_blocks: u64,
     pub hash_failures: u64,
     pub pieces_done: u64,
+    pub parts_adopted: u64,
+    pub parts_released: u64,
+    pub parts_dropped: u64,
     pub endgame_copies: u64,
     pub duplicate_pieces: u64,
     pub write_errors: u64,
@@ -211,6 +223,9 @@ impl WorkerStats {
             wasted_blocks: r(&self.wasted_blocks),
             hash_failures: r(&self.hash_failures),
             pieces_done: r(&self.pieces_done),
+            parts_adopted: r(&self.parts_adopted),
+            parts_released: r(&self.parts_released),
+            parts_dropped: r(&self.parts_dropped),
             endgame_copies: r(&self.endgame_copies),
             duplicate_pieces: r(&self.duplicate_pieces),
             write_errors: r(&self.write_errors),
