@@ -107,6 +107,36 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_download_parts_adopted",
+            "Partial pieces continued by another peer (theirs left, choked or snubbed us).",
+            &per_worker(&|s| s.parts_adopted),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_parts_released",
+            "Partial pieces nobody fetched whose claims were given up (blocks kept).",
+            &per_worker(&|s| s.parts_released),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_parts_dropped",
+            "Partial pieces nobody fetched that were freed.",
+            &per_worker(&|s| s.parts_dropped),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_endgame_copies",
+            "Endgame copies of pieces another worker claimed.",
+            &per_worker(&|s| s.endgame_copies),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_download_duplicate_pieces",
+            "Complete piece copies thrown away: another worker wrote the piece first.",
+            &per_worker(&|s| s.duplicate_pieces),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_hash_failures",
             "Downloaded pieces that failed their hash check, by worker.",
             &per_worker(&|s| s.hash_failures),

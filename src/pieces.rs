@@ -3,15 +3,31 @@
 //! A torrent's piece state is read on every request by whichever worker owns the peer, and
 //! written rarely (a piece verified, a peer's bitfield arriving). Arrays of atomics make both
 //! lock-free: no worker ever waits for another.
+//!
+//! Every access here is `SeqCst`. On x86-64 that costs what Acquire/Release cost (a load is a
+//! plain `mov`, a read-modify-write is `lock`ed either way; this code has no plain stores), and
+//! the rarity index ([`rarity`]) is argued correct over one total order of these bits and the
+//! availability counters.
 
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
-/// A fixed-size bitfield of atomics.
+mod rarity;
+pub use rarity::LEVELS;
+
+/// A fixed-size bitfield of atomics. Bits are stored most significant first (piece 0 is the top
+/// bit of word 0), as on the wire, so a word's big-endian bytes are eight bytes of a BEP 3
+/// bitfield and a peer's bitfield compares with it a word at a time.
 #[derive(Debug)]
 pub struct AtomicBitfield {
     words: Box<[AtomicU64]>,
     len: u32,
     ones: AtomicU32,
+}
+
+/// The bit of piece `i` in its word.
+fn mask(i: u32) -> u64 {
+    1u64 << (63 - i % 64)
 }
 
 impl AtomicBitfield {
@@ -39,10 +55,20 @@ impl AtomicBitfield {
         self.len == 0
     }
 
-    /// Acquire pairs with the Release in [`set`](Self::set): whoever sees the bit also sees the
-    /// data written before it was set (a piece's bytes on disk, for the have bitfield).
+    /// Whoever sees the bit also sees what was written before it was set (a piece's bytes on
+    /// disk, for the have bitfield): the Acquire half of `SeqCst`.
     pub fn get(&self, i: u32) -> bool {
-        i < self.len && self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+        i < self.len && self.words[(i / 64) as usize].load(SeqCst) & mask(i) != 0
+    }
+
+    /// Word `w` (pieces `64 w ..`, the first one in the top bit); zero past the end.
+    pub fn word(&self, w: usize) -> u64 {
+        self.words.get(w).map_or(0, |x| x.load(SeqCst))
+    }
+
+    /// Words in the bitfield.
+    pub fn words(&self) -> usize {
+        self.words.len()
     }
 
     /// Sets bit `i`; returns true if it was clear. Out-of-range indexes are ignored.
@@ -50,11 +76,12 @@ impl AtomicBitfield {
         if i >= self.len {
             return false;
         }
-        let mask = 1u64 << (i % 64);
-        let was = self.words[(i / 64) as usize].fetch_or(mask, Ordering::Release) & mask == 0;
+        let m = mask(i);
+        let was = self.words[(i / 64) as usize].fetch_or(m, SeqCst) & m == 0;
         if was {
-            // Relaxed: the count is a statistic; the bit itself carries the ordering.
-            self.ones.fetch_add(1, Ordering::Relaxed);
+            // The count is a statistic (and a hint for the rarity index); the bit carries the
+            // ordering.
+            self.ones.fetch_add(1, SeqCst);
         }
         was
     }
@@ -64,16 +91,17 @@ impl AtomicBitfield {
         if i >= self.len {
             return false;
         }
-        let mask = 1u64 << (i % 64);
-        let was = self.words[(i / 64) as usize].fetch_and(!mask, Ordering::Release) & mask != 0;
+        let m = mask(i);
+        let was = self.words[(i / 64) as usize].fetch_and(!m, SeqCst) & m != 0;
         if was {
-            self.ones.fetch_sub(1, Ordering::Relaxed);
+            self.ones.fetch_sub(1, SeqCst);
         }
         was
     }
 
+    /// Set bits, as last counted (each flip is counted by whoever flipped it, just after).
     pub fn count(&self) -> u32 {
-        self.ones.load(Ordering::Relaxed)
+        self.ones.load(SeqCst)
     }
 
     pub fn is_full(&self) -> bool {
@@ -82,16 +110,12 @@ impl AtomicBitfield {
 
     /// The wire form (BEP 3): most significant bit of the first byte is piece 0, spare bits zero.
     pub fn to_wire(&self) -> Vec<u8> {
-        let mut out = vec![0u8; self.len.div_ceil(8) as usize];
-        for (w, word) in self.words.iter().enumerate() {
-            let v = word.load(Ordering::Acquire);
-            for b in 0..8 {
-                let byte_index = w * 8 + b;
-                if byte_index < out.len() {
-                    out[byte_index] = ((v >> (b * 8)) as u8).reverse_bits();
-                }
-            }
-        }
+        let mut out: Vec<u8> = self
+            .words
+            .iter()
+            .flat_map(|w| w.load(SeqCst).to_be_bytes())
+            .collect();
+        out.truncate(self.len.div_ceil(8) as usize);
         out
     }
 }
@@ -106,22 +130,34 @@ pub fn count_wire(bits: &[u8], n: u32) -> u32 {
         .count() as u32
 }
 
-/// Piece state of one torrent: which pieces are on disk and verified, and how many connected
-/// peers have each one.
+/// Piece state of one torrent: which pieces are on disk and verified, which a worker is
+/// fetching, and how many connected peers have each one.
 #[derive(Debug)]
 pub struct PieceTable {
-    /// Pieces whose data has been hashed and matches: only these are ever uploaded.
+    /// Pieces whose data has been hashed and matches: only these are ever uploaded. Never
+    /// cleared once the table is shared (the rarity index relies on it).
     pub verified: AtomicBitfield,
     /// Pieces a worker is fetching (see [`crate::download::picker`]): set by one `fetch_or`
     /// (whoever flips it owns the piece), cleared when the worker gives the piece up. Outside
     /// endgame no two workers fetch one piece. The bit guards no data: the piece's bytes stay
-    /// in the claiming worker until written, and `verified` publishes them.
-    pub claimed: AtomicBitfield,
+    /// in the claiming worker until written, and `verified` publishes them. Stays set once the
+    /// piece is verified.
+    claimed: AtomicBitfield,
+    /// Pieces whose checked bytes a worker is writing (or wrote): set by one `fetch_or` when a
+    /// complete piece passed its check, so however many workers assembled copies of it
+    /// (endgame), exactly one writes it; an endgame copy is never started for a piece with this
+    /// bit. Cleared only if the write fails.
+    writing: AtomicBitfield,
     /// Per-piece count of connected peers that have it (saturating), for rarest-first.
     availability: Box<[AtomicU16]>,
     /// Connected peers that said `have_all`: they count toward every piece's availability
-    /// without touching each piece's counter (a `have_all` costs O(1), not O(pieces)).
+    /// without touching each piece's counter (a `have_all` costs O(1), not O(pieces)). They
+    /// add the same to every piece, so the rarity index, which orders pieces, ignores them.
     seeds: AtomicU32,
+    /// The rarity index: per availability level, the claimable pieces at that level (see
+    /// [`rarity`]). A level's bitfield is allocated the first time a piece reaches it; a torrent
+    /// that only seeds allocates none.
+    levels: Box<[OnceLock<AtomicBitfield>]>,
 }
 
 impl PieceTable {
@@ -129,8 +165,10 @@ impl PieceTable {
         PieceTable {
             verified: AtomicBitfield::new(num_pieces),
             claimed: AtomicBitfield::new(num_pieces),
+            writing: AtomicBitfield::new(num_pieces),
             availability: (0..num_pieces).map(|_| AtomicU16::new(0)).collect(),
             seeds: AtomicU32::new(0),
+            levels: (0..LEVELS).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -143,35 +181,91 @@ impl PieceTable {
         let own = self
             .availability
             .get(i as usize)
-            .map_or(0, |a| a.load(Ordering::Relaxed));
-        let seeds = self.seeds.load(Ordering::Relaxed).min(u32::from(u16::MAX)) as u16;
+            .map_or(0, |a| a.load(SeqCst));
+        // Relaxed: a heuristic for picking, ordered with nothing else.
+        let seeds = self.seeds.load(Relaxed).min(u32::from(u16::MAX)) as u16;
         own.saturating_add(seeds)
     }
 
     /// A peer announced every piece (`have_all`). Relaxed, like the per-piece counts.
     pub fn seed_joined(&self) {
-        self.seeds.fetch_add(1, Ordering::Relaxed);
+        self.seeds.fetch_add(1, Relaxed);
     }
 
     /// A peer counted by [`PieceTable::seed_joined`] left or took its announcement back.
     pub fn seed_left(&self) {
         let _ = self
             .seeds
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
     }
 
-    /// A peer announced piece `i`. Relaxed: availability is a heuristic for piece picking.
+    /// A peer announced piece `i`.
     pub fn peer_has(&self, i: u32) {
-        if let Some(a) = self.availability.get(i as usize) {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1));
+        if let Some(a) = self.availability.get(i as usize)
+            && let Ok(old) = a.fetch_update(SeqCst, SeqCst, |v| v.checked_add(1))
+        {
+            self.moved(i, old, old + 1);
         }
     }
 
     /// A peer that had piece `i` left.
     pub fn peer_lost(&self, i: u32) {
-        if let Some(a) = self.availability.get(i as usize) {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        if let Some(a) = self.availability.get(i as usize)
+            && let Ok(old) = a.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+        {
+            self.moved(i, old, old - 1);
         }
+    }
+
+    /// Whether a worker claimed piece `i` (it stays claimed once verified).
+    pub fn claimed(&self, i: u32) -> bool {
+        self.claimed.get(i)
+    }
+
+    /// Claims piece `i` for this worker: true if nobody had (one `fetch_or`: exactly one
+    /// worker wins a piece). It leaves the rarity index.
+    pub fn claim(&self, i: u32) -> bool {
+        if !self.claimed.set(i) {
+            return false;
+        }
+        let av = self.availability(i);
+        if av > 0 {
+            self.unplace(rarity::level(av), i);
+        }
+        true
+    }
+
+    /// Gives a claim up: the piece can be claimed again (and is back in the rarity index).
+    pub fn release(&self, i: u32) {
+        if self.claimed.clear(i) {
+            self.place(i);
+        }
+    }
+
+    /// Takes the right to write piece `i` (its complete copy passed the check): true for the
+    /// first worker only; the others drop their copies.
+    pub fn begin_write(&self, i: u32) -> bool {
+        self.writing.set(i)
+    }
+
+    /// The write of piece `i` failed: it may be written again.
+    pub fn write_failed(&self, i: u32) {
+        self.writing.clear(i);
+    }
+
+    /// Word `w` of the pieces a worker claimed that are neither verified nor being written:
+    /// what an endgame copy may take.
+    pub fn copyable_word(&self, w: usize) -> u64 {
+        // `writing` is set first and `verified` after the write, and neither is cleared but by
+        // a failed write: a piece that gets either between the two loads is left out, whichever
+        // is read first.
+        self.claimed.word(w) & !self.writing.word(w) & !self.verified.word(w)
+    }
+
+    /// Whether piece `i` is verified or being written: nothing more to fetch for it.
+    pub fn written(&self, i: u32) -> bool {
+        // Both: a piece verified at open was never written by a worker.
+        self.writing.get(i) || self.verified.get(i)
     }
 }
 

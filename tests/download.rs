@@ -2,12 +2,15 @@
 //! libtorrent, aria2, Transmission, qBittorrent and rtorrent (by `--peer`, and through
 //! opentracker), survives a peer that serves corrupted pieces (banned by IP) and peers that
 //! break the protocol (cut off, counted), resumes after `kill -9` without fetching again what it
-//! had, and with `--seed` goes on to serve libtorrent from the same process.
+//! had, and with `--seed` goes on to serve libtorrent from the same process. Pieces a peer
+//! started and abandoned (it choked us or went silent) are finished by another; in endgame
+//! across two workers, pieces one worker's slow peer holds are copied by the other.
 //!
 //! Seeders that must be told apart (bans are by IP, as in libtorrent) listen on distinct
 //! loopback addresses: 127.0.0.2 (libtorrent), 127.0.0.3 (aria2), 127.0.0.4 (`ringseed seed`),
 //! 127.0.0.5 (a hostile peer written here), 127.0.0.6 (Transmission), 127.0.0.7 (qBittorrent),
-//! 127.0.0.8 (rtorrent).
+//! 127.0.0.8 (rtorrent), 127.0.0.10 (peers written here that abandon their pieces),
+//! 127.0.0.11 (a slow libtorrent).
 
 mod common;
 
@@ -36,9 +39,9 @@ struct Download {
     _dir: tempfile::TempDir,
 }
 
-/// Starts `ringseed download TORRENT --data DATA --json` with two workers, listening on a free
-/// loopback port (or the `--listen` in `args`), no metrics, and `args` (`--peer …`,
-/// `--no-trackers`, `--seed`).
+/// Starts `ringseed download TORRENT --data DATA --json` with two workers (or the `--workers`
+/// in `args`), listening on a free loopback port (or the `--listen` in `args`), no metrics, and
+/// `args` (`--peer …`, `--no-trackers`, `--seed`).
 fn start_download(torrent: &Path, data: &Path, args: &[String]) -> Download {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr");
@@ -47,17 +50,12 @@ fn start_download(torrent: &Path, data: &Path, args: &[String]) -> Download {
         .arg(torrent)
         .arg("--data")
         .arg(data)
-        .args([
-            "--json",
-            "--workers",
-            "2",
-            "--metrics",
-            "",
-            "--stall-timeout",
-            "30",
-        ]);
+        .args(["--json", "--metrics", "", "--stall-timeout", "30"]);
     if !args.iter().any(|a| a == "--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    if !args.iter().any(|a| a == "--workers") {
+        cmd.args(["--workers", "2"]);
     }
     let mut child = cmd
         .args(args)
@@ -979,4 +977,155 @@ fn a_magnet_gets_metadata_and_data_from_a_libtorrent_seeder() {
         "the metadata kept is the torrent's"
     );
     drop(s);
+}
+
+/// How a holder (a peer written here) abandons the piece it was asked for.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// It chokes us (no fast extension: our requests are gone).
+    Choke,
+    /// It stops answering, still connected: we count it as snubbing us after the request
+    /// timeout.
+    Stall,
+}
+
+/// A seeder on 127.0.0.10 that has every piece, answers the first two requests of each
+/// connection with the real blocks, then abandons the rest as `how` says, and stays connected
+/// (reading what comes) until the other side closes.
+fn holder(how: Hold, meta: &Metainfo, payload: std::sync::Arc<Vec<u8>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.10:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let meta = meta.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { break };
+            let (meta, payload) = (meta.clone(), payload.clone());
+            std::thread::spawn(move || hold_conn(s, how, &meta, &payload));
+        }
+    });
+    addr
+}
+
+fn hold_conn(mut s: TcpStream, how: Hold, meta: &Metainfo, payload: &[u8]) -> Option<()> {
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let ih = meta.info.hash.wire_id();
+    let mut hs = [0u8; Handshake::LEN];
+    s.read_exact(&mut hs).ok()?;
+    let mut hello = Handshake::new(ih, *b"-XX0000-holder000001");
+    // Neither the fast extension nor BEP 10: a choke takes our requests away.
+    hello.reserved = [0; 8];
+    let mut out = hello.encode().to_vec();
+    let n = meta.info.layout.num_pieces;
+    let mut bits = vec![0xffu8; n.div_ceil(8) as usize];
+    if !n.is_multiple_of(8) {
+        *bits.last_mut()? = 0xff << (8 - n % 8);
+    }
+    out.extend(encoded(Message::Bitfield(&bits)));
+    out.extend(encoded(Message::Unchoke));
+    s.write_all(&out).ok()?;
+    let mut answered = 0;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some((m, used)) = ringseed::wire::parse_message(&buf, 1 << 20).ok()? {
+            if let Message::Request(r) = m
+                && answered < 2
+            {
+                let at = (u64::from(r.index) * meta.info.layout.piece_length + u64::from(r.begin))
+                    as usize;
+                let data = payload.get(at..at + r.length as usize)?;
+                let mut out = encoded(Message::Piece {
+                    index: r.index,
+                    begin: r.begin,
+                    data,
+                });
+                answered += 1;
+                if answered == 2 && matches!(how, Hold::Choke) {
+                    out.extend(encoded(Message::Choke));
+                }
+                s.write_all(&out).ok()?;
+            }
+            buf.drain(..used);
+        }
+        let got = s.read(&mut chunk).ok()?;
+        if got == 0 {
+            return Some(());
+        }
+        buf.extend_from_slice(&chunk[..got]);
+    }
+}
+
+/// One worker, a memory budget of four 1 MiB pieces, and four peers that each start a piece
+/// and abandon it after two blocks (two choke us, two go silent), next to a throttled
+/// libtorrent seeder. The abandoned parts alone fill the budget: were they kept for the
+/// peers that started them, nothing new could start and the download would stall. They are
+/// disowned instead (at the choke, or at the snub two seconds later) and libtorrent's
+/// connection finishes them.
+#[test]
+fn pieces_abandoned_by_choking_or_silent_peers_are_finished_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let src = data.join("abandoned.bin");
+    let payload = std::sync::Arc::new(pattern(8 << 20, 55));
+    std::fs::write(&src, payload.as_slice()).unwrap();
+    let torrent = dir.path().join("abandoned.torrent");
+    let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", "1024"]);
+    let config = dir.path().join("small.toml");
+    std::fs::write(
+        &config,
+        "[engine]\ndownload_memory_mib = 4\nrequest_timeout_s = 2\n",
+    )
+    .unwrap();
+    let lt = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 2 << 20);
+    let mut run = vec![
+        "--workers".to_owned(),
+        "1".into(),
+        "--config".into(),
+        config.to_str().unwrap().into(),
+        "--no-trackers".into(),
+    ];
+    for how in [Hold::Choke, Hold::Stall, Hold::Choke, Hold::Stall] {
+        run.extend(peer(holder(how, &meta, payload.clone())));
+    }
+    run.extend(peer(lt.addr));
+    let out = dir.path().join("out");
+    let res = download(&torrent, &out, &run);
+    let report = res.done();
+    assert_same_files(&meta, &data, &out);
+    assert!(
+        stat(report, "parts_adopted") >= 2,
+        "no part changed hands: {report}"
+    );
+}
+
+/// Endgame across workers: 16 KiB pieces (256 of them, one block each) from a libtorrent
+/// seeder at 1 MiB/s and a slow one at 16 KiB/s, each on its own worker (`--workers 2`, dials
+/// alternate). The slow peer's worker claims a piece per request it sends; once the fast one
+/// has nothing left to claim (after about four seconds), its worker copies those pieces, and
+/// the first copy checked writes each piece (the other is thrown away or dropped). The data is
+/// byte-identical and every piece verified once.
+#[test]
+fn endgame_copies_pieces_another_workers_slow_peer_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let src = data.join("endgame.bin");
+    std::fs::write(&src, pattern(4 << 20, 66)).unwrap();
+    let torrent = dir.path().join("endgame.torrent");
+    let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", "16"]);
+    assert_eq!(meta.info.layout.num_pieces, 256);
+    let fast = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 1 << 20);
+    let slow = spawn_lt_seeder(&torrent, &data, "127.0.0.11", 16 << 10);
+    let out = dir.path().join("out");
+    let res = download(
+        &torrent,
+        &out,
+        &args(&[&peer(slow.addr), &peer(fast.addr), &no_trackers()]),
+    );
+    let report = res.done();
+    assert_same_files(&meta, &data, &out);
+    assert!(stat(report, "endgame_copies") >= 1, "{report}");
+    assert_eq!(stat(report, "pieces_done"), 256, "{report}");
+    assert_eq!(report["progress"]["hash_failures"], 0, "{report}");
 }

@@ -6,6 +6,7 @@
 //! endgame, more than once: the first copy counts, later ones are duplicates.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
@@ -61,6 +62,12 @@ pub struct Part {
     /// This worker claimed the piece (outside endgame); it clears the claim if it gives the
     /// piece up. An endgame copy of another worker's piece is not claimed.
     pub claimed: bool,
+    /// When a block of it was last asked for or arrived (set by the worker): how long it has
+    /// been an orphan, if nothing is in flight (see [`super::orphan`]).
+    pub touched: Option<Instant>,
+    /// It is on the worker's list of parts with blocks nobody was asked for (set by the
+    /// worker; the list is pruned lazily, so this may outlive the missing blocks).
+    pub listed: bool,
     /// Addresses that sent its blocks (each once).
     senders: Vec<IpAddr>,
 }
@@ -87,6 +94,8 @@ impl Part {
             sha1: v1.then(Sha1::new),
             owner: None,
             claimed: false,
+            touched: None,
+            listed: false,
             senders: Vec::new(),
         }
     }
@@ -128,6 +137,11 @@ impl Part {
     /// Whether a block nobody was asked for is left.
     pub fn has_missing(&self) -> bool {
         self.missing > 0
+    }
+
+    /// Blocks asked of some peer and not yet here.
+    pub fn in_flight(&self) -> u32 {
+        self.blocks.len() as u32 - self.missing - self.received
     }
 
     /// Endgame: a block asked of others but not yet here, not among `skip` (what the asking
@@ -339,12 +353,17 @@ mod tests {
         assert!(!p.has_missing());
         p.unrequest(1);
         p.unrequest(3);
+        assert_eq!(p.in_flight(), 2);
         assert_eq!(p.next_missing(), Some(1));
+        assert_eq!(p.in_flight(), 3);
         // Block 3 arrives late from the peer that gave it back: nothing is missing any more.
         let data = vec![0u8; BLOCK_SIZE as usize];
         assert_eq!(p.take(3 * BLOCK_SIZE, &data, A), Ok(Taken::Stored));
         assert!(!p.has_missing());
         assert_eq!(p.next_missing(), None);
+        assert_eq!(p.in_flight(), 3);
+        assert_eq!(p.take(0, &data, A), Ok(Taken::Stored));
+        assert_eq!(p.in_flight(), 2);
     }
 
     #[test]

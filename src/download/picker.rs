@@ -3,8 +3,12 @@
 //! claimed with one atomic operation on the table's `claimed` bits, so two workers never fetch
 //! the same piece outside endgame.
 //!
-//! A pick scans the torrent's pieces from a random start. Picks happen once per piece claimed,
-//! not per block, and the scan stops at the first piece only one peer has.
+//! Picks happen once per piece claimed, not per block, but with small pieces that is often: a
+//! torrent of 16 KiB pieces claims one per block. So a pick never reads every piece: rarest
+//! first reads the table's rarity index (`pieces/rarity.rs`: the claimable pieces per
+//! availability level, kept as haves arrive), the lowest level first, 64 pieces per word, and
+//! compares them with the peer's bitfield a word at a time; a random pick reads the peer's
+//! bitfield and the table's bits a word at a time too.
 
 use crate::pieces::PieceTable;
 
@@ -13,7 +17,7 @@ use crate::pieces::PieceTable;
 pub enum Strategy {
     /// Any: the first pieces, so there is something to trade before rarity means much.
     Random,
-    /// The piece fewest connected peers have (ties broken by the random start).
+    /// The piece fewest connected peers have (ties broken at random).
     RarestFirst,
 }
 
@@ -28,70 +32,146 @@ impl Strategy {
     }
 }
 
-/// Picks a piece the peer has (`has`) that is neither verified nor claimed, and claims it.
-/// `start` spreads peers over the torrent (a random number). `None`: nothing is left to claim
-/// from this peer (endgame, if it has pieces we still lack).
-pub fn claim(
+/// The pieces a peer can give us now.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    /// What it announced: a BEP 3 bitfield (missing bytes count as clear).
+    pub bits: &'a [u8],
+    /// While it chokes us: only these pieces (its allowed-fast set, BEP 6), among `bits`.
+    pub only: Option<&'a [u32]>,
+}
+
+impl Offer<'_> {
+    pub fn has(&self, i: u32) -> bool {
+        let announced = self
+            .bits
+            .get((i / 8) as usize)
+            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0);
+        announced && self.only.is_none_or(|only| only.contains(&i))
+    }
+
+    /// Pieces `64 w ..` of its bitfield as one word, the first piece in the top bit (the piece
+    /// table's layout).
+    fn word(&self, w: usize) -> u64 {
+        let at = w * 8;
+        match self.bits.get(at..at + 8) {
+            Some(b) => b.iter().fold(0, |acc, &x| acc << 8 | u64::from(x)),
+            None => {
+                let mut b = [0u8; 8];
+                let tail = self.bits.get(at..).unwrap_or_default();
+                b[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(b)
+            }
+        }
+    }
+}
+
+/// Picks a piece the peer offers that is neither verified nor claimed, and claims it. `rand`
+/// spreads peers over the torrent (a random number). `None`: nothing is left to claim from
+/// this peer (endgame, if it has pieces we still lack).
+pub fn claim(table: &PieceTable, offer: Offer<'_>, strategy: Strategy, rand: u64) -> Option<u32> {
+    if let Some(only) = offer.only {
+        return claim_among(table, only, offer, strategy, rand);
+    }
+    match strategy {
+        Strategy::Random => table.claim_any(|w| offer.word(w), rand),
+        Strategy::RarestFirst => table.claim_rarest(|w| offer.word(w), rand),
+    }
+}
+
+/// A pick among a few pieces (a choking peer's allowed-fast set, at most a few dozen): each is
+/// looked at.
+fn claim_among(
     table: &PieceTable,
-    has: impl Fn(u32) -> bool,
+    pieces: &[u32],
+    offer: Offer<'_>,
     strategy: Strategy,
-    start: u32,
+    rand: u64,
 ) -> Option<u32> {
-    // Another worker may claim the chosen piece between the scan and the claim; a few tries.
+    // Another worker may claim the chosen piece between the look and the claim: a few tries.
     for _ in 0..4 {
-        let i = choose(table, &has, strategy, start)?;
-        if table.claimed.set(i) {
+        let n = pieces.len();
+        let start = if n == 0 {
+            0
+        } else {
+            (rand % n as u64) as usize
+        };
+        let mut free = (0..n)
+            .map(|k| pieces[(start + k) % n])
+            .filter(|&i| offer.has(i) && !table.verified.get(i) && !table.claimed(i));
+        let i = match strategy {
+            Strategy::Random => free.next(),
+            Strategy::RarestFirst => free.min_by_key(|&i| table.availability(i)),
+        }?;
+        if table.claim(i) {
             return Some(i);
         }
     }
     None
 }
 
-fn choose(
+/// Endgame across workers: a piece another worker claimed that the peer offers, to copy here
+/// (`here(i)`: this worker has a part of it already), from a random place (`rand`). Never one
+/// that is verified or being written: that one's bytes are complete, checked and on their way
+/// to disk; a copy could only waste the bandwidth (and its write would race the first one).
+/// Read a word at a time, as picks are.
+pub fn copy_candidate(
     table: &PieceTable,
-    has: &impl Fn(u32) -> bool,
-    strategy: Strategy,
-    start: u32,
+    offer: Offer<'_>,
+    here: impl Fn(u32) -> bool,
+    rand: u64,
 ) -> Option<u32> {
-    let n = table.num_pieces();
-    if n == 0 {
+    let copyable = |i: u32| table.copyable_word((i / 64) as usize) & (1u64 << (63 - i % 64)) != 0;
+    if let Some(only) = offer.only {
+        return only
+            .iter()
+            .copied()
+            .find(|&i| offer.has(i) && copyable(i) && !here(i));
+    }
+    let words = table.verified.words();
+    if words == 0 {
         return None;
     }
-    let start = start % n;
-    let mut best: Option<(u32, u16)> = None;
-    for k in 0..n {
-        let i = if start + k < n {
-            start + k
-        } else {
-            start + k - n
-        };
-        if table.verified.get(i) || table.claimed.get(i) || !has(i) {
-            continue;
-        }
-        match strategy {
-            Strategy::Random => return Some(i),
-            Strategy::RarestFirst => {
-                let av = table.availability(i);
-                if best.is_none_or(|(_, b)| av < b) {
-                    best = Some((i, av));
-                    if av <= 1 {
-                        break;
-                    }
-                }
+    let first = (rand % words as u64) as usize;
+    (0..words).find_map(|k| {
+        let w = (first + k) % words;
+        let mut cand = offer.word(w) & table.copyable_word(w);
+        while cand != 0 {
+            let off = cand.leading_zeros();
+            cand &= !(1u64 << (63 - off));
+            let i = w as u32 * 64 + off;
+            if !here(i) {
+                return Some(i);
             }
         }
-    }
-    best.map(|(i, _)| i)
+        None
+    })
 }
 
 /// Whether the peer has a piece we still lack (verified or not, claimed or not).
-pub fn interesting(table: &PieceTable, has: impl Fn(u32) -> bool) -> bool {
-    (0..table.num_pieces()).any(|i| !table.verified.get(i) && has(i))
+pub fn interesting(table: &PieceTable, offer: Offer<'_>) -> bool {
+    (0..table.verified.words()).any(|w| offer.word(w) & !table.verified.word(w) != 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bitfield of `n` pieces with `has` set.
+    fn bits(n: u32, has: impl Fn(u32) -> bool) -> Vec<u8> {
+        let mut b = vec![0u8; n.div_ceil(8) as usize];
+        for i in (0..n).filter(|&i| has(i)) {
+            b[(i / 8) as usize] |= 0x80 >> (i % 8);
+        }
+        b
+    }
+
+    fn offer(b: &[u8]) -> Offer<'_> {
+        Offer {
+            bits: b,
+            only: None,
+        }
+    }
 
     #[test]
     fn rarest_first_takes_the_least_available_and_claims_it() {
@@ -102,22 +182,27 @@ mod tests {
             }
         }
         t.verified.set(1);
-        assert_eq!(claim(&t, |_| true, Strategy::RarestFirst, 0), Some(3));
-        assert!(t.claimed.get(3));
-        assert_eq!(claim(&t, |_| true, Strategy::RarestFirst, 0), Some(0));
-        assert_eq!(claim(&t, |i| i != 2, Strategy::RarestFirst, 0), Some(4));
-        assert_eq!(claim(&t, |i| i != 2, Strategy::RarestFirst, 0), None);
-        assert_eq!(claim(&t, |_| true, Strategy::RarestFirst, 0), Some(2));
-        assert!(interesting(&t, |_| true));
-        assert!(!interesting(&t, |i| i == 1));
+        let every = bits(5, |_| true);
+        let no_2 = bits(5, |i| i != 2);
+        assert_eq!(claim(&t, offer(&every), Strategy::RarestFirst, 0), Some(3));
+        assert!(t.claimed(3));
+        assert_eq!(claim(&t, offer(&every), Strategy::RarestFirst, 0), Some(0));
+        assert_eq!(claim(&t, offer(&no_2), Strategy::RarestFirst, 0), Some(4));
+        assert_eq!(claim(&t, offer(&no_2), Strategy::RarestFirst, 0), None);
+        assert_eq!(claim(&t, offer(&every), Strategy::RarestFirst, 0), Some(2));
+        assert!(interesting(&t, offer(&every)));
+        assert!(!interesting(&t, offer(&bits(5, |i| i == 1))));
     }
 
     #[test]
     fn random_start_spreads_and_wraps() {
         let t = PieceTable::new(4);
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 6), Some(2));
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 6), Some(3));
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 6), Some(0));
+        let every = bits(4, |_| true);
+        // Word 0, from bit 2 on.
+        let r = 2u64 << 32;
+        assert_eq!(claim(&t, offer(&every), Strategy::Random, r), Some(2));
+        assert_eq!(claim(&t, offer(&every), Strategy::Random, r), Some(3));
+        assert_eq!(claim(&t, offer(&every), Strategy::Random, r), Some(0));
         assert_eq!(Strategy::for_progress(0, 4), Strategy::Random);
         assert_eq!(Strategy::for_progress(4, 4), Strategy::RarestFirst);
     }
@@ -125,13 +210,104 @@ mod tests {
     #[test]
     fn a_released_claim_can_be_taken_again() {
         let t = PieceTable::new(1);
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 0), Some(0));
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 0), None);
-        t.claimed.clear(0);
-        assert_eq!(claim(&t, |_| true, Strategy::Random, 0), Some(0));
+        t.peer_has(0);
+        let one = bits(1, |_| true);
+        for s in [Strategy::Random, Strategy::RarestFirst] {
+            assert_eq!(claim(&t, offer(&one), s, 0), Some(0));
+            assert_eq!(claim(&t, offer(&one), s, 0), None);
+            t.release(0);
+        }
+        assert_eq!(claim(&t, offer(&one), Strategy::RarestFirst, 7), Some(0));
         assert_eq!(
-            claim(&PieceTable::new(0), |_| true, Strategy::Random, 0),
+            claim(&PieceTable::new(0), offer(&[]), Strategy::Random, 0),
             None
         );
+    }
+
+    #[test]
+    fn a_choking_peer_offers_only_its_allowed_fast_pieces() {
+        let t = PieceTable::new(100);
+        for i in 0..100 {
+            t.peer_has(i);
+            t.peer_has(i);
+        }
+        t.peer_lost(50); // the rarest, but not allowed fast
+        t.peer_has(7);
+        let every = bits(100, |_| true);
+        let choked = Offer {
+            bits: &every,
+            only: Some(&[7, 70, 200]),
+        };
+        assert!(choked.has(70) && !choked.has(50) && !choked.has(200));
+        assert_eq!(claim(&t, choked, Strategy::RarestFirst, 5), Some(70));
+        assert_eq!(claim(&t, choked, Strategy::RarestFirst, 5), Some(7));
+        assert_eq!(claim(&t, choked, Strategy::Random, 5), None);
+        assert_eq!(claim(&t, offer(&every), Strategy::RarestFirst, 5), Some(50));
+    }
+
+    /// The endgame copy never takes a piece that is being written or verified, nor one this
+    /// worker has, nor one nobody claimed (that one is claimed, not copied).
+    #[test]
+    fn an_endgame_copy_skips_pieces_written_verified_or_here() {
+        let t = PieceTable::new(130);
+        let every = bits(130, |_| true);
+        for i in [3, 64, 100, 129] {
+            assert!(t.claim(i));
+        }
+        let here = |i: u32| i == 100;
+        let mut got: Vec<u32> = (0..8)
+            .filter_map(|r| copy_candidate(&t, offer(&every), here, r))
+            .collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, [3, 64, 129]);
+        // Piece 64's copy passed its check elsewhere and is being written: no new copy.
+        assert!(t.begin_write(64));
+        assert!(!t.begin_write(64), "one writer per piece");
+        t.verified.set(3);
+        for r in 0..8 {
+            assert_eq!(copy_candidate(&t, offer(&every), here, r), Some(129));
+        }
+        // A failed write makes the piece copyable again.
+        t.write_failed(64);
+        assert!((0..8).any(|r| copy_candidate(&t, offer(&every), here, r) == Some(64)));
+        let choked = Offer {
+            bits: &every,
+            only: Some(&[3, 100, 129]),
+        };
+        assert_eq!(copy_candidate(&t, choked, here, 0), Some(129));
+        assert_eq!(
+            copy_candidate(&t, offer(&bits(130, |i| i < 64)), here, 0),
+            None
+        );
+    }
+
+    /// Two workers finish copies of the same pieces at once: each piece is written by exactly
+    /// one of them.
+    #[test]
+    fn each_piece_gets_one_writer_among_racing_workers() {
+        let t = std::sync::Arc::new(PieceTable::new(4096));
+        let wins: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let t = &t;
+                    s.spawn(move || (0..4096).filter(|&i| t.begin_write(i)).collect())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wins[0].len() + wins[1].len(), 4096);
+        assert!(wins[0].iter().all(|i| !wins[1].contains(i)));
+        assert!((0..4096).all(|i| t.written(i)));
+    }
+
+    #[test]
+    fn a_short_bitfield_reads_as_clear_past_its_end() {
+        let o = offer(&[0xff, 0x01]);
+        assert_eq!(o.word(0), 0xff01_u64 << 48);
+        assert_eq!(o.word(1), 0);
+        let full: Vec<u8> = (1..=9).collect();
+        assert_eq!(offer(&full).word(0), 0x0102_0304_0506_0708);
+        assert_eq!(offer(&full).word(1), 0x09 << 56);
     }
 }

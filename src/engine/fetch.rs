@@ -8,27 +8,197 @@
 //! ```text
 //!  claimed (picker) ─► Part: blocks requested, received, SHA-1 advancing
 //!       ─► complete ─► check ─ bad ─► blame the senders, start over (claim kept)
-//!                          └ good ─► Write: one io_uring write per file span
-//!                                     ─► all written ─► verified bit (Release), done log
+//!                          └ good ─► write token (`begin_write`: one worker per piece)
+//!                                     ─► Write: io_uring writes of each file span
+//!                                     ─► all written ─► verified bit, done log
 //! ```
+//!
+//! A part whose peer left, choked or snubbed us is continued by another peer of the worker;
+//! one that no peer here continues is given up by [`Fetches::sweep`] (see
+//! [`crate::download::orphan`]).
 
 use foldhash::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::Torrent;
 use super::WorkerStats;
+use crate::download::orphan::{self, Look, Verdict};
 use crate::download::part::Part;
+use crate::pieces::PieceTable;
 use crate::uring::{Op, UserData, ops};
+use crate::wire::BlockRequest;
 use io_uring::IoUring;
 
 /// One torrent's pieces in progress on this worker.
 #[derive(Default)]
 pub(crate) struct Fetching {
     pub parts: HashMap<u32, Part>,
+    /// Parts with blocks nobody was asked for (and maybe some without any more: pruned as they
+    /// are met), so asking for a block does not look at every part. Every part with such
+    /// blocks is here (`Part::listed`).
+    open: Vec<u32>,
     /// How far into the torrent's done log this worker's peers have been told.
     pub told: usize,
+}
+
+/// What [`Fetching::sweep`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// Claims given up, blocks kept.
+    pub released: u32,
+    /// Parts freed (their claims given up).
+    pub dropped: Vec<Part>,
+}
+
+impl Fetching {
+    /// Adds a new part (asked of `owner` already, so not idle).
+    pub fn insert(&mut self, mut p: Part, now: Instant) {
+        p.touched = Some(now);
+        let i = p.index;
+        self.parts.insert(i, p);
+        self.list(i);
+    }
+
+    /// Puts part `i` on the open list if it has blocks nobody was asked for.
+    fn list(&mut self, i: u32) {
+        if let Some(p) = self.parts.get_mut(&i)
+            && p.has_missing()
+            && !p.listed
+        {
+            p.listed = true;
+            self.open.push(i);
+        }
+    }
+
+    /// Requests that came back (a choke, a reject, a stall, a peer gone): their blocks are
+    /// free for others.
+    pub fn give_back(&mut self, reqs: &[BlockRequest]) {
+        for r in reqs {
+            if let Some(p) = self.parts.get_mut(&r.index) {
+                p.unrequest(r.begin / crate::wire::BLOCK_SIZE);
+                self.list(r.index);
+            }
+        }
+    }
+
+    /// The peer in `slot` no longer fetches its parts (it left, choked or snubbed us): another
+    /// peer of the worker may continue them.
+    pub fn disown(&mut self, slot: usize) {
+        for p in self.parts.values_mut() {
+            if p.owner == Some(slot) {
+                p.owner = None;
+            }
+        }
+    }
+
+    /// The next block of a part already started that the peer in `slot` may fetch (`may_ask`):
+    /// its own parts first, then one nobody owns, which it then owns if `adopt` (claiming the
+    /// piece again if its claim was given up; without `adopt` it only takes a block). Returns
+    /// the request, and whether a part was adopted.
+    pub fn next_open(
+        &mut self,
+        slot: usize,
+        may_ask: impl Fn(u32) -> bool,
+        adopt: bool,
+        table: &PieceTable,
+        now: Instant,
+    ) -> Option<(BlockRequest, bool)> {
+        let mut k = 0;
+        let mut orphans = false;
+        while k < self.open.len() {
+            let i = self.open[k];
+            let Some(p) = self.parts.get_mut(&i).filter(|p| p.has_missing()) else {
+                if let Some(p) = self.parts.get_mut(&i) {
+                    p.listed = false;
+                }
+                self.open.swap_remove(k);
+                continue;
+            };
+            if may_ask(i) {
+                if p.owner == Some(slot)
+                    && let Some(b) = p.next_missing()
+                {
+                    p.touched = Some(now);
+                    return Some((p.block(b), false));
+                }
+                orphans |= p.owner.is_none();
+            }
+            k += 1;
+        }
+        if !orphans {
+            return None;
+        }
+        for &i in &self.open {
+            let Some(p) = self.parts.get_mut(&i) else {
+                continue;
+            };
+            if p.owner.is_some() || !p.has_missing() || !may_ask(i) {
+                continue;
+            }
+            // A part whose claim was given up is ours again only if nobody claimed it since
+            // (else the sweep drops it). An endgame copy of another worker's piece is not
+            // adopted either: endgame requests go to any peer anyway.
+            if !p.claimed {
+                if !table.claim(i) {
+                    continue;
+                }
+                p.claimed = true;
+            }
+            if adopt {
+                p.owner = Some(slot);
+            }
+            let b = p.next_missing()?;
+            p.touched = Some(now);
+            return Some((p.block(b), adopt));
+        }
+        None
+    }
+
+    /// Once a second: parts nobody has fetched for a while are kept, released or dropped (see
+    /// [`crate::download::orphan`]); `usable(i)`: a peer of this worker has piece `i`.
+    pub fn sweep(
+        &mut self,
+        table: &PieceTable,
+        now: Instant,
+        timeout: Duration,
+        usable: impl Fn(u32) -> bool,
+    ) -> Swept {
+        let mut out = Swept::default();
+        let mut gone = Vec::new();
+        for (&i, p) in self.parts.iter_mut() {
+            let look = Look {
+                in_flight: p.in_flight(),
+                idle: p
+                    .touched
+                    .map_or(Duration::MAX, |t| now.saturating_duration_since(t)),
+                held: p.claimed,
+                held_elsewhere: !p.claimed && table.claimed(i),
+                done: table.written(i),
+            };
+            match orphan::verdict(look, timeout, || usable(i)) {
+                Verdict::Keep => {}
+                Verdict::Release => {
+                    table.release(i);
+                    p.claimed = false;
+                    p.owner = None;
+                    out.released += 1;
+                }
+                Verdict::Drop => gone.push(i),
+            }
+        }
+        for i in gone {
+            if let Some(p) = self.parts.remove(&i) {
+                if p.claimed {
+                    table.release(i);
+                }
+                out.dropped.push(p);
+            }
+        }
+        out
+    }
 }
 
 /// A verified piece on its way to disk.
@@ -40,6 +210,8 @@ struct Write {
     spans: Vec<Span>,
     pending: u32,
     error: Option<String>,
+    /// The part held the piece's claim (an endgame copy does not): given up if the write fails.
+    claimed: bool,
 }
 
 /// One file's part of a piece write.
@@ -108,26 +280,40 @@ impl Fetches {
         self.memory == 0 || self.memory as u64 + size <= budget as u64
     }
 
-    /// Pieces of `torrent` this worker is writing: checked, not yet verified (that follows the
-    /// write).
-    pub fn writing(&self, torrent: &[u8; 20]) -> Vec<u32> {
-        self.writes
-            .iter()
-            .flatten()
-            .filter(|w| w.torrent.id == *torrent)
-            .map(|w| w.index)
-            .collect()
-    }
-
     /// Drops a torrent's parts (stopped, failed, removed), releasing their claims.
     pub fn drop_torrent(&mut self, t: &Torrent) {
         if let Some(f) = self.torrents.remove(&t.id) {
             for (i, p) in f.parts {
                 self.memory -= p.size() as usize;
                 if p.claimed {
-                    t.pieces.claimed.clear(i);
+                    t.pieces.release(i);
                 }
             }
+        }
+    }
+
+    /// Once a second, for a torrent being fetched: gives up the parts nobody fetches (see
+    /// [`Fetching::sweep`]); their buffers are kept for new parts.
+    pub fn sweep(
+        &mut self,
+        t: &Torrent,
+        now: Instant,
+        timeout: Duration,
+        stats: &WorkerStats,
+        usable: impl Fn(u32) -> bool,
+    ) {
+        let Some(f) = self.torrents.get_mut(&t.id) else {
+            return;
+        };
+        if f.parts.is_empty() {
+            return;
+        }
+        let swept = f.sweep(&t.pieces, now, timeout, usable);
+        stats.add(&stats.parts_released, u64::from(swept.released));
+        stats.add(&stats.parts_dropped, swept.dropped.len() as u64);
+        for p in swept.dropped {
+            self.memory -= p.size() as usize;
+            self.keep_spare(p.into_buffer());
         }
     }
 }
@@ -148,11 +334,9 @@ impl Fetches {
             return;
         };
         let v1 = t.meta.info.version.has_v1();
-        if t.pieces.verified.get(index) {
+        if t.pieces.written(index) {
             // Another worker finished it first (endgame): this copy was for nothing.
-            io.stats
-                .add(&io.stats.wasted_blocks, u64::from(part.received_blocks()));
-            self.memory -= part.size() as usize;
+            self.discard(io.stats, part);
             return;
         }
         if !part.check(&t.meta.info) {
@@ -165,20 +349,37 @@ impl Fetches {
             }
             part.reset(v1);
             f.parts.insert(index, part);
+            f.list(index);
+            return;
+        }
+        // Checked: whoever takes the token first writes the piece (two workers may finish
+        // copies of it in endgame); the others' copies are for nothing. The token is one
+        // `fetch_or` on the piece table's `writing` bits: exactly one worker sees it clear.
+        if !t.pieces.begin_write(index) {
+            self.discard(io.stats, part);
             return;
         }
         let claimed = part.claimed;
         let size = part.size() as usize;
         let buf = part.into_buffer();
         let stats = io.stats;
-        if let Err(e) = self.write_piece(io, t, index, buf) {
+        if let Err(e) = self.write_piece(io, t, index, buf, claimed) {
             self.memory -= size;
+            t.pieces.write_failed(index);
             if claimed {
-                t.pieces.claimed.clear(index);
+                t.pieces.release(index);
             }
             stats.add(&stats.write_errors, 1);
             t.fail(e);
         }
+    }
+
+    /// A complete copy of a piece another worker wrote first.
+    fn discard(&mut self, stats: &WorkerStats, part: Part) {
+        stats.add(&stats.wasted_blocks, u64::from(part.received_blocks()));
+        stats.add(&stats.duplicate_pieces, 1);
+        self.memory -= part.size() as usize;
+        self.keep_spare(part.into_buffer());
     }
 
     /// Submits the writes of a verified piece: one per file span (pads are not on disk).
@@ -188,6 +389,7 @@ impl Fetches {
         t: &Arc<Torrent>,
         index: u32,
         buf: Box<[u8]>,
+        claimed: bool,
     ) -> Result<(), String> {
         let layout = &t.meta.info.layout;
         let start = u64::from(index) * layout.piece_length;
@@ -225,6 +427,7 @@ impl Fetches {
             pending: 0,
             spans,
             error: None,
+            claimed,
         };
         let id = match self.free_writes.pop() {
             Some(id) => {
@@ -308,7 +511,10 @@ impl Fetches {
         let t = &w.torrent;
         if let Some(e) = w.error {
             stats.add(&stats.write_errors, 1);
-            t.pieces.claimed.clear(w.index);
+            t.pieces.write_failed(w.index);
+            if w.claimed {
+                t.pieces.release(w.index);
+            }
             tracing::error!(torrent = %t.meta.info.name, "{e}");
             t.fail(e);
             return;
@@ -323,7 +529,7 @@ impl Fetches {
             }
         }
         // The data is in the page cache: from here on the piece may be served and announced
-        // (Release: whoever sees the bit reads the written bytes).
+        // (the bit's Release half: whoever sees it reads the written bytes).
         if t.pieces.verified.set(w.index) {
             let mut log = super::lock(&t.fetch.done_log);
             log.push(w.index);
@@ -335,5 +541,162 @@ impl Fetches {
             self.news = true;
         }
         self.keep_spare(w.buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::BLOCK_SIZE;
+
+    const T: Duration = Duration::from_secs(20);
+
+    /// A torrent of `n` pieces every connected peer has (availability 2), and one worker's
+    /// `Fetching` with a part of piece 3 (4 blocks) that the peer in slot 1 claimed and started:
+    /// block 0 received, block 1 asked.
+    fn started(n: u32, now: Instant) -> (PieceTable, Fetching) {
+        let table = PieceTable::new(n);
+        for i in 0..n {
+            table.peer_has(i);
+            table.peer_has(i);
+        }
+        assert!(table.claim(3));
+        let mut p = Part::new(3, 4 * BLOCK_SIZE, true);
+        p.owner = Some(1);
+        p.claimed = true;
+        assert_eq!(p.next_missing(), Some(0));
+        let mut f = Fetching::default();
+        f.insert(p, now);
+        let block = vec![7u8; BLOCK_SIZE as usize];
+        let from = IpAddr::from([127, 0, 0, 1]);
+        f.parts.get_mut(&3).unwrap().take(0, &block, from).unwrap();
+        let (r, adopted) = f.next_open(1, |_| true, true, &table, now).unwrap();
+        assert_eq!((r.index, r.begin, adopted), (3, BLOCK_SIZE, false));
+        (table, f)
+    }
+
+    fn yes(_: u32) -> bool {
+        true
+    }
+
+    fn no(_: u32) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_part_whose_peer_left_is_continued_by_another_peer_here() {
+        let t0 = Instant::now();
+        let (table, mut f) = started(8, t0);
+        // Slot 2 may not take it while slot 1 owns it.
+        assert_eq!(f.next_open(2, yes, true, &table, t0), None);
+        // Slot 1 leaves: its request comes back, its part is nobody's.
+        f.give_back(&[BlockRequest {
+            index: 3,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }]);
+        f.disown(1);
+        // A peer that lacks the piece cannot take it; a snubbed one takes a block but does not
+        // own the part (it would stall it).
+        assert_eq!(f.next_open(2, no, true, &table, t0), None);
+        let (r, adopted) = f.next_open(4, yes, false, &table, t0).unwrap();
+        assert_eq!((r.index, r.begin, adopted), (3, BLOCK_SIZE, false));
+        assert_eq!(f.parts[&3].owner, None);
+        f.give_back(&[r]);
+        let (r, adopted) = f.next_open(2, yes, true, &table, t0).unwrap();
+        assert_eq!((r.index, r.begin, adopted), (3, BLOCK_SIZE, true));
+        assert_eq!(f.parts[&3].owner, Some(2));
+        // Then it is slot 2's own: blocks 2 and 3, and nothing more to ask.
+        for b in [2, 3] {
+            let (r, adopted) = f.next_open(2, yes, true, &table, t0).unwrap();
+            assert_eq!((r.begin, adopted), (b * BLOCK_SIZE, false));
+        }
+        assert_eq!(f.next_open(2, yes, true, &table, t0), None);
+        assert!(
+            f.open.is_empty(),
+            "the open list was not pruned: {:?}",
+            f.open
+        );
+    }
+
+    #[test]
+    fn an_orphan_nobody_here_can_finish_is_dropped_and_its_piece_can_be_claimed_again() {
+        let t0 = Instant::now();
+        let (table, mut f) = started(8, t0);
+        // Its block still in flight: kept however long.
+        let swept = f.sweep(&table, t0 + 10 * T, T, no);
+        assert_eq!((swept.released, swept.dropped.len()), (0, 0));
+        f.give_back(&[BlockRequest {
+            index: 3,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }]);
+        f.disown(1);
+        // Idle since its last block was asked at t0.
+        let swept = f.sweep(&table, t0 + T / 2, T, no);
+        assert_eq!((swept.released, swept.dropped.len()), (0, 0));
+        let swept = f.sweep(&table, t0 + T, T, no);
+        assert_eq!(swept.dropped.len(), 1);
+        assert!(f.parts.is_empty() && !table.claimed(3));
+        // Piece 3 is back among the claimable ones, for any worker.
+        let claimed: Vec<u32> = (0..8)
+            .filter_map(|r| table.claim_rarest(|_| u64::MAX, r))
+            .collect();
+        assert!(claimed.contains(&3), "{claimed:?}");
+        // The dropped part left the open list too.
+        assert_eq!(f.next_open(2, yes, true, &table, t0), None);
+    }
+
+    #[test]
+    fn an_orphan_a_choking_peer_has_gives_up_its_claim_but_keeps_its_blocks() {
+        let t0 = Instant::now();
+        let (table, mut f) = started(8, t0);
+        f.give_back(&[BlockRequest {
+            index: 3,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }]);
+        f.disown(1);
+        let swept = f.sweep(&table, t0 + T, T, yes);
+        assert_eq!((swept.released, swept.dropped.len()), (0, 0));
+        let swept = f.sweep(&table, t0 + 2 * T, T, yes);
+        assert_eq!((swept.released, swept.dropped.len()), (1, 0));
+        assert!(!table.claimed(3) && !f.parts[&3].claimed);
+        assert_eq!(f.parts[&3].received_blocks(), 1);
+        // A peer here comes back to it first: it claims the piece again and goes on.
+        let (r, adopted) = f.next_open(5, yes, true, &table, t0 + 2 * T).unwrap();
+        assert_eq!((r.index, r.begin, adopted), (3, BLOCK_SIZE, true));
+        assert!(table.claimed(3) && f.parts[&3].claimed);
+    }
+
+    #[test]
+    fn a_released_orphan_another_worker_claimed_is_dropped_and_not_adopted() {
+        let t0 = Instant::now();
+        let (table, mut f) = started(8, t0);
+        f.give_back(&[BlockRequest {
+            index: 3,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        }]);
+        f.disown(1);
+        assert_eq!(f.sweep(&table, t0 + 2 * T, T, yes).released, 1);
+        // Another worker claims piece 3 now.
+        assert!(table.claim(3));
+        assert_eq!(f.next_open(5, yes, true, &table, t0 + 2 * T), None);
+        let swept = f.sweep(&table, t0 + 2 * T, T, yes);
+        assert_eq!(swept.dropped.len(), 1);
+        // Its claim was not ours to give up.
+        assert!(table.claimed(3));
+    }
+
+    #[test]
+    fn a_part_of_a_piece_written_elsewhere_is_dropped_at_once() {
+        let t0 = Instant::now();
+        let (table, mut f) = started(8, t0);
+        // Endgame: another worker's copy was checked first and is being written.
+        assert!(table.begin_write(3));
+        let swept = f.sweep(&table, t0, T, yes);
+        assert_eq!(swept.dropped.len(), 1);
+        assert!(f.parts.is_empty());
     }
 }

@@ -140,6 +140,16 @@ pub struct WorkerStats {
     pub hash_failures: AtomicU64,
     /// Pieces written and verified.
     pub pieces_done: AtomicU64,
+    /// Parts another peer of the worker continued (their peer left, choked or snubbed us).
+    pub parts_adopted: AtomicU64,
+    /// Parts nobody fetched whose claims were given up, their blocks kept.
+    pub parts_released: AtomicU64,
+    /// Parts nobody fetched that were freed (their claims given up).
+    pub parts_dropped: AtomicU64,
+    /// Endgame copies of pieces another worker claimed.
+    pub endgame_copies: AtomicU64,
+    /// Complete copies thrown away: another worker wrote the piece first (endgame).
+    pub duplicate_pieces: AtomicU64,
     pub write_errors: AtomicU64,
     pub submissions: AtomicU64,
     pub completions: AtomicU64,
@@ -166,6 +176,11 @@ impl Default for WorkerStats {
             wasted_blocks: AtomicU64::new(0),
             hash_failures: AtomicU64::new(0),
             pieces_done: AtomicU64::new(0),
+            parts_adopted: AtomicU64::new(0),
+            parts_released: AtomicU64::new(0),
+            parts_dropped: AtomicU64::new(0),
+            endgame_copies: AtomicU64::new(0),
+            duplicate_pieces: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             completions: AtomicU64::new(0),
@@ -198,6 +213,11 @@ pub struct StatsSnapshot {
     pub wasted_blocks: u64,
     pub hash_failures: u64,
     pub pieces_done: u64,
+    pub parts_adopted: u64,
+    pub parts_released: u64,
+    pub parts_dropped: u64,
+    pub endgame_copies: u64,
+    pub duplicate_pieces: u64,
     pub write_errors: u64,
     pub submissions: u64,
     pub completions: u64,
@@ -224,6 +244,11 @@ impl WorkerStats {
             wasted_blocks: r(&self.wasted_blocks),
             hash_failures: r(&self.hash_failures),
             pieces_done: r(&self.pieces_done),
+            parts_adopted: r(&self.parts_adopted),
+            parts_released: r(&self.parts_released),
+            parts_dropped: r(&self.parts_dropped),
+            endgame_copies: r(&self.endgame_copies),
+            duplicate_pieces: r(&self.duplicate_pieces),
             write_errors: r(&self.write_errors),
             submissions: r(&self.submissions),
             completions: r(&self.completions),

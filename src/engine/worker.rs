@@ -614,7 +614,7 @@ impl Worker {
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
                 Ok(Tick::KeepAlive) => c.pump_send(slot, core),
                 Ok(Tick::Snubbed) => {
-                    c.give_back_requests(core);
+                    c.give_back_requests(slot, core);
                     c.fill_requests(slot, core);
                 }
                 Ok(Tick::Nothing) => {}
@@ -940,10 +940,34 @@ impl Worker {
         }
     }
 
-    /// Once a second: download rates, and the parts of torrents that stopped downloading.
+    /// Once a second: download rates, parts nobody fetches (given up after a while, see
+    /// `download::orphan`), and the parts of torrents that stopped downloading.
     fn fetch_second(&mut self) {
         for c in self.conns.iter_mut().flatten() {
             c.peer.sample_rate();
+        }
+        let fetching: Vec<_> = self
+            .core
+            .torrents
+            .values()
+            .filter(|t| t.fetching() && self.core.fetches.torrents.contains_key(&t.id))
+            .cloned()
+            .collect();
+        for t in fetching {
+            let conns = &self.conns;
+            // A peer of this worker that has the piece (it may be choking us): it might still
+            // finish the part.
+            let usable = |i: u32| {
+                conns.iter().flatten().any(|c| {
+                    c.closing.is_none()
+                        && c.torrent.as_ref().is_some_and(|x| x.id == t.id)
+                        && c.peer.peer_has(i)
+                })
+            };
+            let core = &mut self.core;
+            let timeout = core.settings.request_timeout;
+            core.fetches
+                .sweep(&t, core.now, timeout, &core.stats, usable);
         }
         let stopped: Vec<_> = self
             .core
@@ -970,7 +994,7 @@ impl Worker {
                 };
                 if c.torrent.as_ref().is_some_and(|x| x.id == t.id) {
                     c.peer.cancel_all(&mut c.ctrl);
-                    c.owned.clear();
+                    c.owns_parts = false;
                     c.peer
                         .update_interest(super::peer::TorrentView::of(&t), &mut c.ctrl);
                     c.pump_send(slot, core);

@@ -66,40 +66,47 @@ impl Conn {
         core: &mut Core,
     ) -> Option<BlockRequest> {
         let peer = &self.peer;
+        let now = core.now;
         let f = core.fetches.torrents.entry(t.id).or_default();
-        // Its own pieces first: a piece comes whole from one peer where it can.
-        for &i in &self.owned {
-            if let Some(p) = f.parts.get_mut(&i)
-                && peer.may_ask(i)
-                && let Some(b) = p.next_missing()
-            {
-                return Some(p.block(b));
+        let may_ask = |i| peer.may_ask(i);
+        // Its own pieces first (a piece comes whole from one peer where it can), then partial
+        // pieces nobody fetches (their peer left, choked or snubbed us), which it adopts:
+        // finished before new ones are started. A peer that snubs us owns no part (its parts
+        // were disowned at the snub, and it adopts none): it gets one block at a time of a new
+        // piece, the rest of which others adopt, or, with nothing new, a block of someone
+        // else's orphan.
+        let snubbed = peer.snubbed();
+        if !snubbed && let Some((req, adopted)) = f.next_open(slot, may_ask, true, &t.pieces, now) {
+            if adopted {
+                self.owns_parts = true;
+                core.stats.add(&core.stats.parts_adopted, 1);
             }
-        }
-        // Then partial pieces nobody fetches (their peer left or choked): finished before new
-        // ones are started.
-        if let Some(p) = f
-            .parts
-            .values_mut()
-            .find(|p| p.owner.is_none() && p.has_missing() && peer.may_ask(p.index))
-        {
-            p.owner = Some(slot);
-            self.owned.push(p.index);
-            let b = p.next_missing()?;
-            return Some(p.block(b));
+            return Some(req);
         }
         // A new piece, while the memory budget allows; with the budget spent the peer waits
         // for parts to be written (endgame is for when nothing is left to claim, not for a
         // full budget: it would only duplicate requests).
         let size = t.meta.info.layout.piece_length;
-        if !core.fetches.has_room(size, core.settings.download_memory) {
-            return None;
+        let room = core.fetches.has_room(size, core.settings.download_memory);
+        if room {
+            let strategy = Strategy::for_progress(
+                t.pieces.verified.count(),
+                core.settings.random_first_pieces,
+            );
+            core.rng = next_rand(core.rng);
+            if let Some(i) = picker::claim(&t.pieces, peer.offer(), strategy, core.rng) {
+                return Some(self.start_part(slot, t, i, true, !snubbed, core));
+            }
         }
-        let strategy =
-            Strategy::for_progress(t.pieces.verified.count(), core.settings.random_first_pieces);
-        core.rng = next_rand(core.rng);
-        if let Some(i) = picker::claim(&t.pieces, |i| peer.may_ask(i), strategy, core.rng as u32) {
-            return Some(self.start_part(slot, t, i, true, core));
+        if snubbed {
+            let f = core.fetches.torrents.entry(t.id).or_default();
+            let may_ask = |i| self.peer.may_ask(i);
+            if let Some((req, _)) = f.next_open(slot, may_ask, false, &t.pieces, now) {
+                return Some(req);
+            }
+        }
+        if !room {
+            return None;
         }
         // Endgame: nothing is left to claim from this peer. Blocks asked of others go to it too
         // (each of at most two peers), so the last pieces do not wait on the slowest one.
@@ -120,75 +127,88 @@ impl Conn {
                 .next_missing()
                 .or_else(|| p.next_duplicate(asked, ENDGAME_COPIES))
             {
+                p.touched = Some(now);
                 return Some(p.block(b));
             }
         }
-        // A piece another worker claimed, copied here (endgame across workers). Not one this
-        // worker is writing: it has all of that piece, checked, and only waits for the disk.
+        // A piece another worker claimed, copied here (endgame across workers). Never one that
+        // is verified or being written by any worker (`picker::copy_candidate`): its bytes are
+        // complete and checked, a copy would only race its write.
         if core.fetches.has_room(size, core.settings.download_memory) {
-            let writing = core.fetches.writing(&t.id);
             let f = core.fetches.torrents.entry(t.id).or_default();
-            let i = (0..t.pieces.num_pieces()).find(|&i| {
-                !t.pieces.verified.get(i)
-                    && !f.parts.contains_key(&i)
-                    && !writing.contains(&i)
-                    && self.peer.may_ask(i)
-            })?;
-            return Some(self.start_part(slot, t, i, false, core));
+            core.rng = next_rand(core.rng);
+            let i = picker::copy_candidate(
+                &t.pieces,
+                self.peer.offer(),
+                |i| f.parts.contains_key(&i),
+                core.rng,
+            )?;
+            core.stats.add(&core.stats.endgame_copies, 1);
+            return Some(self.start_part(slot, t, i, false, !self.peer.snubbed(), core));
         }
         None
     }
 
-    /// A new part for piece `i`, owned by this peer; returns its first block, asked.
+    /// A new part for piece `i`, owned by this peer if `owned`; returns its first block,
+    /// asked.
     fn start_part(
         &mut self,
         slot: usize,
         t: &Torrent,
         i: u32,
         claimed: bool,
+        owned: bool,
         core: &mut Core,
     ) -> BlockRequest {
         let size = t.meta.info.layout.piece_size(i) as u32;
         let buf = core.fetches.buffer(size as usize);
         let mut p = Part::with_buffer(i, buf, t.meta.info.version.has_v1());
-        p.owner = Some(slot);
+        p.owner = owned.then_some(slot);
         p.claimed = claimed;
+        self.owns_parts |= owned;
         core.fetches.memory += size as usize;
-        self.owned.push(i);
         let b = p.next_missing().unwrap_or(0);
         let req = p.block(b);
         core.fetches
             .torrents
             .entry(t.id)
             .or_default()
-            .parts
-            .insert(i, p);
+            .insert(p, core.now);
         req
     }
 
     /// Requests the peer gave back (choke, reject, stall): their blocks are free for others.
-    pub fn give_back_requests(&mut self, core: &mut Core) {
-        if !self.peer.has_dropped() {
+    /// A peer that chokes or snubs us no longer owns its parts: others of the worker continue
+    /// them (or, if none can, the sweep gives them up).
+    pub fn give_back_requests(&mut self, slot: usize, core: &mut Core) {
+        let disown = self.owns_parts && (self.peer.peer_choking() || self.peer.snubbed());
+        if !self.peer.has_dropped() && !disown {
             return;
         }
         let dropped = self.peer.take_dropped();
         let Some(t) = &self.torrent else { return };
-        give_back(core, t.id, &dropped);
+        let Some(f) = core.fetches.torrents.get_mut(&t.id) else {
+            return;
+        };
+        f.give_back(&dropped);
+        if disown {
+            f.disown(slot);
+            self.owns_parts = false;
+        }
     }
 
     /// The connection is closing: its requests and its pieces go back to the worker.
-    pub fn leave_fetch(&mut self, core: &mut Core) {
+    pub fn leave_fetch(&mut self, slot: usize, core: &mut Core) {
         let Some(t) = self.torrent.clone() else {
             return;
         };
         let mut asked: Vec<BlockRequest> = self.peer.asked().iter().map(|a| a.req).collect();
         asked.extend(self.peer.take_dropped());
-        give_back(core, t.id, &asked);
         if let Some(f) = core.fetches.torrents.get_mut(&t.id) {
-            for i in self.owned.drain(..) {
-                if let Some(p) = f.parts.get_mut(&i) {
-                    p.owner = None;
-                }
+            f.give_back(&asked);
+            if self.owns_parts {
+                f.disown(slot);
+                self.owns_parts = false;
             }
         }
     }
@@ -199,7 +219,6 @@ impl Conn {
 pub(super) fn take_block(
     torrent: &Option<Arc<Torrent>>,
     addr: std::net::SocketAddr,
-    owned: &mut Vec<u32>,
     req: BlockRequest,
     data: &[u8],
     core: &mut Core,
@@ -223,12 +242,12 @@ pub(super) fn take_block(
         return Ok(());
     };
     let shared = p.asked_of_others(req.begin / BLOCK_SIZE);
+    p.touched = Some(core.now);
     match p.take(req.begin, data, addr.ip()) {
         Err(_) => return Err(Reason::UnrequestedBlock),
         Ok(Taken::Duplicate) => core.stats.add(&core.stats.wasted_blocks, 1),
         Ok(Taken::Stored) => {}
         Ok(Taken::Complete) => {
-            owned.retain(|&i| i != req.index);
             let io = crate::engine::fetch::Io {
                 ring: &mut core.ring,
                 stats: &core.stats,
@@ -240,17 +259,6 @@ pub(super) fn take_block(
         core.fetches.cancels.push((t.id, req));
     }
     Ok(())
-}
-
-fn give_back(core: &mut Core, torrent: [u8; 20], reqs: &[BlockRequest]) {
-    let Some(f) = core.fetches.torrents.get_mut(&torrent) else {
-        return;
-    };
-    for r in reqs {
-        if let Some(p) = f.parts.get_mut(&r.index) {
-            p.unrequest(r.begin / BLOCK_SIZE);
-        }
-    }
 }
 
 /// xorshift64: spreads peers over the torrent when picking.

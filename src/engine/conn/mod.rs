@@ -93,8 +93,9 @@ pub(super) struct Conn {
     pub pex: bool,
     /// The swarm generation this peer last heard (`None`: nothing yet).
     pub pex_heard: Option<u64>,
-    /// Pieces this peer fetches whole (download side; see `fetch.rs`).
-    pub owned: Vec<u32>,
+    /// It may own parts (download side; see `fetch.rs`): set when it starts or adopts one, so
+    /// a choke or a snub looks for its parts only then.
+    pub owns_parts: bool,
     /// Its requests wait for download-limit tokens (retried every tick).
     pub dl_waiting: bool,
     /// Since when the incomplete message at the front of the receive buffer has been arriving
@@ -161,7 +162,7 @@ impl Conn {
             listen_addr: None,
             pex: false,
             pex_heard: None,
-            owned: Vec::new(),
+            owns_parts: false,
             dl_waiting: false,
             partial_since: None,
             sent_total: 0,
@@ -253,7 +254,7 @@ impl Conn {
         }
         self.closing = Some(reason);
         core.stats.add(&core.stats.disconnects[reason as usize], 1);
-        self.leave_fetch(core);
+        self.leave_fetch(slot, core);
         if let Some(kind) = self.slot.take() {
             core.held.release(kind);
         }

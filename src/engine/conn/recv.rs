@@ -62,7 +62,7 @@ impl Conn {
             self.close(slot, reason, core);
             return;
         }
-        self.give_back_requests(core);
+        self.give_back_requests(slot, core);
         if std::mem::take(&mut self.wants_blocks) || !self.peer.asked().is_empty() {
             self.fill_requests(slot, core);
         }
@@ -227,14 +227,9 @@ impl Conn {
                 self.speed_start(slot, core);
             }
             // The block borrows the receive buffer: only disjoint fields are touched here.
-            Action::Block { req, data, late: _ } => super::fetch::take_block(
-                &self.torrent,
-                self.addr,
-                &mut self.owned,
-                req,
-                data,
-                core,
-            )?,
+            Action::Block { req, data, late: _ } => {
+                super::fetch::take_block(&self.torrent, self.addr, req, data, core)?
+            }
             Action::MayRequest => self.wants_blocks = true,
             Action::Pex(payload) => pex_learn(&self.torrent, payload, core),
             Action::MetadataSent(n) => {

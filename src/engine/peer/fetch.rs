@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{Peer, Reason, TorrentView};
+use crate::download::picker::Offer;
 use crate::wire::{BlockRequest, Message};
 
 /// Cancelled requests whose blocks are still welcome; older ones are forgotten (a block for
@@ -102,6 +103,15 @@ impl Peer {
     /// while choking (BEP 6).
     pub fn may_ask(&self, i: u32) -> bool {
         (!self.peer_choking || self.allowed_fast_in.contains(&i)) && self.peer_has(i)
+    }
+
+    /// The pieces it can give us now, for the picker: what it announced, only its allowed-fast
+    /// ones while it chokes us.
+    pub fn offer(&self) -> Offer<'_> {
+        Offer {
+            bits: self.have.bits.as_deref().unwrap_or_default(),
+            only: self.peer_choking.then_some(self.allowed_fast_in.as_slice()),
+        }
     }
 
     /// Requests to keep in flight: about three seconds of its rate (libtorrent's
