@@ -64,6 +64,28 @@ fn piece_table(c: &mut Criterion) {
             })
         })
     });
+    // The same on a complete torrent's table (what a seedbox mostly has): the rarity index
+    // (kept for pieces still to fetch) is not touched.
+    g.bench_function("availability_2_threads_65536_updates_each_seeding", |b| {
+        let t = Arc::new(PieceTable::new(n));
+        for i in 0..n {
+            t.verified.set(i);
+        }
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for k in 0..2u32 {
+                    let t = &t;
+                    s.spawn(move || {
+                        for i in 0..n {
+                            let p = (i.wrapping_mul(2_654_435_761) ^ k) % n;
+                            t.peer_has(p);
+                            t.peer_lost(p);
+                        }
+                    });
+                }
+            })
+        })
+    });
     g.bench_function("verified_get_65536", |b| {
         let t = PieceTable::new(n);
         for i in (0..n).step_by(3) {

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed, Orde
 mod rarity;
 pub use rarity::LEVELS;
 
-/// A fixed-size bitfield of atomics. Bits are stored most significant first (piece 0 is the top
-/// bit of word 0), as on the wire, so a word's big-endian bytes are eight bytes of a BEP 3
-/// bitfield and a peer's bitfield compares with it a word at a time.
+/// A fixed-size bitfield of atomics: piece `i` is bit `i % 64` of word `i / 64`. (The wire is
+/// most significant bit first; the picker turns eight bytes of a peer's bitfield into a word of
+/// this layout with one `reverse_bits`, so `get` on the upload path stays one `bt`.)
 #[derive(Debug)]
 pub struct AtomicBitfield {
     words: Box<[AtomicU64]>,
@@ -27,7 +27,7 @@ pub struct AtomicBitfield {
 
 /// The bit of piece `i` in its word.
 fn mask(i: u32) -> u64 {
-    1u64 << (63 - i % 64)
+    1u64 << (i % 64)
 }
 
 impl AtomicBitfield {
@@ -61,7 +61,7 @@ impl AtomicBitfield {
         i < self.len && self.words[(i / 64) as usize].load(SeqCst) & mask(i) != 0
     }
 
-    /// Word `w` (pieces `64 w ..`, the first one in the top bit); zero past the end.
+    /// Word `w` (pieces `64 w ..`, the first one in bit 0); zero past the end.
     pub fn word(&self, w: usize) -> u64 {
         self.words.get(w).map_or(0, |x| x.load(SeqCst))
     }
@@ -113,7 +113,7 @@ impl AtomicBitfield {
         let mut out: Vec<u8> = self
             .words
             .iter()
-            .flat_map(|w| w.load(SeqCst).to_be_bytes())
+            .flat_map(|w| w.load(SeqCst).reverse_bits().to_be_bytes())
             .collect();
         out.truncate(self.len.div_ceil(8) as usize);
         out

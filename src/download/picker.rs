@@ -50,11 +50,11 @@ impl Offer<'_> {
         announced && self.only.is_none_or(|only| only.contains(&i))
     }
 
-    /// Pieces `64 w ..` of its bitfield as one word, the first piece in the top bit (the piece
-    /// table's layout).
+    /// Pieces `64 w ..` of its bitfield as one word in the piece table's layout (piece `64 w`
+    /// in bit 0): the wire's eight bytes, bits reversed.
     fn word(&self, w: usize) -> u64 {
         let at = w * 8;
-        match self.bits.get(at..at + 8) {
+        let wire = match self.bits.get(at..at + 8) {
             Some(b) => b.iter().fold(0, |acc, &x| acc << 8 | u64::from(x)),
             None => {
                 let mut b = [0u8; 8];
@@ -62,7 +62,8 @@ impl Offer<'_> {
                 b[..tail.len()].copy_from_slice(tail);
                 u64::from_be_bytes(b)
             }
-        }
+        };
+        wire.reverse_bits()
     }
 }
 
@@ -121,7 +122,7 @@ pub fn copy_candidate(
     here: impl Fn(u32) -> bool,
     rand: u64,
 ) -> Option<u32> {
-    let copyable = |i: u32| table.copyable_word((i / 64) as usize) & (1u64 << (63 - i % 64)) != 0;
+    let copyable = |i: u32| table.copyable_word((i / 64) as usize) & (1u64 << (i % 64)) != 0;
     if let Some(only) = offer.only {
         return only
             .iter()
@@ -137,8 +138,8 @@ pub fn copy_candidate(
         let w = (first + k) % words;
         let mut cand = offer.word(w) & table.copyable_word(w);
         while cand != 0 {
-            let off = cand.leading_zeros();
-            cand &= !(1u64 << (63 - off));
+            let off = cand.trailing_zeros();
+            cand &= cand - 1;
             let i = w as u32 * 64 + off;
             if !here(i) {
                 return Some(i);
@@ -303,11 +304,16 @@ mod tests {
 
     #[test]
     fn a_short_bitfield_reads_as_clear_past_its_end() {
+        // Pieces 0-7 and 15.
         let o = offer(&[0xff, 0x01]);
-        assert_eq!(o.word(0), 0xff01_u64 << 48);
+        assert_eq!(o.word(0), 0x80ff);
         assert_eq!(o.word(1), 0);
         let full: Vec<u8> = (1..=9).collect();
-        assert_eq!(offer(&full).word(0), 0x0102_0304_0506_0708);
-        assert_eq!(offer(&full).word(1), 0x09 << 56);
+        assert_eq!(
+            offer(&full).word(0),
+            0x0102_0304_0506_0708_u64.reverse_bits()
+        );
+        // 0x09: pieces 68 and 71.
+        assert_eq!(offer(&full).word(1), 1 << 4 | 1 << 7);
     }
 }

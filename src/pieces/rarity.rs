@@ -40,11 +40,11 @@ pub(super) fn level(av: u16) -> usize {
     }
 }
 
-/// Calls `f` with the piece of every set bit of word `w`.
+/// Calls `f` with the piece of every set bit of word `w`, lowest first.
 fn for_each_bit(w: usize, mut bits: u64, mut f: impl FnMut(u32)) {
     while bits != 0 {
-        let off = bits.leading_zeros();
-        bits &= !(1u64 << (63 - off));
+        let off = bits.trailing_zeros();
+        bits &= bits - 1;
         f(w as u32 * 64 + off);
     }
 }
@@ -150,8 +150,8 @@ impl PieceTable {
         for_each_bit(w, bits & taken, |i| self.unplace(l, i));
         let mut cand = bits & !taken & has;
         while cand != 0 {
-            let off = cand.leading_zeros();
-            cand &= !(1u64 << (63 - off));
+            let off = cand.trailing_zeros();
+            cand &= cand - 1;
             let i = w as u32 * 64 + off;
             match self.want(i) {
                 // Its count may have dropped below this level meanwhile: rarer still, take it.
@@ -186,9 +186,9 @@ fn scan<T>(words: usize, rand: u64, mut f: impl FnMut(usize, u64) -> Option<T>) 
     let shift = ((rand >> 32) % 64) as u32;
     for k in 0..=words {
         let part = if k == 0 {
-            u64::MAX >> shift
+            u64::MAX << shift
         } else if k == words {
-            !(u64::MAX >> shift)
+            !(u64::MAX << shift)
         } else {
             u64::MAX
         };
@@ -262,7 +262,7 @@ mod tests {
             (0..64).fold(0u64, |acc, b| {
                 let i = (w * 64 + b) as u32;
                 if i < 200 && t.availability(i) >= 5 {
-                    acc | 1 << (63 - b)
+                    acc | 1 << b
                 } else {
                     acc
                 }
@@ -336,7 +336,7 @@ mod tests {
         let word = |has: &[bool], w: usize| {
             (0..64).fold(0u64, |acc, b| {
                 if has.get(w * 64 + b) == Some(&true) {
-                    acc | 1 << (63 - b)
+                    acc | 1 << b
                 } else {
                     acc
                 }
