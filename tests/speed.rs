@@ -658,6 +658,8 @@ impl SpeedSeeder {
             workers: 1,
             pin_workers: false,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Every test leecher connects from 127.0.0.1.
+            max_connections_per_ip: 64,
             ..settings
         };
         let engine = Engine::start_with_speed(settings, Some(svc.clone())).unwrap();
