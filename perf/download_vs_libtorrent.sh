@@ -22,9 +22,8 @@
 # Before and after the downloads, a probe writes the payload's size with dd (1 MiB and 16 KiB
 # writes) on the downloader's CPU: the page cache's own cost on this machine, for scale.
 #
-# Caveat: `ringseed download --json` notices completion at its once-a-second progress tick, so
-# its wall time is rounded up to the next whole second after the start of its session; the
-# "data-in" and "steady" columns (every byte in the file) do not have that rounding.
+# `ringseed download --json` looks for completion every 20 ms, so its wall time and its
+# "data-in" time (every byte in the file) differ by at most that.
 set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-2048}
 PAIRS=${PAIRS:-5}
