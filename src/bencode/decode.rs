@@ -5,12 +5,13 @@
 //! means a hostile input cannot make the decoder recurse, allocate or loop without limit: depth and
 //! total item count are capped by [`Limits`], and a string can never claim more bytes than remain.
 //!
-//! Decoding takes two passes. The first walks the input without building anything (an explicit
-//! stack no deeper than [`Limits::max_depth`]): it finds every error, enforces both limits and
-//! counts the elements of each list and dictionary. Only input that passed is built, each list
-//! and dictionary in one allocation of its exact size. So refusing a document costs no memory in
-//! proportion to it, and an accepted one costs exactly its values (40 bytes each, 56 for a
-//! dictionary entry) plus four bytes per container, with no growth slack or reallocation copies.
+//! Decoding takes two passes. The first walks the input without building any value (an explicit
+//! stack no deeper than [`Limits::max_depth`], and a count of four bytes per container): it
+//! finds every error, enforces both limits and counts the elements of each list and dictionary.
+//! Only input that passed is built, each list and dictionary in one allocation of its exact
+//! size. So refusing a document costs at most those counts, and an accepted one costs exactly
+//! its values (40 bytes each, 56 for a dictionary entry) plus the counts, with no growth slack
+//! or reallocation copies.
 
 use std::ops::Range;
 
@@ -36,10 +37,11 @@ impl Limits {
     ///   and the end of every list and dictionary as tokens too: a torrent's structures come to
     ///   about two of its tokens per value of ours (a v1 file entry is 9 tokens and 5 values, a
     ///   hybrid torrent's file with its pad about 32 and 16). So both stop a hybrid torrent
-    ///   near 95 000 files, and v1 and v2 torrents reach [`crate::metainfo::layout::MAX_FILES`] first.
-    ///   A document over the bound is refused by the first pass with nothing allocated; the
-    ///   worst accepted one costs 1.5 M × 56 bytes = 80 MiB while decoded (a dictionary of
-    ///   that many entries), a real torrent a small part of that (20 000 files: about 5 MiB).
+    ///   near 95 000 files, and v1 and v2 torrents reach
+    ///   [`crate::metainfo::layout::MAX_FILES`] first. A document over the bound is refused by
+    ///   the first pass before any value is built; the worst accepted one costs
+    ///   1.5 M × 56 bytes = 80 MiB while decoded (a dictionary of that many entries), a real
+    ///   torrent a small part of that (20 000 files: about 5 MiB).
     pub const TORRENT: Limits = Limits {
         max_depth: 100,
         max_items: 1_500_000,
@@ -169,9 +171,9 @@ struct Frame<'a> {
 }
 
 /// The first pass: validates the value at the start of `input` against the grammar and
-/// `limits`, without recursion or allocation beyond one frame per open container. Returns the
-/// offset just past the value and each container's element count, in the order the containers
-/// open.
+/// `limits`, without recursion, allocating one frame per open container and one count per
+/// container. Returns the offset just past the value and each container's element count, in
+/// the order the containers open.
 fn scan(input: &[u8], limits: Limits) -> Result<(usize, Vec<u32>), DecodeError> {
     let mut d = Decoder {
         input,
