@@ -35,7 +35,7 @@ fn broken_corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "huge file length",
             b"d4:infod5:filesld6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beee4:name1:x12:piece lengthi16384e6:pieces0:ee".to_vec(),
-            "overflows",
+            "add up to more than 281474976710656 bytes",
         ),
         (
             "negative length",
