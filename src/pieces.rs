@@ -152,11 +152,12 @@ pub struct PieceTable {
     availability: Box<[AtomicU16]>,
     /// Connected peers that said `have_all`: they count toward every piece's availability
     /// without touching each piece's counter (a `have_all` costs O(1), not O(pieces)). They
-    /// add the same to every piece, so the rarity index, which orders pieces, ignores them.
+    /// add the same to every piece, so the rarity index orders pieces without them (its level
+    /// 0 holds the pieces only they have).
     seeds: AtomicU32,
     /// The rarity index: per availability level, the claimable pieces at that level (see
-    /// [`rarity`]). A level's bitfield is allocated the first time a piece reaches it; a torrent
-    /// that only seeds allocates none.
+    /// [`rarity`]). A level's bitfield is allocated the first time a piece reaches it (level 0
+    /// the first time a seed's peer picks); a torrent that only seeds allocates none.
     levels: Box<[OnceLock<AtomicBitfield>]>,
 }
 
@@ -178,13 +179,23 @@ impl PieceTable {
 
     /// Peers that have piece `i`: those that announced it, plus those that announced all.
     pub fn availability(&self, i: u32) -> u16 {
-        let own = self
-            .availability
+        let seeds = self.seeds().min(u32::from(u16::MAX)) as u16;
+        self.announced(i).saturating_add(seeds)
+    }
+
+    /// Peers that announced piece `i` one by one (or in a bitfield), seeds left out: the
+    /// count the rarity index orders by.
+    fn announced(&self, i: u32) -> u16 {
+        self.availability
             .get(i as usize)
-            .map_or(0, |a| a.load(SeqCst));
-        // Relaxed: a heuristic for picking, ordered with nothing else.
-        let seeds = self.seeds.load(Relaxed).min(u32::from(u16::MAX)) as u16;
-        own.saturating_add(seeds)
+            .map_or(0, |a| a.load(SeqCst))
+    }
+
+    /// Connected peers counted by [`PieceTable::seed_joined`].
+    pub fn seeds(&self) -> u32 {
+        // Relaxed: whether to look at level 0 is a heuristic; a seed that just joined is
+        // found at the next pick.
+        self.seeds.load(Relaxed)
     }
 
     /// A peer announced every piece (`have_all`). Relaxed, like the per-piece counts.
@@ -228,10 +239,7 @@ impl PieceTable {
         if !self.claimed.set(i) {
             return false;
         }
-        let av = self.availability(i);
-        if av > 0 {
-            self.unplace(rarity::level(av), i);
-        }
+        self.unplace(rarity::level(self.announced(i)), i);
         true
     }
 

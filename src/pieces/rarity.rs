@@ -1,7 +1,12 @@
 //! The rarity index: rarest first without reading every piece's count.
 //!
 //! For each availability level, a bitfield of the pieces that can be claimed there (not
-//! verified, not claimed, had by at least one connected peer). Levels 1 to 31 are exact counts;
+//! verified, not claimed). The level is the count of connected peers that announced the piece
+//! one by one; peers that announced `have_all` add the same to every piece and are left out of
+//! it (see [`PieceTable::seed_joined`]). Level 0 holds the pieces only such seeds have: the
+//! rarest of all while a seed is connected, and looked at only then. It starts with every
+//! piece in it (allocated the first time it is needed), which places every piece at once;
+//! scans clear the bits that are stale. Levels 1 to 31 are exact counts;
 //! above that there is one level per power of two (32–63, 64–127, … 32768–65535), where "rarest"
 //! no longer means much and the pieces of one level count as ties. A pick reads the lowest level
 //! that holds a piece the peer has, a word (64 pieces) at a time from a random word: in a
@@ -55,20 +60,29 @@ impl PieceTable {
         if self.verified.get(i) || self.claimed.get(i) {
             return None;
         }
-        match self.availability(i) {
-            0 => None,
-            av => Some(level(av)),
-        }
+        Some(level(self.announced(i)))
     }
 
     fn level_bits(&self, l: usize) -> Option<&AtomicBitfield> {
         self.levels.get(l)?.get()
     }
 
+    /// Level `l`'s bitfield, allocated on first use: level 0 with every piece in it (no piece
+    /// was ever placed there, and every piece starts at count 0), the others empty.
+    fn level_or_init(&self, l: usize) -> &AtomicBitfield {
+        self.levels[l].get_or_init(|| {
+            if l == 0 {
+                AtomicBitfield::full(self.num_pieces())
+            } else {
+                AtomicBitfield::new(self.num_pieces())
+            }
+        })
+    }
+
     /// Rule 1: puts piece `i` at the level its state says (if it can be claimed).
     pub(super) fn place(&self, i: u32) {
         if let Some(l) = self.want(i) {
-            let b = self.levels[l].get_or_init(|| AtomicBitfield::new(self.num_pieces()));
+            let b = self.level_or_init(l);
             // A set bit seen here (after the state change) is as good as setting it: a later
             // clear re-reads the state (rule 2).
             if !b.get(i) {
@@ -90,7 +104,7 @@ impl PieceTable {
     /// Piece `i`'s count went from `old` to `new`.
     pub(super) fn moved(&self, i: u32, old: u16, new: u16) {
         self.place(i);
-        if old > 0 && level(old) != level(new) {
+        if level(old) != level(new) {
             self.unplace(level(old), i);
         }
     }
@@ -103,8 +117,15 @@ impl PieceTable {
         if words == 0 {
             return None;
         }
-        for l in 1..LEVELS {
-            let Some(b) = self.level_bits(l) else {
+        // Level 0 only while a seed is connected: without one, no peer has its pieces.
+        let first = if self.seeds() > 0 { 0 } else { 1 };
+        for l in first..LEVELS {
+            let b = if l == 0 {
+                Some(self.level_or_init(0))
+            } else {
+                self.level_bits(l)
+            };
+            let Some(b) = b else {
                 continue;
             };
             if b.count() == 0 {
@@ -207,8 +228,9 @@ mod tests {
     /// Every piece `(0..n)` placed where its state says: the invariant at rest.
     fn assert_indexed(t: &PieceTable) {
         for i in 0..t.num_pieces() {
-            for l in 1..LEVELS {
-                let set = t.level_bits(l).is_some_and(|b| b.get(i));
+            for l in 0..LEVELS {
+                // Level 0 unallocated stands for every piece.
+                let set = t.level_bits(l).map_or(l == 0, |b| b.get(i));
                 if t.want(i) == Some(l) {
                     assert!(
                         set,
@@ -316,6 +338,38 @@ mod tests {
         assert_eq!(t.claim_rarest(all, 1), None);
     }
 
+    /// A seed (`have_all`) is the only peer: every piece is claimable from it, and once peers
+    /// announce some pieces, those only the seed has are the rarest.
+    #[test]
+    fn pieces_only_seeds_have_are_claimed_first() {
+        let t = PieceTable::new(130);
+        assert_eq!(t.claim_rarest(all, 3), None, "no peer, nothing to claim");
+        t.seed_joined();
+        let first = t.claim_rarest(all, 3).unwrap();
+        t.release(first);
+        for i in 0..130 {
+            if i != 7 && i != 100 {
+                t.peer_has(i);
+            }
+        }
+        let mut got = [
+            t.claim_rarest(all, 5).unwrap(),
+            t.claim_rarest(all, 99).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, [7, 100]);
+        let third = t.claim_rarest(all, 1).unwrap();
+        assert_eq!(t.availability(third), 2);
+        t.seed_left();
+        t.peer_lost(50);
+        assert_indexed(&t);
+        // Without the seed, a piece nobody announces is not offered, even by an `all` mask.
+        while let Some(i) = t.claim_rarest(all, 8) {
+            assert!(t.availability(i) > 0, "{i}");
+        }
+        assert!(!t.claimed(50) || third == 50);
+    }
+
     /// Against a plain reading of every count: random haves, losses, claims, releases and
     /// verifications, and after each pick the piece claimed is one of the rarest the peer has.
     #[test]
@@ -348,12 +402,17 @@ mod tests {
                 0..=3 => t.peer_has(i),
                 4..=5 => t.peer_lost(i),
                 6 => t.release(i),
-                7 => {
-                    if next() % 8 == 0 {
+                7 => match next() % 16 {
+                    0 | 1 => {
                         t.verified.set(i);
                     }
-                }
+                    2 => t.seed_joined(),
+                    3 => t.seed_left(),
+                    _ => {}
+                },
                 _ => {
+                    // Seeds add the same to every piece: the order is the one of the counts
+                    // announced piece by piece.
                     let rarest = (0..n)
                         .filter(|&j| {
                             has[j as usize]
@@ -361,10 +420,10 @@ mod tests {
                                 && !t.claimed(j)
                                 && t.availability(j) > 0
                         })
-                        .map(|j| level(t.availability(j)))
+                        .map(|j| level(t.announced(j)))
                         .min();
                     let got = t.claim_rarest(|w| word(&has, w), next());
-                    assert_eq!(got.map(|j| level(t.availability(j))), rarest);
+                    assert_eq!(got.map(|j| level(t.announced(j))), rarest);
                     if let Some(j) = got {
                         assert!(has[j as usize] && t.claimed(j));
                     }
