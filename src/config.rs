@@ -156,6 +156,10 @@ pub struct Control {
     pub token: String,
     pub token_file: String,
     pub no_token_from: Vec<String>,
+    pub hosts: Vec<String>,
+    pub max_connections: u32,
+    pub header_timeout_s: u32,
+    pub idle_timeout_s: u32,
 }
 
 impl Default for Control {
@@ -164,35 +168,86 @@ impl Default for Control {
             listen: "127.0.0.1:9708".into(),
             token: String::new(),
             token_file: String::new(),
-            no_token_from: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            no_token_from: Vec::new(),
+            hosts: Vec::new(),
+            max_connections: 64,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
         }
     }
 }
 
+/// The file the node writes its generated API token to when neither `control.token` nor
+/// `control.token_file` is set.
+pub const TOKEN_FILE_NAME: &str = "api-token";
+
 impl Control {
-    /// The API token: `token`, else the first line of `token_file`; `None` when neither is set.
-    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+    /// Where the API token lives: `token_file`, else `api-token` in the state directory (the
+    /// node generates it there on first start).
+    pub fn token_path(&self, state: &State) -> std::path::PathBuf {
+        if self.token_file.is_empty() {
+            std::path::Path::new(&state.dir).join(TOKEN_FILE_NAME)
+        } else {
+            std::path::PathBuf::from(&self.token_file)
+        }
+    }
+
+    /// The token a client (`ctl`) sends: `token`, else the first line of the token file
+    /// ([`Control::token_path`]); `None` when that file does not exist (then the client sends
+    /// none, which a node only accepts from `no_token_from`).
+    pub fn client_token(&self, state: &State) -> Result<Option<String>, ConfigError> {
         if !self.token.is_empty() {
             return Ok(Some(self.token.clone()));
         }
-        if self.token_file.is_empty() {
-            return Ok(None);
+        let path = self.token_path(state);
+        match read_token_file(&path) {
+            Err(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
         }
-        let text =
-            std::fs::read_to_string(&self.token_file).map_err(|source| ConfigError::Read {
-                path: self.token_file.clone(),
-                source,
-            })?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        if token.is_empty() {
-            return Err(ConfigError::OutOfRange {
-                key: "control.token_file",
-                value: format!("{:?}", self.token_file),
-                allowed: "a file whose first line is the token",
-            });
-        }
-        Ok(Some(token))
     }
+}
+
+/// Largest token file read (a token is a line of a few dozen bytes).
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The first line of a token file, trimmed; an empty one is an error.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_TOKEN_FILE)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(ConfigError::OutOfRange {
+            key: "control.token_file",
+            value: format!("{:?}", path.display().to_string()),
+            allowed: "a file whose first line is the token",
+        });
+    }
+    Ok(token)
+}
+
+/// Whether `h` is a DNS name a `Host` header may carry (`control.hosts`): labels of letters,
+/// digits and '-', separated by dots, at most 253 bytes.
+fn valid_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// An IP network in CIDR notation (`127.0.0.0/8`, `::1/128`).
@@ -573,17 +628,42 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "control.token",
-        "Bearer token required from clients outside `no_token_from`; \"\" for none (then only\n\
-         those clients are served). Prefer `token_file`: this file may be world-readable.",
+        "Bearer token every client outside `no_token_from` must send (\"Authorization: Bearer\n\
+         TOKEN\"). Prefer `token_file`: this file may be world-readable. With neither set, the\n\
+         node generates a token on first start into `api-token` in the state directory (mode\n\
+         0600), where `ringseed ctl` reads it.",
     ),
     (
         "control.token_file",
-        "File whose first line is the token (used when `token` is \"\").",
+        "File whose first line is the token (used when `token` is \"\"); it must exist, and\n\
+         must not be readable by every user. \"\" = the state directory's `api-token`.",
     ),
     (
         "control.no_token_from",
-        "Networks (CIDR) whose clients need no token; every other client must send\n\
-         \"Authorization: Bearer TOKEN\". At most 64.",
+        "Networks (CIDR) whose clients need no token: an explicit opt-out, none by default (on\n\
+         a shared box any local user, and any web page through the operator's browser, can\n\
+         reach loopback). At most 64.",
+    ),
+    (
+        "control.hosts",
+        "Host names (besides IP addresses and `localhost`) that requests may name in their\n\
+         `Host` header, e.g. the box's DNS name behind a reverse proxy. Any other name is\n\
+         refused: that is what stops DNS rebinding. At most 64.",
+    ),
+    (
+        "control.max_connections",
+        "Open connections at most, on the control API and on /metrics each; when full, the\n\
+         connection idle the longest is closed for a new one. Range 4..=4096.",
+    ),
+    (
+        "control.header_timeout_s",
+        "Seconds a client has to send a request's headers, on the control API and /metrics.\n\
+         Range 1..=300.",
+    ),
+    (
+        "control.idle_timeout_s",
+        "Seconds a connection may stay open with no request, on the control API and /metrics.\n\
+         Range 1..=3600.",
     ),
     (
         "speed",
@@ -921,6 +1001,38 @@ impl Config {
                 allowed: "at most 64",
             });
         }
+        if c.hosts.len() > 64 {
+            return Err(ConfigError::OutOfRange {
+                key: "control.hosts",
+                value: format!("{} names", c.hosts.len()),
+                allowed: "at most 64",
+            });
+        }
+        if let Some(bad) = c.hosts.iter().find(|h| !valid_host_name(h)) {
+            return Err(ConfigError::OutOfRange {
+                key: "control.hosts",
+                value: format!("{bad:?}"),
+                allowed: "DNS names (letters, digits, '-', '.'), without a port",
+            });
+        }
+        range(
+            "control.max_connections",
+            c.max_connections,
+            (4..=4096).contains(&c.max_connections),
+            "allowed 4..=4096",
+        )?;
+        range(
+            "control.header_timeout_s",
+            c.header_timeout_s,
+            (1..=300).contains(&c.header_timeout_s),
+            "allowed 1..=300",
+        )?;
+        range(
+            "control.idle_timeout_s",
+            c.idle_timeout_s,
+            (1..=3600).contains(&c.idle_timeout_s),
+            "allowed 1..=3600",
+        )?;
         if let Some(bad) = c.no_token_from.iter().find(|n| IpNet::parse(n).is_none()) {
             return Err(ConfigError::OutOfRange {
                 key: "control.no_token_from",

@@ -17,6 +17,7 @@ pub mod download;
 pub mod engine;
 pub mod fetch;
 pub mod hash;
+pub mod httpd;
 pub mod leecher;
 pub mod magnet_fetch;
 pub mod metainfo;

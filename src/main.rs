@@ -479,12 +479,25 @@ enum ConfigCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_open_file_limit();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every peer, API client and file is a
+/// descriptor, and the soft default (1024 on most systems) is far below what a seedbox serves.
+/// Unchanged (and logged at debug) if the kernel refuses.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
+    if let Err(e) = raised {
+        tracing::debug!("could not raise the open-file limit: {e}");
     }
 }
 
@@ -1097,12 +1110,17 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
         None => api_url(&config.control.listen)
             .context("control.listen is off or invalid; give --api")?,
     };
-    let token = match args.token {
+    // --token, then $RINGSEED_TOKEN, then the config's token or the node's token file.
+    let token = match args.token.or_else(|| {
+        std::env::var("RINGSEED_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    }) {
         Some(t) => Some(t),
         None => config
             .control
-            .read_token()?
-            .or_else(|| std::env::var("RINGSEED_TOKEN").ok()),
+            .client_token(&config.state)
+            .context("reading the control API token (give --token or $RINGSEED_TOKEN)")?,
     };
     let client = ApiClient::new(&api, token)?;
     let limit = |v: &Option<String>, key: &str| -> Result<LimitChange> {

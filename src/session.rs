@@ -42,6 +42,9 @@ pub struct SessionOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Torrents with their own metric series; the rest are summed as "other".
     pub metrics_top_torrents: usize,
+    /// The bounds of the `/metrics` HTTP server, and what it closed for them.
+    pub metrics_http_limits: crate::httpd::HttpLimits,
+    pub metrics_http: Arc<crate::httpd::HttpStats>,
     /// The node's database (resume state, ledger); the session runs its one writer thread.
     pub db_path: Option<PathBuf>,
     /// More series for `/metrics` (the control service's own counters).
@@ -59,6 +62,8 @@ impl Default for SessionOptions {
             max_connects_per_announce: 50,
             metrics_listen: None,
             metrics_top_torrents: 20,
+            metrics_http_limits: crate::httpd::HttpLimits::default(),
+            metrics_http: Arc::default(),
             db_path: None,
             collectors: Vec::new(),
             speed: None,
@@ -309,26 +314,31 @@ fn control_thread(
                         axum::routing::get(move || {
                             let r = registry.clone();
                             async move {
+                                // The render reads every collector (locks included): off the
+                                // control thread, which runs the API and the announcers.
+                                let text = tokio::task::spawn_blocking(move || {
+                                    crate::metrics::render(&r)
+                                })
+                                .await
+                                .unwrap_or_default();
                                 (
                                     [(
                                         axum::http::header::CONTENT_TYPE,
                                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                     )],
-                                    crate::metrics::render(&r),
+                                    text,
                                 )
                             }
                         }),
                     );
                     let mut stop = stop_rx.clone();
+                    let (limits, stats) =
+                        (options.metrics_http_limits, options.metrics_http.clone());
                     tokio::spawn(async move {
-                        let served = axum::serve(l, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.changed().await;
-                            })
-                            .await;
-                        if let Err(e) = served {
-                            tracing::error!("metrics endpoint: {e}");
-                        }
+                        let stopped = async move {
+                            let _ = stop.changed().await;
+                        };
+                        crate::httpd::serve(l, app, limits, stats, stopped).await;
                     });
                 }
                 Err(e) => tracing::error!("metrics endpoint: {e}"),

@@ -14,8 +14,25 @@
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
-//! Clients outside `control.no_token_from` must send `Authorization: Bearer TOKEN`; the token is
-//! compared in constant time (SHA-256 of both sides, then every byte).
+//!
+//! # Who may call it
+//! Loopback is no boundary: on a shared seedbox every local user reaches it, and so does any web
+//! page in the operator's browser (a "simple" cross-site POST needs no preflight, and DNS
+//! rebinding turns an attacker's name into 127.0.0.1). So every request passes four checks, in
+//! this order ([`check_request`]):
+//! 1. `Host` names an IP address, `localhost` or one of `control.hosts` (a rebound DNS name is
+//!    refused: 421);
+//! 2. an `Origin`, if sent, is this API's own (`http(s)://` + the `Host`); a cross-site one or
+//!    `null` is refused (403), as is `Sec-Fetch-Site: cross-site`;
+//! 3. a request with a body, or with a `Content-Type`, says `application/json` (415): a browser
+//!    cannot send that cross-site without a preflight, which is never answered;
+//! 4. `Authorization: Bearer TOKEN` (401), unless the client is in `control.no_token_from` (empty
+//!    by default). There is always a token: generated on first start if none is configured
+//!    ([`super::token`]). It is compared in constant time (SHA-256 of both sides, then every
+//!    byte).
+//!
+//! The server under it ([`crate::httpd`]) bounds header time, idle time, request time and
+//! connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,8 +62,11 @@ const MAX_BODY: usize = super::MAX_TORRENT_FILE / 3 * 4 + 64 * 1024;
 /// Who may use the API.
 #[derive(Debug, Clone)]
 pub struct Access {
-    pub token: Option<String>,
+    pub token: String,
     pub no_token_from: Vec<IpNet>,
+    /// Host names a request may name besides IP addresses and `localhost` (`control.hosts`),
+    /// lower case.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -64,6 +84,7 @@ impl IntoResponse for ControlError {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::AlreadyAdded(_) => StatusCode::CONFLICT,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Refused(status, _) => *status,
             ControlError::Db(_) | ControlError::Session(_) | ControlError::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -96,7 +117,8 @@ pub fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
-/// Decides whether a client may use the API.
+/// Decides whether a client may use the API: the token, unless the client is in
+/// `no_token_from`.
 pub fn authorize(
     access: &Access,
     peer: std::net::IpAddr,
@@ -105,22 +127,98 @@ pub fn authorize(
     if access.no_token_from.iter().any(|n| n.contains(peer)) {
         return Ok(());
     }
-    let Some(token) = &access.token else {
-        return Err(ControlError::Unauthorized(format!(
-            "{peer} is not in control.no_token_from and no control.token is configured"
-        )));
-    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if same_secret(g, token) => Ok(()),
+        Some(g) if same_secret(g, &access.token) => Ok(()),
         Some(_) => Err(ControlError::Unauthorized("wrong token".into())),
         None => Err(ControlError::Unauthorized(format!(
-            "a token is required from {peer}: send \"Authorization: Bearer TOKEN\""
+            "a token is required from {peer}: send \"Authorization: Bearer TOKEN\" (`ringseed ctl` \
+             reads it from the node's token file, api-token in its state directory by default)"
         ))),
     }
+}
+
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`).
+fn host_part(value: &str) -> Option<&str> {
+    if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        return (after.is_empty() || after.starts_with(':')).then_some(v6);
+    }
+    Some(value.split_once(':').map_or(value, |(h, _)| h))
+}
+
+/// Checks 1–3 of the module doc (where a request comes from and what it carries), then the
+/// token.
+pub fn check_request(
+    access: &Access,
+    peer: std::net::IpAddr,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<(), ControlError> {
+    use axum::http::Method;
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    // 1. Host: an IP address can't be rebound; a name must be one the operator listed.
+    let host = text(header::HOST).unwrap_or("");
+    let name = host_part(host).unwrap_or("").to_ascii_lowercase();
+    let host_ok = !name.is_empty()
+        && (name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || access.hosts.contains(&name));
+    if !host_ok {
+        return Err(ControlError::Refused(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {host:?} is not this API's: use an IP address or localhost, or list the \
+                 name in control.hosts"
+            ),
+        ));
+    }
+    // 2. A browser says where a request comes from; only this API's own pages may call it.
+    if let Some(origin) = text(header::ORIGIN) {
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")));
+        if !own {
+            return Err(ControlError::Refused(
+                StatusCode::FORBIDDEN,
+                format!("cross-site request from Origin {origin:?} refused"),
+            ));
+        }
+    }
+    if text(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return Err(ControlError::Refused(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused (Sec-Fetch-Site)".into(),
+        ));
+    }
+    // 3. JSON only: a body (or a declared type) must be application/json.
+    let has_body = text(header::CONTENT_LENGTH).is_some_and(|n| n.trim() != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    let content_type = text(header::CONTENT_TYPE);
+    let json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    let reads_nothing = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !json && (has_body || content_type.is_some()) && !reads_nothing {
+        return Err(ControlError::Refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "request bodies must be JSON (Content-Type: application/json), not {:?}",
+                content_type.unwrap_or("(none)")
+            ),
+        ));
+    }
+    // 4. The token.
+    authorize(access, peer, headers)
 }
 
 async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
@@ -129,7 +227,7 @@ async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let verdict = match peer {
-        Some(ip) => authorize(&s.access, ip, req.headers()),
+        Some(ip) => check_request(&s.access, ip, req.method(), req.headers()),
         None => Err(ControlError::Unauthorized("unknown client address".into())),
     };
     match verdict {
@@ -379,8 +477,14 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ControlError> {
         .map_err(|e| ControlError::Io(format!("control API on {addr}: {e}")))
 }
 
-/// Serves the API on `listener` until the control thread stops (a control-thread task).
-pub async fn serve(listener: std::net::TcpListener, app: Router) {
+/// Serves the API on `listener` within `limits` until the control thread stops (a
+/// control-thread task).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    limits: crate::httpd::HttpLimits,
+    stats: Arc<crate::httpd::HttpStats>,
+) {
     let l = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -388,10 +492,7 @@ pub async fn serve(listener: std::net::TcpListener, app: Router) {
             return;
         }
     };
-    let served = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
-    if let Err(e) = served {
-        tracing::error!("control API: {e}");
-    }
+    crate::httpd::serve(l, app, limits, stats, std::future::pending()).await;
 }
 
 #[cfg(test)]
@@ -401,8 +502,9 @@ mod tests {
     #[test]
     fn token_checks() {
         let access = Access {
-            token: Some("s3cret".into()),
+            token: "s3cret".into(),
             no_token_from: vec![IpNet::parse("127.0.0.1/32").unwrap()],
+            hosts: Vec::new(),
         };
         let mut h = HeaderMap::new();
         let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
@@ -413,11 +515,101 @@ mod tests {
         assert!(authorize(&access, other, &h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
         assert!(authorize(&access, other, &h).is_ok());
-        let no_token = Access {
-            token: None,
+        let no_opt_out = Access {
             no_token_from: vec![],
+            ..access.clone()
         };
-        assert!(authorize(&no_token, local, &h).is_err());
+        assert!(authorize(&no_opt_out, local, &HeaderMap::new()).is_err());
         assert!(same_secret("a", "a") && !same_secret("a", "b") && !same_secret("a", "aa"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn status(r: Result<(), ControlError>) -> u16 {
+        match r {
+            Ok(()) => 200,
+            Err(e) => e.into_response().status().as_u16(),
+        }
+    }
+
+    #[test]
+    fn host_origin_and_content_type_are_checked_before_the_token() {
+        use axum::http::Method;
+        let access = Access {
+            token: "t".into(),
+            no_token_from: vec![],
+            hosts: vec!["box.example".into()],
+        };
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let auth = ("authorization", "Bearer t");
+        let check = |m: Method, h: &[(&'static str, &str)]| {
+            status(check_request(&access, ip, &m, &headers(h)))
+        };
+        for host in [
+            "127.0.0.1:9708",
+            "[::1]:9708",
+            "localhost:9708",
+            "BOX.example",
+            "10.0.0.1",
+        ] {
+            assert_eq!(check(Method::GET, &[("host", host), auth]), 200, "{host}");
+        }
+        // DNS rebinding: the attacker's name resolves to 127.0.0.1.
+        for host in ["evil.example:9708", "", "[::1", "box.example.evil"] {
+            assert_eq!(check(Method::GET, &[("host", host), auth]), 421, "{host:?}");
+        }
+        assert_eq!(check(Method::GET, &[auth]), 421, "no Host");
+        let h = ("host", "127.0.0.1:9708");
+        let json = ("content-type", "application/json; charset=utf-8");
+        let len = ("content-length", "10");
+        assert_eq!(check(Method::POST, &[h, auth, json, len]), 200);
+        assert_eq!(
+            check(
+                Method::POST,
+                &[h, auth, ("origin", "http://127.0.0.1:9708"), json, len]
+            ),
+            200,
+            "its own page"
+        );
+        for origin in ["http://evil.example", "null", "http://127.0.0.1:9999"] {
+            assert_eq!(
+                check(Method::POST, &[h, auth, ("origin", origin), json, len]),
+                403,
+                "{origin}"
+            );
+        }
+        assert_eq!(
+            check(Method::POST, &[h, auth, ("sec-fetch-site", "cross-site")]),
+            403
+        );
+        // The cross-site "simple" POST: text/plain, or a form.
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            assert_eq!(
+                check(Method::POST, &[h, auth, ("content-type", ct), len]),
+                415,
+                "{ct}"
+            );
+        }
+        assert_eq!(check(Method::POST, &[h, auth, len]), 415, "a body, no type");
+        assert_eq!(check(Method::POST, &[h, auth]), 200, "no body: pause");
+        assert_eq!(
+            check(Method::POST, &[h, ("content-length", "0")]),
+            401,
+            "no token"
+        );
+        assert_eq!(
+            check(Method::PUT, &[h, auth, ("transfer-encoding", "chunked")]),
+            415
+        );
     }
 }

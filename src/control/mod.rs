@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 pub mod node;
+pub mod token;
 pub mod types;
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +50,10 @@ pub enum ControlError {
     OutsideDataDir { path: String, root: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused before the token is looked at (wrong `Host`, cross-site `Origin`, not JSON),
+    /// with the HTTP status to answer.
+    #[error("{1}")]
+    Refused(axum::http::StatusCode, String),
     #[error("state database: {0}")]
     Db(#[from] DbError),
     #[error("{0}")]
@@ -108,6 +113,8 @@ pub struct Counters {
     pub resume_sync_us: AtomicU64,
     /// `fdatasync`s that failed (the download stops with the error).
     pub sync_errors: AtomicU64,
+    /// Connections the API's HTTP server closed for its bounds ([`crate::httpd`]).
+    pub api_http: Arc<crate::httpd::HttpStats>,
 }
 
 impl Counters {

@@ -38,6 +38,8 @@ pub enum NodeError {
 pub struct ServiceCollector {
     counters: Arc<Counters>,
     service: Arc<OnceLock<Service>>,
+    /// The `/metrics` server's own closes (the session's).
+    metrics_http: Arc<crate::httpd::HttpStats>,
 }
 
 impl Collector for ServiceCollector {
@@ -93,6 +95,30 @@ impl Collector for ServiceCollector {
                 (label("reason", "api_unauthorized"), r(&c.api_unauthorized)),
                 (label("reason", "api_bad_request"), r(&c.api_bad_requests)),
             ],
+        )?;
+        let closes = |listener: &str, h: &crate::httpd::HttpStats| -> Vec<(Labels, u64)> {
+            h.closes()
+                .into_iter()
+                .map(|(reason, n)| {
+                    (
+                        vec![
+                            ("listener".into(), listener.into()),
+                            ("reason".into(), reason.into()),
+                        ],
+                        n,
+                    )
+                })
+                .collect()
+        };
+        let mut http = closes("api", &c.api_http);
+        http.extend(closes("metrics", &self.metrics_http));
+        counter(
+            &mut enc,
+            "ringseed_http_connections_closed",
+            "Connections to the control API and /metrics closed or refused for the server's \
+             bounds (idle, evicted for a new one, refused when all are busy, bad or slow \
+             headers, request timeout).",
+            &http,
         )?;
         if let Some(s) = self.service.get() {
             let by_state: Vec<(Labels, i64)> = s
@@ -219,6 +245,17 @@ pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
     }
 }
 
+/// The bounds of the API's and `/metrics`' HTTP servers (`[control]`).
+pub fn http_limits(c: &crate::config::Control) -> crate::httpd::HttpLimits {
+    use std::time::Duration;
+    crate::httpd::HttpLimits {
+        max_connections: c.max_connections as usize,
+        header_timeout: Duration::from_secs(u64::from(c.header_timeout_s)),
+        idle_timeout: Duration::from_secs(u64::from(c.idle_timeout_s)),
+        ..crate::httpd::HttpLimits::default()
+    }
+}
+
 impl Node {
     /// Starts everything `config` describes, with `settings` and `options` (the config's, with
     /// the command line's overrides applied).
@@ -227,14 +264,14 @@ impl Node {
         settings: Settings,
         mut options: SessionOptions,
     ) -> Result<Node, NodeError> {
-        let access = Access {
-            token: config.control.read_token()?,
-            no_token_from: config
-                .control
-                .no_token_from
-                .iter()
-                .filter_map(|n| IpNet::parse(n))
-                .collect(),
+        // An explicit token or token file is read before anything is created; the default
+        // one may have to be generated in the state directory, once it exists.
+        let c = &config.control;
+        let explicit = !c.token.is_empty() || !c.token_file.is_empty();
+        let mut token = if explicit && !c.listen.is_empty() {
+            Some(super::token::server_token(c, &config.state)?)
+        } else {
+            None
         };
         let listener = match config.control.listen.as_str() {
             "" => None,
@@ -254,12 +291,31 @@ impl Node {
             path: config.state.dir.clone(),
             source,
         })?;
+        let access = if c.listen.is_empty() {
+            None
+        } else {
+            let token = match token.take() {
+                Some(t) => t,
+                None => super::token::server_token(c, &config.state)?,
+            };
+            Some(Access {
+                token,
+                no_token_from: c
+                    .no_token_from
+                    .iter()
+                    .filter_map(|n| IpNet::parse(n))
+                    .collect(),
+                hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            })
+        };
         let counters = Arc::new(Counters::default());
         let cell = Arc::new(OnceLock::new());
         options.db_path = Some(config.state.db_path());
+        options.metrics_http_limits = http_limits(c);
         options.collectors.push(Arc::new(ServiceCollector {
             counters: counters.clone(),
             service: cell.clone(),
+            metrics_http: options.metrics_http.clone(),
         }));
         let session = Session::start(settings, options)?;
         let service = Service::start(
@@ -269,9 +325,13 @@ impl Node {
             counters,
         )?;
         let _ = cell.set(service.clone());
-        if let Some(l) = listener {
+        if let (Some(l), Some(access)) = (listener, access) {
             let app = api::router(service.clone(), access);
-            session.handle().spawn(Box::pin(api::serve(l, app)))?;
+            let limits = http_limits(&config.control);
+            let stats = service.counters().api_http.clone();
+            session
+                .handle()
+                .spawn(Box::pin(api::serve(l, app, limits, stats)))?;
         }
         Ok(Node {
             session,
