@@ -262,6 +262,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ControlError::Io(format!("control task: {e}")))?
 }
 
+/// One torrent's view, read off the control thread (the torrents' lock may be held by a
+/// check or a save).
+async fn view(s: &ApiState, id: [u8; 20]) -> Result<Response, ControlError> {
+    let service = s.service.clone();
+    let v = blocking(move || service.get(id)).await?;
+    Ok(ok(StatusCode::OK, &v))
+}
+
 fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
     parse_info_hash(hash)
 }
@@ -288,19 +296,22 @@ async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, Control
         let path = req.path.unwrap_or_default();
         blocking(move || service.add_path(std::path::Path::new(&path), options)).await?
     };
-    let view = s.service.get(id)?;
-    Ok(ok(StatusCode::CREATED, &view))
+    let service = s.service.clone();
+    let v = blocking(move || service.get(id)).await?;
+    Ok(ok(StatusCode::CREATED, &v))
 }
 
-async fn list(State(s): State<ApiState>) -> Response {
-    ok(StatusCode::OK, &s.service.list())
+async fn list(State(s): State<ApiState>) -> Result<Response, ControlError> {
+    let service = s.service.clone();
+    let all = blocking(move || Ok(service.list())).await?;
+    Ok(ok(StatusCode::OK, &all))
 }
 
 async fn one(
     State(s): State<ApiState>,
     Path(hash): Path<String>,
 ) -> Result<Response, ControlError> {
-    Ok(ok(StatusCode::OK, &s.service.get(id_of(&hash)?)?))
+    view(&s, id_of(&hash)?).await
 }
 
 async fn remove(
@@ -353,7 +364,7 @@ async fn action(
             )));
         }
     }
-    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+    view(&s, id).await
 }
 
 async fn peers(
@@ -375,7 +386,7 @@ async fn add_peers(
     let peers = AddPeersRequest::from_json(&body)?;
     let service = s.service.clone();
     blocking(move || service.add_peers(id, peers)).await?;
-    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+    view(&s, id).await
 }
 
 async fn limits(
@@ -385,7 +396,8 @@ async fn limits(
 ) -> Result<Response, ControlError> {
     let id = id_of(&hash)?;
     let req = LimitsRequest::from_json(&body, false)?;
-    let cur = s.service.get(id)?.limits;
+    let service = s.service.clone();
+    let cur = blocking(move || service.get(id)).await?.limits;
     let new = Limits {
         upload_rate: req
             .upload_rate_kib
@@ -400,7 +412,7 @@ async fn limits(
     };
     let service = s.service.clone();
     blocking(move || service.set_limits(id, new)).await?;
-    Ok(ok(StatusCode::OK, &s.service.get(id)?))
+    view(&s, id).await
 }
 
 async fn global_limits(State(s): State<ApiState>) -> Response {
@@ -442,8 +454,10 @@ async fn set_global_limits(
     Ok(global_limits(State(s)).await)
 }
 
-async fn stats(State(s): State<ApiState>) -> Response {
-    ok(StatusCode::OK, &s.service.stats())
+async fn stats(State(s): State<ApiState>) -> Result<Response, ControlError> {
+    let service = s.service.clone();
+    let st = blocking(move || Ok(service.stats())).await?;
+    Ok(ok(StatusCode::OK, &st))
 }
 
 async fn not_found(uri: Uri) -> Response {
