@@ -22,6 +22,12 @@
 # Before and after the downloads, a probe writes the payload's size with dd (1 MiB and 16 KiB
 # writes) on the downloader's CPU: the page cache's own cost on this machine, for scale.
 #
+# DROP_CACHES=1 (the default when /proc/sys/vm/drop_caches is writable, i.e. as root) drops the
+# page cache before every run and reads the seeder's payload back in: on a box whose memory is
+# full of cache, writing a GiB into new page-cache pages costs 1.5-3 CPU-s of reclaim instead of
+# 0.25-0.35 (dd of 1 GiB in 256 KiB writes on this VM, 2026-11-30), a cost both downloaders pay
+# and which swamps what they differ in. Every run starts from the same free memory.
+#
 # `ringseed download --json` looks for completion every 20 ms, so its wall time and its
 # "data-in" time (every byte in the file) differ by at most that.
 set -euo pipefail
@@ -84,6 +90,15 @@ download() {
     2>>"$DIR/$client.log"
 }
 
+if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${DROP_CACHES:-1}; else DROP_CACHES=${DROP_CACHES:-0}; fi
+# fresh_memory: the same free memory for every run (see DROP_CACHES above), the payload cached.
+fresh_memory() {
+  sync
+  [ "$DROP_CACHES" = 1 ] || return 0
+  echo 1 >/proc/sys/vm/drop_caches
+  cat "$PAYLOAD" >/dev/null
+}
+
 RESULTS="$DIR/results.jsonl"
 : >"$RESULTS"
 mkdir -p "$DIR/dl"
@@ -98,7 +113,7 @@ write_probe() {
   [ "${PROBE:-1}" = 1 ] || return 0
   for bs in 1024 16; do
     rm -f "$DIR/dl/probe"
-    sync
+    fresh_memory
     res=$(taskset -c "$SEED_CPU" $PY "$M" run --cpu "$DL_CPU" --file "$DIR/dl/probe" --size "$BYTES" -- \
       dd if=/dev/zero of="$DIR/dl/probe" bs="${bs}K" count=$((BYTES / (bs << 10))) status=none)
     echo "$res" | $PY -c '
@@ -116,7 +131,7 @@ for pair in $(seq "$PAIRS"); do
   for client in ringseed libtorrent; do
     out="$DIR/dl/$client-$pair"
     rm -rf "$out" && mkdir -p "$out"
-    sync
+    fresh_memory
     s0=$(seeder_ticks)
     res=$(download "$client" "$TORRENT" "$out")
     s1=$(seeder_ticks)
