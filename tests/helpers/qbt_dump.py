@@ -359,6 +359,28 @@ class Dump:
                     self.ok("GET", "sync/maindata", params={"rid": delta["rid"]}))
         self.record("torrents/info after the change", self.ok("GET", "torrents/info"))
 
+        # -- global share limits and queueing through app/setPreferences, read back, undone
+        limits = {"max_ratio_enabled": True, "max_ratio": 1.75, "max_seeding_time_enabled": True,
+                  "max_seeding_time": 600, "max_ratio_act": 0, "queueing_enabled": True,
+                  "max_active_downloads": 2, "max_active_uploads": 4, "max_active_torrents": 6}
+        if new:
+            limits.update(max_inactive_seeding_time_enabled=True, max_inactive_seeding_time=300)
+        self.ok("POST", "app/setPreferences", data={"json": json.dumps(limits)})
+        after = self.json("app/preferences")
+        self.endpoints["app/setPreferences (global limits)"] = {
+            "sent": limits, "read_back": {k: after.get(k) for k in limits}}
+        multi_info = self.one(hs["multi"])
+        stopped_info = self.one(hs["stopped"])
+        self.endpoints["torrents/info under global limits"] = {
+            "per-torrent limits (rs-multi)": {k: multi_info[k] for k in (
+                "ratio_limit", "max_ratio", "seeding_time_limit", "max_seeding_time")},
+            "global limits (rs-stopped)": {k: stopped_info[k] for k in (
+                "ratio_limit", "max_ratio", "seeding_time_limit", "max_seeding_time")}}
+        self.ok("POST", "app/setPreferences", data={"json": json.dumps({
+            k: prefs[k] for k in limits if k in prefs})})
+        restored = self.json("app/preferences")
+        assert all(restored[k] == prefs[k] for k in limits if k in prefs), "preferences not restored"
+
         # -- bad inputs (each one's effect is checked where it could have one)
         self.bad_inputs(hs, data_dir, single, new)
 
