@@ -18,6 +18,8 @@ two HTTP trackers on 127.0.0.1 (one answers with no peers, one with a failure re
   rs-stopped.bin complete, added stopped (paused)
   rs-magnet      a magnet whose metadata never arrives (no peers): waiting for metadata
   rs-error.bin   complete, its only tracker answers a failure reason
+  rs-hybrid.bin  complete hybrid (v1 + v2) torrent, no tracker (made by libtorrent through
+                 lt_tool.py; skipped without python3-libtorrent)
 
 waits until each is settled and its tracker answered, then records app/version,
 app/webapiVersion, app/buildInfo, app/preferences, torrents/info, torrents/properties,
@@ -29,11 +31,13 @@ ban lasts an hour in qBittorrent: run it last, or pass --no-flood). Everything i
 deleted with its files before the flood.
 """
 import argparse
+import hashlib
 import http.client
 import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -277,6 +281,11 @@ class Dump:
         prefs = self.record("app/preferences", self.ok("GET", "app/preferences"))
         self.record("app/defaultSavePath", self.call("GET", "app/defaultSavePath"))
         print(f"server {version}, Web API {api}", file=sys.stderr)
+        # qBittorrent's default queue (3 uploads, 5 torrents) would queue one of the fixtures;
+        # room for all of them while the dump runs, restored at the end
+        roomy = {"max_active_downloads": 10, "max_active_uploads": 10, "max_active_torrents": 10}
+        self.ok("POST", "app/setPreferences", data={"json": json.dumps(roomy)})
+        working = {**prefs, **roomy}
 
         # -- fixtures
         mk = C.write_torrent
@@ -307,13 +316,15 @@ class Dump:
         self.add(stopped, savepath=data_dir, skip_checking="true", **{stop_field: "true"})
         self.add(error, savepath=data_dir, skip_checking="true")
         self.add(urls=mag, savepath=data_dir)
+        self.hybrid(tdir, data_dir, hs)
 
         def settled():
             ts = {t["hash"]: t for t in self.info()}
             if set(hs.values()) - set(ts):
                 return False
             st = {n: ts[h]["state"] for n, h in hs.items()}
-            if not (st["single"] == st["multi"] == st["error"] == "stalledUP"
+            if not (st["single"] == st["multi"] == st["error"] == st.get("hybrid", "stalledUP")
+                    == "stalledUP"
                     and st["stopped"] in ("pausedUP", "stoppedUP") and st["magnet"] == "metaDL"):
                 return False
             tr = {n: [t for t in self.trackers(h) if not t["url"].startswith("** [")]
@@ -322,7 +333,7 @@ class Dump:
                         for t in [tr[n]])
                     and tr["error"][0]["status"] == 4 and tr["error"][0]["msg"]
                     and tr["stopped"][0]["status"] == 1)
-        C.wait_for("the five fixtures settled and their trackers answered", settled, self.timeout)
+        C.wait_for("the fixtures settled and their trackers answered", settled, self.timeout)
 
         # -- the reads
         self.record("torrents/info", self.ok("GET", "torrents/info"))
@@ -377,9 +388,10 @@ class Dump:
             "global limits (rs-stopped)": {k: stopped_info[k] for k in (
                 "ratio_limit", "max_ratio", "seeding_time_limit", "max_seeding_time")}}
         self.ok("POST", "app/setPreferences", data={"json": json.dumps({
-            k: prefs[k] for k in limits if k in prefs})})
+            k: working[k] for k in limits if k in working})})
         restored = self.json("app/preferences")
-        assert all(restored[k] == prefs[k] for k in limits if k in prefs), "preferences not restored"
+        assert all(restored[k] == working[k] for k in limits if k in working), \
+            "preferences not restored"
 
         # -- bad inputs (each one's effect is checked where it could have one)
         self.bad_inputs(hs, data_dir, single, new)
@@ -395,10 +407,13 @@ class Dump:
         self.ok("POST", "torrents/deleteTags", data={"tags": "rs-tag1,rs-tag2,rs-tag3,rs-unused"})
         self.record("sync/maindata delta (deleted)",
                     self.ok("GET", "sync/maindata", params={"rid": before}))
-        gone = [p for p in ("rs-single.bin", "rs-multi", "rs-stopped.bin", "rs-error.bin")
+        gone = [p for p in ("rs-single.bin", "rs-multi", "rs-stopped.bin", "rs-error.bin",
+                            "rs-hybrid.bin")
                 if os.path.exists(os.path.join(data_dir, p))]
         assert not gone, f"deleteFiles left {gone}"
 
+        self.ok("POST", "app/setPreferences", data={"json": json.dumps({
+            k: prefs[k] for k in roomy})})
         if not self.args.no_flood:
             self.login_flood()
         self.logout()
@@ -422,6 +437,34 @@ class Dump:
             "bad_inputs": self.bad,
             "announces_seen": {"ok": ok_tr.announces[:3], "error": err_tr.announces[:1]},
         }
+
+    def hybrid(self, tdir, data_dir, hs):
+        """A hybrid (v1 + v2) torrent, made by libtorrent (tests/helpers/lt_tool.py create) when
+        python3-libtorrent is there: its `hash` shows which info-hash the server uses as the
+        torrent's id. Adds hs["hybrid"] = that id."""
+        name = "rs-hybrid.bin"
+        with open(os.path.join(data_dir, name), "wb") as f:
+            f.write(C.det_bytes(name, 150000))
+        out = os.path.join(tdir, name + ".torrent")
+        lt_tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lt_tool.py")
+        r = subprocess.run(["/usr/bin/python3", lt_tool, "create", os.path.join(data_dir, name),
+                            out, "hybrid", "16384"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            self.fixtures["hybrid"] = f"skipped (lt_tool.py create: {r.stderr.strip()[-200:]})"
+            return
+        with open(out, "rb") as f:
+            data = f.read()
+        start, end = C.info_span(data)
+        v1 = hashlib.sha1(data[start:end]).hexdigest()
+        v2 = hashlib.sha256(data[start:end]).hexdigest()
+        self.add(out, savepath=data_dir, skip_checking="true")
+        t = C.wait_for("the hybrid torrent listed",
+                       lambda: next((t for t in self.info() if t["infohash_v1"] == v1), None),
+                       self.timeout)
+        hs["hybrid"] = t["hash"]
+        self.fixtures["hybrid"] = {
+            "infohash_v1": v1, "infohash_v2": v2, "hash": t["hash"],
+            "hash_is": "v1" if t["hash"] == v1 else "v2[:40]" if t["hash"] == v2[:40] else "?"}
 
     def bad_inputs(self, hs, data_dir, single_torrent, new):
         count = lambda: len(self.info())  # noqa: E731

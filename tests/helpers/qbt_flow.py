@@ -9,7 +9,8 @@ qbittorrent-nox (the reference) and against ringseed alike (issue 14).
 
 DIR must already hold the torrent's complete content (it is added with skip_checking and
 savepath DIR, and deleted with its files at the end); the magnet's metadata must be unobtainable
-(no peers), so it stays waiting for metadata. The flow: a wrong login is refused, log in, create
+(no peers), so it stays waiting for metadata; the server's queue must have room for one more
+seeding torrent (a fresh qbittorrent-nox has). The flow: a wrong login is refused, log in, create
 a category, add the .torrent with the category, two tags and skip_checking, add the magnet (no
 category, no tags), list with every status filter, category, tag, hashes, sort, reverse, limit
 and offset, set share limits, stop/start (pause/resume for Web API < 2.11.0, which is how
@@ -136,8 +137,10 @@ class Flow:
                                tags=tags, is_skip_checking=True)
         assert res == "Ok." or (isinstance(res, dict) and res.get("success_count", 0) >= 1), \
             f"torrents/add answered {res!r}"
+        # stalledUP: complete, running, no peer (a moment of queuedUP or checkingUP may come
+        # first)
         t = self.wait_state(ha, "the .torrent seeding, complete",
-                            lambda t: t["state"] in SEEDING and t["progress"] == 1)
+                            lambda t: t["state"] == "stalledUP" and t["progress"] == 1)
         assert t["hash"] == ha and t["infohash_v1"] == ha, t
         assert t["name"] == meta["name"], t["name"]
         assert t["size"] == meta["size"] and t["total_size"] == meta["size"], t
