@@ -492,6 +492,14 @@ class Dump:
                    "torrents/pieceStates"):
             r = self.call("GET", ep, params={"hash": UNKNOWN_HASH})
             self.bad_input(f"{ep}?hash=<unknown>", r.status_code, r.text)
+        if isinstance(self.fixtures.get("hybrid"), dict):
+            v1 = self.fixtures["hybrid"]["infohash_v1"]
+            r = self.call("GET", "torrents/properties", params={"hash": v1})
+            self.bad_input("torrents/properties?hash=<a hybrid's v1 hash, not its id>",
+                           r.status_code, r.text[:40])
+            r = self.call("GET", "torrents/info", params={"hashes": v1})
+            self.bad_input("torrents/info?hashes=<a hybrid's v1 hash>", r.status_code,
+                           r.text[:40])
         r = self.call("GET", "torrents/properties")
         self.bad_input("torrents/properties without hash", r.status_code, r.text)
         r = self.call("GET", "torrents/properties", params={"hash": "xyz"})
