@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -268,6 +269,7 @@ class Dump:
         finally:
             ok_tr.close()
             err_tr.close()
+            shutil.rmtree(tdir, ignore_errors=True)
 
     def _run(self, data_dir, tdir, ok_tr, err_tr):
         # -- log in
