@@ -19,7 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 #   rtorrent  a third BitTorrent implementation (libtorrent-rakshasa) seeding to `ringseed download`
 #   opentracker  a real BitTorrent tracker (HTTP and UDP) for the tracker and swarm tests
 #   systemd  systemd-analyze, to verify the shipped unit file
-PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd"
+#   python3-pip  installs the PyPI packages below for Debian's python3
+PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd python3-pip"
 missing=""
 for p in $PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -29,6 +30,18 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq || echo "apt-get update failed; trying the install anyway" >&2
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# PyPI packages, into target/pydeps (not the system's site-packages; the scripts put it on their
+# path), pinned:
+#   qbittorrent-api  the client library seedbox tools use: tests/helpers/qbt_flow.py drives
+#     qbittorrent-nox and ringseed's qBittorrent Web API with it (docs/qbittorrent-api.md)
+PYDEPS="qbittorrent-api==2026.10.1"
+if [ ! -d target/pydeps/qbittorrent_api-2026.10.1.dist-info ]; then
+  echo "installing into target/pydeps: $PYDEPS" >&2
+  # shellcheck disable=SC2086
+  /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --upgrade \
+    --target target/pydeps $PYDEPS
 fi
 
 exec cargo test --locked "$@"
