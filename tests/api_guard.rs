@@ -6,62 +6,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::request;
-use common::{Payload, create_torrent, ringseed, run_ok, signal};
+use common::node::RunNode;
+use common::{Payload, create_torrent, ringseed, run_ok};
 use serde_json::{Value, json};
-
-struct Node {
-    child: Child,
-    api: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn start(cfg: &Path) -> Node {
-    let mut child = ringseed()
-        .arg("--config")
-        .arg(cfg)
-        .args(["run", "--stats-every", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr_after = |prefix: &str| -> SocketAddr {
-        loop {
-            let line = lines.next().expect("node exited").unwrap();
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest
-                    .split_whitespace()
-                    .map(|w| w.trim_start_matches("http://").trim_end_matches("/metrics"))
-                    .find_map(|w| w.parse().ok())
-                    .unwrap_or_else(|| panic!("no address in {line:?}"));
-            }
-        }
-    };
-    let metrics = addr_after("metrics on ");
-    let api = addr_after("control API on ");
-    Node {
-        child,
-        api,
-        metrics,
-    }
-}
 
 /// One raw request; the status (0 if the connection closed without one) and the body.
 fn raw(to: SocketAddr, text: &str) -> (u16, String) {
@@ -81,7 +35,7 @@ fn raw(to: SocketAddr, text: &str) -> (u16, String) {
     (status, body)
 }
 
-fn list(node: &Node, token: &str) -> Vec<Value> {
+fn list(node: &RunNode, token: &str) -> Vec<Value> {
     let (status, body) = request(
         node.api,
         "127.0.0.1",
@@ -98,7 +52,7 @@ fn list(node: &Node, token: &str) -> Vec<Value> {
         .clone()
 }
 
-fn ctl_list(cfg: &Path, node: &Node) -> Value {
+fn ctl_list(cfg: &Path, node: &RunNode) -> Value {
     let out = run_ok(ringseed().arg("--config").arg(cfg).args([
         "ctl",
         "--api",
@@ -107,16 +61,6 @@ fn ctl_list(cfg: &Path, node: &Node) -> Value {
         "list",
     ]));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-/// A `/metrics` counter (0 when absent).
-fn metric(node: &Node, series: &str) -> f64 {
-    let text = request(node.metrics, "127.0.0.1", "GET", "/metrics", "", None).1;
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Raises this process's open-file limit to its hard limit (a thousand client sockets).
@@ -151,7 +95,7 @@ fn hostile_local_clients_are_refused_and_ctl_keeps_answering() {
         ),
     )
     .unwrap();
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
 
     // The token was generated on first start, readable by this user only.
     let token_file = state.join("api-token");
@@ -265,18 +209,14 @@ fn hostile_local_clients_are_refused_and_ctl_keeps_answering() {
     for _ in 0..3 {
         assert_eq!(ctl_list(&cfg, &node), json!([]));
     }
-    let evicted = metric(
-        &node,
-        "ringseed_http_connections_closed_total{listener=\"api\",reason=\"evicted\"}",
-    );
+    let evicted =
+        node.metric("ringseed_http_connections_closed_total{listener=\"api\",reason=\"evicted\"}");
     assert!(
         evicted >= (n - 32) as f64,
         "{evicted} evicted of {n} idle connections"
     );
-    let bad = metric(
-        &node,
-        "ringseed_http_connections_closed_total{listener=\"api\",reason=\"bad_request\"}",
-    );
+    let bad = node
+        .metric("ringseed_http_connections_closed_total{listener=\"api\",reason=\"bad_request\"}");
     assert!(bad >= 1.0, "the trickled headers are counted");
     // The idle ones that are left are closed by the server, not kept.
     let mut still_open = 0;
@@ -288,10 +228,8 @@ fn hostile_local_clients_are_refused_and_ctl_keeps_answering() {
         }
     }
     assert!(still_open <= 32, "{still_open} idle connections kept");
-    let refused = metric(&node, "ringseed_errors_total{reason=\"api_unauthorized\"}");
+    let refused = node.metric("ringseed_errors_total{reason=\"api_unauthorized\"}");
     assert!(refused >= 5.0, "refusals counted: {refused}");
 
-    signal(&node.child, nix::sys::signal::Signal::SIGTERM);
-    let mut node = node;
-    assert!(node.child.wait().unwrap().success());
+    node.stop();
 }

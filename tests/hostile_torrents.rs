@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::RunNode;
 use common::{create_torrent, pattern, require_tool, signal};
 use ringseed::bencode::Bencode;
 use serde_json::Value;
@@ -365,60 +365,31 @@ fn every_cli_path_refuses_the_corpus_at_parse_with_small_memory() {
 /// A `ringseed run` process (its address space capped by prlimit, as in peak_rss.py), its API
 /// address, and the file its log goes to.
 struct Node {
-    child: Child,
-    api: SocketAddr,
-    metrics: SocketAddr,
+    run: RunNode,
     log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Node {
     fn start(cfg: &Path, log: &Path) -> Node {
         require_tool("/usr/bin/prlimit");
-        let mut child = Command::new("/usr/bin/prlimit")
-            .arg(format!("--as={}", 4u64 << 30))
+        let mut cmd = Command::new("/usr/bin/prlimit");
+        cmd.arg(format!("--as={}", 4u64 << 30))
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_ringseed"))
             .arg("--config")
             .arg(cfg)
             .args(["run", "--stats-every", "0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr_after = |prefix: &str| -> SocketAddr {
-            let line = lines.next().expect("node exited").unwrap();
-            let rest = line
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"));
-            rest.split_whitespace()
-                .map(|w| w.trim_start_matches("http://").trim_end_matches("/metrics"))
-                .find_map(|w| w.parse().ok())
-                .unwrap_or_else(|| panic!("no address in {line:?}"))
-        };
-        addr_after("seeding ");
-        let metrics = addr_after("metrics on ");
-        let api = addr_after("control API on ");
+            .stderr(std::fs::File::create(log).unwrap());
         Node {
-            child,
-            api,
-            metrics,
+            run: RunNode::spawn(cmd),
             log: log.to_path_buf(),
         }
     }
 
     /// The kernel's peak RSS of the process so far (KiB).
     fn peak_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.run.child.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -427,14 +398,14 @@ impl Node {
     }
 
     fn stop(mut self) {
-        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
-        let status = self.child.wait().unwrap();
+        signal(&self.run.child, nix::sys::signal::Signal::SIGTERM);
+        let status = self.run.child.wait().unwrap();
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(status.success(), "the node exited with {status}:\n{log}");
     }
 
     fn api(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        http(self.api, method, path, body)
+        http(self.run.api, method, path, body)
     }
 
     fn list(&self) -> Vec<Value> {
@@ -448,12 +419,7 @@ impl Node {
     }
 
     fn metric(&self, series: &str) -> f64 {
-        let text = http(self.metrics, "GET", "/metrics", "").1;
-        text.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        self.run.metric(series)
     }
 
     /// Waits (bounded) until `done` holds.

@@ -5,35 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::request as http;
+use common::node::RunNode;
 use common::{Payload, create_torrent, lt_tool, ringseed, run_ok, signal};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "t0ken-for-tests";
-
-/// A `ringseed run` process and the addresses it printed.
-struct Node {
-    child: Child,
-    peer: SocketAddr,
-    metrics: SocketAddr,
-    api: SocketAddr,
-}
-
-/// A failing test must not leave its node running.
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("ringseed.toml");
@@ -54,57 +35,28 @@ fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
     cfg
 }
 
-fn start(cfg: &Path) -> Node {
-    let mut child = ringseed()
-        .arg("--config")
-        .arg(cfg)
-        .args(["run", "--stats-every", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr_after = |prefix: &str| -> SocketAddr {
-        let line = lines.next().expect("node exited").unwrap();
-        let rest = line
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"));
-        rest.split_whitespace()
-            .map(|w| w.trim_start_matches("http://").trim_end_matches("/metrics"))
-            .find_map(|w| w.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    };
-    let peer = addr_after("seeding ");
-    let metrics = addr_after("metrics on ");
-    let api = addr_after("control API on ");
-    // The rest of stdout is not read; the shutdown lines are small enough for the pipe.
-    Node {
-        child,
-        peer,
-        metrics,
-        api,
-    }
-}
-
-fn stop(mut node: Node) {
-    signal(&node.child, nix::sys::signal::Signal::SIGTERM);
-    assert!(node.child.wait().unwrap().success());
-}
-
-fn get_json(node: &Node, path: &str) -> Value {
+fn get_json(node: &RunNode, path: &str) -> Value {
     let (status, body) = http(node.api, "127.0.0.1", "GET", path, "", None);
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
 
-fn ctl(node: &Node, args: &[&str]) -> Value {
+fn ctl(node: &RunNode, args: &[&str]) -> Value {
     let api = format!("http://{}", node.api);
     let out = run_ok(ringseed().args(["ctl", "--api", &api, "--json"]).args(args));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn scrape(node: &Node) -> String {
-    http(node.metrics, "127.0.0.1", "GET", "/metrics", "", None).1
+fn scrape(node: &RunNode) -> String {
+    http(
+        node.metrics.unwrap(),
+        "127.0.0.1",
+        "GET",
+        "/metrics",
+        "",
+        None,
+    )
+    .1
 }
 
 fn series(text: &str, name: &str) -> f64 {
@@ -116,7 +68,7 @@ fn series(text: &str, name: &str) -> f64 {
 }
 
 /// Waits (bounded) until `done` holds for the torrent list.
-fn wait_list(node: &Node, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+fn wait_list(node: &RunNode, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = get_json(node, "/api/v1/torrents");
@@ -151,7 +103,7 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     let cfg = write_config(dir, p.data_dir(), "");
 
     // First run: both torrents added over the API (one uploaded by `ctl`, one by path).
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let added = ctl(&node, &["add", single_t.to_str().unwrap()]);
     assert_eq!(added["info_hash"], hash.as_str());
     let body = json!({ "path": multi_t }).to_string();
@@ -177,7 +129,7 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         "download",
         single_t.to_str().unwrap(),
         dl.path().to_str().unwrap(),
-        &node.peer.to_string(),
+        &node.peer.unwrap().to_string(),
         "60",
     ]);
     let r: Value = serde_json::from_str(out.trim()).unwrap();
@@ -229,10 +181,10 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         &["limits", "--ratio", "50", "--upload-rate-kib", "4096"],
     );
     assert_eq!(g["in_force"]["upload_rate"], 4096 << 10, "{g}");
-    stop(node);
+    node.stop();
 
     // Restart: everything resumes from the state, nothing is hashed.
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let stats = get_json(&node, "/api/v1/stats");
     assert_eq!(stats["resumed"], 2, "{stats}");
     assert_eq!(stats["checks_new"], 0, "{stats}");
@@ -261,7 +213,7 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         (Some("seeding"), Some(0))
     );
     assert_eq!(m["verified_pieces"], m["pieces"]);
-    stop(node);
+    node.stop();
 
     // One file of the multi-file torrent changes on disk: only that torrent is hashed again,
     // and the piece holding the changed byte is no longer served.
@@ -272,7 +224,7 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
     let f = std::fs::File::options().write(true).open(&changed).unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
         .unwrap();
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let list = wait_list(&node, "the recheck", all_seeding);
     let stats = get_json(&node, "/api/v1/stats");
     assert_eq!(stats["resumed"], 1, "{stats}");
@@ -296,7 +248,7 @@ fn add_download_restart_resume_and_recheck_only_what_changed() {
         series(&text, "ringseed_torrent_checks_total{reason=\"changed\"}"),
         1.0
     );
-    stop(node);
+    node.stop();
 }
 
 #[test]
@@ -350,7 +302,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(!dir.join("state").exists());
     std::fs::write(&cfg, text).unwrap();
 
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let b64 = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&single_t).unwrap())
@@ -367,7 +319,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(status, 201, "{body}");
     wait_list(&node, "the check", |l| l.len() == 1 && all_seeding(l));
     // A peer that completed its handshake is listed with its address.
-    let mut peer = std::net::TcpStream::connect(node.peer).unwrap();
+    let mut peer = std::net::TcpStream::connect(node.peer.unwrap()).unwrap();
     let mut hs = b"\x13BitTorrent protocol".to_vec();
     hs.extend_from_slice(&[0; 8]);
     hs.extend_from_slice(&single.info.hash.wire_id());
@@ -631,5 +583,5 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(get_json(&node, "/api/v1/torrents"), json!([]));
     assert!(p.multi.join("sub/b.bin").exists());
     assert!(series(&scrape(&node), "ringseed_limits_reached_total") >= 1.0);
-    stop(node);
+    node.stop();
 }

@@ -7,89 +7,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::http::local as http;
+use common::node::RunNode;
 use common::opentracker::OpenTracker;
-use common::{create_torrent, pattern, ringseed, spawn_seeder_with};
+use common::{create_torrent, pattern, spawn_seeder_with};
 use serde_json::Value;
 
 const PIECE: u64 = 256 << 10;
 const SIZE: usize = 24 << 20;
 
-struct Node {
-    child: Child,
-    api: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn start(cfg: &Path) -> Node {
-    let child = ringseed()
-        .arg("--config")
-        .arg(cfg)
-        .args(["run", "--stats-every", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    node_of(child)
-}
-
-/// A started node, once it printed its metrics and API addresses.
-fn node_of(mut child: Child) -> Node {
-    let mut lines = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let mut after = |prefix: &str, suffix: &str| -> Option<SocketAddr> {
-        lines.find_map(|l| {
-            l.strip_prefix(prefix)
-                .map(|a| a.trim_end_matches(suffix))
-                .and_then(|a| a.parse().ok())
-        })
-    };
-    let metrics = after("metrics on http://", "/metrics");
-    let api = after("control API on http://", "");
-    let (Some(metrics), Some(api)) = (metrics, api) else {
-        let _ = child.kill();
-        panic!("the node did not print its metrics and API addresses (it exited early)");
-    };
-    Node {
-        child,
-        api,
-        metrics,
-    }
-}
-
-/// The value of one series in the node's /metrics.
-fn metric(node: &Node, series: &str) -> f64 {
-    let (status, text) = http(node.metrics, "GET", "/metrics", "");
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-fn torrent(node: &Node) -> Value {
+fn torrent(node: &RunNode) -> Value {
     let (status, body) = http(node.api, "GET", "/api/v1/torrents", "");
     assert_eq!(status, 200, "{body}");
     let list: Value = serde_json::from_str(&body).unwrap();
     list[0].clone()
 }
 
-fn wait_for(node: &Node, what: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+fn wait_for(node: &RunNode, what: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let t = torrent(node);
@@ -134,7 +73,7 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = node_config(dir.path(), &data, "");
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let body = serde_json::json!({"path": t}).to_string();
     let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
     assert!(status == 200 || status == 201, "{status} {answer}");
@@ -144,12 +83,9 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     assert_eq!(half["state"], "downloading", "{half:#}");
     assert!(half["download_rate"].as_f64().unwrap() > 0.0);
     // SIGKILL: no chance to save anything more.
-    let mut node = node;
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
-    drop(node);
+    node.kill9();
 
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let resumed = torrent(&node);
     assert_eq!(resumed["resumed"], true, "{resumed:#}");
     let had = resumed["progress"].as_f64().unwrap();
@@ -171,11 +107,11 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     assert_eq!(done["seeding_s"].as_u64().unwrap_or(0), 0, "{done:#}");
     // Each save of the bitfield came after an fdatasync of the data written since the last.
     assert!(
-        metric(&node, "ringseed_resume_syncs_total") >= 1.0,
+        node.metric("ringseed_resume_syncs_total") >= 1.0,
         "the download's saves synced its data first"
     );
     assert_eq!(
-        metric(&node, "ringseed_errors_total{reason=\"data_sync\"}"),
+        node.metric("ringseed_errors_total{reason=\"data_sync\"}"),
         0.0
     );
     let _ = seeder.child.kill();
@@ -197,7 +133,7 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     std::fs::create_dir_all(&data).unwrap();
     let extra = format!("incomplete_dir = {:?}\n", incomplete.display().to_string());
     let cfg = node_config(dir.path(), &data, &extra);
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe={}", seeder.addr);
     let body = serde_json::json!({ "magnet": magnet }).to_string();
@@ -221,7 +157,7 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     let _ = seeder.child.wait();
 }
 
-fn list(node: &Node) -> Vec<Value> {
+fn list(node: &RunNode) -> Vec<Value> {
     let (status, body) = http(node.api, "GET", "/api/v1/torrents", "");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
@@ -235,11 +171,6 @@ fn saved_magnets(dir: &Path) -> Vec<String> {
         .into_iter()
         .map(|m| ringseed::metainfo::hex(&m.info_hash))
         .collect()
-}
-
-fn kill_9(mut node: Node) {
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
 }
 
 /// A magnet added over the API is in the state before the API answers: killed with SIGKILL
@@ -262,8 +193,8 @@ fn a_magnet_waiting_for_metadata_survives_kill_9_and_a_deleted_one_stays_deleted
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = node_config(dir.path(), &data, "");
-    let node = start(&cfg);
-    let add = |node: &Node, magnet: String, save_path: &str| {
+    let node = RunNode::start(&cfg);
+    let add = |node: &RunNode, magnet: String, save_path: &str| {
         let body = serde_json::json!({ "magnet": magnet, "save_path": save_path }).to_string();
         let (status, answer) = http(node.api, "POST", "/api/v1/torrents", &body);
         assert_eq!(status, 201, "{answer}");
@@ -281,10 +212,10 @@ fn a_magnet_waiting_for_metadata_survives_kill_9_and_a_deleted_one_stays_deleted
     );
     let (status, answer) = http(node.api, "DELETE", &format!("/api/v1/torrents/{other}"), "");
     assert_eq!(status, 200, "{answer}");
-    kill_9(node);
+    node.kill9();
     assert_eq!(saved_magnets(dir.path()), vec![hash.clone()]);
 
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let waiting = list(&node);
     assert_eq!(
         waiting.len(),
@@ -319,10 +250,10 @@ fn a_magnet_waiting_for_metadata_survives_kill_9_and_a_deleted_one_stays_deleted
         saved_magnets(dir.path()).is_empty(),
         "the torrent replaced the magnet in the state"
     );
-    kill_9(node);
+    node.kill9();
 
     // Back as the torrent it became, complete, without fetching anything.
-    let node = start(&cfg);
+    let node = RunNode::start(&cfg);
     let back = list(&node);
     assert_eq!(back.len(), 1, "{back:#?}");
     assert_eq!(back[0]["info_hash"], hash.as_str());
@@ -377,13 +308,11 @@ fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
         cfg.display().to_string()
     );
     // Needs user namespaces and tmpfs: the node exits early without them.
-    let child = std::process::Command::new("unshare")
+    let mut unshare = std::process::Command::new("unshare");
+    unshare
         .args(["-r", "-m", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("unshare (util-linux) runs the node in its own mount namespace");
-    let node = node_of(child);
+        .stderr(Stdio::null());
+    let node = RunNode::spawn(unshare);
     let magnet = |m: &ringseed::metainfo::Metainfo, peer: SocketAddr| {
         format!(
             "magnet:?xt=urn:btih:{}&x.pe={peer}",

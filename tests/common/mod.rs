@@ -3,6 +3,7 @@
 
 pub mod daemons;
 pub mod http;
+pub mod node;
 pub mod opentracker;
 
 use std::path::{Path, PathBuf};
