@@ -153,7 +153,7 @@ pub fn create(
         }
     }
     let layout = FileLayout::new(entries, piece_length)?;
-    let data = DataFiles::open(&layout, &root).map_err(io(&root))?;
+    let data = DataFiles::open_following_links(&layout, &root).map_err(io(&root))?;
     let mode = HashMode {
         v1: opts.version.has_v1(),
         v2: opts.version.has_v2(),

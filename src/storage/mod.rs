@@ -3,9 +3,22 @@
 //! only.
 //!
 //! Paths come from a validated [`FileLayout`], so they are always plain relative paths below the
-//! download directory. A download creates its files with `openat2(RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS)` from the directory's descriptor, so neither a `..` nor a symlink planted
-//! in the directory tree can make it write anywhere else.
+//! torrent's directory; but whoever can write in that directory can plant a symlink, a FIFO or a
+//! device where a file belongs. So every file is opened from the directory's descriptor with
+//! `openat2`:
+//! - seeding and checks ([`DataFiles::open`]): `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`. A
+//!   relative symlink that stays beneath the directory is followed (operators arrange their
+//!   data with such links); an absolute symlink, or one leading out, is refused (`EXDEV`), as are
+//!   `/proc` magic links.
+//! - downloads ([`DataFiles::open_for_download`]): `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so
+//!   nothing is ever written through a link.
+//! - `ringseed create` ([`DataFiles::open_following_links`]) reads the operator's own files and
+//!   follows links wherever they lead, as mktorrent does.
+//!
+//! Every open is `O_NONBLOCK` (a FIFO never blocks the opener), then `fstat`: anything but a
+//! regular file (a FIFO, a device, a socket, a directory) is refused with an error naming the
+//! file. `O_NONBLOCK` is cleared again once the file is known to be regular, so io_uring reads
+//! of filesystems without non-blocking support are never answered `EAGAIN`.
 
 use std::fs::File;
 use std::io;
@@ -58,8 +71,23 @@ pub enum ReadOutcome {
 }
 
 impl DataFiles {
-    /// Opens every non-pad file of `layout` under `root`, read-only. Never creates anything.
+    /// Opens every non-pad file of `layout` beneath `root`, read-only, for seeding and checks:
+    /// relative symlinks are followed only while they stay beneath `root`, and only regular
+    /// files are taken. Never creates anything; a file that does not exist stays unopened (its
+    /// pieces read as missing), while one that cannot be taken (a FIFO, a device, a socket, a
+    /// directory, a link out of `root`) is an error naming it.
     pub fn open(layout: &FileLayout, root: &Path) -> io::Result<Self> {
+        Self::open_read_only(layout, root, Resolve::Beneath)
+    }
+
+    /// As [`DataFiles::open`], but following symlinks wherever they lead: for `ringseed create`,
+    /// which reads the operator's own files the way mktorrent does.
+    pub fn open_following_links(layout: &FileLayout, root: &Path) -> io::Result<Self> {
+        Self::open_read_only(layout, root, Resolve::Follow)
+    }
+
+    fn open_read_only(layout: &FileLayout, root: &Path, resolve: Resolve) -> io::Result<Self> {
+        let root_fd = open_root(root)?;
         let mut files = Vec::with_capacity(layout.files.len());
         for f in &layout.files {
             let cell = OnceLock::new();
@@ -67,7 +95,7 @@ impl DataFiles {
                 files.push(cell);
                 continue;
             }
-            match File::open(root.join(f.rel_path())) {
+            match open_regular(&root_fd, root, &f.rel_path(), OFlag::O_RDONLY, resolve) {
                 Ok(file) => {
                     // Sequential hint doubles the kernel's read-ahead window for this file; a
                     // failure only loses the hint.
@@ -75,13 +103,7 @@ impl DataFiles {
                     let _ = cell.set(file);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", root.join(f.rel_path()).display()),
-                    ));
-                }
+                Err(e) => return Err(e),
             }
             files.push(cell);
         }
@@ -102,12 +124,7 @@ impl DataFiles {
     ) -> io::Result<Self> {
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", root.display()));
         std::fs::create_dir_all(root).map_err(with_path)?;
-        let root_fd = nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| with_path(e.into()))?;
+        let root_fd = open_root(root)?;
         let entries: Vec<(PathBuf, u64, bool)> = layout
             .files
             .iter()
@@ -125,12 +142,12 @@ impl DataFiles {
             if *pad || *len == 0 {
                 continue;
             }
-            match creator.open_beneath(rel, OFlag::O_RDWR) {
-                Ok(fd) => {
-                    let _ = files[i].set(File::from(fd));
+            match creator.open_file(rel, OFlag::O_RDWR) {
+                Ok(file) => {
+                    let _ = files[i].set(file);
                 }
-                Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => return Err(creator.error(rel, e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(DataFiles {
@@ -305,31 +322,22 @@ pub struct SyncError {
 }
 
 impl Creator {
-    const RESOLVE: ResolveFlag =
-        ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_SYMLINKS);
-
-    fn open_beneath(&self, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-        let mut how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .resolve(Self::RESOLVE);
-        if flags.contains(OFlag::O_CREAT) {
-            // openat2 refuses a mode without O_CREAT.
-            how = how.mode(Mode::from_bits_truncate(0o644));
-        }
+    /// Opens directory `rel` (`O_PATH`) beneath the root, through no symlink.
+    fn open_dir(&self, rel: &Path) -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(Resolve::NoSymlinks.flags());
         nix::fcntl::openat2(self.root.as_fd(), rel, how)
     }
 
+    /// Opens (with `O_CREAT` in `flags`: creates) the regular file `rel` beneath the root,
+    /// through no symlink.
+    fn open_file(&self, rel: &Path, flags: OFlag) -> io::Result<File> {
+        open_regular(&self.root, &self.root_path, rel, flags, Resolve::NoSymlinks)
+    }
+
     fn error(&self, rel: &Path, e: nix::errno::Errno) -> io::Error {
-        let what = match e {
-            nix::errno::Errno::ELOOP | nix::errno::Errno::EXDEV => {
-                " (a symlink or a path leaving the download directory)"
-            }
-            _ => "",
-        };
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("{}: {e}{what}", self.root_path.join(rel).display()),
-        )
+        path_error(&self.root_path, rel, e, Resolve::NoSymlinks)
     }
 
     /// Creates `rel` (and its parent directories) beneath the root, reserving `len` bytes when
@@ -339,7 +347,7 @@ impl Creator {
             let mut dir = PathBuf::new();
             for comp in parent.components() {
                 dir.push(comp);
-                match self.open_beneath(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                match self.open_dir(&dir) {
                     Ok(_) => continue,
                     Err(nix::errno::Errno::ENOENT) => {}
                     Err(e) => return Err(self.error(&dir, e)),
@@ -354,14 +362,10 @@ impl Creator {
                     Err(e) => return Err(self.error(&dir, e)),
                 }
                 // Re-check: what was created (or raced in) must be a real directory.
-                self.open_beneath(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
-                    .map_err(|e| self.error(&dir, e))?;
+                self.open_dir(&dir).map_err(|e| self.error(&dir, e))?;
             }
         }
-        let fd = self
-            .open_beneath(rel, OFlag::O_RDWR | OFlag::O_CREAT)
-            .map_err(|e| self.error(rel, e))?;
-        let file = File::from(fd);
+        let file = self.open_file(rel, OFlag::O_RDWR | OFlag::O_CREAT)?;
         if self.preallocate && len > 0 {
             let size = i64::try_from(len).unwrap_or(i64::MAX);
             nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size)
@@ -369,6 +373,115 @@ impl Creator {
         }
         Ok(file)
     }
+}
+
+/// How the paths below a torrent's directory may resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolve {
+    /// Beneath the directory; relative symlinks that stay beneath it are followed (seeding and
+    /// checks).
+    Beneath,
+    /// Beneath the directory through no symlink at all (downloads).
+    NoSymlinks,
+    /// Wherever links lead (`create`, over the operator's own files).
+    Follow,
+}
+
+impl Resolve {
+    fn flags(self) -> ResolveFlag {
+        match self {
+            Resolve::Beneath => {
+                ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_MAGICLINKS)
+            }
+            Resolve::NoSymlinks => {
+                ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_SYMLINKS)
+            }
+            Resolve::Follow => ResolveFlag::empty(),
+        }
+    }
+}
+
+/// Opens a torrent's directory (`O_PATH`, following links in its own path: it is the
+/// operator's or was confined when the torrent was added), to open its files beneath.
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", root.display()),
+        )
+    })
+}
+
+/// An error of `rel` beneath `root`, naming the file and, for a refused link, why.
+fn path_error(root: &Path, rel: &Path, e: nix::errno::Errno, resolve: Resolve) -> io::Error {
+    use nix::errno::Errno;
+    let why = match (resolve, e) {
+        (Resolve::Beneath, Errno::EXDEV) => {
+            " (a symlink that is absolute or leads outside the torrent's directory is not followed)"
+        }
+        (Resolve::Beneath, Errno::ELOOP) => " (a magic link or a symlink loop)",
+        (Resolve::NoSymlinks, Errno::ELOOP | Errno::EXDEV) => {
+            " (a symlink or a path leaving the download directory)"
+        }
+        // What opening a socket (or a device without a driver) says.
+        (_, Errno::ENXIO) => " (a socket or a device, not a regular file: refused)",
+        _ => "",
+    };
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("{}: {e}{why}", root.join(rel).display()),
+    )
+}
+
+/// Opens `rel` beneath `dir` (whose path is `root`, for errors) with `flags`, and returns it
+/// only if it is a regular file. The open is non-blocking (a FIFO would otherwise wait for a
+/// writer, forever); `O_NONBLOCK` is cleared once the file is known to be regular.
+fn open_regular(
+    dir: &OwnedFd,
+    root: &Path,
+    rel: &Path,
+    flags: OFlag,
+    resolve: Resolve,
+) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::stat::SFlag;
+    let mut how = OpenHow::new()
+        .flags(flags | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(resolve.flags());
+    if flags.contains(OFlag::O_CREAT) {
+        // openat2 refuses a mode without O_CREAT.
+        how = how.mode(Mode::from_bits_truncate(0o644));
+    }
+    let fd = nix::fcntl::openat2(dir.as_fd(), rel, how)
+        .map_err(|e| path_error(root, rel, e, resolve))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| path_error(root, rel, e, resolve))?;
+    let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFCHR => Some("a character device"),
+        SFlag::S_IFBLK => Some("a block device"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFDIR => Some("a directory"),
+        _ => Some("not a file"),
+    };
+    if let Some(kind) = kind {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: {kind}, not a regular file: refused",
+                root.join(rel).display()
+            ),
+        ));
+    }
+    let now = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| path_error(root, rel, e, resolve))?;
+    let without = OFlag::from_bits_truncate(now) & !OFlag::O_NONBLOCK;
+    fcntl(&fd, FcntlArg::F_SETFL(without)).map_err(|e| path_error(root, rel, e, resolve))?;
+    Ok(File::from(fd))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -476,6 +589,101 @@ mod tests {
         assert!(e.to_string().contains("symlink"), "{e}");
         assert_eq!(std::fs::read(outside.path().join("x")).unwrap(), b"abc");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    /// Seeding opens files beneath the torrent's directory only, never blocks on a FIFO, and
+    /// takes regular files only: each refusal names the file and says why.
+    #[test]
+    fn seeding_takes_regular_files_beneath_the_directory_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(outside.path().join("secret"), b"0123456789").unwrap();
+        std::fs::create_dir_all(d.join("t/sub")).unwrap();
+        std::fs::write(d.join("t/real"), b"abcdefghij").unwrap();
+        let l = layout(&[(&["t", "f"], 10)]);
+        let refused = |what: &str| {
+            let e = DataFiles::open(&l, d).unwrap_err().to_string();
+            assert!(e.contains(&d.join("t/f").display().to_string()), "{e}");
+            assert!(e.contains(what), "{what}: {e}");
+        };
+        // A FIFO: refused at once (a blocking open would wait for a writer forever).
+        nix::unistd::mkfifo(&d.join("t/f"), Mode::from_bits_truncate(0o644)).unwrap();
+        refused("a FIFO, not a regular file");
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        // A Unix socket, and a directory.
+        let sock = std::os::unix::net::UnixListener::bind(d.join("t/f")).unwrap();
+        refused("a socket or a device, not a regular file");
+        drop(sock);
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        std::fs::create_dir(d.join("t/f")).unwrap();
+        refused("a directory");
+        std::fs::remove_dir(d.join("t/f")).unwrap();
+        // A character device (a link to /dev/null is refused as a link out first).
+        std::os::unix::fs::symlink("/dev/null", d.join("t/f")).unwrap();
+        refused("outside the torrent's directory");
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        // Links out, relative or absolute, and a directory on the way that leads out.
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.join("t/f")).unwrap();
+        refused("outside the torrent's directory");
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        // From t/ up to / and down again.
+        let depth = d.join("t").components().count() - 1;
+        let up = PathBuf::from("../".repeat(depth)).join(outside.path().strip_prefix("/").unwrap());
+        std::os::unix::fs::symlink(up.join("secret"), d.join("t/f")).unwrap();
+        assert_eq!(std::fs::read(d.join("t/f")).unwrap(), b"0123456789");
+        refused("outside the torrent's directory");
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        std::fs::remove_dir_all(d.join("t")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("t")).unwrap();
+        std::fs::write(outside.path().join("f"), b"0123456789").unwrap();
+        refused("outside the torrent's directory");
+        std::fs::remove_file(d.join("t")).unwrap();
+        // A relative link that stays beneath the directory is followed, as is a real file.
+        std::fs::create_dir_all(d.join("t")).unwrap();
+        std::fs::write(d.join("t/real"), b"abcdefghij").unwrap();
+        std::os::unix::fs::symlink("real", d.join("t/f")).unwrap();
+        let files = DataFiles::open(&l, d).unwrap();
+        let mut buf = [0u8; 10];
+        assert_eq!(files.read(&l, 0, &mut buf).unwrap(), ReadOutcome::Complete);
+        assert_eq!(&buf, b"abcdefghij");
+        // ... and the descriptor handed to io_uring is blocking again.
+        let fd = files.raw_fd(0).unwrap();
+        // SAFETY: fd belongs to `files`, alive for this call.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+        // An absolute link is refused even when it points beneath the directory.
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        std::os::unix::fs::symlink(d.join("t/real"), d.join("t/f")).unwrap();
+        refused("absolute");
+        // `create` follows links wherever they lead, but takes regular files only too.
+        assert!(DataFiles::open_following_links(&l, d).is_ok());
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        nix::unistd::mkfifo(&d.join("t/f"), Mode::from_bits_truncate(0o644)).unwrap();
+        let e = DataFiles::open_following_links(&l, d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        // A missing file is no error: its pieces are missing.
+        std::fs::remove_file(d.join("t/f")).unwrap();
+        let files = DataFiles::open(&l, d).unwrap();
+        assert_eq!(files.read(&l, 0, &mut buf).unwrap(), ReadOutcome::Missing);
+    }
+
+    /// A download refuses a FIFO where its file belongs, at open and at creation.
+    #[test]
+    fn a_download_never_writes_into_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[(&["f"], 10), (&["g"], 10)]);
+        nix::unistd::mkfifo(&dir.path().join("f"), Mode::from_bits_truncate(0o644)).unwrap();
+        let e = DataFiles::open_for_download(&l, dir.path(), false).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        let d = DataFiles::open_for_download(&l, dir.path(), false).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("g"), Mode::from_bits_truncate(0o644)).unwrap();
+        let e = d.writable_fd(1).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        assert!(d.writable_fd(0).is_ok());
     }
 
     /// Only the files marked written are synced, each once until written again; a file whose
