@@ -779,17 +779,8 @@ impl Service {
                 .download_rate
                 .unwrap_or(options.torrent_download_rate),
         );
-        // Thousands of torrents at start outrun the workers' command queues: wait for room
-        // (this never runs on the control thread's runtime).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut added = self.inner.session.add_torrent(t.clone());
-        while let Err(SessionError::Engine(crate::engine::EngineError::Busy(_))) = added
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(1));
-            added = self.inner.session.add_torrent(t.clone());
-        }
-        match added {
+        // The workers' torrent queues are never full: this fails only at shutdown.
+        match self.inner.session.add_torrent(t.clone()) {
             Ok(()) => {
                 e.seeding_since = Some(Instant::now());
                 if !e.peers.is_empty() {

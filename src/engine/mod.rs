@@ -119,6 +119,12 @@ pub struct PeerInfo {
 
 struct WorkerHandle {
     commands: Sender<Command>,
+    /// Which torrents it serves: `AddTorrent` and `RemoveTorrent` only. Unbounded, so such a
+    /// command is never refused or dropped by a queue full of dials: a torrent removed or
+    /// paused stops being served on every worker. It holds at most one command per add, pause,
+    /// resume or remove the operator asked for (each waits for a database commit first), and the
+    /// worker drains it before its other commands.
+    torrents: Sender<Command>,
     wake: Arc<EventFd>,
     /// Taken by the first `stop`; a lock only the stopping thread ever takes.
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -173,6 +179,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(count);
         for (i, listener) in listeners.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(4096);
+            let (torrents_tx, torrents_rx) = crossbeam_channel::unbounded();
             let wake = Arc::new(
                 EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)
                     .map_err(|e| EngineError::Spawn(i, e.into()))?,
@@ -185,6 +192,7 @@ impl Engine {
                 speed: speed.clone(),
                 listener,
                 commands: rx,
+                torrents: torrents_rx,
                 wake: wake.clone(),
                 stats: stats.clone(),
                 global_limit: global_limit.clone(),
@@ -202,6 +210,7 @@ impl Engine {
             }
             workers.push(WorkerHandle {
                 commands: tx,
+                torrents: torrents_tx,
                 wake,
                 thread: std::sync::Mutex::new(Some(thread)),
                 stats,
@@ -238,20 +247,29 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts serving a torrent on every worker.
-    pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), EngineError> {
-        for i in 0..self.workers.len() {
-            self.send(i, Command::AddTorrent(t.clone()))?;
+    /// Hands a torrent command to every worker through its unbounded torrents queue: it can
+    /// only fail for a worker that has stopped (the engine is shutting down).
+    fn send_torrents(&self, cmd: impl Fn() -> Command) -> Result<(), EngineError> {
+        let mut first_error = None;
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.torrents.send(cmd()).is_err() {
+                first_error.get_or_insert(EngineError::Stopped(i));
+                continue;
+            }
+            let _ = nix::unistd::write(w.wake.as_fd(), &1u64.to_ne_bytes());
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Stops serving a torrent; its peers are disconnected.
+    /// Starts serving a torrent on every worker. Never refused for a full command queue.
+    pub fn add_torrent(&self, t: Arc<Torrent>) -> Result<(), EngineError> {
+        self.send_torrents(|| Command::AddTorrent(t.clone()))
+    }
+
+    /// Stops serving a torrent on every worker; its peers are disconnected. Never refused or
+    /// lost for a full command queue.
     pub fn remove_torrent(&self, id: [u8; 20]) -> Result<(), EngineError> {
-        for i in 0..self.workers.len() {
-            self.send(i, Command::RemoveTorrent(id))?;
-        }
-        Ok(())
+        self.send_torrents(|| Command::RemoveTorrent(id))
     }
 
     /// Opens an outgoing connection to a peer (workers take turns).
@@ -367,4 +385,70 @@ pub fn new_peer_id() -> [u8; 20] {
 /// holds usable data here, so it is taken as it is.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A peer that completed its handshake for `id` with the engine at `addr`.
+    fn handshake(addr: SocketAddr, id: [u8; 20]) -> std::io::Result<std::net::TcpStream> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut hs = b"\x13BitTorrent protocol".to_vec();
+        hs.extend_from_slice(&[0; 8]);
+        hs.extend_from_slice(&id);
+        hs.extend_from_slice(b"-TS0001-000000000001");
+        s.write_all(&hs)?;
+        s.read_exact(&mut [0u8; 68])?;
+        Ok(s)
+    }
+
+    /// A worker's command queue full of dials neither refuses nor loses a torrent's removal:
+    /// the torrent stops being served and its peers are closed.
+    #[test]
+    fn a_removal_reaches_a_worker_whose_queue_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("a.bin"), vec![7u8; 100_000]).unwrap();
+        let (_, meta) = crate::create::create(
+            &data,
+            &crate::create::CreateOptions::default(),
+            &crate::verify::Progress::default(),
+        )
+        .unwrap();
+        let engine = Engine::start(Settings {
+            workers: 1,
+            pin_workers: false,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Settings::default()
+        })
+        .unwrap();
+        let (t, _) = Torrent::open(meta, dir.path(), None).unwrap();
+        let id = t.id;
+        engine.add_torrent(Arc::new(t)).unwrap();
+        let mut peer = handshake(engine.local_addr(), id).unwrap();
+        // Dials to closed ports until the queue says it is full (the worker drains it meanwhile,
+        // but each dial costs it a socket, so the sender wins quickly).
+        let mut full = false;
+        for port in (1u16..=u16::MAX).cycle().take(1 << 22) {
+            let addr = SocketAddr::from(([127, 0, 0, 9], port));
+            if let Err(EngineError::Busy(_)) = engine.connect(addr, id) {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the command queue never filled");
+        engine.remove_torrent(id).unwrap();
+        // The peer is closed, and a new one is refused.
+        let mut rest = Vec::new();
+        let _ = peer.read_to_end(&mut rest);
+        assert!(
+            handshake(engine.local_addr(), id).is_err(),
+            "still served after its removal"
+        );
+        engine.shutdown();
+    }
 }

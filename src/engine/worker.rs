@@ -51,6 +51,8 @@ pub(crate) struct WorkerContext {
     pub speed: Option<Arc<SpeedService>>,
     pub listener: Socket,
     pub commands: Receiver<Command>,
+    /// Torrents to start or stop serving (never full; drained first).
+    pub torrents: Receiver<Command>,
     pub wake: Arc<EventFd>,
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
@@ -68,6 +70,7 @@ struct Worker {
     live: usize,
     listener: Socket,
     commands: Receiver<Command>,
+    torrents: Receiver<Command>,
     wake: Arc<EventFd>,
     wake_buf: Box<[u8; 8]>,
     tick_ts: Box<types::Timespec>,
@@ -140,6 +143,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         live: 0,
         listener: ctx.listener,
         commands: ctx.commands,
+        torrents: ctx.torrents,
         wake: ctx.wake.clone(),
         wake_buf: Box::new([0; 8]),
         tick_ts: Box::new(types::Timespec::from(TICK_EVERY)),
@@ -420,35 +424,43 @@ impl Worker {
     }
 
     fn drain_commands(&mut self) {
+        // Torrents first: a dial queued after an add finds its torrent.
+        while let Ok(cmd) = self.torrents.try_recv() {
+            self.command(cmd);
+        }
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::AddTorrent(t) => {
-                    self.core.torrents.insert(t.id, t);
+            self.command(cmd);
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddTorrent(t) => {
+                self.core.torrents.insert(t.id, t);
+            }
+            Command::RemoveTorrent(id) => {
+                if let Some(t) = self.core.torrents.remove(&id) {
+                    self.core.fetches.drop_torrent(&t);
                 }
-                Command::RemoveTorrent(id) => {
-                    if let Some(t) = self.core.torrents.remove(&id) {
-                        self.core.fetches.drop_torrent(&t);
-                    }
-                    self.close_where(Reason::TorrentRemoved, |c| {
-                        c.torrent.as_ref().is_some_and(|t| t.id == id)
-                    });
-                }
-                Command::Connect { addr, torrent } => self.connect(addr, torrent),
-                Command::Peers { torrent, reply } => {
-                    let _ = reply.send(self.peers_of(torrent));
-                }
-                Command::PeerStates(reply) => {
-                    let _ = reply.send(self.peer_states());
-                }
-                Command::Shutdown => {
-                    self.stopping = true;
-                    self.close_where(Reason::Shutdown, |_| true);
-                    // Stop accepting: closing the listener ends the multishot accept.
-                    let _ = nix::sys::socket::shutdown(
-                        self.listener.as_raw_fd(),
-                        nix::sys::socket::Shutdown::Both,
-                    );
-                }
+                self.close_where(Reason::TorrentRemoved, |c| {
+                    c.torrent.as_ref().is_some_and(|t| t.id == id)
+                });
+            }
+            Command::Connect { addr, torrent } => self.connect(addr, torrent),
+            Command::Peers { torrent, reply } => {
+                let _ = reply.send(self.peers_of(torrent));
+            }
+            Command::PeerStates(reply) => {
+                let _ = reply.send(self.peer_states());
+            }
+            Command::Shutdown => {
+                self.stopping = true;
+                self.close_where(Reason::Shutdown, |_| true);
+                // Stop accepting: closing the listener ends the multishot accept.
+                let _ = nix::sys::socket::shutdown(
+                    self.listener.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Both,
+                );
             }
         }
     }
