@@ -318,16 +318,84 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             rec.limits.download_rate.map(to_i64),
         ],
     )?;
-    conn.execute(
-        "DELETE FROM torrent_files WHERE info_hash = ?1",
-        [&rec.info_hash[..]],
-    )?;
+    put_files(conn, &rec.info_hash, &rec.files)
+}
+
+/// What the operator (or a limit) decides about a torrent: written only by changes that are
+/// answered after this write is durable.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    pub paused: bool,
+    /// Which limit stopped it ("ratio", "seed_time"), if one did.
+    pub stopped_by: Option<String>,
+    pub limits: Limits,
+}
+
+/// Saves a torrent's [`Settings`] and nothing else. A torrent not in the state is an error
+/// (`QueryReturnedNoRows`): a change answered as done must be in the state.
+pub fn save_settings(
+    conn: &Connection,
+    info_hash: &[u8; 20],
+    s: &Settings,
+) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE torrents SET paused = ?2, stopped_by = ?3, upload_rate_limit = ?4,
+                                 ratio_limit = ?5, seed_time_limit_s = ?6,
+                                 download_rate_limit = ?7
+             WHERE info_hash = ?1",
+        )?
+        .execute(params![
+            &info_hash[..],
+            s.paused,
+            s.stopped_by,
+            s.limits.upload_rate.map(to_i64),
+            s.limits.ratio,
+            s.limits.seed_time_s.map(to_i64),
+            s.limits.download_rate.map(to_i64),
+        ])?;
+    if n == 0 {
+        return Err(rusqlite::Error::QueryReturnedNoRows);
+    }
+    Ok(())
+}
+
+/// Saves what a check or a download found about a torrent's data (its verified bitfield, its
+/// files' stamps, where it is downloaded) and nothing else, so it never undoes a change of
+/// its [`Settings`]. A torrent no longer in the state (removed meanwhile) stays out: returns
+/// false.
+pub fn save_data(
+    conn: &Connection,
+    info_hash: &[u8; 20],
+    verified: Option<&[u8]>,
+    files: &[Option<FileStamp>],
+    download_dir: Option<&str>,
+) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE torrents SET verified = ?2, download_dir = ?3 WHERE info_hash = ?1",
+        )?
+        .execute(params![&info_hash[..], verified, download_dir])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    put_files(conn, info_hash, files)?;
+    Ok(true)
+}
+
+fn put_files(
+    conn: &Connection,
+    info_hash: &[u8; 20],
+    files: &[Option<FileStamp>],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM torrent_files WHERE info_hash = ?1")?
+        .execute([&info_hash[..]])?;
     let mut ins = conn.prepare_cached(
         "INSERT INTO torrent_files (info_hash, file_index, size, mtime_ns) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (i, f) in rec.files.iter().enumerate() {
+    for (i, f) in files.iter().enumerate() {
         ins.execute(params![
-            &rec.info_hash[..],
+            &info_hash[..],
             i as i64,
             f.map(|f| to_i64(f.size)),
             f.map(|f| f.mtime_ns),
@@ -530,6 +598,47 @@ mod tests {
             .query_row("SELECT count(*) FROM torrent_files", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2, "the deleted torrent's file stamps went with it");
+    }
+
+    /// Settings and data are saved apart: neither undoes the other, neither brings back a
+    /// removed torrent, and a settings change of a torrent not in the state is an error.
+    #[test]
+    fn settings_and_data_are_saved_apart() {
+        let (_d, c) = db();
+        let a = record(1);
+        put(&c, &a).unwrap();
+        let s = Settings {
+            paused: true,
+            stopped_by: Some("ratio".into()),
+            limits: Limits {
+                upload_rate: None,
+                download_rate: Some(5),
+                ratio: None,
+                seed_time_s: Some(60),
+            },
+        };
+        save_settings(&c, &[1; 20], &s).unwrap();
+        let stamps = [None, None, None];
+        assert!(save_data(&c, &[1; 20], Some(&[0x80, 0]), &stamps, None).unwrap());
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!(
+            (got.paused, got.stopped_by.clone(), got.limits),
+            (true, s.stopped_by.clone(), s.limits)
+        );
+        assert_eq!(got.verified, Some(vec![0x80, 0]));
+        assert_eq!((got.files.len(), got.download_dir), (3, None));
+        assert_eq!((got.uploaded, got.added_at), (a.uploaded, a.added_at));
+        assert!(delete(&c, &[1; 20]).unwrap());
+        assert!(!save_data(&c, &[1; 20], None, &stamps, None).unwrap());
+        assert!(matches!(
+            save_settings(&c, &[1; 20], &s),
+            Err(rusqlite::Error::QueryReturnedNoRows)
+        ));
+        assert!(get(&c, &[1; 20]).unwrap().is_none(), "not brought back");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM torrent_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

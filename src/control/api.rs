@@ -338,12 +338,15 @@ async fn remove(
         }
     }
     let service = s.service.clone();
-    blocking(move || service.remove(id, delete_data)).await?;
+    let removal = blocking(move || service.remove(id, delete_data)).await?;
+    let shown = |v: Vec<std::path::PathBuf>| v.iter().map(|p| p.display().to_string()).collect();
     Ok(ok(
         StatusCode::OK,
         &RemoveResponse {
-            data_deleted: delete_data,
+            data_deleted: delete_data && removal.not_deleted.is_empty(),
             removed: hash,
+            kept: shown(removal.kept),
+            not_deleted: removal.not_deleted,
         },
     ))
 }

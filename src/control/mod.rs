@@ -5,9 +5,13 @@
 //!   check seed at once with their saved bitfield; the others are queued for a check, as are
 //!   new torrents from the config. Checks run one at a time on a thread of their own (each
 //!   check hashes on every core already), so start-up never waits for hashing.
-//! - Changes (add, remove, pause, resume, recheck, limits) are written to the state when they
-//!   happen; upload totals and seeding time are written every `save_interval` from the control
-//!   thread without waiting, and once more at shutdown.
+//! - Changes (add, remove, pause, resume, limits) are written to the state first and take
+//!   effect only once that write is durable, one change at a time (the state lock): a change
+//!   the state refused (a full disk) leaves the node as it was, and one answered as done
+//!   survives a restart or a `kill -9`. Checks and downloads save what they find about the
+//!   data (bitfield, file stamps) in writes of their own that never touch what a change sets;
+//!   upload totals and seeding time are written every `save_interval` from the control thread
+//!   without waiting, and once more at shutdown.
 //! - A tick on the control thread enforces ratio and seed-time limits, looks into the watch
 //!   directory and saves progress.
 
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::LimitAction;
-use crate::db::{DbError, DbHandle, Reply};
+use crate::db::{DbError, DbHandle};
 use crate::engine::torrent::Start;
 use crate::engine::{PeerInfo, Torrent};
 use crate::metainfo::{Metainfo, hex};
@@ -271,10 +275,40 @@ impl Entry {
     fn serving(&self) -> bool {
         self.seeding_since.is_some()
     }
+
+    /// What changes set (saved by [`state::save_settings`]).
+    fn settings(&self) -> state::Settings {
+        state::Settings {
+            paused: self.paused,
+            stopped_by: self.stopped_by.clone(),
+            limits: self.limits,
+        }
+    }
+
+    /// Where its files are: its data directory, and where it is being downloaded if elsewhere.
+    fn dirs(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.data_dir.as_path()).chain(self.download_dir.as_deref())
+    }
 }
 
-/// A torrent just added: its info-hash and the reply of its first save.
-type Added = ([u8; 20], Reply<()>);
+/// A torrent built and checked, to join the node once its record is durable
+/// ([`Service::add_new`]).
+struct NewTorrent {
+    id: [u8; 20],
+    entry: Entry,
+    skip_check: bool,
+    /// The fetch of the magnet that found its metadata.
+    from_fetch: Option<u64>,
+}
+
+/// What a removal did besides removing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Files left in place because another torrent names them (cross-seeding).
+    pub kept: Vec<PathBuf>,
+    /// Files that could not be deleted, each with why. The torrent is removed all the same.
+    pub not_deleted: Vec<String>,
+}
 
 /// How a torrent is added.
 #[derive(Debug, Clone, Default)]
@@ -363,6 +397,11 @@ struct Inner {
     /// Global limits set through the API; they win over `options` until set back to null.
     global: Mutex<GlobalLimits>,
     torrents: Mutex<HashMap<[u8; 20], Entry>>,
+    /// The state lock: held by every change (add, remove, pause, resume, limits, magnet peers)
+    /// from its state write to its effect, so changes reach the state in the order they take
+    /// effect and nothing changes a torrent between its write and its effect. Taken before
+    /// `torrents` when both are; never held by checks, downloads or periodic saves.
+    changes: Mutex<()>,
     /// .torrent paths already seen (added or refused), so a watch directory is read cheaply.
     sources: Mutex<HashSet<PathBuf>>,
     /// .torrent files that could not be added, with their size and mtime then: tried again
@@ -502,6 +541,7 @@ impl Service {
                 options: Mutex::new(options),
                 global: Mutex::new(GlobalLimits::default()),
                 torrents: Mutex::new(HashMap::new()),
+                changes: Mutex::new(()),
                 sources: Mutex::new(HashSet::new()),
                 failed: Mutex::new(HashMap::new()),
                 checks: check_tx,
@@ -528,18 +568,9 @@ impl Service {
             resumed = service.inner.counters.resumed.load(Ordering::Relaxed),
             "resume state loaded"
         );
-        let mut pending = Vec::new();
-        for (path, data) in config_torrents {
-            match service.add_from_file(path, data, true) {
-                Ok(Some((_, reply))) => pending.push(reply),
-                Ok(None) => {}
-                Err(e) => tracing::error!("skipping {}: {e}", path.display()),
-            }
-        }
-        for r in pending {
-            if let Err(e) = r.recv_result() {
-                tracing::error!("saving a new torrent: {e}");
-            }
+        let (_, failed) = service.add_files(config_torrents);
+        for (path, e) in failed {
+            tracing::error!("skipping {}: {e}", path.display());
         }
         let checker = service.clone();
         std::thread::Builder::new()
@@ -557,6 +588,11 @@ impl Service {
 
     pub fn counters(&self) -> &Arc<Counters> {
         &self.inner.counters
+    }
+
+    /// The state lock (see [`Inner::changes`]).
+    fn changes(&self) -> MutexGuard<'_, ()> {
+        self.inner.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 20], Entry>> {
@@ -605,6 +641,7 @@ impl Service {
 
     /// Sets the global limits (API) and saves them; waits for the save.
     pub fn set_global_limits(&self, g: GlobalLimits) -> Result<(), ControlError> {
+        let _changing = self.changes();
         self.inner
             .db
             .call(move |c| state::put_global(c, &g))?
@@ -806,10 +843,6 @@ impl Service {
         }
     }
 
-    fn persist(&self, rec: TorrentRecord) -> Result<Reply<()>, ControlError> {
-        Ok(self.inner.db.call(move |c| state::put(c, &rec))?)
-    }
-
     /// Adds a magnet link: its metadata is fetched from peers (the magnet's trackers and `x.pe`
     /// addresses, and peers given through the API) on a thread of its own, then it is added as
     /// its .torrent would be and downloads. Meanwhile the list shows it in state `metadata` (or
@@ -842,12 +875,13 @@ impl Service {
             trusted_path: add.trusted_path,
             peers,
         };
-        let reply = {
+        let _changing = self.changes();
+        {
             let all = self.lock();
             if all.contains_key(&id) {
                 return Err(ControlError::AlreadyAdded(hex(&id)));
             }
-            let mut pending = crate::engine::lock(&self.inner.pending);
+            let pending = crate::engine::lock(&self.inner.pending);
             // One whose fetch failed may be added again (a new fetch).
             if pending.get(&id).is_some_and(|p| p.error.is_none()) {
                 return Err(ControlError::AlreadyAdded(hex(&id)));
@@ -863,9 +897,16 @@ impl Service {
                     "this node holds {MAX_TORRENTS} torrents, the most it takes"
                 )));
             }
-            // Queued under the locks: a removal right after is queued after it.
-            let saved = rec.clone();
-            let reply = self.inner.db.call(move |c| state::put_magnet(c, &saved))?;
+        }
+        // Saved first: a magnet the state refused is not added (nor fetched).
+        let saved = rec.clone();
+        self.inner
+            .db
+            .call(move |c| state::put_magnet(c, &saved))?
+            .recv_result()?;
+        {
+            let _all = self.lock();
+            let mut pending = crate::engine::lock(&self.inner.pending);
             let name = m.name.clone().unwrap_or_else(|| hex(&id));
             let mut p = Pending {
                 magnet: m,
@@ -876,16 +917,8 @@ impl Service {
                 stop: None,
             };
             self.start_fetch(id, &mut p);
+            // Replaces one whose fetch failed (its thread has ended).
             pending.insert(id, p);
-            reply
-        };
-        if let Err(e) = reply.recv_result() {
-            // Not saved: not added either (unless it changed meanwhile).
-            let mut pending = crate::engine::lock(&self.inner.pending);
-            if pending.get(&id).is_some_and(|p| p.rec.uri == uri) {
-                pending.remove(&id);
-            }
-            return Err(e.into());
         }
         tracing::info!(info_hash = %hex(&id), "magnet added: fetching its metadata");
         Ok(id)
@@ -969,9 +1002,9 @@ impl Service {
                             .filter_map(|p| p.parse::<std::net::SocketAddr>().ok()),
                     );
                     add.peers.push(r.from);
-                    s.add_bytes(r.torrent, add, Some(fetch))
+                    s.new_torrent(r.torrent, add, Some(fetch))
+                        .and_then(|n| s.add_one(n))
                         .map_err(|e| e.to_string())
-                        .and_then(|(_, reply)| reply.recv_result().map_err(|e| e.to_string()))
                 });
                 if let Err(e) = added {
                     let mut pending = crate::engine::lock(&s.inner.pending);
@@ -1008,25 +1041,38 @@ impl Service {
             let over = into.len().saturating_sub(MAX_GIVEN_PEERS);
             into.drain(..over);
         };
-        let mut all = self.lock();
-        if let Some(e) = all.get_mut(&id) {
-            merge(&mut e.peers);
-            if e.serving() {
-                self.inner.session.add_peers(id, peers.clone())?;
+        let _changing = self.changes();
+        let saved = {
+            let mut all = self.lock();
+            if let Some(e) = all.get_mut(&id) {
+                // A torrent's given peers are not saved: trackers and peer exchange find more.
+                merge(&mut e.peers);
+                if e.serving() {
+                    self.inner.session.add_peers(id, peers.clone())?;
+                }
+                return Ok(());
             }
-            return Ok(());
+            let pending = crate::engine::lock(&self.inner.pending);
+            let p = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+            let mut rec = p.rec.clone();
+            merge(&mut rec.peers);
+            rec
+        };
+        // A magnet keeps them in the state: saved before its fetch starts over with them.
+        let rec = saved.clone();
+        self.inner
+            .db
+            .call(move |c| state::put_magnet(c, &rec))?
+            .recv_result()?;
+        {
+            let _all = self.lock();
+            let mut pending = crate::engine::lock(&self.inner.pending);
+            // The state lock kept it waiting meanwhile.
+            if let Some(p) = pending.get_mut(&id) {
+                p.rec = saved;
+                self.start_fetch(id, p);
+            }
         }
-        let mut pending = crate::engine::lock(&self.inner.pending);
-        let p = pending
-            .get_mut(&id)
-            .ok_or(ControlError::NotFound(hex(&id)))?;
-        merge(&mut p.rec.peers);
-        let saved = p.rec.clone();
-        let reply = self.inner.db.call(move |c| state::put_magnet(c, &saved))?;
-        self.start_fetch(id, p);
-        drop(pending);
-        drop(all);
-        reply.recv_result()?;
         tracing::info!(info_hash = %hex(&id), peers = peers.len(), "magnet: peers given, fetching again");
         Ok(())
     }
@@ -1064,14 +1110,15 @@ impl Service {
         }
     }
 
-    /// Adds a .torrent file (config list or watch directory) with its data in `data`. Returns
-    /// `None` when the path or its info-hash is known already.
-    fn add_from_file(
+    /// Reads a .torrent file (config list or watch directory) with its data in `data` and
+    /// builds its torrent. `None` when the path was seen already. A file that cannot be read or
+    /// parsed is remembered with its size and mtime, and tried again once they change.
+    fn torrent_from_file(
         &self,
         path: &Path,
         data: &Path,
         trusted_path: bool,
-    ) -> Result<Option<Added>, ControlError> {
+    ) -> Result<Option<NewTorrent>, ControlError> {
         if !self.remember_source(path) {
             return Ok(None);
         }
@@ -1082,16 +1129,10 @@ impl Service {
             trusted_path,
             ..AddOptions::default()
         };
-        let added = read_bounded(path).and_then(|bytes| self.add_bytes(bytes, add, None));
-        match added {
-            Ok(r) => Ok(Some(r)),
-            Err(ControlError::AlreadyAdded(_)) => Ok(None),
+        match read_bounded(path).and_then(|bytes| self.new_torrent(bytes, add, None)) {
+            Ok(n) => Ok(Some(n)),
             Err(e) => {
-                self.inner
-                    .sources
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(path);
+                self.forget_source(path);
                 self.inner
                     .failed
                     .lock()
@@ -1102,17 +1143,54 @@ impl Service {
         }
     }
 
-    /// Adds a torrent and returns its info-hash and the reply of its first save. A magnet of
-    /// the same info-hash waiting for its metadata is replaced (in the state by the same job
-    /// that saves the torrent); `from_fetch` is the fetch of that magnet that found this
-    /// metadata, and the add is dropped when that fetch was stopped meanwhile (the magnet
-    /// removed or given new peers).
-    fn add_bytes(
+    fn forget_source(&self, path: &Path) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
+    }
+
+    /// Adds the .torrent files `list` names (with their data directories), saving them in one
+    /// batch. Returns how many were added and the files that failed, with why; a file whose
+    /// torrent is already in the node is neither. A file the state refused to save is tried
+    /// again at the next look (its path is forgotten).
+    fn add_files(&self, list: &[(PathBuf, PathBuf)]) -> (usize, Vec<(PathBuf, ControlError)>) {
+        let mut failed = Vec::new();
+        let mut batch = Vec::new();
+        let mut paths = Vec::new();
+        for (path, data) in list {
+            match self.torrent_from_file(path, data, true) {
+                Ok(Some(n)) => {
+                    batch.push(n);
+                    paths.push(path);
+                }
+                Ok(None) => {}
+                Err(e) => failed.push((path.clone(), e)),
+            }
+        }
+        let mut added = 0;
+        for (path, result) in paths.into_iter().zip(self.add_new(batch)) {
+            match result {
+                Ok(_) => added += 1,
+                Err(ControlError::AlreadyAdded(_)) => {}
+                Err(e) => {
+                    self.forget_source(path);
+                    failed.push((path.clone(), e));
+                }
+            }
+        }
+        (added, failed)
+    }
+
+    /// Builds a torrent to add: parses it, confines its save path, and opens its data when it
+    /// is trusted without a check. Saves nothing and changes nothing.
+    fn new_torrent(
         &self,
         bytes: Vec<u8>,
         add: AddOptions,
         from_fetch: Option<u64>,
-    ) -> Result<Added, ControlError> {
+    ) -> Result<NewTorrent, ControlError> {
         let meta = Metainfo::from_bytes(&bytes)
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
@@ -1163,51 +1241,102 @@ impl Service {
             entry.torrent = Some(Arc::new(t));
             entry.status = Status::Ready;
         }
-        let mut all = self.lock();
-        if all.contains_key(&id) {
-            return Err(ControlError::AlreadyAdded(hex(&id)));
-        }
-        if all.len() >= MAX_TORRENTS {
-            return Err(ControlError::BadRequest(format!(
-                "this node holds {MAX_TORRENTS} torrents, the most it takes"
-            )));
-        }
-        let mut pending = crate::engine::lock(&self.inner.pending);
-        if let Some(fetch) = from_fetch
-            && pending.get(&id).is_none_or(|p| p.fetch != fetch)
+        Ok(NewTorrent {
+            id,
+            entry,
+            skip_check,
+            from_fetch,
+        })
+    }
+
+    /// Saves new torrents, and adds to the node those whose save is durable: only then is one
+    /// served (or queued for its check). One answer per torrent, in order; a torrent the state
+    /// refused changes nothing. A magnet of the same info-hash waiting for its metadata is
+    /// replaced (in the state by the same job that saves the torrent); a torrent found by a
+    /// magnet's fetch (`from_fetch`) is dropped when that fetch was stopped meanwhile (the
+    /// magnet removed or given new peers).
+    fn add_new(&self, list: Vec<NewTorrent>) -> Vec<Result<[u8; 20], ControlError>> {
+        let _changing = self.changes();
+        let mut answers: Vec<Result<[u8; 20], ControlError>> = Vec::with_capacity(list.len());
+        let mut saving = Vec::new();
         {
-            return Err(ControlError::Io(
-                "the magnet was removed or its fetch started over".into(),
-            ));
+            let all = self.lock();
+            let pending = crate::engine::lock(&self.inner.pending);
+            let mut taken = HashSet::new();
+            for n in list {
+                let id = n.id;
+                let refused = if all.contains_key(&id) || taken.contains(&id) {
+                    Some(ControlError::AlreadyAdded(hex(&id)))
+                } else if all.len() + taken.len() >= MAX_TORRENTS {
+                    Some(ControlError::BadRequest(format!(
+                        "this node holds {MAX_TORRENTS} torrents, the most it takes"
+                    )))
+                } else if let Some(fetch) = n.from_fetch
+                    && pending.get(&id).is_none_or(|p| p.fetch != fetch)
+                {
+                    Some(ControlError::Io(
+                        "the magnet was removed or its fetch started over".into(),
+                    ))
+                } else {
+                    None
+                };
+                if let Some(e) = refused {
+                    answers.push(Err(e));
+                    continue;
+                }
+                let rec = n.entry.record(id);
+                match self.inner.db.call(move |c| state::put_from_magnet(c, &rec)) {
+                    Ok(reply) => {
+                        taken.insert(id);
+                        answers.push(Ok(id));
+                        saving.push((answers.len() - 1, n, reply));
+                    }
+                    Err(e) => answers.push(Err(e.into())),
+                }
+            }
         }
-        let rec = entry.record(id);
-        let reply = self
-            .inner
-            .db
-            .call(move |c| state::put_from_magnet(c, &rec))?;
-        // Stops its fetch, if another one found the metadata (or a .torrent came first).
-        pending.remove(&id);
-        drop(pending);
-        if skip_check && !entry.paused {
-            self.serve(id, &mut entry);
+        for (at, n, reply) in saving {
+            if let Err(e) = reply.recv_result() {
+                tracing::error!(torrent = %n.entry.meta.info.name, "not added: saving it failed: {e}");
+                answers[at] = Err(e.into());
+                continue;
+            }
+            let NewTorrent {
+                id,
+                mut entry,
+                skip_check,
+                ..
+            } = n;
+            let mut all = self.lock();
+            // Stops its fetch, if another one found the metadata (or a .torrent came first).
+            crate::engine::lock(&self.inner.pending).remove(&id);
+            if skip_check && !entry.paused {
+                self.serve(id, &mut entry);
+            }
+            tracing::info!(torrent = %entry.meta.info.name, info_hash = %hex(&id), "added");
+            all.insert(id, entry);
+            drop(all);
+            if !skip_check {
+                let _ = self.inner.checks.send((id, CheckReason::New));
+            }
         }
-        tracing::info!(torrent = %entry.meta.info.name, info_hash = %hex(&id), "added");
-        all.insert(id, entry);
-        drop(all);
-        if !skip_check {
-            let _ = self.inner.checks.send((id, CheckReason::New));
-        }
-        Ok((id, reply))
+        answers
     }
 
-    /// Adds a torrent given as bytes (API upload) and waits until it is saved.
+    /// [`Service::add_new`] of one torrent.
+    fn add_one(&self, n: NewTorrent) -> Result<[u8; 20], ControlError> {
+        self.add_new(vec![n])
+            .pop()
+            .unwrap_or_else(|| Err(ControlError::Io("no answer".into())))
+    }
+
+    /// Adds a torrent given as bytes (API upload); returns once it is saved and added.
     pub fn add(&self, bytes: Vec<u8>, add: AddOptions) -> Result<[u8; 20], ControlError> {
-        let (id, reply) = self.add_bytes(bytes, add, None)?;
-        reply.recv_result()?;
-        Ok(id)
+        self.add_one(self.new_torrent(bytes, add, None)?)
     }
 
-    /// Adds the .torrent file at `path` (read by the service) and waits until it is saved.
+    /// Adds the .torrent file at `path` (read by the service); returns once it is saved and
+    /// added.
     pub fn add_path(&self, path: &Path, add: AddOptions) -> Result<[u8; 20], ControlError> {
         let bytes = read_bounded(path)?;
         self.add(bytes, add)
@@ -1303,9 +1432,9 @@ impl Service {
                 e.status = Status::Error(format!("check failed: {err}"));
             }
         }
-        let rec = e.record(id);
+        let save = DataSave::of(id, e);
         drop(all);
-        if let Err(err) = self.inner.db.call(move |c| state::put(c, &rec)) {
+        if let Err(err) = self.inner.db.call(move |c| save.run(c)) {
             self.inner
                 .counters
                 .db_errors
@@ -1314,38 +1443,64 @@ impl Service {
         }
     }
 
-    /// Applies `f` to one torrent and saves it; waits for the save.
+    /// Changes one torrent's settings with `f`: saves them, waits until that is durable, and
+    /// only then applies them (serving or not, rate limits). A save that fails changes nothing.
     fn change(
         &self,
         id: [u8; 20],
-        f: impl FnOnce(&Service, &mut Entry) -> Result<(), ControlError>,
+        f: impl FnOnce(&mut state::Settings),
     ) -> Result<(), ControlError> {
-        let reply = {
-            let mut all = self.lock();
-            let e = all.get_mut(&id).ok_or(ControlError::NotFound(hex(&id)))?;
-            f(self, e)?;
-            self.persist(e.record(id))?
+        let _changing = self.changes();
+        let wanted = {
+            let all = self.lock();
+            let e = all.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+            let mut s = e.settings();
+            f(&mut s);
+            s
         };
-        reply.recv_result()?;
+        let saved = wanted.clone();
+        self.inner
+            .db
+            .call(move |c| state::save_settings(c, &id, &saved))?
+            .recv_result()?;
+        let mut all = self.lock();
+        // The state lock kept it in the node meanwhile.
+        if let Some(e) = all.get_mut(&id) {
+            self.apply_settings(id, e, wanted);
+        }
         Ok(())
     }
 
+    /// Makes `s` a torrent's settings in force: its rate limits, and served unless paused.
+    fn apply_settings(&self, id: [u8; 20], e: &mut Entry, s: state::Settings) {
+        let options = self.options();
+        e.paused = s.paused;
+        e.stopped_by = s.stopped_by;
+        e.limits = s.limits;
+        if let Some(t) = &e.torrent {
+            t.upload_limit
+                .set_rate(e.limits.upload_rate.unwrap_or(options.torrent_upload_rate));
+            t.fetch.download_limit.set_rate(
+                e.limits
+                    .download_rate
+                    .unwrap_or(options.torrent_download_rate),
+            );
+        }
+        if e.paused {
+            self.unserve(id, e);
+        } else if e.status == Status::Ready {
+            self.serve(id, e);
+        }
+    }
+
     pub fn pause(&self, id: [u8; 20]) -> Result<(), ControlError> {
-        self.change(id, |s, e| {
-            e.paused = true;
-            s.unserve(id, e);
-            Ok(())
-        })
+        self.change(id, |s| s.paused = true)
     }
 
     pub fn resume(&self, id: [u8; 20]) -> Result<(), ControlError> {
-        self.change(id, |s, e| {
-            e.paused = false;
-            e.stopped_by = None;
-            if e.status == Status::Ready {
-                s.serve(id, e);
-            }
-            Ok(())
+        self.change(id, |s| {
+            s.paused = false;
+            s.stopped_by = None;
         })
     }
 
@@ -1364,58 +1519,83 @@ impl Service {
 
     /// Sets a torrent's limits (`None` = back to the global value).
     pub fn set_limits(&self, id: [u8; 20], limits: Limits) -> Result<(), ControlError> {
-        let options = self.options();
-        self.change(id, |_, e| {
-            e.limits = limits;
-            if let Some(t) = &e.torrent {
-                t.upload_limit
-                    .set_rate(limits.upload_rate.unwrap_or(options.torrent_upload_rate));
-                t.fetch.download_limit.set_rate(
-                    limits
-                        .download_rate
-                        .unwrap_or(options.torrent_download_rate),
-                );
-            }
-            Ok(())
-        })
+        self.change(id, |s| s.limits = limits)
     }
 
-    /// Removes a torrent; with `delete_data`, also its files (only the files it names, and the
-    /// directories they leave empty inside its data directory).
-    pub fn remove(&self, id: [u8; 20], delete_data: bool) -> Result<(), ControlError> {
-        let mut all = self.lock();
-        let Some(mut e) = all.remove(&id) else {
-            // A magnet waiting for its metadata: its fetch stops (its sender dropped) and it
-            // leaves the state; it has no data yet.
-            let mut pending = crate::engine::lock(&self.inner.pending);
-            let p = pending
-                .remove(&id)
-                .ok_or(ControlError::NotFound(hex(&id)))?;
-            // Queued under the locks: a later add of the same magnet is saved after it.
-            let reply = self.inner.db.call(move |c| state::delete_magnet(c, &id))?;
-            drop(pending);
-            drop(all);
-            reply.recv_result()?;
-            tracing::info!(name = %p.name, info_hash = %hex(&id), "removed the magnet waiting for its metadata");
-            return Ok(());
-        };
-        drop(all);
-        self.unserve(id, &mut e);
-        if let Some(s) = &e.source {
-            // A watched file that is still there must not come back on the next poll.
-            self.remember_source(Path::new(s));
+    /// Removes a torrent once its removal is durable in the state; with `delete_data`, also its
+    /// files (only the files it names, and the directories they leave empty inside its
+    /// directory), except those another torrent of the node names too (cross-seeding: the same
+    /// file under two torrents), which are kept and listed. A file is the same file when its
+    /// device and inode are (so a path through a symlinked directory, a link to it or a hard
+    /// link counts too); every other torrent's files are looked at, paused ones and those of
+    /// magnets whose metadata has arrived included.
+    pub fn remove(&self, id: [u8; 20], delete_data: bool) -> Result<Removal, ControlError> {
+        let changing = self.changes();
+        if !self.lock().contains_key(&id) {
+            // A magnet waiting for its metadata: it leaves the state, then its fetch stops (its
+            // sender dropped); it has no data yet.
+            if !crate::engine::lock(&self.inner.pending).contains_key(&id) {
+                return Err(ControlError::NotFound(hex(&id)));
+            }
+            self.inner
+                .db
+                .call(move |c| state::delete_magnet(c, &id))?
+                .recv_result()?;
+            let _all = self.lock();
+            if let Some(p) = crate::engine::lock(&self.inner.pending).remove(&id) {
+                tracing::info!(name = %p.name, info_hash = %hex(&id), "removed the magnet waiting for its metadata");
+            }
+            return Ok(Removal::default());
         }
         self.inner
             .db
             .call(move |c| state::delete(c, &id))?
             .recv_result()?;
+        let (mut e, others) = {
+            let mut all = self.lock();
+            // The state lock kept it in the node meanwhile.
+            let Some(e) = all.remove(&id) else {
+                return Ok(Removal::default());
+            };
+            // Every other torrent's files, to keep what they name.
+            let others: Vec<PathBuf> = if delete_data {
+                all.values()
+                    .flat_map(|o| {
+                        o.dirs().flat_map(|d| {
+                            o.meta
+                                .info
+                                .layout
+                                .data_files()
+                                .map(move |(_, f)| d.join(f.rel_path()))
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (e, others)
+        };
+        self.unserve(id, &mut e);
+        if let Some(s) = &e.source {
+            // A watched file that is still there must not come back on the next poll.
+            self.remember_source(Path::new(s));
+        }
         tracing::info!(torrent = %e.meta.info.name, delete_data, "removed");
+        let mut removal = Removal::default();
         if delete_data {
             // The torrent object holds the files open; close them first.
             e.torrent = None;
-            delete_files(&e.meta, &e.data_dir)?;
+            let named = file_ids(&others);
+            for dir in e.dirs() {
+                delete_files(&e.meta, dir, &named, &mut removal);
+            }
+            if !removal.kept.is_empty() {
+                tracing::info!(torrent = %e.meta.info.name, files = removal.kept.len(), "kept files another torrent names");
+            }
         }
-        Ok(())
+        // Held until the files are gone: no torrent naming them is added meanwhile.
+        drop(changing);
+        Ok(removal)
     }
 
     fn view(&self, id: &[u8; 20], e: &Entry) -> TorrentView {
@@ -1548,24 +1728,13 @@ impl Service {
 
     /// Adds the .torrent files of the config that are new (SIGHUP and the watch directory).
     pub fn add_config_torrents(&self, list: &[(PathBuf, PathBuf)]) -> usize {
-        let mut added = 0;
-        for (path, data) in list {
-            match self.add_from_file(path, data, true) {
-                Ok(Some((_, reply))) => {
-                    added += 1;
-                    if let Err(e) = reply.recv_result() {
-                        tracing::error!("saving {}: {e}", path.display());
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.inner
-                        .counters
-                        .watch_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("skipping {}: {e}", path.display());
-                }
-            }
+        let (added, failed) = self.add_files(list);
+        for (path, e) in failed {
+            self.inner
+                .counters
+                .watch_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("skipping {}: {e}", path.display());
         }
         added
     }
@@ -1617,13 +1786,11 @@ impl Service {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::info!(info_hash = %hex(id), limit = which, action = ?options.limit_action, "limit reached");
             let done = match options.limit_action {
-                LimitAction::Stop => self.change(*id, |s, e| {
-                    e.paused = true;
-                    e.stopped_by = Some((*which).to_string());
-                    s.unserve(*id, e);
-                    Ok(())
+                LimitAction::Stop => self.change(*id, |s| {
+                    s.paused = true;
+                    s.stopped_by = Some((*which).to_string());
                 }),
-                LimitAction::Remove => self.remove(*id, false),
+                LimitAction::Remove => self.remove(*id, false).map(|_| ()),
             };
             if let Err(e) = done {
                 tracing::error!("applying the {which} limit to {}: {e}", hex(id));
@@ -1665,7 +1832,7 @@ impl Service {
                     self.unserve(*id, e);
                     e.downloading = false;
                     // Saved with the bitfield of its last durable save.
-                    records.push(e.record(*id));
+                    records.push(DataSave::of(*id, e));
                     continue;
                 }
                 if t.pieces.verified.count() != e.saved_pieces || t.pieces.verified.is_full() {
@@ -1739,7 +1906,7 @@ impl Service {
                     e.saved_pieces = done;
                     e.verified = Some(bits);
                     e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
-                    records.push(e.record(id));
+                    records.push(DataSave::of(id, e));
                 } else if done != e.saved_pieces {
                     e.saved_pieces = done;
                     e.verified = Some(bits.clone());
@@ -1755,7 +1922,7 @@ impl Service {
                 state::save_verified(c, id, bits)?;
             }
             for r in &records {
-                state::put(c, r)?;
+                r.run(c)?;
             }
             Ok(())
         });
@@ -1917,6 +2084,37 @@ impl Service {
     }
 }
 
+/// What a check or a download found about a torrent's data, to save
+/// ([`state::save_data`]): never what a change sets, and never a torrent removed meanwhile.
+struct DataSave {
+    id: [u8; 20],
+    verified: Option<Vec<u8>>,
+    files: Vec<Option<FileStamp>>,
+    download_dir: Option<String>,
+}
+
+impl DataSave {
+    fn of(id: [u8; 20], e: &Entry) -> DataSave {
+        DataSave {
+            id,
+            verified: e.verified.clone(),
+            files: e.files.clone(),
+            download_dir: e.download_dir.as_ref().map(|d| d.display().to_string()),
+        }
+    }
+
+    fn run(&self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        state::save_data(
+            c,
+            &self.id,
+            self.verified.as_deref(),
+            &self.files,
+            self.download_dir.as_deref(),
+        )
+        .map(|_| ())
+    }
+}
+
 /// Copies a file or a directory tree (no symlinks followed: they are refused).
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     let m = std::fs::symlink_metadata(src)?;
@@ -1992,17 +2190,36 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ControlError> {
     Ok(bytes)
 }
 
+/// Device and inode of each of `paths` that exists, both of the path itself and of what a
+/// symlink there leads to.
+fn file_ids(paths: &[PathBuf]) -> HashSet<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ids = HashSet::new();
+    for p in paths {
+        for m in [std::fs::symlink_metadata(p), std::fs::metadata(p)]
+            .into_iter()
+            .flatten()
+        {
+            ids.insert((m.dev(), m.ino()));
+        }
+    }
+    ids
+}
+
 /// Deletes the files a torrent names under `dir`, then the directories that leaves empty
-/// (never `dir` itself). Paths come from a validated layout, so none names a way out of `dir`;
-/// but someone who can write inside `dir` could have put a symlink where the torrent has a
-/// directory, so every directory is opened beneath `dir` one component at a time without
-/// following links (`O_NOFOLLOW`) and each file is unlinked relative to its directory. A file
-/// reached only through a link is left alone (and logged): a deletion never leaves `dir`. A
-/// file that is itself a link loses the link, never its target.
-fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
+/// (never `dir` itself), except the files whose device and inode (of the name or of what a link
+/// there leads to) are in `named`: another torrent's files, listed in `out.kept`. Paths come
+/// from a validated layout, so none names a way out of `dir`; but someone who can write inside
+/// `dir` could have put a symlink where the torrent has a directory, so every directory is
+/// opened beneath `dir` one component at a time without following links (`O_NOFOLLOW`) and each
+/// file is unlinked relative to its directory. A file reached only through a link is left alone
+/// (in `out.not_deleted`): a deletion never leaves `dir`. A file that is itself a link loses the
+/// link, never its target. The torrent is already gone from the node: whatever fails, the rest
+/// is deleted and the failures are listed.
+fn delete_files(meta: &Metainfo, dir: &Path, named: &HashSet<(u64, u64)>, out: &mut Removal) {
     use nix::errno::Errno;
+    use nix::fcntl::AtFlags;
     use nix::unistd::{UnlinkatFlags, unlinkat};
-    let io = |what: &Path, e: Errno| ControlError::Io(format!("deleting {}: {e}", what.display()));
     let root = match nix::fcntl::open(
         dir,
         dir_flags() & !nix::fcntl::OFlag::O_NOFOLLOW,
@@ -2010,14 +2227,13 @@ fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
     ) {
         Ok(fd) => fd,
         // Nothing left to delete.
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(io(dir, e)),
+        Err(Errno::ENOENT) => return,
+        Err(e) => {
+            out.not_deleted.push(format!("{}: {e}", dir.display()));
+            return;
+        }
     };
     let mut parents = std::collections::BTreeSet::new();
-    let mut not_beneath = 0usize;
-    // The torrent is already gone from the node: delete what can be deleted, report the first
-    // failure at the end.
-    let mut first_error = None;
     for f in &meta.info.layout.files {
         if f.pad {
             continue;
@@ -2026,17 +2242,28 @@ fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             continue;
         };
-        let unlinked =
-            dir_beneath(&root, parent).and_then(|d| unlinkat(&d, name, UnlinkatFlags::NoRemoveDir));
+        let path = dir.join(&rel);
+        let unlinked = dir_beneath(&root, parent).and_then(|d| {
+            let shared = [AtFlags::AT_SYMLINK_NOFOLLOW, AtFlags::empty()]
+                .into_iter()
+                .filter_map(|flags| nix::sys::stat::fstatat(&d, name, flags).ok())
+                .any(|st| named.contains(&(st.st_dev, st.st_ino)));
+            if shared {
+                out.kept.push(path.clone());
+                return Ok(());
+            }
+            unlinkat(&d, name, UnlinkatFlags::NoRemoveDir)
+        });
         match unlinked {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                not_beneath += 1;
-                tracing::warn!(path = %dir.join(&rel).display(), "not deleted: a directory on its path is a symlink or not a directory");
+                tracing::warn!(path = %path.display(), "not deleted: a directory on its path is a symlink or not a directory");
+                out.not_deleted.push(format!(
+                    "{}: a directory on its path is a symlink or not a directory",
+                    path.display()
+                ));
             }
-            Err(e) => {
-                first_error.get_or_insert_with(|| io(&dir.join(&rel), e));
-            }
+            Err(e) => out.not_deleted.push(format!("{}: {e}", path.display())),
         }
         let mut up = Some(parent);
         while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
@@ -2052,10 +2279,6 @@ fn delete_files(meta: &Metainfo, dir: &Path) -> Result<(), ControlError> {
             let _ = unlinkat(&pfd, name, UnlinkatFlags::RemoveDir);
         }
     }
-    if not_beneath > 0 {
-        tracing::warn!(files = not_beneath, dir = %dir.display(), "files left in place: not reachable beneath the data directory without following a link");
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 fn dir_flags() -> nix::fcntl::OFlag {
@@ -2139,6 +2362,48 @@ mod tests {
         assert!(confine_save_path(&root, "").is_err());
     }
 
+    /// A file another torrent names (by the same path, through a symlinked directory, or
+    /// through a link to it) is kept and listed; the rest goes.
+    #[test]
+    fn delete_data_keeps_what_another_torrent_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let t = data.join("t");
+        std::fs::create_dir_all(&t).unwrap();
+        for name in ["a.bin", "b.bin", "c.bin", "d.bin"] {
+            std::fs::write(t.join(name), vec![1u8; 3000]).unwrap();
+        }
+        let (_, meta) = crate::create::create(
+            &t,
+            &crate::create::CreateOptions::default(),
+            &crate::verify::Progress::default(),
+        )
+        .unwrap();
+        // Another torrent's view: a.bin by its own path, b.bin through a directory link, c.bin
+        // through a file link; d.bin it does not name.
+        std::os::unix::fs::symlink(&t, tmp.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(t.join("c.bin"), tmp.path().join("c-link")).unwrap();
+        let named = file_ids(&[
+            t.join("a.bin"),
+            tmp.path().join("alias/b.bin"),
+            tmp.path().join("c-link"),
+            tmp.path().join("absent"),
+        ]);
+        let mut out = Removal::default();
+        delete_files(&meta, &data, &named, &mut out);
+        let mut kept = out.kept.clone();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec![t.join("a.bin"), t.join("b.bin"), t.join("c.bin")]
+        );
+        assert!(out.not_deleted.is_empty(), "{out:?}");
+        assert!(!t.join("d.bin").exists());
+        for name in ["a.bin", "b.bin", "c.bin"] {
+            assert_eq!(std::fs::read(t.join(name)).unwrap().len(), 3000);
+        }
+    }
+
     #[test]
     fn info_hashes_parse_strictly() {
         assert_eq!(parse_info_hash(&"ab".repeat(20)).unwrap(), [0xab; 20]);
@@ -2175,10 +2440,21 @@ mod tests {
         std::os::unix::fs::symlink(&outside, t.join("sub")).unwrap();
         std::fs::remove_file(t.join("c.bin")).unwrap();
         std::os::unix::fs::symlink(outside.join("c-target"), t.join("c.bin")).unwrap();
-        delete_files(&meta, &data).unwrap();
+        let none = HashSet::new();
+        let mut out = Removal::default();
+        delete_files(&meta, &data, &none, &mut out);
+        assert!(out.kept.is_empty());
+        assert_eq!(out.not_deleted.len(), 1, "{out:?}");
+        assert!(out.not_deleted[0].contains("sub/b.bin"), "{out:?}");
         // Deleting again, or from a data directory that is gone, is no error.
-        delete_files(&meta, &data).unwrap();
-        delete_files(&meta, &tmp.path().join("gone")).unwrap();
+        let mut again = Removal::default();
+        delete_files(&meta, &data, &none, &mut again);
+        delete_files(&meta, &tmp.path().join("gone"), &none, &mut again);
+        assert_eq!(
+            again.not_deleted.len(),
+            1,
+            "only sub/b.bin again: {again:?}"
+        );
         assert!(!t.join("a.bin").exists());
         assert!(
             std::fs::symlink_metadata(t.join("c.bin")).is_err(),

@@ -282,7 +282,14 @@ impl AddPeersRequest {
 /// The answer to `DELETE /api/v1/torrents/{hash}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RemoveResponse {
+    /// Its data was deleted, every file of it but those in `kept` (none in `not_deleted`).
     pub data_deleted: bool,
+    /// Files left in place because another torrent names them too (cross-seeding).
+    #[serde(default)]
+    pub kept: Vec<String>,
+    /// Files that could not be deleted, each with why (the torrent is removed all the same).
+    #[serde(default)]
+    pub not_deleted: Vec<String>,
     /// The info-hash as the request gave it.
     pub removed: String,
 }
@@ -472,10 +479,15 @@ mod tests {
         let r = RemoveResponse {
             data_deleted: false,
             removed: "ab".into(),
+            kept: vec!["/d/x".into()],
+            not_deleted: Vec::new(),
         };
         assert_eq!(
             wire(&r),
-            serde_json::json!({ "removed": "ab", "data_deleted": false }).to_string()
+            serde_json::json!({
+                "removed": "ab", "data_deleted": false, "kept": ["/d/x"], "not_deleted": []
+            })
+            .to_string()
         );
         let e = ErrorBody { error: "no".into() };
         assert_eq!(wire(&e), r#"{"error":"no"}"#);
