@@ -113,15 +113,54 @@ pub fn settle(db_path: &Path, out: &Path) -> Result<Vec<Claim>, SettleError> {
     Ok(claims)
 }
 
-/// Creates `path` (never overwriting) with `bytes` and fsyncs it.
+/// Creates `path` (never overwriting) with `bytes`, durably: the bytes go to a temporary file
+/// beside it, which is fsynced, then renamed to `path` without replacing anything
+/// (`RENAME_NOREPLACE`), and the directory is fsynced so the new name survives a power loss too.
+/// A failure leaves no file at `path` (and no temporary one).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        )
+    })?;
+    if path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists", path.display()),
+        ));
+    }
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &tmp,
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The rename is a change of the directory: on the device only once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -161,6 +200,11 @@ mod tests {
         write_durably(&p, b"one").unwrap();
         assert!(write_durably(&p, b"two").is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        // Nothing but the file is left in the directory (no temporary file).
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // A file that cannot be written leaves nothing behind.
+        assert!(write_durably(&dir.join("no/such/dir/c.json"), b"x").is_err());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
