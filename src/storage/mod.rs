@@ -87,15 +87,20 @@ impl DataFiles {
     }
 
     fn open_read_only(layout: &FileLayout, root: &Path, resolve: Resolve) -> io::Result<Self> {
-        let root_fd = open_root(root)?;
+        let root_fd = match open_root(root) {
+            Ok(fd) => Some(fd),
+            // No directory yet (a download to come): every file is missing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         let mut files = Vec::with_capacity(layout.files.len());
         for f in &layout.files {
             let cell = OnceLock::new();
-            if f.pad || f.length == 0 {
+            let Some(root_fd) = root_fd.as_ref().filter(|_| !f.pad && f.length > 0) else {
                 files.push(cell);
                 continue;
-            }
-            match open_regular(&root_fd, root, &f.rel_path(), OFlag::O_RDONLY, resolve) {
+            };
+            match open_regular(root_fd, root, &f.rel_path(), OFlag::O_RDONLY, resolve) {
                 Ok(file) => {
                     // Sequential hint doubles the kernel's read-ahead window for this file; a
                     // failure only loses the hint.
@@ -664,9 +669,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("a FIFO"), "{e}");
-        // A missing file is no error: its pieces are missing.
+        // A missing file is no error: its pieces are missing; nor is a missing directory.
         std::fs::remove_file(d.join("t/f")).unwrap();
         let files = DataFiles::open(&l, d).unwrap();
+        assert_eq!(files.read(&l, 0, &mut buf).unwrap(), ReadOutcome::Missing);
+        let files = DataFiles::open(&l, &d.join("nowhere")).unwrap();
         assert_eq!(files.read(&l, 0, &mut buf).unwrap(), ReadOutcome::Missing);
     }
 
