@@ -18,39 +18,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_torrent, lt_tool, pattern, ringseed};
+use common::node::RunNode;
+use common::{create_torrent, lt_tool, pattern};
 use ringseed::metainfo::hex;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "t0ken-for-file-tests";
 
-/// A `ringseed run` process, killed on drop.
-struct Node {
-    child: Child,
-    peer: SocketAddr,
-    api: SocketAddr,
+/// The control API and the peer port of a node, as these tests use them.
+trait Api {
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value);
+    fn list(&self) -> Vec<Value>;
+    fn add(&self, torrent: &Path, extra: Value) -> (u16, Value);
+    fn wait(&self, what: &str, secs: u64, done: impl Fn(&[Value]) -> bool) -> Vec<Value>;
+    fn serves(&self, info_hash: &str) -> bool;
+    fn peer(&self) -> SocketAddr;
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Node {
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        common::signal(&self.child, nix::sys::signal::Signal::SIGTERM);
-        assert!(self.child.wait().unwrap().success());
-    }
-
+impl Api for RunNode {
     /// One API request with the token; the status and the JSON body.
     fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
         let (status, text) =
@@ -91,7 +76,7 @@ impl Node {
         let id: Vec<u8> = (0..20)
             .map(|i| u8::from_str_radix(&info_hash[2 * i..2 * i + 2], 16).unwrap())
             .collect();
-        let mut s = std::net::TcpStream::connect(self.peer).unwrap();
+        let mut s = std::net::TcpStream::connect(self.peer()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut hs = b"\x13BitTorrent protocol".to_vec();
         hs.extend_from_slice(&[0; 8]);
@@ -100,6 +85,10 @@ impl Node {
         s.write_all(&hs).unwrap();
         let mut answer = [0u8; 68];
         s.read_exact(&mut answer).is_ok() && answer[28..48] == id[..]
+    }
+
+    fn peer(&self) -> SocketAddr {
+        self.peer.expect("the node printed its peer address")
     }
 }
 
@@ -134,37 +123,16 @@ fn write_config(dir: &Path, state: &Path, data: &Path) -> PathBuf {
 
 /// Starts `ringseed run` with `cfg`, through `wrap` (a command that runs it inside a mount
 /// namespace) if given; returns once the API listens.
-fn start(cfg: &Path, wrap: Option<Command>) -> Node {
-    let bin = env!("CARGO_BIN_EXE_ringseed");
-    let mut cmd = match wrap {
-        Some(mut w) => {
-            w.arg(bin);
-            w
-        }
-        None => ringseed(),
+fn start(cfg: &Path, wrap: Option<Command>) -> RunNode {
+    let Some(mut cmd) = wrap else {
+        return RunNode::start(cfg);
     };
-    cmd.arg("--config")
+    cmd.arg(env!("CARGO_BIN_EXE_ringseed"))
+        .arg("--config")
         .arg(cfg)
         .args(["run", "--stats-every", "0"])
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr_after = |prefix: &str| -> SocketAddr {
-        loop {
-            let line = lines.next().expect("node exited").unwrap();
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest
-                    .split_whitespace()
-                    .map(|w| w.trim_start_matches("http://"))
-                    .find_map(|w| w.parse().ok())
-                    .unwrap_or_else(|| panic!("no address in {line:?}"));
-            }
-        }
-    };
-    let peer = addr_after("seeding ");
-    let api = addr_after("control API on ");
-    Node { child, peer, api }
+    RunNode::spawn(cmd)
 }
 
 /// Makes `path` a symlink to a copy of its file at `outside` (same bytes, same mtime), by a
@@ -248,7 +216,7 @@ fn a_fifo_and_a_link_out_are_refused_and_the_other_torrents_go_on() {
         "download",
         good_t.to_str().unwrap(),
         dl.path().to_str().unwrap(),
-        &node.peer.to_string(),
+        &node.peer().to_string(),
         "60",
     ]);
     let r: Value = serde_json::from_str(out.trim()).unwrap();
@@ -350,7 +318,7 @@ fn delete_data_keeps_the_files_other_torrents_name() {
         "download",
         b_t.to_str().unwrap(),
         dl.path().to_str().unwrap(),
-        &node.peer.to_string(),
+        &node.peer().to_string(),
         "60",
     ]);
     let r: Value = serde_json::from_str(out.trim()).unwrap();
