@@ -332,6 +332,25 @@ impl Peer {
         self.connected_at
     }
 
+    /// Heap bytes this peer's protocol state holds (capacities, not lengths): its queued
+    /// requests, its pieces, both allowed-fast sets, its extension handshake and our requests
+    /// to it (in flight, recently cancelled, given back). Each is bounded by the rules and the
+    /// torrent, never by how many messages the peer sends; the `peer_session` fuzz target
+    /// checks that after every step.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let ext = self.ext.as_ref().map_or(0, |e| {
+            e.m.capacity() * size_of::<(String, u8)>()
+                + e.m.iter().map(|(name, _)| name.capacity()).sum::<usize>()
+                + e.v.as_ref().map_or(0, String::capacity)
+        });
+        self.requests.capacity() * size_of::<Queued>()
+            + (self.allowed_fast.capacity() + self.allowed_fast_in.capacity()) * size_of::<u32>()
+            + self.have.bits.as_ref().map_or(0, Vec::capacity)
+            + ext
+            + self.fetch.heap_bytes()
+    }
+
     /// The outgoing connect completed: our handshake goes first.
     pub fn connected(&mut self, info_hash: [u8; 20], rules: &Rules, out: &mut Vec<u8>) {
         if self.phase == Phase::Connecting {

@@ -1813,3 +1813,44 @@ fn a_choked_peer_queues_few_allowed_fast_requests() {
     }
     assert_eq!(queued, MAX_FAST_QUEUED);
 }
+
+#[test]
+fn the_heap_a_peer_holds_follows_the_rules_not_what_it_sends() {
+    use std::mem::size_of;
+    let mut c = active_peer(true, true);
+    c.unchoke();
+    let fresh = c.peer.heap_bytes();
+    // A full queue, then requests past it until the peer is cut off: the queue never grows
+    // past `reqq`.
+    let mut peak = fresh;
+    for k in 0u32.. {
+        match c.recv(Message::Request(req(k % N, 0, 1024))) {
+            Ok(_) => peak = peak.max(c.peer.heap_bytes()),
+            Err(e) => {
+                assert_eq!(e, Reason::RequestFlood);
+                assert!(k as usize > rules().max_reqq, "cut off after {k} requests");
+                break;
+            }
+        }
+    }
+    let queue = 2 * rules().max_reqq * size_of::<Queued>();
+    assert!(peak <= fresh + queue, "{peak} bytes held, {fresh} fresh");
+    // Large extension handshakes, again and again: each replaces the one before.
+    let mut c = active_peer(true, true);
+    let big = ext_payload(&[(&"x".repeat(60_000), 9)]);
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let a = c.recv(Message::Extended {
+            id: 0,
+            payload: &big,
+        });
+        assert_eq!(a, Ok(Action::ExtHandshake));
+        held.push(c.peer.heap_bytes());
+    }
+    assert!(
+        held[0] >= 60_000,
+        "the handshake's name is not counted: {}",
+        held[0]
+    );
+    assert!(held.iter().all(|&h| h == held[0]), "{held:?}");
+}
