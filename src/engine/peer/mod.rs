@@ -230,6 +230,9 @@ pub struct Peer {
     /// Requests refused because the queue was full, since it was last below half.
     overflow: u64,
     ext: Option<ExtHandshake>,
+    /// It sent an extension handshake (another one may update it, BEP 10, but a stream of them
+    /// is noise).
+    ext_seen: bool,
     /// BEP 9 pieces answered (bounded).
     metadata_answers: u32,
     /// What is left of the budget for messages that change nothing, and when it was refilled.
@@ -270,6 +273,7 @@ impl Peer {
             rejected_total: 0,
             overflow: 0,
             ext: None,
+            ext_seen: false,
             metadata_answers: 0,
             noise_tokens: NOISE_BURST,
             noise_at: now,
@@ -567,6 +571,7 @@ impl Peer {
                 // A bad extension handshake disables extensions for this peer; it is no reason
                 // to drop a peer that speaks BEP 3 correctly.
                 self.ext = ExtHandshake::parse(payload).ok();
+                self.ext_seen = true;
                 Action::ExtHandshake
             }
             Message::Extended {
@@ -598,7 +603,10 @@ impl Peer {
     /// Whether `msg` would change nothing: a state the peer is already in, a piece it already
     /// announced, a second announcement of all its pieces, a cancel of nothing queued, a
     /// metadata request past the answers it is allowed, a keep-alive or a message we do not
-    /// know. Each of these spends the noise budget.
+    /// know. Each of these spends the noise budget. So does every extension handshake after
+    /// the first: BEP 10 lets a peer update its own (libtorrent sends another when it becomes
+    /// a seed), but each costs a parse of up to 64 KiB and a visit to the torrent's swarm under
+    /// its lock, and a stream of them was never cut off.
     fn changes_nothing(&self, msg: &Message<'_>, t: TorrentView<'_>, rules: &Rules) -> bool {
         match *msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => true,
@@ -614,6 +622,7 @@ impl Peer {
                 id: crate::wire::metadata::LOCAL_ID,
                 ..
             } => self.metadata_answers >= Self::metadata_allowed(t),
+            Message::Extended { id: 0, .. } => self.ext_seen,
             Message::Extended { id, .. } => {
                 id != 0
                     && id != crate::wire::metadata::LOCAL_ID

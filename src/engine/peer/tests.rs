@@ -1764,11 +1764,24 @@ fn a_flood_of_messages_that_change_nothing_is_cut_off_honest_noise_is_not() {
                 payload: &[],
             },
         ),
+        (
+            "extension handshake again",
+            Message::Extended {
+                id: 0,
+                payload: b"d1:md6:ut_pexi1eee",
+            },
+        ),
     ];
     for (what, msg) in floods {
         let mut c = Conn::open(Fixture::new(N, [0]), rules(), true, true);
         c.recv(Message::Interested).unwrap();
         c.recv(Message::HaveAll).unwrap();
+        // The first extension handshake is news, not noise.
+        let hs = Message::Extended {
+            id: 0,
+            payload: b"d1:md11:ut_metadatai2eee",
+        };
+        assert_eq!(c.recv(hs), Ok(Action::ExtHandshake));
         let mut cut = None;
         for i in 0..2000 {
             if let Err(r) = c.recv(msg.clone()) {
