@@ -110,6 +110,8 @@ struct Conn {
     connected: Instant,
     /// It announced its pieces (bitfield, have_all or have_none): another one is noise.
     announced: bool,
+    /// It sent an extension handshake: another one is noise.
+    ext_seen: bool,
     /// Accepted messages that change nothing (a subset of the machine's count: the checks hold
     /// the bound on it).
     noise: u64,
@@ -340,6 +342,7 @@ impl World {
             last_recv: self.now,
             connected: self.now,
             announced: false,
+            ext_seen: false,
             noise: 0,
             refused_since_unchoke: 0,
             metadata_answers: 0,
@@ -691,6 +694,7 @@ impl World {
         }
         match msg {
             Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => c.announced = true,
+            Message::Extended { id: 0, .. } => c.ext_seen = true,
             Message::Choke if !fast => c.late.extend(asked_before.iter().copied()),
             Message::Reject(r) if !asked_before.contains(&r) => {
                 // A reject of one we had cancelled: the machine forgot it.
@@ -1206,6 +1210,7 @@ fn changes_nothing(msg: &Message<'_>, c: &Conn, rules: &Rules) -> bool {
         Message::Have(i) => p.peer_has(i),
         Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => c.announced,
         Message::Cancel(r) => !p.requests().iter().any(|q| q.req == r),
+        Message::Extended { id: 0, .. } => c.ext_seen,
         Message::Extended { id, .. } => {
             id != 0
                 && id != metadata::LOCAL_ID
