@@ -713,6 +713,20 @@ fn launch_hostile_peers(addr: SocketAddr, ih: [u8; 20], pieces: u32, slowloris: 
             id: 250,
             payload: b"d1:ai1ee",
         }),
+        // Peer exchange at line rate (BEP 11: at most a message a minute).
+        msg(Message::Extended {
+            id: ringseed::wire::pex::LOCAL_ID,
+            payload: &ringseed::wire::pex::PexMessage {
+                added: vec![(SocketAddr::from(([10, 9, 9, 9], 6881)), 0)],
+                dropped: Vec::new(),
+            }
+            .encode(),
+        }),
+        // Metadata we never asked for.
+        msg(Message::Extended {
+            id: ringseed::wire::metadata::LOCAL_ID,
+            payload: &ringseed::wire::metadata::data_message(&[b'x'; 1000], 0).unwrap(),
+        }),
         // The same extension handshake again and again (each is parsed, and each joins the
         // torrent's swarm for peer exchange under its lock).
         msg(Message::Extended {
@@ -742,33 +756,36 @@ fn launch_hostile_peers(addr: SocketAddr, ih: [u8; 20], pieces: u32, slowloris: 
         s.write_all(&msg(Message::HaveNone)).unwrap();
         flood(s, &msg(Message::Have(7)), 20_000);
     }));
-    // Metadata requests far past the answers allowed.
-    attacks.push(std::thread::spawn(move || {
-        use ringseed::wire::metadata;
-        let mut s = handshaken_from(ip(16, 0, 1), addr, ih);
-        let theirs = ext_exchange(
-            &mut s,
-            &ExtHandshake {
-                m: vec![(metadata::EXTENSION_NAME.to_string(), 3)],
-                ..Default::default()
-            },
-        );
-        let id = theirs.id_of(metadata::EXTENSION_NAME).unwrap();
-        // The peer reads its answers (it is not a hoarder), so only the budget stops it.
-        let reader = s.try_clone().unwrap();
-        let drain = std::thread::spawn(move || {
-            let mut reader = reader;
-            let mut buf = vec![0u8; 1 << 16];
-            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
-        });
-        let req = msg(Message::Extended {
-            id,
-            payload: &metadata::request_message(0),
-        });
-        let all: Vec<u8> = req.iter().copied().cycle().take(req.len() * 5000).collect();
-        let _ = s.write_all(&all);
-        drain.join().unwrap();
-    }));
+    // Metadata requests far past the answers allowed; requests for a piece past the end, each
+    // answered with a reject.
+    for (k, piece) in [0u32, 100_000].into_iter().enumerate() {
+        attacks.push(std::thread::spawn(move || {
+            use ringseed::wire::metadata;
+            let mut s = handshaken_from(ip(16, 0, k as u8 + 1), addr, ih);
+            let theirs = ext_exchange(
+                &mut s,
+                &ExtHandshake {
+                    m: vec![(metadata::EXTENSION_NAME.to_string(), 3)],
+                    ..Default::default()
+                },
+            );
+            let id = theirs.id_of(metadata::EXTENSION_NAME).unwrap();
+            // The peer reads its answers (it is not a hoarder), so only the budget stops it.
+            let reader = s.try_clone().unwrap();
+            let drain = std::thread::spawn(move || {
+                let mut reader = reader;
+                let mut buf = vec![0u8; 1 << 16];
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let req = msg(Message::Extended {
+                id,
+                payload: &metadata::request_message(piece),
+            });
+            let all: Vec<u8> = req.iter().copied().cycle().take(req.len() * 5000).collect();
+            let _ = s.write_all(&all);
+            drain.join().unwrap();
+        }));
+    }
     // A connection flood from one address.
     attacks.push(std::thread::spawn(move || {
         let conns: Vec<TcpStream> = (0..40)
@@ -857,7 +874,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     grew("slow_message", 190);
     grew("handshake_timeout", 1);
     grew("send_stalled", 4);
-    grew("message_flood", 10);
+    grew("message_flood", 13);
     grew("too_many_from_ip", 30);
     // Usual time: a slack over what it took alone that a starved or stalled client would blow.
     assert!(

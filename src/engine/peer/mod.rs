@@ -233,8 +233,9 @@ pub struct Peer {
     /// It sent an extension handshake (another one may update it, BEP 10, but a stream of them
     /// is noise).
     ext_seen: bool,
-    /// BEP 9 pieces answered (bounded).
+    /// BEP 9 pieces answered (bounded), and requests answered with a reject.
     metadata_answers: u32,
+    metadata_rejects: u32,
     /// What is left of the budget for messages that change nothing, and when it was refilled.
     noise_tokens: u32,
     noise_at: Instant,
@@ -275,6 +276,7 @@ impl Peer {
             ext: None,
             ext_seen: false,
             metadata_answers: 0,
+            metadata_rejects: 0,
             noise_tokens: NOISE_BURST,
             noise_at: now,
             connected_at: now,
@@ -603,10 +605,14 @@ impl Peer {
     /// Whether `msg` would change nothing: a state the peer is already in, a piece it already
     /// announced, a second announcement of all its pieces, a cancel of nothing queued, a
     /// metadata request past the answers it is allowed, a keep-alive or a message we do not
-    /// know. Each of these spends the noise budget. So does every extension handshake after
-    /// the first: BEP 10 lets a peer update its own (libtorrent sends another when it becomes
-    /// a seed), but each costs a parse of up to 64 KiB and a visit to the torrent's swarm under
-    /// its lock, and a stream of them was never cut off.
+    /// know. Each of these spends the noise budget. So do messages an honest peer sends
+    /// rarely, which cost a parse and, for some, a lock shared with other workers: every
+    /// extension handshake after the first (BEP 10 lets a peer update its own; libtorrent
+    /// sends another when it becomes a seed), every peer exchange message (BEP 11: at most one
+    /// a minute), and every `ut_metadata` message but a request we answer (we never ask, so
+    /// data and rejects are unwanted; requests answered with a reject, for a piece that does
+    /// not exist or a private torrent, count once past the answers allowed). Streams of each
+    /// of these were never cut off.
     fn changes_nothing(&self, msg: &Message<'_>, t: TorrentView<'_>, rules: &Rules) -> bool {
         match *msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => true,
@@ -620,9 +626,13 @@ impl Peer {
             Message::Cancel(r) => !self.requests.iter().any(|q| q.req == r),
             Message::Extended {
                 id: crate::wire::metadata::LOCAL_ID,
-                ..
-            } => self.metadata_answers >= Self::metadata_allowed(t),
+                payload,
+            } => !self.metadata_request_due(payload, t),
             Message::Extended { id: 0, .. } => self.ext_seen,
+            Message::Extended {
+                id: crate::wire::pex::LOCAL_ID,
+                ..
+            } => true,
             Message::Extended { id, .. } => {
                 id != 0
                     && id != crate::wire::metadata::LOCAL_ID
@@ -647,6 +657,23 @@ impl Peer {
             .checked_sub(1)
             .ok_or(Reason::MessageFlood)?;
         Ok(())
+    }
+
+    /// Whether a `ut_metadata` message is a request we answer within the bounds: the peer named
+    /// `ut_metadata`, has had fewer answers than allowed, and fewer rejects.
+    fn metadata_request_due(&self, payload: &[u8], t: TorrentView<'_>) -> bool {
+        use crate::wire::metadata::{self, MetadataMessage};
+        let allowed = Self::metadata_allowed(t);
+        self.metadata_answers < allowed
+            && self.metadata_rejects < allowed
+            && self
+                .ext
+                .as_ref()
+                .is_some_and(|e| e.id_of(metadata::EXTENSION_NAME).is_some())
+            && matches!(
+                MetadataMessage::parse(payload),
+                Ok(MetadataMessage::Request(_))
+            )
     }
 
     /// BEP 9 answers one peer may have: a few copies of the whole info dictionary.
@@ -812,6 +839,8 @@ impl Peer {
         let sent = answer.as_ref().map_or(0, |a| a.len() as u64);
         if answer.is_some() {
             self.metadata_answers = self.metadata_answers.saturating_add(1);
+        } else {
+            self.metadata_rejects = self.metadata_rejects.saturating_add(1);
         }
         let reply = answer.unwrap_or_else(|| metadata::reject_message(piece));
         Message::Extended {

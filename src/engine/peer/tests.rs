@@ -1867,3 +1867,73 @@ fn the_heap_a_peer_holds_follows_the_rules_not_what_it_sends() {
     );
     assert!(held.iter().all(|&h| h == held[0]), "{held:?}");
 }
+
+#[test]
+fn floods_of_peer_exchange_and_unwanted_metadata_are_cut_off_honest_ones_are_not() {
+    let pex = crate::wire::pex::PexMessage {
+        added: vec![(std::net::SocketAddr::from(([10, 0, 0, 9], 6881)), 0)],
+        dropped: Vec::new(),
+    }
+    .encode();
+    let info: Vec<u8> = (0..INFO_LEN).map(|i| i as u8).collect();
+    let data = metadata::data_message(&info, 0).unwrap();
+    let reject = metadata::reject_message(0);
+    let past_end = meta_request(9);
+    let request = meta_request(0);
+    // (what, private torrent, the message under our id for it).
+    let floods: Vec<(&str, bool, u8, &[u8])> = vec![
+        ("peer exchange", false, crate::wire::pex::LOCAL_ID, &pex),
+        (
+            "metadata data we never asked for",
+            false,
+            metadata::LOCAL_ID,
+            &data,
+        ),
+        ("metadata rejects", false, metadata::LOCAL_ID, &reject),
+        (
+            "requests for a piece past the end",
+            false,
+            metadata::LOCAL_ID,
+            &past_end,
+        ),
+        (
+            "requests on a private torrent",
+            true,
+            metadata::LOCAL_ID,
+            &request,
+        ),
+    ];
+    for (what, private, id, payload) in floods {
+        let t = if private {
+            Fixture::seed().private()
+        } else {
+            Fixture::seed()
+        };
+        let mut c = Conn::open(t, rules(), true, true).with_metadata();
+        let cut = (0..5000).find_map(|i| {
+            c.recv(Message::Extended { id, payload })
+                .err()
+                .map(|r| (i, r))
+        });
+        let (i, r) = cut.unwrap_or_else(|| panic!("{what}: never cut off"));
+        assert_eq!(r, Reason::MessageFlood, "{what}");
+        // Requests answered with a reject are noise once past the answers allowed (12 here).
+        assert!((500..=512).contains(&i), "{what}: cut after {i}");
+    }
+    // A peer exchange message a minute for an hour, and a reject or two, are fine.
+    let mut c = active_peer(true, true).with_metadata();
+    for m in 0..60 {
+        let now = c.t0 + Duration::from_secs(60 * m);
+        let msg = Message::Extended {
+            id: crate::wire::pex::LOCAL_ID,
+            payload: &pex,
+        };
+        assert_eq!(
+            c.peer
+                .on_message(msg, c.t.view(), &c.rules, now, &mut c.out),
+            Ok(Action::Pex(&pex))
+        );
+    }
+    c.metadata(&past_end).unwrap();
+    c.metadata(&request).unwrap();
+}
