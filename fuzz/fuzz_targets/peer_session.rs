@@ -1195,8 +1195,7 @@ fn check_servable(t: &Torrent, rules: &Rules, r: BlockRequest) {
 }
 
 /// Whether the machine must count `msg` against the peer's noise budget (a subset of what it
-/// counts: metadata requests past the answers allowed are left out, as the harness cannot see
-/// the count of answers the machine keeps after a reconnect of extensions).
+/// counts: metadata requests past the answers allowed are left out).
 fn changes_nothing(msg: &Message<'_>, c: &Conn, rules: &Rules) -> bool {
     let p = &c.peer;
     match *msg {
@@ -1211,6 +1210,24 @@ fn changes_nothing(msg: &Message<'_>, c: &Conn, rules: &Rules) -> bool {
         Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => c.announced,
         Message::Cancel(r) => !p.requests().iter().any(|q| q.req == r),
         Message::Extended { id: 0, .. } => c.ext_seen,
+        Message::Extended {
+            id: ringseed::wire::pex::LOCAL_ID,
+            ..
+        } => true,
+        // Anything but a request of a peer that named `ut_metadata` (requests past the
+        // answers allowed are noise too; the harness leaves them out).
+        Message::Extended {
+            id: metadata::LOCAL_ID,
+            payload,
+        } => {
+            p.ext()
+                .and_then(|e| e.id_of(metadata::EXTENSION_NAME))
+                .is_none()
+                || !matches!(
+                    metadata::MetadataMessage::parse(payload),
+                    Ok(metadata::MetadataMessage::Request(_))
+                )
+        }
         Message::Extended { id, .. } => {
             id != 0
                 && id != metadata::LOCAL_ID
