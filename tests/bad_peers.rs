@@ -713,11 +713,12 @@ fn launch_hostile_peers(addr: SocketAddr, ih: [u8; 20], pieces: u32, slowloris: 
             id: 250,
             payload: b"d1:ai1ee",
         }),
-        // Peer exchange at line rate (BEP 11: at most a message a minute).
+        // Peer exchange at line rate (BEP 11: at most a message a minute), naming a loopback
+        // address where nothing listens (`ringseed seed` dials the peers it hears of).
         msg(Message::Extended {
             id: ringseed::wire::pex::LOCAL_ID,
             payload: &ringseed::wire::pex::PexMessage {
-                added: vec![(SocketAddr::from(([10, 9, 9, 9], 6881)), 0)],
+                added: vec![(SocketAddr::from(([127, 0, 0, 1], 9)), 0)],
                 dropped: Vec::new(),
             }
             .encode(),
