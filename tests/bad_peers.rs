@@ -547,76 +547,59 @@ fn ip(a: u8, b: u8, c: u8) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(127, a, b, c)
 }
 
-/// The attacks of the hardening issue, all at once, against one engine while libtorrent
-/// downloads from it: slowloris (hundreds of connections trickling length prefixes, and a
-/// trickled handshake), slot hoarders that never read, allowed-fast pinning, floods of
-/// messages that change nothing (interested, have_none, bitfield, cancel, have, keep-alive,
-/// unknown messages, metadata requests), a connection flood from one address. The good client
-/// finishes byte-perfect within a few times its time alone, and each attack is cut off and
-/// counted under its reason.
-#[test]
-fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual_time() {
-    require_tool("/usr/bin/python3");
-    let dir = tempfile::tempdir().unwrap();
-    let engine = loopback_engine(Settings {
-        workers: 2,
-        upload_slots: 4,
-        handshake_timeout: Duration::from_secs(3),
-        message_timeout: Duration::from_secs(4),
-        send_timeout: Duration::from_secs(4),
-        upload_rate_limit: 32 << 20,
-        max_connections_per_ip: 8,
-        ..Settings::default()
-    });
-    let meta = seed_generated(
-        &engine,
-        dir.path(),
-        "payload.bin",
-        48 << 20,
-        &["--no-date", "--piece-kib", "64"],
+/// libtorrent downloads `torrent` (a single file) from `addr` into `out`; the copy must be
+/// byte-identical to `original`. Returns how long it took.
+fn lt_download(torrent: &Path, out: &Path, addr: SocketAddr, original: &Path) -> Duration {
+    let started = Instant::now();
+    let res = lt_tool(&[
+        "download",
+        torrent.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &addr.to_string(),
+        "120",
+    ]);
+    let res: serde_json::Value = serde_json::from_str(&res).unwrap();
+    assert_eq!(res["done"], true, "good client: {res}");
+    let name = original.file_name().unwrap();
+    assert!(
+        std::fs::read(out.join(name)).unwrap() == std::fs::read(original).unwrap(),
+        "the good client's copy differs"
     );
-    let ih = meta.info.hash.wire_id();
-    let addr = engine.local_addr();
-    let tpath = dir.path().join("payload.bin.torrent");
-    let download = |out: &Path| {
-        let started = Instant::now();
-        let res = lt_tool(&[
-            "download",
-            tpath.to_str().unwrap(),
-            out.to_str().unwrap(),
-            &addr.to_string(),
-            "120",
-        ]);
-        let res: serde_json::Value = serde_json::from_str(&res).unwrap();
-        assert_eq!(res["done"], true, "good client: {res}");
-        assert!(
-            std::fs::read(out.join("payload.bin")).unwrap()
-                == std::fs::read(dir.path().join("data/payload.bin")).unwrap(),
-            "the good client's copy differs"
-        );
-        started.elapsed()
-    };
-    let alone = download(&dir.path().join("alone"));
+    started.elapsed()
+}
 
-    let count = |r: &str| total(&engine.stats(), r);
-    let before: std::collections::HashMap<&str, u64> = [
-        "slow_message",
-        "handshake_timeout",
-        "send_stalled",
-        "message_flood",
-        "too_many_from_ip",
-        "request_flood",
-    ]
-    .into_iter()
-    .map(|r| (r, count(r)))
-    .collect();
+/// Hostile peers launched by [`launch_hostile_peers`]: join them once the good client is done.
+struct Hostile {
+    attacks: Vec<std::thread::JoinHandle<()>>,
+    hoarders: Vec<std::thread::JoinHandle<bool>>,
+}
 
-    let good_out = dir.path().join("beside");
+impl Hostile {
+    /// Waits for every attack (each asserts it was cut off); returns how many of the 8 slot
+    /// hoarders were cut off.
+    fn join(self) -> usize {
+        for a in self.attacks {
+            a.join().unwrap();
+        }
+        self.hoarders
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&cut| cut)
+            .count()
+    }
+}
+
+/// The attacks of the hardening issue, each in threads of its own, against the seeder at `addr`
+/// serving `ih` (of `pieces` pieces of 64 KiB): slowloris (`slowloris` connections trickling
+/// length prefixes, and a trickled handshake), slot hoarders that never read, allowed-fast
+/// pinning, floods of messages that change nothing (interested, have_none, bitfield, cancel,
+/// have, keep-alive, unknown messages, metadata requests), a connection flood from one address.
+fn launch_hostile_peers(addr: SocketAddr, ih: [u8; 20], pieces: u32, slowloris: usize) -> Hostile {
     let mut attacks = Vec::new();
-    // Slowloris: 200 peers from 200 addresses, each with a handshake and then a length prefix
-    // trickled, one more byte every second.
+    // Slowloris: `slowloris` peers, each from an address of its own, each with a handshake and
+    // then a length prefix trickled, one more byte every second.
     attacks.push(std::thread::spawn(move || {
-        let mut conns: Vec<TcpStream> = (0..200u32)
+        let mut conns: Vec<TcpStream> = (0..slowloris as u32)
             .filter_map(|i| {
                 let mut s =
                     connect_from(ip(10, (i / 200) as u8, (i % 200) as u8 + 1), addr).ok()?;
@@ -628,7 +611,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
                 Some(s)
             })
             .collect();
-        assert!(conns.len() >= 190);
+        assert!(conns.len() >= slowloris * 95 / 100);
         for _ in 0..12 {
             std::thread::sleep(Duration::from_secs(1));
             conns.retain_mut(|s| s.write_all(&[0]).is_ok());
@@ -671,7 +654,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
             let mut reqs = Vec::new();
             for r in 0..200u32 {
                 reqs.extend(msg(Message::Request(BlockRequest {
-                    index: (r / 4 + u32::from(i) * 50) % 768,
+                    index: (r / 4 + u32::from(i) * 50) % pieces,
                     begin: (r % 4) * 16384,
                     length: 16384,
                 })));
@@ -694,7 +677,8 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     // peer that keeps on is a request flood.
     attacks.push(std::thread::spawn(move || {
         let src = ip(13, 0, 1);
-        let set = ringseed::wire::fast::allowed_fast_set(std::net::IpAddr::V4(src), &ih, 768, 10);
+        let set =
+            ringseed::wire::fast::allowed_fast_set(std::net::IpAddr::V4(src), &ih, pieces, 10);
         let mut s = handshaken_from(src, addr, ih);
         let mut reqs = Vec::new();
         for r in 0..20_000u32 {
@@ -714,7 +698,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     let floods: Vec<Vec<u8>> = vec![
         msg(Message::Interested),
         msg(Message::HaveNone),
-        msg(Message::Bitfield(&[0u8; 96])),
+        msg(Message::Bitfield(&vec![0u8; pieces.div_ceil(8) as usize])),
         msg(Message::Cancel(BlockRequest {
             index: 1,
             begin: 0,
@@ -728,6 +712,33 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
         msg(Message::Extended {
             id: 250,
             payload: b"d1:ai1ee",
+        }),
+        // Peer exchange at line rate (BEP 11: at most a message a minute), naming a loopback
+        // address where nothing listens (`ringseed seed` dials the peers it hears of).
+        msg(Message::Extended {
+            id: ringseed::wire::pex::LOCAL_ID,
+            payload: &ringseed::wire::pex::PexMessage {
+                added: vec![(SocketAddr::from(([127, 0, 0, 1], 9)), 0)],
+                dropped: Vec::new(),
+            }
+            .encode(),
+        }),
+        // Metadata we never asked for.
+        msg(Message::Extended {
+            id: ringseed::wire::metadata::LOCAL_ID,
+            payload: &ringseed::wire::metadata::data_message(&[b'x'; 1000], 0).unwrap(),
+        }),
+        // The same extension handshake again and again (each is parsed, and each joins the
+        // torrent's swarm for peer exchange under its lock).
+        msg(Message::Extended {
+            id: 0,
+            payload: &ExtHandshake {
+                m: vec![("ut_pex".to_string(), 1), ("ut_metadata".to_string(), 2)],
+                p: Some(6881),
+                v: Some("hostile 1.0".into()),
+                ..Default::default()
+            }
+            .encode(),
         }),
     ];
     for (i, m) in floods.into_iter().enumerate() {
@@ -746,33 +757,36 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
         s.write_all(&msg(Message::HaveNone)).unwrap();
         flood(s, &msg(Message::Have(7)), 20_000);
     }));
-    // Metadata requests far past the answers allowed.
-    attacks.push(std::thread::spawn(move || {
-        use ringseed::wire::metadata;
-        let mut s = handshaken_from(ip(16, 0, 1), addr, ih);
-        let theirs = ext_exchange(
-            &mut s,
-            &ExtHandshake {
-                m: vec![(metadata::EXTENSION_NAME.to_string(), 3)],
-                ..Default::default()
-            },
-        );
-        let id = theirs.id_of(metadata::EXTENSION_NAME).unwrap();
-        // The peer reads its answers (it is not a hoarder), so only the budget stops it.
-        let reader = s.try_clone().unwrap();
-        let drain = std::thread::spawn(move || {
-            let mut reader = reader;
-            let mut buf = vec![0u8; 1 << 16];
-            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
-        });
-        let req = msg(Message::Extended {
-            id,
-            payload: &metadata::request_message(0),
-        });
-        let all: Vec<u8> = req.iter().copied().cycle().take(req.len() * 5000).collect();
-        let _ = s.write_all(&all);
-        drain.join().unwrap();
-    }));
+    // Metadata requests far past the answers allowed; requests for a piece past the end, each
+    // answered with a reject.
+    for (k, piece) in [0u32, 100_000].into_iter().enumerate() {
+        attacks.push(std::thread::spawn(move || {
+            use ringseed::wire::metadata;
+            let mut s = handshaken_from(ip(16, 0, k as u8 + 1), addr, ih);
+            let theirs = ext_exchange(
+                &mut s,
+                &ExtHandshake {
+                    m: vec![(metadata::EXTENSION_NAME.to_string(), 3)],
+                    ..Default::default()
+                },
+            );
+            let id = theirs.id_of(metadata::EXTENSION_NAME).unwrap();
+            // The peer reads its answers (it is not a hoarder), so only the budget stops it.
+            let reader = s.try_clone().unwrap();
+            let drain = std::thread::spawn(move || {
+                let mut reader = reader;
+                let mut buf = vec![0u8; 1 << 16];
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let req = msg(Message::Extended {
+                id,
+                payload: &metadata::request_message(piece),
+            });
+            let all: Vec<u8> = req.iter().copied().cycle().take(req.len() * 5000).collect();
+            let _ = s.write_all(&all);
+            drain.join().unwrap();
+        }));
+    }
     // A connection flood from one address.
     attacks.push(std::thread::spawn(move || {
         let conns: Vec<TcpStream> = (0..40)
@@ -789,17 +803,63 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
             "only {cut} of 40 connections from one address were refused"
         );
     }));
+    Hostile { attacks, hoarders }
+}
+
+/// The attacks of the hardening issue, all at once, against one engine while libtorrent
+/// downloads from it: slowloris (hundreds of connections trickling length prefixes, and a
+/// trickled handshake), slot hoarders that never read, allowed-fast pinning, floods of
+/// messages that change nothing (interested, have_none, bitfield, cancel, have, keep-alive,
+/// unknown messages, metadata requests), a connection flood from one address. The good client
+/// finishes byte-perfect within a few times its time alone, and each attack is cut off and
+/// counted under its reason.
+#[test]
+fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual_time() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = loopback_engine(Settings {
+        workers: 2,
+        upload_slots: 4,
+        handshake_timeout: Duration::from_secs(3),
+        message_timeout: Duration::from_secs(4),
+        send_timeout: Duration::from_secs(4),
+        upload_rate_limit: 32 << 20,
+        max_connections_per_ip: 8,
+        ..Settings::default()
+    });
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "payload.bin",
+        48 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let ih = meta.info.hash.wire_id();
+    let addr = engine.local_addr();
+    let tpath = dir.path().join("payload.bin.torrent");
+    let original = dir.path().join("data/payload.bin");
+    let download = |out: &Path| lt_download(&tpath, out, addr, &original);
+    let alone = download(&dir.path().join("alone"));
+
+    let count = |r: &str| total(&engine.stats(), r);
+    let before: std::collections::HashMap<&str, u64> = [
+        "slow_message",
+        "handshake_timeout",
+        "send_stalled",
+        "message_flood",
+        "too_many_from_ip",
+        "request_flood",
+    ]
+    .into_iter()
+    .map(|r| (r, count(r)))
+    .collect();
+
+    let good_out = dir.path().join("beside");
+    let hostile = launch_hostile_peers(addr, ih, meta.info.layout.num_pieces, 200);
 
     std::thread::sleep(Duration::from_millis(500));
     let beside = download(&good_out);
-    for a in attacks {
-        a.join().unwrap();
-    }
-    let hoarders_cut = hoarders
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .filter(|&cut| cut)
-        .count();
+    let hoarders_cut = hostile.join();
     assert!(
         hoarders_cut >= 4,
         "only {hoarders_cut} of 8 slot hoarders were cut off"
@@ -815,7 +875,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     grew("slow_message", 190);
     grew("handshake_timeout", 1);
     grew("send_stalled", 4);
-    grew("message_flood", 9);
+    grew("message_flood", 13);
     grew("too_many_from_ip", 30);
     // Usual time: a slack over what it took alone that a starved or stalled client would blow.
     assert!(
@@ -832,4 +892,399 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
         assert!(Instant::now() < deadline, "{:?}", engine.stats());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The hostile peers of [`launch_hostile_peers`] against a seeder in another process, for
+/// perf/hostile_peers.sh, which starts `ringseed seed` with the settings of the test above and
+/// reads the seeder's memory and CPU around this. From the environment: `RINGSEED_HOSTILE_SEEDER`
+/// (its address), `RINGSEED_HOSTILE_TORRENT` (a single file in pieces of 64 KiB),
+/// `RINGSEED_HOSTILE_DATA` (that file), `RINGSEED_HOSTILE_OUT` (where libtorrent downloads),
+/// `RINGSEED_HOSTILE_SLOWLORIS` (slowloris connections, 200 by default) and
+/// `RINGSEED_HOSTILE_ATTACK` (unset: libtorrent downloads alone). Every attack must still be cut
+/// off, and the download complete byte-perfect.
+#[test]
+#[ignore = "run by perf/hostile_peers.sh against a seeder process"]
+fn hostile_peers_against_a_seeder_process() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let addr: SocketAddr = var("RINGSEED_HOSTILE_SEEDER").parse().unwrap();
+    let torrent = std::path::PathBuf::from(var("RINGSEED_HOSTILE_TORRENT"));
+    let original = std::path::PathBuf::from(var("RINGSEED_HOSTILE_DATA"));
+    let out = std::path::PathBuf::from(var("RINGSEED_HOSTILE_OUT"));
+    let slowloris = std::env::var("RINGSEED_HOSTILE_SLOWLORIS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let hostile = std::env::var_os("RINGSEED_HOSTILE_ATTACK").map(|_| {
+        let h = launch_hostile_peers(
+            addr,
+            meta.info.hash.wire_id(),
+            meta.info.layout.num_pieces,
+            slowloris,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        h
+    });
+    let took = lt_download(&torrent, &out, addr, &original);
+    let hoarders_cut = hostile.map(Hostile::join);
+    println!("libtorrent took {took:?}; slot hoarders cut off: {hoarders_cut:?}");
+}
+
+/// Our id for `rs_speed` in the hostile peers' extension handshakes.
+const OUR_SPEED: u8 = 7;
+
+/// As [`read_until`], keeping in `buf` what arrived after the message wanted: for a peer that
+/// reads on (the next message may have come in the same read).
+fn read_until_kept<T>(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut want: impl FnMut(&Message<'_>) -> Option<T>,
+) -> T {
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some((m, used)) = ringseed::wire::parse_message(buf, 1 << 20).unwrap() {
+            let got = want(&m);
+            buf.drain(..used);
+            if let Some(t) = got {
+                return t;
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A peer from `src` that speaks `rs_speed`: handshakes exchanged; returns the stream, what it
+/// read past the seeder's offer, the seeder's id for `rs_speed` and the offer.
+fn speed_peer(
+    src: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    ih: [u8; 20],
+) -> (TcpStream, Vec<u8>, u8, ringseed::speed::protocol::Offer) {
+    use ringseed::speed::protocol::SpeedMessage;
+    let mut s = handshaken_from(src, addr, ih);
+    let mine = ExtHandshake {
+        m: vec![(
+            ringseed::speed::protocol::EXTENSION_NAME.to_string(),
+            OUR_SPEED,
+        )],
+        ..Default::default()
+    };
+    s.write_all(&msg(Message::Extended {
+        id: 0,
+        payload: &mine.encode(),
+    }))
+    .unwrap();
+    let mut buf = Vec::new();
+    let theirs = read_until_kept(&mut s, &mut buf, |m| match m {
+        Message::Extended { id: 0, payload } => ExtHandshake::parse(payload).ok(),
+        _ => None,
+    });
+    let id = theirs
+        .id_of(ringseed::speed::protocol::EXTENSION_NAME)
+        .expect("the seeder offers rs_speed");
+    let offer = read_until_kept(&mut s, &mut buf, |m| match m {
+        Message::Extended {
+            id: OUR_SPEED,
+            payload,
+        } => match SpeedMessage::parse(payload) {
+            Ok(SpeedMessage::Offer(o)) => Some(o),
+            _ => None,
+        },
+        _ => None,
+    });
+    (s, buf, id, offer)
+}
+
+/// Forged payments against a seeder that earns (`[speed]` on), each from its own address, while
+/// libtorrent downloads from it: a peer that opens a channel with a good bid and then floods
+/// vouchers signed by a stranger's key, and a peer that sends bid after bid in a payer's name
+/// without its key. Each forgery costs the single verifier thread a signature recovery; after
+/// `MAX_FORGED` (8) the connection is cut off (`forged_vouchers`). libtorrent finishes
+/// byte-perfect within a few times its time alone, and nothing is earned.
+#[test]
+fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder() {
+    use ringseed::speed::payer::Payer;
+    use ringseed::speed::protocol::{Bid, SpeedMessage};
+    use ringseed::speed::voucher::{ChannelId, Voucher};
+    use ringseed::speed::wallet::Wallet;
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let setup = ringseed::speed::service::SpeedSetup {
+        db_path: dir.path().join("state/ringseed.db"),
+        key_path: dir.path().join("state/wallet.key"),
+        terms: ringseed::choking::auction::Terms {
+            paid_slots: 1,
+            min_price: 0,
+            credit_window: 256 << 10,
+        },
+        chain_id: 199,
+    };
+    let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
+    let engine = Engine::start_with_speed(
+        Settings {
+            workers: 2,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upload_slots: 4,
+            upload_rate_limit: 32 << 20,
+            ..Settings::default()
+        },
+        Some(svc.clone()),
+    )
+    .unwrap();
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "paid.bin",
+        32 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let ih = meta.info.hash.wire_id();
+    let addr = engine.local_addr();
+    let tpath = dir.path().join("paid.bin.torrent");
+    let original = dir.path().join("data/paid.bin");
+    let alone = lt_download(&tpath, &dir.path().join("alone"), addr, &original);
+    let before = total(&engine.stats(), "forged_vouchers");
+
+    let mut attacks = Vec::new();
+    // A voucher flood on a channel of its own, every voucher signed by the wrong key.
+    attacks.push(std::thread::spawn(move || {
+        let (mut s, mut buf, id, offer) = speed_peer(ip(20, 0, 1), addr, ih);
+        let channel = ChannelId([0x21; 32]);
+        let mut payer = Payer::new(Wallet::from_secret([70; 32]).unwrap(), channel, 1, 1 << 40);
+        let bid = payer
+            .on_message(&SpeedMessage::Offer(offer).encode())
+            .remove(0);
+        s.write_all(&msg(Message::Extended { id, payload: &bid }))
+            .unwrap();
+        // The ledger confirms the channel.
+        read_until_kept(&mut s, &mut buf, |m| match m {
+            Message::Extended {
+                id: OUR_SPEED,
+                payload,
+            } => {
+                payer.on_message(payload);
+                payer.confirmed().then_some(())
+            }
+            _ => None,
+        });
+        let thief = Wallet::from_secret([71; 32]).unwrap();
+        let mut vouchers = Vec::new();
+        for k in 1..=2000u128 {
+            let v = Voucher::sign(&thief, 199, channel, offer.payee, k * 1000);
+            vouchers.extend(msg(Message::Extended {
+                id,
+                payload: &SpeedMessage::Voucher(v).encode(),
+            }));
+        }
+        let _ = s.write_all(&vouchers);
+        assert!(
+            closed_within(&mut s, Duration::from_secs(15)),
+            "a flood of forged vouchers was not cut off"
+        );
+    }));
+    // Bids in a payer's name signed by a thief, one every 25 ms (the seeder checks one bid of a
+    // connection at a time).
+    attacks.push(std::thread::spawn(move || {
+        let (mut s, _, id, offer) = speed_peer(ip(20, 0, 2), addr, ih);
+        let victim = Wallet::from_secret([72; 32]).unwrap().address();
+        let thief = Wallet::from_secret([73; 32]).unwrap();
+        for _ in 0..200 {
+            let mut bid = Bid::sign(&thief, 199, offer.payee, 1, ChannelId([0x22; 32]), 1 << 40);
+            bid.payer = victim;
+            let m = msg(Message::Extended {
+                id,
+                payload: &SpeedMessage::Bid(bid).encode(),
+            });
+            if s.write_all(&m).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert!(
+            closed_within(&mut s, Duration::from_secs(5)),
+            "a peer that kept forging bids was not cut off"
+        );
+    }));
+    let beside = lt_download(&tpath, &dir.path().join("beside"), addr, &original);
+    for a in attacks {
+        a.join().unwrap();
+    }
+    let cut = total(&engine.stats(), "forged_vouchers") - before;
+    assert!(
+        cut >= 2,
+        "{cut} cut off as forged_vouchers: {:?}",
+        disconnects(&engine)
+    );
+    assert_eq!(svc.stats.earned(), 0, "forged payments earned something");
+    let forged = svc
+        .stats
+        .rejected(ringseed::speed::voucher::Rejection::Forged);
+    assert!(forged >= 16, "{forged} forgeries refused as `forged`");
+    assert!(
+        beside <= alone * 3 + Duration::from_secs(10),
+        "libtorrent took {beside:?} beside the forgers, {alone:?} alone"
+    );
+    eprintln!(
+        "libtorrent: {alone:?} alone, {beside:?} beside the forgers; cut off: {:?}",
+        disconnects(&engine)
+    );
+    engine.stop();
+    svc.stop();
+    writer.shutdown();
+}
+
+/// Opens `meta` for download into `out` on `engine` (nothing there yet).
+fn start_fetch(engine: &Engine, meta: &Metainfo, out: &Path) -> Arc<Torrent> {
+    std::fs::create_dir_all(out).unwrap();
+    let (t, _) = Torrent::open_download(
+        meta.clone(),
+        out,
+        ringseed::engine::torrent::Start::Empty,
+        false,
+    )
+    .unwrap();
+    let t = Arc::new(t);
+    engine.add_torrent(t.clone()).unwrap();
+    t
+}
+
+/// Waits (at most two minutes) until `t` has every piece; the file is then byte-identical to
+/// `original`. Returns the time since `started`.
+fn wait_complete(t: &Torrent, out: &Path, original: &Path, started: Instant) -> Duration {
+    while !t.pieces.verified.is_full() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "download stalled at {} of {} pieces",
+            t.pieces.verified.count(),
+            t.pieces.num_pieces()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let name = original.file_name().unwrap();
+    assert!(
+        std::fs::read(out.join(name)).unwrap() == std::fs::read(original).unwrap(),
+        "ringseed's copy differs"
+    );
+    took
+}
+
+/// Floods of piece announcements against a torrent ringseed is downloading (partial: every
+/// `have_all` or bitfield changes what peers offer us and what we ask them), each from its own
+/// address, while ringseed downloads the torrent from a libtorrent seeder: `have_all`/`have_none`
+/// toggles, full/empty bitfield toggles, `have_all` again and again, a peer that unchokes us,
+/// says `have_all` (so we ask it for blocks) and then toggles, and `have` of every piece twice
+/// over. Each flooder comes back as soon as it is cut off, for as long as the download runs.
+/// Each is cut off as `message_flood`, the requests we had sent it go to the seeder, and the
+/// download finishes byte-identical within a few times its time alone.
+#[test]
+fn announcement_floods_are_cut_off_while_ringseed_downloads_from_libtorrent_in_its_usual_time() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let original = data.join("payload.bin");
+    std::fs::write(&original, pattern(32 << 20, 5)).unwrap();
+    let tpath = dir.path().join("payload.torrent");
+    let meta = create_torrent(&original, &tpath, &["--no-date", "--piece-kib", "64"]);
+    let ih = meta.info.hash.wire_id();
+    let n = meta.info.layout.num_pieces;
+    // A rate limit keeps the download running while the flooders come and go.
+    let lt = common::spawn_lt_seeder(&tpath, &data, "127.0.0.2", 12 << 20);
+    let settings = || Settings {
+        workers: 2,
+        max_connections_per_ip: 8,
+        ..Settings::default()
+    };
+
+    // The attacked download first: libtorrent hashes each piece the first time it serves it
+    // (seed mode), so the one alone, after it, is libtorrent's usual time.
+    let engine = loopback_engine(settings());
+    let addr = engine.local_addr();
+    let out = dir.path().join("beside");
+    let t = start_fetch(&engine, &meta, &out);
+    let mut full_bits = vec![0xffu8; n.div_ceil(8) as usize];
+    let spare = n.div_ceil(8) * 8 - n;
+    if spare > 0 {
+        *full_bits.last_mut().unwrap() &= 0xff << spare;
+    }
+    let empty = vec![0u8; full_bits.len()];
+    let cat = |ms: &[Message<'_>]| -> Vec<u8> { ms.iter().flat_map(|m| msg(m.clone())).collect() };
+    let haves: Vec<Message<'_>> = (0..n).map(Message::Have).collect();
+    // (what it says first, then waits for our requests; the flood).
+    let floods: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (Vec::new(), cat(&[Message::HaveAll, Message::HaveNone])),
+        (
+            Vec::new(),
+            cat(&[Message::Bitfield(&full_bits), Message::Bitfield(&empty)]),
+        ),
+        (Vec::new(), msg(Message::HaveAll)),
+        (
+            cat(&[Message::Unchoke, Message::HaveAll]),
+            cat(&[Message::HaveNone, Message::HaveAll]),
+        ),
+        (Vec::new(), cat(&[haves.clone(), haves].concat())),
+    ];
+    let mut flooders = Vec::new();
+    for (i, (first, flood_msgs)) in floods.into_iter().enumerate() {
+        let t = t.clone();
+        flooders.push(std::thread::spawn(move || {
+            let src = ip(30, 0, i as u8 + 1);
+            let mut rounds = 0u32;
+            // Until the download completes (then a peer that has every piece is cut off as
+            // `both_seeds` instead).
+            while !t.pieces.verified.is_full() {
+                let mut s = handshaken_from(src, addr, ih);
+                if !first.is_empty() {
+                    s.write_all(&first).unwrap();
+                    // Long enough for the engine to be interested and ask for blocks.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                let times = (20_000 * 5 / flood_msgs.len()).max(4);
+                flood(s, &flood_msgs, times);
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            rounds
+        }));
+    }
+    let before = total(&engine.stats(), "message_flood");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    engine.connect(lt.addr, ih).unwrap();
+    let beside = wait_complete(&t, &out, &original, started);
+    let rounds: Vec<u32> = flooders.into_iter().map(|f| f.join().unwrap()).collect();
+    // Every round but one per flooder (the one the download's end overlapped, cut off as
+    // `both_seeds`) ended as a flood.
+    let cut = total(&engine.stats(), "message_flood") - before;
+    let expected = rounds
+        .iter()
+        .map(|&r| u64::from(r.saturating_sub(1)))
+        .sum::<u64>();
+    assert!(
+        rounds.iter().all(|&r| r >= 2) && cut >= expected,
+        "{cut} cut off as message_flood after {rounds:?} flood rounds: {:?}",
+        disconnects(&engine)
+    );
+    let cut_off = disconnects(&engine);
+    engine.shutdown();
+
+    let engine = loopback_engine(settings());
+    let out = dir.path().join("alone");
+    let t = start_fetch(&engine, &meta, &out);
+    let started = Instant::now();
+    engine.connect(lt.addr, ih).unwrap();
+    let alone = wait_complete(&t, &out, &original, started);
+    engine.shutdown();
+    assert!(
+        beside <= alone * 3 + Duration::from_secs(10),
+        "the download took {beside:?} beside the floods, {alone:?} alone"
+    );
+    eprintln!(
+        "download: {alone:?} alone, {beside:?} beside the floods ({rounds:?} rounds); cut off: \
+         {cut_off:?}"
+    );
+    drop(lt);
 }

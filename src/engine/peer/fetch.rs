@@ -58,6 +58,12 @@ impl FetchState {
         }
     }
 
+    /// Heap bytes of our requests to the peer: in flight, recently cancelled, given back.
+    pub fn heap_bytes(&self) -> usize {
+        self.asked.capacity() * std::mem::size_of::<Asked>()
+            + (self.late.capacity() + self.dropped.capacity()) * std::mem::size_of::<BlockRequest>()
+    }
+
     fn remember_late(&mut self, r: BlockRequest) {
         if self.late.len() >= MAX_LATE {
             self.late.pop_front();

@@ -230,8 +230,12 @@ pub struct Peer {
     /// Requests refused because the queue was full, since it was last below half.
     overflow: u64,
     ext: Option<ExtHandshake>,
-    /// BEP 9 pieces answered (bounded).
+    /// It sent an extension handshake (another one may update it, BEP 10, but a stream of them
+    /// is noise).
+    ext_seen: bool,
+    /// BEP 9 pieces answered (bounded), and requests answered with a reject.
     metadata_answers: u32,
+    metadata_rejects: u32,
     /// What is left of the budget for messages that change nothing, and when it was refilled.
     noise_tokens: u32,
     noise_at: Instant,
@@ -270,7 +274,9 @@ impl Peer {
             rejected_total: 0,
             overflow: 0,
             ext: None,
+            ext_seen: false,
             metadata_answers: 0,
+            metadata_rejects: 0,
             noise_tokens: NOISE_BURST,
             noise_at: now,
             connected_at: now,
@@ -330,6 +336,25 @@ impl Peer {
     }
     pub fn connected_at(&self) -> Instant {
         self.connected_at
+    }
+
+    /// Heap bytes this peer's protocol state holds (capacities, not lengths): its queued
+    /// requests, its pieces, both allowed-fast sets, its extension handshake and our requests
+    /// to it (in flight, recently cancelled, given back). Each is bounded by the rules and the
+    /// torrent, never by how many messages the peer sends; the `peer_session` fuzz target
+    /// checks that after every step.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let ext = self.ext.as_ref().map_or(0, |e| {
+            e.m.capacity() * size_of::<(String, u8)>()
+                + e.m.iter().map(|(name, _)| name.capacity()).sum::<usize>()
+                + e.v.as_ref().map_or(0, String::capacity)
+        });
+        self.requests.capacity() * size_of::<Queued>()
+            + (self.allowed_fast.capacity() + self.allowed_fast_in.capacity()) * size_of::<u32>()
+            + self.have.bits.as_ref().map_or(0, Vec::capacity)
+            + ext
+            + self.fetch.heap_bytes()
     }
 
     /// The outgoing connect completed: our handshake goes first.
@@ -548,6 +573,7 @@ impl Peer {
                 // A bad extension handshake disables extensions for this peer; it is no reason
                 // to drop a peer that speaks BEP 3 correctly.
                 self.ext = ExtHandshake::parse(payload).ok();
+                self.ext_seen = true;
                 Action::ExtHandshake
             }
             Message::Extended {
@@ -579,7 +605,14 @@ impl Peer {
     /// Whether `msg` would change nothing: a state the peer is already in, a piece it already
     /// announced, a second announcement of all its pieces, a cancel of nothing queued, a
     /// metadata request past the answers it is allowed, a keep-alive or a message we do not
-    /// know. Each of these spends the noise budget.
+    /// know. Each of these spends the noise budget. So do messages an honest peer sends
+    /// rarely, which cost a parse and, for some, a lock shared with other workers: every
+    /// extension handshake after the first (BEP 10 lets a peer update its own; libtorrent
+    /// sends another when it becomes a seed), every peer exchange message (BEP 11: at most one
+    /// a minute), and every `ut_metadata` message but a request we answer (we never ask, so
+    /// data and rejects are unwanted; requests answered with a reject, for a piece that does
+    /// not exist or a private torrent, count once past the answers allowed). Streams of each
+    /// of these were never cut off.
     fn changes_nothing(&self, msg: &Message<'_>, t: TorrentView<'_>, rules: &Rules) -> bool {
         match *msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => true,
@@ -593,8 +626,13 @@ impl Peer {
             Message::Cancel(r) => !self.requests.iter().any(|q| q.req == r),
             Message::Extended {
                 id: crate::wire::metadata::LOCAL_ID,
+                payload,
+            } => !self.metadata_request_due(payload, t),
+            Message::Extended { id: 0, .. } => self.ext_seen,
+            Message::Extended {
+                id: crate::wire::pex::LOCAL_ID,
                 ..
-            } => self.metadata_answers >= Self::metadata_allowed(t),
+            } => true,
             Message::Extended { id, .. } => {
                 id != 0
                     && id != crate::wire::metadata::LOCAL_ID
@@ -619,6 +657,23 @@ impl Peer {
             .checked_sub(1)
             .ok_or(Reason::MessageFlood)?;
         Ok(())
+    }
+
+    /// Whether a `ut_metadata` message is a request we answer within the bounds: the peer named
+    /// `ut_metadata`, has had fewer answers than allowed, and fewer rejects.
+    fn metadata_request_due(&self, payload: &[u8], t: TorrentView<'_>) -> bool {
+        use crate::wire::metadata::{self, MetadataMessage};
+        let allowed = Self::metadata_allowed(t);
+        self.metadata_answers < allowed
+            && self.metadata_rejects < allowed
+            && self
+                .ext
+                .as_ref()
+                .is_some_and(|e| e.id_of(metadata::EXTENSION_NAME).is_some())
+            && matches!(
+                MetadataMessage::parse(payload),
+                Ok(MetadataMessage::Request(_))
+            )
     }
 
     /// BEP 9 answers one peer may have: a few copies of the whole info dictionary.
@@ -784,6 +839,8 @@ impl Peer {
         let sent = answer.as_ref().map_or(0, |a| a.len() as u64);
         if answer.is_some() {
             self.metadata_answers = self.metadata_answers.saturating_add(1);
+        } else {
+            self.metadata_rejects = self.metadata_rejects.saturating_add(1);
         }
         let reply = answer.unwrap_or_else(|| metadata::reject_message(piece));
         Message::Extended {

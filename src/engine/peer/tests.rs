@@ -1764,11 +1764,24 @@ fn a_flood_of_messages_that_change_nothing_is_cut_off_honest_noise_is_not() {
                 payload: &[],
             },
         ),
+        (
+            "extension handshake again",
+            Message::Extended {
+                id: 0,
+                payload: b"d1:md6:ut_pexi1eee",
+            },
+        ),
     ];
     for (what, msg) in floods {
         let mut c = Conn::open(Fixture::new(N, [0]), rules(), true, true);
         c.recv(Message::Interested).unwrap();
         c.recv(Message::HaveAll).unwrap();
+        // The first extension handshake is news, not noise.
+        let hs = Message::Extended {
+            id: 0,
+            payload: b"d1:md11:ut_metadatai2eee",
+        };
+        assert_eq!(c.recv(hs), Ok(Action::ExtHandshake));
         let mut cut = None;
         for i in 0..2000 {
             if let Err(r) = c.recv(msg.clone()) {
@@ -1812,4 +1825,115 @@ fn a_choked_peer_queues_few_allowed_fast_requests() {
         }
     }
     assert_eq!(queued, MAX_FAST_QUEUED);
+}
+
+#[test]
+fn the_heap_a_peer_holds_follows_the_rules_not_what_it_sends() {
+    use std::mem::size_of;
+    let mut c = active_peer(true, true);
+    c.unchoke();
+    let fresh = c.peer.heap_bytes();
+    // A full queue, then requests past it until the peer is cut off: the queue never grows
+    // past `reqq`.
+    let mut peak = fresh;
+    for k in 0u32.. {
+        match c.recv(Message::Request(req(k % N, 0, 1024))) {
+            Ok(_) => peak = peak.max(c.peer.heap_bytes()),
+            Err(e) => {
+                assert_eq!(e, Reason::RequestFlood);
+                assert!(k as usize > rules().max_reqq, "cut off after {k} requests");
+                break;
+            }
+        }
+    }
+    let queue = 2 * rules().max_reqq * size_of::<Queued>();
+    assert!(peak <= fresh + queue, "{peak} bytes held, {fresh} fresh");
+    // Large extension handshakes, again and again: each replaces the one before.
+    let mut c = active_peer(true, true);
+    let big = ext_payload(&[(&"x".repeat(60_000), 9)]);
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let a = c.recv(Message::Extended {
+            id: 0,
+            payload: &big,
+        });
+        assert_eq!(a, Ok(Action::ExtHandshake));
+        held.push(c.peer.heap_bytes());
+    }
+    assert!(
+        held[0] >= 60_000,
+        "the handshake's name is not counted: {}",
+        held[0]
+    );
+    assert!(held.iter().all(|&h| h == held[0]), "{held:?}");
+}
+
+#[test]
+fn floods_of_peer_exchange_and_unwanted_metadata_are_cut_off_honest_ones_are_not() {
+    let pex = crate::wire::pex::PexMessage {
+        added: vec![(std::net::SocketAddr::from(([10, 0, 0, 9], 6881)), 0)],
+        dropped: Vec::new(),
+    }
+    .encode();
+    let info: Vec<u8> = (0..INFO_LEN).map(|i| i as u8).collect();
+    let data = metadata::data_message(&info, 0).unwrap();
+    let reject = metadata::reject_message(0);
+    let past_end = meta_request(9);
+    let request = meta_request(0);
+    // (what, private torrent, the message under our id for it).
+    let floods: Vec<(&str, bool, u8, &[u8])> = vec![
+        ("peer exchange", false, crate::wire::pex::LOCAL_ID, &pex),
+        (
+            "metadata data we never asked for",
+            false,
+            metadata::LOCAL_ID,
+            &data,
+        ),
+        ("metadata rejects", false, metadata::LOCAL_ID, &reject),
+        (
+            "requests for a piece past the end",
+            false,
+            metadata::LOCAL_ID,
+            &past_end,
+        ),
+        (
+            "requests on a private torrent",
+            true,
+            metadata::LOCAL_ID,
+            &request,
+        ),
+    ];
+    for (what, private, id, payload) in floods {
+        let t = if private {
+            Fixture::seed().private()
+        } else {
+            Fixture::seed()
+        };
+        let mut c = Conn::open(t, rules(), true, true).with_metadata();
+        let cut = (0..5000).find_map(|i| {
+            c.recv(Message::Extended { id, payload })
+                .err()
+                .map(|r| (i, r))
+        });
+        let (i, r) = cut.unwrap_or_else(|| panic!("{what}: never cut off"));
+        assert_eq!(r, Reason::MessageFlood, "{what}");
+        // Requests answered with a reject are noise once past the answers allowed (12 here).
+        assert!((500..=512).contains(&i), "{what}: cut after {i}");
+    }
+    // A peer exchange message a minute for an hour, and a reject or two, are fine.
+    let mut c = active_peer(true, true).with_metadata();
+    for m in 0..60 {
+        let now = c.t0 + Duration::from_secs(60 * m);
+        let msg = Message::Extended {
+            id: crate::wire::pex::LOCAL_ID,
+            payload: &pex,
+        };
+        assert_eq!(
+            c.peer
+                .on_message(msg, c.t.view(), &c.rules, now, &mut c.out),
+            Ok(Action::Pex(&pex))
+        );
+    }
+    c.metadata(&past_end).unwrap();
+    c.metadata(&request).unwrap();
 }
