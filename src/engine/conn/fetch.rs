@@ -113,8 +113,10 @@ impl Conn {
         let f = core.fetches.torrents.entry(t.id).or_default();
         let peer = &self.peer;
         for p in f.parts.values_mut() {
-            // Its own parts' blocks are all asked of it already.
-            if p.owner == Some(slot) || !peer.may_ask(p.index) {
+            // Its own parts too: a block of one it adopted may be asked of another peer only (a
+            // snubbed one, which asks one block at a time and would take the same block back
+            // each time it gives it back), and `asked` keeps it from asking a block twice.
+            if !peer.may_ask(p.index) {
                 continue;
             }
             let index = p.index;
