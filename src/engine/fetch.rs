@@ -157,6 +157,34 @@ impl Fetching {
         None
     }
 
+    /// Endgame, for a peer that delivers: a block nobody was asked for, or one asked of
+    /// fewer than `max_copies` peers and not of this one (`asked(index, block)`), of any part
+    /// it may ask (`may_ask`), its own included (a block of a part it adopted may be in flight
+    /// to a snubbed peer only). The caller keeps snubbed peers out: a copy asked of one that
+    /// never answers fills a copy slot for nothing.
+    pub fn next_copy(
+        &mut self,
+        may_ask: impl Fn(u32) -> bool,
+        asked: impl Fn(u32, u32) -> bool,
+        max_copies: u8,
+        now: Instant,
+    ) -> Option<BlockRequest> {
+        for p in self.parts.values_mut() {
+            if !may_ask(p.index) {
+                continue;
+            }
+            let index = p.index;
+            if let Some(b) = p
+                .next_missing()
+                .or_else(|| p.next_duplicate(|b| asked(index, b), max_copies))
+            {
+                p.touched = Some(now);
+                return Some(p.block(b));
+            }
+        }
+        None
+    }
+
     /// Once a second: parts nobody has fetched for a while are kept, released or dropped (see
     /// [`crate::download::orphan`]); `usable(i)`: a peer of this worker has piece `i`.
     pub fn sweep(
@@ -617,6 +645,46 @@ mod tests {
             "the open list was not pruned: {:?}",
             f.open
         );
+    }
+
+    /// The stall of `tests/download.rs` (pieces abandoned): the last block of the last piece,
+    /// asked of a snubbed peer that never answers. A peer that answers still gets a copy; had
+    /// snubbed peers taken copies, two of them taking turns (each giving the block back at its
+    /// snub and asking it again) held both copy slots and it never did.
+    #[test]
+    fn the_last_block_held_by_a_silent_peer_is_copied_for_one_that_answers() {
+        let t0 = Instant::now();
+        let (_table, mut f) = started(8, t0);
+        let p = f.parts.get_mut(&3).unwrap();
+        for b in [2, 3] {
+            p.take(
+                b * BLOCK_SIZE,
+                &[7u8; BLOCK_SIZE as usize],
+                IpAddr::from([127, 0, 0, 1]),
+            )
+            .unwrap();
+        }
+        let last = BlockRequest {
+            index: 3,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        };
+        let none = |_: u32, _: u32| false;
+        let of = |r: BlockRequest| move |i: u32, b: u32| i == r.index && b * BLOCK_SIZE == r.begin;
+        // Slot 1 holds it (the only block left): the peer in slot 2 gets a copy, a third
+        // does not, and slot 1 is not asked twice.
+        assert_eq!(f.next_copy(yes, of(last), 2, t0), None);
+        assert_eq!(f.next_copy(yes, none, 2, t0), Some(last));
+        assert_eq!(f.next_copy(yes, none, 2, t0), None);
+        // One copy comes back: a copy slot is free again, for a peer that may ask the piece.
+        f.give_back(&[last]);
+        assert_eq!(f.next_copy(no, none, 2, t0), None);
+        assert_eq!(f.next_copy(yes, none, 2, t0), Some(last));
+        // Both come back: the block is nobody's, and the next peer asks it first-hand.
+        f.give_back(&[last, last]);
+        assert!(f.parts[&3].has_missing());
+        assert_eq!(f.next_copy(yes, none, 2, t0), Some(last));
+        assert!(!f.parts[&3].has_missing());
     }
 
     #[test]

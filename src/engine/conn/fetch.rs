@@ -105,33 +105,23 @@ impl Conn {
                 return Some(req);
             }
         }
-        if !room {
+        // Endgame copies are for peers that deliver: a snubbed one would only hold a copy
+        // slot (two snubbed peers taking turns at the last block kept the one peer that
+        // answers from ever being asked it).
+        if !room || snubbed {
             return None;
         }
         // Endgame: nothing is left to claim from this peer. Blocks asked of others go to it too
         // (each of at most two peers), so the last pieces do not wait on the slowest one.
         let f = core.fetches.torrents.entry(t.id).or_default();
         let peer = &self.peer;
-        for p in f.parts.values_mut() {
-            // Its own parts too: a block of one it adopted may be asked of another peer only (a
-            // snubbed one, which asks one block at a time and would take the same block back
-            // each time it gives it back), and `asked` keeps it from asking a block twice.
-            if !peer.may_ask(p.index) {
-                continue;
-            }
-            let index = p.index;
-            let asked = |b: u32| {
-                peer.asked()
-                    .iter()
-                    .any(|a| a.req.index == index && a.req.begin == b * BLOCK_SIZE)
-            };
-            if let Some(b) = p
-                .next_missing()
-                .or_else(|| p.next_duplicate(asked, ENDGAME_COPIES))
-            {
-                p.touched = Some(now);
-                return Some(p.block(b));
-            }
+        let asked = |index: u32, b: u32| {
+            peer.asked()
+                .iter()
+                .any(|a| a.req.index == index && a.req.begin == b * BLOCK_SIZE)
+        };
+        if let Some(req) = f.next_copy(|i| peer.may_ask(i), asked, ENDGAME_COPIES, now) {
+            return Some(req);
         }
         // A piece another worker claimed, copied here (endgame across workers). Never one that
         // is verified or being written by any worker (`picker::copy_candidate`): its bytes are
@@ -146,7 +136,7 @@ impl Conn {
                 core.rng,
             )?;
             core.stats.add(&core.stats.endgame_copies, 1);
-            return Some(self.start_part(slot, t, i, false, !self.peer.snubbed(), core));
+            return Some(self.start_part(slot, t, i, false, true, core));
         }
         None
     }
