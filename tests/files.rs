@@ -336,24 +336,45 @@ fn delete_data_keeps_the_files_other_torrents_name() {
     node.stop();
 }
 
+/// Two single-file torrents in `data` (created): `one.bin` of `a` bytes and `two.bin` of `b`.
+struct Two {
+    one_t: PathBuf,
+    one: String,
+    two_t: PathBuf,
+    two: String,
+}
+
+fn two_torrents(data: &Path, a: usize, b: usize) -> Two {
+    std::fs::create_dir_all(data).unwrap();
+    let dir = data.parent().unwrap();
+    let mut made = Vec::new();
+    for (name, size, seed) in [("one", a, 1u64), ("two", b, 2)] {
+        std::fs::write(data.join(format!("{name}.bin")), pattern(size, seed)).unwrap();
+        let t = dir.join(format!("{name}.torrent"));
+        let meta = create_torrent(&data.join(format!("{name}.bin")), &t, &[]);
+        made.push((t, hex(&meta.info.hash.wire_id())));
+    }
+    let (two_t, two) = made.pop().unwrap();
+    let (one_t, one) = made.pop().unwrap();
+    Two {
+        one_t,
+        one,
+        two_t,
+        two,
+    }
+}
+
 #[test]
 fn kill_9_right_after_answers_keeps_what_was_answered() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("one.bin"), pattern(200_001, 1)).unwrap();
-    std::fs::write(data.join("two.bin"), pattern(300_007, 2)).unwrap();
-    let one_t = dir.join("one.torrent");
-    let one = hex(&create_torrent(&data.join("one.bin"), &one_t, &[])
-        .info
-        .hash
-        .wire_id());
-    let two_t = dir.join("two.torrent");
-    let two = hex(&create_torrent(&data.join("two.bin"), &two_t, &[])
-        .info
-        .hash
-        .wire_id());
+    let Two {
+        one_t,
+        one,
+        two_t,
+        two,
+    } = two_torrents(&data, 200_001, 300_007);
     let cfg = write_config(dir, &dir.join("state"), &data);
 
     let node = start(&cfg, None);
@@ -485,19 +506,12 @@ fn a_full_disk_refuses_changes_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("one.bin"), pattern(400_009, 1)).unwrap();
-    std::fs::write(data.join("two.bin"), pattern(500_009, 2)).unwrap();
-    let one_t = dir.join("one.torrent");
-    let one = hex(&create_torrent(&data.join("one.bin"), &one_t, &[])
-        .info
-        .hash
-        .wire_id());
-    let two_t = dir.join("two.torrent");
-    let two = hex(&create_torrent(&data.join("two.bin"), &two_t, &[])
-        .info
-        .hash
-        .wire_id());
+    let Two {
+        one_t,
+        one,
+        two_t,
+        two,
+    } = two_torrents(&data, 400_009, 500_009);
     // The state lives on a 2 MiB tmpfs; the data does not.
     let fs = Tmpfs::mount(&dir.join("state"), 2048);
     let cfg = write_config(dir, &dir.join("state"), &data);
