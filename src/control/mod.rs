@@ -843,6 +843,15 @@ impl Service {
         }
     }
 
+    /// Writes a magnet's record to the state and waits until it is durable.
+    fn save_magnet(&self, rec: state::MagnetRecord) -> Result<(), ControlError> {
+        self.inner
+            .db
+            .call(move |c| state::put_magnet(c, &rec))?
+            .recv_result()?;
+        Ok(())
+    }
+
     /// Adds a magnet link: its metadata is fetched from peers (the magnet's trackers and `x.pe`
     /// addresses, and peers given through the API) on a thread of its own, then it is added as
     /// its .torrent would be and downloads. Meanwhile the list shows it in state `metadata` (or
@@ -899,11 +908,7 @@ impl Service {
             }
         }
         // Saved first: a magnet the state refused is not added (nor fetched).
-        let saved = rec.clone();
-        self.inner
-            .db
-            .call(move |c| state::put_magnet(c, &saved))?
-            .recv_result()?;
+        self.save_magnet(rec.clone())?;
         {
             let _all = self.lock();
             let mut pending = crate::engine::lock(&self.inner.pending);
@@ -1059,11 +1064,7 @@ impl Service {
             rec
         };
         // A magnet keeps them in the state: saved before its fetch starts over with them.
-        let rec = saved.clone();
-        self.inner
-            .db
-            .call(move |c| state::put_magnet(c, &rec))?
-            .recv_result()?;
+        self.save_magnet(saved.clone())?;
         {
             let _all = self.lock();
             let mut pending = crate::engine::lock(&self.inner.pending);
