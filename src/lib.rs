@@ -22,6 +22,7 @@ pub mod leecher;
 pub mod magnet_fetch;
 pub mod metainfo;
 pub mod metrics;
+pub mod mse;
 pub mod pieces;
 pub mod serve;
 pub mod session;

@@ -215,6 +215,17 @@ impl Drop for LtSeeder {
 /// uploading at most `upload_limit` bytes/s (0: unlimited, loopback peers included); returns
 /// once it listens.
 pub fn spawn_lt_seeder(torrent: &Path, save_path: &Path, ip: &str, upload_limit: u64) -> LtSeeder {
+    spawn_lt_seeder_env(torrent, save_path, ip, upload_limit, &[])
+}
+
+/// [`spawn_lt_seeder`] with extra environment for lt_tool.py (e.g. `LT_ENC`).
+pub fn spawn_lt_seeder_env(
+    torrent: &Path,
+    save_path: &Path,
+    ip: &str,
+    upload_limit: u64,
+    env: &[(&str, &str)],
+) -> LtSeeder {
     use std::io::BufRead;
     require_tool("/usr/bin/python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/lt_tool.py");
@@ -224,6 +235,7 @@ pub fn spawn_lt_seeder(torrent: &Path, save_path: &Path, ip: &str, upload_limit:
         .arg(torrent)
         .arg(save_path)
         .args(["0", ip, &upload_limit.to_string()])
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()

@@ -19,6 +19,10 @@
                                                 "bytes", "rate"} once finished and checked; from
                                                 a magnet link it first fetches the metadata
                                                 from the peer (BEP 9)
+
+  LT_ENC=forced-rc4 | forced-plain | enabled     -> seed and download with that MSE/PE policy
+                                                (both directions; default: seed with
+                                                libtorrent's defaults, download unencrypted)
 """
 import faulthandler
 import json
@@ -86,6 +90,17 @@ def create(path, out, version="v1", piece=0):
         f.write(lt.bencode(ct.generate()))
 
 
+def encryption():
+    """libtorrent's encryption settings for $LT_ENC (enc_policy 0 forced, 1 enabled;
+    allowed_enc_level 1 plaintext, 2 RC4, 3 both)."""
+    mode = os.environ.get("LT_ENC", "")
+    if not mode:
+        return {}
+    policy, level = {"forced-rc4": (0, 2), "forced-plain": (0, 1), "enabled": (1, 3)}[mode]
+    return {"out_enc_policy": policy, "in_enc_policy": policy, "allowed_enc_level": level,
+            "prefer_rc4": level == 2}
+
+
 def seed(path, save_path, port, ip="127.0.0.1", upload_limit="0"):
     pack = lt.high_performance_seed()
     pack.update({
@@ -98,6 +113,7 @@ def seed(path, save_path, port, ip="127.0.0.1", upload_limit="0"):
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "alert_mask": lt.alert.category_t.error_notification,
     })
+    pack.update(encryption())
     ses = lt.session(pack)
     if int(upload_limit):
         # Peers on loopback are in libtorrent's local peer class, which no rate limit applies
@@ -135,6 +151,7 @@ def download(path, save_path, peer, timeout="120"):
         # (it falls back to plain TCP anyway, after timeouts).
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "out_enc_policy": 2, "in_enc_policy": 1,
+        **encryption(),
     })
     if path.startswith("magnet:"):
         params = lt.parse_magnet_uri(path)
