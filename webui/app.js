@@ -2,8 +2,8 @@
 // runs against ringseed and against qbittorrent-nox as its alternative UI).
 //
 // Everything from the server (torrent names, tracker messages, paths, peer clients) is a
-// stranger's text: it reaches the page only through textContent and attribute setters, never
-// innerHTML. The page loads nothing from elsewhere (the server's CSP is default-src 'self').
+// stranger's text: it reaches the page only as text nodes (textContent) and attribute values,
+// never parsed as markup. The page loads nothing from elsewhere (CSP default-src 'self').
 'use strict';
 
 (() => {
