@@ -71,6 +71,7 @@ fn node() -> (RunNode, tempfile::TempDir, PathBuf, PathBuf) {
         &cfg,
         format!(
             "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\n\
              [state]\ndir = {:?}\n\
              [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
@@ -218,6 +219,28 @@ fn the_ui_in_chromium_against_qbittorrent_nox() {
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "{shot:?}"
     );
+}
+
+/// The page as the node serves it, under the node's own CSP: the script runs (it shows the login
+/// form), the style and the icon load, and Chromium logs no violation or script error. Needs
+/// no /api/v2 (the page's first call fails and it asks for a login).
+#[test]
+fn the_page_loads_in_chromium_from_the_node() {
+    let (node, _dir, _state, _data) = node();
+    let shot = repo().join("target/webui/login.png");
+    let _ = std::fs::remove_file(&shot);
+    helper(
+        "webui_check.py",
+        &[
+            "--url",
+            &format!("http://{}", node.api),
+            "--page-only",
+            "--screenshot",
+            shot.to_str().unwrap_or_default(),
+        ],
+    );
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+    node.stop();
 }
 
 #[test]

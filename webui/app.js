@@ -149,6 +149,10 @@
     rows: new Map(),      // hash -> <tr>
     visible: [],          // hashes in display order
     running: false,
+    polling: false,       // a sync/maindata request is in flight
+    pollAgain: false,     // and another was asked for meanwhile
+    detailsGen: 0,        // the latest details request; older answers are dropped
+    filtersKey: '',       // what the filter lists show now (redrawn only when it changes)
   };
 
   // ---------------------------------------------------------------------------------------
@@ -275,8 +279,13 @@
     if (typeof d.rid === 'number') S.rid = d.rid;
   }
 
+  // One poll at a time (each answer's rid is the next request's): a poll asked for while one
+  // is in flight (after an action) runs right after it instead of alongside.
   async function poll() {
     if (!S.running) return;
+    if (S.polling) { S.pollAgain = true; return; }
+    S.polling = true;
+    S.pollAgain = false;
     clearTimeout(S.pollTimer);
     try {
       const d = await callJson('sync/maindata', { rid: S.rid }, { get: true });
@@ -290,9 +299,13 @@
     } catch (e) {
       if (!S.running) return;
       $('st-error').textContent = 'Server unreachable: ' + (e.message || e);
+    } finally {
+      S.polling = false;
     }
+    if (!S.running) return;
     const every = Number(S.server.refresh_interval) || POLL_MS;
-    S.pollTimer = setTimeout(poll, Math.min(Math.max(every, 500), 5000));
+    clearTimeout(S.pollTimer);
+    S.pollTimer = setTimeout(poll, S.pollAgain ? 0 : Math.min(Math.max(every, 500), 5000));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -415,6 +428,14 @@
 
   function renderFilters() {
     const all = [...S.torrents.values()];
+    // Redrawn only when a count, a name or the choice changed, so keyboard focus on a filter
+    // survives the polls.
+    const key = JSON.stringify([S.filter, S.category, S.tag, [...S.categories.keys()], [...S.tags],
+      all.map((t) => [t.state, t.upspeed > 0, t.category, t.tags])]);
+    if (key === S.filtersKey) return;
+    S.filtersKey = key;
+    const focused = document.activeElement && document.activeElement.closest('.filters button');
+    const refocus = focused ? [...focused.attributes].find((x) => x.name.startsWith('data-')) : null;
     const st = $('filter-state');
     st.replaceChildren();
     for (const [key, label, pred] of FILTERS) {
@@ -436,6 +457,10 @@
     const tags = new Set([...S.tags, ...all.flatMap(tagsOf)]);
     for (const n of [...tags].sort((a, b) => a.localeCompare(b))) {
       filterItem(tg, n, all.filter((t) => tagsOf(t).includes(n)).length, S.tag === n, () => { S.tag = n; }, { 'data-tag': n });
+    }
+    if (refocus) {
+      const again = [...document.querySelectorAll('.filters button')].find((x) => x.getAttribute(refocus.name) === refocus.value);
+      if (again) again.focus();
     }
   }
 
@@ -643,6 +668,7 @@
 
   async function loadDetails() {
     clearTimeout(S.detailsTimer);
+    const gen = ++S.detailsGen;
     const body = $('details-body');
     if (S.selected.size !== 1) {
       body.replaceChildren(el('p', { class: 'hint', text: S.selected.size ? `${S.selected.size} torrents selected.` : 'Select a torrent to see its details.' }));
@@ -707,8 +733,7 @@
       else node = el('p', { class: 'error', text: `Could not load ${tab}: ${e.message}` });
     }
     // Only the latest request for the current selection and tab may draw.
-    if (S.selected.size === 1 && S.selected.has(h) && S.tab === tab && S.running) {
-      node.dataset && (node.dataset.tab = tab);
+    if (gen === S.detailsGen && S.running) {
       body.replaceChildren(node);
       body.dataset.hash = h;
       body.dataset.tab = tab;

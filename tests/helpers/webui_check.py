@@ -6,6 +6,7 @@ against qbittorrent-nox proves the UI speaks the real API.
 
   webui_check.py --url http://127.0.0.1:PORT --username U --password P --data-dir DIR \\
                  [--screenshot target/webui/screenshot.png] [--timeout S]
+  webui_check.py --url http://127.0.0.1:PORT --page-only [--screenshot PNG]
 
 DIR is a directory the server may save into (ringseed: inside its data directory). The script
 adds fixtures through the API (qbittorrent-api from PyPI, not written here): a seeding torrent
@@ -147,7 +148,39 @@ class Check:
         return self.js("const b = document.getElementById('details-body');"
                        "return b.dataset.tab === arguments[0] ? b.textContent : null;", tab)
 
+    def console_errors(self):
+        """Script errors and CSP violations the browser logged."""
+        return [e for e in self.d.get_log("browser")
+                if e.get("level") == "SEVERE" and ("Content Security Policy" in e.get("message", "")
+                                                   or "Uncaught" in e.get("message", ""))]
+
+    def page_only(self):
+        """Loads the page without logging in: the script ran (it shows the login form), the style
+        applied, and the server's headers (CSP) let both in without a single violation."""
+        with tempfile.TemporaryDirectory(prefix="rs-webui-") as tmp:
+            self.browser(os.path.join(tmp, "chromium"))
+            try:
+                self.d.get(self.args.url + "/")
+                self.wait("the login form", lambda: self.by_id("login-view").is_displayed())
+                assert not self.by_id("app-view").is_displayed()
+                radius = self.js("return getComputedStyle(document.querySelector('.card')).borderTopLeftRadius")
+                assert radius == "10px", f"app.css not applied ({radius})"
+                icon = self.js("const i = document.querySelector('.card h1 img'); return i.complete && i.naturalWidth")
+                assert icon, "icon.svg not loaded"
+                errors = self.console_errors()
+                assert not errors, errors
+                self.step("the page loads: script, style and icon under the server's CSP")
+                if self.args.screenshot:
+                    os.makedirs(os.path.dirname(os.path.abspath(self.args.screenshot)), exist_ok=True)
+                    assert self.d.save_screenshot(self.args.screenshot)
+                    self.step("screenshot", path=self.args.screenshot)
+            finally:
+                self.d.quit()
+        return {"url": self.args.url, "steps": self.steps}
+
     def run(self):
+        if self.args.page_only:
+            return self.page_only()
         with tempfile.TemporaryDirectory(prefix="rs-webui-") as tmp:
             self.qbt = self.api()
             self.fixtures(tmp)
@@ -290,7 +323,16 @@ class Check:
         if self.args.screenshot:
             os.makedirs(os.path.dirname(os.path.abspath(self.args.screenshot)), exist_ok=True)
             assert d.save_screenshot(self.args.screenshot), "screenshot not saved"
-            self.step("screenshot", path=self.args.screenshot)
+            # The same in the dark scheme (prefers-color-scheme, emulated through DevTools).
+            dark = os.path.splitext(self.args.screenshot)[0] + "-dark.png"
+            light_bg = self.js("return getComputedStyle(document.body).backgroundColor")
+            d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                              {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+            bg = self.js("return getComputedStyle(document.body).backgroundColor")
+            assert d.save_screenshot(dark), "dark screenshot not saved"
+            d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+            assert bg != light_bg, f"the dark scheme did not change the background ({bg})"
+            self.step("screenshots", light=self.args.screenshot, dark=dark, dark_background=bg)
 
         # Remove the upload with its files through the confirm dialog.
         content = os.path.join(self.args.data_dir, "webui-upload")
@@ -309,9 +351,7 @@ class Check:
         # Status bar, console.
         status = self.by_id("st-dl").text + " " + self.by_id("st-ul").text
         assert "/s" in status, status
-        errors = [e for e in d.get_log("browser")
-                  if e.get("level") == "SEVERE" and ("Content Security Policy" in e.get("message", "")
-                                                     or "Uncaught" in e.get("message", ""))]
+        errors = self.console_errors()
         assert not errors, errors
         self.step("status bar and console clean", status=status)
 
@@ -324,12 +364,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True)
     p.add_argument("--username", default="admin")
-    p.add_argument("--password", required=True)
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--password", default="")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--page-only", action="store_true",
+                   help="only load the page (no login): script and style under the server's CSP")
     p.add_argument("--screenshot", default=None)
     p.add_argument("--timeout", type=float, default=30.0)
     args = p.parse_args(argv)
-    args.data_dir = os.path.abspath(args.data_dir)
+    if not args.page_only and not (args.password and args.data_dir):
+        p.error("--password and --data-dir are required (unless --page-only)")
+    args.data_dir = args.data_dir and os.path.abspath(args.data_dir)
     t0 = time.monotonic()
     summary = Check(args).run()
     summary["seconds"] = round(time.monotonic() - t0, 1)
