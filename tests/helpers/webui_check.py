@@ -15,8 +15,9 @@ is HTML; a magnet nobody has. Then, in the browser: log in; every fixture's row 
 state (as `data-state`, with its readable label); the HTML name is text, not markup; sorting;
 the state, category, tag and text filters; the details pane's general, files and trackers tabs
 (the tracker's message verbatim); adding a .torrent by file upload through the add dialog;
-stop and start; a screenshot; remove with its files through the confirm dialog; no script
-error or CSP violation in the console; log out. Prints a JSON summary; exits 1 on the first
+stop and start; screenshots (light and dark); remove with its files through the confirm dialog;
+a magnet through the add dialog, selected with the arrow keys and removed with Delete (Escape
+cancels); no script error or CSP violation in the console; log out. Prints a JSON summary; exits 1 on the first
 failure. Selenium drives Chromium through chromedriver (Debian packages `chromium`,
 `chromium-driver`); selenium is pinned in scripts/test.sh.
 """
@@ -36,6 +37,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -347,6 +349,42 @@ class Check:
         self.wait("gone from the list", lambda: self.h_up not in self.visible_hashes())
         self.wait("its files deleted", lambda: not os.path.exists(content))
         self.step("removed with its files")
+
+        # A magnet through the dialog; then the keyboard: select it with the arrows, Delete asks,
+        # Escape cancels, Delete again and confirm removes it.
+        ui_mag, h_ui_mag = C.magnet("webui-dialog", "webui dialog magnet")
+        self.by_id("btn-add").click()
+        self.wait("the add dialog", lambda: self.by_id("add-dialog").is_displayed())
+        self.by_id("add-urls").send_keys(ui_mag)
+        self.by_id("add-savepath").send_keys(self.args.data_dir)
+        self.by_id("add-submit").click()
+        self.wait("the add dialog closed", lambda: not self.by_id("add-dialog").is_displayed())
+        self.wait("the dialog's magnet in the API", lambda: (self.info(h_ui_mag) or {}).get("state") == "metaDL")
+        self.wait("the dialog's magnet in the list", lambda: any(
+            h == h_ui_mag and label == "Fetching metadata" for h, _, label, _ in self.rows()))
+        self.by_id("search").send_keys("dialog")
+        self.wait("only it listed", lambda: self.visible_hashes() == [h_ui_mag])
+        self.by_id("torrents").click()
+        self.js("document.activeElement.blur()")
+        body = d.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.ESCAPE)  # no selection
+        body.send_keys(Keys.ARROW_DOWN)
+        self.wait("selected by the arrow key", lambda: self.js(
+            "return [...document.querySelectorAll('#torrents-body tr[aria-selected=true]')].map(r => r.dataset.hash)") == [h_ui_mag])
+        body.send_keys(Keys.DELETE)
+        self.wait("the remove dialog by Delete", lambda: self.by_id("remove-dialog").is_displayed())
+        d.switch_to.active_element.send_keys(Keys.ESCAPE)
+        self.wait("the remove dialog cancelled", lambda: not self.by_id("remove-dialog").is_displayed())
+        time.sleep(0.5)
+        assert self.info(h_ui_mag) is not None, "Escape removed the torrent"
+        body.send_keys(Keys.DELETE)
+        self.wait("the remove dialog again", lambda: self.by_id("remove-dialog").is_displayed())
+        self.by_id("remove-submit").click()
+        self.wait("the magnet gone from the API", lambda: self.info(h_ui_mag) is None)
+        self.by_id("search").clear()
+        self.by_id("search").send_keys(Keys.ESCAPE)
+        self.wait("the list back", lambda: self.h_mag in self.visible_hashes())
+        self.step("magnet added through the dialog; keyboard select, Delete, Escape, remove", hash=h_ui_mag)
 
         # Status bar, console.
         status = self.by_id("st-dl").text + " " + self.by_id("st-ul").text
