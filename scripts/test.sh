@@ -20,7 +20,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 #   opentracker  a real BitTorrent tracker (HTTP and UDP) for the tracker and swarm tests
 #   systemd  systemd-analyze, to verify the shipped unit file
 #   python3-pip  installs the PyPI packages below for Debian's python3
-PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd python3-pip"
+#   chromium, chromium-driver  a real browser (headless) and its WebDriver for the web UI test
+#     (tests/webui.rs): the page is loaded, logged into and clicked through as a user would
+PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd python3-pip chromium chromium-driver"
 missing=""
 for p in $PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -36,8 +38,11 @@ fi
 # path), pinned:
 #   qbittorrent-api  the client library seedbox tools use: tests/helpers/qbt_flow.py drives
 #     qbittorrent-nox and ringseed's qBittorrent Web API with it (docs/qbittorrent-api.md)
-PYDEPS="qbittorrent-api==2026.10.1"
-if [ ! -d target/pydeps/qbittorrent_api-2026.10.1.dist-info ]; then
+#   selenium  the WebDriver client that drives chromium through chromedriver in
+#     tests/helpers/webui_check.py (4.38.0: later ones want a newer certifi than PyPI mirrors
+#     may have; it needs nothing newer from chromedriver than the W3C protocol)
+PYDEPS="qbittorrent-api==2026.10.1 selenium==4.38.0"
+if [ ! -d target/pydeps/qbittorrent_api-2026.10.1.dist-info ] || [ ! -d target/pydeps/selenium-4.38.0.dist-info ]; then
   echo "installing into target/pydeps: $PYDEPS" >&2
   # shellcheck disable=SC2086
   /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --upgrade \

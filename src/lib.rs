@@ -32,6 +32,7 @@ pub mod storage;
 pub mod tracker;
 pub mod uring;
 pub mod verify;
+pub mod webui;
 pub mod wire;
 
 /// `n`, or the number of cores this process may use when `n` is 0 (the convention of every

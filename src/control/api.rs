@@ -12,6 +12,7 @@
 //! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "download_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
 //! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "download_rate_kib", "torrent_download_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
+//! | `GET /`, `GET /webui/{name}` | the web UI's page and assets ([`crate::webui`]; no token) |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
 //!
@@ -485,6 +486,9 @@ pub fn router(service: Service, access: Access) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+        // After the token check's layer, so it does not cover them: the page is public (it
+        // holds nothing and asks for a login), see crate::webui.
+        .merge(crate::webui::router())
 }
 
 /// Binds the API's listener (so a taken port is an error at start, and port 0 gets a real one).

@@ -252,7 +252,9 @@ class Qbt:
     127.0.0.1 with a login required (LocalHostAuth=true) and qBittorrent's default CSRF and
     Host-header checks; no DHT/PeX/LSD/UPnP, so nothing leaves loopback."""
 
-    def __init__(self, profile, username="admin", password="ringseed-ref"):
+    def __init__(self, profile, username="admin", password="ringseed-ref", extra_prefs=""):
+        """`extra_prefs`: more lines for the [Preferences] section (e.g. an alternative Web UI
+        folder for tests/helpers/webui_qbt.py)."""
         self.username, self.password = username, password
         self.profile = profile
         config = os.path.join(profile, "qBittorrent", "config")
@@ -279,6 +281,7 @@ class Qbt:
                 f"WebUI\\Username={username}\n"
                 f"WebUI\\Password_PBKDF2=\"@ByteArray({pbkdf2_secret(password)})\"\n"
                 "WebUI\\UseUPnP=false\n"
+                + extra_prefs
             )
         self.log_path = os.path.join(profile, "qbittorrent.log")
         self.proc = subprocess.Popen(
