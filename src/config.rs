@@ -366,6 +366,11 @@ pub struct Torrents {
     pub ratio_limit_percent: u32,
     pub seed_time_limit_min: u32,
     pub limit_action: LimitAction,
+    pub inactive_seed_time_limit_min: u32,
+    pub queueing: bool,
+    pub max_active_downloads: i32,
+    pub max_active_uploads: i32,
+    pub max_active_torrents: i32,
     pub list: Vec<TorrentEntry>,
 }
 
@@ -380,6 +385,11 @@ impl Default for Torrents {
             ratio_limit_percent: 0,
             seed_time_limit_min: 0,
             limit_action: LimitAction::Stop,
+            inactive_seed_time_limit_min: 0,
+            queueing: false,
+            max_active_downloads: 3,
+            max_active_uploads: 3,
+            max_active_torrents: 5,
             list: Vec::new(),
         }
     }
@@ -393,6 +403,30 @@ pub enum LimitAction {
     Stop,
     /// Remove it from the list (its data stays).
     Remove,
+    /// Remove it and delete its files (those another torrent names stay).
+    #[serde(rename = "remove_data")]
+    RemoveData,
+}
+
+impl LimitAction {
+    /// Its name in the config and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitAction::Stop => "stop",
+            LimitAction::Remove => "remove",
+            LimitAction::RemoveData => "remove_data",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<LimitAction> {
+        [
+            LimitAction::Stop,
+            LimitAction::Remove,
+            LimitAction::RemoveData,
+        ]
+        .into_iter()
+        .find(|a| a.name() == s)
+    }
 }
 
 /// One torrent to seed: its .torrent file and its download directory.
@@ -743,8 +777,33 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "torrents.limit_action",
-        "At a ratio or seed-time limit: \"stop\" (pause, keep it listed) or \"remove\" (drop it\n\
-         from the list). Data is never deleted by a limit.",
+        "At a ratio, seed-time or inactive-seed-time limit: \"stop\" (pause, keep it listed),\n\
+         \"remove\" (drop it from the list, keep its data) or \"remove_data\" (drop it and delete\n\
+         its files, except those another torrent names).",
+    ),
+    (
+        "torrents.inactive_seed_time_limit_min",
+        "Global inactive-seeding limit in minutes: seeding this long without sending or\n\
+         receiving payload; 0 means none. Range 0..=5256000.",
+    ),
+    (
+        "torrents.queueing",
+        "Queue torrents: at most `max_active_downloads` downloading, `max_active_uploads`\n\
+         seeding and `max_active_torrents` in all are served; the others wait (state \"queued\",\n\
+         no peers, no announces) in queue order. Force-started torrents skip the queue.",
+    ),
+    (
+        "torrents.max_active_downloads",
+        "With `queueing`: most torrents downloading at once; -1 means no limit. Range -1..=100000.",
+    ),
+    (
+        "torrents.max_active_uploads",
+        "With `queueing`: most complete torrents seeding at once; -1 means no limit.\n\
+         Range -1..=100000.",
+    ),
+    (
+        "torrents.max_active_torrents",
+        "With `queueing`: most torrents served at once; -1 means no limit. Range -1..=100000.",
     ),
     (
         "torrents.skip_check",
@@ -980,6 +1039,25 @@ impl Config {
             t.seed_time_limit_min <= 5_256_000,
             "allowed 0..=5256000",
         )?;
+        range(
+            "torrents.inactive_seed_time_limit_min",
+            t.inactive_seed_time_limit_min,
+            t.inactive_seed_time_limit_min <= 5_256_000,
+            "allowed 0..=5256000",
+        )?;
+        for (key, v) in [
+            ("torrents.max_active_downloads", t.max_active_downloads),
+            ("torrents.max_active_uploads", t.max_active_uploads),
+            ("torrents.max_active_torrents", t.max_active_torrents),
+        ] {
+            if !(-1..=100_000).contains(&v) {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: v.to_string(),
+                    allowed: "allowed -1..=100000",
+                });
+            }
+        }
         range(
             "state.save_interval_s",
             self.state.save_interval_s,

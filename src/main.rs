@@ -420,6 +420,12 @@ enum CtlCmd {
         /// Trust the data without hashing it.
         #[arg(long)]
         skip_check: bool,
+        /// A category of the node (without --save-path: saved in the category's save path).
+        #[arg(long)]
+        category: Option<String>,
+        /// A tag (repeatable; unknown tags are created).
+        #[arg(long)]
+        tag: Vec<String>,
     },
     /// Remove a torrent (its data stays unless --delete-data).
     Remove {
@@ -454,6 +460,10 @@ enum CtlCmd {
         /// Minutes of seeding after which it stops.
         #[arg(long)]
         seed_time_min: Option<String>,
+        /// Torrent only: minutes seeding without sending or receiving payload after which it
+        /// stops (fractions allowed).
+        #[arg(long, requires = "hash")]
+        inactive_seed_time_min: Option<String>,
         /// Global only: the upload rate of each torrent without its own limit, KiB/s.
         #[arg(long, conflicts_with = "hash")]
         torrent_upload_rate_kib: Option<String>,
@@ -466,6 +476,75 @@ enum CtlCmd {
     },
     /// Resumed torrents, checks by reason, upload total.
     Stats,
+    /// The categories (name and save path).
+    Categories,
+    /// Create a category; its save path is inside torrents.data_dir ("" = data_dir).
+    CategoryAdd {
+        name: String,
+        #[arg(long, default_value = "")]
+        save_path: String,
+    },
+    /// Change a category's save path (its torrents stay where they are).
+    CategoryEdit {
+        name: String,
+        #[arg(long, default_value = "")]
+        save_path: String,
+    },
+    /// Remove a category (its torrents lose it).
+    CategoryRemove { name: String },
+    /// Set a torrent's category, or clear it without NAME.
+    SetCategory { hash: String, name: Option<String> },
+    /// The node's tags.
+    Tags,
+    /// Create tags.
+    TagCreate {
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Delete tags (from every torrent too).
+    TagDelete {
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Add tags to a torrent and/or remove tags from it.
+    Tag {
+        hash: String,
+        #[arg(long)]
+        add: Vec<String>,
+        #[arg(long)]
+        remove: Vec<String>,
+    },
+    /// Move a torrent in the download queue (needs queueing on).
+    Queue {
+        hash: String,
+        #[arg(value_parser = ["top", "bottom", "up", "down"])]
+        to: String,
+    },
+    /// Force-start a torrent (it skips the queue), or with --off put it back under the queue.
+    ForceStart {
+        hash: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Show or set the queueing and share-limit settings; "none" returns one to the config's.
+    Settings {
+        /// true or false.
+        #[arg(long)]
+        queueing: Option<String>,
+        /// -1 = no limit.
+        #[arg(long, allow_hyphen_values = true)]
+        max_active_downloads: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        max_active_uploads: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        max_active_torrents: Option<String>,
+        /// stop, remove or remove_data.
+        #[arg(long)]
+        limit_action: Option<String>,
+        /// Global inactive-seeding limit in minutes (0 = none).
+        #[arg(long)]
+        inactive_seed_time_min: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1103,7 +1182,10 @@ fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
 /// `ringseed ctl`: one API request, its answer printed.
 fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
     use ringseed::control::client::{ApiClient, Request, api_url};
-    use ringseed::control::types::{AddPeersRequest, AddRequest, LimitChange, LimitsRequest};
+    use ringseed::control::types::{
+        AddPeersRequest, AddRequest, CategoryRequest, LimitChange, LimitsRequest,
+        SetCategoryRequest, SettingsRequest, TagsRequest, TorrentTagsRequest,
+    };
     use serde_json::Value;
     let api = match args.api {
         Some(a) => a,
@@ -1141,6 +1223,8 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             save_path,
             paused,
             skip_check,
+            category,
+            tag,
         } => {
             let torrent = match file {
                 Some(f) => {
@@ -1157,6 +1241,8 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
                 paused: *paused,
                 // Only sent when asked for: absent means the node's torrents.skip_check.
                 skip_check: skip_check.then_some(true),
+                category: category.clone(),
+                tags: tag.clone(),
             })
         }
         CtlCmd::Remove { hash, delete_data } => Request::Remove {
@@ -1176,6 +1262,7 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             upload_rate_kib,
             ratio,
             seed_time_min,
+            inactive_seed_time_min,
             torrent_upload_rate_kib,
             download_rate_kib,
             torrent_download_rate_kib,
@@ -1185,6 +1272,7 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
                 upload_rate_kib: limit(upload_rate_kib, "upload-rate-kib")?,
                 ratio: limit(ratio, "ratio")?,
                 seed_time_min: limit(seed_time_min, "seed-time-min")?,
+                inactive_seed_time_min: limit(inactive_seed_time_min, "inactive-seed-time-min")?,
                 torrent_upload_rate_kib: limit(torrent_upload_rate_kib, "torrent-upload-rate-kib")?,
                 download_rate_kib: limit(download_rate_kib, "download-rate-kib")?,
                 torrent_download_rate_kib: limit(
@@ -1194,6 +1282,83 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
             },
         },
         CtlCmd::Stats => Request::Stats,
+        CtlCmd::Categories => Request::Categories,
+        CtlCmd::CategoryAdd { name, save_path } => Request::CreateCategory(CategoryRequest {
+            name: Some(name.clone()),
+            save_path: save_path.clone(),
+        }),
+        CtlCmd::CategoryEdit { name, save_path } => Request::EditCategory {
+            name: name.clone(),
+            change: CategoryRequest {
+                name: None,
+                save_path: save_path.clone(),
+            },
+        },
+        CtlCmd::CategoryRemove { name } => Request::RemoveCategory(name.clone()),
+        CtlCmd::SetCategory { hash, name } => Request::SetCategory {
+            hash: hash.clone(),
+            change: SetCategoryRequest {
+                category: name.clone(),
+            },
+        },
+        CtlCmd::Tags => Request::Tags,
+        CtlCmd::TagCreate { tags } => Request::CreateTags(TagsRequest { tags: tags.clone() }),
+        CtlCmd::TagDelete { tags } => Request::DeleteTags(TagsRequest { tags: tags.clone() }),
+        CtlCmd::Tag { hash, add, remove } => Request::TorrentTags {
+            hash: hash.clone(),
+            change: TorrentTagsRequest {
+                add: add.clone(),
+                remove: remove.clone(),
+            },
+        },
+        CtlCmd::Queue { hash, to } => Request::Action {
+            hash: hash.clone(),
+            action: format!("queue_{to}"),
+        },
+        CtlCmd::ForceStart { hash, off } => Request::Action {
+            hash: hash.clone(),
+            action: if *off { "unforce_start" } else { "force_start" }.into(),
+        },
+        CtlCmd::Settings {
+            queueing,
+            max_active_downloads,
+            max_active_uploads,
+            max_active_torrents,
+            limit_action,
+            inactive_seed_time_min,
+        } => {
+            fn opt<T: std::str::FromStr>(
+                v: &Option<String>,
+                key: &str,
+            ) -> Result<Option<Option<T>>> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("none") => Ok(Some(None)),
+                    Some(s) => s
+                        .parse::<T>()
+                        .map(|v| Some(Some(v)))
+                        .map_err(|_| anyhow::anyhow!("--{key} {s:?}: not a valid value, or none")),
+                }
+            }
+            let action = match limit_action.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(a) => Some(Some(
+                    ringseed::config::LimitAction::from_name(a).with_context(|| {
+                        format!("--limit-action {a:?}: stop, remove, remove_data or none")
+                    })?,
+                )),
+            };
+            let change = SettingsRequest {
+                queueing: opt(queueing, "queueing")?,
+                max_active_downloads: opt(max_active_downloads, "max-active-downloads")?,
+                max_active_uploads: opt(max_active_uploads, "max-active-uploads")?,
+                max_active_torrents: opt(max_active_torrents, "max-active-torrents")?,
+                limit_action: action,
+                inactive_seed_time_min: opt(inactive_seed_time_min, "inactive-seed-time-min")?,
+            };
+            Request::Settings((change != SettingsRequest::default()).then_some(change))
+        }
     };
     let answer = client.send(&request)?;
     if args.json {
@@ -1242,7 +1407,19 @@ fn ctl(args: CtlArgs, config: &Config) -> Result<ExitCode> {
                 );
             }
         }
-        (CtlCmd::Stats | CtlCmd::Remove { .. }, v) => say!("{v}"),
+        (
+            CtlCmd::Stats
+            | CtlCmd::Remove { .. }
+            | CtlCmd::Categories
+            | CtlCmd::CategoryAdd { .. }
+            | CtlCmd::CategoryEdit { .. }
+            | CtlCmd::CategoryRemove { .. }
+            | CtlCmd::Tags
+            | CtlCmd::TagCreate { .. }
+            | CtlCmd::TagDelete { .. }
+            | CtlCmd::Settings { .. },
+            v,
+        ) => say!("{v}"),
         (CtlCmd::Limits { .. }, v) if v.get("info_hash").is_none() => say!("{v}"),
         (_, t) => say!("{}", row(t)),
     }

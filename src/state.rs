@@ -71,6 +71,28 @@ pub const MIGRATIONS: &[&str] = &[
          trusted_path INTEGER NOT NULL DEFAULT 0,
          peers TEXT NOT NULL DEFAULT ''
      );",
+    // Organisation (issue 14): categories, tags, inactive-seeding limits, queueing. Every new
+    // column has a default that means "as before", so an older state loads unchanged.
+    "ALTER TABLE torrents ADD COLUMN category TEXT;
+     ALTER TABLE torrents ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+     ALTER TABLE torrents ADD COLUMN inactive_seed_time_limit_s INTEGER;
+     ALTER TABLE torrents ADD COLUMN queue_pos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE torrents ADD COLUMN force_start INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE torrents ADD COLUMN last_activity INTEGER;
+     ALTER TABLE torrents ADD COLUMN completed_at INTEGER;
+     ALTER TABLE magnets ADD COLUMN category TEXT;
+     ALTER TABLE magnets ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+     CREATE TABLE categories (name TEXT PRIMARY KEY, save_path TEXT NOT NULL);
+     CREATE TABLE tags (name TEXT PRIMARY KEY);
+     CREATE TABLE global_settings (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         inactive_seed_time_limit_s INTEGER,
+         limit_action TEXT,
+         queueing INTEGER,
+         max_active_downloads INTEGER,
+         max_active_uploads INTEGER,
+         max_active_torrents INTEGER
+     );",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -92,6 +114,9 @@ pub struct Limits {
     pub ratio: Option<f64>,
     /// Stop or remove after this many seconds of seeding.
     pub seed_time_s: Option<u64>,
+    /// Stop or remove after this many seconds seeding without sending or receiving payload.
+    #[serde(default)]
+    pub inactive_seed_time_s: Option<u64>,
 }
 
 /// Everything the state keeps about one torrent.
@@ -117,6 +142,22 @@ pub struct TorrentRecord {
     /// Where its data is being downloaded, when not in `data_dir` (`incomplete_dir`); moved to
     /// `data_dir` once complete.
     pub download_dir: Option<String>,
+    pub org: Organisation,
+}
+
+/// A torrent's category, tags and queueing, and the times its share limits need.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Organisation {
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    /// Its place in the queue: smaller goes first.
+    pub queue_pos: i64,
+    /// Started whatever the queue says.
+    pub force_start: bool,
+    /// Unix seconds of its last payload sent or received; `None`: never (its `added_at`).
+    pub last_activity: Option<i64>,
+    /// Unix seconds it was first seen complete.
+    pub completed_at: Option<i64>,
 }
 
 /// A magnet link waiting for its metadata, with what it was added with.
@@ -136,6 +177,8 @@ pub struct MagnetRecord {
     pub trusted_path: bool,
     /// Peers given besides the URI's (through the API).
     pub peers: Vec<std::net::SocketAddr>,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// Global limits set through the API; `None` falls back to the config file.
@@ -200,6 +243,8 @@ pub struct Progress {
     pub info_hash: [u8; 20],
     pub uploaded: u64,
     pub seeding_s: u64,
+    pub last_activity: Option<i64>,
+    pub completed_at: Option<i64>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -208,6 +253,170 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// Tags as the state keeps them: joined with `,` (a tag never holds one).
+fn split_tags(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every category: name and save path as given (`""` = the data root).
+pub fn load_categories(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare("SELECT name, save_path FROM categories ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Creates or changes a category.
+pub fn put_category(conn: &Connection, name: &str, save_path: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO categories (name, save_path) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET save_path = excluded.save_path",
+        params![name, save_path],
+    )?;
+    Ok(())
+}
+
+/// Removes categories and clears them from their torrents and magnets, in one job.
+pub fn delete_categories(conn: &Connection, names: &[String]) -> rusqlite::Result<()> {
+    for n in names {
+        conn.execute("DELETE FROM categories WHERE name = ?1", [n])?;
+        conn.execute(
+            "UPDATE torrents SET category = NULL WHERE category = ?1",
+            [n],
+        )?;
+        conn.execute(
+            "UPDATE magnets SET category = NULL WHERE category = ?1",
+            [n],
+        )?;
+    }
+    Ok(())
+}
+
+/// Every tag of the node's set.
+pub fn load_tags(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM tags ORDER BY name")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Replaces the node's set of tags, and the tags of the torrents and magnets given (their
+/// whole list), in one job.
+pub fn save_tags(
+    conn: &Connection,
+    all: &[String],
+    torrents: &[([u8; 20], Vec<String>)],
+) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM tags", [])?;
+    for t in all {
+        conn.execute("INSERT INTO tags (name) VALUES (?1)", [t])?;
+    }
+    for (id, tags) in torrents {
+        let joined = tags.join(",");
+        conn.execute(
+            "UPDATE torrents SET tags = ?2 WHERE info_hash = ?1",
+            params![&id[..], joined],
+        )?;
+        conn.execute(
+            "UPDATE magnets SET tags = ?2 WHERE info_hash = ?1",
+            params![&id[..], joined],
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds names to the node's set of tags (those it has stay).
+pub fn add_tag_names(conn: &Connection, tags: &[String]) -> rusqlite::Result<()> {
+    for t in tags {
+        conn.execute("INSERT OR IGNORE INTO tags (name) VALUES (?1)", [t])?;
+    }
+    Ok(())
+}
+
+/// Sets the category of torrents and magnets (`None` clears it).
+pub fn save_category_of(
+    conn: &Connection,
+    ids: &[[u8; 20]],
+    category: Option<&str>,
+) -> rusqlite::Result<()> {
+    for id in ids {
+        conn.execute(
+            "UPDATE torrents SET category = ?2 WHERE info_hash = ?1",
+            params![&id[..], category],
+        )?;
+        conn.execute(
+            "UPDATE magnets SET category = ?2 WHERE info_hash = ?1",
+            params![&id[..], category],
+        )?;
+    }
+    Ok(())
+}
+
+/// Saves queue positions.
+pub fn save_queue(conn: &Connection, positions: &[([u8; 20], i64)]) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("UPDATE torrents SET queue_pos = ?2 WHERE info_hash = ?1")?;
+    for (id, pos) in positions {
+        stmt.execute(params![&id[..], pos])?;
+    }
+    Ok(())
+}
+
+/// Global share-limit and queueing settings set through the API; `None` falls back to the
+/// config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct GlobalSettings {
+    /// Seconds seeding without payload activity; 0 = none.
+    pub inactive_seed_time_s: Option<u64>,
+    pub limit_action: Option<crate::config::LimitAction>,
+    pub queueing: Option<bool>,
+    /// -1 = unlimited.
+    pub max_active_downloads: Option<i64>,
+    pub max_active_uploads: Option<i64>,
+    pub max_active_torrents: Option<i64>,
+}
+
+pub fn load_settings(conn: &Connection) -> rusqlite::Result<GlobalSettings> {
+    let mut stmt = conn.prepare(
+        "SELECT inactive_seed_time_limit_s, limit_action, queueing, max_active_downloads,
+                max_active_uploads, max_active_torrents
+         FROM global_settings WHERE id = 1",
+    )?;
+    let mut rows = stmt.query([])?;
+    let Some(r) = rows.next()? else {
+        return Ok(GlobalSettings::default());
+    };
+    let action: Option<String> = r.get(1)?;
+    Ok(GlobalSettings {
+        inactive_seed_time_s: r.get::<_, Option<i64>>(0)?.map(to_u64),
+        // Written by `put_settings` only; a name this version does not know is "unset".
+        limit_action: action.and_then(|a| crate::config::LimitAction::from_name(&a)),
+        queueing: r.get(2)?,
+        max_active_downloads: r.get(3)?,
+        max_active_uploads: r.get(4)?,
+        max_active_torrents: r.get(5)?,
+    })
+}
+
+pub fn put_settings(conn: &Connection, g: &GlobalSettings) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO global_settings
+             (id, inactive_seed_time_limit_s, limit_action, queueing, max_active_downloads,
+              max_active_uploads, max_active_torrents)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            g.inactive_seed_time_s.map(to_i64),
+            g.limit_action.map(|a| a.name()),
+            g.queueing,
+            g.max_active_downloads,
+            g.max_active_uploads,
+            g.max_active_torrents,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Every torrent in the state, files included.
@@ -224,7 +433,8 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
     let mut stmt = conn.prepare(
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
-                download_dir, download_rate_limit
+                download_dir, download_rate_limit, category, tags, inactive_seed_time_limit_s,
+                queue_pos, force_start, last_activity, completed_at
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -248,12 +458,21 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 ratio: r.get(8)?,
                 seed_time_s: r.get::<_, Option<i64>>(9)?.map(to_u64),
                 download_rate: r.get::<_, Option<i64>>(14)?.map(to_u64),
+                inactive_seed_time_s: r.get::<_, Option<i64>>(17)?.map(to_u64),
             },
             uploaded: to_u64(r.get(10)?),
             seeding_s: to_u64(r.get(11)?),
             verified: r.get(12)?,
             files: Vec::new(),
             download_dir: r.get(13)?,
+            org: Organisation {
+                category: r.get(15)?,
+                tags: split_tags(&r.get::<_, String>(16)?),
+                queue_pos: r.get(18)?,
+                force_start: r.get(19)?,
+                last_activity: r.get(20)?,
+                completed_at: r.get(21)?,
+            },
         });
     }
     let mut files = conn.prepare(
@@ -291,15 +510,22 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO torrents (info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded,
-                               seeding_s, verified, download_dir, download_rate_limit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                               seeding_s, verified, download_dir, download_rate_limit,
+                               category, tags, inactive_seed_time_limit_s, queue_pos,
+                               force_start, last_activity, completed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21, ?22)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
              ratio_limit = excluded.ratio_limit, seed_time_limit_s = excluded.seed_time_limit_s,
              uploaded = excluded.uploaded, seeding_s = excluded.seeding_s,
              verified = excluded.verified, download_dir = excluded.download_dir,
-             download_rate_limit = excluded.download_rate_limit",
+             download_rate_limit = excluded.download_rate_limit,
+             category = excluded.category, tags = excluded.tags,
+             inactive_seed_time_limit_s = excluded.inactive_seed_time_limit_s,
+             queue_pos = excluded.queue_pos, force_start = excluded.force_start,
+             last_activity = excluded.last_activity, completed_at = excluded.completed_at",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -316,6 +542,13 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             rec.verified,
             rec.download_dir,
             rec.limits.download_rate.map(to_i64),
+            rec.org.category,
+            rec.org.tags.join(","),
+            rec.limits.inactive_seed_time_s.map(to_i64),
+            rec.org.queue_pos,
+            rec.org.force_start,
+            rec.org.last_activity,
+            rec.org.completed_at,
         ],
     )?;
     put_files(conn, &rec.info_hash, &rec.files)
@@ -329,6 +562,9 @@ pub struct Settings {
     /// Which limit stopped it ("ratio", "seed_time"), if one did.
     pub stopped_by: Option<String>,
     pub limits: Limits,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub force_start: bool,
 }
 
 /// Saves a torrent's [`Settings`] and nothing else. A torrent not in the state is an error
@@ -342,7 +578,8 @@ pub fn save_settings(
         .prepare_cached(
             "UPDATE torrents SET paused = ?2, stopped_by = ?3, upload_rate_limit = ?4,
                                  ratio_limit = ?5, seed_time_limit_s = ?6,
-                                 download_rate_limit = ?7
+                                 download_rate_limit = ?7, category = ?8, tags = ?9,
+                                 inactive_seed_time_limit_s = ?10, force_start = ?11
              WHERE info_hash = ?1",
         )?
         .execute(params![
@@ -353,6 +590,10 @@ pub fn save_settings(
             s.limits.ratio,
             s.limits.seed_time_s.map(to_i64),
             s.limits.download_rate.map(to_i64),
+            s.category,
+            s.tags.join(","),
+            s.limits.inactive_seed_time_s.map(to_i64),
+            s.force_start,
         ])?;
     if n == 0 {
         return Err(rusqlite::Error::QueryReturnedNoRows);
@@ -406,13 +647,18 @@ fn put_files(
 
 /// Saves the counters of many torrents (torrents no longer in the state are skipped).
 pub fn save_progress(conn: &Connection, progress: &[Progress]) -> rusqlite::Result<()> {
-    let mut stmt = conn
-        .prepare_cached("UPDATE torrents SET uploaded = ?2, seeding_s = ?3 WHERE info_hash = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE torrents SET uploaded = ?2, seeding_s = ?3, last_activity = ?4,
+                                 completed_at = ?5
+             WHERE info_hash = ?1",
+    )?;
     for p in progress {
         stmt.execute(params![
             &p.info_hash[..],
             to_i64(p.uploaded),
-            to_i64(p.seeding_s)
+            to_i64(p.seeding_s),
+            p.last_activity,
+            p.completed_at,
         ])?;
     }
     Ok(())
@@ -435,7 +681,7 @@ pub fn save_verified(
 pub fn load_magnets(conn: &Connection) -> rusqlite::Result<Vec<MagnetRecord>> {
     let mut stmt = conn.prepare(
         "SELECT info_hash, uri, added_at, save_path, paused, skip_check, source, trusted_path,
-                peers
+                peers, category, tags
          FROM magnets ORDER BY added_at, info_hash",
     )?;
     let mut out = Vec::new();
@@ -460,6 +706,8 @@ pub fn load_magnets(conn: &Connection) -> rusqlite::Result<Vec<MagnetRecord>> {
                 .split_ascii_whitespace()
                 .filter_map(|p| p.parse().ok())
                 .collect(),
+            category: r.get(9)?,
+            tags: split_tags(&r.get::<_, String>(10)?),
         });
     }
     Ok(out)
@@ -470,8 +718,8 @@ pub fn put_magnet(conn: &Connection, m: &MagnetRecord) -> rusqlite::Result<()> {
     let peers: Vec<String> = m.peers.iter().map(ToString::to_string).collect();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO magnets (info_hash, uri, added_at, save_path, paused, skip_check,
-                                         source, trusted_path, peers)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                         source, trusted_path, peers, category, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         &m.info_hash[..],
@@ -483,6 +731,8 @@ pub fn put_magnet(conn: &Connection, m: &MagnetRecord) -> rusqlite::Result<()> {
         m.source,
         m.trusted_path,
         peers.join(" "),
+        m.category,
+        m.tags.join(","),
     ])?;
     Ok(())
 }
@@ -546,6 +796,7 @@ mod tests {
                 download_rate: None,
                 ratio: Some(1.5),
                 seed_time_s: None,
+                inactive_seed_time_s: Some(60),
             },
             uploaded: 7,
             seeding_s: 9,
@@ -558,7 +809,54 @@ mod tests {
                 }),
                 None,
             ],
+            org: Organisation {
+                category: Some("tv/hd".into()),
+                tags: vec!["a".into(), "b c".into()],
+                queue_pos: i64::from(hash),
+                force_start: hash.is_multiple_of(2),
+                last_activity: Some(1_700_000_100),
+                completed_at: None,
+            },
         }
+    }
+
+    /// Writes a record as the state before organisation (schema step 5) could: its columns
+    /// only.
+    fn put_before_organisation(c: &Connection, rec: &TorrentRecord) {
+        c.execute(
+            "INSERT INTO torrents (info_hash, torrent, source, data_dir, added_at, paused,
+                                   stopped_by, upload_rate_limit, ratio_limit, seed_time_limit_s,
+                                   uploaded, seeding_s, verified, download_dir,
+                                   download_rate_limit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                &rec.info_hash[..],
+                rec.torrent,
+                rec.source,
+                rec.data_dir,
+                rec.added_at,
+                rec.paused,
+                rec.stopped_by,
+                rec.limits.upload_rate.map(to_i64),
+                rec.limits.ratio,
+                rec.limits.seed_time_s.map(to_i64),
+                to_i64(rec.uploaded),
+                to_i64(rec.seeding_s),
+                rec.verified,
+                rec.download_dir,
+                rec.limits.download_rate.map(to_i64),
+            ],
+        )
+        .unwrap();
+        put_files(c, &rec.info_hash, &rec.files).unwrap();
+    }
+
+    /// A record as it reads back after the organisation migration: no category, tags, queue
+    /// position or times; its limits as they were.
+    fn migrated(mut rec: TorrentRecord) -> TorrentRecord {
+        rec.org = Organisation::default();
+        rec.limits.inactive_seed_time_s = None;
+        rec
     }
 
     fn db() -> (tempfile::TempDir, Connection) {
@@ -587,11 +885,17 @@ mod tests {
                 info_hash: [1; 20],
                 uploaded: 100,
                 seeding_s: 200,
+                last_activity: Some(300),
+                completed_at: Some(250),
             }],
         )
         .unwrap();
         let got = get(&c, &[1; 20]).unwrap().unwrap();
         assert_eq!((got.uploaded, got.seeding_s), (100, 200));
+        assert_eq!(
+            (got.org.last_activity, got.org.completed_at),
+            (Some(300), Some(250))
+        );
         assert!(delete(&c, &[1; 20]).unwrap());
         assert!(!delete(&c, &[1; 20]).unwrap());
         let n: i64 = c
@@ -615,7 +919,11 @@ mod tests {
                 download_rate: Some(5),
                 ratio: None,
                 seed_time_s: Some(60),
+                inactive_seed_time_s: Some(30),
             },
+            category: Some("c".into()),
+            tags: vec!["t".into()],
+            force_start: true,
         };
         save_settings(&c, &[1; 20], &s).unwrap();
         let stamps = [None, None, None];
@@ -624,6 +932,14 @@ mod tests {
         assert_eq!(
             (got.paused, got.stopped_by.clone(), got.limits),
             (true, s.stopped_by.clone(), s.limits)
+        );
+        assert_eq!(
+            (
+                got.org.category.clone(),
+                got.org.tags.clone(),
+                got.org.force_start
+            ),
+            (s.category.clone(), s.tags.clone(), true)
         );
         assert_eq!(got.verified, Some(vec![0x80, 0]));
         assert_eq!((got.files.len(), got.download_dir), (3, None));
@@ -672,6 +988,8 @@ mod tests {
                 "127.0.0.1:6881".parse().unwrap(),
                 "[::1]:7".parse().unwrap(),
             ],
+            category: Some("films".into()),
+            tags: vec!["x".into()],
         }
     }
 
@@ -702,15 +1020,71 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let mut c = crate::db::open(&path).unwrap();
-        crate::db::migrate(&mut c, COMPONENT, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, &MIGRATIONS[..4]).unwrap();
         assert!(put_magnet(&c, &magnet(1)).is_err(), "no magnets table yet");
-        put(&c, &record(3)).unwrap();
+        put_before_organisation(&c, &record(3));
         drop(c);
         let mut c = crate::db::open(&path).unwrap();
         crate::db::migrate(&mut c, COMPONENT, MIGRATIONS).unwrap();
         put_magnet(&c, &magnet(1)).unwrap();
         assert_eq!(load_magnets(&c).unwrap(), vec![magnet(1)]);
-        assert_eq!(get(&c, &[3; 20]).unwrap().unwrap(), record(3));
+        assert_eq!(get(&c, &[3; 20]).unwrap().unwrap(), migrated(record(3)));
+    }
+
+    /// A state written before organisation (schema step 5, the last release's) loads
+    /// unchanged, gains empty categories, tags and settings, and then keeps all of them.
+    #[test]
+    fn the_organisation_migration_keeps_an_older_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut c = crate::db::open(&path).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, &MIGRATIONS[..5]).unwrap();
+        put_before_organisation(&c, &record(4));
+        c.execute(
+            "INSERT INTO magnets (info_hash, uri, added_at) VALUES (?1, 'magnet:?xt=x', 5)",
+            [&[9u8; 20][..]],
+        )
+        .unwrap();
+        drop(c);
+        let mut c = crate::db::open(&path).unwrap();
+        crate::db::migrate(&mut c, COMPONENT, MIGRATIONS).unwrap();
+        assert_eq!(load_all(&c).unwrap(), vec![migrated(record(4))]);
+        let m = load_magnets(&c).unwrap();
+        assert_eq!((m[0].category.as_deref(), m[0].tags.len()), (None, 0));
+        assert!(load_categories(&c).unwrap().is_empty());
+        assert!(load_tags(&c).unwrap().is_empty());
+        assert_eq!(load_settings(&c).unwrap(), GlobalSettings::default());
+        // Everything new round-trips.
+        put(&c, &record(6)).unwrap();
+        assert_eq!(get(&c, &[6; 20]).unwrap().unwrap(), record(6));
+        put_category(&c, "tv/hd", "tv").unwrap();
+        put_category(&c, "tv/hd", "series").unwrap();
+        assert_eq!(
+            load_categories(&c).unwrap(),
+            vec![("tv/hd".to_string(), "series".to_string())]
+        );
+        save_tags(
+            &c,
+            &["a".into(), "z".into()],
+            &[([6; 20], vec!["z".into()])],
+        )
+        .unwrap();
+        assert_eq!(load_tags(&c).unwrap(), vec!["a", "z"]);
+        assert_eq!(get(&c, &[6; 20]).unwrap().unwrap().org.tags, vec!["z"]);
+        delete_categories(&c, &["tv/hd".into()]).unwrap();
+        assert_eq!(get(&c, &[6; 20]).unwrap().unwrap().org.category, None);
+        save_queue(&c, &[([6; 20], 42)]).unwrap();
+        assert_eq!(get(&c, &[6; 20]).unwrap().unwrap().org.queue_pos, 42);
+        let g = GlobalSettings {
+            inactive_seed_time_s: Some(90),
+            limit_action: Some(crate::config::LimitAction::RemoveData),
+            queueing: Some(true),
+            max_active_downloads: Some(1),
+            max_active_uploads: Some(-1),
+            max_active_torrents: None,
+        };
+        put_settings(&c, &g).unwrap();
+        assert_eq!(load_settings(&c).unwrap(), g);
     }
 
     #[test]

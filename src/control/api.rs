@@ -13,6 +13,8 @@
 //! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "download_rate_kib", "torrent_download_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
 //! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
 //! | `GET /`, `GET /webui/{name}` | the web UI's page and assets ([`crate::webui`]; no token) |
+//! | `GET`/`POST /api/v1/categories`, `PUT`/`DELETE /api/v1/categories/{name}`, `GET`/`POST /api/v1/tags`, `POST /api/v1/tags/delete`, `PUT /api/v1/torrents/{hash}/category`, `PUT /api/v1/torrents/{hash}/tags`, `GET`/`PUT /api/v1/settings` | organisation: see [`super::org_api`] |
+//! | `POST /api/v1/torrents/{hash}/queue_top`, `/queue_bottom`, `/queue_up`, `/queue_down`, `/force_start`, `/unforce_start` | the queue (409 with queueing off) |
 //!
 //! Errors are `{"error": "…"}` with a 4xx/5xx status, and a failed request changes nothing.
 //!
@@ -71,8 +73,8 @@ pub struct Access {
 }
 
 #[derive(Clone)]
-struct ApiState {
-    service: Service,
+pub(super) struct ApiState {
+    pub(super) service: Service,
     access: Arc<Access>,
 }
 
@@ -83,7 +85,11 @@ impl IntoResponse for ControlError {
                 StatusCode::BAD_REQUEST
             }
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::AlreadyAdded(_) => StatusCode::CONFLICT,
+            ControlError::AlreadyAdded(_)
+            | ControlError::UnknownCategory(_)
+            | ControlError::CategoryExists(_)
+            | ControlError::QueueingDisabled => StatusCode::CONFLICT,
+            ControlError::InvalidName(_) => StatusCode::BAD_REQUEST,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ControlError::Refused(status, _) => *status,
             ControlError::Db(_) | ControlError::Session(_) | ControlError::Io(_) => {
@@ -104,7 +110,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+pub(super) fn ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     json_response(status, &serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
@@ -255,7 +261,7 @@ async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
 
 /// Runs blocking service work (hashing setup, database waits, asking the workers) off the
 /// control thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(f)
@@ -265,13 +271,13 @@ async fn blocking<T: Send + 'static>(
 
 /// One torrent's view, read off the control thread (the torrents' lock may be held by a
 /// check or a save).
-async fn view(s: &ApiState, id: [u8; 20]) -> Result<Response, ControlError> {
+pub(super) async fn view(s: &ApiState, id: [u8; 20]) -> Result<Response, ControlError> {
     let service = s.service.clone();
     let v = blocking(move || service.get(id)).await?;
     Ok(ok(StatusCode::OK, &v))
 }
 
-fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
+pub(super) fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
     parse_info_hash(hash)
 }
 
@@ -284,6 +290,8 @@ async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, Control
         source: None,
         trusted_path: false,
         peers: Vec::new(),
+        category: req.category,
+        tags: req.tags,
     };
     let service = s.service.clone();
     let id = if let Some(uri) = req.magnet {
@@ -362,9 +370,16 @@ async fn action(
         "pause" => blocking(move || service.pause(id)).await?,
         "resume" => blocking(move || service.resume(id)).await?,
         "recheck" => service.recheck(id)?,
+        "queue_top" => blocking(move || service.queue_top(&[id])).await?,
+        "queue_bottom" => blocking(move || service.queue_bottom(&[id])).await?,
+        "queue_up" => blocking(move || service.queue_up(&[id])).await?,
+        "queue_down" => blocking(move || service.queue_down(&[id])).await?,
+        "force_start" => blocking(move || service.set_force_start(&[id], true)).await?,
+        "unforce_start" => blocking(move || service.set_force_start(&[id], false)).await?,
         other => {
             return Err(ControlError::BadRequest(format!(
-                "unknown action {other:?}; allowed: pause, resume, recheck"
+                "unknown action {other:?}; allowed: pause, resume, recheck, queue_top, \
+                 queue_bottom, queue_up, queue_down, force_start, unforce_start"
             )));
         }
     }
@@ -413,6 +428,9 @@ async fn limits(
         seed_time_s: req
             .seed_time_min
             .apply(cur.seed_time_s, |min| (min * 60.0) as u64),
+        inactive_seed_time_s: req
+            .inactive_seed_time_min
+            .apply(cur.inactive_seed_time_s, |min| (min * 60.0) as u64),
     };
     let service = s.service.clone();
     blocking(move || service.set_limits(id, new)).await?;
@@ -482,6 +500,7 @@ pub fn router(service: Service, access: Access) -> Router {
         .route("/api/v1/torrents/{hash}/{action}", post(action))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/limits", get(global_limits).put(set_global_limits))
+        .merge(super::org_api::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))

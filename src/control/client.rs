@@ -5,7 +5,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::types::{AddPeersRequest, AddRequest, ErrorBody, LimitsRequest};
+use super::types::{
+    AddPeersRequest, AddRequest, CategoryRequest, ErrorBody, LimitsRequest, SetCategoryRequest,
+    SettingsRequest, TagsRequest, TorrentTagsRequest,
+};
 
 /// What went wrong talking to the API.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,42 @@ impl ApiClient {
                 }
             }
             Request::Stats => self.call(Method::GET, "/api/v1/stats", None),
+            Request::Categories => self.call(Method::GET, "/api/v1/categories", None),
+            Request::CreateCategory(c) => {
+                self.call(Method::POST, "/api/v1/categories", Some(&to_body(c)?))
+            }
+            Request::EditCategory { name, change } => self.call(
+                Method::PUT,
+                &format!("/api/v1/categories/{}", segment(name)),
+                Some(&to_body(change)?),
+            ),
+            Request::RemoveCategory(name) => self.call(
+                Method::DELETE,
+                &format!("/api/v1/categories/{}", segment(name)),
+                None,
+            ),
+            Request::Tags => self.call(Method::GET, "/api/v1/tags", None),
+            Request::CreateTags(t) => self.call(Method::POST, "/api/v1/tags", Some(&to_body(t)?)),
+            Request::DeleteTags(t) => {
+                self.call(Method::POST, "/api/v1/tags/delete", Some(&to_body(t)?))
+            }
+            Request::SetCategory { hash, change } => self.call(
+                Method::PUT,
+                &(torrent(hash) + "/category"),
+                Some(&to_body(change)?),
+            ),
+            Request::TorrentTags { hash, change } => self.call(
+                Method::PUT,
+                &(torrent(hash) + "/tags"),
+                Some(&to_body(change)?),
+            ),
+            Request::Action { hash, action } => {
+                self.call(Method::POST, &format!("{}/{action}", torrent(hash)), None)
+            }
+            Request::Settings(None) => self.call(Method::GET, "/api/v1/settings", None),
+            Request::Settings(Some(change)) => {
+                self.call(Method::PUT, "/api/v1/settings", Some(&to_body(change)?))
+            }
         }
     }
 
@@ -170,6 +209,49 @@ pub enum Request {
         change: LimitsRequest,
     },
     Stats,
+    Categories,
+    CreateCategory(CategoryRequest),
+    EditCategory {
+        name: String,
+        change: CategoryRequest,
+    },
+    RemoveCategory(String),
+    Tags,
+    CreateTags(TagsRequest),
+    DeleteTags(TagsRequest),
+    SetCategory {
+        hash: String,
+        change: SetCategoryRequest,
+    },
+    TorrentTags {
+        hash: String,
+        change: TorrentTagsRequest,
+    },
+    /// `POST /api/v1/torrents/{hash}/{action}` (queue moves, force start).
+    Action {
+        hash: String,
+        action: String,
+    },
+    /// The global queueing and share-limit settings; `None` shows them.
+    Settings(Option<SettingsRequest>),
+}
+
+/// A path segment, percent-encoded (category names hold spaces and `/`).
+///
+/// ```
+/// use ringseed::control::client::segment;
+/// assert_eq!(segment("tv/hd x"), "tv%2Fhd%20x");
+/// ```
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The API's base URL for a node whose `control.listen` is `listen`: a wildcard listener is

@@ -18,10 +18,13 @@
 pub mod api;
 pub mod client;
 pub mod node;
+pub mod org_api;
+pub mod org_ops;
+pub mod organise;
 pub mod token;
 pub mod types;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,8 +36,11 @@ use crate::engine::torrent::Start;
 use crate::engine::{PeerInfo, Torrent};
 use crate::metainfo::{Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
-use crate::state::{self, FileStamp, GlobalLimits, Limits, Progress, TorrentRecord};
+use crate::state::{
+    self, FileStamp, GlobalLimits, GlobalSettings, Limits, Organisation, Progress, TorrentRecord,
+};
 use crate::verify::HashOptions;
+use organise::{QueueItem, QueueLimits, QueueMove};
 
 /// Largest .torrent accepted through the API (a path or an upload).
 pub const MAX_TORRENT_FILE: usize = 16 << 20;
@@ -64,6 +70,19 @@ pub enum ControlError {
     Session(#[from] SessionError),
     #[error("{0}")]
     Io(String),
+    /// qBittorrent: 409 `Incorrect category name` (setCategory) / `Unable to edit category`.
+    #[error("unknown category {0:?}")]
+    UnknownCategory(String),
+    /// qBittorrent: 409 `Unable to create category`.
+    #[error("category {0:?} exists already")]
+    CategoryExists(String),
+    /// A category name or tag that breaks the rules (qBittorrent: 409 `Incorrect category
+    /// name` for a category, 400 `Category cannot be empty` for an empty one).
+    #[error("{0}")]
+    InvalidName(String),
+    /// qBittorrent: 409 `Torrent queueing must be enabled`.
+    #[error("torrent queueing must be enabled")]
+    QueueingDisabled,
 }
 
 /// Why a torrent is being hashed.
@@ -159,6 +178,8 @@ pub struct ServiceOptions {
     pub download_rate: u64,
     /// Downloads happen here and move to their data directory once complete.
     pub incomplete_dir: Option<PathBuf>,
+    /// Queueing of active torrents (`[torrents] queueing`, `max_active_*`).
+    pub queue: QueueLimits,
 }
 
 impl ServiceOptions {
@@ -180,6 +201,8 @@ impl ServiceOptions {
                     .then(|| f64::from(t.ratio_limit_percent) / 100.0),
                 seed_time_s: (t.seed_time_limit_min > 0)
                     .then(|| u64::from(t.seed_time_limit_min) * 60),
+                inactive_seed_time_s: (t.inactive_seed_time_limit_min > 0)
+                    .then(|| u64::from(t.inactive_seed_time_limit_min) * 60),
             },
             limit_action: t.limit_action,
             save_interval: Duration::from_secs(u64::from(c.state.save_interval_s)),
@@ -187,6 +210,12 @@ impl ServiceOptions {
             torrent_download_rate: c.engine.torrent_download_rate_limit_kib << 10,
             download_rate: c.engine.download_rate_limit_kib << 10,
             incomplete_dir: non_empty(&t.incomplete_dir),
+            queue: QueueLimits {
+                enabled: t.queueing,
+                downloads: i64::from(t.max_active_downloads),
+                uploads: i64::from(t.max_active_uploads),
+                torrents: i64::from(t.max_active_torrents),
+            },
         }
     }
 }
@@ -234,6 +263,13 @@ struct Entry {
     peers: Vec<std::net::SocketAddr>,
     /// Where it downloads, when not in `data_dir` (`incomplete_dir`).
     download_dir: Option<PathBuf>,
+    /// Category, tags, queue position, force start, activity and completion times.
+    org: Organisation,
+    /// Waiting for a slot of the queue: not served (see [`organise::plan`]).
+    queued: bool,
+    /// Payload bytes sent and received by its torrent object at the last look, to notice
+    /// activity once a second without the engine timing anything.
+    activity_sample: u64,
 }
 
 impl Entry {
@@ -269,6 +305,7 @@ impl Entry {
             verified: self.verified.clone(),
             files: self.files.clone(),
             download_dir: self.download_dir.as_ref().map(|d| d.display().to_string()),
+            org: self.org.clone(),
         }
     }
 
@@ -282,7 +319,21 @@ impl Entry {
             paused: self.paused,
             stopped_by: self.stopped_by.clone(),
             limits: self.limits,
+            category: self.org.category.clone(),
+            tags: self.org.tags.clone(),
+            force_start: self.org.force_start,
         }
+    }
+
+    /// Seconds since its last payload activity (or since it was added, if none yet).
+    fn inactive_s(&self, now: i64) -> u64 {
+        let since = self.org.last_activity.unwrap_or(self.added_at);
+        u64::try_from(now.saturating_sub(since)).unwrap_or(0)
+    }
+
+    /// Whether the queue would serve it if it had a slot.
+    fn wants_to_run(&self) -> bool {
+        self.status == Status::Ready && !self.paused && self.torrent.is_some()
     }
 
     /// Where its files are: its data directory, and where it is being downloaded if elsewhere.
@@ -325,6 +376,10 @@ pub struct AddOptions {
     pub trusted_path: bool,
     /// Peers to dial once it is served (a magnet's `x.pe`, the peer that gave its metadata).
     pub peers: Vec<std::net::SocketAddr>,
+    /// Its category, which must exist; without a save path it is saved in the category's.
+    pub category: Option<String>,
+    /// Its tags (checked; unknown ones join the node's set).
+    pub tags: Vec<String>,
 }
 
 /// A torrent as the API lists it.
@@ -362,6 +417,43 @@ pub struct TorrentView {
     /// Seconds until complete at the current rate, while downloading.
     #[serde(default)]
     pub eta_s: Option<u64>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// 1-based place among the incomplete torrents in the queue; 0: not in the queue (complete,
+    /// or queueing off), as qBittorrent's `priority`.
+    #[serde(default)]
+    pub queue_position: i64,
+    #[serde(default)]
+    pub force_start: bool,
+    /// Unix seconds of its last payload sent or received (its `added_at` if none yet).
+    #[serde(default)]
+    pub last_activity: i64,
+    /// Unix seconds it was first complete.
+    #[serde(default)]
+    pub completed_at: Option<i64>,
+}
+
+/// A category as the API lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Category {
+    pub name: String,
+    /// As given: `""` is the data root, a relative path is under it.
+    pub save_path: String,
+}
+
+/// The global share-limit and queueing settings in force (config and API together).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct OrgSettings {
+    pub queueing: bool,
+    pub max_active_downloads: i64,
+    pub max_active_uploads: i64,
+    pub max_active_torrents: i64,
+    pub limit_action: LimitAction,
+    pub ratio: Option<f64>,
+    pub seed_time_s: Option<u64>,
+    pub inactive_seed_time_s: Option<u64>,
 }
 
 /// The service's counters as the API shows them.
@@ -396,6 +488,12 @@ struct Inner {
     options: Mutex<ServiceOptions>,
     /// Global limits set through the API; they win over `options` until set back to null.
     global: Mutex<GlobalLimits>,
+    /// Global share-limit and queueing settings set through the API, likewise.
+    settings: Mutex<GlobalSettings>,
+    /// Categories: name → save path as given. Changed under the state lock only.
+    categories: Mutex<BTreeMap<String, String>>,
+    /// The node's set of tags. Changed under the state lock only.
+    tags: Mutex<BTreeSet<String>>,
     torrents: Mutex<HashMap<[u8; 20], Entry>>,
     /// The state lock: held by every change (add, remove, pause, resume, limits, magnet peers)
     /// from its state write to its effect, so changes reach the state in the order they take
@@ -496,13 +594,15 @@ pub fn confine_save_path(root: &Path, requested: &str) -> Result<PathBuf, Contro
     Ok(joined)
 }
 
-/// Which limit a torrent has reached, if any: its own limits first, then the global ones.
+/// Which limit a torrent has reached, if any: its own limits first, then the global ones (a
+/// limit of 0 is none). `inactive_s`: seconds since its last payload activity.
 pub fn limit_reached(
     own: &Limits,
     global: &Limits,
     uploaded: u64,
     size: u64,
     seeding_s: u64,
+    inactive_s: u64,
 ) -> Option<&'static str> {
     let ratio = own.ratio.or(global.ratio).filter(|r| *r > 0.0);
     if let Some(r) = ratio
@@ -516,6 +616,15 @@ pub fn limit_reached(
         && seeding_s >= s
     {
         return Some("seed_time");
+    }
+    let inactive = own
+        .inactive_seed_time_s
+        .or(global.inactive_seed_time_s)
+        .filter(|s| *s > 0);
+    if let Some(s) = inactive
+        && inactive_s >= s
+    {
+        return Some("inactive_seed_time");
     }
     None
 }
@@ -540,6 +649,9 @@ impl Service {
                 db: db.clone(),
                 options: Mutex::new(options),
                 global: Mutex::new(GlobalLimits::default()),
+                settings: Mutex::new(GlobalSettings::default()),
+                categories: Mutex::new(BTreeMap::new()),
+                tags: Mutex::new(BTreeSet::new()),
                 torrents: Mutex::new(HashMap::new()),
                 changes: Mutex::new(()),
                 sources: Mutex::new(HashSet::new()),
@@ -552,6 +664,12 @@ impl Service {
         };
         let global = db.call(state::load_global)?.recv_result()?;
         service.apply_global(global);
+        let settings = db.call(state::load_settings)?.recv_result()?;
+        *crate::engine::lock(&service.inner.settings) = settings;
+        let categories = db.call(state::load_categories)?.recv_result()?;
+        crate::engine::lock(&service.inner.categories).extend(categories);
+        let tags = db.call(state::load_tags)?.recv_result()?;
+        crate::engine::lock(&service.inner.tags).extend(tags);
         let records = db.call(state::load_all)?.recv_result()?;
         let loaded = records.len();
         for rec in records {
@@ -572,6 +690,8 @@ impl Service {
         for (path, e) in failed {
             tracing::error!("skipping {}: {e}", path.display());
         }
+        service.normalise_queue();
+        service.apply_queue();
         let checker = service.clone();
         std::thread::Builder::new()
             .name("ringseed-check".into())
@@ -618,6 +738,15 @@ impl Service {
         o.torrent_download_rate = g.torrent_download_rate.unwrap_or(o.torrent_download_rate);
         o.global_limits.ratio = g.ratio.or(o.global_limits.ratio);
         o.global_limits.seed_time_s = g.seed_time_s.or(o.global_limits.seed_time_s);
+        let s = *crate::engine::lock(&self.inner.settings);
+        o.global_limits.inactive_seed_time_s = s
+            .inactive_seed_time_s
+            .or(o.global_limits.inactive_seed_time_s);
+        o.limit_action = s.limit_action.unwrap_or(o.limit_action);
+        o.queue.enabled = s.queueing.unwrap_or(o.queue.enabled);
+        o.queue.downloads = s.max_active_downloads.unwrap_or(o.queue.downloads);
+        o.queue.uploads = s.max_active_uploads.unwrap_or(o.queue.uploads);
+        o.queue.torrents = s.max_active_torrents.unwrap_or(o.queue.torrents);
         o
     }
 
@@ -741,6 +870,9 @@ impl Service {
             saved_pieces: 0,
             peers: Vec::new(),
             download_dir: None,
+            queued: self.options().queue.enabled && !rec.org.force_start,
+            org: rec.org,
+            activity_sample: 0,
         };
         let id = rec.info_hash;
         entry.download_dir = rec.download_dir.map(PathBuf::from);
@@ -805,7 +937,7 @@ impl Service {
     /// Starts serving an opened torrent (with its rate limit) unless it already is.
     fn serve(&self, id: [u8; 20], e: &mut Entry) {
         let Some(t) = &e.torrent else { return };
-        if e.serving() {
+        if e.serving() || e.queued {
             return;
         }
         let options = self.options();
@@ -857,7 +989,7 @@ impl Service {
     /// its .torrent would be and downloads. Meanwhile the list shows it in state `metadata` (or
     /// `error`, with the reason, when no peer gave the metadata within ten minutes). It is saved
     /// in the state before this returns, so a restart (or a `kill -9`) fetches it again.
-    pub fn add_magnet(&self, uri: &str, add: AddOptions) -> Result<[u8; 20], ControlError> {
+    pub fn add_magnet(&self, uri: &str, mut add: AddOptions) -> Result<[u8; 20], ControlError> {
         let m = crate::metainfo::Magnet::parse(uri)
             .map_err(|e| ControlError::BadRequest(format!("magnet link: {e}")))?;
         let id = m.info_hash.wire_id();
@@ -868,10 +1000,17 @@ impl Service {
             confine_save_path(root, p)?;
         }
         let mut peers = Vec::new();
-        for p in add.peers {
+        for p in std::mem::take(&mut add.peers) {
             if peers.len() < MAX_GIVEN_PEERS && !peers.contains(&p) {
                 peers.push(p);
             }
+        }
+        self.check_add_organisation(&add)?;
+        if add.save_path.is_none()
+            && let Some(c) = &add.category
+            && let (Some(p), Some(root)) = (self.category_save_path(c)?, &self.options().data_root)
+        {
+            confine_save_path(root, &p)?;
         }
         let rec = state::MagnetRecord {
             info_hash: id,
@@ -883,6 +1022,8 @@ impl Service {
             source: add.source,
             trusted_path: add.trusted_path,
             peers,
+            category: add.category,
+            tags: add.tags,
         };
         let _changing = self.changes();
         {
@@ -908,7 +1049,15 @@ impl Service {
             }
         }
         // Saved first: a magnet the state refused is not added (nor fetched).
-        self.save_magnet(rec.clone())?;
+        let saved = rec.clone();
+        self.inner
+            .db
+            .call(move |c| {
+                state::put_magnet(c, &saved)?;
+                state::add_tag_names(c, &saved.tags)
+            })?
+            .recv_result()?;
+        crate::engine::lock(&self.inner.tags).extend(rec.tags.iter().cloned());
         {
             let _all = self.lock();
             let mut pending = crate::engine::lock(&self.inner.pending);
@@ -984,6 +1133,8 @@ impl Service {
             source: p.rec.source.clone(),
             trusted_path: p.rec.trusted_path,
             peers: given.clone(),
+            category: p.rec.category.clone(),
+            tags: p.rec.tags.clone(),
         };
         let engine = self.inner.session.engine().clone();
         let s = self.clone();
@@ -1108,6 +1259,12 @@ impl Service {
             downloaded: 0,
             download_rate: 0.0,
             eta_s: None,
+            category: p.rec.category.clone(),
+            tags: p.rec.tags.clone(),
+            queue_position: 0,
+            force_start: false,
+            last_activity: added_at,
+            completed_at: None,
         }
     }
 
@@ -1195,6 +1352,14 @@ impl Service {
         let meta = Metainfo::from_bytes(&bytes)
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
+        let mut add = add;
+        self.check_add_organisation(&add)?;
+        if add.save_path.is_none()
+            && let Some(c) = &add.category
+        {
+            // Without its own save path a torrent goes to its category's ("" = the data root).
+            add.save_path = self.category_save_path(c)?;
+        }
         let data_dir = match (&add.save_path, add.trusted_path, &options.data_root) {
             (Some(p), true, _) => PathBuf::from(p),
             (Some(p), false, Some(root)) => confine_save_path(root, p)?,
@@ -1233,6 +1398,13 @@ impl Service {
             saved_pieces: 0,
             peers: add.peers,
             download_dir: None,
+            queued: options.queue.enabled,
+            org: Organisation {
+                category: add.category,
+                tags: add.tags,
+                ..Organisation::default()
+            },
+            activity_sample: 0,
         };
         if skip_check {
             entry.files = state::stamp_files(&meta.info.layout, &data_dir);
@@ -1264,7 +1436,8 @@ impl Service {
             let all = self.lock();
             let pending = crate::engine::lock(&self.inner.pending);
             let mut taken = HashSet::new();
-            for n in list {
+            let mut next_pos = all.values().map(|e| e.org.queue_pos).max().unwrap_or(0) + 1;
+            for mut n in list {
                 let id = n.id;
                 let refused = if all.contains_key(&id) || taken.contains(&id) {
                     Some(ControlError::AlreadyAdded(hex(&id)))
@@ -1285,8 +1458,14 @@ impl Service {
                     answers.push(Err(e));
                     continue;
                 }
+                n.entry.org.queue_pos = next_pos;
+                next_pos += 1;
                 let rec = n.entry.record(id);
-                match self.inner.db.call(move |c| state::put_from_magnet(c, &rec)) {
+                let job = move |c: &rusqlite::Connection| {
+                    state::put_from_magnet(c, &rec)?;
+                    state::add_tag_names(c, &rec.org.tags)
+                };
+                match self.inner.db.call(job) {
                     Ok(reply) => {
                         taken.insert(id);
                         answers.push(Ok(id));
@@ -1308,6 +1487,7 @@ impl Service {
                 skip_check,
                 ..
             } = n;
+            crate::engine::lock(&self.inner.tags).extend(entry.org.tags.iter().cloned());
             let mut all = self.lock();
             // Stops its fetch, if another one found the metadata (or a .torrent came first).
             crate::engine::lock(&self.inner.pending).remove(&id);
@@ -1321,6 +1501,7 @@ impl Service {
                 let _ = self.inner.checks.send((id, CheckReason::New));
             }
         }
+        self.apply_queue();
         answers
     }
 
@@ -1442,6 +1623,7 @@ impl Service {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!("saving {}: {err}", hex(&id));
         }
+        self.apply_queue();
     }
 
     /// Changes one torrent's settings with `f`: saves them, waits until that is durable, and
@@ -1469,6 +1651,8 @@ impl Service {
         if let Some(e) = all.get_mut(&id) {
             self.apply_settings(id, e, wanted);
         }
+        drop(all);
+        self.apply_queue();
         Ok(())
     }
 
@@ -1478,6 +1662,12 @@ impl Service {
         e.paused = s.paused;
         e.stopped_by = s.stopped_by;
         e.limits = s.limits;
+        e.org.category = s.category;
+        e.org.tags = s.tags;
+        e.org.force_start = s.force_start;
+        if e.org.force_start {
+            e.queued = false;
+        }
         if let Some(t) = &e.torrent {
             t.upload_limit
                 .set_rate(e.limits.upload_rate.unwrap_or(options.torrent_upload_rate));
@@ -1596,6 +1786,7 @@ impl Service {
         }
         // Held until the files are gone: no torrent naming them is added meanwhile.
         drop(changing);
+        self.apply_queue();
         Ok(removal)
     }
 
@@ -1605,6 +1796,7 @@ impl Service {
         let (state, error) = match &e.status {
             Status::Checking => ("checking", None),
             Status::Error(m) => ("error", Some(m.clone())),
+            Status::Ready if e.queued && !e.paused => ("queued", None),
             Status::Ready if !e.serving() => ("paused", None),
             Status::Ready if e.downloading && e.download_rate < 1.0 => ("stalled", None),
             Status::Ready if e.downloading => ("downloading", None),
@@ -1646,12 +1838,26 @@ impl Service {
             download_rate: e.download_rate,
             eta_s: (e.downloading && e.download_rate >= 1.0)
                 .then(|| (left as f64 / e.download_rate).ceil() as u64),
+            category: e.org.category.clone(),
+            tags: e.org.tags.clone(),
+            queue_position: 0,
+            force_start: e.org.force_start,
+            last_activity: e.org.last_activity.unwrap_or(e.added_at),
+            completed_at: e.org.completed_at,
         }
     }
 
     pub fn list(&self) -> Vec<TorrentView> {
         let all = self.lock();
-        let mut v: Vec<TorrentView> = all.iter().map(|(id, e)| self.view(id, e)).collect();
+        let ranks = self.queue_ranks(&all);
+        let mut v: Vec<TorrentView> = all
+            .iter()
+            .map(|(id, e)| {
+                let mut v = self.view(id, e);
+                v.queue_position = ranks.get(id).copied().unwrap_or(0);
+                v
+            })
+            .collect();
         for (id, p) in crate::engine::lock(&self.inner.pending).iter() {
             v.push(Self::pending_view(id, p));
         }
@@ -1662,7 +1868,9 @@ impl Service {
     pub fn get(&self, id: [u8; 20]) -> Result<TorrentView, ControlError> {
         let all = self.lock();
         if let Some(e) = all.get(&id) {
-            return Ok(self.view(&id, e));
+            let mut v = self.view(&id, e);
+            v.queue_position = self.queue_ranks(&all).get(&id).copied().unwrap_or(0);
+            return Ok(v);
         }
         let pending = crate::engine::lock(&self.inner.pending);
         let p = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
@@ -1765,6 +1973,7 @@ impl Service {
     /// Stops or removes torrents that reached a limit. Returns how many.
     pub fn enforce_limits(&self) -> usize {
         let options = self.options();
+        let now = now_unix();
         let reached: Vec<([u8; 20], &'static str)> = self
             .lock()
             .iter()
@@ -1776,6 +1985,7 @@ impl Service {
                     e.uploaded(),
                     e.meta.info.layout.total_length,
                     e.seeding_s(),
+                    e.inactive_s(now),
                 )
                 .map(|which| (*id, which))
             })
@@ -1792,6 +2002,11 @@ impl Service {
                     s.stopped_by = Some((*which).to_string());
                 }),
                 LimitAction::Remove => self.remove(*id, false).map(|_| ()),
+                LimitAction::RemoveData => self.remove(*id, true).map(|removal| {
+                    for f in removal.not_deleted {
+                        tracing::warn!("{which} limit of {}: {f}", hex(id));
+                    }
+                }),
             };
             if let Err(e) = done {
                 tracing::error!("applying the {which} limit to {}: {e}", hex(id));
@@ -1904,6 +2119,7 @@ impl Service {
                     e.downloading = false;
                     e.download_rate = 0.0;
                     e.seeding_since = e.seeding_since.map(|_| now);
+                    e.org.completed_at.get_or_insert(now_unix());
                     e.saved_pieces = done;
                     e.verified = Some(bits);
                     e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
@@ -2002,6 +2218,8 @@ impl Service {
                 info_hash: *id,
                 uploaded: e.uploaded(),
                 seeding_s: e.seeding_s(),
+                last_activity: e.org.last_activity,
+                completed_at: e.org.completed_at,
             })
             .collect()
     }
@@ -2064,7 +2282,12 @@ impl Service {
             // Limits may write to the state and wait for it: off the control thread.
             let _ = tokio::task::spawn_blocking(move || s.enforce_limits()).await;
             let s = self.clone();
-            let _ = tokio::task::spawn_blocking(move || s.download_tick()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                s.download_tick();
+                s.activity_tick();
+                s.apply_queue();
+            })
+            .await;
             if last_save.elapsed() >= options.save_interval {
                 last_save = Instant::now();
                 self.save_progress_async();
@@ -2309,29 +2532,34 @@ mod tests {
     fn limits_own_before_global() {
         let none = Limits::default();
         let global = Limits {
-            upload_rate: None,
-            download_rate: None,
             ratio: Some(2.0),
             seed_time_s: Some(3600),
+            inactive_seed_time_s: Some(600),
+            ..Limits::default()
         };
-        assert_eq!(limit_reached(&none, &none, 10, 10, 10), None);
-        assert_eq!(limit_reached(&none, &global, 19, 10, 0), None);
-        assert_eq!(limit_reached(&none, &global, 20, 10, 0), Some("ratio"));
+        assert_eq!(limit_reached(&none, &none, 10, 10, 10, 10), None);
+        assert_eq!(limit_reached(&none, &global, 19, 10, 0, 0), None);
+        assert_eq!(limit_reached(&none, &global, 20, 10, 0, 0), Some("ratio"));
         assert_eq!(
-            limit_reached(&none, &global, 0, 10, 3600),
+            limit_reached(&none, &global, 0, 10, 3600, 0),
             Some("seed_time")
         );
+        assert_eq!(
+            limit_reached(&none, &global, 0, 10, 599, 600),
+            Some("inactive_seed_time")
+        );
         let own = Limits {
-            upload_rate: None,
-            download_rate: None,
             ratio: Some(5.0),
             seed_time_s: Some(0),
+            inactive_seed_time_s: Some(0),
+            ..Limits::default()
         };
         // The torrent's own ratio wins; its seed time 0 means none, not "at once".
-        assert_eq!(limit_reached(&own, &global, 20, 10, 0), None);
-        assert_eq!(limit_reached(&own, &global, 50, 10, 0), Some("ratio"));
+        assert_eq!(limit_reached(&own, &global, 20, 10, 0, 0), None);
+        assert_eq!(limit_reached(&own, &global, 50, 10, 0, 0), Some("ratio"));
+        assert_eq!(limit_reached(&own, &global, 0, 10, 9999, 9999), None);
         // An empty torrent never reaches a ratio.
-        assert_eq!(limit_reached(&none, &global, 0, 0, 0), None);
+        assert_eq!(limit_reached(&none, &global, 0, 0, 0, 0), None);
     }
 
     #[test]

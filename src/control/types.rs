@@ -34,6 +34,9 @@ pub const MAX_SEED_TIME_MIN: f64 = 5_256_000.0;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AddRequest {
+    /// A category the node has; without `save_path` the torrent goes to its save path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub magnet: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +49,9 @@ pub struct AddRequest {
     /// Absent: the node's `torrents.skip_check`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_check: Option<bool>,
+    /// Tags (unknown ones join the node's set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub torrent: Option<String>,
 }
@@ -58,6 +64,8 @@ const ADD_KEYS: &[&str] = &[
     "save_path",
     "paused",
     "skip_check",
+    "category",
+    "tags",
 ];
 
 impl AddRequest {
@@ -91,6 +99,8 @@ impl AddRequest {
             paused,
             save_path,
             skip_check,
+            category: opt_str(&m, "category")?.map(str::to_string),
+            tags: opt_strings(&m, "tags")?,
         })
     }
 }
@@ -163,6 +173,9 @@ pub struct LimitsRequest {
     pub ratio: LimitChange,
     #[serde(skip_serializing_if = "LimitChange::is_keep")]
     pub seed_time_min: LimitChange,
+    /// Torrent only: seeding minutes without payload activity (fractions allowed).
+    #[serde(skip_serializing_if = "LimitChange::is_keep")]
+    pub inactive_seed_time_min: LimitChange,
     /// Global only: the rate of each torrent without its own limit.
     #[serde(skip_serializing_if = "LimitChange::is_keep")]
     pub torrent_upload_rate_kib: LimitChange,
@@ -205,6 +218,7 @@ impl LimitsRequest {
                     "download_rate_kib",
                     "ratio",
                     "seed_time_min",
+                    "inactive_seed_time_min",
                 ],
             )?;
         }
@@ -224,6 +238,11 @@ impl LimitsRequest {
             torrent_download_rate_kib,
             ratio: LimitChange::read(&m, "ratio", MAX_RATIO)?,
             seed_time_min: LimitChange::read(&m, "seed_time_min", MAX_SEED_TIME_MIN)?,
+            inactive_seed_time_min: if global {
+                LimitChange::Keep
+            } else {
+                LimitChange::read(&m, "inactive_seed_time_min", MAX_SEED_TIME_MIN)?
+            },
         })
     }
 }
@@ -308,6 +327,123 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `POST /api/v1/categories` (`name`, `save_path`) and `PUT /api/v1/categories/{name}`
+/// (`save_path`): `""` or absent is the data root, a relative path is under it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub save_path: String,
+}
+
+/// `POST /api/v1/tags` (create) and `DELETE`-like `POST /api/v1/tags/delete`: a list of tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsRequest {
+    pub tags: Vec<String>,
+}
+
+/// `PUT /api/v1/torrents/{hash}/tags`: tags to add and to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorrentTagsRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// `PUT /api/v1/torrents/{hash}/category`: a category name, or null for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCategoryRequest {
+    pub category: Option<String>,
+}
+
+/// `PUT /api/v1/settings`: queueing and the share-limit action. Absent keys stay; null returns
+/// a key to the config's value. `inactive_seed_time_min` may have fractions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub queueing: Option<Option<bool>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub max_active_downloads: Option<Option<i64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub max_active_uploads: Option<Option<i64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub max_active_torrents: Option<Option<i64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub limit_action: Option<Option<crate::config::LimitAction>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double"
+    )]
+    pub inactive_seed_time_min: Option<Option<f64>>,
+}
+
+/// The answer of `GET`/`PUT /api/v1/settings`: what the API set (null = the config's) and
+/// what is in force.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SettingsView {
+    pub in_force: super::OrgSettings,
+    pub set: crate::state::GlobalSettings,
+}
+
+/// A key that may be absent (outer `None`), null (`Some(None)`) or a value.
+fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// Reads a typed body; an unknown key or a wrong type is named in the error.
+pub fn from_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(body).map_err(|e| ControlError::BadRequest(format!("body: {e}")))
+}
+
+fn opt_strings(m: &Map<String, Value>, k: &str) -> Result<Vec<String>, ControlError> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ControlError::BadRequest(format!("{k:?}: {v} is not a string")))
+            })
+            .collect(),
+        Some(_) => Err(ControlError::BadRequest(format!(
+            "{k:?} must be a list of strings"
+        ))),
+    }
+}
+
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ControlError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -363,6 +499,8 @@ mod tests {
             save_path: Some("sub".into()),
             skip_check: Some(true),
             torrent: Some(AddRequest::encode_torrent(b"d4:infod0:ee")),
+            category: Some("tv".into()),
+            tags: vec!["a".into(), "b".into()],
         };
         let path = AddRequest {
             path: Some("/srv/a.torrent".into()),
@@ -410,6 +548,7 @@ mod tests {
             upload_rate_kib: LimitChange::Set(100.0),
             download_rate_kib: LimitChange::Keep,
             torrent_download_rate_kib: LimitChange::Keep,
+            inactive_seed_time_min: LimitChange::Keep,
         };
         assert_eq!(
             wire(&r),
