@@ -1675,6 +1675,11 @@ impl Service {
         if e.paused {
             self.unserve(id, e);
         } else if e.status == Status::Ready {
+            if !e.serving() && !e.org.force_start && options.queue.enabled {
+                // Resumed under the queue: it waits for [`Service::apply_queue`] to give it a
+                // slot rather than announcing once before being queued.
+                e.queued = true;
+            }
             self.serve(id, e);
         }
     }
