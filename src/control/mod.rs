@@ -1906,10 +1906,11 @@ impl Service {
     /// Torrents by state, for `/metrics`.
     pub fn count_by_state(&self) -> Vec<(&'static str, i64)> {
         let all = self.lock();
-        let mut counts = [0i64; 7];
+        let mut counts = [0i64; 8];
         for e in all.values() {
             let i = match &e.status {
                 Status::Checking => 0,
+                Status::Ready if e.queued && !e.paused => 7,
                 Status::Ready if !e.serving() => 2,
                 Status::Ready if e.downloading && e.download_rate < 1.0 => 5,
                 Status::Ready if e.downloading => 4,
@@ -1929,6 +1930,7 @@ impl Service {
             "downloading",
             "stalled",
             "metadata",
+            "queued",
         ]
         .into_iter()
         .zip(counts)
