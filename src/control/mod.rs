@@ -1348,6 +1348,14 @@ impl Service {
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
         let mut add = add;
+        if from_fetch.is_some()
+            && let Some(c) = &add.category
+            && !crate::engine::lock(&self.inner.categories).contains_key(c)
+        {
+            // Its category was removed while its metadata was fetched: it joins without one,
+            // as the torrents of a removed category are left.
+            add.category = None;
+        }
         self.check_add_organisation(&add)?;
         if add.save_path.is_none()
             && let Some(c) = &add.category
