@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::http::local as http;
 use common::node::RunNode;
-use common::{create_torrent, pattern};
+use common::{create_torrent, pattern, ringseed, run_ok};
 use serde_json::{Value, json};
 
 /// A node config: loopback only, the API open to loopback, `extra` keys of `[torrents]`.
@@ -273,6 +273,55 @@ fn categories_and_tags_persist_and_bad_input_changes_nothing() {
         ok(&node, "GET", "/api/v1/tags", Value::Null),
         json!(["fresh", "new", "spare"])
     );
+    // The same through `ringseed ctl`.
+    let api = format!("http://{}", node.api);
+    let ctl = |args: &[&str]| -> Value {
+        let out = run_ok(ringseed().args(["ctl", "--api", &api, "--json"]).args(args));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    ctl(&["category-add", "music", "--save-path", "music"]);
+    ctl(&["set-category", &hash, "music"]);
+    ctl(&["tag", &hash, "--add", "loud", "--remove", "fresh"]);
+    let v = ctl(&["show", &hash]);
+    assert_eq!(
+        (v["category"].clone(), v["tags"].clone()),
+        (json!("music"), json!(["loud"]))
+    );
+    let cats = ctl(&["categories"]);
+    assert!(
+        cats.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "music"),
+        "{cats}"
+    );
+    ctl(&["category-remove", "music"]);
+    ctl(&["tag", &hash, "--add", "fresh", "--remove", "loud"]);
+    ctl(&["tag-delete", "loud"]);
+    let s = ctl(&[
+        "settings",
+        "--max-active-downloads",
+        "-1",
+        "--limit-action",
+        "remove_data",
+    ]);
+    assert_eq!(s["in_force"]["max_active_downloads"], -1, "{s}");
+    assert_eq!(s["in_force"]["limit_action"], "remove_data", "{s}");
+    let out = ringseed()
+        .args(["ctl", "--api", &api, "queue", &hash, "top"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "queueing is on: {out:?}");
+    ctl(&["settings", "--queueing", "false"]);
+    let out = ringseed()
+        .args(["ctl", "--api", &api, "queue", &hash, "top"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("409"),
+        "queue moves need queueing: {out:?}"
+    );
+
     node.stop();
     let node = RunNode::start(&cfg);
     let back = torrent(&node, &hash);
@@ -280,6 +329,9 @@ fn categories_and_tags_persist_and_bad_input_changes_nothing() {
         (back["category"].clone(), back["tags"].clone()),
         (Value::Null, json!(["fresh"]))
     );
+    let s = ok(&node, "GET", "/api/v1/settings", Value::Null);
+    assert_eq!(s["set"]["limit_action"], "remove_data", "{s}");
+    assert_eq!(s["set"]["queueing"], false, "{s}");
     assert_eq!(
         ok(&node, "GET", "/api/v1/categories", Value::Null)
             .as_array()

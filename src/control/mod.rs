@@ -1353,6 +1353,14 @@ impl Service {
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
         let options = self.options();
         let mut add = add;
+        if from_fetch.is_some()
+            && let Some(c) = &add.category
+            && !crate::engine::lock(&self.inner.categories).contains_key(c)
+        {
+            // Its category was removed while its metadata was fetched: it joins without one,
+            // as the torrents of a removed category are left.
+            add.category = None;
+        }
         self.check_add_organisation(&add)?;
         if add.save_path.is_none()
             && let Some(c) = &add.category
@@ -1680,6 +1688,11 @@ impl Service {
         if e.paused {
             self.unserve(id, e);
         } else if e.status == Status::Ready {
+            if !e.serving() && !e.org.force_start && options.queue.enabled {
+                // Resumed under the queue: it waits for [`Service::apply_queue`] to give it a
+                // slot rather than announcing once before being queued.
+                e.queued = true;
+            }
             self.serve(id, e);
         }
     }
@@ -1906,10 +1919,11 @@ impl Service {
     /// Torrents by state, for `/metrics`.
     pub fn count_by_state(&self) -> Vec<(&'static str, i64)> {
         let all = self.lock();
-        let mut counts = [0i64; 7];
+        let mut counts = [0i64; 8];
         for e in all.values() {
             let i = match &e.status {
                 Status::Checking => 0,
+                Status::Ready if e.queued && !e.paused => 7,
                 Status::Ready if !e.serving() => 2,
                 Status::Ready if e.downloading && e.download_rate < 1.0 => 5,
                 Status::Ready if e.downloading => 4,
@@ -1929,6 +1943,7 @@ impl Service {
             "downloading",
             "stalled",
             "metadata",
+            "queued",
         ]
         .into_iter()
         .zip(counts)

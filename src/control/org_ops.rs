@@ -680,3 +680,16 @@ impl Service {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qbittorrent_sentinels_map_to_global_none_and_values() {
+        let secs = |m: i64| u64::try_from(m).unwrap_or(0) * 60;
+        assert_eq!(sentinel(USE_GLOBAL, secs, 0), None);
+        assert_eq!(sentinel(NO_LIMIT, secs, 0), Some(0));
+        assert_eq!(sentinel(30, secs, 0), Some(1800));
+    }
+}
