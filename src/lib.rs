@@ -24,7 +24,6 @@ pub mod metainfo;
 pub mod metrics;
 pub mod mse;
 pub mod pieces;
-pub mod qbt;
 pub mod serve;
 pub mod session;
 pub mod speed;

@@ -21,6 +21,7 @@ pub mod node;
 pub mod org_api;
 pub mod org_ops;
 pub mod organise;
+pub mod qbt;
 pub mod token;
 pub mod types;
 
@@ -1878,7 +1879,7 @@ impl Service {
     }
 
     /// A torrent's opened torrent: its metainfo, live counters and tracker reports (for the
-    /// qBittorrent Web API, [`crate::qbt`]). `None` for an unknown id or a magnet still waiting
+    /// qBittorrent Web API, [`crate::control::qbt`]). `None` for an unknown id or a magnet still waiting
     /// for its metadata.
     pub fn handle_of(&self, id: [u8; 20]) -> Option<Arc<Torrent>> {
         self.lock().get(&id).and_then(|e| e.torrent.clone())

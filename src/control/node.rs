@@ -298,11 +298,12 @@ impl Node {
                 Some(t) => t,
                 None => super::token::server_token(c, &config.state)?,
             };
-            let qbt = crate::qbt::QbtAccess {
+            let qbt = crate::control::qbt::QbtAccess {
                 username: c.username.clone(),
-                password: crate::qbt::auth::password(c, &config.state, &token)?,
+                password: crate::control::qbt::auth::password(c, &config.state, &token)?,
                 token: token.clone(),
                 hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                port: api_addr.map(|a| a.port()),
             };
             Some((
                 qbt,
@@ -336,7 +337,7 @@ impl Node {
         let _ = cell.set(service.clone());
         if let (Some(l), Some((qbt, access))) = (listener, access) {
             // the qBittorrent Web API (/api/v2/) beside ringseed's own, with its own checks
-            let qbt = crate::qbt::Qbt::new(service.clone(), qbt);
+            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt);
             session
                 .handle()
                 .spawn(Box::pin(qbt.clone().sample_rates()))?;

@@ -22,6 +22,19 @@ const MAX_HASHES: usize = 10_000;
 /// Most URLs one `torrents/add` may carry.
 const MAX_URLS: usize = 100;
 
+/// The endpoints that change something (GET gets 405).
+pub const POST_ONLY: &[&str] = &[
+    "add",
+    "delete",
+    "stop",
+    "start",
+    "pause",
+    "resume",
+    "recheck",
+    "setUploadLimit",
+    "setDownloadLimit",
+];
+
 pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
     match name {
         "info" => info(q, p),

@@ -62,6 +62,9 @@ pub struct QbtAccess {
     pub token: String,
     /// Host names besides IP addresses and `localhost` (`control.hosts`), lower case.
     pub hosts: Vec<String>,
+    /// The listener's port: a `Host` naming another port is refused (as qBittorrent does),
+    /// unless its name is one of `hosts` (a reverse proxy's).
+    pub port: Option<u16>,
 }
 
 /// Upload rates, sampled every second by [`Qbt::sample_rates`].
@@ -248,6 +251,16 @@ pub fn check_origin(access: &QbtAccess, headers: &HeaderMap) -> Result<(), Reply
     if !ok {
         return unauthorized();
     }
+    let given_port = host
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty() && (!host.starts_with('[') || h.ends_with(']')))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    if let (Some(given), Some(own)) = (given_port, access.port)
+        && given != own
+        && !access.hosts.contains(&name)
+    {
+        return unauthorized();
+    }
     for h in ["origin", "referer"] {
         if let Some(v) = text(h) {
             match authority(v) {
@@ -285,11 +298,12 @@ impl Qbt {
 
     fn login(&self, ip: IpAddr, headers: &HeaderMap, p: &Params) -> Reply {
         let now = Instant::now();
-        if lock(&self.guard).banned(ip, now) {
-            return Reply::Error(StatusCode::FORBIDDEN, auth::BANNED.into());
-        }
+        // a session made before a ban keeps working, its login too (as in qBittorrent)
         if let Some(Caller::Session(_)) = self.caller(headers) {
             return Reply::text("Ok.");
+        }
+        if lock(&self.guard).banned(ip, now) {
+            return Reply::Error(StatusCode::FORBIDDEN, auth::BANNED.into());
         }
         let user = p.get("username").unwrap_or("");
         let pass = p.get("password").unwrap_or("");
@@ -320,23 +334,8 @@ impl Qbt {
 fn post_only(scope: &str, method: &str) -> bool {
     match scope {
         "auth" => true,
-        "app" => matches!(method, "setPreferences" | "shutdown"),
-        "transfer" => method.starts_with("set") || method == "toggleSpeedLimitsMode",
-        "torrents" => !matches!(
-            method,
-            "info"
-                | "properties"
-                | "files"
-                | "trackers"
-                | "webseeds"
-                | "pieceStates"
-                | "pieceHashes"
-                | "categories"
-                | "tags"
-                | "uploadLimit"
-                | "downloadLimit"
-                | "count"
-        ),
+        "app" => method == "setPreferences",
+        "torrents" => torrents::POST_ONLY.contains(&method),
         _ => false,
     }
 }
@@ -445,6 +444,7 @@ mod tests {
             password: "p".into(),
             token: "t".into(),
             hosts: vec!["box.example".into()],
+            port: Some(8080),
         };
         let check = |pairs: &[(&'static str, &str)]| {
             let mut h = HeaderMap::new();
@@ -457,6 +457,9 @@ mod tests {
         assert!(check(&[("host", "box.example:8080")]));
         assert!(check(&[("host", "[::1]:8080")]));
         assert!(!check(&[("host", "evil.example")]), "rebinding");
+        assert!(!check(&[("host", "localhost:1")]), "another port");
+        assert!(check(&[("host", "box.example:443")]), "a proxy's name");
+        assert!(check(&[("host", "localhost")]));
         assert!(!check(&[]));
         assert!(check(&[
             ("host", "127.0.0.1:8080"),
