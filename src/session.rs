@@ -438,6 +438,7 @@ async fn announce_loop(
         let due = tokio::time::Instant::from_std(announcer.next_due());
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
+            _ = t.reannounce.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 if !was_complete && t.left() == 0 {
                     was_complete = true;

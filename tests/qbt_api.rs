@@ -217,6 +217,7 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         "torrents/properties?hash=xyz (not hex)",
         "torrents/info?hashes=<unknown>",
         "torrents/recheck hashes=<unknown>",
+        "torrents/reannounce hashes=<unknown>",
         "torrents/delete hashes=<unknown>",
         "torrents/setUploadLimit hashes=<unknown>",
         "torrents/add: multipart, no closing boundary",

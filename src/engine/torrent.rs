@@ -38,6 +38,8 @@ pub struct Torrent {
     pub fetch: FetchShared,
     /// What its trackers last answered (written by its announce loop after each announce).
     pub trackers: Mutex<Vec<crate::tracker::report::TrackerReport>>,
+    /// Wakes its announce loop to announce now (the qBittorrent API's `torrents/reannounce`).
+    pub reannounce: tokio::sync::Notify,
 }
 
 /// What the workers downloading one torrent share. Written once per piece (or per bad piece,
@@ -180,6 +182,7 @@ impl Torrent {
                     banned_refusals: AtomicU64::new(0),
                 },
                 trackers: Mutex::new(crate::tracker::report::not_contacted(&meta.trackers)),
+                reannounce: tokio::sync::Notify::new(),
                 meta,
             },
             report,

@@ -31,6 +31,7 @@ pub const POST_ONLY: &[&str] = &[
     "pause",
     "resume",
     "recheck",
+    "reannounce",
     "setUploadLimit",
     "setDownloadLimit",
 ];
@@ -51,6 +52,14 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
         "stop" | "pause" => each(q, p, |q, id| q.service.pause(id)),
         "start" | "resume" => each(q, p, |q, id| q.service.resume(id)),
         "recheck" => each(q, p, |q, id| q.service.recheck(id)),
+        // wakes its announce loop (a stopped torrent has none: nothing happens, as in
+        // qBittorrent)
+        "reannounce" => each(q, p, |q, id| {
+            if let Some(t) = q.service.handle_of(id) {
+                t.reannounce.notify_one();
+            }
+            Ok(())
+        }),
         "setUploadLimit" | "setDownloadLimit" => {
             let limit = p.int("limit").unwrap_or(0).max(0) as u64;
             let upload = name == "setUploadLimit";
