@@ -164,6 +164,7 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         .arg(&data)
         .arg("--out")
         .arg(&out)
+        .arg("--organisation")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -220,6 +221,20 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         "torrents/reannounce hashes=<unknown>",
         "torrents/delete hashes=<unknown>",
         "torrents/setUploadLimit hashes=<unknown>",
+        "torrents/setShareLimits hashes=<unknown>",
+        "torrents/addTags hashes=<unknown>",
+        "torrents/setCategory hashes=<unknown>",
+        "torrents/setForceStart hashes=<unknown>",
+        "torrents/setShareLimits without limits",
+        "torrents/add of a torrent already present (with an unknown category)",
+        "torrents/setCategory category=<unknown>",
+        "torrents/editCategory category=<unknown>",
+        "torrents/createCategory category=<exists>",
+        "torrents/createCategory category=''",
+        "torrents/createCategory category='bad//name'",
+        "torrents/createCategory category='/lead'",
+        "torrents/removeCategories categories=<unknown>",
+        "torrents/add (new magnet) category=<unknown>",
         "torrents/add: multipart, no closing boundary",
         "torrents/add: multipart, body not multipart at all",
         "torrents/add: multipart, Content-Type without a boundary",
@@ -257,6 +272,11 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         if let Some(added) = a["effect"].get("torrents_added") {
             assert_eq!(added, 0, "{name} added a torrent: {a}");
         }
+        // the same visible effect (nothing changed where nothing should)
+        assert_eq!(
+            a["effect"], b["effect"],
+            "{name}: ringseed {a} vs qBittorrent {b}"
+        );
     }
     // where ringseed answers otherwise, deliberately (docs/qbittorrent-api.md)
     let outside = case(
@@ -270,13 +290,10 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
     );
     assert_eq!(outside["effect"]["torrents_added"], 0);
     assert_eq!(outside["effect"]["listed"], false);
-    let category = case(
-        &rs,
-        "torrents/add of a torrent already present (with an unknown category)",
-    );
+    let category = case(&rs, "torrents/createCategory savePath=/proc/rs-outside");
     assert_eq!(category["status"], 409, "{category}");
-    assert_eq!(category["body"], "Incorrect category name");
-    assert_eq!(category["effect"]["torrents_added"], 0);
+    assert_eq!(category["body"], "Cannot make save path");
+    assert_eq!(category["effect"]["created"], false);
     let rebound = case(&rs, "torrents/info with Host: evil.example");
     assert_eq!(rebound["status"], 401, "DNS rebinding refused: {rebound}");
     let flood = case(&rs, "login flood: 8 wrong passwords in a row");

@@ -48,6 +48,8 @@ pub fn preferences(q: &Qbt) -> Map<String, Value> {
     let g = q.service.effective_global_limits();
     let ratio = g.ratio.filter(|r| *r > 0.0);
     let seed = g.seed_time_s.filter(|s| *s > 0);
+    let org = q.service.org_settings();
+    let inactive = org.inactive_seed_time_s.filter(|s| *s > 0);
     let mut m = Map::new();
     for (k, v) in [
         ("save_path", json!(save_path(q))),
@@ -59,15 +61,27 @@ pub fn preferences(q: &Qbt) -> Map<String, Value> {
             "max_seeding_time",
             json!(seed.map_or(-1, |s| (s / 60) as i64)),
         ),
-        // the config's `torrents.limit_action`: stop (0) or remove (1)
+        // the limit action: stop (0), remove (1), remove with its files (3)
         (
             "max_ratio_act",
             json!(match q.service.limit_action() {
                 crate::config::LimitAction::Stop => 0,
                 crate::config::LimitAction::Remove => 1,
+                crate::config::LimitAction::RemoveData => 3,
             }),
         ),
-        ("queueing_enabled", json!(false)),
+        ("queueing_enabled", json!(org.queueing)),
+        ("max_active_downloads", json!(org.max_active_downloads)),
+        ("max_active_uploads", json!(org.max_active_uploads)),
+        ("max_active_torrents", json!(org.max_active_torrents)),
+        (
+            "max_inactive_seeding_time_enabled",
+            json!(inactive.is_some()),
+        ),
+        (
+            "max_inactive_seeding_time",
+            json!(inactive.map_or(-1, |s| (s / 60) as i64)),
+        ),
         ("dht", json!(false)),
         ("pex", json!(true)),
         ("lsd", json!(false)),
@@ -132,11 +146,52 @@ fn set_preferences(q: &Qbt, p: &Params) -> Reply {
     if let Some(r) = num("dl_limit") {
         new.download_rate = Some(r.clamp(0.0, max_rate) as u64);
     }
-    if new == cur {
-        return Reply::Empty;
+    let cur_org = q.service.global_settings();
+    let mut org = cur_org;
+    let int = |k: &str| m.get(k).and_then(Value::as_i64);
+    if let Some(b) = enabled("queueing_enabled") {
+        org.queueing = Some(b);
     }
-    match q.service.set_global_limits(new) {
-        Ok(()) => Reply::Empty,
-        Err(e) => Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    for (k, slot) in [
+        ("max_active_downloads", &mut org.max_active_downloads),
+        ("max_active_uploads", &mut org.max_active_uploads),
+        ("max_active_torrents", &mut org.max_active_torrents),
+    ] {
+        if let Some(v) = int(k) {
+            *slot = Some(v.clamp(-1, 100_000));
+        }
     }
+    match (
+        enabled("max_inactive_seeding_time_enabled"),
+        num("max_inactive_seeding_time"),
+    ) {
+        (Some(false), _) => org.inactive_seed_time_s = Some(0),
+        (_, Some(min)) if min >= 0.0 => {
+            org.inactive_seed_time_s =
+                Some((min.min(crate::control::types::MAX_SEED_TIME_MIN) * 60.0) as u64)
+        }
+        (_, Some(_)) => org.inactive_seed_time_s = Some(0),
+        _ => {}
+    }
+    if let Some(a) = int("max_ratio_act") {
+        use crate::config::LimitAction;
+        // 2 (super seeding) ringseed has not: left as it is
+        match a {
+            0 => org.limit_action = Some(LimitAction::Stop),
+            1 => org.limit_action = Some(LimitAction::Remove),
+            3 => org.limit_action = Some(LimitAction::RemoveData),
+            _ => {}
+        }
+    }
+    if new != cur
+        && let Err(e) = q.service.set_global_limits(new)
+    {
+        return Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    if org != cur_org
+        && let Err(e) = q.service.set_global_settings(org)
+    {
+        return Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    Reply::Empty
 }

@@ -48,6 +48,10 @@ pub fn state(f: &Facts) -> &'static str {
         "checking" if complete => "checkingUP",
         "checking" => "checkingDL",
         "error" => "error",
+        "queued" if complete => "queuedUP",
+        "queued" => "queuedDL",
+        "downloading" | "stalled" if f.view.force_start => "forcedDL",
+        "seeding" if f.view.force_start => "forcedUP",
         "paused" if complete => "stoppedUP",
         "paused" => "stoppedDL",
         "downloading" => "downloading",
@@ -67,7 +71,7 @@ fn ratio_of(view: &TorrentView) -> f64 {
 }
 
 /// The object of `torrents/info` (with `hash`; `sync/maindata` removes it).
-pub fn info(f: &Facts, global: &GlobalLimits) -> Map<String, Value> {
+pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> Map<String, Value> {
     let v = &f.view;
     let st = state(f);
     let complete = f.has_metadata && f.left == 0;
@@ -81,6 +85,13 @@ pub fn info(f: &Facts, global: &GlobalLimits) -> Map<String, Value> {
         None => -2.0,
         Some(r) if r > 0.0 => r,
         Some(_) => -1.0,
+    };
+    let own_inactive = v.limits.inactive_seed_time_s;
+    let eff_inactive = own_inactive.or(inactive_global).filter(|s| *s > 0);
+    let inactive_limit = match own_inactive {
+        None => -2,
+        Some(s) if s > 0 => (s / 60) as i64,
+        Some(_) => -1,
     };
     let seeding_time_limit = match own_seed {
         None => -2,
@@ -117,13 +128,9 @@ pub fn info(f: &Facts, global: &GlobalLimits) -> Map<String, Value> {
     );
     put("auto_tmm", json!(false));
     put("availability", json!(if complete { -1.0 } else { 0.0 }));
-    put("category", json!(""));
+    put("category", json!(v.category.clone().unwrap_or_default()));
     put("completed", json!(completed));
-    // ringseed keeps no completion time: a complete torrent shows when it was added
-    put(
-        "completion_on",
-        json!(if complete { v.added_at } else { 0 }),
-    );
+    put("completion_on", json!(v.completed_at.unwrap_or(0)));
     put("content_path", json!(content_path));
     put("dl_limit", json!(v.limits.download_rate.unwrap_or(0)));
     put("dlspeed", json!(v.download_rate.max(0.0) as u64));
@@ -132,23 +139,28 @@ pub fn info(f: &Facts, global: &GlobalLimits) -> Map<String, Value> {
     put("downloaded_session", json!(v.downloaded));
     put("eta", json!(eta));
     put("f_l_piece_prio", json!(false));
-    put("force_start", json!(false));
+    put("force_start", json!(v.force_start));
     put("hash", json!(v.info_hash));
     put("infohash_v1", json!(v.info_hash));
     put("infohash_v2", json!(f.infohash_v2));
-    put("last_activity", json!(v.added_at));
+    put("inactive_seeding_time_limit", json!(inactive_limit));
+    put("last_activity", json!(v.last_activity));
     put("magnet_uri", json!(f.magnet_uri));
     put("max_ratio", json!(eff_ratio.unwrap_or(-1.0)));
     put(
         "max_seeding_time",
         json!(eff_seed.map_or(-1, |s| (s / 60) as i64)),
     );
+    put(
+        "max_inactive_seeding_time",
+        json!(eff_inactive.map_or(-1, |s| (s / 60) as i64)),
+    );
     put("name", json!(v.name));
     put("num_complete", json!(num_complete));
     put("num_incomplete", json!(num_incomplete));
     put("num_leechs", json!(num_leechs));
     put("num_seeds", json!(num_seeds));
-    put("priority", json!(0));
+    put("priority", json!(v.queue_position));
     put(
         "progress",
         json!(if f.has_metadata { v.progress } else { 0.0 }),
@@ -163,7 +175,7 @@ pub fn info(f: &Facts, global: &GlobalLimits) -> Map<String, Value> {
     put("size", json!(size));
     put("state", json!(st));
     put("super_seeding", json!(false));
-    put("tags", json!(""));
+    put("tags", json!(v.tags.join(", ")));
     put("time_active", json!(v.seeding_s));
     put(
         "total_size",
@@ -325,6 +337,12 @@ mod tests {
             downloaded: 0,
             download_rate: 0.0,
             eta_s: None,
+            category: None,
+            tags: Vec::new(),
+            queue_position: 0,
+            force_start: false,
+            last_activity: 1_700_000_000,
+            completed_at: None,
         }
     }
 
@@ -354,6 +372,10 @@ mod tests {
         assert_eq!(state(&facts("stalled", 5)), "stalledDL");
         assert_eq!(state(&facts("metadata", 0)), "metaDL");
         assert_eq!(state(&facts("error", 0)), "error");
+        assert_eq!(state(&facts("queued", 5)), "queuedDL");
+        let mut forced = facts("seeding", 0);
+        forced.view.force_start = true;
+        assert_eq!(state(&forced), "forcedUP");
     }
 
     #[test]
@@ -364,9 +386,15 @@ mod tests {
             download_rate: None,
             ratio: Some(2.5),
             seed_time_s: Some(1440 * 60),
+            inactive_seed_time_s: None,
         };
-        let m = info(&f, &GlobalLimits::default());
-        assert_eq!(m.len(), 49, "4.5.2's 49 keys");
+        let m = info(&f, &GlobalLimits::default(), None);
+        assert_eq!(
+            m.len(),
+            51,
+            "4.5.2's 49 keys and 4.6's inactive-seeding pair"
+        );
+        assert_eq!(m["inactive_seeding_time_limit"], json!(-2));
         assert_eq!(m["eta"], json!(MAX_ETA));
         assert_eq!(m["ratio_limit"], json!(2.5));
         assert_eq!(m["seeding_time_limit"], json!(1440), "minutes");
@@ -377,7 +405,7 @@ mod tests {
         assert_eq!(m["content_path"], json!("/data/rs-single.bin"));
         assert!(m["progress"].is_f64() && m["ratio"].is_f64() && m["max_ratio"].is_f64());
         assert!(m["size"].is_u64() && m["added_on"].is_i64());
-        let g = info(&facts("seeding", 0), &GlobalLimits::default());
+        let g = info(&facts("seeding", 0), &GlobalLimits::default(), None);
         assert_eq!(
             (g["ratio_limit"].clone(), g["max_ratio"].clone()),
             (json!(-2.0), json!(-1.0))
@@ -386,7 +414,7 @@ mod tests {
         let mut magnet = facts("metadata", 0);
         magnet.has_metadata = false;
         magnet.content = None;
-        let m = info(&magnet, &GlobalLimits::default());
+        let m = info(&magnet, &GlobalLimits::default(), None);
         assert_eq!(
             (m["total_size"].clone(), m["size"].clone()),
             (json!(-1), json!(0))

@@ -1,8 +1,8 @@
 //! `torrents/…`: the list, one torrent's properties, files and trackers, adding, removing,
 //! stopping and starting (both dialects), rechecking and rate limits.
 //!
-//! Categories, tags, share limits and queue positions are not here yet: ringseed's service has
-//! none of them, and they are not faked (their endpoints answer 404, as unknown ones do).
+//! Categories, tags, share limits and the queue are the service's ([`crate::control::org_ops`]);
+//! these endpoints translate qBittorrent's parameters and errors.
 
 use std::sync::Arc;
 
@@ -34,7 +34,161 @@ pub const POST_ONLY: &[&str] = &[
     "reannounce",
     "setUploadLimit",
     "setDownloadLimit",
+    "createCategory",
+    "editCategory",
+    "removeCategories",
+    "setCategory",
+    "createTags",
+    "deleteTags",
+    "addTags",
+    "removeTags",
+    "setShareLimits",
+    "topPrio",
+    "bottomPrio",
+    "increasePrio",
+    "decreasePrio",
+    "setForceStart",
 ];
+
+/// An organisation error as qBittorrent answers it.
+fn org_error(e: ControlError, conflict_text: &str) -> Reply {
+    match e {
+        ControlError::UnknownCategory(_) | ControlError::InvalidName(_) => {
+            Reply::Error(StatusCode::CONFLICT, "Incorrect category name".into())
+        }
+        ControlError::CategoryExists(_) => {
+            Reply::Error(StatusCode::CONFLICT, "Unable to create category".into())
+        }
+        ControlError::QueueingDisabled => Reply::Error(
+            StatusCode::CONFLICT,
+            "Torrent queueing must be enabled".into(),
+        ),
+        ControlError::OutsideDataDir { .. } => {
+            Reply::Error(StatusCode::CONFLICT, "Cannot make save path".into())
+        }
+        ControlError::BadRequest(m) => {
+            tracing::info!("qBittorrent API: {m}");
+            Reply::Error(StatusCode::CONFLICT, conflict_text.into())
+        }
+        other => Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn done(r: Result<(), ControlError>, conflict_text: &str) -> Reply {
+    match r {
+        Ok(()) => Reply::Empty,
+        Err(e) => org_error(e, conflict_text),
+    }
+}
+
+/// Tags from a comma-separated parameter; an invalid one is qBittorrent's 400.
+fn tags_of(p: &Params) -> Result<Vec<String>, Reply> {
+    crate::control::organise::parse_tags(p.get("tags").unwrap_or(""))
+        .map_err(|_| Reply::bad_request())
+}
+
+fn org_call(q: &Qbt, name: &str, p: &Params) -> Option<Reply> {
+    let known = |p: &Params| q.service.known(&hashes(q, p));
+    Some(match name {
+        "categories" => {
+            let mut m = Map::new();
+            for c in q.service.categories() {
+                m.insert(
+                    c.name.clone(),
+                    json!({"name": c.name, "savePath": c.save_path}),
+                );
+            }
+            Reply::Json(Value::Object(m))
+        }
+        "createCategory" | "editCategory" => {
+            let cat = p.get("category").unwrap_or("");
+            if cat.is_empty() {
+                return Some(Reply::Error(
+                    StatusCode::BAD_REQUEST,
+                    "Category cannot be empty".into(),
+                ));
+            }
+            let path = p.get("savePath").unwrap_or("");
+            if name == "createCategory" {
+                done(
+                    q.service.create_category(cat, path),
+                    "Unable to create category",
+                )
+            } else {
+                match q.service.edit_category(cat, path) {
+                    Err(ControlError::UnknownCategory(_)) => {
+                        Reply::Error(StatusCode::CONFLICT, "Unable to edit category".into())
+                    }
+                    r => done(r, "Unable to edit category"),
+                }
+            }
+        }
+        "removeCategories" => {
+            let names: Vec<String> = p
+                .get("categories")
+                .unwrap_or("")
+                .split('\n')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .take(MAX_HASHES)
+                .collect();
+            done(q.service.remove_categories(&names), "Conflict")
+        }
+        "setCategory" => {
+            let cat = p.get("category").unwrap_or("");
+            let cat = (!cat.is_empty()).then_some(cat);
+            done(
+                q.service.set_category(&known(p), cat),
+                "Incorrect category name",
+            )
+        }
+        "tags" => Reply::Json(json!(q.service.tags())),
+        "createTags" | "deleteTags" | "addTags" | "removeTags" => {
+            let tags = match tags_of(p) {
+                Ok(t) => t,
+                Err(r) => return Some(r),
+            };
+            let r = match name {
+                "createTags" => q.service.create_tags(&tags),
+                "deleteTags" => q.service.delete_tags(&tags),
+                "addTags" => q.service.add_tags(&known(p), &tags),
+                _ => q.service.remove_tags(&known(p), &tags),
+            };
+            match r {
+                Ok(()) => Reply::Empty,
+                Err(ControlError::InvalidName(_) | ControlError::BadRequest(_)) => {
+                    Reply::bad_request()
+                }
+                Err(e) => org_error(e, "Conflict"),
+            }
+        }
+        "setShareLimits" => {
+            let (Some(ratio), Some(seeding)) = (p.float("ratioLimit"), p.int("seedingTimeLimit"))
+            else {
+                return Some(Reply::bad_request());
+            };
+            let inactive = p.int("inactiveSeedingTimeLimit").unwrap_or(-2);
+            match q
+                .service
+                .set_share_limits(&known(p), ratio, seeding, inactive)
+            {
+                Ok(()) => Reply::Empty,
+                Err(ControlError::BadRequest(_)) => Reply::bad_request(),
+                Err(e) => org_error(e, "Conflict"),
+            }
+        }
+        "topPrio" => done(q.service.queue_top(&known(p)), "Conflict"),
+        "bottomPrio" => done(q.service.queue_bottom(&known(p)), "Conflict"),
+        "increasePrio" => done(q.service.queue_up(&known(p)), "Conflict"),
+        "decreasePrio" => done(q.service.queue_down(&known(p)), "Conflict"),
+        "setForceStart" => done(
+            q.service
+                .set_force_start(&known(p), p.flag("value").unwrap_or(false)),
+            "Conflict",
+        ),
+        _ => return None,
+    })
+}
 
 pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
     match name {
@@ -89,7 +243,7 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
             }
             Reply::Json(Value::Object(out))
         }
-        _ => Reply::not_found(),
+        other => org_call(q, other, p).unwrap_or_else(Reply::not_found),
     }
 }
 
@@ -153,9 +307,18 @@ fn info(q: &Qbt, p: &Params) -> Reply {
                 .is_none_or(|w| w.contains(&f.view.info_hash))
         })
         .filter(|f| torrent::passes(filter, torrent::state(f), f.upspeed))
-        // no categories or tags yet: every torrent has none
-        .filter(|_| category.is_none_or(str::is_empty) && tag.is_none_or(str::is_empty))
-        .map(|f| torrent::info(f, &g))
+        // `category=` (empty) is "no category", `tag=` "no tags"; absent: any
+        .filter(|f| match category {
+            None => true,
+            Some("") => f.view.category.is_none(),
+            Some(c) => f.view.category.as_deref() == Some(c),
+        })
+        .filter(|f| match tag {
+            None => true,
+            Some("") => f.view.tags.is_empty(),
+            Some(t) => f.view.tags.iter().any(|x| x == t),
+        })
+        .map(|f| torrent::info(f, &g, q.service.org_settings().inactive_seed_time_s))
         .collect();
     match torrent::arrange(
         list,
@@ -188,7 +351,7 @@ fn with_torrent(q: &Qbt, p: &Params, f: fn(&Qbt, &Facts, Option<Arc<Torrent>>) -
 
 fn properties(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
     let g = q.service.effective_global_limits();
-    let i = torrent::info(f, &g);
+    let i = torrent::info(f, &g, q.service.org_settings().inactive_seed_time_s);
     let v = &f.view;
     let meta = t.as_ref().map(|t| &t.meta);
     let limit = |x: Option<u64>| x.filter(|r| *r > 0).map_or(-1, |r| r as i64);
@@ -393,16 +556,30 @@ fn add_limits(p: &Params) -> crate::state::Limits {
             -1 => Some(0),
             _ => None,
         }),
+        inactive_seed_time_s: p.int("inactiveSeedingTimeLimit").and_then(|m| match m {
+            m if m >= 0 => {
+                Some((m as u64).min(crate::control::types::MAX_SEED_TIME_MIN as u64) * 60)
+            }
+            -1 => Some(0),
+            _ => None,
+        }),
     }
 }
 
 fn add(q: &Qbt, p: &Params) -> Reply {
-    // categories and tags are not there yet: a torrent is not added without the one it names
-    if p.get("category").is_some_and(|c| !c.is_empty()) {
+    let category = p
+        .get("category")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let tags = match tags_of(p) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if let Some(c) = &category
+        && crate::control::organise::check_category_name(c).is_err()
+    {
         return Reply::Error(StatusCode::CONFLICT, "Incorrect category name".into());
-    }
-    if p.get("tags").is_some_and(|t| !t.trim().is_empty()) {
-        return Reply::Error(StatusCode::CONFLICT, "Tags are not supported".into());
     }
     for f in &p.files {
         if crate::metainfo::Metainfo::from_bytes(&f.data).is_err() {
@@ -438,7 +615,21 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         source: None,
         trusted_path: false,
         peers: Vec::new(),
+        category: category.clone(),
+        tags,
     };
+    // an unknown category is created (empty save path: the data root), as qBittorrent does,
+    // and removed again if nothing was added (qBittorrent creates it only with a torrent)
+    let mut created = None;
+    if let Some(c) = &category
+        && !q.service.categories().iter().any(|k| &k.name == c)
+    {
+        match q.service.create_category(c, "") {
+            Ok(()) => created = Some(c.clone()),
+            Err(ControlError::CategoryExists(_)) => {}
+            Err(e) => return org_error(e, "Incorrect category name"),
+        }
+    }
     let limits = add_limits(p);
     let urls: Vec<&str> = p
         .get("urls")
@@ -473,6 +664,12 @@ fn add(q: &Qbt, p: &Params) -> Reply {
             Ok(id) => after(id),
             Err(e) => tracing::info!("qBittorrent API: magnet not added: {e}"),
         }
+    }
+    if added == 0
+        && let Some(c) = created
+        && let Err(e) = q.service.remove_categories(&[c])
+    {
+        tracing::warn!("qBittorrent API: category of a failed add: {e}");
     }
     Reply::text(if added > 0 { "Ok." } else { "Fails." })
 }

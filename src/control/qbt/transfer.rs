@@ -48,7 +48,7 @@ pub fn maindata(q: &Qbt) -> Map<String, Value> {
     let mut torrents = Map::new();
     let mut trackers: Map<String, Value> = Map::new();
     for f in &facts {
-        let mut t = torrent::info(f, &g);
+        let mut t = torrent::info(f, &g, q.service.org_settings().inactive_seed_time_s);
         t.remove("hash");
         torrents.insert(f.view.info_hash.clone(), Value::Object(t));
         for r in &f.trackers {
@@ -77,7 +77,7 @@ pub fn maindata(q: &Qbt) -> Map<String, Value> {
             }),
         ),
         ("queued_io_jobs", json!(0)),
-        ("queueing", json!(false)),
+        ("queueing", json!(q.service.org_settings().queueing)),
         ("read_cache_hits", json!("0")),
         ("read_cache_overload", json!("0")),
         ("refresh_interval", json!(1500)),
@@ -94,9 +94,16 @@ pub fn maindata(q: &Qbt) -> Map<String, Value> {
         state.insert(k.into(), v);
     }
     let mut m = Map::new();
-    m.insert("categories".into(), json!({}));
+    let mut cats = Map::new();
+    for c in q.service.categories() {
+        cats.insert(
+            c.name.clone(),
+            json!({"name": c.name, "savePath": c.save_path}),
+        );
+    }
+    m.insert("categories".into(), Value::Object(cats));
     m.insert("server_state".into(), Value::Object(state));
-    m.insert("tags".into(), json!([]));
+    m.insert("tags".into(), json!(q.service.tags()));
     m.insert("torrents".into(), Value::Object(torrents));
     m.insert("trackers".into(), Value::Object(trackers));
     m
