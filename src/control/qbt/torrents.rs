@@ -367,14 +367,7 @@ fn properties(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
             "comment",
             json!(meta.and_then(|m| m.comment.clone()).unwrap_or_default()),
         ),
-        (
-            "completion_date",
-            json!(if i["progress"] == json!(1.0) && f.has_metadata {
-                v.added_at
-            } else {
-                -1
-            }),
-        ),
+        ("completion_date", json!(v.completed_at.unwrap_or(-1))),
         (
             "created_by",
             json!(meta.and_then(|m| m.created_by.clone()).unwrap_or_default()),
