@@ -160,6 +160,10 @@ pub struct Control {
     pub max_connections: u32,
     pub header_timeout_s: u32,
     pub idle_timeout_s: u32,
+    /// The qBittorrent Web API's login name (`/api/v2/auth/login`).
+    pub username: String,
+    /// File whose first line is the qBittorrent Web API's login password; "" = the API token.
+    pub password_file: String,
 }
 
 impl Default for Control {
@@ -173,6 +177,8 @@ impl Default for Control {
             max_connections: 64,
             header_timeout_s: 10,
             idle_timeout_s: 60,
+            username: "admin".into(),
+            password_file: String::new(),
         }
     }
 }
@@ -685,6 +691,16 @@ const DOCS: &[(&str, &str)] = &[
          refused: that is what stops DNS rebinding. At most 64.",
     ),
     (
+        "control.username",
+        "Login name of the qBittorrent Web API (/api/v2/auth/login), for Sonarr, Radarr,\n\
+         qbittorrent-api and the like. 1 to 128 bytes.",
+    ),
+    (
+        "control.password_file",
+        "File whose first line is the qBittorrent Web API's password; it must exist and must\n\
+         not be readable by every user. \"\" = the API token is the password.",
+    ),
+    (
         "control.max_connections",
         "Open connections at most, on the control API and on /metrics each; when full, the\n\
          connection idle the longest is closed for a new one. Range 4..=4096.",
@@ -1091,6 +1107,13 @@ impl Config {
                 key: "control.hosts",
                 value: format!("{bad:?}"),
                 allowed: "DNS names (letters, digits, '-', '.'), without a port",
+            });
+        }
+        if c.username.is_empty() || c.username.len() > 128 || c.username.contains(['\n', '\0']) {
+            return Err(ConfigError::OutOfRange {
+                key: "control.username",
+                value: format!("{:?}", c.username),
+                allowed: "1 to 128 bytes, no newline or NUL",
             });
         }
         range(

@@ -438,6 +438,7 @@ async fn announce_loop(
         let due = tokio::time::Instant::from_std(announcer.next_due());
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
+            _ = t.reannounce.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 if !was_complete && t.left() == 0 {
                     was_complete = true;
@@ -448,7 +449,19 @@ async fn announce_loop(
             _ = stop.changed() => break,
             _ = own_stop.changed() => break,
         }
-        match announcer.announce_now(client.as_ref(), stats(&t)).await {
+        let outcome = announcer.announce_now(client.as_ref(), stats(&t)).await;
+        {
+            let answered = match &outcome {
+                AnnounceOutcome::Announced { url, response, .. } => Some((
+                    url.as_str(),
+                    response.peers.len().min(u32::MAX as usize) as u32,
+                )),
+                _ => None,
+            };
+            let mut shown = crate::engine::lock(&t.trackers);
+            *shown = crate::tracker::report::reports(announcer.tiers(), answered, None, &shown);
+        }
+        match outcome {
             AnnounceOutcome::Announced {
                 url,
                 event,

@@ -244,7 +244,6 @@ fn the_page_loads_in_chromium_from_the_node() {
 }
 
 #[test]
-#[ignore = "needs /api/v2 (qbt14) with categories and tags (org14)"]
 fn the_ui_in_chromium_against_ringseed() {
     let (node, _dir, state, data) = node();
     let token = std::fs::read_to_string(state.join("api-token")).unwrap();

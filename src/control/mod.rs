@@ -21,6 +21,7 @@ pub mod node;
 pub mod org_api;
 pub mod org_ops;
 pub mod organise;
+pub mod qbt;
 pub mod token;
 pub mod types;
 
@@ -1888,6 +1889,28 @@ impl Service {
         let pending = crate::engine::lock(&self.inner.pending);
         let p = pending.get(&id).ok_or(ControlError::NotFound(hex(&id)))?;
         Ok(Self::pending_view(&id, p))
+    }
+
+    /// A torrent's opened torrent: its metainfo, live counters and tracker reports (for the
+    /// qBittorrent Web API, [`crate::control::qbt`]). `None` for an unknown id or a magnet still waiting
+    /// for its metadata.
+    pub fn handle_of(&self, id: [u8; 20]) -> Option<Arc<Torrent>> {
+        self.lock().get(&id).and_then(|e| e.torrent.clone())
+    }
+
+    /// Where API-added data must be (`torrents.data_dir`), if set.
+    pub fn data_root(&self) -> Option<PathBuf> {
+        self.options().data_root
+    }
+
+    /// What a torrent at its share limit undergoes (`torrents.limit_action`).
+    pub fn limit_action(&self) -> crate::config::LimitAction {
+        self.options().limit_action
+    }
+
+    /// The port peers connect to.
+    pub fn peer_port(&self) -> u16 {
+        self.inner.session.engine().local_addr().port()
     }
 
     /// The connected peers of one torrent (asks every worker; waits up to a second).

@@ -298,15 +298,25 @@ impl Node {
                 Some(t) => t,
                 None => super::token::server_token(c, &config.state)?,
             };
-            Some(Access {
-                token,
-                no_token_from: c
-                    .no_token_from
-                    .iter()
-                    .filter_map(|n| IpNet::parse(n))
-                    .collect(),
+            let qbt = crate::control::qbt::QbtAccess {
+                username: c.username.clone(),
+                password: crate::control::qbt::auth::password(c, &config.state, &token)?,
+                token: token.clone(),
                 hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            })
+                port: api_addr.map(|a| a.port()),
+            };
+            Some((
+                qbt,
+                Access {
+                    token,
+                    no_token_from: c
+                        .no_token_from
+                        .iter()
+                        .filter_map(|n| IpNet::parse(n))
+                        .collect(),
+                    hosts: c.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                },
+            ))
         };
         let counters = Arc::new(Counters::default());
         let cell = Arc::new(OnceLock::new());
@@ -325,8 +335,13 @@ impl Node {
             counters,
         )?;
         let _ = cell.set(service.clone());
-        if let (Some(l), Some(access)) = (listener, access) {
-            let app = api::router(service.clone(), access);
+        if let (Some(l), Some((qbt, access))) = (listener, access) {
+            // the qBittorrent Web API (/api/v2/) beside ringseed's own, with its own checks
+            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt);
+            session
+                .handle()
+                .spawn(Box::pin(qbt.clone().sample_rates()))?;
+            let app = api::router(service.clone(), access).merge(qbt.router());
             let limits = http_limits(&config.control);
             let stats = service.counters().api_http.clone();
             session

@@ -36,6 +36,10 @@ pub struct Torrent {
     pub ips: super::ip_limit::IpCounts,
     /// The download side, shared by the workers fetching its pieces.
     pub fetch: FetchShared,
+    /// What its trackers last answered (written by its announce loop after each announce).
+    pub trackers: Mutex<Vec<crate::tracker::report::TrackerReport>>,
+    /// Wakes its announce loop to announce now (the qBittorrent API's `torrents/reannounce`).
+    pub reannounce: tokio::sync::Notify,
 }
 
 /// What the workers downloading one torrent share. Written once per piece (or per bad piece,
@@ -177,6 +181,8 @@ impl Torrent {
                     hash_failures: AtomicU64::new(0),
                     banned_refusals: AtomicU64::new(0),
                 },
+                trackers: Mutex::new(crate::tracker::report::not_contacted(&meta.trackers)),
+                reannounce: tokio::sync::Notify::new(),
                 meta,
             },
             report,

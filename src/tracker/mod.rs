@@ -12,6 +12,7 @@
 pub mod announcer;
 pub mod client;
 pub mod http;
+pub mod report;
 pub mod udp;
 
 use std::collections::BTreeMap;

@@ -124,17 +124,23 @@ class Flow:
 
         # --- a category with its own save path
         tag = secrets.token_hex(3)
+        org = not a.no_organisation
         cat, tags = f"rsflow-{tag}", [f"rsflow-a-{tag}", f"rsflow-b-{tag}"]
-        qbt.torrents_create_category(name=cat, save_path=data_dir)
-        cats = qbt.torrents_categories()
-        assert cat in cats, f"category {cat} not listed: {dict(cats)}"
-        assert cats[cat]["name"] == cat
-        assert cats[cat]["savePath"].rstrip("/") == data_dir, cats[cat]
-        self.step("create category", category=dict(cats[cat]))
+        if org:
+            qbt.torrents_create_category(name=cat, save_path=data_dir)
+            cats = qbt.torrents_categories()
+            assert cat in cats, f"category {cat} not listed: {dict(cats)}"
+            assert cats[cat]["name"] == cat
+            assert cats[cat]["savePath"].rstrip("/") == data_dir, cats[cat]
+            self.step("create category", category=dict(cats[cat]))
+        else:
+            cat, tags = "", []
+            self.step("categories, tags and share limits skipped (--no-organisation)")
 
         # --- add the .torrent: category, tags, skip_checking
-        res = qbt.torrents_add(torrent_files=a.torrent, save_path=data_dir, category=cat,
-                               tags=tags, is_skip_checking=True)
+        res = qbt.torrents_add(torrent_files=a.torrent, save_path=data_dir,
+                               category=cat or None, tags=tags or None,
+                               is_skip_checking=True)
         assert res == "Ok." or (isinstance(res, dict) and res.get("success_count", 0) >= 1), \
             f"torrents/add answered {res!r}"
         # stalledUP: complete, running, no peer (a moment of queuedUP or checkingUP may come
@@ -146,7 +152,7 @@ class Flow:
         assert t["size"] == meta["size"] and t["total_size"] == meta["size"], t
         assert t["amount_left"] == 0 and t["completed"] == meta["size"], t
         assert t["category"] == cat, t["category"]
-        assert sorted(t["tags"].split(", ")) == sorted(tags), t["tags"]
+        assert sorted(filter(None, t["tags"].split(", "))) == sorted(tags), t["tags"]
         assert t["save_path"].rstrip("/") == data_dir, t["save_path"]
         assert t["content_path"].rstrip("/") == content, t["content_path"]
         self.step("add torrent", add_answer=res if isinstance(res, str) else dict(res),
@@ -176,13 +182,14 @@ class Flow:
         seen = {}
         for f, want in filters.items():
             seen[f] = self.check_filter(both, want, status_filter=f)
-        seen["category=" + cat] = self.check_filter(both, [ha], category=cat)
-        seen["category=''"] = self.check_filter(both, [hm], category="")
-        seen["tag=" + tags[0]] = self.check_filter(both, [ha], tag=tags[0])
-        seen["tag=''"] = self.check_filter(both, [hm], tag="")
+        if org:
+            seen["category=" + cat] = self.check_filter(both, [ha], category=cat)
+            seen["category=''"] = self.check_filter(both, [hm], category="")
+            seen["tag=" + tags[0]] = self.check_filter(both, [ha], tag=tags[0])
+            seen["tag=''"] = self.check_filter(both, [hm], tag="")
+            seen["category+filter"] = self.check_filter(both, [ha], category=cat,
+                                                        status_filter="seeding")
         seen["hashes=" + ha] = self.check_filter([ha], [ha])
-        seen["category+filter"] = self.check_filter(both, [ha], category=cat,
-                                                    status_filter="seeding")
         order = self.names(both, sort="size")
         assert order == [hm, ha], f"sort=size: {order}"
         order_r = self.names(both, sort="size", reverse=True)
@@ -199,6 +206,26 @@ class Flow:
                   limit_1=lim, offset_1=off, offset_minus_1=neg)
 
         # --- share limits: per torrent, then unlimited (-1), then back to global (-2)
+        if org:
+            self.share_limits(api, ha)
+        self.stop_start_recheck_delete(a, meta, ha, hm, both, content, new, dialect, other,
+                                       running_filter, other_running)
+        # --- clean up, log out: the old cookie no longer opens the API
+        sid = {c.name: c.value for c in qbt._http_session.cookies}
+        if org:
+            qbt.torrents_remove_categories(categories=[cat])
+            qbt.torrents_delete_tags(tags=tags)
+            assert cat not in qbt.torrents_categories(), "category not removed"
+            left = set(qbt.torrents_tags()) & set(tags)
+            assert not left, f"tags not removed: {left}"
+        qbt.auth_log_out()
+        r = requests.post(a.url + "/api/v2/app/version", cookies=sid, timeout=10)
+        assert r.status_code == 403, f"app/version after logout: {r.status_code} {r.text!r}"
+        self.step("log out", status_after_logout=r.status_code)
+        return self.summary
+
+    def share_limits(self, api, ha):
+        qbt = self.qbt
         inactive = Version(api) >= Version("2.9.2")
         kw = {"inactive_seeding_time_limit": 60} if inactive else {}
         qbt.torrents_set_share_limits(ratio_limit=1.5, seeding_time_limit=120,
@@ -224,6 +251,10 @@ class Flow:
                             lambda t: t["ratio_limit"] == -2 and t["seeding_time_limit"] == -2)
         self.step("set share limits", limited=limited, unlimited=unlimited,
                   global_={k: t[k] for k in limited})
+
+    def stop_start_recheck_delete(self, a, meta, ha, hm, both, content, new, dialect, other,
+                                  running_filter, other_running):
+        qbt = self.qbt
 
         # --- stop/start (qbittorrent-api picks stop/start or pause/resume by Web API version)
         qbt.torrents_stop(torrent_hashes=[ha])
@@ -286,23 +317,10 @@ class Flow:
                   restored={k: good[k] for k in ("state", "progress", "amount_left")})
 
         # --- delete both with their files
-        sid = {c.name: c.value for c in qbt._http_session.cookies}
         qbt.torrents_delete(delete_files=True, torrent_hashes=both)
         C.wait_for("both torrents gone", lambda: not self.info(both), self.timeout)
         C.wait_for(f"{content} deleted", lambda: not os.path.exists(content), self.timeout)
         self.step("delete with files", content_exists=os.path.exists(content))
-
-        # --- clean up, log out: the old cookie no longer opens the API
-        qbt.torrents_remove_categories(categories=[cat])
-        qbt.torrents_delete_tags(tags=tags)
-        assert cat not in qbt.torrents_categories(), "category not removed"
-        left = set(qbt.torrents_tags()) & set(tags)
-        assert not left, f"tags not removed: {left}"
-        qbt.auth_log_out()
-        r = requests.post(a.url + "/api/v2/app/version", cookies=sid, timeout=10)
-        assert r.status_code == 403, f"app/version after logout: {r.status_code} {r.text!r}"
-        self.step("log out", status_after_logout=r.status_code)
-        return self.summary
 
 
 def main():
@@ -315,6 +333,8 @@ def main():
     p.add_argument("--data-dir", required=True)
     p.add_argument("--both-dialects", action="store_true",
                    help="require both stop/start and pause/resume (ringseed keeps both)")
+    p.add_argument("--no-organisation", action="store_true",
+                   help="skip categories, tags and share limits (a server without them)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each effect")
     args = p.parse_args()
     flow = Flow(args)

@@ -1,0 +1,311 @@
+//! ringseed's qBittorrent Web API (issue 14, docs/qbittorrent-api.md) against the real thing,
+//! with real processes: a ringseed node, a fresh qbittorrent-nox (Debian package) on the same
+//! fixtures, and the PyPI client library `qbittorrent-api`.
+//!
+//! tests/helpers/qbt_ringseed.py runs qbt_flow.py (qbittorrent-api's flow, both dialects)
+//! against the node, qbt_dump.py against both servers, and compares the two dumps' shapes
+//! (torrents/info, properties, files, trackers, transfer/info, sync/maindata and its deltas…):
+//! any difference not in tests/helpers/qbt_allow.txt (each with its reason) fails. Then this
+//! test reads the node's answers to bad input from its dump: qBittorrent's statuses, and
+//! nothing added. The login flood bans 127.0.0.1 from logging in, so it runs last; the checks
+//! before it that need no login come from 127.0.0.2.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::http::request;
+use common::node::RunNode;
+use common::require_tool;
+use serde_json::Value;
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One raw request with extra header lines (no body).
+fn raw(
+    to: std::net::SocketAddr,
+    from: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
+    require_tool("/usr/bin/qbittorrent-nox");
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // the login password from its own file (mode 0600); the API token stays the Bearer key
+    let password_file = dir.path().join("qbt-password");
+    std::fs::write(&password_file, "rs-web-password\n").unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("ringseed.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+             [metrics]\nlisten = \"\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\nusername = \"rs-admin\"\npassword_file = {:?}\n\
+             [state]\ndir = {:?}\n\
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+            password_file.display().to_string(),
+            state.display().to_string(),
+            data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let node = RunNode::start(&cfg);
+    let api = node.api;
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let token = token.trim();
+    let host = format!("Host: {api}\r\n");
+
+    // Bearer: the API token opens every endpoint but auth/login; another token does not.
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/app/webapiVersion",
+        "",
+        Some(token),
+    );
+    assert_eq!((st, body.as_str()), (200, "2.11.2"));
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/torrents/info",
+        "",
+        Some("nope"),
+    );
+    assert_eq!((st, body.as_str()), (403, "Forbidden"));
+    // the token is not the login password when password_file is set
+    let (st, body) = raw(
+        api,
+        "127.0.0.2",
+        "POST",
+        &format!("/api/v2/auth/login?username=rs-admin&password={token}"),
+        &host,
+    );
+    assert_eq!(
+        (st, body.as_str()),
+        (200, "Fails."),
+        "a POST's query string is ignored"
+    );
+    // DNS rebinding, cross-site pages: qBittorrent's 401, before any login is looked at
+    let (st, _) = raw(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/app/version",
+        "Host: evil.example\r\n",
+    );
+    assert_eq!(st, 401);
+    let (st, _) = raw(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/app/version",
+        &format!("{host}Origin: http://evil.example\r\nAuthorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(st, 401, "cross-site, even with the key");
+    // ringseed's own API keeps its rules (JSON only, its token)
+    let (st, _) = raw(
+        api,
+        "127.0.0.2",
+        "POST",
+        "/api/v1/torrents",
+        &format!(
+            "{host}Content-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer {token}\r\n"
+        ),
+    );
+    assert_eq!(st, 415, "/api/v1 still refuses forms");
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qbt-api");
+    let _ = std::fs::remove_dir_all(&out);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/qbt_ringseed.py");
+    let run = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args(["--url", &format!("http://{api}"), "--username", "rs-admin"])
+        .args(["--password", "rs-web-password"])
+        .arg("--data-root")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--organisation")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "qbt_ringseed.py failed:\n{stdout}\n{stderr}"
+    );
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["flow"], "passed", "{summary}");
+    assert_eq!(
+        summary["compare"]["differences"],
+        serde_json::json!([]),
+        "{summary}"
+    );
+
+    // the flow ran in the 5.x dialect and the 4.x one answered too
+    let flow = read_json(&out.join("flow.json"));
+    assert_eq!(flow["dialect"], "5.x (stop/start/stopped)", "{flow}");
+    let stop = flow["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "stop/start")
+        .unwrap();
+    assert_eq!(stop["stopped_state"], "stoppedUP");
+    assert_eq!(stop["other_dialect_status"]["pause"], 200);
+    assert_eq!(stop["other_dialect_status"]["resume"], 200);
+
+    // bad input: qBittorrent's statuses (the reference's where ringseed agrees), nothing added
+    let rs = read_json(&out.join("ringseed-dump.json"));
+    let reference = read_json(&out.join("reference-dump.json"));
+    let case = |dump: &Value, name: &str| -> Value {
+        dump["bad_inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["case"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no bad-input case {name:?}"))
+    };
+    let same_as_qbittorrent = [
+        "auth/login, wrong password",
+        "auth/login, no fields",
+        "torrents/info without a session cookie",
+        "torrents/info with an unknown SID",
+        "torrents/properties?hash=<unknown>",
+        "torrents/files?hash=<unknown>",
+        "torrents/trackers?hash=<unknown>",
+        "torrents/properties without hash",
+        "torrents/properties?hash=xyz (not hex)",
+        "torrents/info?hashes=<unknown>",
+        "torrents/recheck hashes=<unknown>",
+        "torrents/reannounce hashes=<unknown>",
+        "torrents/delete hashes=<unknown>",
+        "torrents/setUploadLimit hashes=<unknown>",
+        "torrents/setShareLimits hashes=<unknown>",
+        "torrents/addTags hashes=<unknown>",
+        "torrents/setCategory hashes=<unknown>",
+        "torrents/setForceStart hashes=<unknown>",
+        "torrents/setShareLimits without limits",
+        "torrents/add of a torrent already present (with an unknown category)",
+        "torrents/setCategory category=<unknown>",
+        "torrents/editCategory category=<unknown>",
+        "torrents/createCategory category=<exists>",
+        "torrents/createCategory category=''",
+        "torrents/createCategory category='bad//name'",
+        "torrents/createCategory category='/lead'",
+        "torrents/removeCategories categories=<unknown>",
+        "torrents/add (new magnet) category=<unknown>",
+        "torrents/add: multipart, no closing boundary",
+        "torrents/add: multipart, body not multipart at all",
+        "torrents/add: multipart, Content-Type without a boundary",
+        "torrents/add: multipart, part without Content-Disposition",
+        "torrents/add: multipart, torrents part is not a torrent",
+        "torrents/add: multipart, neither urls nor torrents",
+        "torrents/add: urlencoded, urls empty",
+        "torrents/add: urlencoded, urls not a URL or magnet",
+        "GET torrents/nosuchthing",
+        "GET nosuchscope/info",
+        "GET torrents/delete (POST only)",
+        "torrents/info sort=nosuchfield",
+        "app/setPreferences json=<not JSON>",
+        "torrents/info with a cross-site Referer",
+        "torrents/info with a cross-site Origin",
+        "torrents/info with Host: localhost:1",
+        "login flood: 8 wrong passwords in a row",
+        "login flood: then the right password",
+        "login flood: a request with a session made before the ban",
+        "login flood: auth/login with a session made before the ban",
+    ];
+    for name in same_as_qbittorrent {
+        let (a, b) = (case(&rs, name), case(&reference, name));
+        assert_eq!(
+            a["status"], b["status"],
+            "{name}: ringseed {a} vs qBittorrent {b}"
+        );
+        // (app/version's body is each server's own version)
+        if !name.ends_with("a request with a session made before the ban") {
+            assert_eq!(
+                a["body"], b["body"],
+                "{name}: ringseed {a} vs qBittorrent {b}"
+            );
+        }
+        if let Some(added) = a["effect"].get("torrents_added") {
+            assert_eq!(added, 0, "{name} added a torrent: {a}");
+        }
+        // the same visible effect (nothing changed where nothing should)
+        assert_eq!(
+            a["effect"], b["effect"],
+            "{name}: ringseed {a} vs qBittorrent {b}"
+        );
+    }
+    // where ringseed answers otherwise, deliberately (docs/qbittorrent-api.md)
+    let outside = case(
+        &rs,
+        "torrents/add savepath=/proc/rs-outside (a new torrent)",
+    );
+    assert_eq!(
+        (&outside["status"], &outside["body"]),
+        (&Value::from(409), &Value::from("Cannot make save path")),
+        "{outside}"
+    );
+    assert_eq!(outside["effect"]["torrents_added"], 0);
+    assert_eq!(outside["effect"]["listed"], false);
+    let category = case(&rs, "torrents/createCategory savePath=/proc/rs-outside");
+    assert_eq!(category["status"], 409, "{category}");
+    assert_eq!(category["body"], "Cannot make save path");
+    assert_eq!(category["effect"]["created"], false);
+    let rebound = case(&rs, "torrents/info with Host: evil.example");
+    assert_eq!(rebound["status"], 401, "DNS rebinding refused: {rebound}");
+    let flood = case(&rs, "login flood: 8 wrong passwords in a row");
+    let each: Vec<u64> = flood["effect"]["each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(each, [200, 200, 200, 200, 200, 403, 403, 403], "{flood}");
+
+    // logout killed the session
+    assert_eq!(rs["endpoints"]["app/version after logout"]["status"], 403);
+    drop(node);
+}
