@@ -49,15 +49,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
-use serde_json::Value;
+
 use sha2::Digest;
 
 use super::types::{
     AddPeersRequest, AddRequest, ErrorBody, GlobalLimitsView, LimitsRequest, RemoveResponse,
 };
-use super::{AddOptions, ControlError, Service, parse_info_hash};
+use super::{AddOptions, ControlError, Service};
 use crate::config::IpNet;
 use crate::state::{GlobalLimits, Limits};
+
+use super::respond::{blocking, id_of, ok, view};
 
 /// Largest request body: a base64 .torrent of [`super::MAX_TORRENT_FILE`] plus the JSON around it.
 const MAX_BODY: usize = super::MAX_TORRENT_FILE / 3 * 4 + 64 * 1024;
@@ -76,6 +78,12 @@ pub struct Access {
 pub(super) struct ApiState {
     pub(super) service: Service,
     access: Arc<Access>,
+}
+
+impl axum::extract::FromRef<ApiState> for Service {
+    fn from_ref(s: &ApiState) -> Service {
+        s.service.clone()
+    }
 }
 
 impl IntoResponse for ControlError {
@@ -103,15 +111,6 @@ impl IntoResponse for ControlError {
             },
         )
     }
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-pub(super) fn ok<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
-    json_response(status, &serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
 /// Whether two secrets are equal, in time independent of where they differ (hashing first also
@@ -259,28 +258,6 @@ async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     }
 }
 
-/// Runs blocking service work (hashing setup, database waits, asking the workers) off the
-/// control thread.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
-) -> Result<T, ControlError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ControlError::Io(format!("control task: {e}")))?
-}
-
-/// One torrent's view, read off the control thread (the torrents' lock may be held by a
-/// check or a save).
-pub(super) async fn view(s: &ApiState, id: [u8; 20]) -> Result<Response, ControlError> {
-    let service = s.service.clone();
-    let v = blocking(move || service.get(id)).await?;
-    Ok(ok(StatusCode::OK, &v))
-}
-
-pub(super) fn id_of(hash: &str) -> Result<[u8; 20], ControlError> {
-    parse_info_hash(hash)
-}
-
 async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
     let req = AddRequest::from_json(&body)?;
     let options = AddOptions {
@@ -320,7 +297,7 @@ async fn one(
     State(s): State<ApiState>,
     Path(hash): Path<String>,
 ) -> Result<Response, ControlError> {
-    view(&s, id_of(&hash)?).await
+    view(&s.service, id_of(&hash)?).await
 }
 
 async fn remove(
@@ -383,7 +360,7 @@ async fn action(
             )));
         }
     }
-    view(&s, id).await
+    view(&s.service, id).await
 }
 
 async fn peers(
@@ -405,7 +382,7 @@ async fn add_peers(
     let peers = AddPeersRequest::from_json(&body)?;
     let service = s.service.clone();
     blocking(move || service.add_peers(id, peers)).await?;
-    view(&s, id).await
+    view(&s.service, id).await
 }
 
 async fn limits(
@@ -434,7 +411,7 @@ async fn limits(
     };
     let service = s.service.clone();
     blocking(move || service.set_limits(id, new)).await?;
-    view(&s, id).await
+    view(&s.service, id).await
 }
 
 async fn global_limits(State(s): State<ApiState>) -> Response {

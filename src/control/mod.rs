@@ -22,6 +22,7 @@ pub mod org_api;
 pub mod org_ops;
 pub mod organise;
 pub mod qbt;
+mod respond;
 pub mod token;
 pub mod types;
 

@@ -1,4 +1,4 @@
-//! The control API's organisation routes (issue 14), beside [`super::api`]'s:
+//! The control API's organisation routes (issue 14), beside the control API's own:
 //!
 //! | method and path | does |
 //! |---|---|
@@ -23,28 +23,29 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 
 use super::ControlError;
-use super::api::{ApiState, blocking, id_of, ok, view};
+use super::Service;
+use super::respond::{blocking, id_of, ok, view};
 use super::types::{
     CategoryRequest, SetCategoryRequest, SettingsRequest, SettingsView, TagsRequest,
     TorrentTagsRequest, from_body,
 };
 
-async fn categories(State(s): State<ApiState>) -> Response {
-    ok(StatusCode::OK, &s.service.categories())
+async fn categories(State(s): State<Service>) -> Response {
+    ok(StatusCode::OK, &s.categories())
 }
 
-async fn create_category(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
+async fn create_category(State(s): State<Service>, body: Bytes) -> Result<Response, ControlError> {
     let req: CategoryRequest = from_body(&body)?;
     let name = req
         .name
         .ok_or_else(|| ControlError::BadRequest("\"name\" is required".into()))?;
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.create_category(&name, &req.save_path)).await?;
-    Ok(ok(StatusCode::CREATED, &s.service.categories()))
+    Ok(ok(StatusCode::CREATED, &s.categories()))
 }
 
 async fn edit_category(
-    State(s): State<ApiState>,
+    State(s): State<Service>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
@@ -54,58 +55,58 @@ async fn edit_category(
             "a category cannot be renamed; \"name\" must be the path's".into(),
         ));
     }
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.edit_category(&name, &req.save_path)).await?;
-    Ok(ok(StatusCode::OK, &s.service.categories()))
+    Ok(ok(StatusCode::OK, &s.categories()))
 }
 
 async fn remove_category(
-    State(s): State<ApiState>,
+    State(s): State<Service>,
     Path(name): Path<String>,
 ) -> Result<Response, ControlError> {
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.remove_categories(&[name])).await?;
-    Ok(ok(StatusCode::OK, &s.service.categories()))
+    Ok(ok(StatusCode::OK, &s.categories()))
 }
 
-async fn tags(State(s): State<ApiState>) -> Response {
-    ok(StatusCode::OK, &s.service.tags())
+async fn tags(State(s): State<Service>) -> Response {
+    ok(StatusCode::OK, &s.tags())
 }
 
-async fn create_tags(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
+async fn create_tags(State(s): State<Service>, body: Bytes) -> Result<Response, ControlError> {
     let req: TagsRequest = from_body(&body)?;
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.create_tags(&req.tags)).await?;
-    Ok(ok(StatusCode::OK, &s.service.tags()))
+    Ok(ok(StatusCode::OK, &s.tags()))
 }
 
-async fn delete_tags(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
+async fn delete_tags(State(s): State<Service>, body: Bytes) -> Result<Response, ControlError> {
     let req: TagsRequest = from_body(&body)?;
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.delete_tags(&req.tags)).await?;
-    Ok(ok(StatusCode::OK, &s.service.tags()))
+    Ok(ok(StatusCode::OK, &s.tags()))
 }
 
 async fn set_category(
-    State(s): State<ApiState>,
+    State(s): State<Service>,
     Path(hash): Path<String>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let id = id_of(&hash)?;
     let req: SetCategoryRequest = from_body(&body)?;
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.set_category(&[id], req.category.as_deref())).await?;
     view(&s, id).await
 }
 
 async fn torrent_tags(
-    State(s): State<ApiState>,
+    State(s): State<Service>,
     Path(hash): Path<String>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let id = id_of(&hash)?;
     let req: TorrentTagsRequest = from_body(&body)?;
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || {
         // Both checked before either changes anything.
         if !service.known(&[id]).contains(&id) {
@@ -123,23 +124,23 @@ async fn torrent_tags(
     view(&s, id).await
 }
 
-fn settings_view(s: &ApiState) -> Response {
+fn settings_view(s: &Service) -> Response {
     ok(
         StatusCode::OK,
         &SettingsView {
-            in_force: s.service.org_settings(),
-            set: s.service.global_settings(),
+            in_force: s.org_settings(),
+            set: s.global_settings(),
         },
     )
 }
 
-async fn settings(State(s): State<ApiState>) -> Response {
+async fn settings(State(s): State<Service>) -> Response {
     settings_view(&s)
 }
 
-async fn set_settings(State(s): State<ApiState>, body: Bytes) -> Result<Response, ControlError> {
+async fn set_settings(State(s): State<Service>, body: Bytes) -> Result<Response, ControlError> {
     let req: SettingsRequest = from_body(&body)?;
-    let mut g = s.service.global_settings();
+    let mut g = s.global_settings();
     if let Some(v) = req.queueing {
         g.queueing = v;
     }
@@ -168,13 +169,17 @@ async fn set_settings(State(s): State<ApiState>, body: Bytes) -> Result<Response
             }
         };
     }
-    let service = s.service.clone();
+    let service = s.clone();
     blocking(move || service.set_global_settings(g)).await?;
     Ok(settings_view(&s))
 }
 
-/// The organisation routes, merged into [`super::api::router`].
-pub(super) fn routes() -> Router<ApiState> {
+/// The organisation routes, merged into the control API's router.
+pub(super) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Service: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/api/v1/categories", get(categories).post(create_category))
         .route(
