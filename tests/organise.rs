@@ -504,6 +504,7 @@ impl Tracker {
                         port = v.parse().unwrap_or(0);
                     }
                 }
+                eprintln!("TRACKER {} {}", hash, query);
                 log.lock().unwrap().push((hash, port));
                 let body = b"d8:intervali1800e5:peers0:e";
                 let mut w = &conn;
@@ -652,7 +653,8 @@ fn one_active_download_the_others_wait_queued_force_start_skips_the_queue() {
     assert_eq!(queued_y["verified_pieces"], 0, "{queued_y:#}");
     assert!(
         !tracker.announced(y, port) && !tracker.announced(y, port_after),
-        "a queued torrent does not announce"
+        "a queued torrent does not announce: {:?} ports {port} {port_after}",
+        tracker.seen.lock().unwrap()
     );
     // Its first announce after the restart may come a moment after it started.
     wait("the active one announced", 15, || {
