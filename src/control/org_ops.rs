@@ -573,6 +573,13 @@ impl Service {
         let plan = organise::plan(&items, limits);
         for (id, queued) in ids.iter().zip(plan) {
             let Some(e) = all.get_mut(id) else { continue };
+            if !e.wants_to_run() {
+                // Checking, paused or failed: the plan leaves it out, and its mark stays. Were
+                // it cleared here, a torrent whose check ends after this plan would be served
+                // at once by the check and queued again by the next plan (an announce, then
+                // a stop, for a torrent that never had a slot).
+                continue;
+            }
             if queued && !e.queued {
                 tracing::info!(torrent = %e.meta.info.name, "queued");
                 e.queued = true;
