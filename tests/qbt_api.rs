@@ -176,6 +176,10 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
     let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["flow"], "passed", "{summary}");
     assert_eq!(
+        summary["flow_qbittorrent"], "passed",
+        "the same flow against qbittorrent-nox: {summary}"
+    );
+    assert_eq!(
         summary["compare"]["differences"],
         serde_json::json!([]),
         "{summary}"

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Checks ringseed's qBittorrent Web API against the real thing (issue 14), for tests/qbt_api.rs:
-starts a fresh qbittorrent-nox (as qbt_reference.py does) and dumps it with qbt_dump.py while
-qbt_flow.py (qbittorrent-api from PyPI) drives the ringseed node at URL in both dialects; then
+starts a fresh qbittorrent-nox (as qbt_reference.py does), runs qbt_flow.py (qbittorrent-api from
+PyPI) against it, then dumps it with qbt_dump.py while the same flow drives the ringseed node at
+URL in both dialects; then
 dumps ringseed on the same fixtures and compares the two dumps' shapes against the allow-list
-(qbt_allow.txt). Writes OUT/flow.json, OUT/reference-dump.json, OUT/ringseed-dump.json,
+(qbt_allow.txt). Writes OUT/flow.json, OUT/flow-qbittorrent.json, OUT/reference-dump.json, OUT/ringseed-dump.json,
 OUT/compare.json; prints a JSON summary; exits 1 if anything failed.
 
   qbt_ringseed.py --url http://127.0.0.1:PORT --password P --data-root DIR --out OUT
@@ -52,9 +53,24 @@ def main():
     ref = None
     tracker = C.Tracker("ok")
     try:
-        # the reference, dumped in the background while the flow drives ringseed
         qbt = C.Qbt(os.path.join(work, "profile"))
         summary["reference"] = qbt.version()
+        # The same flow passes against the real thing first (before the dump, whose last step,
+        # the login flood, bans this address there).
+        nox_data = os.path.join(work, "nox-flow-data")
+        os.makedirs(nox_data, exist_ok=True)
+        nox_torrent = C.write_torrent(work, nox_data, "rs-flow.bin",
+                                      [("rs-flow.bin", 2 * 1048576 + 777)], 262144,
+                                      announce=tracker.url)
+        nox_magnet, _ = C.magnet("flow", "rs-flow-magnet", [tracker.url])
+        nox_flow = run([os.path.join(HERE, "qbt_flow.py"), "--url", qbt.url,
+                        "--username", qbt.username, "--password", qbt.password,
+                        "--torrent", nox_torrent, "--magnet", nox_magnet,
+                        "--data-dir", nox_data], "qbt_flow.py against qbittorrent-nox")
+        with open(os.path.join(a.out, "flow-qbittorrent.json"), "w") as f:
+            f.write(nox_flow.stdout)
+        summary["flow_qbittorrent"] = "passed" if nox_flow.returncode == 0 else "FAILED"
+        # the reference, dumped in the background while the flow drives ringseed
         ref_out = os.path.join(a.out, "reference-dump.json")
         ref = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "qbt_dump.py"), "dump", "--url", qbt.url,
@@ -98,7 +114,8 @@ def main():
             summary["compare"] = {"differences": result["differences"],
                                   "allowed": len(result["allowed"]),
                                   "allow_rules_unused": result["allow_rules_unused"]}
-            summary["ok"] = flow.returncode == 0 and cmp.returncode == 0
+            summary["ok"] = (flow.returncode == 0 and nox_flow.returncode == 0
+                             and cmp.returncode == 0)
     finally:
         if ref is not None:
             ref.kill()
