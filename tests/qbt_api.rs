@@ -111,6 +111,26 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         Some("nope"),
     );
     assert_eq!((st, body.as_str()), (403, "Forbidden"));
+    // ringseed's own addition for the web UI: the BTT earnings, behind the same login ([speed]
+    // is off on this node, so there is nothing to show)
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/ringseed/earnings",
+        "",
+        Some(token),
+    );
+    assert_eq!((st, body.as_str()), (200, r#"{"enabled":false}"#));
+    let (st, _) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/ringseed/earnings",
+        "",
+        None,
+    );
+    assert_eq!(st, 403);
     // the token is not the login password when password_file is set
     let (st, body) = raw(
         api,

@@ -153,6 +153,8 @@
     pollAgain: false,     // and another was asked for meanwhile
     detailsGen: 0,        // the latest details request; older answers are dropped
     filtersKey: '',       // what the filter lists show now (redrawn only when it changes)
+    earnings: null,       // ringseed's BTT earnings (ringseed/earnings), null elsewhere
+    earningsAt: 0,        // when they were last read (ms)
   };
 
   // ---------------------------------------------------------------------------------------
@@ -243,6 +245,8 @@
     $('app-view').hidden = false;
     S.running = true;
     S.rid = 0;
+    S.earnings = undefined; // unknown until asked: ringseed answers, qBittorrent says 404
+    S.earningsAt = 0;
     S.torrents.clear();
     S.rows.clear();
     $('torrents-body').replaceChildren();
@@ -279,6 +283,18 @@
     if (typeof d.rid === 'number') S.rid = d.rid;
   }
 
+  /** ringseed's BTT earnings, every 10 s; a server without the method (qBittorrent) is not
+   *  asked again. */
+  async function readEarnings() {
+    if (S.earnings === null || Date.now() - S.earningsAt < 10000) return;
+    S.earningsAt = Date.now();
+    try {
+      S.earnings = await callJson('ringseed/earnings', null, { get: true });
+    } catch (e) {
+      if (e instanceof HttpError && e.status === 404) S.earnings = null;
+    }
+  }
+
   // One poll at a time (each answer's rid is the next request's): a poll asked for while one
   // is in flight (after an action) runs right after it instead of alongside.
   async function poll() {
@@ -294,6 +310,7 @@
         // A server whose maindata carries no server_state: the rates from transfer/info.
         Object.assign(S.server, await callJson('transfer/info', null, { get: true }));
       }
+      await readEarnings();
       $('st-error').textContent = '';
       render();
     } catch (e) {
@@ -473,6 +490,10 @@
     $('st-ul').textContent = `↑ ${rate(s.up_info_speed)} (${size(s.up_info_data ?? 0)})`;
     $('st-peers').textContent = typeof s.total_peer_connections === 'number' ? `${s.total_peer_connections} peers` : '';
     $('st-count').textContent = `${S.visible.length} of ${S.torrents.size} torrents` + (S.selected.size ? `, ${S.selected.size} selected` : '');
+    const e = S.earnings;
+    $('st-earned').textContent = e && e.enabled
+      ? `${Number(e.earned_btt).toFixed(4)} BTT earned (${size(e.bytes_sold)} sold)`
+      : '';
   }
 
   // ---------------------------------------------------------------------------------------

@@ -337,7 +337,8 @@ impl Node {
         let _ = cell.set(service.clone());
         if let (Some(l), Some((qbt, access))) = (listener, access) {
             // the qBittorrent Web API (/api/v2/) beside ringseed's own, with its own checks
-            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt);
+            let speed = session.speed().map(|s| s.stats.clone());
+            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt).with_speed(speed);
             session
                 .handle()
                 .spawn(Box::pin(qbt.clone().sample_rates()))?;

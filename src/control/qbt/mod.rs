@@ -82,6 +82,8 @@ pub struct Qbt {
     sessions: Arc<Mutex<auth::Sessions>>,
     guard: Arc<Mutex<auth::Guard>>,
     rates: Arc<Mutex<Rates>>,
+    /// The BTT layer's counters, when it runs (`ringseed/earnings`).
+    speed: Option<Arc<crate::speed::service::SpeedStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,7 +98,14 @@ impl Qbt {
             sessions: Default::default(),
             guard: Default::default(),
             rates: Default::default(),
+            speed: None,
         }
+    }
+
+    /// Serves the BTT layer's earnings at `ringseed/earnings` (the web UI's status bar).
+    pub fn with_speed(mut self, speed: Option<Arc<crate::speed::service::SpeedStats>>) -> Qbt {
+        self.speed = speed;
+        self
     }
 
     /// The routes: everything under `/api/v2/`.
@@ -410,6 +419,8 @@ fn dispatch(q: &Qbt, scope: &str, name: &str, p: &Params, sid: Option<String>) -
         ("app", _) => app::call(q, name, p),
         ("torrents", _) => torrents::call(q, name, p),
         ("transfer", "info") => transfer::info(q),
+        // ringseed's own addition (qBittorrent has no such scope: 404 there)
+        ("ringseed", "earnings") => transfer::earnings(q.speed.as_deref()),
         ("sync", "maindata") => {
             let rid = p.int("rid").unwrap_or(0);
             let full = transfer::maindata(q);

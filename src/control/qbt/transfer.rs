@@ -120,3 +120,22 @@ fn free_space(q: &Qbt) -> i64 {
         Err(_) => -1,
     }
 }
+
+/// `ringseed/earnings`: what the BTT layer took since the node started (`enabled` false when
+/// `[speed]` is off). BTT has 18 decimals: a float of whole BTT for display, the base units as
+/// a string (they may pass 2^64).
+pub fn earnings(speed: Option<&crate::speed::service::SpeedStats>) -> Reply {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(sp) = speed else {
+        return Reply::Json(json!({"enabled": false}));
+    };
+    let earned = sp.earned();
+    Reply::Json(json!({
+        "enabled": true,
+        "earned_btt": earned as f64 / 1e18,
+        "earned_base_units": earned.to_string(),
+        "bytes_sold": sp.bytes_sold.load(Relaxed),
+        "bids": sp.bids.load(Relaxed),
+        "vouchers_accepted": sp.vouchers_accepted.load(Relaxed),
+    }))
+}
