@@ -138,6 +138,22 @@ fn decrypt_to(streams: &mut Streams, buf: &mut [u8], from: usize, to: usize) -> 
     }
 }
 
+/// Adds what arrived to the handshake's buffer, within its bound.
+fn take(buf: &mut Vec<u8>, input: &[u8]) -> Result<(), MseError> {
+    if buf.len() + input.len() > MAX_BUFFERED {
+        return Err(MseError::TooLong);
+    }
+    buf.extend_from_slice(input);
+    Ok(())
+}
+
+/// The other side's public key, once its 96 bytes are here.
+fn their_key(buf: &[u8]) -> Option<[u8; KEY_LEN]> {
+    let mut y = [0u8; KEY_LEN];
+    y.copy_from_slice(buf.get(..KEY_LEN)?);
+    Some(y)
+}
+
 fn be16(b: &[u8]) -> usize {
     usize::from(u16::from_be_bytes([b[0], b[1]]))
 }
@@ -201,19 +217,14 @@ impl Initiator {
 
     /// Takes what arrived; writes what to send. `Ok(None)`: more bytes are needed.
     pub fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Option<Done>, MseError> {
-        if self.buf.len() + input.len() > MAX_BUFFERED {
-            return Err(MseError::TooLong);
-        }
-        self.buf.extend_from_slice(input);
+        take(&mut self.buf, input)?;
         loop {
             match std::mem::replace(&mut self.state, AState::Finished) {
                 AState::Key => {
-                    if self.buf.len() < KEY_LEN {
+                    let Some(yb) = their_key(&self.buf) else {
                         self.state = AState::Key;
                         return Ok(None);
-                    }
-                    let mut yb = [0u8; KEY_LEN];
-                    yb.copy_from_slice(&self.buf[..KEY_LEN]);
+                    };
                     self.secret = self.keys.shared(&yb)?;
                     let s = &self.secret;
                     out.extend_from_slice(&hash(&[b"req1", s]));
@@ -360,19 +371,14 @@ impl Responder {
         out: &mut Vec<u8>,
         torrent: impl Fn(&[u8; 20]) -> Option<[u8; 20]>,
     ) -> Result<Option<Done>, MseError> {
-        if self.buf.len() + input.len() > MAX_BUFFERED {
-            return Err(MseError::TooLong);
-        }
-        self.buf.extend_from_slice(input);
+        take(&mut self.buf, input)?;
         loop {
             match std::mem::replace(&mut self.state, BState::Finished) {
                 BState::Key => {
-                    if self.buf.len() < KEY_LEN {
+                    let Some(ya) = their_key(&self.buf) else {
                         self.state = BState::Key;
                         return Ok(None);
-                    }
-                    let mut ya = [0u8; KEY_LEN];
-                    ya.copy_from_slice(&self.buf[..KEY_LEN]);
+                    };
                     self.secret = self.keys.shared(&ya)?;
                     out.extend_from_slice(self.keys.public());
                     random_pad(out);

@@ -169,6 +169,25 @@ fn endless_padding_is_cut_off_at_the_bound() {
     );
 }
 
+/// A responder that has answered a real `Ya`, and a step 3 for it built by hand with the real
+/// secret: `HASH('req1', S)`, the obfuscated info-hash, then `body` encrypted with keyA (as an
+/// initiator does) or, if not `as_initiator`, with keyB.
+fn forged_step3(as_initiator: bool, mut body: Vec<u8>) -> (Responder, Vec<u8>) {
+    let ka = KeyPair::generate();
+    let mut b = Responder::new(KeyPair::generate(), Methods::BOTH, true);
+    let mut back = Vec::new();
+    b.receive(ka.public(), &mut back, lookup).unwrap();
+    let mut yb = [0u8; 96];
+    yb.copy_from_slice(&back[..96]);
+    let s = ka.shared(&yb).unwrap();
+    let mut msg = cipher::hash(&[b"req1", &s]).to_vec();
+    let req3 = cipher::hash(&[b"req3", &s]);
+    msg.extend(obfuscated(&IH).iter().zip(req3).map(|(x, y)| x ^ y));
+    Streams::new(as_initiator, &s, &IH).out.apply(&mut body);
+    msg.extend(body);
+    (b, msg)
+}
+
 #[test]
 fn degenerate_keys_and_long_fields_are_refused() {
     let mut b = Responder::new(KeyPair::generate(), Methods::BOTH, true);
@@ -182,23 +201,13 @@ fn degenerate_keys_and_long_fields_are_refused() {
     // A forged step 3 with PadC of 513 bytes, and one with an IA past the bound: built with
     // the real keys, so only the length is wrong.
     for (pad, ia) in [(MAX_PAD + 1, 0), (0, MAX_IA + 1)] {
-        let ka = KeyPair::generate();
-        let mut b = Responder::new(KeyPair::generate(), Methods::BOTH, true);
-        let mut back = Vec::new();
-        b.receive(ka.public(), &mut back, lookup).unwrap();
-        let mut yb = [0u8; 96];
-        yb.copy_from_slice(&back[..96]);
-        let s = ka.shared(&yb).unwrap();
-        let mut msg = cipher::hash(&[b"req1", &s]).to_vec();
-        let req3 = cipher::hash(&[b"req3", &s]);
-        msg.extend(obfuscated(&IH).iter().zip(req3).map(|(x, y)| x ^ y));
         let mut enc = vec![0u8; 8];
         enc.extend(3u32.to_be_bytes());
         enc.extend((pad as u16).to_be_bytes());
         enc.extend(vec![0u8; pad.min(MAX_PAD)]);
         enc.extend((ia as u16).to_be_bytes());
-        Streams::new(true, &s, &IH).out.apply(&mut enc);
-        msg.extend(enc);
+        let (mut b, msg) = forged_step3(true, enc);
+        let mut back = Vec::new();
         let want = if pad > MAX_PAD {
             MseError::PadTooLong(pad)
         } else {
@@ -210,20 +219,9 @@ fn degenerate_keys_and_long_fields_are_refused() {
 
 #[test]
 fn a_wrong_verification_constant_is_refused() {
-    let ka = KeyPair::generate();
-    let mut b = Responder::new(KeyPair::generate(), Methods::BOTH, true);
-    let mut back = Vec::new();
-    b.receive(ka.public(), &mut back, lookup).unwrap();
-    let mut yb = [0u8; 96];
-    yb.copy_from_slice(&back[..96]);
-    let s = ka.shared(&yb).unwrap();
-    let mut msg = cipher::hash(&[b"req1", &s]).to_vec();
-    let req3 = cipher::hash(&[b"req3", &s]);
-    msg.extend(obfuscated(&IH).iter().zip(req3).map(|(x, y)| x ^ y));
     // Encrypted with keyB (the responder's own key) instead of keyA.
-    let mut enc = vec![0u8; 14];
-    Streams::new(false, &s, &IH).out.apply(&mut enc);
-    msg.extend(enc);
+    let (mut b, msg) = forged_step3(false, vec![0u8; 14]);
+    let mut back = Vec::new();
     assert_eq!(
         b.receive(&msg, &mut back, lookup).err(),
         Some(MseError::BadVc)
