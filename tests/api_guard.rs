@@ -23,16 +23,8 @@ fn raw(to: SocketAddr, text: &str) -> (u16, String) {
     s.write_all(text.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (status, body) = common::http::split_response(&out);
+    (status.unwrap_or(0), body)
 }
 
 fn list(node: &RunNode, token: &str) -> Vec<Value> {

@@ -28,19 +28,25 @@ pub fn request(
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (status, body) = split_response(&out);
+    (
+        status.unwrap_or_else(|| panic!("no status in {out:?}")),
+        body,
+    )
 }
 
 /// [`request`] from 127.0.0.1 without a token (the nodes of the tests let loopback in).
 pub fn local(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     request(to, "127.0.0.1", method, path, body, None)
+}
+
+/// An HTTP/1.1 answer read whole: its status (`None` if the connection closed without one) and
+/// its body.
+pub fn split_response(out: &str) -> (Option<u16>, String) {
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
