@@ -103,7 +103,8 @@ pub struct TrackerStatus {
 }
 
 impl TrackerStatus {
-    fn new(url: String) -> Self {
+    /// A tracker not contacted yet.
+    pub(crate) fn new(url: String) -> Self {
         TrackerStatus {
             url,
             started: false,

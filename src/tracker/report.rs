@@ -118,16 +118,7 @@ mod tests {
     use super::*;
 
     fn status(url: &str) -> TrackerStatus {
-        TrackerStatus {
-            url: url.into(),
-            started: false,
-            tracker_id: None,
-            last_error: None,
-            warning: None,
-            last_success: None,
-            complete: None,
-            incomplete: None,
-        }
+        TrackerStatus::new(url.into())
     }
 
     #[test]
