@@ -1,0 +1,87 @@
+// The test vectors of docs/speed.md §3 (v2, EIP-712): computed here with ethers (an independent
+// EIP-712 implementation, the one wallets' libraries use), checked against the contract's own
+// digests on a fresh chain, paid out by a real claim, and required to appear in the document.
+//
+// The contract of the vectors is the first contract the payer's account deploys (CREATE address
+// of payer at nonce 0), so a fresh anvil reproduces it exactly.
+import { it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ethers } from 'ethers';
+import { BTT, CHAIN_ID, VOUCHER_TYPES, BID_TYPES, domain, startChain, fundedWallet, deployChannels } from './chain.mjs';
+
+const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'speed.md'), 'utf8');
+const hex = (b) => ethers.hexlify(b).slice(2);
+
+const CHANNEL = '0x' + '11'.repeat(32);
+const AMOUNT = BTT; // 1 BTT
+const PRICE = 10n ** 15n; // 0.001 BTT per MiB
+const CAP = 10n * BTT;
+
+let chain, payer, seeder;
+before(async () => {
+  chain = await startChain();
+  payer = await fundedWallet(chain.provider, 0x01);
+  seeder = await fundedWallet(chain.provider, 0x02);
+});
+after(() => chain?.stop());
+
+it('the documented EIP-712 vectors are what ethers computes, the contract checks and pays', async () => {
+  const contract = ethers.getCreateAddress({ from: payer.address, nonce: 0 });
+  const dom = domain(CHAIN_ID, contract);
+  const voucher = { channel: CHANNEL, payee: seeder.address, amount: AMOUNT };
+  const bid = { channel: CHANNEL, payee: seeder.address, price: PRICE, cap: CAP };
+  const enc = (types) => ethers.TypedDataEncoder.from(types);
+  const voucherSig = await payer.signTypedData(dom, VOUCHER_TYPES, voucher);
+  const bidSig = await payer.signTypedData(dom, BID_TYPES, bid);
+  const iface = new ethers.Interface(['function claim(bytes32 channel, uint256 amount, bytes signature)']);
+  const v = {
+    payer: payer.address,
+    payee: seeder.address,
+    contract,
+    'domain type': 'EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)',
+    'voucher type': enc(VOUCHER_TYPES).encodeType('Voucher'),
+    'bid type': enc(BID_TYPES).encodeType('Bid'),
+    'domain typehash': hex(ethers.id('EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)')),
+    'voucher typehash': hex(ethers.id(enc(VOUCHER_TYPES).encodeType('Voucher'))),
+    'bid typehash': hex(ethers.id(enc(BID_TYPES).encodeType('Bid'))),
+    'domain separator': hex(ethers.TypedDataEncoder.hashDomain(dom)),
+    'voucher struct': hex(enc(VOUCHER_TYPES).hash(voucher)),
+    'voucher digest': hex(ethers.TypedDataEncoder.hash(dom, VOUCHER_TYPES, voucher)),
+    'voucher signature': hex(voucherSig),
+    'bid struct': hex(enc(BID_TYPES).hash(bid)),
+    'bid digest': hex(ethers.TypedDataEncoder.hash(dom, BID_TYPES, bid)),
+    'bid signature': hex(bidSig),
+    'claim calldata': hex(iface.encodeFunctionData('claim', [CHANNEL, AMOUNT, voucherSig])),
+  };
+  const printed = Object.entries(v).map(([k, x]) => `${k.padEnd(18)} ${x}`).join('\n');
+  console.log(printed);
+
+  // Signatures are RFC 6979 (deterministic) and low-s, v = 27/28: reproducible byte for byte.
+  assert.equal(ethers.verifyTypedData(dom, VOUCHER_TYPES, voucher, voucherSig), payer.address);
+  assert.equal(ethers.verifyTypedData(dom, BID_TYPES, bid, bidSig), payer.address);
+  assert.ok([27, 28].includes(ethers.getBytes(voucherSig)[64]));
+
+  // The contract at that address computes the same digests.
+  const c = await deployChannels(payer);
+  assert.equal(await c.getAddress(), contract);
+  assert.equal(hex(await c.domainSeparator()), v['domain separator']);
+  assert.equal(hex(await c.VOUCHER_TYPEHASH()), v['voucher typehash']);
+  assert.equal(hex(await c.BID_TYPEHASH()), v['bid typehash']);
+  assert.equal(hex(await c.voucherDigest(CHANNEL, seeder.address, AMOUNT)), v['voucher digest']);
+  assert.equal(hex(await c.bidDigest(CHANNEL, seeder.address, PRICE, CAP)), v['bid digest']);
+
+  // And pays the vector voucher, sent as the documented calldata, exactly.
+  const expiry = BigInt((await chain.provider.getBlock('latest')).timestamp) + 3600n;
+  await (await c.open(CHANNEL, seeder.address, expiry, 2n * BTT, { value: 2n * BTT })).wait();
+  const before_ = await chain.provider.getBalance(seeder.address);
+  const r = await (await seeder.sendTransaction({ to: contract, data: '0x' + v['claim calldata'] })).wait();
+  assert.equal(r.status, 1);
+  assert.equal((await chain.provider.getBalance(seeder.address)) - before_ + r.fee, AMOUNT);
+
+  for (const [k, x] of Object.entries(v)) {
+    assert.ok(doc.includes(x), `docs/speed.md lacks the vector's ${k}: ${x}`);
+  }
+});
