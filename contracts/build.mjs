@@ -1,10 +1,10 @@
 // Compiles the contracts with solcjs (the npm package `solc`, pinned in package.json) and writes
-// build/PaymentChannel.json: { compiler, settings, abi, bytecode }. The settings are fixed here so
+// build/PaymentChannel.json: { compiler, settings, abi, bytecode } (and build/test-contracts.json). The settings are fixed here so
 // that the committed artifact is reproducible (test/build.test.mjs compiles again and compares)
 // and the Rust side can embed it.
 //
-//   node build.mjs           writes build/PaymentChannel.json
-//   node build.mjs --check   exits 1 if the committed file differs from a fresh compile
+//   node build.mjs           writes build/*.json
+//   node build.mjs --check   exits 1 if a committed file differs from a fresh compile
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,9 +36,15 @@ export function compile(files) {
   return out;
 }
 
-/** The artifact of PaymentChannel.sol, as committed in build/PaymentChannel.json. */
-export function artifact() {
-  const out = compile(['PaymentChannel.sol']);
+const TEST_SOURCES = ['test/TestToken.sol', 'test/ReentrantPayee.sol'];
+
+/**
+ * The artifacts, by file name under build/: PaymentChannel.json (what the Rust side embeds) and
+ * test-contracts.json (the tests' token and re-entrant payee, committed so that the tests need
+ * no compiler run of their own). One solc run for all.
+ */
+export function artifacts() {
+  const out = compile(['PaymentChannel.sol', ...TEST_SOURCES]);
   const c = out.contracts['PaymentChannel.sol'].PaymentChannel;
   const json = {
     contract: 'PaymentChannel',
@@ -49,23 +55,37 @@ export function artifact() {
     bytecode: '0x' + c.evm.bytecode.object,
     deployedBytecode: '0x' + c.evm.deployedBytecode.object,
   };
-  return JSON.stringify(json, null, 2) + '\n';
+  const tests = {};
+  for (const f of TEST_SOURCES) {
+    for (const [name, t] of Object.entries(out.contracts[f])) {
+      tests[name] = { source: `contracts/${f}`, abi: t.abi, bytecode: '0x' + t.evm.bytecode.object };
+    }
+  }
+  const text = (j) => JSON.stringify(j, null, 2) + '\n';
+  return { 'PaymentChannel.json': text(json), 'test-contracts.json': text(tests) };
 }
 
-export const ARTIFACT_PATH = join(here, 'build', 'PaymentChannel.json');
+export const BUILD_DIR = join(here, 'build');
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const fresh = artifact();
-  if (process.argv.includes('--check')) {
-    const committed = readFileSync(ARTIFACT_PATH, 'utf8');
-    if (committed !== fresh) {
-      console.error('build/PaymentChannel.json differs from a fresh compile: run `node build.mjs`');
-      process.exit(1);
+  const fresh = artifacts();
+  mkdirSync(BUILD_DIR, { recursive: true });
+  let stale = false;
+  for (const [name, text] of Object.entries(fresh)) {
+    const path = join(BUILD_DIR, name);
+    if (process.argv.includes('--check')) {
+      let committed = '';
+      try {
+        committed = readFileSync(path, 'utf8');
+      } catch {}
+      if (committed !== text) {
+        console.error(`build/${name} differs from a fresh compile: run \`node build.mjs\``);
+        stale = true;
+      }
+    } else {
+      writeFileSync(path, text);
+      console.log(`wrote ${path}`);
     }
-    console.log('build/PaymentChannel.json matches a fresh compile');
-  } else {
-    mkdirSync(dirname(ARTIFACT_PATH), { recursive: true });
-    writeFileSync(ARTIFACT_PATH, fresh);
-    console.log(`wrote ${ARTIFACT_PATH}`);
   }
+  process.exit(stale ? 1 : 0);
 }

@@ -49,4 +49,22 @@ if [ ! -d target/pydeps/qbittorrent_api-2026.10.1.dist-info ] || [ ! -d target/p
     --target target/pydeps $PYDEPS
 fi
 
+# npm packages for the payment-channel contract's tests (tests/contract.rs runs
+# contracts/test/*.test.mjs), pinned in contracts/package.json and its package-lock.json, into
+# contracts/node_modules (not in git):
+#   solc  the Solidity compiler as JavaScript: compiles contracts/PaymentChannel.sol offline
+#   @foundry-rs/anvil  a local EVM node (the real anvil binary, shipped in its platform package,
+#     so its download-fallback install script is not needed: --ignore-scripts)
+#   ethers  signs vouchers as wallets do (EIP-712 typed data) and talks to anvil
+# Node.js and npm come with this kind of machine; Debian's are installed where they are missing.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing: nodejs npm" >&2
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if ! cmp -s contracts/package-lock.json contracts/node_modules/.ringseed-installed-lock; then
+  echo "installing into contracts/node_modules (npm ci)" >&2
+  npm ci --prefix contracts --ignore-scripts --no-audit --no-fund
+  cp contracts/package-lock.json contracts/node_modules/.ringseed-installed-lock
+fi
+
 exec cargo test --locked "$@"

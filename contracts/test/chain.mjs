@@ -8,7 +8,6 @@ import { dirname, join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ethers } from 'ethers';
-import { compile } from '../build.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -110,7 +109,7 @@ export async function fundedWallet(provider, byte) {
 }
 
 const artifact = JSON.parse(readFileSync(join(here, '..', 'build', 'PaymentChannel.json'), 'utf8'));
-let testOutput;
+const testContracts = JSON.parse(readFileSync(join(here, '..', 'build', 'test-contracts.json'), 'utf8'));
 
 /** Deploys the committed PaymentChannel artifact with `token` (address(0) = native coin). */
 export async function deployChannels(deployer, token = ethers.ZeroAddress) {
@@ -120,11 +119,10 @@ export async function deployChannels(deployer, token = ethers.ZeroAddress) {
   return c;
 }
 
-/** Deploys one of the test contracts (compiled on first use). */
+/** Deploys one of the test contracts (build/test-contracts.json). */
 export async function deployTest(deployer, name, ...args) {
-  testOutput ??= compile(['test/TestToken.sol', 'test/ReentrantPayee.sol']);
-  const c = testOutput.contracts[`test/${name}.sol`][name];
-  const f = new ethers.ContractFactory(c.abi, '0x' + c.evm.bytecode.object, deployer);
+  const c = testContracts[name];
+  const f = new ethers.ContractFactory(c.abi, c.bytecode, deployer);
   const d = await f.deploy(...args);
   await d.waitForDeployment();
   return d;
