@@ -85,3 +85,32 @@ it('the documented EIP-712 vectors are what ethers computes, the contract checks
     assert.ok(doc.includes(x), `docs/speed.md lacks the vector's ${k}: ${x}`);
   }
 });
+
+it('after a change of chain id (a fork), vouchers of the old chain no longer pay', async () => {
+  // A second deployment on the same anvil, then the chain id changes under it: the contract's
+  // cached domain separator must give way to one for the new chain.
+  const p = chain.provider;
+  const c = await deployChannels(seeder); // seeder deploys, so its address differs from the vector's
+  const addr = await c.getAddress();
+  const expiry = BigInt((await p.getBlock('latest')).timestamp) + 3600n;
+  await (await c.connect(payer).open(CHANNEL, seeder.address, expiry, 2n * BTT, { value: 2n * BTT })).wait();
+  const sigFor = (chainId, amount) =>
+    payer.signTypedData(domain(chainId, addr), VOUCHER_TYPES, { channel: CHANNEL, payee: seeder.address, amount });
+  const old199 = await sigFor(CHAIN_ID, BTT);
+  const sep199 = await c.domainSeparator();
+  await p.send('anvil_setChainId', [7]);
+  try {
+    assert.notEqual(await c.domainSeparator(), sep199);
+    assert.equal(await c.domainSeparator(), ethers.TypedDataEncoder.hashDomain(domain(7n, addr)));
+    // Send raw calls: ethers' wallet would sign the transaction for chain 199.
+    const claimData = (amount, sig) => c.interface.encodeFunctionData('claim', [CHANNEL, amount, sig]);
+    const call = (data) => p.call({ from: seeder.address, to: addr, data });
+    await assert.rejects(call(claimData(BTT, old199)), (e) => {
+      assert.equal(c.interface.parseError(e.data)?.name, 'BadSignature');
+      return true;
+    });
+    await call(claimData(BTT, await sigFor(7n, BTT))); // does not revert
+  } finally {
+    await p.send('anvil_setChainId', [Number(CHAIN_ID)]);
+  }
+});
