@@ -82,9 +82,15 @@ export async function startChain() {
     const provider = new ethers.JsonRpcProvider(url, Number(CHAIN_ID), { staticNetwork: true, cacheTimeout: -1 });
     provider.pollingInterval = 20;
     const stop = () => {
+      process.off('exit', kill);
       provider.destroy();
+      kill();
+    };
+    // Also when the test process ends without running its `after` hooks (a crash, a timeout).
+    const kill = () => {
       if (!exited) child.kill('SIGTERM');
     };
+    process.on('exit', kill);
     const deadline = Date.now() + 15000;
     while (Date.now() < deadline && !exited) {
       try {
