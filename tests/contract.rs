@@ -101,3 +101,109 @@ fn payment_channel_contract_on_a_local_chain() {
     );
     println!("{passed} contract tests passed");
 }
+
+/// `n` as a big-endian ABI word.
+fn word(n: u128) -> [u8; 32] {
+    ringseed::speed::voucher::abi_uint(n)
+}
+
+/// `a` as an ABI address word.
+fn address_word(a: &ringseed::speed::wallet::Address) -> [u8; 32] {
+    ringseed::speed::voucher::abi_address(a)
+}
+
+/// The EIP-712 digest: keccak256(0x19 0x01 ‖ domain separator ‖ struct hash).
+fn typed_digest(domain: &[u8; 32], structure: &[u8; 32]) -> [u8; 32] {
+    let mut m = vec![0x19, 0x01];
+    m.extend_from_slice(domain);
+    m.extend_from_slice(structure);
+    ringseed::speed::wallet::keccak256(&m)
+}
+
+/// The v2 vectors of docs/speed.md (which `contracts/test/vectors.test.mjs` checks against ethers,
+/// the deployed contract and a real claim) come out of ringseed's own Keccak, secp256k1 signing
+/// (RFC 6979) and claim calldata byte for byte: the Rust side can switch to v2 with the
+/// primitives it has, and its signatures will be the ones the contract pays.
+#[test]
+fn ringseed_primitives_reproduce_the_v2_vectors() {
+    use ringseed::metainfo::hex;
+    use ringseed::speed::voucher::ChannelId;
+    use ringseed::speed::wallet::{Address, Wallet, keccak256, recover_digest};
+
+    let payer = Wallet::from_secret([1; 32]).expect("a valid secret");
+    let payee = Wallet::from_secret([2; 32])
+        .expect("a valid secret")
+        .address();
+    // The contract: the payer's first deployment, keccak256(rlp([payer, nonce 0]))[12..].
+    let mut rlp = vec![0xd6, 0x94];
+    rlp.extend_from_slice(&payer.address().0);
+    rlp.push(0x80);
+    let mut contract = Address([0; 20]);
+    contract.0.copy_from_slice(&keccak256(&rlp)[12..]);
+
+    let domain_type =
+        "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
+    let voucher_type = "Voucher(bytes32 channel,address payee,uint256 amount)";
+    let bid_type = "Bid(bytes32 channel,address payee,uint256 price,uint256 cap)";
+    let mut d = Vec::new();
+    d.extend_from_slice(&keccak256(domain_type.as_bytes()));
+    d.extend_from_slice(&keccak256(b"ringseed"));
+    d.extend_from_slice(&keccak256(b"1"));
+    d.extend_from_slice(&word(199));
+    d.extend_from_slice(&address_word(&contract));
+    let domain = keccak256(&d);
+
+    let channel = ChannelId([0x11; 32]);
+    let amount: u128 = 1_000_000_000_000_000_000;
+    let mut v = Vec::new();
+    v.extend_from_slice(&keccak256(voucher_type.as_bytes()));
+    v.extend_from_slice(&channel.0);
+    v.extend_from_slice(&address_word(&payee));
+    v.extend_from_slice(&word(amount));
+    let voucher_struct = keccak256(&v);
+    let voucher_digest = typed_digest(&domain, &voucher_struct);
+    let voucher_sig = payer.sign(voucher_digest);
+
+    let mut b = Vec::new();
+    b.extend_from_slice(&keccak256(bid_type.as_bytes()));
+    b.extend_from_slice(&channel.0);
+    b.extend_from_slice(&address_word(&payee));
+    b.extend_from_slice(&word(1_000_000_000_000_000)); // 0.001 BTT per MiB
+    b.extend_from_slice(&word(10_000_000_000_000_000_000)); // cap 10 BTT
+    let bid_struct = keccak256(&b);
+    let bid_digest = typed_digest(&domain, &bid_struct);
+    let bid_sig = payer.sign(bid_digest);
+
+    assert_eq!(
+        recover_digest(&voucher_sig, voucher_digest),
+        Some(payer.address())
+    );
+    assert_eq!(recover_digest(&bid_sig, bid_digest), Some(payer.address()));
+    let calldata = ringseed::speed::ledger::claim_calldata(&channel, amount, &voucher_sig);
+
+    let doc = include_str!("../docs/speed.md");
+    let expected = [
+        ("payer", payer.address().to_evm()),
+        ("payee", payee.to_evm()),
+        ("contract", contract.to_evm()),
+        ("domain typehash", hex(&keccak256(domain_type.as_bytes()))),
+        ("voucher typehash", hex(&keccak256(voucher_type.as_bytes()))),
+        ("bid typehash", hex(&keccak256(bid_type.as_bytes()))),
+        ("domain separator", hex(&domain)),
+        ("voucher struct", hex(&voucher_struct)),
+        ("voucher digest", hex(&voucher_digest)),
+        ("voucher signature", hex(&voucher_sig)),
+        ("bid struct", hex(&bid_struct)),
+        ("bid digest", hex(&bid_digest)),
+        ("bid signature", hex(&bid_sig)),
+        ("claim calldata", hex(&calldata)),
+    ];
+    for (name, value) in expected {
+        let line = format!("{name:<18} {value}");
+        println!("{line}");
+        assert!(
+            doc.lines().any(|l| l.trim_end() == line),
+            "docs/speed.md's v2 vectors lack `{line}`"
+        );
+    }
+}
