@@ -73,9 +73,19 @@ it('the documented EIP-712 vectors are what ethers computes, the contract checks
   assert.equal(hex(await c.voucherDigest(CHANNEL, seeder.address, AMOUNT)), v['voucher digest']);
   assert.equal(hex(await c.bidDigest(CHANNEL, seeder.address, PRICE, CAP)), v['bid digest']);
 
-  // And pays the vector voucher, sent as the documented calldata, exactly.
   const expiry = BigInt((await chain.provider.getBlock('latest')).timestamp) + 3600n;
   await (await c.open(CHANNEL, seeder.address, expiry, 2n * BTT, { value: 2n * BTT })).wait();
+  // Today's v1 voucher for the same channel, payee and amount (the signature of §3's v1 example
+  // vector) is refused: the node must switch formats before its vouchers can be claimed here.
+  const v1 = '0xaa2699ee8062b71f64d843be5635fb897349552af9da9a608598eccea78f86cd1413516bd3faf868439d06afd4f1b429a5acd4395828a50b1d9187a9078b54c11b';
+  assert.ok(doc.includes(v1.slice(2)));
+  const v1Digest = ethers.keccak256(ethers.AbiCoder.defaultAbiCoder().encode(
+    ['bytes32', 'uint256', 'bytes32', 'address', 'uint256'],
+    [ethers.id('ringseed-voucher-v1'), CHAIN_ID, CHANNEL, seeder.address, AMOUNT],
+  ));
+  assert.equal(ethers.recoverAddress(v1Digest, v1), payer.address); // a good v1 voucher
+  await assert.rejects(c.connect(seeder).claim.staticCall(CHANNEL, AMOUNT, v1), (e) => e.revert?.name === 'BadSignature');
+  // And pays the vector voucher, sent as the documented calldata, exactly.
   const before_ = await chain.provider.getBalance(seeder.address);
   const r = await (await seeder.sendTransaction({ to: contract, data: '0x' + v['claim calldata'] })).wait();
   assert.equal(r.status, 1);
