@@ -6,6 +6,11 @@
 #
 #   perf/compare.sh [SIZE_MIB=1024] [RUNS=3] [SECONDS=6] [SEEDERS="ringseed libtorrent aria2 transmission"]
 #
+# Encryption (MSE/PE with RC4, every byte through the cipher): a seeder named NAME+rc4 runs
+# NAME with incoming encryption forced to RC4 and the bench's leechers dial with `--encrypt`;
+# `perf/compare.sh 1024 3 6 "ringseed ringseed+rc4 libtorrent libtorrent+rc4"` compares both
+# with and without in one run (the +rc4 rows are also compared with each other).
+#
 # Before and after a change: build the old commit's binary elsewhere and name it in
 # RINGSEED_OLD; the seeder `ringseed-old` then runs it with the same config, in the same rounds
 # (`RINGSEED_OLD=/tmp/old/ringseed perf/compare.sh 1024 5 6 "ringseed ringseed-old"`).
@@ -65,6 +70,8 @@ seed_payload "$DIR" $((SIZE_MIB << 20))
 # high_performance_seed (unchoke_slots_limit -1): every interested peer unchoked.
 tuned() { "$1" config print-default | sed -e 's/^upload_slots = .*/upload_slots = 0/' -e 's/^workers = .*/workers = 1/'; }
 tuned "$RS" >"$DIR/ringseed.toml"
+# ringseed+rc4: MSE forced on incoming connections, RC4 the only method.
+{ tuned "$RS" | sed -e 's/^encryption_in = .*/encryption_in = "forced"/' -e 's/^encryption_level = .*/encryption_level = "rc4"/'; } >"$DIR/ringseed-rc4.toml"
 # The old binary gets its own defaults, tuned alike: it refuses keys added since.
 if [ -n "${RINGSEED_OLD:-}" ]; then tuned "$RINGSEED_OLD" >"$DIR/ringseed-old.toml"; fi
 
@@ -110,7 +117,7 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
-if [[ " $SEEDERS " == *" transmission "* ]]; then
+if [[ " $SEEDERS " == *" transmission "* || " $SEEDERS " == *" transmission+rc4 "* ]]; then
   if ip netns add "$NS" 2>/dev/null; then
     ns_up=1
     ip link add "${NS}a" type veth peer name "${NS}b"
@@ -125,7 +132,7 @@ if [[ " $SEEDERS " == *" transmission "* ]]; then
     ip netns exec "$NS" ip route add "$NS_SOURCES" via "$NS_HOST"
   else
     echo "no CAP_NET_ADMIN: Transmission (which refuses loopback peers) is skipped" >&2
-    SEEDERS=${SEEDERS//transmission/}
+    SEEDERS=$(echo "$SEEDERS" | tr ' ' '\n' | grep -v '^transmission' | tr '\n' ' ')
   fi
 fi
 
@@ -141,26 +148,33 @@ start_seeder() {
 }
 
 start_seeder_once() {
-  local port log="$DIR/$1.log"
+  local port log="$DIR/$1.log" rc4=0
+  [[ $1 == *+rc4 ]] && rc4=1
   port=$(free_port)
   TARGET="127.0.0.1:$port"
-  case $1 in
+  case ${1%+rc4} in
   ringseed-old)
     taskset -c "$SEED_CPU" "${RINGSEED_OLD:?RINGSEED_OLD names the old binary}" seed "$TORRENT" --data "$DIR/data" \
       --skip-check --config "$DIR/ringseed-old.toml" --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
   ringseed)
-    taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$DIR/ringseed.toml" \
+    local cfg="$DIR/ringseed.toml"
+    [ "$rc4" = 1 ] && cfg="$DIR/ringseed-rc4.toml"
+    taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$cfg" \
       --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
   libtorrent)
-    taskset -c "$SEED_CPU" $PY "$LT" seed "$TORRENT" "$DIR/data" "$port" >"$log" 2>&1 &
+    local enc=""
+    [ "$rc4" = 1 ] && enc=forced-rc4
+    LT_ENC=$enc taskset -c "$SEED_CPU" $PY "$LT" seed "$TORRENT" "$DIR/data" "$port" >"$log" 2>&1 &
     ;;
   aria2)
     taskset -c "$SEED_CPU" aria2c --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
       --enable-peer-exchange=false --bt-seed-unverified=true --check-integrity=false --seed-ratio=0.0 \
       --bt-max-peers=0 --listen-port="$port" --dir="$DIR/data" --file-allocation=none \
-      --summary-interval=0 --console-log-level=warn --auto-save-interval=0 "$TORRENT" >"$log" 2>&1 &
+      --summary-interval=0 --console-log-level=warn --auto-save-interval=0 \
+      --bt-require-crypto=$([ "$rc4" = 1 ] && echo true || echo false) \
+      --bt-min-crypto-level=$([ "$rc4" = 1 ] && echo arc4 || echo plain) "$TORRENT" >"$log" 2>&1 &
     ;;
   transmission)
     local home="$DIR/transmission-home"
@@ -170,7 +184,7 @@ start_seeder_once() {
     TARGET="$NS_PEER:$port"
     # Every peer unchoked and no peer limits, as the other seeders here; plain TCP only.
     cat >"$home/settings.json" <<EOF
-{"utp-enabled": false, "encryption": 0, "dht-enabled": false, "lpd-enabled": false,
+{"utp-enabled": false, "encryption": $((rc4 * 2)), "dht-enabled": false, "lpd-enabled": false,
  "pex-enabled": false, "port-forwarding-enabled": false, "peer-port": $port,
  "peer-limit-global": 5000, "peer-limit-per-torrent": 5000, "upload-slots-per-torrent": 5000,
  "speed-limit-up-enabled": false, "ratio-limit-enabled": false, "cache-size-mb": 64}
@@ -180,9 +194,10 @@ EOF
   esac
   SEEDER_PID=$!
   EXTRA=()
+  [ "$rc4" = 1 ] && EXTRA=(--encrypt)
   RUN_SECS=$SECS
-  if [ "$1" = transmission ]; then
-    EXTRA=(--source-base 10.215.0.1)
+  if [ "${1%+rc4}" = transmission ]; then
+    EXTRA+=(--source-base 10.215.0.1)
     RUN_SECS=$((SECS + 12))
     wait_listen "$port" "$NS" || true
     # It hashes the whole payload before it seeds.
@@ -192,7 +207,7 @@ EOF
   fi
   kill -0 "$SEEDER_PID" 2>/dev/null || return 1
   # libtorrent resets connections that arrive right after it starts seeding.
-  if [ "$1" = libtorrent ]; then sleep 2; else sleep 0.5; fi
+  if [ "${1%+rc4}" = libtorrent ]; then sleep 2; else sleep 0.5; fi
 }
 
 stop_seeder() {
@@ -284,7 +299,7 @@ for n in sorted({n for (_, n) in data}):
             continue
         good, failed = ok_runs(d) if name != "ceiling" else (d, 0)
         m = {k: med(v) for k, v in good.items()}
-        label = name + (" (veth)" if name == "transmission" else "")
+        label = name + (" (veth)" if name.startswith("transmission") else "")
         r = lambda k: ratio(m[k], b[k]) if b else float("nan")
         if name == "ceiling":
             print(f"{n:>5} {'loopback ceiling':<19} {m['gib']:>7.3f} {m['cpu']:>9.3f} {'':>9} {'':>8} {n:>5} {'':>6} {'':>6}   {r('gib'):>7.2f}")
@@ -299,6 +314,12 @@ for n in sorted({n for (_, n) in data}):
         l = {k: med(v) for k, v in ok_runs(lt)[0].items()}
         print(f"      targets: ringseed/libtorrent GiB/s {ratio(b['gib'], l['gib']):.2f}x (>= 1.5), "
               f"p99 {ratio(b['p99'], l['p99']):.2f}x (<= 0.5)")
+    rs_rc4, lt_rc4 = data.get(("ringseed+rc4", n)), data.get(("libtorrent+rc4", n))
+    if rs_rc4 and lt_rc4:
+        a = {k: med(v) for k, v in ok_runs(rs_rc4)[0].items()}
+        l = {k: med(v) for k, v in ok_runs(lt_rc4)[0].items()}
+        print(f"      encrypted (RC4): ringseed/libtorrent GiB/s {ratio(a['gib'], l['gib']):.2f}x, "
+              f"CPU-s/GiB {ratio(a['cpu'], l['cpu']):.2f}x (< 1: ringseed's RC4 costs less)")
 print()
 print("the loopback row's CPU-s/GiB is the sender's; 'conn' is leechers whose handshake completed;"
       " 'errors' counts leechers that ended early (by kind in each run's --json); 'failed' counts"

@@ -72,6 +72,10 @@ pub struct EngineConfig {
     pub message_timeout_s: u32,
     pub send_timeout_s: u32,
     pub max_connections_per_ip: u32,
+    pub encryption_in: crate::engine::encryption::Policy,
+    pub encryption_out: crate::engine::encryption::Policy,
+    pub encryption_level: crate::engine::encryption::Level,
+    pub encryption_prefer_rc4: bool,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +110,10 @@ impl Default for EngineConfig {
             message_timeout_s: s.message_timeout.as_secs() as u32,
             send_timeout_s: s.send_timeout.as_secs() as u32,
             max_connections_per_ip: s.max_connections_per_ip as u32,
+            encryption_in: s.encryption.incoming,
+            encryption_out: s.encryption.outgoing,
+            encryption_level: s.encryption.level,
+            encryption_prefer_rc4: s.encryption.prefer_rc4,
         }
     }
 }
@@ -620,6 +628,28 @@ const DOCS: &[(&str, &str)] = &[
         "engine.max_connections_per_ip",
         "Connections from one IP address to one torrent, and from one IP address still in\n\
          their handshake; more are refused. Range 1..=100000.",
+    ),
+    (
+        "engine.encryption_in",
+        "MSE/PE (protocol encryption) on incoming connections, told apart by their first\n\
+         bytes on the same port: \"disabled\" (plain BitTorrent only), \"enabled\" (either) or\n\
+         \"forced\" (MSE only; plain handshakes are refused and counted as plaintext_refused).\n\
+         libtorrent's and qBittorrent's default: enabled.",
+    ),
+    (
+        "engine.encryption_out",
+        "MSE/PE on the connections we dial: \"disabled\" (plain), \"enabled\" (MSE first, and\n\
+         once more in plain if the peer drops the MSE handshake) or \"forced\" (MSE only).",
+    ),
+    (
+        "engine.encryption_level",
+        "Crypto methods an MSE handshake may choose: \"rc4\" (the whole stream encrypted; the\n\
+         upload then takes the copy path, as every byte passes through the cipher),\n\
+         \"plaintext\" (only the handshake obfuscated) or \"both\".",
+    ),
+    (
+        "engine.encryption_prefer_rc4",
+        "Offered both methods by a peer, choose RC4 (else plaintext, which costs no CPU).",
     ),
     (
         "trackers",
@@ -1228,6 +1258,12 @@ impl Config {
             message_timeout: std::time::Duration::from_secs(u64::from(e.message_timeout_s)),
             send_timeout: std::time::Duration::from_secs(u64::from(e.send_timeout_s)),
             max_connections_per_ip: e.max_connections_per_ip as usize,
+            encryption: crate::engine::encryption::Encryption {
+                incoming: e.encryption_in,
+                outgoing: e.encryption_out,
+                level: e.encryption_level,
+                prefer_rc4: e.encryption_prefer_rc4,
+            },
             ..d
         }
     }

@@ -260,6 +260,10 @@ struct BenchArgs {
     /// compares the two groups (default with --pay: all pay).
     #[arg(long, value_name = "N", requires = "pay")]
     paying_peers: Option<u64>,
+    /// Leechers dial with MSE/PE and RC4 (the seeder must accept encrypted connections): the
+    /// seeder's cost per GiB with every byte through the cipher.
+    #[arg(long)]
+    encrypt: bool,
 }
 
 #[derive(Subcommand)]
@@ -1455,6 +1459,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         pay: args.pay,
         budget: args.budget,
         paying_peers: args.paying_peers,
+        encrypt: args.encrypt,
     };
     let seeder = if args.spawn_seeder {
         if !args.json {

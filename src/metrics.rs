@@ -167,6 +167,18 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_mse_rc4_handshakes",
+            "MSE/PE handshakes completed with RC4 (the stream encrypted).",
+            &per_worker(&|s| s.mse_rc4),
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_mse_plaintext_handshakes",
+            "MSE/PE handshakes completed with the plaintext method (only the handshake obfuscated).",
+            &per_worker(&|s| s.mse_plaintext),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_requests",
             "Block requests received.",
             &per_worker(&|s| s.requests),

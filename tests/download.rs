@@ -914,6 +914,14 @@ fn hostile_peers_are_cut_off_with_their_reason_and_the_download_completes() {
     assert!(!meta.info.layout.num_pieces.is_multiple_of(8));
     // Throttled, so the download lasts while the hostile peer does its worst.
     let lt = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 1 << 20);
+    // The hostile seeder speaks plain BitTorrent only: ringseed dials it plain (by default it
+    // tries MSE first, as libtorrent does).
+    let plain_cfg = dir.path().join("plain-dials.toml");
+    std::fs::write(&plain_cfg, "[engine]\nencryption_out = \"disabled\"\n").unwrap();
+    let plain_dials = vec![
+        "--config".to_owned(),
+        plain_cfg.to_str().unwrap().to_owned(),
+    ];
     for how in [
         Hostility::UnrequestedBlock,
         Hostility::PastPieceEnd,
@@ -925,7 +933,7 @@ fn hostile_peers_are_cut_off_with_their_reason_and_the_download_completes() {
         let res = download(
             &torrent,
             &out,
-            &args(&[&peer(addr), &peer(lt.addr), &no_trackers()]),
+            &args(&[&peer(addr), &peer(lt.addr), &no_trackers(), &plain_dials]),
         );
         let report = res.done();
         assert_same_files(&meta, &data, &out);
@@ -1074,7 +1082,8 @@ fn pieces_abandoned_by_choking_or_silent_peers_are_finished_by_another() {
     let config = dir.path().join("small.toml");
     std::fs::write(
         &config,
-        "[engine]\ndownload_memory_mib = 4\nrequest_timeout_s = 2\n",
+        // The holders speak plain BitTorrent only: plain dials (no MSE attempt first).
+        "[engine]\ndownload_memory_mib = 4\nrequest_timeout_s = 2\nencryption_out = \"disabled\"\n",
     )
     .unwrap();
     let lt = spawn_lt_seeder(&torrent, &data, "127.0.0.2", 2 << 20);

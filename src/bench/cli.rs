@@ -150,6 +150,8 @@ pub struct SwarmOptions {
     pub budget: Option<u128>,
     /// A mixed run: only the first N leechers pay (`None` with `pay`: all pay).
     pub paying_peers: Option<u64>,
+    /// Leechers speak MSE/PE with RC4.
+    pub encrypt: bool,
 }
 
 impl SwarmOptions {
@@ -189,6 +191,7 @@ impl SwarmOptions {
             idle: self.idle,
             pay: self.pay.zip(self.budget),
             paying_peers: self.paying_peers.map(|n| n as usize),
+            encrypt: self.encrypt,
             ..BenchOptions::default()
         })
     }
@@ -369,6 +372,7 @@ mod tests {
             pay: None,
             budget: None,
             paying_peers: None,
+            encrypt: false,
         }
     }
 

@@ -14,6 +14,7 @@
 pub mod ceiling;
 pub mod chart;
 pub mod cli;
+mod crypt;
 pub mod procstat;
 mod seeder;
 mod swarm;
@@ -96,6 +97,8 @@ pub struct BenchOptions {
     /// With `pay`, a mixed run: only leechers 0 … N-1 pay and the rest are free (`None`: all
     /// pay). The report then compares the two groups ([`BenchReport::groups`]).
     pub paying_peers: Option<usize>,
+    /// Leechers dial with MSE/PE and RC4 (`--encrypt`).
+    pub encrypt: bool,
 }
 
 /// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
@@ -121,6 +124,7 @@ impl Default for BenchOptions {
             idle: false,
             pay: None,
             paying_peers: None,
+            encrypt: false,
         }
     }
 }
@@ -653,6 +657,7 @@ pub fn run_torrents(
         requests_over: AtomicBool::new(false),
         pay: opts.pay,
         paying_peers: opts.paying_peers.unwrap_or(opts.peers),
+        encrypt: opts.encrypt,
     });
 
     let mut handles = Vec::with_capacity(workers);

@@ -98,6 +98,8 @@ pub(crate) struct Plan {
     pub pay: Option<(u128, u128)>,
     /// With `pay`: leechers numbered below this pay, the others are free.
     pub paying_peers: usize,
+    /// Leechers speak MSE/PE with RC4 (`--encrypt`).
+    pub encrypt: bool,
 }
 
 impl Plan {
@@ -311,6 +313,10 @@ struct Leecher {
     /// Counted with the paying group (it had a payer; `payer` is taken when it ends).
     paying: bool,
     first_block: Option<Instant>,
+    /// `--encrypt`: the MSE handshake, then RC4.
+    crypt: Option<super::crypt::LeecherCrypt>,
+    /// Bytes at the front of `pending` already in wire form (written by the MSE handshake).
+    pending_ready: usize,
     /// When the seeder's receipt confirmed this payer's bid.
     confirmed_at: Option<Instant>,
     /// From `confirmed_at` to the first block after it.
@@ -366,6 +372,8 @@ impl Leecher {
             first_block: None,
             confirmed_at: None,
             confirm_to_first_block: None,
+            crypt: None,
+            pending_ready: 0,
         }
     }
 
@@ -767,8 +775,15 @@ impl Worker {
         };
         // The handshake alone: other messages wait for the seeder's handshake (aria2 closes a
         // connection whose first packet holds more than the handshake).
-        c.pending
-            .extend_from_slice(&Handshake::new(t.info_hash, peer_id).encode());
+        let hs = Handshake::new(t.info_hash, peer_id).encode();
+        if plan.encrypt {
+            // Ya and PadA first; our handshake rides in the MSE handshake's initial payload.
+            let crypt = super::crypt::LeecherCrypt::start(t.info_hash, &hs, &mut c.pending);
+            c.crypt = Some(crypt);
+            c.pending_ready = c.pending.len();
+        } else {
+            c.pending.extend_from_slice(&hs);
+        }
         self.pump_send(slot);
         self.post_recv(slot);
     }
@@ -810,7 +825,21 @@ impl Worker {
             self.fail(slot, ErrorKind::Io);
             return;
         }
+        let from = c.end;
         c.end += res as usize;
+        if let Some(crypt) = c.crypt.as_mut() {
+            let handshaking = matches!(crypt, super::crypt::LeecherCrypt::Handshake(_));
+            if crypt
+                .input(&mut c.recv, from, &mut c.end, &mut c.pending)
+                .is_err()
+            {
+                self.fail(slot, ErrorKind::Protocol);
+                return;
+            }
+            if handshaking {
+                c.pending_ready = c.pending.len();
+            }
+        }
         let before = (self.result.bytes, self.result.blocks);
         if let Err(kind) = self.process_input(slot) {
             self.fail(slot, kind);
@@ -1076,6 +1105,10 @@ impl Worker {
         std::mem::swap(&mut c.out, &mut c.pending);
         c.pending.clear();
         c.out_sent = 0;
+        let ready = std::mem::take(&mut c.pending_ready).min(c.out.len());
+        if let Some(crypt) = c.crypt.as_mut() {
+            crypt.output(&mut c.out[ready..]);
+        }
         self.post_send(slot, raw);
     }
 
@@ -1264,6 +1297,7 @@ mod tests {
             requests_over: AtomicBool::new(false),
             pay: None,
             paying_peers: 0,
+            encrypt: false,
         }
     }
 

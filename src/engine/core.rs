@@ -28,6 +28,9 @@ pub(crate) struct Core {
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
     pub torrents: HashMap<[u8; 20], Arc<Torrent>>,
+    /// `HASH('req2', info-hash)` → info-hash of each torrent in `torrents`: how an incoming
+    /// MSE handshake names its torrent.
+    pub obfuscated: HashMap<[u8; 20], [u8; 20]>,
     pub memory: JobMemory,
     /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
     pub token_queue: VecDeque<usize>,

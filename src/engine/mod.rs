@@ -14,6 +14,7 @@
 pub mod coalesce;
 mod conn;
 mod core;
+pub mod encryption;
 pub(crate) mod fetch;
 pub mod ip_limit;
 pub mod peer;

@@ -102,6 +102,8 @@ pub struct Settings {
     /// Connections from one IP address to one torrent, and connections from one IP address
     /// still in their handshake (not yet tied to a torrent); more are refused.
     pub max_connections_per_ip: usize,
+    /// MSE/PE: policies both ways and the crypto methods allowed.
+    pub encryption: super::encryption::Encryption,
 }
 
 impl Default for Settings {
@@ -142,6 +144,7 @@ impl Default for Settings {
             message_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
             max_connections_per_ip: 8,
+            encryption: super::encryption::Encryption::default(),
         }
     }
 }

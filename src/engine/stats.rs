@@ -51,10 +51,18 @@ pub enum Reason {
     TooManyFromIp,
     /// It kept sending vouchers that failed their signature check.
     ForgedVouchers,
+    /// A plain BitTorrent handshake while `encryption_in` is `forced`.
+    PlaintextRefused,
+    /// An MSE handshake while `encryption_in` is `disabled`.
+    EncryptionRefused,
+    /// Its MSE handshake failed (a wrong key or VC, no common method, an unknown torrent).
+    BadMseHandshake,
+    /// No MSE synchronisation pattern within the padding the spec allows (an endless pad).
+    MseNoSync,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 32] = [
         Reason::PeerClosed,
         Reason::IoError,
         Reason::HandshakeTimeout,
@@ -83,6 +91,10 @@ impl Reason {
         Reason::MessageFlood,
         Reason::TooManyFromIp,
         Reason::ForgedVouchers,
+        Reason::PlaintextRefused,
+        Reason::EncryptionRefused,
+        Reason::BadMseHandshake,
+        Reason::MseNoSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +127,10 @@ impl Reason {
             Reason::MessageFlood => "message_flood",
             Reason::TooManyFromIp => "too_many_from_ip",
             Reason::ForgedVouchers => "forged_vouchers",
+            Reason::PlaintextRefused => "plaintext_refused",
+            Reason::EncryptionRefused => "encryption_refused",
+            Reason::BadMseHandshake => "bad_mse_handshake",
+            Reason::MseNoSync => "mse_no_sync",
         }
     }
 }
@@ -153,6 +169,9 @@ pub struct WorkerStats {
     pub write_errors: AtomicU64,
     pub submissions: AtomicU64,
     pub completions: AtomicU64,
+    /// MSE handshakes completed (either side), by the method chosen.
+    pub mse_rc4: AtomicU64,
+    pub mse_plaintext: AtomicU64,
     pub disconnects: [AtomicU64; Reason::ALL.len()],
     /// Request → last byte handed to the socket, microseconds. Published by the worker once a
     /// second from its private histogram, so the lock is never taken on the peer path.
@@ -184,7 +203,9 @@ impl Default for WorkerStats {
             write_errors: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             completions: AtomicU64::new(0),
-            disconnects: Default::default(),
+            mse_rc4: AtomicU64::new(0),
+            mse_plaintext: AtomicU64::new(0),
+            disconnects: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_us: Mutex::new(new_histogram()),
         }
     }
@@ -221,6 +242,8 @@ pub struct StatsSnapshot {
     pub write_errors: u64,
     pub submissions: u64,
     pub completions: u64,
+    pub mse_rc4: u64,
+    pub mse_plaintext: u64,
     pub disconnects: HashMap<&'static str, u64>,
     #[serde(skip)]
     pub latency_us: Histogram<u64>,
@@ -252,6 +275,8 @@ impl WorkerStats {
             write_errors: r(&self.write_errors),
             submissions: r(&self.submissions),
             completions: r(&self.completions),
+            mse_rc4: r(&self.mse_rc4),
+            mse_plaintext: r(&self.mse_plaintext),
             disconnects: Reason::ALL
                 .iter()
                 .map(|&k| (k.name(), r(&self.disconnects[k as usize])))

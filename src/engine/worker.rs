@@ -22,6 +22,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::conn::Conn;
 use super::core::Core;
+use super::encryption::Dial;
 use super::peer::{Phase, Rules, Tick};
 use super::ratelimit::TokenBucket;
 use super::stats::new_histogram;
@@ -124,6 +125,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         fetches: Default::default(),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
+        obfuscated: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
@@ -436,9 +438,13 @@ impl Worker {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::AddTorrent(t) => {
+                self.core
+                    .obfuscated
+                    .insert(crate::mse::obfuscated(&t.id), t.id);
                 self.core.torrents.insert(t.id, t);
             }
             Command::RemoveTorrent(id) => {
+                self.core.obfuscated.remove(&crate::mse::obfuscated(&id));
                 if let Some(t) = self.core.torrents.remove(&id) {
                     self.core.fetches.drop_torrent(&t);
                 }
@@ -446,7 +452,10 @@ impl Worker {
                     c.torrent.as_ref().is_some_and(|t| t.id == id)
                 });
             }
-            Command::Connect { addr, torrent } => self.connect(addr, torrent),
+            Command::Connect { addr, torrent } => {
+                let dial = self.core.settings.encryption.dial();
+                self.connect(addr, torrent, dial)
+            }
             Command::Peers { torrent, reply } => {
                 let _ = reply.send(self.peers_of(torrent));
             }
@@ -520,7 +529,8 @@ impl Worker {
         self.maybe_free(slot);
     }
 
-    fn connect(&mut self, addr: SocketAddr, torrent: [u8; 20]) {
+    /// Dials `addr` for `torrent`, plain or with MSE.
+    fn connect(&mut self, addr: SocketAddr, torrent: [u8; 20], dial: Dial) {
         let Some(t) = self.core.torrents.get(&torrent).cloned() else {
             return;
         };
@@ -545,7 +555,7 @@ impl Worker {
         }
         let _ = sock.set_tcp_nodelay(true);
         t.peers.fetch_add(1, Ordering::Relaxed);
-        let slot = self.insert(Conn::outgoing(sock.into(), addr, t, self.core.now));
+        let slot = self.insert(Conn::outgoing(sock.into(), addr, t, dial, self.core.now));
         if let Some(c) = self.conns[slot].as_mut() {
             c.counted_torrent = true;
             c.post_connect(slot, &mut self.core);
@@ -564,10 +574,20 @@ impl Worker {
         let Some(c) = self.conns[slot].take() else {
             return;
         };
+        let retry = c
+            .retry_plain
+            .then(|| (c.addr, c.torrent.as_ref().map(|t| t.id)));
         c.release(&mut self.core);
         self.free.push(slot);
         self.live -= 1;
         self.core.stats.peers.fetch_sub(1, Ordering::Relaxed);
+        // Its MSE dial failed and the policy is `enabled`: once more in plain (released
+        // first, so the address is no longer counted as dialled).
+        if let Some((addr, Some(id))) = retry
+            && !self.stopping
+        {
+            self.connect(addr, id, Dial::Plain);
+        }
     }
 
     fn tick(&mut self) {

@@ -6,6 +6,7 @@
 //! connection, so a handler holds the connection and the worker's state at once and never looks
 //! its slot up again.
 
+mod crypt;
 mod fetch;
 mod recv;
 mod send;
@@ -21,6 +22,7 @@ use socket2::SockAddr;
 use super::Reason;
 use super::Torrent;
 use super::core::Core;
+use super::encryption::Dial;
 use super::peer::{Peer, Phase};
 use super::upload::{Job, Pipe};
 use crate::choking::SlotKind;
@@ -114,18 +116,41 @@ pub(super) struct Conn {
     pub counted_handshake: bool,
     /// Counted in its torrent's per-address count of connections.
     pub counted_torrent: bool,
+    /// MSE state: detecting, in the handshake, plain or RC4 (see `crypt.rs`).
+    crypt: crypt::Crypt,
+    /// Bytes at the front of `ctrl` already in wire form (written by the MSE handshake).
+    ctrl_ready: usize,
+    /// The upload job already encrypted (RC4 connections encrypt each job once).
+    ciphered_job: Option<u32>,
+    /// How an outgoing connection was dialled.
+    pub dial: Dial,
+    /// Dialled with MSE and its handshake not finished yet.
+    dial_mse_pending: bool,
+    /// The MSE dial failed and the policy allows one plain retry: the worker redials.
+    pub retry_plain: bool,
 }
 
 impl Conn {
     pub fn incoming(fd: OwnedFd, addr: SocketAddr, now: Instant) -> Conn {
-        Conn::new(fd, addr, false, now)
+        let mut c = Conn::new(fd, addr, false, now);
+        c.crypt = crypt::Crypt::Detect;
+        c
     }
 
-    /// An outgoing connection to `addr` for `torrent`; [`Conn::post_connect`] starts it.
-    pub fn outgoing(fd: OwnedFd, addr: SocketAddr, torrent: Arc<Torrent>, now: Instant) -> Conn {
+    /// An outgoing connection to `addr` for `torrent`, dialled plain or with MSE;
+    /// [`Conn::post_connect`] starts it.
+    pub fn outgoing(
+        fd: OwnedFd,
+        addr: SocketAddr,
+        torrent: Arc<Torrent>,
+        dial: Dial,
+        now: Instant,
+    ) -> Conn {
         let mut c = Conn::new(fd, addr, true, now);
         c.connect_addr = Some(Box::new(SockAddr::from(addr)));
         c.torrent = Some(torrent);
+        c.dial = dial;
+        c.dial_mse_pending = dial == Dial::Mse;
         c
     }
 
@@ -171,6 +196,12 @@ impl Conn {
             reads_nothing: false,
             counted_handshake: false,
             counted_torrent: false,
+            crypt: crypt::Crypt::Plain,
+            ctrl_ready: 0,
+            ciphered_job: None,
+            dial: Dial::Plain,
+            dial_mse_pending: false,
+            retry_plain: false,
         }
     }
 
@@ -194,6 +225,11 @@ impl Conn {
             self.delivered_at = now;
         }
         now.saturating_duration_since(self.delivered_at)
+    }
+
+    /// The connection encrypts with RC4: its uploads must take the copy path.
+    pub fn rc4(&self) -> bool {
+        self.crypt.is_rc4()
     }
 
     pub fn is_active(&self) -> bool {
@@ -239,8 +275,8 @@ impl Conn {
         }
         core.stats.add(&core.stats.connected_out, 1);
         self.connect_addr = None;
-        if let Some(t) = &self.torrent {
-            self.peer.connected(t.id, &core.rules, &mut self.ctrl);
+        if let Some(id) = self.torrent.as_ref().map(|t| t.id) {
+            self.start_dial(id, core);
         }
         self.pump_send(slot, core);
         self.post_recv(slot, core);
@@ -254,6 +290,17 @@ impl Conn {
         }
         self.closing = Some(reason);
         core.stats.add(&core.stats.disconnects[reason as usize], 1);
+        // A peer that drops or garbles our MSE handshake may not speak MSE: one plain retry.
+        self.retry_plain = self.dial_mse_pending
+            && core.settings.encryption.retry_plain()
+            && matches!(
+                reason,
+                Reason::PeerClosed
+                    | Reason::IoError
+                    | Reason::HandshakeTimeout
+                    | Reason::BadMseHandshake
+                    | Reason::MseNoSync
+            );
         self.leave_fetch(slot, core);
         if let Some(kind) = self.slot.take() {
             core.held.release(kind);

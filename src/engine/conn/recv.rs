@@ -56,9 +56,15 @@ impl Conn {
             self.close(slot, reason, core);
             return;
         }
+        let from = self.recv_len;
         self.recv_len += res as usize;
         self.peer.received(core.now);
-        if let Err(reason) = self.process_input(slot, core) {
+        let input = match self.crypt_input(from, core) {
+            Ok(true) => self.process_input(slot, core),
+            Ok(false) => Ok(()),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = input {
             self.close(slot, reason, core);
             return;
         }

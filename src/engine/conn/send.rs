@@ -18,7 +18,8 @@ impl Conn {
     /// allow. A peer held back by the limits waits in the worker's token queue (`throttled`),
     /// one held back by memory in its memory queue (`starved`).
     pub fn pump_uploads(&mut self, slot: usize, core: &mut Core) {
-        let splice = core.upload_path == UploadPath::Splice;
+        // RC4 bytes pass through the cipher: never spliced.
+        let splice = core.upload_path == UploadPath::Splice && !self.rc4();
         if self.throttled || (self.starved && !self.memory_turn) {
             // Its turn comes in the token queue or the memory queue.
             return;
@@ -151,13 +152,18 @@ impl Conn {
         let fd = self.fd.as_raw_fd();
         // Messages must not interleave: a piece message already on its way finishes before any
         // control message goes, and control bytes already handed out finish before a job.
-        let job_midway = self.jobs.front().is_some_and(|j| j.sent > 0);
+        // (An encrypted job counts as started: the keystream has passed over it.)
+        let job_midway = self
+            .jobs
+            .front()
+            .is_some_and(|j| j.sent > 0 || self.ciphered_job == Some(j.seq));
         let ctrl_pending = self.ctrl_sent < self.ctrl_inflight.len() || !self.ctrl.is_empty();
         if ctrl_pending && !job_midway {
             if self.ctrl_sent >= self.ctrl_inflight.len() {
                 self.ctrl_inflight.clear();
                 self.ctrl_sent = 0;
                 std::mem::swap(&mut self.ctrl, &mut self.ctrl_inflight);
+                self.crypt_ctrl();
             }
             let rest = &self.ctrl_inflight[self.ctrl_sent..];
             let e = ops::send(
@@ -173,7 +179,12 @@ impl Conn {
             unsafe { core.push(e) };
             return;
         }
-        let Some(job) = self.jobs.front_mut().filter(|j| j.ready_to_send()) else {
+        if !self.jobs.front().is_some_and(|j| j.ready_to_send()) {
+            return;
+        }
+        self.crypt_front_job();
+        let rc4 = self.rc4();
+        let Some(job) = self.jobs.front_mut() else {
             return;
         };
         let seq = job.seq;
@@ -213,7 +224,7 @@ impl Conn {
             }
         } else {
             let rest = &job.buf[job.sent..job.len];
-            if core.upload_path == UploadPath::Zerocopy {
+            if core.upload_path == UploadPath::Zerocopy && !rc4 {
                 job.zc_notifs_pending += 1;
                 ops::send_zc(
                     fd,
