@@ -219,9 +219,9 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
     let state = dir.path().join("state");
     let cfg = config(dir.path(), "seed", &[format!("127.0.0.1:{boot}")], &state);
     let global = ["--config".as_ref(), cfg.as_os_str()];
+    let started = Instant::now();
     let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
     let metrics = metrics_addr(&mut seeder);
-    let started = Instant::now();
     // ringseed announces itself (its TCP port) to the libtorrent node.
     let port = node.wait_for(Duration::from_secs(20), "announce", &mut heard, |l| {
         let mut w = l.strip_prefix("announce ")?.split(' ');
@@ -229,7 +229,7 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
         w.nth(1)?.parse::<u16>().ok()
     });
     eprintln!(
-        "ringseed's announce reached the libtorrent node {:.2} s after it started",
+        "ringseed's announce reached the libtorrent node {:.2} s after the seeder was started",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(port, seeder.addr.port(), "announced another port");
