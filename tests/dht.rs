@@ -433,3 +433,174 @@ fn the_routing_table_survives_a_restart_and_the_api_shows_the_dht() {
     assert_eq!(third.metric("ringseed_dht_nodes"), 0.0);
     third.stop();
 }
+
+/// A hostile DHT on loopback: `n` UDP nodes served by one thread. Every query is answered
+/// after `delay`, naming 8 of the swarm's nodes not named before as closer (with ids ever
+/// closer to the target), so a lookup never runs out of nodes to ask; a get_peers answer
+/// carries `values` fresh peer addresses (127.x.y.z, never dialled) when `values` > 0.
+struct Hostile {
+    addrs: Vec<std::net::SocketAddrV4>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Hostile {
+    fn start(n: usize, values: usize, delay: Duration) -> Hostile {
+        use ringseed::bencode::{Bencode, decode};
+        use std::sync::atomic::Ordering;
+        let sockets: Vec<std::net::UdpSocket> = (0..n)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        let addrs: Vec<std::net::SocketAddrV4> = sockets
+            .iter()
+            .map(|s| match s.local_addr().unwrap() {
+                std::net::SocketAddr::V4(a) => a,
+                other => panic!("{other}"),
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ports, halt) = (addrs.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut queue: Vec<(Instant, usize, std::net::SocketAddr, Vec<u8>)> = Vec::new();
+            let (mut next_node, mut next_peer, mut closer) = (1usize, 0u32, 0u32);
+            let mut buf = [0u8; 2048];
+            while !halt.load(Ordering::Relaxed) {
+                for (i, s) in sockets.iter().enumerate() {
+                    let Ok((len, from)) = s.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Ok(q) = decode(&buf[..len]) else { continue };
+                    let (Some(t), Some(kind)) = (
+                        q.get(b"t").and_then(|v| v.as_bytes()),
+                        q.get(b"q").and_then(|v| v.as_bytes()),
+                    ) else {
+                        continue;
+                    };
+                    let args = q.get(b"a");
+                    let target: Vec<u8> = args
+                        .and_then(|a| a.get(b"info_hash").or(a.get(b"target")))
+                        .and_then(|v| v.as_bytes())
+                        .map_or(vec![7; 20], <[u8]>::to_vec);
+                    let mut r = Bencode::dict();
+                    let mut id = target.clone();
+                    id[19] ^= 0xff;
+                    r.insert("id", Bencode::bytes(&id));
+                    if kind != b"ping" {
+                        // Eight nodes not named before, each closer to the target than the
+                        // last: a lookup always has someone new to ask.
+                        let mut nodes = Vec::new();
+                        for _ in 0..8 {
+                            let mut nid = target.clone();
+                            closer += 1;
+                            nid[16..20].copy_from_slice(&(u32::MAX - closer).to_be_bytes());
+                            nodes.extend_from_slice(&nid);
+                            let a = ports[next_node % ports.len()];
+                            next_node += 1;
+                            nodes.extend_from_slice(&a.ip().octets());
+                            nodes.extend_from_slice(&a.port().to_be_bytes());
+                        }
+                        r.insert("nodes", Bencode::bytes(nodes));
+                    }
+                    if kind != b"ping" && kind != b"find_node" {
+                        r.insert("token", Bencode::bytes(b"tok"));
+                    }
+                    if kind == b"get_peers" && values > 0 {
+                        let list = (0..values)
+                            .map(|_| {
+                                next_peer += 1;
+                                let [_, a, b, c] = next_peer.to_be_bytes();
+                                Bencode::bytes([127, a.max(1), b, c, 0x1a, 0xe1])
+                            })
+                            .collect();
+                        r.insert("values", Bencode::List(list));
+                    }
+                    let mut m = Bencode::dict();
+                    m.insert("r", r);
+                    m.insert("t", Bencode::bytes(t));
+                    m.insert("y", Bencode::bytes(b"r"));
+                    queue.push((Instant::now() + delay, i, from, m.encode()));
+                }
+                let now = Instant::now();
+                queue.retain(|(at, i, to, bytes)| {
+                    if *at > now {
+                        return true;
+                    }
+                    let _ = sockets[*i].send_to(bytes, to);
+                    false
+                });
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Hostile { addrs, stop }
+    }
+}
+
+/// Our node, bootstrapped from `boot` only, with `limits`.
+fn our_node(boot: std::net::SocketAddrV4, limits: ringseed::dht::DhtLimits) -> ringseed::dht::Dht {
+    let o = ringseed::dht::DhtOptions {
+        port: 0,
+        bind: None,
+        bootstrap: vec![boot.to_string()],
+        nodes_file: None,
+        limits,
+    };
+    ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+#[test]
+fn dht_replies_are_bounded_in_peers_and_in_time() {
+    use std::sync::atomic::Ordering;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Replies stuffed with peers (180 fresh ones each, about what fits a datagram): a lookup
+    // keeps 200 and drops the rest.
+    let stuffed = Hostile::start(32, 180, Duration::ZERO);
+    let limits = ringseed::dht::DhtLimits {
+        lookup_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let dht = our_node(stuffed.addrs[0], limits);
+    let started = Instant::now();
+    let peers = rt.block_on(dht.lookup([0x42; 20]));
+    let s = dht.stats().status();
+    assert_eq!(peers.len(), 200, "peers taken from one lookup");
+    assert!(
+        dht.stats().peers_dropped.load(Ordering::Relaxed) > 0,
+        "nothing was dropped: {s:?}"
+    );
+    assert_eq!((s.lookups_finished, s.lookups_timed_out), (1, 0), "{s:?}");
+    eprintln!(
+        "stuffed replies: {} peers kept in {:.2} s, {} dropped",
+        peers.len(),
+        started.elapsed().as_secs_f64(),
+        dht.stats().peers_dropped.load(Ordering::Relaxed)
+    );
+    drop(dht);
+    // Slow nodes that always name new, closer nodes: the lookup would never end on its own;
+    // it is cut off at the time bound.
+    let endless = Hostile::start(64, 0, Duration::from_millis(1500));
+    let limits = ringseed::dht::DhtLimits {
+        lookup_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let dht = our_node(endless.addrs[0], limits);
+    let started = Instant::now();
+    let peers = rt.block_on(dht.lookup([0x43; 20]));
+    let took = started.elapsed();
+    let s = dht.stats().status();
+    assert!(peers.is_empty());
+    assert_eq!((s.lookups_finished, s.lookups_timed_out), (0, 1), "{s:?}");
+    assert!(took < Duration::from_secs(10), "the lookup took {took:?}");
+    eprintln!("endless lookup cut off after {:.2} s", took.as_secs_f64());
+}
