@@ -62,8 +62,11 @@ pub enum Step {
     WaitUntil(Instant),
 }
 
-/// A torrent's DHT schedule. A new torrent looks up peers at once if it is incomplete, then
-/// announces; after that each repeats on its own interval.
+/// A torrent's DHT schedule. A new torrent looks up peers at once, then announces; after that
+/// each repeats on its own interval. A seed looks up too (every `announce_interval`): the
+/// peers it finds are dialled while it has free slots (issue 15: reach as a seed), and the
+/// lookup hands the announce that follows its nodes' tokens, so the pair costs about what a
+/// bare announce would (mainline's announce otherwise walks the DHT itself first).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     next_lookup: Instant,
@@ -82,8 +85,8 @@ impl Schedule {
     /// returned is taken to be done: its next time is set from `now`.
     pub fn next(&mut self, now: Instant, complete: bool, peers: u32, l: &DhtLimits) -> Step {
         // A lookup first, so the announce that follows reuses its nodes (and their tokens).
-        if !complete && self.next_lookup <= now {
-            let every = if peers < l.enough_peers {
+        if self.next_lookup <= now {
+            let every = if !complete && peers < l.enough_peers {
                 l.lookup_interval
             } else {
                 l.announce_interval
@@ -95,17 +98,13 @@ impl Schedule {
             self.next_announce = now + l.announce_interval;
             return Step::Announce;
         }
-        if complete {
-            Step::WaitUntil(self.next_announce)
-        } else {
-            // A torrent whose peers left looks again within a lookup interval, not at the next
-            // announce.
-            let soon = now + l.lookup_interval;
-            if peers < l.enough_peers && self.next_lookup > soon {
-                self.next_lookup = soon;
-            }
-            Step::WaitUntil(self.next_lookup.min(self.next_announce))
+        // A download whose peers left looks again within a lookup interval, not at the next
+        // announce.
+        let soon = now + l.lookup_interval;
+        if !complete && peers < l.enough_peers && self.next_lookup > soon {
+            self.next_lookup = soon;
         }
+        Step::WaitUntil(self.next_lookup.min(self.next_announce))
     }
 }
 
@@ -174,17 +173,34 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_only_announces() {
+    fn a_seed_looks_up_and_announces_once_an_announce_interval() {
         let l = DhtLimits::default();
         let t0 = Instant::now();
         let mut s = Schedule::new(t0);
+        assert_eq!(s.next(t0, true, 0, &l), Step::Lookup);
         assert_eq!(s.next(t0, true, 0, &l), Step::Announce);
+        // Few peers or not, a seed does not look every lookup interval.
         assert_eq!(
             s.next(t0, true, 0, &l),
             Step::WaitUntil(t0 + l.announce_interval)
         );
         let t1 = t0 + l.announce_interval;
+        assert_eq!(s.next(t1, true, 0, &l), Step::Lookup);
         assert_eq!(s.next(t1, true, 0, &l), Step::Announce);
+        // A download that completes drops to the seed's pace after the lookup it had due.
+        let mut d = Schedule::new(t0);
+        assert_eq!(d.next(t0, false, 0, &l), Step::Lookup);
+        assert_eq!(d.next(t0, false, 0, &l), Step::Announce);
+        let t2 = t0 + l.lookup_interval;
+        assert_eq!(d.next(t2, true, 0, &l), Step::Lookup);
+        assert_eq!(
+            d.next(t2, true, 0, &l),
+            Step::WaitUntil(t0 + l.announce_interval)
+        );
+        assert_eq!(
+            d.next(t0 + l.announce_interval, true, 0, &l),
+            Step::Announce
+        );
     }
 
     #[test]
