@@ -39,6 +39,7 @@ pub struct Config {
     pub speed: Speed,
     pub hashing: Hashing,
     pub create: Create,
+    pub dht: DhtConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +299,58 @@ impl IpNet {
             }
             _ => false,
         }
+    }
+}
+
+/// The DHT (BEP 5, `src/dht/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub bootstrap: Vec<String>,
+    pub nodes_file: String,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            enabled: true,
+            port: 0,
+            bootstrap: vec![
+                "router.bittorrent.com:6881".into(),
+                "dht.transmissionbt.com:6881".into(),
+                "router.utorrent.com:6881".into(),
+            ],
+            nodes_file: String::new(),
+        }
+    }
+}
+
+impl DhtConfig {
+    /// Where the routing table is kept: `nodes_file`, or `dht-nodes` in the state directory.
+    pub fn nodes_path(&self, state: &State) -> std::path::PathBuf {
+        if self.nodes_file.is_empty() {
+            std::path::Path::new(&state.dir).join("dht-nodes")
+        } else {
+            self.nodes_file.clone().into()
+        }
+    }
+}
+
+/// Whether `s` is a DHT node as `host:port`: a host of 1 to 253 bytes (a name or an IPv4
+/// address; IPv6 as `[addr]:port`) and a port 1..=65535.
+fn valid_node(s: &str) -> bool {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return a.port() != 0;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            (1..=253).contains(&host.len())
+                && valid_host_name(host)
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
     }
 }
 
@@ -671,6 +724,32 @@ const DOCS: &[(&str, &str)] = &[
     (
         "trackers.udp_retries",
         "UDP retransmissions before giving up. Range 0..=8.",
+    ),
+    (
+        "dht",
+        "The DHT (BEP 5): public torrents announce themselves and find peers, magnets find\n\
+         their metadata's peers. Private torrents (BEP 27) never use it. IPv4 only.",
+    ),
+    (
+        "dht.enabled",
+        "Run a DHT node (server mode: it answers other nodes), as libtorrent and qBittorrent\n\
+         do by default.",
+    ),
+    (
+        "dht.port",
+        "UDP port of the DHT; 0 means the engine's listening port (any free port if that is\n\
+         taken). The node binds the engine's listening address when it is IPv4.",
+    ),
+    (
+        "dht.bootstrap",
+        "Nodes (\"host:port\") a node with no saved routing table starts from. At most 64. A\n\
+         node bound to a loopback address uses only loopback ones.",
+    ),
+    (
+        "dht.nodes_file",
+        "Where the routing table is saved (every 10 minutes and at shutdown) and read back at\n\
+         start; \"\" = `dht-nodes` in the state directory (`seed` and `download` save it\n\
+         only where that directory exists).",
     ),
     (
         "state",
@@ -1210,6 +1289,20 @@ impl Config {
                 allowed: "at most 2^63 - 1",
             });
         }
+        if self.dht.bootstrap.len() > crate::dht::node::MAX_BOOTSTRAP {
+            return Err(ConfigError::OutOfRange {
+                key: "dht.bootstrap",
+                value: format!("{} nodes", self.dht.bootstrap.len()),
+                allowed: "at most 64",
+            });
+        }
+        if let Some(bad) = self.dht.bootstrap.iter().find(|n| !valid_node(n)) {
+            return Err(ConfigError::OutOfRange {
+                key: "dht.bootstrap",
+                value: format!("{bad:?}"),
+                allowed: "\"host:port\" entries (a DNS name or an IP address, port 1..=65535)",
+            });
+        }
         let p = self.create.piece_kib;
         range(
             "create.piece_kib",
@@ -1291,6 +1384,13 @@ impl Config {
                 terms: self.speed.terms(),
                 chain_id: self.speed.chain_id,
             });
+        o.dht = self.dht.enabled.then(|| crate::dht::DhtOptions {
+            port: self.dht.port,
+            bind: None,
+            bootstrap: self.dht.bootstrap.clone(),
+            nodes_file: Some(self.dht.nodes_path(&self.state)),
+            limits: crate::dht::DhtLimits::default(),
+        });
         o
     }
 
@@ -1400,6 +1500,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("speed.credit_window_kib"), "{e}");
+        let e = Config::parse("[dht]\nbootstrap = [\"router.bittorrent.com\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dht.bootstrap"), "{e}");
+        for bad in ["x:0", ":6881", "a b:1", "1.2.3.4:70000"] {
+            let text = format!("[dht]\nbootstrap = [{bad:?}]\n");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+        let text =
+            "[dht]\nbootstrap = [\"127.0.0.1:6881\", \"[::1]:6881\", \"dht.example.org:1\"]\n";
+        assert!(Config::parse(text).is_ok());
+        let e = Config::parse("[dht]\nport = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
         let off = Config::parse("[engine]\npex_interval_s = 0\n").unwrap();
         assert!(off.engine_settings().pex_interval.is_zero());
     }

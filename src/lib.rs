@@ -13,6 +13,7 @@ pub mod control;
 pub mod create;
 pub mod db;
 pub mod demo;
+pub mod dht;
 pub mod download;
 pub mod engine;
 pub mod fetch;

@@ -983,6 +983,9 @@ fn serve(torrent: &Path, data: &Path, args: &ServeArgs, config: &Config) -> Resu
         say!("metrics on http://{m}/metrics");
     }
     say_earning(&session);
+    if let Some(d) = session.dht() {
+        say!("DHT on udp {}", d.local_addr());
+    }
     ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, session.engine(), || {
         tracing::info!("SIGHUP: `ringseed seed` has no config to reload");
@@ -1089,6 +1092,9 @@ fn run_node(config_path: Option<&Path>, args: &ServeArgs, config: &Config) -> Re
         say!("control API on http://{a}");
     }
     say_earning(node.session());
+    if let Some(d) = node.session().dht() {
+        say!("DHT on udp {}", d.local_addr());
+    }
     ringseed::serve::notify_ready(&status);
     wait_for_stop(&signals, args.stats_every, node.session().engine(), || {
         reload(config_path, &config, &node)

@@ -51,6 +51,8 @@ pub struct SessionOptions {
     pub collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     /// Earn BTT (`[speed] enabled`).
     pub speed: Option<crate::speed::service::SpeedSetup>,
+    /// Run a DHT node (`[dht] enabled`): public torrents announce themselves and look up peers.
+    pub dht: Option<crate::dht::DhtOptions>,
 }
 
 impl Default for SessionOptions {
@@ -67,6 +69,7 @@ impl Default for SessionOptions {
             db_path: None,
             collectors: Vec::new(),
             speed: None,
+            dht: None,
         }
     }
 }
@@ -90,6 +93,8 @@ pub enum SessionError {
     },
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("DHT node: {0}")]
+    Dht(std::io::Error),
 }
 
 /// A task for the control thread's runtime.
@@ -123,12 +128,19 @@ pub struct SessionHandle {
     engine: Arc<Engine>,
     commands: mpsc::UnboundedSender<ControlCommand>,
     torrents: Arc<RwLock<Vec<Arc<Torrent>>>>,
+    /// The DHT node, when `[dht] enabled`.
+    dht: Option<crate::dht::Dht>,
 }
 
 /// Serve a torrent and announce it; or stop both.
 impl SessionHandle {
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The DHT node, when it runs (magnets look their peers up through it).
+    pub fn dht(&self) -> Option<&crate::dht::Dht> {
+        self.dht.as_ref()
     }
 
     /// Serves a torrent and starts announcing it.
@@ -189,6 +201,13 @@ impl Session {
         let engine = Arc::new(Engine::start_with_speed(settings, speed.clone())?);
         let client = TrackerClient::new(options.tracker_client.clone())?;
         let torrents: Arc<RwLock<Vec<Arc<Torrent>>>> = Arc::default();
+        // After the engine: the DHT takes the engine's port by default, and announces it.
+        let dht = match &options.dht {
+            Some(o) => {
+                Some(crate::dht::Dht::start(o, engine.local_addr()).map_err(SessionError::Dht)?)
+            }
+            None => None,
+        };
         // Bind here, so a taken port is an error of `start` and the real port is known.
         let metrics = match options.metrics_listen {
             Some(addr) => {
@@ -202,6 +221,9 @@ impl Session {
                     top_torrents: options.metrics_top_torrents,
                     speed: speed.as_ref().map(|s| s.stats.clone()),
                 }));
+                registry.register_collector(Box::new(crate::dht::metrics::DhtCollector {
+                    stats: dht.as_ref().map(|d| d.stats().clone()),
+                }));
                 for c in &options.collectors {
                     registry.register_collector(Box::new(crate::metrics::Shared(c.clone())));
                 }
@@ -212,15 +234,17 @@ impl Session {
         let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let (tx, rx) = mpsc::unbounded_channel();
         let e = engine.clone();
+        let d = dht.clone();
         let control = std::thread::Builder::new()
             .name("ringseed-control".into())
-            .spawn(move || control_thread(e, client, options, rx, metrics))
+            .spawn(move || control_thread(e, client, options, rx, metrics, d))
             .map_err(SessionError::Control)?;
         Ok(Session {
             handle: SessionHandle {
                 engine,
                 commands: tx,
                 torrents,
+                dht,
             },
             control: Some(control),
             metrics_addr,
@@ -236,6 +260,11 @@ impl Session {
 
     pub fn engine(&self) -> &Engine {
         &self.handle.engine
+    }
+
+    /// The DHT node, when it runs.
+    pub fn dht(&self) -> Option<&crate::dht::Dht> {
+        self.handle.dht.as_ref()
     }
 
     /// A handle for other threads and control-thread tasks.
@@ -273,6 +302,10 @@ impl Session {
         if let Some(t) = self.control.take() {
             let _ = t.join();
         }
+        // The routing table is kept for the next start; the node stops with its last handle.
+        if let Some(d) = &self.handle.dht {
+            d.save_nodes_blocking();
+        }
         self.handle.engine.stop();
         // The verifier's last vouchers go to the writer before the writer stops.
         if let Some(svc) = self.speed.take() {
@@ -291,6 +324,7 @@ fn control_thread(
     options: SessionOptions,
     mut commands: mpsc::UnboundedReceiver<ControlCommand>,
     metrics: Option<(std::net::TcpListener, Registry)>,
+    dht: Option<crate::dht::Dht>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -346,6 +380,9 @@ fn control_thread(
         }
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = tokio::task::JoinSet::new();
+        if let Some(d) = &dht {
+            tasks.spawn(d.clone().maintain(stop_rx.clone()));
+        }
         // Per torrent, the switch that ends its announce and dial loops, and where its dial
         // loop hears of peers.
         let mut running: HashMap<[u8; 20], Running> = HashMap::new();
@@ -365,6 +402,16 @@ fn control_thread(
                         stop_rx.clone(),
                         own_rx.clone(),
                     ));
+                    // Public torrents only: the loop returns at once for a private one.
+                    if let Some(d) = &dht {
+                        tasks.spawn(crate::dht::torrent::torrent_loop(
+                            d.clone(),
+                            t.clone(),
+                            peers_tx.clone(),
+                            stop_rx.clone(),
+                            own_rx.clone(),
+                        ));
+                    }
                     if options.announce && !t.meta.trackers.is_empty() {
                         tasks.spawn(announce_loop(
                             t,

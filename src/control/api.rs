@@ -11,7 +11,7 @@
 //! | `POST /api/v1/torrents/{hash}/peers` | `{"peers": ["IP:port", …]}` (1–100): a magnet waiting for its metadata keeps them and fetches again from every peer it knows; a torrent dials them |
 //! | `PUT /api/v1/torrents/{hash}/limits` | `{"upload_rate_kib", "download_rate_kib", "ratio", "seed_time_min"}`: a number, or null for the global value; absent keys stay |
 //! | `GET`/`PUT /api/v1/limits` | global limits `{"upload_rate_kib", "torrent_upload_rate_kib", "download_rate_kib", "torrent_download_rate_kib", "ratio", "seed_time_min"}`, kept in the state; null = the config's value |
-//! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total |
+//! | `GET /api/v1/stats` | resumed torrents, checks by reason, upload total, the DHT (`dht`: port, nodes, lookups, announces, peers found; absent when off) |
 //! | `GET /`, `GET /webui/{name}` | the web UI's page and assets ([`crate::webui`]; no token) |
 //! | `GET`/`POST /api/v1/categories`, `PUT`/`DELETE /api/v1/categories/{name}`, `GET`/`POST /api/v1/tags`, `POST /api/v1/tags/delete`, `PUT /api/v1/torrents/{hash}/category`, `PUT /api/v1/torrents/{hash}/tags`, `GET`/`PUT /api/v1/settings` | organisation: see [`super::org_api`] |
 //! | `POST /api/v1/torrents/{hash}/queue_top`, `/queue_bottom`, `/queue_up`, `/queue_down`, `/force_start`, `/unforce_start` | the queue (409 with queueing off) |

@@ -468,6 +468,9 @@ pub struct ServiceStats {
     pub checks_requested: u64,
     pub check_failures: u64,
     pub uploaded: u64,
+    /// The DHT node's port, routing-table size and lookups; absent when the DHT is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dht: Option<crate::dht::DhtStatus>,
 }
 
 /// The control service. Cheap to clone; every clone is the same service.
@@ -1139,11 +1142,12 @@ impl Service {
             tags: p.rec.tags.clone(),
         };
         let engine = self.inner.session.engine().clone();
+        let dht = self.inner.session.dht().cloned();
         let s = self.clone();
         let spawned = std::thread::Builder::new()
             .name("ringseed-magnet".into())
             .spawn(move || {
-                let resolved = crate::leecher::magnet::resolve_until(
+                let resolved = crate::leecher::magnet::resolve_with_dht(
                     &m,
                     &given,
                     engine.settings().peer_id,
@@ -1152,6 +1156,7 @@ impl Service {
                     async move {
                         let _ = stopped.await;
                     },
+                    dht,
                 );
                 let added = resolved.and_then(|r| {
                     add.peers.extend(
@@ -1937,6 +1942,7 @@ impl Service {
             checks_requested: c.checks_requested.load(Ordering::Relaxed),
             check_failures: c.check_failures.load(Ordering::Relaxed),
             uploaded: all.values().map(Entry::uploaded).sum(),
+            dht: self.inner.session.dht().map(|d| d.stats().status()),
         }
     }
 

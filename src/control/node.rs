@@ -191,7 +191,7 @@ pub struct ReloadPlan {
 
 /// The warning a SIGHUP logs when [`ReloadPlan::restart`] is not empty.
 pub const RESTART_WARNING: &str = "SIGHUP: changes to [engine] (other than rate limits), \
-     [trackers], [metrics], [control], [speed] or state.dir need a restart";
+     [trackers], [metrics], [control], [speed], [dht] or state.dir need a restart";
 
 /// Decides what of `new` a running node (started with `running`) applies on SIGHUP.
 pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
@@ -237,6 +237,9 @@ pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
     }
     if new.state.dir != running.state.dir {
         restart.push("state.dir");
+    }
+    if new.dht != running.dht {
+        restart.push("[dht]");
     }
     ReloadPlan {
         config: new,
@@ -494,6 +497,8 @@ mod tests {
         restart(|c| c.control.listen = "127.0.0.1:9".into(), "[control]");
         restart(|c| c.control.token = "t".into(), "[control]");
         restart(|c| c.state.dir = "/elsewhere".into(), "state.dir");
+        restart(|c| c.dht.enabled = !c.dht.enabled, "[dht]");
+        restart(|c| c.dht.bootstrap.clear(), "[dht]");
         let (p, _) = plan(|c| {
             c.trackers.enabled = !c.trackers.enabled;
             c.metrics.listen = "127.0.0.1:9".into();

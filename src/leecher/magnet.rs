@@ -42,6 +42,20 @@ pub fn resolve_until(
     limit: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Resolved, String> {
+    resolve_with_dht(m, peers, peer_id, port, limit, stop, None)
+}
+
+/// As [`resolve_until`], with the peers that `dht` finds for the info-hash too (looked up at
+/// once and again while the fetch lasts; the lookups end with it).
+pub fn resolve_with_dht(
+    m: &Magnet,
+    peers: &[SocketAddr],
+    peer_id: [u8; 20],
+    port: u16,
+    limit: Duration,
+    stop: impl std::future::Future<Output = ()>,
+    dht: Option<crate::dht::Dht>,
+) -> Result<Resolved, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,6 +72,13 @@ pub fn resolve_until(
             listen_port: port,
             ..FetchOptions::default()
         };
+        let dht_tx = tx.clone();
+        let lookups = async move {
+            match dht {
+                Some(d) => crate::dht::torrent::magnet_loop(d, m.info_hash.wire_id(), dht_tx).await,
+                None => std::future::pending().await,
+            }
+        };
         let announce = announce_for_peers(m, peer_id, port, tx);
         let fetch = magnet_fetch::fetch_metadata(&m.info_hash, rx, opts);
         tokio::select! {
@@ -66,6 +87,7 @@ pub fn resolve_until(
                 Err(_) => Err(format!("no peer gave the metadata within {} s", limit.as_secs())),
             },
             () = announce => Err("the trackers' announces ended".into()),
+            () = lookups => Err("the DHT lookups ended".into()),
             () = stop => Err("stopped".into()),
         }
     })?;

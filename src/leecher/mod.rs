@@ -142,12 +142,14 @@ fn from_magnet(opts: &DownloadOptions, session: &Session) -> Result<Metainfo, Do
     } else {
         opts.stall_timeout
     };
-    let r = magnet::resolve(
+    let r = magnet::resolve_with_dht(
         &m,
         &opts.peers,
         engine.settings().peer_id,
         engine.local_addr().port(),
         limit,
+        std::future::pending(),
+        session.dht().cloned(),
     )
     .map_err(DownloadError::Failed)?;
     tracing::info!(from = %r.from, "metadata fetched");

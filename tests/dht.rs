@@ -1,0 +1,606 @@
+//! The DHT (BEP 5) against libtorrent's, on loopback (tests/helpers/lt_dht.py; libtorrent's
+//! loopback restrictions are turned off as TESTING-NOTES.md says):
+//! - ringseed, given only a magnet's info-hash and a libtorrent node to bootstrap from, finds a
+//!   libtorrent seeder through the DHT, fetches the metadata and the data; its routing table
+//!   is saved at exit;
+//! - libtorrent, given only the magnet and the same kind of node, finds ringseed's seed through
+//!   the DHT (ringseed announced it) and downloads it;
+//! - a private torrent never touches the DHT: a libtorrent node that sees a public torrent's
+//!   announce never hears of the private one, seeded and downloaded by ringseed with its DHT
+//!   on, and that seeder's DHT counters stay at zero.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{create_torrent, pattern, require_tool, ringseed, spawn_seeder_with};
+
+fn lt_dht() -> Command {
+    require_tool("/usr/bin/python3");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/lt_dht.py"));
+    cmd
+}
+
+/// A helper process killed on drop, its stdout lines arriving on a channel.
+struct Helper {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Helper {
+    fn start(mut cmd: Command) -> Helper {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start lt_dht.py");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, lines }
+    }
+
+    /// The first line that `want` accepts, within `within`; the lines before it are returned
+    /// too (for the private test's check of everything the node heard).
+    fn wait_for<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        seen: &mut Vec<String>,
+        want: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let got = want(&l);
+                    seen.push(l);
+                    if let Some(v) = got {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("lt_dht.py: no {what} within {within:?}; it printed {seen:?}"),
+            }
+        }
+    }
+}
+
+/// A 4 MiB file (odd size) and its torrent made by ringseed (no trackers), with `extra`
+/// options; returns (torrent, directory holding the file, the file).
+fn payload(dir: &Path, name: &str, seed: u64, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let src = dir.join(format!("src-{name}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join(format!("{name}.bin"));
+    std::fs::write(&file, pattern((4 << 20) + 12_345, seed)).unwrap();
+    let torrent = dir.join(format!("{name}.torrent"));
+    let mut args = vec!["--piece-kib", "256"];
+    args.extend_from_slice(extra);
+    create_torrent(&file, &torrent, &args);
+    (torrent, src, file)
+}
+
+fn hex_of(torrent: &Path) -> String {
+    let meta = ringseed::metainfo::Metainfo::load(torrent).unwrap();
+    ringseed::metainfo::hex(&meta.info.hash.wire_id())
+}
+
+/// A config whose DHT bootstraps from `bootstrap` only and keeps its state in `state`.
+fn config(dir: &Path, name: &str, bootstrap: &[String], state: &Path) -> PathBuf {
+    let cfg = dir.join(format!("{name}.toml"));
+    let nodes: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[dht]\nbootstrap = [{}]\n[state]\ndir = {:?}\n[trackers]\nenabled = false\n",
+            nodes.join(", "),
+            state.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// One series of a `/metrics` text.
+fn metric(metrics: &str, series: &str) -> f64 {
+    let (status, text) = common::http::local(metrics.parse().unwrap(), "GET", "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// The seeder's `/metrics` address, from the lines it printed after "seeding".
+fn metrics_addr(seeder: &mut common::Seeder) -> String {
+    seeder
+        .lines
+        .by_ref()
+        .find_map(|l| {
+            Some(
+                l.ok()?
+                    .strip_prefix("metrics on http://")?
+                    .replace("/metrics", ""),
+            )
+        })
+        .expect("the seeder's metrics line")
+}
+
+#[test]
+fn a_magnet_is_found_through_a_libtorrent_dht_node_metadata_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, src, file) = payload(dir.path(), "pub", 11, &[]);
+    let hex = hex_of(&torrent);
+    let mut seed_cmd = lt_dht();
+    seed_cmd.arg("seed").arg(&torrent).arg(&src);
+    let lt = Helper::start(seed_cmd);
+    let (boot, lt_peer) = lt.wait_for(Duration::from_secs(30), "ready line", &mut vec![], |l| {
+        let mut w = l.strip_prefix("ready ")?.split(' ');
+        Some((
+            w.next()?.parse::<u16>().ok()?,
+            w.next()?.parse::<u16>().ok()?,
+        ))
+    });
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let cfg = config(dir.path(), "leech", &[format!("127.0.0.1:{boot}")], &state);
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    // Only the info-hash: no trackers, no x.pe, no --peer.
+    let result = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["download", &format!("magnet:?xt=urn:btih:{hex}"), "--json"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--stall-timeout",
+            "40",
+        ])
+        .args(["--metrics", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "download failed: {stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("pub.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "not byte-identical"
+    );
+    eprintln!("magnet -> data through the DHT in {secs:.2} s (libtorrent peer port {lt_peer})");
+    // The routing table was saved at exit, the bootstrap node in it.
+    let saved = std::fs::read_to_string(state.join("dht-nodes")).expect("dht-nodes saved");
+    assert!(
+        saved.lines().any(|l| l.starts_with("127.0.0.1:")),
+        "saved routing table: {saved:?}"
+    );
+}
+
+#[test]
+fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, src, file) = payload(dir.path(), "seeded", 12, &[]);
+    let hex = hex_of(&torrent);
+    let mut node_cmd = lt_dht();
+    node_cmd.arg("node");
+    let node = Helper::start(node_cmd);
+    let mut heard = Vec::new();
+    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
+        l.strip_prefix("dht ")?.parse::<u16>().ok()
+    });
+    let state = dir.path().join("state");
+    let cfg = config(dir.path(), "seed", &[format!("127.0.0.1:{boot}")], &state);
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let started = Instant::now();
+    let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
+    let metrics = metrics_addr(&mut seeder);
+    // ringseed announces itself (its TCP port) to the libtorrent node.
+    let port = node.wait_for(Duration::from_secs(20), "announce", &mut heard, |l| {
+        let mut w = l.strip_prefix("announce ")?.split(' ');
+        (w.next()? == hex).then_some(())?;
+        w.nth(1)?.parse::<u16>().ok()
+    });
+    eprintln!(
+        "ringseed's announce reached the libtorrent node {:.2} s after the seeder was started",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(port, seeder.addr.port(), "announced another port");
+    let out = dir.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut leech = lt_dht();
+    leech
+        .arg("leech")
+        .arg(format!("magnet:?xt=urn:btih:{hex}"))
+        .arg(&out)
+        .args([boot.to_string(), "60".into()]);
+    let report = common::run_ok(&mut leech);
+    let v: serde_json::Value =
+        serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {report}"));
+    assert_eq!(v["done"], true, "{report}");
+    assert!(
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == &serde_json::json!(seeder.addr.to_string())),
+        "libtorrent never connected to ringseed: {report}"
+    );
+    eprintln!("libtorrent: magnet -> data through the DHT: {report}");
+    assert_eq!(
+        std::fs::read(out.join("seeded.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "not byte-identical"
+    );
+    assert_eq!(metric(&metrics, "ringseed_dht_enabled"), 1.0);
+    assert!(metric(&metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") >= 1.0);
+    assert!(metric(&metrics, "ringseed_dht_port") > 0.0);
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
+}
+
+#[test]
+fn a_private_torrent_never_touches_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, priv_src, priv_file) = payload(dir.path(), "private", 13, &["--private"]);
+    let (public, pub_src, _) = payload(dir.path(), "public", 14, &[]);
+    let (priv_hex, pub_hex) = (hex_of(&private), hex_of(&public));
+    assert!(
+        ringseed::metainfo::Metainfo::load(&private)
+            .unwrap()
+            .info
+            .private
+    );
+    let mut node_cmd = lt_dht();
+    node_cmd.arg("node");
+    let node = Helper::start(node_cmd);
+    let mut heard = Vec::new();
+    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
+        l.strip_prefix("dht ")?.parse::<u16>().ok()
+    });
+    let bootstrap = [format!("127.0.0.1:{boot}")];
+    let state = dir.path().join("state");
+    // A seed of the private torrent and a download of it, both with the DHT on.
+    let cfg = config(dir.path(), "private", &bootstrap, &state);
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut priv_seed = spawn_seeder_with(&private, &priv_src, "127.0.0.1", &[], &global);
+    let priv_metrics = metrics_addr(&mut priv_seed);
+    let out = dir.path().join("out");
+    let fetched = ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("download")
+        .arg(&private)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--stall-timeout",
+            "30",
+        ])
+        .args(["--metrics", "127.0.0.1:0"])
+        .arg("--peer")
+        .arg(priv_seed.addr.to_string())
+        .arg("--data")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("private.bin")).unwrap(),
+        std::fs::read(&priv_file).unwrap()
+    );
+    // The control: a public torrent's announce reaches the same node, so the node would have
+    // heard the private one's.
+    let mut pub_seed = spawn_seeder_with(&public, &pub_src, "127.0.0.1", &[], &global);
+    let pub_metrics = metrics_addr(&mut pub_seed);
+    node.wait_for(
+        Duration::from_secs(20),
+        "the public announce",
+        &mut heard,
+        |l| {
+            l.strip_prefix("announce ")?
+                .starts_with(&pub_hex)
+                .then_some(())
+        },
+    );
+    // Whatever else arrives meanwhile is looked at too.
+    while let Ok(l) = node.lines.recv_timeout(Duration::from_millis(500)) {
+        heard.push(l);
+    }
+    assert!(
+        !heard.iter().any(|l| l.contains(&priv_hex)),
+        "the DHT node heard of the private torrent: {heard:?}"
+    );
+    for series in [
+        "ringseed_dht_lookups_started_total",
+        "ringseed_dht_announces_total{outcome=\"stored\"}",
+        "ringseed_dht_announces_total{outcome=\"failed\"}",
+    ] {
+        assert_eq!(metric(&priv_metrics, series), 0.0, "{series}");
+    }
+    assert_eq!(metric(&priv_metrics, "ringseed_dht_enabled"), 1.0);
+    assert!(
+        metric(
+            &pub_metrics,
+            "ringseed_dht_announces_total{outcome=\"stored\"}"
+        ) >= 1.0
+    );
+    for s in [&mut priv_seed, &mut pub_seed] {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+}
+
+/// A `ringseed run` node whose DHT bootstraps from `bootstrap` only, state in `state`.
+fn run_node(dir: &Path, name: &str, bootstrap: &[String], state: &Path) -> common::node::RunNode {
+    let cfg = dir.join(format!("{name}.toml"));
+    let nodes: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+             [trackers]\nenabled = false\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\nno_token_from = [\"127.0.0.1/32\"]\n\
+             [state]\ndir = {:?}\n\
+             [dht]\nbootstrap = [{}]\n",
+            state.display().to_string(),
+            nodes.join(", "),
+        ),
+    )
+    .unwrap();
+    common::node::RunNode::start(&cfg)
+}
+
+#[test]
+fn the_routing_table_survives_a_restart_and_the_api_shows_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node_cmd = lt_dht();
+    node_cmd.arg("node");
+    let lt = Helper::start(node_cmd);
+    let boot = lt.wait_for(Duration::from_secs(20), "dht line", &mut vec![], |l| {
+        l.strip_prefix("dht ")?.parse::<u16>().ok()
+    });
+    let state = dir.path().join("state");
+    let nodes_in = |n: &common::node::RunNode| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let nodes = n.metric("ringseed_dht_nodes");
+            if nodes >= 1.0 || Instant::now() > deadline {
+                return nodes;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = run_node(dir.path(), "first", &[format!("127.0.0.1:{boot}")], &state);
+    assert!(nodes_in(&first) >= 1.0, "never joined the libtorrent node");
+    let (status, body) = common::http::local(first.api, "GET", "/api/v1/stats", "");
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        stats["dht"]["port"].as_f64(),
+        Some(first.metric("ringseed_dht_port")),
+        "{body}"
+    );
+    assert!(stats["dht"]["nodes"].as_u64() >= Some(1), "{body}");
+    first.stop();
+    let saved = std::fs::read_to_string(state.join("dht-nodes")).expect("saved at shutdown");
+    assert!(saved.contains(&format!("127.0.0.1:{boot}")), "{saved:?}");
+    // No bootstrap node at all now: only the saved table brings it back into the DHT.
+    let second = run_node(dir.path(), "second", &[], &state);
+    assert!(
+        nodes_in(&second) >= 1.0,
+        "the saved routing table was not used"
+    );
+    second.stop();
+    // Without the saved table the same config finds nobody (the check above can fail).
+    std::fs::remove_file(state.join("dht-nodes")).unwrap();
+    let third = run_node(dir.path(), "third", &[], &state);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(third.metric("ringseed_dht_nodes"), 0.0);
+    third.stop();
+}
+
+/// A hostile DHT on loopback: `n` UDP nodes served by one thread. Every query is answered
+/// after `delay`, naming 8 of the swarm's nodes not named before as closer (with ids ever
+/// closer to the target), so a lookup never runs out of nodes to ask; a get_peers answer
+/// carries `values` fresh peer addresses (127.x.y.z, never dialled) when `values` > 0.
+struct Hostile {
+    addrs: Vec<std::net::SocketAddrV4>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Hostile {
+    fn start(n: usize, values: usize, delay: Duration) -> Hostile {
+        use ringseed::bencode::{Bencode, decode};
+        use std::sync::atomic::Ordering;
+        let sockets: Vec<std::net::UdpSocket> = (0..n)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        let addrs: Vec<std::net::SocketAddrV4> = sockets
+            .iter()
+            .map(|s| match s.local_addr().unwrap() {
+                std::net::SocketAddr::V4(a) => a,
+                other => panic!("{other}"),
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ports, halt) = (addrs.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut queue: Vec<(Instant, usize, std::net::SocketAddr, Vec<u8>)> = Vec::new();
+            let (mut next_node, mut next_peer, mut closer) = (1usize, 0u32, 0u32);
+            let mut buf = [0u8; 2048];
+            while !halt.load(Ordering::Relaxed) {
+                for (i, s) in sockets.iter().enumerate() {
+                    let Ok((len, from)) = s.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Ok(q) = decode(&buf[..len]) else { continue };
+                    let (Some(t), Some(kind)) = (
+                        q.get(b"t").and_then(|v| v.as_bytes()),
+                        q.get(b"q").and_then(|v| v.as_bytes()),
+                    ) else {
+                        continue;
+                    };
+                    let args = q.get(b"a");
+                    let target: Vec<u8> = args
+                        .and_then(|a| a.get(b"info_hash").or(a.get(b"target")))
+                        .and_then(|v| v.as_bytes())
+                        .map_or(vec![7; 20], <[u8]>::to_vec);
+                    let mut r = Bencode::dict();
+                    let mut id = target.clone();
+                    id[19] ^= 0xff;
+                    r.insert("id", Bencode::bytes(&id));
+                    if kind != b"ping" {
+                        // Eight nodes not named before, each closer to the target than the
+                        // last: a lookup always has someone new to ask.
+                        let mut nodes = Vec::new();
+                        for _ in 0..8 {
+                            let mut nid = target.clone();
+                            closer += 1;
+                            nid[16..20].copy_from_slice(&(u32::MAX - closer).to_be_bytes());
+                            nodes.extend_from_slice(&nid);
+                            let a = ports[next_node % ports.len()];
+                            next_node += 1;
+                            nodes.extend_from_slice(&a.ip().octets());
+                            nodes.extend_from_slice(&a.port().to_be_bytes());
+                        }
+                        r.insert("nodes", Bencode::bytes(nodes));
+                    }
+                    if kind != b"ping" && kind != b"find_node" {
+                        r.insert("token", Bencode::bytes(b"tok"));
+                    }
+                    if kind == b"get_peers" && values > 0 {
+                        let list = (0..values)
+                            .map(|_| {
+                                next_peer += 1;
+                                let [_, a, b, c] = next_peer.to_be_bytes();
+                                Bencode::bytes([127, a.max(1), b, c, 0x1a, 0xe1])
+                            })
+                            .collect();
+                        r.insert("values", Bencode::List(list));
+                    }
+                    let mut m = Bencode::dict();
+                    m.insert("r", r);
+                    m.insert("t", Bencode::bytes(t));
+                    m.insert("y", Bencode::bytes(b"r"));
+                    queue.push((Instant::now() + delay, i, from, m.encode()));
+                }
+                let now = Instant::now();
+                queue.retain(|(at, i, to, bytes)| {
+                    if *at > now {
+                        return true;
+                    }
+                    let _ = sockets[*i].send_to(bytes, to);
+                    false
+                });
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Hostile { addrs, stop }
+    }
+}
+
+/// Our node, bootstrapped from `boot` only, with `limits`.
+fn our_node(boot: std::net::SocketAddrV4, limits: ringseed::dht::DhtLimits) -> ringseed::dht::Dht {
+    let o = ringseed::dht::DhtOptions {
+        port: 0,
+        bind: None,
+        bootstrap: vec![boot.to_string()],
+        nodes_file: None,
+        limits,
+    };
+    ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+#[test]
+fn dht_replies_are_bounded_in_peers_and_in_time() {
+    use std::sync::atomic::Ordering;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Replies stuffed with peers (180 fresh ones each, about what fits a datagram): a lookup
+    // keeps 200 and drops the rest.
+    let stuffed = Hostile::start(32, 180, Duration::ZERO);
+    let limits = ringseed::dht::DhtLimits {
+        lookup_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let dht = our_node(stuffed.addrs[0], limits);
+    let started = Instant::now();
+    let peers = rt.block_on(dht.lookup([0x42; 20]));
+    let s = dht.stats().status();
+    assert_eq!(peers.len(), 200, "peers taken from one lookup");
+    assert!(
+        dht.stats().peers_dropped.load(Ordering::Relaxed) > 0,
+        "nothing was dropped: {s:?}"
+    );
+    assert_eq!((s.lookups_finished, s.lookups_timed_out), (1, 0), "{s:?}");
+    eprintln!(
+        "stuffed replies: {} peers kept in {:.2} s, {} dropped",
+        peers.len(),
+        started.elapsed().as_secs_f64(),
+        dht.stats().peers_dropped.load(Ordering::Relaxed)
+    );
+    drop(dht);
+    // Slow nodes that always name new, closer nodes: the lookup would never end on its own;
+    // it is cut off at the time bound.
+    let endless = Hostile::start(64, 0, Duration::from_millis(1500));
+    let limits = ringseed::dht::DhtLimits {
+        lookup_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let dht = our_node(endless.addrs[0], limits);
+    let started = Instant::now();
+    let peers = rt.block_on(dht.lookup([0x43; 20]));
+    let took = started.elapsed();
+    let s = dht.stats().status();
+    assert!(peers.is_empty());
+    assert_eq!((s.lookups_finished, s.lookups_timed_out), (0, 1), "{s:?}");
+    assert!(took < Duration::from_secs(10), "the lookup took {took:?}");
+    eprintln!("endless lookup cut off after {:.2} s", took.as_secs_f64());
+}

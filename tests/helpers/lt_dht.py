@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""libtorrent (python3-libtorrent 2.0) DHT sessions on loopback for tests/dht.rs.
+
+  lt_dht.py node
+      A DHT-only session (no torrents) on 127.0.0.1, bootstrapped to nothing. Prints
+      "dht PORT" once listening, then one line per DHT request it receives for an info-hash:
+      "announce HEX IP PORT" (announce_peer) and "get_peers HEX" (get_peers), until killed.
+  lt_dht.py seed TORRENT SAVE_PATH
+      A DHT-only bootstrap node B and a seeder S bootstrapped to B, with DHT on and no trackers.
+      Prints "ready DHT_PORT PEER_PORT" (B's UDP port, S's listening port) once B has stored S's
+      announce, then runs until killed.
+  lt_dht.py leech MAGNET SAVE_PATH BOOTSTRAP_PORT [TIMEOUT_S]
+      A session with DHT on, bootstrapped to 127.0.0.1:BOOTSTRAP_PORT only, that adds MAGNET
+      (no trackers, no peers: the DHT is its only source). Prints JSON {"done": bool,
+      "seconds", "metadata_s", "peers": [...]} once complete or timed out.
+
+libtorrent refuses loopback DHT nodes and peers unless dht_restrict_routing_ips,
+dht_restrict_search_ips, dht_enforce_node_id, dht_ignore_dark_internet and
+dht_prefer_verified_node_ids are all off (TESTING-NOTES.md); its default bootstrap node
+(dht.libtorrent.org) is cleared so nothing leaves the machine.
+"""
+import faulthandler
+import json
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+faulthandler.enable()
+
+
+def settings(extra=None):
+    s = {
+        "enable_dht": True, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "listen_interfaces": "127.0.0.1:0",
+        "dht_bootstrap_nodes": "",
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
+        "allow_multiple_connections_per_ip": True,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "alert_mask": lt.alert.category_t.dht_notification
+        | lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+    }
+    s.update(extra or {})
+    return s
+
+
+def wait_listening(ses):
+    deadline = time.monotonic() + 20
+    while not ses.is_listening() and time.monotonic() < deadline:
+        ses.wait_for_alert(50)
+        ses.pop_alerts()
+    return ses.listen_port()
+
+
+def node():
+    ses = lt.session(settings())
+    print("dht %d" % wait_listening(ses), flush=True)
+    while True:
+        ses.wait_for_alert(1000)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.dht_announce_alert):
+                print("announce %s %s %d" % (a.info_hash, a.ip, a.port), flush=True)
+            elif isinstance(a, lt.dht_get_peers_alert):
+                print("get_peers %s" % a.info_hash, flush=True)
+
+
+def seed(path, save_path):
+    boot = lt.session(settings())
+    boot_port = wait_listening(boot)
+    ses = lt.session(settings())
+    peer_port = wait_listening(ses)
+    ses.add_dht_node(("127.0.0.1", boot_port))
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    params.flags |= lt.torrent_flags.seed_mode
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    h = ses.add_torrent(params)
+    want = str(params.ti.info_hashes().v1)
+    deadline = time.monotonic() + 30
+    announced = False
+    asked = 0.0
+    while time.monotonic() < deadline and not announced:
+        boot.wait_for_alert(100)
+        for a in boot.pop_alerts():
+            if isinstance(a, lt.dht_announce_alert) and str(a.info_hash) == want:
+                announced = True
+        ses.pop_alerts()
+        if not announced and time.monotonic() - asked > 2:
+            # Ask again until the bootstrap node has it: the first announce may go out before
+            # the seeder knows any node.
+            asked = time.monotonic()
+            h.force_dht_announce()
+    if not announced:
+        print("not announced", flush=True)
+        os._exit(1)
+    print("ready %d %d" % (boot_port, peer_port), flush=True)
+    while True:
+        boot.wait_for_alert(1000)
+        boot.pop_alerts()
+        ses.pop_alerts()
+
+
+def leech(magnet, save_path, bootstrap_port, timeout="60"):
+    # Plain TCP out, as lt_tool.py's download: libtorrent would try an encrypted handshake
+    # first and fall back only after a timeout.
+    ses = lt.session(settings({"out_enc_policy": 2, "in_enc_policy": 1}))
+    wait_listening(ses)
+    ses.add_dht_node(("127.0.0.1", int(bootstrap_port)))
+    params = lt.parse_magnet_uri(magnet)
+    params.save_path = save_path
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    start = time.monotonic()
+    h = ses.add_torrent(params)
+    deadline = start + float(timeout)
+    metadata_s = None
+    peers = set()
+    asked = time.monotonic()
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        ses.pop_alerts()
+        s = h.status()
+        if metadata_s is None and s.has_metadata:
+            metadata_s = time.monotonic() - start
+        for p in h.get_peer_info():
+            peers.add("%s:%d" % p.ip)
+        if s.is_seeding:
+            break
+        if time.monotonic() - asked > 3:
+            # libtorrent looks a new torrent up at once, then every dht_announce_interval
+            # (15 min): ask again while nothing arrives.
+            asked = time.monotonic()
+            h.force_dht_announce()
+    s = h.status()
+    print(json.dumps({"done": bool(s.is_seeding), "seconds": time.monotonic() - start,
+                      "metadata_s": metadata_s, "state": str(s.state),
+                      "peers": sorted(peers)}), flush=True)
+    os._exit(0)  # skip the session teardown (the binding has crashed in it under load)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"node": node, "seed": seed, "leech": leech}[cmd](*args)
