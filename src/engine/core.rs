@@ -28,6 +28,9 @@ pub(crate) struct Core {
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
     pub torrents: HashMap<[u8; 20], Arc<Torrent>>,
+    /// Hybrid torrents by their truncated v2 info-hash (BEP 52), to their `id` in `torrents`:
+    /// v2 peers dial a hybrid torrent by that name.
+    pub v2_ids: HashMap<[u8; 20], [u8; 20]>,
     pub memory: JobMemory,
     /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
     pub token_queue: VecDeque<usize>,

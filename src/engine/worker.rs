@@ -124,6 +124,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         fetches: Default::default(),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
+        v2_ids: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
@@ -436,10 +437,16 @@ impl Worker {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::AddTorrent(t) => {
+                if let Some(v2) = t.v2_id.filter(|v2| *v2 != t.id) {
+                    self.core.v2_ids.insert(v2, t.id);
+                }
                 self.core.torrents.insert(t.id, t);
             }
             Command::RemoveTorrent(id) => {
                 if let Some(t) = self.core.torrents.remove(&id) {
+                    if let Some(v2) = t.v2_id {
+                        self.core.v2_ids.remove(&v2);
+                    }
                     self.core.fetches.drop_torrent(&t);
                 }
                 self.close_where(Reason::TorrentRemoved, |c| {

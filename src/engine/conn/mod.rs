@@ -240,7 +240,8 @@ impl Conn {
         core.stats.add(&core.stats.connected_out, 1);
         self.connect_addr = None;
         if let Some(t) = &self.torrent {
-            self.peer.connected(t.id, &core.rules, &mut self.ctrl);
+            self.peer
+                .connected(t.id, t.v2_id.is_some(), &core.rules, &mut self.ctrl);
         }
         self.pump_send(slot, core);
         self.post_recv(slot, core);
