@@ -215,3 +215,22 @@ fn a_hybrid_seed_answers_by_its_v2_hash() {
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
 }
+
+/// Both ends ringseed: the magnet fetch's hash requests answered by the engine's trees.
+#[test]
+fn ringseed_downloads_a_pure_v2_magnet_from_ringseed() {
+    let (dir, data) = payload();
+    let torrent = dir.path().join("rs2.torrent");
+    let meta = create_torrent(
+        &data.join("v2data"),
+        &torrent,
+        &["--format", "v2", "--piece-kib", "16", "--no-date"],
+    );
+    let mut seeder = spawn_seeder(&torrent, &data, "127.0.0.38", &[]);
+    let out = dir.path().join("rs-got");
+    ringseed_download(&magnet(&meta, seeder.addr), &out, seeder.addr);
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
+    assert_same_files(&meta, &data, &out);
+    assert_eq!(kept_torrent(&out).info.piece_layers, meta.info.piece_layers);
+}
