@@ -19,7 +19,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-fn sha256_pair(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+/// SHA-256 of two hashes side by side: a merkle tree node from its children.
+pub fn sha256_pair(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(left);
     h.update(right);

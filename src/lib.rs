@@ -21,6 +21,7 @@ pub mod hash;
 pub mod httpd;
 pub mod leecher;
 pub mod magnet_fetch;
+pub mod merkle;
 pub mod metainfo;
 pub mod metrics;
 pub mod mse;

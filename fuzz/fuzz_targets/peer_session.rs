@@ -83,6 +83,8 @@ impl Torrent {
     fn view(&self) -> TorrentView<'_> {
         TorrentView {
             id: self.id,
+            v2_id: None,
+            trees: None,
             pieces: &self.pieces,
             layout: &self.layout,
             info: &self.info,
@@ -314,7 +316,7 @@ impl World {
         let mut peer = Peer::new(outgoing, self.now);
         let mut out = Vec::new();
         if outgoing {
-            peer.connected(self.t.id, &self.rules, &mut out);
+            peer.connected(self.t.id, false, &self.rules, &mut out);
             assert_eq!(out.len(), Handshake::LEN);
         }
         match peer.on_handshake(&hs, self.t.view(), &self.rules, addr, &mut out) {
@@ -361,7 +363,7 @@ impl World {
         let mut p = Peer::new(u.arbitrary()?, self.now);
         let mut out = Vec::new();
         if p.outgoing() {
-            p.connected(self.t.id, &self.rules, &mut out);
+            p.connected(self.t.id, false, &self.rules, &mut out);
         }
         let addr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
         let view = self.t.view();

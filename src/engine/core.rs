@@ -28,9 +28,12 @@ pub(crate) struct Core {
     pub stats: Arc<WorkerStats>,
     pub global_limit: Arc<TokenBucket>,
     pub torrents: HashMap<[u8; 20], Arc<Torrent>>,
-    /// `HASH('req2', info-hash)` → info-hash of each torrent in `torrents`: how an incoming
-    /// MSE handshake names its torrent.
+    /// `HASH('req2', SKEY)` → SKEY for each torrent in `torrents` (its info-hash, and a hybrid's
+    /// truncated v2 hash too): how an incoming MSE handshake names its torrent.
     pub obfuscated: HashMap<[u8; 20], [u8; 20]>,
+    /// Hybrid torrents by their truncated v2 info-hash (BEP 52), to their `id` in `torrents`:
+    /// v2 peers dial a hybrid torrent by that name.
+    pub v2_ids: HashMap<[u8; 20], [u8; 20]>,
     pub memory: JobMemory,
     /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
     pub token_queue: VecDeque<usize>,

@@ -19,6 +19,12 @@ pub struct Torrent {
     pub meta: Metainfo,
     /// The 20 bytes peers and trackers know it by.
     pub id: [u8; 20],
+    /// A hybrid torrent's other name on the wire: its v2 info-hash truncated to 20 bytes (BEP
+    /// 52), which v2 peers dial it by (for a pure v2 torrent that is `id` itself).
+    pub v2_id: Option<[u8; 20]>,
+    /// Its files' merkle trees above the piece layer, from which v2 peers' hash requests are
+    /// answered (empty for v1 torrents and for v2 files of one piece).
+    pub hash_trees: crate::merkle::Trees,
     pub data_dir: PathBuf,
     pub files: DataFiles,
     pub pieces: PieceTable,
@@ -160,6 +166,12 @@ impl Torrent {
         Ok((
             Torrent {
                 id: meta.info.hash.wire_id(),
+                v2_id: meta.info.hash.v2.map(|h| {
+                    let mut id = [0; 20];
+                    id.copy_from_slice(&h[..20]);
+                    id
+                }),
+                hash_trees: crate::merkle::Trees::from_info(&meta.info),
                 data_dir: data_dir.to_path_buf(),
                 files,
                 pieces,

@@ -126,6 +126,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
         obfuscated: HashMap::default(),
+        v2_ids: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
@@ -441,11 +442,21 @@ impl Worker {
                 self.core
                     .obfuscated
                     .insert(crate::mse::obfuscated(&t.id), t.id);
+                if let Some(v2) = t.v2_id.filter(|v2| *v2 != t.id) {
+                    self.core.v2_ids.insert(v2, t.id);
+                    // An MSE peer of a hybrid torrent may name it by its v2 hash too; that
+                    // hash is then the handshake's SKEY, so it is what the lookup answers.
+                    self.core.obfuscated.insert(crate::mse::obfuscated(&v2), v2);
+                }
                 self.core.torrents.insert(t.id, t);
             }
             Command::RemoveTorrent(id) => {
                 self.core.obfuscated.remove(&crate::mse::obfuscated(&id));
                 if let Some(t) = self.core.torrents.remove(&id) {
+                    if let Some(v2) = t.v2_id {
+                        self.core.v2_ids.remove(&v2);
+                        self.core.obfuscated.remove(&crate::mse::obfuscated(&v2));
+                    }
                     self.core.fetches.drop_torrent(&t);
                 }
                 self.close_where(Reason::TorrentRemoved, |c| {

@@ -91,10 +91,16 @@ pub fn resolve_with_dht(
             () = stop => Err("stopped".into()),
         }
     })?;
-    let meta = magnet_fetch::metainfo_from_info(&fetched.info, &m.trackers)
+    let mut meta = magnet_fetch::metainfo_from_info(&fetched.info, &m.trackers)
         .map_err(|e| format!("the fetched metadata: {e}"))?;
+    meta.info.piece_layers = fetched.piece_layers;
+    let torrent = torrent_bytes(&fetched.info, &m.trackers, &meta.info.piece_layers);
+    if meta.info.version.has_v2() {
+        // The .torrent kept must load as any other: its piece layers complete and right.
+        Metainfo::from_bytes(&torrent).map_err(|e| format!("the fetched torrent: {e}"))?;
+    }
     Ok(Resolved {
-        torrent: torrent_bytes(&fetched.info, &m.trackers),
+        torrent,
         meta,
         from: fetched.from,
     })
@@ -141,9 +147,15 @@ async fn announce_for_peers(
     }
 }
 
-/// A .torrent of `info` (the exact bytes, so the info-hash is kept) and `trackers`, one per
-/// tier.
-pub fn torrent_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
+/// A .torrent of `info` (the exact bytes, so the info-hash is kept), `trackers`, one per tier,
+/// and for v2 the `piece layers` fetched from peers (BEP 52: outside the info dictionary, and
+/// needed to verify the pieces of every file longer than a piece), so a restart does not fetch
+/// them again.
+pub fn torrent_bytes(
+    info: &[u8],
+    trackers: &[String],
+    layers: &magnet_fetch::PieceLayers,
+) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(s.len().to_string().as_bytes());
         out.push(b':');
@@ -164,6 +176,19 @@ pub fn torrent_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
     }
     string(&mut out, b"info");
     out.extend_from_slice(info);
+    if !layers.is_empty() {
+        // Keys in byte order, as strict bencode wants.
+        let mut roots: Vec<&[u8; 32]> = layers.keys().collect();
+        roots.sort();
+        string(&mut out, b"piece layers");
+        out.push(b'd');
+        for root in roots {
+            string(&mut out, root);
+            let layer = layers.get(root).map(|l| l.concat()).unwrap_or_default();
+            string(&mut out, &layer);
+        }
+        out.push(b'e');
+    }
     out.push(b'e');
     out
 }
@@ -175,7 +200,8 @@ mod tests {
     #[test]
     fn the_torrent_written_keeps_the_info_hash_and_trackers() {
         let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
-        let bytes = torrent_bytes(info, &["http://127.0.0.1:1/announce".into()]);
+        let none = magnet_fetch::PieceLayers::new();
+        let bytes = torrent_bytes(info, &["http://127.0.0.1:1/announce".into()], &none);
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert_eq!(m.info.raw, info);
         assert_eq!(m.info.hash.v1, Some(crate::hash::sha1(info)));
@@ -183,6 +209,41 @@ mod tests {
             m.trackers,
             vec![vec!["http://127.0.0.1:1/announce".to_string()]]
         );
-        assert!(Metainfo::from_bytes(&torrent_bytes(info, &[])).is_ok());
+        assert!(Metainfo::from_bytes(&torrent_bytes(info, &[], &none)).is_ok());
+    }
+
+    #[test]
+    fn the_torrent_written_keeps_the_piece_layers() {
+        // A v2 file of 3 pieces of 16 KiB and a second of 2: two layers, written in key order.
+        use crate::bencode::Bencode;
+        let mut tree = Bencode::dict();
+        let mut layers = magnet_fetch::PieceLayers::new();
+        for (name, pieces) in [("a", 3u8), ("b", 2)] {
+            let layer: Vec<[u8; 32]> = (0..pieces).map(|i| [i + pieces; 32]).collect();
+            let root = crate::hash::root_from_piece_layer(&layer, 16384);
+            layers.insert(root, layer);
+            let mut attrs = Bencode::dict();
+            attrs.insert("length", Bencode::Int(i64::from(pieces) * 16384));
+            attrs.insert("pieces root", Bencode::bytes(root));
+            let mut leaf = Bencode::dict();
+            leaf.insert("", attrs);
+            tree.insert(name, leaf);
+        }
+        let mut info = Bencode::dict();
+        info.insert("file tree", tree);
+        info.insert("meta version", Bencode::Int(2));
+        info.insert("name", Bencode::bytes("d"));
+        info.insert("piece length", Bencode::Int(16384));
+        let info = info.encode();
+        let bytes = torrent_bytes(&info, &[], &layers);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        assert_eq!(m.info.raw, info);
+        assert_eq!(m.info.piece_layers, layers);
+        // Without them the torrent does not load: what a restart would have faced.
+        assert!(Metainfo::from_bytes(&torrent_bytes(&info, &[], &none_layers())).is_err());
+    }
+
+    fn none_layers() -> magnet_fetch::PieceLayers {
+        magnet_fetch::PieceLayers::new()
     }
 }

@@ -41,6 +41,9 @@ use crate::wire::WireError;
 use crate::wire::extension::ExtensionError;
 use crate::wire::metadata::MetadataError;
 
+/// BEP 52 piece layers by `pieces root`, as [`crate::metainfo::Info::piece_layers`] holds them.
+pub type PieceLayers = HashMap<[u8; 32], Vec<[u8; 32]>>;
+
 /// Addresses remembered to ignore duplicates; once this many have arrived, later ones are
 /// dropped. Trackers and PEX (which a peer controls) feed the channel, so the set is bounded; a
 /// magnet whose first 4096 peers cannot serve its metadata will not be saved by the 4097th.
@@ -162,6 +165,10 @@ pub enum PeerFailure {
     NoProgress { messages: u32, bytes: usize },
     #[error("the assembled metadata does not match the {0} info-hash")]
     HashMismatch(&'static str),
+    #[error("the peer rejected a request for a piece layer")]
+    HashesRejected,
+    #[error("bad piece layer hashes: {0}")]
+    BadHashes(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -191,6 +198,8 @@ impl PeerFailure {
             PeerFailure::TooManyDataMessages { .. } => "too_many_data_messages",
             PeerFailure::NoProgress { .. } => "no_progress",
             PeerFailure::HashMismatch(_) => "hash_mismatch",
+            PeerFailure::HashesRejected => "hashes_rejected",
+            PeerFailure::BadHashes(_) => "bad_hashes",
             PeerFailure::Internal(_) => "internal",
         }
     }
@@ -261,6 +270,10 @@ impl FetchError {
 pub struct Fetched {
     /// The raw info dictionary, whose hash matched every hash the caller knew.
     pub info: Vec<u8>,
+    /// For a v2 or hybrid torrent, the piece layer of each file longer than a piece, each
+    /// verified against its `pieces root` (BEP 52): what the info dictionary lacks to verify
+    /// those files' pieces. Empty for v1.
+    pub piece_layers: PieceLayers,
     /// The peer it came from.
     pub from: SocketAddr,
     /// Attempts started, one per peer, the winning one included (others may still have been
@@ -327,9 +340,10 @@ pub async fn fetch_metadata(
                     continue;
                 };
                 match result {
-                    Ok(info) => {
+                    Ok((info, piece_layers)) => {
                         return Ok(Fetched {
                             info,
+                            piece_layers,
                             from: addr,
                             peers_tried: tried,
                             bad_peers: failures,

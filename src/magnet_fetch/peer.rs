@@ -13,9 +13,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::assembly::{self, MetadataAssembly};
-use super::{FetchOptions, PeerFailure};
-use crate::metainfo::InfoHash;
+use super::{FetchOptions, PeerFailure, PieceLayers};
+use crate::merkle::LayerFetch;
+use crate::metainfo::{Info, InfoHash};
 use crate::wire::extension::ExtHandshake;
+use crate::wire::hashes::{self, HashMessage, HashRequest};
 use crate::wire::metadata::{
     EXTENSION_NAME, LOCAL_ID, MetadataMessage, reject_message, request_message,
 };
@@ -32,6 +34,11 @@ pub(super) struct Target {
 pub(super) const HANDSHAKE: &str = "handshake";
 const EXT_HANDSHAKE: &str = "extension handshake";
 const PIECES: &str = "metadata pieces";
+const LAYERS: &str = "piece layers";
+
+/// Hash requests in flight at once with one peer: libtorrent keeps two; each answer is at most
+/// 16.4 KiB, so a few more hide the round trip without piling up answers.
+const HASH_WINDOW: usize = 4;
 
 /// Longest message accepted: a bitfield of 8 M pieces. The messages we use are far shorter (an
 /// extension handshake is at most 64 KiB, a `ut_metadata` data message 16 KiB and its
@@ -55,11 +62,13 @@ fn our_ext_handshake(opts: &FetchOptions, peer_ip: IpAddr) -> Vec<u8> {
     .encode()
 }
 
-/// Fetches and verifies the metadata from the peer at `addr`.
-pub(super) async fn fetch_from(
+/// Connects to `addr` and exchanges handshakes (ours with the v2 bit when `v2`), then sends
+/// our extension handshake.
+async fn open<'a>(
     addr: SocketAddr,
-    target: Arc<Target>,
-) -> Result<Vec<u8>, PeerFailure> {
+    target: &'a Target,
+    v2: bool,
+) -> Result<Connection<'a>, PeerFailure> {
     let opts = &target.opts;
     let stream = match timeout(opts.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(PeerFailure::ConnectTimeout(opts.connect_timeout)),
@@ -71,8 +80,8 @@ pub(super) async fn fetch_from(
     let mut conn = Connection::new(stream, opts);
 
     let wire_id = target.hash.wire_id();
-    conn.send(&Handshake::new(wire_id, opts.peer_id).encode(), HANDSHAKE)
-        .await?;
+    let ours = Handshake::new(wire_id, opts.peer_id).with_v2(v2);
+    conn.send(&ours.encode(), HANDSHAKE).await?;
     let theirs = conn.read_handshake().await?;
     if !names_our_torrent(theirs.info_hash, &target.hash) {
         return Err(PeerFailure::WrongInfoHash(theirs.info_hash));
@@ -90,6 +99,25 @@ pub(super) async fn fetch_from(
     }
     extended(0, &our_ext_handshake(opts, addr.ip()), &mut hello);
     conn.send(&hello, EXT_HANDSHAKE).await?;
+    Ok(conn)
+}
+
+/// Fetches and verifies the metadata from the peer at `addr`, and for a v2 or hybrid torrent
+/// the piece layers of its files longer than a piece (BEP 52 hash requests, each answer
+/// checked against its file's `pieces root`): the info dictionary alone cannot verify a piece
+/// of such a file.
+///
+/// The handshake announces v2 when the magnet names a v2 hash (libtorrent answers hash
+/// requests only on connections marked v2, and closes one that sets the bit for a v1-only
+/// torrent); a hybrid torrent found by its v1 hash alone gets a second connection with the bit
+/// set for its layers.
+pub(super) async fn fetch_from(
+    addr: SocketAddr,
+    target: Arc<Target>,
+) -> Result<(Vec<u8>, PieceLayers), PeerFailure> {
+    let opts = &target.opts;
+    let v2 = target.hash.v2.is_some();
+    let mut conn = open(addr, &target, v2).await?;
 
     let (their_id, mut assembly) = loop {
         let frame = conn.read_frame(EXT_HANDSHAKE).await?;
@@ -146,14 +174,122 @@ pub(super) async fn fetch_from(
             conn.no_progress(frame.len())?;
         }
     }
-    drop(conn);
-
-    // Hashing up to 30 MiB takes tens of milliseconds: off the control thread's runtime.
+    // Hashing and parsing up to 30 MiB take tens of milliseconds: off the control thread's
+    // runtime.
     let hash = target.hash;
     let info = assembly.into_bytes();
-    tokio::task::spawn_blocking(move || assembly::check_hash(&info, &hash).map(|()| info))
-        .await
-        .map_err(|e| PeerFailure::Internal(e.to_string()))?
+    let (info, layers) = tokio::task::spawn_blocking(move || {
+        assembly::check_hash(&info, &hash)?;
+        Ok::<_, PeerFailure>((layer_fetches(&info), info))
+    })
+    .await
+    .map_err(|e| PeerFailure::Internal(e.to_string()))?
+    .map(|(layers, info)| (info, layers))?;
+    if layers.is_empty() {
+        return Ok((info, PieceLayers::new()));
+    }
+    if !v2 {
+        // The magnet named only the v1 hash of a hybrid torrent: ask again as a v2 peer.
+        drop(conn);
+        conn = open(addr, &target, true).await?;
+    }
+    let layers = fetch_layers(&mut conn, layers).await?;
+    Ok((info, layers))
+}
+
+/// The piece layers an info dictionary needs fetched: one [`LayerFetch`] per distinct `pieces
+/// root` of a file longer than a piece, none for a v1 torrent or one the parser refuses (the
+/// caller's parse then says why).
+fn layer_fetches(info: &[u8]) -> Vec<LayerFetch> {
+    let Ok(info) = Info::from_bytes(info) else {
+        return Vec::new();
+    };
+    if !info.version.has_v2() {
+        return Vec::new();
+    }
+    let piece_length = info.layout.piece_length;
+    let mut fetches: Vec<LayerFetch> = Vec::new();
+    for (_, f) in info.layout.data_files() {
+        let Some(root) = f.pieces_root else {
+            continue;
+        };
+        if fetches.iter().any(|l| l.root() == root) {
+            continue;
+        }
+        fetches.extend(LayerFetch::new(root, f.length, piece_length));
+    }
+    fetches
+}
+
+/// Asks for every layer, [`HASH_WINDOW`] requests at a time, until each hash of each layer has
+/// come with a proof that reaches its file's root. A reject of one of our requests, or an
+/// answer whose proof fails, ends the attempt with this peer; other messages count against the
+/// budget of messages without progress.
+async fn fetch_layers(
+    conn: &mut Connection<'_>,
+    mut fetches: Vec<LayerFetch>,
+) -> Result<PieceLayers, PeerFailure> {
+    let mut waiting: std::collections::VecDeque<HashRequest> = fetches
+        .iter()
+        .flat_map(|f| f.requests().iter().copied())
+        .collect();
+    let mut in_flight: Vec<HashRequest> = Vec::new();
+    conn.progress();
+    while !fetches.iter().all(LayerFetch::is_complete) {
+        let mut out = Vec::new();
+        while in_flight.len() < HASH_WINDOW
+            && let Some(req) = waiting.pop_front()
+        {
+            HashMessage::Request(req).encode(&mut out);
+            in_flight.push(req);
+        }
+        if !out.is_empty() {
+            conn.send(&out, LAYERS).await?;
+        }
+        let frame = conn.read_frame(LAYERS).await?;
+        let progress = match parse(&frame)? {
+            Message::Unknown { id, payload } if hashes::is_hash_message(id) => {
+                match hashes::parse(id, payload)
+                    .map_err(|e| PeerFailure::BadHashes(e.to_string()))?
+                {
+                    HashMessage::Hashes { req, hashes } if in_flight.contains(&req) => {
+                        in_flight.retain(|r| *r != req);
+                        let got: Vec<[u8; 32]> = hashes
+                            .chunks_exact(32)
+                            .map(|h| h.try_into().unwrap_or([0; 32]))
+                            .collect();
+                        let fetch = fetches
+                            .iter_mut()
+                            .find(|f| f.root() == req.root)
+                            .ok_or_else(|| PeerFailure::Internal("a request of no fetch".into()))?;
+                        fetch
+                            .accept(&req, &got)
+                            .map_err(|e| PeerFailure::BadHashes(e.to_string()))?
+                    }
+                    HashMessage::Reject(req) if in_flight.contains(&req) => {
+                        return Err(PeerFailure::HashesRejected);
+                    }
+                    // Unasked answers, and requests of its own (we serve nothing here).
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if progress {
+            conn.progress();
+        } else {
+            conn.no_progress(frame.len())?;
+        }
+    }
+    let mut layers = PieceLayers::new();
+    for f in fetches {
+        let root = f.root();
+        let layer = f
+            .into_layer()
+            .ok_or_else(|| PeerFailure::BadHashes("the layer does not hash to its root".into()))?;
+        layers.insert(root, layer);
+    }
+    Ok(layers)
 }
 
 /// Whether a peer's handshake names the torrent we asked for: the hash we sent or the other one

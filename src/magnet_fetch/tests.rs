@@ -9,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::merkle::PieceTree;
 use crate::wire::extension::ExtHandshake;
+use crate::wire::hashes::{self, HashMessage, HashRequest};
 use crate::wire::metadata::{self, PIECE_BYTES, data_message, reject_message};
 use crate::wire::{Handshake, Message, parse_message};
 
@@ -51,7 +53,11 @@ struct Script {
     /// Raw bytes it sends after its extension handshake.
     after_handshake: Vec<u8>,
     answer: Box<dyn Fn(u32) -> Answer + Send + Sync>,
+    /// Its answers to BEP 52 hash requests (whole messages); `None`: it ignores them.
+    hashes: Option<HashAnswer>,
 }
+
+type HashAnswer = Box<dyn Fn(&HashRequest) -> Vec<u8> + Send + Sync>;
 
 impl Script {
     /// A peer serving `meta` correctly under the info-hash `hash`.
@@ -64,6 +70,7 @@ impl Script {
                 Some(m) => Answer::Send(vec![m]),
                 None => Answer::Send(vec![reject_message(p)]),
             }),
+            hashes: None,
         }
     }
 }
@@ -131,6 +138,18 @@ async fn serve(mut s: TcpStream, script: Arc<Script>) -> std::io::Result<()> {
     let mut fetcher_id = None;
     loop {
         let frame = read_frame(&mut s).await?;
+        if let Some((Message::Unknown { id, payload }, _)) = parse_message(&frame, 1 << 20).unwrap()
+            && id == hashes::HASH_REQUEST
+            && let Some(answer) = &script.hashes
+        {
+            let Ok(HashMessage::Request(req)) = hashes::parse(id, payload) else {
+                panic!("a malformed hash request");
+            };
+            // Only on a connection that announced v2, as libtorrent insists.
+            assert!(theirs.supports_v2());
+            s.write_all(&answer(&req)).await?;
+            continue;
+        }
         let Some((Message::Extended { id, payload }, _)) = parse_message(&frame, 1 << 20).unwrap()
         else {
             continue;
@@ -312,6 +331,7 @@ async fn too_large_metadata_is_refused_before_any_request() {
         handshake_hash: Some(hash.wire_id()),
         metadata_size: 64 << 20,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
             Answer::Silence
@@ -350,6 +370,7 @@ async fn an_endless_stream_of_data_messages_is_cut_off() {
         handshake_hash: Some(hash.wire_id()),
         metadata_size: meta.len() as u64,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(move |_| Answer::Forever(data_message(&flood_meta, 0).unwrap())),
     })
     .await;
@@ -383,6 +404,7 @@ async fn unrequested_and_repeated_pieces_are_dropped_and_the_fetch_goes_on() {
         handshake_hash: Some(hash.wire_id()),
         metadata_size: meta.len() as u64,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(move |p| {
             Answer::Send(vec![
                 data_message(&m, 9).unwrap(),
@@ -415,6 +437,7 @@ async fn a_silent_peer_times_out_and_another_serves() {
         handshake_hash: None,
         metadata_size: 0,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(|_| Answer::Silence),
     })
     .await;
@@ -423,6 +446,7 @@ async fn a_silent_peer_times_out_and_another_serves() {
         handshake_hash: Some(hash.wire_id()),
         metadata_size: meta.len() as u64,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(|_| Answer::Silence),
     })
     .await;
@@ -475,6 +499,7 @@ async fn a_trickling_peer_meets_the_deadline() {
         handshake_hash: Some(hash.wire_id()),
         metadata_size: meta.len() as u64,
         after_handshake: Vec::new(),
+        hashes: None,
         answer: Box::new(move |p| {
             Answer::After(
                 Duration::from_millis(150),
@@ -503,6 +528,7 @@ async fn protocol_violations_are_named() {
         metadata_size: meta.len() as u64,
         after_handshake: Vec::new(),
         answer,
+        hashes: None,
     };
     let rejects = spawn_peer(base(Box::new(|p| Answer::Send(vec![reject_message(p)])))).await;
     let other_torrent = spawn_peer(Script {
@@ -680,4 +706,123 @@ async fn fetched_metadata_over_the_bounds_is_refused_by_the_parse() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("make 2097153 pieces, more than 2097152"), "{e}");
+}
+
+/// A pure v2 info dictionary: `big` (5 pieces of 16 KiB and a bit) and `small` (one piece),
+/// with the big file's piece layer, its tree, and the info-hash.
+fn v2_torrent() -> (Vec<u8>, InfoHash, Vec<[u8; 32]>, PieceTree) {
+    use crate::bencode::Bencode;
+    let data: Vec<u8> = (0..5 * 16384 + 700).map(|i| (i % 251) as u8).collect();
+    let layer: Vec<[u8; 32]> = data.chunks(16384).map(crate::hash::sha256).collect();
+    let root = crate::hash::root_from_piece_layer(&layer, 16384);
+    let tree = PieceTree::new(&layer, 16384).unwrap();
+    let mut files = Bencode::dict();
+    for (name, len, root) in [
+        ("big", data.len(), root),
+        ("small", 100, crate::hash::sha256(&[1; 100])),
+    ] {
+        let mut attrs = Bencode::dict();
+        attrs.insert("length", Bencode::Int(len as i64));
+        attrs.insert("pieces root", Bencode::bytes(root));
+        let mut leaf = Bencode::dict();
+        leaf.insert("", attrs);
+        files.insert(name, leaf);
+    }
+    let mut info = Bencode::dict();
+    info.insert("file tree", files);
+    info.insert("meta version", Bencode::Int(2));
+    info.insert("name", Bencode::bytes("v2"));
+    info.insert("piece length", Bencode::Int(16384));
+    let meta = info.encode();
+    let hash = InfoHash {
+        v1: None,
+        v2: Some(crate::hash::sha256(&meta)),
+    };
+    (meta, hash, layer, tree)
+}
+
+fn serving_hashes(meta: &[u8], hash: &InfoHash, answer: HashAnswer) -> Script {
+    Script {
+        hashes: Some(answer),
+        ..Script::good(meta.to_vec(), hash)
+    }
+}
+
+#[tokio::test]
+async fn a_v2_torrents_piece_layers_come_with_its_metadata() {
+    let (meta, hash, layer, tree) = v2_torrent();
+    let root = tree.root();
+    let t = tree.clone();
+    let peer = spawn_peer(serving_hashes(
+        &meta,
+        &hash,
+        Box::new(move |r| {
+            let mut out = Vec::new();
+            match t.answer(r) {
+                Ok(h) => hashes::encode_hashes(r, &h, &mut out),
+                Err(_) => HashMessage::Reject(*r).encode(&mut out),
+            }
+            out
+        }),
+    ))
+    .await;
+    let fetched = fetch(&hash, &[peer.addr], test_options()).await.unwrap();
+    assert_eq!(fetched.info, meta);
+    // One layer: the small file's root is its only hash.
+    assert_eq!(fetched.piece_layers.len(), 1);
+    assert_eq!(fetched.piece_layers[&root], layer);
+}
+
+#[tokio::test]
+async fn bad_or_refused_piece_layers_fail_the_peer() {
+    let (meta, hash, _, tree) = v2_torrent();
+    let t = tree.clone();
+    let forger = spawn_peer(serving_hashes(
+        &meta,
+        &hash,
+        Box::new(move |r| {
+            let mut h = t.answer(r).unwrap();
+            h[1][0] ^= 1;
+            let mut out = Vec::new();
+            hashes::encode_hashes(r, &h, &mut out);
+            out
+        }),
+    ))
+    .await;
+    let refuser = spawn_peer(serving_hashes(
+        &meta,
+        &hash,
+        Box::new(|r| {
+            let mut out = Vec::new();
+            HashMessage::Reject(*r).encode(&mut out);
+            out
+        }),
+    ))
+    .await;
+    // Hashes for another request than ours: ignored as noise, then the peer stalls.
+    let t = tree.clone();
+    let stray = spawn_peer(serving_hashes(
+        &meta,
+        &hash,
+        Box::new(move |r| {
+            let other = HashRequest {
+                proof_layers: r.proof_layers - 1,
+                ..*r
+            };
+            let mut out = Vec::new();
+            hashes::encode_hashes(&other, &t.answer(&other).unwrap(), &mut out);
+            out
+        }),
+    ))
+    .await;
+    let opts = FetchOptions {
+        peer_timeout: Duration::from_secs(1),
+        ..test_options()
+    };
+    let err = fetch(&hash, &[forger.addr, refuser.addr, stray.addr], opts)
+        .await
+        .unwrap_err();
+    let mut k = kinds(err.failures());
+    k.sort();
+    assert_eq!(k, ["bad_hashes", "hashes_rejected", "timeout"]);
 }

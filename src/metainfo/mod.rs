@@ -570,15 +570,17 @@ fn walk_file_tree(
     Ok(())
 }
 
-/// Pure v2: every file starts on a piece boundary; insert virtual pad entries for that.
+/// Pure v2: every file starts on a piece boundary; insert virtual pad entries for that, after
+/// the last file too, so that every piece is whole: libtorrent 2.0 lays a v2 torrent out so
+/// (its last piece is `piece length` long, the tail reading as zeros) and asks for the whole of
+/// it, which a last piece cut at the end of the file would refuse as a request past the piece.
 fn align_v2(files: Vec<FileEntry>, piece_length: u64) -> Vec<FileEntry> {
     let n = files.len();
     let mut out = Vec::with_capacity(n * 2);
-    for (i, f) in files.into_iter().enumerate() {
+    for f in files {
         let tail = f.length % piece_length;
-        let last = i + 1 == n;
         out.push(f);
-        if tail != 0 && !last {
+        if tail != 0 {
             out.push(FileEntry {
                 path: vec![".pad".into(), (piece_length - tail).to_string()],
                 length: piece_length - tail,

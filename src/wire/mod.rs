@@ -6,6 +6,7 @@
 
 pub mod extension;
 pub mod fast;
+pub mod hashes;
 pub mod metadata;
 pub mod pex;
 
@@ -21,6 +22,8 @@ pub const BLOCK_SIZE: u32 = 16 * 1024;
 const FAST_BIT: (usize, u8) = (7, 0x04);
 const EXTENSION_BIT: (usize, u8) = (5, 0x10);
 const DHT_BIT: (usize, u8) = (7, 0x01);
+/// BEP 52: the sender speaks v2 (set by libtorrent 2.0 for v2 and hybrid torrents).
+const V2_BIT: (usize, u8) = (7, 0x10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -120,6 +123,19 @@ impl Handshake {
 
     pub fn supports_dht(&self) -> bool {
         self.reserved[DHT_BIT.0] & DHT_BIT.1 != 0
+    }
+
+    /// The same handshake announcing BEP 52 (v2) support, for a v2 or hybrid torrent: a hybrid
+    /// torrent's peer may then answer with the truncated v2 info-hash, upgrading the connection.
+    pub fn with_v2(mut self, v2: bool) -> Self {
+        if v2 {
+            self.reserved[V2_BIT.0] |= V2_BIT.1;
+        }
+        self
+    }
+
+    pub fn supports_v2(&self) -> bool {
+        self.reserved[V2_BIT.0] & V2_BIT.1 != 0
     }
 }
 

@@ -48,12 +48,12 @@ fn reason(e: &MseError) -> Reason {
 impl Conn {
     /// An outgoing connection just connected: a plain dial writes our BitTorrent handshake, an
     /// MSE dial writes Ya and PadA and carries the BitTorrent handshake as its initial payload.
-    pub(super) fn start_dial(&mut self, info_hash: [u8; 20], core: &mut Core) {
+    pub(super) fn start_dial(&mut self, info_hash: [u8; 20], v2: bool, core: &mut Core) {
         match self.dial {
-            Dial::Plain => self.peer.connected(info_hash, &core.rules, &mut self.ctrl),
+            Dial::Plain => self.peer.connected(info_hash, v2, &core.rules, &mut self.ctrl),
             Dial::Mse => {
                 let mut ia = Vec::with_capacity(68);
-                self.peer.connected(info_hash, &core.rules, &mut ia);
+                self.peer.connected(info_hash, v2, &core.rules, &mut ia);
                 let methods = core.settings.encryption.allowed();
                 let a =
                     Initiator::new(KeyPair::generate(), info_hash, methods, &ia, &mut self.ctrl);

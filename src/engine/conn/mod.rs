@@ -275,8 +275,8 @@ impl Conn {
         }
         core.stats.add(&core.stats.connected_out, 1);
         self.connect_addr = None;
-        if let Some(id) = self.torrent.as_ref().map(|t| t.id) {
-            self.start_dial(id, core);
+        if let Some((id, v2)) = self.torrent.as_ref().map(|t| (t.id, t.v2_id.is_some())) {
+            self.start_dial(id, v2, core);
         }
         self.pump_send(slot, core);
         self.post_recv(slot, core);

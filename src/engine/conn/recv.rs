@@ -140,13 +140,18 @@ impl Conn {
     fn handshake_input(&mut self, pos: usize, core: &mut Core) -> Result<Option<usize>, Reason> {
         let buf = &self.recv[pos..self.recv_len];
         let prefix = Handshake::parse_prefix(buf).map_err(|_| Reason::BadHandshake)?;
-        let Some((_, info_hash)) = prefix else {
+        let Some((reserved, info_hash)) = prefix else {
             return Ok(None);
         };
         if self.torrent.is_none() {
             let t = core
                 .torrents
                 .get(&info_hash)
+                .or_else(|| {
+                    core.v2_ids
+                        .get(&info_hash)
+                        .and_then(|id| core.torrents.get(id))
+                })
                 .cloned()
                 .ok_or(Reason::UnknownTorrent)?;
             if t.peers.load(Ordering::Relaxed) as usize >= core.settings.max_peers_per_torrent {
@@ -166,10 +171,15 @@ impl Conn {
                 core.handshaking.remove(ip);
             }
             t.peers.fetch_add(1, Ordering::Relaxed);
+            let v2_id = t.v2_id;
             self.torrent = Some(t);
             // Answer at once: some peers wait for our handshake before sending their peer id.
-            self.ctrl
-                .extend_from_slice(&Handshake::new(info_hash, core.rules.peer_id).encode());
+            let reply = crate::engine::peer::reply_hash(&reserved, info_hash, v2_id);
+            self.ctrl.extend_from_slice(
+                &Handshake::new(reply, core.rules.peer_id)
+                    .with_v2(v2_id.is_some())
+                    .encode(),
+            );
         }
         let buf = &self.recv[pos..self.recv_len];
         let Some(hs) = Handshake::parse(buf).map_err(|_| Reason::BadHandshake)? else {
@@ -238,7 +248,7 @@ impl Conn {
             }
             Action::MayRequest => self.wants_blocks = true,
             Action::Pex(payload) => pex_learn(&self.torrent, payload, core),
-            Action::MetadataSent(n) => {
+            Action::MetadataSent(n) | Action::HashesSent(n) => {
                 core.global_limit.charge(n, core.now);
                 if let Some(t) = &self.torrent {
                     t.upload_limit.charge(n, core.now);

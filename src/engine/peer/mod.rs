@@ -24,16 +24,19 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::Reason;
+use crate::merkle::Trees;
 use crate::metainfo::FileLayout;
 use crate::pieces::PieceTable;
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{BlockRequest, Handshake, Message};
 
 mod fetch;
+mod hashes;
 #[cfg(test)]
 mod tests;
 
 pub use fetch::Asked;
+pub use hashes::reply_hash;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,10 @@ impl Rules {
 #[derive(Clone, Copy)]
 pub struct TorrentView<'a> {
     pub id: [u8; 20],
+    /// Its truncated v2 info-hash, for a v2 or hybrid torrent (a v2 peer's name for it).
+    pub v2_id: Option<[u8; 20]>,
+    /// Its files' merkle trees, for v2 peers' hash requests (`None`: a v1 torrent).
+    pub trees: Option<&'a Trees>,
     pub pieces: &'a PieceTable,
     pub layout: &'a FileLayout,
     /// The info dictionary's exact bytes (BEP 9 serves them).
@@ -109,6 +116,8 @@ impl<'a> TorrentView<'a> {
     pub fn of(t: &'a super::Torrent) -> TorrentView<'a> {
         TorrentView {
             id: t.id,
+            v2_id: t.v2_id,
+            trees: t.v2_id.is_some().then_some(&t.hash_trees),
             pieces: &t.pieces,
             layout: &t.meta.info.layout,
             info: &t.meta.info.raw,
@@ -164,6 +173,8 @@ pub enum Action<'m> {
     Pex(&'m [u8]),
     /// A BEP 9 answer of this many bytes went into `out`: it counts against the upload limits.
     MetadataSent(u64),
+    /// A BEP 52 `hashes` answer of this many bytes went into `out`: it counts likewise.
+    HashesSent(u64),
 }
 
 /// What a tick found.
@@ -236,6 +247,9 @@ pub struct Peer {
     /// BEP 9 pieces answered (bounded), and requests answered with a reject.
     metadata_answers: u32,
     metadata_rejects: u32,
+    /// BEP 52 hash requests it may still have answered, and when that budget was refilled.
+    hash_tokens: u32,
+    hash_at: Instant,
     /// What is left of the budget for messages that change nothing, and when it was refilled.
     noise_tokens: u32,
     noise_at: Instant,
@@ -277,6 +291,8 @@ impl Peer {
             ext_seen: false,
             metadata_answers: 0,
             metadata_rejects: 0,
+            hash_tokens: hashes::BURST,
+            hash_at: now,
             noise_tokens: NOISE_BURST,
             noise_at: now,
             connected_at: now,
@@ -357,11 +373,17 @@ impl Peer {
             + self.fetch.heap_bytes()
     }
 
-    /// The outgoing connect completed: our handshake goes first.
-    pub fn connected(&mut self, info_hash: [u8; 20], rules: &Rules, out: &mut Vec<u8>) {
+    /// The outgoing connect completed: our handshake goes first, announcing BEP 52 for a v2
+    /// or hybrid torrent (`v2`), so that a v2 peer answers a hybrid torrent's v1 name with its
+    /// v2 one and serves us hashes.
+    pub fn connected(&mut self, info_hash: [u8; 20], v2: bool, rules: &Rules, out: &mut Vec<u8>) {
         if self.phase == Phase::Connecting {
             self.phase = Phase::Handshake;
-            out.extend_from_slice(&Handshake::new(info_hash, rules.peer_id).encode());
+            out.extend_from_slice(
+                &Handshake::new(info_hash, rules.peer_id)
+                    .with_v2(v2)
+                    .encode(),
+            );
         }
     }
 
@@ -397,7 +419,7 @@ impl Peer {
         if self.phase != Phase::Handshake {
             return Err(Reason::BadHandshake);
         }
-        if hs.info_hash != t.id {
+        if hs.info_hash != t.id && Some(hs.info_hash) != t.v2_id {
             return Err(Reason::UnknownTorrent);
         }
         if hs.peer_id == rules.peer_id {
@@ -489,6 +511,9 @@ impl Peer {
             self.spend_noise(now)?;
         }
         let action = match msg {
+            Message::Unknown { id, payload } if id == crate::wire::hashes::HASH_REQUEST => {
+                self.on_hash_request(payload, t, rules, now, out)?
+            }
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => Action::Nothing,
             Message::Choke => {
                 self.peer_choking = true;
@@ -615,6 +640,11 @@ impl Peer {
     /// of these were never cut off.
     fn changes_nothing(&self, msg: &Message<'_>, t: TorrentView<'_>, rules: &Rules) -> bool {
         match *msg {
+            // Judged by `on_hash_request`: noise only when it is not answered.
+            Message::Unknown {
+                id: crate::wire::hashes::HASH_REQUEST,
+                ..
+            } => false,
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => true,
             Message::Suggest(_) => true,
             Message::Interested => self.peer_interested,

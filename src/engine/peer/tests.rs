@@ -18,6 +18,8 @@ const PIECE_LEN: u64 = 32 * 1024;
 const LAST_LEN: u64 = 5_000;
 /// The torrent's info-hash.
 const ID: [u8; 20] = [0xaa; 20];
+/// Its truncated v2 info-hash, when the fixture is a hybrid torrent ([`Fixture::v2`]).
+const V2_ID: [u8; 20] = [0xbb; 20];
 const OUR_ID: [u8; 20] = *b"-RS0100-ourpeerid000";
 const THEIR_ID: [u8; 20] = *b"-XX0100-theirpeerid0";
 /// The peer's address (BEP 6's own example address).
@@ -34,6 +36,8 @@ struct Fixture {
     info: Vec<u8>,
     private: bool,
     fetching: bool,
+    /// A v2 torrent's merkle trees (`None`: v1).
+    trees: Option<Trees>,
 }
 
 impl Fixture {
@@ -53,6 +57,7 @@ impl Fixture {
             info: (0..INFO_LEN).map(|i| i as u8).collect(),
             private: false,
             fetching: false,
+            trees: None,
         }
     }
 
@@ -69,6 +74,17 @@ impl Fixture {
         self
     }
 
+    /// A hybrid torrent: the usual file's piece layer (10 made-up hashes) and its tree.
+    fn v2(mut self) -> Fixture {
+        let layer: Vec<[u8; 32]> = (0..N)
+            .map(|i| crate::hash::sha256(&i.to_be_bytes()))
+            .collect();
+        let root = crate::hash::root_from_piece_layer(&layer, PIECE_LEN);
+        let layers = std::collections::HashMap::from([(root, layer)]);
+        self.trees = Some(Trees::new(&layers, PIECE_LEN));
+        self
+    }
+
     fn private(mut self) -> Fixture {
         self.private = true;
         self
@@ -77,6 +93,8 @@ impl Fixture {
     fn view(&self) -> TorrentView<'_> {
         TorrentView {
             id: ID,
+            v2_id: self.trees.as_ref().map(|_| V2_ID),
+            trees: self.trees.as_ref(),
             pieces: &self.pieces,
             layout: &self.layout,
             info: &self.info,
@@ -283,11 +301,11 @@ fn an_outgoing_peer_sends_our_handshake_once_connected() {
     assert_eq!(p.phase(), Phase::Connecting);
     assert!(p.outgoing());
     let mut out = Vec::new();
-    p.connected(ID, &rules(), &mut out);
+    p.connected(ID, false, &rules(), &mut out);
     assert_eq!(p.phase(), Phase::Handshake);
     assert_eq!(out, Handshake::new(ID, OUR_ID).encode());
     // A second completion writes nothing.
-    p.connected(ID, &rules(), &mut out);
+    p.connected(ID, false, &rules(), &mut out);
     assert_eq!(out.len(), Handshake::LEN);
 }
 
@@ -1936,4 +1954,227 @@ fn floods_of_peer_exchange_and_unwanted_metadata_are_cut_off_honest_ones_are_not
     }
     c.metadata(&past_end).unwrap();
     c.metadata(&request).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// BEP 52 hash requests
+// ---------------------------------------------------------------------------------------------
+
+mod v2 {
+    use super::*;
+    use crate::wire::hashes::{self, HashMessage, HashRequest};
+
+    /// The usual file's root: 10 pieces of 32 KiB (piece layer 1), a tree of 5 layers.
+    fn root() -> [u8; 32] {
+        let layer: Vec<[u8; 32]> = (0..N)
+            .map(|i| crate::hash::sha256(&i.to_be_bytes()))
+            .collect();
+        crate::hash::root_from_piece_layer(&layer, PIECE_LEN)
+    }
+
+    fn hreq(base: u32, index: u32, count: u32, proof_layers: u32) -> HashRequest {
+        HashRequest {
+            root: root(),
+            base,
+            index,
+            count,
+            proof_layers,
+        }
+    }
+
+    fn payload(r: &HashRequest) -> Vec<u8> {
+        let mut out = Vec::new();
+        HashMessage::Request(*r).encode(&mut out);
+        out[5..].to_vec()
+    }
+
+    fn ask<'m>(c: &mut Conn, p: &'m [u8]) -> Result<Action<'m>, Reason> {
+        c.recv(Message::Unknown {
+            id: hashes::HASH_REQUEST,
+            payload: p,
+        })
+    }
+
+    /// The single hash message in `out`.
+    fn answer(out: &[u8]) -> HashMessage<'_> {
+        let (msg, used) = parse_message(out, 1 << 20).unwrap().unwrap();
+        assert_eq!(used, out.len());
+        let Message::Unknown { id, payload } = msg else {
+            panic!("{msg:?}");
+        };
+        hashes::parse(id, payload).unwrap()
+    }
+
+    #[test]
+    fn the_piece_layer_is_served_with_its_proof() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        // The whole layer (16 padded), as libtorrent asks for a file of 10 pieces.
+        let r = hreq(1, 0, 16, 3);
+        let p = payload(&r);
+        let action = ask(&mut c, &p).unwrap();
+        assert_eq!(action, Action::HashesSent(c.out.len() as u64));
+        let HashMessage::Hashes { req, hashes } = answer(&c.out) else {
+            panic!()
+        };
+        assert_eq!(req, r);
+        let got: Vec<[u8; 32]> = hashes
+            .chunks_exact(32)
+            .map(|h| h.try_into().unwrap())
+            .collect();
+        assert_eq!(got, c.t.trees.as_ref().unwrap().answer(&r).unwrap());
+        assert_eq!(crate::merkle::verify(&r, &got, &root(), 5), Ok(()));
+        // Four hashes with the uncles up to the root; served while the peer is choked.
+        assert!(c.peer.am_choking());
+        let r = hreq(1, 4, 4, 3);
+        let p = payload(&r);
+        ask(&mut c, &p).unwrap();
+        let HashMessage::Hashes { hashes, .. } = answer(&c.out) else {
+            panic!()
+        };
+        assert_eq!(hashes.len(), (4 + 2) * 32);
+    }
+
+    #[test]
+    fn unanswerable_requests_get_a_reject() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let unknown = HashRequest {
+            root: [9; 32],
+            ..hreq(1, 0, 16, 3)
+        };
+        for r in [
+            unknown,
+            // Block hashes need the data; a range past the layer; a proof past the root; not
+            // a power of two; unaligned.
+            hreq(0, 0, 2, 0),
+            hreq(1, 16, 16, 3),
+            hreq(1, 0, 16, 4),
+            hreq(1, 0, 3, 0),
+            hreq(1, 2, 4, 0),
+        ] {
+            let p = payload(&r);
+            assert_eq!(ask(&mut c, &p), Ok(Action::Nothing), "{r:?}");
+            assert_eq!(answer(&c.out), HashMessage::Reject(r));
+        }
+        // A v1 torrent has no trees: every request is rejected.
+        let mut c = active_peer(true, true);
+        let r = hreq(1, 0, 16, 3);
+        let p = payload(&r);
+        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+        assert_eq!(answer(&c.out), HashMessage::Reject(r));
+    }
+
+    #[test]
+    fn a_malformed_hash_request_is_bad_message() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let p = payload(&hreq(1, 0, 16, 3));
+        assert_eq!(ask(&mut c, &p[..47]), Err(Reason::BadMessage));
+    }
+
+    #[test]
+    fn an_answer_that_would_overflow_the_send_backlog_is_rejected() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let r = hreq(1, 0, 16, 3);
+        let p = payload(&r);
+        c.out = vec![0; c.rules.max_send_backlog - 100];
+        let len = c.out.len();
+        assert_eq!(
+            c.peer.on_message(
+                Message::Unknown {
+                    id: hashes::HASH_REQUEST,
+                    payload: &p
+                },
+                c.t.view(),
+                &c.rules,
+                c.t0,
+                &mut c.out
+            ),
+            Ok(Action::Nothing)
+        );
+        assert_eq!(answer(&c.out[len..]), HashMessage::Reject(r));
+    }
+
+    #[test]
+    fn a_flood_of_hash_requests_is_rejected_then_cut_off() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let p = payload(&hreq(1, 0, 2, 3));
+        // The budget answers a burst at one instant...
+        for _ in 0..super::super::hashes::BURST {
+            assert!(matches!(ask(&mut c, &p), Ok(Action::HashesSent(_))));
+        }
+        // ...then rejects, each spending the noise budget, until the peer is cut off.
+        let mut rejects = 0;
+        let reason = loop {
+            match ask(&mut c, &p) {
+                Ok(Action::Nothing) => rejects += 1,
+                Ok(a) => panic!("{a:?}"),
+                Err(r) => break r,
+            }
+        };
+        assert_eq!(reason, Reason::MessageFlood);
+        assert!(rejects > 100 && rejects <= 500, "{rejects}");
+        // Unrequested `hashes` and `hash reject` messages are noise too.
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let reason = loop {
+            if let Err(r) = c.recv(Message::Unknown {
+                id: hashes::HASHES,
+                payload: &p,
+            }) {
+                break r;
+            }
+        };
+        assert_eq!(reason, Reason::MessageFlood);
+    }
+
+    #[test]
+    fn the_budget_refills_with_time() {
+        let mut c = Conn::open(Fixture::seed().v2(), rules(), true, true);
+        let p = payload(&hreq(1, 0, 2, 3));
+        for _ in 0..super::super::hashes::BURST {
+            ask(&mut c, &p).unwrap();
+        }
+        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+        c.t0 += Duration::from_secs(1);
+        for _ in 0..super::super::hashes::PER_SEC {
+            assert!(matches!(ask(&mut c, &p), Ok(Action::HashesSent(_))));
+        }
+        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+    }
+
+    #[test]
+    fn a_v2_peer_names_the_torrent_by_its_truncated_v2_hash() {
+        let t = Fixture::seed().v2();
+        let mut hs = their_handshake(true, true);
+        hs.info_hash = V2_ID;
+        let mut p = Peer::new(false, Instant::now());
+        let mut out = Vec::new();
+        p.on_handshake(&hs, t.view(), &rules(), ADDR, &mut out)
+            .unwrap();
+        assert_eq!(p.phase(), Phase::Active);
+        // A v1 torrent does not know that name.
+        let t = Fixture::seed();
+        let mut p = Peer::new(false, Instant::now());
+        assert_eq!(
+            p.on_handshake(&hs, t.view(), &rules(), ADDR, &mut out),
+            Err(Reason::UnknownTorrent)
+        );
+    }
+
+    #[test]
+    fn the_handshake_is_answered_with_the_v2_hash_when_the_peer_speaks_v2() {
+        let plain = Handshake::new(ID, THEIR_ID);
+        let v2 = Handshake::new(ID, THEIR_ID).with_v2(true);
+        assert!(v2.supports_v2() && !plain.supports_v2());
+        assert_eq!(v2.reserved[7] & 0x10, 0x10);
+        // The v1 name with the v2 bit is upgraded (libtorrent's answer); without it, kept.
+        assert_eq!(reply_hash(&v2.reserved, ID, Some(V2_ID)), V2_ID);
+        assert_eq!(reply_hash(&plain.reserved, ID, Some(V2_ID)), ID);
+        assert_eq!(reply_hash(&plain.reserved, V2_ID, Some(V2_ID)), V2_ID);
+        // A v1 torrent answers in kind.
+        assert_eq!(reply_hash(&v2.reserved, ID, None), ID);
+        // Our outgoing handshake sets the bit for a v2 torrent.
+        let mut p = Peer::new(true, Instant::now());
+        let mut out = Vec::new();
+        p.connected(ID, true, &rules(), &mut out);
+        assert_eq!(out, Handshake::new(ID, OUR_ID).with_v2(true).encode());
+    }
 }
