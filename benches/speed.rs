@@ -4,8 +4,13 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ringseed::speed::ledger::{self, Ledger, Verified};
 use ringseed::speed::protocol::{Bid, SpeedMessage};
-use ringseed::speed::voucher::{ChannelId, Voucher};
-use ringseed::speed::wallet::Wallet;
+use ringseed::speed::voucher::{ChannelId, Domain, Voucher};
+use ringseed::speed::wallet::{Address, Wallet};
+
+const DOMAIN: Domain = Domain {
+    chain_id: 199,
+    contract: Address([0x32; 20]),
+};
 use std::hint::black_box;
 
 fn vouchers(c: &mut Criterion) {
@@ -13,7 +18,7 @@ fn vouchers(c: &mut Criterion) {
     let seeder = Wallet::from_secret([2; 32]).unwrap();
     let msgs: Vec<Vec<u8>> = (1..=1000u128)
         .map(|a| {
-            let v = Voucher::sign(&payer, 199, ChannelId([7; 32]), seeder.address(), a);
+            let v = Voucher::sign(&payer, DOMAIN, ChannelId([7; 32]), seeder.address(), a);
             SpeedMessage::Voucher(v).encode()
         })
         .collect();
@@ -51,10 +56,10 @@ fn vouchers(c: &mut Criterion) {
                     &[(ledger::COMPONENT, ledger::MIGRATIONS)],
                 )
                 .unwrap();
-                let l = Ledger::new(writer.handle(), seeder.address(), 199);
+                let l = Ledger::new(writer.handle(), seeder.address(), DOMAIN);
                 let bid = Bid::sign(
                     &payer,
-                    199,
+                    DOMAIN,
                     seeder.address(),
                     1,
                     ChannelId([7; 32]),

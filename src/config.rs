@@ -388,6 +388,8 @@ pub struct Speed {
     pub credit_window_kib: u32,
     pub chain_id: u64,
     pub key_file: String,
+    /// The payment-channel contract (`0x…`); required when `enabled`.
+    pub contract: String,
 }
 
 impl Default for Speed {
@@ -399,11 +401,19 @@ impl Default for Speed {
             credit_window_kib: 32768,
             chain_id: 199,
             key_file: String::new(),
+            contract: String::new(),
         }
     }
 }
 
 impl Speed {
+    /// The contract address, when `contract` is a valid, non-zero one (`0x…` or `T…`).
+    pub fn contract_address(&self) -> Option<crate::speed::wallet::Address> {
+        crate::speed::wallet::Address::parse(&self.contract)
+            .ok()
+            .filter(|a| a.0 != [0; 20])
+    }
+
     /// The wallet key: `key_file`, or `wallet.key` in the state directory.
     pub fn key_path(&self, state: &State) -> std::path::PathBuf {
         if self.key_file.is_empty() {
@@ -859,6 +869,12 @@ const DOCS: &[(&str, &str)] = &[
          0600) on first use; a key file that group or others may read is refused.",
     ),
     (
+        "speed.contract",
+        "The payment-channel contract (contracts/PaymentChannel.sol) vouchers are signed for and\n\
+         claimed on, \"0x…\"; part of the signed digest (EIP-712 verifyingContract), so a voucher\n\
+         pays on this deployment only. Required when enabled.",
+    ),
+    (
         "metrics",
         "Prometheus metrics (GET /metrics) for `seed` and `run`.",
     ),
@@ -1282,6 +1298,13 @@ impl Config {
             (128..=1 << 20).contains(&self.speed.credit_window_kib),
             "allowed 128..=1048576 (payers pay every half window, at least every 64 KiB)",
         )?;
+        if self.speed.enabled && self.speed.contract_address().is_none() {
+            return Err(ConfigError::OutOfRange {
+                key: "speed.contract",
+                value: format!("{:?}", self.speed.contract.chars().take(64).collect::<String>()),
+                allowed: "a non-zero contract address (0x + 40 hex digits) when speed is enabled",
+            });
+        }
         if self.speed.chain_id > i64::MAX as u64 {
             return Err(ConfigError::OutOfRange {
                 key: "speed.chain_id",
@@ -1383,6 +1406,10 @@ impl Config {
                 key_path: self.speed.key_path(&self.state),
                 terms: self.speed.terms(),
                 chain_id: self.speed.chain_id,
+                contract: self
+                    .speed
+                    .contract_address()
+                    .unwrap_or(crate::speed::wallet::Address([0; 20])),
             });
         o.dht = self.dht.enabled.then(|| crate::dht::DhtOptions {
             port: self.dht.port,

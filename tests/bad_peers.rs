@@ -1024,6 +1024,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
             credit_window: 256 << 10,
         },
         chain_id: 199,
+        contract: ringseed::speed::wallet::Address([0x32; 20]),
     };
     let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
     let engine = Engine::start_with_speed(
@@ -1076,7 +1077,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
         let thief = Wallet::from_secret([71; 32]).unwrap();
         let mut vouchers = Vec::new();
         for k in 1..=2000u128 {
-            let v = Voucher::sign(&thief, 199, channel, offer.payee, k * 1000);
+            let v = Voucher::sign(&thief, offer.domain(), channel, offer.payee, k * 1000);
             vouchers.extend(msg(Message::Extended {
                 id,
                 payload: &SpeedMessage::Voucher(v).encode(),
@@ -1095,7 +1096,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
         let victim = Wallet::from_secret([72; 32]).unwrap().address();
         let thief = Wallet::from_secret([73; 32]).unwrap();
         for _ in 0..200 {
-            let mut bid = Bid::sign(&thief, 199, offer.payee, 1, ChannelId([0x22; 32]), 1 << 40);
+            let mut bid = Bid::sign(&thief, offer.domain(), offer.payee, 1, ChannelId([0x22; 32]), 1 << 40);
             bid.payer = victim;
             let m = msg(Message::Extended {
                 id,

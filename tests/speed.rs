@@ -8,8 +8,17 @@ use std::path::Path;
 use common::{ringseed, ringseed_ok};
 use ringseed::speed::ledger::{self, Ledger, Verified};
 use ringseed::speed::protocol::Bid;
-use ringseed::speed::voucher::{ChannelId, Voucher};
+use ringseed::speed::voucher::{ChannelId, Domain, Voucher};
 use ringseed::speed::wallet::{Address, Wallet};
+
+/// The contract the tests' seeders name (the v2 vectors' address; nothing is claimed here).
+const DOMAIN: Domain = Domain {
+    chain_id: 199,
+    contract: Address([
+        0x32, 0xdc, 0xab, 0x0e, 0xf3, 0xfb, 0x2d, 0xe2, 0xfc, 0xe1, 0xd2, 0xe0, 0x79, 0x9d, 0x36,
+        0x23, 0x96, 0x71, 0xf0, 0x4a,
+    ]),
+};
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let state = dir.join("state");
@@ -60,14 +69,14 @@ fn earnings_and_settle_read_the_ledger_and_export_each_claim_once() {
     let seeder = Wallet::from_secret([2; 32]).unwrap();
     let writer =
         ringseed::db::DbWriter::start(&db, &[(ledger::COMPONENT, ledger::MIGRATIONS)]).unwrap();
-    let l = Ledger::new(writer.handle(), seeder.address(), 199);
+    let l = Ledger::new(writer.handle(), seeder.address(), DOMAIN);
     for (i, amount) in [(1u8, 5_000_000_000_000_000_000u128), (2, 123)] {
         let payer = Wallet::from_secret([10 + i; 32]).unwrap();
         let channel = ChannelId([i; 32]);
-        let bid = Bid::sign(&payer, 199, seeder.address(), 1, channel, u128::MAX);
+        let bid = Bid::sign(&payer, DOMAIN, seeder.address(), 1, channel, u128::MAX);
         l.open_channel(bid).unwrap().recv_result().unwrap().unwrap();
         for a in [amount / 2, amount] {
-            let v = Voucher::sign(&payer, 199, channel, seeder.address(), a);
+            let v = Voucher::sign(&payer, DOMAIN, channel, seeder.address(), a);
             let v = Verified::check(v, payer.address()).unwrap();
             l.accept(v, u128::MAX, [7; 20])
                 .unwrap()
@@ -331,7 +340,7 @@ fn speed_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = 199\ncredit_window_kib = 256\n{extra}",
+            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = 199\ncontract = \"0x32dCAB0EF3FB2De2fce1D2E0799D36239671F04A\"\ncredit_window_kib = 256\n{extra}",
             dir.join("state").display().to_string()
         ),
     )
@@ -520,7 +529,7 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
     };
     let payer_wallet = Wallet::from_secret([60; 32]).unwrap();
     let sign = |w: &Wallet, payee, amount| {
-        SpeedMessage::Voucher(Voucher::sign(w, 199, channel, payee, amount)).encode()
+        SpeedMessage::Voucher(Voucher::sign(w, DOMAIN, channel, payee, amount)).encode()
     };
     let thief = Wallet::from_secret([61; 32]).unwrap();
     let other = Wallet::from_secret([62; 32]).unwrap().address();
@@ -532,7 +541,11 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
         ("over_cap", sign(&payer_wallet, offer_payee, 1_000_001)),
         ("malformed", b"d1:t7:vouchere".to_vec()),
         ("wrong_chain", {
-            let v = Voucher::sign(&payer_wallet, 1, channel, offer_payee, 2000);
+            let other_chain = Domain {
+                chain_id: 1,
+                ..DOMAIN
+            };
+            let v = Voucher::sign(&payer_wallet, other_chain, channel, offer_payee, 2000);
             SpeedMessage::Voucher(v).encode()
         }),
     ];
@@ -541,7 +554,7 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
     }
     // Bids must be signed by the payer they name: a stranger cannot shrink this channel's cap
     // (which would refuse the payer's next voucher as over_cap) or re-register it.
-    let mut recap = Bid::sign(&thief, 199, offer_payee, 1 << 20, channel, 1);
+    let mut recap = Bid::sign(&thief, DOMAIN, offer_payee, 1 << 20, channel, 1);
     recap.payer = payer_wallet.address();
     let unsigned = Bid {
         signature: [0; 65],
@@ -578,6 +591,7 @@ fn bad_vouchers_are_refused_with_their_reason_by_the_running_seeder() {
     // write no ledger row, having no voucher), the 5th is refused.
     let offer = ringseed::speed::protocol::Offer {
         chain_id: 199,
+        contract: DOMAIN.contract,
         payee: offer_payee,
         min_price: 0,
         credit_window: 256 << 10,
@@ -652,6 +666,7 @@ impl SpeedSeeder {
             key_path: dir.path().join("state/wallet.key"),
             terms,
             chain_id: 199,
+            contract: DOMAIN.contract,
         };
         let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
         let settings = Settings {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringseed::speed::voucher::{Channel, ChannelId, Voucher, check};
+use ringseed::speed::voucher::{Channel, ChannelId, Domain, Voucher, check};
 use ringseed::speed::wallet::{Address, Wallet};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let (sig, rest) = rest.split_at(65);
     let (accepted, _) = rest.split_at(16);
     let v = Voucher {
-        chain_id: u64::from_be_bytes(chain.try_into().unwrap()),
+        domain: Domain {
+            chain_id: u64::from_be_bytes(chain.try_into().unwrap()),
+            contract: Address([0x32; 20]),
+        },
         channel: ChannelId(channel.try_into().unwrap()),
         payee: Address(payee.try_into().unwrap()),
         cumulative: u128::from_be_bytes(amount.try_into().unwrap()),
@@ -27,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let payer = Wallet::from_secret([1; 32]).unwrap().address();
     let mut ch = Channel::open(v.channel, payer, u128::MAX / 2);
     ch.accepted = u128::from_be_bytes(accepted.try_into().unwrap());
-    if let Ok(inc) = check(&v, v.payee, v.chain_id, Some(&ch)) {
+    if let Ok(inc) = check(&v, v.payee, &v.domain, Some(&ch)) {
         assert!(inc > 0 && v.cumulative <= ch.cap);
         assert_eq!(v.signer(), Some(payer));
     }

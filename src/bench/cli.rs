@@ -165,6 +165,7 @@ impl SwarmOptions {
             upload_path: spawn.upload_path,
             torrents: spawn.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
             pay: self.pay.is_some(),
+            contract: super::seeder::BENCH_CONTRACT,
         }
     }
 

@@ -61,7 +61,14 @@ pub struct SeederSpec {
     pub torrents: usize,
     /// Offer paid slots (`rs_speed`, ledger in the temp directory), for `bench --pay`.
     pub pay: bool,
+    /// The payment-channel contract the paid seeder's vouchers are signed for: a deployment
+    /// given with `bench --contract`, else [`BENCH_CONTRACT`] (no chain: nothing is claimed).
+    pub contract: crate::speed::wallet::Address,
 }
+
+/// The contract a bench without a chain names in its offer: an address nothing is deployed at,
+/// so its vouchers are exercised on the wire and never claimed.
+pub const BENCH_CONTRACT: crate::speed::wallet::Address = crate::speed::wallet::Address([0xbe; 20]);
 
 impl Default for SeederSpec {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for SeederSpec {
             upload_path: UploadPath::Auto,
             torrents: 1,
             pay: false,
+            contract: BENCH_CONTRACT,
         }
     }
 }
@@ -127,6 +135,7 @@ impl LocalSeeder {
                     credit_window: 32 << 20,
                 },
                 chain_id: 199,
+                contract: spec.contract,
             };
             Some(crate::speed::service::start_standalone(&setup)?)
         } else {

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::protocol::{Bid, parse_amount};
 use super::voucher::{
-    Amount, Channel, ChannelId, Rejection, Voucher, abi_uint, check_fields, check_signature,
+    Amount, Channel, ChannelId, Domain, Rejection, Voucher, abi_uint, check_fields,
+    check_signature,
 };
 use super::wallet::{Address, keccak256};
 use crate::db::{DbError, DbHandle, Reply};
@@ -61,7 +62,33 @@ CREATE TABLE speed_earnings (
 -- so every row holds a claimable voucher. Rows from bids that never paid are dropped.
 DELETE FROM speed_channels WHERE id NOT IN (SELECT channel FROM speed_vouchers);
 ",
+    "
+-- Vouchers v2 (EIP-712, docs/speed.md §3): each voucher row records its format and the contract
+-- it was signed for. Rows from before are format 1: no contract checks their digest, so they
+-- stay as history (exported by a plain `settle`, reported unclaimable by `settle --submit`),
+-- and their channels are closed: a channel is never continued across formats.
+ALTER TABLE speed_vouchers ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE speed_vouchers ADD COLUMN contract BLOB CHECK (contract IS NULL OR length(contract) = 20);
+-- What the contract has paid for the channel, as read back after a claim mined with status 1.
+ALTER TABLE speed_vouchers ADD COLUMN claimed TEXT NOT NULL DEFAULT '0';
+UPDATE speed_channels SET closed_at = CAST(strftime('%s', 'now') AS INTEGER)
+    WHERE closed_at IS NULL AND id IN (SELECT channel FROM speed_vouchers WHERE format = 1);
+-- A claim transaction sent (or about to be) for a channel: written and committed before the
+-- transaction leaves, so a crash never loses track of it (`settle --submit` re-sends or checks
+-- it on the next run). Deleted once its outcome is known.
+CREATE TABLE speed_claims (
+    channel BLOB PRIMARY KEY REFERENCES speed_channels (id),
+    amount TEXT NOT NULL,
+    nonce INTEGER NOT NULL,
+    tx_hash BLOB NOT NULL CHECK (length(tx_hash) = 32),
+    raw_tx BLOB NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+",
 ];
+
+/// The voucher format new rows are written in: 2 = EIP-712 (docs/speed.md §3).
+pub const FORMAT_V2: i64 = 2;
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +233,7 @@ pub fn accept(
     v: &Verified,
     cap: Amount,
     me: Address,
-    chain_id: u64,
+    domain: &Domain,
     torrent: &[u8; 20],
     now: i64,
 ) -> Result<Result<Accepted, Rejection>, rusqlite::Error> {
@@ -216,7 +243,7 @@ pub fn accept(
         Some(c) => c,
         None => Channel::open(v.voucher.channel, v.payer, cap),
     };
-    let increment = match check_fields(&v.voucher, me, chain_id, Some(&channel)) {
+    let increment = match check_fields(&v.voucher, me, domain, Some(&channel)) {
         Ok(i) => i,
         Err(r) => return Ok(Err(r)),
     };
@@ -234,20 +261,22 @@ pub fn accept(
     let vc = &v.voucher;
     conn.prepare_cached(
         "INSERT INTO speed_vouchers
-             (channel, chain_id, payee, amount, signature, accepted_at, vouchers)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+             (channel, chain_id, payee, amount, signature, accepted_at, vouchers, format, contract)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)
          ON CONFLICT (channel) DO UPDATE SET
              chain_id = excluded.chain_id, payee = excluded.payee, amount = excluded.amount,
              signature = excluded.signature, accepted_at = excluded.accepted_at,
-             vouchers = vouchers + 1",
+             vouchers = vouchers + 1, format = excluded.format, contract = excluded.contract",
     )?
     .execute(params![
         &vc.channel.0[..],
-        vc.chain_id as i64,
+        vc.domain.chain_id as i64,
         &vc.payee.0[..],
         vc.cumulative.to_string(),
         &vc.signature[..],
-        now
+        now,
+        FORMAT_V2,
+        &vc.domain.contract.0[..]
     ])?;
     let day = utc_day(now);
     let before: Option<String> = conn
@@ -282,17 +311,21 @@ pub fn accept(
 pub struct Ledger {
     db: DbHandle,
     me: Address,
-    chain_id: u64,
+    domain: Domain,
 }
 
 impl Ledger {
-    pub fn new(db: DbHandle, me: Address, chain_id: u64) -> Ledger {
-        Ledger { db, me, chain_id }
+    pub fn new(db: DbHandle, me: Address, domain: Domain) -> Ledger {
+        Ledger { db, me, domain }
     }
 
-    /// Whether `bid` is signed by its payer for this node and chain.
+    /// Whether `bid` is signed by its payer for this node, chain and contract.
     pub fn bid_is_signed(&self, bid: &Bid) -> bool {
-        bid.signed_by_payer(self.chain_id, self.me)
+        bid.signed_by_payer(&self.domain, self.me)
+    }
+
+    pub fn domain(&self) -> Domain {
+        self.domain
     }
 
     pub fn payee(&self) -> Address {
@@ -300,7 +333,7 @@ impl Ledger {
     }
 
     pub fn chain_id(&self) -> u64 {
-        self.chain_id
+        self.domain.chain_id
     }
 
     /// Queues a bid's channel; never blocks (a full queue is [`DbError::QueueFull`]).
@@ -316,10 +349,10 @@ impl Ledger {
         cap: Amount,
         torrent: [u8; 20],
     ) -> Result<Reply<Result<Accepted, Rejection>>, DbError> {
-        let (me, chain) = (self.me, self.chain_id);
+        let (me, domain) = (self.me, self.domain);
         let now = unix_now();
         self.db
-            .try_call(move |c| accept(c, &v, cap, me, chain, &torrent, now))
+            .try_call(move |c| accept(c, &v, cap, me, &domain, &torrent, now))
     }
 }
 
@@ -509,7 +542,10 @@ mod tests {
     use crate::db::DbWriter;
     use crate::speed::wallet::Wallet;
 
-    const CHAIN: u64 = 199;
+    const CHAIN: Domain = Domain {
+        chain_id: 199,
+        contract: Address([0x32; 20]),
+    };
     const T1: [u8; 20] = [0xaa; 20];
 
     /// The ledger trusts the verifier to have checked a bid's signature; any payee will do.
@@ -802,8 +838,19 @@ mod tests {
         let writer = DbWriter::start(&path, &[(COMPONENT, MIGRATIONS)]).unwrap();
         writer.shutdown();
         let conn = crate::db::open_read_only(&path).unwrap();
-        assert!(load_channel(&conn, &ChannelId([1; 32])).unwrap().is_some());
+        let v1 = load_channel(&conn, &ChannelId([1; 32])).unwrap().unwrap();
         assert!(load_channel(&conn, &ChannelId([2; 32])).unwrap().is_none());
         assert_eq!(report(&conn).unwrap().total_latest_vouchers, "3");
+        // The v1 row stays as history, marked format 1 without a contract, and its channel is
+        // closed to v2 vouchers.
+        assert!(v1.closed);
+        let (format, contract): (i64, Option<Vec<u8>>) = conn
+            .query_row(
+                "SELECT format, contract FROM speed_vouchers WHERE channel = ?1",
+                [&[1u8; 32][..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((format, contract), (1, None));
     }
 }

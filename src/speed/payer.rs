@@ -8,14 +8,14 @@
 //! use ringseed::speed::voucher::ChannelId;
 //! use ringseed::speed::wallet::{Address, Wallet};
 //! let mut p = Payer::new(Wallet::from_secret([1; 32]).unwrap(), ChannelId([9; 32]), 1 << 20, 1_000_000);
-//! let offer = SpeedMessage::Offer(Offer { chain_id: 199, payee: Address([2; 20]), min_price: 1, credit_window: 1 << 20 });
+//! let offer = SpeedMessage::Offer(Offer { chain_id: 199, contract: Address([3; 20]), payee: Address([2; 20]), min_price: 1, credit_window: 1 << 20 });
 //! let out = p.on_message(&offer.encode());
 //! assert!(matches!(SpeedMessage::parse(&out[0]), Ok(SpeedMessage::Bid(_))));
 //! ```
 
 use super::protocol::{Bid, Offer, SpeedMessage};
 use super::voucher::{Amount, ChannelId, Voucher};
-use super::wallet::Wallet;
+use super::wallet::{Address, Wallet};
 use crate::choking::auction::cost;
 
 /// Fewest bytes between two vouchers, whatever the seeder's credit window: each voucher costs
@@ -49,6 +49,8 @@ pub struct Payer {
     last_refusal: Option<String>,
     /// Vouchers signed and sent.
     vouchers: u64,
+    /// The contract the channel was opened on, when known: offers naming another are ignored.
+    contract: Option<Address>,
 }
 
 impl Payer {
@@ -68,7 +70,14 @@ impl Payer {
             refusals: 0,
             last_refusal: None,
             vouchers: 0,
+            contract: None,
         }
+    }
+
+    /// Pins the contract the channel lives on: an offer naming another contract gets no bid.
+    pub fn on_contract(mut self, contract: Address) -> Payer {
+        self.contract = Some(contract);
+        self
     }
 
     pub fn channel(&self) -> ChannelId {
@@ -110,10 +119,17 @@ impl Payer {
         };
         match msg {
             SpeedMessage::Offer(o) => {
+                // A payer whose channel lives on one contract pays no seeder that claims on
+                // another: its vouchers would be worthless there, and the seeder would serve
+                // on credit for nothing.
+                if self.contract.is_some_and(|c| c != o.contract) {
+                    self.last_refusal = Some("other_contract".to_string());
+                    return Vec::new();
+                }
                 self.offer = Some(o);
                 let bid = Bid::sign(
                     &self.wallet,
-                    o.chain_id,
+                    o.domain(),
                     o.payee,
                     self.price,
                     self.channel,
@@ -161,7 +177,7 @@ impl Payer {
         }
         self.signed = due;
         self.vouchers += 1;
-        let v = Voucher::sign(&self.wallet, offer.chain_id, self.channel, offer.payee, due);
+        let v = Voucher::sign(&self.wallet, offer.domain(), self.channel, offer.payee, due);
         Some(SpeedMessage::Voucher(v).encode())
     }
 
@@ -170,7 +186,7 @@ impl Payer {
         let offer = self.offer?;
         let v = Voucher::sign(
             &self.wallet,
-            offer.chain_id,
+            offer.domain(),
             self.channel,
             offer.payee,
             amount,
@@ -261,6 +277,7 @@ mod tests {
         let mut p = Payer::new(payer, ChannelId([9; 32]), 1 << 20, budget);
         let offer = Offer {
             chain_id: 199,
+            contract: Address([3; 20]),
             payee: Address([2; 20]),
             min_price: 1,
             credit_window: 1 << 20,

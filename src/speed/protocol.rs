@@ -4,13 +4,13 @@
 //! ```
 //! use ringseed::speed::protocol::{Offer, SpeedMessage};
 //! use ringseed::speed::wallet::Address;
-//! let m = SpeedMessage::Offer(Offer { chain_id: 199, payee: Address([1; 20]), min_price: 5, credit_window: 1 << 20 });
+//! let m = SpeedMessage::Offer(Offer { chain_id: 199, contract: Address([3; 20]), payee: Address([1; 20]), min_price: 5, credit_window: 1 << 20 });
 //! assert_eq!(SpeedMessage::parse(&m.encode()).unwrap(), m);
 //! ```
 
 use crate::bencode::{self, Bencode, Limits};
 
-use super::voucher::{Amount, ChannelId, Rejection, Voucher};
+use super::voucher::{Amount, ChannelId, Domain, Rejection, Voucher};
 use super::wallet::{Address, Signature65};
 
 /// The extension's name in the BEP 10 handshake's `m` dictionary.
@@ -34,12 +34,26 @@ const LIMITS: Limits = Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offer {
     pub chain_id: u64,
+    /// The payment-channel contract vouchers are claimed on (the EIP-712 `verifyingContract`):
+    /// payer and seeder must agree on it before the first bid. An offer without it (a v1
+    /// seeder) does not parse, so a payer never pays one.
+    pub contract: Address,
     /// Where vouchers must pay.
     pub payee: Address,
     /// Least price per MiB (BTT base units) that can win a paid slot.
     pub min_price: Amount,
     /// Bytes the seeder serves a payer ahead of payment.
     pub credit_window: u64,
+}
+
+impl Offer {
+    /// The EIP-712 domain every bid and voucher for this seeder is signed under.
+    pub fn domain(&self) -> Domain {
+        Domain {
+            chain_id: self.chain_id,
+            contract: self.contract,
+        }
+    }
 }
 
 /// A downloader's bid: the price it pays per MiB from a payment channel it funds.
@@ -58,13 +72,13 @@ impl Bid {
     /// The payer's side: a bid for `payee`'s paid slots on `chain_id`, signed by `payer`.
     pub fn sign(
         payer: &super::wallet::Wallet,
-        chain_id: u64,
+        domain: Domain,
         payee: Address,
         price: Amount,
         channel: ChannelId,
         cap: Amount,
     ) -> Bid {
-        let digest = super::voucher::bid_digest(chain_id, &channel, &payee, price, cap);
+        let digest = super::voucher::bid_digest(&domain, &channel, &payee, price, cap);
         Bid {
             price,
             channel,
@@ -74,11 +88,13 @@ impl Bid {
         }
     }
 
-    /// Whether the bid's `payer` signed it for this seeder (`me` on `chain_id`). The costly
-    /// part (a point recovery): the verifier thread calls it, never a worker.
-    pub fn signed_by_payer(&self, chain_id: u64, me: Address) -> bool {
-        let digest = super::voucher::bid_digest(chain_id, &self.channel, &me, self.price, self.cap);
-        super::wallet::recover_digest(&self.signature, digest) == Some(self.payer)
+    /// Whether the bid's `payer` signed it for this seeder (`me` under `domain`), in the
+    /// canonical form (`v` 27/28, low `s`). The costly part (a point recovery): the verifier
+    /// thread calls it, never a worker.
+    pub fn signed_by_payer(&self, domain: &Domain, me: Address) -> bool {
+        let digest = super::voucher::bid_digest(domain, &self.channel, &me, self.price, self.cap);
+        super::wallet::is_canonical(&self.signature)
+            && super::wallet::recover_digest(&self.signature, digest) == Some(self.payer)
     }
 }
 
@@ -208,6 +224,7 @@ impl SpeedMessage {
         Ok(match t {
             b"offer" => SpeedMessage::Offer(Offer {
                 chain_id: uint(d, "chain", i64::MAX as u64)?,
+                contract: Address(fixed(d, "contract")?),
                 payee: Address(fixed(d, "payee")?),
                 min_price: amount(d, "price")?,
                 credit_window: uint(d, "window", MAX_CREDIT_WINDOW)?,
@@ -222,7 +239,10 @@ impl SpeedMessage {
             b"voucher" => {
                 let signature = signature(d)?;
                 SpeedMessage::Voucher(Voucher {
-                    chain_id: uint(d, "chain", i64::MAX as u64)?,
+                    domain: Domain {
+                        chain_id: uint(d, "chain", i64::MAX as u64)?,
+                        contract: Address(fixed(d, "contract")?),
+                    },
                     channel: ChannelId(fixed(d, "channel")?),
                     payee: Address(fixed(d, "payee")?),
                     cumulative: amount(d, "amount")?,
@@ -265,6 +285,7 @@ impl SpeedMessage {
             SpeedMessage::Offer(o) => {
                 d.insert("t", Bencode::bytes("offer"));
                 d.insert("chain", Bencode::Int(o.chain_id as i64));
+                d.insert("contract", Bencode::bytes(o.contract.0));
                 d.insert("payee", Bencode::bytes(o.payee.0));
                 d.insert("price", amount_value(o.min_price));
                 d.insert("window", Bencode::Int(o.credit_window as i64));
@@ -279,7 +300,8 @@ impl SpeedMessage {
             }
             SpeedMessage::Voucher(v) => {
                 d.insert("t", Bencode::bytes("voucher"));
-                d.insert("chain", Bencode::Int(v.chain_id as i64));
+                d.insert("chain", Bencode::Int(v.domain.chain_id as i64));
+                d.insert("contract", Bencode::bytes(v.domain.contract.0));
                 d.insert("channel", Bencode::bytes(v.channel.0));
                 d.insert("payee", Bencode::bytes(v.payee.0));
                 d.insert("amount", amount_value(v.cumulative));
@@ -311,19 +333,25 @@ mod tests {
     use super::*;
     use crate::speed::wallet::Wallet;
 
+    const DOMAIN: Domain = Domain {
+        chain_id: 199,
+        contract: Address([3; 20]),
+    };
+
     fn all() -> Vec<SpeedMessage> {
         let payer = Wallet::from_secret([1; 32]).unwrap();
-        let v = Voucher::sign(&payer, 199, ChannelId([7; 32]), Address([2; 20]), u128::MAX);
+        let v = Voucher::sign(&payer, DOMAIN, ChannelId([7; 32]), Address([2; 20]), u128::MAX);
         vec![
             SpeedMessage::Offer(Offer {
                 chain_id: 199,
+                contract: DOMAIN.contract,
                 payee: Address([2; 20]),
                 min_price: 0,
                 credit_window: MAX_CREDIT_WINDOW,
             }),
             SpeedMessage::Bid(Bid::sign(
                 &payer,
-                199,
+                DOMAIN,
                 Address([2; 20]),
                 10u128.pow(15),
                 ChannelId([7; 32]),
@@ -409,6 +437,7 @@ mod tests {
         let mut d = Bencode::dict();
         d.insert("t", Bencode::bytes("voucher"));
         d.insert("chain", Bencode::Int(199));
+        d.insert("contract", Bencode::bytes(DOMAIN.contract.0));
         d.insert("channel", Bencode::bytes(v.channel.0));
         d.insert("payee", Bencode::bytes(v.payee.0));
         d.insert("amount", Bencode::bytes("5"));
@@ -418,9 +447,18 @@ mod tests {
         let mut d = Bencode::dict();
         d.insert("t", Bencode::bytes("offer"));
         d.insert("chain", Bencode::Int(1));
+        d.insert("contract", Bencode::bytes([3; 20]));
         d.insert("payee", Bencode::bytes([0; 20]));
         d.insert("price", Bencode::bytes("1"));
         d.insert("window", Bencode::Int(MAX_CREDIT_WINDOW as i64 + 1));
         assert_eq!(e(&d.encode()), ProtocolError::BadField("window"));
+        // An offer without a contract (a v1 seeder's) is refused: nobody can pay it.
+        let mut d = Bencode::dict();
+        d.insert("t", Bencode::bytes("offer"));
+        d.insert("chain", Bencode::Int(1));
+        d.insert("payee", Bencode::bytes([0; 20]));
+        d.insert("price", Bencode::bytes("1"));
+        d.insert("window", Bencode::Int(1 << 20));
+        assert_eq!(e(&d.encode()), ProtocolError::Missing("contract"));
     }
 }

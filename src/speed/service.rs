@@ -145,6 +145,7 @@ impl SpeedService {
     pub fn start(ledger: Ledger, terms: Terms) -> std::io::Result<Arc<SpeedService>> {
         let offer = Offer {
             chain_id: ledger.chain_id(),
+            contract: ledger.domain().contract,
             payee: ledger.payee(),
             min_price: terms.min_price,
             credit_window: terms.credit_window,
@@ -583,6 +584,8 @@ pub struct SpeedSetup {
     pub key_path: std::path::PathBuf,
     pub terms: Terms,
     pub chain_id: u64,
+    /// The payment-channel contract vouchers are signed for and claimed on (`[speed] contract`).
+    pub contract: super::wallet::Address,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -603,7 +606,11 @@ pub fn start_node(
     db: crate::db::DbHandle,
 ) -> Result<Arc<SpeedService>, SpeedStartError> {
     let (wallet, _) = super::wallet::Wallet::load_or_create(&setup.key_path)?;
-    let ledger = Ledger::new(db, wallet.address(), setup.chain_id);
+    let domain = super::voucher::Domain {
+        chain_id: setup.chain_id,
+        contract: setup.contract,
+    };
+    let ledger = Ledger::new(db, wallet.address(), domain);
     SpeedService::start(ledger, setup.terms).map_err(SpeedStartError::Thread)
 }
 
@@ -622,7 +629,13 @@ mod tests {
     use super::*;
     use crate::speed::ledger;
     use crate::speed::voucher::ChannelId;
-    use crate::speed::wallet::Wallet;
+    use crate::speed::voucher::Domain;
+    use crate::speed::wallet::{Address, Wallet};
+
+    const DOMAIN: Domain = Domain {
+        chain_id: 199,
+        contract: Address([0x32; 20]),
+    };
 
     struct Rig {
         _dir: tempfile::TempDir,
@@ -642,7 +655,7 @@ mod tests {
         .unwrap();
         let seeder = Wallet::from_secret([2; 32]).unwrap();
         Rig {
-            ledger: Ledger::new(writer.handle(), seeder.address(), 199),
+            ledger: Ledger::new(writer.handle(), seeder.address(), DOMAIN),
             _dir: dir,
             writer,
             seeder,
@@ -666,7 +679,7 @@ mod tests {
         fn voucher(&self, conn_id: u64, signer: &Wallet, payer: &Wallet, ch: u8, a: u128) -> Job {
             Job::Voucher {
                 to: peer(conn_id),
-                voucher: Voucher::sign(signer, 199, ChannelId([ch; 32]), self.seeder.address(), a),
+                voucher: Voucher::sign(signer, DOMAIN, ChannelId([ch; 32]), self.seeder.address(), a),
                 payer: payer.address(),
                 cap: 1_000,
                 torrent: [1; 20],
@@ -677,7 +690,7 @@ mod tests {
             let channel = ChannelId([ch; 32]);
             Job::Bid {
                 to: peer(conn_id),
-                bid: Bid::sign(payer, 199, self.seeder.address(), 1, channel, 1_000),
+                bid: Bid::sign(payer, DOMAIN, self.seeder.address(), 1, channel, 1_000),
                 fresh_from: fresh.map(|s| s.parse().unwrap()),
             }
         }

@@ -219,6 +219,44 @@ pub fn recover_digest(sig: &Signature65, digest: [u8; 32]) -> Option<Address> {
     Some(Address::of(&key))
 }
 
+/// secp256k1's group order `n`, big-endian.
+const ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+];
+/// `n / 2`: the largest `s` the contract (and EIP-2) accepts.
+const HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0,
+];
+
+/// Whether `sig` is in the one form the payment-channel contract pays: `v` = 27 or 28 and
+/// `s` ≤ n/2 (EIP-2). Every valid signature has a malleable twin (`s → n − s`, `v` flipped)
+/// that a bare `ecrecover` also accepts but the contract refuses; a seeder that took one would
+/// hold a voucher it can never claim. ringseed's own signatures are always canonical
+/// (libsecp256k1 normalises `s`); the wire's raw 0/1 `v` is turned into 27/28 on parsing.
+pub fn is_canonical(sig: &Signature65) -> bool {
+    matches!(sig[64], 27 | 28) && sig[32..64] <= HALF_ORDER[..]
+}
+
+/// The other signature of the same key over the same digest: `s → n − s`, `v` flipped. What a
+/// malleability attack makes; here so that tests can show it refused.
+pub fn malleable_twin(sig: &Signature65) -> Signature65 {
+    let mut out = *sig;
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(ORDER[i]) - i16::from(sig[32 + i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[32 + i] = (d + 256 * borrow) as u8;
+    }
+    out[64] = match sig[64] {
+        27 => 28,
+        28 => 27,
+        v => v ^ 1,
+    };
+    out
+}
+
 /// The node's signing key and its address.
 pub struct Wallet {
     secret: SecretKey,
