@@ -241,9 +241,10 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
         .arg(format!("magnet:?xt=urn:btih:{hex}"))
         .arg(&out)
         .args([boot.to_string(), "60".into()]);
-    let report = common::run_ok(&mut leech);
+    let out_text = common::run_ok(&mut leech);
+    let report = out_text.lines().last().unwrap_or_default().to_string();
     let v: serde_json::Value =
-        serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {report}"));
+        serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {out_text}"));
     assert_eq!(v["done"], true, "{report}");
     assert!(
         v["peers"]
@@ -603,4 +604,63 @@ fn dht_replies_are_bounded_in_peers_and_in_time() {
     assert_eq!((s.lookups_finished, s.lookups_timed_out), (0, 1), "{s:?}");
     assert!(took < Duration::from_secs(10), "the lookup took {took:?}");
     eprintln!("endless lookup cut off after {:.2} s", took.as_secs_f64());
+}
+
+#[test]
+fn a_seed_dials_the_leechers_the_dht_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, src, file) = payload(dir.path(), "dialled", 15, &[]);
+    let hex = hex_of(&torrent);
+    let mut node_cmd = lt_dht();
+    node_cmd.arg("node");
+    let node = Helper::start(node_cmd);
+    let mut heard = Vec::new();
+    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
+        l.strip_prefix("dht ")?.parse::<u16>().ok()
+    });
+    // The leecher asks the DHT once, before there is any seed, and never again.
+    let out = dir.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut leech_cmd = lt_dht();
+    leech_cmd
+        .arg("leech")
+        .arg(format!("magnet:?xt=urn:btih:{hex}"))
+        .arg(&out)
+        .args([boot.to_string(), "40".into(), "once".into()]);
+    let leech = Helper::start(leech_cmd);
+    let lt_port = leech.wait_for(Duration::from_secs(20), "listening", &mut vec![], |l| {
+        l.strip_prefix("listening ")?.parse::<u16>().ok()
+    });
+    // Its announce stored at the node: the DHT now names it.
+    node.wait_for(
+        Duration::from_secs(20),
+        "the leecher's announce",
+        &mut heard,
+        |l| {
+            let rest = l.strip_prefix(&format!("announce {hex} "))?;
+            (rest.split(' ').nth(1)? == lt_port.to_string()).then_some(())
+        },
+    );
+    let state = dir.path().join("state");
+    let cfg = config(dir.path(), "seed", &[format!("127.0.0.1:{boot}")], &state);
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
+    let metrics = metrics_addr(&mut seeder);
+    let report = leech.wait_for(Duration::from_secs(45), "the report", &mut vec![], |l| {
+        l.starts_with('{').then(|| l.to_string())
+    });
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        v["done"], true,
+        "the seed never reached the leecher: {report}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("dialled.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "not byte-identical"
+    );
+    assert!(metric(&metrics, "ringseed_dht_peers_found_total") >= 1.0);
+    eprintln!("a seed found a leecher through the DHT and dialled it: {report}");
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
 }

@@ -9,10 +9,13 @@
       A DHT-only bootstrap node B and a seeder S bootstrapped to B, with DHT on and no trackers.
       Prints "ready DHT_PORT PEER_PORT" (B's UDP port, S's listening port) once B has stored S's
       announce, then runs until killed.
-  lt_dht.py leech MAGNET SAVE_PATH BOOTSTRAP_PORT [TIMEOUT_S]
+  lt_dht.py leech MAGNET SAVE_PATH BOOTSTRAP_PORT [TIMEOUT_S] [retry|once]
       A session with DHT on, bootstrapped to 127.0.0.1:BOOTSTRAP_PORT only, that adds MAGNET
-      (no trackers, no peers: the DHT is its only source). Prints JSON {"done": bool,
-      "seconds", "metadata_s", "peers": [...]} once complete or timed out.
+      (no trackers, no peers: the DHT is its only source). Prints "listening PORT" at once,
+      then JSON {"done": bool, "seconds", "metadata_s", "peers": [...]} once complete or timed
+      out. It asks the DHT again every 3 s ("retry", the default) or only when the torrent is
+      added ("once", libtorrent's own pace: then not again for 15 minutes), so with "once" a
+      seed that appears later reaches it only by dialling it.
 
 libtorrent refuses loopback DHT nodes and peers unless dht_restrict_routing_ips,
 dht_restrict_search_ips, dht_enforce_node_id, dht_ignore_dark_internet and
@@ -104,11 +107,11 @@ def seed(path, save_path):
         ses.pop_alerts()
 
 
-def leech(magnet, save_path, bootstrap_port, timeout="60"):
+def leech(magnet, save_path, bootstrap_port, timeout="60", mode="retry"):
     # Plain TCP out, as lt_tool.py's download: libtorrent would try an encrypted handshake
     # first and fall back only after a timeout.
     ses = lt.session(settings({"out_enc_policy": 2, "in_enc_policy": 1}))
-    wait_listening(ses)
+    print("listening %d" % wait_listening(ses), flush=True)
     ses.add_dht_node(("127.0.0.1", int(bootstrap_port)))
     params = lt.parse_magnet_uri(magnet)
     params.save_path = save_path
@@ -129,7 +132,7 @@ def leech(magnet, save_path, bootstrap_port, timeout="60"):
             peers.add("%s:%d" % p.ip)
         if s.is_seeding:
             break
-        if time.monotonic() - asked > 3:
+        if mode == "retry" and time.monotonic() - asked > 3:
             # libtorrent looks a new torrent up at once, then every dht_announce_interval
             # (15 min): ask again while nothing arrives.
             asked = time.monotonic()
