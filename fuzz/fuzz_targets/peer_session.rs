@@ -767,6 +767,8 @@ impl World {
                     let _ = m.added.len();
                 }
             }
+            // The harness's torrents are v1 (no merkle trees): every hash request is rejected.
+            Action::HashesSent(_) => panic!("BEP 52 hashes answered for a v1 torrent"),
             Action::MetadataSent(bytes) => {
                 assert!(!self.t.private, "metadata of a private torrent sent");
                 assert!(c.peer.ext().is_some());

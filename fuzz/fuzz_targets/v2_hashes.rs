@@ -6,17 +6,20 @@
 //! without panicking, and a forged one is never taken by a layer fetch.
 #![no_main]
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use ringseed::hash;
-use ringseed::merkle::{self, LayerFetch, PieceTree};
-use ringseed::wire::hashes::{self, HashMessage, HashRequest, MAX_HASHES_PAYLOAD};
+use ringseed::merkle::{self, LayerFetch, PieceTree, Trees};
+use ringseed::wire::hashes::{self, HashMessage, MAX_HASHES_PAYLOAD};
 
 /// A file of 1 100 pieces of 32 KiB (two blocks each): a tree of 12 layers whose piece layer
 /// needs three requests of 512.
 struct Fixture {
     tree: PieceTree,
+    /// The same tree as the engine holds it: by root.
+    trees: Trees,
     length: u64,
 }
 
@@ -27,8 +30,11 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let pieces = 1100u32;
         let layer: Vec<[u8; 32]> = (0..pieces).map(|i| hash::sha256(&i.to_be_bytes())).collect();
+        let tree = PieceTree::new(&layer, PIECE).expect("two pieces or more");
+        let trees = Trees::new(&HashMap::from([(tree.root(), layer)]), PIECE);
         Fixture {
-            tree: PieceTree::new(&layer, PIECE).expect("two pieces or more"),
+            tree,
+            trees,
             length: u64::from(pieces) * PIECE - 5,
         }
     })
@@ -64,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
 
     match msg {
         HashMessage::Request(req) | HashMessage::Reject(req) => {
-            if let Ok(answer) = f.tree.answer(&req) {
+            if let Ok(answer) = f.trees.answer(&req) {
                 assert_eq!(req.root, root);
                 assert!(req.count <= merkle::MAX_SERVED);
                 assert_eq!(answer.len(), (req.count + req.uncle_count()) as usize);
@@ -85,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
             if accepted == Ok(true) {
                 // Taken only when it is exactly the true answer.
                 assert_eq!(verified, Ok(()));
-                let truth: Option<Vec<[u8; 32]>> = f.tree.answer(&req).ok();
+                let truth: Option<Vec<[u8; 32]>> = f.trees.answer(&req).ok();
                 assert_eq!(truth.as_deref(), Some(&got[..]));
             }
         }
