@@ -634,3 +634,44 @@ fn a_mixed_run_reports_the_paying_and_the_free_leechers_apart() {
     assert_eq!(v["payment"]["payers"], 2);
     assert_eq!(paying["confirmed"], v["payment"]["confirmed"]);
 }
+
+/// `bench --encrypt`: leechers dial with MSE and RC4 an engine that refuses anything else, and
+/// every piece they check is right through the cipher.
+#[test]
+fn encrypted_leechers_download_through_rc4() {
+    use ringseed::engine::encryption::{Encryption, Level, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = payload(dir.path(), 4 << 20, 256);
+    let engine = engine_seeding(
+        &meta,
+        dir.path(),
+        Settings {
+            workers: 1,
+            encryption: Encryption {
+                incoming: Policy::Forced,
+                outgoing: Policy::Enabled,
+                level: Level::Rc4,
+                prefer_rc4: true,
+            },
+            ..Settings::default()
+        },
+    );
+    // Plain handshakes would be refused (`forced`, RC4 only): every leecher that connects
+    // went through MSE.
+    let budget = 8 << 20;
+    let report = bench_engine(
+        engine,
+        std::slice::from_ref(&meta.info),
+        BenchOptions {
+            peers: 4,
+            reqq: 32,
+            stop: Stop::Bytes(budget),
+            verify_every: 1,
+            encrypt: true,
+            ..BenchOptions::default()
+        },
+    );
+    assert!(report.pieces_verified > 0);
+    assert_eq!(report.bytes, budget);
+    assert_eq!(report.connected, 4);
+}

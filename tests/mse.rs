@@ -523,3 +523,54 @@ fn transmission_requiring_encryption_downloads_from_ringseed() {
         String::from_utf8_lossy(&log[log.len().saturating_sub(600)..])
     );
 }
+
+/// `enabled` dials with MSE first; a peer that speaks only plain BitTorrent drops that
+/// connection, and the engine dials it once more in plain. `forced` never falls back.
+#[test]
+fn an_enabled_dial_retries_plain_once_and_a_forced_one_never() {
+    let (_dir, data, _torrent, meta) = payload("p.bin", 64 << 10, 13);
+    let ih = meta.info.hash.wire_id();
+    for (policy, retries) in [(Policy::Enabled, true), (Policy::Forced, false)] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = engine_with(enc(Policy::Enabled, policy), |_| {});
+        let (t, _) = Torrent::open(meta.clone(), &data, None).unwrap();
+        engine.add_torrent(Arc::new(t)).unwrap();
+        engine.connect(addr, ih).unwrap();
+        // The first dial opens with an MSE key, not a plain handshake; a plain-only peer
+        // closes it.
+        let (mut first, _) = listener.accept().unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut start = [0u8; 20];
+        first.read_exact(&mut start).unwrap();
+        assert_eq!(ringseed::mse::is_plain(&start), Some(false), "{policy:?}");
+        drop(first);
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let second = loop {
+            match listener.accept() {
+                Ok((s, _)) => break Some(s),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => break None,
+            }
+        };
+        match (retries, second) {
+            (true, Some(mut s)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut hs = [0u8; Handshake::LEN];
+                s.read_exact(&mut hs).unwrap();
+                let hs = Handshake::parse(&hs).unwrap().expect("a plain handshake");
+                assert_eq!(hs.info_hash, ih);
+            }
+            (true, None) => panic!("enabled: no plain retry"),
+            (false, Some(_)) => panic!("forced: dialled again"),
+            (false, None) => {}
+        }
+        engine.shutdown();
+    }
+}
