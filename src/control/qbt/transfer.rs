@@ -50,8 +50,8 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
     let g = q.service.effective_global_limits();
     match name {
         "info" => info(q),
-        "uploadLimit" => Reply::text(&g.upload_rate.unwrap_or(0).to_string()),
-        "downloadLimit" => Reply::text(&g.download_rate.unwrap_or(0).to_string()),
+        "uploadLimit" => Reply::text(g.upload_rate.unwrap_or(0).to_string()),
+        "downloadLimit" => Reply::text(g.download_rate.unwrap_or(0).to_string()),
         "speedLimitsMode" => Reply::text("0"),
         "setUploadLimit" | "setDownloadLimit" => {
             let max_rate = (crate::control::types::MAX_RATE_KIB * 1024.0) as i64;
