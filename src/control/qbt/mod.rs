@@ -216,11 +216,20 @@ impl Qbt {
                         .first()
                         .is_some_and(|f| f.path.len() > 1);
                 let tiers = t.tiers();
-                let reports = if view.state == "paused" {
+                let mut reports = if view.state == "paused" {
                     crate::tracker::report::not_contacted(&tiers)
                 } else {
                     crate::engine::lock(&t.trackers).clone()
                 };
+                // in the list's order, as qBittorrent shows them (the announcer shuffles a
+                // tier and moves the one that answers to its front, BEP 12)
+                let place: HashMap<&str, usize> = tiers
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, u)| (u.as_str(), i))
+                    .collect();
+                reports.sort_by_key(|r| place.get(r.url.as_str()).copied().unwrap_or(usize::MAX));
                 (
                     reports,
                     t.uploaded(),
