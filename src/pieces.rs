@@ -155,6 +155,10 @@ pub struct PieceTable {
     /// add the same to every piece, so the rarity index orders pieces without them (its level
     /// 0 holds the pieces only they have).
     seeds: AtomicU32,
+    /// Connected peers whose bitfield or `have`s announced every piece (those that said
+    /// `have_all` are in `seeds`): with them, the peers that have a complete copy (the
+    /// qBittorrent API's `num_seeds`).
+    complete: AtomicU32,
     /// The rarity index: per availability level, the claimable pieces at that level (see
     /// [`rarity`]). A level's bitfield is allocated the first time a piece reaches it (level 0
     /// the first time a seed's peer picks); a torrent that only seeds allocates none.
@@ -169,6 +173,7 @@ impl PieceTable {
             writing: AtomicBitfield::new(num_pieces),
             availability: (0..num_pieces).map(|_| AtomicU16::new(0)).collect(),
             seeds: AtomicU32::new(0),
+            complete: AtomicU32::new(0),
             levels: (0..LEVELS).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -208,6 +213,38 @@ impl PieceTable {
         let _ = self
             .seeds
             .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Connected peers that have every piece: `have_all`, or a bitfield or `have`s that
+    /// cover them all.
+    pub fn complete_peers(&self) -> u32 {
+        self.seeds().saturating_add(self.complete.load(Relaxed))
+    }
+
+    /// A peer's bitfield or `have`s now cover every piece (not counted by `seed_joined`).
+    pub fn peer_completed(&self) {
+        self.complete.fetch_add(1, Relaxed);
+    }
+
+    /// A peer counted by [`PieceTable::peer_completed`] left or sent another bitfield.
+    pub fn complete_peer_left(&self) {
+        let _ = self
+            .complete
+            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// libtorrent's "distributed copies" of the connected peers' pieces: copies of the rarest
+    /// piece, plus the fraction of pieces more common than that (`2.5`: every piece twice, half
+    /// of them thrice). O(pieces): for the API, not the hot path.
+    pub fn distributed_copies(&self) -> f64 {
+        let n = self.num_pieces();
+        if n == 0 {
+            return 0.0;
+        }
+        let avail = |i| self.availability(i);
+        let min = (0..n).map(avail).min().unwrap_or(0);
+        let above = (0..n).filter(|&i| avail(i) > min).count();
+        f64::from(min) + above as f64 / f64::from(n)
     }
 
     /// A peer announced piece `i`.
@@ -280,6 +317,26 @@ impl PieceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complete_peers_and_distributed_copies() {
+        let t = PieceTable::new(4);
+        assert_eq!(t.distributed_copies(), 0.0);
+        for i in 0..4 {
+            t.peer_has(i);
+        }
+        t.peer_completed();
+        t.peer_has(0);
+        t.peer_has(1);
+        assert_eq!(t.distributed_copies(), 1.5, "each once, half twice");
+        t.seed_joined();
+        assert_eq!(t.distributed_copies(), 2.5);
+        assert_eq!(t.complete_peers(), 2);
+        t.complete_peer_left();
+        t.complete_peer_left();
+        t.seed_left();
+        assert_eq!(t.complete_peers(), 0, "never below zero");
+    }
 
     #[test]
     fn wire_form_is_msb_first() {

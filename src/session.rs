@@ -467,13 +467,18 @@ async fn announce_loop(
     peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
 ) {
     let port = engine.local_addr().port();
-    let mut announcer = Announcer::new(
-        t.id,
-        engine.settings().peer_id,
-        port,
-        &t.meta.trackers,
-        options.announcer.clone(),
-    );
+    let new_announcer = |t: &Torrent| {
+        Announcer::new(
+            t.id,
+            engine.settings().peer_id,
+            port,
+            &t.tiers(),
+            options.announcer.clone(),
+        )
+    };
+    // Tracker edits through the API start a new schedule on the new tiers.
+    let mut edits = t.tiers_edits.load(std::sync::atomic::Ordering::Acquire);
+    let mut announcer = new_announcer(&t);
     let stats = |t: &Torrent| TransferStats {
         uploaded: t.uploaded(),
         downloaded: t.downloaded.load(std::sync::atomic::Ordering::Relaxed),
@@ -482,6 +487,7 @@ async fn announce_loop(
     // A torrent that completes while running owes its trackers `completed` at once.
     let mut was_complete = t.left() == 0;
     loop {
+        *crate::engine::lock(&t.next_announce) = Some(announcer.next_due());
         let due = tokio::time::Instant::from_std(announcer.next_due());
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
@@ -495,6 +501,11 @@ async fn announce_loop(
             }
             _ = stop.changed() => break,
             _ = own_stop.changed() => break,
+        }
+        let now_edits = t.tiers_edits.load(std::sync::atomic::Ordering::Acquire);
+        if now_edits != edits {
+            edits = now_edits;
+            announcer = new_announcer(&t);
         }
         let outcome = announcer.announce_now(client.as_ref(), stats(&t)).await;
         {
@@ -536,9 +547,25 @@ async fn announce_loop(
             AnnounceOutcome::Failed { error } => {
                 tracing::warn!(torrent = %t.meta.info.name, "announce failed: {error}");
             }
-            AnnounceOutcome::NoTrackers | AnnounceOutcome::Stopped => return,
+            // No trackers (none in the metainfo, or all removed): wait for an edit.
+            AnnounceOutcome::NoTrackers => loop {
+                *crate::engine::lock(&t.next_announce) = None;
+                tokio::select! {
+                    _ = t.reannounce.notified() => {}
+                    _ = stop.changed() => return,
+                    _ = own_stop.changed() => return,
+                }
+                if t.tiers_edits.load(std::sync::atomic::Ordering::Acquire) != edits {
+                    break;
+                }
+            },
+            AnnounceOutcome::Stopped => {
+                *crate::engine::lock(&t.next_announce) = None;
+                return;
+            }
         }
     }
+    *crate::engine::lock(&t.next_announce) = None;
     if let Err(e) = announcer.stop(client.as_ref(), stats(&t)).await {
         tracing::warn!(torrent = %t.meta.info.name, "stopped announce: {e}");
     }

@@ -93,6 +93,16 @@ pub const MIGRATIONS: &[&str] = &[
          max_active_uploads INTEGER,
          max_active_torrents INTEGER
      );",
+    // The qBittorrent API's per-torrent settings (issue 14): a name of its own (`rename`),
+    // sequential download and first/last piece priority (accepted, reported), automatic
+    // management, the tracker list as edited (JSON tiers; NULL: the metainfo's), and the
+    // bytes downloaded by earlier runs (all-time total). Defaults mean "as before".
+    "ALTER TABLE torrents ADD COLUMN display_name TEXT;
+     ALTER TABLE torrents ADD COLUMN seq_dl INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE torrents ADD COLUMN first_last_prio INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE torrents ADD COLUMN auto_tmm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE torrents ADD COLUMN trackers TEXT;
+     ALTER TABLE torrents ADD COLUMN downloaded INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -158,6 +168,25 @@ pub struct Organisation {
     pub last_activity: Option<i64>,
     /// Unix seconds it was first seen complete.
     pub completed_at: Option<i64>,
+    /// The qBittorrent API's settings of it.
+    pub qbt: QbtSettings,
+    /// Payload bytes downloaded by earlier runs (and torrent objects since replaced).
+    pub downloaded_base: u64,
+}
+
+/// What the qBittorrent API sets on a torrent beyond ringseed's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QbtSettings {
+    /// Its name as shown (`rename`); `None`: the metainfo's.
+    pub name: Option<String>,
+    /// Sequential download and first/last piece priority: accepted and reported; the piece
+    /// picker does not act on them (docs/qbittorrent-api.md).
+    pub seq_dl: bool,
+    pub first_last_prio: bool,
+    /// Automatic torrent management: its save path follows its category's.
+    pub auto_tmm: bool,
+    /// Its tracker tiers as edited; `None`: the metainfo's.
+    pub trackers: Option<Vec<Vec<String>>>,
 }
 
 /// A magnet link waiting for its metadata, with what it was added with.
@@ -245,6 +274,8 @@ pub struct Progress {
     pub seeding_s: u64,
     pub last_activity: Option<i64>,
     pub completed_at: Option<i64>,
+    /// All-time payload downloaded.
+    pub downloaded: u64,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -434,7 +465,8 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
         "SELECT info_hash, torrent, source, data_dir, added_at, paused, stopped_by,
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
                 download_dir, download_rate_limit, category, tags, inactive_seed_time_limit_s,
-                queue_pos, force_start, last_activity, completed_at
+                queue_pos, force_start, last_activity, completed_at, display_name, seq_dl,
+                first_last_prio, auto_tmm, trackers, downloaded
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -472,6 +504,16 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 force_start: r.get(19)?,
                 last_activity: r.get(20)?,
                 completed_at: r.get(21)?,
+                qbt: QbtSettings {
+                    name: r.get(22)?,
+                    seq_dl: r.get(23)?,
+                    first_last_prio: r.get(24)?,
+                    auto_tmm: r.get(25)?,
+                    trackers: r
+                        .get::<_, Option<String>>(26)?
+                        .and_then(|j| serde_json::from_str(&j).ok()),
+                },
+                downloaded_base: to_u64(r.get(27)?),
             },
         });
     }
@@ -512,9 +554,10 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
                                upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded,
                                seeding_s, verified, download_dir, download_rate_limit,
                                category, tags, inactive_seed_time_limit_s, queue_pos,
-                               force_start, last_activity, completed_at)
+                               force_start, last_activity, completed_at, display_name,
+                               seq_dl, first_last_prio, auto_tmm, trackers, downloaded)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22)
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
@@ -525,7 +568,10 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
              category = excluded.category, tags = excluded.tags,
              inactive_seed_time_limit_s = excluded.inactive_seed_time_limit_s,
              queue_pos = excluded.queue_pos, force_start = excluded.force_start,
-             last_activity = excluded.last_activity, completed_at = excluded.completed_at",
+             last_activity = excluded.last_activity, completed_at = excluded.completed_at,
+             display_name = excluded.display_name, seq_dl = excluded.seq_dl,
+             first_last_prio = excluded.first_last_prio, auto_tmm = excluded.auto_tmm,
+             trackers = excluded.trackers, downloaded = excluded.downloaded",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -549,6 +595,12 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             rec.org.force_start,
             rec.org.last_activity,
             rec.org.completed_at,
+            rec.org.qbt.name,
+            rec.org.qbt.seq_dl,
+            rec.org.qbt.first_last_prio,
+            rec.org.qbt.auto_tmm,
+            trackers_json(&rec.org.qbt.trackers),
+            to_i64(rec.org.downloaded_base),
         ],
     )?;
     put_files(conn, &rec.info_hash, &rec.files)
@@ -601,6 +653,40 @@ pub fn save_settings(
     Ok(())
 }
 
+fn trackers_json(t: &Option<Vec<Vec<String>>>) -> Option<String> {
+    t.as_ref().and_then(|t| serde_json::to_string(t).ok())
+}
+
+/// Saves a torrent's [`QbtSettings`] and nothing else; a torrent not in the state is an error,
+/// as in [`save_settings`].
+pub fn save_qbt(conn: &Connection, info_hash: &[u8; 20], q: &QbtSettings) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE torrents SET display_name = ?2, seq_dl = ?3, first_last_prio = ?4,
+                                 auto_tmm = ?5, trackers = ?6
+             WHERE info_hash = ?1",
+        )?
+        .execute(params![
+            &info_hash[..],
+            q.name,
+            q.seq_dl,
+            q.first_last_prio,
+            q.auto_tmm,
+            trackers_json(&q.trackers),
+        ])?;
+    if n == 0 {
+        return Err(rusqlite::Error::QueryReturnedNoRows);
+    }
+    Ok(())
+}
+
+/// Moves a torrent's data directory in the state (`setLocation`), nothing else.
+pub fn save_data_dir(conn: &Connection, info_hash: &[u8; 20], dir: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE torrents SET data_dir = ?2 WHERE info_hash = ?1")?
+        .execute(params![&info_hash[..], dir])?;
+    Ok(())
+}
+
 /// Saves what a check or a download found about a torrent's data (its verified bitfield, its
 /// files' stamps, where it is downloaded) and nothing else, so it never undoes a change of
 /// its [`Settings`]. A torrent no longer in the state (removed meanwhile) stays out: returns
@@ -649,7 +735,7 @@ fn put_files(
 pub fn save_progress(conn: &Connection, progress: &[Progress]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "UPDATE torrents SET uploaded = ?2, seeding_s = ?3, last_activity = ?4,
-                                 completed_at = ?5
+                                 completed_at = ?5, downloaded = ?6
              WHERE info_hash = ?1",
     )?;
     for p in progress {
@@ -659,6 +745,7 @@ pub fn save_progress(conn: &Connection, progress: &[Progress]) -> rusqlite::Resu
             to_i64(p.seeding_s),
             p.last_activity,
             p.completed_at,
+            to_i64(p.downloaded),
         ])?;
     }
     Ok(())
@@ -816,6 +903,14 @@ mod tests {
                 force_start: hash.is_multiple_of(2),
                 last_activity: Some(1_700_000_100),
                 completed_at: None,
+                qbt: QbtSettings {
+                    name: Some("shown".into()),
+                    seq_dl: true,
+                    first_last_prio: false,
+                    auto_tmm: true,
+                    trackers: Some(vec![vec!["http://a/announce".into()], vec![]]),
+                },
+                downloaded_base: 5,
             },
         }
     }
@@ -887,11 +982,23 @@ mod tests {
                 seeding_s: 200,
                 last_activity: Some(300),
                 completed_at: Some(250),
+                downloaded: 400,
             }],
         )
         .unwrap();
         let got = get(&c, &[1; 20]).unwrap().unwrap();
         assert_eq!((got.uploaded, got.seeding_s), (100, 200));
+        assert_eq!(got.org.downloaded_base, 400, "all-time downloaded kept");
+        let q = QbtSettings {
+            name: Some("other".into()),
+            trackers: None,
+            ..got.org.qbt.clone()
+        };
+        save_qbt(&c, &[1; 20], &q).unwrap();
+        save_data_dir(&c, &[1; 20], "/srv/moved").unwrap();
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!((got.org.qbt, got.data_dir.as_str()), (q, "/srv/moved"));
+        assert!(save_qbt(&c, &[9; 20], &QbtSettings::default()).is_err());
         assert_eq!(
             (got.org.last_activity, got.org.completed_at),
             (Some(300), Some(250))

@@ -191,10 +191,33 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         summary["flow_qbittorrent"], "passed",
         "the same flow against qbittorrent-nox: {summary}"
     );
+    // the calls beyond the flow: torrents/add by http:// link with rename and flags, tracker
+    // edits reaching the announcer, reannounce, setLocation, setAutoManagement, transfer limits
+    assert_eq!(summary["gaps"], "passed", "qbt_gaps.py: {summary}");
+    assert_eq!(
+        summary["gaps_qbittorrent"], "passed",
+        "the same qbt_gaps.py against qbittorrent-nox: {summary}"
+    );
     assert_eq!(
         summary["compare"]["differences"],
         serde_json::json!([]),
         "{summary}"
+    );
+
+    // the gaps' bad inputs answered as qBittorrent answers them
+    let statuses = |file: &str| -> Value {
+        read_json(&out.join(file))["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "bad input")
+            .map(|s| s["statuses"].clone())
+            .unwrap_or_else(|| panic!("{file}: no bad-input step"))
+    };
+    assert_eq!(
+        statuses("gaps.json"),
+        statuses("gaps-qbittorrent.json"),
+        "ringseed (left) vs qBittorrent (right)"
     );
 
     // the flow ran in the 5.x dialect and the 4.x one answered too
@@ -323,5 +346,124 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
 
     // logout killed the session
     assert_eq!(rs["endpoints"]["app/version after logout"]["status"], 403);
+
+    // The qBittorrent settings of a torrent survive a restart: a name, sequential download, an
+    // edited tracker list. app/shutdown stops the node as SIGTERM does (exit 0, state saved).
+    // (127.0.0.1 is banned from logging in by now: the API key is the way in.)
+    let src = data.join("rs-persist.bin");
+    std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+    let tfile = dir.path().join("rs-persist.torrent");
+    let meta = common::create_torrent(&src, &tfile, &["--tracker", "http://127.0.0.1:9/announce"]);
+    let hash: String = meta
+        .info
+        .hash
+        .wire_id()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let body = serde_json::json!({"path": tfile, "skip_check": true, "paused": false});
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "POST",
+        "/api/v1/torrents",
+        &body.to_string(),
+        Some(token),
+    );
+    assert!(st < 300, "{st} {body}");
+    for (path, form) in [
+        ("rename", format!("hash={hash}&name=rs%20persisted")),
+        ("toggleSequentialDownload", format!("hashes={hash}")),
+        (
+            "addTrackers",
+            format!("hash={hash}&urls=http%3A%2F%2F127.0.0.1%3A10%2Fannounce"),
+        ),
+        (
+            "removeTrackers",
+            format!("hash={hash}&urls=http%3A%2F%2F127.0.0.1%3A9%2Fannounce"),
+        ),
+    ] {
+        let (st, body) = form_post(api, token, &format!("/api/v2/torrents/{path}"), &form);
+        assert_eq!(st, 200, "{path}: {body}");
+    }
+    let (st, _) = raw(
+        api,
+        "127.0.0.2",
+        "GET",
+        "/api/v2/app/shutdown",
+        &format!("{host}Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(st, 405, "app/shutdown is POST only");
+    let (st, _) = raw(api, "127.0.0.2", "POST", "/api/v2/app/shutdown", &host);
+    assert_eq!(st, 403, "app/shutdown needs the login like everything");
+    let (st, body) = form_post(api, token, "/api/v2/app/shutdown", "");
+    assert_eq!((st, body.as_str()), (200, ""));
+    let mut node = node;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not stop after app/shutdown"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "app/shutdown: the node exited with {status}"
+    );
     drop(node);
+
+    let node = RunNode::start(&cfg);
+    let api = node.api;
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        &format!("/api/v2/torrents/info?hashes={hash}"),
+        "",
+        Some(token),
+    );
+    assert_eq!(st, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info[0]["name"], "rs persisted", "{info}");
+    assert_eq!(info[0]["seq_dl"], true, "{info}");
+    assert_eq!(info[0]["f_l_piece_prio"], false, "{info}");
+    let (st, body) = request(
+        api,
+        "127.0.0.2",
+        "GET",
+        &format!("/api/v2/torrents/trackers?hash={hash}"),
+        "",
+        Some(token),
+    );
+    assert_eq!(st, 200, "{body}");
+    let trackers: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["url"].as_str().map(str::to_string))
+        .filter(|u| !u.starts_with("** ["))
+        .collect();
+    assert_eq!(trackers, ["http://127.0.0.1:10/announce"]);
+    node.stop();
+}
+
+/// A POST with a form body and the API key.
+fn form_post(to: std::net::SocketAddr, token: &str, path: &str, form: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(to).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (status, body) = common::http::split_response(&out);
+    (status.unwrap_or(0), body)
 }

@@ -22,6 +22,7 @@ pub mod org_api;
 pub mod org_ops;
 pub mod organise;
 pub mod qbt;
+pub mod qbt_ops;
 mod respond;
 pub mod token;
 pub mod types;
@@ -292,6 +293,11 @@ impl Entry {
         self.torrent.as_ref().map_or(0, |t| t.downloaded())
     }
 
+    /// Downloaded over every run.
+    fn downloaded_total(&self) -> u64 {
+        self.org.downloaded_base + self.downloaded()
+    }
+
     fn record(&self, info_hash: [u8; 20]) -> TorrentRecord {
         TorrentRecord {
             info_hash,
@@ -435,6 +441,12 @@ pub struct TorrentView {
     /// Unix seconds it was first complete.
     #[serde(default)]
     pub completed_at: Option<i64>,
+    /// Piece payload received from peers over every run.
+    #[serde(default)]
+    pub downloaded_total: u64,
+    /// What the qBittorrent API set on it (name, flags, trackers); not in `/api/v1`.
+    #[serde(skip)]
+    pub qbt: state::QbtSettings,
 }
 
 /// A category as the API lists it.
@@ -541,7 +553,7 @@ pub const MAX_GIVEN_PEERS: usize = 200;
 /// How long one metadata fetch looks for peers that have it before the magnet shows `error`.
 const METADATA_FETCH_LIMIT: Duration = Duration::from_secs(600);
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -945,6 +957,8 @@ impl Service {
         if e.serving() || e.queued {
             return;
         }
+        // a torrent object opened since (recheck, move) announces to the edited trackers too
+        t.set_tiers(e.org.qbt.trackers.clone());
         let options = self.options();
         t.upload_limit
             .set_rate(e.limits.upload_rate.unwrap_or(options.torrent_upload_rate));
@@ -1272,6 +1286,8 @@ impl Service {
             force_start: false,
             last_activity: added_at,
             completed_at: None,
+            downloaded_total: 0,
+            qbt: state::QbtSettings::default(),
         }
     }
 
@@ -1608,6 +1624,7 @@ impl Service {
                 self.unserve(id, e);
                 if let Some(old) = e.torrent.take() {
                     e.uploaded_base += old.uploaded();
+                    e.org.downloaded_base += old.downloaded();
                 }
                 e.verified = Some(t.pieces.verified.to_wire());
                 e.files = files;
@@ -1864,6 +1881,8 @@ impl Service {
             force_start: e.org.force_start,
             last_activity: e.org.last_activity.unwrap_or(e.added_at),
             completed_at: e.org.completed_at,
+            downloaded_total: e.downloaded_total(),
+            qbt: e.org.qbt.clone(),
         }
     }
 
@@ -2208,36 +2227,7 @@ impl Service {
             .data_files()
             .filter_map(|(_, f)| f.path.first().cloned())
             .collect();
-        std::fs::create_dir_all(&e.data_dir)
-            .map_err(|err| format!("creating {}: {err}", e.data_dir.display()))?;
-        let mut copied = false;
-        for top in &tops {
-            let (src, dst) = (from.join(top), e.data_dir.join(top));
-            if dst.exists() {
-                return Err(format!(
-                    "moving the completed download: {} exists already",
-                    dst.display()
-                ));
-            }
-            match std::fs::rename(&src, &dst) {
-                Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_tree(&src, &dst)
-                        .and_then(|()| remove_tree(&src))
-                        .map_err(|err| {
-                            format!("copying {} to {}: {err}", src.display(), dst.display())
-                        })?;
-                    copied = true;
-                }
-                Err(err) => {
-                    return Err(format!(
-                        "moving {} to {}: {err}",
-                        src.display(),
-                        dst.display()
-                    ));
-                }
-            }
-        }
+        let copied = move_data(&tops, from, &e.data_dir)?;
         tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
         if copied {
             // The files open in the engine are the removed copies: serve the new ones.
@@ -2247,6 +2237,7 @@ impl Service {
             self.unserve(id, e);
             if let Some(old) = e.torrent.take() {
                 e.uploaded_base += old.uploaded();
+                e.org.downloaded_base += old.downloaded();
             }
             e.torrent = Some(Arc::new(t));
             if was {
@@ -2265,6 +2256,7 @@ impl Service {
                 seeding_s: e.seeding_s(),
                 last_activity: e.org.last_activity,
                 completed_at: e.org.completed_at,
+                downloaded: e.downloaded_total(),
             })
             .collect()
     }
@@ -2382,6 +2374,40 @@ impl DataSave {
         )
         .map(|_| ())
     }
+}
+
+/// Moves a torrent's top-level files and directories `tops` from `from` to `to` (created): a
+/// rename each (open files stay valid), or across file systems a copy and a removal. Returns
+/// whether anything was copied (the open files are then the removed copies). A name that
+/// exists at `to` already stops the move there.
+fn move_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, String> {
+    std::fs::create_dir_all(to).map_err(|err| format!("creating {}: {err}", to.display()))?;
+    let mut copied = false;
+    for top in tops {
+        let (src, dst) = (from.join(top), to.join(top));
+        if dst.exists() {
+            return Err(format!("moving the data: {} exists already", dst.display()));
+        }
+        match std::fs::rename(&src, &dst) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                copy_tree(&src, &dst)
+                    .and_then(|()| remove_tree(&src))
+                    .map_err(|err| {
+                        format!("copying {} to {}: {err}", src.display(), dst.display())
+                    })?;
+                copied = true;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "moving {} to {}: {err}",
+                    src.display(),
+                    dst.display()
+                ));
+            }
+        }
+    }
+    Ok(copied)
 }
 
 /// Copies a file or a directory tree (no symlinks followed: they are refused).

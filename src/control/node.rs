@@ -249,6 +249,23 @@ pub fn reload_plan(running: &Config, mut new: Config) -> ReloadPlan {
 }
 
 /// The bounds of the API's and `/metrics`' HTTP servers (`[control]`).
+/// `app/shutdown`: the node stops as on SIGTERM (`ringseed run` waits for it on its signal
+/// thread; every other thread blocks it), a moment later so the answer goes out first.
+fn stop_by_sigterm() {
+    let spawned = std::thread::Builder::new()
+        .name("ringseed-api-shutdown".into())
+        .spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let me = nix::unistd::Pid::this();
+            if let Err(e) = nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGTERM) {
+                tracing::error!("app/shutdown: signalling this process: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("app/shutdown: {e}");
+    }
+}
+
 pub fn http_limits(c: &crate::config::Control) -> crate::httpd::HttpLimits {
     use std::time::Duration;
     crate::httpd::HttpLimits {
@@ -341,7 +358,9 @@ impl Node {
         if let (Some(l), Some((qbt, access))) = (listener, access) {
             // the qBittorrent Web API (/api/v2/) beside ringseed's own, with its own checks
             let speed = session.speed().map(|s| s.stats.clone());
-            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt).with_speed(speed);
+            let qbt = crate::control::qbt::Qbt::new(service.clone(), qbt)
+                .with_speed(speed)
+                .with_shutdown(Arc::new(stop_by_sigterm));
             session
                 .handle()
                 .spawn(Box::pin(qbt.clone().sample_rates()))?;

@@ -46,6 +46,13 @@ pub struct Torrent {
     pub trackers: Mutex<Vec<crate::tracker::report::TrackerReport>>,
     /// Wakes its announce loop to announce now (the qBittorrent API's `torrents/reannounce`).
     pub reannounce: tokio::sync::Notify,
+    /// Its tracker tiers as edited through the API (`None`: the metainfo's), and a count of
+    /// edits its announce loop compares to rebuild its schedule ([`Torrent::set_tiers`]).
+    tiers: Mutex<Option<Vec<Vec<String>>>>,
+    pub tiers_edits: AtomicU64,
+    /// When its announce loop announces next (`None`: not running, or no trackers): the
+    /// qBittorrent API's `reannounce`.
+    pub next_announce: Mutex<Option<std::time::Instant>>,
 }
 
 /// What the workers downloading one torrent share. Written once per piece (or per bad piece,
@@ -195,6 +202,9 @@ impl Torrent {
                 },
                 trackers: Mutex::new(crate::tracker::report::not_contacted(&meta.trackers)),
                 reannounce: tokio::sync::Notify::new(),
+                tiers: Mutex::new(None),
+                tiers_edits: AtomicU64::new(0),
+                next_announce: Mutex::new(None),
                 meta,
             },
             report,
@@ -255,5 +265,27 @@ impl Torrent {
     pub fn uploaded(&self) -> u64 {
         // Relaxed: a statistic.
         self.uploaded.load(Ordering::Relaxed)
+    }
+
+    /// The tracker tiers it announces to: as edited, else its metainfo's.
+    pub fn tiers(&self) -> Vec<Vec<String>> {
+        super::lock(&self.tiers)
+            .clone()
+            .unwrap_or_else(|| self.meta.trackers.clone())
+    }
+
+    /// Replaces its tracker tiers (`None`: back to the metainfo's). When they differ, its
+    /// announce loop starts a new schedule on them and announces at once; until then the
+    /// reports show the new trackers as not contacted.
+    pub fn set_tiers(&self, tiers: Option<Vec<Vec<String>>>) {
+        let new = tiers.clone().unwrap_or_else(|| self.meta.trackers.clone());
+        if new == self.tiers() {
+            *super::lock(&self.tiers) = tiers;
+            return;
+        }
+        *super::lock(&self.tiers) = tiers;
+        *super::lock(&self.trackers) = crate::tracker::report::not_contacted(&new);
+        self.tiers_edits.fetch_add(1, Ordering::Release);
+        self.reannounce.notify_one();
     }
 }

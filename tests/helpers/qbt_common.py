@@ -192,7 +192,9 @@ class Tracker:
 
     FAILURE = "ringseed-test: torrent not registered with this tracker"
 
-    def __init__(self, mode):
+    def __init__(self, mode, min_interval=60):
+        """`min_interval`: the `min interval` answered (libtorrent defers a forced reannounce
+        until it has passed)."""
         self.mode = mode
         self.announces = []
         tracker = self
@@ -208,7 +210,7 @@ class Tracker:
                 if tracker.mode == "error":
                     body = bencode({"failure reason": Tracker.FAILURE})
                 else:
-                    body = bencode({"interval": 1800, "min interval": 60, "complete": 1,
+                    body = bencode({"interval": 1800, "min interval": min_interval, "complete": 1,
                                     "incomplete": 0, "peers": b""})
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Checks ringseed's qBittorrent Web API against the real thing (issue 14), for tests/qbt_api.rs:
 starts a fresh qbittorrent-nox (as qbt_reference.py does), runs qbt_flow.py (qbittorrent-api from
-PyPI) against it, then dumps it with qbt_dump.py while the same flow drives the ringseed node at
+PyPI) and qbt_gaps.py against it, then dumps it with qbt_dump.py while the same flow drives the ringseed node at
 URL in both dialects; then
 dumps ringseed on the same fixtures and compares the two dumps' shapes against the allow-list
-(qbt_allow.txt). Writes OUT/flow.json, OUT/flow-qbittorrent.json, OUT/reference-dump.json, OUT/ringseed-dump.json,
+(qbt_allow.txt). Writes OUT/flow.json, OUT/flow-qbittorrent.json, OUT/gaps.json,
+OUT/gaps-qbittorrent.json, OUT/reference-dump.json, OUT/ringseed-dump.json,
 OUT/compare.json; prints a JSON summary; exits 1 if anything failed.
 
   qbt_ringseed.py --url http://127.0.0.1:PORT --password P --data-root DIR --out OUT
@@ -70,6 +71,14 @@ def main():
         with open(os.path.join(a.out, "flow-qbittorrent.json"), "w") as f:
             f.write(nox_flow.stdout)
         summary["flow_qbittorrent"] = "passed" if nox_flow.returncode == 0 else "FAILED"
+        # the calls beyond the flow (qbt_gaps.py), against the real thing too
+        nox_gaps = run([os.path.join(HERE, "qbt_gaps.py"), "--url", qbt.url,
+                        "--username", qbt.username, "--password", qbt.password,
+                        "--data-dir", os.path.join(work, "nox-gaps-data")],
+                       "qbt_gaps.py against qbittorrent-nox")
+        with open(os.path.join(a.out, "gaps-qbittorrent.json"), "w") as f:
+            f.write(nox_gaps.stdout)
+        summary["gaps_qbittorrent"] = "passed" if nox_gaps.returncode == 0 else "FAILED"
         # the reference, dumped in the background while the flow drives ringseed
         ref_out = os.path.join(a.out, "reference-dump.json")
         ref = subprocess.Popen(
@@ -92,6 +101,12 @@ def main():
         with open(os.path.join(a.out, "flow.json"), "w") as f:
             f.write(flow.stdout)
         summary["flow"] = "passed" if flow.returncode == 0 else "FAILED"
+        gaps = run([os.path.join(HERE, "qbt_gaps.py"), *common,
+                    "--data-dir", os.path.join(a.data_root, "gaps-data")],
+                   "qbt_gaps.py against ringseed")
+        with open(os.path.join(a.out, "gaps.json"), "w") as f:
+            f.write(gaps.stdout)
+        summary["gaps"] = "passed" if gaps.returncode == 0 else "FAILED"
 
         rs_out = os.path.join(a.out, "ringseed-dump.json")
         dump = run([os.path.join(HERE, "qbt_dump.py"), "dump", *common,
@@ -115,6 +130,7 @@ def main():
                                   "allowed": len(result["allowed"]),
                                   "allow_rules_unused": result["allow_rules_unused"]}
             summary["ok"] = (flow.returncode == 0 and nox_flow.returncode == 0
+                             and gaps.returncode == 0 and nox_gaps.returncode == 0
                              and cmp.returncode == 0)
     finally:
         if ref is not None:

@@ -26,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod fetch_url;
 pub mod form;
 pub mod reply;
 pub mod sync;
@@ -72,6 +73,8 @@ pub struct QbtAccess {
 struct Rates {
     /// Per torrent: when sampled, uploaded then, the rate (bytes/s).
     by_torrent: HashMap<[u8; 20], (Instant, u64, u64)>,
+    /// Per torrent: Unix seconds a complete copy was last seen (its own, or a connected peer's).
+    seen_complete: HashMap<[u8; 20], i64>,
 }
 
 /// The API's state. Cheap to clone.
@@ -84,6 +87,8 @@ pub struct Qbt {
     rates: Arc<Mutex<Rates>>,
     /// The BTT layer's counters, when it runs (`ringseed/earnings`).
     speed: Option<Arc<crate::speed::service::SpeedStats>>,
+    /// Stops the node as SIGTERM does (`app/shutdown`); `None`: no such endpoint (404).
+    shutdown: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -99,7 +104,14 @@ impl Qbt {
             guard: Default::default(),
             rates: Default::default(),
             speed: None,
+            shutdown: None,
         }
+    }
+
+    /// Serves `app/shutdown` with `stop` (called once the answer is on its way).
+    pub fn with_shutdown(mut self, stop: Arc<dyn Fn() + Send + Sync>) -> Qbt {
+        self.shutdown = Some(stop);
+        self
     }
 
     /// Serves the BTT layer's earnings at `ringseed/earnings` (the web UI's status bar).
@@ -138,11 +150,21 @@ impl Qbt {
             .filter_map(|v| crate::control::parse_info_hash(&v.info_hash).ok())
             .collect();
         let mut next = HashMap::with_capacity(ids.len());
+        let mut seen = HashMap::with_capacity(ids.len());
+        let unix = crate::control::now_unix();
         let rates = lock(&self.rates);
         for id in ids {
             let Some(t) = self.service.handle_of(id) else {
                 continue;
             };
+            let copy_seen = if t.left() == 0 || t.pieces.complete_peers() > 0 {
+                Some(unix)
+            } else {
+                rates.seen_complete.get(&id).copied()
+            };
+            if let Some(at) = copy_seen {
+                seen.insert(id, at);
+            }
             let up = t.uploaded();
             let rate = match rates.by_torrent.get(&id) {
                 Some((at, before, _)) if up >= *before => {
@@ -158,7 +180,9 @@ impl Qbt {
             next.insert(id, (now, up, rate));
         }
         drop(rates);
-        lock(&self.rates).by_torrent = next;
+        let mut rates = lock(&self.rates);
+        rates.by_torrent = next;
+        rates.seen_complete = seen;
     }
 
     /// A torrent's upload rate (bytes/s) at the last sample.
@@ -175,7 +199,10 @@ impl Qbt {
             .collect()
     }
 
-    pub fn facts(&self, view: crate::control::TorrentView) -> torrent::Facts {
+    pub fn facts(&self, mut view: crate::control::TorrentView) -> torrent::Facts {
+        if let Some(n) = &view.qbt.name {
+            view.name = n.clone();
+        }
         let id = crate::control::parse_info_hash(&view.info_hash).unwrap_or([0; 20]);
         let handle = self.service.handle_of(id);
         let (trackers, uploaded_session, left, content, magnet_uri, v2) = match &handle {
@@ -188,11 +215,21 @@ impl Qbt {
                         .files
                         .first()
                         .is_some_and(|f| f.path.len() > 1);
-                let reports = if view.state == "paused" {
-                    crate::tracker::report::not_contacted(&meta.trackers)
+                let tiers = t.tiers();
+                let mut reports = if view.state == "paused" {
+                    crate::tracker::report::not_contacted(&tiers)
                 } else {
                     crate::engine::lock(&t.trackers).clone()
                 };
+                // in the list's order, as qBittorrent shows them (the announcer shuffles a
+                // tier and moves the one that answers to its front, BEP 12)
+                let place: HashMap<&str, usize> = tiers
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, u)| (u.as_str(), i))
+                    .collect();
+                reports.sort_by_key(|r| place.get(r.url.as_str()).copied().unwrap_or(usize::MAX));
                 (
                     reports,
                     t.uploaded(),
@@ -203,7 +240,7 @@ impl Qbt {
                         t.left()
                     },
                     Some((meta.info.name.clone(), multi)),
-                    torrent::magnet_uri(&view.info_hash, &meta.info.name, &meta.trackers),
+                    torrent::magnet_uri(&view.info_hash, &view.name, &tiers),
                     meta.info
                         .hash
                         .v2
@@ -221,6 +258,25 @@ impl Qbt {
             ),
         };
         let has_metadata = handle.is_some();
+        let swarm = match &handle {
+            Some(t) => torrent::SwarmFacts {
+                complete_peers: t.pieces.complete_peers(),
+                distributed_copies: if left > 0 {
+                    t.pieces.distributed_copies()
+                } else {
+                    0.0
+                },
+                reannounce_s: crate::engine::lock(&t.next_announce).map_or(0, |at| {
+                    at.saturating_duration_since(Instant::now()).as_secs() as i64
+                }),
+                seen_complete: lock(&self.rates)
+                    .seen_complete
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(0),
+            },
+            None => torrent::SwarmFacts::default(),
+        };
         torrent::Facts {
             upspeed: self.upspeed(&id),
             view,
@@ -231,6 +287,7 @@ impl Qbt {
             has_metadata,
             magnet_uri,
             infohash_v2: v2,
+            swarm,
         }
     }
 }
@@ -343,7 +400,8 @@ impl Qbt {
 fn post_only(scope: &str, method: &str) -> bool {
     match scope {
         "auth" => true,
-        "app" => method == "setPreferences",
+        "app" => method == "setPreferences" || method == "shutdown",
+        "transfer" => transfer::POST_ONLY.contains(&method),
         "torrents" => torrents::POST_ONLY.contains(&method),
         _ => false,
     }
@@ -416,9 +474,17 @@ fn dispatch(q: &Qbt, scope: &str, name: &str, p: &Params, sid: Option<String>) -
                 "SID=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/".into(),
             )
         }
+        ("app", "shutdown") => match &q.shutdown {
+            Some(stop) => {
+                tracing::warn!("qBittorrent API: app/shutdown: stopping the node");
+                stop();
+                Reply::Empty
+            }
+            None => Reply::not_found(),
+        },
         ("app", _) => app::call(q, name, p),
         ("torrents", _) => torrents::call(q, name, p),
-        ("transfer", "info") => transfer::info(q),
+        ("transfer", _) => transfer::call(q, name, p),
         // ringseed's own addition (qBittorrent has no such scope: 404 there)
         ("ringseed", "earnings") => transfer::earnings(q.speed.as_deref()),
         ("sync", "maindata") => {

@@ -20,14 +20,21 @@ impl History {
     /// The answer to a request with `rid` when the data is now `full` (with `categories`,
     /// `server_state`, `tags`, `torrents`, `trackers`).
     pub fn answer(&mut self, rid: i64, full: Map<String, Value>) -> Map<String, Value> {
-        let base = [&self.last, &self.acked]
-            .into_iter()
-            .flatten()
-            .find(|(r, _)| rid > 0 && *r as i64 == rid)
-            .cloned();
-        let next = match (&base, &self.last) {
-            (Some(_), Some((r, _))) => r % MAX_RID + 1,
-            _ => 1,
+        let names = |h: &Option<(u64, Map<String, Value>)>| {
+            rid > 0 && h.as_ref().is_some_and(|(r, _)| *r as i64 == rid)
+        };
+        // the base snapshot is moved out, not copied (one answer's worth per poll)
+        let (base, from_last) = if names(&self.last) {
+            (self.last.take(), true)
+        } else if names(&self.acked) {
+            (self.acked.take(), false)
+        } else {
+            (None, false)
+        };
+        let next = match (&base, from_last) {
+            (Some((r, _)), true) => r % MAX_RID + 1,
+            (Some(_), false) => self.last.as_ref().map_or(1, |(r, _)| r % MAX_RID + 1),
+            (None, _) => 1,
         };
         let mut out = match &base {
             Some((_, old)) => delta(old, &full),

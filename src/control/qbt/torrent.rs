@@ -36,6 +36,20 @@ pub struct Facts {
     pub magnet_uri: String,
     /// 64 hex digits of its v2 info-hash, if it has one.
     pub infohash_v2: String,
+    pub swarm: SwarmFacts,
+}
+
+/// What the engine knows of a torrent's swarm and schedule.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmFacts {
+    /// Connected peers with every piece (`have_all`, or a bitfield and `have`s covering all).
+    pub complete_peers: u32,
+    /// Distributed copies among the connected peers (for an incomplete torrent).
+    pub distributed_copies: f64,
+    /// Seconds to its next announce; 0 when none is scheduled.
+    pub reannounce_s: i64,
+    /// Unix seconds a complete copy was last seen (its own or a peer's) by this run; 0 never.
+    pub seen_complete: i64,
 }
 
 /// The state string. ringseed keeps both dialects and answers the 5.x names for a stopped
@@ -104,9 +118,9 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
         .find(|t| t.state == TrackerState::Working && st != "stoppedUP" && st != "stoppedDL");
     let num_complete = working.and_then(|t| t.seeds).unwrap_or(0);
     let num_incomplete = working.and_then(|t| t.leeches).unwrap_or(0);
-    // Connected peers: a complete torrent's are leechers; ringseed does not count a download's
-    // peers by completeness, so they are all counted as seeds there.
-    let (num_seeds, num_leechs) = if complete { (0, v.peers) } else { (v.peers, 0) };
+    // Connected peers by completeness (a complete torrent drops complete peers: both seeds)
+    let num_seeds = f.swarm.complete_peers.min(v.peers);
+    let num_leechs = v.peers - num_seeds;
     let eta = match v.eta_s {
         Some(s) if !complete => s.min(MAX_ETA as u64) as i64,
         _ => MAX_ETA,
@@ -126,8 +140,15 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
         "amount_left",
         json!(if f.has_metadata { f.left } else { 0 }),
     );
-    put("auto_tmm", json!(false));
-    put("availability", json!(if complete { -1.0 } else { 0.0 }));
+    put("auto_tmm", json!(v.qbt.auto_tmm));
+    put(
+        "availability",
+        json!(if complete {
+            -1.0
+        } else {
+            f.swarm.distributed_copies
+        }),
+    );
     put("category", json!(v.category.clone().unwrap_or_default()));
     put("completed", json!(completed));
     put("completion_on", json!(v.completed_at.unwrap_or(0)));
@@ -135,10 +156,10 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
     put("dl_limit", json!(v.limits.download_rate.unwrap_or(0)));
     put("dlspeed", json!(v.download_rate.max(0.0) as u64));
     put("download_path", json!(""));
-    put("downloaded", json!(v.downloaded));
+    put("downloaded", json!(v.downloaded_total.max(v.downloaded)));
     put("downloaded_session", json!(v.downloaded));
     put("eta", json!(eta));
-    put("f_l_piece_prio", json!(false));
+    put("f_l_piece_prio", json!(v.qbt.first_last_prio));
     put("force_start", json!(v.force_start));
     put("hash", json!(v.info_hash));
     put("infohash_v1", json!(v.info_hash));
@@ -170,8 +191,8 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
     put("save_path", json!(v.data_dir.trim_end_matches('/')));
     put("seeding_time", json!(v.seeding_s));
     put("seeding_time_limit", json!(seeding_time_limit));
-    put("seen_complete", json!(0));
-    put("seq_dl", json!(false));
+    put("seen_complete", json!(f.swarm.seen_complete));
+    put("seq_dl", json!(v.qbt.seq_dl));
     put("size", json!(size));
     put("state", json!(st));
     put("super_seeding", json!(false));
@@ -343,6 +364,8 @@ mod tests {
             force_start: false,
             last_activity: 1_700_000_000,
             completed_at: None,
+            downloaded_total: 0,
+            qbt: Default::default(),
         }
     }
 
@@ -357,6 +380,7 @@ mod tests {
             has_metadata: true,
             magnet_uri: String::new(),
             infohash_v2: String::new(),
+            swarm: SwarmFacts::default(),
         }
     }
 

@@ -48,6 +48,14 @@ pub const POST_ONLY: &[&str] = &[
     "increasePrio",
     "decreasePrio",
     "setForceStart",
+    "setLocation",
+    "setAutoManagement",
+    "addTrackers",
+    "editTracker",
+    "removeTrackers",
+    "rename",
+    "toggleSequentialDownload",
+    "toggleFirstLastPiecePrio",
 ];
 
 /// An organisation error as qBittorrent answers it.
@@ -243,8 +251,161 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
             }
             Reply::Json(Value::Object(out))
         }
+        "setLocation" => set_location(q, p),
+        "setAutoManagement" => {
+            let on = p.flag("enable").unwrap_or(false);
+            let ids = q.service.known(&hashes(q, p));
+            match q.service.set_auto_tmm(&ids, on) {
+                Ok(()) => Reply::Empty,
+                Err(e) => location_error(e),
+            }
+        }
+        "addTrackers" | "editTracker" | "removeTrackers" => edit_trackers(q, name, p),
+        "rename" => {
+            let Some(id) = one_hash(p) else {
+                return Reply::not_found();
+            };
+            let new = p.get("name").unwrap_or("").trim().to_string();
+            if new.is_empty() || new.len() > 1024 || new.contains(['\0', '\n', '\r']) {
+                return Reply::Error(StatusCode::CONFLICT, "Incorrect torrent name".into());
+            }
+            if q.service.get(id).is_err() {
+                return Reply::not_found();
+            }
+            done(
+                q.service.set_qbt(&[id], |s, _| {
+                    s.name = Some(new.clone());
+                    Ok(())
+                }),
+                "Conflict",
+            )
+        }
+        "toggleSequentialDownload" | "toggleFirstLastPiecePrio" => {
+            let seq = name == "toggleSequentialDownload";
+            let ids = q.service.known(&hashes(q, p));
+            done(
+                q.service.set_qbt(&ids, |s, _| {
+                    if seq {
+                        s.seq_dl = !s.seq_dl;
+                    } else {
+                        s.first_last_prio = !s.first_last_prio;
+                    }
+                    Ok(())
+                }),
+                "Conflict",
+            )
+        }
+        "setCategory" => {
+            // under automatic management a torrent follows its new category's save path
+            let r = org_call(q, name, p).unwrap_or_else(Reply::not_found);
+            if matches!(r, Reply::Empty) {
+                let ids = q.service.known(&hashes(q, p));
+                if let Err(e) = q.service.follow_categories(&ids) {
+                    return location_error(e);
+                }
+            }
+            r
+        }
         other => org_call(q, other, p).unwrap_or_else(Reply::not_found),
     }
+}
+
+/// The one torrent a `hash` parameter names.
+fn one_hash(p: &Params) -> Option<[u8; 20]> {
+    parse_info_hash(&p.get("hash")?.trim().to_ascii_lowercase()).ok()
+}
+
+/// A move's error as qBittorrent answers `setLocation`'s.
+fn location_error(e: ControlError) -> Reply {
+    match e {
+        ControlError::OutsideDataDir { .. } | ControlError::Io(_) => {
+            tracing::warn!("qBittorrent API: {e}");
+            Reply::Error(StatusCode::CONFLICT, "Cannot make save path".into())
+        }
+        ControlError::BadRequest(m) => Reply::Error(StatusCode::CONFLICT, m),
+        other => Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `setLocation`: `hashes`, `location` (400 empty; 409 outside the data root or not movable).
+fn set_location(q: &Qbt, p: &Params) -> Reply {
+    let location = p.get("location").unwrap_or("").trim();
+    if location.is_empty() {
+        return Reply::Error(StatusCode::BAD_REQUEST, "Save path cannot be empty".into());
+    }
+    let ids = q.service.known(&hashes(q, p));
+    let r = q.service.set_location(&ids, location);
+    // a manual move ends automatic management (as in qBittorrent)
+    let r = r.and_then(|()| {
+        q.service.set_qbt(&ids, |s, _| {
+            s.auto_tmm = false;
+            Ok(())
+        })
+    });
+    match r {
+        Ok(()) => Reply::Empty,
+        Err(e) => location_error(e),
+    }
+}
+
+/// `addTrackers` (`hash`, `urls` one a line), `editTracker` (`hash`, `origUrl`, `newUrl`),
+/// `removeTrackers` (`hash`, `urls` `|`-separated), as qBittorrent 4.5.2 answers them.
+fn edit_trackers(q: &Qbt, name: &str, p: &Params) -> Reply {
+    use crate::control::qbt_ops::{self, TrackerEditError};
+    let Some(id) = one_hash(p) else {
+        return Reply::not_found();
+    };
+    let Some(tiers) = q.service.tracker_tiers(id) else {
+        return Reply::not_found();
+    };
+    let list = |sep: char| -> Vec<String> {
+        p.get("urls")
+            .unwrap_or("")
+            .split(sep)
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .take(qbt_ops::MAX_TRACKERS)
+            .map(str::to_string)
+            .collect()
+    };
+    let new = match name {
+        "addTrackers" => qbt_ops::add_trackers(tiers, &list('\n')),
+        "editTracker" => {
+            let from = p.get("origUrl").unwrap_or("").trim();
+            let to = p.get("newUrl").unwrap_or("").trim();
+            qbt_ops::edit_tracker(tiers, from, to)
+        }
+        // none of them there: nothing changes, 200 (as 4.5.2; 4.6+ answers 409)
+        _ => match qbt_ops::remove_trackers(tiers, &list('|')) {
+            Some(t) => Ok(t),
+            None => return Reply::Empty,
+        },
+    };
+    let new = match new {
+        Ok(t) => t,
+        Err(TrackerEditError::BadUrl) => {
+            return Reply::Error(StatusCode::BAD_REQUEST, "New tracker URL is invalid".into());
+        }
+        Err(TrackerEditError::NoSuchTracker) => {
+            return Reply::Error(StatusCode::CONFLICT, "Tracker not found".into());
+        }
+        Err(TrackerEditError::Exists) => {
+            return Reply::Error(
+                StatusCode::CONFLICT,
+                "New tracker URL already exists".into(),
+            );
+        }
+        Err(TrackerEditError::TooMany) => {
+            return Reply::Error(StatusCode::CONFLICT, "Too many trackers".into());
+        }
+    };
+    done(
+        q.service.set_qbt(&[id], move |s, _| {
+            s.trackers = Some(new.clone());
+            Ok(())
+        }),
+        "Conflict",
+    )
 }
 
 /// The ids a `hashes` parameter names: `|`-separated, or `all`; what is not a hash is skipped.
@@ -289,6 +450,7 @@ fn each(q: &Qbt, p: &Params, f: impl Fn(&Qbt, [u8; 20]) -> Result<(), ControlErr
 
 fn info(q: &Qbt, p: &Params) -> Reply {
     let g = q.service.effective_global_limits();
+    let inactive_global = q.service.org_settings().inactive_seed_time_s;
     let filter = p.get("filter").unwrap_or("all");
     let wanted: Option<Vec<String>> = p.get("hashes").map(|h| {
         h.split('|')
@@ -318,7 +480,7 @@ fn info(q: &Qbt, p: &Params) -> Reply {
             Some("") => f.view.tags.is_empty(),
             Some(t) => f.view.tags.iter().any(|x| x == t),
         })
-        .map(|f| torrent::info(f, &g, q.service.org_settings().inactive_seed_time_s))
+        .map(|f| torrent::info(f, &g, inactive_global))
         .collect();
     match torrent::arrange(
         list,
@@ -385,7 +547,14 @@ fn properties(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         ("infohash_v1", json!(v.info_hash)),
         ("infohash_v2", json!(f.infohash_v2)),
         ("is_private", json!(meta.is_some_and(|m| m.info.private))),
-        ("last_seen", json!(-1)),
+        (
+            "last_seen",
+            json!(if f.swarm.seen_complete > 0 {
+                f.swarm.seen_complete
+            } else {
+                -1
+            }),
+        ),
         ("name", json!(v.name)),
         ("nb_connections", json!(v.peers)),
         ("nb_connections_limit", json!(-1)),
@@ -400,15 +569,17 @@ fn properties(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
             "pieces_num",
             json!(meta.map_or(-1, |m| i64::from(m.info.layout.num_pieces))),
         ),
-        // ringseed does not expose when the next announce is due
-        ("reannounce", json!(0)),
+        ("reannounce", json!(f.swarm.reannounce_s)),
         ("save_path", i["save_path"].clone()),
         ("seeding_time", json!(v.seeding_s)),
         ("seeds", i["num_seeds"].clone()),
         ("seeds_total", seeds_total),
         ("share_ratio", i["ratio"].clone()),
         ("time_elapsed", i["time_active"].clone()),
-        ("total_downloaded", json!(v.downloaded)),
+        (
+            "total_downloaded",
+            json!(v.downloaded_total.max(v.downloaded)),
+        ),
         ("total_downloaded_session", json!(v.downloaded)),
         ("total_size", i["total_size"].clone()),
         ("total_uploaded", json!(v.uploaded)),
@@ -456,7 +627,7 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
             have / f64::from(last - first + 1)
         };
         let mut o = json!({
-            "availability": if complete { -1.0 } else { 0.0 },
+            "availability": if complete { -1.0 } else { file_availability(&t, first, last) },
             "index": out.len(),
             "name": file.path.join("/"),
             "piece_range": [first, last],
@@ -472,6 +643,15 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         out.push(o);
     }
     Reply::Json(Value::Array(out))
+}
+
+/// A file's availability as libtorrent gives it: the distributed copies over its pieces.
+fn file_availability(t: &Torrent, first: u32, last: u32) -> f64 {
+    let n = last - first + 1;
+    let avail = |i| t.pieces.availability(i);
+    let min = (first..=last).map(avail).min().unwrap_or(0);
+    let above = (first..=last).filter(|&i| avail(i) > min).count();
+    f64::from(min) + above as f64 / f64::from(n)
 }
 
 fn trackers(_q: &Qbt, f: &Facts, _t: Option<Arc<Torrent>>) -> Reply {
@@ -599,6 +779,21 @@ fn add(q: &Qbt, p: &Params) -> Reply {
     {
         return Reply::Error(StatusCode::CONFLICT, "Cannot make save path".into());
     }
+    // automatic management: the category's save path, whatever `savepath` says
+    let auto_tmm = p.flag("autoTMM").unwrap_or(false);
+    let save_path = if auto_tmm { None } else { save_path };
+    let rename = p
+        .get("rename")
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 1024 && !n.contains(['\0', '\n', '\r']))
+        .map(str::to_string);
+    let qbt = crate::state::QbtSettings {
+        name: rename,
+        seq_dl: p.flag("sequentialDownload").unwrap_or(false),
+        first_last_prio: p.flag("firstLastPiecePrio").unwrap_or(false),
+        auto_tmm,
+        trackers: None,
+    };
     let options = AddOptions {
         save_path,
         paused: p.flag("paused").unwrap_or(false) || p.flag("stopped").unwrap_or(false),
@@ -640,6 +835,19 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         {
             tracing::warn!("qBittorrent API: limits of an added torrent: {e}");
         }
+        // (a magnet's are kept once its metadata is there: not yet, see the docs)
+        if qbt != crate::state::QbtSettings::default() {
+            let want = qbt.clone();
+            if let Err(e) = q.service.set_qbt(&[id], move |s, _| {
+                *s = crate::state::QbtSettings {
+                    trackers: s.trackers.take(),
+                    ..want.clone()
+                };
+                Ok(())
+            }) {
+                tracing::warn!("qBittorrent API: settings of an added torrent: {e}");
+            }
+        }
     };
     for f in &p.files {
         match q.service.add(f.data.clone(), options.clone()) {
@@ -648,9 +856,23 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         }
     }
     for url in urls {
+        if super::fetch_url::is_http(url) {
+            let got = super::fetch_url::fetch_blocking(url, crate::control::MAX_TORRENT_FILE)
+                .and_then(|bytes| {
+                    crate::metainfo::Metainfo::from_bytes(&bytes)
+                        .map_err(|e| format!("not a torrent file: {e}"))?;
+                    q.service
+                        .add(bytes, options.clone())
+                        .map_err(|e| e.to_string())
+                });
+            match got {
+                Ok(id) => after(id),
+                Err(e) => tracing::info!("qBittorrent API: URL {url:?} not added: {e}"),
+            }
+            continue;
+        }
         if !url.to_ascii_lowercase().starts_with("magnet:") {
-            // ringseed does not download .torrent files from URLs
-            tracing::info!("qBittorrent API: URL {url:?} not added: only magnet links are");
+            tracing::info!("qBittorrent API: URL {url:?} not added: not a magnet or http(s) link");
             continue;
         }
         match q.service.add_magnet(url, options.clone()) {

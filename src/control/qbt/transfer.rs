@@ -2,7 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
+use axum::http::StatusCode;
+
 use super::Qbt;
+use super::form::Params;
 use super::reply::Reply;
 use super::torrent::{self, Facts};
 
@@ -37,6 +40,38 @@ fn transfer(q: &Qbt, facts: &[Facts]) -> Map<String, Value> {
     m
 }
 
+/// The `transfer/…` endpoints that change something (GET gets 405).
+pub const POST_ONLY: &[&str] = &["setUploadLimit", "setDownloadLimit"];
+
+/// `transfer/…`. The global rate limits are the node's (`app/setPreferences`' `up_limit`,
+/// `dl_limit` set the same). ringseed has no alternative ("turtle") limits: `speedLimitsMode`
+/// is `0` and `toggleSpeedLimitsMode` is not there (404), rather than pretend to switch.
+pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
+    let g = q.service.effective_global_limits();
+    match name {
+        "info" => info(q),
+        "uploadLimit" => Reply::text(g.upload_rate.unwrap_or(0).to_string()),
+        "downloadLimit" => Reply::text(g.download_rate.unwrap_or(0).to_string()),
+        "speedLimitsMode" => Reply::text("0"),
+        "setUploadLimit" | "setDownloadLimit" => {
+            let max_rate = (crate::control::types::MAX_RATE_KIB * 1024.0) as i64;
+            // qBittorrent: 0 (or less) is unlimited
+            let limit = p.int("limit").unwrap_or(0).clamp(0, max_rate) as u64;
+            let mut new = q.service.global_limits();
+            if name == "setUploadLimit" {
+                new.upload_rate = Some(limit);
+            } else {
+                new.download_rate = Some(limit);
+            }
+            match q.service.set_global_limits(new) {
+                Ok(()) => Reply::Empty,
+                Err(e) => Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        _ => Reply::not_found(),
+    }
+}
+
 pub fn info(q: &Qbt) -> Reply {
     Reply::Json(Value::Object(transfer(q, &q.all_facts())))
 }
@@ -45,10 +80,11 @@ pub fn info(q: &Qbt) -> Reply {
 pub fn maindata(q: &Qbt) -> Map<String, Value> {
     let facts = q.all_facts();
     let g = q.service.effective_global_limits();
+    let inactive_global = q.service.org_settings().inactive_seed_time_s;
     let mut torrents = Map::new();
     let mut trackers: Map<String, Value> = Map::new();
     for f in &facts {
-        let mut t = torrent::info(f, &g, q.service.org_settings().inactive_seed_time_s);
+        let mut t = torrent::info(f, &g, inactive_global);
         t.remove("hash");
         torrents.insert(f.view.info_hash.clone(), Value::Object(t));
         for r in &f.trackers {
@@ -62,7 +98,10 @@ pub fn maindata(q: &Qbt) -> Map<String, Value> {
     }
     let mut state = transfer(q, &facts);
     let all_up: u64 = facts.iter().map(|f| f.view.uploaded).sum();
-    let all_dl: u64 = facts.iter().map(|f| f.view.downloaded).sum();
+    let all_dl: u64 = facts
+        .iter()
+        .map(|f| f.view.downloaded_total.max(f.view.downloaded))
+        .sum();
     for (k, v) in [
         ("alltime_dl", json!(all_dl)),
         ("alltime_ul", json!(all_up)),

@@ -725,6 +725,9 @@ impl Peer {
             bits[byte] |= bit;
             self.have.count += 1;
             t.pieces.peer_has(i);
+            if self.have.count == n && !self.have.all {
+                t.pieces.peer_completed();
+            }
             if !t.pieces.verified.get(i) {
                 self.fetch.wanted += 1;
             }
@@ -761,6 +764,9 @@ impl Peer {
             count,
             all: false,
         };
+        if count == n && n > 0 {
+            t.pieces.peer_completed();
+        }
         self.announced = true;
         if count == n && n > 0 && t.is_seed() {
             return Err(Reason::BothSeeds);
@@ -971,7 +977,11 @@ impl Peer {
             if std::mem::take(&mut self.have.all) {
                 pieces.seed_left();
             } else {
-                for_each_set(&bits, pieces.num_pieces(), |i| pieces.peer_lost(i));
+                let n = pieces.num_pieces();
+                if n > 0 && self.have.count == n {
+                    pieces.complete_peer_left();
+                }
+                for_each_set(&bits, n, |i| pieces.peer_lost(i));
             }
         }
         self.have.count = 0;

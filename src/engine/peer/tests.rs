@@ -748,6 +748,31 @@ fn have_all_gives_the_peer_every_piece() {
 }
 
 #[test]
+fn a_peer_complete_by_bitfield_or_haves_counts_as_complete() {
+    let mut c = Conn::open(Fixture::empty(), rules(), false, false);
+    c.recv(Message::Bitfield(&[0xff, 0b1000_0000])).unwrap();
+    assert_eq!(c.t.pieces.complete_peers(), 0, "piece 9 missing");
+    c.recv(Message::Have(9)).unwrap();
+    c.recv(Message::Have(9)).unwrap();
+    assert_eq!(
+        c.t.pieces.complete_peers(),
+        1,
+        "its haves completed it, once"
+    );
+    c.recv(Message::Bitfield(&[0xff, 0b1000_0000])).unwrap();
+    assert_eq!(c.t.pieces.complete_peers(), 0, "a new bitfield replaces it");
+    c.recv(Message::Bitfield(&[0xff, 0b1100_0000])).unwrap();
+    assert_eq!(c.t.pieces.complete_peers(), 1, "a complete bitfield");
+    c.peer.forget_pieces(&c.t.pieces);
+    assert_eq!(c.t.pieces.complete_peers(), 0, "gone with the connection");
+    let mut c = Conn::open(Fixture::empty(), rules(), true, false);
+    c.recv(Message::HaveAll).unwrap();
+    assert_eq!(c.t.pieces.complete_peers(), 1, "have_all");
+    c.peer.forget_pieces(&c.t.pieces);
+    assert_eq!(c.t.pieces.complete_peers(), 0);
+}
+
+#[test]
 fn have_none_forgets_the_peers_pieces() {
     let mut c = Conn::open(Fixture::empty(), rules(), true, false);
     c.recv(Message::Bitfield(&[0xff, 0])).unwrap();

@@ -1,0 +1,268 @@
+#!/usr/bin/python3
+"""The qBittorrent Web API calls beyond the basic flow (issue 14's remaining gaps), through the
+PyPI client `qbittorrent-api`, asserting every visible effect. The same script passes against
+qbittorrent-nox 4.5.2 and against ringseed (tests/qbt_api.rs runs both via qbt_ringseed.py):
+
+- `torrents/add` with an http:// .torrent link (served here on loopback, the request seen),
+  `rename`, `sequentialDownload`, `firstLastPiecePrio` (reported as `seq_dl`/`f_l_piece_prio`);
+- `addTrackers`, `editTracker`, `removeTrackers`: the list changes and the new trackers get an
+  announce (the live announcer uses them); `reannounce` makes a tracker hear from it again;
+- `setLocation`: the data moves, the torrent keeps seeding there (a recheck finds it complete);
+- `setCategory` + `setAutoManagement`: the data moves to the category's save path;
+- `transfer/setUploadLimit`, `setDownloadLimit`, `uploadLimit`, `downloadLimit`,
+  `speedLimitsMode`;
+- the statuses of bad input to these (unknown hash, unknown tracker, empty location).
+
+  qbt_gaps.py --url URL --username U --password P --data-dir DIR
+
+DIR must be writable by the server (inside ringseed's data root). Prints a JSON summary; exit 1
+on the first failure.
+"""
+import argparse
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qbt_common as C  # noqa: E402
+
+C.use_pydeps()
+import qbittorrentapi  # noqa: E402
+
+STEPS = []
+
+
+def step(what, **facts):
+    STEPS.append({"step": what, **facts})
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+class FileServer:
+    """Serves one .torrent at /NAME on 127.0.0.1 and counts the requests for it."""
+
+    def __init__(self, name, data):
+        self.hits = 0
+        me = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path != "/" + name:
+                    self.send_error(404)
+                    return
+                me.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-bittorrent")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def status_of(fn):
+    """The HTTP status a client call ends with (200 when it returns)."""
+    try:
+        fn()
+        return 200
+    except qbittorrentapi.exceptions.HTTPError as e:
+        return e.http_status_code
+    except qbittorrentapi.exceptions.NotFound404Error:
+        return 404
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", required=True)
+    p.add_argument("--username", default="admin")
+    p.add_argument("--password", required=True)
+    p.add_argument("--data-dir", required=True)
+    a = p.parse_args()
+    data = os.path.abspath(a.data_dir)
+    os.makedirs(data, exist_ok=True)
+    started = time.monotonic()
+    # `min interval` 1: libtorrent defers a forced reannounce until it has passed
+    trackers = {k: C.Tracker("ok", min_interval=1) for k in ("a", "b", "c")}
+    name = "rs-gaps.bin"
+    torrent = C.make_torrent(data, name, [(name, 600_000)], 65536, announce=trackers["a"].url)
+    h = C.infohash_v1(torrent)
+    files = FileServer("rs-gaps.torrent", torrent)
+    ok = False
+    client = qbittorrentapi.Client(host=a.url, username=a.username, password=a.password,
+                                   REQUESTS_ARGS={"timeout": 60})
+    try:
+        client.auth_log_in()
+
+        def info():
+            got = client.torrents_info(torrent_hashes=h)
+            return got[0] if got else None
+
+        def tracker_urls():
+            return [t["url"] for t in client.torrents_trackers(torrent_hash=h)
+                    if not t["url"].startswith("** [")]
+
+        # -- add by URL, renamed, sequential, first/last piece priority
+        r = client.torrents_add(urls=files.url, save_path=data, is_skip_checking=True,
+                                rename="rs gaps renamed", is_sequential_download=True,
+                                is_first_last_piece_priority=True)
+        expect(r == "Ok.", f"add by URL answered {r!r}")
+        t = C.wait_for("the torrent added from an http:// link", info)
+        expect(files.hits >= 1, "the .torrent link was not fetched")
+        t = C.wait_for("its state settles as seeding",
+                       lambda: (x := info()) and x["state"] in ("stalledUP", "uploading") and x)
+        expect(t["name"] == "rs gaps renamed", f"rename: name {t['name']!r}")
+        expect(t["seq_dl"] is True, f"seq_dl {t['seq_dl']!r}")
+        expect(t["f_l_piece_prio"] is True, f"f_l_piece_prio {t['f_l_piece_prio']!r}")
+        expect(t["auto_tmm"] is False, "auto_tmm off when not asked for")
+        step("add by URL", fetched=files.hits, name=t["name"], seq_dl=t["seq_dl"],
+             f_l_piece_prio=t["f_l_piece_prio"], state=t["state"])
+        client.torrents_toggle_sequential_download(torrent_hashes=h)
+        client.torrents_toggle_first_last_piece_priority(torrent_hashes=h)
+        t = info()
+        expect((t["seq_dl"], t["f_l_piece_prio"]) == (False, False), "toggles")
+        client.torrents_rename(torrent_hash=h, new_torrent_name="rs gaps again")
+        C.wait_for("the rename", lambda: info()["name"] == "rs gaps again")
+        step("toggles and rename", seq_dl=False, f_l_piece_prio=False, name="rs gaps again")
+
+        # -- trackers: the announcer uses what is added and edited
+        C.wait_for("the first announce", lambda: trackers["a"].announces, timeout=30)
+        before = len(trackers["a"].announces)
+        client.torrents_reannounce(torrent_hashes=h)
+        C.wait_for("an announce after reannounce",
+                   lambda: len(trackers["a"].announces) > before, timeout=30)
+        step("reannounce", announces_before=before, announces_after=len(trackers["a"].announces))
+        client.torrents_add_trackers(torrent_hash=h, urls=[trackers["b"].url])
+        urls = tracker_urls()
+        expect(urls == [trackers["a"].url, trackers["b"].url], f"after addTrackers: {urls}")
+        tiers = [t["tier"] for t in client.torrents_trackers(torrent_hash=h)
+                 if not t["url"].startswith("** [")]
+        step("addTrackers", trackers=urls, tiers=tiers)
+        # the only tracker left must hear from the torrent (with several, a tier's first
+        # working tracker is the one announced to, BEP 12)
+        client.torrents_remove_trackers(torrent_hash=h, urls=[trackers["a"].url])
+        urls = tracker_urls()
+        expect(urls == [trackers["b"].url], f"after removeTrackers: {urls}")
+        client.torrents_reannounce(torrent_hashes=h)
+        C.wait_for("an announce to the added tracker", lambda: trackers["b"].announces, timeout=30)
+        step("removeTrackers", trackers=urls, announced=len(trackers["b"].announces))
+        client.torrents_edit_tracker(torrent_hash=h, original_url=trackers["b"].url,
+                                     new_url=trackers["c"].url)
+        urls = tracker_urls()
+        expect(urls == [trackers["c"].url], f"after editTracker: {urls}")
+        client.torrents_reannounce(torrent_hashes=h)
+        C.wait_for("an announce to the edited tracker", lambda: trackers["c"].announces,
+                   timeout=30)
+        step("editTracker", trackers=urls, announced=len(trackers["c"].announces))
+        client.torrents_add_trackers(torrent_hash=h, urls=[trackers["a"].url])
+        client.torrents_remove_trackers(torrent_hash=h, urls=[trackers["c"].url])
+        urls = tracker_urls()
+        expect(urls == [trackers["a"].url], f"back to the first tracker: {urls}")
+        bad = {
+            "addTrackers unknown hash": status_of(lambda: client.torrents_add_trackers(
+                torrent_hash="0" * 40, urls=[trackers["b"].url])),
+            "editTracker unknown origUrl": status_of(lambda: client.torrents_edit_tracker(
+                torrent_hash=h, original_url="http://127.0.0.1:9/announce",
+                new_url=trackers["b"].url)),
+            "editTracker newUrl exists": status_of(lambda: client.torrents_edit_tracker(
+                torrent_hash=h, original_url=trackers["a"].url, new_url=trackers["a"].url)),
+            "removeTrackers unknown hash": status_of(lambda: client.torrents_remove_trackers(
+                torrent_hash="0" * 40, urls=[trackers["a"].url])),
+            "removeTrackers absent URL": status_of(lambda: client.torrents_remove_trackers(
+                torrent_hash=h, urls=["http://127.0.0.1:9/announce"])),
+            "setLocation unknown hash": status_of(lambda: client.torrents_set_location(
+                location=data, torrent_hashes="0" * 40)),
+            "setAutoManagement unknown hash": status_of(
+                lambda: client.torrents_set_auto_management(enable=True,
+                                                            torrent_hashes="0" * 40)),
+            "setLocation empty": status_of(lambda: client.torrents_set_location(
+                location="", torrent_hashes=h)),
+            "rename empty": status_of(lambda: client.torrents_rename(
+                torrent_hash=h, new_torrent_name="")),
+            "rename unknown hash": status_of(lambda: client.torrents_rename(
+                torrent_hash="0" * 40, new_torrent_name="x")),
+        }
+        expect(tracker_urls() == [trackers["a"].url], "bad tracker edits changed the list")
+        step("bad input", statuses=bad)
+
+        # -- setLocation: the data moves and keeps seeding from there
+        moved = os.path.join(data, "moved here")
+        client.torrents_set_location(location=moved, torrent_hashes=h)
+        C.wait_for("save_path to change",
+                   lambda: info()["save_path"].rstrip("/") == moved, timeout=30)
+        C.wait_for("the file to move", lambda: os.path.exists(os.path.join(moved, name))
+                   and not os.path.exists(os.path.join(data, name)), timeout=30)
+        t = C.wait_for("it to seed from there",
+                       lambda: (x := info()) and x["state"] in ("stalledUP", "uploading") and x)
+        client.torrents_recheck(torrent_hashes=h)
+        t = C.wait_for("a recheck at the new place to find it complete",
+                       lambda: (x := info()) and x["state"] in ("stalledUP", "uploading")
+                       and x["progress"] == 1 and x, timeout=60)
+        expect(t["content_path"] == os.path.join(moved, name), f"content_path {t['content_path']}")
+        step("setLocation", save_path=t["save_path"], content_path=t["content_path"],
+             state=t["state"], progress=t["progress"])
+
+        # -- automatic management follows the category's save path
+        cat_path = os.path.join(data, "gaps-cat")
+        client.torrents_create_category(name="rs-gaps-cat", save_path=cat_path)
+        client.torrents_set_category(category="rs-gaps-cat", torrent_hashes=h)
+        expect(info()["save_path"].rstrip("/") == moved, "manual mode: a category does not move")
+        client.torrents_set_auto_management(enable=True, torrent_hashes=h)
+        C.wait_for("automatic management to move it",
+                   lambda: info()["save_path"].rstrip("/") == cat_path, timeout=30)
+        C.wait_for("the file at the category's path",
+                   lambda: os.path.exists(os.path.join(cat_path, name)), timeout=30)
+        t = info()
+        expect(t["auto_tmm"] is True, "auto_tmm")
+        client.torrents_set_auto_management(enable=False, torrent_hashes=h)
+        expect(info()["auto_tmm"] is False, "auto_tmm off again")
+        step("setAutoManagement", save_path=t["save_path"], auto_tmm=True)
+
+        # -- global rate limits
+        lims = {}
+        client.transfer_set_upload_limit(limit=1048576)
+        client.transfer_set_download_limit(limit=2097152)
+        lims["set"] = [client.transfer_upload_limit(), client.transfer_download_limit()]
+        expect(lims["set"] == [1048576, 2097152], f"limits read back {lims['set']}")
+        ti = client.transfer_info()
+        expect((ti["up_rate_limit"], ti["dl_rate_limit"]) == (1048576, 2097152),
+               "transfer/info's limits")
+        client.transfer_set_upload_limit(limit=0)
+        client.transfer_set_download_limit(limit=0)
+        lims["unset"] = [client.transfer_upload_limit(), client.transfer_download_limit()]
+        expect(lims["unset"] == [0, 0], f"unlimited reads back {lims['unset']}")
+        lims["mode"] = client.transfer_speed_limits_mode()
+        expect(str(lims["mode"]) == "0", f"speedLimitsMode {lims['mode']!r}")
+        step("transfer limits", **lims)
+
+        client.torrents_delete(delete_files=True, torrent_hashes=h)
+        client.torrents_remove_categories(categories="rs-gaps-cat")
+        ok = True
+    except Exception as e:  # noqa: BLE001
+        step("FAILED", error=str(e), trace=traceback.format_exc()[-1500:])
+    finally:
+        files.close()
+        for t in trackers.values():
+            t.close()
+    print(json.dumps({"ok": ok, "seconds": round(time.monotonic() - started, 1),
+                      "steps": STEPS}, indent=2))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
