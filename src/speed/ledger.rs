@@ -16,8 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::protocol::{Bid, parse_amount};
 use super::voucher::{
-    Amount, Channel, ChannelId, Domain, Rejection, Voucher, abi_uint, check_fields,
-    check_signature,
+    Amount, Channel, ChannelId, Domain, Rejection, Voucher, abi_uint, check_fields, check_signature,
 };
 use super::wallet::{Address, keccak256};
 use crate::db::{DbError, DbHandle, Reply};
@@ -423,9 +422,8 @@ pub fn report(conn: &Connection) -> Result<EarningsReport, rusqlite::Error> {
     }
     let mut latest: Amount = 0;
     let (mut unclaimed, mut claimed, mut v1): (Amount, Amount, Amount) = (0, 0, 0);
-    let mut stmt = conn.prepare(
-        "SELECT amount, exported_at IS NULL, claimed, format FROM speed_vouchers",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT amount, exported_at IS NULL, claimed, format FROM speed_vouchers")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let a = amount_col(&r.get::<_, String>(0)?)?;

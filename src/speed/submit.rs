@@ -196,7 +196,10 @@ fn forget_claim(conn: &Connection, channel: &ChannelId) -> rusqlite::Result<()> 
 }
 
 /// The claim an earlier run recorded for `channel`, if any: (hash, raw transaction).
-fn recorded(conn: &Connection, channel: &ChannelId) -> rusqlite::Result<Option<([u8; 32], Vec<u8>)>> {
+fn recorded(
+    conn: &Connection,
+    channel: &ChannelId,
+) -> rusqlite::Result<Option<([u8; 32], Vec<u8>)>> {
     conn.query_row(
         "SELECT tx_hash, raw_tx FROM speed_claims WHERE channel = ?1",
         [&channel.0[..]],
@@ -209,7 +212,12 @@ fn recorded(conn: &Connection, channel: &ChannelId) -> rusqlite::Result<Option<(
 
 /// Writes the claim about to be sent, durably (the connection is in WAL mode with
 /// `synchronous = FULL`, so the commit is on disk when this returns).
-fn record(conn: &Connection, channel: &ChannelId, amount: Amount, tx: &SignedTx) -> rusqlite::Result<()> {
+fn record(
+    conn: &Connection,
+    channel: &ChannelId,
+    amount: Amount,
+    tx: &SignedTx,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO speed_claims (channel, amount, nonce, tx_hash, raw_tx, sent_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -406,7 +414,9 @@ pub fn submit(
                     o.status = "reverted";
                 }
             }
-            Ok(None) => o.detail = Some("not mined before the timeout; the next run checks it".into()),
+            Ok(None) => {
+                o.detail = Some("not mined before the timeout; the next run checks it".into())
+            }
             Err(e) => o.detail = Some(e.to_string()),
         }
         outcomes[s.row] = Some(o);

@@ -128,7 +128,10 @@ mod tests {
         }
         let r = channels_calldata(&ChannelId([1; 32]));
         assert_eq!(r.len(), 36);
-        assert_eq!(open_calldata(&ChannelId([1; 32]), &Address([2; 20]), 3, 4).len(), 4 + 128);
+        assert_eq!(
+            open_calldata(&ChannelId([1; 32]), &Address([2; 20]), 3, 4).len(),
+            4 + 128
+        );
     }
 
     #[test]
@@ -140,12 +143,18 @@ mod tests {
         ret.extend_from_slice(&abi_uint(10u128.pow(19)));
         ret.extend_from_slice(&abi_uint(5));
         let c = decode_channel(&ret).unwrap();
-        assert_eq!((c.expiry, c.deposit, c.claimed), (1_700_000_000, 10u128.pow(19), 5));
+        assert_eq!(
+            (c.expiry, c.deposit, c.claimed),
+            (1_700_000_000, 10u128.pow(19), 5)
+        );
         assert!(c.exists());
         assert!(decode_channel(&ret[..159]).is_none());
         ret[0] = 1; // an address word with high bits set
         assert!(decode_channel(&ret).is_none());
-        assert_eq!(error_name(&selector("NothingToClaim()")), Some("NothingToClaim"));
+        assert_eq!(
+            error_name(&selector("NothingToClaim()")),
+            Some("NothingToClaim")
+        );
         assert_eq!(error_name(&[1, 2]), None);
     }
 }

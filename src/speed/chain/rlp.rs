@@ -68,7 +68,11 @@ mod tests {
         want.extend_from_slice(lorem);
         assert_eq!(bytes(lorem), want);
         // [ [], [[]], [ [], [[]] ] ]
-        let set = list(&[list(&[]), list(&[list(&[])]), list(&[list(&[]), list(&[list(&[])])])]);
+        let set = list(&[
+            list(&[]),
+            list(&[list(&[])]),
+            list(&[list(&[]), list(&[list(&[])])]),
+        ]);
         assert_eq!(set, [0xc7, 0xc0, 0xc1, 0xc0, 0xc3, 0xc0, 0xc1, 0xc0]);
         // A list longer than 55 bytes takes a length of its length.
         let long = list(&[bytes(&[0xaa; 60])]);

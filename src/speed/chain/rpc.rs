@@ -24,7 +24,10 @@ pub enum RpcError {
         message: String,
     },
     #[error("{method}: the node's reply is not valid: {0}", .detail)]
-    BadReply { method: &'static str, detail: String },
+    BadReply {
+        method: &'static str,
+        detail: String,
+    },
     /// The node refused: a JSON-RPC error object (e.g. a revert on `eth_estimateGas`, with the
     /// revert data when the node gives it).
     #[error("{method}: node error {code}: {message}")]
@@ -302,7 +305,10 @@ mod tests {
         assert_eq!(parse_quantity(&json!("c7")), None);
         assert_eq!(parse_quantity(&json!("0x")), None);
         assert_eq!(parse_quantity(&json!(199)), None);
-        assert_eq!(parse_quantity(&json!(format!("0x1{}", "0".repeat(32)))), None);
+        assert_eq!(
+            parse_quantity(&json!(format!("0x1{}", "0".repeat(32)))),
+            None
+        );
         assert_eq!(parse_data(&json!("0x0102")), Some(vec![1, 2]));
         assert_eq!(parse_data(&json!("0x012")), None);
         assert_eq!(quantity(199), "0xc7");

@@ -35,7 +35,9 @@ pub fn send_and_wait(
     let gas = match rpc.estimate_gas(&me, to, value, &data) {
         Ok(g) => g.saturating_mul(120) / 100,
         Err(RpcError::Node {
-            data: Some(d), message, ..
+            data: Some(d),
+            message,
+            ..
         }) => {
             return Err(SendError::Reverted {
                 tx: "(estimate)".into(),
