@@ -1273,7 +1273,8 @@ fn settle_submit(config: &Config, rpc: &str, receipt_timeout: u64) -> Result<Exi
 
 /// `ringseed channel open`: the paying side's channel, opened and funded on chain.
 fn channel(cmd: ChannelCmd) -> Result<ExitCode> {
-    use ringseed::speed::chain::{rpc::Rpc, send::open_channel};
+    use ringseed::speed::chain::rpc::Rpc;
+    use ringseed::speed::chain::send::{OpenRequest, open_channel};
     use ringseed::speed::voucher::ChannelId;
     use ringseed::speed::wallet::{Address, Wallet};
     let ChannelCmd::Open {
@@ -1297,16 +1298,14 @@ fn channel(cmd: ChannelCmd) -> Result<ExitCode> {
         }
     };
     let rpc = Rpc::new(&rpc)?;
-    let opened = open_channel(
-        &rpc,
-        &wallet,
-        &contract,
+    let req = OpenRequest {
+        contract,
         id,
-        &payee,
+        payee,
         deposit,
         expiry,
-        Duration::from_secs(120),
-    )?;
+    };
+    let opened = open_channel(&rpc, &wallet, &req, Duration::from_secs(120))?;
     println!("{}", serde_json::to_string_pretty(&opened)?);
     Ok(ExitCode::SUCCESS)
 }

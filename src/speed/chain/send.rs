@@ -84,20 +84,33 @@ pub struct Opened {
     pub fee: String,
 }
 
-/// Opens channel `id` on `contract` from `wallet` to `payee` with `deposit` (native coin) locked
-/// until `expiry` (unix seconds), and waits until it is mined.
+/// A channel to open: `id` on `contract` to `payee` with `deposit` (native coin) locked until
+/// `expiry` (unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenRequest {
+    pub contract: Address,
+    pub id: ChannelId,
+    pub payee: Address,
+    pub deposit: Amount,
+    pub expiry: u64,
+}
+
+/// Opens the channel from `wallet` and waits until it is mined.
 pub fn open_channel(
     rpc: &Rpc,
     wallet: &Wallet,
-    contract: &Address,
-    id: ChannelId,
-    payee: &Address,
-    deposit: Amount,
-    expiry: u64,
+    req: &OpenRequest,
     timeout: Duration,
 ) -> Result<Opened, SendError> {
-    let data = abi::open_calldata(&id, payee, expiry, deposit);
-    let (tx, receipt) = send_and_wait(rpc, wallet, Some(contract), deposit, data, timeout)?;
+    let OpenRequest {
+        contract,
+        id,
+        payee,
+        deposit,
+        expiry,
+    } = *req;
+    let data = abi::open_calldata(&id, &payee, expiry, deposit);
+    let (tx, receipt) = send_and_wait(rpc, wallet, Some(&contract), deposit, data, timeout)?;
     Ok(Opened {
         channel: id.to_hex(),
         contract: contract.to_evm(),
