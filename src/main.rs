@@ -276,6 +276,19 @@ struct BenchArgs {
     /// compares the two groups (default with --pay: all pay).
     #[arg(long, value_name = "N", requires = "pay")]
     paying_peers: Option<u64>,
+    /// With --pay: open (and fund) each paying leecher's channel on this chain first, from
+    /// --payer-key, on --contract, to --payee (or the spawned seeder), deposit = --budget.
+    #[arg(long, value_name = "URL", requires_all = ["pay", "contract", "payer_key"])]
+    rpc: Option<String>,
+    /// The payment-channel contract (0x…), with --rpc.
+    #[arg(long, requires = "rpc")]
+    contract: Option<String>,
+    /// The paying key file, with --rpc.
+    #[arg(long, requires = "rpc")]
+    payer_key: Option<PathBuf>,
+    /// The seeder's address, with --rpc against a --peer.
+    #[arg(long, requires = "rpc")]
+    payee: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -1586,6 +1599,23 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         pay: args.pay,
         budget: args.budget,
         paying_peers: args.paying_peers,
+        chain: match (args.rpc, args.contract, args.payer_key) {
+            (Some(rpc), Some(contract), Some(payer_key)) => {
+                Some(ringseed::bench::chain_pay::ChainPay {
+                    rpc,
+                    contract: ringseed::speed::wallet::Address::parse(&contract)
+                        .context("--contract")?,
+                    payer_key,
+                    payee: args
+                        .payee
+                        .as_deref()
+                        .map(ringseed::speed::wallet::Address::parse)
+                        .transpose()
+                        .context("--payee")?,
+                })
+            }
+            _ => None,
+        },
     };
     let seeder = if args.spawn_seeder {
         if !args.json {

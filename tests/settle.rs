@@ -144,7 +144,7 @@ fn config(dir: &Path, contract: &Address) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = {CHAIN}\ncontract = {:?}\n",
+            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = {CHAIN}\ncontract = {:?}\ncredit_window_kib = 256\n",
             dir.join("state").display().to_string(),
             contract.to_evm()
         ),
@@ -402,4 +402,90 @@ fn settle_submit_claims_every_voucher_exactly_once_even_across_a_kill_9() {
     let fees2 = fees_paid(&rpc, &me, block2);
     assert_eq!(rpc.balance(&me).unwrap() + fees2, before + owed2);
     assert_eq!(earnings("claimed"), (owed + owed2).to_string());
+}
+
+/// The whole path: a seeder with `[speed]` on, paying `ringseed bench` leechers whose channels
+/// `bench --rpc` opens on chain first, then `settle --submit` pays out exactly what the seeder's
+/// ledger accepted.
+#[test]
+fn paying_bench_leechers_are_paid_out_on_chain() {
+    let anvil = start_anvil();
+    let rpc = Rpc::new(&anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deployer = Wallet::from_secret([0x11; 32]).unwrap();
+    fund(&rpc, &deployer.address(), 100 * BTT);
+    let init = abi::deploy_data(&bytecode(), &Address([0; 20]));
+    let (_, receipt) =
+        send_and_wait(&rpc, &deployer, None, 0, init, Duration::from_secs(30)).unwrap();
+    let contract = receipt.contract_address.unwrap();
+    let seeder_secret = [0x21; 32];
+    let me = Wallet::from_secret(seeder_secret).unwrap().address();
+    write_key(&dir.path().join("state/wallet.key"), seeder_secret);
+    fund(&rpc, &me, BTT);
+    let cfg = config(dir.path(), &contract);
+    let payer_key = dir.path().join("payer.key");
+    write_key(&payer_key, [0x31; 32]);
+    let payer = Wallet::from_secret([0x31; 32]).unwrap();
+    fund(&rpc, &payer.address(), 1000 * BTT);
+
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("p.bin"), common::pattern(8 << 20, 5)).unwrap();
+    let torrent = dir.path().join("p.torrent");
+    common::create_torrent(&data.join("p.bin"), &torrent, &[]);
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut seeder = common::spawn_seeder_with(&torrent, &data, "127.0.0.1", &[], &global);
+
+    let out = ringseed()
+        .args(["bench", "--peer", &seeder.addr.to_string(), "--peers", "2"])
+        .args(["--duration", "2", "--json"])
+        .args([
+            "--pay",
+            "1000000000000",
+            "--budget",
+            &(10 * BTT).to_string(),
+        ])
+        .args(["--rpc", &anvil.url, "--contract", &contract.to_evm()])
+        .arg("--payer-key")
+        .arg(&payer_key)
+        .args(["--payee", &me.to_evm()])
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::signal(&seeder.child, nix::sys::signal::Signal::SIGTERM);
+    assert!(seeder.child.wait().unwrap().success());
+
+    let earned = |field: &str| -> u128 {
+        let out = ringseed()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["earnings", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[field].as_str().unwrap().parse().unwrap()
+    };
+    let total = earned("total");
+    assert!(total > 0, "the seeder accepted no voucher");
+    let start_block =
+        parse_quantity(&rpc.call("eth_blockNumber", json!([])).unwrap()).unwrap() as u64 + 1;
+    let before = rpc.balance(&me).unwrap();
+    let report = settle_json(&cfg, &anvil.url);
+    // Every channel the seeder took a voucher on is claimed (how many of the two leechers got
+    // paid slots in so short a run is the auction's business, not this test's).
+    let claimed = report["channels"].as_array().unwrap();
+    assert!(!claimed.is_empty(), "{report:#}");
+    assert!(
+        claimed.iter().all(|c| c["status"] == "claimed"),
+        "{report:#}"
+    );
+    let fees = fees_paid(&rpc, &me, start_block);
+    assert_eq!(rpc.balance(&me).unwrap() + fees, before + total);
+    assert_eq!(earned("claimed"), total);
+    assert_eq!(earned("unclaimed"), 0);
 }

@@ -12,6 +12,7 @@
 //! torrent's SHA-1; a piece that fails makes the whole run fail ([`BenchReport::passed`]).
 
 pub mod ceiling;
+pub mod chain_pay;
 pub mod chart;
 pub mod cli;
 pub mod procstat;
@@ -96,6 +97,8 @@ pub struct BenchOptions {
     /// With `pay`, a mixed run: only leechers 0 … N-1 pay and the rest are free (`None`: all
     /// pay). The report then compares the two groups ([`BenchReport::groups`]).
     pub paying_peers: Option<usize>,
+    /// With `pay`: channels opened on chain for the paying leechers (`bench --rpc`).
+    pub channels: Option<std::sync::Arc<chain_pay::PaidChannels>>,
 }
 
 /// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
@@ -121,6 +124,7 @@ impl Default for BenchOptions {
             idle: false,
             pay: None,
             paying_peers: None,
+            channels: None,
         }
     }
 }
@@ -653,6 +657,7 @@ pub fn run_torrents(
         requests_over: AtomicBool::new(false),
         pay: opts.pay,
         paying_peers: opts.paying_peers.unwrap_or(opts.peers),
+        channels: opts.channels.clone(),
     });
 
     let mut handles = Vec::with_capacity(workers);

@@ -98,6 +98,8 @@ pub(crate) struct Plan {
     pub pay: Option<(u128, u128)>,
     /// With `pay`: leechers numbered below this pay, the others are free.
     pub paying_peers: usize,
+    /// With `--rpc`: the on-chain channels paying leechers pay from.
+    pub channels: Option<std::sync::Arc<super::chain_pay::PaidChannels>>,
 }
 
 impl Plan {
@@ -330,7 +332,10 @@ impl Leecher {
         let payer = plan
             .pay
             .filter(|_| id < plan.paying_peers)
-            .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+            .and_then(|(price, budget)| match &plan.channels {
+                Some(c) => c.wire_payer(id, price, budget),
+                None => crate::speed::payer::WirePayer::random(price, budget),
+            })
             .map(Box::new);
         Leecher {
             id,
@@ -1264,6 +1269,7 @@ mod tests {
             requests_over: AtomicBool::new(false),
             pay: None,
             paying_peers: 0,
+            channels: None,
         }
     }
 
