@@ -1301,7 +1301,10 @@ impl Config {
         if self.speed.enabled && self.speed.contract_address().is_none() {
             return Err(ConfigError::OutOfRange {
                 key: "speed.contract",
-                value: format!("{:?}", self.speed.contract.chars().take(64).collect::<String>()),
+                value: format!(
+                    "{:?}",
+                    self.speed.contract.chars().take(64).collect::<String>()
+                ),
                 allowed: "a non-zero contract address (0x + 40 hex digits) when speed is enabled",
             });
         }

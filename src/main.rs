@@ -158,11 +158,27 @@ enum Command {
         json: bool,
     },
     /// Export the latest voucher of every unclaimed channel with its claim calldata, and mark
-    /// them exported (each channel is claimed once; the claim closes it).
+    /// them exported (each channel is claimed once; the claim closes it). With --submit, claim
+    /// them on chain instead (the `[speed] contract`, signed by the node's wallet) and print a
+    /// JSON summary; a channel is marked claimed only once its claim is mined with status 1.
     Settle {
         /// Where to write the claims (JSON).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "submit", conflicts_with = "submit")]
+        out: Option<PathBuf>,
+        /// Send the claims to the chain at --rpc and wait for their receipts.
+        #[arg(long, requires = "rpc")]
+        submit: bool,
+        /// The chain's JSON-RPC endpoint (http or https).
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
+        /// Seconds to wait for each claim's receipt.
+        #[arg(long, default_value_t = 120)]
+        receipt_timeout: u64,
+    },
+    /// Payment channels, the paying side.
+    Channel {
+        #[command(subcommand)]
+        cmd: ChannelCmd,
     },
     /// Config file tools.
     Config {
@@ -264,6 +280,48 @@ struct BenchArgs {
     /// seeder's cost per GiB with every byte through the cipher.
     #[arg(long)]
     encrypt: bool,
+    /// With --pay: open (and fund) each paying leecher's channel on this chain first, from
+    /// --payer-key, on --contract, to --payee (or the spawned seeder), deposit = --budget.
+    #[arg(long, value_name = "URL", requires_all = ["pay", "contract", "payer_key"])]
+    rpc: Option<String>,
+    /// The payment-channel contract (0x…), with --rpc.
+    #[arg(long, requires = "rpc")]
+    contract: Option<String>,
+    /// The paying key file, with --rpc.
+    #[arg(long, requires = "rpc")]
+    payer_key: Option<PathBuf>,
+    /// The seeder's address, with --rpc against a --peer.
+    #[arg(long, requires = "rpc")]
+    payee: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ChannelCmd {
+    /// Open (and fund, in the chain's native coin) a channel to a seeder on the
+    /// payment-channel contract, and wait until it is mined; prints it as JSON.
+    Open {
+        /// The chain's JSON-RPC endpoint.
+        #[arg(long, value_name = "URL")]
+        rpc: String,
+        /// The payment-channel contract (0x…).
+        #[arg(long)]
+        contract: String,
+        /// The seeder's address (0x… or T…).
+        #[arg(long)]
+        payee: String,
+        /// Deposit, base units (10^-18 BTT).
+        #[arg(long)]
+        deposit: u128,
+        /// Absolute unix time (seconds) from which the payer may take back what is unclaimed.
+        #[arg(long)]
+        expiry: u64,
+        /// The payer's key file (as `ringseed wallet` makes it).
+        #[arg(long)]
+        key: PathBuf,
+        /// The channel id (0x + 64 hex digits); random by default.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -768,7 +826,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Earnings { json } => earnings(&config, json),
-        Command::Settle { out } => settle(&config, &out),
+        Command::Settle {
+            out,
+            submit,
+            rpc,
+            receipt_timeout,
+        } => match (out, submit, rpc) {
+            (_, true, Some(rpc)) => settle_submit(&config, &rpc, receipt_timeout),
+            (Some(out), false, _) => settle(&config, &out),
+            _ => bail!("settle needs --out FILE, or --submit --rpc URL"),
+        },
+        Command::Channel { cmd } => channel(cmd),
         Command::Demo { dir, size_mib } => demo(dir, size_mib, &config),
         Command::Bench(args) => bench(*args),
     }
@@ -1165,6 +1233,13 @@ fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
         btt(&r.total)
     );
     println!("unclaimed         {} base units", r.unclaimed);
+    println!("claimed on chain  {} base units", r.claimed);
+    if r.unclaimable_v1 != "0" {
+        println!(
+            "unclaimable (v1) {} base units (vouchers of the old format)",
+            r.unclaimable_v1
+        );
+    }
     println!(
         "channels          {} ({} open)",
         r.channels, r.channels_open
@@ -1186,6 +1261,75 @@ fn earnings(config: &Config, json: bool) -> Result<ExitCode> {
 fn settle(config: &Config, out: &Path) -> Result<ExitCode> {
     let claims = ringseed::speed::settle::settle(&config.state.db_path(), out)?;
     println!("{} claim(s) written to {}", claims.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ringseed settle --submit`: claims on chain; exits 1 if a claim was refused, reverted or is
+/// still pending (it stays claimable: run again).
+fn settle_submit(config: &Config, rpc: &str, receipt_timeout: u64) -> Result<ExitCode> {
+    use ringseed::speed::submit::{SubmitOptions, submit};
+    let contract = config
+        .speed
+        .contract_address()
+        .context("settle --submit needs [speed] contract = \"0x…\"")?;
+    let key = config.speed.key_path(&config.state);
+    let wallet = ringseed::speed::wallet::Wallet::load(&key)
+        .with_context(|| format!("the node's wallet key {}", key.display()))?;
+    let domain = ringseed::speed::voucher::Domain {
+        chain_id: config.speed.chain_id,
+        contract,
+    };
+    let mut opts = SubmitOptions::new(rpc);
+    opts.receipt_timeout = Duration::from_secs(receipt_timeout);
+    let report = submit(&config.state.db_path(), &wallet, domain, &opts)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let failed = report
+        .channels
+        .iter()
+        .any(|c| matches!(c.status, "refused" | "reverted" | "pending"));
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `ringseed channel open`: the paying side's channel, opened and funded on chain.
+fn channel(cmd: ChannelCmd) -> Result<ExitCode> {
+    use ringseed::speed::chain::rpc::Rpc;
+    use ringseed::speed::chain::send::{OpenRequest, open_channel};
+    use ringseed::speed::voucher::ChannelId;
+    use ringseed::speed::wallet::{Address, Wallet};
+    let ChannelCmd::Open {
+        rpc,
+        contract,
+        payee,
+        deposit,
+        expiry,
+        key,
+        id,
+    } = cmd;
+    let contract = Address::parse(&contract).context("--contract")?;
+    let payee = Address::parse(&payee).context("--payee")?;
+    let wallet = Wallet::load(&key).with_context(|| format!("key {}", key.display()))?;
+    let id = match id {
+        Some(s) => ChannelId::from_hex(&s).context("--id: 0x + 64 hex digits")?,
+        None => {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random channel id: {e}"))?;
+            ChannelId(b)
+        }
+    };
+    let rpc = Rpc::new(&rpc)?;
+    let req = OpenRequest {
+        contract,
+        id,
+        payee,
+        deposit,
+        expiry,
+    };
+    let opened = open_channel(&rpc, &wallet, &req, Duration::from_secs(120))?;
+    println!("{}", serde_json::to_string_pretty(&opened)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1466,6 +1610,23 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         budget: args.budget,
         paying_peers: args.paying_peers,
         encrypt: args.encrypt,
+        chain: match (args.rpc, args.contract, args.payer_key) {
+            (Some(rpc), Some(contract), Some(payer_key)) => {
+                Some(ringseed::bench::chain_pay::ChainPay {
+                    rpc,
+                    contract: ringseed::speed::wallet::Address::parse(&contract)
+                        .context("--contract")?,
+                    payer_key,
+                    payee: args
+                        .payee
+                        .as_deref()
+                        .map(ringseed::speed::wallet::Address::parse)
+                        .transpose()
+                        .context("--payee")?,
+                })
+            }
+            _ => None,
+        },
     };
     let seeder = if args.spawn_seeder {
         if !args.json {

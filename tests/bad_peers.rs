@@ -1096,7 +1096,14 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
         let victim = Wallet::from_secret([72; 32]).unwrap().address();
         let thief = Wallet::from_secret([73; 32]).unwrap();
         for _ in 0..200 {
-            let mut bid = Bid::sign(&thief, offer.domain(), offer.payee, 1, ChannelId([0x22; 32]), 1 << 40);
+            let mut bid = Bid::sign(
+                &thief,
+                offer.domain(),
+                offer.payee,
+                1,
+                ChannelId([0x22; 32]),
+                1 << 40,
+            );
             bid.payer = victim;
             let m = msg(Message::Extended {
                 id,

@@ -86,10 +86,7 @@ fn metrics_report_a_download() {
         .sum();
     assert!(handshakes >= 1.0);
     assert!(
-        value(
-            &text,
-            "ringseed_disconnects_total{reason=\"mse_no_sync\"}"
-        ) >= 1.0,
+        value(&text, "ringseed_disconnects_total{reason=\"mse_no_sync\"}") >= 1.0,
         "{text}"
     );
     let blocks = meta.info.layout.total_length.div_ceil(16384);

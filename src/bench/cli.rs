@@ -21,6 +21,8 @@ use crate::metainfo::{Info, LoadError, Metainfo};
 pub enum BenchCliError {
     #[error("give a torrent and --peer HOST:PORT, or --spawn-seeder")]
     NoTarget,
+    #[error("opening the paying leechers' channels on chain: {0}")]
+    Chain(String),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("resolving {peer}")]
@@ -152,6 +154,8 @@ pub struct SwarmOptions {
     pub paying_peers: Option<u64>,
     /// Leechers speak MSE/PE with RC4.
     pub encrypt: bool,
+    /// `--rpc`: pay from channels opened on chain first.
+    pub chain: Option<super::chain_pay::ChainPay>,
 }
 
 impl SwarmOptions {
@@ -165,7 +169,10 @@ impl SwarmOptions {
             upload_path: spawn.upload_path,
             torrents: spawn.torrents.unwrap_or(if many { 8 } else { 1 }) as usize,
             pay: self.pay.is_some(),
-            contract: super::seeder::BENCH_CONTRACT,
+            contract: self
+                .chain
+                .as_ref()
+                .map_or(super::seeder::BENCH_CONTRACT, |c| c.contract),
         }
     }
 
@@ -210,7 +217,21 @@ pub fn run(
         Some(s) => (s.metas.iter().map(|m| m.info.clone()).collect(), s.addr()),
         None => target.resolve()?,
     };
-    let opts = swarm.bench_options(addr)?;
+    let mut opts = swarm.bench_options(addr)?;
+    if let (Some(chain), Some((_, budget))) = (&swarm.chain, opts.pay) {
+        let payee = chain
+            .payee
+            .or_else(|| {
+                seeder
+                    .and_then(|s| s.speed.as_ref())
+                    .map(|(svc, _)| svc.offer.payee)
+            })
+            .ok_or_else(|| BenchCliError::Chain("--payee is needed".into()))?;
+        let n = opts.paying_peers.unwrap_or(opts.peers);
+        let opened = super::chain_pay::open_channels(chain, payee, n, budget)
+            .map_err(BenchCliError::Chain)?;
+        opts.channels = Some(std::sync::Arc::new(opened));
+    }
     let probe = match (seeder, target.seeder_pid) {
         (Some(s), _) => Some(SeederProbe::InProcess(s)),
         (None, Some(pid)) => Some(SeederProbe::Pid(pid)),
@@ -374,6 +395,7 @@ mod tests {
             budget: None,
             paying_peers: None,
             encrypt: false,
+            chain: None,
         }
     }
 

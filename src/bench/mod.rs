@@ -12,6 +12,7 @@
 //! torrent's SHA-1; a piece that fails makes the whole run fail ([`BenchReport::passed`]).
 
 pub mod ceiling;
+pub mod chain_pay;
 pub mod chart;
 pub mod cli;
 mod crypt;
@@ -99,6 +100,8 @@ pub struct BenchOptions {
     pub paying_peers: Option<usize>,
     /// Leechers dial with MSE/PE and RC4 (`--encrypt`).
     pub encrypt: bool,
+    /// With `pay`: channels opened on chain for the paying leechers (`bench --rpc`).
+    pub channels: Option<std::sync::Arc<chain_pay::PaidChannels>>,
 }
 
 /// First of the loopback source addresses leechers are spread over (all of 127.0.0.0/8 is local
@@ -125,6 +128,7 @@ impl Default for BenchOptions {
             pay: None,
             paying_peers: None,
             encrypt: false,
+            channels: None,
         }
     }
 }
@@ -658,6 +662,7 @@ pub fn run_torrents(
         pay: opts.pay,
         paying_peers: opts.paying_peers.unwrap_or(opts.peers),
         encrypt: opts.encrypt,
+        channels: opts.channels.clone(),
     });
 
     let mut handles = Vec::with_capacity(workers);

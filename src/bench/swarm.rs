@@ -100,6 +100,8 @@ pub(crate) struct Plan {
     pub paying_peers: usize,
     /// Leechers speak MSE/PE with RC4 (`--encrypt`).
     pub encrypt: bool,
+    /// With `--rpc`: the on-chain channels paying leechers pay from.
+    pub channels: Option<std::sync::Arc<super::chain_pay::PaidChannels>>,
 }
 
 impl Plan {
@@ -336,7 +338,10 @@ impl Leecher {
         let payer = plan
             .pay
             .filter(|_| id < plan.paying_peers)
-            .and_then(|(price, budget)| crate::speed::payer::WirePayer::random(price, budget))
+            .and_then(|(price, budget)| match &plan.channels {
+                Some(c) => c.wire_payer(id, price, budget),
+                None => crate::speed::payer::WirePayer::random(price, budget),
+            })
             .map(Box::new);
         Leecher {
             id,
@@ -1298,6 +1303,7 @@ mod tests {
             pay: None,
             paying_peers: 0,
             encrypt: false,
+            channels: None,
         }
     }
 

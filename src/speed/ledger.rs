@@ -16,8 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::protocol::{Bid, parse_amount};
 use super::voucher::{
-    Amount, Channel, ChannelId, Domain, Rejection, Voucher, abi_uint, check_fields,
-    check_signature,
+    Amount, Channel, ChannelId, Domain, Rejection, Voucher, abi_uint, check_fields, check_signature,
 };
 use super::wallet::{Address, keccak256};
 use crate::db::{DbError, DbHandle, Reply};
@@ -373,8 +372,13 @@ pub struct EarningsReport {
     pub total_latest_vouchers: String,
     pub channels: u64,
     pub channels_open: u64,
-    /// Claimable: channels whose latest voucher has not been exported yet.
+    /// Claimable: what the latest v2 vouchers not exported yet are above what the contract
+    /// already paid for them.
     pub unclaimed: String,
+    /// What the contract paid (claims mined with status 1, `settle --submit`).
+    pub claimed: String,
+    /// Latest vouchers of format v1 not exported: no contract pays them.
+    pub unclaimable_v1: String,
     pub by_day: Vec<Earned>,
     pub by_torrent: Vec<Earned>,
     pub by_payer: Vec<Earned>,
@@ -417,14 +421,21 @@ pub fn report(conn: &Connection) -> Result<EarningsReport, rusqlite::Error> {
         sum_into(&mut by_payer, Address(payer).to_evm(), a, n);
     }
     let mut latest: Amount = 0;
-    let mut unclaimed: Amount = 0;
-    let mut stmt = conn.prepare("SELECT amount, exported_at IS NULL FROM speed_vouchers")?;
+    let (mut unclaimed, mut claimed, mut v1): (Amount, Amount, Amount) = (0, 0, 0);
+    let mut stmt =
+        conn.prepare("SELECT amount, exported_at IS NULL, claimed, format FROM speed_vouchers")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let a = amount_col(&r.get::<_, String>(0)?)?;
+        let c = amount_col(&r.get::<_, String>(2)?)?;
         latest = latest.saturating_add(a);
+        claimed = claimed.saturating_add(c);
         if r.get::<_, bool>(1)? {
-            unclaimed = unclaimed.saturating_add(a);
+            if r.get::<_, i64>(3)? == FORMAT_V2 {
+                unclaimed = unclaimed.saturating_add(a.saturating_sub(c));
+            } else {
+                v1 = v1.saturating_add(a);
+            }
         }
     }
     let (channels, open): (i64, i64) = conn.query_row(
@@ -438,6 +449,8 @@ pub fn report(conn: &Connection) -> Result<EarningsReport, rusqlite::Error> {
         channels: channels as u64,
         channels_open: open as u64,
         unclaimed: unclaimed.to_string(),
+        claimed: claimed.to_string(),
+        unclaimable_v1: v1.to_string(),
         by_day: earned(by_day),
         by_torrent: earned(by_torrent),
         by_payer: earned(by_payer),

@@ -12,12 +12,14 @@
 //! `ledger` is the only part that does I/O. The wire format is specified in `docs/speed.md`.
 
 pub mod admission;
+pub mod chain;
 pub mod ledger;
 pub mod payer;
 pub mod peer;
 pub mod protocol;
 pub mod service;
 pub mod settle;
+pub mod submit;
 pub mod voucher;
 pub mod wallet;
 

@@ -217,6 +217,14 @@ impl WirePayer {
         })
     }
 
+    /// A given payer (e.g. paying from a channel opened on chain).
+    pub fn with(payer: Payer) -> WirePayer {
+        WirePayer {
+            payer,
+            their_id: None,
+        }
+    }
+
     /// The extension handshake that announces `rs_speed` (send it right after the handshake).
     pub fn handshake(out: &mut Vec<u8>) {
         let ext = crate::wire::extension::ExtHandshake {

@@ -148,7 +148,8 @@ impl PeerSpeed {
                     accepted: c.accepted.max(self.highest_queued),
                     ..c
                 };
-                if let Err(r) = check_fields(&v, svc.offer.payee, &svc.offer.domain(), Some(&view)) {
+                if let Err(r) = check_fields(&v, svc.offer.payee, &svc.offer.domain(), Some(&view))
+                {
                     return refuse(self, r);
                 }
                 if self.in_flight >= MAX_IN_FLIGHT {

@@ -340,7 +340,13 @@ mod tests {
 
     fn all() -> Vec<SpeedMessage> {
         let payer = Wallet::from_secret([1; 32]).unwrap();
-        let v = Voucher::sign(&payer, DOMAIN, ChannelId([7; 32]), Address([2; 20]), u128::MAX);
+        let v = Voucher::sign(
+            &payer,
+            DOMAIN,
+            ChannelId([7; 32]),
+            Address([2; 20]),
+            u128::MAX,
+        );
         vec![
             SpeedMessage::Offer(Offer {
                 chain_id: 199,

@@ -679,7 +679,13 @@ mod tests {
         fn voucher(&self, conn_id: u64, signer: &Wallet, payer: &Wallet, ch: u8, a: u128) -> Job {
             Job::Voucher {
                 to: peer(conn_id),
-                voucher: Voucher::sign(signer, DOMAIN, ChannelId([ch; 32]), self.seeder.address(), a),
+                voucher: Voucher::sign(
+                    signer,
+                    DOMAIN,
+                    ChannelId([ch; 32]),
+                    self.seeder.address(),
+                    a,
+                ),
                 payer: payer.address(),
                 cap: 1_000,
                 torrent: [1; 20],

@@ -226,12 +226,22 @@ pub fn voucher_struct_hash(channel: &ChannelId, payee: &Address, cumulative: Amo
 
 /// The digest a voucher signs: the EIP-712 digest of `Voucher(channel, payee, amount)` under
 /// `domain`, what the contract's `voucherDigest` returns and its `claim` checks.
-pub fn digest(domain: &Domain, channel: &ChannelId, payee: &Address, cumulative: Amount) -> [u8; 32] {
+pub fn digest(
+    domain: &Domain,
+    channel: &ChannelId,
+    payee: &Address,
+    cumulative: Amount,
+) -> [u8; 32] {
     typed_digest(domain, &voucher_struct_hash(channel, payee, cumulative))
 }
 
 /// The `Bid` struct hash: `keccak256(abi.encode(BID_TYPEHASH, channel, payee, price, cap))`.
-pub fn bid_struct_hash(channel: &ChannelId, payee: &Address, price: Amount, cap: Amount) -> [u8; 32] {
+pub fn bid_struct_hash(
+    channel: &ChannelId,
+    payee: &Address,
+    price: Amount,
+    cap: Amount,
+) -> [u8; 32] {
     let mut buf = [0u8; 160];
     buf[..32].copy_from_slice(&keccak256(BID_TYPE.as_bytes()));
     buf[32..64].copy_from_slice(&channel.0);
@@ -382,11 +392,17 @@ mod tests {
         // Signed by someone else for this channel.
         let thief = Wallet::from_secret([3; 32]).unwrap();
         let forged = Voucher::sign(&thief, CHAIN, ch.id, me, 200);
-        assert_eq!(check(&forged, me, &CHAIN, Some(&ch)), Err(Rejection::Forged));
+        assert_eq!(
+            check(&forged, me, &CHAIN, Some(&ch)),
+            Err(Rejection::Forged)
+        );
         // A real voucher whose amount was edited after signing.
         let mut edited = v(200);
         edited.cumulative = 900;
-        assert_eq!(check(&edited, me, &CHAIN, Some(&ch)), Err(Rejection::Forged));
+        assert_eq!(
+            check(&edited, me, &CHAIN, Some(&ch)),
+            Err(Rejection::Forged)
+        );
         let other = Wallet::from_secret([4; 32]).unwrap().address();
         let wrong_payee = Voucher::sign(&payer, CHAIN, ch.id, other, 200);
         assert_eq!(
@@ -429,7 +445,10 @@ mod tests {
         );
         let mut high_s = good;
         high_s.signature = twin;
-        assert_eq!(check(&high_s, me, &CHAIN, Some(&ch)), Err(Rejection::Forged));
+        assert_eq!(
+            check(&high_s, me, &CHAIN, Some(&ch)),
+            Err(Rejection::Forged)
+        );
         let mut raw_v = good;
         raw_v.signature[64] -= 27;
         assert_eq!(check(&raw_v, me, &CHAIN, Some(&ch)), Err(Rejection::Forged));
@@ -453,7 +472,9 @@ mod tests {
         let payee = Address([0xab; 20]);
         let d = digest(&CHAIN, &ChannelId([0x11; 32]), &payee, 1_000_000);
         let mut words = Vec::new();
-        words.extend_from_slice(&keccak256(b"Voucher(bytes32 channel,address payee,uint256 amount)"));
+        words.extend_from_slice(&keccak256(
+            b"Voucher(bytes32 channel,address payee,uint256 amount)",
+        ));
         words.extend_from_slice(&[0x11; 32]);
         let mut w = [0u8; 32];
         w[12..].copy_from_slice(&[0xab; 20]);
@@ -526,17 +547,32 @@ mod vector {
             ("domain separator", hex(&domain.separator())),
             (
                 "voucher struct",
-                hex(&voucher_struct_hash(&channel, &seeder.address(), v.cumulative)),
+                hex(&voucher_struct_hash(
+                    &channel,
+                    &seeder.address(),
+                    v.cumulative,
+                )),
             ),
             ("voucher digest", hex(&v.digest())),
             ("voucher signature", hex(&v.signature)),
             (
                 "bid struct",
-                hex(&bid_struct_hash(&channel, &seeder.address(), bid.price, bid.cap)),
+                hex(&bid_struct_hash(
+                    &channel,
+                    &seeder.address(),
+                    bid.price,
+                    bid.cap,
+                )),
             ),
             (
                 "bid digest",
-                hex(&bid_digest(&domain, &channel, &seeder.address(), bid.price, bid.cap)),
+                hex(&bid_digest(
+                    &domain,
+                    &channel,
+                    &seeder.address(),
+                    bid.price,
+                    bid.cap,
+                )),
             ),
             ("bid signature", hex(&bid.signature)),
             ("claim calldata", hex(&calldata)),

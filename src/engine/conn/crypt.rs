@@ -50,7 +50,9 @@ impl Conn {
     /// MSE dial writes Ya and PadA and carries the BitTorrent handshake as its initial payload.
     pub(super) fn start_dial(&mut self, info_hash: [u8; 20], v2: bool, core: &mut Core) {
         match self.dial {
-            Dial::Plain => self.peer.connected(info_hash, v2, &core.rules, &mut self.ctrl),
+            Dial::Plain => self
+                .peer
+                .connected(info_hash, v2, &core.rules, &mut self.ctrl),
             Dial::Mse => {
                 let mut ia = Vec::with_capacity(68);
                 self.peer.connected(info_hash, v2, &core.rules, &mut ia);
