@@ -1164,8 +1164,7 @@ impl Service {
                 let resolved = crate::leecher::magnet::resolve_with_dht(
                     &m,
                     &given,
-                    engine.settings().peer_id,
-                    engine.local_addr().port(),
+                    crate::magnet_fetch::FetchOptions::for_engine(&engine),
                     METADATA_FETCH_LIMIT,
                     async move {
                         let _ = stopped.await;

@@ -42,16 +42,21 @@ pub fn resolve_until(
     limit: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Resolved, String> {
-    resolve_with_dht(m, peers, peer_id, port, limit, stop, None)
+    let opts = FetchOptions {
+        peer_id,
+        listen_port: port,
+        ..FetchOptions::default()
+    };
+    resolve_with_dht(m, peers, opts, limit, stop, None)
 }
 
 /// As [`resolve_until`], with the peers that `dht` finds for the info-hash too (looked up at
-/// once and again while the fetch lasts; the lookups end with it).
+/// once and again while the fetch lasts; the lookups end with it). `opts` says how peers are
+/// dialled and treated ([`FetchOptions::for_engine`]: as the engine does).
 pub fn resolve_with_dht(
     m: &Magnet,
     peers: &[SocketAddr],
-    peer_id: [u8; 20],
-    port: u16,
+    opts: FetchOptions,
     limit: Duration,
     stop: impl std::future::Future<Output = ()>,
     dht: Option<crate::dht::Dht>,
@@ -67,15 +72,11 @@ pub fn resolve_with_dht(
         for p in given {
             let _ = tx.try_send(p);
         }
-        let opts = FetchOptions {
-            peer_id,
-            listen_port: port,
-            ..FetchOptions::default()
-        };
+        let (peer_id, port) = (opts.peer_id, opts.listen_port);
         let dht_tx = tx.clone();
         let lookups = async move {
             match dht {
-                Some(d) => crate::dht::torrent::magnet_loop(d, m.info_hash.wire_id(), dht_tx).await,
+                Some(d) => crate::dht::torrent::magnet_loop(d, m.info_hash, dht_tx).await,
                 None => std::future::pending().await,
             }
         };

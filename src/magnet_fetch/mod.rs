@@ -93,6 +93,11 @@ pub struct FetchOptions {
     /// Bytes a peer may send without progress. Default 4 MiB: a bitfield of the largest torrents
     /// (1 MiB = 8 M pieces) fits with room to spare.
     pub max_bytes_without_progress: usize,
+    /// How peers are dialled, the engine's `[engine] encryption_*` (only the outgoing policy,
+    /// the level and the method offered matter here): with `enabled` MSE first and one plain
+    /// retry, with `forced` MSE only, with `disabled` plain only. Default: libtorrent's, as the
+    /// engine's.
+    pub encryption: crate::engine::encryption::Encryption,
 }
 
 impl Default for FetchOptions {
@@ -108,6 +113,21 @@ impl Default for FetchOptions {
             data_messages_per_piece: 2,
             max_messages_without_progress: 1000,
             max_bytes_without_progress: 4 << 20,
+            encryption: crate::engine::encryption::Encryption::default(),
+        }
+    }
+}
+
+impl FetchOptions {
+    /// The defaults, dialling as `engine` does: its peer id, its port (told to peers) and its
+    /// encryption policy.
+    pub fn for_engine(engine: &crate::engine::Engine) -> FetchOptions {
+        let s = engine.settings();
+        FetchOptions {
+            peer_id: s.peer_id,
+            listen_port: engine.local_addr().port(),
+            encryption: s.encryption,
+            ..FetchOptions::default()
         }
     }
 }
@@ -169,6 +189,8 @@ pub enum PeerFailure {
     HashesRejected,
     #[error("bad piece layer hashes: {0}")]
     BadHashes(String),
+    #[error("MSE handshake: {0}")]
+    Mse(crate::mse::MseError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -200,6 +222,7 @@ impl PeerFailure {
             PeerFailure::HashMismatch(_) => "hash_mismatch",
             PeerFailure::HashesRejected => "hashes_rejected",
             PeerFailure::BadHashes(_) => "bad_hashes",
+            PeerFailure::Mse(_) => "mse",
             PeerFailure::Internal(_) => "internal",
         }
     }
@@ -216,9 +239,15 @@ impl PeerFailure {
                     ..
                 }
                 | PeerFailure::Timeout {
-                    stage: peer::HANDSHAKE,
+                    stage: peer::HANDSHAKE | peer::MSE,
                     ..
                 }
+                | PeerFailure::Closed(peer::MSE)
+                | PeerFailure::Io {
+                    stage: peer::MSE,
+                    ..
+                }
+                | PeerFailure::Mse(_)
         )
     }
 }

@@ -1,4 +1,5 @@
-//! One peer, start to end: connect, the BitTorrent handshake, the extension handshakes, then
+//! One peer, start to end: connect, the MSE handshake when the policy dials encrypted, the
+//! BitTorrent handshake, the extension handshakes, then
 //! `ut_metadata` requests until the metadata is whole and hashes right, or the peer is given up.
 //!
 //! Every wait ends at the earlier of the per-peer deadline and the no-progress timeout; every
@@ -14,8 +15,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::assembly::{self, MetadataAssembly};
 use super::{FetchOptions, PeerFailure, PieceLayers};
+use crate::engine::encryption::Dial;
 use crate::merkle::LayerFetch;
 use crate::metainfo::{Info, InfoHash};
+use crate::mse::{Done, Initiator, KeyPair, Streams};
 use crate::wire::extension::ExtHandshake;
 use crate::wire::hashes::{self, HashMessage, HashRequest};
 use crate::wire::metadata::{
@@ -32,6 +35,7 @@ pub(super) struct Target {
 
 /// Stages named in failures: what we were waiting for.
 pub(super) const HANDSHAKE: &str = "handshake";
+pub(super) const MSE: &str = "MSE handshake";
 const EXT_HANDSHAKE: &str = "extension handshake";
 const PIECES: &str = "metadata pieces";
 const LAYERS: &str = "piece layers";
@@ -62,12 +66,43 @@ fn our_ext_handshake(opts: &FetchOptions, peer_ip: IpAddr) -> Vec<u8> {
     .encode()
 }
 
-/// Connects to `addr` and exchanges handshakes (ours with the v2 bit when `v2`), then sends
-/// our extension handshake.
+/// Connects to `addr` as the encryption policy says (MSE first, and with `enabled` once more
+/// in plain if the peer drops or garbles the MSE handshake, as libtorrent and the engine do)
+/// and exchanges handshakes (ours with the v2 bit when `v2`), then sends our extension
+/// handshake.
 async fn open<'a>(
     addr: SocketAddr,
     target: &'a Target,
     v2: bool,
+) -> Result<Connection<'a>, PeerFailure> {
+    let enc = &target.opts.encryption;
+    match enc.dial() {
+        Dial::Plain => open_as(addr, target, v2, false).await,
+        Dial::Mse => match open_as(addr, target, v2, true).await {
+            Err(e) if enc.retry_plain() && dropped_mse(&e) => {
+                open_as(addr, target, v2, false).await
+            }
+            r => r,
+        },
+    }
+}
+
+/// Whether an MSE dial failed in a way a plain-only peer makes it fail: closed, reset or
+/// answered with something that is no MSE handshake. A timeout is not retried: a peer that
+/// says nothing to our key would say nothing to a plain handshake either.
+fn dropped_mse(e: &PeerFailure) -> bool {
+    matches!(
+        e,
+        PeerFailure::Closed(MSE) | PeerFailure::Io { stage: MSE, .. } | PeerFailure::Mse(_)
+    )
+}
+
+/// One dial, with MSE (`mse`) or plain.
+async fn open_as<'a>(
+    addr: SocketAddr,
+    target: &'a Target,
+    v2: bool,
+    mse: bool,
 ) -> Result<Connection<'a>, PeerFailure> {
     let opts = &target.opts;
     let stream = match timeout(opts.connect_timeout, TcpStream::connect(addr)).await {
@@ -81,7 +116,12 @@ async fn open<'a>(
 
     let wire_id = target.hash.wire_id();
     let ours = Handshake::new(wire_id, opts.peer_id).with_v2(v2);
-    conn.send(&ours.encode(), HANDSHAKE).await?;
+    if mse {
+        // Our BitTorrent handshake goes as the MSE initial payload, saving a round trip.
+        conn.mse_handshake(wire_id, &ours.encode()).await?;
+    } else {
+        conn.send(&ours.encode(), HANDSHAKE).await?;
+    }
     let theirs = conn.read_handshake().await?;
     if !names_our_torrent(theirs.info_hash, &target.hash) {
         return Err(PeerFailure::WrongInfoHash(theirs.info_hash));
@@ -323,10 +363,17 @@ struct WaitLimit {
     deadline: bool,
 }
 
-/// A connection with its time limits and its budget of messages without progress.
+/// A connection with its time limits and its budget of messages without progress, and after
+/// an MSE handshake that chose RC4 its two cipher streams: what is read is decrypted, what is
+/// written encrypted, each byte exactly once and in stream order.
 struct Connection<'a> {
     stream: BufReader<TcpStream>,
     opts: &'a FetchOptions,
+    /// RC4 both ways, once an MSE handshake chose it.
+    crypt: Option<Box<Streams>>,
+    /// Payload bytes that came with the MSE handshake, already decrypted: read before the
+    /// stream.
+    early: Vec<u8>,
     deadline: Instant,
     progress_until: Instant,
     messages: u32,
@@ -339,6 +386,8 @@ impl<'a> Connection<'a> {
         Connection {
             stream: BufReader::new(stream),
             opts,
+            crypt: None,
+            early: Vec::new(),
             deadline: now + opts.peer_deadline,
             progress_until: now + opts.peer_timeout,
             messages: 0,
@@ -400,20 +449,75 @@ impl<'a> Connection<'a> {
     }
 
     async fn send(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), PeerFailure> {
+        let Some(crypt) = &mut self.crypt else {
+            return self.send_raw(bytes, stage).await;
+        };
+        // The keystream moves on here: a send that then fails ends the connection anyway.
+        let mut sealed = bytes.to_vec();
+        crypt.out.apply(&mut sealed);
+        self.send_raw(&sealed, stage).await
+    }
+
+    /// Sends `bytes` as they are (the MSE handshake's, or already encrypted).
+    async fn send_raw(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), PeerFailure> {
         let limit = self.limit();
         Self::timed(limit, self.opts, stage, self.stream.write_all(bytes)).await
     }
 
-    async fn read_handshake(&mut self) -> Result<Handshake, PeerFailure> {
+    /// Runs the MSE initiator for torrent `skey` with `ia` (our BitTorrent handshake) as its
+    /// initial payload, offering the methods the policy allows. The state machine bounds what
+    /// it buffers and the padding it searches; the wait is bounded like any other.
+    async fn mse_handshake(&mut self, skey: [u8; 20], ia: &[u8]) -> Result<(), PeerFailure> {
+        let methods = self.opts.encryption.allowed();
+        let mut out = Vec::new();
+        let mut initiator = Initiator::new(KeyPair::generate(), skey, methods, ia, &mut out);
+        self.send_raw(&out, MSE).await?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let limit = self.limit();
+            let n = Self::timed(limit, self.opts, MSE, self.stream.read(&mut buf)).await?;
+            if n == 0 {
+                return Err(PeerFailure::Closed(MSE));
+            }
+            out.clear();
+            let done = initiator
+                .receive(&buf[..n], &mut out)
+                .map_err(PeerFailure::Mse)?;
+            if !out.is_empty() {
+                self.send_raw(&out, MSE).await?;
+            }
+            if let Some(Done {
+                streams, payload, ..
+            }) = done
+            {
+                self.crypt = streams.map(Box::new);
+                self.early = payload;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fills `buf` from the bytes that came with the MSE handshake, then from the stream
+    /// (decrypted when RC4 was chosen).
+    async fn read_exact(&mut self, buf: &mut [u8], stage: &'static str) -> Result<(), PeerFailure> {
         let limit = self.limit();
+        let early = self.early.len().min(buf.len());
+        buf[..early].copy_from_slice(&self.early[..early]);
+        self.early.drain(..early);
+        let rest = &mut buf[early..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        Self::timed(limit, self.opts, stage, self.stream.read_exact(rest)).await?;
+        if let Some(crypt) = &mut self.crypt {
+            crypt.inc.apply(rest);
+        }
+        Ok(())
+    }
+
+    async fn read_handshake(&mut self) -> Result<Handshake, PeerFailure> {
         let mut buf = [0u8; Handshake::LEN];
-        Self::timed(
-            limit,
-            self.opts,
-            HANDSHAKE,
-            self.stream.read_exact(&mut buf),
-        )
-        .await?;
+        self.read_exact(&mut buf, HANDSHAKE).await?;
         match Handshake::parse(&buf) {
             Ok(Some(h)) => Ok(h),
             Ok(None) => Err(PeerFailure::Internal("short handshake".into())),
@@ -424,9 +528,8 @@ impl<'a> Connection<'a> {
     /// Reads one message, its 4-byte length prefix included; the length is checked against
     /// [`MAX_FRAME`] before anything is allocated for it.
     async fn read_frame(&mut self, stage: &'static str) -> Result<Vec<u8>, PeerFailure> {
-        let limit = self.limit();
         let mut prefix = [0u8; 4];
-        Self::timed(limit, self.opts, stage, self.stream.read_exact(&mut prefix)).await?;
+        self.read_exact(&mut prefix, stage).await?;
         let len = u32::from_be_bytes(prefix);
         if len > MAX_FRAME {
             return Err(PeerFailure::BadMessage(WireError::TooLong {
@@ -436,13 +539,7 @@ impl<'a> Connection<'a> {
         }
         let mut frame = vec![0u8; 4 + len as usize];
         frame[..4].copy_from_slice(&prefix);
-        Self::timed(
-            limit,
-            self.opts,
-            stage,
-            self.stream.read_exact(&mut frame[4..]),
-        )
-        .await?;
+        self.read_exact(&mut frame[4..], stage).await?;
         Ok(frame)
     }
 }

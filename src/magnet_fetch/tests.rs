@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::engine::encryption::{Encryption, Policy};
 use crate::merkle::PieceTree;
 use crate::wire::extension::ExtHandshake;
 use crate::wire::hashes::{self, HashMessage, HashRequest};
@@ -116,7 +117,10 @@ fn extended(id: u8, payload: &[u8]) -> Vec<u8> {
 async fn serve(mut s: TcpStream, script: Arc<Script>) -> std::io::Result<()> {
     let mut buf = [0u8; Handshake::LEN];
     s.read_exact(&mut buf).await?;
-    let theirs = Handshake::parse(&buf).unwrap().unwrap();
+    // A plain-only peer: anything else (an MSE key) is dropped.
+    let Ok(Some(theirs)) = Handshake::parse(&buf) else {
+        return Ok(());
+    };
     assert!(theirs.supports_extensions());
     let Some(hash) = script.handshake_hash else {
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -187,11 +191,50 @@ async fn serve(mut s: TcpStream, script: Arc<Script>) -> std::io::Result<()> {
     }
 }
 
+/// The test peers speak plain BitTorrent only: dial them plain (as the engine's tests with
+/// fake seeders do), so each dial is one connection.
 fn test_options() -> FetchOptions {
     FetchOptions {
         peer_timeout: Duration::from_secs(5),
         peer_deadline: Duration::from_secs(20),
+        encryption: plain_dials(Policy::Disabled),
         ..Default::default()
+    }
+}
+
+fn plain_dials(outgoing: Policy) -> Encryption {
+    Encryption {
+        outgoing,
+        ..Encryption::default()
+    }
+}
+
+#[tokio::test]
+async fn an_mse_dial_dropped_by_a_plain_peer_is_retried_plain_only_when_enabled() {
+    let meta = metadata(PIECE_BYTES + 7, 21);
+    let hash = v1_hash(&meta);
+    for (outgoing, connections, fetched) in [
+        (Policy::Enabled, 2, true),
+        (Policy::Forced, 1, false),
+        (Policy::Disabled, 1, true),
+    ] {
+        let peer = spawn_peer(Script::good(meta.clone(), &hash)).await;
+        let opts = FetchOptions {
+            encryption: plain_dials(outgoing),
+            ..test_options()
+        };
+        let got = fetch(&hash, &[peer.addr], opts).await;
+        match (&got, fetched) {
+            (Ok(f), true) => assert_eq!(f.info, meta),
+            // Closed, or reset as our key was still unread.
+            (Err(e), false) => assert!(matches!(kinds(e.failures())[..], ["closed" | "io"]), "{e}"),
+            _ => panic!("{outgoing:?}: {got:?}"),
+        }
+        assert_eq!(
+            peer.connections.load(Ordering::Relaxed),
+            connections,
+            "{outgoing:?}"
+        );
     }
 }
 
