@@ -179,6 +179,34 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_hash_requests_answered",
+            "BEP 52 hash requests answered with hashes.",
+            &per_worker(&|s| s.hash_requests_answered),
+        )?;
+        let rejected: Vec<(Labels, u64)> = stats
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                crate::engine::HashReject::ALL.iter().map(move |r| {
+                    let mut l = worker_label(i);
+                    l.push(("reason".into(), r.name().into()));
+                    (
+                        l,
+                        s.hash_requests_rejected.get(r.name()).copied().unwrap_or(0),
+                    )
+                })
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "ringseed_hash_requests_rejected",
+            "BEP 52 hash requests rejected, by reason (invalid: no such tree or range; budget: \
+             the peer's answers are spent for now; backlog: the answer would not fit the send \
+             backlog).",
+            &rejected,
+        )?;
+        counter(
+            &mut enc,
             "ringseed_requests",
             "Block requests received.",
             &per_worker(&|s| s.requests),

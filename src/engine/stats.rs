@@ -135,6 +135,30 @@ impl Reason {
     }
 }
 
+/// Why a BEP 52 `hash request` got a `hash reject`; each has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashReject {
+    /// The torrent has no tree for that root (a v1 torrent, an unknown file) or the request
+    /// does not fit the tree.
+    Invalid,
+    /// The peer's budget of answers is spent for now.
+    Budget,
+    /// The answer would not fit the connection's send backlog.
+    Backlog,
+}
+
+impl HashReject {
+    pub const ALL: [HashReject; 3] = [HashReject::Invalid, HashReject::Budget, HashReject::Backlog];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HashReject::Invalid => "invalid",
+            HashReject::Budget => "budget",
+            HashReject::Backlog => "backlog",
+        }
+    }
+}
+
 /// Counters of one worker. Only that worker writes them (Relaxed: statistics); anyone reads.
 #[derive(Debug)]
 pub struct WorkerStats {
@@ -172,6 +196,10 @@ pub struct WorkerStats {
     /// MSE handshakes completed (either side), by the method chosen.
     pub mse_rc4: AtomicU64,
     pub mse_plaintext: AtomicU64,
+    /// BEP 52 `hash request`s answered with `hashes`.
+    pub hash_requests_answered: AtomicU64,
+    /// BEP 52 `hash request`s rejected, by [`HashReject`].
+    pub hash_requests_rejected: [AtomicU64; HashReject::ALL.len()],
     pub disconnects: [AtomicU64; Reason::ALL.len()],
     /// Request → last byte handed to the socket, microseconds. Published by the worker once a
     /// second from its private histogram, so the lock is never taken on the peer path.
@@ -205,6 +233,8 @@ impl Default for WorkerStats {
             completions: AtomicU64::new(0),
             mse_rc4: AtomicU64::new(0),
             mse_plaintext: AtomicU64::new(0),
+            hash_requests_answered: AtomicU64::new(0),
+            hash_requests_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             disconnects: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_us: Mutex::new(new_histogram()),
         }
@@ -244,6 +274,9 @@ pub struct StatsSnapshot {
     pub completions: u64,
     pub mse_rc4: u64,
     pub mse_plaintext: u64,
+    pub hash_requests_answered: u64,
+    /// By [`HashReject::name`], every reason present (zeros included).
+    pub hash_requests_rejected: HashMap<&'static str, u64>,
     pub disconnects: HashMap<&'static str, u64>,
     #[serde(skip)]
     pub latency_us: Histogram<u64>,
@@ -277,6 +310,11 @@ impl WorkerStats {
             completions: r(&self.completions),
             mse_rc4: r(&self.mse_rc4),
             mse_plaintext: r(&self.mse_plaintext),
+            hash_requests_answered: r(&self.hash_requests_answered),
+            hash_requests_rejected: HashReject::ALL
+                .iter()
+                .map(|&k| (k.name(), r(&self.hash_requests_rejected[k as usize])))
+                .collect(),
             disconnects: Reason::ALL
                 .iter()
                 .map(|&k| (k.name(), r(&self.disconnects[k as usize])))

@@ -248,7 +248,14 @@ impl Conn {
             }
             Action::MayRequest => self.wants_blocks = true,
             Action::Pex(payload) => pex_learn(&self.torrent, payload, core),
+            Action::HashesRejected(why) => {
+                let stats = &core.stats;
+                stats.add(&stats.hash_requests_rejected[why as usize], 1);
+            }
             Action::MetadataSent(n) | Action::HashesSent(n) => {
+                if matches!(action, Action::HashesSent(_)) {
+                    core.stats.add(&core.stats.hash_requests_answered, 1);
+                }
                 core.global_limit.charge(n, core.now);
                 if let Some(t) = &self.torrent {
                     t.upload_limit.charge(n, core.now);

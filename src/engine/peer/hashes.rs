@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use super::{Action, Peer, Reason, Rules, TorrentView};
+use crate::engine::stats::HashReject;
 use crate::wire::hashes::{self, HashMessage, HashRequest};
 
 /// Hash requests answered at once before the refill rate applies.
@@ -52,21 +53,26 @@ impl Peer {
         let Ok(HashMessage::Request(req)) = hashes::parse(hashes::HASH_REQUEST, payload) else {
             return Err(Reason::BadMessage);
         };
-        let answer = t
-            .trees
-            .and_then(|trees| trees.answer(&req).ok())
-            .filter(|a| out.len() + 5 + hashes::HEADER_LEN + a.len() * 32 <= rules.max_send_backlog)
-            .filter(|_| self.take_hash_token(now));
+        let answer = match t.trees.and_then(|trees| trees.answer(&req).ok()) {
+            None => Err(HashReject::Invalid),
+            Some(a)
+                if out.len() + 5 + hashes::HEADER_LEN + a.len() * 32 > rules.max_send_backlog =>
+            {
+                Err(HashReject::Backlog)
+            }
+            Some(_) if !self.take_hash_token(now) => Err(HashReject::Budget),
+            Some(a) => Ok(a),
+        };
         match answer {
-            Some(a) => {
+            Ok(a) => {
                 let before = out.len();
                 hashes::encode_hashes(&req, &a, out);
                 Ok(Action::HashesSent((out.len() - before) as u64))
             }
-            None => {
+            Err(why) => {
                 self.spend_noise(now)?;
                 reject(&req, out);
-                Ok(Action::Nothing)
+                Ok(Action::HashesRejected(why))
             }
         }
     }

@@ -175,6 +175,8 @@ pub enum Action<'m> {
     MetadataSent(u64),
     /// A BEP 52 `hashes` answer of this many bytes went into `out`: it counts likewise.
     HashesSent(u64),
+    /// A BEP 52 `hash reject` went into `out`, for this reason (counted).
+    HashesRejected(crate::engine::stats::HashReject),
 }
 
 /// What a tick found.

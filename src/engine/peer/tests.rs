@@ -1987,6 +1987,7 @@ fn floods_of_peer_exchange_and_unwanted_metadata_are_cut_off_honest_ones_are_not
 
 mod v2 {
     use super::*;
+    use crate::engine::stats::HashReject;
     use crate::wire::hashes::{self, HashMessage, HashRequest};
 
     /// The usual file's root: 10 pieces of 32 KiB (piece layer 1), a tree of 5 layers.
@@ -2077,14 +2078,21 @@ mod v2 {
             hreq(1, 2, 4, 0),
         ] {
             let p = payload(&r);
-            assert_eq!(ask(&mut c, &p), Ok(Action::Nothing), "{r:?}");
+            assert_eq!(
+                ask(&mut c, &p),
+                Ok(Action::HashesRejected(HashReject::Invalid)),
+                "{r:?}"
+            );
             assert_eq!(answer(&c.out), HashMessage::Reject(r));
         }
         // A v1 torrent has no trees: every request is rejected.
         let mut c = active_peer(true, true);
         let r = hreq(1, 0, 16, 3);
         let p = payload(&r);
-        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+        assert_eq!(
+            ask(&mut c, &p),
+            Ok(Action::HashesRejected(HashReject::Invalid))
+        );
         assert_eq!(answer(&c.out), HashMessage::Reject(r));
     }
 
@@ -2113,7 +2121,7 @@ mod v2 {
                 c.t0,
                 &mut c.out
             ),
-            Ok(Action::Nothing)
+            Ok(Action::HashesRejected(HashReject::Backlog))
         );
         assert_eq!(answer(&c.out[len..]), HashMessage::Reject(r));
     }
@@ -2130,7 +2138,7 @@ mod v2 {
         let mut rejects = 0;
         let reason = loop {
             match ask(&mut c, &p) {
-                Ok(Action::Nothing) => rejects += 1,
+                Ok(Action::HashesRejected(HashReject::Budget)) => rejects += 1,
                 Ok(a) => panic!("{a:?}"),
                 Err(r) => break r,
             }
@@ -2157,12 +2165,18 @@ mod v2 {
         for _ in 0..super::super::hashes::BURST {
             ask(&mut c, &p).unwrap();
         }
-        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+        assert_eq!(
+            ask(&mut c, &p),
+            Ok(Action::HashesRejected(HashReject::Budget))
+        );
         c.t0 += Duration::from_secs(1);
         for _ in 0..super::super::hashes::PER_SEC {
             assert!(matches!(ask(&mut c, &p), Ok(Action::HashesSent(_))));
         }
-        assert_eq!(ask(&mut c, &p), Ok(Action::Nothing));
+        assert_eq!(
+            ask(&mut c, &p),
+            Ok(Action::HashesRejected(HashReject::Budget))
+        );
     }
 
     #[test]
