@@ -574,3 +574,40 @@ fn an_enabled_dial_retries_plain_once_and_a_forced_one_never() {
         engine.shutdown();
     }
 }
+
+/// The magnet metadata fetch dials as the engine does: `ringseed download MAGNET` with
+/// `encryption_out = "forced"` gets the metadata from a libtorrent seeder that accepts RC4
+/// only (a plain dial gets nothing from it), then the data, byte-identical.
+#[test]
+fn a_magnet_is_fetched_through_rc4_from_a_libtorrent_seeder_forcing_it() {
+    let (dir, data, torrent, meta) = payload("mag.bin", 1 << 20, 17);
+    let lt = spawn_lt_seeder_env(&torrent, &data, "127.0.0.1", 0, &[("LT_ENC", "forced-rc4")]);
+    let cfg = dir.path().join("ringseed.toml");
+    std::fs::write(&cfg, "[engine]\nencryption_out = \"forced\"\n").unwrap();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&x.pe={}",
+        ringseed::metainfo::hex(&meta.info.hash.wire_id()),
+        lt.addr
+    );
+    let out = dir.path().join("out");
+    let result = common::ringseed()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["download", &magnet, "--data"])
+        .arg(&out)
+        .args(["--no-trackers", "--workers", "1", "--metrics", ""])
+        .args(["--listen", "127.0.0.1:0", "--stall-timeout", "30"])
+        // The data phase dials the `--peer`s (the magnet's x.pe serves the metadata).
+        .args(["--peer", &lt.addr.to_string()])
+        .output()
+        .expect("run ringseed download");
+    assert!(
+        result.status.success(),
+        "download failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        std::fs::read(out.join("mag.bin")).unwrap() == std::fs::read(data.join("mag.bin")).unwrap(),
+        "the download differs from the seeder's file"
+    );
+}

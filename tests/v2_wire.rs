@@ -170,11 +170,35 @@ fn libtorrent_downloads_a_pure_v2_magnet_from_ringseed() {
         &seeder.addr.to_string(),
         "60",
     ]);
+    let answered = hash_requests_answered(&mut seeder);
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
     let r: serde_json::Value = serde_json::from_str(result.trim()).expect("lt_tool's JSON");
     assert_eq!(r["done"], true, "libtorrent did not finish: {r}");
     assert_same_files(&meta, &data, &out);
+    // The layers of the two larger files came from our answers: at least one request each.
+    assert!(answered >= 2, "hash requests answered: {answered}");
+}
+
+/// `ringseed_hash_requests_answered` on the seeder's /metrics, summed over its workers.
+fn hash_requests_answered(seeder: &mut common::Seeder) -> u64 {
+    let addr: std::net::SocketAddr = seeder
+        .lines
+        .by_ref()
+        .find_map(|l| {
+            l.ok()?
+                .strip_prefix("metrics on http://")?
+                .trim_end_matches("/metrics")
+                .parse()
+                .ok()
+        })
+        .expect("the seeder's metrics line");
+    let (status, text) = common::http::local(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("ringseed_hash_requests_answered_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The handshake's v2 bit: a hybrid torrent's seeder upgrades a v1 handshake that sets it to
