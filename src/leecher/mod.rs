@@ -145,7 +145,7 @@ fn from_magnet(opts: &DownloadOptions, session: &Session) -> Result<Metainfo, Do
     let r = magnet::resolve_with_dht(
         &m,
         &opts.peers,
-        crate::magnet_fetch::FetchOptions::for_engine(&engine),
+        crate::magnet_fetch::FetchOptions::for_engine(engine),
         limit,
         std::future::pending(),
         session.dht().cloned(),
