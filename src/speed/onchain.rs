@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 
 use super::chain::abi;
@@ -120,12 +120,10 @@ impl CheckPool {
         let Ok(jobs) = self.jobs.lock() else {
             return Err(Rejection::Overloaded);
         };
-        match jobs.as_ref().map(|j| j.try_send(job)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
-                Err(Rejection::Overloaded)
-            }
-        }
+        let Some(jobs) = jobs.as_ref() else {
+            return Err(Rejection::Overloaded);
+        };
+        jobs.try_send(job).map_err(|_| Rejection::Overloaded)
     }
 
     /// Lets the queued bids finish (each waits at most one RPC timeout), then joins.
