@@ -390,6 +390,11 @@ pub struct Speed {
     pub key_file: String,
     /// The payment-channel contract (`0x…`); required when `enabled`.
     pub contract: String,
+    /// JSON-RPC endpoint (`http://…`/`https://…`) bids' channels are read from; "" = bids are
+    /// trusted up to their cap, as before.
+    pub rpc: String,
+    /// With `rpc`: seconds a bid's channel must still run.
+    pub min_channel_life_s: u32,
 }
 
 impl Default for Speed {
@@ -402,8 +407,17 @@ impl Default for Speed {
             chain_id: 199,
             key_file: String::new(),
             contract: String::new(),
+            rpc: String::new(),
+            min_channel_life_s: 3600,
         }
     }
+}
+
+/// `[speed] rpc`: an http(s) URL with a host, at most 2048 bytes.
+fn valid_rpc_url(s: &str) -> bool {
+    s.len() <= 2048
+        && reqwest::Url::parse(s)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 impl Speed {
@@ -875,6 +889,20 @@ const DOCS: &[(&str, &str)] = &[
          pays on this deployment only. Required when enabled.",
     ),
     (
+        "speed.rpc",
+        "JSON-RPC endpoint (\"http://…\" or \"https://…\") of the chain the contract is on. When set,\n\
+         a bid is confirmed only if channels(id) on the contract shows the bid's payer, this\n\
+         node as payee, one credit window at the bid's price still in the deposit (and a cap\n\
+         not above it) and an expiry min_channel_life_s ahead; a failed read refuses the bid\n\
+         (chain_unavailable). \"\" (default): the chain is not read and bids are trusted up to\n\
+         their cap (a payer can take at most one credit window per connection unpaid).",
+    ),
+    (
+        "speed.min_channel_life_s",
+        "With speed.rpc: seconds a bid's channel must still run before its expiry, time to settle\n\
+         before the payer can reclaim. Range 0..=31536000.",
+    ),
+    (
         "metrics",
         "Prometheus metrics (GET /metrics) for `seed` and `run`.",
     ),
@@ -1298,6 +1326,19 @@ impl Config {
             (128..=1 << 20).contains(&self.speed.credit_window_kib),
             "allowed 128..=1048576 (payers pay every half window, at least every 64 KiB)",
         )?;
+        range(
+            "speed.min_channel_life_s",
+            self.speed.min_channel_life_s,
+            self.speed.min_channel_life_s <= 31_536_000,
+            "allowed 0..=31536000 (a year)",
+        )?;
+        if !self.speed.rpc.is_empty() && !valid_rpc_url(&self.speed.rpc) {
+            return Err(ConfigError::OutOfRange {
+                key: "speed.rpc",
+                value: format!("{:?}", self.speed.rpc.chars().take(64).collect::<String>()),
+                allowed: "\"\" or an http:// or https:// URL with a host",
+            });
+        }
         if self.speed.enabled && self.speed.contract_address().is_none() {
             return Err(ConfigError::OutOfRange {
                 key: "speed.contract",
@@ -1413,6 +1454,10 @@ impl Config {
                     .speed
                     .contract_address()
                     .unwrap_or(crate::speed::wallet::Address([0; 20])),
+                chain: (!self.speed.rpc.is_empty()).then(|| crate::speed::onchain::ChainCheck {
+                    url: self.speed.rpc.clone(),
+                    min_channel_life_s: u64::from(self.speed.min_channel_life_s),
+                }),
             });
         o.dht = self.dht.enabled.then(|| crate::dht::DhtOptions {
             port: self.dht.port,

@@ -1025,6 +1025,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
         },
         chain_id: 199,
         contract: ringseed::speed::wallet::Address([0x32; 20]),
+        chain: None,
     };
     let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
     let engine = Engine::start_with_speed(

@@ -140,11 +140,16 @@ fn fees_paid(rpc: &Rpc, who: &Address, from: u64) -> u128 {
 }
 
 fn config(dir: &Path, contract: &Address) -> PathBuf {
+    config_with(dir, contract, "")
+}
+
+/// [`config`] plus `extra` lines in `[speed]`.
+fn config_with(dir: &Path, contract: &Address, extra: &str) -> PathBuf {
     let path = dir.join("ringseed.toml");
     std::fs::write(
         &path,
         format!(
-            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = {CHAIN}\ncontract = {:?}\ncredit_window_kib = 256\n",
+            "[state]\ndir = {:?}\n[speed]\nenabled = true\nchain_id = {CHAIN}\ncontract = {:?}\ncredit_window_kib = 256\n{extra}",
             dir.join("state").display().to_string(),
             contract.to_evm()
         ),
@@ -422,7 +427,8 @@ fn paying_bench_leechers_are_paid_out_on_chain() {
     let me = Wallet::from_secret(seeder_secret).unwrap().address();
     write_key(&dir.path().join("state/wallet.key"), seeder_secret);
     fund(&rpc, &me, BTT);
-    let cfg = config(dir.path(), &contract);
+    // The seeder reads each bid's channel on chain before granting paid slots.
+    let cfg = config_with(dir.path(), &contract, &format!("rpc = {:?}\n", anvil.url));
     let payer_key = dir.path().join("payer.key");
     write_key(&payer_key, [0x31; 32]);
     let payer = Wallet::from_secret([0x31; 32]).unwrap();
@@ -488,4 +494,181 @@ fn paying_bench_leechers_are_paid_out_on_chain() {
     assert_eq!(rpc.balance(&me).unwrap() + fees, before + total);
     assert_eq!(earned("claimed"), total);
     assert_eq!(earned("unclaimed"), 0);
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Opens channel `id` from `payer` to `payee` on chain.
+fn open(
+    rpc: &Rpc,
+    contract: &Address,
+    payer: &Wallet,
+    id: &ChannelId,
+    payee: &Address,
+    expiry: u64,
+    deposit: u128,
+) {
+    let data = abi::open_calldata(id, payee, expiry, deposit);
+    let (_, r) = send_and_wait(
+        rpc,
+        payer,
+        Some(contract),
+        deposit,
+        data,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(r.success, "open reverted");
+}
+
+/// With `[speed] rpc`, a bid is confirmed only when `channels(id)` shows a channel this seeder
+/// can be paid from: each way a channel can fail is refused with its own reason (and counted),
+/// a good channel is confirmed, and an unreachable node refuses rather than trusts.
+#[test]
+fn bids_are_checked_on_chain_before_paid_slots() {
+    use ringseed::speed::onchain::ChainCheck;
+    use ringseed::speed::protocol::Bid;
+    use ringseed::speed::service::{Job, Outcome, PeerRef, SpeedSetup, start_standalone};
+    use ringseed::speed::voucher::Rejection;
+
+    let anvil = start_anvil();
+    let rpc = Rpc::new(&anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deployer = Wallet::from_secret([0x11; 32]).unwrap();
+    fund(&rpc, &deployer.address(), 100 * BTT);
+    let init = abi::deploy_data(&bytecode(), &Address([0; 20]));
+    let (_, receipt) =
+        send_and_wait(&rpc, &deployer, None, 0, init, Duration::from_secs(30)).unwrap();
+    let contract = receipt.contract_address.unwrap();
+    let seeder_secret = [0x21; 32];
+    let me = Wallet::from_secret(seeder_secret).unwrap().address();
+    let key_path = dir.path().join("wallet.key");
+    write_key(&key_path, seeder_secret);
+    let payer = Wallet::from_secret([0x31; 32]).unwrap();
+    let stranger = Wallet::from_secret([0x32; 32]).unwrap();
+    fund(&rpc, &payer.address(), 1000 * BTT);
+
+    let far = now_s() + 86_400;
+    let id = |n: u8| ChannelId([n; 32]);
+    open(&rpc, &contract, &payer, &id(1), &me, far, 10 * BTT);
+    open(
+        &rpc,
+        &contract,
+        &payer,
+        &id(2),
+        &Address([0x99; 20]),
+        far,
+        10 * BTT,
+    );
+    open(
+        &rpc,
+        &contract,
+        &payer,
+        &id(3),
+        &me,
+        now_s() + 600,
+        10 * BTT,
+    );
+    open(&rpc, &contract, &payer, &id(4), &me, far, 0);
+    // Holds less than one 256 KiB credit window at 1 BTT per MiB.
+    open(&rpc, &contract, &payer, &id(5), &me, far, BTT / 8);
+
+    let domain = Domain {
+        chain_id: CHAIN,
+        contract,
+    };
+    let start = |url: &str, db: &str| {
+        let setup = SpeedSetup {
+            db_path: dir.path().join(db),
+            key_path: key_path.clone(),
+            terms: ringseed::choking::auction::Terms {
+                paid_slots: 4,
+                min_price: 0,
+                credit_window: 256 << 10,
+            },
+            chain_id: CHAIN,
+            contract,
+            chain: Some(ChainCheck {
+                url: url.to_string(),
+                min_channel_life_s: 3600,
+            }),
+        };
+        start_standalone(&setup).unwrap()
+    };
+    let ask = |svc: &ringseed::speed::service::SpeedService,
+               rx: &crossbeam_channel::Receiver<Outcome>,
+               conn_id: u64,
+               bid: Bid|
+     -> Result<u128, Rejection> {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id,
+        };
+        svc.submit(Job::Bid {
+            to,
+            bid,
+            fresh_from: Some("127.0.0.1".parse().unwrap()),
+        })?;
+        match rx.recv_timeout(Duration::from_secs(20)).unwrap() {
+            Outcome::Bid { to: t, result } => {
+                assert_eq!(t, to);
+                result.map(|c| c.accepted)
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+    };
+    let (svc, writer) = start(&anvil.url, "a.db");
+    let wake = std::sync::Arc::new(nix::sys::eventfd::EventFd::new().unwrap());
+    let rx = svc.register_worker(0, wake);
+    let bid =
+        |who: &Wallet, n: u8, price: u128, cap: u128| Bid::sign(who, domain, me, price, id(n), cap);
+    let cases = [
+        (bid(&payer, 9, 1, BTT), Err(Rejection::NotOnChain)),
+        (bid(&payer, 2, 1, BTT), Err(Rejection::NotOurChannel)),
+        (bid(&payer, 3, 1, BTT), Err(Rejection::Expiring)),
+        (bid(&payer, 4, 1, 0), Err(Rejection::Underfunded)),
+        (bid(&payer, 5, BTT, BTT / 8), Err(Rejection::Underfunded)),
+        // A cap above the deposit would let vouchers the contract cannot pay be accepted.
+        (bid(&payer, 1, 1, 11 * BTT), Err(Rejection::Underfunded)),
+        // Someone else's channel, bid with the bidder's own (valid) key.
+        (bid(&stranger, 1, 1, BTT), Err(Rejection::Forged)),
+        (bid(&payer, 1, 1_000, 10 * BTT), Ok(0)),
+    ];
+    for (i, (b, want)) in cases.into_iter().enumerate() {
+        assert_eq!(ask(&svc, &rx, i as u64, b), want, "case {i}");
+    }
+    for (r, n) in [
+        (Rejection::NotOnChain, 1),
+        (Rejection::NotOurChannel, 1),
+        (Rejection::Expiring, 1),
+        (Rejection::Underfunded, 3),
+        (Rejection::Forged, 1),
+        (Rejection::ChainUnavailable, 0),
+    ] {
+        assert_eq!(svc.stats.rejected(r), n, "{r}");
+    }
+    assert_eq!(svc.stats.bids.load(std::sync::atomic::Ordering::Relaxed), 1);
+    svc.stop();
+    drop(writer);
+
+    // A node that cannot be reached: refused, never trusted.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let (svc, writer) = start(&dead_url, "b.db");
+    let wake = std::sync::Arc::new(nix::sys::eventfd::EventFd::new().unwrap());
+    let rx = svc.register_worker(0, wake);
+    assert_eq!(
+        ask(&svc, &rx, 1, bid(&payer, 1, 1_000, 10 * BTT)),
+        Err(Rejection::ChainUnavailable)
+    );
+    assert_eq!(svc.stats.rejected(Rejection::ChainUnavailable), 1);
+    svc.stop();
+    drop(writer);
 }

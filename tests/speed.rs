@@ -667,6 +667,7 @@ impl SpeedSeeder {
             terms,
             chain_id: 199,
             contract: DOMAIN.contract,
+            chain: None,
         };
         let (svc, writer) = ringseed::speed::service::start_standalone(&setup).unwrap();
         let settings = Settings {

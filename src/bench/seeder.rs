@@ -136,6 +136,7 @@ impl LocalSeeder {
                 },
                 chain_id: 199,
                 contract: spec.contract,
+                chain: None,
             };
             Some(crate::speed::service::start_standalone(&setup)?)
         } else {

@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod chain;
 pub mod ledger;
+pub mod onchain;
 pub mod payer;
 pub mod peer;
 pub mod protocol;

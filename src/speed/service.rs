@@ -130,6 +130,8 @@ pub struct SpeedService {
     jobs: Sender<Job>,
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// With `[speed] rpc`: bids go through the on-chain check first.
+    chain: Option<super::onchain::CheckPool>,
 }
 
 impl std::fmt::Debug for SpeedService {
@@ -143,6 +145,16 @@ impl std::fmt::Debug for SpeedService {
 
 impl SpeedService {
     pub fn start(ledger: Ledger, terms: Terms) -> std::io::Result<Arc<SpeedService>> {
+        SpeedService::start_with_chain(ledger, terms, None)
+    }
+
+    /// [`SpeedService::start`], with bids checked on chain first when `chain` is given.
+    pub fn start_with_chain(
+        ledger: Ledger,
+        terms: Terms,
+        chain: Option<&super::onchain::ChainCheck>,
+    ) -> std::io::Result<Arc<SpeedService>> {
+        let (domain, me) = (ledger.domain(), ledger.payee());
         let offer = Offer {
             chain_id: ledger.chain_id(),
             contract: ledger.domain().contract,
@@ -157,6 +169,18 @@ impl SpeedService {
         let thread = std::thread::Builder::new()
             .name("ringseed-verify".into())
             .spawn(move || verify_loop(rx, ledger, s, l))?;
+        let chain = match chain {
+            Some(c) => Some(super::onchain::CheckPool::start(
+                c,
+                domain,
+                me,
+                terms.credit_window,
+                tx.clone(),
+                links.clone(),
+                stats.clone(),
+            )?),
+            None => None,
+        };
         Ok(Arc::new(SpeedService {
             offer,
             terms,
@@ -164,6 +188,7 @@ impl SpeedService {
             jobs: tx,
             links,
             thread: Mutex::new(Some(thread)),
+            chain,
         }))
     }
 
@@ -181,6 +206,27 @@ impl SpeedService {
 
     /// Queues a job without blocking; a full queue is an `overloaded` refusal, counted.
     pub fn submit(&self, job: Job) -> Result<(), Rejection> {
+        let job = match (job, &self.chain) {
+            (
+                Job::Bid {
+                    to,
+                    bid,
+                    fresh_from,
+                },
+                Some(pool),
+            ) => {
+                let queued = pool.submit(super::onchain::BidJob {
+                    to,
+                    bid,
+                    fresh_from,
+                });
+                if let Err(r) = queued {
+                    self.stats.reject(r);
+                }
+                return queued;
+            }
+            (job, _) => job,
+        };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -192,6 +238,10 @@ impl SpeedService {
 
     /// Finishes every queued job (their ledger writes included), then stops the thread.
     pub fn stop(&self) {
+        // The check pool first: the bids it confirms still go to the verifier.
+        if let Some(pool) = &self.chain {
+            pool.stop();
+        }
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
             let _ = self.jobs.send(Job::Stop);
@@ -586,6 +636,9 @@ pub struct SpeedSetup {
     pub chain_id: u64,
     /// The payment-channel contract vouchers are signed for and claimed on (`[speed] contract`).
     pub contract: super::wallet::Address,
+    /// `[speed] rpc`: check each bid's channel on chain before confirming it; `None` trusts
+    /// bids up to their cap (see docs/speed.md §5).
+    pub chain: Option<super::onchain::ChainCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -611,7 +664,8 @@ pub fn start_node(
         contract: setup.contract,
     };
     let ledger = Ledger::new(db, wallet.address(), domain);
-    SpeedService::start(ledger, setup.terms).map_err(SpeedStartError::Thread)
+    SpeedService::start_with_chain(ledger, setup.terms, setup.chain.as_ref())
+        .map_err(SpeedStartError::Thread)
 }
 
 /// [`start_node`] on a database writer of its own at `setup.db_path` (the bench's in-process

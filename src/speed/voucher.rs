@@ -156,10 +156,22 @@ pub enum Rejection {
     /// first bid (a fresh credit window) over its address's allowance
     /// (see [`crate::speed::admission`]).
     TooManyChannels,
+    /// (`[speed] rpc` set) No channel with this id on the contract.
+    NotOnChain,
+    /// (`[speed] rpc` set) The channel on chain pays another payee.
+    NotOurChannel,
+    /// (`[speed] rpc` set) The channel expires within `min_channel_life_s`.
+    Expiring,
+    /// (`[speed] rpc` set) What is left of the deposit does not cover one credit window at the
+    /// bid's price, or the bid's cap is above the deposit.
+    Underfunded,
+    /// (`[speed] rpc` set) The node could not be asked (timeout, error, nonsense): the bid is
+    /// refused rather than trusted; the payer may bid again.
+    ChainUnavailable,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::Malformed,
         Rejection::UnknownChannel,
         Rejection::ChannelClosed,
@@ -171,6 +183,11 @@ impl Rejection {
         Rejection::Forged,
         Rejection::Overloaded,
         Rejection::TooManyChannels,
+        Rejection::NotOnChain,
+        Rejection::NotOurChannel,
+        Rejection::Expiring,
+        Rejection::Underfunded,
+        Rejection::ChainUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -186,6 +203,11 @@ impl Rejection {
             Rejection::Forged => "forged",
             Rejection::Overloaded => "overloaded",
             Rejection::TooManyChannels => "too_many_channels",
+            Rejection::NotOnChain => "not_on_chain",
+            Rejection::NotOurChannel => "not_our_channel",
+            Rejection::Expiring => "expiring",
+            Rejection::Underfunded => "underfunded",
+            Rejection::ChainUnavailable => "chain_unavailable",
         }
     }
 

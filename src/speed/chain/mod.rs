@@ -13,6 +13,7 @@
 //! `eth_feeHistory` and a tip policy for no gain here.
 
 pub mod abi;
+pub mod confirm;
 pub mod rlp;
 pub mod rpc;
 pub mod send;

@@ -90,13 +90,18 @@ pub fn data(b: &[u8]) -> String {
 
 impl Rpc {
     pub fn new(url: &str) -> Result<Rpc, RpcError> {
+        Rpc::with_timeout(url, REQUEST_TIMEOUT)
+    }
+
+    /// A client whose every request (connecting included) ends after `timeout`.
+    pub fn with_timeout(url: &str, timeout: Duration) -> Result<Rpc, RpcError> {
         let setup = |e: &dyn std::fmt::Display| RpcError::Setup(e.to_string());
         reqwest::Url::parse(url).map_err(|e| setup(&e))?;
         let tls = crate::tracker::client::tls_config().map_err(|e| setup(&e))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
