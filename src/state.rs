@@ -17,7 +17,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use crate::metainfo::FileLayout;
+use crate::metainfo::{ContentLayout, FileLayout};
 
 /// This module's component name in `schema_version`.
 pub const COMPONENT: &str = "state";
@@ -103,6 +103,10 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE torrents ADD COLUMN auto_tmm INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE torrents ADD COLUMN trackers TEXT;
      ALTER TABLE torrents ADD COLUMN downloaded INTEGER NOT NULL DEFAULT 0;",
+    // qBittorrent's content layout of a torrent (`contentLayout`), also for a magnet waiting
+    // for its metadata: 'Original' (the .torrent's paths) is what every older record had.
+    "ALTER TABLE torrents ADD COLUMN content_layout TEXT NOT NULL DEFAULT 'Original';
+     ALTER TABLE magnets ADD COLUMN content_layout TEXT NOT NULL DEFAULT 'Original';",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -172,6 +176,8 @@ pub struct Organisation {
     pub qbt: QbtSettings,
     /// Payload bytes downloaded by earlier runs (and torrent objects since replaced).
     pub downloaded_base: u64,
+    /// Where its files sit beneath its save path (fixed when it is added).
+    pub content_layout: ContentLayout,
 }
 
 /// What the qBittorrent API sets on a torrent beyond ringseed's own settings.
@@ -208,6 +214,7 @@ pub struct MagnetRecord {
     pub peers: Vec<std::net::SocketAddr>,
     pub category: Option<String>,
     pub tags: Vec<String>,
+    pub content_layout: ContentLayout,
 }
 
 /// Global limits set through the API; `None` falls back to the config file.
@@ -466,7 +473,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
                 download_dir, download_rate_limit, category, tags, inactive_seed_time_limit_s,
                 queue_pos, force_start, last_activity, completed_at, display_name, seq_dl,
-                first_last_prio, auto_tmm, trackers, downloaded
+                first_last_prio, auto_tmm, trackers, downloaded, content_layout
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -514,6 +521,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                         .and_then(|j| serde_json::from_str(&j).ok()),
                 },
                 downloaded_base: to_u64(r.get(27)?),
+                content_layout: content_layout(&r.get::<_, String>(28)?),
             },
         });
     }
@@ -555,9 +563,10 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
                                seeding_s, verified, download_dir, download_rate_limit,
                                category, tags, inactive_seed_time_limit_s, queue_pos,
                                force_start, last_activity, completed_at, display_name,
-                               seq_dl, first_last_prio, auto_tmm, trackers, downloaded)
+                               seq_dl, first_last_prio, auto_tmm, trackers, downloaded,
+                               content_layout)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
@@ -571,7 +580,8 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
              last_activity = excluded.last_activity, completed_at = excluded.completed_at,
              display_name = excluded.display_name, seq_dl = excluded.seq_dl,
              first_last_prio = excluded.first_last_prio, auto_tmm = excluded.auto_tmm,
-             trackers = excluded.trackers, downloaded = excluded.downloaded",
+             trackers = excluded.trackers, downloaded = excluded.downloaded,
+             content_layout = excluded.content_layout",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -601,6 +611,7 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             rec.org.qbt.auto_tmm,
             trackers_json(&rec.org.qbt.trackers),
             to_i64(rec.org.downloaded_base),
+            rec.org.content_layout.as_str(),
         ],
     )?;
     put_files(conn, &rec.info_hash, &rec.files)
@@ -678,6 +689,12 @@ pub fn save_qbt(conn: &Connection, info_hash: &[u8; 20], q: &QbtSettings) -> rus
         return Err(rusqlite::Error::QueryReturnedNoRows);
     }
     Ok(())
+}
+
+/// A saved content layout; anything else (a hand-edited state) reads as `Original`, the
+/// .torrent's own paths.
+fn content_layout(s: &str) -> ContentLayout {
+    ContentLayout::parse(s).unwrap_or_default()
 }
 
 /// Moves a torrent's data directory in the state (`setLocation`), nothing else.
@@ -768,7 +785,7 @@ pub fn save_verified(
 pub fn load_magnets(conn: &Connection) -> rusqlite::Result<Vec<MagnetRecord>> {
     let mut stmt = conn.prepare(
         "SELECT info_hash, uri, added_at, save_path, paused, skip_check, source, trusted_path,
-                peers, category, tags
+                peers, category, tags, content_layout
          FROM magnets ORDER BY added_at, info_hash",
     )?;
     let mut out = Vec::new();
@@ -795,6 +812,7 @@ pub fn load_magnets(conn: &Connection) -> rusqlite::Result<Vec<MagnetRecord>> {
                 .collect(),
             category: r.get(9)?,
             tags: split_tags(&r.get::<_, String>(10)?),
+            content_layout: content_layout(&r.get::<_, String>(11)?),
         });
     }
     Ok(out)
@@ -805,8 +823,9 @@ pub fn put_magnet(conn: &Connection, m: &MagnetRecord) -> rusqlite::Result<()> {
     let peers: Vec<String> = m.peers.iter().map(ToString::to_string).collect();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO magnets (info_hash, uri, added_at, save_path, paused, skip_check,
-                                         source, trusted_path, peers, category, tags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                         source, trusted_path, peers, category, tags,
+                                         content_layout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         &m.info_hash[..],
@@ -820,6 +839,7 @@ pub fn put_magnet(conn: &Connection, m: &MagnetRecord) -> rusqlite::Result<()> {
         peers.join(" "),
         m.category,
         m.tags.join(","),
+        m.content_layout.as_str(),
     ])?;
     Ok(())
 }
@@ -911,6 +931,7 @@ mod tests {
                     trackers: Some(vec![vec!["http://a/announce".into()], vec![]]),
                 },
                 downloaded_base: 5,
+                content_layout: ContentLayout::Subfolder,
             },
         }
     }
@@ -1097,6 +1118,7 @@ mod tests {
             ],
             category: Some("films".into()),
             tags: vec!["x".into()],
+            content_layout: ContentLayout::NoSubfolder,
         }
     }
 

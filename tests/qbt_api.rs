@@ -219,6 +219,24 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         statuses("gaps-qbittorrent.json"),
         "ringseed (left) vs qBittorrent (right)"
     );
+    // contentLayout: the same content_path (below each run's data directory), file names
+    // and files on disk for every layout
+    let layouts = |file: &str| -> Value {
+        read_json(&out.join(file))["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "content layouts")
+            .map(|s| s["cases"].clone())
+            .unwrap_or_else(|| panic!("{file}: no content-layouts step"))
+    };
+    let ours = layouts("gaps.json");
+    assert_eq!(ours.as_array().map(Vec::len), Some(5), "{ours}");
+    assert_eq!(
+        ours,
+        layouts("gaps-qbittorrent.json"),
+        "ringseed (left) vs qBittorrent (right)"
+    );
 
     // the flow ran in the 5.x dialect and the 4.x one answered too
     let flow = read_json(&out.join("flow.json"));

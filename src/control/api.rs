@@ -269,6 +269,7 @@ async fn add(State(s): State<ApiState>, body: Bytes) -> Result<Response, Control
         peers: Vec::new(),
         category: req.category,
         tags: req.tags,
+        content_layout: Default::default(),
     };
     let service = s.service.clone();
     let id = if let Some(uri) = req.magnet {

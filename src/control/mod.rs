@@ -37,7 +37,7 @@ use crate::config::LimitAction;
 use crate::db::{DbError, DbHandle};
 use crate::engine::torrent::Start;
 use crate::engine::{PeerInfo, Torrent};
-use crate::metainfo::{Metainfo, hex};
+use crate::metainfo::{ContentLayout, Metainfo, hex};
 use crate::session::{Session, SessionError, SessionHandle};
 use crate::state::{
     self, FileStamp, GlobalLimits, GlobalSettings, Limits, Organisation, Progress, TorrentRecord,
@@ -388,6 +388,8 @@ pub struct AddOptions {
     pub category: Option<String>,
     /// Its tags (checked; unknown ones join the node's set).
     pub tags: Vec<String>,
+    /// Where its files sit beneath its save path (qBittorrent's `contentLayout`).
+    pub content_layout: ContentLayout,
 }
 
 /// A torrent as the API lists it.
@@ -830,7 +832,11 @@ impl Service {
     /// Takes one torrent from the state: seeds it at once when its files match the last check.
     fn load_record(&self, rec: TorrentRecord) {
         let meta = match Metainfo::from_bytes(&rec.torrent) {
-            Ok(m) => m,
+            // Its files where its content layout put them when it was added.
+            Ok(mut m) => {
+                m.info.layout = rec.org.content_layout.apply(&m.info.layout);
+                m
+            }
             Err(e) => {
                 // Saved by an older version whose parser was looser: the record stays in the
                 // state untouched, and the node starts without it.
@@ -1043,6 +1049,7 @@ impl Service {
             peers,
             category: add.category,
             tags: add.tags,
+            content_layout: add.content_layout,
         };
         let _changing = self.changes();
         {
@@ -1154,6 +1161,7 @@ impl Service {
             peers: given.clone(),
             category: p.rec.category.clone(),
             tags: p.rec.tags.clone(),
+            content_layout: p.rec.content_layout,
         };
         let engine = self.inner.session.engine().clone();
         let dht = self.inner.session.dht().cloned();
@@ -1371,8 +1379,10 @@ impl Service {
         add: AddOptions,
         from_fetch: Option<u64>,
     ) -> Result<NewTorrent, ControlError> {
-        let meta = Metainfo::from_bytes(&bytes)
+        let mut meta = Metainfo::from_bytes(&bytes)
             .map_err(|e| ControlError::BadRequest(format!("not a valid .torrent: {e}")))?;
+        // Every open, check, move and delete follows the paths of its content layout.
+        meta.info.layout = add.content_layout.apply(&meta.info.layout);
         let options = self.options();
         let mut add = add;
         if from_fetch.is_some()
@@ -1432,6 +1442,7 @@ impl Service {
             org: Organisation {
                 category: add.category,
                 tags: add.tags,
+                content_layout: add.content_layout,
                 ..Organisation::default()
             },
             activity_sample: 0,

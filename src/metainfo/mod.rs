@@ -5,6 +5,7 @@
 //! is checked before use, and the info-hash is taken over the raw bytes of the `info` dictionary.
 
 mod build;
+pub mod content_layout;
 pub mod layout;
 pub mod magnet;
 pub mod path;
@@ -16,6 +17,7 @@ use crate::bencode::{self, DecodeError, Kind, Value};
 use crate::hash;
 
 pub use build::{BuildError, TorrentBuilder};
+pub use content_layout::ContentLayout;
 pub use layout::{FileEntry, FileLayout, FileSpan};
 pub use magnet::Magnet;
 

@@ -87,6 +87,79 @@ def status_of(fn):
         return 404
 
 
+def listing(top):
+    """Every file beneath `top`, relative, sorted."""
+    return sorted(os.path.relpath(os.path.join(d, f), top)
+                  for d, _, fs in os.walk(top) for f in fs)
+
+
+def content_layouts(client, data):
+    """`contentLayout`: each torrent's data is written where the layout puts it, then added
+    (checked, not trusted): the check must find it complete there, and `content_path`, the file
+    names and a delete with its files follow the layout."""
+    src = os.path.join(data, "layout-src")
+    one = "rs-lay.one.bin"
+    single = C.make_torrent(src, one, [(one, 70_000)], 16384)
+    multi = C.make_torrent(src, "rs-lay-multi", [("a.bin", 40_000), ("d/b.bin", 30_000)], 16384)
+    cases = [
+        # (layout, torrent, its files where the layout puts them, content_path)
+        ("Subfolder", single, {one: "rs-lay.one/" + one}, "rs-lay.one/" + one),
+        ("Original", single, {one: one}, one),
+        ("NoSubfolder", single, {one: one}, one),
+        ("Subfolder", multi, {"rs-lay-multi/a.bin": "rs-lay-multi/a.bin",
+                              "rs-lay-multi/d/b.bin": "rs-lay-multi/d/b.bin"}, "rs-lay-multi"),
+        ("NoSubfolder", multi, {"rs-lay-multi/a.bin": "a.bin",
+                                "rs-lay-multi/d/b.bin": "d/b.bin"}, ""),
+    ]
+    seen = []
+    for i, (layout, torrent, placed, content) in enumerate(cases):
+        save = os.path.join(data, f"layout-{i}-{layout}")
+        for frm, to in placed.items():
+            os.makedirs(os.path.dirname(os.path.join(save, to)), exist_ok=True)
+            with open(os.path.join(src, frm), "rb") as f, open(os.path.join(save, to), "wb") as g:
+                g.write(f.read())
+        h = C.infohash_v1(torrent)
+        r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=save,
+                                content_layout=layout)
+        expect(r == "Ok.", f"add {layout} answered {r!r}")
+        t = C.wait_for(f"the {layout} check to find its data complete",
+                       lambda: (x := client.torrents_info(torrent_hashes=h)) and
+                       x[0]["progress"] == 1 and x[0]["state"] in ("stalledUP", "uploading")
+                       and x[0], timeout=60)
+        want = os.path.join(save, content) if content else save
+        expect(t["content_path"].rstrip("/") == want, f"{layout}: content_path "
+               f"{t['content_path']!r}, not {want!r}")
+        names = sorted(f["name"] for f in client.torrents_files(torrent_hash=h))
+        expect(names == sorted(placed.values()), f"{layout}: files {names}")
+        on_disk = listing(save)
+        moved = None
+        if layout != "Original":
+            # setLocation moves the files as the layout has them; a recheck finds them there
+            moved = save + "-moved"
+            client.torrents_set_location(location=moved, torrent_hashes=h)
+            C.wait_for(f"the {layout} files to move",
+                       lambda: listing(moved) == on_disk and listing(save) == [], timeout=30)
+            client.torrents_recheck(torrent_hashes=h)
+            C.wait_for(f"a recheck of the moved {layout} torrent",
+                       lambda: (x := client.torrents_info(torrent_hashes=h)) and
+                       x[0]["progress"] == 1 and x[0]["state"] in ("stalledUP", "uploading"),
+                       timeout=60)
+            got = client.torrents_info(torrent_hashes=h)[0]["content_path"].rstrip("/")
+            want = os.path.join(moved, content) if content else moved
+            expect(got == want, f"{layout} moved: content_path {got!r}, not {want!r}")
+            save = moved
+        client.torrents_delete(delete_files=True, torrent_hashes=h)
+        C.wait_for(f"the {layout} torrent removed",
+                   lambda: not client.torrents_info(torrent_hashes=h))
+        C.wait_for(f"the {layout} files deleted (left: {listing(save)})",
+                   lambda: listing(save) == [], timeout=30)
+        expect(os.path.isdir(save), f"{layout}: the save path itself was removed")
+        seen.append({"layout": layout, "files": len(placed), "moved": moved is not None,
+                     "content_path": os.path.relpath(t["content_path"].rstrip("/"), data),
+                     "names": names, "on_disk": on_disk})
+    step("content layouts", cases=seen)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True)
@@ -252,6 +325,8 @@ def main():
 
         client.torrents_delete(delete_files=True, torrent_hashes=h)
         client.torrents_remove_categories(categories="rs-gaps-cat")
+
+        content_layouts(client, data)
         ok = True
     except Exception as e:  # noqa: BLE001
         step("FAILED", error=str(e), trace=traceback.format_exc()[-1500:])

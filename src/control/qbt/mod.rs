@@ -208,13 +208,6 @@ impl Qbt {
         let (trackers, uploaded_session, left, content, magnet_uri, v2) = match &handle {
             Some(t) => {
                 let meta = &t.meta;
-                let multi = meta.info.layout.files.len() > 1
-                    || meta
-                        .info
-                        .layout
-                        .files
-                        .first()
-                        .is_some_and(|f| f.path.len() > 1);
                 let tiers = t.tiers();
                 let mut reports = if view.state == "paused" {
                     crate::tracker::report::not_contacted(&tiers)
@@ -239,7 +232,9 @@ impl Qbt {
                     } else {
                         t.left()
                     },
-                    Some((meta.info.name.clone(), multi)),
+                    Some(crate::metainfo::content_layout::content_path(
+                        &meta.info.layout,
+                    )),
                     torrent::magnet_uri(&view.info_hash, &view.name, &tiers),
                     meta.info
                         .hash

@@ -29,7 +29,8 @@ pub struct Facts {
     pub uploaded_session: u64,
     /// Bytes still missing.
     pub left: u64,
-    /// `Some` once the metadata is known: (top-level path of the content, is multi-file).
+    /// `Some` once the metadata is known: (the content's path below the save path, `""` for
+    /// the save path itself; is multi-file).
     pub content: Option<(String, bool)>,
     /// Whether it has metadata (a magnet waiting for it has not).
     pub has_metadata: bool,
@@ -128,7 +129,11 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
     let content_path = f
         .content
         .as_ref()
-        .map(|(top, _)| format!("{}/{}", v.data_dir.trim_end_matches('/'), top))
+        .map(|(top, _)| match top.as_str() {
+            // files without a common folder (`NoSubfolder`): the save path itself
+            "" => v.data_dir.clone(),
+            top => format!("{}/{}", v.data_dir.trim_end_matches('/'), top),
+        })
         .unwrap_or_default();
     let completed = size.saturating_sub(f.left.min(size));
     let mut m = Map::new();

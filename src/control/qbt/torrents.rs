@@ -15,6 +15,7 @@ use super::reply::Reply;
 use super::torrent::{self, Facts};
 use crate::control::{AddOptions, ControlError, parse_info_hash};
 use crate::engine::Torrent;
+use crate::metainfo::ContentLayout;
 use crate::tracker::report::TrackerState;
 
 /// Most hashes one request may name.
@@ -739,6 +740,15 @@ fn add_limits(p: &Params) -> crate::state::Limits {
     }
 }
 
+/// `contentLayout` as qBittorrent 4.5.2 reads it: a name it does not know is `Original`, and
+/// so is its absence (the preference `torrent_content_layout` is `Original` here). The older
+/// `root_folder` is ignored, as qbittorrent-nox 4.5.2 ignores it.
+fn content_layout_of(p: &Params) -> ContentLayout {
+    p.get("contentLayout")
+        .and_then(ContentLayout::parse)
+        .unwrap_or_default()
+}
+
 fn add(q: &Qbt, p: &Params) -> Reply {
     let category = p
         .get("category")
@@ -805,6 +815,7 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         peers: Vec::new(),
         category: category.clone(),
         tags,
+        content_layout: content_layout_of(p),
     };
     // an unknown category is created (empty save path: the data root), as qBittorrent does,
     // and removed again if nothing was added (qBittorrent creates it only with a torrent)
