@@ -114,7 +114,18 @@ async fn open_as<'a>(
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(stream, opts);
 
-    let wire_id = target.hash.wire_id();
+    // libtorrent takes the torrent an MSE connection is for, and its protocol version, from
+    // the hash that names it: a hybrid torrent asked for by its v1 hash gives a v1 connection
+    // that closes at the first hash request, even with the v2 bit set. An encrypted v2
+    // connection therefore names the torrent by its truncated v2 hash.
+    let wire_id = match target.hash.v2 {
+        Some(long) if mse && v2 => {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(&long[..20]);
+            id
+        }
+        _ => target.hash.wire_id(),
+    };
     let ours = Handshake::new(wire_id, opts.peer_id).with_v2(v2);
     if mse {
         // Our BitTorrent handshake goes as the MSE initial payload, saving a round trip.
