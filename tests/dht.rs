@@ -84,6 +84,18 @@ impl Helper {
     }
 }
 
+/// A libtorrent DHT-only node (`lt_dht.py node`) and its UDP port; what it printed before
+/// saying so goes to `heard`.
+fn lt_dht_node(heard: &mut Vec<String>) -> (Helper, u16) {
+    let mut cmd = lt_dht();
+    cmd.arg("node");
+    let node = Helper::start(cmd);
+    let port = node.wait_for(Duration::from_secs(20), "dht line", heard, |l| {
+        l.strip_prefix("dht ")?.parse::<u16>().ok()
+    });
+    (node, port)
+}
+
 /// A 4 MiB file (odd size) and its torrent made by ringseed (no trackers), with `extra`
 /// options; returns (torrent, directory holding the file, the file).
 fn payload(dir: &Path, name: &str, seed: u64, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
@@ -209,13 +221,8 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, src, file) = payload(dir.path(), "seeded", 12, &[]);
     let hex = hex_of(&torrent);
-    let mut node_cmd = lt_dht();
-    node_cmd.arg("node");
-    let node = Helper::start(node_cmd);
     let mut heard = Vec::new();
-    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
-        l.strip_prefix("dht ")?.parse::<u16>().ok()
-    });
+    let (node, boot) = lt_dht_node(&mut heard);
     let state = dir.path().join("state");
     let cfg = config(dir.path(), "seed", &[format!("127.0.0.1:{boot}")], &state);
     let global = ["--config".as_ref(), cfg.as_os_str()];
@@ -279,13 +286,8 @@ fn a_private_torrent_never_touches_the_dht() {
             .info
             .private
     );
-    let mut node_cmd = lt_dht();
-    node_cmd.arg("node");
-    let node = Helper::start(node_cmd);
     let mut heard = Vec::new();
-    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
-        l.strip_prefix("dht ")?.parse::<u16>().ok()
-    });
+    let (node, boot) = lt_dht_node(&mut heard);
     let bootstrap = [format!("127.0.0.1:{boot}")];
     let state = dir.path().join("state");
     // A seed of the private torrent and a download of it, both with the DHT on.
@@ -389,12 +391,7 @@ fn run_node(dir: &Path, name: &str, bootstrap: &[String], state: &Path) -> commo
 #[test]
 fn the_routing_table_survives_a_restart_and_the_api_shows_the_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node_cmd = lt_dht();
-    node_cmd.arg("node");
-    let lt = Helper::start(node_cmd);
-    let boot = lt.wait_for(Duration::from_secs(20), "dht line", &mut vec![], |l| {
-        l.strip_prefix("dht ")?.parse::<u16>().ok()
-    });
+    let (lt, boot) = lt_dht_node(&mut vec![]);
     let state = dir.path().join("state");
     let nodes_in = |n: &common::node::RunNode| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -611,13 +608,8 @@ fn a_seed_dials_the_leechers_the_dht_names() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, src, file) = payload(dir.path(), "dialled", 15, &[]);
     let hex = hex_of(&torrent);
-    let mut node_cmd = lt_dht();
-    node_cmd.arg("node");
-    let node = Helper::start(node_cmd);
     let mut heard = Vec::new();
-    let boot = node.wait_for(Duration::from_secs(20), "dht line", &mut heard, |l| {
-        l.strip_prefix("dht ")?.parse::<u16>().ok()
-    });
+    let (node, boot) = lt_dht_node(&mut heard);
     // The leecher asks the DHT once, before there is any seed, and never again.
     let out = dir.path().join("lt-out");
     std::fs::create_dir_all(&out).unwrap();
