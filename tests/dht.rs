@@ -391,7 +391,7 @@ fn run_node(dir: &Path, name: &str, bootstrap: &[String], state: &Path) -> commo
 #[test]
 fn the_routing_table_survives_a_restart_and_the_api_shows_the_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let (lt, boot) = lt_dht_node(&mut vec![]);
+    let (_node, boot) = lt_dht_node(&mut vec![]);
     let state = dir.path().join("state");
     let nodes_in = |n: &common::node::RunNode| {
         let deadline = Instant::now() + Duration::from_secs(20);
