@@ -120,7 +120,9 @@ fn folder_for(name: &str) -> Option<String> {
         })
         .map(|e| e.len())
         .or_else(|| {
-            let body = &name[..name.len().saturating_sub(1)];
+            // A dot that ends the name starts no extension. (Not `len - 1`: the last
+            // character may be longer than a byte.)
+            let body = name.strip_suffix('.').unwrap_or(name);
             body.rfind('.').map(|i| name.len() - i)
         })
         .unwrap_or(0);
@@ -219,6 +221,11 @@ mod tests {
         assert_eq!(folder_for(".hidden"), None);
         assert_eq!(folder_for("..x"), None);
         assert_eq!(folder_for("...x").as_deref(), None);
+        // Names whose last character is longer than a byte (this once sliced inside it).
+        assert_eq!(folder_for("abc€").as_deref(), Some("abc€"));
+        assert_eq!(folder_for("película.mkv").as_deref(), Some("película"));
+        assert_eq!(folder_for("a.€").as_deref(), Some("a"));
+        assert_eq!(folder_for("€").as_deref(), Some("€"));
         // without a folder the file stays where Original puts it
         let hidden = layout(&[(&[".hidden"], false)]);
         assert_eq!(ContentLayout::Subfolder.apply(&hidden), hidden);
