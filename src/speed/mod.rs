@@ -14,7 +14,6 @@
 pub mod admission;
 pub mod chain;
 pub mod ledger;
-pub mod onchain;
 pub mod payer;
 pub mod peer;
 pub mod protocol;
@@ -23,6 +22,8 @@ pub mod settle;
 pub mod submit;
 pub mod voucher;
 pub mod wallet;
+
+pub use service::onchain;
 
 /// Parses an even-length hex string (either case).
 pub(crate) fn parse_hex(s: &str) -> Option<Vec<u8>> {

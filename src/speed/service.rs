@@ -13,6 +13,8 @@
 //! awaited, so the database commits the batch with one fsync), and answers each worker through
 //! its own channel, waking its ring.
 
+/// Checking bids on chain (`[speed] rpc`), off the workers.
+pub mod onchain;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,7 +133,7 @@ pub struct SpeedService {
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// With `[speed] rpc`: bids go through the on-chain check first.
-    chain: Option<super::onchain::CheckPool>,
+    chain: Option<onchain::CheckPool>,
 }
 
 impl std::fmt::Debug for SpeedService {
@@ -152,7 +154,7 @@ impl SpeedService {
     pub fn start_with_chain(
         ledger: Ledger,
         terms: Terms,
-        chain: Option<&super::onchain::ChainCheck>,
+        chain: Option<&onchain::ChainCheck>,
     ) -> std::io::Result<Arc<SpeedService>> {
         let (domain, me) = (ledger.domain(), ledger.payee());
         let offer = Offer {
@@ -170,7 +172,7 @@ impl SpeedService {
             .name("ringseed-verify".into())
             .spawn(move || verify_loop(rx, ledger, s, l))?;
         let chain = match chain {
-            Some(c) => Some(super::onchain::CheckPool::start(
+            Some(c) => Some(onchain::CheckPool::start(
                 c,
                 domain,
                 me,
@@ -215,7 +217,7 @@ impl SpeedService {
                 },
                 Some(pool),
             ) => {
-                let queued = pool.submit(super::onchain::BidJob {
+                let queued = pool.submit(onchain::BidJob {
                     to,
                     bid,
                     fresh_from,
@@ -638,7 +640,7 @@ pub struct SpeedSetup {
     pub contract: super::wallet::Address,
     /// `[speed] rpc`: check each bid's channel on chain before confirming it; `None` trusts
     /// bids up to their cap (see docs/speed.md §5).
-    pub chain: Option<super::onchain::ChainCheck>,
+    pub chain: Option<onchain::ChainCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]

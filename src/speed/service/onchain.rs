@@ -1,6 +1,6 @@
 //! The on-chain check of bids (`[speed] rpc`): before a bid reaches the verifier, a small pool
 //! of threads reads its channel with `channels(id)` and refuses it unless the contract shows a
-//! channel that can pay this seeder ([`super::chain::confirm`]). Never on a worker: the worker
+//! channel that can pay this seeder ([`crate::speed::chain::confirm`]). Never on a worker: the worker
 //! only queues (bounded; full = a counted `overloaded` refusal). Each RPC is bounded in time
 //! ([`RPC_TIMEOUT`]) and in number ([`THREADS`] at once); replies are cached per channel
 //! ([`CACHE_CHANNELS`], [`CACHE_TTL`]). A failed read refuses the bid (`chain_unavailable`)
@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 
-use super::chain::abi;
-use super::chain::confirm::{ChannelCache, Rules, judge};
-use super::chain::rpc::Rpc;
-use super::protocol::Bid;
-use super::service::{Job, Outcome, PeerRef, SpeedStats};
-use super::voucher::{Domain, Rejection};
-use super::wallet::Address;
+use super::{Job, Outcome, PeerRef, SpeedStats};
+use crate::speed::chain::abi;
+use crate::speed::chain::confirm::{ChannelCache, Rules, judge};
+use crate::speed::chain::rpc::Rpc;
+use crate::speed::protocol::Bid;
+use crate::speed::voucher::{Domain, Rejection};
+use crate::speed::wallet::Address;
 
 /// RPC reads at once (one per thread).
 pub const THREADS: usize = 2;
