@@ -11,6 +11,16 @@
 # `perf/compare.sh 1024 3 6 "ringseed ringseed+rc4 libtorrent libtorrent+rc4"` compares both
 # with and without in one run (the +rc4 rows are also compared with each other).
 #
+# Upload paths: a seeder named ringseed+PATH (copy, splice, zerocopy, mmap) runs ringseed with
+# `upload_path = PATH` (`perf/compare.sh 1024 5 6 "ringseed+copy ringseed+splice libtorrent"`);
+# the table compares each with ringseed+copy when both run.
+#
+# VETH=1: every ringseed seeder runs in a network namespace and the bench reaches it over a veth
+# pair (each leecher from its own address, as for Transmission below), a path closer to a NIC
+# than loopback: the packets cross a device, and zero-copy sends are copied only on delivery.
+# The loopback ceiling is then skipped; only ringseed seeders (ringseed, ringseed+PATH,
+# ringseed-old) are allowed.
+#
 # Before and after a change: build the old commit's binary elsewhere and name it in
 # RINGSEED_OLD; the seeder `ringseed-old` then runs it with the same config, in the same rounds
 # (`RINGSEED_OLD=/tmp/old/ringseed perf/compare.sh 1024 5 6 "ringseed ringseed-old"`).
@@ -72,6 +82,10 @@ tuned() { "$1" config print-default | sed -e 's/^upload_slots = .*/upload_slots 
 tuned "$RS" >"$DIR/ringseed.toml"
 # ringseed+rc4: MSE forced on incoming connections, RC4 the only method.
 { tuned "$RS" | sed -e 's/^encryption_in = .*/encryption_in = "forced"/' -e 's/^encryption_level = .*/encryption_level = "rc4"/'; } >"$DIR/ringseed-rc4.toml"
+# ringseed+PATH: the upload path set.
+for p in copy splice zerocopy mmap; do
+  tuned "$RS" | sed -e "s/^upload_path = .*/upload_path = \"$p\"/" >"$DIR/ringseed-$p.toml"
+done
 # The old binary gets its own defaults, tuned alike: it refuses keys added since.
 if [ -n "${RINGSEED_OLD:-}" ]; then tuned "$RINGSEED_OLD" >"$DIR/ringseed-old.toml"; fi
 
@@ -117,7 +131,13 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
-if [[ " $SEEDERS " == *" transmission "* || " $SEEDERS " == *" transmission+rc4 "* ]]; then
+VETH=${VETH:-0}
+if [ "$VETH" = 1 ]; then
+  for s in $SEEDERS; do
+    case $s in ringseed | ringseed+* | ringseed-old) ;; *) echo "VETH=1 runs ringseed seeders only, not $s" >&2; exit 2 ;; esac
+  done
+fi
+if [[ "$VETH" = 1 || " $SEEDERS " == *" transmission "* || " $SEEDERS " == *" transmission+rc4 "* ]]; then
   if ip netns add "$NS" 2>/dev/null; then
     ns_up=1
     ip link add "${NS}a" type veth peer name "${NS}b"
@@ -131,6 +151,7 @@ if [[ " $SEEDERS " == *" transmission "* || " $SEEDERS " == *" transmission+rc4 
     ip route add local "$NS_SOURCES" dev lo
     ip netns exec "$NS" ip route add "$NS_SOURCES" via "$NS_HOST"
   else
+    [ "$VETH" = 1 ] && { echo "VETH=1 needs CAP_NET_ADMIN (a network namespace)" >&2; exit 2; }
     echo "no CAP_NET_ADMIN: Transmission (which refuses loopback peers) is skipped" >&2
     SEEDERS=$(echo "$SEEDERS" | tr ' ' '\n' | grep -v '^transmission' | tr '\n' ' ')
   fi
@@ -152,15 +173,25 @@ start_seeder_once() {
   [[ $1 == *+rc4 ]] && rc4=1
   port=$(free_port)
   TARGET="127.0.0.1:$port"
+  # VETH=1: the seeder listens inside the namespace; `in_ns` runs a command there.
+  local in_ns=()
+  if [ "$VETH" = 1 ]; then
+    in_ns=(ip netns exec "$NS")
+    TARGET="$NS_PEER:$port"
+  fi
   case ${1%+rc4} in
+  ringseed+copy | ringseed+splice | ringseed+zerocopy | ringseed+mmap)
+    taskset -c "$SEED_CPU" "${in_ns[@]}" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$DIR/ringseed-${1#ringseed+}.toml" \
+      --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
+    ;;
   ringseed-old)
-    taskset -c "$SEED_CPU" "${RINGSEED_OLD:?RINGSEED_OLD names the old binary}" seed "$TORRENT" --data "$DIR/data" \
+    taskset -c "$SEED_CPU" "${in_ns[@]}" "${RINGSEED_OLD:?RINGSEED_OLD names the old binary}" seed "$TORRENT" --data "$DIR/data" \
       --skip-check --config "$DIR/ringseed-old.toml" --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
   ringseed)
     local cfg="$DIR/ringseed.toml"
     [ "$rc4" = 1 ] && cfg="$DIR/ringseed-rc4.toml"
-    taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$cfg" \
+    taskset -c "$SEED_CPU" "${in_ns[@]}" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$cfg" \
       --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
   libtorrent)
@@ -196,7 +227,10 @@ EOF
   EXTRA=()
   [ "$rc4" = 1 ] && EXTRA=(--encrypt)
   RUN_SECS=$SECS
-  if [ "${1%+rc4}" = transmission ]; then
+  if [ "$VETH" = 1 ]; then
+    EXTRA+=(--source-base 10.215.0.1)
+    wait_listen "$port" "$NS" || return 1
+  elif [ "${1%+rc4}" = transmission ]; then
     EXTRA+=(--source-base 10.215.0.1)
     RUN_SECS=$((SECS + 12))
     wait_listen "$port" "$NS" || true
@@ -221,6 +255,7 @@ RESULTS="$DIR/results.tsv"
 echo "load before: $(uptime)" >&2
 for round in $(seq "$RUNS"); do
   for n in $PEERS; do
+    [ "$VETH" = 1 ] && continue
     taskset -c "$SEED_CPU,$BENCH_CPU" "$RS" bench ceiling --conns "$n" --duration "$SECS" \
       --cpus "$SEED_CPU,$BENCH_CPU" --json |
       $PY -c 'import json,sys; r=json.load(sys.stdin)[0]; print("ceiling", r["conns"], sys.argv[1], r["gib_per_s"], r["sender_cpu_seconds_per_gib"], "nan", "nan", 0, 0, sep="\t")' "$round" >>"$RESULTS"
@@ -291,7 +326,7 @@ hdr = (f"{'peers':>5} {'seeder':<19} {'GiB/s':>7} {'CPU-s/GiB':>9} {'p99 ms':>9}
 for n in sorted({n for (_, n) in data}):
     print()
     print(hdr)
-    base = data.get(("ringseed", n))
+    base = data.get(("ringseed", n)) or data.get(("ringseed+copy", n))
     b = {k: med(v) for k, v in ok_runs(base)[0].items()} if base else None
     for name in names:
         d = data.get((name, n))
@@ -314,6 +349,17 @@ for n in sorted({n for (_, n) in data}):
         l = {k: med(v) for k, v in ok_runs(lt)[0].items()}
         print(f"      targets: ringseed/libtorrent GiB/s {ratio(b['gib'], l['gib']):.2f}x (>= 1.5), "
               f"p99 {ratio(b['p99'], l['p99']):.2f}x (<= 0.5)")
+    if b:
+        for path in ("splice", "zerocopy", "mmap"):
+            d = data.get((f"ringseed+{path}", n))
+            if not d:
+                continue
+            a = {k: med(v) for k, v in ok_runs(d)[0].items()}
+            line = (f"      {path} / copy: GiB/s {ratio(a['gib'], b['gib']):.2f}x (>= 1), "
+                    f"CPU-s/GiB {ratio(a['cpu'], b['cpu']):.2f}x (<= 0.6), p99 {ratio(a['p99'], b['p99']):.2f}x")
+            if ("ceiling", n) in data:
+                line += f"; {100 * a['gib'] / med(data[('ceiling', n)]['gib']):.0f} % of the loopback ceiling"
+            print(line)
     rs_rc4, lt_rc4 = data.get(("ringseed+rc4", n)), data.get(("libtorrent+rc4", n))
     if rs_rc4 and lt_rc4:
         a = {k: med(v) for k, v in ok_runs(rs_rc4)[0].items()}

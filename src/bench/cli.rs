@@ -52,14 +52,15 @@ pub enum BenchCliError {
     Sweep(#[from] SweepError),
 }
 
-/// Parses an upload path name: auto, copy, zerocopy or splice (a clap value parser).
+/// Parses an upload path name: auto, copy, zerocopy, splice or mmap (a clap value parser).
 pub fn parse_upload_path(s: &str) -> Result<UploadPath, String> {
     match s {
         "auto" => Ok(UploadPath::Auto),
         "copy" => Ok(UploadPath::Copy),
         "zerocopy" => Ok(UploadPath::Zerocopy),
         "splice" => Ok(UploadPath::Splice),
-        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice")),
+        "mmap" => Ok(UploadPath::Mmap),
+        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice, mmap")),
     }
 }
 

@@ -84,6 +84,7 @@ pub fn path_name(p: UploadPath) -> &'static str {
         UploadPath::Copy => "copy",
         UploadPath::Zerocopy => "zerocopy",
         UploadPath::Splice => "splice",
+        UploadPath::Mmap => "mmap",
     }
 }
 

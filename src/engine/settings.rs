@@ -18,9 +18,14 @@ pub enum UploadPath {
     /// As `copy` but sent with `IORING_OP_SEND_ZC`: the kernel transmits from our buffer
     /// without copying it into socket buffers.
     Zerocopy,
-    /// Block data goes file → pipe → socket by `IORING_OP_SPLICE`, never through user space;
-    /// the 13-byte headers are sent from a buffer with MSG_MORE.
+    /// Each job fills its own pipe (headers written, block data spliced from the page cache)
+    /// in one linked chain, then the pipe is spliced into the socket: no copy of block data in
+    /// the sender at all, but every splice runs on an io_uring worker thread.
     Splice,
+    /// Block data is sent from the files' shared read-only mappings by `sendmsg`: one copy
+    /// (page cache → socket buffer), no read into user memory. Jobs whose pages are not cached
+    /// take the copy path.
+    Mmap,
 }
 
 impl UploadPath {

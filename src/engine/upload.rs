@@ -10,11 +10,13 @@
 //! exit can leak them.
 
 use std::collections::VecDeque;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use super::coalesce;
+use super::mapped::{self, MappedJob};
 use super::peer::Queued;
+use super::pipes::{self, Pipe, PipePool};
 use super::ratelimit::TokenBucket;
 use crate::metainfo::FileLayout;
 use crate::storage::DataFiles;
@@ -39,8 +41,18 @@ pub struct Job {
     pub blocks: Vec<Queued>,
     /// Zero-copy sends: the buffer stays with the kernel until the notification.
     pub zc_notifs_pending: u32,
-    /// Splice path: the job is sent segment by segment instead of from `buf` alone.
+    /// Splice path: the job fills its pipe, and the pipe goes into the socket.
     pub splice: Option<SpliceJob>,
+    /// `mmap` path: one `sendmsg` of the headers and the mapped file data.
+    pub mapped: Option<MappedJob>,
+}
+
+/// How a job's data reaches the socket (the job's own choice: a job that cannot go the
+/// configured way takes the copy path).
+pub enum Via<'a> {
+    Copy,
+    Splice(&'a mut PipePool),
+    Mapped,
 }
 
 /// One `readv` of a job: `count` iovecs from `first`, `bytes` long, at `offset` of `fd`.
@@ -59,62 +71,56 @@ pub struct MissingFile;
 
 impl Job {
     /// Lays out a job for `blocks` (all valid requests of `layout`'s torrent): writes the
-    /// headers into `buf` and plans the reads, or (`splice`) the segments. A file that is not
-    /// open fails the job.
+    /// headers into `buf` and plans the reads; or, on the splice path when the job fits a pipe,
+    /// the splice chain; or, on the `mmap` path when its data is in the page cache, the send's
+    /// iovecs. A file that is not open fails the job.
     pub fn build(
         seq: u32,
         mut buf: Vec<u8>,
         blocks: Vec<Queued>,
         layout: &FileLayout,
         files: &DataFiles,
-        splice: bool,
+        via: Via<'_>,
     ) -> Result<Job, (Vec<u8>, MissingFile)> {
         let reqs: Vec<BlockRequest> = blocks.iter().map(|b| b.req).collect();
         let plan = coalesce::plan_job(layout, &reqs);
-        let mut iovecs: Vec<libc::iovec> = Vec::new();
-        let mut segs: Vec<Seg> = Vec::new();
-        // Splice path: bytes from the buffer, extending the previous buffer segment.
-        let mem = |segs: &mut Vec<Seg>, start: usize, len: usize| match segs.last_mut() {
-            Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
-            _ => segs.push(Seg::Mem { start, len }),
-        };
         for part in &plan.parts {
             match *part {
-                coalesce::Part::Header { at, req: r } => {
-                    buf[at..at + 13]
-                        .copy_from_slice(&wire::piece_header(r.index, r.begin, r.length));
-                    if splice {
-                        mem(&mut segs, at, 13);
-                    }
-                }
-                coalesce::Part::Pad { at, len } => {
-                    buf[at..at + len].fill(0);
-                    if splice {
-                        mem(&mut segs, at, len);
-                    }
-                }
-                coalesce::Part::File {
-                    at,
-                    file,
-                    offset,
-                    len,
-                } => match files.raw_fd(file) {
-                    Some(fd) if splice => segs.push(Seg::File { fd, offset, len }),
-                    Some(_) => iovecs.push(libc::iovec {
-                        iov_base: buf[at..].as_mut_ptr().cast(),
-                        iov_len: len,
-                    }),
-                    None => return Err((buf, MissingFile)),
-                },
+                coalesce::Part::Header { at, req: r } => buf[at..at + 13]
+                    .copy_from_slice(&wire::piece_header(r.index, r.begin, r.length)),
+                coalesce::Part::Pad { at, len } => buf[at..at + len].fill(0),
+                coalesce::Part::File { .. } => {}
             }
         }
+        let mut splice = None;
+        let mut mapped = None;
+        match via {
+            Via::Copy => {}
+            Via::Splice(pool) => match splice_segs(&plan, files) {
+                Ok(segs) => {
+                    let slots = segs.iter().map(Seg::slots).sum();
+                    splice = pool
+                        .take(slots, segs.len())
+                        .map(|pipe| SpliceJob { segs, pipe });
+                }
+                Err(e) => return Err((buf, e)),
+            },
+            Via::Mapped => mapped = mapped_job(&plan, &mut buf, layout, files),
+        }
+        let mut iovecs: Vec<libc::iovec> = Vec::new();
         let mut reads = Vec::new();
-        if !splice {
+        if splice.is_none() && mapped.is_none() {
+            for part in &plan.parts {
+                if let coalesce::Part::File { at, len, .. } = *part {
+                    iovecs.push(libc::iovec {
+                        iov_base: buf[at..].as_mut_ptr().cast(),
+                        iov_len: len,
+                    });
+                }
+            }
             for r in &plan.runs {
-                let fd = files.raw_fd(r.file).ok_or(MissingFile);
-                let fd = match fd {
-                    Ok(fd) => fd,
-                    Err(e) => return Err((buf, e)),
+                let Some(fd) = files.raw_fd(r.file) else {
+                    return Err((buf, MissingFile));
                 };
                 reads.push(Read {
                     fd,
@@ -125,25 +131,26 @@ impl Job {
                 });
             }
         }
+        // A splice job's "reads" are its chain's steps, which move every byte into the pipe.
+        let (reads_pending, read_expected) = match &splice {
+            Some(sj) => (sj.segs.len() as u32, plan.len),
+            None => (reads.len() as u32, reads.iter().map(|r| r.bytes).sum()),
+        };
         Ok(Job {
             seq,
             len: plan.len,
             buf,
             iovecs,
-            reads_pending: reads.len() as u32,
-            read_expected: reads.iter().map(|r| r.bytes).sum(),
+            reads_pending,
+            read_expected,
             reads,
             read_done: 0,
             read_failed: false,
             sent: 0,
             blocks,
             zc_notifs_pending: 0,
-            splice: splice.then_some(SpliceJob {
-                segs,
-                seg: 0,
-                seg_done: 0,
-                in_pipe: 0,
-            }),
+            splice,
+            mapped,
         })
     }
 
@@ -170,67 +177,144 @@ impl Job {
     }
 }
 
-/// A job on the splice path: headers (and pad zeros) go from the buffer, block data goes
-/// file → pipe → socket without passing through user space.
+/// The send of a job on the `mmap` path, or `None` when a file is not mapped or a page of its
+/// data is not in the page cache (the job then takes the copy path).
+fn mapped_job(
+    plan: &coalesce::JobPlan,
+    buf: &mut [u8],
+    layout: &FileLayout,
+    files: &DataFiles,
+) -> Option<MappedJob> {
+    let mut iovs: Vec<libc::iovec> = Vec::new();
+    let mut ranges = Vec::new();
+    for part in &plan.parts {
+        let (base, len) = match *part {
+            coalesce::Part::Header { at, .. } => (buf[at..].as_mut_ptr().cast_const(), 13),
+            coalesce::Part::Pad { at, len } => (buf[at..].as_mut_ptr().cast_const(), len),
+            coalesce::Part::File {
+                file, offset, len, ..
+            } => {
+                let map = files.mapped(file, layout.files.get(file)?.length)?;
+                let addr = map.wrapping_add(usize::try_from(offset).ok()?);
+                if !mapped::resident(addr, len) {
+                    return None;
+                }
+                ranges.push((file, offset, len));
+                (addr, len)
+            }
+        };
+        // Adjacent bytes (a header and its pad) go in one iovec.
+        match iovs.last_mut() {
+            Some(v) if v.iov_base.cast::<u8>().wrapping_add(v.iov_len).cast_const() == base => {
+                v.iov_len += len
+            }
+            _ => iovs.push(libc::iovec {
+                iov_base: base.cast_mut().cast(),
+                iov_len: len,
+            }),
+        }
+    }
+    Some(MappedJob::new(iovs, ranges))
+}
+
+/// Whether every file range (file index, offset, length) still lies inside its file on disk:
+/// a file cut short after a job took its pages must not send the truncated (zero-filled or
+/// unmapped) bytes.
+pub fn files_cover(ranges: impl Iterator<Item = (usize, u64, usize)>, files: &DataFiles) -> bool {
+    let mut sizes: Vec<(usize, u64)> = Vec::new();
+    for (file, offset, len) in ranges {
+        let size = match sizes.iter().find(|(f, _)| *f == file) {
+            Some(&(_, size)) => size,
+            None => {
+                let Some(size) = files.file_len(file) else {
+                    return false;
+                };
+                sizes.push((file, size));
+                size
+            }
+        };
+        if offset + len as u64 > size {
+            return false;
+        }
+    }
+    true
+}
+
+/// The segments of a job on the splice path, in send order: buffer bytes (headers and pad
+/// zeros, adjacent ones merged) and file ranges.
+fn splice_segs(plan: &coalesce::JobPlan, files: &DataFiles) -> Result<Vec<Seg>, MissingFile> {
+    let mut segs: Vec<Seg> = Vec::new();
+    let mem = |segs: &mut Vec<Seg>, start: usize, len: usize| match segs.last_mut() {
+        Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
+        _ => segs.push(Seg::Mem { start, len }),
+    };
+    for part in &plan.parts {
+        match *part {
+            coalesce::Part::Header { at, .. } => mem(&mut segs, at, 13),
+            coalesce::Part::Pad { at, len } => mem(&mut segs, at, len),
+            coalesce::Part::File {
+                file, offset, len, ..
+            } => {
+                let fd = files.raw_fd(file).ok_or(MissingFile)?;
+                segs.push(Seg::File {
+                    fd,
+                    file,
+                    offset,
+                    len,
+                });
+            }
+        }
+    }
+    Ok(segs)
+}
+
+/// A job on the splice path: the whole job goes into its own pipe (headers and pad zeros
+/// written from the buffer, block data spliced from the file), then the pipe into the socket.
+/// No byte of block data passes through user space.
 pub struct SpliceJob {
     pub segs: Vec<Seg>,
-    pub seg: usize,
-    pub seg_done: usize,
-    /// Bytes spliced into the pipe and not yet out to the socket.
-    pub in_pipe: usize,
+    pub pipe: Pipe,
 }
 
 pub enum Seg {
-    Mem { start: usize, len: usize },
-    File { fd: RawFd, offset: u64, len: usize },
-}
-
-impl SpliceJob {
-    /// `n` more bytes of the current segment reached the socket.
-    pub fn advance(&mut self, n: usize) {
-        self.seg_done += n;
-        if self
-            .segs
-            .get(self.seg)
-            .is_some_and(|s| self.seg_done >= s.len())
-        {
-            self.seg += 1;
-            self.seg_done = 0;
-        }
-    }
+    Mem {
+        start: usize,
+        len: usize,
+    },
+    File {
+        fd: RawFd,
+        /// The torrent's file index (to check its length).
+        file: usize,
+        offset: u64,
+        len: usize,
+    },
 }
 
 impl Seg {
-    pub fn len(&self) -> usize {
+    /// Pipe slots it takes.
+    fn slots(&self) -> usize {
         match *self {
-            Seg::Mem { len, .. } | Seg::File { len, .. } => len,
+            Seg::Mem { len, .. } => pipes::write_slots(len),
+            Seg::File { offset, len, .. } => pipes::splice_slots(offset, len),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-/// A connection's pipe for the splice path.
-pub struct Pipe {
-    pub read: OwnedFd,
-    pub write: OwnedFd,
-    pub capacity: usize,
-}
-
-impl Pipe {
-    pub fn new() -> std::io::Result<Pipe> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // A pipe as large as an upload batch moves a whole job per splice pair; if the system
-        // refuses (pipe-max-size), the default 64 KiB works, in more steps.
-        let capacity = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 << 10))
-            .map_or(64 << 10, |c| c as usize);
-        Ok(Pipe {
-            read,
-            write,
-            capacity,
-        })
+impl SpliceJob {
+    /// Whether the files still hold every range the pipe took: checked once the pipe is full
+    /// and before it goes out. A file cut short in between leaves its truncated pages in the
+    /// pipe (a page cut in its middle is zero-filled in place), whose bytes must not reach the
+    /// peer.
+    pub fn files_cover(&self, files: &DataFiles) -> bool {
+        files_cover(
+            self.segs.iter().filter_map(|s| match *s {
+                Seg::File {
+                    file, offset, len, ..
+                } => Some((file, offset, len)),
+                Seg::Mem { .. } => None,
+            }),
+            files,
+        )
     }
 }
 

@@ -128,6 +128,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         obfuscated: HashMap::default(),
         v2_ids: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
+        pipes: crate::engine::pipes::PipePool::new(settings.ring_entries as usize),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
         now,
@@ -321,12 +322,12 @@ impl Worker {
                 c.zc_notified(seq, core);
             }
             match ud.op {
-                Op::Read if closing => c.on_read_closing(seq),
+                Op::Read | Op::SpliceIn if closing => c.on_read_closing(seq),
                 _ if closing => {}
                 Op::Recv => c.on_recv(slot, res, core),
                 Op::Send | Op::SendZc => c.on_send(slot, seq, res, core),
-                Op::Read => c.on_read(slot, seq, res, core),
-                Op::SpliceIn | Op::SpliceOut => c.on_splice(slot, seq, res, ud.op, core),
+                Op::Read | Op::SpliceIn => c.on_read(slot, seq, res, core),
+                Op::SpliceOut => c.on_splice_out(slot, seq, res, core),
                 Op::Connect => c.on_connect(slot, res, core),
                 Op::Accept | Op::Wake | Op::Tick | Op::Cancel | Op::Write => {}
             }

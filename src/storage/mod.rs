@@ -44,6 +44,9 @@ pub struct DataFiles {
     written: Box<[AtomicBool]>,
     /// Set when the torrent is downloaded: how missing files are created.
     create: Option<Creator>,
+    /// Per file: its read-only shared mapping for the `mmap` upload path, made on first use
+    /// (`None` inside: the mapping failed, and the file is read instead).
+    maps: Box<[OnceLock<Option<memmap2::Mmap>>]>,
 }
 
 /// How a download creates its files.
@@ -113,6 +116,7 @@ impl DataFiles {
             files.push(cell);
         }
         Ok(DataFiles {
+            maps: files.iter().map(|_| OnceLock::new()).collect(),
             written: files.iter().map(|_| AtomicBool::new(false)).collect(),
             files: files.into(),
             create: None,
@@ -156,6 +160,7 @@ impl DataFiles {
             }
         }
         Ok(DataFiles {
+            maps: files.iter().map(|_| OnceLock::new()).collect(),
             written: files.iter().map(|_| AtomicBool::new(false)).collect(),
             files,
             create: Some(creator),
@@ -252,6 +257,37 @@ impl DataFiles {
     pub fn raw_fd(&self, index: usize) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         self.files.get(index)?.get().map(|f| f.as_raw_fd())
+    }
+
+    /// The address of file `index` mapped read-only and shared (`len`: its length in the
+    /// torrent, which the file on disk may not reach yet), for the `mmap` upload path: the
+    /// kernel copies piece data from these pages straight into socket buffers. `None` when the
+    /// file is not open or cannot be mapped. The mapping lives as long as `self`.
+    ///
+    /// Bytes past the file's end on disk are never read through it by ringseed itself: only
+    /// the kernel reads them (a send), which fails with `EFAULT` there instead of a `SIGBUS`.
+    pub fn mapped(&self, index: usize, len: u64) -> Option<*const u8> {
+        let cell = self.maps.get(index)?;
+        if let Some(map) = cell.get() {
+            return map.as_ref().map(|m| m.as_ptr());
+        }
+        // Not opened yet (a download creates files on their first write): try again later.
+        let file = self.files.get(index)?.get()?;
+        let map = cell.get_or_init(|| {
+            let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+            // SAFETY: a read-only shared mapping of a file the torrent holds open, kept as long
+            // as the descriptor. No Rust reference ever reads its bytes: only the kernel does,
+            // through the addresses handed to `sendmsg`, where a page truncated away fails the
+            // send (`EFAULT`) instead of faulting this process.
+            unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
+        });
+        map.as_ref().map(|m| m.as_ptr())
+    }
+
+    /// The current length of file `index` on disk, if it is open and `fstat` answers.
+    pub fn file_len(&self, index: usize) -> Option<u64> {
+        let file = self.files.get(index)?.get()?;
+        file.metadata().ok().map(|m| m.len())
     }
 
     /// Asks the kernel to start reading a linear range into the page cache.

@@ -52,7 +52,8 @@ pub fn read(fd: RawFd, buf: &mut [u8], ud: UserData) -> squeue::Entry {
         .user_data(ud.encode())
 }
 
-/// Writes `buf` to `fd` at `offset`.
+/// Writes `buf` to `fd` at `offset` (`u64::MAX`: at the descriptor's own position, as a pipe
+/// needs).
 ///
 /// **Keep alive:** `buf` until the completion.
 pub fn write(fd: RawFd, buf: &[u8], offset: u64, ud: UserData) -> squeue::Entry {
@@ -110,6 +111,17 @@ pub fn send(fd: RawFd, buf: &[u8], flags: i32, ud: UserData) -> squeue::Entry {
 /// **Keep alive:** `buf`, unchanged, until the *notification*, not merely the result.
 pub fn send_zc(fd: RawFd, buf: &[u8], flags: i32, ud: UserData) -> squeue::Entry {
     opcode::SendZc::new(types::Fd(fd), buf.as_ptr(), len32(buf.len()))
+        .flags(flags)
+        .build()
+        .user_data(ud.encode())
+}
+
+/// Sends the message `msg` describes on socket `fd` (its iovecs, in order).
+///
+/// **Keep alive:** the `msghdr` itself, the iovec array it points to and every buffer those
+/// point to; none may move or change until the completion.
+pub fn sendmsg(fd: RawFd, msg: &libc::msghdr, flags: u32, ud: UserData) -> squeue::Entry {
+    opcode::SendMsg::new(types::Fd(fd), msg)
         .flags(flags)
         .build()
         .user_data(ud.encode())

@@ -24,7 +24,7 @@ use super::Torrent;
 use super::core::Core;
 use super::encryption::Dial;
 use super::peer::{Peer, Phase};
-use super::upload::{Job, Pipe};
+use super::upload::Job;
 use crate::choking::SlotKind;
 use crate::speed::peer::PeerSpeed;
 use crate::uring::{Op, UserData, ops};
@@ -65,8 +65,6 @@ pub(super) struct Conn {
     pub jobs: VecDeque<Job>,
     /// Jobs fully sent whose zero-copy notification is still due.
     zc_done: Vec<Job>,
-    /// Splice path only, made on the first job.
-    pipe: Option<Pipe>,
     next_seq: u32,
     /// Waiting in the worker's token queue for rate-limit tokens (served every tick, in turn).
     pub throttled: bool,
@@ -172,7 +170,6 @@ impl Conn {
             sending: Sending::Nothing,
             jobs: VecDeque::new(),
             zc_done: Vec::new(),
-            pipe: None,
             next_seq: 0,
             throttled: false,
             token_turn: false,

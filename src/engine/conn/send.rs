@@ -1,6 +1,7 @@
 //! The send side of a connection: upload jobs started from the peer's queued requests, their
 //! disk reads, and one send in flight at a time (control messages first, then the oldest job
-//! whose data is in), on the copy, zero-copy or splice path.
+//! whose data is in), on the copy, zero-copy or splice path (a job fills its own pipe in one
+//! linked chain, then the pipe goes into the socket; see `engine/pipes.rs`).
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
 use crate::engine::core::Core;
-use crate::engine::upload::{Job, Pipe, Refused, Seg, Tokens};
+use crate::engine::upload::{self, Job, Refused, Seg, Tokens, Via};
 use crate::uring::{Op, UserData, ops};
 
 impl Conn {
@@ -18,19 +19,17 @@ impl Conn {
     /// allow. A peer held back by the limits waits in the worker's token queue (`throttled`),
     /// one held back by memory in its memory queue (`starved`).
     pub fn pump_uploads(&mut self, slot: usize, core: &mut Core) {
-        // RC4 bytes pass through the cipher: never spliced.
-        let splice = core.upload_path == UploadPath::Splice && !self.rc4();
         if self.throttled || (self.starved && !self.memory_turn) {
             // Its turn comes in the token queue or the memory queue.
             return;
         }
-        if let Err(reason) = self.start_jobs(slot, splice, core) {
+        if let Err(reason) = self.start_jobs(slot, core) {
             self.close(slot, reason, core);
         }
     }
 
     /// The loop of [`Conn::pump_uploads`]; an error is the reason to close.
-    fn start_jobs(&mut self, slot: usize, splice: bool, core: &mut Core) -> Result<(), Reason> {
+    fn start_jobs(&mut self, slot: usize, core: &mut Core) -> Result<(), Reason> {
         loop {
             // Zero-copy buffers stay with the kernel until their notification, which on
             // loopback comes only once the receiver has read the data: bound what one peer pins.
@@ -78,19 +77,17 @@ impl Conn {
                 }
                 return Ok(());
             };
-            if splice && self.pipe.is_none() {
-                match Pipe::new() {
-                    Ok(p) => self.pipe = Some(p),
-                    Err(_) => {
-                        core.memory.give_back(buf);
-                        return Err(Reason::IoError);
-                    }
-                }
-            }
             let seq = self.next_seq;
             self.next_seq = self.next_seq.wrapping_add(1) & crate::uring::SEQ_MASK;
             let blocks = self.peer.take_requests(take).collect();
-            let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, splice) {
+            // RC4 bytes pass through the cipher: they need a copy in user memory.
+            let via = match core.upload_path {
+                _ if self.rc4() => Via::Copy,
+                UploadPath::Splice => Via::Splice(&mut core.pipes),
+                UploadPath::Mmap => Via::Mapped,
+                _ => Via::Copy,
+            };
+            let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, via) {
                 Ok(job) => job,
                 Err((buf, _)) => {
                     core.memory.give_back(buf);
@@ -98,14 +95,42 @@ impl Conn {
                 }
             };
             tokens.spend();
+            let ready = job.ready_to_send();
             self.jobs.push_back(job);
             self.post_reads(slot, core);
+            if ready {
+                // Nothing to read (the `mmap` path): it may go at once.
+                self.pump_send(slot, core);
+            }
         }
     }
 
-    /// Posts the disk reads of the newest job.
+    /// Posts the disk reads of the newest job, or on the splice path its chain: every segment
+    /// into the job's pipe, in order.
     fn post_reads(&mut self, slot: usize, core: &mut Core) {
         let Some(job) = self.jobs.back() else { return };
+        if let Some(sj) = &job.splice {
+            let pipe = sj.pipe.write.as_raw_fd();
+            let ud = UserData::new(Op::SpliceIn, job.seq, slot);
+            let mut chain: Vec<_> = sj
+                .segs
+                .iter()
+                .map(|seg| match *seg {
+                    Seg::Mem { start, len } => {
+                        ops::write(pipe, &job.buf[start..start + len], u64::MAX, ud)
+                    }
+                    Seg::File {
+                        fd, offset, len, ..
+                    } => ops::splice(fd, offset as i64, pipe, -1, len as u32, ud),
+                })
+                .collect();
+            self.ops += chain.len() as u32;
+            // SAFETY: the header bytes live in the job's buffer, which stays in the connection
+            // (an unmoved heap allocation) until the chain completes; the pipe belongs to the job
+            // and the file descriptors to the torrent this connection holds.
+            unsafe { core.push_chain(&mut chain) };
+            return;
+        }
         self.ops += job.reads.len() as u32;
         for r in &job.reads {
             let e = ops::readv(
@@ -125,7 +150,16 @@ impl Conn {
         let Some(job) = self.jobs.iter_mut().find(|j| j.seq == seq) else {
             return;
         };
-        if job.read_done(res) == Some(false) {
+        let done = job.read_done(res);
+        // A full pipe goes out only if its files still hold every byte it took (see
+        // `SpliceJob::files_cover`); a short read or splice is a file cut short too.
+        let cut = done == Some(true)
+            && job.splice.as_ref().is_some_and(|sj| {
+                self.torrent
+                    .as_ref()
+                    .is_none_or(|t| !sj.files_cover(&t.files))
+            });
+        if done == Some(false) || cut {
             self.close(slot, Reason::DiskError, core);
             return;
         }
@@ -188,40 +222,31 @@ impl Conn {
             return;
         };
         let seq = job.seq;
-        let e = if let Some(sj) = &job.splice {
-            let Some(pipe) = &self.pipe else { return };
-            match sj.segs.get(sj.seg) {
-                Some(&Seg::Mem { start, len }) => {
-                    let rest = &job.buf[start + sj.seg_done..start + len];
-                    ops::send(
-                        fd,
-                        rest,
-                        libc::MSG_NOSIGNAL | libc::MSG_MORE,
-                        UserData::new(Op::Send, seq, slot),
-                    )
-                }
-                Some(&Seg::File { .. }) if sj.in_pipe > 0 => ops::splice(
-                    pipe.read.as_raw_fd(),
-                    -1,
-                    fd,
-                    -1,
-                    sj.in_pipe as u32,
-                    UserData::new(Op::SpliceOut, seq, slot),
-                ),
-                Some(&Seg::File {
-                    fd: file,
-                    offset,
-                    len,
-                }) => ops::splice(
-                    file,
-                    (offset + sj.seg_done as u64) as i64,
-                    pipe.write.as_raw_fd(),
-                    -1,
-                    (len - sj.seg_done).min(pipe.capacity) as u32,
-                    UserData::new(Op::SpliceIn, seq, slot),
-                ),
-                None => return,
+        let e = if let Some(mj) = &mut job.mapped {
+            // The files must still hold what the send will read from their mappings.
+            let covered = self
+                .torrent
+                .as_ref()
+                .is_some_and(|t| upload::files_cover(mj.ranges.iter().copied(), &t.files));
+            if !covered {
+                self.close(slot, Reason::DiskError, core);
+                return;
             }
+            ops::sendmsg(
+                fd,
+                mj.message(),
+                libc::MSG_NOSIGNAL as u32,
+                UserData::new(Op::Send, seq, slot),
+            )
+        } else if let Some(sj) = &job.splice {
+            ops::splice(
+                sj.pipe.read.as_raw_fd(),
+                -1,
+                fd,
+                -1,
+                (job.len - job.sent) as u32,
+                UserData::new(Op::SpliceOut, seq, slot),
+            )
         } else {
             let rest = &job.buf[job.sent..job.len];
             if core.upload_path == UploadPath::Zerocopy && !rc4 {
@@ -255,6 +280,9 @@ impl Conn {
         if res < 0 {
             let reason = if res == -libc::EPIPE || res == -libc::ECONNRESET {
                 Reason::PeerClosed
+            } else if res == -libc::EFAULT {
+                // A mapped page past a file's end: the file was cut short under the send.
+                Reason::DiskError
             } else {
                 Reason::IoError
             };
@@ -271,8 +299,8 @@ impl Conn {
                     return;
                 };
                 job.sent += n;
-                if let Some(sj) = &mut job.splice {
-                    sj.advance(n);
+                if let Some(mj) = &mut job.mapped {
+                    mj.advance(n);
                 }
                 if job.sent == job.len {
                     self.finish_front_job(core);
@@ -284,15 +312,16 @@ impl Conn {
         self.pump_send(slot, core);
     }
 
-    /// A splice into the pipe (`SpliceIn`) or out of it to the socket (`SpliceOut`) completed.
-    pub fn on_splice(&mut self, slot: usize, seq: u32, res: i32, op: Op, core: &mut Core) {
+    /// A splice of the front job's pipe into the socket completed.
+    pub fn on_splice_out(&mut self, slot: usize, seq: u32, res: i32, core: &mut Core) {
         self.sending = Sending::Nothing;
         if res <= 0 {
-            // Nothing read means the file is shorter than the torrent says.
-            let reason = match (op, res) {
-                (Op::SpliceIn, _) => Reason::DiskError,
-                (_, r) if r == -libc::EPIPE || r == -libc::ECONNRESET => Reason::PeerClosed,
-                _ => Reason::IoError,
+            // Nothing moved from a full pipe: the socket is gone (or a pipe page's file was
+            // truncated under it, which the kernel refuses to send).
+            let reason = if res == -libc::EPIPE || res == -libc::ECONNRESET {
+                Reason::PeerClosed
+            } else {
+                Reason::IoError
             };
             self.close(slot, reason, core);
             return;
@@ -301,26 +330,19 @@ impl Conn {
         let Some(job) = self.jobs.front_mut().filter(|j| j.seq == seq) else {
             return;
         };
-        let Some(sj) = &mut job.splice else { return };
-        if op == Op::SpliceIn {
-            sj.in_pipe = n;
-        } else {
-            self.peer.sent(core.now);
-            self.sent_total += n as u64;
-            sj.in_pipe -= n.min(sj.in_pipe);
-            sj.advance(n);
-            job.sent += n;
-            if job.sent == job.len {
-                self.finish_front_job(core);
-                self.pump_uploads(slot, core);
-            }
+        self.peer.sent(core.now);
+        self.sent_total += n as u64;
+        job.sent += n;
+        if job.sent >= job.len {
+            self.finish_front_job(core);
+            self.pump_uploads(slot, core);
         }
         self.pump_send(slot, core);
     }
 
     /// The front job is fully sent: account it and release its buffer.
     fn finish_front_job(&mut self, core: &mut Core) {
-        let Some(job) = self.jobs.pop_front() else {
+        let Some(mut job) = self.jobs.pop_front() else {
             return;
         };
         let payload = job.payload();
@@ -339,6 +361,10 @@ impl Conn {
             && self.paying()
         {
             svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
+        }
+        if let Some(sj) = job.splice.take() {
+            // Fully sent: its pipe is empty, fit for the next job.
+            core.pipes.give_back(sj.pipe);
         }
         if job.zc_notifs_pending > 0 {
             self.zc_done.push(job);
