@@ -11,9 +11,9 @@
 # `perf/compare.sh 1024 3 6 "ringseed ringseed+rc4 libtorrent libtorrent+rc4"` compares both
 # with and without in one run (the +rc4 rows are also compared with each other).
 #
-# Upload paths: a seeder named ringseed+PATH (copy, splice, zerocopy, mmap) runs ringseed with
-# `upload_path = PATH` (`perf/compare.sh 1024 5 6 "ringseed+copy ringseed+splice libtorrent"`);
-# the table compares each with ringseed+copy when both run.
+# Upload paths: a seeder named ringseed+PATH (copy, mmap) runs ringseed with `upload_path =
+# PATH` (`perf/compare.sh 1024 5 6 "ringseed+copy ringseed+mmap libtorrent"`); the table compares
+# ringseed+mmap with ringseed+copy when both run. (`ringseed` alone runs `auto`, i.e. mmap.)
 #
 # VETH=1: every ringseed seeder runs in a network namespace and the bench reaches it over a veth
 # pair (each leecher from its own address, as for Transmission below), a path closer to a NIC
@@ -83,7 +83,7 @@ tuned "$RS" >"$DIR/ringseed.toml"
 # ringseed+rc4: MSE forced on incoming connections, RC4 the only method.
 { tuned "$RS" | sed -e 's/^encryption_in = .*/encryption_in = "forced"/' -e 's/^encryption_level = .*/encryption_level = "rc4"/'; } >"$DIR/ringseed-rc4.toml"
 # ringseed+PATH: the upload path set.
-for p in copy splice zerocopy mmap; do
+for p in copy mmap; do
   tuned "$RS" | sed -e "s/^upload_path = .*/upload_path = \"$p\"/" >"$DIR/ringseed-$p.toml"
 done
 # The old binary gets its own defaults, tuned alike: it refuses keys added since.
@@ -180,7 +180,7 @@ start_seeder_once() {
     TARGET="$NS_PEER:$port"
   fi
   case ${1%+rc4} in
-  ringseed+copy | ringseed+splice | ringseed+zerocopy | ringseed+mmap)
+  ringseed+copy | ringseed+mmap)
     taskset -c "$SEED_CPU" "${in_ns[@]}" "$RS" seed "$TORRENT" --data "$DIR/data" --skip-check --config "$DIR/ringseed-${1#ringseed+}.toml" \
       --metrics "" --no-trackers --listen "$TARGET" --stats-every 0 >"$log" 2>&1 &
     ;;
@@ -350,7 +350,7 @@ for n in sorted({n for (_, n) in data}):
         print(f"      targets: ringseed/libtorrent GiB/s {ratio(b['gib'], l['gib']):.2f}x (>= 1.5), "
               f"p99 {ratio(b['p99'], l['p99']):.2f}x (<= 0.5)")
     if b:
-        for path in ("splice", "zerocopy", "mmap"):
+        for path in ("mmap",):
             d = data.get((f"ringseed+{path}", n))
             if not d:
                 continue

@@ -608,9 +608,9 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "engine.upload_path",
-        "How piece data reaches sockets: \"auto\" (measured best: \"copy\" on this class of\n\
-         machine), \"copy\" (io_uring read + send), \"zerocopy\" (read + send_zc) or\n\
-         \"splice\" (file -> pipe -> socket, no user-space copy).",
+        "How piece data reaches sockets: \"auto\" (measured best: \"mmap\"), \"copy\" (io_uring\n\
+         read into a buffer + send) or \"mmap\" (send straight from the files' mappings, one\n\
+         copy fewer; data not in the page cache is read as with \"copy\").",
     ),
     (
         "engine.upload_rate_limit_kib",

@@ -251,7 +251,7 @@ struct BenchArgs {
     /// many-torrents, else 1).
     #[arg(long, requires = "spawn_seeder", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     torrents: Option<u64>,
-    /// Upload path of the spawned seeder: auto, copy, zerocopy or splice.
+    /// Upload path of the spawned seeder: auto, copy or mmap.
     #[arg(long, default_value = "auto", value_parser = ringseed::bench::cli::parse_upload_path, requires = "spawn_seeder")]
     upload_path: ringseed::engine::UploadPath,
     /// Leechers connect, handshake and hold their connection without asking for anything (what

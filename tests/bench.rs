@@ -465,7 +465,7 @@ fn a_sweep_runs_every_point_of_its_grid() {
     let svg = dir.path().join("sweep.svg");
     let out = common::ringseed()
         .args(["bench", "sweep", "--spawn-seeder", "--size-mib", "16"])
-        .args(["--peers", "1,4", "--reqq", "8,32", "--paths", "copy,splice"])
+        .args(["--peers", "1,4", "--reqq", "8,32", "--paths", "copy,mmap"])
         .args(["--duration", "0.5", "--json", "--svg"])
         .arg(&svg)
         .output()
@@ -495,7 +495,7 @@ fn a_sweep_runs_every_point_of_its_grid() {
     let mut want = Vec::new();
     for p in [1, 4] {
         for q in [8, 32] {
-            for path in ["copy", "splice"] {
+            for path in ["copy", "mmap"] {
                 want.push((p, q, path.to_string()));
             }
         }
@@ -503,7 +503,7 @@ fn a_sweep_runs_every_point_of_its_grid() {
     assert_eq!(points, want);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg"));
-    for label in ["reqq 8 copy", "reqq 32 splice", "peers", "p99 ms"] {
+    for label in ["reqq 8 copy", "reqq 32 mmap", "peers", "p99 ms"] {
         assert!(text.contains(label), "no {label:?} in the SVG");
     }
 
@@ -535,9 +535,9 @@ fn a_sweep_runs_every_point_of_its_grid() {
 
 /// The coalesced upload jobs lay pad files out as zeros on every path: a hybrid torrent of
 /// odd-sized files (BEP 47 pads between them) is checked piece by piece through the copy and the
-/// splice path.
+/// `mmap` path.
 #[test]
-fn padded_hybrid_torrent_verifies_on_the_copy_and_splice_paths() {
+fn padded_hybrid_torrent_verifies_on_the_copy_and_mmap_paths() {
     use ringseed::engine::UploadPath;
     let dir = tempfile::tempdir().unwrap();
     let top = dir.path().join("set");
@@ -552,7 +552,7 @@ fn padded_hybrid_torrent_verifies_on_the_copy_and_splice_paths() {
     };
     let meta = create(&top, &opts, &Progress::default()).unwrap().1;
     assert!(meta.info.layout.files.iter().any(|f| f.pad), "no pad files");
-    for path in [UploadPath::Copy, UploadPath::Splice] {
+    for path in [UploadPath::Copy, UploadPath::Mmap] {
         let engine = engine_seeding(
             &meta,
             dir.path(),

@@ -324,11 +324,11 @@ fn lt_downloads_from_engine(lt_enc: &str, upload_path: UploadPath) -> Vec<StatsS
 }
 
 /// (a) libtorrent forcing RC4 on its dials downloads byte-identical from the engine, on the
-/// copy path and with the engine configured for splice (an RC4 connection must not splice:
-/// its bytes would go out unencrypted and libtorrent would drop the connection).
+/// copy path and with the engine configured for `mmap` (an RC4 connection must not send from
+/// the mappings: its bytes would go out unencrypted and libtorrent would drop the connection).
 #[test]
 fn libtorrent_forcing_rc4_downloads_from_the_engine() {
-    for path in [UploadPath::Copy, UploadPath::Splice, UploadPath::Zerocopy] {
+    for path in [UploadPath::Copy, UploadPath::Mmap] {
         let stats = lt_downloads_from_engine("forced-rc4", path);
         assert!(
             sum(&stats, |s| s.mse_rc4) >= 1,
@@ -345,7 +345,7 @@ fn plaintext_method_and_plaintext_clients_against_enabled() {
     let stats = lt_downloads_from_engine("forced-plain", UploadPath::Copy);
     assert!(sum(&stats, |s| s.mse_plaintext) >= 1, "{stats:?}");
     assert_eq!(sum(&stats, |s| s.mse_rc4), 0);
-    let stats = lt_downloads_from_engine("", UploadPath::Splice);
+    let stats = lt_downloads_from_engine("", UploadPath::Mmap);
     assert_eq!(sum(&stats, |s| s.mse_rc4 + s.mse_plaintext), 0);
     assert!(sum(&stats, |s| s.handshakes) >= 1);
 }

@@ -52,15 +52,13 @@ pub enum BenchCliError {
     Sweep(#[from] SweepError),
 }
 
-/// Parses an upload path name: auto, copy, zerocopy, splice or mmap (a clap value parser).
+/// Parses an upload path name: auto, copy or mmap (a clap value parser).
 pub fn parse_upload_path(s: &str) -> Result<UploadPath, String> {
     match s {
         "auto" => Ok(UploadPath::Auto),
         "copy" => Ok(UploadPath::Copy),
-        "zerocopy" => Ok(UploadPath::Zerocopy),
-        "splice" => Ok(UploadPath::Splice),
         "mmap" => Ok(UploadPath::Mmap),
-        _ => Err(format!("{s:?}: one of auto, copy, zerocopy, splice, mmap")),
+        _ => Err(format!("{s:?}: one of auto, copy, mmap")),
     }
 }
 
@@ -433,8 +431,11 @@ mod tests {
 
     #[test]
     fn upload_paths_and_targets() {
-        assert_eq!(parse_upload_path("splice"), Ok(UploadPath::Splice));
-        assert!(parse_upload_path("mmap").is_err());
+        assert_eq!(parse_upload_path("mmap"), Ok(UploadPath::Mmap));
+        assert!(
+            parse_upload_path("splice").is_err(),
+            "removed: it lost everywhere"
+        );
         assert!(matches!(
             Target::default().resolve(),
             Err(BenchCliError::NoTarget)

@@ -82,8 +82,6 @@ pub fn path_name(p: UploadPath) -> &'static str {
     match p {
         UploadPath::Auto => "auto",
         UploadPath::Copy => "copy",
-        UploadPath::Zerocopy => "zerocopy",
-        UploadPath::Splice => "splice",
         UploadPath::Mmap => "mmap",
     }
 }

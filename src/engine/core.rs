@@ -13,7 +13,6 @@ use hdrhistogram::Histogram;
 use io_uring::{IoUring, squeue};
 
 use super::peer::Rules;
-use super::pipes::PipePool;
 use super::ratelimit::TokenBucket;
 use super::upload::JobMemory;
 use super::{Settings, Torrent, UploadPath, WorkerStats};
@@ -36,8 +35,6 @@ pub(crate) struct Core {
     /// v2 peers dial a hybrid torrent by that name.
     pub v2_ids: HashMap<[u8; 20], [u8; 20]>,
     pub memory: JobMemory,
-    /// The splice path's pipes, one per job in flight (see `pipes.rs`).
-    pub pipes: PipePool,
     /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
     pub token_queue: VecDeque<usize>,
     /// Request → last byte into the socket, published to `stats` once a second.
@@ -68,14 +65,5 @@ impl Core {
     pub unsafe fn push(&mut self, entry: squeue::Entry) {
         // SAFETY: the caller's guarantee, passed on.
         unsafe { crate::uring::push(&mut self.ring, &entry) }
-    }
-
-    /// Queues `entries` as one linked chain (see [`crate::uring::push_chain`]).
-    ///
-    /// # Safety
-    /// As for [`Core::push`], for every entry.
-    pub unsafe fn push_chain(&mut self, entries: &mut [squeue::Entry]) {
-        // SAFETY: the caller's guarantee, passed on.
-        unsafe { crate::uring::push_chain(&mut self.ring, entries) }
     }
 }

@@ -19,7 +19,6 @@ pub(crate) mod fetch;
 pub mod ip_limit;
 pub mod mapped;
 pub mod peer;
-pub mod pipes;
 pub mod ratelimit;
 mod settings;
 mod stats;

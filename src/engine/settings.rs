@@ -5,26 +5,21 @@ use std::time::Duration;
 
 use crate::choking::SeedChoker;
 
-/// How piece data travels from disk to a peer's socket.
+/// How piece data travels from disk to a peer's socket. Splice (file → pipe → socket) and
+/// `send_zc` were measured against these two on loopback and over a veth pair and lost at every
+/// load (docs/design.md, "Upload paths"), so they were removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadPath {
-    /// Let the engine choose: `copy`, which measured fastest on loopback and virtual NICs (see
-    /// docs/design.md); `zerocopy` pays off only on real NICs with large sends.
+    /// Let the engine choose: `mmap`, which measured fastest and cheapest at 1, 64 and 1024
+    /// peers on loopback and over veth (docs/design.md).
     Auto,
     /// io_uring vectored read of the blocks into a per-peer buffer, one send of headers and
-    /// blocks together.
+    /// blocks together: two copies (page cache → buffer → socket).
     Copy,
-    /// As `copy` but sent with `IORING_OP_SEND_ZC`: the kernel transmits from our buffer
-    /// without copying it into socket buffers.
-    Zerocopy,
-    /// Each job fills its own pipe (headers written, block data spliced from the page cache)
-    /// in one linked chain, then the pipe is spliced into the socket: no copy of block data in
-    /// the sender at all, but every splice runs on an io_uring worker thread.
-    Splice,
     /// Block data is sent from the files' shared read-only mappings by `sendmsg`: one copy
     /// (page cache → socket buffer), no read into user memory. Jobs whose pages are not cached
-    /// take the copy path.
+    /// take the copy path, whose io_uring read waits for the disk instead of the worker.
     Mmap,
 }
 
@@ -32,7 +27,7 @@ impl UploadPath {
     /// The path actually used.
     pub fn resolve(self) -> UploadPath {
         match self {
-            UploadPath::Auto => UploadPath::Copy,
+            UploadPath::Auto => UploadPath::Mmap,
             p => p,
         }
     }

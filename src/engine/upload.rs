@@ -2,9 +2,9 @@
 //! the rate-limit tokens they spend.
 //!
 //! A job holds the 13-byte piece headers and the block data back to back in one buffer (the
-//! copy and zero-copy paths read the data into it with one `readv` per run of file-contiguous
-//! spans), or, on the splice path, the headers only and a list of segments to send: buffer
-//! bytes, or file ranges that go file → pipe → socket. [`JobMemory`] owns the buffers: a per
+//! copy path reads the data into it with one `readv` per run of file-contiguous spans), or, on
+//! the `mmap` path, the headers only, sent together with the data straight from the files'
+//! mappings (see `mapped.rs`). [`JobMemory`] owns the buffers: a per
 //! worker budget, a pool of buffers kept for reuse, and the queue of peers waiting for memory.
 //! [`Tokens`] takes rate-limit tokens and gives them back unless the job starts, so no early
 //! exit can leak them.
@@ -16,7 +16,6 @@ use std::time::Instant;
 use super::coalesce;
 use super::mapped::{self, MappedJob};
 use super::peer::Queued;
-use super::pipes::{self, Pipe, PipePool};
 use super::ratelimit::TokenBucket;
 use crate::metainfo::FileLayout;
 use crate::storage::DataFiles;
@@ -39,19 +38,14 @@ pub struct Job {
     pub sent: usize,
     /// The requests it answers, with the time each arrived (latency and accounting).
     pub blocks: Vec<Queued>,
-    /// Zero-copy sends: the buffer stays with the kernel until the notification.
-    pub zc_notifs_pending: u32,
-    /// Splice path: the job fills its pipe, and the pipe goes into the socket.
-    pub splice: Option<SpliceJob>,
     /// `mmap` path: one `sendmsg` of the headers and the mapped file data.
     pub mapped: Option<MappedJob>,
 }
 
 /// How a job's data reaches the socket (the job's own choice: a job that cannot go the
 /// configured way takes the copy path).
-pub enum Via<'a> {
+pub enum Via {
     Copy,
-    Splice(&'a mut PipePool),
     Mapped,
 }
 
@@ -71,16 +65,15 @@ pub struct MissingFile;
 
 impl Job {
     /// Lays out a job for `blocks` (all valid requests of `layout`'s torrent): writes the
-    /// headers into `buf` and plans the reads; or, on the splice path when the job fits a pipe,
-    /// the splice chain; or, on the `mmap` path when its data is in the page cache, the send's
-    /// iovecs. A file that is not open fails the job.
+    /// headers into `buf` and plans the reads, or, on the `mmap` path when its data is in the
+    /// page cache, the send's iovecs. A file that is not open fails the job.
     pub fn build(
         seq: u32,
         mut buf: Vec<u8>,
         blocks: Vec<Queued>,
         layout: &FileLayout,
         files: &DataFiles,
-        via: Via<'_>,
+        via: Via,
     ) -> Result<Job, (Vec<u8>, MissingFile)> {
         let reqs: Vec<BlockRequest> = blocks.iter().map(|b| b.req).collect();
         let plan = coalesce::plan_job(layout, &reqs);
@@ -92,24 +85,13 @@ impl Job {
                 coalesce::Part::File { .. } => {}
             }
         }
-        let mut splice = None;
-        let mut mapped = None;
-        match via {
-            Via::Copy => {}
-            Via::Splice(pool) => match splice_segs(&plan, files) {
-                Ok(segs) => {
-                    let slots = segs.iter().map(Seg::slots).sum();
-                    splice = pool
-                        .take(slots, segs.len())
-                        .map(|pipe| SpliceJob { segs, pipe });
-                }
-                Err(e) => return Err((buf, e)),
-            },
-            Via::Mapped => mapped = mapped_job(&plan, &mut buf, layout, files),
-        }
+        let mapped = match via {
+            Via::Copy => None,
+            Via::Mapped => mapped_job(&plan, &mut buf, layout, files),
+        };
         let mut iovecs: Vec<libc::iovec> = Vec::new();
         let mut reads = Vec::new();
-        if splice.is_none() && mapped.is_none() {
+        if mapped.is_none() {
             for part in &plan.parts {
                 if let coalesce::Part::File { at, len, .. } = *part {
                     iovecs.push(libc::iovec {
@@ -131,25 +113,18 @@ impl Job {
                 });
             }
         }
-        // A splice job's "reads" are its chain's steps, which move every byte into the pipe.
-        let (reads_pending, read_expected) = match &splice {
-            Some(sj) => (sj.segs.len() as u32, plan.len),
-            None => (reads.len() as u32, reads.iter().map(|r| r.bytes).sum()),
-        };
         Ok(Job {
             seq,
             len: plan.len,
             buf,
             iovecs,
-            reads_pending,
-            read_expected,
+            reads_pending: reads.len() as u32,
+            read_expected: reads.iter().map(|r| r.bytes).sum(),
             reads,
             read_done: 0,
             read_failed: false,
             sent: 0,
             blocks,
-            zc_notifs_pending: 0,
-            splice,
             mapped,
         })
     }
@@ -238,84 +213,6 @@ pub fn files_cover(ranges: impl Iterator<Item = (usize, u64, usize)>, files: &Da
         }
     }
     true
-}
-
-/// The segments of a job on the splice path, in send order: buffer bytes (headers and pad
-/// zeros, adjacent ones merged) and file ranges.
-fn splice_segs(plan: &coalesce::JobPlan, files: &DataFiles) -> Result<Vec<Seg>, MissingFile> {
-    let mut segs: Vec<Seg> = Vec::new();
-    let mem = |segs: &mut Vec<Seg>, start: usize, len: usize| match segs.last_mut() {
-        Some(Seg::Mem { start: s, len: l }) if *s + *l == start => *l += len,
-        _ => segs.push(Seg::Mem { start, len }),
-    };
-    for part in &plan.parts {
-        match *part {
-            coalesce::Part::Header { at, .. } => mem(&mut segs, at, 13),
-            coalesce::Part::Pad { at, len } => mem(&mut segs, at, len),
-            coalesce::Part::File {
-                file, offset, len, ..
-            } => {
-                let fd = files.raw_fd(file).ok_or(MissingFile)?;
-                segs.push(Seg::File {
-                    fd,
-                    file,
-                    offset,
-                    len,
-                });
-            }
-        }
-    }
-    Ok(segs)
-}
-
-/// A job on the splice path: the whole job goes into its own pipe (headers and pad zeros
-/// written from the buffer, block data spliced from the file), then the pipe into the socket.
-/// No byte of block data passes through user space.
-pub struct SpliceJob {
-    pub segs: Vec<Seg>,
-    pub pipe: Pipe,
-}
-
-pub enum Seg {
-    Mem {
-        start: usize,
-        len: usize,
-    },
-    File {
-        fd: RawFd,
-        /// The torrent's file index (to check its length).
-        file: usize,
-        offset: u64,
-        len: usize,
-    },
-}
-
-impl Seg {
-    /// Pipe slots it takes.
-    fn slots(&self) -> usize {
-        match *self {
-            Seg::Mem { len, .. } => pipes::write_slots(len),
-            Seg::File { offset, len, .. } => pipes::splice_slots(offset, len),
-        }
-    }
-}
-
-impl SpliceJob {
-    /// Whether the files still hold every range the pipe took: checked once the pipe is full
-    /// and before it goes out. A file cut short in between leaves its truncated pages in the
-    /// pipe (a page cut in its middle is zero-filled in place), whose bytes must not reach the
-    /// peer.
-    pub fn files_cover(&self, files: &DataFiles) -> bool {
-        files_cover(
-            self.segs.iter().filter_map(|s| match *s {
-                Seg::File {
-                    file, offset, len, ..
-                } => Some((file, offset, len)),
-                Seg::Mem { .. } => None,
-            }),
-            files,
-        )
-    }
 }
 
 /// Job memory of one worker: bounded, so thousands of busy peers cannot each pin a batch

@@ -128,7 +128,6 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         obfuscated: HashMap::default(),
         v2_ids: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
-        pipes: crate::engine::pipes::PipePool::new(settings.ring_entries as usize),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
         now,
@@ -288,46 +287,26 @@ impl Worker {
                 };
                 core.fetches.write_done(io, ud.slot, ud.seq as usize, res);
             }
-            _ => self.conn_completion(ud, res, flags),
+            _ => self.conn_completion(ud, res),
         }
     }
 
     /// A completion of one connection's operation.
-    fn conn_completion(&mut self, ud: UserData, res: i32, flags: u32) {
+    fn conn_completion(&mut self, ud: UserData, res: i32) {
         let (slot, seq) = (ud.slot, ud.seq);
         let core = &mut self.core;
         let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        // A zero-copy send completes twice: the result (flagged MORE when a notification
-        // follows) and the notification that the buffer is free. The operation ends with the
-        // last of them.
-        let zc = ud.op == Op::SendZc;
-        let more = zc && cqueue::more(flags);
-        let notif = zc && cqueue::notif(flags);
-        if !more {
-            c.ops -= 1;
-        }
+        c.ops -= 1;
         let closing = c.closing.is_some();
-        if notif {
-            c.zc_notified(seq, core);
-            if !closing {
-                // A freed buffer may unblock a peer held at the zero-copy bound.
-                c.pump_uploads(slot, core);
-                c.pump_send(slot, core);
-            }
-        } else {
-            if zc && !more {
-                // The send failed or was cut short: no notification will come.
-                c.zc_notified(seq, core);
-            }
+        {
             match ud.op {
-                Op::Read | Op::SpliceIn if closing => c.on_read_closing(seq),
+                Op::Read if closing => c.on_read_closing(seq),
                 _ if closing => {}
                 Op::Recv => c.on_recv(slot, res, core),
-                Op::Send | Op::SendZc => c.on_send(slot, seq, res, core),
-                Op::Read | Op::SpliceIn => c.on_read(slot, seq, res, core),
-                Op::SpliceOut => c.on_splice_out(slot, seq, res, core),
+                Op::Send => c.on_send(slot, seq, res, core),
+                Op::Read => c.on_read(slot, seq, res, core),
                 Op::Connect => c.on_connect(slot, res, core),
                 Op::Accept | Op::Wake | Op::Tick | Op::Cancel | Op::Write => {}
             }

@@ -38,27 +38,3 @@ pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
         }
     }
 }
-
-/// Queues `entries` as one chain (each linked to the next: the kernel runs them in order, and a
-/// failed or short one cancels the rest with `-ECANCELED`), all in one submission: a chain cut
-/// by a flush would run as two unordered parts. `entries` must fit the submission queue.
-///
-/// # Safety
-/// As for [`push`], for every entry.
-pub unsafe fn push_chain(ring: &mut IoUring, entries: &mut [squeue::Entry]) {
-    let n = entries.len();
-    for (i, e) in entries.iter_mut().enumerate() {
-        if i + 1 < n {
-            *e = e.clone().flags(squeue::Flags::IO_LINK);
-        }
-    }
-    loop {
-        // SAFETY: the caller guarantees the entries' buffers outlive the operations.
-        if unsafe { ring.submission().push_multiple(entries) }.is_ok() {
-            return;
-        }
-        if ring.submit().is_err() {
-            let _ = ring.submit_and_wait(1);
-        }
-    }
-}

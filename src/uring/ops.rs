@@ -104,18 +104,6 @@ pub fn send(fd: RawFd, buf: &[u8], flags: i32, ud: UserData) -> squeue::Entry {
         .user_data(ud.encode())
 }
 
-/// Sends `buf` on socket `fd` without copying it, with `flags` as for [`send`]. Completes
-/// twice: the result (flagged `IORING_CQE_F_MORE`), then a notification (`IORING_CQE_F_NOTIF`)
-/// once the kernel no longer uses the pages.
-///
-/// **Keep alive:** `buf`, unchanged, until the *notification*, not merely the result.
-pub fn send_zc(fd: RawFd, buf: &[u8], flags: i32, ud: UserData) -> squeue::Entry {
-    opcode::SendZc::new(types::Fd(fd), buf.as_ptr(), len32(buf.len()))
-        .flags(flags)
-        .build()
-        .user_data(ud.encode())
-}
-
 /// Sends the message `msg` describes on socket `fd` (its iovecs, in order).
 ///
 /// **Keep alive:** the `msghdr` itself, the iovec array it points to and every buffer those
@@ -135,23 +123,6 @@ pub fn sendmsg(fd: RawFd, msg: &libc::msghdr, flags: u32, ud: UserData) -> squeu
 pub fn readv(fd: RawFd, iovecs: &[libc::iovec], offset: u64, ud: UserData) -> squeue::Entry {
     opcode::Readv::new(types::Fd(fd), iovecs.as_ptr(), len32(iovecs.len()))
         .offset(offset)
-        .build()
-        .user_data(ud.encode())
-}
-
-/// Moves up to `len` bytes from `fd_in` to `fd_out`, one of which must be a pipe. An offset of
-/// -1 means the descriptor's own position (required for a pipe or a socket).
-///
-/// **Keep alive:** no memory; only both descriptors.
-pub fn splice(
-    fd_in: RawFd,
-    off_in: i64,
-    fd_out: RawFd,
-    off_out: i64,
-    len: u32,
-    ud: UserData,
-) -> squeue::Entry {
-    opcode::Splice::new(types::Fd(fd_in), off_in, types::Fd(fd_out), off_out, len)
         .build()
         .user_data(ud.encode())
 }

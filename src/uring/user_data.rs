@@ -2,9 +2,9 @@
 //! which slot. Both the seeding workers and the bench's leecher workers route completions by it.
 //!
 //! Layout, high to low: kind (8 bits) | sequence (24 bits) | slot (32 bits). The sequence must
-//! not wrap while an operation of the same number can still complete: a zero-copy notification
-//! can arrive many jobs later, and an 8-bit sequence once matched a new job and freed its buffer
-//! while the kernel still sent from it.
+//! not wrap while an operation of the same number can still complete (zero-copy sends, since
+//! removed, once showed why: their notification arrived many jobs later, and an 8-bit sequence
+//! matched a new job and freed its buffer while the kernel still sent from it).
 
 /// The kinds of operation ringseed submits. The numbers are the `kind` byte of [`UserData`];
 /// 0 is left unused so that a zeroed `user_data` never decodes.
@@ -25,21 +25,15 @@ pub enum Op {
     Read = 6,
     /// Outgoing connect.
     Connect = 7,
-    /// A zero-copy send: completes once with the result and once with the notification.
-    SendZc = 8,
-    /// Splice path: file → the peer's pipe.
-    SpliceIn = 9,
-    /// Splice path: pipe → socket.
-    SpliceOut = 10,
     /// The completion of an `async_cancel` itself (not of the operation it cancels).
-    Cancel = 11,
+    Cancel = 8,
     /// Write of a downloaded piece's data to a file (slot: the worker's write, seq: the span).
-    Write = 12,
+    Write = 9,
 }
 
 impl Op {
     /// Every kind, in numeric order.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 9] = [
         Op::Accept,
         Op::Wake,
         Op::Tick,
@@ -47,9 +41,6 @@ impl Op {
         Op::Send,
         Op::Read,
         Op::Connect,
-        Op::SendZc,
-        Op::SpliceIn,
-        Op::SpliceOut,
         Op::Cancel,
         Op::Write,
     ];
@@ -64,11 +55,8 @@ impl Op {
             5 => Op::Send,
             6 => Op::Read,
             7 => Op::Connect,
-            8 => Op::SendZc,
-            9 => Op::SpliceIn,
-            10 => Op::SpliceOut,
-            11 => Op::Cancel,
-            12 => Op::Write,
+            8 => Op::Cancel,
+            9 => Op::Write,
             _ => return None,
         })
     }
@@ -156,7 +144,7 @@ mod tests {
     #[test]
     fn layout_is_kind_seq_slot() {
         // The engine worker's layout, bit for bit.
-        let raw = UserData::new(Op::SendZc, 0xAB_CDEF, 0x1234_5678).encode();
+        let raw = UserData::new(Op::Cancel, 0xAB_CDEF, 0x1234_5678).encode();
         assert_eq!(raw, (8u64 << 56) | (0xAB_CDEF << 32) | 0x1234_5678);
     }
 

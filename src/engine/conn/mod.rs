@@ -39,8 +39,6 @@ pub(super) enum Sending {
 
 const RECV_INITIAL: usize = 2048;
 const RECV_SHRINK_ABOVE: usize = 64 << 10;
-/// Sent zero-copy jobs whose buffers a peer may have waiting for the kernel's notification.
-const MAX_ZC_HELD: usize = 16;
 
 pub(super) struct Conn {
     pub fd: OwnedFd,
@@ -63,8 +61,6 @@ pub(super) struct Conn {
     ctrl_sent: usize,
     pub sending: Sending,
     pub jobs: VecDeque<Job>,
-    /// Jobs fully sent whose zero-copy notification is still due.
-    zc_done: Vec<Job>,
     next_seq: u32,
     /// Waiting in the worker's token queue for rate-limit tokens (served every tick, in turn).
     pub throttled: bool,
@@ -169,7 +165,6 @@ impl Conn {
             ctrl_sent: 0,
             sending: Sending::Nothing,
             jobs: VecDeque::new(),
-            zc_done: Vec::new(),
             next_seq: 0,
             throttled: false,
             token_turn: false,
@@ -333,7 +328,7 @@ impl Conn {
             }
             self.peer.forget_pieces(&t.pieces);
         }
-        for job in self.jobs.drain(..).chain(self.zc_done.drain(..)) {
+        for job in self.jobs.drain(..) {
             core.memory.give_back(job.buf);
         }
     }

@@ -1,17 +1,16 @@
 //! The send side of a connection: upload jobs started from the peer's queued requests, their
 //! disk reads, and one send in flight at a time (control messages first, then the oldest job
-//! whose data is in), on the copy, zero-copy or splice path (a job fills its own pipe in one
-//! linked chain, then the pipe goes into the socket; see `engine/pipes.rs`).
+//! whose data is in), on the copy path or the `mmap` path (see `engine/mapped.rs`).
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
-use super::{Conn, MAX_ZC_HELD, Sending};
+use super::{Conn, Sending};
 use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
 use crate::engine::core::Core;
-use crate::engine::upload::{self, Job, Refused, Seg, Tokens, Via};
+use crate::engine::upload::{self, Job, Refused, Tokens, Via};
 use crate::uring::{Op, UserData, ops};
 
 impl Conn {
@@ -31,12 +30,9 @@ impl Conn {
     /// The loop of [`Conn::pump_uploads`]; an error is the reason to close.
     fn start_jobs(&mut self, slot: usize, core: &mut Core) -> Result<(), Reason> {
         loop {
-            // Zero-copy buffers stay with the kernel until their notification, which on
-            // loopback comes only once the receiver has read the data: bound what one peer pins.
             if self.closing.is_some()
                 || self.peer.requests().is_empty()
                 || self.jobs.len() >= core.settings.jobs_per_peer
-                || self.zc_done.len() >= MAX_ZC_HELD
             {
                 return Ok(());
             }
@@ -83,9 +79,8 @@ impl Conn {
             // RC4 bytes pass through the cipher: they need a copy in user memory.
             let via = match core.upload_path {
                 _ if self.rc4() => Via::Copy,
-                UploadPath::Splice => Via::Splice(&mut core.pipes),
-                UploadPath::Mmap => Via::Mapped,
-                _ => Via::Copy,
+                UploadPath::Mmap | UploadPath::Auto => Via::Mapped,
+                UploadPath::Copy => Via::Copy,
             };
             let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, via) {
                 Ok(job) => job,
@@ -105,32 +100,9 @@ impl Conn {
         }
     }
 
-    /// Posts the disk reads of the newest job, or on the splice path its chain: every segment
-    /// into the job's pipe, in order.
+    /// Posts the disk reads of the newest job (none on the `mmap` path).
     fn post_reads(&mut self, slot: usize, core: &mut Core) {
         let Some(job) = self.jobs.back() else { return };
-        if let Some(sj) = &job.splice {
-            let pipe = sj.pipe.write.as_raw_fd();
-            let ud = UserData::new(Op::SpliceIn, job.seq, slot);
-            let mut chain: Vec<_> = sj
-                .segs
-                .iter()
-                .map(|seg| match *seg {
-                    Seg::Mem { start, len } => {
-                        ops::write(pipe, &job.buf[start..start + len], u64::MAX, ud)
-                    }
-                    Seg::File {
-                        fd, offset, len, ..
-                    } => ops::splice(fd, offset as i64, pipe, -1, len as u32, ud),
-                })
-                .collect();
-            self.ops += chain.len() as u32;
-            // SAFETY: the header bytes live in the job's buffer, which stays in the connection
-            // (an unmoved heap allocation) until the chain completes; the pipe belongs to the job
-            // and the file descriptors to the torrent this connection holds.
-            unsafe { core.push_chain(&mut chain) };
-            return;
-        }
         self.ops += job.reads.len() as u32;
         for r in &job.reads {
             let e = ops::readv(
@@ -150,16 +122,8 @@ impl Conn {
         let Some(job) = self.jobs.iter_mut().find(|j| j.seq == seq) else {
             return;
         };
-        let done = job.read_done(res);
-        // A full pipe goes out only if its files still hold every byte it took (see
-        // `SpliceJob::files_cover`); a short read or splice is a file cut short too.
-        let cut = done == Some(true)
-            && job.splice.as_ref().is_some_and(|sj| {
-                self.torrent
-                    .as_ref()
-                    .is_none_or(|t| !sj.files_cover(&t.files))
-            });
-        if done == Some(false) || cut {
+        // A short read is a file cut short (or a disk error).
+        if job.read_done(res) == Some(false) {
             self.close(slot, Reason::DiskError, core);
             return;
         }
@@ -217,7 +181,6 @@ impl Conn {
             return;
         }
         self.crypt_front_job();
-        let rc4 = self.rc4();
         let Some(job) = self.jobs.front_mut() else {
             return;
         };
@@ -238,40 +201,20 @@ impl Conn {
                 libc::MSG_NOSIGNAL as u32,
                 UserData::new(Op::Send, seq, slot),
             )
-        } else if let Some(sj) = &job.splice {
-            ops::splice(
-                sj.pipe.read.as_raw_fd(),
-                -1,
-                fd,
-                -1,
-                (job.len - job.sent) as u32,
-                UserData::new(Op::SpliceOut, seq, slot),
-            )
         } else {
-            let rest = &job.buf[job.sent..job.len];
-            if core.upload_path == UploadPath::Zerocopy && !rc4 {
-                job.zc_notifs_pending += 1;
-                ops::send_zc(
-                    fd,
-                    rest,
-                    libc::MSG_NOSIGNAL,
-                    UserData::new(Op::SendZc, seq, slot),
-                )
-            } else {
-                ops::send(
-                    fd,
-                    rest,
-                    libc::MSG_NOSIGNAL,
-                    UserData::new(Op::Send, seq, slot),
-                )
-            }
+            ops::send(
+                fd,
+                &job.buf[job.sent..job.len],
+                libc::MSG_NOSIGNAL,
+                UserData::new(Op::Send, seq, slot),
+            )
         };
         self.sending = Sending::Job(seq);
         self.ops += 1;
         // SAFETY: the bytes live in the front job's buffer, untouched until this operation
-        // completes (sending != Nothing), and zero-copy buffers are held until their
-        // notification; the pipe and file descriptors outlive the connection's operations (the
-        // slot is freed only when none is in flight).
+        // completes (sending != Nothing); on the `mmap` path the message and its iovecs live in
+        // the front job (boxed and unmoved), and the mappings in its torrent, which the
+        // connection holds until no operation is in flight.
         unsafe { core.push(e) };
     }
 
@@ -312,37 +255,9 @@ impl Conn {
         self.pump_send(slot, core);
     }
 
-    /// A splice of the front job's pipe into the socket completed.
-    pub fn on_splice_out(&mut self, slot: usize, seq: u32, res: i32, core: &mut Core) {
-        self.sending = Sending::Nothing;
-        if res <= 0 {
-            // Nothing moved from a full pipe: the socket is gone (or a pipe page's file was
-            // truncated under it, which the kernel refuses to send).
-            let reason = if res == -libc::EPIPE || res == -libc::ECONNRESET {
-                Reason::PeerClosed
-            } else {
-                Reason::IoError
-            };
-            self.close(slot, reason, core);
-            return;
-        }
-        let n = res as usize;
-        let Some(job) = self.jobs.front_mut().filter(|j| j.seq == seq) else {
-            return;
-        };
-        self.peer.sent(core.now);
-        self.sent_total += n as u64;
-        job.sent += n;
-        if job.sent >= job.len {
-            self.finish_front_job(core);
-            self.pump_uploads(slot, core);
-        }
-        self.pump_send(slot, core);
-    }
-
     /// The front job is fully sent: account it and release its buffer.
     fn finish_front_job(&mut self, core: &mut Core) {
-        let Some(mut job) = self.jobs.pop_front() else {
+        let Some(job) = self.jobs.pop_front() else {
             return;
         };
         let payload = job.payload();
@@ -362,30 +277,6 @@ impl Conn {
         {
             svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
         }
-        if let Some(sj) = job.splice.take() {
-            // Fully sent: its pipe is empty, fit for the next job.
-            core.pipes.give_back(sj.pipe);
-        }
-        if job.zc_notifs_pending > 0 {
-            self.zc_done.push(job);
-        } else {
-            core.memory.give_back(job.buf);
-        }
-    }
-
-    /// A zero-copy send's buffer is the kernel's no more.
-    pub fn zc_notified(&mut self, seq: u32, core: &mut Core) {
-        if let Some(j) = self.jobs.iter_mut().find(|j| j.seq == seq) {
-            j.zc_notifs_pending = j.zc_notifs_pending.saturating_sub(1);
-            return;
-        }
-        if let Some(i) = self.zc_done.iter().position(|j| j.seq == seq) {
-            let j = &mut self.zc_done[i];
-            j.zc_notifs_pending = j.zc_notifs_pending.saturating_sub(1);
-            if j.zc_notifs_pending == 0 {
-                let job = self.zc_done.swap_remove(i);
-                core.memory.give_back(job.buf);
-            }
-        }
+        core.memory.give_back(job.buf);
     }
 }
