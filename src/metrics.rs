@@ -155,6 +155,13 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_upload_jobs_mapped",
+            "Upload jobs sent straight from the files' mappings (upload path mmap); the others \
+             were read into a buffer (copy path, or data not in the page cache).",
+            &per_worker(&|s| s.jobs_mapped),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_connections_accepted",
             "Incoming connections accepted.",
             &per_worker(&|s| s.accepted),

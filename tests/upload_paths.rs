@@ -57,6 +57,12 @@ fn fetch_many_with(path: UploadPath, job_memory: usize) {
         stats.iter().map(|s| s.bytes_up).sum::<u64>(),
         4 * expected.len() as u64
     );
+    // The page-cached files go out from their mappings on the mmap path, never on the copy path.
+    let mapped: u64 = stats.iter().map(|s| s.jobs_mapped).sum();
+    match path {
+        UploadPath::Copy => assert_eq!(mapped, 0),
+        _ => assert!(mapped > 0, "{path:?}: no job sent from a mapping"),
+    }
 }
 
 #[test]

@@ -46,7 +46,51 @@ pub struct DataFiles {
     create: Option<Creator>,
     /// Per file: its read-only shared mapping for the `mmap` upload path, made on first use
     /// (`None` inside: the mapping failed, and the file is read instead).
-    maps: Box<[OnceLock<Option<memmap2::Mmap>>]>,
+    maps: Box<[OnceLock<Option<Mapping>>]>,
+}
+
+/// Files smaller than this are not mapped (their jobs take the copy path): a mapping is a VMA,
+/// the process has `vm.max_map_count` of them (65 530 by default) for everything, the allocator
+/// included, and a small file saves little.
+const MAP_MIN_LEN: usize = 1 << 20;
+/// Mappings the whole process may hold; past it, files are read on the copy path.
+const MAPS_MAX: usize = 16_384;
+/// Mappings held now, over every torrent.
+static MAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One file's mapping, counted in [`MAPS`] while it lives.
+#[derive(Debug)]
+struct Mapping(memmap2::Mmap);
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> Option<Mapping> {
+        if len < MAP_MIN_LEN {
+            return None;
+        }
+        let counted = MAPS.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| (n < MAPS_MAX).then_some(n + 1),
+        );
+        counted.ok()?;
+        // SAFETY: a read-only shared mapping of a file the torrent holds open, kept as long as
+        // the descriptor. No Rust reference ever reads its bytes: only the kernel does, through
+        // the addresses handed to `sendmsg`, where a page truncated away fails the send
+        // (`EFAULT`) instead of faulting this process.
+        match unsafe { memmap2::MmapOptions::new().len(len).map(file) } {
+            Ok(m) => Some(Mapping(m)),
+            Err(_) => {
+                MAPS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        MAPS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How a download creates its files.
@@ -262,26 +306,21 @@ impl DataFiles {
     /// The address of file `index` mapped read-only and shared (`len`: its length in the
     /// torrent, which the file on disk may not reach yet), for the `mmap` upload path: the
     /// kernel copies piece data from these pages straight into socket buffers. `None` when the
-    /// file is not open or cannot be mapped. The mapping lives as long as `self`.
+    /// file is not open, cannot be mapped, is under 1 MiB, or the process already holds 16 384
+    /// mappings (each is a VMA, of which the process has 65 530 by default for everything). The
+    /// mapping lives as long as `self`.
     ///
     /// Bytes past the file's end on disk are never read through it by ringseed itself: only
     /// the kernel reads them (a send), which fails with `EFAULT` there instead of a `SIGBUS`.
     pub fn mapped(&self, index: usize, len: u64) -> Option<*const u8> {
         let cell = self.maps.get(index)?;
         if let Some(map) = cell.get() {
-            return map.as_ref().map(|m| m.as_ptr());
+            return map.as_ref().map(|m| m.0.as_ptr());
         }
         // Not opened yet (a download creates files on their first write): try again later.
         let file = self.files.get(index)?.get()?;
-        let map = cell.get_or_init(|| {
-            let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
-            // SAFETY: a read-only shared mapping of a file the torrent holds open, kept as long
-            // as the descriptor. No Rust reference ever reads its bytes: only the kernel does,
-            // through the addresses handed to `sendmsg`, where a page truncated away fails the
-            // send (`EFAULT`) instead of faulting this process.
-            unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
-        });
-        map.as_ref().map(|m| m.as_ptr())
+        let map = cell.get_or_init(|| Mapping::new(file, usize::try_from(len).ok()?));
+        map.as_ref().map(|m| m.0.as_ptr())
     }
 
     /// The current length of file `index` on disk, if it is open and `fstat` answers.
@@ -594,6 +633,26 @@ mod tests {
         let mut buf = [0u8; 5];
         assert_eq!(d.read(&l, 10, &mut buf).unwrap(), ReadOutcome::Complete);
         assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn files_of_a_mib_or_more_are_mapped_and_small_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(&[(&["t", "big"], 1 << 20), (&["t", "small"], (1 << 20) - 1)]);
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/big"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(dir.path().join("t/small"), vec![2u8; (1 << 20) - 1]).unwrap();
+        let d = DataFiles::open(&l, dir.path()).unwrap();
+        let before = MAPS.load(std::sync::atomic::Ordering::Relaxed);
+        let big = d.mapped(0, 1 << 20).expect("a 1 MiB file is mapped");
+        assert_eq!(d.mapped(0, 1 << 20), Some(big), "mapped once");
+        assert_eq!(
+            d.mapped(1, (1 << 20) - 1),
+            None,
+            "under 1 MiB: the copy path"
+        );
+        assert!(MAPS.load(std::sync::atomic::Ordering::Relaxed) >= before + 1);
+        assert_eq!(d.file_len(0), Some(1 << 20));
     }
 
     #[test]

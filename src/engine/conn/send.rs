@@ -272,6 +272,9 @@ impl Conn {
         core.stats.add(&core.stats.bytes_up, payload);
         core.stats
             .add(&core.stats.blocks_up, job.blocks.len() as u64);
+        if job.mapped.is_some() {
+            core.stats.add(&core.stats.jobs_mapped, 1);
+        }
         if let Some(svc) = &core.speed
             && self.paying()
         {
