@@ -147,6 +147,7 @@ impl Service {
                     t.set_tiers(wanted.trackers.clone());
                 }
                 e.org.qbt = wanted;
+                self.apply_want(e);
             }
         }
         Ok(())

@@ -57,6 +57,7 @@ pub const POST_ONLY: &[&str] = &[
     "rename",
     "toggleSequentialDownload",
     "toggleFirstLastPiecePrio",
+    "filePrio",
 ];
 
 /// An organisation error as qBittorrent answers it.
@@ -253,6 +254,7 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
             Reply::Json(Value::Object(out))
         }
         "setLocation" => set_location(q, p),
+        "filePrio" => super::file_edit::file_prio(q, p),
         "setAutoManagement" => {
             let on = p.flag("enable").unwrap_or(false);
             let ids = q.service.known(&hashes(q, p));
@@ -611,8 +613,10 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         return Reply::Json(json!([]));
     };
     let layout = &t.meta.info.layout;
-    let complete = f.left == 0;
+    // every piece (a finished download with skipped files is not a seed)
+    let complete = t.pieces.verified.is_full();
     let plen = layout.piece_length.max(1);
+    let prio = &f.view.qbt.file_prio;
     let mut out = Vec::new();
     for (_, file) in layout.data_files() {
         let first = (file.offset / plen) as u32;
@@ -632,7 +636,7 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
             "index": out.len(),
             "name": file.path.join("/"),
             "piece_range": [first, last],
-            "priority": 1,
+            "priority": prio.get(out.len()).copied().unwrap_or(crate::download::want::NORMAL),
             "progress": progress,
             "size": file.length,
         });
@@ -803,6 +807,7 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         first_last_prio: p.flag("firstLastPiecePrio").unwrap_or(false),
         auto_tmm,
         trackers: None,
+        file_prio: Vec::new(),
     };
     let options = AddOptions {
         save_path,
