@@ -836,6 +836,8 @@ impl Service {
             // Its files where its content layout put them when it was added.
             Ok(mut m) => {
                 m.info.layout = rec.org.content_layout.apply(&m.info.layout);
+                // and where renames put them since
+                file_ops::apply_paths(&mut m.info.layout, &rec.org.qbt.file_paths);
                 m
             }
             Err(e) => {

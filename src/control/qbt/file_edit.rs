@@ -1,14 +1,16 @@
-//! `torrents/filePrio`: a torrent's file priorities, with qBittorrent 4.5.2's parameter checks
-//! in its order (`TorrentsController::filePrioAction`): missing parameters 400, a priority
-//! that is not an integer or not one of 0/1/6/7 400, an unknown torrent 404, a file index that
-//! is not an integer 400, one that is not a file of the torrent 409.
+//! A torrent's files: `torrents/filePrio`, with qBittorrent 4.5.2's parameter checks in its
+//! order (`TorrentsController::filePrioAction`): missing parameters 400, a priority that is not
+//! an integer or not one of 0/1/6/7 400, an unknown torrent 404, a file index that is not an
+//! integer 400, one that is not a file of the torrent 409; and `torrents/renameFile`,
+//! `renameFolder`: missing parameters 400, an unknown torrent 404, every refusal 409 with
+//! qBittorrent's text (`control::file_ops::RenameError`).
 
 use axum::http::StatusCode;
 
 use super::Qbt;
 use super::form::Params;
 use super::reply::Reply;
-use crate::control::file_ops::MAX_FILE_IDS;
+use crate::control::file_ops::{MAX_FILE_IDS, RenameError};
 use crate::control::parse_info_hash;
 use crate::download::want;
 
@@ -91,6 +93,26 @@ pub fn file_prio(q: &Qbt, p: &Params) -> Reply {
         Err(e) => {
             tracing::warn!("qBittorrent API: filePrio: {e}");
             Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// `renameFile` (`folder` false) or `renameFolder`: `hash`, `oldPath`, `newPath`.
+pub fn rename(q: &Qbt, p: &Params, folder: bool) -> Reply {
+    let (Some(hash), Some(old), Some(new)) = (p.get("hash"), p.get("oldPath"), p.get("newPath"))
+    else {
+        return Reply::bad_request();
+    };
+    let Some(id) = torrent_of(q, hash) else {
+        return Reply::not_found();
+    };
+    match q.service.rename_path(id, old, new, folder) {
+        Ok(()) => Reply::Empty,
+        Err(e) => {
+            if let RenameError::Failed(why) = &e {
+                tracing::warn!("qBittorrent API: rename: {why}");
+            }
+            Reply::Error(StatusCode::CONFLICT, e.text())
         }
     }
 }

@@ -254,7 +254,11 @@ impl Qbt {
             ),
         };
         let has_metadata = handle.is_some();
-        let wanted_size = handle.as_ref().and_then(|t| t.want().size());
+        // libtorrent counts a seed's size whole, whatever its file priorities
+        let wanted_size = handle
+            .as_ref()
+            .filter(|t| !t.pieces.verified.is_full())
+            .and_then(|t| t.want().size());
         let swarm = match &handle {
             Some(t) => torrent::SwarmFacts {
                 complete_peers: t.pieces.complete_peers(),

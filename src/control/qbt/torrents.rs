@@ -58,6 +58,8 @@ pub const POST_ONLY: &[&str] = &[
     "toggleSequentialDownload",
     "toggleFirstLastPiecePrio",
     "filePrio",
+    "renameFile",
+    "renameFolder",
 ];
 
 /// An organisation error as qBittorrent answers it.
@@ -255,6 +257,8 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
         }
         "setLocation" => set_location(q, p),
         "filePrio" => super::file_edit::file_prio(q, p),
+        "renameFile" => super::file_edit::rename(q, p, false),
+        "renameFolder" => super::file_edit::rename(q, p, true),
         "setAutoManagement" => {
             let on = p.flag("enable").unwrap_or(false);
             let ids = q.service.known(&hashes(q, p));
@@ -808,6 +812,7 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         auto_tmm,
         trackers: None,
         file_prio: Vec::new(),
+        file_paths: Vec::new(),
     };
     let options = AddOptions {
         save_path,
