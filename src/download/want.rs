@@ -35,10 +35,8 @@ pub struct Want {
     tiers: Vec<Vec<u64>>,
     /// Lowest missing piece first instead of rarest first.
     pub sequential: bool,
-    /// Every piece wanted (no file skipped): the byte count is the old one, whole pieces.
+    /// Every piece wanted (no file skipped).
     all: bool,
-    /// The wanted data files' byte ranges in the torrent, for what is left to fetch.
-    ranges: Vec<(u64, u64)>,
     piece_length: u64,
 }
 
@@ -58,7 +56,6 @@ impl Want {
             tiers: Vec::new(),
             sequential: false,
             all: true,
-            ranges: Vec::new(),
             piece_length: 0,
         }
     }
@@ -85,7 +82,7 @@ impl Want {
                 skipped.push((first, last));
                 continue;
             }
-            ranges.push((f.offset, f.length));
+            ranges.push((first, last));
             let tier = match p {
                 MAXIMAL => Some(&mut maximal),
                 HIGH => Some(&mut high),
@@ -104,13 +101,11 @@ impl Want {
                 clear_range(&mut w.wanted, first, last);
             }
             // A piece shared with a wanted file stays wanted.
-            for &(offset, length) in &ranges {
-                let (first, last) = w.pieces_of(offset, length);
+            for &(first, last) in &ranges {
                 set_range(&mut w.wanted, first, last);
             }
             w.all = false;
         }
-        w.ranges = ranges;
         // High pieces that are also maximal are fetched with the maximal ones.
         for (h, m) in high.iter_mut().zip(&maximal) {
             *h &= !m;
@@ -165,9 +160,10 @@ impl Want {
             .unwrap_or(self.tiers.len())
     }
 
-    /// Bytes of the wanted files (`None` with every piece wanted: the torrent's size).
-    pub fn size(&self) -> Option<u64> {
-        (!self.all).then(|| self.ranges.iter().map(|r| r.1).sum())
+    /// Bytes of the wanted pieces, whole pieces as libtorrent's `total_wanted` counts them
+    /// (`None` with every piece wanted: the torrent's size).
+    pub fn size(&self, layout: &FileLayout) -> Option<u64> {
+        (!self.all).then(|| self.left(layout, |_| false))
     }
 
     /// Wanted pieces not verified yet.
@@ -177,29 +173,13 @@ impl Want {
             .sum()
     }
 
-    /// Bytes of wanted files in pieces not verified yet (qBittorrent's `amount_left`, a
-    /// tracker's `left`); with every piece wanted, whole pieces as before (`piece_size`).
+    /// Bytes of the wanted pieces not verified yet, whole pieces (qBittorrent's `amount_left`
+    /// and a tracker's `left`: libtorrent's `total_wanted - total_wanted_done` counts a piece
+    /// shared with a skipped file whole, qbittorrent-nox 4.5.2 shows it so).
     pub fn left(&self, layout: &FileLayout, verified: impl Fn(u32) -> bool) -> u64 {
-        if self.all {
-            return (0..layout.num_pieces)
-                .filter(|&i| !verified(i))
-                .map(|i| layout.piece_size(i))
-                .sum();
-        }
-        let pl = self.piece_length;
-        self.ranges
-            .iter()
-            .map(|&(offset, length)| {
-                let (first, last) = self.pieces_of(offset, length);
-                (first..=last)
-                    .filter(|&i| !verified(i))
-                    .map(|i| {
-                        let start = (u64::from(i) * pl).max(offset);
-                        let end = (u64::from(i) * pl + pl).min(offset + length);
-                        end.saturating_sub(start)
-                    })
-                    .sum::<u64>()
-            })
+        (0..layout.num_pieces)
+            .filter(|&i| (self.all || self.wants(i)) && !verified(i))
+            .map(|i| layout.piece_size(i))
             .sum()
     }
 }
@@ -272,13 +252,13 @@ pub(crate) mod tests {
         let w = Want::plan(&l, &[1, 0, 1], false, false);
         assert!(!w.is_everything());
         assert_eq!(wanted(&w), [0, 1, 2, 6, 7, 8]);
-        assert_eq!(w.left(&l, |_| false), 70);
+        // whole wanted pieces: 0-2 and 6-7 of 16 bytes, 8 of 2
+        assert_eq!(w.left(&l, |_| false), 82);
         assert_eq!(
-            (w.size(), Want::plan(&l, &[], false, false).size()),
-            (Some(70), None)
+            (w.size(&l), Want::plan(&l, &[], false, false).size(&l)),
+            (Some(82), None)
         );
-        // Piece 2 verified: f0's bytes in it (32..40) are done.
-        assert_eq!(w.left(&l, |i| i == 2), 62);
+        assert_eq!(w.left(&l, |i| i == 2), 66);
         let v = AtomicBitfield::new(l.num_pieces);
         assert_eq!(w.missing(&v), 6);
         for i in [0, 1, 2, 6, 7] {

@@ -258,7 +258,7 @@ impl Qbt {
         let wanted_size = handle
             .as_ref()
             .filter(|t| !t.pieces.verified.is_full())
-            .and_then(|t| t.want().size());
+            .and_then(|t| t.want().size(&t.meta.info.layout));
         let swarm = match &handle {
             Some(t) => torrent::SwarmFacts {
                 complete_peers: t.pieces.complete_peers(),

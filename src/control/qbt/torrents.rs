@@ -629,11 +629,20 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         } else {
             ((file.offset + file.length - 1) / plen) as u32
         };
-        let have = (first..=last).filter(|i| t.pieces.verified.get(*i)).count() as f64;
-        let progress = if complete {
+        // the file's bytes in verified pieces, as libtorrent's file progress (an empty file is
+        // complete, qBittorrent's `filesProgress`)
+        let have: u64 = (first..=last)
+            .filter(|&i| t.pieces.verified.get(i))
+            .map(|i| {
+                let start = (u64::from(i) * plen).max(file.offset);
+                let end = (u64::from(i) * plen + plen).min(file.end());
+                end.saturating_sub(start)
+            })
+            .sum();
+        let progress = if complete || file.length == 0 || have >= file.length {
             1.0
         } else {
-            have / f64::from(last - first + 1)
+            have as f64 / file.length as f64
         };
         let mut o = json!({
             "availability": if complete { -1.0 } else { file_availability(&t, first, last) },
@@ -647,7 +656,8 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         if out.is_empty()
             && let Some(m) = o.as_object_mut()
         {
-            m.insert("is_seed".into(), json!(complete));
+            // qBittorrent's `isSeed`: finished (every wanted piece) or seeding
+            m.insert("is_seed".into(), json!(f.has_metadata && f.left == 0));
         }
         out.push(o);
     }
