@@ -166,8 +166,12 @@ impl Want {
         (!self.all).then(|| self.left(layout, |_| false))
     }
 
-    /// Wanted pieces not verified yet.
+    /// Wanted pieces not verified yet (read at every verified piece: without skipped files
+    /// it is the bitfield's own count, no pass over its words).
     pub fn missing(&self, verified: &AtomicBitfield) -> u32 {
+        if self.all {
+            return self.num_pieces - verified.count().min(self.num_pieces);
+        }
         (0..self.wanted.len())
             .map(|w| (self.wanted[w] & !verified.word(w)).count_ones())
             .sum()
@@ -238,6 +242,9 @@ pub(crate) mod tests {
         assert_eq!(wanted(&w), (0..10).collect::<Vec<_>>());
         assert_eq!(w.word(0), (1 << 10) - 1, "no bits past the last piece");
         assert!(w.tiers().is_empty());
+        let v = AtomicBitfield::new(10);
+        v.set(3);
+        assert_eq!(w.missing(&v), 9);
         assert_eq!(w.left(&l, |_| false), 150);
         assert_eq!(Want::everything(64).word(0), u64::MAX);
         assert_eq!(Want::everything(65).word(1), 1);
