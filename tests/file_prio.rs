@@ -56,6 +56,54 @@ fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> Option<Value>) -> V
     }
 }
 
+/// An HTTP tracker on loopback that answers no peers and keeps the `event` and `left` of each
+/// announce but libtorrent's (peer ids `-LT…`).
+struct Tracker {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Tracker {
+    fn start() -> Tracker {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/announce", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
+                }
+                let query = line.split_whitespace().nth(1).unwrap_or("");
+                let param = |k: &str| {
+                    query
+                        .split(['?', '&'])
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                if !param("peer_id").starts_with("-LT") {
+                    keep.lock().unwrap().push((param("event"), param("left")));
+                }
+                let body = "d8:intervali1800e5:peers0:e";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Tracker { url, seen }
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
     let cfg = dir.join("node.toml");
     std::fs::write(
@@ -91,7 +139,12 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
         std::fs::write(multi.join(name), p).unwrap();
     }
     let t = dir.path().join("multi.torrent");
-    let meta = create_torrent(&multi, &t, &["--piece-kib", "64", "--no-date"]);
+    let tracker = Tracker::start();
+    let meta = create_torrent(
+        &multi,
+        &t,
+        &["--piece-kib", "64", "--no-date", "-t", &tracker.url],
+    );
     assert_eq!(meta.info.layout.num_pieces, 20);
     assert_eq!(meta.info.layout.piece_length, PIECE);
     let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
@@ -195,6 +248,19 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
             names[k]
         );
     }
+    // Its tracker heard `started` and no `completed` (the torrent is not complete), and no
+    // announce said more than the wanted pieces were left. (The announce loop looks for
+    // completion once a second: a false `completed` would have gone out by now.)
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = tracker.events();
+    assert!(events.iter().any(|(e, _)| e == "started"), "{events:?}");
+    assert!(!events.iter().any(|(e, _)| e == "completed"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|(_, left)| left.parse::<u64>().unwrap() <= 594_640),
+        "{events:?}"
+    );
     // b.bin holds the bytes of the two pieces it shares (documented); none of its own.
     let b = std::fs::read(on_disk.join("b.bin")).unwrap_or_default();
     let own = (5 * PIECE as usize - SIZES[0])..(15 * PIECE as usize - SIZES[0]);
@@ -274,6 +340,21 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
         (up && i["amount_left"] == 0 && i["size"] == 1_250_000).then_some(i)
     });
     assert_eq!(full["progress"], 1.0, "{full:#}");
+    // complete now: `completed` once, with nothing left
+    let events = wait_for("the completed announce", 10, || {
+        let e = tracker.events();
+        e.iter()
+            .any(|(e, _)| e == "completed")
+            .then(|| serde_json::json!(e))
+    });
+    let completed: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[0] == "completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "{events}");
+    assert_eq!(completed[0][1], "0", "{events}");
     assert_eq!(pieces(api), vec![2; 20]);
     let now_named = ["x/a1.bin", "b.bin", "c.bin"];
     for (name, p) in now_named.iter().zip(&payloads) {
