@@ -105,6 +105,11 @@ impl Tracker {
 }
 
 fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
+    node_config_with(dir, data, "")
+}
+
+/// The node's config with `extra` keys of `[torrents]`.
+fn node_config_with(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("node.toml");
     std::fs::write(
         &cfg,
@@ -113,7 +118,7 @@ fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
              [metrics]\nlisten = \"\"\n\
              [control]\nlisten = \"127.0.0.1:0\"\n\
              [state]\ndir = {:?}\n\
-             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n",
+             [torrents]\ndata_dir = {:?}\nwatch_interval_s = 0\n{extra}",
             dir.join("state").display().to_string(),
             data.display().to_string()
         ),
@@ -376,4 +381,120 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
     });
     node.stop();
     drop(seeder);
+}
+
+/// With `[torrents] incomplete_dir`: the download finishes without the skipped file (which
+/// shares no piece, so it is never created) and moves to its data directory; made wanted
+/// again, the file is created and fetched there, not in the incomplete directory the torrent
+/// was first opened in.
+#[test]
+fn a_finished_download_moved_out_of_the_incomplete_dir_fetches_a_file_wanted_again() {
+    common::require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let multi = dir.path().join("src/multi");
+    std::fs::create_dir_all(&multi).unwrap();
+    let names = ["a.bin", "b.bin", "c.bin"];
+    // b.bin is pieces 5-14 exactly
+    let sizes = [5 * PIECE as usize, 10 * PIECE as usize, 250_000];
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| pattern(n, 70 + k as u64))
+        .collect();
+    for (name, p) in names.iter().zip(&payloads) {
+        std::fs::write(multi.join(name), p).unwrap();
+    }
+    let t = dir.path().join("multi.torrent");
+    let meta = create_torrent(&multi, &t, &["--piece-kib", "64", "--no-date"]);
+    let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
+    let seeder = spawn_lt_seeder(&t, &dir.path().join("src"), "127.0.0.1", 0);
+    let (data, incomplete) = (dir.path().join("data"), dir.path().join("incomplete"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&incomplete).unwrap();
+    let cfg = node_config_with(
+        dir.path(),
+        &data,
+        &format!("incomplete_dir = {:?}\n", incomplete.display().to_string()),
+    );
+    let node = RunNode::start(&cfg);
+    let api = node.api;
+    let token = std::fs::read_to_string(dir.path().join("state/api-token")).unwrap();
+    let token = token.trim().to_string();
+    let body = serde_json::json!({"path": t, "paused": true}).to_string();
+    let (st, answer) = request(
+        api,
+        "127.0.0.1",
+        "POST",
+        "/api/v1/torrents",
+        &body,
+        Some(&token),
+    );
+    assert!(st == 200 || st == 201, "{st} {answer}");
+    let prio = |p: u8| {
+        let form = format!("hash={hash}&id=1&priority={p}");
+        let (st, body) = form_post(api, &token, "/api/v2/torrents/filePrio", &form);
+        assert_eq!((st, body.as_str()), (200, ""));
+    };
+    let add_peer = || {
+        let peers = serde_json::json!({"peers": [seeder.addr.to_string()]}).to_string();
+        let path = format!("/api/v1/torrents/{hash}/peers");
+        let (st, answer) = request(api, "127.0.0.1", "POST", &path, &peers, Some(&token));
+        assert!(st == 200 || st == 202 || st == 204, "{st} {answer}");
+    };
+    prio(0);
+    add_peer();
+    let (st, body) = form_post(
+        api,
+        &token,
+        "/api/v2/torrents/start",
+        &format!("hashes={hash}"),
+    );
+    assert_eq!(st, 200, "{body}");
+    let info_path = format!("/api/v2/torrents/info?hashes={hash}");
+    let seeding = |what: &str, size: u64| {
+        wait_for(what, 60, || {
+            let i = get(api, &token, &info_path)[0].clone();
+            let up = matches!(i["state"].as_str(), Some("stalledUP" | "uploading"));
+            (up && i["amount_left"] == 0 && i["size"] == size).then_some(i)
+        })
+    };
+    let total = sizes.iter().sum::<usize>() as u64;
+    seeding("the wanted files to finish", total - sizes[1] as u64);
+    let moved = data.join("multi");
+    wait_for("the finished files in the data directory", 30, || {
+        moved.join("a.bin").exists().then_some(Value::Null)
+    });
+    assert_eq!(std::fs::read(moved.join("a.bin")).unwrap(), payloads[0]);
+    assert_eq!(std::fs::read(moved.join("c.bin")).unwrap(), payloads[2]);
+    assert!(
+        !moved.join("b.bin").exists(),
+        "the skipped file was created"
+    );
+    prio(1);
+    add_peer();
+    seeding("the whole torrent", total);
+    for (name, p) in names.iter().zip(&payloads) {
+        assert_eq!(&std::fs::read(moved.join(name)).unwrap(), p, "{name}");
+    }
+    let left: Vec<_> = walk(&incomplete);
+    assert!(
+        left.is_empty(),
+        "files left in the incomplete directory: {left:?}"
+    );
+    node.stop();
+    drop(seeder);
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

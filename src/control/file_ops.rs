@@ -57,26 +57,37 @@ pub fn skipped_files(
 
 impl Service {
     /// Hands an entry's plan of wanted pieces to its torrent object. A finished download that
-    /// wants pieces again (a skipped file made wanted) downloads again, as long as its files are
-    /// still where its torrent object writes them.
-    pub(super) fn apply_want(&self, e: &mut Entry) {
+    /// wants pieces again (a skipped file made wanted) downloads again: in place when its
+    /// torrent object still writes where the data is, else (its data moved out of the
+    /// incomplete directory, or opened read-only after a copy there) opened again for download
+    /// where the data is now.
+    pub(super) fn apply_want(&self, id: [u8; 20], e: &mut Entry) {
         let Some(t) = e.torrent.clone() else { return };
         t.set_want(plan(e));
+        if t.wanted_complete() || e.downloading || e.status != Status::Ready {
+            return;
+        }
         let writes_here =
             t.data_dir == e.data_dir || e.download_dir.as_ref().is_some_and(|d| *d == t.data_dir);
-        if !t.wanted_complete()
-            && t.downloads()
-            && writes_here
-            && !e.downloading
-            && e.status == Status::Ready
-        {
-            // the seeding time so far is kept; it counts again once finished
-            if let Some(since) = e.seeding_since {
-                e.seeding_base += since.elapsed().as_secs();
-                e.seeding_since = Some(Instant::now());
-            }
-            e.downloading = true;
+        // the seeding time so far is kept; it counts again once finished
+        if let Some(since) = e.seeding_since {
+            e.seeding_base += since.elapsed().as_secs();
+            e.seeding_since = Some(Instant::now());
         }
+        e.downloading = true;
+        if t.downloads() && writes_here {
+            return;
+        }
+        let was_serving = e.serving();
+        self.unserve(id, e);
+        e.uploaded_base += t.uploaded();
+        e.org.downloaded_base += t.downloaded();
+        let bits = t.verified_bitfield();
+        e.torrent = None;
+        drop(t);
+        // opened at `e.data_dir` (no download directory any more): this object writes there,
+        // so the call this makes (through `serve`) leaves it as it is
+        self.reopen(id, e, Some(&bits), true, was_serving);
     }
 
     /// Sets the priority of the data files `ids` (indices as `torrents/files` lists them) of

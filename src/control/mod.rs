@@ -940,7 +940,7 @@ impl Service {
                 entry.downloading = partial;
                 entry.torrent = Some(Arc::new(t));
                 // skipped files: a finished download is seen as one at its first tick
-                self.apply_want(&mut entry);
+                self.apply_want(id, &mut entry);
                 entry.status = Status::Ready;
                 entry.resumed = true;
                 self.inner.counters.resumed.fetch_add(1, Ordering::Relaxed);
@@ -968,7 +968,7 @@ impl Service {
             return;
         }
         // a torrent object opened since (recheck, move, restart) follows the file priorities
-        self.apply_want(e);
+        self.apply_want(id, e);
         let Some(t) = &e.torrent else { return };
         // a torrent object opened since (recheck, move) announces to the edited trackers too
         t.set_tiers(e.org.qbt.trackers.clone());

@@ -147,7 +147,7 @@ impl Service {
                     t.set_tiers(wanted.trackers.clone());
                 }
                 e.org.qbt = wanted;
-                self.apply_want(e);
+                self.apply_want(id, e);
             }
         }
         Ok(())
@@ -280,7 +280,7 @@ impl Service {
                 if was_serving {
                     self.serve(id, e);
                 } else {
-                    self.apply_want(e);
+                    self.apply_want(id, e);
                 }
             }
             Err(err) if bits.is_some() => {
