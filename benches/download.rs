@@ -8,6 +8,7 @@ use std::hint::black_box;
 
 use ringseed::download::part::Part;
 use ringseed::download::picker::{self, Offer, Strategy};
+use ringseed::download::want::Want;
 use ringseed::pieces::PieceTable;
 
 /// A scattered pseudo-random number for piece `i` (deterministic, so every build picks in the
@@ -66,11 +67,12 @@ fn pick(c: &mut Criterion) {
             bits: &bits,
             only: None,
         };
+        let want = Want::everything(n);
         g.bench_function(name, |b| {
             let mut r = 0x9e37_79b9_7f4a_7c15u64;
             b.iter(|| {
                 r = xorshift(r);
-                let i = picker::claim(&t, offer, Strategy::RarestFirst, black_box(r));
+                let i = picker::claim(&t, offer, Strategy::RarestFirst, black_box(r), &want);
                 if let Some(i) = i {
                     t.release(i);
                 }
@@ -87,11 +89,12 @@ fn pick(c: &mut Criterion) {
         bits: &bits,
         only: None,
     };
+    let want = Want::everything(32_768);
     g.bench_function("32768_pieces_none_left", |b| {
         let mut r = 0x9e37_79b9_7f4a_7c15u64;
         b.iter(|| {
             r = xorshift(r);
-            picker::claim(&t, offer, Strategy::RarestFirst, black_box(r))
+            picker::claim(&t, offer, Strategy::RarestFirst, black_box(r), &want)
         })
     });
     g.finish();

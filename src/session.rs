@@ -484,8 +484,11 @@ async fn announce_loop(
         downloaded: t.downloaded.load(std::sync::atomic::Ordering::Relaxed),
         left: t.left(),
     };
-    // A torrent that completes while running owes its trackers `completed` at once.
-    let mut was_complete = t.left() == 0;
+    // A torrent that completes while running owes its trackers `completed` at once. Complete
+    // means every piece: one that finished its wanted files only (skipped files, `left` 0)
+    // is not announced `completed`, as libtorrent does not.
+    let complete = |t: &Torrent| t.pieces.verified.is_full();
+    let mut was_complete = complete(&t);
     loop {
         *crate::engine::lock(&t.next_announce) = Some(announcer.next_due());
         let due = tokio::time::Instant::from_std(announcer.next_due());
@@ -493,7 +496,7 @@ async fn announce_loop(
             _ = tokio::time::sleep_until(due) => {}
             _ = t.reannounce.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if !was_complete && t.left() == 0 {
+                if !was_complete && complete(&t) {
                     was_complete = true;
                     announcer.mark_completed();
                 }

@@ -107,6 +107,12 @@ pub const MIGRATIONS: &[&str] = &[
     // for its metadata: 'Original' (the .torrent's paths) is what every older record had.
     "ALTER TABLE torrents ADD COLUMN content_layout TEXT NOT NULL DEFAULT 'Original';
      ALTER TABLE magnets ADD COLUMN content_layout TEXT NOT NULL DEFAULT 'Original';",
+    // The qBittorrent API's file priorities (`torrents/filePrio`): one byte per data file, in
+    // the order `torrents/files` lists them; NULL (every older record): all normal.
+    "ALTER TABLE torrents ADD COLUMN file_prio BLOB;",
+    // Renamed files (`torrents/renameFile`, `renameFolder`): every data file's path below the
+    // save path, as a JSON list in the order of `torrents/files`; NULL: as laid out.
+    "ALTER TABLE torrents ADD COLUMN file_paths TEXT;",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -185,10 +191,16 @@ pub struct Organisation {
 pub struct QbtSettings {
     /// Its name as shown (`rename`); `None`: the metainfo's.
     pub name: Option<String>,
-    /// Sequential download and first/last piece priority: accepted and reported; the piece
-    /// picker does not act on them (docs/qbittorrent-api.md).
+    /// Sequential download and first/last piece priority: the piece picker's order
+    /// (`download::want`).
     pub seq_dl: bool,
     pub first_last_prio: bool,
+    /// Each data file's priority (qBittorrent's 0 skip, 1 normal, 6 high, 7 maximal), in the
+    /// order of `torrents/files`; empty: all normal.
+    pub file_prio: Vec<u8>,
+    /// Every data file's path below the save path once one was renamed (`/`-separated, in the
+    /// order of `torrents/files`); empty: as its content layout puts them.
+    pub file_paths: Vec<String>,
     /// Automatic torrent management: its save path follows its category's.
     pub auto_tmm: bool,
     /// Its tracker tiers as edited; `None`: the metainfo's.
@@ -473,7 +485,8 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 upload_rate_limit, ratio_limit, seed_time_limit_s, uploaded, seeding_s, verified,
                 download_dir, download_rate_limit, category, tags, inactive_seed_time_limit_s,
                 queue_pos, force_start, last_activity, completed_at, display_name, seq_dl,
-                first_last_prio, auto_tmm, trackers, downloaded, content_layout
+                first_last_prio, auto_tmm, trackers, downloaded, content_layout, file_prio,
+                file_paths
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -519,6 +532,11 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                     trackers: r
                         .get::<_, Option<String>>(26)?
                         .and_then(|j| serde_json::from_str(&j).ok()),
+                    file_prio: r.get::<_, Option<Vec<u8>>>(29)?.unwrap_or_default(),
+                    file_paths: r
+                        .get::<_, Option<String>>(30)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default(),
                 },
                 downloaded_base: to_u64(r.get(27)?),
                 content_layout: content_layout(&r.get::<_, String>(28)?),
@@ -564,9 +582,10 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
                                category, tags, inactive_seed_time_limit_s, queue_pos,
                                force_start, last_activity, completed_at, display_name,
                                seq_dl, first_last_prio, auto_tmm, trackers, downloaded,
-                               content_layout)
+                               content_layout, file_prio, file_paths)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
+                 ?31)
          ON CONFLICT (info_hash) DO UPDATE SET
              source = excluded.source, data_dir = excluded.data_dir, paused = excluded.paused,
              stopped_by = excluded.stopped_by, upload_rate_limit = excluded.upload_rate_limit,
@@ -581,7 +600,8 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
              display_name = excluded.display_name, seq_dl = excluded.seq_dl,
              first_last_prio = excluded.first_last_prio, auto_tmm = excluded.auto_tmm,
              trackers = excluded.trackers, downloaded = excluded.downloaded,
-             content_layout = excluded.content_layout",
+             content_layout = excluded.content_layout, file_prio = excluded.file_prio,
+             file_paths = excluded.file_paths",
         params![
             &rec.info_hash[..],
             rec.torrent,
@@ -612,6 +632,8 @@ pub fn put(conn: &Connection, rec: &TorrentRecord) -> rusqlite::Result<()> {
             trackers_json(&rec.org.qbt.trackers),
             to_i64(rec.org.downloaded_base),
             rec.org.content_layout.as_str(),
+            prio_blob(&rec.org.qbt.file_prio),
+            paths_json(&rec.org.qbt.file_paths),
         ],
     )?;
     put_files(conn, &rec.info_hash, &rec.files)
@@ -664,6 +686,18 @@ pub fn save_settings(
     Ok(())
 }
 
+/// Renamed paths as stored: NULL for "as laid out".
+fn paths_json(p: &[String]) -> Option<String> {
+    (!p.is_empty())
+        .then(|| serde_json::to_string(p).ok())
+        .flatten()
+}
+
+/// File priorities as stored: NULL for "all normal".
+fn prio_blob(p: &[u8]) -> Option<&[u8]> {
+    (!p.is_empty()).then_some(p)
+}
+
 fn trackers_json(t: &Option<Vec<Vec<String>>>) -> Option<String> {
     t.as_ref().and_then(|t| serde_json::to_string(t).ok())
 }
@@ -674,7 +708,8 @@ pub fn save_qbt(conn: &Connection, info_hash: &[u8; 20], q: &QbtSettings) -> rus
     let n = conn
         .prepare_cached(
             "UPDATE torrents SET display_name = ?2, seq_dl = ?3, first_last_prio = ?4,
-                                 auto_tmm = ?5, trackers = ?6
+                                 auto_tmm = ?5, trackers = ?6, file_prio = ?7,
+                                 file_paths = ?8
              WHERE info_hash = ?1",
         )?
         .execute(params![
@@ -684,6 +719,8 @@ pub fn save_qbt(conn: &Connection, info_hash: &[u8; 20], q: &QbtSettings) -> rus
             q.first_last_prio,
             q.auto_tmm,
             trackers_json(&q.trackers),
+            prio_blob(&q.file_prio),
+            paths_json(&q.file_paths),
         ])?;
     if n == 0 {
         return Err(rusqlite::Error::QueryReturnedNoRows);
@@ -929,6 +966,8 @@ mod tests {
                     first_last_prio: false,
                     auto_tmm: true,
                     trackers: Some(vec![vec!["http://a/announce".into()], vec![]]),
+                    file_prio: vec![1, 0, 7],
+                    file_paths: vec!["x/a".into(), "b".into()],
                 },
                 downloaded_base: 5,
                 content_layout: ContentLayout::Subfolder,
@@ -1013,6 +1052,8 @@ mod tests {
         let q = QbtSettings {
             name: Some("other".into()),
             trackers: None,
+            file_prio: vec![0, 6],
+            file_paths: Vec::new(),
             ..got.org.qbt.clone()
         };
         save_qbt(&c, &[1; 20], &q).unwrap();

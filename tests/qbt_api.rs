@@ -230,6 +230,36 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
             .map(|s| s["cases"].clone())
             .unwrap_or_else(|| panic!("{file}: no content-layouts step"))
     };
+    // filePrio: the same priorities shown, the same seed size and progress, the same
+    // statuses for bad input
+    let step_of = |file: &str, name: &str| -> Value {
+        read_json(&out.join(file))["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{file}: no {name} step"))
+    };
+    let prio = step_of("gaps.json", "file priorities");
+    assert_eq!(prio["priorities"], serde_json::json!([6, 0, 0]), "{prio}");
+    assert_eq!(
+        prio,
+        step_of("gaps-qbittorrent.json", "file priorities"),
+        "ringseed (left) vs qBittorrent (right)"
+    );
+    // renameFile, renameFolder: the same names, files on disk, content_path and statuses
+    let ren = step_of("gaps.json", "renames");
+    assert_eq!(
+        ren["names"],
+        serde_json::json!(["rs-ren/e/a2.bin", "rs-ren/dd/b.bin", "rs-ren/dd/c.bin"]),
+        "{ren}"
+    );
+    assert_eq!(
+        ren,
+        step_of("gaps-qbittorrent.json", "renames"),
+        "ringseed (left) vs qBittorrent (right)"
+    );
     let ours = layouts("gaps.json");
     assert_eq!(ours.as_array().map(Vec::len), Some(5), "{ours}");
     assert_eq!(

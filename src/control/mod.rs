@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod client;
+pub mod file_ops;
 pub mod node;
 pub mod org_api;
 pub mod org_ops;
@@ -835,6 +836,8 @@ impl Service {
             // Its files where its content layout put them when it was added.
             Ok(mut m) => {
                 m.info.layout = rec.org.content_layout.apply(&m.info.layout);
+                // and where renames put them since
+                file_ops::apply_paths(&mut m.info.layout, &rec.org.qbt.file_paths);
                 m
             }
             Err(e) => {
@@ -936,6 +939,8 @@ impl Service {
                 entry.saved_pieces = t.pieces.verified.count();
                 entry.downloading = partial;
                 entry.torrent = Some(Arc::new(t));
+                // skipped files: a finished download is seen as one at its first tick
+                self.apply_want(id, &mut entry);
                 entry.status = Status::Ready;
                 entry.resumed = true;
                 self.inner.counters.resumed.fetch_add(1, Ordering::Relaxed);
@@ -959,10 +964,12 @@ impl Service {
 
     /// Starts serving an opened torrent (with its rate limit) unless it already is.
     fn serve(&self, id: [u8; 20], e: &mut Entry) {
-        let Some(t) = &e.torrent else { return };
-        if e.serving() || e.queued {
+        if e.torrent.is_none() || e.serving() || e.queued {
             return;
         }
+        // a torrent object opened since (recheck, move, restart) follows the file priorities
+        self.apply_want(id, e);
+        let Some(t) = &e.torrent else { return };
         // a torrent object opened since (recheck, move) announces to the edited trackers too
         t.set_tiers(e.org.qbt.trackers.clone());
         let options = self.options();
@@ -2125,7 +2132,7 @@ impl Service {
                     records.push(DataSave::of(*id, e));
                     continue;
                 }
-                if t.pieces.verified.count() != e.saved_pieces || t.pieces.verified.is_full() {
+                if t.pieces.verified.count() != e.saved_pieces || t.wanted_complete() {
                     // Acquire loads: each bit read comes with its file's written mark.
                     let bits = t.verified_bitfield();
                     to_sync.push((*id, t, bits));
@@ -2178,8 +2185,13 @@ impl Service {
                 };
                 let pieces = e.meta.info.layout.num_pieces;
                 let done = crate::pieces::count_wire(&bits, pieces);
-                if done == pieces {
-                    if let Err(err) = t.files.create_missing() {
+                // finished: every wanted piece (all of them, without skipped files), whose
+                // bits are these (read after the count said none was missing)
+                if done == pieces || t.wanted_complete() {
+                    // skipped files are not created (the bytes of pieces they share with
+                    // wanted files are written into them, though: docs/qbittorrent-api.md)
+                    let skip = file_ops::skipped_files(&e.meta.info.layout, &e.org.qbt.file_prio);
+                    if let Err(err) = t.files.create_missing_except(|i| skip.contains(&i)) {
                         e.status = Status::Error(format!("creating files: {err}"));
                     }
                     if let Some(from) = e.download_dir.take()

@@ -147,6 +147,7 @@ impl Service {
                     t.set_tiers(wanted.trackers.clone());
                 }
                 e.org.qbt = wanted;
+                self.apply_want(id, e);
             }
         }
         Ok(())
@@ -223,37 +224,8 @@ impl Service {
         } else {
             from.clone()
         };
-        let open_dir = e.download_dir.clone().unwrap_or_else(|| now_dir.clone());
-        let opened = match &bits {
-            Some(bits) if downloads => Torrent::open_download(
-                e.meta.clone(),
-                &open_dir,
-                Start::Trust(bits.clone()),
-                self.options().preallocate,
-            ),
-            Some(bits) => Torrent::open(e.meta.clone(), &open_dir, None).inspect(|(t, _)| {
-                for i in 0..t.pieces.num_pieces() {
-                    let byte = bits.get(i as usize / 8).copied().unwrap_or(0);
-                    if byte & (0x80 >> (i % 8)) == 0 {
-                        t.pieces.verified.clear(i);
-                    }
-                }
-            }),
-            None => Err(std::io::Error::other("no data opened")),
-        };
         e.data_dir = now_dir.clone();
-        match opened {
-            Ok((t, _)) => {
-                e.torrent = Some(Arc::new(t));
-                if was_serving {
-                    self.serve(id, e);
-                }
-            }
-            Err(err) if bits.is_some() => {
-                e.status = Status::Error(format!("opening the moved data: {err}"));
-            }
-            Err(_) => {}
-        }
+        self.reopen(id, e, bits.as_deref(), downloads, was_serving);
         e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
         let save = DataSave::of(id, e);
         let new_dir = now_dir.display().to_string();
@@ -269,6 +241,52 @@ impl Service {
                 Ok(())
             }
             Err(why) => Err(ControlError::Io(why)),
+        }
+    }
+
+    /// Opens an entry's torrent object again where its data is now (its download directory,
+    /// else its data directory) with the verified pieces `bits` of the object closed before
+    /// (`None`: it had none, nothing is opened), writable if it was (`downloads`), and serves
+    /// it again if it was served. A move or a rename of its files closes and reopens it so.
+    pub(super) fn reopen(
+        &self,
+        id: [u8; 20],
+        e: &mut Entry,
+        bits: Option<&[u8]>,
+        downloads: bool,
+        was_serving: bool,
+    ) {
+        let open_dir = e.download_dir.clone().unwrap_or_else(|| e.data_dir.clone());
+        let opened = match bits {
+            Some(bits) if downloads => Torrent::open_download(
+                e.meta.clone(),
+                &open_dir,
+                Start::Trust(bits.to_vec()),
+                self.options().preallocate,
+            ),
+            Some(bits) => Torrent::open(e.meta.clone(), &open_dir, None).inspect(|(t, _)| {
+                for i in 0..t.pieces.num_pieces() {
+                    let byte = bits.get(i as usize / 8).copied().unwrap_or(0);
+                    if byte & (0x80 >> (i % 8)) == 0 {
+                        t.pieces.verified.clear(i);
+                    }
+                }
+            }),
+            None => Err(std::io::Error::other("no data opened")),
+        };
+        match opened {
+            Ok((t, _)) => {
+                e.torrent = Some(Arc::new(t));
+                if was_serving {
+                    self.serve(id, e);
+                } else {
+                    self.apply_want(id, e);
+                }
+            }
+            Err(err) if bits.is_some() => {
+                e.status = Status::Error(format!("opening the moved data: {err}"));
+            }
+            Err(_) => {}
         }
     }
 

@@ -63,7 +63,8 @@ pub async fn torrent_loop(
     let limits = dht.limits().clone();
     let mut schedule = Schedule::new(Instant::now());
     loop {
-        let complete = t.left() == 0;
+        // a seed only with every piece (skipped files make a torrent finished, not a seed)
+        let complete = t.pieces.verified.is_full();
         let connected = t.peers.load(Ordering::Relaxed);
         match schedule.next(Instant::now(), complete, connected, &limits) {
             Step::Lookup => {

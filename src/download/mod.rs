@@ -1,7 +1,8 @@
 //! The downloading half of the engine, as pure parts with no I/O: which piece to fetch next
 //! ([`picker`]), a piece being assembled from blocks and checked as they arrive ([`part`]), who
-//! to blame for bad data ([`blame`]), and what to do with a piece nobody fetches any more
-//! ([`orphan`]). The workers (`engine/fetch.rs`, `engine/conn/`) move the bytes;
+//! to blame for bad data ([`blame`]), what to do with a piece nobody fetches any more
+//! ([`orphan`]), and which pieces are wanted at all, and which first ([`want`]: file priorities,
+//! sequential, first/last piece). The workers (`engine/fetch.rs`, `engine/conn/`) move the bytes;
 //! [`crate::leecher`] drives one download for `ringseed download`.
 //!
 //! ```text
@@ -15,3 +16,4 @@ pub mod blame;
 pub mod orphan;
 pub mod part;
 pub mod picker;
+pub mod want;

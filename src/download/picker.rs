@@ -9,7 +9,13 @@
 //! availability level, kept as haves arrive), the lowest level first, 64 pieces per word, and
 //! compares them with the peer's bitfield a word at a time; a random pick reads the peer's
 //! bitfield and the table's bits a word at a time too.
+//!
+//! What is wanted ([`Want`]: file priorities, sequential, first/last piece) masks the peer's
+//! words before any of that: pieces only skipped files cover are never claimed; the urgent
+//! tiers are tried first (lowest piece first), and a sequential download takes the lowest
+//! missing wanted piece instead of the rarest.
 
+use super::want::Want;
 use crate::pieces::PieceTable;
 
 /// How to choose among the pieces a peer has that nobody fetches yet.
@@ -67,16 +73,35 @@ impl Offer<'_> {
     }
 }
 
-/// Picks a piece the peer offers that is neither verified nor claimed, and claims it. `rand`
-/// spreads peers over the torrent (a random number). `None`: nothing is left to claim from
-/// this peer (endgame, if it has pieces we still lack).
-pub fn claim(table: &PieceTable, offer: Offer<'_>, strategy: Strategy, rand: u64) -> Option<u32> {
+/// Picks a wanted piece the peer offers that is neither verified nor claimed, and claims it:
+/// from the most urgent tier of `want` that has one (lowest first), else the lowest one for a
+/// sequential download, else by `strategy`. `rand` spreads peers over the torrent (a random
+/// number). `None`: nothing is left to claim from this peer (endgame, if it has pieces we
+/// still lack).
+pub fn claim(
+    table: &PieceTable,
+    offer: Offer<'_>,
+    strategy: Strategy,
+    rand: u64,
+    want: &Want,
+) -> Option<u32> {
     if let Some(only) = offer.only {
-        return claim_among(table, only, offer, strategy, rand);
+        return claim_among(table, only, offer, strategy, rand, want);
+    }
+    for tier in want.tiers() {
+        let urgent = |w: usize| offer.word(w) & tier.get(w).copied().unwrap_or(0);
+        if let Some(i) = table.claim_any(urgent, 0) {
+            return Some(i);
+        }
+    }
+    let has = |w: usize| offer.word(w) & want.word(w);
+    if want.sequential {
+        // From word 0, bit 0: the lowest claimable piece the peer has.
+        return table.claim_any(has, 0);
     }
     match strategy {
-        Strategy::Random => table.claim_any(|w| offer.word(w), rand),
-        Strategy::RarestFirst => table.claim_rarest(|w| offer.word(w), rand),
+        Strategy::Random => table.claim_any(has, rand),
+        Strategy::RarestFirst => table.claim_rarest(has, rand),
     }
 }
 
@@ -88,6 +113,7 @@ fn claim_among(
     offer: Offer<'_>,
     strategy: Strategy,
     rand: u64,
+    want: &Want,
 ) -> Option<u32> {
     // Another worker may claim the chosen piece between the look and the claim: a few tries.
     for _ in 0..4 {
@@ -97,12 +123,18 @@ fn claim_among(
         } else {
             (rand % n as u64) as usize
         };
-        let mut free = (0..n)
-            .map(|k| pieces[(start + k) % n])
-            .filter(|&i| offer.has(i) && !table.verified.get(i) && !table.claimed(i));
-        let i = match strategy {
-            Strategy::Random => free.next(),
-            Strategy::RarestFirst => free.min_by_key(|&i| table.availability(i)),
+        let free = (0..n).map(|k| pieces[(start + k) % n]).filter(|&i| {
+            offer.has(i) && want.wants(i) && !table.verified.get(i) && !table.claimed(i)
+        });
+        let i = if want.sequential {
+            free.min_by_key(|&i| (want.rank(i), i))
+        } else {
+            match strategy {
+                Strategy::Random => free.min_by_key(|&i| want.rank(i)),
+                Strategy::RarestFirst => {
+                    free.min_by_key(|&i| (want.rank(i), table.availability(i)))
+                }
+            }
         }?;
         if table.claim(i) {
             return Some(i);
@@ -121,8 +153,12 @@ pub fn copy_candidate(
     offer: Offer<'_>,
     here: impl Fn(u32) -> bool,
     rand: u64,
+    want: &Want,
 ) -> Option<u32> {
-    let copyable = |i: u32| table.copyable_word((i / 64) as usize) & (1u64 << (i % 64)) != 0;
+    let copyable = |i: u32| {
+        table.copyable_word((i / 64) as usize) & want.word((i / 64) as usize) & (1u64 << (i % 64))
+            != 0
+    };
     if let Some(only) = offer.only {
         return only
             .iter()
@@ -136,7 +172,7 @@ pub fn copy_candidate(
     let first = (rand % words as u64) as usize;
     (0..words).find_map(|k| {
         let w = (first + k) % words;
-        let mut cand = offer.word(w) & table.copyable_word(w);
+        let mut cand = offer.word(w) & table.copyable_word(w) & want.word(w);
         while cand != 0 {
             let off = cand.trailing_zeros();
             cand &= cand - 1;
@@ -149,14 +185,157 @@ pub fn copy_candidate(
     })
 }
 
-/// Whether the peer has a piece we still lack (verified or not, claimed or not).
-pub fn interesting(table: &PieceTable, offer: Offer<'_>) -> bool {
-    (0..table.verified.words()).any(|w| offer.word(w) & !table.verified.word(w) != 0)
+/// Whether the peer has a wanted piece we still lack (claimed or not).
+pub fn interesting(table: &PieceTable, offer: Offer<'_>, want: &Want) -> bool {
+    (0..table.verified.words()).any(|w| offer.word(w) & want.word(w) & !table.verified.word(w) != 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::download::want::tests::layout;
+
+    /// The picks with every piece wanted (what the tests below were written for).
+    fn claim(t: &PieceTable, o: Offer<'_>, s: Strategy, rand: u64) -> Option<u32> {
+        super::claim(t, o, s, rand, &Want::everything(t.num_pieces()))
+    }
+
+    fn copy_candidate(
+        t: &PieceTable,
+        o: Offer<'_>,
+        here: impl Fn(u32) -> bool,
+        rand: u64,
+    ) -> Option<u32> {
+        super::copy_candidate(t, o, here, rand, &Want::everything(t.num_pieces()))
+    }
+
+    fn interesting(t: &PieceTable, o: Offer<'_>) -> bool {
+        super::interesting(t, o, &Want::everything(t.num_pieces()))
+    }
+
+    /// Ten files of 64 bytes, pieces of 32: file `k` covers pieces `2k` and `2k + 1`.
+    fn ten_files() -> crate::metainfo::FileLayout {
+        layout(&[64; 10], 32)
+    }
+
+    /// A table of 20 pieces where piece `i` has `20 - i` peers (the highest is the rarest).
+    fn table_rare_high() -> PieceTable {
+        let t = PieceTable::new(20);
+        for i in 0..20 {
+            for _ in 0..(20 - i) {
+                t.peer_has(i);
+            }
+        }
+        t
+    }
+
+    /// Everything a skipped file alone covers is never claimed, whatever the strategy, also
+    /// not as an endgame copy nor from an allowed-fast set; a peer with only such pieces is
+    /// not interesting.
+    #[test]
+    fn skipped_files_pieces_are_never_claimed() {
+        let l = layout(&[40, 60, 30], 16); // f1 alone covers pieces 3-5
+        let want = Want::plan(&l, &[1, 0, 1], false, false);
+        let every = bits(9, |_| true);
+        for s in [Strategy::Random, Strategy::RarestFirst] {
+            let t = PieceTable::new(9);
+            for i in 0..9 {
+                t.peer_has(i);
+            }
+            let mut got: Vec<u32> = (0..20)
+                .filter_map(|r| super::claim(&t, offer(&every), s, r * 977, &want))
+                .collect();
+            got.sort();
+            assert_eq!(got, [0, 1, 2, 6, 7, 8], "{s:?}");
+            // Endgame copies: the claimed pieces, never 3-5.
+            for r in 0..20 {
+                let c = super::copy_candidate(&t, offer(&every), |_| false, r, &want);
+                assert!(c.is_some_and(|i| want.wants(i)), "{c:?}");
+            }
+        }
+        let t = PieceTable::new(9);
+        let only_skipped = bits(9, |i| (3..=5).contains(&i));
+        assert!(!super::interesting(&t, offer(&only_skipped), &want));
+        assert!(super::interesting(&t, offer(&every), &want));
+        let choked = Offer {
+            bits: &every,
+            only: Some(&[4, 5, 8]),
+        };
+        assert_eq!(
+            super::claim(&t, choked, Strategy::RarestFirst, 0, &want),
+            Some(8)
+        );
+        assert_eq!(
+            super::claim(&t, choked, Strategy::RarestFirst, 0, &want),
+            None
+        );
+    }
+
+    /// Sequential: the lowest missing wanted piece the peer has, not the rarest.
+    #[test]
+    fn sequential_takes_the_lowest_missing_piece() {
+        let t = table_rare_high();
+        t.verified.set(0);
+        let want = Want::plan(&ten_files(), &[1, 0], false, true);
+        let every = bits(20, |_| true);
+        let no_4 = bits(20, |i| i != 4);
+        let pick = |o| super::claim(&t, o, Strategy::RarestFirst, 12345, &want);
+        assert_eq!(pick(offer(&every)), Some(1));
+        assert_eq!(pick(offer(&no_4)), Some(5), "2-3 skipped, 4 not offered");
+        assert_eq!(pick(offer(&every)), Some(4));
+        assert_eq!(pick(offer(&every)), Some(6));
+        // Without sequential the same table gives the rarest.
+        let t = table_rare_high();
+        let plain = Want::plan(&ten_files(), &[], false, false);
+        assert_eq!(
+            super::claim(&t, offer(&every), Strategy::RarestFirst, 0, &plain),
+            Some(19)
+        );
+    }
+
+    /// First/last piece priority: the first and last piece of each wanted file before any
+    /// other, then rarest first as usual.
+    #[test]
+    fn first_and_last_pieces_come_first() {
+        let l = layout(&[100, 28, 200], 32); // f0: 0-3, f1: 3, f2: 4-10
+        let want = Want::plan(&l, &[], true, false);
+        let t = PieceTable::new(11);
+        for i in 0..11 {
+            for _ in 0..(11 - i) {
+                t.peer_has(i);
+            }
+        }
+        let every = bits(11, |_| true);
+        let mut firsts: Vec<u32> = (0..4)
+            .filter_map(|r| super::claim(&t, offer(&every), Strategy::RarestFirst, r, &want))
+            .collect();
+        firsts.sort();
+        assert_eq!(firsts, [0, 3, 4, 10]);
+        // Then the rarest of the rest (9 has fewest peers).
+        assert_eq!(
+            super::claim(&t, offer(&every), Strategy::RarestFirst, 0, &want),
+            Some(9)
+        );
+    }
+
+    /// High and maximal priority files' pieces are claimed before normal ones, maximal first;
+    /// a peer without any of them still gets a normal piece.
+    #[test]
+    fn higher_priority_files_are_fetched_first() {
+        let t = table_rare_high();
+        let want = Want::plan(&ten_files(), &[1, 6, 1, 7, 1, 1, 1, 1, 1, 1], false, false);
+        let every = bits(20, |_| true);
+        let order: Vec<u32> = (0..5)
+            .filter_map(|r| super::claim(&t, offer(&every), Strategy::RarestFirst, r, &want))
+            .collect();
+        assert_eq!(order, [6, 7, 2, 3, 19]);
+        let t = table_rare_high();
+        let no_urgent = bits(20, |i| !(2..=3).contains(&i) && !(6..=7).contains(&i));
+        assert_eq!(
+            super::claim(&t, offer(&no_urgent), Strategy::RarestFirst, 0, &want),
+            Some(19)
+        );
+    }
 
     /// A bitfield of `n` pieces with `has` set.
     fn bits(n: u32, has: impl Fn(u32) -> bool) -> Vec<u8> {

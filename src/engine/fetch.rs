@@ -565,6 +565,7 @@ impl Fetches {
             // length finds the entry in the log.
             t.fetch.done_len.store(log.len(), Ordering::Release);
             drop(log);
+            t.recount_wanted();
             stats.add(&stats.pieces_done, 1);
             self.news = true;
         }

@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::ratelimit::TokenBucket;
 use crate::download::blame::Blame;
+use crate::download::want::Want;
 use crate::metainfo::{Info, Metainfo};
 use crate::pieces::PieceTable;
 use crate::storage::DataFiles;
@@ -71,6 +72,13 @@ pub struct FetchShared {
     pub blame: Mutex<Blame>,
     /// Why downloading stopped, if it failed (a full disk, say).
     pub error: Mutex<Option<String>>,
+    /// Which pieces are wanted and which first (file priorities, sequential, first/last):
+    /// read by the picker once per piece claimed, replaced by the control thread. Its lock
+    /// also orders the recounts of `wanted_missing`.
+    want: Mutex<Arc<Want>>,
+    /// Wanted pieces not verified, recounted under `want`'s lock after each verified piece and
+    /// each new plan: read per message (`fetching`), so it is kept rather than counted.
+    wanted_missing: AtomicU32,
     pub download_limit: TokenBucket,
     /// Peer addresses learned from peer exchange, for the control thread to dial.
     pub learned: Mutex<Vec<SocketAddr>>,
@@ -138,6 +146,7 @@ impl Torrent {
             }
         }
         .map(|(t, r)| {
+            t.recount_wanted();
             // Any torrent opened for download fetches what is missing.
             t.fetch.active.store(true, Ordering::Release);
             (t, r)
@@ -170,6 +179,8 @@ impl Torrent {
                 None
             }
         };
+        let n = pieces.num_pieces();
+        let missing = n - pieces.verified.count().min(n);
         Ok((
             Torrent {
                 id: meta.info.hash.wire_id(),
@@ -194,6 +205,8 @@ impl Torrent {
                     done_len: Default::default(),
                     blame: Mutex::new(Blame::default()),
                     error: Mutex::new(None),
+                    want: Mutex::new(Arc::new(Want::everything(n))),
+                    wanted_missing: AtomicU32::new(missing),
                     download_limit: TokenBucket::new(0),
                     learned: Mutex::new(Vec::new()),
                     dialled: Mutex::new(Default::default()),
@@ -215,21 +228,54 @@ impl Torrent {
         &self.meta.info
     }
 
-    /// Bytes still missing (what a tracker's `left` reports).
+    /// Bytes of wanted files still missing (what a tracker's `left` and qBittorrent's
+    /// `amount_left` report: libtorrent counts only wanted bytes too).
     pub fn left(&self) -> u64 {
-        let l = &self.meta.info.layout;
-        (0..l.num_pieces)
-            .filter(|&i| !self.pieces.verified.get(i))
-            .map(|i| l.piece_size(i))
-            .sum()
+        self.want()
+            .left(&self.meta.info.layout, |i| self.pieces.verified.get(i))
     }
 
-    /// Whether missing pieces are being fetched: opened for download, not complete, not
-    /// stopped by an error.
+    /// Whether missing wanted pieces are being fetched: opened for download, not complete (as
+    /// far as wanted), not stopped by an error.
     pub fn fetching(&self) -> bool {
         // Acquire pairs with the Release in `fail`/`open_download`: a worker that sees the flag
         // cleared also sees the error message.
-        self.fetch.active.load(Ordering::Acquire) && !self.pieces.verified.is_full()
+        self.fetch.active.load(Ordering::Acquire)
+            && self.fetch.wanted_missing.load(Ordering::Acquire) > 0
+    }
+
+    /// Every wanted piece is verified (qBittorrent's "finished": seeding, even with skipped
+    /// files missing). Not the same as a complete torrent (`pieces.verified.is_full()`), which
+    /// alone is announced `completed`.
+    pub fn wanted_complete(&self) -> bool {
+        self.fetch.wanted_missing.load(Ordering::Acquire) == 0
+    }
+
+    /// The plan of wanted pieces now.
+    pub fn want(&self) -> Arc<Want> {
+        super::lock(&self.fetch.want).clone()
+    }
+
+    /// Replaces the plan of wanted pieces (a plan for another piece count is ignored).
+    pub fn set_want(&self, want: Want) {
+        if want.num_pieces() != self.pieces.num_pieces() {
+            return;
+        }
+        let mut w = super::lock(&self.fetch.want);
+        *w = Arc::new(want);
+        self.fetch
+            .wanted_missing
+            .store(w.missing(&self.pieces.verified), Ordering::Release);
+    }
+
+    /// Counts the wanted pieces not verified again (after a piece was verified). Under the
+    /// plan's lock: each recount reads the bits after the ones set before it took the lock, so
+    /// the last store is never a stale count.
+    pub fn recount_wanted(&self) {
+        let w = super::lock(&self.fetch.want);
+        self.fetch
+            .wanted_missing
+            .store(w.missing(&self.pieces.verified), Ordering::Release);
     }
 
     /// Whether the torrent was opened for download (its files are writable).

@@ -969,6 +969,22 @@ impl Worker {
         for c in self.conns.iter_mut().flatten() {
             c.peer.sample_rate();
         }
+        // A download that wants pieces again (a file made wanted after it finished) says it is
+        // interested without waiting for the peer to send something first.
+        for slot in 0..self.conns.len() {
+            let core = &mut self.core;
+            let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                continue;
+            };
+            let Some(t) = c.torrent.clone().filter(|t| t.fetching()) else {
+                continue;
+            };
+            if !c.peer.am_interested() && c.peer.wanted() {
+                c.peer
+                    .update_interest(super::peer::TorrentView::of(&t), &mut c.ctrl);
+                c.pump_send(slot, core);
+            }
+        }
         let fetching: Vec<_> = self
             .core
             .torrents

@@ -251,11 +251,17 @@ impl DataFiles {
     /// Creates every file not created yet (the empty ones, typically), so a complete download
     /// has every file of the torrent on disk.
     pub fn create_missing(&self) -> io::Result<()> {
+        self.create_missing_except(|_| false)
+    }
+
+    /// [`DataFiles::create_missing`] but for the files `skip` names (layout indices): files
+    /// of priority 0 a finished download does not create.
+    pub fn create_missing_except(&self, skip: impl Fn(usize) -> bool) -> io::Result<()> {
         let Some(c) = &self.create else {
             return Ok(());
         };
         for (i, (rel, len, pad)) in c.entries.iter().enumerate() {
-            if *pad {
+            if *pad || skip(i) {
                 continue;
             }
             if *len > 0 {

@@ -9,6 +9,8 @@ qbittorrent-nox 4.5.2 and against ringseed (tests/qbt_api.rs runs both via qbt_r
   announce (the live announcer uses them); `reannounce` makes a tracker hear from it again;
 - `setLocation`: the data moves, the torrent keeps seeding there (a recheck finds it complete);
 - `setCategory` + `setAutoManagement`: the data moves to the category's save path;
+- `filePrio` on a three-file torrent: `torrents/files` shows the priorities;
+- `renameFile`, `renameFolder`: the files move on disk and a recheck finds them complete;
 - `transfer/setUploadLimit`, `setDownloadLimit`, `uploadLimit`, `downloadLimit`,
   `speedLimitsMode`;
 - the statuses of bad input to these (unknown hash, unknown tracker, empty location).
@@ -158,6 +160,115 @@ def content_layouts(client, data):
                      "content_path": os.path.relpath(t["content_path"].rstrip("/"), data),
                      "names": names, "on_disk": on_disk})
     step("content layouts", cases=seen)
+
+
+def file_priorities(client, data):
+    """`filePrio` on a seeding three-file torrent: the priorities `torrents/files` shows, the
+    seed's size and progress (a seed counts whole, whatever its priorities), and the statuses of
+    bad input (unknown hash, a priority not 0/1/6/7 or not a number, an index not a number or
+    not a file of the torrent), which change nothing."""
+    src = os.path.join(data, "prio-src")
+    torrent = C.make_torrent(src, "rs-prio", [("a.bin", 40_000), ("d/b.bin", 30_000),
+                                             ("d/c.bin", 20_000)], 16384)
+    h = C.infohash_v1(torrent)
+    r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=src,
+                            is_skip_checking=True)
+    expect(r == "Ok.", f"add answered {r!r}")
+    C.wait_for("the three-file torrent to seed",
+               lambda: (x := client.torrents_info(torrent_hashes=h)) and
+               x[0]["state"] in ("stalledUP", "uploading"))
+
+    def prios():
+        return [f["priority"] for f in client.torrents_files(torrent_hash=h)]
+
+    expect(prios() == [1, 1, 1], f"priorities at first: {prios()}")
+    client.torrents_file_priority(torrent_hash=h, file_ids=[1, 2], priority=0)
+    client.torrents_file_priority(torrent_hash=h, file_ids=0, priority=6)
+    got = C.wait_for("the priorities to show", lambda: (p := prios()) == [6, 0, 0] and p)
+    bad = {
+        "filePrio unknown hash": status_of(lambda: client.torrents_file_priority(
+            torrent_hash="0" * 40, file_ids=0, priority=0)),
+        "filePrio priority 2": status_of(lambda: client.torrents_file_priority(
+            torrent_hash=h, file_ids=0, priority=2)),
+        "filePrio priority x": status_of(lambda: client.torrents_file_priority(
+            torrent_hash=h, file_ids=0, priority="x")),
+        "filePrio id x": status_of(lambda: client.torrents_file_priority(
+            torrent_hash=h, file_ids="x", priority=0)),
+        "filePrio id 3 of 3 files": status_of(lambda: client.torrents_file_priority(
+            torrent_hash=h, file_ids=3, priority=0)),
+        "filePrio id -1": status_of(lambda: client.torrents_file_priority(
+            torrent_hash=h, file_ids=-1, priority=0)),
+    }
+    expect(prios() == [6, 0, 0], f"bad input changed the priorities: {prios()}")
+    files = client.torrents_files(torrent_hash=h)
+    t = client.torrents_info(torrent_hashes=h)[0]
+    # (qBittorrent writes a whole number as 1, ringseed as 1.0: the same JSON number)
+    step("file priorities", priorities=got, statuses=bad, size=t["size"],
+         progress=float(t["progress"]), amount_left=t["amount_left"],
+         file_progress=[float(f["progress"]) for f in files])
+    client.torrents_delete(delete_files=True, torrent_hashes=h)
+    C.wait_for("the three-file torrent removed",
+               lambda: not client.torrents_info(torrent_hashes=h))
+
+
+def renames(client, data):
+    """`renameFile` and `renameFolder` on a seeding three-file torrent: the files move on disk,
+    `torrents/files` shows the new names, a recheck finds the data complete at its new places;
+    bad input (a path that is not a file or folder of the torrent, one taken, an absolute or
+    empty one, an unknown hash) changes nothing."""
+    save = os.path.join(data, "rename-save")
+    torrent = C.make_torrent(save, "rs-ren", [("a.bin", 40_000), ("d/b.bin", 30_000),
+                                              ("d/c.bin", 20_000)], 16384)
+    h = C.infohash_v1(torrent)
+    r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=save,
+                            is_skip_checking=True)
+    expect(r == "Ok.", f"add answered {r!r}")
+    C.wait_for("the torrent to rename to seed",
+               lambda: (x := client.torrents_info(torrent_hashes=h)) and
+               x[0]["state"] in ("stalledUP", "uploading"))
+
+    def names():
+        return [f["name"] for f in client.torrents_files(torrent_hash=h)]
+
+    client.torrents_rename_file(torrent_hash=h, old_path="rs-ren/a.bin",
+                                new_path="rs-ren/e/a2.bin")
+    C.wait_for("the file renamed", lambda: names()[0] == "rs-ren/e/a2.bin")
+    client.torrents_rename_folder(torrent_hash=h, old_path="rs-ren/d", new_path="rs-ren/dd")
+    want = ["rs-ren/e/a2.bin", "rs-ren/dd/b.bin", "rs-ren/dd/c.bin"]
+    C.wait_for(f"the folder renamed (names {names()})", lambda: names() == want)
+    C.wait_for("the files at their new places",
+               lambda: listing(save) == sorted(want), timeout=30)
+    bad = {
+        "renameFile absent": status_of(lambda: client.torrents_rename_file(
+            torrent_hash=h, old_path="rs-ren/zz.bin", new_path="rs-ren/z.bin")),
+        "renameFile taken": status_of(lambda: client.torrents_rename_file(
+            torrent_hash=h, old_path="rs-ren/e/a2.bin", new_path="rs-ren/dd/b.bin")),
+        "renameFile absolute": status_of(lambda: client.torrents_rename_file(
+            torrent_hash=h, old_path="rs-ren/e/a2.bin", new_path="/tmp/rs-x.bin")),
+        "renameFile empty": status_of(lambda: client.torrents_rename_file(
+            torrent_hash=h, old_path="rs-ren/e/a2.bin", new_path="")),
+        "renameFile unknown hash": status_of(lambda: client.torrents_rename_file(
+            torrent_hash="0" * 40, old_path="rs-ren/e/a2.bin", new_path="rs-ren/x.bin")),
+        "renameFolder absent": status_of(lambda: client.torrents_rename_folder(
+            torrent_hash=h, old_path="rs-ren/zz", new_path="rs-ren/x")),
+        "renameFolder unknown hash": status_of(lambda: client.torrents_rename_folder(
+            torrent_hash="0" * 40, old_path="rs-ren/dd", new_path="rs-ren/x")),
+    }
+    time.sleep(0.5)
+    expect(names() == want, f"bad input changed the names: {names()}")
+    expect(listing(save) == sorted(want), f"bad input changed the files: {listing(save)}")
+    client.torrents_recheck(torrent_hashes=h)
+    t = C.wait_for("a recheck to find the renamed files complete",
+                   lambda: (x := client.torrents_info(torrent_hashes=h)) and
+                   x[0]["state"] in ("stalledUP", "uploading") and x[0]["progress"] == 1
+                   and x[0], timeout=60)
+    step("renames", names=names(), on_disk=listing(save), statuses=bad,
+         content_path=os.path.relpath(t["content_path"].rstrip("/"), data))
+    client.torrents_delete(delete_files=True, torrent_hashes=h)
+    C.wait_for("the renamed torrent removed",
+               lambda: not client.torrents_info(torrent_hashes=h))
+    C.wait_for(f"its renamed files deleted (left: {listing(save)})",
+               lambda: listing(save) == [], timeout=30)
 
 
 def main():
@@ -327,6 +438,8 @@ def main():
         client.torrents_remove_categories(categories="rs-gaps-cat")
 
         content_layouts(client, data)
+        file_priorities(client, data)
+        renames(client, data)
         ok = True
     except Exception as e:  # noqa: BLE001
         step("FAILED", error=str(e), trace=traceback.format_exc()[-1500:])

@@ -27,6 +27,7 @@
 pub mod app;
 pub mod auth;
 pub mod fetch_url;
+pub mod file_edit;
 pub mod form;
 pub mod reply;
 pub mod sync;
@@ -157,7 +158,7 @@ impl Qbt {
             let Some(t) = self.service.handle_of(id) else {
                 continue;
             };
-            let copy_seen = if t.left() == 0 || t.pieces.complete_peers() > 0 {
+            let copy_seen = if t.pieces.verified.is_full() || t.pieces.complete_peers() > 0 {
                 Some(unix)
             } else {
                 rates.seen_complete.get(&id).copied()
@@ -253,6 +254,11 @@ impl Qbt {
             ),
         };
         let has_metadata = handle.is_some();
+        // libtorrent counts a seed's size whole, whatever its file priorities
+        let wanted_size = handle
+            .as_ref()
+            .filter(|t| !t.pieces.verified.is_full())
+            .and_then(|t| t.want().size(&t.meta.info.layout));
         let swarm = match &handle {
             Some(t) => torrent::SwarmFacts {
                 complete_peers: t.pieces.complete_peers(),
@@ -278,6 +284,7 @@ impl Qbt {
             trackers,
             uploaded_session,
             left,
+            wanted_size,
             content,
             has_metadata,
             magnet_uri,

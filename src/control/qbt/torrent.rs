@@ -27,8 +27,11 @@ pub struct Facts {
     pub upspeed: u64,
     /// Uploaded by this process (this run).
     pub uploaded_session: u64,
-    /// Bytes still missing.
+    /// Bytes of wanted files still missing.
     pub left: u64,
+    /// Bytes of the wanted files, when some are skipped (`None`: all of the torrent): what
+    /// qBittorrent shows as `size` and computes `progress` over (libtorrent's `total_wanted`).
+    pub wanted_size: Option<u64>,
     /// `Some` once the metadata is known: (the content's path below the save path, `""` for
     /// the save path itself; is multi-file).
     pub content: Option<(String, bool)>,
@@ -90,7 +93,17 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
     let v = &f.view;
     let st = state(f);
     let complete = f.has_metadata && f.left == 0;
-    let size = if f.has_metadata { v.size } else { 0 };
+    let size = if f.has_metadata {
+        f.wanted_size.unwrap_or(v.size)
+    } else {
+        0
+    };
+    // over the wanted bytes, as qBittorrent's `TorrentImpl::progress` (1 once they are done)
+    let progress = match f.wanted_size {
+        Some(0) => 0.0,
+        Some(w) => w.saturating_sub(f.left) as f64 / w as f64,
+        None => v.progress,
+    };
     let own_ratio = v.limits.ratio;
     let own_seed = v.limits.seed_time_s;
     let eff_ratio = own_ratio.or(global.ratio).filter(|r| *r > 0.0);
@@ -189,7 +202,7 @@ pub fn info(f: &Facts, global: &GlobalLimits, inactive_global: Option<u64>) -> M
     put("priority", json!(v.queue_position));
     put(
         "progress",
-        json!(if f.has_metadata { v.progress } else { 0.0 }),
+        json!(if f.has_metadata { progress } else { 0.0 }),
     );
     put("ratio", json!(ratio_of(v)));
     put("ratio_limit", json!(ratio_limit));
@@ -381,6 +394,7 @@ mod tests {
             upspeed: 0,
             uploaded_session: 0,
             left,
+            wanted_size: None,
             content: Some(("rs-single.bin".into(), false)),
             has_metadata: true,
             magnet_uri: String::new(),

@@ -57,6 +57,9 @@ pub const POST_ONLY: &[&str] = &[
     "rename",
     "toggleSequentialDownload",
     "toggleFirstLastPiecePrio",
+    "filePrio",
+    "renameFile",
+    "renameFolder",
 ];
 
 /// An organisation error as qBittorrent answers it.
@@ -253,6 +256,9 @@ pub fn call(q: &Qbt, name: &str, p: &Params) -> Reply {
             Reply::Json(Value::Object(out))
         }
         "setLocation" => set_location(q, p),
+        "filePrio" => super::file_edit::file_prio(q, p),
+        "renameFile" => super::file_edit::rename(q, p, false),
+        "renameFolder" => super::file_edit::rename(q, p, true),
         "setAutoManagement" => {
             let on = p.flag("enable").unwrap_or(false);
             let ids = q.service.known(&hashes(q, p));
@@ -611,8 +617,10 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         return Reply::Json(json!([]));
     };
     let layout = &t.meta.info.layout;
-    let complete = f.left == 0;
+    // every piece (a finished download with skipped files is not a seed)
+    let complete = t.pieces.verified.is_full();
     let plen = layout.piece_length.max(1);
+    let prio = &f.view.qbt.file_prio;
     let mut out = Vec::new();
     for (_, file) in layout.data_files() {
         let first = (file.offset / plen) as u32;
@@ -621,25 +629,35 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         } else {
             ((file.offset + file.length - 1) / plen) as u32
         };
-        let have = (first..=last).filter(|i| t.pieces.verified.get(*i)).count() as f64;
-        let progress = if complete {
+        // the file's bytes in verified pieces, as libtorrent's file progress (an empty file is
+        // complete, qBittorrent's `filesProgress`)
+        let have: u64 = (first..=last)
+            .filter(|&i| t.pieces.verified.get(i))
+            .map(|i| {
+                let start = (u64::from(i) * plen).max(file.offset);
+                let end = (u64::from(i) * plen + plen).min(file.end());
+                end.saturating_sub(start)
+            })
+            .sum();
+        let progress = if complete || file.length == 0 || have >= file.length {
             1.0
         } else {
-            have / f64::from(last - first + 1)
+            have as f64 / file.length as f64
         };
         let mut o = json!({
             "availability": if complete { -1.0 } else { file_availability(&t, first, last) },
             "index": out.len(),
             "name": file.path.join("/"),
             "piece_range": [first, last],
-            "priority": 1,
+            "priority": prio.get(out.len()).copied().unwrap_or(crate::download::want::NORMAL),
             "progress": progress,
             "size": file.length,
         });
         if out.is_empty()
             && let Some(m) = o.as_object_mut()
         {
-            m.insert("is_seed".into(), json!(complete));
+            // qBittorrent's `isSeed`: finished (every wanted piece) or seeding
+            m.insert("is_seed".into(), json!(f.has_metadata && f.left == 0));
         }
         out.push(o);
     }
@@ -803,6 +821,8 @@ fn add(q: &Qbt, p: &Params) -> Reply {
         first_last_prio: p.flag("firstLastPiecePrio").unwrap_or(false),
         auto_tmm,
         trackers: None,
+        file_prio: Vec::new(),
+        file_paths: Vec::new(),
     };
     let options = AddOptions {
         save_path,

@@ -94,7 +94,8 @@ impl Conn {
                 core.settings.random_first_pieces,
             );
             core.rng = next_rand(core.rng);
-            if let Some(i) = picker::claim(&t.pieces, peer.offer(), strategy, core.rng) {
+            let want = t.want();
+            if let Some(i) = picker::claim(&t.pieces, peer.offer(), strategy, core.rng, &want) {
                 return Some(self.start_part(slot, t, i, true, !snubbed, core));
             }
         }
@@ -134,6 +135,7 @@ impl Conn {
                 self.peer.offer(),
                 |i| f.parts.contains_key(&i),
                 core.rng,
+                &t.want(),
             )?;
             core.stats.add(&core.stats.endgame_copies, 1);
             return Some(self.start_part(slot, t, i, false, true, core));
