@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::http::request;
+use common::http::{form_post, request};
 use common::node::RunNode;
 use common::{create_torrent, pattern, spawn_lt_seeder};
 use serde_json::Value;
@@ -20,24 +20,6 @@ use serde_json::Value;
 const PIECE: u64 = 64 << 10;
 /// a.bin: pieces 0-4; b.bin: 4-15 (its own: 5-14); c.bin: 15-19.
 const SIZES: [usize; 3] = [300_000, 700_000, 250_000];
-
-/// A form POST to the qBittorrent API with the node's key.
-fn form_post(to: SocketAddr, token: &str, path: &str, form: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(to).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (status, body) = common::http::split_response(&out);
-    (status.unwrap_or(0), body)
-}
 
 fn get(to: SocketAddr, token: &str, path: &str) -> Value {
     let (st, body) = request(to, "127.0.0.1", "GET", path, "", Some(token));
@@ -104,6 +86,25 @@ impl Tracker {
     }
 }
 
+/// Starts the node of `cfg` (state under `dir`) and adds `torrent` paused through its API;
+/// returns the node and its API key.
+fn start_with_paused(cfg: &Path, dir: &Path, torrent: &Path) -> (RunNode, String) {
+    let node = RunNode::start(cfg);
+    let token = std::fs::read_to_string(dir.join("state/api-token")).unwrap();
+    let token = token.trim().to_string();
+    let body = serde_json::json!({"path": torrent, "paused": true}).to_string();
+    let (st, answer) = request(
+        node.api,
+        "127.0.0.1",
+        "POST",
+        "/api/v1/torrents",
+        &body,
+        Some(&token),
+    );
+    assert!(st == 200 || st == 201, "{st} {answer}");
+    (node, token)
+}
+
 fn node_config(dir: &Path, data: &Path) -> std::path::PathBuf {
     node_config_with(dir, data, "")
 }
@@ -158,20 +159,8 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = node_config(dir.path(), &data);
-    let node = RunNode::start(&cfg);
+    let (node, token) = start_with_paused(&cfg, dir.path(), &t);
     let api = node.api;
-    let token = std::fs::read_to_string(dir.path().join("state/api-token")).unwrap();
-    let token = token.trim().to_string();
-    let body = serde_json::json!({"path": t, "paused": true}).to_string();
-    let (st, answer) = request(
-        api,
-        "127.0.0.1",
-        "POST",
-        "/api/v1/torrents",
-        &body,
-        Some(&token),
-    );
-    assert!(st == 200 || st == 201, "{st} {answer}");
     let (st, body) = form_post(
         api,
         &token,
@@ -416,20 +405,8 @@ fn a_finished_download_moved_out_of_the_incomplete_dir_fetches_a_file_wanted_aga
         &data,
         &format!("incomplete_dir = {:?}\n", incomplete.display().to_string()),
     );
-    let node = RunNode::start(&cfg);
+    let (node, token) = start_with_paused(&cfg, dir.path(), &t);
     let api = node.api;
-    let token = std::fs::read_to_string(dir.path().join("state/api-token")).unwrap();
-    let token = token.trim().to_string();
-    let body = serde_json::json!({"path": t, "paused": true}).to_string();
-    let (st, answer) = request(
-        api,
-        "127.0.0.1",
-        "POST",
-        "/api/v1/torrents",
-        &body,
-        Some(&token),
-    );
-    assert!(st == 200 || st == 201, "{st} {answer}");
     let prio = |p: u8| {
         let form = format!("hash={hash}&id=1&priority={p}");
         let (st, body) = form_post(api, &token, "/api/v2/torrents/filePrio", &form);

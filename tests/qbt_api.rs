@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::http::request;
+use common::http::{form_post, request};
 use common::node::RunNode;
 use common::require_tool;
 use serde_json::Value;
@@ -496,22 +496,4 @@ fn qbittorrent_api_matches_qbittorrent_nox_and_drives_ringseed() {
         .collect();
     assert_eq!(trackers, ["http://127.0.0.1:10/announce"]);
     node.stop();
-}
-
-/// A POST with a form body and the API key.
-fn form_post(to: std::net::SocketAddr, token: &str, path: &str, form: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(to).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (status, body) = common::http::split_response(&out);
-    (status.unwrap_or(0), body)
 }

@@ -50,3 +50,21 @@ pub fn split_response(out: &str) -> (Option<u16>, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A form POST (`application/x-www-form-urlencoded`, the qBittorrent API's) with the node's key;
+/// returns the status (0 if none came) and the body.
+pub fn form_post(to: SocketAddr, token: &str, path: &str, form: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(to).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (status, body) = split_response(&out);
+    (status.unwrap_or(0), body)
+}
