@@ -1940,6 +1940,12 @@ impl Service {
         self.lock().get(&id).and_then(|e| e.torrent.clone())
     }
 
+    /// The file layout of a torrent whose metainfo is known (also while it is being checked and
+    /// has no torrent object).
+    pub fn layout_of(&self, id: [u8; 20]) -> Option<crate::metainfo::FileLayout> {
+        self.lock().get(&id).map(|e| e.meta.info.layout.clone())
+    }
+
     /// Where API-added data must be (`torrents.data_dir`), if set.
     pub fn data_root(&self) -> Option<PathBuf> {
         self.options().data_root

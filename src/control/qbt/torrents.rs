@@ -612,13 +612,27 @@ fn properties(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
     Reply::Json(Value::Object(m))
 }
 
-fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
-    let Some(t) = t else {
-        return Reply::Json(json!([]));
+fn files(q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
+    // A torrent being checked (just added, or reopened) has no torrent object yet: its files
+    // come from the metainfo, none of their pieces verified, as qBittorrent lists them then.
+    let from_meta;
+    let layout = match &t {
+        Some(t) => &t.meta.info.layout,
+        None => {
+            let id = crate::control::parse_info_hash(&f.view.info_hash).ok();
+            match id.and_then(|id| q.service.layout_of(id)) {
+                Some(l) => {
+                    from_meta = l;
+                    &from_meta
+                }
+                // a magnet without its metadata has no files yet
+                None => return Reply::Json(json!([])),
+            }
+        }
     };
-    let layout = &t.meta.info.layout;
+    let verified = |i: u32| t.as_ref().is_some_and(|t| t.pieces.verified.get(i));
     // every piece (a finished download with skipped files is not a seed)
-    let complete = t.pieces.verified.is_full();
+    let complete = t.as_ref().is_some_and(|t| t.pieces.verified.is_full());
     let plen = layout.piece_length.max(1);
     let prio = &f.view.qbt.file_prio;
     let mut out = Vec::new();
@@ -632,7 +646,7 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
         // the file's bytes in verified pieces, as libtorrent's file progress (an empty file is
         // complete, qBittorrent's `filesProgress`)
         let have: u64 = (first..=last)
-            .filter(|&i| t.pieces.verified.get(i))
+            .filter(|&i| verified(i))
             .map(|i| {
                 let start = (u64::from(i) * plen).max(file.offset);
                 let end = (u64::from(i) * plen + plen).min(file.end());
@@ -645,7 +659,11 @@ fn files(_q: &Qbt, f: &Facts, t: Option<Arc<Torrent>>) -> Reply {
             have as f64 / file.length as f64
         };
         let mut o = json!({
-            "availability": if complete { -1.0 } else { file_availability(&t, first, last) },
+            "availability": match &t {
+                _ if complete => -1.0,
+                Some(t) => file_availability(t, first, last),
+                None => 0.0,
+            },
             "index": out.len(),
             "name": file.path.join("/"),
             "piece_range": [first, last],
