@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::daemons::{QbtSeeder, RtorrentSeeder, TransmissionSeeder};
 use common::{
     Payload, create_torrent, lt_tool, pattern, ringseed, signal, spawn_aria2_seeder,
-    spawn_lt_seeder,
+    spawn_lt_seeder, walk,
 };
 use ringseed::metainfo::Metainfo;
 use ringseed::wire::{BLOCK_SIZE, BlockRequest, Handshake, Message};
@@ -236,21 +236,6 @@ fn assert_same_files(meta: &Metainfo, want: &Path, got: &Path) {
         files += 1;
     }
     assert!(files > 0);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The payload's two torrents: the single file in 48 KiB pieces, the tree (odd file sizes, a

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{form_post, request};
 use common::node::RunNode;
-use common::{create_torrent, pattern, spawn_lt_seeder};
+use common::{create_torrent, pattern, spawn_lt_seeder, walk};
 use serde_json::Value;
 
 const PIECE: u64 = 64 << 10;
@@ -84,6 +84,21 @@ impl Tracker {
     fn events(&self) -> Vec<(String, String)> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Sets file 1 (b.bin) of `hash` to priority `p` through `torrents/filePrio`.
+fn set_prio(api: SocketAddr, token: &str, hash: &str, p: u8) {
+    let form = format!("hash={hash}&id=1&priority={p}");
+    let (st, body) = form_post(api, token, "/api/v2/torrents/filePrio", &form);
+    assert_eq!((st, body.as_str()), (200, ""));
+}
+
+/// Gives `hash` the peer `addr` through ringseed's own API.
+fn add_peer(api: SocketAddr, token: &str, hash: &str, addr: SocketAddr) {
+    let peers = serde_json::json!({"peers": [addr.to_string()]}).to_string();
+    let path = format!("/api/v1/torrents/{hash}/peers");
+    let (st, answer) = request(api, "127.0.0.1", "POST", &path, &peers, Some(token));
+    assert!(st == 200 || st == 202 || st == 204, "{st} {answer}");
 }
 
 const NAMES: [&str; 3] = ["a.bin", "b.bin", "c.bin"];
@@ -170,13 +185,7 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
     let cfg = node_config(dir.path(), &data);
     let (node, token) = start_with_paused(&cfg, dir.path(), &t);
     let api = node.api;
-    let (st, body) = form_post(
-        api,
-        &token,
-        "/api/v2/torrents/filePrio",
-        &format!("hash={hash}&id=1&priority=0"),
-    );
-    assert_eq!((st, body.as_str()), (200, ""));
+    set_prio(api, &token, &hash, 0);
     // bad input changes nothing: qbittorrent-nox 4.5.2's statuses
     for (form, status) in [
         (format!("hash={hash}&id=3&priority=0"), 409),
@@ -197,16 +206,7 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
         .collect();
     assert_eq!(prios, [1, 0, 1], "{files:#}");
 
-    let peers = serde_json::json!({"peers": [seeder.addr.to_string()]}).to_string();
-    let (st, answer) = request(
-        api,
-        "127.0.0.1",
-        "POST",
-        &format!("/api/v1/torrents/{hash}/peers"),
-        &peers,
-        Some(&token),
-    );
-    assert!(st == 200 || st == 202 || st == 204, "{st} {answer}");
+    add_peer(api, &token, &hash, seeder.addr);
     let (st, body) = form_post(
         api,
         &token,
@@ -321,22 +321,8 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
     assert_eq!(pieces(api), expect, "the reopened torrent kept its pieces");
 
     // Wanted again: the rest comes, and every file is the seeder's.
-    let (st, body) = form_post(
-        api,
-        &token,
-        "/api/v2/torrents/filePrio",
-        &format!("hash={hash}&id=1&priority=7"),
-    );
-    assert_eq!((st, body.as_str()), (200, ""));
-    let (st, answer) = request(
-        api,
-        "127.0.0.1",
-        "POST",
-        &format!("/api/v1/torrents/{hash}/peers"),
-        &peers,
-        Some(&token),
-    );
-    assert!(st == 200 || st == 202 || st == 204, "{st} {answer}");
+    set_prio(api, &token, &hash, 7);
+    add_peer(api, &token, &hash, seeder.addr);
     let full = wait_for("the whole torrent", 60, || {
         let i = get(api, &token, &info_path)[0].clone();
         let up = matches!(i["state"].as_str(), Some("stalledUP" | "uploading"));
@@ -409,17 +395,8 @@ fn a_finished_download_moved_out_of_the_incomplete_dir_fetches_a_file_wanted_aga
     );
     let (node, token) = start_with_paused(&cfg, dir.path(), &t);
     let api = node.api;
-    let prio = |p: u8| {
-        let form = format!("hash={hash}&id=1&priority={p}");
-        let (st, body) = form_post(api, &token, "/api/v2/torrents/filePrio", &form);
-        assert_eq!((st, body.as_str()), (200, ""));
-    };
-    let add_peer = || {
-        let peers = serde_json::json!({"peers": [seeder.addr.to_string()]}).to_string();
-        let path = format!("/api/v1/torrents/{hash}/peers");
-        let (st, answer) = request(api, "127.0.0.1", "POST", &path, &peers, Some(&token));
-        assert!(st == 200 || st == 202 || st == 204, "{st} {answer}");
-    };
+    let prio = |p: u8| set_prio(api, &token, &hash, p);
+    let add_peer = || add_peer(api, &token, &hash, seeder.addr);
     prio(0);
     add_peer();
     let (st, body) = form_post(
@@ -462,18 +439,4 @@ fn a_finished_download_moved_out_of_the_incomplete_dir_fetches_a_file_wanted_aga
     );
     node.stop();
     drop(seeder);
-}
-
-/// Every file below `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

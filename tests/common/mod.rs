@@ -317,3 +317,17 @@ pub fn spawn_aria2_seeder(torrent: &Path, dir: &Path, ip: &str, extra: &[&str]) 
     }
     panic!("aria2c did not start seeding {} on {ip}", torrent.display());
 }
+
+/// Every file below `dir` (directories descended into, not listed; unreadable ones skipped).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
