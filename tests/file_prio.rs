@@ -93,6 +93,17 @@ fn set_prio(api: SocketAddr, token: &str, hash: &str, p: u8) {
     assert_eq!((st, body.as_str()), (200, ""));
 }
 
+/// Starts `hash` through `torrents/start`.
+fn start(api: SocketAddr, token: &str, hash: &str) {
+    let (st, body) = form_post(
+        api,
+        token,
+        "/api/v2/torrents/start",
+        &format!("hashes={hash}"),
+    );
+    assert_eq!(st, 200, "{body}");
+}
+
 /// Gives `hash` the peer `addr` through ringseed's own API.
 fn add_peer(api: SocketAddr, token: &str, hash: &str, addr: SocketAddr) {
     let peers = serde_json::json!({"peers": [addr.to_string()]}).to_string();
@@ -207,13 +218,7 @@ fn a_skipped_file_is_not_downloaded_and_the_rest_is() {
     assert_eq!(prios, [1, 0, 1], "{files:#}");
 
     add_peer(api, &token, &hash, seeder.addr);
-    let (st, body) = form_post(
-        api,
-        &token,
-        "/api/v2/torrents/start",
-        &format!("hashes={hash}"),
-    );
-    assert_eq!(st, 200, "{body}");
+    start(api, &token, &hash);
     // The peer list is kept by the entry; a node that dials before the start forgets nothing.
     let info_path = format!("/api/v2/torrents/info?hashes={hash}");
     let done = wait_for("the wanted files to finish", 60, || {
@@ -399,13 +404,7 @@ fn a_finished_download_moved_out_of_the_incomplete_dir_fetches_a_file_wanted_aga
     let add_peer = || add_peer(api, &token, &hash, seeder.addr);
     prio(0);
     add_peer();
-    let (st, body) = form_post(
-        api,
-        &token,
-        "/api/v2/torrents/start",
-        &format!("hashes={hash}"),
-    );
-    assert_eq!(st, 200, "{body}");
+    start(api, &token, &hash);
     let info_path = format!("/api/v2/torrents/info?hashes={hash}");
     let seeding = |what: &str, size: u64| {
         wait_for(what, 60, || {

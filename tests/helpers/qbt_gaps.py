@@ -162,21 +162,28 @@ def content_layouts(client, data):
     step("content layouts", cases=seen)
 
 
+def seed_three_files(client, save, name):
+    """Makes `name` (a.bin, d/b.bin, d/c.bin; 16 KiB pieces) under `save`, adds it there with
+    the check skipped and waits until it seeds; returns its v1 hash."""
+    torrent = C.make_torrent(save, name, [("a.bin", 40_000), ("d/b.bin", 30_000),
+                                          ("d/c.bin", 20_000)], 16384)
+    h = C.infohash_v1(torrent)
+    r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=save,
+                            is_skip_checking=True)
+    expect(r == "Ok.", f"add answered {r!r}")
+    C.wait_for(f"{name} to seed",
+               lambda: (x := client.torrents_info(torrent_hashes=h)) and
+               x[0]["state"] in ("stalledUP", "uploading"))
+    return h
+
+
 def file_priorities(client, data):
     """`filePrio` on a seeding three-file torrent: the priorities `torrents/files` shows, the
     seed's size and progress (a seed counts whole, whatever its priorities), and the statuses of
     bad input (unknown hash, a priority not 0/1/6/7 or not a number, an index not a number or
     not a file of the torrent), which change nothing."""
     src = os.path.join(data, "prio-src")
-    torrent = C.make_torrent(src, "rs-prio", [("a.bin", 40_000), ("d/b.bin", 30_000),
-                                             ("d/c.bin", 20_000)], 16384)
-    h = C.infohash_v1(torrent)
-    r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=src,
-                            is_skip_checking=True)
-    expect(r == "Ok.", f"add answered {r!r}")
-    C.wait_for("the three-file torrent to seed",
-               lambda: (x := client.torrents_info(torrent_hashes=h)) and
-               x[0]["state"] in ("stalledUP", "uploading"))
+    h = seed_three_files(client, src, "rs-prio")
 
     def prios():
         return [f["priority"] for f in client.torrents_files(torrent_hash=h)]
@@ -217,15 +224,7 @@ def renames(client, data):
     bad input (a path that is not a file or folder of the torrent, one taken, an absolute or
     empty one, an unknown hash) changes nothing."""
     save = os.path.join(data, "rename-save")
-    torrent = C.make_torrent(save, "rs-ren", [("a.bin", 40_000), ("d/b.bin", 30_000),
-                                              ("d/c.bin", 20_000)], 16384)
-    h = C.infohash_v1(torrent)
-    r = client.torrents_add(torrent_files={"x.torrent": torrent}, save_path=save,
-                            is_skip_checking=True)
-    expect(r == "Ok.", f"add answered {r!r}")
-    C.wait_for("the torrent to rename to seed",
-               lambda: (x := client.torrents_info(torrent_hashes=h)) and
-               x[0]["state"] in ("stalledUP", "uploading"))
+    h = seed_three_files(client, save, "rs-ren")
 
     def names():
         return [f["name"] for f in client.torrents_files(torrent_hash=h)]
