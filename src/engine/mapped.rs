@@ -10,6 +10,8 @@
 //! (and leaves the pages cached for the next job).
 
 /// Most iovecs one `sendmsg` takes (`UIO_MAXIOV`); a longer job goes out in several sends.
+use crate::storage::DataFiles;
+
 const IOV_MAX: usize = 1024;
 const PAGE: usize = 4096;
 
@@ -22,7 +24,7 @@ pub struct MappedJob {
     /// The message handed to the kernel: boxed, so its address holds while a send is in flight.
     msg: Box<libc::msghdr>,
     /// The file ranges (file index, offset, length), to check the files still hold them.
-    pub ranges: Vec<(usize, u64, usize)>,
+    ranges: Vec<(usize, u64, usize)>,
 }
 
 impl MappedJob {
@@ -50,6 +52,29 @@ impl MappedJob {
         self.msg.msg_iov = rest.as_mut_ptr();
         self.msg.msg_iovlen = rest.len().min(IOV_MAX) as _;
         &self.msg
+    }
+
+    /// Whether every file range still lies inside its file on disk (`fstat`), checked before
+    /// each send: a file cut short after the job was laid out must not send its truncated
+    /// bytes (a page cut in its middle is zero-filled in place; one cut away fails the send).
+    pub fn files_cover(&self, files: &DataFiles) -> bool {
+        let mut sizes: Vec<(usize, u64)> = Vec::new();
+        for &(file, offset, len) in &self.ranges {
+            let size = match sizes.iter().find(|(f, _)| *f == file) {
+                Some(&(_, size)) => size,
+                None => {
+                    let Some(size) = files.file_len(file) else {
+                        return false;
+                    };
+                    sizes.push((file, size));
+                    size
+                }
+            };
+            if offset + len as u64 > size {
+                return false;
+            }
+        }
+        true
     }
 
     /// `n` more bytes went out.

@@ -160,8 +160,17 @@ fn mapped_job(
     layout: &FileLayout,
     files: &DataFiles,
 ) -> Option<MappedJob> {
+    // One residency check per run of file-contiguous parts, not per block.
+    let mut ranges = Vec::with_capacity(plan.runs.len());
+    for r in &plan.runs {
+        let map = files.mapped(r.file, layout.files.get(r.file)?.length)?;
+        let addr = map.wrapping_add(usize::try_from(r.offset).ok()?);
+        if !mapped::resident(addr, r.bytes) {
+            return None;
+        }
+        ranges.push((r.file, r.offset, r.bytes));
+    }
     let mut iovs: Vec<libc::iovec> = Vec::new();
-    let mut ranges = Vec::new();
     for part in &plan.parts {
         let (base, len) = match *part {
             coalesce::Part::Header { at, .. } => (buf[at..].as_mut_ptr().cast_const(), 13),
@@ -170,12 +179,7 @@ fn mapped_job(
                 file, offset, len, ..
             } => {
                 let map = files.mapped(file, layout.files.get(file)?.length)?;
-                let addr = map.wrapping_add(usize::try_from(offset).ok()?);
-                if !mapped::resident(addr, len) {
-                    return None;
-                }
-                ranges.push((file, offset, len));
-                (addr, len)
+                (map.wrapping_add(usize::try_from(offset).ok()?), len)
             }
         };
         // Adjacent bytes (a header and its pad) go in one iovec.
@@ -190,29 +194,6 @@ fn mapped_job(
         }
     }
     Some(MappedJob::new(iovs, ranges))
-}
-
-/// Whether every file range (file index, offset, length) still lies inside its file on disk:
-/// a file cut short after a job took its pages must not send the truncated (zero-filled or
-/// unmapped) bytes.
-pub fn files_cover(ranges: impl Iterator<Item = (usize, u64, usize)>, files: &DataFiles) -> bool {
-    let mut sizes: Vec<(usize, u64)> = Vec::new();
-    for (file, offset, len) in ranges {
-        let size = match sizes.iter().find(|(f, _)| *f == file) {
-            Some(&(_, size)) => size,
-            None => {
-                let Some(size) = files.file_len(file) else {
-                    return false;
-                };
-                sizes.push((file, size));
-                size
-            }
-        };
-        if offset + len as u64 > size {
-            return false;
-        }
-    }
-    true
 }
 
 /// Job memory of one worker: bounded, so thousands of busy peers cannot each pin a batch

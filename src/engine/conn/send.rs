@@ -10,7 +10,7 @@ use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
 use crate::engine::core::Core;
-use crate::engine::upload::{self, Job, Refused, Tokens, Via};
+use crate::engine::upload::{Job, Refused, Tokens, Via};
 use crate::uring::{Op, UserData, ops};
 
 impl Conn {
@@ -190,7 +190,7 @@ impl Conn {
             let covered = self
                 .torrent
                 .as_ref()
-                .is_some_and(|t| upload::files_cover(mj.ranges.iter().copied(), &t.files));
+                .is_some_and(|t| mj.files_cover(&t.files));
             if !covered {
                 self.close(slot, Reason::DiskError, core);
                 return;
