@@ -28,6 +28,7 @@ pub mod mse;
 pub mod pieces;
 pub mod serve;
 pub mod session;
+pub mod sha1x16;
 pub mod speed;
 pub mod state;
 pub mod storage;
