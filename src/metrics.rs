@@ -143,6 +143,12 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_pieces_hashed_in_lanes",
+            "Downloaded pieces whose SHA-1 was computed sixteen at a time in AVX-512 lanes, by worker.",
+            &per_worker(&|s| s.pieces_hashed_in_lanes),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_write_errors",
             "Piece writes that failed (the torrent stops downloading with an error).",
             &per_worker(&|s| s.write_errors),

@@ -581,6 +581,52 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
     }
 }
 
+/// Two fast `ringseed seed` processes, one serving a copy with a flipped byte in every second
+/// piece, and small pieces: complete pieces arrive many at a time, so on a CPU with AVX-512
+/// they are hashed sixteen at a time in lanes (`ringseed::sha1x16`), and the bad ones must
+/// still be caught there, their sender banned, and the download byte-identical.
+#[test]
+fn pieces_hashed_together_in_lanes_catch_bad_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let src = data.join("lanes.bin");
+    std::fs::write(&src, pattern(24 << 20, 33)).unwrap();
+    let torrent = dir.path().join("lanes.torrent");
+    let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", "64"]);
+    let bad = corrupted_copy(&src, &meta, &dir.path().join("bad"));
+    let config = dir.path().join("skip-check.toml");
+    std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
+    let good = KillOnDrop(common::spawn_seeder(&torrent, &data, "127.0.0.3", &[]));
+    let corrupt = KillOnDrop(common::spawn_seeder_with(
+        &torrent,
+        &bad,
+        "127.0.0.4",
+        &[],
+        &["--config".as_ref(), config.as_os_str()],
+    ));
+    let out = dir.path().join("out");
+    let res = download(
+        &torrent,
+        &out,
+        &args(&[&peer(good.0.addr), &peer(corrupt.0.addr), &no_trackers()]),
+    );
+    let report = res.done();
+    assert_same_files(&meta, &data, &out);
+    assert!(stat(report, "hash_failures") >= 1, "{report}");
+    assert!(
+        report["progress"]["banned"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(disconnects(report, "bad_data") >= 1, "{report}");
+    let in_lanes = stat(report, "pieces_hashed_in_lanes");
+    if ringseed::sha1x16::available() {
+        assert!(in_lanes >= 16, "{report}");
+    } else {
+        assert_eq!(in_lanes, 0, "{report}");
+    }
+}
+
 /// A `ringseed seed` process, killed when the test ends (passed or not).
 struct KillOnDrop(common::Seeder);
 

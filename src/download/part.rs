@@ -55,7 +55,10 @@ pub struct Part {
     cursor: u32,
     /// Blocks (from the first) already fed to `sha1`.
     hashed: u32,
+    /// SHA-1 advancing as blocks arrive; `None` for a v2-only piece, or for one hashed in a
+    /// batch once complete ([`crate::sha1x16`], the digest given to [`Part::check`]).
     sha1: Option<Sha1>,
+    incremental: bool,
     /// The connection (worker slot) fetching it whole, if any: a fast peer keeps its pieces to
     /// itself so a piece comes from one peer and bad data has one culprit.
     pub owner: Option<usize>,
@@ -73,7 +76,8 @@ pub struct Part {
 }
 
 impl Part {
-    /// An empty part of `size` bytes; `v1` hashes with SHA-1 as blocks arrive.
+    /// An empty part of `size` bytes; `v1` hashes with SHA-1 as blocks arrive (otherwise a
+    /// v1 piece is hashed once complete, by the caller).
     pub fn new(index: u32, size: u32, v1: bool) -> Part {
         Part::with_buffer(index, vec![0u8; size as usize].into_boxed_slice(), v1)
     }
@@ -92,6 +96,7 @@ impl Part {
             cursor: 0,
             hashed: 0,
             sha1: v1.then(Sha1::new),
+            incremental: v1,
             owner: None,
             claimed: false,
             touched: None,
@@ -235,17 +240,24 @@ impl Part {
         self.received
     }
 
-    /// Whether the complete piece matches `info`'s hashes: SHA-1 (already computed as the
-    /// blocks came) for v1, the BEP 52 hash over the buffer for v2, both for hybrid.
-    pub fn check(&mut self, info: &Info) -> bool {
+    /// Whether the piece's SHA-1 is left to the caller (computed in a batch once complete).
+    pub fn needs_sha1(&self, info: &Info) -> bool {
+        !self.incremental && info.version.has_v1()
+    }
+
+    /// Whether the complete piece matches `info`'s hashes: SHA-1 for v1 (computed as the
+    /// blocks came, or `sha1` from the caller when [`Part::needs_sha1`]), the BEP 52 hash over
+    /// the buffer for v2, both for hybrid.
+    pub fn check(&mut self, info: &Info, sha1: Option<[u8; 20]>) -> bool {
         if !self.is_complete() {
             return false;
         }
-        let v1_ok = match self.sha1.take() {
-            Some(h) => {
-                let digest: [u8; 20] = h.finalize().into();
-                info.pieces.get(self.index as usize) == Some(&digest)
-            }
+        let digest = match (self.sha1.take(), sha1) {
+            (Some(h), _) => Some(h.finalize().into()),
+            (None, given) => given,
+        };
+        let v1_ok = match digest {
+            Some(d) => info.pieces.get(self.index as usize) == Some(&d),
             None => !info.version.has_v1(),
         };
         let v2_ok = !info.version.has_v2()
@@ -260,13 +272,13 @@ impl Part {
     }
 
     /// Drops every received block (after a failed check), keeping the allocation.
-    pub fn reset(&mut self, v1: bool) {
+    pub fn reset(&mut self) {
         self.blocks.fill(Block::Missing);
         self.missing = self.blocks.len() as u32;
         self.cursor = 0;
         self.received = 0;
         self.hashed = 0;
-        self.sha1 = v1.then(Sha1::new);
+        self.sha1 = self.incremental.then(Sha1::new);
         self.senders.clear();
         self.owner = None;
     }
@@ -372,7 +384,7 @@ mod tests {
         p.next_missing();
         p.take(0, &vec![1u8; BLOCK_SIZE as usize], A).unwrap();
         assert!(p.is_complete());
-        p.reset(true);
+        p.reset();
         assert!(!p.is_complete() && p.has_missing() && p.senders().is_empty());
     }
 }

@@ -180,6 +180,8 @@ pub struct WorkerStats {
     pub wasted_blocks: AtomicU64,
     /// Pieces that failed their hash check.
     pub hash_failures: AtomicU64,
+    /// Complete pieces whose SHA-1 was computed in batches of [`crate::sha1x16`] lanes.
+    pub pieces_hashed_in_lanes: AtomicU64,
     /// Pieces written and verified.
     pub pieces_done: AtomicU64,
     /// Parts another peer of the worker continued (their peer left, choked or snubbed us).
@@ -225,6 +227,7 @@ impl Default for WorkerStats {
             blocks_down: AtomicU64::new(0),
             wasted_blocks: AtomicU64::new(0),
             hash_failures: AtomicU64::new(0),
+            pieces_hashed_in_lanes: AtomicU64::new(0),
             pieces_done: AtomicU64::new(0),
             parts_adopted: AtomicU64::new(0),
             parts_released: AtomicU64::new(0),
@@ -267,6 +270,7 @@ pub struct StatsSnapshot {
     pub blocks_down: u64,
     pub wasted_blocks: u64,
     pub hash_failures: u64,
+    pub pieces_hashed_in_lanes: u64,
     pub pieces_done: u64,
     pub parts_adopted: u64,
     pub parts_released: u64,
@@ -304,6 +308,7 @@ impl WorkerStats {
             blocks_down: r(&self.blocks_down),
             wasted_blocks: r(&self.wasted_blocks),
             hash_failures: r(&self.hash_failures),
+            pieces_hashed_in_lanes: r(&self.pieces_hashed_in_lanes),
             pieces_done: r(&self.pieces_done),
             parts_adopted: r(&self.parts_adopted),
             parts_released: r(&self.parts_released),

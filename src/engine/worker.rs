@@ -216,6 +216,13 @@ impl Worker {
             for &(user_data, res, flags) in &cqes {
                 self.complete(user_data, res, flags);
             }
+            let core = &mut self.core;
+            core.fetches.hash_due(super::fetch::Io {
+                ring: &mut core.ring,
+                stats: &core.stats,
+                now: core.now,
+                budget: core.settings.download_memory,
+            });
             self.fetch_events();
             self.wake_starved();
             if self.stopping && self.live == 0 && !self.core.fetches.writes_in_flight() {
@@ -284,6 +291,8 @@ impl Worker {
                 let io = super::fetch::Io {
                     ring: &mut core.ring,
                     stats: &core.stats,
+                    now: core.now,
+                    budget: core.settings.download_memory,
                 };
                 core.fetches.write_done(io, ud.slot, ud.seq as usize, res);
             }

@@ -128,12 +128,12 @@ impl Conn {
         // is verified or being written by any worker (`picker::copy_candidate`): its bytes are
         // complete and checked, a copy would only race its write.
         if core.fetches.has_room(size, core.settings.download_memory) {
-            let f = core.fetches.torrents.entry(t.id).or_default();
             core.rng = next_rand(core.rng);
+            let fetches = &core.fetches;
             let i = picker::copy_candidate(
                 &t.pieces,
                 self.peer.offer(),
-                |i| f.parts.contains_key(&i),
+                |i| fetches.has_part(&t.id, i),
                 core.rng,
                 &t.want(),
             )?;
@@ -156,7 +156,12 @@ impl Conn {
     ) -> BlockRequest {
         let size = t.meta.info.layout.piece_size(i) as u32;
         let buf = core.fetches.buffer(size as usize);
-        let mut p = Part::with_buffer(i, buf, t.meta.info.version.has_v1());
+        // SHA-1 as the blocks arrive, unless complete pieces are hashed together in lanes.
+        let lanes = crate::engine::fetch::hash_in_lanes(
+            t.meta.info.layout.piece_length,
+            core.settings.download_memory,
+        );
+        let mut p = Part::with_buffer(i, buf, t.meta.info.version.has_v1() && !lanes);
         p.owner = owned.then_some(slot);
         p.claimed = claimed;
         self.owns_parts |= owned;
@@ -245,6 +250,8 @@ pub(super) fn take_block(
             let io = crate::engine::fetch::Io {
                 ring: &mut core.ring,
                 stats: &core.stats,
+                now: core.now,
+                budget: core.settings.download_memory,
             };
             core.fetches.piece_complete(io, t, req.index);
         }
