@@ -207,7 +207,8 @@ struct BenchArgs {
     /// Synthetic leechers (1 … 10 000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     peers: u64,
-    /// Requests each leecher keeps outstanding.
+    /// Requests each leecher keeps outstanding, at most: fewer when the seeder advertises a
+    /// smaller BEP 10 `reqq` (read from each of its extension handshakes, as libtorrent does).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     reqq: u64,
     /// Block size in KiB.

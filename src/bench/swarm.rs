@@ -298,6 +298,10 @@ struct Leecher {
     /// Messages waiting for the next send.
     pending: Vec<u8>,
     unchoked: bool,
+    /// The request queue the seeder advertised (BEP 10 `reqq`, from its latest extension
+    /// handshake): outstanding requests stay within it and the run's `reqq`, as libtorrent's
+    /// do.
+    seeder_reqq: Option<usize>,
     /// The seeder speaks BEP 6: it rejects what a choke cancels, instead of dropping it.
     seeder_fast: bool,
     outstanding: VecDeque<Outstanding>,
@@ -373,6 +377,7 @@ impl Leecher {
             since: now,
             last_progress: now,
             paying: payer.is_some(),
+            seeder_reqq: None,
             payer,
             first_block: None,
             confirmed_at: None,
@@ -913,7 +918,7 @@ impl Worker {
                 },
                 Message::HaveAll => Event::HaveAll,
                 Message::HaveNone => Event::HaveNone,
-                Message::Extended { id, payload } if c.payer.is_some() => {
+                Message::Extended { id, payload } if id == 0 || c.payer.is_some() => {
                     Event::Extended(id, payload.to_vec())
                 }
                 _ => Event::Other,
@@ -1027,6 +1032,12 @@ impl Worker {
                     }
                 }
                 Event::Extended(id, payload) => {
+                    if id == 0 {
+                        let ext = crate::wire::extension::ExtHandshake::parse(&payload).ok();
+                        if let Some(q) = ext.and_then(|e| e.reqq).filter(|&q| q > 0) {
+                            c.seeder_reqq = Some(q as usize);
+                        }
+                    }
                     if let Some(p) = c.payer.as_mut() {
                         let was = p.payer().confirmed();
                         p.on_extended(id, &payload, &mut c.pending);
@@ -1055,7 +1066,8 @@ impl Worker {
         if c.outstanding.is_empty() {
             c.last_progress = now;
         }
-        while c.outstanding.len() < plan.reqq {
+        let reqq = c.seeder_reqq.map_or(plan.reqq, |q| q.min(plan.reqq));
+        while c.outstanding.len() < reqq {
             let (req, assembly) = match c.retry.pop_front() {
                 Some(r) => r,
                 None => {

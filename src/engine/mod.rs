@@ -20,6 +20,7 @@ pub mod ip_limit;
 pub mod mapped;
 pub mod peer;
 pub mod ratelimit;
+pub mod reqq;
 mod settings;
 mod stats;
 pub mod swarm;

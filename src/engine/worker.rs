@@ -601,6 +601,7 @@ impl Worker {
         if now.duration_since(self.last_second) >= Duration::from_secs(1) {
             self.last_second = now;
             self.timeouts();
+            self.advertise_reqq();
             self.publish_latency();
             self.fetch_second();
         }
@@ -800,6 +801,30 @@ impl Worker {
 
     /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
     /// heard (at most 50 of each; never itself; nothing when nothing changed).
+    /// Once a second: the `reqq` for this many unchoked peers; told again to every peer when it
+    /// moved by a quarter (see [`super::reqq`]).
+    fn advertise_reqq(&mut self) {
+        let rules = &self.core.rules;
+        let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq);
+        if !super::reqq::worth_telling(rules.advertised_reqq, now) {
+            return;
+        }
+        self.core.rules.advertised_reqq = now;
+        for slot in 0..self.conns.len() {
+            let core = &mut self.core;
+            let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
+                continue;
+            };
+            let Some(t) = c.torrent.clone() else { continue };
+            let view = super::peer::TorrentView::of(&t);
+            if c.peer
+                .readvertise(view, &core.rules, c.addr.ip(), &mut c.ctrl)
+            {
+                c.pump_send(slot, core);
+            }
+        }
+    }
+
     fn pex_round(&mut self) {
         use crate::wire::pex::{self, PexMessage};
         for slot in 0..self.conns.len() {

@@ -57,8 +57,11 @@ pub struct Rules {
     pub port: u16,
     pub client_name: String,
     pub max_request_len: u32,
-    /// Requests queued per peer; the `reqq` we advertise.
+    /// Requests queued per peer at most (more are refused).
     pub max_reqq: usize,
+    /// The `reqq` we advertise now: `max_reqq` shared among the worker's unchoked peers (see
+    /// [`crate::engine::reqq`]).
+    pub advertised_reqq: usize,
     /// Control bytes queued for one peer before it is cut off (`send_backlog`).
     pub max_send_backlog: usize,
     /// Allowed-fast pieces given to BEP 6 peers.
@@ -82,6 +85,7 @@ impl Rules {
             client_name: s.client_name.clone(),
             max_request_len: s.max_request_len,
             max_reqq: s.max_reqq,
+            advertised_reqq: s.max_reqq,
             max_send_backlog: s.max_send_backlog,
             allowed_fast: s.allowed_fast,
             pex: !s.pex_interval.is_zero(),
@@ -461,6 +465,27 @@ impl Peer {
         Ok(())
     }
 
+    /// Our BEP 10 handshake once more, with the `reqq` advertised now (BEP 10 allows a
+    /// handshake to be sent again; libtorrent takes `reqq` from each). False, and nothing
+    /// written, for a peer without BEP 10 or still in the handshakes.
+    pub fn readvertise(
+        &self,
+        t: TorrentView<'_>,
+        rules: &Rules,
+        addr: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.phase != Phase::Active || !self.extensions {
+            return false;
+        }
+        Message::Extended {
+            id: 0,
+            payload: &self.our_extensions(t, rules, addr).encode(),
+        }
+        .encode(out);
+        true
+    }
+
     /// Our BEP 10 handshake: BEP 9 and BEP 11 for public torrents only (a private torrent's
     /// metadata travels only in its .torrent, and it has no peer exchange), `rs_speed` when on.
     fn our_extensions(&self, t: TorrentView<'_>, rules: &Rules, addr: IpAddr) -> ExtHandshake {
@@ -485,7 +510,7 @@ impl Peer {
         ExtHandshake {
             m,
             v: Some(rules.client_name.clone()),
-            reqq: Some(rules.max_reqq as u32),
+            reqq: Some(rules.advertised_reqq as u32),
             // A v4 peer on the dual-stack listener shows as ::ffff:a.b.c.d; BEP 10 tells it
             // its 4-byte address.
             yourip: Some(addr.to_canonical()),

@@ -117,6 +117,7 @@ fn rules() -> Rules {
         client_name: "ringseed-test".into(),
         max_request_len: 16 * 1024,
         max_reqq: 8,
+        advertised_reqq: 8,
         max_send_backlog: 64 * 1024,
         allowed_fast: 3,
         pex: true,
@@ -498,6 +499,29 @@ fn a_public_seed_offers_metadata_pex_and_speed() {
     // Then the pieces, as without extensions.
     assert_eq!(c.sent()[1], Message::HaveAll);
     assert_eq!(c.sent().len(), 1 + 1 + 3);
+}
+
+#[test]
+fn the_handshake_is_sent_again_with_the_reqq_advertised_now() {
+    let mut c = active_peer(true, true);
+    c.out.clear();
+    c.rules.advertised_reqq = 2;
+    assert!(c.peer.readvertise(c.t.view(), &c.rules, ADDR, &mut c.out));
+    let again = our_ext(&c);
+    assert_eq!(again.reqq, Some(2));
+    assert_eq!(c.sent().len(), 1, "only the handshake, no bitfield again");
+    // The same offer otherwise.
+    assert_eq!(again.m.len(), 3);
+    assert_eq!(again.metadata_size, Some(INFO_LEN as u64));
+    // A peer without BEP 10 hears nothing.
+    let mut plain = active_peer(true, false);
+    plain.out.clear();
+    assert!(
+        !plain
+            .peer
+            .readvertise(plain.t.view(), &plain.rules, ADDR, &mut plain.out)
+    );
+    assert!(plain.out.is_empty());
 }
 
 #[test]

@@ -1,0 +1,76 @@
+//! The request queue a worker advertises to its peers (BEP 10 `reqq`) as unchoked peers come and
+//! go: a pure policy, the worker applies it once a second.
+//!
+//! Every request a peer queues waits behind all the others the worker holds. By Little's law a
+//! worker moving R bytes/s with Q bytes requested makes a request wait Q / R: 1024 peers
+//! allowed 64 blocks each queue 1 GiB, about a second at 1 GiB/s, however fast the upload path.
+//! So the worker shares one budget of queued blocks among its unchoked peers, within
+//! `[MIN_REQQ, engine.max_reqq]`, and tells its peers again (a second extension handshake,
+//! which BEP 10 allows and libtorrent reads `reqq` from) when the share moved by a quarter.
+//! A peer that ignores it is still held to `engine.max_reqq` only: `reqq` is advice about
+//! latency, not a limit we cut peers off for.
+
+/// Blocks queued at once on a worker, shared among its unchoked peers: 128 MiB of 16 KiB
+/// blocks, about 0.1 s of queue at the 1.2 GiB/s one worker moves to 1024 peers on this
+/// machine's loopback (docs/design.md, "Request queue"), and more than a 10 Gbit/s link
+/// carries in a 50 ms round trip (62 MiB), so a link stays full.
+pub const QUEUE_BUDGET_BLOCKS: usize = 8192;
+
+/// The least we advertise: 128 KiB in flight per peer, which at the 50 ms round trip of a
+/// distant peer still moves 2.5 MiB/s (a 1024th of a 10 Gbit/s link is 1.2).
+pub const MIN_REQQ: usize = 8;
+
+/// The `reqq` for a worker with `unchoked` peers, at most `max_reqq`.
+pub fn advertised(unchoked: usize, max_reqq: usize) -> usize {
+    (QUEUE_BUDGET_BLOCKS / unchoked.max(1)).clamp(MIN_REQQ.min(max_reqq), max_reqq)
+}
+
+/// Whether peers told `told` should be told `now`: when it moved by a quarter either way, so
+/// what peers queue stays within a quarter of the share, and a swarm growing from 1 to 1024
+/// peers costs each peer a few dozen handshakes of ~100 bytes (at most one a second), not one
+/// per arrival.
+pub fn worth_telling(told: usize, now: usize) -> bool {
+    now.saturating_mul(4) >= told.saturating_mul(5)
+        || now.saturating_mul(5) <= told.saturating_mul(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_within_bounds() {
+        assert_eq!(advertised(0, 2000), 2000);
+        assert_eq!(advertised(1, 2000), 2000);
+        assert_eq!(advertised(4, 2000), 2000);
+        assert_eq!(advertised(8, 2000), 1024);
+        assert_eq!(advertised(64, 2000), 128);
+        assert_eq!(advertised(1024, 2000), 8);
+        assert_eq!(advertised(100_000, 2000), MIN_REQQ);
+        // A configured cap below the floor wins.
+        assert_eq!(advertised(100_000, 4), 4);
+        assert_eq!(advertised(1, 16), 16);
+    }
+
+    #[test]
+    fn peers_are_told_again_only_when_the_share_moved_by_a_quarter() {
+        assert!(!worth_telling(2000, 2000));
+        assert!(!worth_telling(2000, 1601));
+        assert!(worth_telling(2000, 1600));
+        assert!(worth_telling(8, 10));
+        assert!(!worth_telling(8, 9));
+        // Peers joining one at a time from 1 to 1024: the value moves 2000 → 8 in a few dozen
+        // steps and ends where the share is.
+        let mut told = advertised(1, 2000);
+        let mut times = 0;
+        for n in 1..=1024 {
+            let now = advertised(n, 2000);
+            if worth_telling(told, now) {
+                told = now;
+                times += 1;
+            }
+        }
+        assert_eq!(told, 8);
+        assert!(times <= 30, "{times}");
+    }
+}
