@@ -1,5 +1,5 @@
 //! The request queue a worker advertises to its peers (BEP 10 `reqq`) as unchoked peers come and
-//! go: a pure policy, the worker applies it once a second.
+//! go: a pure policy, the worker applies it every tick (50 ms).
 //!
 //! Every request a peer queues waits behind all the others the worker holds. By Little's law a
 //! worker moving R bytes/s with Q bytes requested makes a request wait Q / R: 1024 peers
@@ -27,7 +27,7 @@ pub fn advertised(unchoked: usize, max_reqq: usize) -> usize {
 
 /// Whether peers told `told` should be told `now`: when it moved by a quarter either way, so
 /// what peers queue stays within a quarter of the share, and a swarm growing from 1 to 1024
-/// peers costs each peer a few dozen handshakes of ~100 bytes (at most one a second), not one
+/// peers costs each peer a few dozen handshakes of ~100 bytes (at most one a tick), not one
 /// per arrival.
 pub fn worth_telling(told: usize, now: usize) -> bool {
     now.saturating_mul(4) >= told.saturating_mul(5)

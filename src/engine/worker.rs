@@ -601,12 +601,12 @@ impl Worker {
         if now.duration_since(self.last_second) >= Duration::from_secs(1) {
             self.last_second = now;
             self.timeouts();
-            self.advertise_reqq();
             self.publish_latency();
             self.fetch_second();
         }
         self.tell_haves();
         self.refill_requests();
+        self.advertise_reqq();
         let interval =
             choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
         if std::mem::take(&mut self.rechoke_soon)
@@ -801,8 +801,10 @@ impl Worker {
 
     /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
     /// heard (at most 50 of each; never itself; nothing when nothing changed).
-    /// Once a second: the `reqq` for this many unchoked peers; told again to every peer when it
-    /// moved by a quarter (see [`super::reqq`]).
+    /// Every tick: the `reqq` for this many unchoked peers; told again to every peer when it
+    /// moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a thousand peers
+    /// arrive in half a second, the ones already in must hear the smaller share before they
+    /// have queued a second's worth at the larger.
     fn advertise_reqq(&mut self) {
         let rules = &self.core.rules;
         let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq);
