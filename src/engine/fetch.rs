@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use super::Torrent;
 use super::WorkerStats;
+use crate::download::buf::PieceBuf;
 use crate::download::orphan::{self, Look, Verdict};
 use crate::download::part::Part;
+use crate::download::pool::Pool;
 use crate::pieces::PieceTable;
 use crate::uring::{Op, UserData, ops};
 use crate::wire::BlockRequest;
@@ -234,7 +236,7 @@ struct Write {
     torrent: Arc<Torrent>,
     index: u32,
     /// The piece's bytes; the kernel reads from here until every span completes.
-    buf: Box<[u8]>,
+    buf: PieceBuf,
     spans: Vec<Span>,
     pending: u32,
     error: Option<String>,
@@ -258,8 +260,10 @@ struct Span {
 #[derive(Default)]
 pub(crate) struct Fetches {
     pub torrents: HashMap<[u8; 20], Fetching>,
-    /// Bytes of part and write buffers held.
+    /// Bytes of part and write buffers in use.
     pub memory: usize,
+    /// The worker's budget for `memory` plus the spares (`download_memory`).
+    budget: usize,
     writes: Vec<Option<Write>>,
     free_writes: Vec<usize>,
     /// Addresses banned since the worker last closed their connections.
@@ -269,12 +273,10 @@ pub(crate) struct Fetches {
     pub cancels: Vec<([u8; 20], crate::wire::BlockRequest)>,
     /// A piece was written since the worker last told its peers.
     pub news: bool,
-    /// Buffers of written pieces, used again for new parts (at most [`SPARE_BUFFERS`]).
-    spare: Vec<Box<[u8]>>,
+    /// Buffers of written, discarded and dropped pieces, used again for new parts (in use and
+    /// spare together within `budget`; freed when the worker has been idle a while).
+    spare: Pool,
 }
-
-/// Piece buffers kept for reuse (they count against nothing: at most this many pieces).
-const SPARE_BUFFERS: usize = 8;
 
 /// Largest single write: a piece goes to disk in writes of this size. Measured on this VM
 /// (dd of 2 GiB into a fresh ext4 file on one core, CPU-s): 16 KiB writes 0.72–1.08,
@@ -283,18 +285,45 @@ const SPARE_BUFFERS: usize = 8;
 const WRITE_CHUNK: usize = 256 << 10;
 
 impl Fetches {
-    /// A buffer of `size` bytes for a new part: a spare one of that size, or a new one.
-    pub fn buffer(&mut self, size: usize) -> Box<[u8]> {
-        match self.spare.iter().position(|b| b.len() == size) {
-            Some(i) => self.spare.swap_remove(i),
-            None => vec![0u8; size].into_boxed_slice(),
+    /// A worker's downloads, with `budget` bytes for piece buffers (in use and spare).
+    pub fn new(budget: usize) -> Fetches {
+        Fetches {
+            budget,
+            ..Fetches::default()
         }
     }
 
-    fn keep_spare(&mut self, buf: Box<[u8]>) {
-        if self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(buf);
-        }
+    /// A buffer of `size` bytes for a new part, counted in `memory`: a spare one of that size
+    /// (not zeroed again: see `Part::with_buffer`), or a new one (then spares are freed until
+    /// the budget holds both).
+    pub fn buffer(&mut self, size: usize) -> PieceBuf {
+        let buf = match self.spare.take(size) {
+            Some(b) => b,
+            None => {
+                self.spare.trim(self.memory + size, self.budget, size);
+                PieceBuf::zeroed(size)
+            }
+        };
+        self.memory += size;
+        buf
+    }
+
+    /// A buffer no longer in use (its bytes already out of `memory`): kept while the budget
+    /// holds it.
+    fn keep_spare(&mut self, buf: PieceBuf) {
+        self.spare.keep(buf, self.memory, self.budget);
+    }
+
+    /// Once a second: spares are freed once nothing has been in flight for a while
+    /// ([`crate::download::pool::IDLE_DROP`]).
+    pub fn second(&mut self, now: Instant) {
+        let busy = self.memory > 0 || self.writes_in_flight();
+        self.spare.idle(busy, now);
+    }
+
+    /// Bytes of spare buffers held.
+    pub fn spare_bytes(&self) -> usize {
+        self.spare.bytes()
     }
 
     /// Writes in flight: the worker does not stop before they complete (the kernel reads
@@ -316,6 +345,7 @@ impl Fetches {
                 if p.claimed {
                     t.pieces.release(i);
                 }
+                self.keep_spare(p.into_buffer());
             }
         }
     }
@@ -416,7 +446,7 @@ impl Fetches {
         io: Io<'_>,
         t: &Arc<Torrent>,
         index: u32,
-        buf: Box<[u8]>,
+        buf: PieceBuf,
         claimed: bool,
     ) -> Result<(), String> {
         let layout = &t.meta.info.layout;

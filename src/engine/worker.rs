@@ -122,7 +122,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         global_limit: ctx.global_limit,
         download_limit: ctx.download_limit,
         handshaking: ctx.handshaking,
-        fetches: Default::default(),
+        fetches: super::fetch::Fetches::new(settings.download_memory),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
         obfuscated: HashMap::default(),
@@ -594,6 +594,7 @@ impl Worker {
             self.timeouts();
             self.publish_latency();
             self.fetch_second();
+            self.core.fetches.second(now);
         }
         self.tell_haves();
         self.refill_requests();
