@@ -89,9 +89,103 @@ impl std::fmt::Debug for PieceBuf {
     }
 }
 
+/// How one file span of a piece is written with `O_DIRECT` on: `head` bytes through the page
+/// cache, then `direct` bytes (whole pages: their file offset, buffer address and length all
+/// multiples of [`ALIGN`]) with `O_DIRECT`, then `tail` bytes through the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub head: usize,
+    pub direct: usize,
+    pub tail: usize,
+}
+
+impl Split {
+    /// All of `len` through the page cache.
+    pub fn buffered(len: usize) -> Split {
+        Split {
+            head: len,
+            direct: 0,
+            tail: 0,
+        }
+    }
+}
+
+/// Splits the span of `len` bytes at file `offset`, whose bytes are at address `addr`: the
+/// whole file pages it covers go direct when the buffer is aligned like the file (`addr` and
+/// `offset` equal modulo [`ALIGN`]; for a piece buffer at a page boundary, whenever the file
+/// starts at a page boundary of the torrent), the partial pages at its ends (a file's last
+/// page, a file starting mid-page in a multi-file torrent) buffered. A page is thus written
+/// either whole with `O_DIRECT` by one span, or through the page cache by the spans that
+/// share it: never both ways.
+pub fn split_direct(offset: u64, addr: usize, len: usize) -> Split {
+    let a = ALIGN as u64;
+    if offset % a != addr as u64 % a {
+        return Split::buffered(len);
+    }
+    let head = ((a - offset % a) % a) as usize;
+    if head >= len {
+        return Split::buffered(len);
+    }
+    let direct = (len - head) / ALIGN * ALIGN;
+    if direct == 0 {
+        return Split::buffered(len);
+    }
+    Split {
+        head,
+        direct,
+        tail: len - head - direct,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split(head: usize, direct: usize, tail: usize) -> Split {
+        Split { head, direct, tail }
+    }
+
+    #[test]
+    fn spans_split_into_whole_pages_direct_and_partial_pages_buffered() {
+        const P: usize = ALIGN;
+        // A single-file torrent's piece: all direct; the last piece of a file of odd size
+        // ends with its partial page buffered.
+        assert_eq!(split_direct(0, 0, 1 << 20), split(0, 1 << 20, 0));
+        assert_eq!(
+            split_direct(5 << 20, 8 * P, 1000 + 3 * P),
+            split(0, 3 * P, 1000)
+        );
+        // A file starting mid-page of the torrent: its spans are never aligned like the
+        // buffer, so all of it is buffered, whatever its offset.
+        assert_eq!(split_direct(0, 100, 1 << 20), Split::buffered(1 << 20));
+        assert_eq!(
+            split_direct(P as u64, 100, 1 << 20),
+            Split::buffered(1 << 20)
+        );
+        // A file starting at a page boundary mid-piece, its span starting mid-page (the
+        // previous piece wrote the page's first bytes): head up to the page, pages, tail.
+        let (off, addr) = (3 * P as u64 + 100, 7 * P + 100);
+        assert_eq!(split_direct(off, addr, 2 * P + 50), split(P - 100, P, 150));
+        // Less than a whole page: buffered.
+        assert_eq!(split_direct(100, 100, P), Split::buffered(P));
+        assert_eq!(split_direct(0, 0, P - 1), Split::buffered(P - 1));
+        assert_eq!(split_direct(0, 0, 0), Split::buffered(0));
+        // Exhaustively on small cases: the parts add up, the direct part is whole pages at
+        // aligned offsets and addresses, the buffered ends do not reach a whole page.
+        for off in 0..3 * P as u64 {
+            for len in [0, 1, P - 1, P, P + 1, 3 * P + 7] {
+                let addr = (off as usize) % P + 16 * P;
+                let s = split_direct(off, addr, len);
+                assert_eq!(s.head + s.direct + s.tail, len);
+                if s.direct > 0 {
+                    let at = off + s.head as u64;
+                    assert_eq!((at % P as u64, s.direct % P), (0, 0));
+                    assert_eq!((addr + s.head) % P, 0);
+                    assert!(s.head < P && s.tail < P);
+                }
+            }
+        }
+    }
 
     #[test]
     fn buffers_are_page_aligned_and_zeroed() {
