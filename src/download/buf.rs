@@ -34,10 +34,13 @@ unsafe impl Sync for PieceBuf {}
 
 impl PieceBuf {
     fn layout(len: usize) -> Layout {
-        // `len` comes from a piece size (at most 2^31 bytes, checked at parse), far below
-        // `isize::MAX - ALIGN`; a zero-length buffer still allocates one byte so the pointer
-        // is a real allocation.
-        Layout::from_size_align(len.max(1), ALIGN).unwrap_or_else(|_| Layout::new::<u8>())
+        // `len` comes from a piece size (at most `MAX_PIECE_LENGTH`, checked at parse), far
+        // below `isize::MAX - ALIGN`, so this never fails; a zero-length buffer still
+        // allocates one byte so the pointer is a real allocation.
+        match Layout::from_size_align(len.max(1), ALIGN) {
+            Ok(l) => l,
+            Err(_) => panic!("no allocation of {len} bytes aligned to {ALIGN}"),
+        }
     }
 
     /// A buffer of `len` zero bytes.

@@ -574,7 +574,8 @@ impl Fetches {
         w.pending -= 1;
         let Some(s) = w.spans.get_mut(k) else { return };
         if s.direct
-            && (res == -libc::EINVAL || (res > 0 && (s.done + res as usize) % buf::ALIGN != 0))
+            && (res == -libc::EINVAL
+                || (res > 0 && !(s.done + res as usize).is_multiple_of(buf::ALIGN)))
         {
             // The filesystem refused an `O_DIRECT` write (or wrote part of a page, which the
             // rest could not continue): this span again, and every later piece of the
