@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::choking::SeedChoker;
-use crate::engine::{Settings, UploadPath};
+use crate::engine::{DownloadWrites, Settings, UploadPath};
 use crate::metainfo::Version;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,7 @@ pub struct EngineConfig {
     pub torrent_download_rate_limit_kib: u64,
     pub download_memory_mib: u32,
     pub preallocate: bool,
+    pub download_writes: DownloadWrites,
     pub request_timeout_s: u32,
     pub max_peers_per_torrent: u32,
     pub max_dials_per_torrent: u32,
@@ -105,6 +106,7 @@ impl Default for EngineConfig {
             torrent_download_rate_limit_kib: 0,
             download_memory_mib: (s.download_memory >> 20) as u32,
             preallocate: s.preallocate,
+            download_writes: s.download_writes,
             request_timeout_s: s.request_timeout.as_secs() as u32,
             max_peers_per_torrent: s.max_peers_per_torrent as u32,
             max_dials_per_torrent: s.max_dials_per_torrent as u32,
@@ -670,12 +672,20 @@ const DOCS: &[(&str, &str)] = &[
     (
         "engine.download_memory_mib",
         "MiB of pieces being downloaded one worker may hold (each is a buffer of the piece's\n\
-         size until it is written). Range 4..=16384.",
+         size until it is written), spare buffers kept for new pieces included (freed after\n\
+         10 s with nothing in flight). Range 4..=16384.",
     ),
     (
         "engine.preallocate",
         "Reserve each downloaded file's whole size with fallocate when it is created (never\n\
          zero-filled); otherwise files are sparse and grow as pieces arrive.",
+    ),
+    (
+        "engine.download_writes",
+        "How downloaded pieces are written: \"buffered\" (through the page cache) or \"direct\"\n\
+         (O_DIRECT from the piece buffer for each file's whole 4 KiB pages, the page cache only\n\
+         for a file's unaligned head and tail; a filesystem that refuses O_DIRECT falls back to\n\
+         buffered for that torrent, with a warning).",
     ),
     (
         "engine.request_timeout_s",
@@ -1412,6 +1422,7 @@ impl Config {
             download_rate_limit: e.download_rate_limit_kib << 10,
             download_memory: (e.download_memory_mib as usize) << 20,
             preallocate: e.preallocate,
+            download_writes: e.download_writes,
             request_timeout: std::time::Duration::from_secs(u64::from(e.request_timeout_s)),
             max_peers_per_torrent: e.max_peers_per_torrent as usize,
             max_dials_per_torrent: e.max_dials_per_torrent as usize,

@@ -155,6 +155,12 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_direct_write_bytes",
+            "Downloaded bytes written with O_DIRECT (engine.download_writes = \"direct\"), by worker.",
+            &per_worker(&|s| s.direct_write_bytes),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_blocks_sent",
             "Blocks sent, by worker.",
             &per_worker(&|s| s.blocks_up),

@@ -283,6 +283,17 @@ fn node_config(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
+    full_disk("buffered");
+}
+
+/// The same with `O_DIRECT` writes (tmpfs takes them since Linux 6.6; an older one refuses
+/// them and the node writes through the page cache, which runs out of space the same way).
+#[test]
+fn a_full_disk_stops_a_direct_download_with_a_clear_error_too() {
+    full_disk("direct");
+}
+
+fn full_disk(writes: &str) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -299,6 +310,11 @@ fn a_full_disk_stops_that_download_with_a_clear_error_and_the_others_finish() {
     let tiny = data.join("tiny");
     std::fs::create_dir_all(&tiny).unwrap();
     let cfg = node_config(dir.path(), &data, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[engine]\n",
+        &format!("[engine]\ndownload_writes = \"{writes}\"\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
     // The node runs in its own user and mount namespaces, where `data/tiny` is a 1 MiB tmpfs:
     // the 4 MiB download there runs out of space (no root needed, nothing mounted outside).
     let script = format!(

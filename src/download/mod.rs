@@ -13,7 +13,9 @@
 //! ```
 
 pub mod blame;
+pub mod buf;
 pub mod orphan;
 pub mod part;
 pub mod picker;
+pub mod pool;
 pub mod want;

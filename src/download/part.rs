@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
+use super::buf::PieceBuf;
 use crate::metainfo::Info;
 use crate::wire::BLOCK_SIZE;
 
@@ -46,7 +47,7 @@ pub enum Taken {
 #[derive(Debug)]
 pub struct Part {
     pub index: u32,
-    buf: Box<[u8]>,
+    buf: PieceBuf,
     blocks: Box<[Block]>,
     received: u32,
     /// Blocks nobody was asked for, and the first block that may be one (a cursor, so asking
@@ -79,13 +80,16 @@ impl Part {
     /// An empty part of `size` bytes; `v1` hashes with SHA-1 as blocks arrive (otherwise a
     /// v1 piece is hashed once complete, by the caller).
     pub fn new(index: u32, size: u32, v1: bool) -> Part {
-        Part::with_buffer(index, vec![0u8; size as usize].into_boxed_slice(), v1)
+        Part::with_buffer(index, PieceBuf::zeroed(size as usize), v1)
     }
 
-    /// An empty part over `buf` (its length is the piece's size; its old bytes are never read:
-    /// every block is written before the piece is checked), so buffers of written pieces are
-    /// used again without zeroing or faulting in fresh pages.
-    pub fn with_buffer(index: u32, buf: Box<[u8]>, v1: bool) -> Part {
+    /// An empty part over `buf` (its length is the piece's size), so buffers of written pieces
+    /// are used again without zeroing or faulting in fresh pages. Its old bytes (another
+    /// piece's) are never read: a block counts as received only once its bytes are copied in,
+    /// blocks cover the piece exactly (`take` wants whole blocks, the last one short), the
+    /// SHA-1 is fed received blocks only, and the buffer is seen whole ([`Part::bytes`], the
+    /// v2 check, the write after [`Part::into_buffer`]) only once every block is received.
+    pub fn with_buffer(index: u32, buf: PieceBuf, v1: bool) -> Part {
         let nblocks = (buf.len() as u32).div_ceil(BLOCK_SIZE) as usize;
         Part {
             index,
@@ -109,8 +113,10 @@ impl Part {
         self.buf.len() as u32
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
+    /// The piece's bytes, once every block is received (before that, parts of the buffer may
+    /// still hold a previous piece's bytes).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.is_complete().then_some(&self.buf[..])
     }
 
     /// The block at `b` as a request (index, begin, length).
@@ -283,8 +289,9 @@ impl Part {
         self.owner = None;
     }
 
-    /// Gives the buffer up (for the write).
-    pub fn into_buffer(self) -> Box<[u8]> {
+    /// Gives the buffer up: for the write once the piece is complete and checked, else (a
+    /// part dropped or discarded) only to be used again by a new part.
+    pub fn into_buffer(self) -> PieceBuf {
         self.buf
     }
 }
@@ -310,7 +317,7 @@ mod tests {
         assert_eq!(p.take(0, &data[..b], A), Ok(Taken::Stored));
         assert_eq!(p.take(0, &data[..b], A), Ok(Taken::Duplicate));
         assert_eq!(p.take(BLOCK_SIZE, &data[b..2 * b], A), Ok(Taken::Complete));
-        assert_eq!(p.bytes(), &data[..]);
+        assert_eq!(p.bytes(), Some(&data[..]));
         let digest: [u8; 20] = p.sha1.take().unwrap().finalize().into();
         assert_eq!(digest, crate::hash::sha1(&data));
         assert_eq!(p.senders(), &[A]);
@@ -376,6 +383,39 @@ mod tests {
         assert_eq!(p.in_flight(), 3);
         assert_eq!(p.take(0, &data, A), Ok(Taken::Stored));
         assert_eq!(p.in_flight(), 2);
+    }
+
+    /// A buffer used again holds the previous piece's bytes: none of them is hashed or shown,
+    /// whatever order the blocks come in, and the piece (its size not a multiple of a block)
+    /// is its own bytes only once complete.
+    #[test]
+    fn a_reused_buffer_never_shows_the_previous_pieces_bytes() {
+        let size = 3 * BLOCK_SIZE + 1000;
+        let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let mut old = PieceBuf::zeroed(size as usize);
+        old.fill(0xAA);
+        let mut p = Part::with_buffer(0, old, true);
+        let b = BLOCK_SIZE as usize;
+        for (k, blk) in [3usize, 1, 0].into_iter().enumerate() {
+            let end = ((blk + 1) * b).min(size as usize);
+            p.take(blk as u32 * BLOCK_SIZE, &data[blk * b..end], A)
+                .unwrap();
+            assert_eq!(p.bytes(), None, "shown after {} blocks", k + 1);
+            // Only the blocks contiguous from the start were hashed.
+            assert_eq!(p.hashed, if blk == 0 { 2 } else { 0 });
+        }
+        assert_eq!(
+            p.take(2 * BLOCK_SIZE, &data[2 * b..3 * b], A),
+            Ok(Taken::Complete)
+        );
+        assert_eq!(p.bytes(), Some(&data[..]));
+        let digest: [u8; 20] = p.sha1.take().unwrap().finalize().into();
+        assert_eq!(digest, crate::hash::sha1(&data));
+        // A block of the wrong length (one that would leave old bytes behind it) is refused.
+        let mut q = Part::with_buffer(1, p.into_buffer(), true);
+        assert!(q.take(3 * BLOCK_SIZE, &data[..10], A).is_err());
+        assert_eq!(q.received_blocks(), 0);
+        assert_eq!(q.bytes(), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use nix::sys::eventfd::EventFd;
 
-pub use settings::{Settings, UploadPath};
+pub use settings::{DownloadWrites, Settings, UploadPath};
 pub use stats::{HashReject, Reason, StatsSnapshot, WorkerStats};
 pub use torrent::Torrent;
 

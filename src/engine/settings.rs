@@ -33,6 +33,19 @@ impl UploadPath {
     }
 }
 
+/// How downloaded pieces go to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadWrites {
+    /// Through the page cache (the kernel copies each piece and writes it back later).
+    #[default]
+    Buffered,
+    /// The whole pages of each piece with `O_DIRECT` from the piece buffer (no page-cache
+    /// copy); the unaligned head and tail of a file's span through the page cache. A
+    /// filesystem that refuses `O_DIRECT` turns its torrent back to buffered writes.
+    Direct,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Worker threads (0 = one per available core).
@@ -81,6 +94,8 @@ pub struct Settings {
     /// Reserve each downloaded file's size with `fallocate` when it is created (never
     /// zero-filled); otherwise files are sparse.
     pub preallocate: bool,
+    /// Buffered or `O_DIRECT` piece writes.
+    pub download_writes: DownloadWrites,
     /// Our requests wait this long for a block before the peer counts as snubbing us (its
     /// requests go to other peers).
     pub request_timeout: Duration,
@@ -136,6 +151,7 @@ impl Default for Settings {
             pex_interval: Duration::from_secs(60),
             download_memory: 64 << 20,
             preallocate: false,
+            download_writes: DownloadWrites::Buffered,
             request_timeout: Duration::from_secs(20),
             random_first_pieces: 4,
             max_peers_per_torrent: 5000,

@@ -195,6 +195,8 @@ pub struct WorkerStats {
     /// Complete copies thrown away: another worker wrote the piece first (endgame).
     pub duplicate_pieces: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Downloaded bytes written with `O_DIRECT` (`download_writes = "direct"`).
+    pub direct_write_bytes: AtomicU64,
     pub submissions: AtomicU64,
     pub completions: AtomicU64,
     /// MSE handshakes completed (either side), by the method chosen.
@@ -235,6 +237,7 @@ impl Default for WorkerStats {
             endgame_copies: AtomicU64::new(0),
             duplicate_pieces: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            direct_write_bytes: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             completions: AtomicU64::new(0),
             mse_rc4: AtomicU64::new(0),
@@ -278,6 +281,7 @@ pub struct StatsSnapshot {
     pub endgame_copies: u64,
     pub duplicate_pieces: u64,
     pub write_errors: u64,
+    pub direct_write_bytes: u64,
     pub submissions: u64,
     pub completions: u64,
     pub mse_rc4: u64,
@@ -316,6 +320,7 @@ impl WorkerStats {
             endgame_copies: r(&self.endgame_copies),
             duplicate_pieces: r(&self.duplicate_pieces),
             write_errors: r(&self.write_errors),
+            direct_write_bytes: r(&self.direct_write_bytes),
             submissions: r(&self.submissions),
             completions: r(&self.completions),
             mse_rc4: r(&self.mse_rc4),

@@ -122,7 +122,10 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         global_limit: ctx.global_limit,
         download_limit: ctx.download_limit,
         handshaking: ctx.handshaking,
-        fetches: Default::default(),
+        fetches: super::fetch::Fetches::new(
+            settings.download_memory,
+            settings.download_writes == super::settings::DownloadWrites::Direct,
+        ),
         rng: (ctx.id as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
         torrents: HashMap::default(),
         obfuscated: HashMap::default(),
@@ -603,6 +606,7 @@ impl Worker {
             self.timeouts();
             self.publish_latency();
             self.fetch_second();
+            self.core.fetches.second(now);
         }
         self.tell_haves();
         self.refill_requests();

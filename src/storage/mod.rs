@@ -39,6 +39,12 @@ use crate::metainfo::FileLayout;
 #[derive(Debug)]
 pub struct DataFiles {
     files: Box<[OnceLock<File>]>,
+    /// Per file: a second descriptor opened with `O_DIRECT` ([`DataFiles::direct_fd`]), for
+    /// the whole pages of downloaded pieces.
+    direct: Box<[OnceLock<File>]>,
+    /// The filesystem refused `O_DIRECT` (at open or at a write): writes go through the page
+    /// cache from then on.
+    direct_refused: AtomicBool,
     /// Per file: written since its last sync ([`DataFiles::mark_written`],
     /// [`DataFiles::sync_written`]).
     written: Box<[AtomicBool]>,
@@ -162,6 +168,8 @@ impl DataFiles {
         Ok(DataFiles {
             maps: files.iter().map(|_| OnceLock::new()).collect(),
             written: files.iter().map(|_| AtomicBool::new(false)).collect(),
+            direct: files.iter().map(|_| OnceLock::new()).collect(),
+            direct_refused: AtomicBool::new(false),
             files: files.into(),
             create: None,
         })
@@ -206,6 +214,8 @@ impl DataFiles {
         Ok(DataFiles {
             maps: files.iter().map(|_| OnceLock::new()).collect(),
             written: files.iter().map(|_| AtomicBool::new(false)).collect(),
+            direct: files.iter().map(|_| OnceLock::new()).collect(),
+            direct_refused: AtomicBool::new(false),
             files,
             create: Some(creator),
         })
@@ -246,6 +256,55 @@ impl DataFiles {
         cell.get()
             .map(|f| f.as_raw_fd())
             .ok_or_else(|| io::Error::other("file vanished"))
+    }
+
+    /// A second descriptor of file `index` opened with `O_DIRECT` (created first, as by
+    /// [`DataFiles::writable_fd`], and opened the same way: beneath the download directory,
+    /// through no symlink, a regular file only). `Ok(None)` once the filesystem refused
+    /// `O_DIRECT` (`EINVAL` at open, or [`DataFiles::refuse_direct`] after a write): the
+    /// caller writes through the page cache instead. The first refusal is reported by
+    /// [`DataFiles::refuse_direct`] returning true.
+    pub fn direct_fd(&self, index: usize) -> io::Result<Option<std::os::fd::RawFd>> {
+        use std::os::fd::AsRawFd;
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.writable_fd(index)?;
+        let (Some(c), Some(cell)) = (&self.create, self.direct.get(index)) else {
+            return Ok(None);
+        };
+        if let Some(f) = cell.get() {
+            return Ok(Some(f.as_raw_fd()));
+        }
+        let _guard = c
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = cell.get() {
+            return Ok(Some(f.as_raw_fd()));
+        }
+        let (rel, _, _) = &c.entries[index];
+        match c.open_file(rel, OFlag::O_RDWR | OFlag::O_DIRECT) {
+            Ok(file) => {
+                let _ = cell.set(file);
+                Ok(cell.get().map(|f| f.as_raw_fd()))
+            }
+            // `EINVAL` (the error keeps its kind, not its number): the filesystem has no
+            // `O_DIRECT` (the file itself was just opened as a regular one).
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns `O_DIRECT` writes off for this torrent (the filesystem refused them); true the
+    /// first time, so the caller warns once.
+    pub fn refuse_direct(&self) -> bool {
+        !self.direct_refused.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether `O_DIRECT` writes were turned off ([`DataFiles::refuse_direct`]).
+    pub fn direct_refused(&self) -> bool {
+        self.direct_refused.load(Ordering::Relaxed)
     }
 
     /// Creates every file not created yet (the empty ones, typically), so a complete download

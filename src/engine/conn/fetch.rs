@@ -165,7 +165,6 @@ impl Conn {
         p.owner = owned.then_some(slot);
         p.claimed = claimed;
         self.owns_parts |= owned;
-        core.fetches.memory += size as usize;
         let b = p.next_missing().unwrap_or(0);
         let req = p.block(b);
         core.fetches
