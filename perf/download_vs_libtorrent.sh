@@ -28,6 +28,9 @@
 # 0.25-0.35 (dd of 1 GiB in 256 KiB writes on this VM, 2026-11-30), a cost both downloaders pay
 # and which swamps what they differ in. Every run starts from the same free memory.
 #
+# DIRECT=1 adds a third downloader to every pair, `ringseed+direct`: ringseed with
+# `engine.download_writes = "direct"` (O_DIRECT piece writes), with its own ratios to libtorrent.
+#
 # `ringseed download --json` looks for completion every 20 ms, so its wall time and its
 # "data-in" time (every byte in the file) differ by at most that.
 set -euo pipefail
@@ -79,8 +82,10 @@ download() {
   local client=$1 source=$2 out=$3
   shift 3
   local cmd
-  if [ "$client" = ringseed ]; then
-    cmd=("$RS" download "$source" --data "$out" --peer "127.0.0.1:$PORT" --no-trackers --metrics "" \
+  if [ "$client" = ringseed ] || [ "$client" = ringseed+direct ]; then
+    cmd=("$RS")
+    [ "$client" = ringseed+direct ] && cmd+=(--config "$DIR/direct.toml")
+    cmd+=(download "$source" --data "$out" --peer "127.0.0.1:$PORT" --no-trackers --metrics "" \
       --workers 1 --json)
   else
     cmd=($PY "$M" lt-leech "$source" "$out" "127.0.0.1:$PORT" 600)
@@ -101,6 +106,11 @@ fresh_memory() {
 
 RESULTS="$DIR/results.jsonl"
 : >"$RESULTS"
+CLIENTS="ringseed libtorrent"
+if [ "${DIRECT:-0}" = 1 ]; then
+  printf '[engine]\ndownload_writes = "direct"\n' >"$DIR/direct.toml"
+  CLIENTS="ringseed ringseed+direct libtorrent"
+fi
 mkdir -p "$DIR/dl"
 
 # write_probe: dd of the payload's size into a fresh file on the downloads' filesystem, with
@@ -128,7 +138,7 @@ print(json.dumps(r))' "$bs" "$1" >>"$RESULTS"
 echo "load before: $(uptime)" >&2
 write_probe before
 for pair in $(seq "$PAIRS"); do
-  for client in ringseed libtorrent; do
+  for client in $CLIENTS; do
     out="$DIR/dl/$client-$pair"
     rm -rf "$out" && mkdir -p "$out"
     fresh_memory
@@ -153,7 +163,7 @@ st = (r["result"] or {}).get("stats")
 if st:
     extra = ", received %.1f %% of the size over %d connection(s)" % (
         100 * sum(s["bytes_down"] for s in st) / r["result"]["progress"]["size"], sum(s["connected_out"] for s in st))
-print("%-10s pair %d: %6.2f s wall, data in at %s s, %5.2f CPU-s (%.2f user), maxrss %4.0f MiB, rc %d, same %s%s" % (
+print("%-15s pair %d: %6.2f s wall, data in at %s s, %5.2f CPU-s (%.2f user), maxrss %4.0f MiB, rc %d, same %s%s" % (
     r["client"], r["pair"], r["wall_s"], "%.2f" % r["full_s"] if r["full_s"] else "-", r["cpu_s"], r["user_s"],
     r["maxrss_kib"] / 1024, r["rc"], r["same"], extra), file=sys.stderr)'
     rm -rf "$out"
@@ -185,7 +195,8 @@ rows = [json.loads(l) for l in open(path) if l.strip()]
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")
-full = {c: [r for r in rows if r["kind"] == "full" and r["client"] == c] for c in ("ringseed", "libtorrent")}
+names = [c for c in ("ringseed", "ringseed+direct", "libtorrent") if any(r["client"] == c for r in rows)]
+full = {c: [r for r in rows if r["kind"] == "full" and r["client"] == c] for c in names}
 bad = [r for rs in full.values() for r in rs if r["rc"] != 0 or r["timed_out"] or r["same"] is False
        or not (r["result"] or {}).get("done")]
 for r in bad:
@@ -208,11 +219,11 @@ for c, rs in full.items():
     }
 print(f"payload {size_mib} MiB (1 MiB pieces) page-cached, seeded by `ringseed seed --workers 1` on CPU {scpu};"
       f" downloader on CPU {dcpu}, to disk (fresh directory each run); median of {pairs} interleaved pairs")
-print(f"{'downloader':<11} {'wall s':>7} {'GiB/s':>7} {'data-in GiB/s':>13} {'steady GiB/s':>12} {'1st byte s':>10} "
+print(f"{'downloader':<15} {'wall s':>7} {'GiB/s':>7} {'data-in GiB/s':>13} {'steady GiB/s':>12} {'1st byte s':>10} "
       f"{'CPU-s/GiB':>9} {'maxRSS MiB':>10} {'anon MiB':>8} {'seeder CPU-s/GiB':>16} {'runs':>4}")
-for c in ("ringseed", "libtorrent"):
+for c in names:
     x = m[c]
-    print(f"{c:<11} {x['wall']:>7.2f} {x['gibs']:>7.3f} {x['data_gibs']:>13.3f} {x['steady_gibs']:>12.3f} {x['first']:>10.2f} "
+    print(f"{c:<15} {x['wall']:>7.2f} {x['gibs']:>7.3f} {x['data_gibs']:>13.3f} {x['steady_gibs']:>12.3f} {x['first']:>10.2f} "
           f"{x['cpu']:>9.3f} {x['rss']:>10.1f} {x['anon']:>8.1f} {x['seeder']:>16.3f} {x['n']:>4}")
 r, l = m["ringseed"], m["libtorrent"]
 ratio = lambda a, b: a / b if b else float("nan")
@@ -221,6 +232,11 @@ print(f"ratio ringseed/libtorrent: {ratio(r['gibs'], l['gibs']):.2f}x GiB/s (tar
       f"{ratio(r['anon'], l['anon']):.2f}x anon RSS")
 print(f"  by the time every byte was in the file (no exit tick): {ratio(r['data_gibs'], l['data_gibs']):.2f}x GiB/s; "
       f"from the first byte to the last: {ratio(r['steady_gibs'], l['steady_gibs']):.2f}x")
+if "ringseed+direct" in m:
+    d = m["ringseed+direct"]
+    print(f"ratio ringseed+direct/libtorrent: {ratio(d['gibs'], l['gibs']):.2f}x GiB/s, "
+          f"{ratio(d['cpu'], l['cpu']):.2f}x CPU-s/GiB, {ratio(d['rss'], l['rss']):.2f}x max RSS; "
+          f"ringseed+direct/ringseed: {ratio(d['gibs'], r['gibs']):.2f}x GiB/s, {ratio(d['cpu'], r['cpu']):.2f}x CPU-s/GiB")
 print("columns: GiB/s = size / (fork to exit); data-in = size / (fork to every byte in the file); steady = size /"
       " (first byte in the file to every byte); 1st byte s = fork to the first byte; maxRSS = ru_maxrss (counts the"
       " mapped file pages of libtorrent 2.0); anon = peak RssAnon (sampled every 50 ms)")
