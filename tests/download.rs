@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::daemons::{QbtSeeder, RtorrentSeeder, TransmissionSeeder};
 use common::{
     Payload, create_torrent, lt_tool, pattern, ringseed, signal, spawn_aria2_seeder,
-    spawn_lt_seeder, walk,
+    spawn_lt_seeder, stat, walk,
 };
 use ringseed::metainfo::Metainfo;
 use ringseed::wire::{BLOCK_SIZE, BlockRequest, Handshake, Message};
@@ -198,16 +198,6 @@ fn args(parts: &[&[String]]) -> Vec<String> {
 
 fn no_trackers() -> Vec<String> {
     vec!["--no-trackers".into()]
-}
-
-/// A sum over the report's per-worker statistics.
-fn stat(report: &Value, key: &str) -> u64 {
-    report["stats"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w[key].as_u64().unwrap())
-        .sum()
 }
 
 /// Disconnects for `reason` over all workers.
@@ -523,16 +513,13 @@ fn corrupted_copy(src: &Path, meta: &Metainfo, dir: &Path) -> PathBuf {
 /// qBittorrent seeder did serve part of it.
 #[test]
 fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let src = data.join("swarm.bin");
-    std::fs::write(&src, pattern(3 << 20, 21)).unwrap();
-    let torrent = dir.path().join("swarm.torrent");
-    let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", "48"]);
-    let bad = corrupted_copy(&src, &meta, &dir.path().join("bad"));
-    let config = dir.path().join("skip-check.toml");
-    std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
+    let Corrupting {
+        dir,
+        data,
+        torrent,
+        meta,
+        corrupt,
+    } = Corrupting::new("swarm", 3 << 20, "48");
     // The honest seeders are throttled so the download takes a few seconds: every seeder gets
     // its share of requests, the corrupting one included.
     let qbt = QbtSeeder::start("127.0.0.7", 1 << 20);
@@ -544,13 +531,6 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
         "127.0.0.3",
         &["-V", "--max-upload-limit=1M"],
     );
-    let corrupt = KillOnDrop(common::spawn_seeder_with(
-        &torrent,
-        &bad,
-        "127.0.0.4",
-        &[],
-        &["--config".as_ref(), config.as_os_str()],
-    ));
     let out = dir.path().join("out");
     let res = download(
         &torrent,
@@ -587,24 +567,14 @@ fn a_corrupting_peer_in_the_swarm_is_banned_and_the_download_completes() {
 /// still be caught there, their sender banned, and the download byte-identical.
 #[test]
 fn pieces_hashed_together_in_lanes_catch_bad_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let src = data.join("lanes.bin");
-    std::fs::write(&src, pattern(24 << 20, 33)).unwrap();
-    let torrent = dir.path().join("lanes.torrent");
-    let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", "64"]);
-    let bad = corrupted_copy(&src, &meta, &dir.path().join("bad"));
-    let config = dir.path().join("skip-check.toml");
-    std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
+    let Corrupting {
+        dir,
+        data,
+        torrent,
+        meta,
+        corrupt,
+    } = Corrupting::new("lanes", 24 << 20, "64");
     let good = KillOnDrop(common::spawn_seeder(&torrent, &data, "127.0.0.3", &[]));
-    let corrupt = KillOnDrop(common::spawn_seeder_with(
-        &torrent,
-        &bad,
-        "127.0.0.4",
-        &[],
-        &["--config".as_ref(), config.as_os_str()],
-    ));
     let out = dir.path().join("out");
     let res = download(
         &torrent,
@@ -624,6 +594,46 @@ fn pieces_hashed_together_in_lanes_catch_bad_data() {
         assert!(in_lanes >= 16, "{report}");
     } else {
         assert_eq!(in_lanes, 0, "{report}");
+    }
+}
+
+/// A payload of `len` bytes in `data/NAME.bin`, its torrent (pieces of `piece_kib`), and a
+/// `ringseed seed --skip-check` on 127.0.0.4 serving a copy with a flipped byte in every
+/// second piece.
+struct Corrupting {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    torrent: PathBuf,
+    meta: Metainfo,
+    corrupt: KillOnDrop,
+}
+
+impl Corrupting {
+    fn new(name: &str, len: usize, piece_kib: &str) -> Corrupting {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let src = data.join(format!("{name}.bin"));
+        std::fs::write(&src, pattern(len, 21)).unwrap();
+        let torrent = dir.path().join(format!("{name}.torrent"));
+        let meta = create_torrent(&src, &torrent, &["--no-date", "--piece-kib", piece_kib]);
+        let bad = corrupted_copy(&src, &meta, &dir.path().join("bad"));
+        let config = dir.path().join("skip-check.toml");
+        std::fs::write(&config, "[torrents]\nskip_check = true\n").unwrap();
+        let corrupt = KillOnDrop(common::spawn_seeder_with(
+            &torrent,
+            &bad,
+            "127.0.0.4",
+            &[],
+            &["--config".as_ref(), config.as_os_str()],
+        ));
+        Corrupting {
+            dir,
+            data,
+            torrent,
+            meta,
+            corrupt,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_torrent, pattern, spawn_seeder_with};
+use common::{create_torrent, pattern, spawn_seeder_with, stat};
 use serde_json::Value;
 
 /// Files of the torrent (in `tree/`), in order: `a` is whole pages, so `b` starts at a page
@@ -119,15 +119,6 @@ fn run(mut cmd: Command, stderr: &Path) -> (Value, String) {
         .unwrap_or_else(|| panic!("no report: {out}\n{err}"));
     assert_eq!(report["done"], true, "{report}");
     (report, err)
-}
-
-fn stat(report: &Value, key: &str) -> u64 {
-    report["stats"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w[key].as_u64().unwrap())
-        .sum()
 }
 
 fn assert_same_files(s: &Setup, got: &Path) {

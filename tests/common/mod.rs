@@ -318,6 +318,16 @@ pub fn spawn_aria2_seeder(torrent: &Path, dir: &Path, ip: &str, extra: &[&str]) 
     panic!("aria2c did not start seeding {} on {ip}", torrent.display());
 }
 
+/// A worker counter summed over the workers of a `--json` report (`report["stats"]`).
+pub fn stat(report: &serde_json::Value, key: &str) -> u64 {
+    report["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w[key].as_u64().unwrap())
+        .sum()
+}
+
 /// Every file below `dir` (directories descended into, not listed; unreadable ones skipped).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
