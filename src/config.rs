@@ -1003,7 +1003,8 @@ const DOCS: &[(&str, &str)] = &[
     (
         "hashing.batch_kib",
         "KiB each hashing thread reads at once (rounded to whole pieces). Larger batches mean\n\
-         fewer system calls; each thread holds one batch in memory. Range 64..=1048576.",
+         fewer system calls; each thread holds one batch in memory. On a CPU with AVX-512 a\n\
+         batch holds at least 16 pieces within 16 MiB, hashed together. Range 64..=1048576.",
     ),
     ("create", "Defaults for `ringseed create`."),
     (

@@ -67,8 +67,9 @@ impl HashOptions {
     }
 }
 
-/// Largest batch a thread reads to fill the SHA-1 lanes (sixteen pieces of up to 4 MiB).
-const LANE_BATCH_BYTES: u64 = 64 << 20;
+/// Largest batch a thread reads to fill the SHA-1 lanes: sixteen pieces of up to 1 MiB, eight
+/// of 2 MiB (a thread per core holds one, so a 32-core box holds 512 MiB while it rechecks).
+const LANE_BATCH_BYTES: u64 = 16 << 20;
 
 /// Hashes every piece of `layout` from `data`. Returns one outcome per piece, in piece order.
 pub fn hash_pieces(
@@ -85,8 +86,8 @@ pub fn hash_pieces(
     let mut per_batch =
         (opts.batch_bytes / layout.piece_length).clamp(1, u64::from(u32::MAX)) as u32;
     if mode.v1 && crate::sha1x16::available() {
-        // Sixteen pieces a batch where they fit in LANE_BATCH_BYTES, so their SHA-1s run
-        // together in the lanes (about 3× SHA-NI's rate on this machine).
+        // Up to sixteen pieces a batch where they fit in LANE_BATCH_BYTES, so their SHA-1s
+        // run together in the lanes (about 3× SHA-NI's rate on this machine for sixteen).
         let lanes = (LANE_BATCH_BYTES / layout.piece_length).min(crate::sha1x16::LANES as u64);
         per_batch = per_batch.max(lanes as u32);
     }
