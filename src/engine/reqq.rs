@@ -4,8 +4,11 @@
 //! Every request a peer queues waits behind all the others the worker holds. By Little's law a
 //! worker moving R bytes/s with Q bytes requested makes a request wait Q / R: 1024 peers
 //! allowed 64 blocks each queue 1 GiB, about a second at 1 GiB/s, however fast the upload path.
-//! So the worker shares one budget of queued blocks among its unchoked peers, within
-//! `[MIN_REQQ, engine.max_reqq]`, and tells its peers again (a second extension handshake,
+//! So while the worker falls behind (half the budget queued, and for [`CONGESTION_HOLD`] after)
+//! it shares one budget of queued blocks among its unchoked peers, within
+//! `[MIN_REQQ, engine.max_reqq]`; while it keeps up it advertises `engine.max_reqq`, so a fast
+//! peer far away is never held to a small share of a queue that is not there. It tells its
+//! peers again (a second extension handshake,
 //! which BEP 10 allows and libtorrent reads `reqq` from) when the share moved by a quarter.
 //! A peer that ignores it is still held to `engine.max_reqq` only: `reqq` is advice about
 //! latency, not a limit we cut peers off for.
@@ -20,8 +23,23 @@ pub const QUEUE_BUDGET_BLOCKS: usize = 8192;
 /// distant peer still moves 2.5 MiB/s (a 1024th of a 10 Gbit/s link is 1.2).
 pub const MIN_REQQ: usize = 8;
 
-/// The `reqq` for a worker with `unchoked` peers, at most `max_reqq`.
-pub fn advertised(unchoked: usize, max_reqq: usize) -> usize {
+/// How long the share holds after the worker last had half the budget queued: a queue that
+/// drained because peers were told to queue less must not bring the old `reqq` back at once
+/// (peers would queue it again, and be told again, every few ticks).
+pub const CONGESTION_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `queued` blocks (requests the worker has not served yet, over all its peers) mean
+/// the worker falls behind.
+pub fn congested(queued: usize) -> bool {
+    queued >= QUEUE_BUDGET_BLOCKS / 2
+}
+
+/// The `reqq` for a worker with `unchoked` peers, at most `max_reqq`: their share of the
+/// budget while `congested` (or within [`CONGESTION_HOLD`] of it), else `max_reqq`.
+pub fn advertised(unchoked: usize, max_reqq: usize, congested: bool) -> usize {
+    if !congested {
+        return max_reqq;
+    }
     (QUEUE_BUDGET_BLOCKS / unchoked.max(1)).clamp(MIN_REQQ.min(max_reqq), max_reqq)
 }
 
@@ -40,16 +58,20 @@ mod tests {
 
     #[test]
     fn the_budget_is_shared_within_bounds() {
-        assert_eq!(advertised(0, 2000), 2000);
-        assert_eq!(advertised(1, 2000), 2000);
-        assert_eq!(advertised(4, 2000), 2000);
-        assert_eq!(advertised(8, 2000), 1024);
-        assert_eq!(advertised(64, 2000), 128);
-        assert_eq!(advertised(1024, 2000), 8);
-        assert_eq!(advertised(100_000, 2000), MIN_REQQ);
+        assert_eq!(advertised(0, 2000, true), 2000);
+        assert_eq!(advertised(1, 2000, true), 2000);
+        assert_eq!(advertised(4, 2000, true), 2000);
+        assert_eq!(advertised(8, 2000, true), 1024);
+        assert_eq!(advertised(64, 2000, true), 128);
+        assert_eq!(advertised(1024, 2000, true), 8);
+        assert_eq!(advertised(100_000, 2000, true), MIN_REQQ);
         // A configured cap below the floor wins.
-        assert_eq!(advertised(100_000, 4), 4);
-        assert_eq!(advertised(1, 16), 16);
+        assert_eq!(advertised(100_000, 4, true), 4);
+        assert_eq!(advertised(1, 16, true), 16);
+        // A worker that keeps up advertises its whole queue, however many peers it has.
+        assert_eq!(advertised(1024, 2000, false), 2000);
+        assert!(!congested(QUEUE_BUDGET_BLOCKS / 2 - 1));
+        assert!(congested(QUEUE_BUDGET_BLOCKS / 2));
     }
 
     #[test]
@@ -61,10 +83,10 @@ mod tests {
         assert!(!worth_telling(8, 9));
         // Peers joining one at a time from 1 to 1024: the value moves 2000 → 8 in a few dozen
         // steps and ends where the share is.
-        let mut told = advertised(1, 2000);
+        let mut told = advertised(1, 2000, true);
         let mut times = 0;
         for n in 1..=1024 {
-            let now = advertised(n, 2000);
+            let now = advertised(n, 2000, true);
             if worth_telling(told, now) {
                 told = now;
                 times += 1;

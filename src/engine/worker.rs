@@ -85,6 +85,9 @@ struct Worker {
     /// A slot was taken from a peer that stopped reading: a round at the next tick.
     rechoke_soon: bool,
     last_pex: Instant,
+    /// Until when the advertised `reqq` is a share of the queue budget (see
+    /// [`super::reqq::CONGESTION_HOLD`]).
+    congested_until: Option<Instant>,
     rechokes: u64,
     stopping: bool,
     accept_posted: bool,
@@ -159,6 +162,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         starved_stale: false,
         rechoke_soon: false,
         last_pex: now,
+        congested_until: None,
         rechokes: 0,
         stopping: false,
         accept_posted: false,
@@ -805,13 +809,24 @@ impl Worker {
 
     /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
     /// heard (at most 50 of each; never itself; nothing when nothing changed).
-    /// Every tick: the `reqq` for this many unchoked peers; told again to every peer when it
-    /// moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a thousand peers
+    /// Every tick: the `reqq` for this many unchoked peers and this long a queue; told again to
+    /// every peer when it moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a thousand peers
     /// arrive in half a second, the ones already in must hear the smaller share before they
     /// have queued a second's worth at the larger.
     fn advertise_reqq(&mut self) {
+        let queued: usize = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.peer.requests().len())
+            .sum();
+        let t = self.core.now;
+        if super::reqq::congested(queued) {
+            self.congested_until = Some(t + super::reqq::CONGESTION_HOLD);
+        }
+        let congested = self.congested_until.is_some_and(|until| t < until);
         let rules = &self.core.rules;
-        let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq);
+        let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq, congested);
         if !super::reqq::worth_telling(rules.advertised_reqq, now) {
             return;
         }
