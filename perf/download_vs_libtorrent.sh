@@ -59,21 +59,7 @@ INFO_HASH=$("$RS" info "$TORRENT" 2>/dev/null | awk '/^info-hash:/ {print $2; ex
 MAGNET="magnet:?xt=urn:btih:$INFO_HASH"
 NAME=$(basename "$PAYLOAD")
 
-SEEDER_PID=""
-cleanup() {
-  [ -n "$SEEDER_PID" ] && kill -TERM "$SEEDER_PID" 2>/dev/null && wait "$SEEDER_PID" 2>/dev/null
-  rm -rf "$DIR/dl"
-  [ "${KEEP_PAYLOAD:-0}" = 1 ] || rm -rf "$DIR/seed"
-  return 0
-}
-trap cleanup EXIT
-
-PORT=$(free_port)
-taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/seed/data" --skip-check --metrics "" \
-  --listen "127.0.0.1:$PORT" --no-trackers --workers 1 --stats-every 0 >"$DIR/seeder.log" 2>&1 &
-SEEDER_PID=$!
-for _ in $(seq 100); do grep -q '^seeding ' "$DIR/seeder.log" && break; sleep 0.1; done
-grep -q '^seeding ' "$DIR/seeder.log" || { cat "$DIR/seeder.log" >&2; exit 1; }
+start_dl_seeder # PORT, SEEDER_PID; stopped (and the downloads removed) at exit
 seeder_ticks() { awk '{print $14 + $15}' "/proc/$SEEDER_PID/stat"; }
 
 # download CLIENT SOURCE OUT [--first-byte]: one measured download into the fresh directory OUT;

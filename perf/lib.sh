@@ -34,3 +34,25 @@ enable_speed() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# start_dl_seeder: for the download benchmarks (RS, TORRENT, DIR, SEED_CPU set): `ringseed seed
+# --workers 1` of $DIR/seed/data on a free loopback port, pinned to SEED_CPU; sets PORT and
+# SEEDER_PID once it seeds. At exit the seeder stops, $DIR/dl goes, and $DIR/seed too unless
+# KEEP_PAYLOAD=1.
+start_dl_seeder() {
+  SEEDER_PID=""
+  trap dl_cleanup EXIT
+  PORT=$(free_port)
+  taskset -c "$SEED_CPU" "$RS" seed "$TORRENT" --data "$DIR/seed/data" --skip-check --metrics "" \
+    --listen "127.0.0.1:$PORT" --no-trackers --workers 1 --stats-every 0 >"$DIR/seeder.log" 2>&1 &
+  SEEDER_PID=$!
+  for _ in $(seq 100); do grep -q '^seeding ' "$DIR/seeder.log" && break; sleep 0.1; done
+  grep -q '^seeding ' "$DIR/seeder.log" || { cat "$DIR/seeder.log" >&2; exit 1; }
+}
+
+dl_cleanup() {
+  [ -n "$SEEDER_PID" ] && kill -TERM "$SEEDER_PID" 2>/dev/null && wait "$SEEDER_PID" 2>/dev/null
+  rm -rf "$DIR/dl"
+  [ "${KEEP_PAYLOAD:-0}" = 1 ] || rm -rf "$DIR/seed"
+  return 0
+}
