@@ -480,14 +480,22 @@ impl Fetches {
     }
 
     /// Once a pass of the worker's loop: hashes the complete pieces waiting for lanes when the
-    /// first has waited [`HASH_WAIT`], or when no other piece is being fetched here (nothing
-    /// more would join them soon).
+    /// first has waited [`HASH_WAIT`], or when their torrents have no other piece being fetched
+    /// here (nothing more of theirs would join them soon). Looks at the waiting pieces'
+    /// torrents only (at most sixteen lookups), not at every torrent the worker ever fetched.
     pub fn hash_due(&mut self, io: Io<'_>) {
         let Some(first) = self.hashing.first() else {
             return;
         };
-        let idle = self.torrents.values().all(|f| f.parts.is_empty());
-        if idle || io.now.saturating_duration_since(first.since) >= HASH_WAIT {
+        let due = io.now.saturating_duration_since(first.since) >= HASH_WAIT;
+        let idle = || {
+            self.hashing.iter().all(|w| {
+                self.torrents
+                    .get(&w.torrent.id)
+                    .is_none_or(|f| f.parts.is_empty())
+            })
+        };
+        if due || idle() {
             self.hash_waiting(io);
         }
     }
