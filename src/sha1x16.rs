@@ -39,12 +39,22 @@ pub fn available() -> bool {
     }
 }
 
+/// How many of `n` messages [`sha1_many`] hashes in lanes (the rest go to SHA-NI).
+pub fn in_lanes(n: usize) -> usize {
+    if !available() {
+        return 0;
+    }
+    let full = n / LANES * LANES;
+    let rest = n % LANES;
+    full + if rest >= MIN_LANES { rest } else { 0 }
+}
+
 /// SHA-1 of each message, in order. Messages of equal length make the best use of the lanes
 /// (a lane whose message ended idles until the longest of its batch of sixteen ends).
 pub fn sha1_many(msgs: &[&[u8]]) -> Vec<[u8; 20]> {
     let mut out = vec![[0u8; 20]; msgs.len()];
     for (batch, digests) in msgs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        if batch.len() >= MIN_LANES && available() {
+        if in_lanes(batch.len()) > 0 {
             #[cfg(target_arch = "x86_64")]
             {
                 // SAFETY: `available()` checked that the CPU has AVX-512 F and BW.
@@ -327,6 +337,15 @@ mod tests {
                 0xc2, 0x6c, 0x9c, 0xd0, 0xd8, 0x9d
             ]
         );
+    }
+
+    #[test]
+    fn lane_counts_follow_the_threshold() {
+        let on = usize::from(available());
+        assert_eq!(in_lanes(MIN_LANES - 1), 0);
+        assert_eq!(in_lanes(MIN_LANES), MIN_LANES * on);
+        assert_eq!(in_lanes(LANES + MIN_LANES - 1), LANES * on);
+        assert_eq!(in_lanes(2 * LANES), 2 * LANES * on);
     }
 
     #[test]

@@ -350,8 +350,17 @@ impl Fetches {
     }
 
     /// Whether a new part of `size` bytes fits the budget (one part always does).
-    pub fn has_room(&self, size: u64, budget: usize) -> bool {
-        self.memory == 0 || self.memory as u64 + size <= budget as u64
+    pub fn has_room(&self, size: u64) -> bool {
+        self.memory == 0 || self.memory as u64 + size <= self.budget as u64
+    }
+
+    /// Whether v1 pieces of `piece_len` bytes wait, once complete, to be hashed together in
+    /// the lanes of [`sha1x16`] instead of advancing a SHA-1 as their blocks arrive: when the
+    /// CPU has the lanes and enough pieces to beat SHA-NI ([`sha1x16::MIN_LANES`]) fit in half
+    /// the budget (the other half keeps requests flowing while they wait).
+    pub fn hash_in_lanes(&self, piece_len: u64) -> bool {
+        sha1x16::available()
+            && piece_len.saturating_mul(sha1x16::MIN_LANES as u64) <= self.budget as u64 / 2
     }
 
     /// Drops a torrent's parts (stopped, failed, removed), releasing their claims.
@@ -404,13 +413,12 @@ impl Fetches {
     }
 }
 
-/// What the check and write path needs of the worker: its ring, its counters, the time of
-/// this pass of its loop and its download memory budget.
+/// What the check and write path needs of the worker: its ring, its counters and the time of
+/// this pass of its loop.
 pub(crate) struct Io<'a> {
     pub ring: &'a mut IoUring,
     pub stats: &'a WorkerStats,
     pub now: Instant,
-    pub budget: usize,
 }
 
 impl Io<'_> {
@@ -419,17 +427,8 @@ impl Io<'_> {
             ring: &mut *self.ring,
             stats: self.stats,
             now: self.now,
-            budget: self.budget,
         }
     }
-}
-
-/// Whether v1 pieces of `piece_len` bytes wait, once complete, to be hashed together in the
-/// lanes of [`sha1x16`] instead of advancing a SHA-1 as their blocks arrive: when the CPU
-/// has the lanes and enough pieces to beat SHA-NI ([`sha1x16::MIN_LANES`]) fit in half the
-/// worker's download budget (the other half keeps requests flowing while they wait).
-pub(crate) fn hash_in_lanes(piece_len: u64, budget: usize) -> bool {
-    sha1x16::available() && piece_len.saturating_mul(sha1x16::MIN_LANES as u64) <= budget as u64 / 2
 }
 
 /// Longest a complete piece waits for others to share the lanes with. At 600 MiB/s of 1 MiB
@@ -462,7 +461,7 @@ impl Fetches {
             part,
             since: io.now,
         });
-        if self.hashing.len() >= sha1x16::LANES || self.hashing_bytes >= io.budget / 2 {
+        if self.hashing.len() >= sha1x16::LANES || self.hashing_bytes >= self.budget / 2 {
             self.hash_waiting(io.reborrow());
         }
     }
@@ -514,10 +513,9 @@ impl Fetches {
                 .collect();
             sha1x16::sha1_many(&msgs)
         };
-        if waiting.len() >= sha1x16::MIN_LANES && sha1x16::available() {
-            io.stats
-                .add(&io.stats.pieces_hashed_in_lanes, waiting.len() as u64);
-        }
+        let in_lanes = sha1x16::in_lanes(waiting.len());
+        io.stats
+            .add(&io.stats.pieces_hashed_in_lanes, in_lanes as u64);
         for (w, digest) in waiting.into_iter().zip(digests) {
             if w.torrent.pieces.written(w.part.index) {
                 self.discard(io.stats, w.part);

@@ -228,7 +228,6 @@ impl Worker {
                 ring: &mut core.ring,
                 stats: &core.stats,
                 now: core.now,
-                budget: core.settings.download_memory,
             });
             self.fetch_events();
             self.wake_starved();
@@ -299,7 +298,6 @@ impl Worker {
                     ring: &mut core.ring,
                     stats: &core.stats,
                     now: core.now,
-                    budget: core.settings.download_memory,
                 };
                 core.fetches.write_done(io, ud.slot, ud.seq as usize, res);
             }

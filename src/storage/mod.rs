@@ -229,7 +229,6 @@ impl DataFiles {
     /// The descriptor of file `index` for writing, creating the file (and its directories)
     /// beneath the download directory on first use.
     pub fn writable_fd(&self, index: usize) -> io::Result<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
         let Some(c) = &self.create else {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -240,22 +239,8 @@ impl DataFiles {
             .files
             .get(index)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such file"))?;
-        if let Some(f) = cell.get() {
-            return Ok(f.as_raw_fd());
-        }
-        let _guard = c
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(f) = cell.get() {
-            return Ok(f.as_raw_fd());
-        }
         let (rel, len, _) = &c.entries[index];
-        let file = c.create(rel, *len)?;
-        let _ = cell.set(file);
-        cell.get()
-            .map(|f| f.as_raw_fd())
-            .ok_or_else(|| io::Error::other("file vanished"))
+        c.open_once(cell, || c.create(rel, *len))
     }
 
     /// A second descriptor of file `index` opened with `O_DIRECT` (created first, as by
@@ -265,7 +250,6 @@ impl DataFiles {
     /// caller writes through the page cache instead. The first refusal is reported by
     /// [`DataFiles::refuse_direct`] returning true.
     pub fn direct_fd(&self, index: usize) -> io::Result<Option<std::os::fd::RawFd>> {
-        use std::os::fd::AsRawFd;
         if self.direct_refused.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -273,22 +257,9 @@ impl DataFiles {
         let (Some(c), Some(cell)) = (&self.create, self.direct.get(index)) else {
             return Ok(None);
         };
-        if let Some(f) = cell.get() {
-            return Ok(Some(f.as_raw_fd()));
-        }
-        let _guard = c
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(f) = cell.get() {
-            return Ok(Some(f.as_raw_fd()));
-        }
         let (rel, _, _) = &c.entries[index];
-        match c.open_file(rel, OFlag::O_RDWR | OFlag::O_DIRECT) {
-            Ok(file) => {
-                let _ = cell.set(file);
-                Ok(cell.get().map(|f| f.as_raw_fd()))
-            }
+        match c.open_once(cell, || c.open_file(rel, OFlag::O_RDWR | OFlag::O_DIRECT)) {
+            Ok(fd) => Ok(Some(fd)),
             // `EINVAL` (the error keeps its kind, not its number): the filesystem has no
             // `O_DIRECT` (the file itself was just opened as a regular one).
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(None),
@@ -473,6 +444,30 @@ impl Creator {
             .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
             .resolve(Resolve::NoSymlinks.flags());
         nix::fcntl::openat2(self.root.as_fd(), rel, how)
+    }
+
+    /// The descriptor in `cell`, opened by `open` the first time under the creation lock (so
+    /// two workers never open, or create, the same file twice).
+    fn open_once(
+        &self,
+        cell: &OnceLock<File>,
+        open: impl FnOnce() -> io::Result<File>,
+    ) -> io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        if let Some(f) = cell.get() {
+            return Ok(f.as_raw_fd());
+        }
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = cell.get() {
+            return Ok(f.as_raw_fd());
+        }
+        let _ = cell.set(open()?);
+        cell.get()
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| io::Error::other("file vanished"))
     }
 
     /// Opens (with `O_CREAT` in `flags`: creates) the regular file `rel` beneath the root,

@@ -87,7 +87,7 @@ impl Conn {
         // for parts to be written (endgame is for when nothing is left to claim, not for a
         // full budget: it would only duplicate requests).
         let size = t.meta.info.layout.piece_length;
-        let room = core.fetches.has_room(size, core.settings.download_memory);
+        let room = core.fetches.has_room(size);
         if room {
             let strategy = Strategy::for_progress(
                 t.pieces.verified.count(),
@@ -127,7 +127,7 @@ impl Conn {
         // A piece another worker claimed, copied here (endgame across workers). Never one that
         // is verified or being written by any worker (`picker::copy_candidate`): its bytes are
         // complete and checked, a copy would only race its write.
-        if core.fetches.has_room(size, core.settings.download_memory) {
+        if core.fetches.has_room(size) {
             core.rng = next_rand(core.rng);
             let fetches = &core.fetches;
             let i = picker::copy_candidate(
@@ -157,10 +157,7 @@ impl Conn {
         let size = t.meta.info.layout.piece_size(i) as u32;
         let buf = core.fetches.buffer(size as usize);
         // SHA-1 as the blocks arrive, unless complete pieces are hashed together in lanes.
-        let lanes = crate::engine::fetch::hash_in_lanes(
-            t.meta.info.layout.piece_length,
-            core.settings.download_memory,
-        );
+        let lanes = core.fetches.hash_in_lanes(t.meta.info.layout.piece_length);
         let mut p = Part::with_buffer(i, buf, t.meta.info.version.has_v1() && !lanes);
         p.owner = owned.then_some(slot);
         p.claimed = claimed;
@@ -250,7 +247,6 @@ pub(super) fn take_block(
                 ring: &mut core.ring,
                 stats: &core.stats,
                 now: core.now,
-                budget: core.settings.download_memory,
             };
             core.fetches.piece_complete(io, t, req.index);
         }
