@@ -58,6 +58,7 @@ pub struct EngineConfig {
     pub max_reqq: u32,
     pub batch_kib: u32,
     pub job_memory_mib: u32,
+    pub unsent_kib: u32,
     pub ring_entries: u32,
     pub handshake_timeout_s: u32,
     pub idle_timeout_s: u32,
@@ -97,6 +98,7 @@ impl Default for EngineConfig {
             max_reqq: s.max_reqq as u32,
             batch_kib: (s.batch_bytes >> 10) as u32,
             job_memory_mib: (s.job_memory >> 20) as u32,
+            unsent_kib: s.unsent_bytes >> 10,
             ring_entries: s.ring_entries,
             handshake_timeout_s: s.handshake_timeout.as_secs() as u32,
             idle_timeout_s: s.idle_timeout.as_secs() as u32,
@@ -629,7 +631,8 @@ const DOCS: &[(&str, &str)] = &[
     (
         "engine.max_reqq",
         "Requests queued per peer (advertised as reqq); a peer that overruns it is cut off.\n\
-         Range 16..=10000.",
+         A worker that falls behind advertises a share of its queue instead (down to 8) and\n\
+         rejects (BEP 6) what peers queued past it. Range 16..=10000.",
     ),
     (
         "engine.batch_kib",
@@ -639,6 +642,13 @@ const DOCS: &[(&str, &str)] = &[
         "engine.job_memory_mib",
         "MiB of upload-job buffers each worker may have out at once; busy peers beyond it wait\n\
          their turn. Range 1..=16384, and at least 4 x batch_kib.",
+    ),
+    (
+        "engine.unsent_kib",
+        "KiB each peer's socket may hold that the peer's window has not taken yet\n\
+         (TCP_NOTSENT_LOWAT); what a peer asked for beyond it waits in its request queue,\n\
+         where chokes, paying peers' turns and the shedding of an overloaded worker still\n\
+         reach it. 0 leaves the kernel's default (no limit). Range 0 or 16..=65536.",
     ),
     (
         "engine.ring_entries",
@@ -1103,6 +1113,12 @@ impl Config {
             "allowed 1..=16384 and at least 4 x engine.batch_kib",
         )?;
         range(
+            "engine.unsent_kib",
+            e.unsent_kib,
+            e.unsent_kib == 0 || (16..=65_536).contains(&e.unsent_kib),
+            "allowed 0 or 16..=65536",
+        )?;
+        range(
             "engine.ring_entries",
             e.ring_entries,
             (64..=32768).contains(&e.ring_entries) && e.ring_entries.is_power_of_two(),
@@ -1415,6 +1431,7 @@ impl Config {
             max_reqq: e.max_reqq as usize,
             batch_bytes: (e.batch_kib as usize) << 10,
             job_memory: (e.job_memory_mib as usize) << 20,
+            unsent_bytes: e.unsent_kib << 10,
             ring_entries: e.ring_entries,
             handshake_timeout: std::time::Duration::from_secs(u64::from(e.handshake_timeout_s)),
             idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),

@@ -1851,6 +1851,12 @@ fn print_bench(r: &ringseed::bench::BenchReport) {
             r.unanswered_requests
         );
     }
+    if r.rejected_requests > 0 {
+        println!(
+            "  rejected      {} request(s), each asked again",
+            r.rejected_requests
+        );
+    }
     println!(
         "  verified      {} piece(s), {} bad",
         r.pieces_verified,

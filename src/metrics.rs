@@ -238,6 +238,13 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "ringseed_requests_shed",
+            "Of the rejected requests: those past the reqq a worker falling behind told its \
+             peers (its queue budget shared among them), rejected so they ask again or elsewhere.",
+            &per_worker(&|s| s.shed),
+        )?;
+        counter(
+            &mut enc,
             "ringseed_io_uring_submissions",
             "io_uring submissions.",
             &per_worker(&|s| s.submissions),

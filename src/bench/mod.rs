@@ -504,6 +504,9 @@ pub struct BenchReport {
     pub errors: BTreeMap<&'static str, u64>,
     /// Requests still unanswered when the drain after the end timed out.
     pub unanswered_requests: u64,
+    /// Requests the seeder rejected (BEP 6), each asked again; `latency_us` counts a block
+    /// from the request it answered, so a seeder shedding its queue shows here.
+    pub rejected_requests: u64,
     pub pieces_verified: u64,
     /// Pieces that failed their hash check (with repeats, one entry per failed check).
     pub bad_pieces: Vec<u32>,
@@ -741,6 +744,7 @@ pub fn run_torrents(
         held_at_end: 0,
         errors: BTreeMap::new(),
         unanswered_requests: 0,
+        rejected_requests: 0,
         pieces_verified: 0,
         bad_pieces: Vec::new(),
         bytes_per_second: series,
@@ -769,6 +773,7 @@ pub fn run_torrents(
         report.held_at_end += r.held_at_end;
         report.pieces_verified += r.pieces_verified;
         report.unanswered_requests += r.unanswered;
+        report.rejected_requests += r.rejected;
         payment.merge(&r.payment);
         for (g, o) in groups.iter_mut().zip(&r.groups) {
             g.merge(o);

@@ -188,6 +188,9 @@ pub(crate) struct WorkerResult {
     pub payment: PaymentTotals,
     /// Requests still unanswered when the run ended (the drain timed out).
     pub unanswered: u64,
+    /// Requests the seeder rejected (BEP 6); each was asked again, and its latency counts
+    /// from that request.
+    pub rejected: u64,
     /// With `pay`: the paying leechers ([`PAYING`]) and the free ones ([`FREE`]) apart.
     pub groups: [GroupTotals; 2],
 }
@@ -603,6 +606,7 @@ impl Worker {
                 last_block: None,
                 cpu_seconds: None,
                 unanswered: 0,
+                rejected: 0,
                 payment: PaymentTotals::default(),
                 groups: [GroupTotals::new(), GroupTotals::new()],
             },
@@ -968,6 +972,7 @@ impl Worker {
                     if let Some(o) = c.outstanding.remove(pos) {
                         c.retry.push_back((o.req, o.assembly));
                     }
+                    self.result.rejected += 1;
                 }
                 Event::Piece {
                     index,

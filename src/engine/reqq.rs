@@ -43,6 +43,24 @@ pub fn advertised(unchoked: usize, max_reqq: usize, congested: bool) -> usize {
     (QUEUE_BUDGET_BLOCKS / unchoked.max(1)).clamp(MIN_REQQ.min(max_reqq), max_reqq)
 }
 
+/// The most one upload job of a peer carries: `batch` bytes, or, while the worker sheds
+/// (`advertised < max_reqq`), the advertised share's worth of blocks of `block` bytes (header
+/// included). So what a peer has committed on our side (its jobs) stays near what it was told
+/// to queue, and the rest of what it asked before it heard stays in its queue, to be shed.
+pub fn job_bytes(batch: usize, advertised: usize, max_reqq: usize, block: usize) -> usize {
+    if advertised >= max_reqq {
+        return batch;
+    }
+    batch.min(advertised.max(1).saturating_mul(block))
+}
+
+/// Requests a worker may receive between two ticks before it looks at its queue at once: a
+/// swarm arriving asks for a budget's worth within one tick (1024 peers x 64 blocks in half a
+/// second), and each of those requests would otherwise wait for the next tick to be shed.
+/// An eighth of the budget keeps the look (a pass over the worker's peers) to one per ~1000
+/// requests.
+pub const BURST_BLOCKS: u64 = (QUEUE_BUDGET_BLOCKS / 8) as u64;
+
 /// Whether peers told `told` should be told `now`: when it moved by a quarter either way, so
 /// what peers queue stays within a quarter of the share, and a swarm growing from 1 to 1024
 /// peers costs each peer a few dozen handshakes of ~100 bytes (at most one a tick), not one
@@ -72,6 +90,17 @@ mod tests {
         assert_eq!(advertised(1024, 2000, false), 2000);
         assert!(!congested(QUEUE_BUDGET_BLOCKS / 2 - 1));
         assert!(congested(QUEUE_BUDGET_BLOCKS / 2));
+    }
+
+    #[test]
+    fn a_job_carries_the_share_while_the_worker_sheds() {
+        let block = 16 * 1024 + 13;
+        // Keeping up: the configured batch.
+        assert_eq!(job_bytes(256 << 10, 2000, 2000, block), 256 << 10);
+        // Shedding: the share's worth, never more than the batch, never less than one block.
+        assert_eq!(job_bytes(256 << 10, 8, 2000, block), 8 * block);
+        assert_eq!(job_bytes(256 << 10, 128, 2000, block), 256 << 10);
+        assert_eq!(job_bytes(256 << 10, 0, 2000, block), block);
     }
 
     #[test]

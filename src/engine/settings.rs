@@ -64,7 +64,8 @@ pub struct Settings {
     pub upload_path: UploadPath,
     /// Largest upload job (headers + blocks) read and sent at once.
     pub batch_bytes: usize,
-    /// Upload jobs a peer may have in flight (reading while the previous one sends).
+    /// Upload jobs a peer may have in flight (reading while the previous one sends; a mapped
+    /// job, with nothing to read, goes alone).
     pub jobs_per_peer: usize,
     /// Bytes of upload-job buffers one worker may have out at once; peers beyond it wait.
     pub job_memory: usize,
@@ -72,6 +73,9 @@ pub struct Settings {
     pub max_request_len: u32,
     /// Requests queued per peer; more are rejected (fast extension) or dropped.
     pub max_reqq: usize,
+    /// Bytes a peer's socket may hold not yet sent (`TCP_NOTSENT_LOWAT`; 0: the kernel's
+    /// default, no limit).
+    pub unsent_bytes: u32,
     /// Control bytes queued for a peer that does not read before it is cut off.
     pub max_send_backlog: usize,
     pub ring_entries: u32,
@@ -138,6 +142,7 @@ impl Default for Settings {
             job_memory: 64 << 20,
             max_request_len: 16 << 10,
             max_reqq: 2000,
+            unsent_bytes: 64 << 10,
             max_send_backlog: 64 << 10,
             ring_entries: 4096,
             handshake_timeout: Duration::from_secs(10),

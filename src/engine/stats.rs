@@ -172,6 +172,9 @@ pub struct WorkerStats {
     pub jobs_mapped: AtomicU64,
     pub requests: AtomicU64,
     pub rejected: AtomicU64,
+    /// Of `rejected`: requests past the `reqq` a falling-behind worker told its peers
+    /// ([`crate::engine::reqq`]), shed from their queues or on arrival.
+    pub shed: AtomicU64,
     pub dropped_requests: AtomicU64,
     /// Piece payload received (every block, duplicates included).
     pub bytes_down: AtomicU64,
@@ -224,6 +227,7 @@ impl Default for WorkerStats {
             jobs_mapped: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             dropped_requests: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             blocks_down: AtomicU64::new(0),
@@ -268,6 +272,7 @@ pub struct StatsSnapshot {
     pub jobs_mapped: u64,
     pub requests: u64,
     pub rejected: u64,
+    pub shed: u64,
     pub dropped_requests: u64,
     pub bytes_down: u64,
     pub blocks_down: u64,
@@ -307,6 +312,7 @@ impl WorkerStats {
             jobs_mapped: r(&self.jobs_mapped),
             requests: r(&self.requests),
             rejected: r(&self.rejected),
+            shed: r(&self.shed),
             dropped_requests: r(&self.dropped_requests),
             bytes_down: r(&self.bytes_down),
             blocks_down: r(&self.blocks_down),

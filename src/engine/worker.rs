@@ -88,6 +88,9 @@ struct Worker {
     /// Until when the advertised `reqq` is a share of the queue budget (see
     /// [`super::reqq::CONGESTION_HOLD`]).
     congested_until: Option<Instant>,
+    /// The worker's request count when it last looked at its queue for `reqq`: a burst of
+    /// [`super::reqq::BURST_BLOCKS`] since makes it look again before the tick.
+    requests_at_reqq: u64,
     rechokes: u64,
     stopping: bool,
     accept_posted: bool,
@@ -163,6 +166,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         rechoke_soon: false,
         last_pex: now,
         congested_until: None,
+        requests_at_reqq: 0,
         rechokes: 0,
         stopping: false,
         accept_posted: false,
@@ -194,6 +198,18 @@ fn pin_to_core(worker: usize) {
     let mut set = CpuSet::new();
     if set.set(cpu).is_ok() {
         let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
+/// A peer's socket as the engine wants it: no Nagle delay (blocks go as soon as they are
+/// whole), and at most `unsent_bytes` waiting in the kernel for the peer's window
+/// (`TCP_NOTSENT_LOWAT`): what a peer asked for beyond that stays in its request queue, where
+/// a choke, a paying peer's turn or a shed still reach it, instead of behind megabytes the
+/// socket already holds. Both are advice: a socket that refuses them still works.
+fn tune_socket(sock: &socket2::SockRef<'_>, settings: &Settings) {
+    let _ = sock.set_tcp_nodelay(true);
+    if settings.unsent_bytes > 0 {
+        let _ = sock.set_tcp_notsent_lowat(settings.unsent_bytes);
     }
 }
 
@@ -231,6 +247,10 @@ impl Worker {
             });
             self.fetch_events();
             self.wake_starved();
+            let asked = self.core.stats.requests.load(Ordering::Relaxed);
+            if asked.wrapping_sub(self.requests_at_reqq) >= super::reqq::BURST_BLOCKS {
+                self.advertise_reqq();
+            }
             if self.stopping && self.live == 0 && !self.core.fetches.writes_in_flight() {
                 break;
             }
@@ -512,7 +532,7 @@ impl Worker {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let _ = sock.set_tcp_nodelay(true);
+        tune_socket(&sock, &self.core.settings);
         let slot = self.insert(Conn::incoming(fd, addr, self.core.now));
         let too_many = self.live > self.core.settings.max_peers_per_worker;
         let core = &mut self.core;
@@ -558,7 +578,7 @@ impl Worker {
             super::lock(&t.fetch.dialled).remove(&addr);
             return;
         }
-        let _ = sock.set_tcp_nodelay(true);
+        tune_socket(&socket2::SockRef::from(&sock), &self.core.settings);
         t.peers.fetch_add(1, Ordering::Relaxed);
         let slot = self.insert(Conn::outgoing(sock.into(), addr, t, dial, self.core.now));
         if let Some(c) = self.conns[slot].as_mut() {
@@ -805,13 +825,16 @@ impl Worker {
         self.free_starved = waiting && !served;
     }
 
-    /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
-    /// heard (at most 50 of each; never itself; nothing when nothing changed).
-    /// Every tick: the `reqq` for this many unchoked peers and this long a queue; told again to
-    /// every peer when it moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a thousand peers
-    /// arrive in half a second, the ones already in must hear the smaller share before they
-    /// have queued a second's worth at the larger.
+    /// Every tick, and after a burst of requests: the `reqq` for this many unchoked peers and
+    /// this long a queue; told again to
+    /// every peer when it moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a
+    /// thousand peers arrive in half a second, the ones already in must hear the smaller share
+    /// before they have queued a second's worth at the larger. While it is below
+    /// `engine.max_reqq` (the worker falls behind), every queue longer than the share is shed
+    /// to it ([`super::peer::Peer::shed`]): what peers queued before they heard it would
+    /// otherwise keep every request waiting behind it for as long as it takes to drain.
     fn advertise_reqq(&mut self) {
+        self.requests_at_reqq = self.core.stats.requests.load(Ordering::Relaxed);
         let queued: usize = self
             .conns
             .iter()
@@ -825,10 +848,14 @@ impl Worker {
         let congested = self.congested_until.is_some_and(|until| t < until);
         let rules = &self.core.rules;
         let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq, congested);
-        if !super::reqq::worth_telling(rules.advertised_reqq, now) {
+        let tell = super::reqq::worth_telling(rules.advertised_reqq, now);
+        if tell {
+            self.core.rules.advertised_reqq = now;
+        }
+        let shed = self.core.rules.advertised_reqq < self.core.rules.max_reqq;
+        if !tell && !shed {
             return;
         }
-        self.core.rules.advertised_reqq = now;
         for slot in 0..self.conns.len() {
             let core = &mut self.core;
             let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
@@ -836,14 +863,25 @@ impl Worker {
             };
             let Some(t) = c.torrent.clone() else { continue };
             let view = super::peer::TorrentView::of(&t);
-            if c.peer
-                .readvertise(view, &core.rules, c.addr.ip(), &mut c.ctrl)
-            {
+            let mut wrote = tell
+                && c.peer
+                    .readvertise(view, &core.rules, c.addr.ip(), &mut c.ctrl);
+            if shed {
+                let n = c.peer.shed(&core.rules, &mut c.ctrl) as u64;
+                if n > 0 {
+                    core.stats.add(&core.stats.rejected, n);
+                    core.stats.add(&core.stats.shed, n);
+                    wrote = true;
+                }
+            }
+            if wrote {
                 c.pump_send(slot, core);
             }
         }
     }
 
+    /// Tells each peer that speaks BEP 11 who joined and left its torrent's swarm since it last
+    /// heard (at most 50 of each; never itself; nothing when nothing changed).
     fn pex_round(&mut self) {
         use crate::wire::pex::{self, PexMessage};
         for slot in 0..self.conns.len() {

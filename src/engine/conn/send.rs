@@ -33,6 +33,10 @@ impl Conn {
             if self.closing.is_some()
                 || self.peer.requests().is_empty()
                 || self.jobs.len() >= core.settings.jobs_per_peer
+                // A second job overlaps its disk read with the first one's send; behind a
+                // mapped job (nothing to read) it would only wait for the socket, holding
+                // requests a shed or a choke could otherwise still take back.
+                || self.jobs.iter().any(|j| j.mapped.is_some())
             {
                 return Ok(());
             }
@@ -43,7 +47,7 @@ impl Conn {
             let Some(t) = self.torrent.as_deref() else {
                 return Ok(());
             };
-            let batch = core.settings.batch_bytes;
+            let batch = job_batch(core);
             let lengths = self.peer.requests().iter().map(|q| q.req.length);
             let (take, total) = coalesce::take_for_batch(lengths, batch);
             let payload = (total - coalesce::HEADER_LEN * take) as u64;
@@ -282,4 +286,14 @@ impl Conn {
         }
         core.memory.give_back(job.buf);
     }
+}
+
+/// The batch of a peer's next upload job (see [`crate::engine::reqq::job_bytes`]).
+fn job_batch(core: &Core) -> usize {
+    crate::engine::reqq::job_bytes(
+        core.settings.batch_bytes,
+        core.rules.advertised_reqq,
+        core.rules.max_reqq,
+        core.rules.max_request_len as usize + coalesce::HEADER_LEN,
+    )
 }

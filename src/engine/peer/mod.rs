@@ -160,6 +160,9 @@ pub enum Action<'m> {
     Refused {
         told: bool,
     },
+    /// A request past the `reqq` we told the peer while the worker falls behind was rejected
+    /// (see [`Peer::shed`]).
+    Shed,
     /// The extension handshake arrived (now in [`Peer::ext`]): peer exchange and `rs_speed`
     /// start from it.
     ExtHandshake,
@@ -844,7 +847,17 @@ impl Peer {
         let allowed = !self.am_choking
             || (self.allowed_fast.contains(&r.index) && self.requests.len() < MAX_FAST_QUEUED);
         let full = self.requests.len() >= rules.max_reqq;
-        if t.pieces.verified.get(r.index) && allowed && !full {
+        let servable = t.pieces.verified.get(r.index) && allowed && !full;
+        if servable && self.heard_reqq() && self.requests.len() >= rules.advertised_reqq {
+            // Past the share we told it: a request that crossed our smaller `reqq` on the wire.
+            // It is rejected rather than queued behind the worker's whole backlog, so the peer
+            // asks again, or elsewhere. Not a flood (it could not know), but it spends the
+            // noise budget, so a peer that ignores `reqq` for good is cut off.
+            self.spend_noise(now)?;
+            Message::Reject(r).encode(out);
+            return Ok(Action::Shed);
+        }
+        if servable {
             if self.requests.len() < rules.max_reqq / 2 {
                 self.overflow = 0;
             }
@@ -948,6 +961,28 @@ impl Peer {
         self.rejected_total = 0;
         Message::Unchoke.encode(out);
         true
+    }
+
+    /// Whether the peer heard our `reqq` and can be told no: it speaks BEP 10 (our handshake
+    /// carries `reqq`) and BEP 6 (a reject; without it a refused request is lost to the peer).
+    fn heard_reqq(&self) -> bool {
+        self.fast && self.extensions && self.phase == Phase::Active
+    }
+
+    /// Sheds the peer's queue down to the `reqq` it was told (`rules.advertised_reqq`, smaller
+    /// than `max_reqq` while the worker falls behind): the newest requests past it are rejected
+    /// (BEP 6), so what the worker holds stays within its budget however early the peer
+    /// queued, and the oldest keep their turn. Only unchoked peers that heard `reqq` and can be
+    /// told no; their rejects spend nothing of theirs (the shrink was ours). Returns how many.
+    pub fn shed(&mut self, rules: &Rules, out: &mut Vec<u8>) -> usize {
+        if self.am_choking || !self.heard_reqq() || self.requests.len() <= rules.advertised_reqq {
+            return 0;
+        }
+        let past = self.requests.split_off(rules.advertised_reqq);
+        for q in &past {
+            Message::Reject(q.req).encode(out);
+        }
+        past.len()
     }
 
     /// Takes the first `n` queued requests for an upload job.

@@ -2241,3 +2241,81 @@ mod v2 {
         assert_eq!(out, Handshake::new(ID, OUR_ID).with_v2(true).encode());
     }
 }
+
+#[test]
+fn a_worker_that_falls_behind_sheds_queues_past_the_reqq_it_told() {
+    let mut c = active_peer(true, true);
+    c.unchoke();
+    fill_queue(&mut c);
+    // The worker falls behind and tells its peers 3: the five newest requests are rejected,
+    // the three oldest keep their turn.
+    c.rules.advertised_reqq = 3;
+    let queued: Vec<_> = c.peer.requests().iter().map(|q| q.req).collect();
+    c.out.clear();
+    assert_eq!(c.peer.shed(&c.rules, &mut c.out), 5);
+    let rejected: Vec<_> = queued[3..].iter().map(|&r| Message::Reject(r)).collect();
+    assert_eq!(c.sent(), rejected);
+    let kept: Vec<_> = c.peer.requests().iter().map(|q| q.req).collect();
+    assert_eq!(kept, queued[..3]);
+    // Nothing more to shed; a request that crossed the smaller reqq on the wire is shed on
+    // arrival, and is no flood: the peer could not know.
+    c.out.clear();
+    assert_eq!(c.peer.shed(&c.rules, &mut c.out), 0);
+    assert!(c.out.is_empty());
+    for k in 0..100 {
+        let r = req(1, k * 16, 16);
+        assert_eq!(c.recv(Message::Request(r)), Ok(Action::Shed));
+        assert_eq!(c.sent(), vec![Message::Reject(r)]);
+    }
+    assert_eq!(c.peer.requests().len(), 3);
+    // Once it asks within the share again, it is served as before.
+    let _ = c.peer.take_requests(1).count();
+    assert_eq!(c.recv(Message::Request(req(2, 0, 16))), Ok(Action::Queued));
+}
+
+#[test]
+fn a_peer_that_ignores_the_reqq_it_was_told_is_cut_off_for_noise() {
+    let mut c = active_peer(true, true);
+    c.unchoke();
+    c.rules.advertised_reqq = 2;
+    let mut cut = None;
+    for k in 0..10_000u32 {
+        match c.recv(Message::Request(req(k % 4, (k / 4) * 16, 16))) {
+            Ok(_) => {}
+            Err(reason) => {
+                cut = Some((k, reason));
+                break;
+            }
+        }
+    }
+    let (k, reason) = cut.expect("cut off");
+    assert_eq!(reason, Reason::MessageFlood);
+    assert!(
+        k > 400,
+        "an honest peer's requests in flight fit the noise burst: cut after {k}"
+    );
+}
+
+#[test]
+fn only_peers_that_heard_reqq_and_can_be_told_no_are_shed() {
+    // Without BEP 10 the peer never heard our reqq; without BEP 6 a reject is not a thing.
+    for (fast, ext) in [(false, true), (true, false), (false, false)] {
+        let mut c = active_peer(fast, ext);
+        c.unchoke();
+        fill_queue(&mut c);
+        c.rules.advertised_reqq = 3;
+        c.out.clear();
+        assert_eq!(
+            c.peer.shed(&c.rules, &mut c.out),
+            0,
+            "fast {fast} ext {ext}"
+        );
+        assert!(c.out.is_empty());
+        assert_eq!(c.peer.requests().len(), 8);
+    }
+    // A choked peer's allowed-fast requests are not shed either (its queue is bounded apart).
+    let mut c = active_peer(true, true);
+    c.rules.advertised_reqq = 0;
+    c.out.clear();
+    assert_eq!(c.peer.shed(&c.rules, &mut c.out), 0);
+}
