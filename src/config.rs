@@ -59,6 +59,7 @@ pub struct EngineConfig {
     pub batch_kib: u32,
     pub job_memory_mib: u32,
     pub unsent_kib: u32,
+    pub queue_budget_mib: u32,
     pub ring_entries: u32,
     pub handshake_timeout_s: u32,
     pub idle_timeout_s: u32,
@@ -99,6 +100,7 @@ impl Default for EngineConfig {
             batch_kib: (s.batch_bytes >> 10) as u32,
             job_memory_mib: (s.job_memory >> 20) as u32,
             unsent_kib: s.unsent_bytes >> 10,
+            queue_budget_mib: (s.queue_budget_blocks >> 6) as u32,
             ring_entries: s.ring_entries,
             handshake_timeout_s: s.handshake_timeout.as_secs() as u32,
             idle_timeout_s: s.idle_timeout.as_secs() as u32,
@@ -651,6 +653,13 @@ const DOCS: &[(&str, &str)] = &[
          reach it. 0 leaves the kernel's default (no limit). Range 0 or 16..=65536.",
     ),
     (
+        "engine.queue_budget_mib",
+        "MiB of block requests (16 KiB each) one worker holds before it shares the reqq it\n\
+         advertises among its unchoked peers (down to 8 each) and rejects what they queued\n\
+         past it: the longest a request waits is about this over the upload rate.\n\
+         Range 1..=16384.",
+    ),
+    (
         "engine.ring_entries",
         "Submission queue entries of each worker's io_uring. Power of two, 64..=32768.",
     ),
@@ -1119,6 +1128,12 @@ impl Config {
             "allowed 0 or 16..=65536",
         )?;
         range(
+            "engine.queue_budget_mib",
+            e.queue_budget_mib,
+            (1..=16_384).contains(&e.queue_budget_mib),
+            "allowed 1..=16384",
+        )?;
+        range(
             "engine.ring_entries",
             e.ring_entries,
             (64..=32768).contains(&e.ring_entries) && e.ring_entries.is_power_of_two(),
@@ -1432,6 +1447,7 @@ impl Config {
             batch_bytes: (e.batch_kib as usize) << 10,
             job_memory: (e.job_memory_mib as usize) << 20,
             unsent_bytes: e.unsent_kib << 10,
+            queue_budget_blocks: (e.queue_budget_mib as usize) << 6,
             ring_entries: e.ring_entries,
             handshake_timeout: std::time::Duration::from_secs(u64::from(e.handshake_timeout_s)),
             idle_timeout: std::time::Duration::from_secs(u64::from(e.idle_timeout_s)),

@@ -675,3 +675,46 @@ fn encrypted_leechers_download_through_rc4() {
     assert_eq!(report.bytes, budget);
     assert_eq!(report.connected, 4);
 }
+
+/// A worker over its request-queue budget tells its peers a share of it (a second BEP 10
+/// handshake) and rejects (BEP 6) what they queued past it; the leechers ask again, and every
+/// block still arrives once and intact, with both sides counting the same rejects.
+#[test]
+fn a_worker_over_its_queue_budget_sheds_and_every_block_still_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, meta) = payload(dir.path(), 8 << 20, 64);
+    let engine = engine_seeding(
+        &meta,
+        dir.path(),
+        Settings {
+            workers: 1,
+            upload_slots: 0,
+            // 64 blocks (1 MiB): 32 leechers asking for 64 blocks each are far over it, and
+            // are told the least share, 8.
+            queue_budget_blocks: 64,
+            ..Settings::default()
+        },
+    );
+    let opts = BenchOptions {
+        addr: engine.local_addr(),
+        peers: 32,
+        reqq: 64,
+        stop: Stop::Bytes(96 << 20),
+        verify_every: 1,
+        ..BenchOptions::default()
+    };
+    let report = bench::run_torrents(std::slice::from_ref(&meta.info), &opts, &mut |_| {}).unwrap();
+    let stats = engine.shutdown();
+    assert!(report.passed(), "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.bytes, stats.iter().map(|s| s.bytes_up).sum::<u64>());
+    assert!(report.bytes >= 96 << 20);
+    assert!(report.pieces_verified > 0);
+    let shed: u64 = stats.iter().map(|s| s.shed).sum();
+    let rejected: u64 = stats.iter().map(|s| s.rejected).sum();
+    assert!(shed > 0, "nothing shed");
+    // Every peer was unchoked throughout: its only rejects are the shed ones, and the
+    // leechers saw each of them.
+    assert_eq!(shed, rejected);
+    assert_eq!(report.rejected_requests, rejected);
+}

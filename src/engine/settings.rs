@@ -73,6 +73,9 @@ pub struct Settings {
     pub max_request_len: u32,
     /// Requests queued per peer; more are rejected (fast extension) or dropped.
     pub max_reqq: usize,
+    /// Blocks of requests a worker holds before it shares `reqq` among its peers and sheds
+    /// the rest (see [`super::reqq`]).
+    pub queue_budget_blocks: usize,
     /// Bytes a peer's socket may hold not yet sent (`TCP_NOTSENT_LOWAT`; 0: the kernel's
     /// default, no limit).
     pub unsent_bytes: u32,
@@ -143,6 +146,7 @@ impl Default for Settings {
             max_request_len: 16 << 10,
             max_reqq: 2000,
             unsent_bytes: 64 << 10,
+            queue_budget_blocks: super::reqq::DEFAULT_BUDGET_BLOCKS,
             max_send_backlog: 64 << 10,
             ring_entries: 4096,
             handshake_timeout: Duration::from_secs(10),

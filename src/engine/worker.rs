@@ -89,7 +89,7 @@ struct Worker {
     /// [`super::reqq::CONGESTION_HOLD`]).
     congested_until: Option<Instant>,
     /// The worker's request count when it last looked at its queue for `reqq`: a burst of
-    /// [`super::reqq::BURST_BLOCKS`] since makes it look again before the tick.
+    /// [`super::reqq::burst`] since makes it look again before the tick.
     requests_at_reqq: u64,
     rechokes: u64,
     stopping: bool,
@@ -248,7 +248,8 @@ impl Worker {
             self.fetch_events();
             self.wake_starved();
             let asked = self.core.stats.requests.load(Ordering::Relaxed);
-            if asked.wrapping_sub(self.requests_at_reqq) >= super::reqq::BURST_BLOCKS {
+            let budget = self.core.settings.queue_budget_blocks;
+            if asked.wrapping_sub(self.requests_at_reqq) >= super::reqq::burst(budget) {
                 self.advertise_reqq();
             }
             if self.stopping && self.live == 0 && !self.core.fetches.writes_in_flight() {
@@ -842,12 +843,14 @@ impl Worker {
             .map(|c| c.peer.requests().len())
             .sum();
         let t = self.core.now;
-        if super::reqq::congested(queued) {
+        let budget = self.core.settings.queue_budget_blocks;
+        if super::reqq::congested(queued, budget) {
             self.congested_until = Some(t + super::reqq::CONGESTION_HOLD);
         }
         let congested = self.congested_until.is_some_and(|until| t < until);
         let rules = &self.core.rules;
-        let now = super::reqq::advertised(self.core.held.total(), rules.max_reqq, congested);
+        let now =
+            super::reqq::advertised(self.core.held.total(), rules.max_reqq, congested, budget);
         let tell = super::reqq::worth_telling(rules.advertised_reqq, now);
         if tell {
             self.core.rules.advertised_reqq = now;
