@@ -72,6 +72,47 @@ fn libtorrent_downloads_single_and_multi_file() {
     assert!(up >= 1_000_003 + 1_600_122, "{stats:?}");
 }
 
+/// libtorrent downloads whole from a worker that falls behind: with a queue budget of 8 blocks,
+/// its pipeline is told a `reqq` of 8 in a second extension handshake and what it queued past
+/// that (requests that crossed the handshake on the wire) is rejected (BEP 6); it asks again
+/// until every byte is there.
+#[test]
+fn libtorrent_downloads_from_a_worker_that_sheds_its_queue() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let src = data.join("big.bin");
+    std::fs::write(&src, common::pattern(48 << 20, 9)).unwrap();
+    let engine = Engine::start(Settings {
+        workers: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        queue_budget_blocks: 8,
+        ..Settings::default()
+    })
+    .unwrap();
+    let addr = engine.local_addr();
+    let tpath = dir.path().join("big.torrent");
+    let meta = make_torrent(&src, &tpath, 256);
+    let (t, _) = Torrent::open(meta, &data, None).unwrap();
+    engine.add_torrent(Arc::new(t)).unwrap();
+    let out = dir.path().join("lt-shed");
+    let res: serde_json::Value = serde_json::from_str(&lt_tool(&[
+        "download",
+        tpath.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &addr.to_string(),
+        "120",
+    ]))
+    .unwrap();
+    assert_eq!(res["done"], true, "{res}");
+    assert_same_tree(&src, &out.join("big.bin"));
+    let stats = engine.shutdown();
+    let shed: u64 = stats.iter().map(|s| s.shed).sum();
+    assert!(shed > 0, "nothing shed: {stats:?}");
+    assert!(stats[0].bytes_up >= 48 << 20, "{stats:?}");
+}
+
 /// libtorrent starts from a magnet link that names only the info hash: it fetches the info
 /// dictionary from ringseed over BEP 9 (two 16 KiB metadata pieces here), then the data.
 #[test]
