@@ -2344,12 +2344,18 @@ impl Service {
             every.tick().await;
             let options = self.options();
             let s = self.clone();
-            // Limits may write to the state and wait for it: off the control thread.
-            let _ = tokio::task::spawn_blocking(move || s.enforce_limits()).await;
+            // Limits may write to the state and wait for it: off the control thread. Activity
+            // is noted first: a torrent that uploads and reaches its ratio within one second
+            // is stopped by the limits, and its counters are gone by the next activity tick
+            // (its last activity would stay at when it was added).
+            let _ = tokio::task::spawn_blocking(move || {
+                s.activity_tick();
+                s.enforce_limits()
+            })
+            .await;
             let s = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 s.download_tick();
-                s.activity_tick();
                 s.apply_queue();
             })
             .await;

@@ -827,9 +827,8 @@ impl Worker {
     }
 
     /// Every tick, and after a burst of requests: the `reqq` for this many unchoked peers and
-    /// this long a queue; told again to
-    /// every peer when it moved by a quarter (see [`super::reqq`]). Ticks, not seconds: while a
-    /// thousand peers arrive in half a second, the ones already in must hear the smaller share
+    /// this long a queue; told again to every peer when it moved by a quarter (see
+    /// [`super::reqq`]). Ticks, not seconds: while a thousand peers arrive in half a second, the ones already in must hear the smaller share
     /// before they have queued a second's worth at the larger. While it is below
     /// `engine.max_reqq` (the worker falls behind), every queue longer than the share is shed
     /// to it ([`super::peer::Peer::shed`]): what peers queued before they heard it would
@@ -864,11 +863,14 @@ impl Worker {
             let Some(c) = self.conns[slot].as_mut().filter(|c| c.is_active()) else {
                 continue;
             };
-            let Some(t) = c.torrent.clone() else { continue };
-            let view = super::peer::TorrentView::of(&t);
-            let mut wrote = tell
-                && c.peer
+            let mut wrote = false;
+            if tell {
+                let Some(t) = c.torrent.clone() else { continue };
+                let view = super::peer::TorrentView::of(&t);
+                wrote = c
+                    .peer
                     .readvertise(view, &core.rules, c.addr.ip(), &mut c.ctrl);
+            }
             if shed {
                 let n = c.peer.shed(&core.rules, &mut c.ctrl) as u64;
                 if n > 0 {
