@@ -48,12 +48,18 @@ pub fn advertised(unchoked: usize, max_reqq: usize, congested: bool, budget: usi
     (budget / unchoked.max(1)).clamp(MIN_REQQ.min(max_reqq), max_reqq)
 }
 
+/// Whether a worker that advertises `advertised` sheds: only a share below `engine.max_reqq`
+/// is told while it falls behind.
+pub fn shedding(advertised: usize, max_reqq: usize) -> bool {
+    advertised < max_reqq
+}
+
 /// The most one upload job of a peer carries: `batch` bytes, or, while the worker sheds
 /// (`advertised < max_reqq`), the advertised share's worth of blocks of `block` bytes (header
 /// included). So what a peer has committed on our side (its jobs) stays near what it was told
 /// to queue, and the rest of what it asked before it heard stays in its queue, to be shed.
 pub fn job_bytes(batch: usize, advertised: usize, max_reqq: usize, block: usize) -> usize {
-    if advertised >= max_reqq {
+    if !shedding(advertised, max_reqq) {
         return batch;
     }
     batch.min(advertised.max(1).saturating_mul(block))

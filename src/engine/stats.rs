@@ -353,4 +353,11 @@ impl WorkerStats {
         let _ = self;
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// `n` requests shed ([`crate::engine::peer::Peer::shed`] or on arrival): each is also a
+    /// reject.
+    pub(crate) fn add_shed(&self, n: u64) {
+        self.add(&self.rejected, n);
+        self.add(&self.shed, n);
+    }
 }

@@ -854,7 +854,7 @@ impl Worker {
         if tell {
             self.core.rules.advertised_reqq = now;
         }
-        let shed = self.core.rules.advertised_reqq < self.core.rules.max_reqq;
+        let shed = super::reqq::shedding(self.core.rules.advertised_reqq, self.core.rules.max_reqq);
         if !tell && !shed {
             return;
         }
@@ -874,8 +874,7 @@ impl Worker {
             if shed {
                 let n = c.peer.shed(&core.rules, &mut c.ctrl) as u64;
                 if n > 0 {
-                    core.stats.add(&core.stats.rejected, n);
-                    core.stats.add(&core.stats.shed, n);
+                    core.stats.add_shed(n);
                     wrote = true;
                 }
             }

@@ -222,10 +222,7 @@ impl Conn {
             Action::Queued => {}
             Action::Refused { told: true } => core.stats.add(&core.stats.rejected, 1),
             Action::Refused { told: false } => core.stats.add(&core.stats.dropped_requests, 1),
-            Action::Shed => {
-                core.stats.add(&core.stats.rejected, 1);
-                core.stats.add(&core.stats.shed, 1);
-            }
+            Action::Shed => core.stats.add_shed(1),
             // The payload borrows the receive buffer: only disjoint fields are touched here.
             Action::Speed(payload) => {
                 speed_message(&mut self.speed, &mut self.ctrl, payload, core, view.id)
