@@ -57,6 +57,7 @@ pub struct EngineConfig {
     pub max_request_kib: u32,
     pub max_reqq: u32,
     pub batch_kib: u32,
+    pub mapped_batch_kib: u32,
     pub job_memory_mib: u32,
     pub unsent_kib: u32,
     pub queue_budget_mib: u32,
@@ -98,6 +99,7 @@ impl Default for EngineConfig {
             max_request_kib: s.max_request_len >> 10,
             max_reqq: s.max_reqq as u32,
             batch_kib: (s.batch_bytes >> 10) as u32,
+            mapped_batch_kib: (s.mapped_batch_bytes >> 10) as u32,
             job_memory_mib: (s.job_memory >> 20) as u32,
             unsent_kib: s.unsent_bytes >> 10,
             queue_budget_mib: (s.queue_budget_blocks >> 6) as u32,
@@ -641,6 +643,12 @@ const DOCS: &[(&str, &str)] = &[
         "Most KiB read from disk and sent to one peer at once. Range 16..=4096.",
     ),
     (
+        "engine.mapped_batch_kib",
+        "Most KiB sent to one peer at once straight from the page cache (upload_path mmap or\n\
+         auto): such a job holds only its headers, so it takes no job memory, and fewer,\n\
+         larger sends cost less CPU per GiB. Range 16..=8192.",
+    ),
+    (
         "engine.job_memory_mib",
         "MiB of upload-job buffers each worker may have out at once; busy peers beyond it wait\n\
          their turn. Range 1..=16384, and at least 4 x batch_kib.",
@@ -1115,6 +1123,12 @@ impl Config {
             "allowed 16..=4096",
         )?;
         range(
+            "engine.mapped_batch_kib",
+            e.mapped_batch_kib,
+            (16..=8192).contains(&e.mapped_batch_kib),
+            "allowed 16..=8192",
+        )?;
+        range(
             "engine.job_memory_mib",
             e.job_memory_mib,
             (1..=16_384).contains(&e.job_memory_mib)
@@ -1445,6 +1459,7 @@ impl Config {
             max_request_len: e.max_request_kib << 10,
             max_reqq: e.max_reqq as usize,
             batch_bytes: (e.batch_kib as usize) << 10,
+            mapped_batch_bytes: (e.mapped_batch_kib as usize) << 10,
             job_memory: (e.job_memory_mib as usize) << 20,
             unsent_bytes: e.unsent_kib << 10,
             queue_budget_blocks: (e.queue_budget_mib as usize) << 6,

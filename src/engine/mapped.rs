@@ -1,5 +1,6 @@
-//! The `mmap` upload path: a job is one `sendmsg` whose iovecs point at its piece headers (in
-//! the job's buffer) and at its block data in the files' shared read-only mappings
+//! The `mmap` upload path: a job is one `sendmsg` whose iovecs point at its piece headers (a
+//! few bytes each, in the job's own small buffer), at shared zeros for pad spans, and at its
+//! block data in the files' shared read-only mappings
 //! ([`crate::storage::DataFiles::mapped`]). The kernel copies the data from the page cache
 //! straight into socket buffers: one copy, where the copy path makes two (page cache → job
 //! buffer → socket), and no helper threads, where splice hands every step to io_uring's workers.
@@ -9,16 +10,27 @@
 //! cached; otherwise it takes the copy path, whose io_uring read waits for the disk instead
 //! (and leaves the pages cached for the next job).
 
-/// Most iovecs one `sendmsg` takes (`UIO_MAXIOV`); a longer job goes out in several sends.
+use super::coalesce::{HEADER_LEN, JobPlan, Part};
+use crate::metainfo::FileLayout;
 use crate::storage::DataFiles;
+use crate::wire;
+use std::time::Duration;
 
+/// Most iovecs one `sendmsg` takes (`UIO_MAXIOV`); a longer job goes out in several sends.
 const IOV_MAX: usize = 1024;
 const PAGE: usize = 4096;
+/// What pad spans (BEP 47 pad files) are sent from: never written, shared by every job. A
+/// longer pad takes several iovecs.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// The send side of a job on the `mmap` path.
 pub struct MappedJob {
-    /// Headers and data in send order; the ones before `first` are sent, and `iovs[first]` is
-    /// advanced past its sent bytes.
+    /// The piece headers, back to back (`iovs` point into it: its heap block never moves, as
+    /// it is never grown after [`MappedJob::build`]).
+    #[allow(dead_code)] // read only by the kernel, through `iovs`
+    headers: Vec<u8>,
+    /// Headers, pads and data in send order; the ones before `first` are sent, and
+    /// `iovs[first]` is advanced past its sent bytes.
     iovs: Vec<libc::iovec>,
     first: usize,
     /// The message handed to the kernel: boxed, so its address holds while a send is in flight.
@@ -28,7 +40,66 @@ pub struct MappedJob {
 }
 
 impl MappedJob {
-    pub fn new(iovs: Vec<libc::iovec>, ranges: Vec<(usize, u64, usize)>) -> MappedJob {
+    /// The send of the job `plan` lays out, or `None` when a file is not mapped or a page of
+    /// its data is not in the page cache (the job then takes the copy path). Checks residency
+    /// once per run of file-contiguous parts, not per block.
+    pub fn build(plan: &JobPlan, layout: &FileLayout, files: &DataFiles) -> Option<MappedJob> {
+        let mut ranges = Vec::with_capacity(plan.runs.len());
+        for r in &plan.runs {
+            let map = files.mapped(r.file, layout.files.get(r.file)?.length)?;
+            let addr = map.wrapping_add(usize::try_from(r.offset).ok()?);
+            if !resident(addr, r.bytes) {
+                return None;
+            }
+            ranges.push((r.file, r.offset, r.bytes));
+        }
+        let blocks = plan
+            .parts
+            .iter()
+            .filter(|p| matches!(p, Part::Header { .. }))
+            .count();
+        // Filled before any iovec points into it, and never grown after.
+        let mut headers = Vec::with_capacity(blocks * HEADER_LEN);
+        for part in &plan.parts {
+            if let Part::Header { req: r, .. } = *part {
+                headers.extend_from_slice(&wire::piece_header(r.index, r.begin, r.length));
+            }
+        }
+        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(plan.parts.len());
+        let mut header = 0usize;
+        for part in &plan.parts {
+            match *part {
+                Part::Header { .. } => {
+                    push(&mut iovs, headers[header..].as_ptr(), HEADER_LEN);
+                    header += HEADER_LEN;
+                }
+                Part::Pad { mut len, .. } => {
+                    while len > 0 {
+                        let n = len.min(ZEROS.len());
+                        push(&mut iovs, ZEROS.as_ptr(), n);
+                        len -= n;
+                    }
+                }
+                Part::File {
+                    file, offset, len, ..
+                } => {
+                    let map = files.mapped(file, layout.files.get(file)?.length)?;
+                    push(
+                        &mut iovs,
+                        map.wrapping_add(usize::try_from(offset).ok()?),
+                        len,
+                    );
+                }
+            }
+        }
+        Some(MappedJob::new(headers, iovs, ranges))
+    }
+
+    fn new(
+        headers: Vec<u8>,
+        iovs: Vec<libc::iovec>,
+        ranges: Vec<(usize, u64, usize)>,
+    ) -> MappedJob {
         let msg = libc::msghdr {
             msg_name: std::ptr::null_mut(),
             msg_namelen: 0,
@@ -39,6 +110,7 @@ impl MappedJob {
             msg_flags: 0,
         };
         MappedJob {
+            headers,
             iovs,
             first: 0,
             msg: Box::new(msg),
@@ -95,6 +167,40 @@ impl MappedJob {
     }
 }
 
+/// How long a mapped job may take to leave, at the peer's pace: a job's requests are
+/// committed (no shed, choke or paying peer's turn reaches them), so only a peer that takes
+/// this much in a few milliseconds gets jobs larger than the copy path's batch.
+const JOB_WINDOW: Duration = Duration::from_millis(5);
+
+/// The batch of a peer's next mapped job, after its last one (`len` bytes) took `took` from
+/// being laid out to its last byte in the socket: what the peer took in [`JOB_WINDOW`] at
+/// that pace, between `floor` (the copy path's batch) and `cap` (`engine.mapped_batch_kib`).
+/// Fewer, larger sends cost less CPU per GiB for a fast peer; a slow one (many peers sharing
+/// the upload) keeps small jobs, so what it asked stays in its queue, where a shed or a choke
+/// still reaches it.
+pub fn next_batch(len: usize, took: Duration, floor: usize, cap: usize) -> usize {
+    let floor = floor.min(cap);
+    let secs = took.as_secs_f64();
+    if secs <= 0.0 {
+        return cap;
+    }
+    let pace = len as f64 / secs * JOB_WINDOW.as_secs_f64();
+    (pace.min(cap as f64) as usize).clamp(floor, cap)
+}
+
+/// Appends `len` bytes at `base` to the send, in the previous iovec when they follow it.
+fn push(iovs: &mut Vec<libc::iovec>, base: *const u8, len: usize) {
+    match iovs.last_mut() {
+        Some(v) if v.iov_base.cast::<u8>().wrapping_add(v.iov_len).cast_const() == base => {
+            v.iov_len += len
+        }
+        _ => iovs.push(libc::iovec {
+            iov_base: base.cast_mut().cast(),
+            iov_len: len,
+        }),
+    }
+}
+
 /// Whether every page of `len` bytes from `addr`, inside a file mapping, is in the page cache
 /// (`mincore`). An error counts as not resident: the job then takes the copy path.
 pub fn resident(addr: *const u8, len: usize) -> bool {
@@ -133,7 +239,7 @@ mod tests {
     fn advancing_skips_sent_iovecs_and_trims_the_next() {
         let mut a = [1u8; 13];
         let mut b = [2u8; 100];
-        let mut j = MappedJob::new(vec![iov(&mut a), iov(&mut b)], Vec::new());
+        let mut j = MappedJob::new(Vec::new(), vec![iov(&mut a), iov(&mut b)], Vec::new());
         assert_eq!(j.message().msg_iovlen, 2);
         j.advance(20);
         assert_eq!(j.message().msg_iovlen, 1);
@@ -149,10 +255,95 @@ mod tests {
     fn a_job_of_many_iovecs_goes_in_sends_of_at_most_iov_max() {
         let mut bytes = vec![0u8; 2000];
         let iovs = bytes.chunks_mut(1).map(iov).collect();
-        let mut j = MappedJob::new(iovs, Vec::new());
+        let mut j = MappedJob::new(Vec::new(), iovs, Vec::new());
         assert_eq!(j.message().msg_iovlen as usize, IOV_MAX);
         j.advance(1500);
         assert_eq!(j.message().msg_iovlen, 500);
+    }
+
+    /// The bytes a job's iovecs describe, in order (what its `sendmsg`s send).
+    fn gather(j: &mut MappedJob) -> Vec<u8> {
+        let m = j.message();
+        // SAFETY: the iovecs point into the job's headers, the static zeros and a live mapping.
+        let iovs = unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen as _) };
+        let mut out = Vec::new();
+        for v in iovs {
+            // SAFETY: as above; each iovec is `iov_len` readable bytes.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_mapped_job_is_its_headers_its_file_bytes_and_zeros_for_pads() {
+        use crate::metainfo::{FileEntry, FileLayout};
+        use crate::wire::BlockRequest;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Files of a MiB and more: smaller ones are not mapped (`storage::MAP_MIN_LEN`).
+        let a: Vec<u8> = (0..1_100_000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..1_050_000u32).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+        std::fs::write(dir.path().join("a"), &a).expect("write a");
+        std::fs::write(dir.path().join("b"), &b).expect("write b");
+        // A pad longer than the shared zeros (so it takes two iovecs) between the two files.
+        let pad = 100_000u64;
+        let files = vec![
+            FileEntry::for_test("a", a.len() as u64, false),
+            FileEntry::for_test("pad", pad, true),
+            FileEntry::for_test("b", b.len() as u64, false),
+        ];
+        let layout = FileLayout::new(files, 4 << 20).expect("layout");
+        let data = DataFiles::open(&layout, dir.path()).expect("open");
+        let whole = [a.clone(), vec![0u8; pad as usize], b.clone()].concat();
+        // Blocks across a → pad → b, one of them 128 KiB, and the last one short.
+        let reqs = [
+            BlockRequest {
+                index: 0,
+                begin: 1_090_000,
+                length: 16_384,
+            },
+            BlockRequest {
+                index: 0,
+                begin: 1_106_384,
+                length: 131_072,
+            },
+            BlockRequest {
+                index: 0,
+                begin: 2_237_456,
+                length: 12_544,
+            },
+        ];
+        let plan = crate::engine::coalesce::plan_job(&layout, &reqs);
+        let mut job = MappedJob::build(&plan, &layout, &data).expect("cached: just written");
+        let mut expected = Vec::new();
+        for r in &reqs {
+            expected.extend_from_slice(&wire::piece_header(r.index, r.begin, r.length));
+            let at = r.begin as usize;
+            expected.extend_from_slice(&whole[at..at + r.length as usize]);
+        }
+        let got = gather(&mut job);
+        assert_eq!(got.len(), plan.len);
+        assert!(got == expected, "the job's bytes differ from the torrent's");
+    }
+
+    #[test]
+    fn a_fast_peer_gets_larger_mapped_jobs_and_a_slow_one_the_copy_batch() {
+        let ms = Duration::from_millis;
+        let (floor, cap) = (256 << 10, 1 << 20);
+        // 1 MiB in 0.3 ms (3.3 GiB/s): the cap.
+        assert_eq!(
+            next_batch(1 << 20, Duration::from_micros(300), floor, cap),
+            cap
+        );
+        // 256 KiB in 2 ms (125 MiB/s): 5 ms of it is 640 KiB.
+        assert_eq!(next_batch(256 << 10, ms(2), floor, cap), 640 << 10);
+        // 256 KiB in 100 ms (one of a thousand peers): the floor.
+        assert_eq!(next_batch(256 << 10, ms(100), floor, cap), floor);
+        // Within the same completion batch: as fast as can be told.
+        assert_eq!(next_batch(1 << 20, Duration::ZERO, floor, cap), cap);
+        // A cap below the copy batch wins.
+        assert_eq!(next_batch(1 << 20, ms(100), floor, 64 << 10), 64 << 10);
     }
 
     #[test]

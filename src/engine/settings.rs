@@ -64,6 +64,9 @@ pub struct Settings {
     pub upload_path: UploadPath,
     /// Largest upload job (headers + blocks) read and sent at once.
     pub batch_bytes: usize,
+    /// Largest upload job sent at once from the files' mappings (the `mmap` path): it takes
+    /// no job memory, and fewer, larger sends cost less CPU per GiB.
+    pub mapped_batch_bytes: usize,
     /// Upload jobs a peer may have in flight (reading while the previous one sends; a mapped
     /// job, with nothing to read, goes alone).
     pub jobs_per_peer: usize,
@@ -141,6 +144,7 @@ impl Default for Settings {
             round_robin_quota: 4 << 20,
             upload_path: UploadPath::Auto,
             batch_bytes: 256 << 10,
+            mapped_batch_bytes: 1 << 20,
             jobs_per_peer: 2,
             job_memory: 64 << 20,
             max_request_len: 16 << 10,

@@ -1,11 +1,12 @@
 //! Upload jobs: a batch of one peer's requests laid out for one send, the memory they take, and
 //! the rate-limit tokens they spend.
 //!
-//! A job holds the 13-byte piece headers and the block data back to back in one buffer (the
-//! copy path reads the data into it with one `readv` per run of file-contiguous spans), or, on
-//! the `mmap` path, the headers only, sent together with the data straight from the files'
-//! mappings (see `mapped.rs`). [`JobMemory`] owns the buffers: a per
-//! worker budget, a pool of buffers kept for reuse, and the queue of peers waiting for memory.
+//! On the copy path a job holds the 13-byte piece headers and the block data back to back in
+//! one buffer from [`JobMemory`] (a per-worker budget, a pool of buffers kept for reuse, and
+//! the queue of peers waiting for memory), read in with one `readv` per run of
+//! file-contiguous spans. On the `mmap` path it holds only its headers (in [`MappedJob`]),
+//! sent together with the data straight from the files' mappings (see `mapped.rs`): it takes
+//! no job memory, so it may carry a larger batch.
 //! [`Tokens`] takes rate-limit tokens and gives them back unless the job starts, so no early
 //! exit can leak them.
 
@@ -14,18 +15,19 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use super::coalesce;
-use super::mapped::{self, MappedJob};
+use super::mapped::MappedJob;
 use super::peer::Queued;
 use super::ratelimit::TokenBucket;
-use crate::metainfo::FileLayout;
 use crate::storage::DataFiles;
-use crate::wire::{self, BlockRequest};
+use crate::wire;
 
 /// One upload job: headers and blocks laid out back to back, ready for one send.
 pub struct Job {
     pub seq: u32,
+    /// Copy path: the job's bytes (headers, pads and data), from the worker's job memory.
+    /// Empty on the `mmap` path (the headers are in [`MappedJob`]).
     pub buf: Vec<u8>,
-    /// Bytes of `buf` that make the job (headers, pad and data).
+    /// Bytes of the job on the wire (headers, pad and data).
     pub len: usize,
     /// Kept alive while reads are in flight: the kernel reads these iovecs.
     pub iovecs: Vec<libc::iovec>,
@@ -40,13 +42,8 @@ pub struct Job {
     pub blocks: Vec<Queued>,
     /// `mmap` path: one `sendmsg` of the headers and the mapped file data.
     pub mapped: Option<MappedJob>,
-}
-
-/// How a job's data reaches the socket (the job's own choice: a job that cannot go the
-/// configured way takes the copy path).
-pub enum Via {
-    Copy,
-    Mapped,
+    /// When it was laid out (a mapped job's pace sizes the peer's next one).
+    pub started: Instant,
 }
 
 /// One `readv` of a job: `count` iovecs from `first`, `bytes` long, at `offset` of `fd`.
@@ -64,19 +61,18 @@ pub struct Read {
 pub struct MissingFile;
 
 impl Job {
-    /// Lays out a job for `blocks` (all valid requests of `layout`'s torrent): writes the
-    /// headers into `buf` and plans the reads, or, on the `mmap` path when its data is in the
-    /// page cache, the send's iovecs. A file that is not open fails the job.
-    pub fn build(
+    /// A job on the copy path for `blocks` (all valid requests of `layout`'s torrent, laid out
+    /// in `plan`): writes the headers and pad zeros into `buf` (job memory, at least
+    /// `plan.len` bytes) and plans one `readv` per run of file-contiguous spans. A file that is
+    /// not open fails the job and hands `buf` back.
+    pub fn copy(
         seq: u32,
+        now: Instant,
         mut buf: Vec<u8>,
         blocks: Vec<Queued>,
-        layout: &FileLayout,
+        plan: &coalesce::JobPlan,
         files: &DataFiles,
-        via: Via,
     ) -> Result<Job, (Vec<u8>, MissingFile)> {
-        let reqs: Vec<BlockRequest> = blocks.iter().map(|b| b.req).collect();
-        let plan = coalesce::plan_job(layout, &reqs);
         for part in &plan.parts {
             match *part {
                 coalesce::Part::Header { at, req: r } => buf[at..at + 13]
@@ -85,33 +81,27 @@ impl Job {
                 coalesce::Part::File { .. } => {}
             }
         }
-        let mapped = match via {
-            Via::Copy => None,
-            Via::Mapped => mapped_job(&plan, &mut buf, layout, files),
-        };
         let mut iovecs: Vec<libc::iovec> = Vec::new();
-        let mut reads = Vec::new();
-        if mapped.is_none() {
-            for part in &plan.parts {
-                if let coalesce::Part::File { at, len, .. } = *part {
-                    iovecs.push(libc::iovec {
-                        iov_base: buf[at..].as_mut_ptr().cast(),
-                        iov_len: len,
-                    });
-                }
-            }
-            for r in &plan.runs {
-                let Some(fd) = files.raw_fd(r.file) else {
-                    return Err((buf, MissingFile));
-                };
-                reads.push(Read {
-                    fd,
-                    offset: r.offset,
-                    first: r.first,
-                    count: r.count,
-                    bytes: r.bytes,
+        for part in &plan.parts {
+            if let coalesce::Part::File { at, len, .. } = *part {
+                iovecs.push(libc::iovec {
+                    iov_base: buf[at..].as_mut_ptr().cast(),
+                    iov_len: len,
                 });
             }
+        }
+        let mut reads = Vec::with_capacity(plan.runs.len());
+        for r in &plan.runs {
+            let Some(fd) = files.raw_fd(r.file) else {
+                return Err((buf, MissingFile));
+            };
+            reads.push(Read {
+                fd,
+                offset: r.offset,
+                first: r.first,
+                count: r.count,
+                bytes: r.bytes,
+            });
         }
         Ok(Job {
             seq,
@@ -125,8 +115,37 @@ impl Job {
             read_failed: false,
             sent: 0,
             blocks,
-            mapped,
+            mapped: None,
+            started: now,
         })
+    }
+
+    /// A job on the `mmap` path: `send` (from [`MappedJob::build`]) holds its headers and points
+    /// at its data in the mappings; it takes no job memory and has nothing to read.
+    pub fn mapped(seq: u32, now: Instant, blocks: Vec<Queued>, len: usize, send: MappedJob) -> Job {
+        Job {
+            seq,
+            buf: Vec::new(),
+            len,
+            iovecs: Vec::new(),
+            reads: Vec::new(),
+            reads_pending: 0,
+            read_expected: 0,
+            read_done: 0,
+            read_failed: false,
+            sent: 0,
+            blocks,
+            mapped: Some(send),
+            started: now,
+        }
+    }
+
+    /// The job is done with (sent, or its peer closed): a copy job's buffer goes back to the
+    /// worker's job memory (a mapped job took none).
+    pub fn release(self, memory: &mut JobMemory) {
+        if self.mapped.is_none() {
+            memory.give_back(self.buf);
+        }
     }
 
     /// Piece payload bytes of the job (without headers).
@@ -150,50 +169,6 @@ impl Job {
     pub fn ready_to_send(&self) -> bool {
         self.reads_pending == 0
     }
-}
-
-/// The send of a job on the `mmap` path, or `None` when a file is not mapped or a page of its
-/// data is not in the page cache (the job then takes the copy path).
-fn mapped_job(
-    plan: &coalesce::JobPlan,
-    buf: &mut [u8],
-    layout: &FileLayout,
-    files: &DataFiles,
-) -> Option<MappedJob> {
-    // One residency check per run of file-contiguous parts, not per block.
-    let mut ranges = Vec::with_capacity(plan.runs.len());
-    for r in &plan.runs {
-        let map = files.mapped(r.file, layout.files.get(r.file)?.length)?;
-        let addr = map.wrapping_add(usize::try_from(r.offset).ok()?);
-        if !mapped::resident(addr, r.bytes) {
-            return None;
-        }
-        ranges.push((r.file, r.offset, r.bytes));
-    }
-    let mut iovs: Vec<libc::iovec> = Vec::new();
-    for part in &plan.parts {
-        let (base, len) = match *part {
-            coalesce::Part::Header { at, .. } => (buf[at..].as_mut_ptr().cast_const(), 13),
-            coalesce::Part::Pad { at, len } => (buf[at..].as_mut_ptr().cast_const(), len),
-            coalesce::Part::File {
-                file, offset, len, ..
-            } => {
-                let map = files.mapped(file, layout.files.get(file)?.length)?;
-                (map.wrapping_add(usize::try_from(offset).ok()?), len)
-            }
-        };
-        // Adjacent bytes (a header and its pad) go in one iovec.
-        match iovs.last_mut() {
-            Some(v) if v.iov_base.cast::<u8>().wrapping_add(v.iov_len).cast_const() == base => {
-                v.iov_len += len
-            }
-            _ => iovs.push(libc::iovec {
-                iov_base: base.cast_mut().cast(),
-                iov_len: len,
-            }),
-        }
-    }
-    Some(MappedJob::new(iovs, ranges))
 }
 
 /// Job memory of one worker: bounded, so thousands of busy peers cannot each pin a batch

@@ -62,6 +62,9 @@ pub(super) struct Conn {
     pub sending: Sending,
     pub jobs: VecDeque<Job>,
     next_seq: u32,
+    /// The batch of its next mapped job, from the pace of its last one
+    /// ([`crate::engine::mapped::next_batch`]; 0 before the first: the copy batch).
+    mapped_batch: usize,
     /// Waiting in the worker's token queue for rate-limit tokens (served every tick, in turn).
     pub throttled: bool,
     /// Being served from the token queue (it may take tokens ahead of the queue).
@@ -166,6 +169,7 @@ impl Conn {
             sending: Sending::Nothing,
             jobs: VecDeque::new(),
             next_seq: 0,
+            mapped_batch: 0,
             throttled: false,
             token_turn: false,
             throttled_by: None,
@@ -329,7 +333,7 @@ impl Conn {
             self.peer.forget_pieces(&t.pieces);
         }
         for job in self.jobs.drain(..) {
-            core.memory.give_back(job.buf);
+            job.release(&mut core.memory);
         }
     }
 

@@ -10,8 +10,11 @@ use crate::engine::Reason;
 use crate::engine::UploadPath;
 use crate::engine::coalesce;
 use crate::engine::core::Core;
-use crate::engine::upload::{Job, Refused, Tokens, Via};
+use crate::engine::mapped::MappedJob;
+use crate::engine::upload::{Job, Refused, Tokens};
+use crate::metainfo::FileLayout;
 use crate::uring::{Op, UserData, ops};
+use crate::wire::BlockRequest;
 
 impl Conn {
     /// Starts upload jobs for queued requests, as far as job slots, rate limits and job memory
@@ -47,10 +50,36 @@ impl Conn {
             let Some(t) = self.torrent.as_deref() else {
                 return Ok(());
             };
-            let batch = job_batch(core);
-            let lengths = self.peer.requests().iter().map(|q| q.req.length);
-            let (take, total) = coalesce::take_for_batch(lengths, batch);
-            let payload = (total - coalesce::HEADER_LEN * take) as u64;
+            let layout = &t.meta.info.layout;
+            // RC4 bytes pass through the cipher: they need a copy in user memory.
+            let mapped_path =
+                !self.rc4() && matches!(core.upload_path, UploadPath::Mmap | UploadPath::Auto);
+            let batch = job_batch(core, core.settings.batch_bytes);
+            let next = mapped_path
+                .then(|| {
+                    let cap = core.settings.mapped_batch_bytes;
+                    let mapped_batch = self
+                        .mapped_batch
+                        .clamp(core.settings.batch_bytes.min(cap), cap);
+                    let (take, plan) = self.plan_next(layout, job_batch(core, mapped_batch));
+                    let send = MappedJob::build(&plan, layout, &t.files)?;
+                    Some(Next::Mapped {
+                        take,
+                        len: plan.len,
+                        send,
+                    })
+                })
+                .flatten()
+                // Not mapped, or some of its data not in the page cache: the copy path.
+                .unwrap_or_else(|| {
+                    let (take, plan) = self.plan_next(layout, batch);
+                    Next::Copy { take, plan }
+                });
+            let (take, len) = match &next {
+                Next::Mapped { take, len, .. } => (*take, *len),
+                Next::Copy { take, plan } => (*take, plan.len),
+            };
+            let payload = (len - coalesce::HEADER_LEN * take) as u64;
             // Under the global limit, peers already waiting for tokens go first: whoever happens
             // to finish a send when tokens refill would otherwise take them every time.
             let queue_ahead =
@@ -68,31 +97,34 @@ impl Conn {
                     return Ok(());
                 }
             };
-            // Past the memory budget a peer waits its turn (the tokens go back on return).
-            // Peers already waiting for memory go first (`memory_turn`: this is one of them).
-            let Some(buf) = core.memory.take(total.max(batch), self.memory_turn) else {
-                if !self.starved {
-                    self.starved = true;
-                    core.memory.wait(slot);
-                }
-                return Ok(());
-            };
             let seq = self.next_seq;
-            self.next_seq = self.next_seq.wrapping_add(1) & crate::uring::SEQ_MASK;
-            let blocks = self.peer.take_requests(take).collect();
-            // RC4 bytes pass through the cipher: they need a copy in user memory.
-            let via = match core.upload_path {
-                _ if self.rc4() => Via::Copy,
-                UploadPath::Mmap | UploadPath::Auto => Via::Mapped,
-                UploadPath::Copy => Via::Copy,
-            };
-            let job = match Job::build(seq, buf, blocks, &t.meta.info.layout, &t.files, via) {
-                Ok(job) => job,
-                Err((buf, _)) => {
-                    core.memory.give_back(buf);
-                    return Err(Reason::DiskError);
+            let job = match next {
+                Next::Mapped { take, len, send } => {
+                    let blocks = self.peer.take_requests(take).collect();
+                    Job::mapped(seq, core.now, blocks, len, send)
+                }
+                Next::Copy { take, plan } => {
+                    // Past the memory budget a peer waits its turn (the tokens go back on
+                    // return). Peers already waiting for memory go first (`memory_turn`: this
+                    // is one of them).
+                    let Some(buf) = core.memory.take(plan.len.max(batch), self.memory_turn) else {
+                        if !self.starved {
+                            self.starved = true;
+                            core.memory.wait(slot);
+                        }
+                        return Ok(());
+                    };
+                    let blocks = self.peer.take_requests(take).collect();
+                    match Job::copy(seq, core.now, buf, blocks, &plan, &t.files) {
+                        Ok(job) => job,
+                        Err((buf, _)) => {
+                            core.memory.give_back(buf);
+                            return Err(Reason::DiskError);
+                        }
+                    }
                 }
             };
+            self.next_seq = self.next_seq.wrapping_add(1) & crate::uring::SEQ_MASK;
             tokens.spend();
             let ready = job.ready_to_send();
             self.jobs.push_back(job);
@@ -278,20 +310,57 @@ impl Conn {
             .add(&core.stats.blocks_up, job.blocks.len() as u64);
         if job.mapped.is_some() {
             core.stats.add(&core.stats.jobs_mapped, 1);
+            self.mapped_batch = crate::engine::mapped::next_batch(
+                job.len,
+                core.now.saturating_duration_since(job.started),
+                core.settings.batch_bytes,
+                core.settings.mapped_batch_bytes,
+            );
         }
         if let Some(svc) = &core.speed
             && self.paying()
         {
             svc.stats.bytes_sold.fetch_add(payload, Ordering::Relaxed);
         }
-        core.memory.give_back(job.buf);
+        job.release(&mut core.memory);
+    }
+
+    /// How many of the queued requests the next job takes within `batch` bytes, and its
+    /// layout.
+    fn plan_next(&self, layout: &FileLayout, batch: usize) -> (usize, coalesce::JobPlan) {
+        let lengths = self.peer.requests().iter().map(|q| q.req.length);
+        let (take, _) = coalesce::take_for_batch(lengths, batch);
+        let reqs: Vec<BlockRequest> = self
+            .peer
+            .requests()
+            .iter()
+            .take(take)
+            .map(|q| q.req)
+            .collect();
+        (take, coalesce::plan_job(layout, &reqs))
     }
 }
 
-/// The batch of a peer's next upload job (see [`crate::engine::reqq::job_bytes`]).
-fn job_batch(core: &Core) -> usize {
+/// A peer's next upload job, laid out before it takes tokens or memory.
+enum Next {
+    /// From the files' mappings (every page of its data in the page cache).
+    Mapped {
+        take: usize,
+        len: usize,
+        send: MappedJob,
+    },
+    /// Read into job memory.
+    Copy {
+        take: usize,
+        plan: coalesce::JobPlan,
+    },
+}
+
+/// The batch of a peer's next upload job on a path whose batch is `batch` (see
+/// [`crate::engine::reqq::job_bytes`]).
+fn job_batch(core: &Core, batch: usize) -> usize {
     crate::engine::reqq::job_bytes(
-        core.settings.batch_bytes,
+        batch,
         core.rules.advertised_reqq,
         core.rules.max_reqq,
         core.rules.max_request_len as usize + coalesce::HEADER_LEN,
