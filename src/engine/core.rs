@@ -35,6 +35,8 @@ pub(crate) struct Core {
     /// v2 peers dial a hybrid torrent by that name.
     pub v2_ids: HashMap<[u8; 20], [u8; 20]>,
     pub memory: JobMemory,
+    /// Residency and file sizes learned for the `mmap` path.
+    pub memo: super::mapped::Memo,
     /// Peers waiting for rate-limit tokens, in turn (each once: its `throttled` flag).
     pub token_queue: VecDeque<usize>,
     /// Request → last byte into the socket, published to `stats` once a second.

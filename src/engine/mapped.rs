@@ -14,7 +14,8 @@ use super::coalesce::{HEADER_LEN, JobPlan, Part};
 use crate::metainfo::FileLayout;
 use crate::storage::DataFiles;
 use crate::wire;
-use std::time::Duration;
+use foldhash::HashMap;
+use std::time::{Duration, Instant};
 
 /// Most iovecs one `sendmsg` takes (`UIO_MAXIOV`); a longer job goes out in several sends.
 const IOV_MAX: usize = 1024;
@@ -40,15 +41,28 @@ pub struct MappedJob {
 }
 
 impl MappedJob {
-    /// The send of the job `plan` lays out, or `None` when a file is not mapped or a page of
-    /// its data is not in the page cache (the job then takes the copy path). Checks residency
-    /// once per run of file-contiguous parts, not per block.
-    pub fn build(plan: &JobPlan, layout: &FileLayout, files: &DataFiles) -> Option<MappedJob> {
+    /// The send of the job `plan` lays out for torrent `id`, or `None` when a file is not
+    /// mapped or a page of its data is not in the page cache (the job then takes the copy
+    /// path). Checks residency once per run of file-contiguous parts, not per block, through
+    /// the worker's [`Memo`].
+    pub fn build(
+        plan: &JobPlan,
+        layout: &FileLayout,
+        files: &DataFiles,
+        memo: &mut Memo,
+        id: &[u8; 20],
+        now: Instant,
+    ) -> Option<MappedJob> {
         let mut ranges = Vec::with_capacity(plan.runs.len());
         for r in &plan.runs {
-            let map = files.mapped(r.file, layout.files.get(r.file)?.length)?;
-            let addr = map.wrapping_add(usize::try_from(r.offset).ok()?);
-            if !resident(addr, r.bytes) {
+            let file_len = layout.files.get(r.file)?.length;
+            let map = files.mapped(r.file, file_len)?;
+            let at = Range {
+                file: r.file,
+                offset: r.offset,
+                len: r.bytes,
+            };
+            if !memo.resident(now, id, map, file_len, at) {
                 return None;
             }
             ranges.push((r.file, r.offset, r.bytes));
@@ -126,27 +140,21 @@ impl MappedJob {
         &self.msg
     }
 
-    /// Whether every file range still lies inside its file on disk (`fstat`), checked before
-    /// each send: a file cut short after the job was laid out must not send its truncated
-    /// bytes (a page cut in its middle is zero-filled in place; one cut away fails the send).
-    pub fn files_cover(&self, files: &DataFiles) -> bool {
-        let mut sizes: Vec<(usize, u64)> = Vec::new();
-        for &(file, offset, len) in &self.ranges {
-            let size = match sizes.iter().find(|(f, _)| *f == file) {
-                Some(&(_, size)) => size,
-                None => {
-                    let Some(size) = files.file_len(file) else {
-                        return false;
-                    };
-                    sizes.push((file, size));
-                    size
-                }
-            };
-            if offset + len as u64 > size {
-                return false;
-            }
-        }
-        true
+    /// Whether every file range still lies inside its file on disk (`fstat`, at most once per
+    /// file in a batch of completions: see [`Memo::file_len`]), checked before each send: a
+    /// file cut short after the job was laid out must not send its truncated bytes (a page cut
+    /// in its middle is zero-filled in place; one cut away fails the send).
+    pub fn files_cover(
+        &self,
+        files: &DataFiles,
+        memo: &mut Memo,
+        id: &[u8; 20],
+        now: Instant,
+    ) -> bool {
+        self.ranges.iter().all(|&(file, offset, len)| {
+            memo.file_len(now, id, files, file)
+                .is_some_and(|size| offset + len as u64 <= size)
+        })
     }
 
     /// `n` more bytes went out.
@@ -164,6 +172,106 @@ impl MappedJob {
                 n = 0;
             }
         }
+    }
+}
+
+/// A byte range of one of a torrent's files.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub file: usize,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Chunks of a file whose residency [`Memo`] remembers.
+const CHUNK: u64 = 1 << 20;
+/// How long a chunk found wholly in the page cache counts as still there. Pages a worker sends
+/// from are at the hot end of the kernel's LRU lists, so one evicted within this time is rare;
+/// if it happens, that send reads the page from disk inside the worker (a stall, never a
+/// wrong byte).
+const RESIDENT_FOR: Duration = Duration::from_secs(1);
+
+/// What a worker learned from the kernel about its torrents' files, so that a busy worker asks
+/// less often: which 1 MiB chunks were wholly in the page cache (`mincore`, remembered for
+/// [`RESIDENT_FOR`]), and the files' sizes (`fstat`, remembered for one batch of completions:
+/// every send checked in a batch is submitted with that batch, so the time between the check
+/// and the kernel's copy is no longer than when each send asked on its own).
+#[derive(Default)]
+pub struct Memo {
+    resident: HashMap<([u8; 20], usize, u64), Instant>,
+    sizes_at: Option<Instant>,
+    sizes: HashMap<([u8; 20], usize), u64>,
+}
+
+impl Memo {
+    /// Whether every page of `at` (in the file mapped at `map`, `file_len` bytes long in the
+    /// torrent) is in the page cache. Each 1 MiB chunk it touches is asked about whole, once a
+    /// [`RESIDENT_FOR`]; a chunk only partly cached falls back to asking about `at` alone.
+    pub fn resident(
+        &mut self,
+        now: Instant,
+        id: &[u8; 20],
+        map: *const u8,
+        file_len: u64,
+        at: Range,
+    ) -> bool {
+        if at.len == 0 {
+            return true;
+        }
+        let first = at.offset / CHUNK;
+        let last = (at.offset + at.len as u64 - 1) / CHUNK;
+        for chunk in first..=last {
+            let key = (*id, at.file, chunk);
+            if self
+                .resident
+                .get(&key)
+                .is_some_and(|t| now.saturating_duration_since(*t) < RESIDENT_FOR)
+            {
+                continue;
+            }
+            let start = chunk * CHUNK;
+            let end = (start + CHUNK).min(file_len);
+            let Ok(start_at) = usize::try_from(start) else {
+                return false;
+            };
+            if end > start && resident(map.wrapping_add(start_at), (end - start) as usize) {
+                self.resident.insert(key, now);
+            } else {
+                // Part of the chunk is not cached: ask about the range itself.
+                let Ok(offset) = usize::try_from(at.offset) else {
+                    return false;
+                };
+                return resident(map.wrapping_add(offset), at.len);
+            }
+        }
+        true
+    }
+
+    /// The size of file `file` of torrent `id` on disk, asked once per batch of completions
+    /// (`now` is the batch's time).
+    pub fn file_len(
+        &mut self,
+        now: Instant,
+        id: &[u8; 20],
+        files: &DataFiles,
+        file: usize,
+    ) -> Option<u64> {
+        if self.sizes_at != Some(now) {
+            self.sizes.clear();
+            self.sizes_at = Some(now);
+        }
+        if let Some(&len) = self.sizes.get(&(*id, file)) {
+            return Some(len);
+        }
+        let len = files.file_len(file)?;
+        self.sizes.insert((*id, file), len);
+        Some(len)
+    }
+
+    /// Forgets what is too old to trust (once a second).
+    pub fn prune(&mut self, now: Instant) {
+        self.resident
+            .retain(|_, t| now.saturating_duration_since(*t) < RESIDENT_FOR);
     }
 }
 
@@ -315,7 +423,11 @@ mod tests {
             },
         ];
         let plan = crate::engine::coalesce::plan_job(&layout, &reqs);
-        let mut job = MappedJob::build(&plan, &layout, &data).expect("cached: just written");
+        let mut memo = Memo::default();
+        let now = Instant::now();
+        let mut job = MappedJob::build(&plan, &layout, &data, &mut memo, &[7; 20], now)
+            .expect("cached: just written");
+        assert!(job.files_cover(&data, &mut memo, &[7; 20], now));
         let mut expected = Vec::new();
         for r in &reqs {
             expected.extend_from_slice(&wire::piece_header(r.index, r.begin, r.length));

@@ -137,6 +137,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         obfuscated: HashMap::default(),
         v2_ids: HashMap::default(),
         memory: JobMemory::new(settings.job_memory, settings.batch_bytes),
+        memo: Default::default(),
         token_queue: VecDeque::new(),
         latency: new_histogram(),
         now,
@@ -630,6 +631,7 @@ impl Worker {
             self.publish_latency();
             self.fetch_second();
             self.core.fetches.second(now);
+            self.core.memo.prune(now);
         }
         self.tell_haves();
         self.refill_requests();

@@ -62,7 +62,8 @@ impl Conn {
                         .mapped_batch
                         .clamp(core.settings.batch_bytes.min(cap), cap);
                     let (take, plan) = self.plan_next(layout, job_batch(core, mapped_batch));
-                    let send = MappedJob::build(&plan, layout, &t.files)?;
+                    let send =
+                        MappedJob::build(&plan, layout, &t.files, &mut core.memo, &t.id, core.now)?;
                     Some(Next::Mapped {
                         take,
                         len: plan.len,
@@ -226,7 +227,7 @@ impl Conn {
             let covered = self
                 .torrent
                 .as_ref()
-                .is_some_and(|t| mj.files_cover(&t.files));
+                .is_some_and(|t| mj.files_cover(&t.files, &mut core.memo, &t.id, core.now));
             if !covered {
                 self.close(slot, Reason::DiskError, core);
                 return;
