@@ -4,7 +4,8 @@
 //! other in one file).
 //!
 //! A worker calls [`take_for_batch`] and [`plan_job`], then fills in the headers and pad zeros
-//! and hands each [`ReadRun`] to the ring (or, on the splice path, each file span to a splice).
+//! and hands each [`ReadRun`] to the ring (or, on the `mmap` path, points the send at each file
+//! span in the file's mapping).
 //!
 //! ```
 //! use ringseed::engine::coalesce::{plan_job, take_for_batch};
