@@ -1595,6 +1595,17 @@ mod tests {
             e.contains("hashing.batch_kib") && e.contains("64..=1048576"),
             "{e}"
         );
+        for bad in [8, 8193] {
+            let e = Config::parse(&format!("[engine]\nmapped_batch_kib = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("engine.mapped_batch_kib") && e.contains("16..=8192"),
+                "{e}"
+            );
+        }
+        // A mapped batch below the copy batch is allowed: mapped jobs then stay at it.
+        Config::parse("[engine]\nmapped_batch_kib = 16\nbatch_kib = 256\n").unwrap();
         let e = Config::parse("[create]\nversion = \"v3\"\n")
             .unwrap_err()
             .to_string();
