@@ -287,13 +287,18 @@ const JOB_WINDOW: Duration = Duration::from_millis(5);
 /// the upload) keeps small jobs, so what it asked stays in its queue, where a shed or a choke
 /// still reaches it.
 pub fn next_batch(len: usize, took: Duration, floor: usize, cap: usize) -> usize {
-    let floor = floor.min(cap);
     let secs = took.as_secs_f64();
     if secs <= 0.0 {
         return cap;
     }
     let pace = len as f64 / secs * JOB_WINDOW.as_secs_f64();
-    (pace.min(cap as f64) as usize).clamp(floor, cap)
+    bounded_batch(pace.min(cap as f64) as usize, floor, cap)
+}
+
+/// `batch` kept between `floor` (the copy path's batch, or `cap` when that is smaller) and
+/// `cap`: the bounds of every mapped job's batch.
+pub fn bounded_batch(batch: usize, floor: usize, cap: usize) -> usize {
+    batch.clamp(floor.min(cap), cap)
 }
 
 /// Appends `len` bytes at `base` to the send, in the previous iovec when they follow it.

@@ -57,10 +57,12 @@ impl Conn {
             let batch = job_batch(core, core.settings.batch_bytes);
             let next = mapped_path
                 .then(|| {
-                    let cap = core.settings.mapped_batch_bytes;
-                    let mapped_batch = self
-                        .mapped_batch
-                        .clamp(core.settings.batch_bytes.min(cap), cap);
+                    // Before its first mapped job a peer has 0: the copy batch.
+                    let mapped_batch = crate::engine::mapped::bounded_batch(
+                        self.mapped_batch,
+                        core.settings.batch_bytes,
+                        core.settings.mapped_batch_bytes,
+                    );
                     let (take, plan) = self.plan_next(layout, job_batch(core, mapped_batch));
                     let send =
                         MappedJob::build(&plan, layout, &t.files, &mut core.memo, &t.id, core.now)?;
