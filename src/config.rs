@@ -318,6 +318,8 @@ pub struct DhtConfig {
     pub port: u16,
     pub bootstrap: Vec<String>,
     pub nodes_file: String,
+    pub max_queries_per_ip: u32,
+    pub max_queries: u32,
 }
 
 impl Default for DhtConfig {
@@ -331,6 +333,8 @@ impl Default for DhtConfig {
                 "router.utorrent.com:6881".into(),
             ],
             nodes_file: String::new(),
+            max_queries_per_ip: 5,
+            max_queries: 500,
         }
     }
 }
@@ -813,6 +817,18 @@ const DOCS: &[(&str, &str)] = &[
          only where that directory exists).",
     ),
     (
+        "dht.max_queries_per_ip",
+        "Queries a second the node answers one source address, after a burst of 20 (as\n\
+         libtorrent's dht_block_ratelimit). A source that asks faster gets no answer at all for\n\
+         5 minutes. Range 1..=1000.",
+    ),
+    (
+        "dht.max_queries",
+        "Queries a second the node answers over all sources; past it, queries go unanswered\n\
+         (no reply, so a flood from spoofed addresses cannot turn the node into an amplifier).\n\
+         Range 1..=100000.",
+    ),
+    (
         "state",
         "What survives a restart: the node's database `ringseed.db` (one SQLite file, WAL:\n\
          resume state and the BTT earnings ledger) and its wallet key live here.",
@@ -1240,6 +1256,18 @@ impl Config {
             "allowed 1..=60",
         )?;
         range(
+            "dht.max_queries_per_ip",
+            self.dht.max_queries_per_ip,
+            (1..=1000).contains(&self.dht.max_queries_per_ip),
+            "allowed 1..=1000",
+        )?;
+        range(
+            "dht.max_queries",
+            self.dht.max_queries,
+            (1..=100_000).contains(&self.dht.max_queries),
+            "allowed 1..=100000",
+        )?;
+        range(
             "trackers.udp_retries",
             t.udp_retries,
             t.udp_retries <= 8,
@@ -1524,7 +1552,14 @@ impl Config {
             bind: None,
             bootstrap: self.dht.bootstrap.clone(),
             nodes_file: Some(self.dht.nodes_path(&self.state)),
-            limits: crate::dht::DhtLimits::default(),
+            limits: crate::dht::DhtLimits {
+                queries: crate::dht::filter::QueryLimits {
+                    per_ip_per_s: self.dht.max_queries_per_ip,
+                    total_per_s: self.dht.max_queries,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         });
         o
     }
@@ -1606,6 +1641,28 @@ mod tests {
         }
         // A mapped batch below the copy batch is allowed: mapped jobs then stay at it.
         Config::parse("[engine]\nmapped_batch_kib = 16\nbatch_kib = 256\n").unwrap();
+        for (key, bad, allowed) in [
+            ("max_queries_per_ip", 0, "1..=1000"),
+            ("max_queries_per_ip", 1001, "1..=1000"),
+            ("max_queries", 0, "1..=100000"),
+            ("max_queries", 100_001, "1..=100000"),
+        ] {
+            let e = Config::parse(&format!("[dht]\n{key} = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("dht.{key}")) && e.contains(allowed),
+                "{e}"
+            );
+        }
+        let c = Config::parse("[dht]\nmax_queries_per_ip = 7\nmax_queries = 900\n").unwrap();
+        let q = c
+            .session_options()
+            .dht
+            .expect("dht on by default")
+            .limits
+            .queries;
+        assert_eq!((q.per_ip_per_s, q.total_per_s), (7, 900));
         let e = Config::parse("[create]\nversion = \"v3\"\n")
             .unwrap_err()
             .to_string();

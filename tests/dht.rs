@@ -7,7 +7,9 @@
 //!   the DHT (ringseed announced it) and downloads it;
 //! - a private torrent never touches the DHT: a libtorrent node that sees a public torrent's
 //!   announce never hears of the private one, seeded and downloaded by ringseed with its DHT
-//!   on, and that seeder's DHT counters stay at zero.
+//!   on, and that seeder's DHT counters stay at zero;
+//! - a flood of queries gets answers only within the rate of its source address and of the
+//!   node, and another address is still answered.
 
 mod common;
 
@@ -601,6 +603,103 @@ fn dht_replies_are_bounded_in_peers_and_in_time() {
     assert_eq!((s.lookups_finished, s.lookups_timed_out), (0, 1), "{s:?}");
     assert!(took < Duration::from_secs(10), "the lookup took {took:?}");
     eprintln!("endless lookup cut off after {:.2} s", took.as_secs_f64());
+}
+
+/// Sends `n` pings to `node` from `from` (a socket of its own) as fast as it can, then counts
+/// the replies that arrive within `wait`.
+fn ping_flood(from: &str, node: std::net::SocketAddrV4, n: u16, wait: Duration) -> usize {
+    use ringseed::bencode::{Bencode, decode};
+    let s = std::net::UdpSocket::bind(from).unwrap();
+    for t in 0..n {
+        let mut a = Bencode::dict();
+        a.insert("id", Bencode::bytes([0x5a; 20]));
+        let mut q = Bencode::dict();
+        q.insert("a", a);
+        q.insert("q", Bencode::bytes(b"ping"));
+        q.insert("t", Bencode::bytes(u32::from(t).to_be_bytes()));
+        q.insert("y", Bencode::bytes(b"q"));
+        s.send_to(&q.encode(), node).unwrap();
+    }
+    let end = Instant::now() + wait;
+    let mut replies = std::collections::HashSet::new();
+    let mut buf = [0u8; 1500];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let Ok((len, _)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(r) = decode(&buf[..len]) else { continue };
+        if r.get(b"y").and_then(|v| v.as_bytes()) == Some(b"r") {
+            replies.insert(r.get(b"t").and_then(|v| v.as_bytes()).map(<[u8]>::to_vec));
+        }
+    }
+    replies.len()
+}
+
+#[test]
+fn a_flood_of_queries_is_answered_within_the_rates_of_its_source_and_of_the_node() {
+    use ringseed::dht::filter::{QueryLimits, Verdict};
+    let start = |queries: QueryLimits| {
+        let o = ringseed::dht::DhtOptions {
+            port: 0,
+            bind: None,
+            bootstrap: Vec::new(),
+            nodes_file: None,
+            limits: ringseed::dht::DhtLimits {
+                queries,
+                ..Default::default()
+            },
+        };
+        ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap()
+    };
+    let wait = Duration::from_millis(1500);
+    // The defaults: 5 a second from one address after a burst of 20, then 5 minutes of silence.
+    let dht = start(QueryLimits::default());
+    let node = dht.local_addr();
+    let flooder = ping_flood("127.0.0.1:0", node, 300, wait);
+    assert!(
+        (20..=22).contains(&flooder),
+        "{flooder} of 300 pings answered from one address"
+    );
+    // Another address is not held to the flooder's rate...
+    assert_eq!(ping_flood("127.0.0.2:0", node, 5, wait), 5);
+    // ...and the flooder, asking slowly now, is still not answered.
+    assert_eq!(ping_flood("127.0.0.1:0", node, 3, wait), 0);
+    let q = |v| dht.stats().queries(v);
+    assert_eq!(q(Verdict::Answer), flooder as u64 + 5);
+    assert_eq!(
+        q(Verdict::OverRate),
+        1,
+        "one query past the rate blocks the source"
+    );
+    // The rest of the flood was refused as blocked, less what the kernel dropped before the
+    // node read it (a burst of 300 datagrams may overflow the socket's buffer).
+    let blocked = q(Verdict::Blocked);
+    assert!(
+        (3..=300 - flooder as u64 - 1 + 3).contains(&blocked),
+        "{blocked} refused as blocked"
+    );
+    drop(dht);
+    // The node's own rate binds however many addresses ask (a flood from spoofed addresses).
+    let dht = start(QueryLimits {
+        per_ip_per_s: 1000,
+        per_ip_burst: 1000,
+        total_per_s: 50,
+        ..Default::default()
+    });
+    let answered = ping_flood("127.0.0.3:0", dht.local_addr(), 400, wait);
+    let busy = dht.stats().queries(Verdict::NodeBusy);
+    eprintln!("node rate 50/s: {answered} of 400 answered, {busy} refused as busy");
+    assert!(
+        (50..=50 + 50 * 2).contains(&answered),
+        "{answered} of 400 answered"
+    );
+    assert!(
+        busy > 0 && busy <= 400 - answered as u64,
+        "{busy} refused as busy"
+    );
+    assert_eq!(dht.stats().queries(Verdict::Answer), answered as u64);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
+use super::filter::Verdict;
 use super::stats::{DhtStats, DhtStatus};
 use crate::metrics::{Labels, counter, gauge};
 
@@ -91,6 +92,18 @@ impl Collector for DhtCollector {
             "ringseed_dht_peers_dropped",
             "Peer addresses of DHT replies dropped past the per-lookup cap.",
             &[(none, dropped)],
+        )?;
+        counter(
+            &mut enc,
+            "ringseed_dht_queries",
+            "Queries other DHT nodes sent us, by verdict: answered, or not answered because \
+             their source went past its rate now (over_rate) or earlier (blocked), the node's \
+             own rate was spent (node_busy), or too many sources were remembered \
+             (too_many_sources).",
+            &Verdict::ALL
+                .iter()
+                .map(|&v| (vec![("verdict".into(), v.name().into())], s.queries(v)))
+                .collect::<Vec<_>>(),
         )?;
         Ok(())
     }

@@ -7,12 +7,15 @@
 //!   fetched;
 //! - [`policy`]: the pure decisions (BEP 27: private torrents never touch the DHT; the
 //!   schedule; which addresses of a reply are kept), unit-tested;
+//! - [`filter`]: which incoming queries the node answers (a rate per source address and one
+//!   for the node; a source past its rate is blocked for a while);
 //! - [`nodes_file`]: the routing table saved across restarts;
 //! - [`stats`] and [`metrics`]: the counters, `/metrics` and the API.
 //!
 //! mainline is IPv4 only (its sockets, node and peer addresses are `SocketAddrV4`), so our DHT
 //! is too; BEP 32 (IPv6 DHT) would need another crate or a second implementation.
 
+pub mod filter;
 pub mod metrics;
 pub mod node;
 pub mod nodes_file;

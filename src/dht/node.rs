@@ -2,6 +2,8 @@
 //! it answers other nodes' queries and stores their announces, as libtorrent's node does), and
 //! the bounded lookups and announces the torrents ask of it.
 //!
+//! Queries from other nodes are answered within the rates of [`super::filter`].
+//!
 //! mainline runs its own thread (a UDP socket with a 50 ms read timeout, polled in a loop);
 //! its async handle is awaited on our tokio threads, so nothing here blocks the control thread.
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use mainline::async_dht::AsyncDht;
 
+use super::filter::QueryFilter;
 use super::nodes_file;
 use super::policy::{DhtLimits, take_peers};
 use super::stats::DhtStats;
@@ -130,9 +133,16 @@ impl Dht {
                 }
             }
         }
+        let stats = Arc::new(DhtStats::default());
         let build = |port: u16| {
             let mut b = mainline::Dht::builder();
-            b.server_mode().port(port).bind_address(bind);
+            b.server_mode()
+                .port(port)
+                .bind_address(bind)
+                .server_settings(mainline::ServerSettings {
+                    filter: Box::new(QueryFilter::new(o.limits.queries, stats.clone())),
+                    ..Default::default()
+                });
             if bootstrap.is_empty() {
                 b.no_bootstrap();
             } else {
@@ -154,7 +164,6 @@ impl Dht {
             Err(e) => return Err(e),
         };
         let local = sync.info().local_addr();
-        let stats = Arc::new(DhtStats::default());
         stats.port.store(u64::from(local.port()), Ordering::Relaxed);
         tracing::info!(
             %local,

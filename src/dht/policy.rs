@@ -36,6 +36,8 @@ pub struct DhtLimits {
     /// Connected peers at which an incomplete torrent stops looking every `lookup_interval`
     /// (it still looks at each announce). Default 30.
     pub enough_peers: u32,
+    /// How fast the node answers other nodes' queries.
+    pub queries: super::filter::QueryLimits,
 }
 
 impl Default for DhtLimits {
@@ -47,6 +49,7 @@ impl Default for DhtLimits {
             announce_interval: Duration::from_secs(15 * 60),
             lookup_interval: Duration::from_secs(60),
             enough_peers: 30,
+            queries: super::filter::QueryLimits::default(),
         }
     }
 }

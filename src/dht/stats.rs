@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::filter::Verdict;
+
 /// Counters of one DHT node. All monotonic except `nodes` (the routing table's size when last
 /// looked at) and `port`.
 #[derive(Debug, Default)]
@@ -23,6 +25,9 @@ pub struct DhtStats {
     pub peers_found: AtomicU64,
     /// Addresses dropped because a lookup had already taken `max_peers_per_lookup`.
     pub peers_dropped: AtomicU64,
+    /// Incoming queries by what the node did with them, indexed by [`Verdict`] (answered, or
+    /// why not).
+    pub queries: [AtomicU64; Verdict::ALL.len()],
 }
 
 /// The DHT as the API shows it (`GET /api/v1/stats`).
@@ -41,6 +46,16 @@ pub struct DhtStatus {
 impl DhtStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One incoming query, and what became of it.
+    pub fn count_query(&self, verdict: Verdict) {
+        Self::add(&self.queries[verdict as usize], 1);
+    }
+
+    /// Incoming queries so far with `verdict`.
+    pub fn queries(&self, verdict: Verdict) -> u64 {
+        self.queries[verdict as usize].load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> DhtStatus {
