@@ -65,7 +65,11 @@ fn vouchers(c: &mut Criterion) {
                     ChannelId([7; 32]),
                     u128::MAX,
                 );
-                l.open_channel(bid).unwrap().recv_result().unwrap().unwrap();
+                l.open_channel(bid, None)
+                    .unwrap()
+                    .recv_result()
+                    .unwrap()
+                    .unwrap();
                 let verified: Vec<Verified> = parsed
                     .iter()
                     .map(|v| Verified::check(*v, payer.address()).unwrap())

@@ -528,7 +528,8 @@ fn open(
 
 /// With `[speed] rpc`, a bid is confirmed only when `channels(id)` shows a channel this seeder
 /// can be paid from: each way a channel can fail is refused with its own reason (and counted),
-/// a good channel is confirmed, and an unreachable node refuses rather than trusts.
+/// a good channel is confirmed, a channel whose deposit the ledger's unclaimed vouchers have
+/// spent is refused, and an unreachable node refuses rather than trusts.
 #[test]
 fn bids_are_checked_on_chain_before_paid_slots() {
     use ringseed::speed::onchain::ChainCheck;
@@ -577,6 +578,8 @@ fn bids_are_checked_on_chain_before_paid_slots() {
     open(&rpc, &contract, &payer, &id(4), &me, far, 0);
     // Holds less than one 256 KiB credit window at 1 BTT per MiB.
     open(&rpc, &contract, &payer, &id(5), &me, far, BTT / 8);
+    // 1 BTT, to be spent by vouchers the chain has not seen claimed.
+    open(&rpc, &contract, &payer, &id(6), &me, far, BTT);
 
     let domain = Domain {
         chain_id: CHAIN,
@@ -614,6 +617,7 @@ fn bids_are_checked_on_chain_before_paid_slots() {
             to,
             bid,
             fresh_from: Some("127.0.0.1".parse().unwrap()),
+            funds: None,
         })?;
         match rx.recv_timeout(Duration::from_secs(20)).unwrap() {
             Outcome::Bid { to: t, result } => {
@@ -654,6 +658,47 @@ fn bids_are_checked_on_chain_before_paid_slots() {
         assert_eq!(svc.stats.rejected(r), n, "{r}");
     }
     assert_eq!(svc.stats.bids.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // What the ledger accepted on a channel and nobody claimed yet is spent too: the chain
+    // still shows the whole deposit, the ledger knows most of it is owed. One credit window
+    // (256 KiB) at 1 BTT per MiB needs BTT / 4 left.
+    let pay = |conn_id: u64, amount: u128| {
+        let to = PeerRef {
+            worker: 0,
+            slot: 0,
+            conn_id,
+        };
+        svc.submit(Job::Voucher {
+            to,
+            voucher: Voucher::sign(&payer, domain, id(6), me, amount),
+            payer: payer.address(),
+            cap: BTT,
+            torrent: [6; 20],
+        })
+        .unwrap();
+        match rx.recv_timeout(Duration::from_secs(20)).unwrap() {
+            Outcome::Voucher { result, .. } => assert!(result.is_ok(), "{result:?}"),
+            o => panic!("unexpected {o:?}"),
+        }
+    };
+    assert_eq!(ask(&svc, &rx, 20, bid(&payer, 6, BTT, BTT)), Ok(0));
+    pay(20, BTT * 3 / 4);
+    // Exactly one window left: still confirmed.
+    assert_eq!(
+        ask(&svc, &rx, 21, bid(&payer, 6, BTT, BTT)),
+        Ok(BTT * 3 / 4)
+    );
+    pay(21, BTT * 7 / 8);
+    // An eighth left, half a window: refused, though the chain shows 1 BTT unclaimed.
+    assert_eq!(
+        ask(&svc, &rx, 22, bid(&payer, 6, BTT, BTT)),
+        Err(Rejection::Underfunded)
+    );
+    // A cheaper bid that an eighth still pays for is confirmed.
+    assert_eq!(
+        ask(&svc, &rx, 23, bid(&payer, 6, BTT / 2, BTT)),
+        Ok(BTT * 7 / 8)
+    );
     svc.stop();
     drop(writer);
 

@@ -74,7 +74,11 @@ fn earnings_and_settle_read_the_ledger_and_export_each_claim_once() {
         let payer = Wallet::from_secret([10 + i; 32]).unwrap();
         let channel = ChannelId([i; 32]);
         let bid = Bid::sign(&payer, DOMAIN, seeder.address(), 1, channel, u128::MAX);
-        l.open_channel(bid).unwrap().recv_result().unwrap().unwrap();
+        l.open_channel(bid, None)
+            .unwrap()
+            .recv_result()
+            .unwrap()
+            .unwrap();
         for a in [amount / 2, amount] {
             let v = Voucher::sign(&payer, DOMAIN, channel, seeder.address(), a);
             let v = Verified::check(v, payer.address()).unwrap();

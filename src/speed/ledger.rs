@@ -199,13 +199,38 @@ pub fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>
     }))
 }
 
+/// What the chain says a channel holds, as a confirmed bid's check read it (`[speed] rpc`):
+/// its deposit, what the payee has claimed from it, and the least the deposit must still hold
+/// for the bid (one credit window at its price, [`crate::speed::chain::confirm::least_left`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Funds {
+    pub deposit: Amount,
+    pub claimed: Amount,
+    pub least_left: Amount,
+}
+
+impl Funds {
+    /// Whether the deposit still holds `least_left` once what the ledger already accepted on
+    /// the channel is counted: vouchers accepted but not claimed yet are owed to us as surely
+    /// as claimed ones, and the chain knows nothing of them. `claimed` may be newer than the
+    /// ledger's `accepted` (a claim by hand) or older (the check's cache, or claims not sent
+    /// yet), so the larger of the two is what is spent.
+    pub fn cover(&self, accepted: Amount) -> bool {
+        let spent = accepted.max(self.claimed);
+        self.deposit.saturating_sub(spent) >= self.least_left
+    }
+}
+
 /// Looks up the channel a bid names. A channel already known with another payer is refused (a
 /// bid cannot take over someone else's channel); the same payer may restate its cap. A channel
 /// not known yet is answered as new and written nowhere: its row comes with its first accepted
-/// voucher ([`accept`]), so a bid alone never grows the ledger.
+/// voucher ([`accept`]), so a bid alone never grows the ledger. With the chain's `funds`, a
+/// known channel whose deposit, less what the ledger already accepted on it, cannot pay one
+/// more credit window is refused `underfunded`.
 pub fn open_channel(
     conn: &Connection,
     bid: &Bid,
+    funds: Option<Funds>,
 ) -> Result<Result<Channel, Rejection>, rusqlite::Error> {
     if let Some(c) = load_channel(conn, &bid.channel)? {
         if c.payer != bid.payer {
@@ -213,6 +238,9 @@ pub fn open_channel(
         }
         if c.closed {
             return Ok(Err(Rejection::ChannelClosed));
+        }
+        if funds.is_some_and(|f| !f.cover(c.accepted)) {
+            return Ok(Err(Rejection::Underfunded));
         }
         if c.cap != bid.cap {
             conn.prepare_cached("UPDATE speed_channels SET cap = ?2 WHERE id = ?1")?
@@ -335,9 +363,14 @@ impl Ledger {
         self.domain.chain_id
     }
 
-    /// Queues a bid's channel; never blocks (a full queue is [`DbError::QueueFull`]).
-    pub fn open_channel(&self, bid: Bid) -> Result<Reply<Result<Channel, Rejection>>, DbError> {
-        self.db.try_call(move |c| open_channel(c, &bid))
+    /// Queues a bid's channel, with what the chain says it holds when bids are checked on
+    /// chain; never blocks (a full queue is [`DbError::QueueFull`]).
+    pub fn open_channel(
+        &self,
+        bid: Bid,
+        funds: Option<Funds>,
+    ) -> Result<Reply<Result<Channel, Rejection>>, DbError> {
+        self.db.try_call(move |c| open_channel(c, &bid, funds))
     }
 
     /// Queues a verified voucher; the reply comes once it is durable (or refused). Never blocks.
@@ -581,6 +614,29 @@ mod tests {
     }
 
     #[test]
+    fn funds_count_the_larger_of_what_was_accepted_and_what_was_claimed() {
+        let f = Funds {
+            deposit: 1_000,
+            claimed: 100,
+            least_left: 250,
+        };
+        assert!(f.cover(0), "the chain's claim alone leaves 900");
+        assert!(f.cover(750), "exactly one window left");
+        assert!(!f.cover(751), "accepted but unclaimed is spent too");
+        // A claim newer than the ledger (sent by hand) counts as well.
+        let claimed_more = Funds { claimed: 800, ..f };
+        assert!(!claimed_more.cover(100));
+        // Nothing is ever negative.
+        assert!(
+            !Funds {
+                claimed: 5_000,
+                ..f
+            }
+            .cover(9_000)
+        );
+    }
+
+    #[test]
     fn ledger_total_is_the_sum_of_latest_vouchers_and_rejections_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringseed.db");
@@ -592,7 +648,7 @@ mod tests {
             .collect();
         for (i, p) in payers.iter().enumerate() {
             let ch = ledger
-                .open_channel(bid(p, i as u8, 1_000))
+                .open_channel(bid(p, i as u8, 1_000), None)
                 .unwrap()
                 .recv_result()
                 .unwrap();
@@ -649,7 +705,7 @@ mod tests {
         assert_eq!(r, Err(Rejection::Forged));
         // A bid cannot take over another payer's channel.
         let hijack = ledger
-            .open_channel(bid(&payers[1], 0, 5_000))
+            .open_channel(bid(&payers[1], 0, 5_000), None)
             .unwrap()
             .recv_result()
             .unwrap();
@@ -672,7 +728,7 @@ mod tests {
         let payer = Wallet::from_secret([3; 32]).unwrap();
         let ledger = Ledger::new(writer.handle(), seeder.address(), CHAIN);
         ledger
-            .open_channel(bid(&payer, 7, 10_000))
+            .open_channel(bid(&payer, 7, 10_000), None)
             .unwrap()
             .recv_result()
             .unwrap()
@@ -759,7 +815,7 @@ mod tests {
         );
         assert!(
             ledger
-                .open_channel(b)
+                .open_channel(b, None)
                 .unwrap()
                 .recv_result()
                 .unwrap()
@@ -802,7 +858,7 @@ mod tests {
         let conn = crate::db::open_read_only(&path).unwrap();
         let rows = || report(&conn).unwrap().channels;
         for ch in 0..50u8 {
-            let r = ledger.open_channel(bid(&payer, ch, 1_000)).unwrap();
+            let r = ledger.open_channel(bid(&payer, ch, 1_000), None).unwrap();
             assert!(r.recv_result().unwrap().is_ok());
         }
         assert_eq!(rows(), 0, "bids alone wrote rows");

@@ -129,6 +129,7 @@ impl PeerSpeed {
                     to: self.to,
                     bid,
                     fresh_from,
+                    funds: None,
                 }) {
                     return refuse(self, r);
                 }

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::eventfd::EventFd;
 
 use super::admission::Admission;
-use super::ledger::{Accepted, Ledger, Verified};
+use super::ledger::{Accepted, Funds, Ledger, Verified};
 use super::protocol::{Bid, Offer};
 use super::voucher::{Channel, Rejection, Voucher};
 use crate::choking::auction::Terms;
@@ -57,6 +57,9 @@ pub enum Job {
         /// The peer's address when this bid would open a fresh credit window (the connection's
         /// first): it takes one from the address's allowance ([`super::admission`]).
         fresh_from: Option<std::net::IpAddr>,
+        /// What the chain says the channel holds: filled in by the on-chain check (`[speed]
+        /// rpc`) before the bid reaches the ledger; `None` without it.
+        funds: Option<Funds>,
     },
     Voucher {
         to: PeerRef,
@@ -214,6 +217,7 @@ impl SpeedService {
                     to,
                     bid,
                     fresh_from,
+                    funds: _,
                 },
                 Some(pool),
             ) => {
@@ -288,6 +292,7 @@ fn check_bid(
     to: PeerRef,
     bid: Bid,
     fresh_from: Option<std::net::IpAddr>,
+    funds: Option<Funds>,
     ledger: &Ledger,
     guards: &mut BidGuards,
 ) -> Pending {
@@ -310,7 +315,9 @@ fn check_bid(
     Pending::Bid {
         to,
         bid,
-        reply: ledger.open_channel(bid).map_err(|_| Rejection::Overloaded),
+        reply: ledger
+            .open_channel(bid, funds)
+            .map_err(|_| Rejection::Overloaded),
         charged: fresh_from,
         reserved,
     }
@@ -386,6 +393,7 @@ enum Task {
         to: PeerRef,
         bid: Bid,
         fresh_from: Option<std::net::IpAddr>,
+        funds: Option<Funds>,
     },
     Accept {
         to: PeerRef,
@@ -457,12 +465,14 @@ fn submit_batch(batch: Vec<Job>, ledger: &Ledger, guards: &mut BidGuards) -> Vec
                 to,
                 bid,
                 fresh_from,
+                funds,
             } => tasks.push((
                 (i, 0),
                 Task::Bid {
                     to,
                     bid,
                     fresh_from,
+                    funds,
                 },
             )),
             Job::Voucher {
@@ -495,7 +505,8 @@ fn submit_batch(batch: Vec<Job>, ledger: &Ledger, guards: &mut BidGuards) -> Vec
                 to,
                 bid,
                 fresh_from,
-            } => check_bid(to, bid, fresh_from, ledger, guards),
+                funds,
+            } => check_bid(to, bid, fresh_from, funds, ledger, guards),
             Task::Accept {
                 to,
                 voucher,
@@ -754,6 +765,7 @@ mod tests {
                 to: peer(conn_id),
                 bid: Bid::sign(payer, DOMAIN, self.seeder.address(), 1, channel, 1_000),
                 fresh_from: fresh.map(|s| s.parse().unwrap()),
+                funds: None,
             }
         }
 
@@ -872,6 +884,7 @@ mod tests {
                 ..bid
             },
             fresh_from: Some("192.0.2.9".parse().unwrap()),
+            funds: None,
         };
         assert_eq!(answers(&r.run(vec![unsigned])), [(4, "bid forged")]);
         let b = Some("192.0.2.9");

@@ -23,8 +23,9 @@ use nix::sys::eventfd::EventFd;
 
 use super::{Job, Outcome, PeerRef, SpeedStats};
 use crate::speed::chain::abi;
-use crate::speed::chain::confirm::{ChannelCache, Rules, judge};
+use crate::speed::chain::confirm::{ChannelCache, Rules, judge, least_left};
 use crate::speed::chain::rpc::Rpc;
+use crate::speed::ledger::Funds;
 use crate::speed::protocol::Bid;
 use crate::speed::voucher::{Domain, Rejection};
 use crate::speed::wallet::Address;
@@ -157,12 +158,20 @@ fn check_loop(rx: Receiver<BidJob>, shared: &Shared) {
     while let Ok(job) = rx.recv() {
         let verdict = verdict(rpc.as_ref(), shared, &job.bid);
         match verdict {
-            Ok(()) => {
+            Ok(ch) => {
                 let to = job.to;
+                // The ledger subtracts what it accepted on the channel and the chain has not
+                // seen claimed yet (it alone knows), before the bid takes a paid slot.
+                let funds = Funds {
+                    deposit: ch.deposit,
+                    claimed: ch.claimed,
+                    least_left: least_left(&job.bid, shared.rules.credit_window),
+                };
                 let forwarded = shared.verifier.try_send(Job::Bid {
                     to: job.to,
                     bid: job.bid,
                     fresh_from: job.fresh_from,
+                    funds: Some(funds),
                 });
                 if forwarded.is_err() {
                     refuse(shared, to, Rejection::Overloaded);
@@ -173,8 +182,13 @@ fn check_loop(rx: Receiver<BidJob>, shared: &Shared) {
     }
 }
 
-/// Signature first (free to check, and a forged bid costs no RPC), then the channel.
-fn verdict(rpc: Option<&Rpc>, shared: &Shared, bid: &Bid) -> Result<(), Rejection> {
+/// Signature first (free to check, and a forged bid costs no RPC), then the channel, which is
+/// returned when the bid passes.
+fn verdict(
+    rpc: Option<&Rpc>,
+    shared: &Shared,
+    bid: &Bid,
+) -> Result<abi::OnChainChannel, Rejection> {
     if !bid.signed_by_payer(&shared.domain, shared.rules.me) {
         return Err(Rejection::Forged);
     }
@@ -200,7 +214,7 @@ fn verdict(rpc: Option<&Rpc>, shared: &Shared, bid: &Bid) -> Result<(), Rejectio
             ch
         }
     };
-    judge(&ch, bid, &shared.rules, now_unix())
+    judge(&ch, bid, &shared.rules, now_unix()).map(|()| ch)
 }
 
 /// Answers the worker directly with a refusal, counted.
