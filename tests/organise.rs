@@ -697,3 +697,113 @@ fn one_active_download_the_others_wait_queued_force_start_skips_the_queue() {
     leecher.stop();
     seeder.stop();
 }
+
+/// `setLocation` across file systems (the data on /dev/shm, the data root on the test's disk):
+/// the call returns while the data is still being copied, the torrent shows `moving` and the
+/// API goes on answering meanwhile; the data arrives byte for byte (a recheck finds every piece
+/// at the new place), nothing is left at the old place, and the torrent seeds from the new one.
+/// A move that cannot complete (a file of that name is in the way) leaves the torrent whole
+/// where it was, and the file in the way untouched.
+#[test]
+fn a_move_across_file_systems_runs_while_the_api_answers_and_loses_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
+    let name = "big.bin";
+    let bytes = pattern(192 << 20, 7);
+    std::fs::write(shm.path().join(name), &bytes).unwrap();
+    let t = dir.path().join("big.torrent");
+    let meta = create_torrent(&shm.path().join(name), &t, &["--piece-kib", "1024"]);
+    let small = data.join("small.bin");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(&small, pattern(100_000, 8)).unwrap();
+    let small_t = dir.path().join("small.torrent");
+    let small_meta = create_torrent(&small, &small_t, &["--piece-kib", "16"]);
+    let extra = format!(
+        "skip_check = true\n[[torrents.list]]\ntorrent = {:?}\ndata = {:?}\n",
+        t.display().to_string(),
+        shm.path().display().to_string()
+    );
+    let cfg = node_config(dir.path(), &data, &extra, "");
+    let node = RunNode::start(&cfg);
+    add_seeding(&node, &small_t, json!({}));
+    let (big, small_hash) = (hex(&meta), hex(&small_meta));
+    wait("the big torrent to seed", 30, || {
+        (torrent(&node, &big)["state"] == "seeding").then_some(())
+    });
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(&data).unwrap().dev(),
+        "the move must cross file systems"
+    );
+
+    let moved = data.join("moved");
+    let token = std::fs::read_to_string(dir.path().join("state/api-token")).unwrap();
+    let set_location = |to: &Path| {
+        let (st, body) = common::http::form_post(
+            node.api,
+            token.trim(),
+            "/api/v2/torrents/setLocation",
+            &format!("hashes={big}&location={}", to.display()),
+        );
+        assert_eq!(st, 200, "{body}");
+    };
+    set_location(&moved);
+    // Returned while the copy runs: the torrent is moving, the API answers (the other torrent,
+    // the list) until it is done.
+    let mut seen_moving = 0;
+    let mut answered_meanwhile = 0;
+    let done = wait("the move to end", 120, || {
+        let v = torrent(&node, &big);
+        if v["state"] == "moving" {
+            seen_moving += 1;
+            assert_eq!(torrent(&node, &small_hash)["state"], "seeding");
+            assert_eq!(list(&node).len(), 2);
+            answered_meanwhile += 1;
+            return None;
+        }
+        Some(v)
+    });
+    assert!(seen_moving > 0, "never seen moving: {done}");
+    eprintln!("seen moving {seen_moving} times, the API answered meanwhile");
+    assert_eq!(done["data_dir"], moved.display().to_string(), "{done}");
+    assert_eq!(std::fs::read(moved.join(name)).unwrap(), bytes);
+    assert!(!shm.path().join(name).exists(), "the source is still there");
+    let leftovers: Vec<_> = std::fs::read_dir(&moved)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from(name)]);
+    ok(
+        &node,
+        "POST",
+        &format!("/api/v1/torrents/{big}/recheck"),
+        Value::Null,
+    );
+    let checked = wait("a recheck at the new place", 60, || {
+        let v = torrent(&node, &big);
+        // `recheck` marks it checking before it answers, so seeding again is the check's end.
+        (v["state"] == "seeding").then_some(v)
+    });
+    assert_eq!(
+        checked["verified_pieces"], checked["pieces"],
+        "the moved data is not whole: {checked}"
+    );
+
+    // A file of the same name where it would go: the move stops, nothing is lost.
+    let blocked = data.join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join(name), b"someone else's").unwrap();
+    set_location(&blocked);
+    let stayed = wait("the failed move to end", 60, || {
+        let v = torrent(&node, &big);
+        (v["state"] == "seeding").then_some(v)
+    });
+    assert_eq!(stayed["data_dir"], moved.display().to_string(), "{stayed}");
+    assert_eq!(
+        std::fs::read(blocked.join(name)).unwrap(),
+        b"someone else's"
+    );
+    assert_eq!(std::fs::read(moved.join(name)).unwrap().len(), bytes.len());
+}

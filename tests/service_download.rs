@@ -118,21 +118,36 @@ fn a_torrent_without_data_downloads_through_a_tracker_survives_kill_9_and_seeds(
     let _ = seeder.child.wait();
 }
 
+/// A magnet added over the API fetches its metadata, then its data into the incomplete
+/// directory, which then moves to the data directory: renamed on one file system, copied (on
+/// the mover thread, the torrent `moving` meanwhile) when the incomplete directory is on
+/// another (/dev/shm).
 #[test]
 fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
+    for across in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let incomplete = if across {
+            shm.path().join("incomplete")
+        } else {
+            dir.path().join("incomplete")
+        };
+        magnet_then_data(dir.path(), &incomplete);
+    }
+}
+
+fn magnet_then_data(dir: &Path, incomplete: &Path) {
+    let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let payload = pattern(3 << 20, 7);
     std::fs::write(src.join("m.bin"), &payload).unwrap();
-    let t = dir.path().join("m.torrent");
+    let t = dir.join("m.torrent");
     let meta = create_torrent(&src.join("m.bin"), &t, &["--piece-kib", "64"]);
     let seeder = spawn_seeder_with(&t, &src, "127.0.0.1", &[], &[]);
-    let data = dir.path().join("data");
-    let incomplete = dir.path().join("incomplete");
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let extra = format!("incomplete_dir = {:?}\n", incomplete.display().to_string());
-    let cfg = node_config(dir.path(), &data, &extra);
+    let cfg = node_config(dir, &data, &extra);
     let node = RunNode::start(&cfg);
     let hash = ringseed::metainfo::hex(&meta.info.hash.wire_id());
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=m.bin&x.pe={}", seeder.addr);
@@ -150,8 +165,24 @@ fn a_magnet_added_over_the_api_fetches_its_metadata_then_its_data() {
     assert_eq!(std::fs::read(data.join("m.bin")).unwrap(), payload);
     assert!(!incomplete.join("m.bin").exists());
     assert_eq!(done["data_dir"], data.display().to_string());
+    assert_eq!(done["verified_pieces"], done["pieces"], "{done:#}");
     let (status, _) = http(node.api, "POST", "/api/v1/torrents", &body);
     assert_eq!(status, 409, "the same magnet twice");
+    // It seeds from the data directory: another node fetches it from this one.
+    let peer = node.peer.expect("the node's peer listener");
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    common::run_ok(
+        common::ringseed()
+            .arg("download")
+            .arg(&t)
+            .arg("--peer")
+            .arg(peer.to_string())
+            .arg("--data")
+            .arg(&other)
+            .args(["--no-trackers", "--stall-timeout", "30", "--metrics", ""]),
+    );
+    assert_eq!(std::fs::read(other.join("m.bin")).unwrap(), payload);
     let mut seeder = seeder;
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();

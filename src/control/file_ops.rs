@@ -315,6 +315,12 @@ impl Service {
                 e.meta.info.name
             )));
         }
+        if matches!(e.status, Status::Moving(_)) {
+            return Err(RenameError::Failed(format!(
+                "the data of {} is being moved: rename once the move is done",
+                e.meta.info.name
+            )));
+        }
         let index: Vec<usize> = e.meta.info.layout.data_files().map(|(i, _)| i).collect();
         let paths: Vec<Vec<String>> = e
             .meta

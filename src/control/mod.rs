@@ -230,6 +230,24 @@ enum Status {
     Checking,
     Ready,
     Error(String),
+    /// Its data is being moved (`setLocation`) by a mover thread, its torrent object closed.
+    Moving(Moving),
+}
+
+/// A torrent whose data moves: where to, and what it had when its torrent object closed (shown
+/// meanwhile, and opened again at the new place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Moving {
+    to: PathBuf,
+    /// The verified pieces (a bitfield), `None` if no torrent object was open.
+    bits: Option<Vec<u8>>,
+    verified: u32,
+    left: u64,
+    downloads: bool,
+    /// Served when the move began: served again after it unless paused meanwhile.
+    was_serving: bool,
+    /// A recheck asked for during the move, run once it is over.
+    recheck: bool,
 }
 
 /// One torrent of the service.
@@ -348,6 +366,16 @@ impl Entry {
     /// Where its files are: its data directory, and where it is being downloaded if elsewhere.
     fn dirs(&self) -> impl Iterator<Item = &Path> {
         std::iter::once(self.data_dir.as_path()).chain(self.download_dir.as_deref())
+    }
+
+    /// The first component of each of its files' paths: what moves when its data moves.
+    fn top_names(&self) -> BTreeSet<String> {
+        self.meta
+            .info
+            .layout
+            .data_files()
+            .filter_map(|(_, f)| f.path.first().cloned())
+            .collect()
     }
 }
 
@@ -1753,6 +1781,11 @@ impl Service {
     pub fn recheck(&self, id: [u8; 20]) -> Result<(), ControlError> {
         let mut all = self.lock();
         let e = all.get_mut(&id).ok_or(ControlError::NotFound(hex(&id)))?;
+        if let Status::Moving(m) = &mut e.status {
+            // Checked where the data lands, once it has.
+            m.recheck = true;
+            return Ok(());
+        }
         if e.status == Status::Checking {
             return Ok(());
         }
@@ -1776,6 +1809,15 @@ impl Service {
     /// magnets whose metadata has arrived included.
     pub fn remove(&self, id: [u8; 20], delete_data: bool) -> Result<Removal, ControlError> {
         let changing = self.changes();
+        if delete_data
+            && let Some(e) = self.lock().get(&id)
+            && matches!(e.status, Status::Moving(_))
+        {
+            return Err(ControlError::BadRequest(format!(
+                "the data of {} is being moved: delete it once the move is done",
+                e.meta.info.name
+            )));
+        }
         if !self.lock().contains_key(&id) {
             // A magnet waiting for its metadata: it leaves the state, then its fetch stops (its
             // sender dropped); it has no data yet.
@@ -1849,6 +1891,7 @@ impl Service {
         let uploaded = e.uploaded();
         let (state, error) = match &e.status {
             Status::Checking => ("checking", None),
+            Status::Moving(_) => ("moving", None),
             Status::Error(m) => ("error", Some(m.clone())),
             Status::Ready if e.queued && !e.paused => ("queued", None),
             Status::Ready if !e.serving() => ("paused", None),
@@ -1856,7 +1899,11 @@ impl Service {
             Status::Ready if e.downloading => ("downloading", None),
             Status::Ready => ("seeding", None),
         };
-        let left = e.torrent.as_ref().map_or(size, |t| t.left());
+        let left = match (&e.torrent, &e.status) {
+            (Some(t), _) => t.left(),
+            (None, Status::Moving(m)) => m.left,
+            (None, _) => size,
+        };
         TorrentView {
             info_hash: hex(id),
             name: e.meta.info.name.clone(),
@@ -1866,7 +1913,11 @@ impl Service {
             data_dir: e.data_dir.display().to_string(),
             size,
             pieces: e.meta.info.layout.num_pieces,
-            verified_pieces: e.torrent.as_ref().map_or(0, |t| t.pieces.verified.count()),
+            verified_pieces: match (&e.torrent, &e.status) {
+                (Some(t), _) => t.pieces.verified.count(),
+                (None, Status::Moving(m)) => m.verified,
+                (None, _) => 0,
+            },
             uploaded,
             ratio: if size == 0 {
                 0.0
@@ -1991,10 +2042,11 @@ impl Service {
     /// Torrents by state, for `/metrics`.
     pub fn count_by_state(&self) -> Vec<(&'static str, i64)> {
         let all = self.lock();
-        let mut counts = [0i64; 8];
+        let mut counts = [0i64; 9];
         for e in all.values() {
             let i = match &e.status {
                 Status::Checking => 0,
+                Status::Moving(_) => 8,
                 Status::Ready if e.queued && !e.paused => 7,
                 Status::Ready if !e.serving() => 2,
                 Status::Ready if e.downloading && e.download_rate < 1.0 => 5,
@@ -2016,6 +2068,7 @@ impl Service {
             "stalled",
             "metadata",
             "queued",
+            "moving",
         ]
         .into_iter()
         .zip(counts)
@@ -2179,6 +2232,7 @@ impl Service {
             }
         }
         let mut saves = Vec::new();
+        let mut moves = Vec::new();
         {
             let mut all = self.lock();
             for (id, t, bits) in synced {
@@ -2200,13 +2254,6 @@ impl Service {
                     if let Err(err) = t.files.create_missing_except(|i| skip.contains(&i)) {
                         e.status = Status::Error(format!("creating files: {err}"));
                     }
-                    if let Some(from) = e.download_dir.take()
-                        && let Err(err) = self.move_complete(id, e, &from)
-                    {
-                        tracing::error!(torrent = %e.meta.info.name, "{err}");
-                        e.download_dir = Some(from);
-                        e.status = Status::Error(err);
-                    }
                     tracing::info!(torrent = %e.meta.info.name, "download complete: seeding");
                     e.downloading = false;
                     e.download_rate = 0.0;
@@ -2215,6 +2262,28 @@ impl Service {
                     e.saved_pieces = done;
                     e.verified = Some(bits);
                     e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
+                    // Out of the incomplete directory: renamed at once on one file system (the
+                    // open files stay valid, its peers stay), else copied on the mover thread,
+                    // for a copy must not hold the torrent list (every API call and this tick).
+                    if let Some(from) = e.download_dir.clone()
+                        && e.status == Status::Ready
+                    {
+                        let tops = e.top_names();
+                        match rename_data(&tops, &from, &e.data_dir) {
+                            Ok(true) => {
+                                e.download_dir = None;
+                                tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
+                            }
+                            Ok(false) => {
+                                let to = e.data_dir.clone();
+                                moves.push(self.start_move(id, e, &to, true));
+                            }
+                            Err(err) => {
+                                tracing::error!(torrent = %e.meta.info.name, "moving the completed download (it seeds from the incomplete directory): {err}");
+                            }
+                        }
+                        e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
+                    }
                     records.push(DataSave::of(id, e));
                 } else if done != e.saved_pieces {
                     e.saved_pieces = done;
@@ -2223,6 +2292,7 @@ impl Service {
                 }
             }
         }
+        self.spawn_moves(moves);
         if saves.is_empty() && records.is_empty() {
             return;
         }
@@ -2242,37 +2312,6 @@ impl Service {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!("saving download progress: {e}");
         }
-    }
-
-    /// Moves a completed download from the incomplete directory `from` to its data directory:
-    /// a rename of its file or top directory (the open files stay valid), or on another file
-    /// system a copy, after which the torrent is reopened from its new place.
-    fn move_complete(&self, id: [u8; 20], e: &mut Entry, from: &Path) -> Result<(), String> {
-        let tops: std::collections::BTreeSet<String> = e
-            .meta
-            .info
-            .layout
-            .data_files()
-            .filter_map(|(_, f)| f.path.first().cloned())
-            .collect();
-        let copied = move_data(&tops, from, &e.data_dir)?;
-        tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
-        if copied {
-            // The files open in the engine are the removed copies: serve the new ones.
-            let (t, _) = Torrent::open(e.meta.clone(), &e.data_dir, None)
-                .map_err(|err| format!("reopening {}: {err}", e.data_dir.display()))?;
-            let was = e.serving();
-            self.unserve(id, e);
-            if let Some(old) = e.torrent.take() {
-                e.uploaded_base += old.uploaded();
-                e.org.downloaded_base += old.downloaded();
-            }
-            e.torrent = Some(Arc::new(t));
-            if was {
-                self.serve(id, e);
-            }
-        }
-        Ok(())
     }
 
     fn progress(&self) -> Vec<Progress> {
@@ -2413,26 +2452,62 @@ impl DataSave {
 /// Moves a torrent's top-level files and directories `tops` from `from` to `to` (created): a
 /// rename each (open files stay valid), or across file systems a copy and a removal. Returns
 /// whether anything was copied (the open files are then the removed copies). A name that
-/// exists at `to` already stops the move there.
+/// exists at `to` already stops the move there; a move that fails part way puts back what it
+/// had moved, so the torrent is whole at `from` again, and never removes a source before its
+/// copy is complete and durable.
 fn move_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, String> {
     std::fs::create_dir_all(to).map_err(|err| format!("creating {}: {err}", to.display()))?;
+    let mut done: Vec<&String> = Vec::new();
     let mut copied = false;
     for top in tops {
+        match move_one(&from.join(top), &to.join(top)) {
+            Ok(c) => {
+                copied |= c;
+                done.push(top);
+            }
+            Err(why) => {
+                for t in done.into_iter().rev() {
+                    if let Err(back) = move_one(&to.join(t), &from.join(t)) {
+                        tracing::error!("putting back {} after a failed move: {back}", t);
+                    }
+                }
+                return Err(why);
+            }
+        }
+    }
+    Ok(copied)
+}
+
+/// Renames a torrent's top-level files and directories `tops` from `from` into `to` (created):
+/// `Ok(true)` when every one was renamed, `Ok(false)` when they are on different file systems
+/// (nothing renamed: the caller copies), an error when a name is in the way or a rename fails
+/// (what was renamed is put back).
+fn rename_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, String> {
+    std::fs::create_dir_all(to).map_err(|err| format!("creating {}: {err}", to.display()))?;
+    let mut done: Vec<&String> = Vec::new();
+    let undo = |done: Vec<&String>| {
+        for t in done.into_iter().rev() {
+            if let Err(err) = std::fs::rename(to.join(t), from.join(t)) {
+                tracing::error!("putting back {t} after a failed rename: {err}");
+            }
+        }
+    };
+    for top in tops {
         let (src, dst) = (from.join(top), to.join(top));
-        if dst.exists() {
+        if src.symlink_metadata().is_err() {
+            continue;
+        }
+        if dst.symlink_metadata().is_ok() {
+            undo(done);
             return Err(format!("moving the data: {} exists already", dst.display()));
         }
         match std::fs::rename(&src, &dst) {
-            Ok(()) => {}
-            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
-                copy_tree(&src, &dst)
-                    .and_then(|()| remove_tree(&src))
-                    .map_err(|err| {
-                        format!("copying {} to {}: {err}", src.display(), dst.display())
-                    })?;
-                copied = true;
-            }
+            Ok(()) => done.push(top),
             Err(err) => {
+                undo(done);
+                if err.raw_os_error() == Some(libc::EXDEV) {
+                    return Ok(false);
+                }
                 return Err(format!(
                     "moving {} to {}: {err}",
                     src.display(),
@@ -2441,10 +2516,54 @@ fn move_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, St
             }
         }
     }
-    Ok(copied)
+    Ok(true)
 }
 
-/// Copies a file or a directory tree (no symlinks followed: they are refused).
+/// Moves one file or directory tree: a rename, or across file systems a copy under a
+/// temporary name beside `dst` (files and directories synced), a rename into place, and only
+/// then the removal of `src`. Returns whether it was copied.
+fn move_one(src: &Path, dst: &Path) -> Result<bool, String> {
+    if dst.symlink_metadata().is_ok() {
+        return Err(format!("moving the data: {} exists already", dst.display()));
+    }
+    match std::fs::rename(src, dst) {
+        Ok(()) => Ok(false),
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+            let name = dst
+                .file_name()
+                .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+            let tmp = dst.with_file_name(format!(".{name}.ringseed-moving"));
+            let copy = || -> std::io::Result<()> {
+                if tmp.symlink_metadata().is_ok() {
+                    // Ours, from a move that was cut short (a restart): its source is whole.
+                    remove_tree(&tmp)?;
+                }
+                copy_tree(src, &tmp)?;
+                std::fs::rename(&tmp, dst)?;
+                sync_dir(dst.parent().unwrap_or(Path::new(".")))?;
+                remove_tree(src)
+            };
+            copy().map_err(|err| {
+                let _ = remove_tree(&tmp);
+                format!("copying {} to {}: {err}", src.display(), dst.display())
+            })?;
+            Ok(true)
+        }
+        Err(err) => Err(format!(
+            "moving {} to {}: {err}",
+            src.display(),
+            dst.display()
+        )),
+    }
+}
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Copies a file or a directory tree, each file and directory synced (no symlinks followed:
+/// they are refused).
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     let m = std::fs::symlink_metadata(src)?;
     if m.is_dir() {
@@ -2453,7 +2572,7 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
             let entry = entry?;
             copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
         }
-        Ok(())
+        sync_dir(dst)
     } else if m.is_file() {
         std::fs::copy(src, dst)?;
         std::fs::File::open(dst)?.sync_all()

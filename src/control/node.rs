@@ -129,7 +129,8 @@ impl Collector for ServiceCollector {
             gauge(
                 &mut enc,
                 "ringseed_torrents_by_state",
-                "Torrents by state (checking, seeding, paused, error).",
+                "Torrents by state (checking, seeding, paused, error, downloading, stalled, \
+                 metadata, queued, moving).",
                 &by_state,
             )?;
         }

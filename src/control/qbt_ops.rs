@@ -4,11 +4,32 @@
 //! (`setLocation`, and a category's save path under automatic management).
 //!
 //! Every change follows the service's rule ([`Service::change`]): checked, saved, applied once
-//! the save is durable, under the state lock. A move is the exception that must do I/O first:
-//! the data is moved, then the new directory saved; a failed move leaves the torrent where it was.
+//! the save is durable, under the state lock. A move is the exception that must do I/O first,
+//! and may take hours across file systems: the torrent is marked `moving` under the lock, its
+//! data is moved on a mover thread with no lock held (every other call and the tick go on),
+//! then the new directory is saved and the torrent opened there; a failed move leaves the
+//! torrent where it was, with every file in its old place.
 
 use super::*;
 use crate::state::QbtSettings;
+
+/// How long a move waits for the engine's workers to let go of the torrent's files (a
+/// download's writes must not race the copy) before it moves them anyway.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One torrent's move, as the mover thread takes it.
+pub(super) struct MoveJob {
+    id: [u8; 20],
+    from: PathBuf,
+    to: PathBuf,
+    /// Its top-level files and directories present at `from`.
+    present: BTreeSet<String>,
+    /// The closed torrent object, until the last worker drops it.
+    closing: Option<std::sync::Weak<Torrent>>,
+    /// A completed download leaving the incomplete directory `from` for its data directory
+    /// `to` (else a `setLocation`: its data directory becomes `to`).
+    completing: bool,
+}
 
 /// Most trackers one torrent may have after edits, and longest tracker URL.
 pub const MAX_TRACKERS: usize = 200;
@@ -154,8 +175,11 @@ impl Service {
     }
 
     /// Moves the data of each of `ids` into `location` (inside the data root; created),
-    /// keeping it seeding or downloading from there (`torrents/setLocation`). Unknown ids are
-    /// skipped; a torrent being checked is refused.
+    /// keeping it seeding or downloading from there (`torrents/setLocation`). Returns once the
+    /// moves have begun, as qBittorrent does: each torrent shows `moving` until its data is in
+    /// place (a mover thread renames it, or copies it across file systems, with no lock held)
+    /// and it is opened there again. Unknown ids are skipped; a torrent being checked or
+    /// moved is refused.
     pub fn set_location(&self, ids: &[[u8; 20]], location: &str) -> Result<(), ControlError> {
         let root = self.options().data_root.ok_or_else(|| {
             ControlError::BadRequest(
@@ -165,83 +189,202 @@ impl Service {
         let dir = confine_save_path(&root, location)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| ControlError::Io(format!("creating {}: {e}", dir.display())))?;
-        let _changing = self.changes();
-        for id in ids {
-            self.relocate(*id, &dir)?;
-        }
-        Ok(())
+        let mut jobs = Vec::new();
+        let begun = {
+            let _changing = self.changes();
+            ids.iter().try_for_each(|id| {
+                if let Some(job) = self.begin_move(*id, &dir)? {
+                    jobs.push(job);
+                }
+                Ok(())
+            })
+        };
+        self.spawn_moves(jobs);
+        begun
     }
 
-    /// Moves one torrent's data to `dir` and reopens it there.
-    fn relocate(&self, id: [u8; 20], dir: &Path) -> Result<(), ControlError> {
+    /// Runs `jobs` in order on a mover thread (on this one if no thread can start, rather than
+    /// leave the torrents `moving`).
+    pub(super) fn spawn_moves(&self, jobs: Vec<MoveJob>) {
+        if !jobs.is_empty() {
+            let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(jobs)));
+            let run = |mover: &Service, q: &Mutex<std::collections::VecDeque<MoveJob>>| {
+                while let Some(job) = crate::engine::lock(q).pop_front() {
+                    mover.run_move(job);
+                }
+            };
+            let (mover, q) = (self.clone(), queue.clone());
+            let started = std::thread::Builder::new()
+                .name("ringseed-move".into())
+                .spawn(move || run(&mover, &q));
+            if let Err(e) = started {
+                // No thread to spare: move here rather than leave the torrents `moving`.
+                tracing::warn!("starting a mover thread: {e}; moving on the caller's thread");
+                run(self, &queue);
+            }
+        }
+    }
+
+    /// The first step of a move, under the state lock: closes the torrent object (its totals
+    /// kept), marks the entry `moving` and returns what the mover needs; `None` when there is
+    /// nothing to move.
+    fn begin_move(&self, id: [u8; 20], dir: &Path) -> Result<Option<MoveJob>, ControlError> {
         let mut all = self.lock();
         let Some(e) = all.get_mut(&id) else {
-            return Ok(());
+            return Ok(None);
         };
         if e.data_dir == dir {
-            return Ok(());
+            return Ok(None);
         }
-        if e.status == Status::Checking {
-            return Err(ControlError::BadRequest(format!(
-                "{} is being checked: move it once the check is done",
-                e.meta.info.name
-            )));
+        match &e.status {
+            Status::Checking => {
+                return Err(ControlError::BadRequest(format!(
+                    "{} is being checked: move it once the check is done",
+                    e.meta.info.name
+                )));
+            }
+            Status::Moving(m) if m.to == dir => return Ok(None),
+            Status::Moving(_) => {
+                return Err(ControlError::BadRequest(format!(
+                    "the data of {} is being moved already: move it again once it is done",
+                    e.meta.info.name
+                )));
+            }
+            Status::Ready | Status::Error(_) => {}
         }
-        let from = e.data_dir.clone();
-        // A download in the incomplete directory has nothing in its data directory yet: only
-        // where it goes once complete changes.
-        let data_here = e.download_dir.is_none();
+        Ok(Some(self.start_move(id, e, dir, false)))
+    }
+
+    /// Closes an entry's torrent object (its totals kept), marks it `moving` to `to` and
+    /// returns the mover's job: its data directory's files (a `setLocation`; none for a
+    /// download still in the incomplete directory, whose data directory is only where it goes
+    /// once complete), or with `completing` those of its incomplete directory.
+    pub(super) fn start_move(
+        &self,
+        id: [u8; 20],
+        e: &mut Entry,
+        to: &Path,
+        completing: bool,
+    ) -> MoveJob {
+        let dir = to;
+        let (from, data_here) = match (&e.download_dir, completing) {
+            (Some(d), true) => (d.clone(), true),
+            (d, _) => (e.data_dir.clone(), d.is_none()),
+        };
         let was_serving = e.serving();
         self.unserve(id, e);
         let old = e.torrent.take();
-        let bits = old.as_ref().map(|t| t.verified_bitfield());
-        let downloads = old.as_ref().is_some_and(|t| t.downloads());
+        let size = e.meta.info.layout.total_length;
+        let moving = Moving {
+            to: dir.to_path_buf(),
+            bits: old.as_ref().map(|t| t.verified_bitfield()),
+            verified: old.as_ref().map_or(0, |t| t.pieces.verified.count()),
+            left: old.as_ref().map_or(size, |t| t.left()),
+            // A completed download seeds from its new place (as its files were all written).
+            downloads: !completing && old.as_ref().is_some_and(|t| t.downloads()),
+            was_serving,
+            recheck: false,
+        };
         if let Some(o) = &old {
             e.uploaded_base += o.uploaded();
             e.org.downloaded_base += o.downloaded();
         }
-        // the files close before they move (a copy across file systems must not race writes)
+        // The workers drop their handles as they let the torrent go; the mover waits for the
+        // last one, so no write of a download races the copy.
+        let closing = old.as_ref().map(Arc::downgrade);
         drop(old);
-        let tops: BTreeSet<String> = e
-            .meta
-            .info
-            .layout
-            .data_files()
-            .filter_map(|(_, f)| f.path.first().cloned())
-            .collect();
-        let moved = if data_here {
-            let present: BTreeSet<String> = tops
-                .iter()
+        let present: BTreeSet<String> = if data_here {
+            e.top_names()
+                .into_iter()
                 .filter(|t| from.join(t).symlink_metadata().is_ok())
-                .cloned()
-                .collect();
-            move_data(&present, &from, dir).map(drop)
+                .collect()
         } else {
-            Ok(())
+            BTreeSet::new()
         };
-        let now_dir = if moved.is_ok() {
-            dir.to_path_buf()
-        } else {
-            from.clone()
+        e.status = Status::Moving(moving);
+        tracing::info!(to = %dir.display(), "moving the data of {}", e.meta.info.name);
+        MoveJob {
+            id,
+            from,
+            to: dir.to_path_buf(),
+            present,
+            closing,
+            completing,
+        }
+    }
+
+    /// The rest of a move, on the mover thread: the files move with no lock held; then, under
+    /// the state lock again, the entry takes its new place (or stays at the old one if the
+    /// move failed, with nothing lost), opens there, is saved and served as it was.
+    fn run_move(&self, job: MoveJob) {
+        if let Some(w) = &job.closing {
+            let until = std::time::Instant::now() + CLOSE_WAIT;
+            while w.strong_count() > 0 && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let moved = move_data(&job.present, &job.from, &job.to).map(drop);
+        let _changing = self.changes();
+        let mut all = self.lock();
+        let Some(e) = all.get_mut(&job.id) else {
+            // Removed (without its data) while it moved: the data stays where it went.
+            tracing::info!(to = %job.to.display(), "moved the data of a removed torrent ({})", hex(&job.id));
+            return;
         };
-        e.data_dir = now_dir.clone();
-        self.reopen(id, e, bits.as_deref(), downloads, was_serving);
+        let Status::Moving(m) = std::mem::replace(&mut e.status, Status::Ready) else {
+            return;
+        };
+        match (&moved, job.completing) {
+            // Complete where it belongs: no incomplete directory any more.
+            (Ok(()), true) => e.download_dir = None,
+            (Ok(()), false) => e.data_dir = job.to.clone(),
+            // Still where it was: its incomplete directory, or its old data directory.
+            (Err(_), _) => {}
+        }
+        let now_dir = e.data_dir.clone();
+        self.reopen(
+            job.id,
+            e,
+            m.bits.as_deref(),
+            m.downloads,
+            m.was_serving && !e.paused,
+        );
         e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
-        let save = DataSave::of(id, e);
+        if let Err(why) = &moved {
+            // As qBittorrent: the torrent goes on where its data still is, the failure logged.
+            tracing::error!(
+                "moving the data of {} (it stays where it was): {why}",
+                e.meta.info.name
+            );
+        } else {
+            tracing::info!(to = %job.to.display(), "moved the data of {}", e.meta.info.name);
+        }
+        let save = DataSave::of(job.id, e);
         let new_dir = now_dir.display().to_string();
+        let recheck = m.recheck && e.status == Status::Ready;
+        if recheck {
+            e.status = Status::Checking;
+        }
         drop(all);
         let saved = self.inner.db.call(move |c| {
-            state::save_data_dir(c, &id, &new_dir)?;
+            state::save_data_dir(c, &job.id, &new_dir)?;
             save.run(c)
         });
-        saved?.recv_result()?;
-        match moved {
-            Ok(()) => {
-                tracing::info!(to = %dir.display(), "moved the data of {}", hex(&id));
-                Ok(())
-            }
-            Err(why) => Err(ControlError::Io(why)),
+        if let Err(err) = saved
+            .map_err(ControlError::from)
+            .and_then(|r| Ok(r.recv_result()?))
+        {
+            self.inner
+                .counters
+                .db_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("saving the new place of {}: {err}", hex(&job.id));
         }
+        if recheck {
+            let _ = self.inner.checks.send((job.id, CheckReason::Requested));
+        }
+        drop(_changing);
+        self.apply_queue();
     }
 
     /// Opens an entry's torrent object again where its data is now (its download directory,

@@ -66,6 +66,7 @@ pub fn state(f: &Facts) -> &'static str {
         "checking" if complete => "checkingUP",
         "checking" => "checkingDL",
         "error" => "error",
+        "moving" => "moving",
         "queued" if complete => "queuedUP",
         "queued" => "queuedDL",
         "downloading" | "stalled" if f.view.force_start => "forcedDL",
