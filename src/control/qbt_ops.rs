@@ -331,6 +331,10 @@ impl Service {
             tracing::info!(to = %job.to.display(), "moved the data of a removed torrent ({})", hex(&job.id));
             return;
         };
+        // Removed and added again meanwhile: that entry is not this move's.
+        if !matches!(e.status, Status::Moving(_)) {
+            return;
+        }
         let Status::Moving(m) = std::mem::replace(&mut e.status, Status::Ready) else {
             return;
         };
