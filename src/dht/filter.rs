@@ -12,12 +12,11 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mainline::{RequestFilter, RequestSpecific};
-
-use super::stats::DhtStats;
 
 /// How fast a node answers queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +84,20 @@ impl Verdict {
             Verdict::NodeBusy => "node_busy",
             Verdict::TooManySources => "too_many_sources",
         }
+    }
+}
+
+/// Incoming queries counted by [`Verdict`] (shared with the node's statistics).
+#[derive(Debug, Default)]
+pub struct QueryCounts([AtomicU64; Verdict::ALL.len()]);
+
+impl QueryCounts {
+    pub fn count(&self, v: Verdict) {
+        self.0[v as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, v: Verdict) -> u64 {
+        self.0[v as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -209,19 +222,19 @@ impl QueryLimiter {
     }
 }
 
-/// The limiter as mainline's request filter: shared by the server's clones, counting what it
-/// refuses in the node's [`DhtStats`].
+/// The limiter as mainline's request filter: shared by the server's clones, counting every
+/// query by its verdict in `counts` (the node's statistics hold them).
 #[derive(Debug, Clone)]
 pub struct QueryFilter {
     limiter: Arc<Mutex<QueryLimiter>>,
-    stats: Arc<DhtStats>,
+    counts: Arc<QueryCounts>,
 }
 
 impl QueryFilter {
-    pub fn new(limits: QueryLimits, stats: Arc<DhtStats>) -> QueryFilter {
+    pub fn new(limits: QueryLimits, counts: Arc<QueryCounts>) -> QueryFilter {
         QueryFilter {
             limiter: Arc::new(Mutex::new(QueryLimiter::new(limits, Instant::now()))),
-            stats,
+            counts,
         }
     }
 }
@@ -233,7 +246,7 @@ impl RequestFilter for QueryFilter {
             // A panic elsewhere while holding the lock: answer nothing rather than unbounded.
             Err(_) => Verdict::NodeBusy,
         };
-        self.stats.count_query(verdict);
+        self.counts.count(verdict);
         verdict == Verdict::Answer
     }
 }

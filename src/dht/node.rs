@@ -140,7 +140,10 @@ impl Dht {
                 .port(port)
                 .bind_address(bind)
                 .server_settings(mainline::ServerSettings {
-                    filter: Box::new(QueryFilter::new(o.limits.queries, stats.clone())),
+                    filter: Box::new(QueryFilter::new(
+                        o.limits.queries,
+                        stats.query_counts.clone(),
+                    )),
                     ..Default::default()
                 });
             if bootstrap.is_empty() {

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::filter::Verdict;
+use std::sync::Arc;
+
+use super::filter::{QueryCounts, Verdict};
 
 /// Counters of one DHT node. All monotonic except `nodes` (the routing table's size when last
 /// looked at) and `port`.
@@ -25,9 +27,9 @@ pub struct DhtStats {
     pub peers_found: AtomicU64,
     /// Addresses dropped because a lookup had already taken `max_peers_per_lookup`.
     pub peers_dropped: AtomicU64,
-    /// Incoming queries by what the node did with them, indexed by [`Verdict`] (answered, or
-    /// why not).
-    pub queries: [AtomicU64; Verdict::ALL.len()],
+    /// Incoming queries by what the node did with them (answered, or why not), counted by the
+    /// node's query filter.
+    pub query_counts: Arc<QueryCounts>,
 }
 
 /// The DHT as the API shows it (`GET /api/v1/stats`).
@@ -48,14 +50,9 @@ impl DhtStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// One incoming query, and what became of it.
-    pub fn count_query(&self, verdict: Verdict) {
-        Self::add(&self.queries[verdict as usize], 1);
-    }
-
     /// Incoming queries so far with `verdict`.
     pub fn queries(&self, verdict: Verdict) -> u64 {
-        self.queries[verdict as usize].load(Ordering::Relaxed)
+        self.query_counts.get(verdict)
     }
 
     pub fn status(&self) -> DhtStatus {
