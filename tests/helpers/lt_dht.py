@@ -138,7 +138,18 @@ def leech(magnet, save_path, bootstrap_port, timeout="60", mode="retry"):
             asked = time.monotonic()
             h.force_dht_announce()
     s = h.status()
-    print(json.dumps({"done": bool(s.is_seeding), "seconds": time.monotonic() - start,
+    seconds = time.monotonic() - start
+    if s.is_seeding:
+        # As in lt_tool.py's download: a piece can pass its hash check from libtorrent's store
+        # buffer before its write reached the file, and os._exit below would lose that write
+        # (seen once as a file that differed from the payload, under load). Wait for the flush.
+        h.flush_cache()
+        flush_deadline = time.monotonic() + 30
+        flushed = False
+        while not flushed and time.monotonic() < flush_deadline:
+            ses.wait_for_alert(100)
+            flushed = any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts())
+    print(json.dumps({"done": bool(s.is_seeding), "seconds": seconds,
                       "metadata_s": metadata_s, "state": str(s.state),
                       "peers": sorted(peers)}), flush=True)
     os._exit(0)  # skip the session teardown (the binding has crashed in it under load)
