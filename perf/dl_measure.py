@@ -186,12 +186,9 @@ def lt_leech(source, save_path, peer, timeout="600"):
     done = bool(s.is_seeding or finished)
     if done:
         # As lt_tool.py: wait until this torrent's writes have reached the file before leaving.
-        h.flush_cache()
-        flush_deadline = time.monotonic() + 30
-        flushed = False
-        while not flushed and time.monotonic() < flush_deadline:
-            ses.wait_for_alert(100)
-            flushed = any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts())
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "helpers"))
+        from lt_flush import wait_flushed
+        wait_flushed(ses, h)
     print(json.dumps({"done": done, "bytes": s.total_wanted_done, "state": str(s.state)}), flush=True)
     os._exit(0)  # python3-libtorrent 2.0.8 has crashed in the session's teardown
 

@@ -603,16 +603,17 @@ fn bids_are_checked_on_chain_before_paid_slots() {
         };
         start_standalone(&setup).unwrap()
     };
+    let peer = |conn_id: u64| PeerRef {
+        worker: 0,
+        slot: 0,
+        conn_id,
+    };
     let ask = |svc: &ringseed::speed::service::SpeedService,
                rx: &crossbeam_channel::Receiver<Outcome>,
                conn_id: u64,
                bid: Bid|
      -> Result<u128, Rejection> {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id,
-        };
+        let to = peer(conn_id);
         svc.submit(Job::Bid {
             to,
             bid,
@@ -663,13 +664,8 @@ fn bids_are_checked_on_chain_before_paid_slots() {
     // still shows the whole deposit, the ledger knows most of it is owed. One credit window
     // (256 KiB) at 1 BTT per MiB needs BTT / 4 left.
     let pay = |conn_id: u64, amount: u128| {
-        let to = PeerRef {
-            worker: 0,
-            slot: 0,
-            conn_id,
-        };
         svc.submit(Job::Voucher {
-            to,
+            to: peer(conn_id),
             voucher: Voucher::sign(&payer, domain, id(6), me, amount),
             payer: payer.address(),
             cap: BTT,

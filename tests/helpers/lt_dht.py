@@ -29,6 +29,7 @@ import sys
 import time
 
 import libtorrent as lt
+from lt_flush import wait_flushed
 
 faulthandler.enable()
 
@@ -140,15 +141,8 @@ def leech(magnet, save_path, bootstrap_port, timeout="60", mode="retry"):
     s = h.status()
     seconds = time.monotonic() - start
     if s.is_seeding:
-        # As in lt_tool.py's download: a piece can pass its hash check from libtorrent's store
-        # buffer before its write reached the file, and os._exit below would lose that write
-        # (seen once as a file that differed from the payload, under load). Wait for the flush.
-        h.flush_cache()
-        flush_deadline = time.monotonic() + 30
-        flushed = False
-        while not flushed and time.monotonic() < flush_deadline:
-            ses.wait_for_alert(100)
-            flushed = any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts())
+        # Seen once as a file that differed from the payload, under load, before this wait.
+        wait_flushed(ses, h)
     print(json.dumps({"done": bool(s.is_seeding), "seconds": seconds,
                       "metadata_s": metadata_s, "state": str(s.state),
                       "peers": sorted(peers)}), flush=True)

@@ -31,6 +31,7 @@ import sys
 import time
 
 import libtorrent as lt
+from lt_flush import wait_flushed
 
 # python3-libtorrent 2.0.8 has died of SIGSEGV under load; if it does, the Python stack goes to
 # stderr, which the tests print with the failure.
@@ -180,15 +181,8 @@ def download(path, save_path, peer, timeout="120"):
     secs = time.monotonic() - start
     s = h.status()
     if s.is_seeding:
-        # A piece can pass its hash check from libtorrent's store buffer before its write has
-        # reached the file; os._exit below would then lose it (seen as a file that differs
-        # from the payload about 1 run in 6). Wait until this torrent's writes are flushed.
-        h.flush_cache()
-        flush_deadline = time.monotonic() + 30
-        flushed = False
-        while not flushed and time.monotonic() < flush_deadline:
-            ses.wait_for_alert(100)
-            flushed = any(isinstance(a, lt.cache_flushed_alert) for a in ses.pop_alerts())
+        # Without it, a file that differs from the payload about 1 run in 6 (lt_flush.py).
+        wait_flushed(ses, h)
     print(json.dumps({"done": bool(s.is_seeding), "seconds": secs, "bytes": s.total_wanted_done,
                       "rate": s.total_wanted_done / secs if secs else 0, "state": str(s.state),
                       "error": str(s.errc.message()) if s.errc.value() else ""}), flush=True)
