@@ -112,13 +112,33 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, hash: [u8; 20]) -> bool {
             );
             let mut body = Vec::new();
             let _ = s.read_to_end(&mut body);
-            if body.windows(8).any(|w| w == b"interval") {
+            // HTTP answers; the UDP port must too (a port free for TCP may be taken for UDP,
+            // and a UDP announce would then fail at once and fall to the next tier).
+            if body.windows(8).any(|w| w == b"interval") && udp_ready(addr) {
                 return true;
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Whether a BEP 15 `connect` to `addr` over UDP is answered (within 500 ms).
+fn udp_ready(addr: SocketAddr) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind((addr.ip(), 0)) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut req = Vec::with_capacity(16);
+    req.extend_from_slice(&0x0417_2710_1980u64.to_be_bytes());
+    req.extend_from_slice(&0u32.to_be_bytes()); // action: connect
+    req.extend_from_slice(&0x5eed_0001u32.to_be_bytes()); // transaction id
+    if sock.send_to(&req, addr).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(sock.recv_from(&mut buf), Ok((n, from)) if n >= 16 && from == addr
+        && buf[..4] == [0, 0, 0, 0] && buf[4..8] == 0x5eed_0001u32.to_be_bytes())
 }
 
 fn make_world_readable(dir: &Path) {
