@@ -2752,6 +2752,74 @@ fn dir_beneath(root: &std::os::fd::OwnedFd, rel: &Path) -> nix::Result<std::os::
 mod tests {
     use super::*;
 
+    /// A tree of two top-level items, `a/x.bin` and `b.bin`, under `dir`.
+    fn two_tops(dir: &Path) -> BTreeSet<String> {
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/x.bin"), b"xxxx").unwrap();
+        std::fs::write(dir.join("b.bin"), b"bbbb").unwrap();
+        ["a", "b.bin"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_move_that_fails_part_way_puts_back_what_it_moved() {
+        // On one file system (renames) and across two (copies: /dev/shm to the disk).
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        for (from, to) in [
+            (disk.path().join("from"), disk.path().join("to")),
+            (shm.path().join("from"), disk.path().join("across")),
+        ] {
+            let tops = two_tops(&from);
+            // `b.bin` is in the way at the target: `a` moves first, then comes back.
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::write(to.join("b.bin"), b"someone else's").unwrap();
+            let err = move_data(&tops, &from, &to).unwrap_err();
+            assert!(err.contains("exists already"), "{err}");
+            assert_eq!(std::fs::read(from.join("a/x.bin")).unwrap(), b"xxxx");
+            assert_eq!(std::fs::read(from.join("b.bin")).unwrap(), b"bbbb");
+            assert!(!to.join("a").exists(), "{}", to.display());
+            assert_eq!(std::fs::read(to.join("b.bin")).unwrap(), b"someone else's");
+            // With the way clear it moves, and nothing is left behind (no temporary names).
+            std::fs::remove_file(to.join("b.bin")).unwrap();
+            let copied = move_data(&tops, &from, &to).unwrap();
+            assert_eq!(copied, from.starts_with(shm.path()));
+            assert_eq!(std::fs::read(to.join("a/x.bin")).unwrap(), b"xxxx");
+            assert_eq!(std::fs::read(to.join("b.bin")).unwrap(), b"bbbb");
+            let mut left: Vec<_> = std::fs::read_dir(&to)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, ["a", "b.bin"]);
+            assert_eq!(std::fs::read_dir(&from).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn renaming_a_completed_download_renames_all_or_nothing() {
+        let disk = tempfile::tempdir().unwrap();
+        let (from, to) = (disk.path().join("incomplete"), disk.path().join("data"));
+        let tops = two_tops(&from);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(to.join("b.bin"), b"in the way").unwrap();
+        assert!(rename_data(&tops, &from, &to).is_err());
+        assert!(from.join("a/x.bin").exists() && from.join("b.bin").exists());
+        assert!(!to.join("a").exists());
+        std::fs::remove_file(to.join("b.bin")).unwrap();
+        assert_eq!(rename_data(&tops, &from, &to), Ok(true));
+        assert!(to.join("a/x.bin").exists() && to.join("b.bin").exists());
+        // Across file systems nothing is renamed: the caller copies on the mover thread.
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let tops = two_tops(&shm.path().join("incomplete"));
+        let target = disk.path().join("data2");
+        assert_eq!(
+            rename_data(&tops, &shm.path().join("incomplete"), &target),
+            Ok(false)
+        );
+        assert!(shm.path().join("incomplete/a/x.bin").exists());
+        assert!(!target.join("a").exists());
+    }
+
     #[test]
     fn limits_own_before_global() {
         let none = Limits::default();
