@@ -368,13 +368,15 @@ impl Entry {
         std::iter::once(self.data_dir.as_path()).chain(self.download_dir.as_deref())
     }
 
-    /// The first component of each of its files' paths: what moves when its data moves.
-    fn top_names(&self) -> BTreeSet<String> {
+    /// The first component of each of its files' paths that is present in `dir`: what moves
+    /// when its data moves from there.
+    fn tops_at(&self, dir: &Path) -> BTreeSet<String> {
         self.meta
             .info
             .layout
             .data_files()
             .filter_map(|(_, f)| f.path.first().cloned())
+            .filter(|t| dir.join(t).symlink_metadata().is_ok())
             .collect()
     }
 }
@@ -2268,13 +2270,13 @@ impl Service {
                     if let Some(from) = e.download_dir.clone()
                         && e.status == Status::Ready
                     {
-                        let tops = e.top_names();
-                        match rename_data(&tops, &from, &e.data_dir) {
-                            Ok(true) => {
+                        let tops = e.tops_at(&from);
+                        match move_data(&tops, &from, &e.data_dir, Across::Stop) {
+                            Ok(Moved::Renamed | Moved::Copied) => {
                                 e.download_dir = None;
                                 tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
                             }
-                            Ok(false) => {
+                            Ok(Moved::Apart) => {
                                 let to = e.data_dir.clone();
                                 moves.push(self.start_move(id, e, &to, true));
                             }
@@ -2449,85 +2451,74 @@ impl DataSave {
     }
 }
 
+/// What [`move_data`] does with files on another file system than their target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Across {
+    /// Copies them (under a temporary name, synced), then removes the sources.
+    Copy,
+    /// Moves nothing, and says so ([`Moved::Apart`]): the caller copies elsewhere.
+    Stop,
+}
+
+/// What [`move_data`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    /// Every item renamed (open files stay valid).
+    Renamed,
+    /// At least one item copied (open files are the removed copies).
+    Copied,
+    /// Nothing moved: the target is on another file system ([`Across::Stop`]).
+    Apart,
+}
+
 /// Moves a torrent's top-level files and directories `tops` from `from` to `to` (created): a
-/// rename each (open files stay valid), or across file systems a copy and a removal. Returns
-/// whether anything was copied (the open files are then the removed copies). A name that
-/// exists at `to` already stops the move there; a move that fails part way puts back what it
-/// had moved, so the torrent is whole at `from` again, and never removes a source before its
-/// copy is complete and durable.
-fn move_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, String> {
+/// rename each, or across file systems what `across` says. A name that exists at `to` already
+/// stops the move there; a move that fails part way (or stops at another file system) puts back
+/// what it had moved, so the torrent is whole at `from` again, and never removes a source
+/// before its copy is complete and durable.
+fn move_data(
+    tops: &BTreeSet<String>,
+    from: &Path,
+    to: &Path,
+    across: Across,
+) -> Result<Moved, String> {
     std::fs::create_dir_all(to).map_err(|err| format!("creating {}: {err}", to.display()))?;
     let mut done: Vec<&String> = Vec::new();
-    let mut copied = false;
+    let mut moved = Moved::Renamed;
     for top in tops {
-        match move_one(&from.join(top), &to.join(top)) {
-            Ok(c) => {
-                copied |= c;
+        let stop = match move_one(&from.join(top), &to.join(top), across) {
+            Ok(Moved::Apart) => Ok(Moved::Apart),
+            Ok(m) => {
+                if m == Moved::Copied {
+                    moved = Moved::Copied;
+                }
                 done.push(top);
+                continue;
             }
-            Err(why) => {
-                for t in done.into_iter().rev() {
-                    if let Err(back) = move_one(&to.join(t), &from.join(t)) {
-                        tracing::error!("putting back {} after a failed move: {back}", t);
-                    }
-                }
-                return Err(why);
-            }
-        }
-    }
-    Ok(copied)
-}
-
-/// Renames a torrent's top-level files and directories `tops` from `from` into `to` (created):
-/// `Ok(true)` when every one was renamed, `Ok(false)` when they are on different file systems
-/// (nothing renamed: the caller copies), an error when a name is in the way or a rename fails
-/// (what was renamed is put back).
-fn rename_data(tops: &BTreeSet<String>, from: &Path, to: &Path) -> Result<bool, String> {
-    std::fs::create_dir_all(to).map_err(|err| format!("creating {}: {err}", to.display()))?;
-    let mut done: Vec<&String> = Vec::new();
-    let undo = |done: Vec<&String>| {
+            Err(why) => Err(why),
+        };
         for t in done.into_iter().rev() {
-            if let Err(err) = std::fs::rename(to.join(t), from.join(t)) {
-                tracing::error!("putting back {t} after a failed rename: {err}");
+            if let Err(back) = move_one(&to.join(t), &from.join(t), Across::Copy) {
+                tracing::error!("putting back {} after a failed move: {back}", t);
             }
         }
-    };
-    for top in tops {
-        let (src, dst) = (from.join(top), to.join(top));
-        if src.symlink_metadata().is_err() {
-            continue;
-        }
-        if dst.symlink_metadata().is_ok() {
-            undo(done);
-            return Err(format!("moving the data: {} exists already", dst.display()));
-        }
-        match std::fs::rename(&src, &dst) {
-            Ok(()) => done.push(top),
-            Err(err) => {
-                undo(done);
-                if err.raw_os_error() == Some(libc::EXDEV) {
-                    return Ok(false);
-                }
-                return Err(format!(
-                    "moving {} to {}: {err}",
-                    src.display(),
-                    dst.display()
-                ));
-            }
-        }
+        return stop;
     }
-    Ok(true)
+    Ok(moved)
 }
 
-/// Moves one file or directory tree: a rename, or across file systems a copy under a
-/// temporary name beside `dst` (files and directories synced), a rename into place, and only
-/// then the removal of `src`. Returns whether it was copied.
-fn move_one(src: &Path, dst: &Path) -> Result<bool, String> {
+/// Moves one file or directory tree: a rename, or across file systems (with [`Across::Copy`])
+/// a copy under a temporary name beside `dst` (files and directories synced), a rename into
+/// place, and only then the removal of `src`.
+fn move_one(src: &Path, dst: &Path, across: Across) -> Result<Moved, String> {
     if dst.symlink_metadata().is_ok() {
         return Err(format!("moving the data: {} exists already", dst.display()));
     }
     match std::fs::rename(src, dst) {
-        Ok(()) => Ok(false),
+        Ok(()) => Ok(Moved::Renamed),
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) && across == Across::Stop => {
+            Ok(Moved::Apart)
+        }
         Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
             let name = dst
                 .file_name()
@@ -2547,7 +2538,7 @@ fn move_one(src: &Path, dst: &Path) -> Result<bool, String> {
                 let _ = remove_tree(&tmp);
                 format!("copying {} to {}: {err}", src.display(), dst.display())
             })?;
-            Ok(true)
+            Ok(Moved::Copied)
         }
         Err(err) => Err(format!(
             "moving {} to {}: {err}",
@@ -2773,7 +2764,7 @@ mod tests {
             // `b.bin` is in the way at the target: `a` moves first, then comes back.
             std::fs::create_dir_all(&to).unwrap();
             std::fs::write(to.join("b.bin"), b"someone else's").unwrap();
-            let err = move_data(&tops, &from, &to).unwrap_err();
+            let err = move_data(&tops, &from, &to, Across::Copy).unwrap_err();
             assert!(err.contains("exists already"), "{err}");
             assert_eq!(std::fs::read(from.join("a/x.bin")).unwrap(), b"xxxx");
             assert_eq!(std::fs::read(from.join("b.bin")).unwrap(), b"bbbb");
@@ -2781,8 +2772,8 @@ mod tests {
             assert_eq!(std::fs::read(to.join("b.bin")).unwrap(), b"someone else's");
             // With the way clear it moves, and nothing is left behind (no temporary names).
             std::fs::remove_file(to.join("b.bin")).unwrap();
-            let copied = move_data(&tops, &from, &to).unwrap();
-            assert_eq!(copied, from.starts_with(shm.path()));
+            let moved = move_data(&tops, &from, &to, Across::Copy).unwrap();
+            assert_eq!(moved == Moved::Copied, from.starts_with(shm.path()));
             assert_eq!(std::fs::read(to.join("a/x.bin")).unwrap(), b"xxxx");
             assert_eq!(std::fs::read(to.join("b.bin")).unwrap(), b"bbbb");
             let mut left: Vec<_> = std::fs::read_dir(&to)
@@ -2796,25 +2787,28 @@ mod tests {
     }
 
     #[test]
-    fn renaming_a_completed_download_renames_all_or_nothing() {
+    fn stopping_at_another_file_system_renames_all_or_nothing() {
         let disk = tempfile::tempdir().unwrap();
         let (from, to) = (disk.path().join("incomplete"), disk.path().join("data"));
         let tops = two_tops(&from);
         std::fs::create_dir_all(&to).unwrap();
         std::fs::write(to.join("b.bin"), b"in the way").unwrap();
-        assert!(rename_data(&tops, &from, &to).is_err());
+        assert!(move_data(&tops, &from, &to, Across::Stop).is_err());
         assert!(from.join("a/x.bin").exists() && from.join("b.bin").exists());
         assert!(!to.join("a").exists());
         std::fs::remove_file(to.join("b.bin")).unwrap();
-        assert_eq!(rename_data(&tops, &from, &to), Ok(true));
+        assert_eq!(
+            move_data(&tops, &from, &to, Across::Stop),
+            Ok(Moved::Renamed)
+        );
         assert!(to.join("a/x.bin").exists() && to.join("b.bin").exists());
         // Across file systems nothing is renamed: the caller copies on the mover thread.
         let shm = tempfile::tempdir_in("/dev/shm").unwrap();
         let tops = two_tops(&shm.path().join("incomplete"));
         let target = disk.path().join("data2");
         assert_eq!(
-            rename_data(&tops, &shm.path().join("incomplete"), &target),
-            Ok(false)
+            move_data(&tops, &shm.path().join("incomplete"), &target, Across::Stop),
+            Ok(Moved::Apart)
         );
         assert!(shm.path().join("incomplete/a/x.bin").exists());
         assert!(!target.join("a").exists());

@@ -294,10 +294,7 @@ impl Service {
         let closing = old.as_ref().map(Arc::downgrade);
         drop(old);
         let present: BTreeSet<String> = if data_here {
-            e.top_names()
-                .into_iter()
-                .filter(|t| from.join(t).symlink_metadata().is_ok())
-                .collect()
+            e.tops_at(&from)
         } else {
             BTreeSet::new()
         };
@@ -323,7 +320,7 @@ impl Service {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
-        let moved = move_data(&job.present, &job.from, &job.to).map(drop);
+        let moved = move_data(&job.present, &job.from, &job.to, Across::Copy).map(drop);
         let _changing = self.changes();
         let mut all = self.lock();
         let Some(e) = all.get_mut(&job.id) else {
