@@ -255,7 +255,7 @@ impl Service {
         Ok(Some(self.start_move(id, e, dir, false)))
     }
 
-    /// Closes an entry's torrent object (its totals kept), marks it `moving` to `to` and
+    /// Closes an entry's torrent object (its totals kept), marks it `moving` to `dir` and
     /// returns the mover's job: its data directory's files (a `setLocation`; none for a
     /// download still in the incomplete directory, whose data directory is only where it goes
     /// once complete), or with `completing` those of its incomplete directory.
@@ -263,10 +263,9 @@ impl Service {
         &self,
         id: [u8; 20],
         e: &mut Entry,
-        to: &Path,
+        dir: &Path,
         completing: bool,
     ) -> MoveJob {
-        let dir = to;
         let (from, data_here) = match (&e.download_dir, completing) {
             (Some(d), true) => (d.clone(), true),
             (d, _) => (e.data_dir.clone(), d.is_none()),
