@@ -702,6 +702,42 @@ fn a_flood_of_queries_is_answered_within_the_rates_of_its_source_and_of_the_node
     assert_eq!(dht.stats().queries(Verdict::Answer), answered as u64);
 }
 
+/// libtorrent's queries carry 2-byte transaction ids (BEP 5 leaves the length to the asker);
+/// mainline 6.2 parsed only 4-byte ones and dropped the rest unanswered, so no libtorrent node
+/// ever kept ours (vendor/README.md). Now a libtorrent session given our node as its only node
+/// puts it in its routing table, which it does only for a node that answers.
+#[test]
+fn a_libtorrent_node_keeps_ours_in_its_routing_table() {
+    use ringseed::dht::filter::Verdict;
+    let o = ringseed::dht::DhtOptions {
+        port: 0,
+        bind: None,
+        bootstrap: Vec::new(),
+        nodes_file: None,
+        limits: Default::default(),
+    };
+    let dht = ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let ours = dht.local_addr();
+    let mut cmd = lt_dht();
+    cmd.args(["table", &ours.port().to_string(), "20"]);
+    let lt = Helper::start(cmd);
+    let table = lt.wait_for(Duration::from_secs(40), "table line", &mut vec![], |l| {
+        serde_json::from_str::<serde_json::Value>(l).ok()
+    });
+    let answered = dht.stats().queries(Verdict::Answer);
+    assert!(
+        table["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(&ours.to_string()))),
+        "libtorrent's routing table: {table}; our node answered {answered} queries"
+    );
+    assert!(answered > 0, "our node answered no query");
+    eprintln!(
+        "libtorrent kept our node after {:.2} s; {answered} of its queries answered",
+        table["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
 #[test]
 fn a_seed_dials_the_leechers_the_dht_names() {
     let dir = tempfile::tempdir().unwrap();

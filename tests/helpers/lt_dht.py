@@ -16,6 +16,11 @@
       out. It asks the DHT again every 3 s ("retry", the default) or only when the torrent is
       added ("once", libtorrent's own pace: then not again for 15 minutes), so with "once" a
       seed that appears later reaches it only by dialling it.
+  lt_dht.py table NODE_PORT [TIMEOUT_S]
+      A DHT-only session given 127.0.0.1:NODE_PORT as its one node, and nothing else. libtorrent
+      keeps a node in its routing table only once the node has answered it, so this prints JSON
+      {"nodes": ["IP:PORT", ...], "seconds"} as soon as the node is in the table (or what the
+      table holds at the timeout, 20 s by default).
 
 libtorrent refuses loopback DHT nodes and peers unless dht_restrict_routing_ips,
 dht_restrict_search_ips, dht_enforce_node_id, dht_ignore_dark_internet and
@@ -27,6 +32,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import libtorrent as lt
 from lt_flush import wait_flushed
@@ -149,6 +155,27 @@ def leech(magnet, save_path, bootstrap_port, timeout="60", mode="retry"):
     os._exit(0)  # skip the session teardown (the binding has crashed in it under load)
 
 
+def table(node_port, timeout="20"):
+    ses = lt.session(settings())
+    wait_listening(ses)
+    want = "127.0.0.1:%d" % int(node_port)
+    ses.add_dht_node(("127.0.0.1", int(node_port)))
+    start = time.monotonic()
+    nodes = []
+    while time.monotonic() - start < float(timeout) and want not in nodes:
+        ses.wait_for_alert(250)
+        ses.pop_alerts()
+        # The saved state's "nodes" are the routing table's, 6 compact bytes each (IPv4 and
+        # port). dht_state() is deprecated in 2.0 but is the binding's one way to read them.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = ses.dht_state()
+        nodes = ["%d.%d.%d.%d:%d" % (n[0], n[1], n[2], n[3], n[4] << 8 | n[5])
+                 for n in state.get(b"nodes", []) if len(n) == 6]
+    print(json.dumps({"nodes": nodes, "seconds": time.monotonic() - start}), flush=True)
+    os._exit(0)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"node": node, "seed": seed, "leech": leech}[cmd](*args)
+    {"node": node, "seed": seed, "leech": leech, "table": table}[cmd](*args)

@@ -24,7 +24,7 @@ use crate::common::{
     GetMutableResponseArguments, GetPeersResponseArguments, GetValueRequestArguments, Id, Message,
     MessageType, MutableItem, NoMoreRecentValueResponseArguments, NoValuesResponseArguments, Node,
     PutRequestSpecific, RequestSpecific, RequestTypeSpecific, ResponseSpecific, RoutingTable,
-    MAX_BUCKET_SIZE_K,
+    TransactionId, MAX_BUCKET_SIZE_K,
 };
 use server::Server;
 
@@ -259,14 +259,19 @@ impl Rpc {
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
         response: ResponseSpecific,
     ) {
         self.socket.response(address, transaction_id, response)
     }
 
     /// Send an error to the given address.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: TransactionId,
+        error: ErrorSpecific,
+    ) {
         self.socket.error(address, transaction_id, error)
     }
 
@@ -479,7 +484,7 @@ impl Rpc {
     fn handle_request(
         &mut self,
         from: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
         request_specific: RequestSpecific,
     ) {
         // By default we only add nodes that responds to our requests.
@@ -568,11 +573,12 @@ impl Rpc {
         };
 
         // If the response looks like a Ping response, check StoreQueries for the transaction_id.
-        if let Some(query) = self
-            .put_queries
-            .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
-        {
+        if let Some(query) = self.put_queries.values_mut().find(|query| {
+            message
+                .transaction_id
+                .as_u32()
+                .is_some_and(|tid| query.inflight(tid))
+        }) {
             match message.message_type {
                 MessageType::Response(ResponseSpecific::Ping(_)) => {
                     // Mark storage at that node as a success.
@@ -590,11 +596,12 @@ impl Rpc {
         let from_version = message.version.to_owned();
 
         // Get corresponding query for message.transaction_id
-        if let Some(query) = self
-            .iterative_queries
-            .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
-        {
+        if let Some(query) = self.iterative_queries.values_mut().find(|query| {
+            message
+                .transaction_id
+                .as_u32()
+                .is_some_and(|tid| query.inflight(tid))
+        }) {
             // KrpcSocket would not give us a response from the wrong address for the transaction_id
             should_add_node = true;
 

@@ -13,9 +13,67 @@ use crate::common::{Id, Node, ID_SIZE};
 
 use super::InvalidIdSize;
 
+/// The longest transaction id accepted in a message; longer ones are refused.
+pub const MAX_TRANSACTION_ID_LEN: usize = 16;
+
+/// A KRPC transaction id: 1 to [`MAX_TRANSACTION_ID_LEN`] bytes chosen by the querying node and
+/// echoed byte for byte in the answer. BEP 5 leaves the length open: libtorrent sends 2 bytes,
+/// this crate numbers its own requests with 4 (a big-endian `u32`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransactionId {
+    len: u8,
+    bytes: [u8; MAX_TRANSACTION_ID_LEN],
+}
+
+impl TransactionId {
+    /// The id `bytes`, or `None` when it is empty or longer than [`MAX_TRANSACTION_ID_LEN`].
+    pub fn from_slice(bytes: &[u8]) -> Option<TransactionId> {
+        if bytes.is_empty() || bytes.len() > MAX_TRANSACTION_ID_LEN {
+            return None;
+        }
+        let mut id = TransactionId {
+            len: bytes.len() as u8,
+            bytes: [0; MAX_TRANSACTION_ID_LEN],
+        };
+        id.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(id)
+    }
+
+    /// The bytes as they go on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The number of one of this crate's own requests: `Some` only for a 4-byte id, since this
+    /// crate sends no other, so an answer with any other length answers none of its requests.
+    pub fn as_u32(&self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.as_bytes().try_into().ok()?))
+    }
+}
+
+impl From<u32> for TransactionId {
+    fn from(tid: u32) -> TransactionId {
+        let mut id = TransactionId {
+            len: 4,
+            bytes: [0; MAX_TRANSACTION_ID_LEN],
+        };
+        id.bytes[..4].copy_from_slice(&tid.to_be_bytes());
+        id
+    }
+}
+
+impl std::fmt::Debug for TransactionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.as_u32() {
+            Some(tid) => write!(f, "{tid}"),
+            None => write!(f, "{:02x?}", self.as_bytes()),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Clone)]
 pub(crate) struct Message {
-    pub transaction_id: u32,
+    pub transaction_id: TransactionId,
 
     /// The version of the requester or responder.
     pub version: Option<[u8; 4]>,
@@ -214,7 +272,7 @@ pub struct PutMutableRequestArguments {
 impl Message {
     fn into_serde_message(self) -> internal::DHTMessage {
         internal::DHTMessage {
-            transaction_id: self.transaction_id.to_be_bytes(),
+            transaction_id: serde_bytes::ByteBuf::from(self.transaction_id.as_bytes().to_vec()),
             version: self.version,
             ip: self
                 .requester_ip
@@ -401,7 +459,8 @@ impl Message {
 
     fn from_serde_message(msg: internal::DHTMessage) -> Result<Message, DecodeMessageError> {
         Ok(Message {
-            transaction_id: u32::from_be_bytes(msg.transaction_id),
+            transaction_id: TransactionId::from_slice(&msg.transaction_id)
+                .ok_or(DecodeMessageError::InvalidTransactionId)?,
             version: msg.version,
             requester_ip: match msg.ip {
                 Some(ip) => Some(bytes_to_sockaddr(ip)?),
@@ -763,6 +822,9 @@ pub enum DecodeMessageError {
     #[error("Wrong number of bytes for sockaddr")]
     InvalidSocketAddrEncodingLength,
 
+    #[error("Transaction id empty or longer than 16 bytes")]
+    InvalidTransactionId,
+
     #[error("Failed to parse packet bytes: {0}")]
     BencodeError(#[from] serde_bencode::Error),
 
@@ -775,9 +837,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn transaction_ids_of_any_length_up_to_16_bytes_are_echoed_as_they_came() {
+        // A libtorrent ping: a 2-byte "t".
+        let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+        let parsed = Message::from_bytes(ping).unwrap();
+        assert_eq!(parsed.transaction_id.as_bytes(), b"aa");
+        assert_eq!(parsed.transaction_id.as_u32(), None);
+        let answer = Message {
+            transaction_id: parsed.transaction_id,
+            version: None,
+            requester_ip: None,
+            read_only: false,
+            message_type: MessageType::Response(ResponseSpecific::Ping(PingResponseArguments {
+                responder_id: Id::random(),
+            })),
+        };
+        let bytes = answer.to_bytes().unwrap();
+        assert!(bytes.windows(7).any(|w| w == b"1:t2:aa"), "{bytes:?}");
+        // 1 and 16 bytes parse; 0 and 17 are refused.
+        for (t, ok) in [
+            (&b"1:x"[..], true),
+            (b"16:0123456789abcdef", true),
+            (b"0:", false),
+            (b"17:0123456789abcdefg", false),
+        ] {
+            let mut q = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t".to_vec();
+            q.extend_from_slice(t);
+            q.extend_from_slice(b"1:y1:qe");
+            assert_eq!(
+                Message::from_bytes(&q).is_ok(),
+                ok,
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+        }
+        // This crate's own 4-byte ids are numbers.
+        assert_eq!(TransactionId::from(0x0102_0304).as_bytes(), &[1, 2, 3, 4]);
+        assert_eq!(TransactionId::from(7).as_u32(), Some(7));
+    }
+
+    #[test]
     fn test_ping_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: None,
             requester_ip: None,
             read_only: false,
@@ -797,7 +899,7 @@ mod tests {
     #[test]
     fn test_ping_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0xde, 0xad, 0, 1]),
             requester_ip: Some("99.100.101.102:1030".parse().unwrap()),
             read_only: false,
@@ -816,7 +918,7 @@ mod tests {
     #[test]
     fn test_find_node_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: false,
@@ -838,7 +940,7 @@ mod tests {
     #[test]
     fn test_find_node_request_read_only() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: true,
@@ -860,7 +962,7 @@ mod tests {
     #[test]
     fn test_find_node_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -892,7 +994,7 @@ mod tests {
     #[test]
     fn test_get_peers_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -914,7 +1016,7 @@ mod tests {
     #[test]
     fn test_get_peers_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: true,
@@ -953,7 +1055,7 @@ mod tests {
     #[test]
     fn test_get_peers_response_peers() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -979,7 +1081,7 @@ mod tests {
         let serde_message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: serde_bytes::ByteBuf::from(vec![1, 2, 3, 4]),
             version: None,
             variant: internal::DHTMessageVariant::Response(
                 internal::DHTResponseSpecific::NoValues {
@@ -1001,7 +1103,7 @@ mod tests {
     #[test]
     fn test_get_immutable_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -1025,7 +1127,7 @@ mod tests {
     #[test]
     fn test_get_immutable_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1049,7 +1151,7 @@ mod tests {
     #[test]
     fn test_put_immutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1077,7 +1179,7 @@ mod tests {
     #[test]
     fn test_put_mutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,

@@ -3,10 +3,10 @@ use serde_bytes::ByteBuf;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DHTMessage {
-    #[serde(rename = "t", with = "serde_bytes")]
-    // Only few messages received seems to not use exactly 2 bytes,
-    // and they don't seem to have a version.
-    pub transaction_id: [u8; 4],
+    // Any length: BEP 5 leaves it to the querying node (libtorrent sends 2 bytes, this crate 4);
+    // `Message` accepts 1 to `MAX_TRANSACTION_ID_LEN` bytes.
+    #[serde(rename = "t")]
+    pub transaction_id: ByteBuf,
 
     #[serde(default)]
     #[serde(rename = "v", with = "serde_bytes")]
