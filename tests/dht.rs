@@ -218,6 +218,46 @@ fn a_magnet_is_found_through_a_libtorrent_dht_node_metadata_and_data() {
     );
 }
 
+/// libtorrent (`lt_dht.py leech`) given only the magnet of `hex` and the DHT node at
+/// 127.0.0.1:`boot`: it must find `seed` there, download `file`'s bytes exactly and say so.
+/// Returns its report.
+fn lt_leech_from(
+    dir: &Path,
+    boot: u16,
+    hex: &str,
+    file: &Path,
+    seed: std::net::SocketAddr,
+) -> String {
+    let out = dir.join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut leech = lt_dht();
+    leech
+        .arg("leech")
+        .arg(format!("magnet:?xt=urn:btih:{hex}"))
+        .arg(&out)
+        .args([boot.to_string(), "60".into()]);
+    let out_text = common::run_ok(&mut leech);
+    let report = out_text.lines().last().unwrap_or_default().to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {out_text}"));
+    assert_eq!(v["done"], true, "{report}");
+    assert!(
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == &serde_json::json!(seed.to_string())),
+        "libtorrent never connected to ringseed: {report}"
+    );
+    let name = file.file_name().unwrap();
+    assert_eq!(
+        std::fs::read(out.join(name)).unwrap(),
+        std::fs::read(file).unwrap(),
+        "not byte-identical"
+    );
+    report
+}
+
 #[test]
 fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,33 +282,8 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(port, seeder.addr.port(), "announced another port");
-    let out = dir.path().join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut leech = lt_dht();
-    leech
-        .arg("leech")
-        .arg(format!("magnet:?xt=urn:btih:{hex}"))
-        .arg(&out)
-        .args([boot.to_string(), "60".into()]);
-    let out_text = common::run_ok(&mut leech);
-    let report = out_text.lines().last().unwrap_or_default().to_string();
-    let v: serde_json::Value =
-        serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {out_text}"));
-    assert_eq!(v["done"], true, "{report}");
-    assert!(
-        v["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == &serde_json::json!(seeder.addr.to_string())),
-        "libtorrent never connected to ringseed: {report}"
-    );
+    let report = lt_leech_from(dir.path(), boot, &hex, &file, seeder.addr);
     eprintln!("libtorrent: magnet -> data through the DHT: {report}");
-    assert_eq!(
-        std::fs::read(out.join("seeded.bin")).unwrap(),
-        std::fs::read(&file).unwrap(),
-        "not byte-identical"
-    );
     assert_eq!(metric(&metrics, "ringseed_dht_enabled"), 1.0);
     assert!(metric(&metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") >= 1.0);
     assert!(metric(&metrics, "ringseed_dht_port") > 0.0);
@@ -736,6 +751,42 @@ fn a_libtorrent_node_keeps_ours_in_its_routing_table() {
         "libtorrent kept our node after {:.2} s; {answered} of its queries answered",
         table["seconds"].as_f64().unwrap_or(f64::NAN)
     );
+}
+
+/// The whole path through a ringseed DHT node: a ringseed seeder announces to it, and a
+/// libtorrent leecher that knows only that node and the magnet asks it (2-byte transaction ids)
+/// and gets the seeder's address.
+#[test]
+fn libtorrent_finds_a_ringseed_seed_through_a_ringseed_dht_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, src, file) = payload(dir.path(), "relayed", 16, &[]);
+    let hex = hex_of(&torrent);
+    let o = ringseed::dht::DhtOptions {
+        port: 0,
+        bind: None,
+        bootstrap: Vec::new(),
+        nodes_file: None,
+        limits: Default::default(),
+    };
+    let node = ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let boot = node.local_addr();
+    let state = dir.path().join("state");
+    let cfg = config(dir.path(), "seed", &[boot.to_string()], &state);
+    let global = ["--config".as_ref(), cfg.as_os_str()];
+    let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
+    let metrics = metrics_addr(&mut seeder);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the seeder never announced to our node"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = lt_leech_from(dir.path(), boot.port(), &hex, &file, seeder.addr);
+    eprintln!("libtorrent through a ringseed node: {report}");
+    let _ = seeder.child.kill();
+    let _ = seeder.child.wait();
 }
 
 #[test]
