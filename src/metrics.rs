@@ -462,8 +462,16 @@ fn encode_speed(
         enc,
         "ringseed_speed_bids",
         "Bids whose channel the ledger confirmed.",
-        &[(none, sp.bids.load(Relaxed))],
+        &[(none.clone(), sp.bids.load(Relaxed))],
     )?;
+    let mut m = enc.encode_descriptor(
+        "ringseed_speed_credit_windows",
+        "Live connections holding a credit window on a channel checked on chain ([speed] rpc):
+         a channel's deposit must cover all of its windows at once.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(sp.windows_held.load(Relaxed) as i64).encode(m.encode_family(&none)?)?;
     let by_reason: Vec<(Labels, u64)> = Rejection::ALL
         .iter()
         .map(|r| (vec![("reason".into(), r.name().into())], sp.rejected(*r)))

@@ -133,32 +133,6 @@ fn config(dir: &Path, name: &str, bootstrap: &[String], state: &Path) -> PathBuf
     cfg
 }
 
-/// One series of a `/metrics` text.
-fn metric(metrics: &str, series: &str) -> f64 {
-    let (status, text) = common::http::local(metrics.parse().unwrap(), "GET", "/metrics", "");
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-/// The seeder's `/metrics` address, from the lines it printed after "seeding".
-fn metrics_addr(seeder: &mut common::Seeder) -> String {
-    seeder
-        .lines
-        .by_ref()
-        .find_map(|l| {
-            Some(
-                l.ok()?
-                    .strip_prefix("metrics on http://")?
-                    .replace("/metrics", ""),
-            )
-        })
-        .expect("the seeder's metrics line")
-}
-
 #[test]
 fn a_magnet_is_found_through_a_libtorrent_dht_node_metadata_and_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,7 +244,7 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
     let global = ["--config".as_ref(), cfg.as_os_str()];
     let started = Instant::now();
     let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
-    let metrics = metrics_addr(&mut seeder);
+    let metrics = seeder.metrics_addr();
     // ringseed announces itself (its TCP port) to the libtorrent node.
     let port = node.wait_for(Duration::from_secs(20), "announce", &mut heard, |l| {
         let mut w = l.strip_prefix("announce ")?.split(' ');
@@ -284,9 +258,9 @@ fn libtorrent_finds_a_ringseed_seed_through_the_dht() {
     assert_eq!(port, seeder.addr.port(), "announced another port");
     let report = lt_leech_from(dir.path(), boot, &hex, &file, seeder.addr);
     eprintln!("libtorrent: magnet -> data through the DHT: {report}");
-    assert_eq!(metric(&metrics, "ringseed_dht_enabled"), 1.0);
-    assert!(metric(&metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") >= 1.0);
-    assert!(metric(&metrics, "ringseed_dht_port") > 0.0);
+    assert_eq!(common::metric_at(metrics, "ringseed_dht_enabled"), 1.0);
+    assert!(common::metric_at(metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") >= 1.0);
+    assert!(common::metric_at(metrics, "ringseed_dht_port") > 0.0);
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
 }
@@ -311,7 +285,7 @@ fn a_private_torrent_never_touches_the_dht() {
     let cfg = config(dir.path(), "private", &bootstrap, &state);
     let global = ["--config".as_ref(), cfg.as_os_str()];
     let mut priv_seed = spawn_seeder_with(&private, &priv_src, "127.0.0.1", &[], &global);
-    let priv_metrics = metrics_addr(&mut priv_seed);
+    let priv_metrics = priv_seed.metrics_addr();
     let out = dir.path().join("out");
     let fetched = ringseed()
         .arg("--config")
@@ -345,7 +319,7 @@ fn a_private_torrent_never_touches_the_dht() {
     // The control: a public torrent's announce reaches the same node, so the node would have
     // heard the private one's.
     let mut pub_seed = spawn_seeder_with(&public, &pub_src, "127.0.0.1", &[], &global);
-    let pub_metrics = metrics_addr(&mut pub_seed);
+    let pub_metrics = pub_seed.metrics_addr();
     node.wait_for(
         Duration::from_secs(20),
         "the public announce",
@@ -369,12 +343,12 @@ fn a_private_torrent_never_touches_the_dht() {
         "ringseed_dht_announces_total{outcome=\"stored\"}",
         "ringseed_dht_announces_total{outcome=\"failed\"}",
     ] {
-        assert_eq!(metric(&priv_metrics, series), 0.0, "{series}");
+        assert_eq!(common::metric_at(priv_metrics, series), 0.0, "{series}");
     }
-    assert_eq!(metric(&priv_metrics, "ringseed_dht_enabled"), 1.0);
+    assert_eq!(common::metric_at(priv_metrics, "ringseed_dht_enabled"), 1.0);
     assert!(
-        metric(
-            &pub_metrics,
+        common::metric_at(
+            pub_metrics,
             "ringseed_dht_announces_total{outcome=\"stored\"}"
         ) >= 1.0
     );
@@ -774,9 +748,9 @@ fn libtorrent_finds_a_ringseed_seed_through_a_ringseed_dht_node() {
     let cfg = config(dir.path(), "seed", &[boot.to_string()], &state);
     let global = ["--config".as_ref(), cfg.as_os_str()];
     let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
-    let metrics = metrics_addr(&mut seeder);
+    let metrics = seeder.metrics_addr();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") < 1.0 {
+    while common::metric_at(metrics, "ringseed_dht_announces_total{outcome=\"stored\"}") < 1.0 {
         assert!(
             Instant::now() < deadline,
             "the seeder never announced to our node"
@@ -823,7 +797,7 @@ fn a_seed_dials_the_leechers_the_dht_names() {
     let cfg = config(dir.path(), "seed", &[format!("127.0.0.1:{boot}")], &state);
     let global = ["--config".as_ref(), cfg.as_os_str()];
     let mut seeder = spawn_seeder_with(&torrent, &src, "127.0.0.1", &[], &global);
-    let metrics = metrics_addr(&mut seeder);
+    let metrics = seeder.metrics_addr();
     let report = leech.wait_for(Duration::from_secs(45), "the report", &mut vec![], |l| {
         l.starts_with('{').then(|| l.to_string())
     });
@@ -837,7 +811,7 @@ fn a_seed_dials_the_leechers_the_dht_names() {
         std::fs::read(&file).unwrap(),
         "not byte-identical"
     );
-    assert!(metric(&metrics, "ringseed_dht_peers_found_total") >= 1.0);
+    assert!(common::metric_at(metrics, "ringseed_dht_peers_found_total") >= 1.0);
     eprintln!("a seed found a leecher through the DHT and dialled it: {report}");
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();

@@ -441,8 +441,10 @@ fn paying_bench_leechers_are_paid_out_on_chain() {
     common::create_torrent(&data.join("p.bin"), &torrent, &[]);
     let global = ["--config".as_ref(), cfg.as_os_str()];
     let mut seeder = common::spawn_seeder_with(&torrent, &data, "127.0.0.1", &[], &global);
+    let metrics = seeder.metrics_addr();
+    let windows = || common::metric_at(metrics, "ringseed_speed_credit_windows");
 
-    let out = ringseed()
+    let bench = ringseed()
         .args(["bench", "--peer", &seeder.addr.to_string(), "--peers", "2"])
         .args(["--duration", "2", "--json"])
         .args([
@@ -456,13 +458,34 @@ fn paying_bench_leechers_are_paid_out_on_chain() {
         .arg(&payer_key)
         .args(["--payee", &me.to_evm()])
         .arg(&torrent)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // While the leechers pay, each confirmed connection holds a credit window on its channel;
+    // when they leave, their connections give the windows back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut most = 0.0f64;
+    while most < 1.0 && std::time::Instant::now() < deadline {
+        most = most.max(windows());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = bench.wait_with_output().unwrap();
     assert!(
         matches!(out.status.code(), Some(0 | 2)),
         "bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(most >= 1.0, "no connection ever held a credit window");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while windows() > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "credit windows still held after the leechers left: {}",
+            windows()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     common::signal(&seeder.child, nix::sys::signal::Signal::SIGTERM);
     assert!(seeder.child.wait().unwrap().success());
 
@@ -580,6 +603,9 @@ fn bids_are_checked_on_chain_before_paid_slots() {
     open(&rpc, &contract, &payer, &id(5), &me, far, BTT / 8);
     // 1 BTT, to be spent by vouchers the chain has not seen claimed.
     open(&rpc, &contract, &payer, &id(6), &me, far, BTT);
+    // Two credit windows at 1 BTT per MiB, and one, for connections sharing a channel.
+    open(&rpc, &contract, &payer, &id(7), &me, far, BTT / 2);
+    open(&rpc, &contract, &payer, &id(8), &me, far, BTT / 4);
 
     let domain = Domain {
         chain_id: CHAIN,
@@ -608,25 +634,31 @@ fn bids_are_checked_on_chain_before_paid_slots() {
         slot: 0,
         conn_id,
     };
+    let send = |svc: &ringseed::speed::service::SpeedService, conn_id: u64, bid: Bid| {
+        svc.submit(Job::Bid {
+            to: peer(conn_id),
+            bid,
+            // An address per connection: each takes a fresh window from its own allowance.
+            fresh_from: Some(std::net::IpAddr::from([127, 1, 0, conn_id as u8])),
+            funds: None,
+        })
+    };
+    let answer = |rx: &crossbeam_channel::Receiver<Outcome>| match rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap()
+    {
+        Outcome::Bid { to, result } => (to.conn_id, result.map(|c| c.accepted)),
+        o => panic!("unexpected {o:?}"),
+    };
     let ask = |svc: &ringseed::speed::service::SpeedService,
                rx: &crossbeam_channel::Receiver<Outcome>,
                conn_id: u64,
                bid: Bid|
      -> Result<u128, Rejection> {
-        let to = peer(conn_id);
-        svc.submit(Job::Bid {
-            to,
-            bid,
-            fresh_from: Some("127.0.0.1".parse().unwrap()),
-            funds: None,
-        })?;
-        match rx.recv_timeout(Duration::from_secs(20)).unwrap() {
-            Outcome::Bid { to: t, result } => {
-                assert_eq!(t, to);
-                result.map(|c| c.accepted)
-            }
-            o => panic!("unexpected {o:?}"),
-        }
+        send(svc, conn_id, bid)?;
+        let (to, result) = answer(rx);
+        assert_eq!(to, conn_id);
+        result
     };
     let (svc, writer) = start(&anvil.url, "a.db");
     let wake = std::sync::Arc::new(nix::sys::eventfd::EventFd::new().unwrap());
@@ -679,12 +711,15 @@ fn bids_are_checked_on_chain_before_paid_slots() {
     };
     assert_eq!(ask(&svc, &rx, 20, bid(&payer, 6, BTT, BTT)), Ok(0));
     pay(20, BTT * 3 / 4);
+    // Each connection below bids after the one before it closed (its window ends with it).
+    svc.gone(peer(20));
     // Exactly one window left: still confirmed.
     assert_eq!(
         ask(&svc, &rx, 21, bid(&payer, 6, BTT, BTT)),
         Ok(BTT * 3 / 4)
     );
     pay(21, BTT * 7 / 8);
+    svc.gone(peer(21));
     // An eighth left, half a window: refused, though the chain shows 1 BTT unclaimed.
     assert_eq!(
         ask(&svc, &rx, 22, bid(&payer, 6, BTT, BTT)),
@@ -694,6 +729,41 @@ fn bids_are_checked_on_chain_before_paid_slots() {
     assert_eq!(
         ask(&svc, &rx, 23, bid(&payer, 6, BTT / 2, BTT)),
         Ok(BTT * 7 / 8)
+    );
+
+    // Connections of one payer on one channel each take a credit window unpaid: the deposit
+    // must cover all of them. Channel 7 holds two windows.
+    assert_eq!(ask(&svc, &rx, 30, bid(&payer, 7, BTT, BTT / 2)), Ok(0));
+    assert_eq!(ask(&svc, &rx, 31, bid(&payer, 7, BTT, BTT / 2)), Ok(0));
+    assert_eq!(
+        ask(&svc, &rx, 32, bid(&payer, 7, BTT, BTT / 2)),
+        Err(Rejection::Underfunded),
+        "a third window would be owed from two windows' deposit"
+    );
+    // A connection's own window is not counted against its re-bid (another cap, so it goes
+    // to the ledger again).
+    assert_eq!(ask(&svc, &rx, 30, bid(&payer, 7, BTT, BTT / 4)), Ok(0));
+    // Once one closes, another takes its place.
+    svc.gone(peer(30));
+    assert_eq!(ask(&svc, &rx, 32, bid(&payer, 7, BTT, BTT / 2)), Ok(0));
+    assert_eq!(
+        ask(&svc, &rx, 33, bid(&payer, 7, BTT / 2, BTT / 2)),
+        Err(Rejection::Underfunded),
+        "even half a window is not left"
+    );
+    // Two bids at the same moment on a channel that holds one window: exactly one wins,
+    // whatever order the on-chain check and the verifier take them in.
+    send(&svc, 40, bid(&payer, 8, BTT, BTT / 4)).unwrap();
+    send(&svc, 41, bid(&payer, 8, BTT, BTT / 4)).unwrap();
+    let mut both = [answer(&rx), answer(&rx)];
+    both.sort_by_key(|(conn, _)| *conn);
+    assert!(
+        matches!(
+            both,
+            [(40, Ok(0)), (41, Err(Rejection::Underfunded))]
+                | [(40, Err(Rejection::Underfunded)), (41, Ok(0))]
+        ),
+        "{both:?}"
     );
     svc.stop();
     drop(writer);

@@ -202,11 +202,14 @@ pub fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>
 /// What the chain says a channel holds, as a confirmed bid's check read it (`[speed] rpc`):
 /// its deposit, what the payee has claimed from it, and the least the deposit must still hold
 /// for the bid (one credit window at its price, [`crate::speed::chain::confirm::least_left`]).
+/// `held` is what the credit windows of the channel's other live connections may still take
+/// unpaid (the verifier's `Windows`): owed from the same deposit if they all stop paying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Funds {
     pub deposit: Amount,
     pub claimed: Amount,
     pub least_left: Amount,
+    pub held: Amount,
 }
 
 impl Funds {
@@ -214,9 +217,10 @@ impl Funds {
     /// the channel is counted: vouchers accepted but not claimed yet are owed to us as surely
     /// as claimed ones, and the chain knows nothing of them. `claimed` may be newer than the
     /// ledger's `accepted` (a claim by hand) or older (the check's cache, or claims not sent
-    /// yet), so the larger of the two is what is spent.
+    /// yet), so the larger of the two is what is spent. The other connections' windows are
+    /// promised already: what is left must pay them and this bid's window.
     pub fn cover(&self, accepted: Amount) -> bool {
-        let spent = accepted.max(self.claimed);
+        let spent = accepted.max(self.claimed).saturating_add(self.held);
         self.deposit.saturating_sub(spent) >= self.least_left
     }
 }
@@ -225,8 +229,8 @@ impl Funds {
 /// bid cannot take over someone else's channel); the same payer may restate its cap. A channel
 /// not known yet is answered as new and written nowhere: its row comes with its first accepted
 /// voucher ([`accept`]), so a bid alone never grows the ledger. With the chain's `funds`, a
-/// known channel whose deposit, less what the ledger already accepted on it, cannot pay one
-/// more credit window is refused `underfunded`.
+/// channel whose deposit, less what the ledger already accepted on it and the windows of its
+/// other live connections, cannot pay one more credit window is refused `underfunded`.
 pub fn open_channel(
     conn: &Connection,
     bid: &Bid,
@@ -247,6 +251,10 @@ pub fn open_channel(
                 .execute(params![&bid.channel.0[..], bid.cap.to_string()])?;
         }
         return Ok(Ok(Channel { cap: bid.cap, ..c }));
+    }
+    // Nothing accepted yet, but other connections may hold windows on it already.
+    if funds.is_some_and(|f| !f.cover(0)) {
+        return Ok(Err(Rejection::Underfunded));
     }
     Ok(Ok(Channel::open(bid.channel, bid.payer, bid.cap)))
 }
@@ -619,6 +627,7 @@ mod tests {
             deposit: 1_000,
             claimed: 100,
             least_left: 250,
+            held: 0,
         };
         assert!(f.cover(0), "the chain's claim alone leaves 900");
         assert!(f.cover(750), "exactly one window left");
@@ -633,6 +642,18 @@ mod tests {
                 ..f
             }
             .cover(9_000)
+        );
+        // Other connections' windows are spent too.
+        let shared = Funds { held: 500, ..f };
+        assert!(shared.cover(250), "1000 - 250 - 500 leaves one window");
+        assert!(!shared.cover(251));
+        assert!(
+            !Funds {
+                held: Amount::MAX,
+                ..f
+            }
+            .cover(0),
+            "no overflow"
         );
     }
 

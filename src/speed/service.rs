@@ -15,6 +15,8 @@
 
 /// Checking bids on chain (`[speed] rpc`), off the workers.
 pub mod onchain;
+/// Credit windows held on channels checked on chain, so concurrent bids share one deposit.
+pub mod windows;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +44,7 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Where an answer goes: the worker, and the connection by slot and a per-worker unique id
 /// (slots are reused; the id is not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerRef {
     pub worker: usize,
     pub slot: usize,
@@ -107,6 +109,8 @@ pub struct SpeedStats {
     pub rejected: [AtomicU64; Rejection::ALL.len()],
     /// Payload bytes served to peers with a confirmed bid.
     pub bytes_sold: AtomicU64,
+    /// Live connections holding a credit window on a channel checked on chain (a gauge).
+    pub windows_held: AtomicU64,
     /// Base units accepted since start (only the verifier writes it; a lock off the hot path).
     pub earned: Mutex<u128>,
 }
@@ -133,6 +137,9 @@ pub struct SpeedService {
     pub terms: Terms,
     pub stats: Arc<SpeedStats>,
     jobs: Sender<Job>,
+    /// Connections that closed after bidding, for the verifier's windows. Unbounded so that a
+    /// notice is never lost: each stands for a bid the verifier took, so they come no faster.
+    gone: Sender<PeerRef>,
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// With `[speed] rpc`: bids go through the on-chain check first.
@@ -168,12 +175,13 @@ impl SpeedService {
             credit_window: terms.credit_window,
         };
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+        let (gone, gone_rx) = crossbeam_channel::unbounded();
         let stats = Arc::new(SpeedStats::default());
         let links: Arc<Mutex<Vec<Option<WorkerLink>>>> = Arc::default();
         let (s, l) = (stats.clone(), links.clone());
         let thread = std::thread::Builder::new()
             .name("ringseed-verify".into())
-            .spawn(move || verify_loop(rx, ledger, s, l))?;
+            .spawn(move || verify_loop(rx, gone_rx, ledger, s, l))?;
         let chain = match chain {
             Some(c) => Some(onchain::CheckPool::start(
                 c,
@@ -191,6 +199,7 @@ impl SpeedService {
             terms,
             stats,
             jobs: tx,
+            gone,
             links,
             thread: Mutex::new(Some(thread)),
             chain,
@@ -242,6 +251,12 @@ impl SpeedService {
         }
     }
 
+    /// A connection that bid has closed: the credit window it held on its channel ends, so
+    /// another connection of the same payer can take one from the deposit (`[speed] rpc`).
+    pub fn gone(&self, to: PeerRef) {
+        let _ = self.gone.send(to);
+    }
+
     /// Finishes every queued job (their ledger writes included), then stops the thread.
     pub fn stop(&self) {
         // The check pool first: the bids it confirms still go to the verifier.
@@ -267,10 +282,14 @@ enum Pending {
     /// charged for a fresh window, and whether this bid made the channel's reservation.
     Bid {
         to: PeerRef,
-        bid: Bid,
+        /// Boxed: the largest of the variants by far.
+        bid: Box<Bid>,
         reply: BidReply,
         charged: Option<std::net::IpAddr>,
         reserved: bool,
+        /// The credit window this bid holds on its channel while the ledger decides (bids
+        /// checked on chain only).
+        window: Option<windows::Held>,
     },
     Voucher(
         PeerRef,
@@ -298,10 +317,11 @@ fn check_bid(
 ) -> Pending {
     let refused = |reply| Pending::Bid {
         to,
-        bid,
+        bid: Box::new(bid),
         reply,
         charged: None,
         reserved: false,
+        window: None,
     };
     if !ledger.bid_is_signed(&bid) || guards.reserved_for_another(&bid) {
         return refused(Err(Rejection::Forged));
@@ -312,14 +332,26 @@ fn check_bid(
         return refused(Err(Rejection::TooManyChannels));
     }
     let reserved = guards.reserve(&bid);
+    // The channel's other live connections may each still take their window unpaid: the
+    // deposit must cover theirs and this one. This bid's window is held from now on, so a bid
+    // of another connection later in the same batch counts it too.
+    let (funds, window) = match funds {
+        Some(f) => {
+            let held = guards.windows.held_by_others(&bid.channel, to);
+            let window = guards.windows.hold(bid.channel, to, f.least_left);
+            (Some(Funds { held, ..f }), window)
+        }
+        None => (None, None),
+    };
     Pending::Bid {
         to,
-        bid,
+        bid: Box::new(bid),
         reply: ledger
             .open_channel(bid, funds)
             .map_err(|_| Rejection::Overloaded),
         charged: fresh_from,
         reserved,
+        window,
     }
 }
 
@@ -336,6 +368,7 @@ const MAX_RESERVED: usize = 1 << 16;
 #[derive(Default)]
 struct BidGuards {
     admission: Admission,
+    windows: windows::Windows,
     /// Channel → (payer, the reservation's number).
     reserved: std::collections::HashMap<super::voucher::ChannelId, (super::wallet::Address, u64)>,
     /// Reservations oldest first; an entry whose number no longer matches the map's was
@@ -521,6 +554,7 @@ fn submit_batch(batch: Vec<Job>, ledger: &Ledger, guards: &mut BidGuards) -> Vec
 
 fn verify_loop(
     rx: Receiver<Job>,
+    gone: Receiver<PeerRef>,
     ledger: Ledger,
     stats: Arc<SpeedStats>,
     links: Arc<Mutex<Vec<Option<WorkerLink>>>>,
@@ -529,9 +563,26 @@ fn verify_loop(
     let mut stopping = false;
     while !stopping {
         let mut batch = Vec::with_capacity(BATCH);
-        match rx.recv() {
-            Ok(Job::Stop) | Err(_) => stopping = true,
-            Ok(job) => batch.push(job),
+        // A close notice is applied as it comes, so the windows (and their gauge) are current
+        // between bids too.
+        crossbeam_channel::select! {
+            recv(rx) -> job => match job {
+                Ok(Job::Stop) | Err(_) => stopping = true,
+                Ok(job) => batch.push(job),
+            },
+            recv(gone) -> to => {
+                match to {
+                    Ok(to) => {
+                        guards.windows.gone(to);
+                        stats
+                            .windows_held
+                            .store(guards.windows.holders() as u64, Ordering::Relaxed);
+                    }
+                    // Its sender lives in the service, as the jobs' does: the service is gone.
+                    Err(_) => stopping = true,
+                }
+                continue;
+            },
         }
         // Gather for a short window: each batch costs a wake-up and a commit (an fsync) however
         // small it is, and a peer's vouchers that arrive together are checked as one.
@@ -543,10 +594,17 @@ fn verify_loop(
                 Err(_) => break,
             }
         }
+        // Windows of connections closed by now end before the batch's bids are judged.
+        for to in gone.try_iter() {
+            guards.windows.gone(to);
+        }
         // Every ledger job of the batch is queued before the first answer is awaited: the
         // writer commits them together.
         let pending = submit_batch(batch, &ledger, &mut guards);
         let outcomes = resolve(pending, &stats, &mut guards);
+        stats
+            .windows_held
+            .store(guards.windows.holders() as u64, Ordering::Relaxed);
         let Ok(links) = links.lock() else { continue };
         let mut woken = vec![false; links.len()];
         for (worker, o) in outcomes {
@@ -595,17 +653,24 @@ fn resolve(
                 reply,
                 charged,
                 reserved,
+                window,
             } => {
                 let result =
                     reply.and_then(|r| r.recv_result().unwrap_or(Err(Rejection::Overloaded)));
                 match &result {
                     Ok(_) => {
                         stats.bids.fetch_add(1, Ordering::Relaxed);
+                        if window.is_some() {
+                            guards.windows.confirmed(bid.channel, to);
+                        }
                     }
                     Err(r) => {
                         // Refused after its checks: it opened no window and holds no channel.
                         if reserved {
                             guards.release(&bid.channel);
+                        }
+                        if let Some(held) = window {
+                            guards.windows.undo(bid.channel, to, held);
                         }
                         if let Some(ip) = charged {
                             guards.admission.refund(ip);

@@ -192,6 +192,33 @@ pub fn spawn_seeder_with(
     Seeder { child, lines, addr }
 }
 
+impl Seeder {
+    /// The seeder's `/metrics` address, from the line it prints after "seeding".
+    pub fn metrics_addr(&mut self) -> std::net::SocketAddr {
+        self.lines
+            .by_ref()
+            .find_map(|l| {
+                l.ok()?
+                    .strip_prefix("metrics on http://")?
+                    .strip_suffix("/metrics")?
+                    .parse()
+                    .ok()
+            })
+            .expect("the seeder's metrics line")
+    }
+}
+
+/// One series of the `/metrics` served at `metrics`; a series it does not have fails the test.
+pub fn metric_at(metrics: std::net::SocketAddr, series: &str) -> f64 {
+    let (status, text) = http::local(metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
 /// Sends `sig` to a child process.
 pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");

@@ -86,13 +86,6 @@ impl RunNode {
 
     /// One series of the node's /metrics; a series it does not have fails the test.
     pub fn metric(&self, series: &str) -> f64 {
-        let metrics = self.metrics.expect("the node serves no /metrics");
-        let (status, text) = super::http::local(metrics, "GET", "/metrics", "");
-        assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        super::metric_at(self.metrics.expect("the node serves no /metrics"), series)
     }
 }

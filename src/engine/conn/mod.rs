@@ -314,7 +314,7 @@ impl Conn {
     }
 
     /// Everything a freed connection gives back: its torrent's peer count, its swarm entry,
-    /// its pieces' availability, its job buffers.
+    /// its pieces' availability, its job buffers, the credit window of a bid.
     pub fn release(mut self, core: &mut Core) {
         if self.counted_handshake {
             core.handshaking.remove(self.addr.ip());
@@ -334,6 +334,12 @@ impl Conn {
         }
         for job in self.jobs.drain(..) {
             job.release(&mut core.memory);
+        }
+        // A connection that bid held a credit window on its channel; the verifier frees it.
+        if let (Some(svc), Some(s)) = (&core.speed, &self.speed)
+            && !s.channels_bid.is_empty()
+        {
+            svc.gone(s.to);
         }
     }
 

@@ -166,6 +166,8 @@ fn check_loop(rx: Receiver<BidJob>, shared: &Shared) {
                     deposit: ch.deposit,
                     claimed: ch.claimed,
                     least_left: least_left(&job.bid, shared.rules.credit_window),
+                    // The verifier fills it in: it alone knows the channel's other windows.
+                    held: 0,
                 };
                 let forwarded = shared.verifier.try_send(Job::Bid {
                     to: job.to,
