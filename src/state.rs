@@ -113,6 +113,10 @@ pub const MIGRATIONS: &[&str] = &[
     // Renamed files (`torrents/renameFile`, `renameFolder`): every data file's path below the
     // save path, as a JSON list in the order of `torrents/files`; NULL: as laid out.
     "ALTER TABLE torrents ADD COLUMN file_paths TEXT;",
+    // Where its data was being moved when the node stopped (`setLocation`, or a completed
+    // download leaving its incomplete directory): set before the first file moves, cleared
+    // with the new place. A start that finds it set looks where the data is.
+    "ALTER TABLE torrents ADD COLUMN moving_to TEXT;",
 ];
 
 /// One file as it was on disk at the last check: `None` when it was absent.
@@ -162,6 +166,9 @@ pub struct TorrentRecord {
     /// Where its data is being downloaded, when not in `data_dir` (`incomplete_dir`); moved to
     /// `data_dir` once complete.
     pub download_dir: Option<String>,
+    /// Where its data was being moved when the node stopped; `None` once a move ends. Read
+    /// only: [`save_moving_to`] and [`save_data_dir`] write it.
+    pub moving_to: Option<String>,
     pub org: Organisation,
 }
 
@@ -486,7 +493,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
                 download_dir, download_rate_limit, category, tags, inactive_seed_time_limit_s,
                 queue_pos, force_start, last_activity, completed_at, display_name, seq_dl,
                 first_last_prio, auto_tmm, trackers, downloaded, content_layout, file_prio,
-                file_paths
+                file_paths, moving_to
          FROM torrents WHERE ?1 IS NULL OR info_hash = ?1 ORDER BY added_at, info_hash",
     )?;
     let mut records = Vec::new();
@@ -517,6 +524,7 @@ fn load(conn: &Connection, only: Option<&[u8; 20]>) -> rusqlite::Result<Vec<Torr
             verified: r.get(12)?,
             files: Vec::new(),
             download_dir: r.get(13)?,
+            moving_to: r.get(31)?,
             org: Organisation {
                 category: r.get(15)?,
                 tags: split_tags(&r.get::<_, String>(16)?),
@@ -734,10 +742,37 @@ fn content_layout(s: &str) -> ContentLayout {
     ContentLayout::parse(s).unwrap_or_default()
 }
 
-/// Moves a torrent's data directory in the state (`setLocation`), nothing else.
+/// Moves a torrent's data directory in the state (`setLocation`, the end of a move), nothing
+/// else; a move in progress ([`save_moving_to`]) is over.
 pub fn save_data_dir(conn: &Connection, info_hash: &[u8; 20], dir: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE torrents SET data_dir = ?2 WHERE info_hash = ?1")?
-        .execute(params![&info_hash[..], dir])?;
+    conn.prepare_cached(
+        "UPDATE torrents SET data_dir = ?2, moving_to = NULL WHERE info_hash = ?1",
+    )?
+    .execute(params![&info_hash[..], dir])?;
+    Ok(())
+}
+
+/// Notes that a torrent's data is about to move to `to` (before its first file moves), so a
+/// start after a crash knows to look there; [`save_data_dir`] ends it.
+pub fn save_moving_to(conn: &Connection, info_hash: &[u8; 20], to: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE torrents SET moving_to = ?2 WHERE info_hash = ?1")?
+        .execute(params![&info_hash[..], to])?;
+    Ok(())
+}
+
+/// Where a start after a crash found the data of a torrent whose move was cut short: saves
+/// its places and ends the move.
+pub fn save_place(
+    conn: &Connection,
+    info_hash: &[u8; 20],
+    data_dir: &str,
+    download_dir: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE torrents SET data_dir = ?2, download_dir = ?3, moving_to = NULL
+         WHERE info_hash = ?1",
+    )?
+    .execute(params![&info_hash[..], data_dir, download_dir])?;
     Ok(())
 }
 
@@ -946,6 +981,7 @@ mod tests {
             seeding_s: 9,
             verified: Some(vec![0xff, 0x80]),
             download_dir: Some("/srv/incomplete".into()),
+            moving_to: None,
             files: vec![
                 Some(FileStamp {
                     size: 10,
@@ -1019,6 +1055,27 @@ mod tests {
         let mut c = crate::db::open(&dir.path().join("s.db")).unwrap();
         crate::db::migrate(&mut c, COMPONENT, MIGRATIONS).unwrap();
         (dir, c)
+    }
+
+    #[test]
+    fn a_move_is_noted_before_it_starts_and_ended_with_the_new_place() {
+        let (_d, c) = db();
+        let rec = record(1);
+        put(&c, &rec).unwrap();
+        save_moving_to(&c, &[1; 20], "/srv/new").unwrap();
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!(got.moving_to.as_deref(), Some("/srv/new"));
+        // A save of the whole record (a setting changed while moving) leaves it noted.
+        put(&c, &rec).unwrap();
+        assert!(get(&c, &[1; 20]).unwrap().unwrap().moving_to.is_some());
+        save_data_dir(&c, &[1; 20], "/srv/new").unwrap();
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!((got.data_dir.as_str(), got.moving_to), ("/srv/new", None));
+        // A start that found the data at the target of a completing move.
+        save_moving_to(&c, &[1; 20], "/srv/new").unwrap();
+        save_place(&c, &[1; 20], "/srv/new", None).unwrap();
+        let got = get(&c, &[1; 20]).unwrap().unwrap();
+        assert_eq!((got.download_dir, got.moving_to), (None, None));
     }
 
     #[test]

@@ -585,6 +585,7 @@ fn the_service_refuses_the_corpus_before_saving_it_and_restarts_cleanly() {
             verified: None,
             files: Vec::new(),
             download_dir: None,
+            moving_to: None,
             org: Default::default(),
         },
     )

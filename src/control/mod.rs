@@ -332,6 +332,8 @@ impl Entry {
             verified: self.verified.clone(),
             files: self.files.clone(),
             download_dir: self.download_dir.as_ref().map(|d| d.display().to_string()),
+            // Not written by a record's save: only the mover notes and ends a move.
+            moving_to: None,
             org: self.org.clone(),
         }
     }
@@ -371,13 +373,7 @@ impl Entry {
     /// The first component of each of its files' paths that is present in `dir`: what moves
     /// when its data moves from there.
     fn tops_at(&self, dir: &Path) -> BTreeSet<String> {
-        self.meta
-            .info
-            .layout
-            .data_files()
-            .filter_map(|(_, f)| f.path.first().cloned())
-            .filter(|t| dir.join(t).symlink_metadata().is_ok())
-            .collect()
+        tops_at(&self.meta, dir)
     }
 }
 
@@ -860,8 +856,74 @@ impl Service {
         }
     }
 
+    /// A move that a stop (a crash, a kill) cut short: its data is at the old place, at the new
+    /// one, or (cut between two top-level items, or while the old copy was being removed)
+    /// partly at both. The new place wins when it holds some of the torrent's items and the old
+    /// one none; otherwise the data stays at the old place, and nothing is removed (the check
+    /// that follows a change finds what is missing). Our unfinished copies at the new place
+    /// (`.NAME.ringseed-moving`, whose sources are whole) are removed, and the place is saved.
+    fn recover_move(&self, meta: &Metainfo, rec: &mut TorrentRecord, to: &Path) {
+        let completing = rec.download_dir.is_some() && Path::new(&rec.data_dir) == to;
+        let from = match (&rec.download_dir, completing) {
+            (Some(d), true) => PathBuf::from(d),
+            _ => PathBuf::from(&rec.data_dir),
+        };
+        let all: BTreeSet<String> = meta
+            .info
+            .layout
+            .data_files()
+            .filter_map(|(_, f)| f.path.first().cloned())
+            .collect();
+        for top in &all {
+            let tmp = to.join(format!(".{top}.ringseed-moving"));
+            if tmp.symlink_metadata().is_ok() {
+                match remove_tree(&tmp) {
+                    Ok(()) => tracing::info!("removed {}, a copy cut short", tmp.display()),
+                    Err(e) => tracing::warn!("removing {}: {e}", tmp.display()),
+                }
+            }
+        }
+        let (here, there) = (tops_at(meta, &from), tops_at(meta, to));
+        let moved = here.is_empty() && !there.is_empty();
+        if moved {
+            if completing {
+                rec.download_dir = None;
+            } else {
+                rec.data_dir = to.display().to_string();
+            }
+        } else if !here.is_empty() && !there.is_empty() {
+            tracing::warn!(
+                "{}: its move to {} was cut short with its data partly in both places; it stays at {} ({} of its items there, {} at the target, nothing removed)",
+                meta.info.name,
+                to.display(),
+                from.display(),
+                here.len(),
+                there.len()
+            );
+        }
+        tracing::info!(
+            torrent = %meta.info.name,
+            at = %if moved { to.display() } else { from.display() },
+            "a move cut short by the last stop: the data is taken where it is"
+        );
+        let (id, data_dir, download_dir) = (
+            rec.info_hash,
+            rec.data_dir.clone(),
+            rec.download_dir.clone(),
+        );
+        let saved = self
+            .inner
+            .db
+            .call(move |c| state::save_place(c, &id, &data_dir, download_dir.as_deref()))
+            .map_err(ControlError::from)
+            .and_then(|r| Ok(r.recv_result()?));
+        if let Err(e) = saved {
+            tracing::error!("saving the place of {}: {e}", meta.info.name);
+        }
+    }
+
     /// Takes one torrent from the state: seeds it at once when its files match the last check.
-    fn load_record(&self, rec: TorrentRecord) {
+    fn load_record(&self, mut rec: TorrentRecord) {
         let meta = match Metainfo::from_bytes(&rec.torrent) {
             // Its files where its content layout put them when it was added.
             Ok(mut m) => {
@@ -884,6 +946,9 @@ impl Service {
                 return;
             }
         };
+        if let Some(to) = rec.moving_to.take() {
+            self.recover_move(&meta, &mut rec, Path::new(&to));
+        }
         let data_dir = PathBuf::from(&rec.data_dir);
         if let Some(s) = &rec.source {
             self.remember_source(Path::new(s));
@@ -2449,6 +2514,16 @@ impl DataSave {
         )
         .map(|_| ())
     }
+}
+
+/// The first component of each of a torrent's files' paths that is present in `dir`.
+fn tops_at(meta: &Metainfo, dir: &Path) -> BTreeSet<String> {
+    meta.info
+        .layout
+        .data_files()
+        .filter_map(|(_, f)| f.path.first().cloned())
+        .filter(|t| dir.join(t).symlink_metadata().is_ok())
+        .collect()
 }
 
 /// What [`move_data`] does with files on another file system than their target.

@@ -319,7 +319,20 @@ impl Service {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
-        let moved = move_data(&job.present, &job.from, &job.to, Across::Copy).map(drop);
+        // Noted before the first file moves: a start after a crash part way looks for the data
+        // at both places (`Service::recover_move`) instead of finding its files gone.
+        let moved = if job.present.is_empty() {
+            Ok(())
+        } else {
+            let (id, to) = (job.id, job.to.display().to_string());
+            self.inner
+                .db
+                .call(move |c| state::save_moving_to(c, &id, &to))
+                .map_err(ControlError::from)
+                .and_then(|r| Ok(r.recv_result()?))
+                .map_err(|err| format!("noting the move in the state: {err}"))
+                .and_then(|()| move_data(&job.present, &job.from, &job.to, Across::Copy).map(drop))
+        };
         let _changing = self.changes();
         let mut all = self.lock();
         let Some(e) = all.get_mut(&job.id) else {
