@@ -252,9 +252,12 @@ impl SpeedService {
     }
 
     /// A connection that bid has closed: the credit window it held on its channel ends, so
-    /// another connection of the same payer can take one from the deposit (`[speed] rpc`).
+    /// another connection of the same payer can take one from the deposit. Windows are kept
+    /// only for bids checked on chain (`[speed] rpc`); without it there is nothing to end.
     pub fn gone(&self, to: PeerRef) {
-        let _ = self.gone.send(to);
+        if self.chain.is_some() {
+            let _ = self.gone.send(to);
+        }
     }
 
     /// Finishes every queued job (their ledger writes included), then stops the thread.
