@@ -533,6 +533,18 @@ impl Hostile {
     }
 }
 
+/// Our node on loopback with no bootstrap node and the default limits: others find it.
+fn lone_node() -> ringseed::dht::Dht {
+    let o = ringseed::dht::DhtOptions {
+        port: 0,
+        bind: None,
+        bootstrap: Vec::new(),
+        nodes_file: None,
+        limits: Default::default(),
+    };
+    ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
 /// Our node, bootstrapped from `boot` only, with `limits`.
 fn our_node(boot: std::net::SocketAddrV4, limits: ringseed::dht::DhtLimits) -> ringseed::dht::Dht {
     let o = ringseed::dht::DhtOptions {
@@ -698,14 +710,7 @@ fn a_flood_of_queries_is_answered_within_the_rates_of_its_source_and_of_the_node
 #[test]
 fn a_libtorrent_node_keeps_ours_in_its_routing_table() {
     use ringseed::dht::filter::Verdict;
-    let o = ringseed::dht::DhtOptions {
-        port: 0,
-        bind: None,
-        bootstrap: Vec::new(),
-        nodes_file: None,
-        limits: Default::default(),
-    };
-    let dht = ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dht = lone_node();
     let ours = dht.local_addr();
     let mut cmd = lt_dht();
     cmd.args(["table", &ours.port().to_string(), "20"]);
@@ -735,14 +740,7 @@ fn libtorrent_finds_a_ringseed_seed_through_a_ringseed_dht_node() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, src, file) = payload(dir.path(), "relayed", 16, &[]);
     let hex = hex_of(&torrent);
-    let o = ringseed::dht::DhtOptions {
-        port: 0,
-        bind: None,
-        bootstrap: Vec::new(),
-        nodes_file: None,
-        limits: Default::default(),
-    };
-    let node = ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let node = lone_node();
     let boot = node.local_addr();
     let state = dir.path().join("state");
     let cfg = config(dir.path(), "seed", &[boot.to_string()], &state);

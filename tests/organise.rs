@@ -698,6 +698,32 @@ fn one_active_download_the_others_wait_queued_force_start_skips_the_queue() {
     seeder.stop();
 }
 
+/// A 192 MiB file `big.bin` (pattern `seed`) on /dev/shm (tmpfs: another file system than the
+/// test's directory), and the config of a node whose data root is `dir/data` and that lists its
+/// torrent with its data there. Returns (the tmpfs directory, the bytes, the torrent, the config).
+fn big_on_shm(
+    dir: &Path,
+    seed: u64,
+) -> (
+    tempfile::TempDir,
+    Vec<u8>,
+    ringseed::metainfo::Metainfo,
+    PathBuf,
+) {
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
+    let bytes = pattern(192 << 20, seed);
+    std::fs::write(shm.path().join("big.bin"), &bytes).unwrap();
+    let t = dir.join("big.torrent");
+    let meta = create_torrent(&shm.path().join("big.bin"), &t, &["--piece-kib", "1024"]);
+    let extra = format!(
+        "skip_check = true\n[[torrents.list]]\ntorrent = {:?}\ndata = {:?}\n",
+        t.display().to_string(),
+        shm.path().display().to_string()
+    );
+    let cfg = node_config(dir, &dir.join("data"), &extra, "");
+    (shm, bytes, meta, cfg)
+}
+
 /// `setLocation` across file systems (the data on /dev/shm, the data root on the test's disk):
 /// the call returns while the data is still being copied, the torrent shows `moving` and the
 /// API goes on answering meanwhile; the data arrives byte for byte (a recheck finds every piece
@@ -709,23 +735,12 @@ fn a_move_across_file_systems_runs_while_the_api_answers_and_loses_nothing() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
     let name = "big.bin";
-    let bytes = pattern(192 << 20, 7);
-    std::fs::write(shm.path().join(name), &bytes).unwrap();
-    let t = dir.path().join("big.torrent");
-    let meta = create_torrent(&shm.path().join(name), &t, &["--piece-kib", "1024"]);
+    let (shm, bytes, meta, cfg) = big_on_shm(dir.path(), 7);
     let small = data.join("small.bin");
-    std::fs::create_dir_all(&data).unwrap();
     std::fs::write(&small, pattern(100_000, 8)).unwrap();
     let small_t = dir.path().join("small.torrent");
     let small_meta = create_torrent(&small, &small_t, &["--piece-kib", "16"]);
-    let extra = format!(
-        "skip_check = true\n[[torrents.list]]\ntorrent = {:?}\ndata = {:?}\n",
-        t.display().to_string(),
-        shm.path().display().to_string()
-    );
-    let cfg = node_config(dir.path(), &data, &extra, "");
     let node = RunNode::start(&cfg);
     add_seeding(&node, &small_t, json!({}));
     let (big, small_hash) = (hex(&meta), hex(&small_meta));
@@ -815,19 +830,9 @@ fn a_move_across_file_systems_runs_while_the_api_answers_and_loses_nothing() {
 fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
     let name = "big.bin";
-    let bytes = pattern(192 << 20, 9);
-    std::fs::write(shm.path().join(name), &bytes).unwrap();
-    let t = dir.path().join("big.torrent");
-    let meta = create_torrent(&shm.path().join(name), &t, &["--piece-kib", "1024"]);
+    let (shm, bytes, meta, cfg) = big_on_shm(dir.path(), 9);
     let big = hex(&meta);
-    let extra = format!(
-        "skip_check = true\n[[torrents.list]]\ntorrent = {:?}\ndata = {:?}\n",
-        t.display().to_string(),
-        shm.path().display().to_string()
-    );
-    let cfg = node_config(dir.path(), &data, &extra, "");
     let seeding = |node: &RunNode| {
         wait("the torrent to seed", 120, || {
             let v = torrent(node, &big);
