@@ -760,6 +760,13 @@ pub fn save_moving_to(conn: &Connection, info_hash: &[u8; 20], to: &str) -> rusq
     Ok(())
 }
 
+/// A move noted by [`save_moving_to`] is over, the place unchanged by it or saved already.
+pub fn end_move(conn: &Connection, info_hash: &[u8; 20]) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE torrents SET moving_to = NULL WHERE info_hash = ?1")?
+        .execute(params![&info_hash[..]])?;
+    Ok(())
+}
+
 /// Where a start after a crash found the data of a torrent whose move was cut short: saves
 /// its places and ends the move.
 pub fn save_place(

@@ -903,4 +903,36 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     let v = seeding(&node);
     assert_eq!(whole_at(&v), other, "{v}");
     node.stop();
+
+    // A completed download renamed out of its incomplete directory, the node dead before the
+    // save: the state still has the incomplete directory and a bitfield from before the end,
+    // and notes the move into the data directory.
+    let conn = ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE torrents SET download_dir = ?2, verified = ?3, moving_to = ?4
+             WHERE info_hash = ?1",
+            rusqlite::params![
+                &meta.info.hash.wire_id()[..],
+                data.join("incomplete").display().to_string(),
+                vec![0u8; meta.info.layout.num_pieces.div_ceil(8) as usize],
+                other.display().to_string()
+            ],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let node = RunNode::start(&cfg);
+    let v = seeding(&node);
+    assert_eq!(whole_at(&v), other, "{v}");
+    node.stop();
+    let conn = ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    let (download_dir, moving_to): (Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT download_dir, moving_to FROM torrents WHERE info_hash = ?1",
+            [&meta.info.hash.wire_id()[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((download_dir, moving_to), (None, None));
 }

@@ -166,6 +166,21 @@ fn magnet_then_data(dir: &Path, incomplete: &Path) {
     assert!(!incomplete.join("m.bin").exists());
     assert_eq!(done["data_dir"], data.display().to_string());
     assert_eq!(done["verified_pieces"], done["pieces"], "{done:#}");
+    // The state gets its new place, and no move noted any more (a restart would look for
+    // it); the save follows the completion by a tick at most.
+    let place = || {
+        let c = ringseed::db::open_read_only(&dir.join("state/ringseed.db")).unwrap();
+        let rec = ringseed::state::get(&c, &meta.info.hash.wire_id())
+            .unwrap()
+            .expect("its record");
+        (rec.data_dir, rec.download_dir, rec.moving_to)
+    };
+    let saved = (data.display().to_string(), None, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while place() != saved {
+        assert!(std::time::Instant::now() < deadline, "saved: {:?}", place());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (status, _) = http(node.api, "POST", "/api/v1/torrents", &body);
     assert_eq!(status, 409, "the same magnet twice");
     // It seeds from the data directory: another node fetches it from this one.

@@ -856,6 +856,22 @@ impl Service {
         }
     }
 
+    /// Notes in the state, and waits until it is durable, that `id`'s data is about to move to
+    /// `to`; `false` (logged) when it could not be.
+    fn note_move(&self, id: [u8; 20], to: &Path) -> bool {
+        let to_s = to.display().to_string();
+        let noted = self
+            .inner
+            .db
+            .call(move |c| state::save_moving_to(c, &id, &to_s))
+            .map_err(ControlError::from)
+            .and_then(|r| Ok(r.recv_result()?));
+        if let Err(err) = &noted {
+            tracing::error!("noting the move of {} in the state: {err}", hex(&id));
+        }
+        noted.is_ok()
+    }
+
     /// A move that a stop (a crash, a kill) cut short: its data is at the old place, at the new
     /// one, or (cut between two top-level items, or while the old copy was being removed)
     /// partly at both. The new place wins when it holds some of the torrent's items and the old
@@ -888,6 +904,8 @@ impl Service {
         if moved {
             if completing {
                 rec.download_dir = None;
+                // It had completed; its last saved bitfield may be from before: check it.
+                rec.verified = None;
             } else {
                 rec.data_dir = to.display().to_string();
             }
@@ -2332,16 +2350,29 @@ impl Service {
                     // Out of the incomplete directory: renamed at once on one file system (the
                     // open files stay valid, its peers stay), else copied on the mover thread,
                     // for a copy must not hold the torrent list (every API call and this tick).
+                    let mut ends_move = false;
                     if let Some(from) = e.download_dir.clone()
                         && e.status == Status::Ready
                     {
                         let tops = e.tops_at(&from);
-                        match move_data(&tops, &from, &e.data_dir, Across::Stop) {
+                        // Noted (durably, a few ms under the lock, once per completed
+                        // download) before anything is renamed, so a crash before the save
+                        // below finds the data where it went (`Service::recover_move`).
+                        let noted = tops.is_empty() || self.note_move(id, &e.data_dir);
+                        ends_move = noted && !tops.is_empty();
+                        let moved = if noted {
+                            move_data(&tops, &from, &e.data_dir, Across::Stop)
+                        } else {
+                            Err("its move could not be noted in the state".into())
+                        };
+                        match moved {
                             Ok(Moved::Renamed | Moved::Copied) => {
                                 e.download_dir = None;
                                 tracing::info!(torrent = %e.meta.info.name, to = %e.data_dir.display(), "moved the completed download");
                             }
                             Ok(Moved::Apart) => {
+                                // The mover notes it again and ends it.
+                                ends_move = false;
                                 let to = e.data_dir.clone();
                                 moves.push(self.start_move(id, e, &to, true));
                             }
@@ -2351,7 +2382,10 @@ impl Service {
                         }
                         e.files = state::stamp_files(&e.meta.info.layout, &e.data_dir);
                     }
-                    records.push(DataSave::of(id, e));
+                    records.push(DataSave {
+                        ends_move,
+                        ..DataSave::of(id, e)
+                    });
                 } else if done != e.saved_pieces {
                     e.saved_pieces = done;
                     e.verified = Some(bits.clone());
@@ -2492,6 +2526,8 @@ struct DataSave {
     verified: Option<Vec<u8>>,
     files: Vec<Option<FileStamp>>,
     download_dir: Option<String>,
+    /// A move noted in the state ([`state::save_moving_to`]) is over with this save.
+    ends_move: bool,
 }
 
 impl DataSave {
@@ -2501,6 +2537,7 @@ impl DataSave {
             verified: e.verified.clone(),
             files: e.files.clone(),
             download_dir: e.download_dir.as_ref().map(|d| d.display().to_string()),
+            ends_move: false,
         }
     }
 
@@ -2511,8 +2548,11 @@ impl DataSave {
             self.verified.as_deref(),
             &self.files,
             self.download_dir.as_deref(),
-        )
-        .map(|_| ())
+        )?;
+        if self.ends_move {
+            state::end_move(c, &self.id)?;
+        }
+        Ok(())
     }
 }
 

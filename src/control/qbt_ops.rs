@@ -323,15 +323,10 @@ impl Service {
         // at both places (`Service::recover_move`) instead of finding its files gone.
         let moved = if job.present.is_empty() {
             Ok(())
+        } else if !self.note_move(job.id, &job.to) {
+            Err("the move could not be noted in the state".to_string())
         } else {
-            let (id, to) = (job.id, job.to.display().to_string());
-            self.inner
-                .db
-                .call(move |c| state::save_moving_to(c, &id, &to))
-                .map_err(ControlError::from)
-                .and_then(|r| Ok(r.recv_result()?))
-                .map_err(|err| format!("noting the move in the state: {err}"))
-                .and_then(|()| move_data(&job.present, &job.from, &job.to, Across::Copy).map(drop))
+            move_data(&job.present, &job.from, &job.to, Across::Copy).map(drop)
         };
         let _changing = self.changes();
         let mut all = self.lock();
