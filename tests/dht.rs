@@ -533,14 +533,14 @@ impl Hostile {
     }
 }
 
-/// Our node on loopback with no bootstrap node and the default limits: others find it.
-fn lone_node() -> ringseed::dht::Dht {
+/// Our node on loopback with no bootstrap node and `limits`: others find it.
+fn lone_node(limits: ringseed::dht::DhtLimits) -> ringseed::dht::Dht {
     let o = ringseed::dht::DhtOptions {
         port: 0,
         bind: None,
         bootstrap: Vec::new(),
         nodes_file: None,
-        limits: Default::default(),
+        limits,
     };
     ringseed::dht::Dht::start(&o, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
@@ -710,7 +710,7 @@ fn a_flood_of_queries_is_answered_within_the_rates_of_its_source_and_of_the_node
 #[test]
 fn a_libtorrent_node_keeps_ours_in_its_routing_table() {
     use ringseed::dht::filter::Verdict;
-    let dht = lone_node();
+    let dht = lone_node(Default::default());
     let ours = dht.local_addr();
     let mut cmd = lt_dht();
     cmd.args(["table", &ours.port().to_string(), "20"]);
@@ -740,7 +740,7 @@ fn libtorrent_finds_a_ringseed_seed_through_a_ringseed_dht_node() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, src, file) = payload(dir.path(), "relayed", 16, &[]);
     let hex = hex_of(&torrent);
-    let node = lone_node();
+    let node = lone_node(Default::default());
     let boot = node.local_addr();
     let state = dir.path().join("state");
     let cfg = config(dir.path(), "seed", &[boot.to_string()], &state);
@@ -759,6 +759,57 @@ fn libtorrent_finds_a_ringseed_seed_through_a_ringseed_dht_node() {
     eprintln!("libtorrent through a ringseed node: {report}");
     let _ = seeder.child.kill();
     let _ = seeder.child.wait();
+}
+
+/// The other direction: a libtorrent seeder whose only DHT node is ours announces to it (its
+/// get_peers for the token, then announce_peer, both with 2-byte transaction ids), and a
+/// lookup through our node finds it.
+#[test]
+fn a_libtorrent_seed_announces_to_our_node_and_a_lookup_through_it_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, src, _) = payload(dir.path(), "announced", 17, &[]);
+    let meta = ringseed::metainfo::Metainfo::load(&torrent).unwrap();
+    // Every query here comes from 127.0.0.1 (libtorrent's and our asker's alike): the default
+    // rate per address would block it.
+    let node = lone_node(ringseed::dht::DhtLimits {
+        queries: ringseed::dht::filter::QueryLimits {
+            per_ip_per_s: 1000,
+            per_ip_burst: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut cmd = lt_dht();
+    cmd.arg("announce")
+        .arg(&torrent)
+        .arg(&src)
+        .arg(node.local_addr().port().to_string());
+    let seed = Helper::start(cmd);
+    let port = seed.wait_for(Duration::from_secs(20), "seeding line", &mut vec![], |l| {
+        l.strip_prefix("seeding ")?.parse::<u16>().ok()
+    });
+    let want = format!("127.0.0.1:{port}");
+    let asker = our_node(node.local_addr(), Default::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let peers = rt.block_on(asker.lookup(meta.info.hash.wire_id()));
+        if peers.iter().any(|p| p.to_string() == want) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "our node never handed out the libtorrent seed {want}: {peers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "libtorrent's announce found through our node after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -9,6 +9,9 @@
       A DHT-only bootstrap node B and a seeder S bootstrapped to B, with DHT on and no trackers.
       Prints "ready DHT_PORT PEER_PORT" (B's UDP port, S's listening port) once B has stored S's
       announce, then runs until killed.
+  lt_dht.py announce TORRENT SAVE_PATH NODE_PORT
+      A seeder whose only DHT node is 127.0.0.1:NODE_PORT. Prints "seeding PEER_PORT" at once
+      and announces the torrent to the DHT every second until killed.
   lt_dht.py leech MAGNET SAVE_PATH BOOTSTRAP_PORT [TIMEOUT_S] [retry|once]
       A session with DHT on, bootstrapped to 127.0.0.1:BOOTSTRAP_PORT only, that adds MAGNET
       (no trackers, no peers: the DHT is its only source). Prints "listening PORT" at once,
@@ -114,6 +117,23 @@ def seed(path, save_path):
         ses.pop_alerts()
 
 
+def announce(path, save_path, node_port):
+    ses = lt.session(settings())
+    peer_port = wait_listening(ses)
+    ses.add_dht_node(("127.0.0.1", int(node_port)))
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    params.flags |= lt.torrent_flags.seed_mode
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    h = ses.add_torrent(params)
+    print("seeding %d" % peer_port, flush=True)
+    while True:
+        ses.wait_for_alert(1000)
+        ses.pop_alerts()
+        h.force_dht_announce()
+
+
 def leech(magnet, save_path, bootstrap_port, timeout="60", mode="retry"):
     # Plain TCP out, as lt_tool.py's download: libtorrent would try an encrypted handshake
     # first and fall back only after a timeout.
@@ -178,4 +198,4 @@ def table(node_port, timeout="20"):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"node": node, "seed": seed, "leech": leech, "table": table}[cmd](*args)
+    {"node": node, "seed": seed, "announce": announce, "leech": leech, "table": table}[cmd](*args)
