@@ -37,6 +37,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use ringseed::download::part::{Part, Taken};
 use ringseed::download::picker::{self, Strategy};
+use ringseed::download::want::Want;
 use ringseed::engine::Reason;
 use ringseed::engine::peer::{Action, Asked, Peer, Phase, Queued, Rules, Tick, TorrentView};
 use ringseed::metainfo::{FileEntry, FileLayout};
@@ -197,13 +198,16 @@ impl World {
             private: u.arbitrary()?,
             downloads: role == 1,
         };
+        // The config's bounds: 16..=10000; the advertised share is at least 8 (engine::reqq).
+        let max_reqq = *u.choose(&[16usize, 32, 250, 2000])?;
         let rules = Rules {
             peer_id: [1; 20],
             port: 6881,
             client_name: "fuzz".into(),
-            // The config's bounds: 16..=128 KiB, 16..=10000.
+            // The config's bounds: 16..=128 KiB.
             max_request_len: *u.choose(&[16u32 << 10, 128 << 10])?,
-            max_reqq: *u.choose(&[16usize, 32, 250, 2000])?,
+            max_reqq,
+            advertised_reqq: u.int_in_range(8..=max_reqq)?,
             max_send_backlog: *u.choose(&[64usize << 10, 64 << 10, 20 << 10, 2 << 10])?,
             allowed_fast: u.int_in_range(0..=10)?,
             pex: u.arbitrary()?,
@@ -746,6 +750,19 @@ impl World {
                     c.refused_since_unchoke
                 );
             }
+            Action::Shed => {
+                // Past the share we advertised, while the worker falls behind: rejected (BEP 6),
+                // never queued; it spends the noise budget, so it is bounded like a refusal.
+                assert!(matches!(msg, Message::Request(_)));
+                assert!(fast, "a shed request without BEP 6 to tell the peer");
+                assert!(queued_before >= rules.advertised_reqq);
+                c.refused_since_unchoke += 1;
+                assert!(
+                    c.refused_since_unchoke <= 4 * rules.max_reqq as u64 + 1000,
+                    "{} requests shed and not cut off",
+                    c.refused_since_unchoke
+                );
+            }
             Action::ExtHandshake => {
                 assert!(matches!(msg, Message::Extended { id: 0, .. }));
             }
@@ -769,6 +786,15 @@ impl World {
             }
             // The harness's torrents are v1 (no merkle trees): every hash request is rejected.
             Action::HashesSent(_) => panic!("BEP 52 hashes answered for a v1 torrent"),
+            Action::HashesRejected(_) => {
+                assert!(matches!(
+                    msg,
+                    Message::Unknown {
+                        id: ringseed::wire::hashes::HASH_REQUEST,
+                        ..
+                    }
+                ));
+            }
             Action::MetadataSent(bytes) => {
                 assert!(!self.t.private, "metadata of a private torrent sent");
                 assert!(c.peer.ext().is_some());
@@ -894,8 +920,9 @@ impl World {
                     self.rand ^= self.rand >> 7;
                     self.rand ^= self.rand << 17;
                     let strategy = Strategy::for_progress(self.t.pieces.verified.count(), 4);
+                    let want = Want::everything(self.t.layout.num_pieces);
                     let Some(i) =
-                        picker::claim(&self.t.pieces, c.peer.offer(), strategy, self.rand)
+                        picker::claim(&self.t.pieces, c.peer.offer(), strategy, self.rand, &want)
                     else {
                         break;
                     };
