@@ -67,4 +67,9 @@ if ! cmp -s contracts/package-lock.json contracts/node_modules/.ringseed-install
   cp contracts/package-lock.json contracts/node_modules/.ringseed-installed-lock
 fi
 
+# The fuzz targets (fuzz/, a crate of its own that the main build never compiles) must keep
+# compiling as the code they drive changes; only running them needs nightly and cargo-fuzz.
+# peer_session had stopped compiling unnoticed once (session 21).
+cargo check --locked --quiet --manifest-path fuzz/Cargo.toml --bins
+
 exec cargo test --locked "$@"
