@@ -891,7 +891,9 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     std::fs::create_dir_all(&other).unwrap();
     std::fs::copy(at.join(name), other.join(name)).unwrap();
     std::fs::remove_file(at.join(name)).unwrap();
-    let conn = ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    // The node's state, opened while the node is stopped.
+    let db = || ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    let conn = db();
     ringseed::state::save_moving_to(
         &conn,
         &meta.info.hash.wire_id(),
@@ -907,7 +909,7 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     // A completed download renamed out of its incomplete directory, the node dead before the
     // save: the state still has the incomplete directory and a bitfield from before the end,
     // and notes the move into the data directory.
-    let conn = ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    let conn = db();
     let changed = conn
         .execute(
             "UPDATE torrents SET download_dir = ?2, verified = ?3, moving_to = ?4
@@ -926,7 +928,7 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     let v = seeding(&node);
     assert_eq!(whole_at(&v), other, "{v}");
     node.stop();
-    let conn = ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
+    let conn = db();
     let (download_dir, moving_to): (Option<String>, Option<String>) = conn
         .query_row(
             "SELECT download_dir, moving_to FROM torrents WHERE info_hash = ?1",

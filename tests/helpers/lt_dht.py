@@ -68,6 +68,16 @@ def wait_listening(ses):
     return ses.listen_port()
 
 
+def add_seed(ses, path, save_path):
+    """Adds the torrent at `path` to `ses` as a seed of the data in `save_path`, started."""
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    params.flags |= lt.torrent_flags.seed_mode
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    return ses.add_torrent(params)
+
+
 def node():
     ses = lt.session(settings())
     print("dht %d" % wait_listening(ses), flush=True)
@@ -86,13 +96,8 @@ def seed(path, save_path):
     ses = lt.session(settings())
     peer_port = wait_listening(ses)
     ses.add_dht_node(("127.0.0.1", boot_port))
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(path)
-    params.save_path = save_path
-    params.flags |= lt.torrent_flags.seed_mode
-    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
-    h = ses.add_torrent(params)
-    want = str(params.ti.info_hashes().v1)
+    h = add_seed(ses, path, save_path)
+    want = str(h.torrent_file().info_hashes().v1)
     deadline = time.monotonic() + 30
     announced = False
     asked = 0.0
@@ -121,12 +126,7 @@ def announce(path, save_path, node_port):
     ses = lt.session(settings())
     peer_port = wait_listening(ses)
     ses.add_dht_node(("127.0.0.1", int(node_port)))
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(path)
-    params.save_path = save_path
-    params.flags |= lt.torrent_flags.seed_mode
-    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
-    h = ses.add_torrent(params)
+    h = add_seed(ses, path, save_path)
     print("seeding %d" % peer_port, flush=True)
     while True:
         ses.wait_for_alert(1000)
