@@ -891,6 +891,13 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     std::fs::create_dir_all(&other).unwrap();
     std::fs::copy(at.join(name), other.join(name)).unwrap();
     std::fs::remove_file(at.join(name)).unwrap();
+    // A start that finds the torrent seeding, whole at `at`.
+    let comes_back_at = |at: &Path| {
+        let node = RunNode::start(&cfg);
+        let v = seeding(&node);
+        assert_eq!(whole_at(&v), at, "{v}");
+        node.stop();
+    };
     // The node's state, opened while the node is stopped.
     let db = || ringseed::db::open(&dir.path().join("state/ringseed.db")).unwrap();
     let conn = db();
@@ -901,10 +908,7 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
     )
     .unwrap();
     drop(conn);
-    let node = RunNode::start(&cfg);
-    let v = seeding(&node);
-    assert_eq!(whole_at(&v), other, "{v}");
-    node.stop();
+    comes_back_at(&other);
 
     // A completed download renamed out of its incomplete directory, the node dead before the
     // save: the state still has the incomplete directory and a bitfield from before the end,
@@ -924,10 +928,7 @@ fn a_move_cut_short_by_a_kill_finds_the_data_where_it_is() {
         .unwrap();
     assert_eq!(changed, 1);
     drop(conn);
-    let node = RunNode::start(&cfg);
-    let v = seeding(&node);
-    assert_eq!(whole_at(&v), other, "{v}");
-    node.stop();
+    comes_back_at(&other);
     let conn = db();
     let (download_dir, moving_to): (Option<String>, Option<String>) = conn
         .query_row(
