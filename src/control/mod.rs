@@ -2355,7 +2355,7 @@ impl Service {
                         && e.status == Status::Ready
                     {
                         let tops = e.tops_at(&from);
-                        // Noted (durably, a few ms under the lock, once per completed
+                        // Noted (durably, under the lock, once per completed
                         // download) before anything is renamed, so a crash before the save
                         // below finds the data where it went (`Service::recover_move`).
                         let noted = tops.is_empty() || self.note_move(id, &e.data_dir);
