@@ -167,7 +167,8 @@ pub struct TorrentRecord {
     /// `data_dir` once complete.
     pub download_dir: Option<String>,
     /// Where its data was being moved when the node stopped; `None` once a move ends. Read
-    /// only: [`save_moving_to`] and [`save_data_dir`] write it.
+    /// only: [`put`] leaves it; [`save_moving_to`] sets it, [`save_data_dir`], [`end_move`]
+    /// and [`save_place`] clear it.
     pub moving_to: Option<String>,
     pub org: Organisation,
 }
