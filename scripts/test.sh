@@ -22,7 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 #   python3-pip  installs the PyPI packages below for Debian's python3
 #   chromium, chromium-driver  a real browser (headless) and its WebDriver for the web UI test
 #     (tests/webui.rs): the page is loaded, logged into and clicked through as a user would
-PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd python3-pip chromium chromium-driver"
+#   g++  compiles libFuzzer (the libfuzzer-sys crate) for the fuzz targets' compile check below
+PKGS="python3-libtorrent mktorrent transmission-cli transmission-daemon qbittorrent-nox rtorrent aria2 opentracker systemd python3-pip chromium chromium-driver g++"
 missing=""
 for p in $PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
