@@ -87,10 +87,12 @@ impl Id {
     }
 
     /// Create a new Id from an Ipv4 address according to [BEP_0042](http://bittorrent.org/beps/bep_0042.html).
+    /// BEP 42's IPv6 form is not implemented: an IPv6 address gets a random Id (this crate's
+    /// callers only pass IPv4 ones), never a panic.
     pub fn from_ip(ip: IpAddr) -> Id {
         match ip {
             IpAddr::V4(addr) => Id::from_ipv4(addr),
-            IpAddr::V6(_addr) => unimplemented!("Ipv6 is not supported"),
+            IpAddr::V6(_) => Id::random(),
         }
     }
 

@@ -53,7 +53,13 @@ impl KrpcSocket {
 
         let local_addr = match socket.local_addr()? {
             SocketAddr::V4(addr) => addr,
-            SocketAddr::V6(_) => unimplemented!("KrpcSocket does not support Ipv6"),
+            // Unreachable (the socket is bound to an Ipv4Addr), but an error, not a panic.
+            SocketAddr::V6(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "KrpcSocket does not support Ipv6",
+                ))
+            }
         };
 
         socket.set_read_timeout(Some(READ_TIMEOUT))?;
