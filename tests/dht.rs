@@ -192,6 +192,19 @@ fn a_magnet_is_found_through_a_libtorrent_dht_node_metadata_and_data() {
     );
 }
 
+/// `lt_dht.py leech` of the magnet of `hex` into `out` (created), bootstrapped from
+/// 127.0.0.1:`boot`, with its optional `[TIMEOUT_S] [retry|once]`.
+fn lt_leech(out: &Path, hex: &str, boot: u16, rest: &[&str]) -> Command {
+    std::fs::create_dir_all(out).unwrap();
+    let mut cmd = lt_dht();
+    cmd.arg("leech")
+        .arg(format!("magnet:?xt=urn:btih:{hex}"))
+        .arg(out)
+        .arg(boot.to_string())
+        .args(rest);
+    cmd
+}
+
 /// libtorrent (`lt_dht.py leech`) given only the magnet of `hex` and the DHT node at
 /// 127.0.0.1:`boot`: it must find `seed` there, download `file`'s bytes exactly and say so.
 /// Returns its report.
@@ -203,14 +216,7 @@ fn lt_leech_from(
     seed: std::net::SocketAddr,
 ) -> String {
     let out = dir.join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut leech = lt_dht();
-    leech
-        .arg("leech")
-        .arg(format!("magnet:?xt=urn:btih:{hex}"))
-        .arg(&out)
-        .args([boot.to_string(), "60".into()]);
-    let out_text = common::run_ok(&mut leech);
+    let out_text = common::run_ok(&mut lt_leech(&out, hex, boot, &["60"]));
     let report = out_text.lines().last().unwrap_or_default().to_string();
     let v: serde_json::Value =
         serde_json::from_str(report.trim()).unwrap_or_else(|e| panic!("{e}: {out_text}"));
@@ -821,14 +827,7 @@ fn a_seed_dials_the_leechers_the_dht_names() {
     let (node, boot) = lt_dht_node(&mut heard);
     // The leecher asks the DHT once, before there is any seed, and never again.
     let out = dir.path().join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut leech_cmd = lt_dht();
-    leech_cmd
-        .arg("leech")
-        .arg(format!("magnet:?xt=urn:btih:{hex}"))
-        .arg(&out)
-        .args([boot.to_string(), "40".into(), "once".into()]);
-    let leech = Helper::start(leech_cmd);
+    let leech = Helper::start(lt_leech(&out, hex.as_str(), boot, &["40", "once"]));
     let lt_port = leech.wait_for(Duration::from_secs(20), "listening", &mut vec![], |l| {
         l.strip_prefix("listening ")?.parse::<u16>().ok()
     });

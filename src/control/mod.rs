@@ -884,13 +884,7 @@ impl Service {
             (Some(d), true) => PathBuf::from(d),
             _ => PathBuf::from(&rec.data_dir),
         };
-        let all: BTreeSet<String> = meta
-            .info
-            .layout
-            .data_files()
-            .filter_map(|(_, f)| f.path.first().cloned())
-            .collect();
-        for top in &all {
+        for top in &tops(meta) {
             let tmp = to.join(format!(".{top}.ringseed-moving"));
             if tmp.symlink_metadata().is_ok() {
                 match remove_tree(&tmp) {
@@ -2556,14 +2550,20 @@ impl DataSave {
     }
 }
 
-/// The first component of each of a torrent's files' paths that is present in `dir`.
-fn tops_at(meta: &Metainfo, dir: &Path) -> BTreeSet<String> {
+/// The first component of each of a torrent's files' paths: what moves when its data moves.
+fn tops(meta: &Metainfo) -> BTreeSet<String> {
     meta.info
         .layout
         .data_files()
         .filter_map(|(_, f)| f.path.first().cloned())
-        .filter(|t| dir.join(t).symlink_metadata().is_ok())
         .collect()
+}
+
+/// Those of [`tops`] present in `dir`.
+fn tops_at(meta: &Metainfo, dir: &Path) -> BTreeSet<String> {
+    let mut t = tops(meta);
+    t.retain(|t| dir.join(t).symlink_metadata().is_ok());
+    t
 }
 
 /// What [`move_data`] does with files on another file system than their target.
