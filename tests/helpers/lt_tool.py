@@ -16,7 +16,9 @@
                                              -> downloads from one peer (direct connect) or from
                                                 the peers the torrent's trackers list (no DHT),
                                                 prints JSON {"done": bool, "seconds",
-                                                "bytes", "rate"} once finished and checked; from
+                                                "bytes", "rate", "timeline"} once finished and
+                                                checked (timeline: connections made and lost,
+                                                snubs, bytes done each second); from
                                                 a magnet link it first fetches the metadata
                                                 from the peer (BEP 9)
 
@@ -148,10 +150,13 @@ def seed(path, save_path, port, ip="127.0.0.1", upload_limit="0"):
 
 def download(path, save_path, peer, timeout="120"):
     host, port = peer.rsplit(":", 1) if peer != "tracker" else ("", "0")
+    cat = lt.alert.category_t
     ses = lt.session({
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "listen_interfaces": "127.0.0.1:0",
-        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        # connect and peer: the timeline below (connections made and lost, snubs).
+        "alert_mask": cat.status_notification | cat.error_notification | cat.connect_notification
+        | cat.peer_notification,
         "allow_multiple_connections_per_ip": True,
         # ringseed speaks plain TCP BitTorrent; skip libtorrent's uTP and encrypted attempts
         # (it falls back to plain TCP anyway, after timeouts).
@@ -169,15 +174,30 @@ def download(path, save_path, peer, timeout="120"):
     start = time.monotonic()
     deadline = start + float(timeout)
     connected = 0.0
+    # What happened when, for a test that finds the download slow: connections made and lost
+    # (with libtorrent's reason), snubs, our redials, and the bytes done each second.
+    timeline = []
+    last_second = start
+
+    def note(what):
+        if len(timeline) < 400:
+            timeline.append("%.2f %s" % (time.monotonic() - start, what))
     while time.monotonic() < deadline:
         s = h.status()
         if s.is_seeding:
             break
-        if peer != "tracker" and time.monotonic() - connected > 2 and s.num_peers == 0:
+        now = time.monotonic()
+        if now - last_second >= 1:
+            last_second = now
+            note("done %d peers %d" % (s.total_wanted_done, s.num_peers))
+        if peer != "tracker" and now - connected > 2 and s.num_peers == 0:
             h.connect_peer((host, int(port)))
-            connected = time.monotonic()
+            note("connect_peer")
+            connected = now
         ses.wait_for_alert(100)
-        ses.pop_alerts()
+        for a in ses.pop_alerts():
+            if a.category() & (cat.connect_notification | cat.peer_notification | cat.error_notification):
+                note("%s: %s" % (type(a).__name__, a.message()))
     secs = time.monotonic() - start
     s = h.status()
     if s.is_seeding:
@@ -185,7 +205,8 @@ def download(path, save_path, peer, timeout="120"):
         wait_flushed(ses, h)
     print(json.dumps({"done": bool(s.is_seeding), "seconds": secs, "bytes": s.total_wanted_done,
                       "rate": s.total_wanted_done / secs if secs else 0, "state": str(s.state),
-                      "error": str(s.errc.message()) if s.errc.value() else ""}), flush=True)
+                      "error": str(s.errc.message()) if s.errc.value() else "",
+                      "timeline": timeline}), flush=True)
     # python3-libtorrent 2.0.8 sometimes died of SIGSEGV here with its result unprinted (about
     # 1 run in 10 of the bad-peers test, on a fresh build). Printing and flushing first and then
     # leaving without the session's teardown made it pass 8 runs of 8: the crash is in the
