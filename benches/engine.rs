@@ -22,6 +22,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
             since: t0 + Duration::from_millis((i * 7919 % 10_000) as u64),
             uploaded_since_unchoke: (i as u64 * 104_729) % (8 << 20),
             recent_upload: (i as u64 * 15_485_863) % (64 << 20),
+            idle: i % 11 == 0,
         })
         .collect()
 }

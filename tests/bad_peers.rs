@@ -552,8 +552,14 @@ fn ip(a: u8, b: u8, c: u8) -> std::net::Ipv4Addr {
 }
 
 /// libtorrent downloads `torrent` (a single file) from `addr` into `out`; the copy must be
-/// byte-identical to `original`. Returns how long it took.
-fn lt_download(torrent: &Path, out: &Path, addr: SocketAddr, original: &Path) -> Duration {
+/// byte-identical to `original`. Returns how long it took, and libtorrent's timeline of the
+/// download (connections made and lost, snubs, bytes done each second) for a failure to show.
+fn lt_download(
+    torrent: &Path,
+    out: &Path,
+    addr: SocketAddr,
+    original: &Path,
+) -> (Duration, String) {
     let started = Instant::now();
     let res = lt_tool(&[
         "download",
@@ -569,7 +575,16 @@ fn lt_download(torrent: &Path, out: &Path, addr: SocketAddr, original: &Path) ->
         std::fs::read(out.join(name)).unwrap() == std::fs::read(original).unwrap(),
         "the good client's copy differs"
     );
-    started.elapsed()
+    let timeline = res["timeline"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    (started.elapsed(), timeline)
 }
 
 /// Hostile peers launched by [`launch_hostile_peers`]: join them once the good client is done.
@@ -843,7 +858,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     let tpath = dir.path().join("payload.bin.torrent");
     let original = dir.path().join("data/payload.bin");
     let download = |out: &Path| lt_download(&tpath, out, addr, &original);
-    let alone = download(&dir.path().join("alone"));
+    let (alone, _) = download(&dir.path().join("alone"));
 
     let count = |r: &str| total(&engine.stats(), r);
     let before: std::collections::HashMap<&str, u64> = [
@@ -862,7 +877,7 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     let hostile = launch_hostile_peers(addr, ih, meta.info.layout.num_pieces, 200);
 
     std::thread::sleep(Duration::from_millis(500));
-    let beside = download(&good_out);
+    let (beside, timeline) = download(&good_out);
     let hoarders_cut = hostile.join();
     assert!(
         hoarders_cut >= 4,
@@ -884,7 +899,9 @@ fn hostile_peers_are_cut_off_and_counted_while_libtorrent_downloads_in_its_usual
     // Usual time: a slack over what it took alone that a starved or stalled client would blow.
     assert!(
         beside <= alone * 3 + Duration::from_secs(10),
-        "libtorrent took {beside:?} beside the attacks, {alone:?} alone"
+        "libtorrent took {beside:?} beside the attacks, {alone:?} alone; cut off: {:?}; \
+         libtorrent's timeline:\n{timeline}",
+        disconnects(&engine)
     );
     eprintln!(
         "libtorrent: {alone:?} alone, {beside:?} beside the attacks; cut off: {:?}",
@@ -929,7 +946,7 @@ fn hostile_peers_against_a_seeder_process() {
         std::thread::sleep(Duration::from_millis(500));
         h
     });
-    let took = lt_download(&torrent, &out, addr, &original);
+    let (took, _) = lt_download(&torrent, &out, addr, &original);
     let hoarders_cut = hostile.map(Hostile::join);
     println!("libtorrent took {took:?}; slot hoarders cut off: {hoarders_cut:?}");
 }
@@ -1050,7 +1067,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
     let addr = engine.local_addr();
     let tpath = dir.path().join("paid.bin.torrent");
     let original = dir.path().join("data/paid.bin");
-    let alone = lt_download(&tpath, &dir.path().join("alone"), addr, &original);
+    let (alone, _) = lt_download(&tpath, &dir.path().join("alone"), addr, &original);
     let before = total(&engine.stats(), "forged_vouchers");
 
     let mut attacks = Vec::new();
@@ -1120,7 +1137,7 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
             "a peer that kept forging bids was not cut off"
         );
     }));
-    let beside = lt_download(&tpath, &dir.path().join("beside"), addr, &original);
+    let (beside, timeline) = lt_download(&tpath, &dir.path().join("beside"), addr, &original);
     for a in attacks {
         a.join().unwrap();
     }
@@ -1137,7 +1154,8 @@ fn forged_payments_are_cut_off_while_libtorrent_downloads_from_an_earning_seeder
     assert!(forged >= 16, "{forged} forgeries refused as `forged`");
     assert!(
         beside <= alone * 3 + Duration::from_secs(10),
-        "libtorrent took {beside:?} beside the forgers, {alone:?} alone"
+        "libtorrent took {beside:?} beside the forgers, {alone:?} alone; libtorrent's \
+         timeline:\n{timeline}"
     );
     eprintln!(
         "libtorrent: {alone:?} alone, {beside:?} beside the forgers; cut off: {:?}",
@@ -1300,4 +1318,159 @@ fn announcement_floods_are_cut_off_while_ringseed_downloads_from_libtorrent_in_i
          {cut_off:?}"
     );
     drop(lt);
+}
+
+/// Peers that hold every upload slot: each handshakes from an address of its own, says it is
+/// interested and reads everything sent to it (so none is taken for a peer that stops
+/// reading). `asking` ones also request a block every 50 ms; the others never ask for
+/// anything. At `stop` each closes (`close`), or says it is no longer interested and stays
+/// connected until the engine goes.
+fn slot_holders(
+    addr: SocketAddr,
+    ih: [u8; 20],
+    n: u8,
+    asking: bool,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    close: bool,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    (0..n)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = handshaken_from(ip(30, 0, i + 1), addr, ih);
+                s.write_all(&msg(Message::Interested)).unwrap();
+                let mut reader = s.try_clone().unwrap();
+                let drain = std::thread::spawn(move || {
+                    let mut buf = [0u8; 1 << 16];
+                    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                });
+                let mut k = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    if asking {
+                        let r = BlockRequest {
+                            index: k % 16,
+                            begin: 0,
+                            length: 16384,
+                        };
+                        if s.write_all(&msg(Message::Request(r))).is_err() {
+                            break;
+                        }
+                        k += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !close {
+                    // Connected until the engine goes.
+                    s.write_all(&msg(Message::NotInterested)).unwrap();
+                    drain.join().unwrap();
+                    return;
+                }
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                drain.join().unwrap();
+            })
+        })
+        .collect()
+}
+
+/// An engine whose regular choking rounds never come within a test (every 10 minutes): a slot
+/// changes hands only between rounds.
+fn engine_without_rounds(slots: usize) -> Engine {
+    loopback_engine(Settings {
+        workers: 1,
+        upload_slots: slots,
+        rechoke_interval: Duration::from_secs(600),
+        // A slot held unused for 2 s is given up (a quarter of this).
+        send_timeout: Duration::from_secs(8),
+        ..Settings::default()
+    })
+}
+
+/// Slot hoarding by peers that read: they take every slot by saying they are interested, then
+/// ask for nothing (no round-robin quota is ever reached, nothing stalls). Each slot held
+/// unused goes to a peer that waits, between rounds: libtorrent, waiting behind them, downloads
+/// the whole torrent though no regular round comes, and the hoarders stay connected.
+#[test]
+fn slots_held_by_peers_that_ask_for_nothing_go_to_libtorrent() {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_without_rounds(2);
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "idle.bin",
+        8 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let ih = meta.info.hash.wire_id();
+    let addr = engine.local_addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hoarders = slot_holders(addr, ih, 2, false, stop.clone(), true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().iter().map(|s| s.peers).sum::<i64>() < 2 {
+        assert!(Instant::now() < deadline, "the hoarders never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, timeline) = lt_download(
+        &dir.path().join("idle.bin.torrent"),
+        &dir.path().join("out"),
+        addr,
+        &dir.path().join("data/idle.bin"),
+    );
+    assert_eq!(
+        engine.stats().iter().map(|s| s.peers).sum::<i64>(),
+        2,
+        "the hoarders were cut off: {:?}; libtorrent's timeline:\n{timeline}",
+        disconnects(&engine)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hoarders {
+        h.join().unwrap();
+    }
+}
+
+/// A slot given up between rounds, by a peer that leaves or one that loses interest, goes to
+/// a peer that waits at once: libtorrent, waiting for the only slot, downloads the whole
+/// torrent once its holder lets go, though no regular round comes.
+#[test]
+fn a_slot_given_up_between_rounds_goes_to_a_waiting_peer() {
+    require_tool("/usr/bin/python3");
+    for close in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_without_rounds(1);
+        let meta = seed_generated(
+            &engine,
+            dir.path(),
+            "given.bin",
+            8 << 20,
+            &["--no-date", "--piece-kib", "64"],
+        );
+        let ih = meta.info.hash.wire_id();
+        let addr = engine.local_addr();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holder = slot_holders(addr, ih, 1, true, stop.clone(), close);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.stats().iter().map(|s| s.peers).sum::<i64>() < 1 {
+            assert!(Instant::now() < deadline, "the holder never connected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let letgo = std::thread::spawn(move || {
+            // libtorrent is connected and waits by then.
+            std::thread::sleep(Duration::from_secs(3));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        lt_download(
+            &dir.path().join("given.bin.torrent"),
+            &dir.path().join("out"),
+            addr,
+            &dir.path().join("data/given.bin"),
+        );
+        letgo.join().unwrap();
+        drop(engine);
+        for h in holder {
+            h.join().unwrap();
+        }
+    }
 }

@@ -296,6 +296,7 @@ mod tests {
                         since,
                         uploaded_since_unchoke: up,
                         recent_upload: 0,
+                        idle: false,
                     }
                 })
                 .collect();

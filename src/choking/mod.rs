@@ -12,7 +12,11 @@
 //! - **Between rounds**, a peer that becomes interested takes an open slot at once
 //!   ([`admit_free`]), and a payer whose bid was just confirmed takes a slot at once
 //!   ([`admit_payer`]), choking a free peer for it if every slot is held. A payer never waits
-//!   for the next round while free peers hold slots.
+//!   for the next round while free peers hold slots. A slot given up (its holder left or lost
+//!   interest, or stopped reading) and a slot held unused while a peer waits (its holder asks
+//!   for nothing: [`Candidate::idle`]) bring a round at once, so no slot stands empty or
+//!   hoarded until the next interval; such a round neither restarts the measuring interval nor
+//!   rotates the optimistic unchoke.
 //! - **The split** of the node's slots over the workers ([`Slots::per_worker`]): each worker
 //!   decides alone, so no lock and no message crosses workers.
 //!
@@ -249,21 +253,21 @@ pub fn round(
         free_starved: false,
     };
     // The optimistic unchoke: a waiting free peer if there is one, else a waiting payer.
-    let waiting: Vec<usize> = rest
-        .iter()
-        .chain(ahead.iter())
-        .map(|c| c.key)
-        .filter(|&k| choice.slot_of(k).is_none())
-        .collect();
-    let waiting_free: Vec<usize> = rest
-        .iter()
-        .map(|c| c.key)
-        .filter(|&k| choice.slot_of(k).is_none())
-        .collect();
+    let waits = |c: &&Candidate| choice.slot_of(c.key).is_none();
+    let waiting: Vec<&Candidate> = rest.iter().chain(ahead.iter()).filter(waits).collect();
+    let waiting_free: Vec<&Candidate> = rest.iter().filter(waits).collect();
     let pool = if waiting_free.is_empty() {
         &waiting
     } else {
         &waiting_free
+    };
+    // A peer that asks for nothing neither keeps the optimistic unchoke nor gets it while a
+    // peer that wants data waits.
+    let wanting: Vec<usize> = pool.iter().filter(|c| !c.idle).map(|c| c.key).collect();
+    let pool: Vec<usize> = if wanting.is_empty() {
+        pool.iter().map(|c| c.key).collect()
+    } else {
+        wanting
     };
     // When payers hold every slot, the optimistic unchoke is the free peers' only way in: it
     // rotates every round, so each waiting free peer gets its turn sooner.
@@ -291,6 +295,7 @@ mod tests {
             since: t0 + Duration::from_secs(key as u64),
             uploaded_since_unchoke: up,
             recent_upload: 0,
+            idle: false,
         }
     }
 
@@ -443,6 +448,39 @@ mod tests {
         if c2.slot_of(o).is_none() || c2.optimistic == Some(o) {
             assert_eq!(c2.optimistic, Some(o));
         }
+    }
+
+    #[test]
+    fn an_optimistic_unchoke_held_unused_goes_to_a_peer_that_waits() {
+        let t0 = Instant::now();
+        let policy = Policy {
+            algo: SeedChoker::RoundRobin,
+            quota: 1 << 20,
+            slots: Slots { total: 1, paid: 0 },
+            terms: None,
+            rotate_optimistic: false,
+        };
+        // 0 holds the slot, 1 the optimistic unchoke, 2 waits.
+        let mut cands = vec![
+            cand(0, true, 10, t0),
+            cand(1, true, 10, t0),
+            cand(2, false, 0, t0),
+        ];
+        let c = round(&policy, &mut cands, &mut [], Some(1), 0);
+        assert_eq!(
+            (c.free.as_slice(), c.optimistic),
+            (&[0][..], Some(1)),
+            "kept"
+        );
+        // 1 asks for nothing: 2 gets the optimistic unchoke though the round keeps it otherwise.
+        cands[1].idle = true;
+        for rng in 0..4 {
+            let c = round(&policy, &mut cands, &mut [], Some(1), rng);
+            assert_eq!((c.free.as_slice(), c.optimistic), (&[0][..], Some(2)));
+        }
+        // Nobody else waits: it keeps it.
+        let c = round(&policy, &mut cands[..2], &mut [], Some(1), 0);
+        assert_eq!(c.optimistic, Some(1));
     }
 
     #[test]

@@ -28,10 +28,21 @@ pub struct Candidate {
     pub uploaded_since_unchoke: u64,
     /// Bytes sent during the last choke interval.
     pub recent_upload: u64,
+    /// It holds its unchoke without using it: it has asked for nothing for a while
+    /// ([`crate::engine`]'s `asks_nothing`). It yields its slot to any peer that waits.
+    pub idle: bool,
+}
+
+impl Candidate {
+    /// It holds an unchoke and uses it.
+    fn holds(&self) -> bool {
+        self.unchoked && !self.idle
+    }
 }
 
 /// Picks up to `slots` peers to unchoke (0 = no limit). `quota` is the number of bytes after
-/// which a round-robin slot is handed on.
+/// which a round-robin slot is handed on. In both algorithms a peer that holds a slot it does
+/// not use (`idle`) comes after every peer that waits.
 pub fn choose(algo: SeedChoker, cands: &mut [Candidate], slots: usize, quota: u64) -> Vec<usize> {
     if slots == 0 || cands.len() <= slots {
         return cands.iter().map(|c| c.key).collect();
@@ -39,19 +50,21 @@ pub fn choose(algo: SeedChoker, cands: &mut [Candidate], slots: usize, quota: u6
     match algo {
         SeedChoker::RoundRobin => {
             // 0: holding a slot under quota (oldest first), 1: waiting (longest first),
-            // 2: holding a slot over quota (most recently unchoked last).
+            // 2: holding a slot over quota, or unused (most recently unchoked last).
             let class = |c: &Candidate| match (c.unchoked, c.uploaded_since_unchoke >= quota) {
-                (true, false) => 0,
                 (false, _) => 1,
+                _ if c.idle => 2,
+                (true, false) => 0,
                 (true, true) => 2,
             };
             cands.sort_by_key(|c| (class(c), c.since));
         }
         SeedChoker::FastestUpload => {
             cands.sort_by(|a, b| {
-                b.recent_upload
-                    .cmp(&a.recent_upload)
-                    .then(b.unchoked.cmp(&a.unchoked))
+                a.idle
+                    .cmp(&b.idle)
+                    .then(b.recent_upload.cmp(&a.recent_upload))
+                    .then(b.holds().cmp(&a.holds()))
                     .then(a.since.cmp(&b.since))
             });
         }
@@ -78,6 +91,7 @@ mod tests {
             since: t0 + Duration::from_secs(since_s),
             uploaded_since_unchoke: up,
             recent_upload: recent,
+            idle: false,
         }
     }
 
@@ -107,5 +121,24 @@ mod tests {
         got.sort();
         assert_eq!(got, [2, 3]);
         assert_eq!(choose(SeedChoker::RoundRobin, &mut c, 0, 100).len(), 3);
+    }
+
+    #[test]
+    fn a_slot_held_unused_goes_to_a_peer_that_waits() {
+        let t0 = Instant::now();
+        for algo in [SeedChoker::RoundRobin, SeedChoker::FastestUpload] {
+            // 1 and 2 hold the slots under quota; 2 asks for nothing; 3 waits.
+            let mut c = vec![
+                cand(1, true, 0, 10, 500, t0),
+                Candidate {
+                    idle: true,
+                    ..cand(2, true, 0, 10, 900, t0)
+                },
+                cand(3, false, 5, 0, 0, t0),
+            ];
+            let mut got = choose(algo, &mut c, 2, 100);
+            got.sort();
+            assert_eq!(got, [1, 3], "{algo:?}");
+        }
     }
 }

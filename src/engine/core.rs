@@ -46,6 +46,9 @@ pub(crate) struct Core {
     pub upload_path: UploadPath,
     pub slots: Slots,
     pub held: Held,
+    /// A slot was given up between rounds (its holder left or lost interest): the worker holds
+    /// a round at its next tick, so a peer that waits takes it then, not at the next interval.
+    pub slot_opened: bool,
     pub speed: Option<Arc<SpeedService>>,
     pub id: usize,
     /// Tells connections apart for the speed verifier's answers.

@@ -82,7 +82,8 @@ struct Worker {
     free_starved: bool,
     /// A free peer was refused a slot since the last tick: `free_starved` is looked at again.
     starved_stale: bool,
-    /// A slot was taken from a peer that stopped reading: a round at the next tick.
+    /// A round at the next tick, between the regular ones: a slot was taken from a peer that
+    /// stopped reading, one stands unused while peers wait, or one was given up.
     rechoke_soon: bool,
     last_pex: Instant,
     /// Until when the advertised `reqq` is a share of the queue budget (see
@@ -144,6 +145,7 @@ pub(crate) fn run(ctx: WorkerContext, ready: Sender<std::io::Result<()>>) {
         upload_path: settings.upload_path.resolve(),
         slots: Slots::per_worker(settings.upload_slots, paid, workers),
         held: Held::default(),
+        slot_opened: false,
         speed: ctx.speed.clone(),
         id: ctx.id,
         next_conn_id: 0,
@@ -638,11 +640,14 @@ impl Worker {
         self.advertise_reqq();
         let interval =
             choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
-        if std::mem::take(&mut self.rechoke_soon)
-            || now.duration_since(self.last_rechoke) >= interval
-        {
+        let regular = now.duration_since(self.last_rechoke) >= interval;
+        let soon =
+            std::mem::take(&mut self.rechoke_soon) | std::mem::take(&mut self.core.slot_opened);
+        if regular {
             self.last_rechoke = now;
-            self.rechoke();
+        }
+        if regular || soon {
+            self.rechoke(regular);
         }
         let pex = self.core.settings.pex_interval;
         if !pex.is_zero() && now.duration_since(self.last_pex) >= pex {
@@ -651,8 +656,11 @@ impl Worker {
         }
     }
 
-    /// Once a second: handshake and idle timeouts, keep-alives.
+    /// Once a second: handshake and idle timeouts, keep-alives; slots that stand unused.
     fn timeouts(&mut self) {
+        // A slot held unused while a peer waits for one: a round gives it to the peer.
+        let (mut unused, mut waiting) = (false, false);
+        let stall = slot_stall(&self.core.settings);
         for slot in 0..self.conns.len() {
             let core = &mut self.core;
             let Some(c) = self.conns[slot].as_mut().filter(|c| c.closing.is_none()) else {
@@ -673,6 +681,11 @@ impl Worker {
                 c.pump_send(slot, core);
                 self.rechoke_soon = true;
             }
+            c.asks_nothing =
+                c.slot.is_some() && c.jobs.is_empty() && c.peer.asks_nothing(core.now, stall);
+            unused |= c.asks_nothing;
+            waiting |=
+                c.slot.is_none() && !c.reads_nothing && c.is_active() && c.peer.peer_interested();
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
                 Ok(Tick::KeepAlive) => c.pump_send(slot, core),
                 Ok(Tick::Snubbed) => {
@@ -684,11 +697,20 @@ impl Worker {
             }
             self.maybe_free(slot);
         }
+        if unused && waiting {
+            self.rechoke_soon = true;
+        }
     }
 
     /// A choking round over this worker's interested peers (see [`crate::choking::round`]).
-    fn rechoke(&mut self) {
-        self.rechokes += 1;
+    /// A `regular` one, every `rechoke_interval`, also starts the next measuring interval (the
+    /// bytes each peer moved) and rotates the optimistic unchoke every `optimistic_every`
+    /// rounds; one held between them (a slot given up or unused) keeps both, so however many
+    /// there are, rates are compared over whole intervals and the rotation keeps its pace.
+    fn rechoke(&mut self, regular: bool) {
+        if regular {
+            self.rechokes += 1;
+        }
         let mut cands: Vec<Candidate> = Vec::new();
         let mut bidders = Vec::new();
         let mut optimistic = None;
@@ -719,9 +741,10 @@ impl Worker {
                 paid_slots: self.core.slots.paid,
                 ..svc.terms
             }),
-            rotate_optimistic: self
-                .rechokes
-                .is_multiple_of(u64::from(s.optimistic_every.max(1))),
+            rotate_optimistic: regular
+                && self
+                    .rechokes
+                    .is_multiple_of(u64::from(s.optimistic_every.max(1))),
         };
         let choice = choking::round(&policy, &mut cands, &mut bidders, optimistic, self.rng);
         self.free_starved = choice.free_starved;
@@ -747,9 +770,11 @@ impl Worker {
                 c.pump_send(slot, core);
             }
         }
-        for c in self.conns.iter_mut().flatten() {
-            c.peer.uploaded_this_round = 0;
-            c.peer.new_download_round();
+        if regular {
+            for c in self.conns.iter_mut().flatten() {
+                c.peer.uploaded_this_round = 0;
+                c.peer.new_download_round();
+            }
         }
     }
 

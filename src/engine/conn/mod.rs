@@ -109,6 +109,10 @@ pub(super) struct Conn {
     /// It has taken none of our bytes for a while (see [`Conn::check_delivery`]): it holds no
     /// upload slot and is left out of choking rounds until it reads again.
     pub reads_nothing: bool,
+    /// It holds an upload slot it does not use: no upload job of its is under way and it has
+    /// asked for nothing for a while ([`super::peer::Peer::asks_nothing`]). Any peer that
+    /// waits for a slot goes ahead of it. Looked at once a second by the worker.
+    pub asks_nothing: bool,
     /// Counted in the worker's per-address count of connections in their handshake.
     pub counted_handshake: bool,
     /// Counted in its torrent's per-address count of connections.
@@ -190,6 +194,7 @@ impl Conn {
             delivered: 0,
             delivered_at: now,
             reads_nothing: false,
+            asks_nothing: false,
             counted_handshake: false,
             counted_torrent: false,
             crypt: crypt::Crypt::Plain,
@@ -250,6 +255,7 @@ impl Conn {
             } else {
                 self.peer.uploaded_this_round
             },
+            idle: self.asks_nothing,
         }
     }
 
@@ -300,6 +306,7 @@ impl Conn {
         self.leave_fetch(slot, core);
         if let Some(kind) = self.slot.take() {
             core.held.release(kind);
+            core.slot_opened = true;
         }
         let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if self.peer.phase() == Phase::Connecting {

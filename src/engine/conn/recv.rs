@@ -238,7 +238,10 @@ impl Conn {
                     self.slot_refused = true;
                 }
             }
-            Action::LeavesSlot => self.set_choke(None, core),
+            Action::LeavesSlot => {
+                core.slot_opened |= self.slot.is_some();
+                self.set_choke(None, core);
+            }
             Action::ExtHandshake => {
                 self.pex_join(core);
                 self.speed_start(slot, core);

@@ -242,6 +242,9 @@ pub struct Peer {
     announced: bool,
     /// Its requests waiting for upload, oldest first.
     requests: VecDeque<Queued>,
+    /// When it last asked for a block we could serve, or was unchoked (see
+    /// [`Peer::asks_nothing`]).
+    last_asked: Instant,
     /// The allowed-fast set we gave it (served while choked).
     allowed_fast: Vec<u32>,
     /// Pieces it allows us to request while it chokes us.
@@ -292,6 +295,7 @@ impl Peer {
             have: PeerPieces::default(),
             announced: false,
             requests: VecDeque::new(),
+            last_asked: now,
             allowed_fast: Vec::new(),
             allowed_fast_in: Vec::new(),
             rejected_total: 0,
@@ -854,6 +858,7 @@ impl Peer {
             // asks again, or elsewhere. Not a flood (it could not know), but it spends the
             // noise budget, so a peer that ignores `reqq` for good is cut off.
             self.spend_noise(now)?;
+            self.last_asked = now;
             Message::Reject(r).encode(out);
             return Ok(Action::Shed);
         }
@@ -861,6 +866,7 @@ impl Peer {
             if self.requests.len() < rules.max_reqq / 2 {
                 self.overflow = 0;
             }
+            self.last_asked = now;
             self.requests.push_back(Queued { req: r, at: now });
             return Ok(Action::Queued);
         }
@@ -927,6 +933,16 @@ impl Peer {
         sent
     }
 
+    /// Whether it holds an unchoke it does not use: nothing of its requests is queued and it
+    /// has asked for nothing we could serve for `after`, since its unchoke or its last request.
+    /// Interested and reading, it would otherwise keep its upload slot for as long as it likes
+    /// (it never reaches the round-robin quota), with peers that want data waiting.
+    pub fn asks_nothing(&self, now: Instant, after: Duration) -> bool {
+        !self.am_choking
+            && self.requests.is_empty()
+            && now.saturating_duration_since(self.last_asked) >= after
+    }
+
     /// Chokes the peer (no-op when choked already). Its queued requests die with the choke;
     /// fast peers are told so, except for pieces in their allowed-fast set, which stay served.
     pub fn choke(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
@@ -955,6 +971,7 @@ impl Peer {
         }
         self.am_choking = false;
         self.choke_changed = now;
+        self.last_asked = now;
         self.uploaded_since_unchoke = 0;
         // Requests refused while choked were in flight across our choke, not a flood: a peer
         // choked and unchoked many times over a long connection is not cut off for them.

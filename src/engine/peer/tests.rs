@@ -1295,6 +1295,41 @@ fn take_requests_takes_the_oldest_first_and_no_more_than_queued() {
     assert_eq!(c.peer.take_requests(1).count(), 0);
 }
 
+#[test]
+fn an_unchoked_peer_that_asks_for_nothing_is_told_apart() {
+    let mut c = active_peer(true, false);
+    let (s1, s2) = (Duration::from_secs(1), Duration::from_secs(2));
+    assert!(
+        !c.peer.asks_nothing(c.t0 + s2 * 5, s2),
+        "choked, it holds nothing"
+    );
+    c.unchoke();
+    assert!(!c.peer.asks_nothing(c.t0 + s1, s2), "just unchoked");
+    assert!(c.peer.asks_nothing(c.t0 + s2, s2));
+    // A request at t0 + 3 s: not while it is queued, nor for 2 s after it was taken.
+    let later = c.t0 + s1 * 3;
+    c.out.clear();
+    let r = Message::Request(req(0, 0, 16384));
+    let queued = c
+        .peer
+        .on_message(r, c.t.view(), &c.rules, later, &mut c.out);
+    assert_eq!(queued, Ok(Action::Queued));
+    assert!(!c.peer.asks_nothing(later + s2 * 5, s2), "a request waits");
+    assert_eq!(c.peer.take_requests(1).count(), 1);
+    assert!(!c.peer.asks_nothing(later + s1, s2));
+    assert!(c.peer.asks_nothing(later + s2, s2));
+    // A request for a piece we do not have asks for nothing we could serve.
+    let mut c = partial_peer(true);
+    c.unchoke();
+    let missing = af_set()[1];
+    let r = Message::Request(req(missing, 0, 16384));
+    let refused = c
+        .peer
+        .on_message(r, c.t.view(), &c.rules, later, &mut c.out);
+    assert_eq!(refused, Ok(Action::Refused { told: true }));
+    assert!(c.peer.asks_nothing(later, s2));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Extension messages
 // ---------------------------------------------------------------------------------------------
