@@ -641,8 +641,9 @@ impl Worker {
         let interval =
             choking::next_round_in(self.core.settings.rechoke_interval, self.free_starved);
         let regular = now.duration_since(self.last_rechoke) >= interval;
-        let soon =
-            std::mem::take(&mut self.rechoke_soon) | std::mem::take(&mut self.core.slot_opened);
+        // With unlimited slots (0) nobody waits for the one given up.
+        let opened = std::mem::take(&mut self.core.slot_opened) && self.core.slots.total != 0;
+        let soon = std::mem::take(&mut self.rechoke_soon) | opened;
         if regular {
             self.last_rechoke = now;
         }
