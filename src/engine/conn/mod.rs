@@ -255,7 +255,8 @@ impl Conn {
             } else {
                 self.peer.uploaded_this_round
             },
-            idle: self.asks_nothing,
+            // Looked at once a second: a peer choked since is no longer holding anything.
+            idle: self.asks_nothing && !self.peer.am_choking(),
         }
     }
 
