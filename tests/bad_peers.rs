@@ -1376,13 +1376,17 @@ fn slot_holders(
 /// An engine whose regular choking rounds never come within a test (every 10 minutes): a slot
 /// changes hands only between rounds.
 fn engine_without_rounds(slots: usize) -> Engine {
+    engine_without_rounds_with(slots, Settings::default())
+}
+
+fn engine_without_rounds_with(slots: usize, settings: Settings) -> Engine {
     loopback_engine(Settings {
         workers: 1,
         upload_slots: slots,
         rechoke_interval: Duration::from_secs(600),
         // A slot held unused for 2 s is given up (a quarter of this).
         send_timeout: Duration::from_secs(8),
-        ..Settings::default()
+        ..settings
     })
 }
 
@@ -1428,6 +1432,112 @@ fn slots_held_by_peers_that_ask_for_nothing_go_to_libtorrent() {
     for h in hoarders {
         h.join().unwrap();
     }
+}
+
+/// Not every slot holder that asks for nothing new is idle: one still draining what it asked
+/// for uses its slot. A peer asks for half a megabyte at once and reads it at 64 KiB/s through
+/// a small receive buffer (its pipeline full, it asks for nothing more), and for the 6 s it
+/// reads, a peer that waits for the only slot gets none: with the engine's unsent-bytes cap
+/// (the rest waits in our upload jobs) and without it (all of it in the kernel's send queue).
+#[test]
+fn a_peer_draining_what_it_asked_for_keeps_its_slot() {
+    for unsent_bytes in [Settings::default().unsent_bytes, 0] {
+        draining_peer_keeps_its_slot(unsent_bytes);
+    }
+}
+
+fn draining_peer_keeps_its_slot(unsent_bytes: u32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_without_rounds_with(
+        1,
+        Settings {
+            unsent_bytes,
+            ..Settings::default()
+        },
+    );
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "drain.bin",
+        4 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let ih = meta.info.hash.wire_id();
+    let addr = engine.local_addr();
+    // The slow reader: interested, unchoked at once, 32 requests, then reads slowly.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(8192).unwrap();
+    sock.bind(&SocketAddr::from((ip(31, 0, 1), 0)).into())
+        .unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut slow: TcpStream = sock.into();
+    slow.write_all(&Handshake::new(ih, *b"-XX0000-slowreader01").encode())
+        .unwrap();
+    slow.read_exact(&mut [0u8; 68]).unwrap();
+    slow.write_all(&msg(Message::Interested)).unwrap();
+    let mut buf = Vec::new();
+    read_until_kept(&mut slow, &mut buf, |m| {
+        (*m == Message::Unchoke).then_some(())
+    });
+    let mut reqs = Vec::new();
+    for k in 0..32u32 {
+        reqs.extend(msg(Message::Request(BlockRequest {
+            index: k / 4,
+            begin: (k % 4) * 16384,
+            length: 16384,
+        })));
+    }
+    slow.write_all(&reqs).unwrap();
+    // The waiting peer, interested once the slot is taken; it notes its unchoke.
+    let unchoked = Arc::new(AtomicBool::new(false));
+    let mut waiter = handshaken_from(ip(31, 0, 2), addr, ih);
+    waiter.write_all(&msg(Message::Interested)).unwrap();
+    let seen = unchoked.clone();
+    let watch = std::thread::spawn(move || {
+        read_until(&mut waiter, |m| (*m == Message::Unchoke).then_some(()));
+        seen.store(true, Ordering::Relaxed);
+        waiter
+    });
+    // 16 KiB every 250 ms: 24 blocks take about 6 s; 8 more still wait in the socket then.
+    let mut blocks = 0;
+    let mut chunk = [0u8; 16384];
+    while blocks < 24 {
+        std::thread::sleep(Duration::from_millis(250));
+        let n = slow.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "the slow reader was cut off: {:?}",
+            disconnects(&engine)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((m, used)) = ringseed::wire::parse_message(&buf, 1 << 20).unwrap() {
+            assert_ne!(m, Message::Choke, "choked while it drains");
+            if matches!(m, Message::Piece { .. }) {
+                blocks += 1;
+            }
+            buf.drain(..used);
+        }
+    }
+    assert!(
+        !unchoked.load(Ordering::Relaxed),
+        "unsent_bytes {unsent_bytes}: the waiting peer took the slot of a peer still draining \
+         what it asked for"
+    );
+    // Drained, it asks for nothing: then the slot goes to the waiting peer.
+    let mut rest = Vec::new();
+    let _ = slow.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !unchoked.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "the slot never went to the waiting peer"
+        );
+        if let Ok(n) = slow.read(&mut chunk) {
+            rest.extend_from_slice(&chunk[..n]);
+        }
+    }
+    drop(watch.join().unwrap());
 }
 
 /// A slot given up between rounds, by a peer that leaves or one that loses interest, goes to

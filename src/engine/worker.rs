@@ -683,7 +683,7 @@ impl Worker {
                 self.rechoke_soon = true;
             }
             c.asks_nothing =
-                c.slot.is_some() && c.jobs.is_empty() && c.peer.asks_nothing(core.now, stall);
+                c.slot.is_some() && c.all_taken() && c.peer.asks_nothing(core.now, stall);
             unused |= c.asks_nothing;
             waiting |=
                 c.slot.is_none() && !c.reads_nothing && c.is_active() && c.peer.peer_interested();

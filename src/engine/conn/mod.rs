@@ -109,9 +109,10 @@ pub(super) struct Conn {
     /// It has taken none of our bytes for a while (see [`Conn::check_delivery`]): it holds no
     /// upload slot and is left out of choking rounds until it reads again.
     pub reads_nothing: bool,
-    /// It holds an upload slot it does not use: no upload job of its is under way and it has
-    /// asked for nothing for a while ([`super::peer::Peer::asks_nothing`]). Any peer that
-    /// waits for a slot goes ahead of it. Looked at once a second by the worker.
+    /// It holds an upload slot it does not use: it has taken everything we sent
+    /// ([`Conn::all_taken`]) and asked for nothing for a while
+    /// ([`super::peer::Peer::asks_nothing`]). Any peer that waits for a slot goes ahead of it.
+    /// Looked at once a second by the worker.
     pub asks_nothing: bool,
     /// Counted in the worker's per-address count of connections in their handshake.
     pub counted_handshake: bool,
@@ -226,6 +227,15 @@ impl Conn {
             self.delivered_at = now;
         }
         now.saturating_duration_since(self.delivered_at)
+    }
+
+    /// The peer has taken every byte we sent and nothing waits to be sent (as of the last
+    /// [`Conn::check_delivery`]). A peer still draining what it asked for uses its slot though
+    /// it asks for nothing new: one that requested a megabyte and reads it slowly, say.
+    pub fn all_taken(&self) -> bool {
+        self.delivered == self.sent_total
+            && self.sending == Sending::Nothing
+            && self.jobs.is_empty()
     }
 
     /// The connection encrypts with RC4: its uploads must take the copy path.
