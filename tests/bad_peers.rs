@@ -1390,48 +1390,107 @@ fn engine_without_rounds_with(slots: usize, settings: Settings) -> Engine {
     })
 }
 
+/// libtorrent downloads an 8 MiB torrent from an engine without regular rounds with `slots`
+/// upload slots, behind `n` [`slot_holders`] connected first; the holders are told to stop
+/// `stop_after` into the download, if given. Returns what the test looks at next, the holders
+/// still running (and connected unless they stopped and closed).
+fn download_behind_slot_holders(
+    slots: usize,
+    n: u8,
+    asking: bool,
+    close: bool,
+    stop_after: Option<Duration>,
+) -> Behind {
+    require_tool("/usr/bin/python3");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_without_rounds(slots);
+    let meta = seed_generated(
+        &engine,
+        dir.path(),
+        "held.bin",
+        8 << 20,
+        &["--no-date", "--piece-kib", "64"],
+    );
+    let addr = engine.local_addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holders = slot_holders(
+        addr,
+        meta.info.hash.wire_id(),
+        n,
+        asking,
+        stop.clone(),
+        close,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().iter().map(|s| s.peers).sum::<i64>() < i64::from(n) {
+        assert!(
+            Instant::now() < deadline,
+            "the slot holders never connected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let letgo = stop_after.map(|after| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // libtorrent is connected and waits by then.
+            std::thread::sleep(after);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    let (_, timeline) = lt_download(
+        &dir.path().join("held.bin.torrent"),
+        &dir.path().join("out"),
+        addr,
+        &dir.path().join("data/held.bin"),
+    );
+    if let Some(l) = letgo {
+        l.join().unwrap();
+    }
+    Behind {
+        _dir: dir,
+        engine,
+        timeline,
+        holders,
+        stop,
+    }
+}
+
+struct Behind {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    timeline: String,
+    holders: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Behind {
+    /// Stops the holders (those that stay connected, when the engine goes) and waits for them.
+    fn end(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.engine);
+        for h in self.holders {
+            h.join().unwrap();
+        }
+    }
+}
+
 /// Slot hoarding by peers that read: they take every slot by saying they are interested, then
 /// ask for nothing (no round-robin quota is ever reached, nothing stalls). Each slot held
 /// unused goes to a peer that waits, between rounds: libtorrent, waiting behind them, downloads
 /// the whole torrent though no regular round comes, and the hoarders stay connected.
 #[test]
 fn slots_held_by_peers_that_ask_for_nothing_go_to_libtorrent() {
-    require_tool("/usr/bin/python3");
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine_without_rounds(2);
-    let meta = seed_generated(
-        &engine,
-        dir.path(),
-        "idle.bin",
-        8 << 20,
-        &["--no-date", "--piece-kib", "64"],
-    );
-    let ih = meta.info.hash.wire_id();
-    let addr = engine.local_addr();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hoarders = slot_holders(addr, ih, 2, false, stop.clone(), true);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while engine.stats().iter().map(|s| s.peers).sum::<i64>() < 2 {
-        assert!(Instant::now() < deadline, "the hoarders never connected");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let (_, timeline) = lt_download(
-        &dir.path().join("idle.bin.torrent"),
-        &dir.path().join("out"),
-        addr,
-        &dir.path().join("data/idle.bin"),
-    );
+    let behind = download_behind_slot_holders(2, 2, false, true, None);
+    let peers: i64 = behind.engine.stats().iter().map(|s| s.peers).sum();
     assert_eq!(
-        engine.stats().iter().map(|s| s.peers).sum::<i64>(),
+        peers,
         2,
-        "the hoarders were cut off: {:?}; libtorrent's timeline:\n{timeline}",
-        disconnects(&engine)
+        "the hoarders were cut off: {:?}; libtorrent's timeline:\n{}",
+        disconnects(&behind.engine),
+        behind.timeline
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for h in hoarders {
-        h.join().unwrap();
-    }
+    behind.end();
 }
 
 /// Not every slot holder that asks for nothing new is idle: one still draining what it asked
@@ -1545,42 +1604,7 @@ fn draining_peer_keeps_its_slot(unsent_bytes: u32) {
 /// torrent once its holder lets go, though no regular round comes.
 #[test]
 fn a_slot_given_up_between_rounds_goes_to_a_waiting_peer() {
-    require_tool("/usr/bin/python3");
     for close in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = engine_without_rounds(1);
-        let meta = seed_generated(
-            &engine,
-            dir.path(),
-            "given.bin",
-            8 << 20,
-            &["--no-date", "--piece-kib", "64"],
-        );
-        let ih = meta.info.hash.wire_id();
-        let addr = engine.local_addr();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let holder = slot_holders(addr, ih, 1, true, stop.clone(), close);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while engine.stats().iter().map(|s| s.peers).sum::<i64>() < 1 {
-            assert!(Instant::now() < deadline, "the holder never connected");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let letgo = std::thread::spawn(move || {
-            // libtorrent is connected and waits by then.
-            std::thread::sleep(Duration::from_secs(3));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-        lt_download(
-            &dir.path().join("given.bin.torrent"),
-            &dir.path().join("out"),
-            addr,
-            &dir.path().join("data/given.bin"),
-        );
-        letgo.join().unwrap();
-        drop(engine);
-        for h in holder {
-            h.join().unwrap();
-        }
+        download_behind_slot_holders(1, 1, true, close, Some(Duration::from_secs(3))).end();
     }
 }
