@@ -37,7 +37,7 @@ fn choker(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || base.clone(),
-                |mut cands| choose(algo, black_box(&mut cands), 100, 4 << 20),
+                |mut cands| choose(algo, black_box(&mut cands), 100, 4 << 20, None),
                 criterion::BatchSize::LargeInput,
             )
         });

@@ -1373,37 +1373,32 @@ fn slot_holders(
         .collect()
 }
 
-/// An engine whose regular choking rounds never come within a test (every 10 minutes): a slot
-/// changes hands only between rounds.
-fn engine_without_rounds(slots: usize) -> Engine {
-    engine_without_rounds_with(slots, Settings::default())
-}
-
-fn engine_without_rounds_with(slots: usize, settings: Settings) -> Engine {
-    loopback_engine(Settings {
+/// One worker with `slots` upload slots whose regular choking rounds never come within a test
+/// (every 10 minutes): a slot changes hands only between rounds.
+fn without_rounds(slots: usize) -> Settings {
+    Settings {
         workers: 1,
         upload_slots: slots,
         rechoke_interval: Duration::from_secs(600),
         // A slot held unused for 2 s is given up (a quarter of this).
         send_timeout: Duration::from_secs(8),
-        ..settings
-    })
+        ..Settings::default()
+    }
 }
 
-/// libtorrent downloads an 8 MiB torrent from an engine without regular rounds with `slots`
-/// upload slots, behind `n` [`slot_holders`] connected first; the holders are told to stop
+/// libtorrent downloads an 8 MiB torrent from an engine with `settings`, behind `n`
+/// [`slot_holders`] connected `head_start` before it; the holders are told to stop
 /// `stop_after` into the download, if given. Returns what the test looks at next, the holders
 /// still running (and connected unless they stopped and closed).
 fn download_behind_slot_holders(
-    slots: usize,
-    n: u8,
-    asking: bool,
-    close: bool,
+    settings: Settings,
+    (n, asking, close): (u8, bool, bool),
+    head_start: Duration,
     stop_after: Option<Duration>,
 ) -> Behind {
     require_tool("/usr/bin/python3");
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_without_rounds(slots);
+    let engine = loopback_engine(settings);
     let meta = seed_generated(
         &engine,
         dir.path(),
@@ -1429,7 +1424,7 @@ fn download_behind_slot_holders(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(head_start);
     let letgo = stop_after.map(|after| {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -1481,7 +1476,9 @@ impl Behind {
 /// the whole torrent though no regular round comes, and the hoarders stay connected.
 #[test]
 fn slots_held_by_peers_that_ask_for_nothing_go_to_libtorrent() {
-    let behind = download_behind_slot_holders(2, 2, false, true, None);
+    let head_start = Duration::from_millis(200);
+    let behind =
+        download_behind_slot_holders(without_rounds(2), (2, false, true), head_start, None);
     let peers: i64 = behind.engine.stats().iter().map(|s| s.peers).sum();
     assert_eq!(
         peers,
@@ -1508,13 +1505,10 @@ fn a_peer_draining_what_it_asked_for_keeps_its_slot() {
 fn draining_peer_keeps_its_slot(unsent_bytes: u32) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_without_rounds_with(
-        1,
-        Settings {
-            unsent_bytes,
-            ..Settings::default()
-        },
-    );
+    let engine = loopback_engine(Settings {
+        unsent_bytes,
+        ..without_rounds(1)
+    });
     let meta = seed_generated(
         &engine,
         dir.path(),
@@ -1599,12 +1593,33 @@ fn draining_peer_keeps_its_slot(unsent_bytes: u32) {
     drop(watch.join().unwrap());
 }
 
+/// Slot hoarding by peers that ask for a block now and then (20 a second here, and a quota they
+/// would take minutes to reach): a round-robin slot is held for 3 rounds at most while peers
+/// wait. One such peer holds the only slot, another the optimistic unchoke, which never
+/// rotates here; libtorrent, waiting behind them, gets the slot once their turns are over.
+#[test]
+fn a_slot_held_by_a_peer_that_asks_now_and_then_is_handed_on_after_its_turn() {
+    let settings = Settings {
+        workers: 1,
+        upload_slots: 1,
+        rechoke_interval: Duration::from_secs(1),
+        optimistic_every: 100_000,
+        round_robin_quota: 1 << 30,
+        ..Settings::default()
+    };
+    // The first round, a second in, gives the waiting holder the optimistic unchoke before
+    // libtorrent comes.
+    let head_start = Duration::from_millis(1500);
+    download_behind_slot_holders(settings, (2, true, true), head_start, None).end();
+}
+
 /// A slot given up between rounds, by a peer that leaves or one that loses interest, goes to
 /// a peer that waits at once: libtorrent, waiting for the only slot, downloads the whole
 /// torrent once its holder lets go, though no regular round comes.
 #[test]
 fn a_slot_given_up_between_rounds_goes_to_a_waiting_peer() {
     for close in [true, false] {
-        download_behind_slot_holders(1, 1, true, close, Some(Duration::from_secs(3))).end();
+        let (head_start, letgo) = (Duration::from_millis(200), Some(Duration::from_secs(3)));
+        download_behind_slot_holders(without_rounds(1), (1, true, close), head_start, letgo).end();
     }
 }

@@ -303,6 +303,7 @@ mod tests {
             let policy = crate::choking::Policy {
                 algo: SeedChoker::RoundRobin,
                 quota: 4 << 20,
+                turn_ended: None,
                 slots: crate::choking::Slots { total: 4, paid: 2 },
                 terms: Some(terms),
                 rotate_optimistic: false,

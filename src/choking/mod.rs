@@ -160,6 +160,9 @@ pub struct Policy {
     pub algo: SeedChoker,
     /// Bytes after which a round-robin slot is handed on.
     pub quota: u64,
+    /// A round-robin slot held since this instant or before has had its turn, whatever it
+    /// moved (see [`seed::choose`]); `None`: turns end by the quota alone.
+    pub turn_ended: Option<std::time::Instant>,
     pub slots: Slots,
     /// The auction's terms with `[speed]` on (`paid_slots` already this worker's share).
     pub terms: Option<Terms>,
@@ -242,7 +245,7 @@ pub fn round(
         if open == 0 {
             break;
         }
-        let picked = seed::choose(policy.algo, group, open, policy.quota);
+        let picked = seed::choose(policy.algo, group, open, policy.quota, policy.turn_ended);
         open -= picked.len();
         free.extend(picked);
     }
@@ -372,6 +375,7 @@ mod tests {
         let policy = Policy {
             algo: SeedChoker::RoundRobin,
             quota: 1 << 20,
+            turn_ended: None,
             slots: Slots { total: 4, paid: 2 },
             terms: Some(terms),
             rotate_optimistic: true,
@@ -421,6 +425,7 @@ mod tests {
         let policy = Policy {
             algo: SeedChoker::RoundRobin,
             quota: 1 << 20,
+            turn_ended: None,
             slots: Slots { total: 3, paid: 1 },
             terms: Some(Terms {
                 paid_slots: 1,
@@ -456,6 +461,7 @@ mod tests {
         let policy = Policy {
             algo: SeedChoker::RoundRobin,
             quota: 1 << 20,
+            turn_ended: None,
             slots: Slots { total: 1, paid: 0 },
             terms: None,
             rotate_optimistic: false,
@@ -489,6 +495,7 @@ mod tests {
         let policy = Policy {
             algo: SeedChoker::FastestUpload,
             quota: 1,
+            turn_ended: None,
             slots: Slots { total: 0, paid: 0 },
             terms: None,
             rotate_optimistic: true,

@@ -40,20 +40,33 @@ impl Candidate {
     }
 }
 
-/// Picks up to `slots` peers to unchoke (0 = no limit). `quota` is the number of bytes after
-/// which a round-robin slot is handed on. In both algorithms a peer that holds a slot it does
+/// Picks up to `slots` peers to unchoke (0 = no limit). A round-robin slot is handed on after
+/// `quota` bytes, or when its turn is over (unchoked at or before `turn_ended`) whatever it
+/// moved: a peer that asks for a block now and then would otherwise never reach the quota and
+/// keep its slot for as long as it likes. In both algorithms a peer that holds a slot it does
 /// not use (`idle`) comes after every peer that waits.
-pub fn choose(algo: SeedChoker, cands: &mut [Candidate], slots: usize, quota: u64) -> Vec<usize> {
+pub fn choose(
+    algo: SeedChoker,
+    cands: &mut [Candidate],
+    slots: usize,
+    quota: u64,
+    turn_ended: Option<Instant>,
+) -> Vec<usize> {
     if slots == 0 || cands.len() <= slots {
         return cands.iter().map(|c| c.key).collect();
     }
     match algo {
         SeedChoker::RoundRobin => {
-            // 0: holding a slot under quota (oldest first), 1: waiting (longest first),
-            // 2: holding a slot over quota, or unused (most recently unchoked last).
-            let class = |c: &Candidate| match (c.unchoked, c.uploaded_since_unchoke >= quota) {
+            // 0: holding a slot in its turn (oldest first), 1: waiting (longest first),
+            // 2: holding a slot over quota, past its turn, or unused (most recently unchoked
+            // last).
+            let over = |c: &Candidate| {
+                c.idle
+                    || c.uploaded_since_unchoke >= quota
+                    || turn_ended.is_some_and(|t| c.since <= t)
+            };
+            let class = |c: &Candidate| match (c.unchoked, over(c)) {
                 (false, _) => 1,
-                _ if c.idle => 2,
                 (true, false) => 0,
                 (true, true) => 2,
             };
@@ -104,7 +117,7 @@ mod tests {
             cand(3, false, 2, 0, 0, t0),  // waited since 2
             cand(4, false, 0, 0, 0, t0),  // waited longest
         ];
-        let mut got = choose(SeedChoker::RoundRobin, &mut c, 2, 100);
+        let mut got = choose(SeedChoker::RoundRobin, &mut c, 2, 100, None);
         got.sort();
         assert_eq!(got, [1, 4]);
     }
@@ -117,10 +130,13 @@ mod tests {
             cand(2, false, 0, 0, 50, t0),
             cand(3, true, 0, 0, 20, t0),
         ];
-        let mut got = choose(SeedChoker::FastestUpload, &mut c, 2, 100);
+        let mut got = choose(SeedChoker::FastestUpload, &mut c, 2, 100, None);
         got.sort();
         assert_eq!(got, [2, 3]);
-        assert_eq!(choose(SeedChoker::RoundRobin, &mut c, 0, 100).len(), 3);
+        assert_eq!(
+            choose(SeedChoker::RoundRobin, &mut c, 0, 100, None).len(),
+            3
+        );
     }
 
     #[test]
@@ -136,9 +152,36 @@ mod tests {
                 },
                 cand(3, false, 5, 0, 0, t0),
             ];
-            let mut got = choose(algo, &mut c, 2, 100);
+            let mut got = choose(algo, &mut c, 2, 100, None);
             got.sort();
             assert_eq!(got, [1, 3], "{algo:?}");
         }
+    }
+
+    #[test]
+    fn a_round_robin_turn_ends_with_its_time_under_quota() {
+        let t0 = Instant::now();
+        // 1 unchoked at t0 + 0 s, 2 at t0 + 20 s, both under quota (a block now and then);
+        // 3 waits since t0 + 5 s.
+        let c = vec![
+            cand(1, true, 0, 10, 0, t0),
+            cand(2, true, 20, 10, 0, t0),
+            cand(3, false, 5, 0, 0, t0),
+        ];
+        let pick = |turn_ended: Option<Instant>| {
+            let mut c = c.clone();
+            let mut got = choose(SeedChoker::RoundRobin, &mut c, 2, 100, turn_ended);
+            got.sort();
+            got
+        };
+        assert_eq!(
+            pick(None),
+            [1, 2],
+            "no turn: under quota they keep their slots"
+        );
+        // Turns of 30 s, at t0 + 30 s: 1's is over, 2's is not.
+        assert_eq!(pick(Some(t0)), [2, 3]);
+        // Both past their turn: the waiting one first, then the one unchoked earlier.
+        assert_eq!(pick(Some(t0 + Duration::from_secs(20))), [1, 3]);
     }
 }

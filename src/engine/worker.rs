@@ -64,6 +64,11 @@ pub(crate) struct WorkerContext {
 
 const TICK_EVERY: Duration = Duration::from_millis(50);
 
+/// A round-robin slot is held for at most this many `rechoke_interval`s while peers wait,
+/// whatever its holder moved (its quota ends it sooner): 30 s by default, about what the
+/// 4 MiB quota takes at 140 KB/s.
+const ROUND_ROBIN_TURN: u32 = 3;
+
 struct Worker {
     core: Core,
     conns: Vec<Option<Conn>>,
@@ -737,6 +742,10 @@ impl Worker {
         let policy = Policy {
             algo: s.choker,
             quota: s.round_robin_quota,
+            turn_ended: self
+                .core
+                .now
+                .checked_sub(s.rechoke_interval * ROUND_ROBIN_TURN),
             slots: self.core.slots,
             terms: self.core.speed.as_ref().map(|svc| choking::auction::Terms {
                 paid_slots: self.core.slots.paid,
