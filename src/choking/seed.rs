@@ -29,7 +29,7 @@ pub struct Candidate {
     /// Bytes sent during the last choke interval.
     pub recent_upload: u64,
     /// It holds its unchoke without using it: it has asked for nothing for a while
-    /// ([`crate::engine`]'s `asks_nothing`). It yields its slot to any peer that waits.
+    /// (the engine's `Conn::holds_unused_slot`). It yields its slot to any peer that waits.
     pub idle: bool,
 }
 

@@ -674,7 +674,7 @@ impl Worker {
             };
             let idle = c.sending == super::conn::Sending::Nothing;
             let undelivered = c.check_delivery(core.now);
-            c.reads_nothing = undelivered >= slot_stall(&core.settings);
+            c.reads_nothing = undelivered >= stall;
             if let Some(reason) = stalled(c, undelivered, core) {
                 c.close(slot, reason, core);
                 self.maybe_free(slot);
@@ -687,9 +687,7 @@ impl Worker {
                 c.pump_send(slot, core);
                 self.rechoke_soon = true;
             }
-            c.asks_nothing =
-                c.slot.is_some() && c.all_taken() && c.peer.asks_nothing(core.now, stall);
-            unused |= c.asks_nothing;
+            unused |= c.holds_unused_slot(core.now, stall);
             waiting |=
                 c.slot.is_none() && !c.reads_nothing && c.is_active() && c.peer.peer_interested();
             match c.peer.on_tick(core.now, &core.rules, idle, &mut c.ctrl) {
@@ -720,6 +718,7 @@ impl Worker {
         let mut cands: Vec<Candidate> = Vec::new();
         let mut bidders = Vec::new();
         let mut optimistic = None;
+        let (now, stall) = (self.core.now, slot_stall(&self.core.settings));
         for (i, c) in self.conns.iter().enumerate() {
             let Some(c) = c.as_ref().filter(|c| c.is_active()) else {
                 continue;
@@ -730,7 +729,7 @@ impl Worker {
             if !c.peer.peer_interested() || c.reads_nothing {
                 continue;
             }
-            cands.push(c.candidate(i));
+            cands.push(c.candidate(i, now, stall));
             if let Some(b) = c.speed.as_ref().and_then(|s| s.bidder(i, c.peer.uploaded)) {
                 bidders.push(b);
             }
@@ -808,6 +807,7 @@ impl Worker {
             held.release(own);
         }
         // Free peers (not payers) holding slots: the ones a payer may displace.
+        let (now, stall) = (self.core.now, slot_stall(&self.core.settings));
         let holders: Vec<Candidate> = self
             .conns
             .iter()
@@ -815,7 +815,7 @@ impl Worker {
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
                 let free_holder = c.is_active() && c.slot == Some(SlotKind::Free) && !c.paying();
-                (i != slot && free_holder).then(|| c.candidate(i))
+                (i != slot && free_holder).then(|| c.candidate(i, now, stall))
             })
             .collect();
         let (victim, kind) = match choking::admit_payer(&self.core.slots, held, &holders) {

@@ -109,11 +109,6 @@ pub(super) struct Conn {
     /// It has taken none of our bytes for a while (see [`Conn::check_delivery`]): it holds no
     /// upload slot and is left out of choking rounds until it reads again.
     pub reads_nothing: bool,
-    /// It holds an upload slot it does not use: it has taken everything we sent
-    /// ([`Conn::all_taken`]) and asked for nothing for a while
-    /// ([`super::peer::Peer::asks_nothing`]). Any peer that waits for a slot goes ahead of it.
-    /// Looked at once a second by the worker.
-    pub asks_nothing: bool,
     /// Counted in the worker's per-address count of connections in their handshake.
     pub counted_handshake: bool,
     /// Counted in its torrent's per-address count of connections.
@@ -195,7 +190,6 @@ impl Conn {
             delivered: 0,
             delivered_at: now,
             reads_nothing: false,
-            asks_nothing: false,
             counted_handshake: false,
             counted_torrent: false,
             crypt: crypt::Crypt::Plain,
@@ -238,6 +232,13 @@ impl Conn {
             && self.jobs.is_empty()
     }
 
+    /// It holds an upload slot it does not use: it has taken everything we sent
+    /// ([`Conn::all_taken`]) and asked for nothing for `after`
+    /// ([`super::peer::Peer::asks_nothing`]). Any peer that waits for a slot goes ahead of it.
+    pub fn holds_unused_slot(&self, now: Instant, after: std::time::Duration) -> bool {
+        self.slot.is_some() && self.all_taken() && self.peer.asks_nothing(now, after)
+    }
+
     /// The connection encrypts with RC4: its uploads must take the copy path.
     pub fn rc4(&self) -> bool {
         self.crypt.is_rc4()
@@ -252,8 +253,14 @@ impl Conn {
         self.speed.as_ref().is_some_and(|s| s.paying())
     }
 
-    /// What the choker knows of this peer, under the worker's `key`.
-    pub fn candidate(&self, key: usize) -> crate::choking::Candidate {
+    /// What the choker knows of this peer, under the worker's `key`, at `now`; a slot held
+    /// unused for `stall` makes it idle.
+    pub fn candidate(
+        &self,
+        key: usize,
+        now: Instant,
+        stall: std::time::Duration,
+    ) -> crate::choking::Candidate {
         crate::choking::Candidate {
             key,
             unchoked: !self.peer.am_choking(),
@@ -265,8 +272,7 @@ impl Conn {
             } else {
                 self.peer.uploaded_this_round
             },
-            // Looked at once a second: a peer choked since is no longer holding anything.
-            idle: self.asks_nothing && !self.peer.am_choking(),
+            idle: self.holds_unused_slot(now, stall),
         }
     }
 
